@@ -1,0 +1,90 @@
+/*
+ * cleanroom — crypto suites for ECDH blinding.
+ *
+ * Owns: hash-to-group, per-session scalars, blinding of own elements,
+ * re-blinding of the peer's points (with canonical-encoding and identity
+ * checks) and the digests that are compared.
+ * Never: logs or prints a match key, a point, a scalar or a digest; keeps a
+ * scalar outside sodium_malloc'ed memory; writes its own curve arithmetic
+ * (libsodium and OpenSSL do all group operations).
+ *
+ * All functions are safe to call from several threads at once on distinct
+ * outputs (they share only read-only inputs).
+ */
+#ifndef CLEANROOM_CRYPTO_H
+#define CLEANROOM_CRYPTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cleanroom/error.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define CR_MAX_POINT_BYTES 64
+#define CR_MAX_SCALAR_BYTES 64
+#define CR_MAX_DIGEST_BYTES 32
+#define CR_SESSION_ID_BYTES 32
+
+/* Design §4: the DST of the ristretto255 suite. */
+#define CR_R255_DST "cleanroom-v1-ristretto255_XMD:SHA-512_R255MAP_RO_"
+
+/* Initialises libsodium; call once before anything else (idempotent). */
+CR_NODISCARD int cr_crypto_init(void);
+
+/*
+ * RFC 9380 §5.3.1 expand_message_xmd with SHA-512.
+ * out_len <= 255*64, dst_len <= 255. Returns 0 or CR_EINVAL.
+ */
+CR_NODISCARD int cr_expand_message_xmd_sha512(uint8_t *out, size_t out_len,
+                                              const uint8_t *msg, size_t msg_len,
+                                              const uint8_t *dst, size_t dst_len);
+
+/*
+ * A suite: the group, its encodings and its hash-to-group. The session and
+ * node code only ever see this interface, so a second suite (p256) plugs in
+ * without changing them.
+ */
+typedef struct cr_suite {
+  const char *name;   /* "ristretto255" */
+  size_t point_bytes; /* wire encoding of a point */
+  size_t scalar_bytes;
+
+  /* Fresh uniform non-zero scalar into k (caller provides sodium_malloc'ed
+   * scalar_bytes). */
+  int (*scalar_random)(uint8_t *k);
+
+  /* out = k * HashToGroup(msg) with the suite's DST. */
+  int (*hash_blind)(uint8_t *out, const uint8_t *k, const uint8_t *msg,
+                    size_t msg_len);
+
+  /* out = k * P for a peer's point P. Returns CR_EPROTO when P is not a
+   * canonical encoding or is the identity (and leaves out zeroed), CR_ECRYPTO
+   * when the product is the identity. */
+  int (*reblind)(uint8_t *out, const uint8_t *k, const uint8_t *peer_point);
+} cr_suite;
+
+/* NULL when the name is unknown. */
+const cr_suite *cr_suite_find(const char *name);
+extern const cr_suite cr_suite_ristretto255;
+
+/* ristretto255 HashToGroup with an explicit DST (for known-answer tests):
+ * expand_message_xmd(SHA-512, 64 bytes) then crypto_core_ristretto255_from_hash. */
+CR_NODISCARD int cr_r255_hash_to_group(uint8_t out[32], const uint8_t *msg,
+                                       size_t msg_len, const uint8_t *dst,
+                                       size_t dst_len);
+
+/* digest(Y) = SHA-512("cleanroom/v1/digest" || session_id || enc(Y))[0..len). */
+void cr_digest(uint8_t *out, size_t len, const uint8_t session_id[CR_SESSION_ID_BYTES],
+               const uint8_t *point, size_t point_bytes);
+
+/* Scalars live in guarded, locked memory and are wiped on free. */
+uint8_t *cr_scalar_alloc(const cr_suite *suite);
+void cr_scalar_free(const cr_suite *suite, uint8_t *k);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,116 @@
+/*
+ * cleanroom — a party's own data: RFC 4180 CSV reading, match-key
+ * normalization, de-duplication.
+ *
+ * Owns: turning a CSV file into the de-duplicated set of normalized match-key
+ * values the session blinds, and the per-reason rejection counts.
+ * Never: prints, logs or puts into an error message a match-key value or any
+ * cell of the data (messages name file, line and column only).
+ */
+#ifndef CLEANROOM_DATASET_H
+#define CLEANROOM_DATASET_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cleanroom/error.h"
+#include "cleanroom/template.h"
+#include "cleanroom/util.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- CSV (RFC 4180) ----------------------------------------------------- */
+
+typedef struct cr_csv cr_csv;
+
+/* Reads from an open stream (not closed by cr_csv_free); `name` is used in
+ * messages. */
+CR_NODISCARD int cr_csv_open_stream(cr_csv **out, void *FILE_stream, const char *name);
+/* Reads from memory (for tests and fuzzing); data must outlive the reader. */
+CR_NODISCARD int cr_csv_open_mem(cr_csv **out, const char *data, size_t len,
+                                 const char *name);
+/*
+ * Next record. Returns 1 with *fields/*nfields set (valid until the next
+ * call), 0 at end of input, or a negative CR_EDATA with err naming file and
+ * line (unterminated quote, stray quote, invalid UTF-8, field or record too
+ * large). *line is the 1-based line on which the record starts.
+ */
+int cr_csv_next(cr_csv *r, const char *const **fields, const size_t **lens,
+                size_t *nfields, uint64_t *line, cr_error *err);
+void cr_csv_free(cr_csv *r);
+
+/* ---- Normalization ------------------------------------------------------ */
+
+/* Why a row's key was rejected; one counter each. */
+#define CR_REJECT_MAP(XX)                                                      \
+  XX(MISSING, "missing_value", "a key column is empty")                        \
+  XX(EMAIL, "invalid_email", "not an e-mail address (one @, non-empty local part and domain)") \
+  XX(PHONE, "invalid_phone", "not a phone number (E.164: + and 8-15 digits)")  \
+  XX(TEXT, "invalid_text", "empty after normalization")                        \
+  XX(HEX, "invalid_sha256_hex", "not 64 hexadecimal digits")                   \
+  XX(COLUMNS, "wrong_column_count", "the row has a different number of fields than the header")
+
+typedef enum cr_reject_reason {
+#define CR__REJ_ENUM(name, key, text) CR_REJECT_##name,
+  CR_REJECT_MAP(CR__REJ_ENUM)
+#undef CR__REJ_ENUM
+  CR_REJECT_COUNT
+} cr_reject_reason;
+
+const char *cr_reject_key(cr_reject_reason r);  /* "invalid_email" */
+const char *cr_reject_text(cr_reject_reason r); /* explanation for people */
+
+/*
+ * Normalizes one key from the row's key-column values (in the match key's
+ * column order) into out: each column through the normalizer chain, columns
+ * joined with 0x1f. Returns 0, or 1 with *reason set when the row must be
+ * rejected, or a negative error. `default_cc` may be NULL.
+ */
+int cr_normalize_key(const cr_match_key *mk, const char *const *values,
+                     const size_t *lens, cr_buf *out, cr_reject_reason *reason);
+
+/* ---- Dataset ------------------------------------------------------------ */
+
+#define CR_DATASET_MAX_REJECT_LINES 5
+
+typedef struct cr_dataset_options {
+  double max_reject_ratio; /* default 0.05: above it loading fails */
+} cr_dataset_options;
+
+typedef struct cr_dataset {
+  /* De-duplicated, normalized key values, sorted bytewise: value i is
+   * bytes[off[i] .. off[i+1]). Wiped on free. */
+  size_t n;
+  uint8_t *bytes;
+  size_t *off; /* n+1 entries */
+
+  char *path;
+  uint8_t file_sha256[CR_SHA256_BYTES];
+  uint64_t rows_read;     /* data rows, header excluded */
+  uint64_t rows_accepted; /* rows with a valid key (before de-duplication) */
+  uint64_t rows_rejected;
+  uint64_t rejected[CR_REJECT_COUNT];
+  uint64_t reject_lines[CR_DATASET_MAX_REJECT_LINES]; /* first few, 1-based */
+  size_t nreject_lines;
+  uint64_t duplicates; /* accepted rows whose key was already seen */
+} cr_dataset;
+
+/*
+ * Loads `path` for `role` under template t: checks the header holds the
+ * role's required_columns and the match-key columns (CR_EDATA naming the
+ * missing column), normalizes each row, de-duplicates. Fails with CR_EDATA
+ * when the rejection ratio exceeds opt->max_reject_ratio (message gives the
+ * counts per reason and the first rejected line numbers) or when no row is
+ * accepted. opt may be NULL for defaults.
+ */
+CR_NODISCARD int cr_dataset_load(cr_dataset **out, const char *path, const cr_template *t,
+                                 cr_role role, const cr_dataset_options *opt,
+                                 cr_error *err);
+void cr_dataset_free(cr_dataset *d);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,156 @@
+/*
+ * cleanroom — one protocol session, sans I/O (design §3–5).
+ *
+ * Owns: the frame sequence Hello / Batch / EndOfSet / Digests / EndOfDigests
+ * / Finish / Error, every check on what the peer sends, blinding of the own
+ * set and re-blinding of the peer's, digest return and matching, the
+ * threshold, and the signed receipt.
+ * Never: touches a socket, a file or the clock; logs anything; releases a
+ * result before the session has completed (both Finish frames exchanged and
+ * the peer's receipt verified).
+ *
+ * Bytes in (cr_session_recv), bytes out (cr_session_send / cr_session_sent).
+ * The stream is a sequence of frames, each `u32 big-endian length` then that
+ * many bytes of a protobuf cleanroom.v1.Frame. Calls on one session must not
+ * overlap, but may come from any thread: the node runs them on worker
+ * threads because recv and send do the blinding work.
+ */
+#ifndef CLEANROOM_SESSION_H
+#define CLEANROOM_SESSION_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cleanroom/crypto.h"
+#include "cleanroom/dataset.h"
+#include "cleanroom/error.h"
+#include "cleanroom/template.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define CR_PROTOCOL_VERSION 1
+#define CR_DEFAULT_MAX_FRAME (16u << 20)
+#define CR_DEFAULT_BATCH 4096
+#define CR_SIGNATURE_BYTES 64
+#define CR_SIGN_PK_BYTES 32
+
+/* Error codes carried in Error frames (stable wire values). */
+#define CR_WIRE_ERROR_MAP(XX)                                                  \
+  XX(1, VERSION, "protocol versions differ")                                   \
+  XX(2, ROLE, "both nodes claim the same role")                                \
+  XX(3, TEMPLATE_MISMATCH, "the templates differ")                             \
+  XX(4, UNKNOWN_QUERY, "the query is not in the template")                     \
+  XX(5, NOT_ALLOWED, "the template does not allow this")                       \
+  XX(6, SUITE, "the crypto suites differ")                                     \
+  XX(7, SIZE, "a set size is outside the template's limits")                   \
+  XX(8, PROTOCOL, "protocol violation")                                        \
+  XX(9, INTERNAL, "internal error")                                            \
+  XX(10, TIMEOUT, "timed out")                                                 \
+  XX(11, BUSY, "busy, retry later")                                            \
+  XX(12, PARAMS, "query parameters do not match the template")                 \
+  XX(13, ABORTED, "aborted by the operator")
+
+typedef enum cr_wire_error {
+#define CR__WIRE_ENUM(num, name, text) CR_WIRE_##name = num,
+  CR_WIRE_ERROR_MAP(CR__WIRE_ENUM)
+#undef CR__WIRE_ENUM
+} cr_wire_error;
+const char *cr_wire_error_name(int code); /* "TEMPLATE_MISMATCH" */
+
+typedef int (*cr_sign_fn)(void *ctx, const uint8_t *msg, size_t len,
+                          uint8_t sig[CR_SIGNATURE_BYTES]);
+
+typedef struct cr_session_config {
+  const cr_template *tmpl;
+  const cr_dataset *data; /* own set; must outlive the session */
+  cr_role role;           /* own role */
+  int is_runner;          /* 1: sends Hello first and names the query */
+  const char *query;      /* runner: the query to run; responder: NULL */
+  const char *software;   /* e.g. "cleanroom/0.1.0" */
+  size_t max_frame;       /* 0: CR_DEFAULT_MAX_FRAME */
+  size_t batch_size;      /* points per Batch; 0: CR_DEFAULT_BATCH */
+  uint32_t digest_bytes;  /* proposal; 0: the minimum the sizes need */
+  cr_sign_fn sign;        /* signs the receipt with the node's identity */
+  void *sign_ctx;
+  uint8_t peer_sign_pk[CR_SIGN_PK_BYTES]; /* peer's Ed25519 key, from its cert */
+} cr_session_config;
+
+typedef enum cr_session_status {
+  CR_SESSION_RUNNING = 0,
+  CR_SESSION_DONE,  /* completed; result valid */
+  CR_SESSION_FAILED /* aborted; nothing released */
+} cr_session_status;
+
+typedef struct cr_session_result {
+  cr_session_status status;
+  char query[128];
+  cr_role role;
+  int is_runner;
+  uint8_t session_id[CR_SESSION_ID_BYTES];
+  int have_session_id;
+  uint64_t own_set_size;
+  uint64_t peer_set_size;
+  uint32_t digest_bytes;
+  char peer_software[64];
+
+  /* Valid when status == DONE. */
+  int receives;      /* this side is in results_to */
+  int suppressed;    /* count < min_count */
+  uint64_t count;    /* only meaningful when receives && !suppressed */
+  uint64_t min_count;
+  uint8_t transcript_sha256[CR_SHA256_BYTES];
+  uint8_t peer_signature[CR_SIGNATURE_BYTES]; /* verified receipt */
+
+  /* Valid when status == FAILED. */
+  int error;           /* CR_E* code */
+  int wire_error;      /* CR_WIRE_* sent or received, 0 if none */
+  int error_from_peer; /* 1: the peer sent an Error frame */
+  char error_msg[512];
+} cr_session_result;
+
+typedef struct cr_session cr_session;
+
+CR_NODISCARD int cr_session_new(cr_session **out, const cr_session_config *cfg,
+                                cr_error *err);
+/* Wipes the scalar and every buffer. */
+void cr_session_free(cr_session *s);
+
+/* Runner: queues Hello. Responder: no-op. */
+CR_NODISCARD int cr_session_start(cr_session *s);
+
+/*
+ * Feeds bytes received from the peer (any split). Returns 0, or a negative
+ * code once the session has failed (an Error frame is then queued for the
+ * peer unless the peer sent one).
+ */
+int cr_session_recv(cr_session *s, const uint8_t *data, size_t len);
+
+/*
+ * Bytes to send next. May produce more frames (and do the blinding work for
+ * them) when the queue is short. *len == 0 means nothing to send now.
+ * The bytes stay valid until cr_session_sent() or cr_session_free().
+ */
+int cr_session_send(cr_session *s, const uint8_t **data, size_t *len);
+void cr_session_sent(cr_session *s, size_t n);
+/* 1 when cr_session_send would return bytes (queued or producible). */
+int cr_session_want_send(const cr_session *s);
+
+/*
+ * Fails the session from outside (timeout, peer vanished, operator): queues
+ * an Error frame with wire_code (0: none) and records msg.
+ */
+void cr_session_abort(cr_session *s, int code, int wire_code, const char *msg);
+
+cr_session_status cr_session_status_get(const cr_session *s);
+/* Always valid; fields fill in as the session proceeds. */
+const cr_session_result *cr_session_result_get(const cr_session *s);
+
+/* For tests: 1 when the session's scalar memory has been wiped. */
+int cr_session_scalar_wiped(const cr_session *s);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,132 @@
+/*
+ * cleanroom — the collaboration template (design §6): the contract both
+ * partners load, identified by the SHA-256 of its RFC 8785 canonical form.
+ *
+ * Owns: reading and validating the JSON, canonical hashing, lookups.
+ * Never: knows about sessions or sockets; accepts a template with an error in
+ * it. Every validation error names the JSON path, the value found and what is
+ * expected (e.g. "$.queries.overlap.min_count: found -3, expected an integer >= 1").
+ */
+#ifndef CLEANROOM_TEMPLATE_H
+#define CLEANROOM_TEMPLATE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cleanroom/error.h"
+#include "cleanroom/util.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define CR_TEMPLATE_FORMAT "cleanroom-template/1"
+#define CR_TEMPLATE_MAX_BYTES (1u << 20)
+
+typedef enum cr_role { CR_ROLE_PROVIDER = 0, CR_ROLE_CONSUMER = 1 } cr_role;
+#define CR_ROLE_COUNT 2
+#define CR_ROLE_BIT(r) (1u << (unsigned)(r))
+
+const char *cr_role_name(cr_role r); /* "provider" / "consumer" */
+/* 0 and *out set, or CR_EINVAL. */
+int cr_role_parse(const char *s, cr_role *out);
+static inline cr_role cr_role_other(cr_role r) {
+  return r == CR_ROLE_PROVIDER ? CR_ROLE_CONSUMER : CR_ROLE_PROVIDER;
+}
+
+typedef enum cr_normalizer {
+  CR_NORM_EMAIL = 1,
+  CR_NORM_PHONE,
+  CR_NORM_TEXT,
+  CR_NORM_SHA256,
+  CR_NORM_HASHED_SHA256
+} cr_normalizer;
+const char *cr_normalizer_name(cr_normalizer n);
+
+typedef enum cr_query_kind { CR_QUERY_COUNT = 1, CR_QUERY_MEMBERS } cr_query_kind;
+
+typedef enum cr_param_type {
+  CR_PARAM_STRING = 1,
+  CR_PARAM_STRING_LIST,
+  CR_PARAM_INTEGER,
+  CR_PARAM_NUMBER
+} cr_param_type;
+
+typedef struct cr_param_decl {
+  char *name;
+  cr_param_type type;
+} cr_param_decl;
+
+typedef struct cr_query {
+  char *name;
+  cr_query_kind kind;
+  unsigned run_by;     /* CR_ROLE_BIT mask */
+  unsigned results_to; /* CR_ROLE_BIT mask */
+  uint64_t min_count;
+  char *group_by[CR_ROLE_COUNT]; /* column per role, NULL if none */
+  char *where[CR_ROLE_COUNT];    /* filter text per role, NULL if none */
+  cr_param_decl *params;
+  size_t nparams;
+} cr_query;
+
+typedef struct cr_party {
+  char *org;
+  uint8_t cert_sha256[CR_SHA256_BYTES];
+  char *address; /* "host:port" or NULL */
+} cr_party;
+
+typedef struct cr_match_key {
+  char *name;
+  char **columns;
+  size_t ncolumns;
+  cr_normalizer *normalize;
+  size_t nnormalize;
+  char *default_country_code; /* digits only, for "phone"; NULL if none */
+} cr_match_key;
+
+typedef struct cr_limits {
+  uint64_t max_runs_per_query; /* 0: no limit */
+  uint64_t min_set_size;       /* 0: none */
+  uint64_t max_set_size;       /* 0: none */
+  int64_t not_after;           /* Unix seconds; 0: none */
+} cr_limits;
+
+typedef struct cr_template {
+  char *name;
+  cr_party parties[CR_ROLE_COUNT];
+  char *suite;
+  cr_match_key match_key;
+  char **required_columns[CR_ROLE_COUNT];
+  size_t nrequired_columns[CR_ROLE_COUNT];
+  cr_query *queries;
+  size_t nqueries;
+  cr_limits limits;
+  uint8_t sha256[CR_SHA256_BYTES]; /* of the RFC 8785 canonical form */
+  char *path;                      /* where it was loaded from, for messages */
+} cr_template;
+
+/* Parses and validates; on error *out is NULL and err names path and field. */
+CR_NODISCARD int cr_template_load(cr_template **out, const char *path, cr_error *err);
+/* Same from memory; `origin` names the source in messages. */
+CR_NODISCARD int cr_template_parse(cr_template **out, const char *json, size_t len,
+                                   const char *origin, cr_error *err);
+void cr_template_free(cr_template *t);
+
+/* NULL if the template has no such query. */
+const cr_query *cr_template_query(const cr_template *t, const char *name);
+/* Role whose cert_sha256 equals fp; CR_ENOTFOUND-like CR_ECONFIG if none. */
+int cr_template_role_of(const cr_template *t, const uint8_t fp[CR_SHA256_BYTES],
+                        cr_role *out);
+
+/*
+ * RFC 8785 canonical form of a JSON text (sorted keys by UTF-16 code units,
+ * no insignificant whitespace, ECMAScript number form, minimal string
+ * escapes). *out is malloc'ed and NUL-terminated.
+ */
+CR_NODISCARD int cr_json_canonicalize(const char *json, size_t len, char **out,
+                                      size_t *out_len, cr_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

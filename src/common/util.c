@@ -1,0 +1,154 @@
+/* Shared helpers. Never logs anything: callers decide what is safe to show. */
+#include "cleanroom/util.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <sodium.h>
+
+void cr_buf_init(cr_buf *b) {
+  b->data = NULL;
+  b->len = 0;
+  b->cap = 0;
+}
+
+int cr_buf_reserve(cr_buf *b, size_t extra) {
+  if (extra > SIZE_MAX - b->len)
+    return CR_ENOMEM;
+  size_t need = b->len + extra;
+  if (need <= b->cap)
+    return 0;
+  size_t cap = b->cap ? b->cap : 256;
+  while (cap < need) {
+    if (cap > SIZE_MAX / 2)
+      return CR_ENOMEM;
+    cap *= 2;
+  }
+  /* Not realloc: the old block is wiped before it is released. */
+  uint8_t *p = malloc(cap);
+  if (p == NULL)
+    return CR_ENOMEM;
+  if (b->len)
+    memcpy(p, b->data, b->len);
+  if (b->data) {
+    sodium_memzero(b->data, b->cap);
+    free(b->data);
+  }
+  b->data = p;
+  b->cap = cap;
+  return 0;
+}
+
+int cr_buf_append(cr_buf *b, const void *data, size_t len) {
+  if (len == 0)
+    return 0;
+  int rc = cr_buf_reserve(b, len);
+  if (rc)
+    return rc;
+  memcpy(b->data + b->len, data, len);
+  b->len += len;
+  return 0;
+}
+
+void cr_buf_consume(cr_buf *b, size_t n) {
+  if (n >= b->len) {
+    b->len = 0;
+    return;
+  }
+  memmove(b->data, b->data + n, b->len - n);
+  b->len -= n;
+}
+
+void cr_buf_reset(cr_buf *b) { b->len = 0; }
+
+void cr_buf_free(cr_buf *b) {
+  if (b->data) {
+    sodium_memzero(b->data, b->cap);
+    free(b->data);
+  }
+  cr_buf_init(b);
+}
+
+void cr_hex_encode(char *out, const uint8_t *in, size_t len) {
+  sodium_bin2hex(out, 2 * len + 1, in, len);
+}
+
+int cr_hex_decode(uint8_t *out, size_t out_len, const char *hex) {
+  size_t bin_len = 0;
+  const char *end = NULL;
+  if (hex == NULL || strlen(hex) != 2 * out_len)
+    return CR_EINVAL;
+  if (sodium_hex2bin(out, out_len, hex, 2 * out_len, NULL, &bin_len, &end) != 0 ||
+      bin_len != out_len || end != hex + 2 * out_len)
+    return CR_EINVAL;
+  return 0;
+}
+
+void cr_sha256(uint8_t out[CR_SHA256_BYTES], const void *data, size_t len) {
+  crypto_hash_sha256(out, data, len);
+}
+
+int cr_sha256_file(uint8_t out[CR_SHA256_BYTES], const char *path, cr_error *err) {
+  FILE *f = fopen(path, "rb");
+  if (f == NULL)
+    return cr_error_set(err, CR_EIO, "%s: cannot open: %s", path, strerror(errno));
+  crypto_hash_sha256_state st;
+  crypto_hash_sha256_init(&st);
+  unsigned char buf[65536];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, f)) > 0)
+    crypto_hash_sha256_update(&st, buf, n);
+  int bad = ferror(f);
+  fclose(f);
+  if (bad)
+    return cr_error_set(err, CR_EIO, "%s: read error", path);
+  crypto_hash_sha256_final(&st, out);
+  return 0;
+}
+
+uint64_t cr_now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+int cr_read_file(const char *path, size_t max, char **out, size_t *out_len,
+                 cr_error *err) {
+  int rc = 0;
+  cr_buf b;
+  cr_buf_init(&b);
+  FILE *f = fopen(path, "rb");
+  if (f == NULL)
+    return cr_error_set(err, CR_EIO, "%s: cannot open: %s", path, strerror(errno));
+  unsigned char chunk[16384];
+  size_t n;
+  while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
+    if (b.len + n > max) {
+      rc = cr_error_set(err, CR_EIO, "%s: larger than %zu bytes", path, max);
+      goto out;
+    }
+    if ((rc = cr_buf_append(&b, chunk, n)) != 0) {
+      cr_error_set(err, rc, "%s: out of memory", path);
+      goto out;
+    }
+  }
+  if (ferror(f)) {
+    rc = cr_error_set(err, CR_EIO, "%s: read error", path);
+    goto out;
+  }
+  if ((rc = cr_buf_append(&b, "", 1)) != 0) {
+    cr_error_set(err, rc, "%s: out of memory", path);
+    goto out;
+  }
+  *out = (char *)b.data;
+  if (out_len)
+    *out_len = b.len - 1;
+  b.data = NULL;
+out:
+  fclose(f);
+  cr_buf_free(&b);
+  return rc;
+}
