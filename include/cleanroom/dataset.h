@@ -25,6 +25,11 @@ extern "C" {
 
 typedef struct cr_csv cr_csv;
 
+/* Hard limits of the reader; past them cr_csv_next fails with CR_EDATA. */
+#define CR_CSV_MAX_FIELD_BYTES (1u << 20)  /* one field, unquoted */
+#define CR_CSV_MAX_RECORD_BYTES (4u << 20) /* all fields of one record */
+#define CR_CSV_MAX_FIELDS 16384u           /* fields in one record */
+
 /* Reads from an open stream (not closed by cr_csv_free); `name` is used in
  * messages. */
 CR_NODISCARD int cr_csv_open_stream(cr_csv **out, void *FILE_stream, const char *name);
@@ -32,7 +37,7 @@ CR_NODISCARD int cr_csv_open_stream(cr_csv **out, void *FILE_stream, const char 
 CR_NODISCARD int cr_csv_open_mem(cr_csv **out, const char *data, size_t len,
                                  const char *name);
 /*
- * Next record. Returns 1 with *fields/*nfields set (valid until the next
+ * Next record. Returns 1 with *fields, *lens and *nfields set (valid until the next
  * call), 0 at end of input, or a negative CR_EDATA with err naming file and
  * line (unterminated quote, stray quote, invalid UTF-8, field or record too
  * large). *line is the 1-based line on which the record starts.
@@ -40,6 +45,12 @@ CR_NODISCARD int cr_csv_open_mem(cr_csv **out, const char *data, size_t len,
 int cr_csv_next(cr_csv *r, const char *const **fields, const size_t **lens,
                 size_t *nfields, uint64_t *line, cr_error *err);
 void cr_csv_free(cr_csv *r);
+/*
+ * SHA-256 of the reader's whole input: of the bytes actually parsed, so the
+ * hash and the data cannot disagree. For a stream, only once cr_csv_next has
+ * returned 0 (CR_EINVAL before).
+ */
+CR_NODISCARD int cr_csv_sha256(cr_csv *r, uint8_t out[CR_SHA256_BYTES]);
 
 /* ---- Normalization ------------------------------------------------------ */
 
@@ -67,6 +78,9 @@ const char *cr_reject_text(cr_reject_reason r); /* explanation for people */
  * column order) into out: each column through the normalizer chain, columns
  * joined with 0x1f. Returns 0, or 1 with *reason set when the row must be
  * rejected, or a negative error. `default_cc` may be NULL.
+ * out is overwritten (not appended to) and wiped on rejection; lens may be
+ * NULL for NUL-terminated values. mk->default_country_code, when set, must be
+ * 1-3 digits (CR_EINVAL otherwise).
  */
 int cr_normalize_key(const cr_match_key *mk, const char *const *values,
                      const size_t *lens, cr_buf *out, cr_reject_reason *reason);
@@ -75,9 +89,14 @@ int cr_normalize_key(const cr_match_key *mk, const char *const *values,
 
 #define CR_DATASET_MAX_REJECT_LINES 5
 
+#define CR_DATASET_DEFAULT_MAX_REJECT_RATIO 0.05
+
 typedef struct cr_dataset_options {
   double max_reject_ratio; /* default 0.05: above it loading fails */
 } cr_dataset_options;
+
+/* Fills opt with the defaults. */
+void cr_dataset_options_init(cr_dataset_options *opt);
 
 typedef struct cr_dataset {
   /* De-duplicated, normalized key values, sorted bytewise: value i is

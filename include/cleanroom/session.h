@@ -147,6 +147,20 @@ cr_session_status cr_session_status_get(const cr_session *s);
 /* Always valid; fields fill in as the session proceeds. */
 const cr_session_result *cr_session_result_get(const cr_session *s);
 
+/*
+ * The checks a node makes on its own side before it connects or answers:
+ * the query exists, this role may run it (runner only), the own set size is
+ * within the template's limits and the template has not expired (now_unix:
+ * the current time, passed in so tests are deterministic). CR_EREFUSED with
+ * a message saying what to change.
+ */
+CR_NODISCARD int cr_session_check_local(const cr_session_config *cfg, int64_t now_unix,
+                                        cr_error *err);
+
+/* Design §3: max(proposals, ceil((40 + log2 n_P + log2 n_C) / 8)), at most 32. */
+uint32_t cr_session_digest_bytes(uint64_t n_runner, uint64_t n_responder,
+                                 uint32_t proposal_a, uint32_t proposal_b);
+
 /* For tests: 1 when the session's scalar memory has been wiped. */
 int cr_session_scalar_wiped(const cr_session *s);
 

@@ -1,0 +1,1026 @@
+/*
+ * The protocol session: a pure state machine fed the peer's bytes, producing
+ * the bytes to send (design §3–5, docs/protocol.md).
+ *
+ * Flow, on each side: Hello (runner first; the responder answers after its
+ * checks), then the own set as Batch frames and EndOfSet; once the peer's
+ * whole set has arrived, its digests go back sorted (when the peer is in
+ * results_to) as Digests and EndOfDigests; then Finish with the signed
+ * receipt. A side in results_to keeps the digests it computed of the peer's
+ * points and counts how many of its own digests (returned by the peer) are
+ * among them.
+ *
+ * Never logs; never puts a key, point or digest in a message; wipes the
+ * scalar as soon as the session ends, whichever way.
+ */
+#include "cleanroom/session.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "protocol/frame.h"
+
+#define CR_NONCE_BYTES 32
+#define CR_DIGEST_SLOT 32 /* digests are kept in 32-byte slots, zero padded */
+/* Produce more frames only while less than this is queued: bounds memory. */
+#define CR_OUT_HIGH_WATER (1u << 20)
+#define CR_MAX_SET_SIZE ((uint64_t)UINT32_MAX)
+
+static const char SESSION_LABEL[] = "cleanroom/v1/session";
+static const char RECEIPT_LABEL[] = "cleanroom/v1/receipt";
+
+struct cr_session {
+  cr_session_config cfg;
+  const cr_suite *suite;
+  const cr_query *query; /* known after the runner's Hello */
+  uint8_t *k;            /* sodium_malloc'ed; NULL once wiped */
+  int k_wiped;
+
+  int started;
+  int hello_sent;
+  int hello_received;
+  int ready; /* both Hellos exchanged: session_id and digest_bytes known */
+  size_t digest_bytes;
+  uint8_t runner_hello_hash[CR_SHA256_BYTES];
+  uint8_t responder_hello_hash[CR_SHA256_BYTES];
+  uint8_t nonce[CR_NONCE_BYTES];
+
+  /* Own set: shuffled order, next element to send. */
+  uint32_t *order;
+  uint64_t own_n;
+  uint64_t points_sent;
+  uint64_t batch_seq;
+  int eos_sent;
+
+  /* Peer's set: digests of k * peer point, 32-byte slots. */
+  uint64_t peer_n;
+  uint64_t peer_points;
+  uint64_t peer_batch_seq;
+  uint8_t *peer_digests;
+  int peer_eos;
+  int peer_receives; /* peer is in results_to: return its digests */
+  uint64_t digests_sent;
+  uint64_t digests_seq;
+  int eod_sent;
+
+  /* Own digests returned by the peer (only when this side receives). */
+  int self_receives;
+  uint8_t *own_digests;
+  uint64_t own_digests_n;
+  uint64_t own_digests_seq;
+  int eod_received;
+
+  int transcript_ready;
+  uint8_t transcript[CR_SHA256_BYTES];
+  crypto_hash_sha256_state tx_hash; /* every byte sent before Finish */
+  crypto_hash_sha256_state rx_hash; /* every byte received before Finish */
+  int finish_sent;
+  int finish_received;
+
+  cr_buf in;
+  cr_buf out;
+  cr_buf keybuf; /* HashToGroup input of one element; wiped on free */
+  cr_session_result res;
+};
+
+/* ---- helpers ------------------------------------------------------------ */
+
+const char *cr_wire_error_name(int code) {
+  switch (code) {
+#define CR__WIRE_NAME(num, name, text)                                         \
+  case num:                                                                    \
+    return #name;
+    CR_WIRE_ERROR_MAP(CR__WIRE_NAME)
+#undef CR__WIRE_NAME
+  default:
+    return "UNKNOWN";
+  }
+}
+
+static unsigned ceil_log2(uint64_t n) {
+  unsigned b = 0;
+  while (b < 64 && ((uint64_t)1 << b) < n)
+    b++;
+  return b;
+}
+
+uint32_t cr_session_digest_bytes(uint64_t n_runner, uint64_t n_responder,
+                                 uint32_t proposal_a, uint32_t proposal_b) {
+  unsigned bits = 40 + ceil_log2(n_runner) + ceil_log2(n_responder);
+  uint32_t l = (bits + 7) / 8;
+  if (proposal_a > l)
+    l = proposal_a;
+  if (proposal_b > l)
+    l = proposal_b;
+  return l > CR_MAX_DIGEST_BYTES ? CR_MAX_DIGEST_BYTES : l;
+}
+
+static void wipe_scalar(cr_session *s) {
+  if (s->k != NULL) {
+    cr_scalar_free(s->suite, s->k);
+    s->k = NULL;
+  }
+  s->k_wiped = 1;
+}
+
+static void release_buffers(cr_session *s) {
+  if (s->peer_digests) {
+    sodium_memzero(s->peer_digests, (size_t)s->peer_n * CR_DIGEST_SLOT);
+    free(s->peer_digests);
+    s->peer_digests = NULL;
+  }
+  if (s->own_digests) {
+    sodium_memzero(s->own_digests, (size_t)s->own_n * CR_DIGEST_SLOT);
+    free(s->own_digests);
+    s->own_digests = NULL;
+  }
+  free(s->order);
+  s->order = NULL;
+  cr_buf_free(&s->keybuf);
+}
+
+/* Keeps only printable ASCII of a peer's text: it may be hostile. */
+static void copy_peer_text(char *dst, size_t cap, const char *src) {
+  size_t j = 0;
+  for (size_t i = 0; src != NULL && src[i] != '\0' && j + 1 < cap; i++) {
+    unsigned char c = (unsigned char)src[i];
+    dst[j++] = (c >= 0x20 && c < 0x7f) ? (char)c : '?';
+  }
+  dst[j] = '\0';
+}
+
+static int send_frame(cr_session *s, const Cleanroom__V1__Frame *f, int hashed) {
+  size_t before = s->out.len;
+  int rc = cr__frame_append(&s->out, f);
+  if (rc == 0 && hashed)
+    crypto_hash_sha256_update(&s->tx_hash, s->out.data + before, s->out.len - before);
+  return rc;
+}
+
+static void queue_error_frame(cr_session *s, int wire, const char *msg) {
+  Cleanroom__V1__Error e = CLEANROOM__V1__ERROR__INIT;
+  Cleanroom__V1__Frame f = CLEANROOM__V1__FRAME__INIT;
+  e.code = (uint32_t)wire;
+  e.message = (char *)msg;
+  f.msg_case = CLEANROOM__V1__FRAME__MSG_ERROR;
+  f.error = &e;
+  /* The peer must learn why even if our queue held half-built frames: those
+   * stay (they are whole frames), the Error follows them. */
+  (void)send_frame(s, &f, 0);
+}
+
+/* Fails the session: records why, tells the peer (unless it told us). */
+static int fail(cr_session *s, int code, int wire, int from_peer, const char *fmt, ...)
+    CR_PRINTF(5, 6);
+static int fail(cr_session *s, int code, int wire, int from_peer, const char *fmt, ...) {
+  if (s->res.status != CR_SESSION_RUNNING)
+    return s->res.error ? s->res.error : code;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(s->res.error_msg, sizeof s->res.error_msg, fmt, ap);
+  va_end(ap);
+  s->res.status = CR_SESSION_FAILED;
+  s->res.error = code;
+  s->res.wire_error = wire;
+  s->res.error_from_peer = from_peer;
+  s->res.suppressed = 0;
+  s->res.count = 0;
+  if (!from_peer && wire != 0)
+    queue_error_frame(s, wire, s->res.error_msg);
+  wipe_scalar(s);
+  release_buffers(s);
+  return code;
+}
+
+#define PROTO_FAIL(s, ...) fail((s), CR_EPROTO, CR_WIRE_PROTOCOL, 0, __VA_ARGS__)
+
+static void hex32(char out[65], const uint8_t in[32]) { cr_hex_encode(out, in, 32); }
+
+/* ---- local checks ------------------------------------------------------- */
+
+static int check_size(const cr_template *t, uint64_t n, const char *whose,
+                      char *msg, size_t cap) {
+  if (n == 0) {
+    snprintf(msg, cap, "%s set is empty", whose);
+    return -1;
+  }
+  if (n > CR_MAX_SET_SIZE) {
+    snprintf(msg, cap, "%s set has %llu elements, more than this engine supports (%llu)",
+             whose, (unsigned long long)n, (unsigned long long)CR_MAX_SET_SIZE);
+    return -1;
+  }
+  if (t->limits.min_set_size && n < t->limits.min_set_size) {
+    snprintf(msg, cap,
+             "%s set has %llu distinct keys; the template requires at least %llu "
+             "(limits.min_set_size)",
+             whose, (unsigned long long)n, (unsigned long long)t->limits.min_set_size);
+    return -1;
+  }
+  if (t->limits.max_set_size && n > t->limits.max_set_size) {
+    snprintf(msg, cap,
+             "%s set has %llu distinct keys; the template allows at most %llu "
+             "(limits.max_set_size)",
+             whose, (unsigned long long)n, (unsigned long long)t->limits.max_set_size);
+    return -1;
+  }
+  return 0;
+}
+
+int cr_session_check_local(const cr_session_config *cfg, int64_t now_unix, cr_error *err) {
+  const cr_template *t = cfg->tmpl;
+  char msg[512];
+  if (t == NULL || cfg->data == NULL)
+    return cr_error_set(err, CR_EINVAL, "session needs a template and a data set");
+  if (cr_suite_find(t->suite) == NULL)
+    return cr_error_set(err, CR_EREFUSED,
+                        "the template's suite \"%s\" is not supported by this node "
+                        "(supported: ristretto255)",
+                        t->suite);
+  if (t->limits.not_after && now_unix > t->limits.not_after)
+    return cr_error_set(err, CR_EREFUSED,
+                        "the template expired (limits.not_after is %lld, now is %lld "
+                        "Unix seconds); agree a new template with the partner",
+                        (long long)t->limits.not_after, (long long)now_unix);
+  if (cfg->is_runner) {
+    const cr_query *q = cfg->query ? cr_template_query(t, cfg->query) : NULL;
+    if (q == NULL) {
+      char names[256] = "";
+      for (size_t i = 0; i < t->nqueries; i++) {
+        size_t len = strlen(names);
+        snprintf(names + len, sizeof names - len, "%s%s", i ? ", " : "", t->queries[i].name);
+      }
+      return cr_error_set(err, CR_EREFUSED,
+                          "query \"%s\" is not in the template; its queries are: %s",
+                          cfg->query ? cfg->query : "(none)", names);
+    }
+    if (q->kind != CR_QUERY_COUNT || q->group_by[0] || q->group_by[1] || q->where[0] ||
+        q->where[1] || q->nparams)
+      return cr_error_set(err, CR_EREFUSED,
+                          "query \"%s\" uses features (members, group_by, where, params) "
+                          "this node does not run yet",
+                          q->name);
+    if (!(q->run_by & CR_ROLE_BIT(cfg->role)))
+      return cr_error_set(err, CR_EREFUSED,
+                          "the template does not let the %s run query \"%s\" "
+                          "(queries.%s.run_by)",
+                          cr_role_name(cfg->role), q->name, q->name);
+  }
+  if (check_size(t, cfg->data->n, "our", msg, sizeof msg) != 0)
+    return cr_error_set(err, CR_EREFUSED, "%s", msg);
+  return 0;
+}
+
+/* ---- lifecycle ---------------------------------------------------------- */
+
+int cr_session_new(cr_session **out, const cr_session_config *cfg, cr_error *err) {
+  int rc = 0;
+  cr_session *s = NULL;
+  *out = NULL;
+  if (cfg == NULL || cfg->tmpl == NULL || cfg->data == NULL || cfg->sign == NULL)
+    return cr_error_set(err, CR_EINVAL, "session config incomplete");
+  if (cfg->data->n > CR_MAX_SET_SIZE)
+    return cr_error_set(err, CR_EREFUSED, "own set too large");
+  s = calloc(1, sizeof *s);
+  if (s == NULL)
+    return cr_error_set(err, CR_ENOMEM, "out of memory");
+  s->cfg = *cfg;
+  if (s->cfg.max_frame == 0)
+    s->cfg.max_frame = CR_DEFAULT_MAX_FRAME;
+  if (s->cfg.batch_size == 0)
+    s->cfg.batch_size = CR_DEFAULT_BATCH;
+  if (s->cfg.digest_bytes > CR_MAX_DIGEST_BYTES)
+    s->cfg.digest_bytes = CR_MAX_DIGEST_BYTES;
+  if (s->cfg.software == NULL)
+    s->cfg.software = "cleanroom";
+  cr_buf_init(&s->in);
+  cr_buf_init(&s->out);
+  cr_buf_init(&s->keybuf);
+  crypto_hash_sha256_init(&s->tx_hash);
+  crypto_hash_sha256_init(&s->rx_hash);
+
+  s->res.status = CR_SESSION_RUNNING;
+  s->res.role = cfg->role;
+  s->res.is_runner = cfg->is_runner;
+  s->own_n = cfg->data->n;
+  s->res.own_set_size = s->own_n;
+
+  if ((rc = cr_crypto_init()) != 0) {
+    cr_error_set(err, rc, "libsodium failed to initialise");
+    goto fail;
+  }
+  s->suite = cr_suite_find(cfg->tmpl->suite);
+  if (s->suite == NULL) {
+    rc = cr_error_set(err, CR_EREFUSED, "suite \"%s\" is not supported", cfg->tmpl->suite);
+    goto fail;
+  }
+  if (cfg->is_runner) {
+    s->query = cfg->query ? cr_template_query(cfg->tmpl, cfg->query) : NULL;
+    if (s->query == NULL) {
+      rc = cr_error_set(err, CR_EREFUSED, "query \"%s\" is not in the template",
+                        cfg->query ? cfg->query : "(none)");
+      goto fail;
+    }
+    snprintf(s->res.query, sizeof s->res.query, "%s", s->query->name);
+  }
+
+  s->k = cr_scalar_alloc(s->suite);
+  if (s->k == NULL) {
+    rc = cr_error_set(err, CR_ENOMEM, "cannot allocate secure memory for the scalar");
+    goto fail;
+  }
+  if ((rc = s->suite->scalar_random(s->k)) != 0) {
+    cr_error_set(err, rc, "cannot draw the session scalar");
+    goto fail;
+  }
+
+  /* Fisher-Yates with a CSPRNG: the order points leave in says nothing of
+   * the order of the rows. */
+  s->order = malloc((size_t)(s->own_n ? s->own_n : 1) * sizeof *s->order);
+  if (s->order == NULL) {
+    rc = cr_error_set(err, CR_ENOMEM, "out of memory for %llu elements",
+                      (unsigned long long)s->own_n);
+    goto fail;
+  }
+  for (uint64_t i = 0; i < s->own_n; i++)
+    s->order[i] = (uint32_t)i;
+  for (uint64_t i = s->own_n; i > 1; i--) {
+    uint32_t j = randombytes_uniform((uint32_t)i);
+    uint32_t tmp = s->order[i - 1];
+    s->order[i - 1] = s->order[j];
+    s->order[j] = tmp;
+  }
+  randombytes_buf(s->nonce, sizeof s->nonce);
+  *out = s;
+  return 0;
+fail:
+  cr_session_free(s);
+  return rc;
+}
+
+void cr_session_free(cr_session *s) {
+  if (s == NULL)
+    return;
+  wipe_scalar(s);
+  release_buffers(s);
+  cr_buf_free(&s->in);
+  cr_buf_free(&s->out);
+  sodium_memzero(s, sizeof *s);
+  free(s);
+}
+
+int cr_session_scalar_wiped(const cr_session *s) { return s->k == NULL && s->k_wiped; }
+
+cr_session_status cr_session_status_get(const cr_session *s) { return s->res.status; }
+
+const cr_session_result *cr_session_result_get(const cr_session *s) { return &s->res; }
+
+void cr_session_abort(cr_session *s, int code, int wire_code, const char *msg) {
+  fail(s, code, wire_code, 0, "%s", msg ? msg : cr_strerror(code));
+}
+
+/* ---- Hello -------------------------------------------------------------- */
+
+static int send_hello(cr_session *s) {
+  Cleanroom__V1__Hello h = CLEANROOM__V1__HELLO__INIT;
+  Cleanroom__V1__Frame f = CLEANROOM__V1__FRAME__INIT;
+  h.protocol_version = CR_PROTOCOL_VERSION;
+  h.software = (char *)s->cfg.software;
+  h.role = (char *)cr_role_name(s->cfg.role);
+  h.template_sha256.data = (uint8_t *)s->cfg.tmpl->sha256;
+  h.template_sha256.len = CR_SHA256_BYTES;
+  h.query = (char *)(s->query ? s->query->name : "");
+  h.suite = s->cfg.tmpl->suite;
+  h.set_size = s->own_n;
+  h.digest_bytes = s->cfg.digest_bytes;
+  h.nonce.data = s->nonce;
+  h.nonce.len = sizeof s->nonce;
+  f.msg_case = CLEANROOM__V1__FRAME__MSG_HELLO;
+  f.hello = &h;
+
+  size_t before = s->out.len;
+  int rc = send_frame(s, &f, 1);
+  if (rc)
+    return fail(s, rc, CR_WIRE_INTERNAL, 0, "cannot encode Hello");
+  uint8_t *dst = s->cfg.is_runner ? s->runner_hello_hash : s->responder_hello_hash;
+  cr_sha256(dst, s->out.data + before + CR_FRAME_HEADER_BYTES,
+            s->out.len - before - CR_FRAME_HEADER_BYTES);
+  s->hello_sent = 1;
+  return 0;
+}
+
+static int refuse(cr_session *s, int wire, const char *fmt, ...) CR_PRINTF(3, 4);
+static int refuse(cr_session *s, int wire, const char *fmt, ...) {
+  char msg[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  return fail(s, CR_EREFUSED, wire, 0, "%s", msg);
+}
+
+static void derive_session(cr_session *s) {
+  crypto_hash_sha256_state st;
+  uint8_t id[CR_SHA256_BYTES];
+  crypto_hash_sha256_init(&st);
+  crypto_hash_sha256_update(&st, (const uint8_t *)SESSION_LABEL, sizeof SESSION_LABEL - 1);
+  crypto_hash_sha256_update(&st, s->runner_hello_hash, sizeof s->runner_hello_hash);
+  crypto_hash_sha256_update(&st, s->responder_hello_hash, sizeof s->responder_hello_hash);
+  crypto_hash_sha256_final(&st, id);
+  memcpy(s->res.session_id, id, sizeof id);
+  s->res.have_session_id = 1;
+}
+
+static int on_hello(cr_session *s, const Cleanroom__V1__Hello *h, const uint8_t *payload,
+                    size_t payload_len) {
+  const cr_template *t = s->cfg.tmpl;
+  char ours[65], theirs[65], msg[512];
+  cr_role peer_role;
+
+  if (s->hello_received)
+    return PROTO_FAIL(s, "the partner sent a second Hello");
+  if (s->cfg.is_runner && !s->hello_sent)
+    return PROTO_FAIL(s, "the partner sent Hello before ours");
+  s->hello_received = 1;
+  copy_peer_text(s->res.peer_software, sizeof s->res.peer_software, h->software);
+
+  if (h->protocol_version != CR_PROTOCOL_VERSION)
+    return refuse(s, CR_WIRE_VERSION,
+                  "the partner speaks protocol version %u, this node speaks %u; "
+                  "upgrade the older node",
+                  h->protocol_version, CR_PROTOCOL_VERSION);
+  if (cr_role_parse(h->role, &peer_role) != 0 || peer_role == s->cfg.role)
+    return refuse(s, CR_WIRE_ROLE,
+                  "the partner claims role \"%.32s\" but this node is the %s; the "
+                  "other party must be the %s",
+                  h->role ? h->role : "", cr_role_name(s->cfg.role),
+                  cr_role_name(cr_role_other(s->cfg.role)));
+  hex32(ours, t->sha256);
+  if (h->template_sha256.len != CR_SHA256_BYTES ||
+      sodium_memcmp(h->template_sha256.data, t->sha256, CR_SHA256_BYTES) != 0) {
+    if (h->template_sha256.len == CR_SHA256_BYTES)
+      hex32(theirs, h->template_sha256.data);
+    else
+      snprintf(theirs, sizeof theirs, "(malformed)");
+    return refuse(s, CR_WIRE_TEMPLATE_MISMATCH,
+                  "the templates differ: the partner's hash is %s, ours is %s; both "
+                  "sides must load the same template (compare `cleanroom template hash`)",
+                  theirs, ours);
+  }
+  if (h->suite == NULL || strcmp(h->suite, t->suite) != 0)
+    return refuse(s, CR_WIRE_SUITE, "the partner uses suite \"%.32s\", the template says \"%s\"",
+                  h->suite ? h->suite : "", t->suite);
+
+  const char *qname = h->query ? h->query : "";
+  if (!s->cfg.is_runner) {
+    const cr_query *q = cr_template_query(t, qname);
+    if (q == NULL)
+      return refuse(s, CR_WIRE_UNKNOWN_QUERY, "query \"%.64s\" is not in the template", qname);
+    snprintf(s->res.query, sizeof s->res.query, "%s", q->name);
+    if (!(q->run_by & CR_ROLE_BIT(peer_role)))
+      return refuse(s, CR_WIRE_NOT_ALLOWED,
+                    "the template does not let the %s run query \"%s\" (queries.%s.run_by)",
+                    cr_role_name(peer_role), q->name, q->name);
+    if (q->kind != CR_QUERY_COUNT || q->group_by[0] || q->group_by[1] || q->where[0] ||
+        q->where[1] || q->nparams)
+      return refuse(s, CR_WIRE_NOT_ALLOWED,
+                    "query \"%s\" uses features this node does not serve yet", q->name);
+    s->query = q;
+  } else if (strcmp(qname, s->query->name) != 0) {
+    return PROTO_FAIL(s, "the partner answered for query \"%.64s\", we asked for \"%s\"",
+                      qname, s->query->name);
+  }
+  if (h->n_params != 0)
+    return refuse(s, CR_WIRE_PARAMS, "query \"%s\" takes no parameters, the partner sent %zu",
+                  s->query->name, h->n_params);
+  if (h->n_group_labels != 0 || h->n_group_sizes != 0)
+    return PROTO_FAIL(s, "the partner sent group labels for a query without group_by");
+  if (h->nonce.len != CR_NONCE_BYTES)
+    return PROTO_FAIL(s, "the partner's Hello nonce is %zu bytes, expected %d",
+                      h->nonce.len, CR_NONCE_BYTES);
+  if (h->digest_bytes > CR_MAX_DIGEST_BYTES)
+    return PROTO_FAIL(s, "the partner proposes %u-byte digests, at most %d are allowed",
+                      h->digest_bytes, CR_MAX_DIGEST_BYTES);
+  if (check_size(t, h->set_size, "the partner's", msg, sizeof msg) != 0)
+    return refuse(s, CR_WIRE_SIZE, "%s", msg);
+  if (check_size(t, s->own_n, "our", msg, sizeof msg) != 0)
+    return refuse(s, CR_WIRE_SIZE, "%s", msg);
+
+  s->peer_n = h->set_size;
+  s->res.peer_set_size = s->peer_n;
+  uint8_t *dst = s->cfg.is_runner ? s->responder_hello_hash : s->runner_hello_hash;
+  cr_sha256(dst, payload, payload_len);
+
+  s->self_receives = (s->query->results_to & CR_ROLE_BIT(s->cfg.role)) != 0;
+  s->peer_receives = (s->query->results_to & CR_ROLE_BIT(peer_role)) != 0;
+  s->res.receives = s->self_receives;
+  s->res.min_count = s->query->min_count;
+
+  if (!s->cfg.is_runner) {
+    int rc = send_hello(s);
+    if (rc)
+      return rc;
+  }
+  uint64_t n_runner = s->cfg.is_runner ? s->own_n : s->peer_n;
+  uint64_t n_responder = s->cfg.is_runner ? s->peer_n : s->own_n;
+  s->digest_bytes =
+      cr_session_digest_bytes(n_runner, n_responder, s->cfg.digest_bytes, h->digest_bytes);
+  s->res.digest_bytes = (uint32_t)s->digest_bytes;
+  derive_session(s);
+
+  s->peer_digests = calloc((size_t)s->peer_n, CR_DIGEST_SLOT);
+  if (s->peer_digests == NULL)
+    return fail(s, CR_ENOMEM, CR_WIRE_INTERNAL, 0, "out of memory for the partner's %llu digests",
+                (unsigned long long)s->peer_n);
+  if (s->self_receives) {
+    s->own_digests = calloc((size_t)s->own_n, CR_DIGEST_SLOT);
+    if (s->own_digests == NULL)
+      return fail(s, CR_ENOMEM, CR_WIRE_INTERNAL, 0, "out of memory for %llu digests",
+                  (unsigned long long)s->own_n);
+  }
+  s->ready = 1;
+  return 0;
+}
+
+/* ---- sets and digests --------------------------------------------------- */
+
+static int on_batch(cr_session *s, const Cleanroom__V1__Batch *b) {
+  size_t pb = s->suite->point_bytes;
+  uint8_t y[CR_MAX_POINT_BYTES];
+  if (!s->ready)
+    return PROTO_FAIL(s, "the partner sent Batch before the Hellos were exchanged");
+  if (s->peer_eos)
+    return PROTO_FAIL(s, "the partner sent Batch after EndOfSet");
+  if (b->seq != s->peer_batch_seq)
+    return PROTO_FAIL(s, "the partner's Batch has sequence number %llu, expected %llu",
+                      (unsigned long long)b->seq, (unsigned long long)s->peer_batch_seq);
+  if (b->points.len == 0 || b->points.len % pb != 0)
+    return PROTO_FAIL(s, "the partner's Batch %llu holds %zu bytes, not a positive multiple "
+                      "of the %zu-byte point size",
+                      (unsigned long long)b->seq, b->points.len, pb);
+  if (b->labels.len != 0)
+    return PROTO_FAIL(s, "the partner sent labels for a query without group_by");
+  uint64_t n = b->points.len / pb;
+  if (n > s->peer_n - s->peer_points)
+    return PROTO_FAIL(s, "the partner sent more points than the %llu it announced",
+                      (unsigned long long)s->peer_n);
+  for (uint64_t i = 0; i < n; i++) {
+    int rc = s->suite->reblind(y, s->k, b->points.data + i * pb);
+    if (rc != 0) {
+      sodium_memzero(y, sizeof y);
+      return PROTO_FAIL(s, "point %llu of the partner's Batch %llu is not a valid %s element "
+                        "(non-canonical encoding or identity)",
+                        (unsigned long long)i, (unsigned long long)b->seq, s->suite->name);
+    }
+    cr_digest(s->peer_digests + (size_t)(s->peer_points + i) * CR_DIGEST_SLOT,
+              s->digest_bytes, s->res.session_id, y, pb);
+  }
+  sodium_memzero(y, sizeof y);
+  s->peer_points += n;
+  s->peer_batch_seq++;
+  return 0;
+}
+
+static int cmp_slot(const void *a, const void *b) { return memcmp(a, b, CR_DIGEST_SLOT); }
+
+static int on_end_of_set(cr_session *s, const Cleanroom__V1__EndOfSet *e) {
+  if (!s->ready)
+    return PROTO_FAIL(s, "the partner sent EndOfSet before the Hellos were exchanged");
+  if (s->peer_eos)
+    return PROTO_FAIL(s, "the partner sent a second EndOfSet");
+  if (e->count != s->peer_points || s->peer_points != s->peer_n)
+    return PROTO_FAIL(s, "the partner announced %llu points, sent %llu and counted %llu in "
+                      "EndOfSet",
+                      (unsigned long long)s->peer_n, (unsigned long long)s->peer_points,
+                      (unsigned long long)e->count);
+  s->peer_eos = 1;
+  /* Sorting hides the order the peer sent its points in (design §5). */
+  qsort(s->peer_digests, (size_t)s->peer_n, CR_DIGEST_SLOT, cmp_slot);
+  return 0;
+}
+
+static int on_digests(cr_session *s, const Cleanroom__V1__Digests *d) {
+  size_t l = s->digest_bytes;
+  if (!s->ready)
+    return PROTO_FAIL(s, "the partner sent Digests before the Hellos were exchanged");
+  if (!s->self_receives)
+    return PROTO_FAIL(s, "the partner sent Digests, but this side receives no result of "
+                      "query \"%s\"", s->query->name);
+  if (!s->peer_eos)
+    return PROTO_FAIL(s, "the partner sent Digests before its EndOfSet");
+  if (s->eod_received)
+    return PROTO_FAIL(s, "the partner sent Digests after EndOfDigests");
+  if (d->seq != s->own_digests_seq)
+    return PROTO_FAIL(s, "the partner's Digests has sequence number %llu, expected %llu",
+                      (unsigned long long)d->seq, (unsigned long long)s->own_digests_seq);
+  if (d->label != 0)
+    return PROTO_FAIL(s, "the partner sent digests for label %u of a query without group_by",
+                      d->label);
+  if (d->digests.len == 0 || d->digests.len % l != 0)
+    return PROTO_FAIL(s, "the partner's Digests %llu holds %zu bytes, not a positive multiple "
+                      "of the %zu-byte digest size",
+                      (unsigned long long)d->seq, d->digests.len, l);
+  uint64_t n = d->digests.len / l;
+  if (n > s->own_n - s->own_digests_n)
+    return PROTO_FAIL(s, "the partner returned more digests than the %llu points we sent",
+                      (unsigned long long)s->own_n);
+  for (uint64_t i = 0; i < n; i++) {
+    uint8_t *slot = s->own_digests + (size_t)(s->own_digests_n + i) * CR_DIGEST_SLOT;
+    memcpy(slot, d->digests.data + i * l, l);
+    if (s->own_digests_n + i > 0 && memcmp(slot - CR_DIGEST_SLOT, slot, CR_DIGEST_SLOT) > 0)
+      return PROTO_FAIL(s, "the partner returned digests out of order");
+  }
+  s->own_digests_n += n;
+  s->own_digests_seq++;
+  return 0;
+}
+
+static void compute_result(cr_session *s) {
+  uint64_t i = 0, j = 0, c = 0;
+  while (i < s->own_n && j < s->peer_n) {
+    int r = memcmp(s->own_digests + (size_t)i * CR_DIGEST_SLOT,
+                   s->peer_digests + (size_t)j * CR_DIGEST_SLOT, CR_DIGEST_SLOT);
+    if (r == 0) {
+      c++;
+      i++;
+      j++;
+    } else if (r < 0) {
+      i++;
+    } else {
+      j++;
+    }
+  }
+  s->res.count = c;
+  s->res.suppressed = c < s->query->min_count;
+}
+
+static int on_end_of_digests(cr_session *s, const Cleanroom__V1__EndOfDigests *e) {
+  if (!s->ready || !s->self_receives || !s->peer_eos)
+    return PROTO_FAIL(s, "the partner sent EndOfDigests out of order");
+  if (s->eod_received)
+    return PROTO_FAIL(s, "the partner sent a second EndOfDigests");
+  if (e->count != s->own_digests_n || s->own_digests_n != s->own_n)
+    return PROTO_FAIL(s, "the partner returned %llu digests (EndOfDigests says %llu) for our "
+                      "%llu points",
+                      (unsigned long long)s->own_digests_n, (unsigned long long)e->count,
+                      (unsigned long long)s->own_n);
+  s->eod_received = 1;
+  compute_result(s);
+  return 0;
+}
+
+/* ---- Finish ------------------------------------------------------------- */
+
+static int data_complete(const cr_session *s) {
+  return s->ready && s->eos_sent && s->peer_eos && (!s->peer_receives || s->eod_sent) &&
+         (!s->self_receives || s->eod_received);
+}
+
+static void ensure_transcript(cr_session *s) {
+  if (s->transcript_ready)
+    return;
+  crypto_hash_sha256_state tx = s->tx_hash, rx = s->rx_hash, st;
+  uint8_t htx[CR_SHA256_BYTES], hrx[CR_SHA256_BYTES];
+  crypto_hash_sha256_final(&tx, htx);
+  crypto_hash_sha256_final(&rx, hrx);
+  crypto_hash_sha256_init(&st);
+  /* Runner's stream first, so both sides hash the same bytes. */
+  crypto_hash_sha256_update(&st, s->cfg.is_runner ? htx : hrx, CR_SHA256_BYTES);
+  crypto_hash_sha256_update(&st, s->cfg.is_runner ? hrx : htx, CR_SHA256_BYTES);
+  crypto_hash_sha256_final(&st, s->transcript);
+  memcpy(s->res.transcript_sha256, s->transcript, CR_SHA256_BYTES);
+  s->transcript_ready = 1;
+}
+
+/* "cleanroom/v1/receipt" || session_id || transcript || u32 len || query ||
+ * u64 runner set size || u64 responder set size (big-endian). */
+static int receipt_message(const cr_session *s, cr_buf *m) {
+  uint8_t num[8];
+  size_t qlen = strlen(s->query->name);
+  uint64_t sizes[2] = {s->cfg.is_runner ? s->own_n : s->peer_n,
+                       s->cfg.is_runner ? s->peer_n : s->own_n};
+  int rc = cr_buf_append(m, RECEIPT_LABEL, sizeof RECEIPT_LABEL - 1);
+  rc = rc ? rc : cr_buf_append(m, s->res.session_id, CR_SESSION_ID_BYTES);
+  rc = rc ? rc : cr_buf_append(m, s->transcript, CR_SHA256_BYTES);
+  for (int i = 0; i < 4; i++)
+    num[i] = (uint8_t)(qlen >> (24 - 8 * i));
+  rc = rc ? rc : cr_buf_append(m, num, 4);
+  rc = rc ? rc : cr_buf_append(m, s->query->name, qlen);
+  for (int k = 0; k < 2; k++) {
+    for (int i = 0; i < 8; i++)
+      num[i] = (uint8_t)(sizes[k] >> (56 - 8 * i));
+    rc = rc ? rc : cr_buf_append(m, num, 8);
+  }
+  return rc;
+}
+
+static void maybe_done(cr_session *s) {
+  if (s->res.status == CR_SESSION_RUNNING && s->finish_sent && s->finish_received) {
+    s->res.status = CR_SESSION_DONE;
+    if (!s->self_receives) {
+      s->res.count = 0;
+      s->res.suppressed = 0;
+    }
+    wipe_scalar(s);
+    release_buffers(s);
+  }
+}
+
+static int send_finish(cr_session *s) {
+  Cleanroom__V1__Finish fin = CLEANROOM__V1__FINISH__INIT;
+  Cleanroom__V1__Frame f = CLEANROOM__V1__FRAME__INIT;
+  uint8_t sig[CR_SIGNATURE_BYTES];
+  cr_buf m;
+  cr_buf_init(&m);
+  ensure_transcript(s);
+  int rc = receipt_message(s, &m);
+  if (rc == 0)
+    rc = s->cfg.sign(s->cfg.sign_ctx, m.data, m.len, sig);
+  cr_buf_free(&m);
+  if (rc != 0)
+    return fail(s, CR_ECRYPTO, CR_WIRE_INTERNAL, 0, "cannot sign the session receipt");
+  fin.transcript_sha256.data = s->transcript;
+  fin.transcript_sha256.len = CR_SHA256_BYTES;
+  fin.signature.data = sig;
+  fin.signature.len = sizeof sig;
+  f.msg_case = CLEANROOM__V1__FRAME__MSG_FINISH;
+  f.finish = &fin;
+  rc = send_frame(s, &f, 0);
+  if (rc)
+    return fail(s, rc, CR_WIRE_INTERNAL, 0, "cannot encode Finish");
+  s->finish_sent = 1;
+  maybe_done(s);
+  return 0;
+}
+
+static int on_finish(cr_session *s, const Cleanroom__V1__Finish *fin) {
+  if (s->finish_received)
+    return PROTO_FAIL(s, "the partner sent a second Finish");
+  if (!data_complete(s))
+    return PROTO_FAIL(s, "the partner sent Finish before the session's data was complete");
+  ensure_transcript(s);
+  if (fin->transcript_sha256.len != CR_SHA256_BYTES ||
+      sodium_memcmp(fin->transcript_sha256.data, s->transcript, CR_SHA256_BYTES) != 0)
+    return PROTO_FAIL(s, "the partner's transcript hash differs from ours: the two nodes did "
+                      "not see the same session");
+  if (fin->signature.len != CR_SIGNATURE_BYTES)
+    return PROTO_FAIL(s, "the partner's receipt signature is %zu bytes, expected %d",
+                      fin->signature.len, CR_SIGNATURE_BYTES);
+  cr_buf m;
+  cr_buf_init(&m);
+  int rc = receipt_message(s, &m);
+  int bad = rc != 0 || crypto_sign_verify_detached(fin->signature.data, m.data, m.len,
+                                                   s->cfg.peer_sign_pk) != 0;
+  cr_buf_free(&m);
+  if (bad)
+    return PROTO_FAIL(s, "the partner's receipt signature does not verify against its "
+                      "certificate");
+  memcpy(s->res.peer_signature, fin->signature.data, CR_SIGNATURE_BYTES);
+  s->finish_received = 1;
+  maybe_done(s);
+  return 0;
+}
+
+static int on_error(cr_session *s, const Cleanroom__V1__Error *e) {
+  char text[400];
+  copy_peer_text(text, sizeof text, e->message);
+  int refusal = e->code >= CR_WIRE_VERSION && e->code <= CR_WIRE_SIZE;
+  refusal = refusal || e->code == CR_WIRE_PARAMS || e->code == CR_WIRE_BUSY;
+  return fail(s, CR_EPEER, (int)e->code, 1, "the partner %s the session (%s): %s",
+              refusal ? "refused" : "aborted", cr_wire_error_name((int)e->code), text);
+}
+
+/* ---- bytes in ----------------------------------------------------------- */
+
+static int dispatch(cr_session *s, const uint8_t *payload, size_t len, const uint8_t *raw,
+                    size_t raw_len) {
+  Cleanroom__V1__Frame *f = cr__frame_decode(payload, len);
+  if (f == NULL)
+    return PROTO_FAIL(s, "the partner sent %zu bytes that are not a valid frame", len);
+  int rc = 0;
+  int msg = f->msg_case;
+  if (msg != CLEANROOM__V1__FRAME__MSG_FINISH && msg != CLEANROOM__V1__FRAME__MSG_ERROR)
+    crypto_hash_sha256_update(&s->rx_hash, raw, raw_len);
+  if (!s->hello_received && msg != CLEANROOM__V1__FRAME__MSG_HELLO &&
+      msg != CLEANROOM__V1__FRAME__MSG_ERROR) {
+    rc = PROTO_FAIL(s, "the partner sent %s before Hello", cr__frame_name(msg));
+    goto out;
+  }
+  switch (msg) {
+  case CLEANROOM__V1__FRAME__MSG_HELLO:
+    rc = on_hello(s, f->hello, payload, len);
+    break;
+  case CLEANROOM__V1__FRAME__MSG_BATCH:
+    rc = on_batch(s, f->batch);
+    break;
+  case CLEANROOM__V1__FRAME__MSG_END_OF_SET:
+    rc = on_end_of_set(s, f->end_of_set);
+    break;
+  case CLEANROOM__V1__FRAME__MSG_DIGESTS:
+    rc = on_digests(s, f->digests);
+    break;
+  case CLEANROOM__V1__FRAME__MSG_END_OF_DIGESTS:
+    rc = on_end_of_digests(s, f->end_of_digests);
+    break;
+  case CLEANROOM__V1__FRAME__MSG_FINISH:
+    rc = on_finish(s, f->finish);
+    break;
+  case CLEANROOM__V1__FRAME__MSG_ERROR:
+    rc = on_error(s, f->error);
+    break;
+  default:
+    rc = PROTO_FAIL(s, "the partner sent a frame with no message in it");
+    break;
+  }
+out:
+  cr__frame_free(f);
+  return rc;
+}
+
+int cr_session_recv(cr_session *s, const uint8_t *data, size_t len) {
+  if (s->res.status != CR_SESSION_RUNNING)
+    return s->res.status == CR_SESSION_FAILED ? s->res.error : 0;
+  int rc = cr_buf_append(&s->in, data, len);
+  if (rc)
+    return fail(s, rc, CR_WIRE_INTERNAL, 0, "out of memory for input");
+  size_t off = 0;
+  while (s->res.status == CR_SESSION_RUNNING) {
+    const uint8_t *payload;
+    size_t plen, total;
+    uint32_t announced = 0;
+    int r = cr__frame_peek(s->in.data + off, s->in.len - off, s->cfg.max_frame, &payload,
+                           &plen, &total, &announced);
+    if (r == 0)
+      break;
+    if (r < 0) {
+      rc = PROTO_FAIL(s, "the partner announced a frame of %u bytes; frames must be 1 to %zu "
+                      "bytes", announced, s->cfg.max_frame);
+      break;
+    }
+    rc = dispatch(s, payload, plen, s->in.data + off, total);
+    off += total;
+  }
+  cr_buf_consume(&s->in, off);
+  if (s->res.status == CR_SESSION_FAILED)
+    return s->res.error;
+  return rc;
+}
+
+/* ---- bytes out ---------------------------------------------------------- */
+
+int cr_session_start(cr_session *s) {
+  if (s->started)
+    return 0;
+  s->started = 1;
+  if (!s->cfg.is_runner)
+    return 0;
+  return send_hello(s);
+}
+
+static int produce_batch(cr_session *s) {
+  size_t pb = s->suite->point_bytes;
+  uint64_t n = s->own_n - s->points_sent;
+  if (n > s->cfg.batch_size)
+    n = s->cfg.batch_size;
+  uint8_t *points = malloc((size_t)n * pb);
+  if (points == NULL)
+    return fail(s, CR_ENOMEM, CR_WIRE_INTERNAL, 0, "out of memory");
+  const cr_dataset *d = s->cfg.data;
+  const cr_match_key *mk = &s->cfg.tmpl->match_key;
+  size_t mlen = strlen(mk->name);
+  int rc = 0;
+  for (uint64_t i = 0; i < n && rc == 0; i++) {
+    uint32_t idx = s->order[s->points_sent + i];
+    size_t vlen = d->off[idx + 1] - d->off[idx];
+    uint8_t ml = (uint8_t)(mlen > 255 ? 255 : mlen);
+    /* template_sha256 || u8(len m) || m || v (design §4). */
+    cr_buf_reset(&s->keybuf);
+    rc = cr_buf_append(&s->keybuf, s->cfg.tmpl->sha256, CR_SHA256_BYTES);
+    rc = rc ? rc : cr_buf_append(&s->keybuf, &ml, 1);
+    rc = rc ? rc : cr_buf_append(&s->keybuf, mk->name, ml);
+    rc = rc ? rc : cr_buf_append(&s->keybuf, d->bytes + d->off[idx], vlen);
+    rc = rc ? rc : s->suite->hash_blind(points + i * pb, s->k, s->keybuf.data, s->keybuf.len);
+  }
+  sodium_memzero(s->keybuf.data, s->keybuf.cap);
+  if (rc == 0) {
+    Cleanroom__V1__Batch b = CLEANROOM__V1__BATCH__INIT;
+    Cleanroom__V1__Frame f = CLEANROOM__V1__FRAME__INIT;
+    b.seq = s->batch_seq;
+    b.points.data = points;
+    b.points.len = (size_t)n * pb;
+    f.msg_case = CLEANROOM__V1__FRAME__MSG_BATCH;
+    f.batch = &b;
+    rc = send_frame(s, &f, 1);
+  }
+  free(points);
+  if (rc)
+    return fail(s, rc, CR_WIRE_INTERNAL, 0, "cannot blind or encode our points");
+  s->points_sent += n;
+  s->batch_seq++;
+  return 0;
+}
+
+static int produce_end_of_set(cr_session *s) {
+  Cleanroom__V1__EndOfSet e = CLEANROOM__V1__END_OF_SET__INIT;
+  Cleanroom__V1__Frame f = CLEANROOM__V1__FRAME__INIT;
+  e.count = s->points_sent;
+  f.msg_case = CLEANROOM__V1__FRAME__MSG_END_OF_SET;
+  f.end_of_set = &e;
+  int rc = send_frame(s, &f, 1);
+  if (rc)
+    return fail(s, rc, CR_WIRE_INTERNAL, 0, "cannot encode EndOfSet");
+  s->eos_sent = 1;
+  return 0;
+}
+
+static int produce_digests(cr_session *s) {
+  size_t l = s->digest_bytes;
+  uint64_t n = s->peer_n - s->digests_sent;
+  if (n > s->cfg.batch_size * 4)
+    n = s->cfg.batch_size * 4;
+  uint8_t *buf = malloc((size_t)n * l);
+  if (buf == NULL)
+    return fail(s, CR_ENOMEM, CR_WIRE_INTERNAL, 0, "out of memory");
+  for (uint64_t i = 0; i < n; i++)
+    memcpy(buf + i * l, s->peer_digests + (size_t)(s->digests_sent + i) * CR_DIGEST_SLOT, l);
+  Cleanroom__V1__Digests d = CLEANROOM__V1__DIGESTS__INIT;
+  Cleanroom__V1__Frame f = CLEANROOM__V1__FRAME__INIT;
+  d.seq = s->digests_seq;
+  d.digests.data = buf;
+  d.digests.len = (size_t)n * l;
+  f.msg_case = CLEANROOM__V1__FRAME__MSG_DIGESTS;
+  f.digests = &d;
+  int rc = send_frame(s, &f, 1);
+  free(buf);
+  if (rc)
+    return fail(s, rc, CR_WIRE_INTERNAL, 0, "cannot encode Digests");
+  s->digests_sent += n;
+  s->digests_seq++;
+  return 0;
+}
+
+static int produce_end_of_digests(cr_session *s) {
+  Cleanroom__V1__EndOfDigests e = CLEANROOM__V1__END_OF_DIGESTS__INIT;
+  Cleanroom__V1__Frame f = CLEANROOM__V1__FRAME__INIT;
+  e.count = s->digests_sent;
+  f.msg_case = CLEANROOM__V1__FRAME__MSG_END_OF_DIGESTS;
+  f.end_of_digests = &e;
+  int rc = send_frame(s, &f, 1);
+  if (rc)
+    return fail(s, rc, CR_WIRE_INTERNAL, 0, "cannot encode EndOfDigests");
+  s->eod_sent = 1;
+  return 0;
+}
+
+/* What the next frame to produce is; 0 when nothing can be produced now. */
+static int next_step(const cr_session *s) {
+  if (s->res.status != CR_SESSION_RUNNING || !s->ready)
+    return 0;
+  if (s->points_sent < s->own_n)
+    return 1;
+  if (!s->eos_sent)
+    return 2;
+  if (s->peer_receives && s->peer_eos && s->digests_sent < s->peer_n)
+    return 3;
+  if (s->peer_receives && s->peer_eos && !s->eod_sent)
+    return 4;
+  if (!s->finish_sent && data_complete(s))
+    return 5;
+  return 0;
+}
+
+int cr_session_want_send(const cr_session *s) { return s->out.len > 0 || next_step(s) != 0; }
+
+int cr_session_send(cr_session *s, const uint8_t **data, size_t *len) {
+  int step;
+  while (s->out.len < CR_OUT_HIGH_WATER && (step = next_step(s)) != 0) {
+    int rc = 0;
+    switch (step) {
+    case 1:
+      rc = produce_batch(s);
+      break;
+    case 2:
+      rc = produce_end_of_set(s);
+      break;
+    case 3:
+      rc = produce_digests(s);
+      break;
+    case 4:
+      rc = produce_end_of_digests(s);
+      break;
+    case 5:
+      rc = send_finish(s);
+      break;
+    }
+    if (rc)
+      break;
+  }
+  *data = s->out.data;
+  *len = s->out.len;
+  return s->res.status == CR_SESSION_FAILED && s->out.len == 0 ? s->res.error : 0;
+}
+
+void cr_session_sent(cr_session *s, size_t n) { cr_buf_consume(&s->out, n); }

@@ -1,0 +1,113 @@
+# Shared helpers for end-to-end tests: real `cleanroom serve` and `run`
+# processes over loopback TLS. Sourced by tests/e2e/test_*.sh, which ctest
+# runs with CLEANROOM (the binary) and CR_SOURCE_DIR set.
+set -euo pipefail
+
+: "${CLEANROOM:?CLEANROOM must point at the cleanroom binary}"
+: "${CR_SOURCE_DIR:?CR_SOURCE_DIR must point at the source tree}"
+CR="$CLEANROOM"
+EX="$CR_SOURCE_DIR/examples/overlap"
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/cr-e2e.XXXXXX")
+SERVER_PID=""
+cleanup() {
+  if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; fi
+  if [ "${KEEP_WORK:-0}" = 1 ]; then echo "work dir kept: $WORK" >&2; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+cd "$WORK"
+
+PASSED=0
+FAILED=0
+fail() {
+  echo "FAIL: $*" >&2
+  FAILED=$((FAILED + 1))
+}
+ok() {
+  echo "ok: $*"
+  PASSED=$((PASSED + 1))
+}
+finish() {
+  echo "$PASSED passed, $FAILED failed"
+  [ "$FAILED" -eq 0 ]
+}
+
+# expect_eq WHAT EXPECTED ACTUAL
+expect_eq() {
+  if [ "$2" = "$3" ]; then ok "$1"; else fail "$1: expected '$2', got '$3'"; fi
+}
+# expect_grep WHAT PATTERN FILE
+expect_grep() {
+  if grep -q -- "$2" "$3"; then ok "$1"; else
+    fail "$1: '$2' not in $3:"
+    sed 's/^/    /' "$3" >&2
+  fi
+}
+
+# make_identities: provider-id/ and consumer-id/ with fingerprints in P_FP, C_FP.
+make_identities() {
+  P_FP=$("$CR" keygen --out provider-id --name provider 2>/dev/null)
+  C_FP=$("$CR" keygen --out consumer-id --name consumer 2>/dev/null)
+}
+
+# pin_template SRC OUT: SRC with both fingerprints pinned.
+pin_template() {
+  "$CR" template pin "$1" --provider "$P_FP" --consumer "$C_FP" --out "$2" >/dev/null 2>&1
+}
+
+# start_server TEMPLATE DATA [extra flags...]: provider serves in the
+# background, --json, port chosen by the kernel; sets SERVER_PID and PORT.
+start_server() {
+  local tmpl=$1 data=$2
+  shift 2
+  : >server.out
+  : >server.err
+  "$CR" serve --template "$tmpl" --identity provider-id --data "$data" \
+    --listen 127.0.0.1:0 --json "$@" >server.out 2>server.err &
+  SERVER_PID=$!
+  PORT=""
+  for _ in $(seq 1 200); do
+    PORT=$(sed -n 's/.*listening on [^ ]*:\([0-9][0-9]*\).*/\1/p' server.err | head -1)
+    [ -n "$PORT" ] && return 0
+    kill -0 "$SERVER_PID" 2>/dev/null || break
+    sleep 0.05
+  done
+  echo "server did not start:" >&2
+  cat server.err >&2
+  return 1
+}
+
+# wait_server: waits for the background server; its exit code in SERVER_RC.
+wait_server() {
+  set +e
+  wait "$SERVER_PID"
+  SERVER_RC=$?
+  set -e
+  SERVER_PID=""
+}
+
+# run_client TEMPLATE DATA QUERY [extra flags...]: consumer runs; exit code in RUN_RC.
+run_client() {
+  local tmpl=$1 data=$2 query=$3
+  shift 3
+  set +e
+  "$CR" run --template "$tmpl" --identity consumer-id --data "$data" \
+    --peer "127.0.0.1:$PORT" --query "$query" --json "$@" >run.out 2>run.err
+  RUN_RC=$?
+  set -e
+}
+
+# json_field FILE KEY: crude extraction of a scalar from our compact JSON.
+json_field() {
+  sed -n "s/.*\"$2\":\([^,}]*\).*/\1/p" "$1" | head -1 | tr -d '"'
+}
+
+# normalized_emails CSV: the e-mail column normalized as design §6 says
+# (trim, lowercase, exactly one @ with non-empty sides), distinct, sorted.
+# Independent of the engine: a plain awk pipeline.
+normalized_emails() {
+  awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == "email") c = i; next }
+    { v = $c; gsub(/^[ \t]+|[ \t]+$/, "", v); v = tolower(v)
+      n = split(v, parts, "@")
+      if (n == 2 && parts[1] != "" && parts[2] != "" && v !~ /[ \t]/) print v }' "$1" | sort -u
+}

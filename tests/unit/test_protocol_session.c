@@ -1,0 +1,797 @@
+/*
+ * Protocol tests: two sessions back to back through memory buffers, and
+ * scripted wrong or hostile peers. No sockets, no files.
+ */
+#define _GNU_SOURCE /* memmem */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <sodium.h>
+
+#include "cleanroom/session.h"
+#include "protocol/frame.h"
+
+/* ---- fixtures ------------------------------------------------------------ */
+
+typedef struct party {
+  uint8_t pk[crypto_sign_PUBLICKEYBYTES];
+  uint8_t sk[crypto_sign_SECRETKEYBYTES];
+} party;
+
+static int sign_cb(void *ctx, const uint8_t *msg, size_t len, uint8_t sig[64]) {
+  party *p = ctx;
+  return crypto_sign_detached(sig, NULL, msg, len, p->sk);
+}
+
+static char *dup_str(const char *s) {
+  char *d = malloc(strlen(s) + 1);
+  strcpy(d, s);
+  return d;
+}
+
+/* A template built by hand: the protocol layer only reads the struct. */
+static cr_template *make_template(uint64_t min_count) {
+  cr_template *t = calloc(1, sizeof *t);
+  t->name = dup_str("test");
+  t->suite = dup_str("ristretto255");
+  t->match_key.name = dup_str("email");
+  t->nqueries = 3;
+  t->queries = calloc(3, sizeof *t->queries);
+  const char *names[3] = {"overlap", "overlap_to_consumer", "provider_runs"};
+  for (int i = 0; i < 3; i++) {
+    t->queries[i].name = dup_str(names[i]);
+    t->queries[i].kind = CR_QUERY_COUNT;
+    t->queries[i].min_count = min_count;
+  }
+  t->queries[0].run_by = CR_ROLE_BIT(CR_ROLE_CONSUMER);
+  t->queries[0].results_to = CR_ROLE_BIT(CR_ROLE_CONSUMER) | CR_ROLE_BIT(CR_ROLE_PROVIDER);
+  t->queries[1].run_by = CR_ROLE_BIT(CR_ROLE_CONSUMER);
+  t->queries[1].results_to = CR_ROLE_BIT(CR_ROLE_CONSUMER);
+  t->queries[2].run_by = CR_ROLE_BIT(CR_ROLE_PROVIDER);
+  t->queries[2].results_to = CR_ROLE_BIT(CR_ROLE_PROVIDER);
+  memset(t->sha256, 0xab, sizeof t->sha256);
+  return t;
+}
+
+static void free_template(cr_template *t) {
+  for (size_t i = 0; i < t->nqueries; i++)
+    free(t->queries[i].name);
+  free(t->queries);
+  free(t->name);
+  free(t->suite);
+  free(t->match_key.name);
+  free(t);
+}
+
+static int cmp_str(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Keys "user<i>@example.com" for i in [from, to). */
+static cr_dataset *make_dataset(int from, int to) {
+  int n = to - from;
+  char **keys = calloc((size_t)n, sizeof *keys);
+  size_t total = 0;
+  for (int i = 0; i < n; i++) {
+    char buf[64];
+    snprintf(buf, sizeof buf, "user%d@example.com", from + i);
+    keys[i] = dup_str(buf);
+    total += strlen(buf);
+  }
+  qsort(keys, (size_t)n, sizeof *keys, cmp_str);
+  cr_dataset *d = calloc(1, sizeof *d);
+  d->n = (size_t)n;
+  d->bytes = malloc(total ? total : 1);
+  d->off = calloc((size_t)n + 1, sizeof *d->off);
+  for (int i = 0; i < n; i++) {
+    size_t l = strlen(keys[i]);
+    memcpy(d->bytes + d->off[i], keys[i], l);
+    d->off[i + 1] = d->off[i] + l;
+    free(keys[i]);
+  }
+  free(keys);
+  return d;
+}
+
+static void free_dataset(cr_dataset *d) {
+  free(d->bytes);
+  free(d->off);
+  free(d);
+}
+
+typedef struct pair {
+  cr_template *tp, *tc;
+  cr_dataset *dp, *dc;
+  party kp, kc;
+  cr_session *provider; /* responder */
+  cr_session *consumer; /* runner */
+  cr_buf wire_c2p, wire_p2c; /* everything each side sent */
+} pair;
+
+static void pair_init(pair *x, int p_from, int p_to, int c_from, int c_to, uint64_t min_count,
+                      const char *query) {
+  memset(x, 0, sizeof *x);
+  x->tp = make_template(min_count);
+  x->tc = make_template(min_count);
+  x->dp = make_dataset(p_from, p_to);
+  x->dc = make_dataset(c_from, c_to);
+  crypto_sign_keypair(x->kp.pk, x->kp.sk);
+  crypto_sign_keypair(x->kc.pk, x->kc.sk);
+  cr_buf_init(&x->wire_c2p);
+  cr_buf_init(&x->wire_p2c);
+
+  cr_session_config pc = {0}, cc = {0};
+  pc.tmpl = x->tp;
+  pc.data = x->dp;
+  pc.role = CR_ROLE_PROVIDER;
+  pc.software = "test";
+  pc.batch_size = 37; /* several batches, uneven last one */
+  pc.sign = sign_cb;
+  pc.sign_ctx = &x->kp;
+  memcpy(pc.peer_sign_pk, x->kc.pk, 32);
+  cc = pc;
+  cc.tmpl = x->tc;
+  cc.data = x->dc;
+  cc.role = CR_ROLE_CONSUMER;
+  cc.is_runner = 1;
+  cc.query = query;
+  cc.sign_ctx = &x->kc;
+  memcpy(cc.peer_sign_pk, x->kp.pk, 32);
+  assert_int_equal(cr_session_new(&x->provider, &pc, NULL), 0);
+  assert_int_equal(cr_session_new(&x->consumer, &cc, NULL), 0);
+}
+
+static void pair_free(pair *x) {
+  cr_session_free(x->provider);
+  cr_session_free(x->consumer);
+  free_template(x->tp);
+  free_template(x->tc);
+  free_dataset(x->dp);
+  free_dataset(x->dc);
+  cr_buf_free(&x->wire_c2p);
+  cr_buf_free(&x->wire_p2c);
+}
+
+/* Moves bytes both ways until neither side has anything to say. `chunk`
+ * limits how many bytes are delivered per call (1 = byte at a time). */
+static void pump(pair *x, size_t chunk) {
+  for (int rounds = 0; rounds < 100000; rounds++) {
+    int moved = 0;
+    cr_session *from[2] = {x->consumer, x->provider};
+    cr_session *to[2] = {x->provider, x->consumer};
+    cr_buf *log[2] = {&x->wire_c2p, &x->wire_p2c};
+    for (int d = 0; d < 2; d++) {
+      const uint8_t *data;
+      size_t len;
+      cr_session_send(from[d], &data, &len);
+      if (len == 0)
+        continue;
+      size_t n = len < chunk ? len : chunk;
+      assert_int_equal(cr_buf_append(log[d], data, n), 0);
+      cr_session_recv(to[d], data, n);
+      cr_session_sent(from[d], n);
+      moved = 1;
+    }
+    if (!moved)
+      return;
+  }
+  fail_msg("sessions did not settle");
+}
+
+/* ---- tests: two honest sessions ------------------------------------------ */
+
+static void test_count_both_receive(void **state) {
+  (void)state;
+  pair x;
+  /* provider 0..199, consumer 120..369: overlap 80 */
+  pair_init(&x, 0, 200, 120, 370, 50, "overlap");
+  assert_int_equal(cr_session_start(x.consumer), 0);
+  pump(&x, SIZE_MAX);
+  const cr_session_result *rp = cr_session_result_get(x.provider);
+  const cr_session_result *rc = cr_session_result_get(x.consumer);
+  assert_int_equal(rc->status, CR_SESSION_DONE);
+  assert_int_equal(rp->status, CR_SESSION_DONE);
+  assert_true(rc->receives && rp->receives);
+  assert_int_equal(rc->count, 80);
+  assert_int_equal(rp->count, 80);
+  assert_false(rc->suppressed);
+  assert_int_equal(rc->own_set_size, 250);
+  assert_int_equal(rc->peer_set_size, 200);
+  assert_int_equal(rp->peer_set_size, 250);
+  assert_memory_equal(rc->session_id, rp->session_id, 32);
+  assert_memory_equal(rc->transcript_sha256, rp->transcript_sha256, 32);
+  assert_string_equal(rp->query, "overlap");
+  /* ceil((40 + 8 + 8) / 8) = 7 */
+  assert_int_equal(rc->digest_bytes, 7);
+  assert_true(cr_session_scalar_wiped(x.consumer));
+  assert_true(cr_session_scalar_wiped(x.provider));
+  pair_free(&x);
+}
+
+static void test_count_byte_at_a_time(void **state) {
+  (void)state;
+  pair x;
+  pair_init(&x, 0, 60, 30, 100, 10, "overlap");
+  assert_int_equal(cr_session_start(x.consumer), 0);
+  pump(&x, 1);
+  assert_int_equal(cr_session_result_get(x.consumer)->status, CR_SESSION_DONE);
+  assert_int_equal(cr_session_result_get(x.consumer)->count, 30);
+  assert_int_equal(cr_session_result_get(x.provider)->count, 30);
+  pair_free(&x);
+}
+
+static void test_disjoint_sets(void **state) {
+  (void)state;
+  pair x;
+  pair_init(&x, 0, 100, 100, 200, 1, "overlap");
+  assert_int_equal(cr_session_start(x.consumer), 0);
+  pump(&x, SIZE_MAX);
+  assert_int_equal(cr_session_result_get(x.consumer)->status, CR_SESSION_DONE);
+  assert_int_equal(cr_session_result_get(x.consumer)->count, 0);
+  assert_true(cr_session_result_get(x.consumer)->suppressed);
+  pair_free(&x);
+}
+
+/* Parses a recorded stream into its frames; calls fn for each. */
+typedef void (*frame_fn)(const Cleanroom__V1__Frame *f, void *ctx);
+static void for_each_frame(const cr_buf *wire, frame_fn fn, void *ctx) {
+  size_t off = 0;
+  while (off < wire->len) {
+    const uint8_t *p;
+    size_t plen, total;
+    assert_int_equal(cr__frame_peek(wire->data + off, wire->len - off, CR_DEFAULT_MAX_FRAME,
+                                    &p, &plen, &total, NULL),
+                     1);
+    Cleanroom__V1__Frame *f = cr__frame_decode(p, plen);
+    assert_non_null(f);
+    fn(f, ctx);
+    cr__frame_free(f);
+    off += total;
+  }
+}
+
+typedef struct frame_stats {
+  int counts[8];
+  uint8_t last[32];
+  size_t last_len;
+  int unsorted;
+  uint64_t digests;
+} frame_stats;
+
+static void count_frames(const Cleanroom__V1__Frame *f, void *ctx) {
+  frame_stats *st = ctx;
+  st->counts[f->msg_case]++;
+  if (f->msg_case == CLEANROOM__V1__FRAME__MSG_DIGESTS) {
+    size_t l = 7;
+    for (size_t i = 0; i + l <= f->digests->digests.len; i += l) {
+      if (st->last_len && memcmp(st->last, f->digests->digests.data + i, l) > 0)
+        st->unsorted = 1;
+      memcpy(st->last, f->digests->digests.data + i, l);
+      st->last_len = l;
+      st->digests++;
+    }
+  }
+}
+
+/* The provider is not in results_to: it gets no digests and no count; the
+ * consumer's digests come back sorted; no key crosses the wire in clear. */
+static void test_consumer_only_provider_learns_nothing(void **state) {
+  (void)state;
+  pair x;
+  pair_init(&x, 0, 200, 120, 370, 50, "overlap_to_consumer");
+  assert_int_equal(cr_session_start(x.consumer), 0);
+  pump(&x, SIZE_MAX);
+  const cr_session_result *rp = cr_session_result_get(x.provider);
+  const cr_session_result *rc = cr_session_result_get(x.consumer);
+  assert_int_equal(rc->status, CR_SESSION_DONE);
+  assert_int_equal(rp->status, CR_SESSION_DONE);
+  assert_int_equal(rc->count, 80);
+  assert_false(rp->receives);
+  assert_int_equal(rp->count, 0);
+  assert_int_equal(rp->peer_set_size, 250);
+
+  frame_stats to_provider = {0}, to_consumer = {0};
+  for_each_frame(&x.wire_c2p, count_frames, &to_provider);
+  for_each_frame(&x.wire_p2c, count_frames, &to_consumer);
+  assert_int_equal(to_provider.counts[CLEANROOM__V1__FRAME__MSG_DIGESTS], 0);
+  assert_int_equal(to_provider.counts[CLEANROOM__V1__FRAME__MSG_END_OF_DIGESTS], 0);
+  assert_true(to_consumer.counts[CLEANROOM__V1__FRAME__MSG_DIGESTS] > 0);
+  assert_int_equal(to_consumer.digests, 250);
+  assert_false(to_consumer.unsorted);
+
+  /* No key, in any form a reader would recognise, is on the wire. */
+  const char *probe[] = {"user150@example.com", "user5@example.com", "example.com"};
+  for (size_t i = 0; i < 3; i++) {
+    assert_null(memmem(x.wire_c2p.data, x.wire_c2p.len, probe[i], strlen(probe[i])));
+    assert_null(memmem(x.wire_p2c.data, x.wire_p2c.len, probe[i], strlen(probe[i])));
+  }
+  pair_free(&x);
+}
+
+static void test_below_min_count_is_suppressed(void **state) {
+  (void)state;
+  pair x;
+  pair_init(&x, 0, 200, 190, 300, 100, "overlap"); /* overlap 10 < 100 */
+  assert_int_equal(cr_session_start(x.consumer), 0);
+  pump(&x, SIZE_MAX);
+  const cr_session_result *rc = cr_session_result_get(x.consumer);
+  const cr_session_result *rp = cr_session_result_get(x.provider);
+  assert_int_equal(rc->status, CR_SESSION_DONE);
+  assert_true(rc->suppressed);
+  assert_true(rp->suppressed);
+  assert_int_equal(rc->min_count, 100);
+  pair_free(&x);
+}
+
+/* ---- tests: refusals ---------------------------------------------------- */
+
+static void expect_refusal(pair *x, int wire) {
+  assert_int_equal(cr_session_start(x->consumer), 0);
+  pump(x, SIZE_MAX);
+  const cr_session_result *rp = cr_session_result_get(x->provider);
+  const cr_session_result *rc = cr_session_result_get(x->consumer);
+  assert_int_equal(rp->status, CR_SESSION_FAILED);
+  assert_int_equal(rc->status, CR_SESSION_FAILED);
+  assert_int_equal(rp->error, CR_EREFUSED);
+  assert_int_equal(rc->error, CR_EPEER);
+  assert_int_equal(rp->wire_error, wire);
+  assert_int_equal(rc->wire_error, wire);
+  assert_true(rc->error_from_peer);
+  assert_int_equal(rc->count, 0);
+  assert_true(cr_session_scalar_wiped(x->provider));
+  assert_true(cr_session_scalar_wiped(x->consumer));
+  /* No point left either side after a refusal. */
+  frame_stats a = {0};
+  for_each_frame(&x->wire_p2c, count_frames, &a);
+  assert_int_equal(a.counts[CLEANROOM__V1__FRAME__MSG_BATCH], 0);
+}
+
+static void test_template_mismatch_shows_both_hashes(void **state) {
+  (void)state;
+  pair x;
+  pair_init(&x, 0, 50, 0, 50, 1, "overlap");
+  x.tc->sha256[0] ^= 1;
+  expect_refusal(&x, CR_WIRE_TEMPLATE_MISMATCH);
+  char hp[65], hc[65];
+  cr_hex_encode(hp, x.tp->sha256, 32);
+  cr_hex_encode(hc, x.tc->sha256, 32);
+  const char *m = cr_session_result_get(x.consumer)->error_msg;
+  assert_non_null(strstr(m, hp));
+  assert_non_null(strstr(m, hc));
+  assert_non_null(strstr(m, "TEMPLATE_MISMATCH"));
+  pair_free(&x);
+}
+
+static void test_unknown_query_refused(void **state) {
+  (void)state;
+  pair x;
+  pair_init(&x, 0, 50, 0, 50, 1, "overlap");
+  /* The runner's copy names a query the responder's copy lacks. */
+  free(x.tc->queries[1].name);
+  x.tc->queries[1].name = dup_str("secret_query");
+  cr_session_free(x.consumer);
+  cr_session_config cc = {0};
+  cc.tmpl = x.tc;
+  cc.data = x.dc;
+  cc.role = CR_ROLE_CONSUMER;
+  cc.is_runner = 1;
+  cc.query = "secret_query";
+  cc.sign = sign_cb;
+  cc.sign_ctx = &x.kc;
+  assert_int_equal(cr_session_new(&x.consumer, &cc, NULL), 0);
+  expect_refusal(&x, CR_WIRE_UNKNOWN_QUERY);
+  pair_free(&x);
+}
+
+static void test_role_not_in_run_by_refused(void **state) {
+  (void)state;
+  pair x;
+  pair_init(&x, 0, 50, 0, 50, 1, "provider_runs"); /* consumer may not run it */
+  expect_refusal(&x, CR_WIRE_NOT_ALLOWED);
+  pair_free(&x);
+}
+
+static void test_size_limits_refused(void **state) {
+  (void)state;
+  pair x;
+  pair_init(&x, 0, 50, 0, 20, 1, "overlap");
+  x.tp->limits.min_set_size = 30;
+  x.tc->limits.min_set_size = 30;
+  expect_refusal(&x, CR_WIRE_SIZE);
+  assert_non_null(strstr(cr_session_result_get(x.provider)->error_msg, "min_set_size"));
+  pair_free(&x);
+}
+
+static void test_check_local(void **state) {
+  (void)state;
+  cr_template *t = make_template(1);
+  cr_dataset *d = make_dataset(0, 10);
+  cr_session_config c = {0};
+  cr_error err;
+  c.tmpl = t;
+  c.data = d;
+  c.role = CR_ROLE_CONSUMER;
+  c.is_runner = 1;
+  c.query = "overlap";
+  assert_int_equal(cr_session_check_local(&c, 1000, &err), 0);
+  c.query = "nope";
+  assert_int_equal(cr_session_check_local(&c, 1000, &err), CR_EREFUSED);
+  assert_non_null(strstr(err.msg, "overlap_to_consumer"));
+  c.query = "provider_runs";
+  assert_int_equal(cr_session_check_local(&c, 1000, &err), CR_EREFUSED);
+  assert_non_null(strstr(err.msg, "run_by"));
+  c.query = "overlap";
+  t->limits.not_after = 500;
+  assert_int_equal(cr_session_check_local(&c, 1000, &err), CR_EREFUSED);
+  assert_non_null(strstr(err.msg, "expired"));
+  t->limits.not_after = 0;
+  t->limits.max_set_size = 5;
+  assert_int_equal(cr_session_check_local(&c, 1000, &err), CR_EREFUSED);
+  assert_non_null(strstr(err.msg, "max_set_size"));
+  free_template(t);
+  free_dataset(d);
+}
+
+static void test_digest_bytes(void **state) {
+  (void)state;
+  assert_int_equal(cr_session_digest_bytes(1, 1, 0, 0), 5);
+  assert_int_equal(cr_session_digest_bytes(1 << 20, 1 << 20, 0, 0), 10);
+  assert_int_equal(cr_session_digest_bytes(1000, 1000, 16, 0), 16);
+  assert_int_equal(cr_session_digest_bytes(1000, 1000, 0, 40), 32);
+}
+
+/* ---- tests: hostile peers ----------------------------------------------- */
+
+/* A responder (provider) facing scripted bytes; returns it for checks. */
+typedef struct hostile {
+  cr_template *t;
+  cr_dataset *d;
+  party me, peer;
+  cr_session *s;
+} hostile;
+
+static void hostile_init(hostile *h, int runner) {
+  memset(h, 0, sizeof *h);
+  h->t = make_template(1);
+  h->d = make_dataset(0, 20);
+  crypto_sign_keypair(h->me.pk, h->me.sk);
+  crypto_sign_keypair(h->peer.pk, h->peer.sk);
+  cr_session_config c = {0};
+  c.tmpl = h->t;
+  c.data = h->d;
+  c.role = runner ? CR_ROLE_CONSUMER : CR_ROLE_PROVIDER;
+  c.is_runner = runner;
+  c.query = runner ? "overlap" : NULL;
+  c.sign = sign_cb;
+  c.sign_ctx = &h->me;
+  memcpy(c.peer_sign_pk, h->peer.pk, 32);
+  assert_int_equal(cr_session_new(&h->s, &c, NULL), 0);
+  assert_int_equal(cr_session_start(h->s), 0);
+}
+
+static void hostile_free(hostile *h) {
+  cr_session_free(h->s);
+  free_template(h->t);
+  free_dataset(h->d);
+}
+
+static void feed_frame(hostile *h, Cleanroom__V1__Frame *f) {
+  cr_buf b;
+  cr_buf_init(&b);
+  assert_int_equal(cr__frame_append(&b, f), 0);
+  cr_session_recv(h->s, b.data, b.len);
+  cr_buf_free(&b);
+}
+
+static void feed_hello(hostile *h, const char *role, uint64_t set_size) {
+  Cleanroom__V1__Hello m = CLEANROOM__V1__HELLO__INIT;
+  Cleanroom__V1__Frame f = CLEANROOM__V1__FRAME__INIT;
+  uint8_t nonce[32] = {1};
+  m.protocol_version = 1;
+  m.role = (char *)role;
+  m.template_sha256.data = h->t->sha256;
+  m.template_sha256.len = 32;
+  m.query = "overlap";
+  m.suite = "ristretto255";
+  m.set_size = set_size;
+  m.nonce.data = nonce;
+  m.nonce.len = 32;
+  f.msg_case = CLEANROOM__V1__FRAME__MSG_HELLO;
+  f.hello = &m;
+  feed_frame(h, &f);
+}
+
+static void feed_batch(hostile *h, uint64_t seq, const uint8_t *pts, size_t len) {
+  Cleanroom__V1__Batch m = CLEANROOM__V1__BATCH__INIT;
+  Cleanroom__V1__Frame f = CLEANROOM__V1__FRAME__INIT;
+  m.seq = seq;
+  m.points.data = (uint8_t *)pts;
+  m.points.len = len;
+  f.msg_case = CLEANROOM__V1__FRAME__MSG_BATCH;
+  f.batch = &m;
+  feed_frame(h, &f);
+}
+
+static void feed_eos(hostile *h, uint64_t count) {
+  Cleanroom__V1__EndOfSet m = CLEANROOM__V1__END_OF_SET__INIT;
+  Cleanroom__V1__Frame f = CLEANROOM__V1__FRAME__INIT;
+  m.count = count;
+  f.msg_case = CLEANROOM__V1__FRAME__MSG_END_OF_SET;
+  f.end_of_set = &m;
+  feed_frame(h, &f);
+}
+
+static void collect_last_error(const Cleanroom__V1__Frame *f, void *ctx) {
+  if (f->msg_case == CLEANROOM__V1__FRAME__MSG_ERROR)
+    *(uint32_t *)ctx = f->error->code;
+}
+
+/* The session failed with a protocol error, told the peer, released nothing. */
+static void expect_protocol_failure(hostile *h, const char *needle) {
+  const cr_session_result *r = cr_session_result_get(h->s);
+  assert_int_equal(r->status, CR_SESSION_FAILED);
+  assert_int_equal(r->error, CR_EPROTO);
+  assert_int_equal(r->count, 0);
+  assert_true(cr_session_scalar_wiped(h->s));
+  if (needle && strstr(r->error_msg, needle) == NULL)
+    fail_msg("message \"%s\" lacks \"%s\"", r->error_msg, needle);
+  const uint8_t *data;
+  size_t len;
+  cr_session_send(h->s, &data, &len);
+  cr_buf out = {(uint8_t *)data, len, len};
+  uint32_t code = 0;
+  for_each_frame(&out, collect_last_error, &code);
+  assert_int_equal(code, CR_WIRE_PROTOCOL);
+  /* Further input is ignored, never crashes. */
+  cr_session_recv(h->s, (const uint8_t *)"\0\0\0\1x", 5);
+}
+
+static void test_hostile_zero_length(void **state) {
+  (void)state;
+  hostile h;
+  hostile_init(&h, 0);
+  cr_session_recv(h.s, (const uint8_t *)"\0\0\0\0", 4);
+  expect_protocol_failure(&h, "frames must be 1 to");
+  hostile_free(&h);
+}
+
+static void test_hostile_oversize(void **state) {
+  (void)state;
+  hostile h;
+  hostile_init(&h, 0);
+  cr_session_recv(h.s, (const uint8_t *)"\x7f\xff\xff\xff", 4);
+  expect_protocol_failure(&h, "2147483647");
+  hostile_free(&h);
+}
+
+static void test_hostile_garbage(void **state) {
+  (void)state;
+  hostile h;
+  hostile_init(&h, 0);
+  cr_session_recv(h.s, (const uint8_t *)"\0\0\0\4\xff\xff\xff\xff", 8);
+  expect_protocol_failure(&h, "not a valid frame");
+  hostile_free(&h);
+}
+
+static void test_hostile_batch_before_hello(void **state) {
+  (void)state;
+  hostile h;
+  hostile_init(&h, 0);
+  uint8_t pts[32] = {0};
+  feed_batch(&h, 0, pts, 32);
+  expect_protocol_failure(&h, "before Hello");
+  hostile_free(&h);
+}
+
+static void test_hostile_second_hello(void **state) {
+  (void)state;
+  hostile h;
+  hostile_init(&h, 0);
+  feed_hello(&h, "consumer", 20);
+  assert_int_equal(cr_session_status_get(h.s), CR_SESSION_RUNNING);
+  feed_hello(&h, "consumer", 20);
+  expect_protocol_failure(&h, "second Hello");
+  hostile_free(&h);
+}
+
+/* A valid point: the blinding of some message under a random scalar. */
+static void valid_point(uint8_t out[32], int i) {
+  uint8_t k[32], msg[8];
+  crypto_core_ristretto255_scalar_random(k);
+  memcpy(msg, &i, sizeof i);
+  assert_int_equal(cr_suite_ristretto255.hash_blind(out, k, msg, sizeof msg), 0);
+}
+
+static void test_hostile_identity_point(void **state) {
+  (void)state;
+  hostile h;
+  hostile_init(&h, 0);
+  feed_hello(&h, "consumer", 20);
+  uint8_t pts[64] = {0};
+  valid_point(pts, 1); /* second point stays the identity (all zero) */
+  feed_batch(&h, 0, pts, 64);
+  expect_protocol_failure(&h, "point 1");
+  hostile_free(&h);
+}
+
+static void test_hostile_noncanonical_point(void **state) {
+  (void)state;
+  hostile h;
+  hostile_init(&h, 0);
+  feed_hello(&h, "consumer", 20);
+  uint8_t pts[32];
+  memset(pts, 0xff, sizeof pts); /* > field prime: not canonical */
+  feed_batch(&h, 0, pts, 32);
+  expect_protocol_failure(&h, "not a valid ristretto255 element");
+  hostile_free(&h);
+}
+
+static void test_hostile_wrong_seq(void **state) {
+  (void)state;
+  hostile h;
+  hostile_init(&h, 0);
+  feed_hello(&h, "consumer", 20);
+  uint8_t pts[32];
+  valid_point(pts, 1);
+  feed_batch(&h, 0, pts, 32);
+  feed_batch(&h, 0, pts, 32); /* repeated seq */
+  expect_protocol_failure(&h, "sequence number 0, expected 1");
+  hostile_free(&h);
+}
+
+static void test_hostile_ragged_batch(void **state) {
+  (void)state;
+  hostile h;
+  hostile_init(&h, 0);
+  feed_hello(&h, "consumer", 20);
+  uint8_t pts[40] = {0};
+  feed_batch(&h, 0, pts, 40);
+  expect_protocol_failure(&h, "multiple");
+  hostile_free(&h);
+}
+
+static void test_hostile_more_points_than_announced(void **state) {
+  (void)state;
+  hostile h;
+  hostile_init(&h, 0);
+  feed_hello(&h, "consumer", 2);
+  uint8_t pts[96];
+  for (int i = 0; i < 3; i++)
+    valid_point(pts + 32 * i, i);
+  feed_batch(&h, 0, pts, 96);
+  expect_protocol_failure(&h, "more points");
+  hostile_free(&h);
+}
+
+static void test_hostile_fewer_points_than_announced(void **state) {
+  (void)state;
+  hostile h;
+  hostile_init(&h, 0);
+  feed_hello(&h, "consumer", 3);
+  uint8_t pts[32];
+  valid_point(pts, 0);
+  feed_batch(&h, 0, pts, 32);
+  feed_eos(&h, 1);
+  expect_protocol_failure(&h, "announced 3 points, sent 1");
+  hostile_free(&h);
+}
+
+static void test_hostile_digests_before_end_of_set(void **state) {
+  (void)state;
+  hostile h;
+  hostile_init(&h, 1); /* runner receives in "overlap" */
+  feed_hello(&h, "provider", 20);
+  assert_int_equal(cr_session_status_get(h.s), CR_SESSION_RUNNING);
+  Cleanroom__V1__Digests m = CLEANROOM__V1__DIGESTS__INIT;
+  Cleanroom__V1__Frame f = CLEANROOM__V1__FRAME__INIT;
+  uint8_t d[14] = {0};
+  m.digests.data = d;
+  m.digests.len = sizeof d;
+  f.msg_case = CLEANROOM__V1__FRAME__MSG_DIGESTS;
+  f.digests = &m;
+  feed_frame(&h, &f);
+  expect_protocol_failure(&h, "before its EndOfSet");
+  hostile_free(&h);
+}
+
+static void test_hostile_finish_too_early(void **state) {
+  (void)state;
+  hostile h;
+  hostile_init(&h, 0);
+  feed_hello(&h, "consumer", 20);
+  Cleanroom__V1__Finish m = CLEANROOM__V1__FINISH__INIT;
+  Cleanroom__V1__Frame f = CLEANROOM__V1__FRAME__INIT;
+  f.msg_case = CLEANROOM__V1__FRAME__MSG_FINISH;
+  f.finish = &m;
+  feed_frame(&h, &f);
+  expect_protocol_failure(&h, "before the session's data was complete");
+  hostile_free(&h);
+}
+
+/* A man in the middle (or a lying peer) flips a byte of the receipt: the
+ * honest side must not release its result. */
+static void test_forged_receipt_releases_nothing(void **state) {
+  (void)state;
+  pair x;
+  pair_init(&x, 0, 40, 20, 60, 1, "overlap");
+  /* The consumer verifies with a key that is not the provider's. */
+  party other;
+  crypto_sign_keypair(other.pk, other.sk);
+  cr_session_free(x.consumer);
+  cr_session_config cc = {0};
+  cc.tmpl = x.tc;
+  cc.data = x.dc;
+  cc.role = CR_ROLE_CONSUMER;
+  cc.is_runner = 1;
+  cc.query = "overlap";
+  cc.sign = sign_cb;
+  cc.sign_ctx = &x.kc;
+  memcpy(cc.peer_sign_pk, other.pk, 32);
+  assert_int_equal(cr_session_new(&x.consumer, &cc, NULL), 0);
+  assert_int_equal(cr_session_start(x.consumer), 0);
+  pump(&x, SIZE_MAX);
+  const cr_session_result *rc = cr_session_result_get(x.consumer);
+  assert_int_equal(rc->status, CR_SESSION_FAILED);
+  assert_non_null(strstr(rc->error_msg, "signature"));
+  assert_int_equal(rc->count, 0);
+  pair_free(&x);
+}
+
+static void test_peer_error_text_is_sanitised(void **state) {
+  (void)state;
+  hostile h;
+  hostile_init(&h, 0);
+  Cleanroom__V1__Error m = CLEANROOM__V1__ERROR__INIT;
+  Cleanroom__V1__Frame f = CLEANROOM__V1__FRAME__INIT;
+  m.code = CR_WIRE_INTERNAL;
+  m.message = "boom\x1b[2J\n";
+  f.msg_case = CLEANROOM__V1__FRAME__MSG_ERROR;
+  f.error = &m;
+  feed_frame(&h, &f);
+  const cr_session_result *r = cr_session_result_get(h.s);
+  assert_int_equal(r->status, CR_SESSION_FAILED);
+  assert_int_equal(r->error, CR_EPEER);
+  assert_null(strchr(r->error_msg, '\x1b'));
+  assert_null(strchr(r->error_msg, '\n'));
+  hostile_free(&h);
+}
+
+int main(void) {
+  if (cr_crypto_init() != 0)
+    return 1;
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_count_both_receive),
+      cmocka_unit_test(test_count_byte_at_a_time),
+      cmocka_unit_test(test_disjoint_sets),
+      cmocka_unit_test(test_consumer_only_provider_learns_nothing),
+      cmocka_unit_test(test_below_min_count_is_suppressed),
+      cmocka_unit_test(test_template_mismatch_shows_both_hashes),
+      cmocka_unit_test(test_unknown_query_refused),
+      cmocka_unit_test(test_role_not_in_run_by_refused),
+      cmocka_unit_test(test_size_limits_refused),
+      cmocka_unit_test(test_check_local),
+      cmocka_unit_test(test_digest_bytes),
+      cmocka_unit_test(test_hostile_zero_length),
+      cmocka_unit_test(test_hostile_oversize),
+      cmocka_unit_test(test_hostile_garbage),
+      cmocka_unit_test(test_hostile_batch_before_hello),
+      cmocka_unit_test(test_hostile_second_hello),
+      cmocka_unit_test(test_hostile_identity_point),
+      cmocka_unit_test(test_hostile_noncanonical_point),
+      cmocka_unit_test(test_hostile_wrong_seq),
+      cmocka_unit_test(test_hostile_ragged_batch),
+      cmocka_unit_test(test_hostile_more_points_than_announced),
+      cmocka_unit_test(test_hostile_fewer_points_than_announced),
+      cmocka_unit_test(test_hostile_digests_before_end_of_set),
+      cmocka_unit_test(test_hostile_finish_too_early),
+      cmocka_unit_test(test_forged_receipt_releases_nothing),
+      cmocka_unit_test(test_peer_error_text_is_sanitised),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
