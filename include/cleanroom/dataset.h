@@ -46,6 +46,12 @@ int cr_csv_next(cr_csv *r, const char *const **fields, const size_t **lens,
                 size_t *nfields, uint64_t *line, cr_error *err);
 void cr_csv_free(cr_csv *r);
 /*
+ * Column names for error messages ("field 2 (column \"email\")"), copied;
+ * a NULL entry means the column has none to show. Only pass names that are
+ * known to be a header, never cells of data.
+ */
+CR_NODISCARD int cr_csv_set_field_names(cr_csv *r, const char *const *names, size_t n);
+/*
  * SHA-256 of the reader's whole input: of the bytes actually parsed, so the
  * hash and the data cannot disagree. For a stream, only once cr_csv_next has
  * returned 0 (CR_EINVAL before).

@@ -1,0 +1,469 @@
+/*
+ * Loading a party's data file: header checks against the template, one pass
+ * over the rows (streamed, never the whole file in memory), per-reason
+ * rejection counts, then sort + unique of the accepted keys into one arena.
+ *
+ * Messages name the file, line numbers, column names and counts. They never
+ * quote a cell: the only cells ever shown are header names, and only those
+ * that look like column names (a file without a header row would otherwise
+ * put its first record into the "columns found" list).
+ */
+#include "cleanroom/dataset.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+struct key_ref {
+  const uint8_t *p;
+  size_t len;
+};
+
+void cr_dataset_options_init(cr_dataset_options *opt) {
+  if (opt != NULL)
+    opt->max_reject_ratio = CR_DATASET_DEFAULT_MAX_REJECT_RATIO;
+}
+
+/* Local on purpose: the dataset layer needs only the template's layout. */
+static const char *role_str(cr_role r) {
+  return r == CR_ROLE_PROVIDER ? "provider" : "consumer";
+}
+
+static int is_ws(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
+
+/* A header name that may appear in a message: short, identifier-like, with a
+ * letter. E-mail addresses, phone numbers and free text do not qualify. */
+static int showable(const char *s) {
+  size_t n = strlen(s);
+  int letter = 0;
+  if (n == 0 || n > 64)
+    return 0;
+  for (size_t i = 0; i < n; i++) {
+    char c = s[i];
+    int alpha = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+    letter |= alpha;
+    if (!alpha && !(c >= '0' && c <= '9') && c != '_' && c != '-' && c != '.')
+      return 0;
+  }
+  return letter;
+}
+
+/* Appends to a message buffer, truncating quietly at its end. */
+static void msg_add(char *buf, size_t cap, size_t *len, const char *fmt, ...)
+    CR_PRINTF(4, 5);
+static void msg_add(char *buf, size_t cap, size_t *len, const char *fmt, ...) {
+  if (*len >= cap - 1)
+    return;
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(buf + *len, cap - *len, fmt, ap);
+  va_end(ap);
+  if (n < 0)
+    return;
+  *len = (size_t)n >= cap - *len ? cap - 1 : *len + (size_t)n;
+}
+
+/* "email, segment, signup_year". If any field of the header row does not look
+ * like a column name, the row is probably data (no header row): then none of
+ * it is shown, since identifier-like cells ("smart_home") are data too. */
+static void describe_header(char *buf, size_t cap, char **hdr, size_t nhdr) {
+  size_t len = 0;
+  buf[0] = '\0';
+  for (size_t i = 0; i < nhdr; i++) {
+    if (hdr[i][0] != '\0' && !showable(hdr[i])) {
+      msg_add(buf, cap, &len,
+              "%zu field%s, not listed because field %zu does not look like a "
+              "column name: is the header row missing?",
+              nhdr, nhdr == 1 ? "" : "s", i + 1);
+      return;
+    }
+  }
+  for (size_t i = 0; i < nhdr; i++)
+    msg_add(buf, cap, &len, "%s%s", i ? ", " : "", hdr[i][0] ? hdr[i] : "(unnamed)");
+}
+
+/* "invalid_email 300, missing_value 12; first rejected lines: 4, 17, 23" */
+static void describe_rejects(char *buf, size_t cap, const cr_dataset *d) {
+  size_t len = 0, k = 0;
+  buf[0] = '\0';
+  for (int r = 0; r < CR_REJECT_COUNT; r++) {
+    if (d->rejected[r] == 0)
+      continue;
+    msg_add(buf, cap, &len, "%s%s %llu", k++ ? ", " : "", cr_reject_key((cr_reject_reason)r),
+            (unsigned long long)d->rejected[r]);
+  }
+  for (size_t i = 0; i < d->nreject_lines; i++)
+    msg_add(buf, cap, &len, "%s%llu", i ? ", " : "; first rejected lines: ",
+            (unsigned long long)d->reject_lines[i]);
+}
+
+static int find_col(char **hdr, size_t nhdr, const char *name, size_t *idx) {
+  for (size_t i = 0; i < nhdr; i++) {
+    if (strcmp(hdr[i], name) == 0) {
+      *idx = i;
+      return 1;
+    }
+  }
+  return 0;
+}
+
+static void free_header(char **hdr, size_t nhdr) {
+  if (hdr == NULL)
+    return;
+  for (size_t i = 0; i < nhdr; i++)
+    free(hdr[i]);
+  free(hdr);
+}
+
+/* Copies the header with each name trimmed of ASCII whitespace; refuses two
+ * columns of the same (non-empty) name. */
+static int read_header(cr_csv *csv, const char *path, char ***out, size_t *out_n,
+                       cr_error *err) {
+  int rc = 0;
+  const char *const *f = NULL;
+  const size_t *fl = NULL;
+  size_t nf = 0, n = 0;
+  uint64_t line = 0;
+  char **hdr = NULL;
+
+  rc = cr_csv_next(csv, &f, &fl, &nf, &line, err);
+  if (rc < 0)
+    goto out;
+  if (rc == 0) {
+    rc = cr_error_set(err, CR_EDATA, "%s: the file is empty (expected a header row)", path);
+    goto out;
+  }
+  rc = 0;
+  hdr = calloc(nf, sizeof *hdr);
+  if (hdr == NULL) {
+    rc = cr_error_set(err, CR_ENOMEM, "%s: out of memory", path);
+    goto out;
+  }
+  for (n = 0; n < nf; n++) {
+    const char *s = f[n];
+    size_t len = fl[n];
+    while (len > 0 && is_ws(*s)) {
+      s++;
+      len--;
+    }
+    while (len > 0 && is_ws(s[len - 1]))
+      len--;
+    hdr[n] = strndup(s, len);
+    if (hdr[n] == NULL) {
+      rc = cr_error_set(err, CR_ENOMEM, "%s: out of memory", path);
+      goto out;
+    }
+  }
+  for (size_t i = 0; i < n; i++) {
+    for (size_t j = i + 1; j < n; j++) {
+      if (hdr[i][0] == '\0' || strcmp(hdr[i], hdr[j]) != 0)
+        continue;
+      if (showable(hdr[i]))
+        rc = cr_error_set(err, CR_EDATA,
+                          "%s: line %llu: the header names column \"%s\" twice "
+                          "(columns %zu and %zu); column names must be unique",
+                          path, (unsigned long long)line, hdr[i], i + 1, j + 1);
+      else
+        rc = cr_error_set(err, CR_EDATA,
+                          "%s: line %llu: header columns %zu and %zu have the same "
+                          "name; column names must be unique",
+                          path, (unsigned long long)line, i + 1, j + 1);
+      goto out;
+    }
+  }
+  *out = hdr;
+  *out_n = n;
+  hdr = NULL;
+out:
+  free_header(hdr, n);
+  return rc;
+}
+
+static int missing_column(cr_error *err, const char *path, const char *col,
+                          const char *why, char **hdr, size_t nhdr) {
+  char found[600];
+  describe_header(found, sizeof found, hdr, nhdr);
+  return cr_error_set(err, CR_EDATA,
+                      "%s: missing column \"%s\" (%s); the header has: %s", path,
+                      col, why, found);
+}
+
+/* Hands the reader the showable header names for its messages. */
+static int name_fields(cr_csv *csv, char **hdr, size_t nhdr) {
+  const char **names = calloc(nhdr ? nhdr : 1, sizeof *names);
+  if (names == NULL)
+    return CR_ENOMEM;
+  for (size_t i = 0; i < nhdr; i++)
+    names[i] = showable(hdr[i]) ? hdr[i] : NULL;
+  int rc = cr_csv_set_field_names(csv, names, nhdr);
+  free(names);
+  return rc;
+}
+
+static int cmp_key(const void *a, const void *b) {
+  const struct key_ref *x = a, *y = b;
+  size_t n = x->len < y->len ? x->len : y->len;
+  int c = n ? memcmp(x->p, y->p, n) : 0;
+  if (c != 0)
+    return c;
+  return (x->len > y->len) - (x->len < y->len);
+}
+
+/* Sorts and de-duplicates the accepted keys (arena[offs[i]..offs[i+1]))
+ * into d->bytes / d->off. */
+static int dedup(cr_dataset *d, const cr_buf *arena, const size_t *offs, size_t nkeys) {
+  int rc = 0;
+  struct key_ref *refs = malloc((nkeys ? nkeys : 1) * sizeof *refs);
+  if (refs == NULL)
+    return CR_ENOMEM;
+  for (size_t i = 0; i < nkeys; i++) {
+    refs[i].p = arena->data + offs[i];
+    refs[i].len = offs[i + 1] - offs[i];
+  }
+  qsort(refs, nkeys, sizeof *refs, cmp_key);
+  size_t n = 0, total = 0;
+  for (size_t i = 0; i < nkeys; i++) {
+    if (n > 0 && cmp_key(&refs[n - 1], &refs[i]) == 0)
+      continue;
+    refs[n++] = refs[i];
+    total += refs[i].len;
+  }
+  d->off = malloc((n + 1) * sizeof *d->off);
+  d->bytes = malloc(total ? total : 1);
+  if (d->off == NULL || d->bytes == NULL) {
+    rc = CR_ENOMEM;
+    goto out;
+  }
+  size_t pos = 0;
+  for (size_t i = 0; i < n; i++) {
+    d->off[i] = pos;
+    memcpy(d->bytes + pos, refs[i].p, refs[i].len);
+    pos += refs[i].len;
+  }
+  d->off[n] = pos;
+  d->n = n;
+  d->duplicates = nkeys - n;
+out:
+  free(refs);
+  return rc;
+}
+
+int cr_dataset_load(cr_dataset **out, const char *path, const cr_template *t,
+                    cr_role role, const cr_dataset_options *opt, cr_error *err) {
+  int rc = 0;
+  FILE *f = NULL;
+  cr_csv *csv = NULL;
+  cr_dataset *d = NULL;
+  char **hdr = NULL;
+  size_t nhdr = 0;
+  size_t *keycol = NULL;
+  const char **vals = NULL;
+  size_t *vlens = NULL;
+  size_t *offs = NULL, noffs = 0, offs_cap = 0;
+  cr_buf key, arena;
+  cr_buf_init(&key);
+  cr_buf_init(&arena);
+
+  if (out != NULL)
+    *out = NULL;
+  if (out == NULL || path == NULL || t == NULL ||
+      (role != CR_ROLE_PROVIDER && role != CR_ROLE_CONSUMER)) {
+    rc = cr_error_set(err, CR_EINVAL, "cr_dataset_load: invalid argument");
+    goto out;
+  }
+  const cr_match_key *mk = &t->match_key;
+  if (mk->ncolumns == 0 || mk->columns == NULL) {
+    rc = cr_error_set(err, CR_EINVAL, "the template's match key has no column");
+    goto out;
+  }
+  double ratio = opt ? opt->max_reject_ratio : CR_DATASET_DEFAULT_MAX_REJECT_RATIO;
+  if (!(ratio >= 0.0 && ratio <= 1.0)) {
+    rc = cr_error_set(err, CR_EINVAL,
+                      "the maximum rejection ratio must be between 0 and 1 "
+                      "(--max-reject-ratio)");
+    goto out;
+  }
+
+  d = calloc(1, sizeof *d);
+  if (d == NULL || (d->path = strdup(path)) == NULL) {
+    rc = cr_error_set(err, CR_ENOMEM, "%s: out of memory", path);
+    goto out;
+  }
+  f = fopen(path, "rb");
+  if (f == NULL) {
+    rc = cr_error_set(err, CR_EIO, "%s: cannot open: %s", path, strerror(errno));
+    goto out;
+  }
+  if ((rc = cr_csv_open_stream(&csv, f, path)) != 0) {
+    cr_error_set(err, rc, "%s: out of memory", path);
+    goto out;
+  }
+  if ((rc = read_header(csv, path, &hdr, &nhdr, err)) != 0)
+    goto out;
+
+  /* Every column the template relies on must be there. */
+  for (size_t i = 0; i < t->nrequired_columns[role]; i++) {
+    size_t idx;
+    const char *col = t->required_columns[role][i];
+    if (!find_col(hdr, nhdr, col, &idx)) {
+      char why[64];
+      snprintf(why, sizeof why, "the template requires it for the %s", role_str(role));
+      rc = missing_column(err, path, col, why, hdr, nhdr);
+      goto out;
+    }
+  }
+  keycol = calloc(mk->ncolumns, sizeof *keycol);
+  vals = calloc(mk->ncolumns, sizeof *vals);
+  vlens = calloc(mk->ncolumns, sizeof *vlens);
+  if (keycol == NULL || vals == NULL || vlens == NULL) {
+    rc = cr_error_set(err, CR_ENOMEM, "%s: out of memory", path);
+    goto out;
+  }
+  for (size_t i = 0; i < mk->ncolumns; i++) {
+    if (!find_col(hdr, nhdr, mk->columns[i], &keycol[i])) {
+      rc = missing_column(err, path, mk->columns[i], "a column of the template's match key",
+                          hdr, nhdr);
+      goto out;
+    }
+  }
+
+  /* From here on the header is known to be one: name columns in messages. */
+  if ((rc = name_fields(csv, hdr, nhdr)) != 0) {
+    cr_error_set(err, rc, "%s: out of memory", path);
+    goto out;
+  }
+
+  /* The rows. */
+  for (;;) {
+    const char *const *fields = NULL;
+    const size_t *lens = NULL;
+    size_t nf = 0;
+    uint64_t line = 0;
+    cr_reject_reason why = CR_REJECT_MISSING;
+    rc = cr_csv_next(csv, &fields, &lens, &nf, &line, err);
+    if (rc < 0)
+      goto out;
+    if (rc == 0)
+      break;
+    d->rows_read++;
+    if (nf != nhdr) {
+      why = CR_REJECT_COLUMNS;
+      rc = 1;
+    } else {
+      for (size_t i = 0; i < mk->ncolumns; i++) {
+        vals[i] = fields[keycol[i]];
+        vlens[i] = lens[keycol[i]];
+      }
+      rc = cr_normalize_key(mk, vals, vlens, &key, &why);
+      if (rc < 0) {
+        if (rc == CR_EINVAL)
+          cr_error_set(err, rc,
+                       "the template's match key cannot be applied (unknown "
+                       "normalizer or a default_country_code that is not 1-3 digits)");
+        else
+          cr_error_set(err, rc, "%s: line %llu: %s", path, (unsigned long long)line,
+                       cr_strerror(rc));
+        goto out;
+      }
+    }
+    if (rc == 1) {
+      d->rows_rejected++;
+      d->rejected[why]++;
+      if (d->nreject_lines < CR_DATASET_MAX_REJECT_LINES)
+        d->reject_lines[d->nreject_lines++] = line;
+      continue;
+    }
+    d->rows_accepted++;
+    if (noffs + 2 > offs_cap) {
+      size_t cap = offs_cap ? offs_cap * 2 : 1024;
+      size_t *p = realloc(offs, cap * sizeof *p);
+      if (p == NULL) {
+        rc = cr_error_set(err, CR_ENOMEM, "%s: out of memory", path);
+        goto out;
+      }
+      offs = p;
+      offs_cap = cap;
+    }
+    if (noffs == 0)
+      offs[noffs++] = 0;
+    if ((rc = cr_buf_append(&arena, key.data, key.len)) != 0) {
+      cr_error_set(err, rc, "%s: out of memory", path);
+      goto out;
+    }
+    offs[noffs++] = arena.len;
+  }
+  rc = 0;
+  if ((rc = cr_csv_sha256(csv, d->file_sha256)) != 0) {
+    cr_error_set(err, CR_EINTERNAL, "%s: file hash unavailable", path);
+    rc = CR_EINTERNAL;
+    goto out;
+  }
+
+  if (d->rows_read == 0) {
+    rc = cr_error_set(err, CR_EDATA, "%s: the file has a header but no data rows", path);
+    goto out;
+  }
+  if ((double)d->rows_rejected > ratio * (double)d->rows_read) {
+    char why[700];
+    double actual = (double)d->rows_rejected / (double)d->rows_read;
+    describe_rejects(why, sizeof why, d);
+    /* Suggest the smallest two-decimal ratio that would let this file in. */
+    unsigned hundredths = (unsigned)(actual * 100.0);
+    if ((double)hundredths / 100.0 < actual)
+      hundredths++;
+    rc = cr_error_set(err, CR_EDATA,
+                      "%s: %llu of %llu data rows rejected (%.2f%%), more than the "
+                      "allowed %.2f%%: %s. Fix those rows, or raise the limit with "
+                      "--max-reject-ratio (this file needs at least %u.%02u)",
+                      path, (unsigned long long)d->rows_rejected,
+                      (unsigned long long)d->rows_read, 100.0 * actual, 100.0 * ratio,
+                      why, hundredths / 100, hundredths % 100);
+    goto out;
+  }
+  if (d->rows_accepted == 0) {
+    char why[700];
+    describe_rejects(why, sizeof why, d);
+    rc = cr_error_set(err, CR_EDATA,
+                      "%s: no row has a valid match key (%llu data rows rejected: %s)",
+                      path, (unsigned long long)d->rows_rejected, why);
+    goto out;
+  }
+  if ((rc = dedup(d, &arena, offs, noffs - 1)) != 0) {
+    cr_error_set(err, rc, "%s: out of memory", path);
+    goto out;
+  }
+  *out = d;
+  d = NULL;
+out:
+  cr_dataset_free(d);
+  cr_csv_free(csv);
+  if (f != NULL)
+    fclose(f);
+  free_header(hdr, nhdr);
+  free(keycol);
+  free(vals);
+  free(vlens);
+  free(offs);
+  cr_buf_free(&key);
+  cr_buf_free(&arena);
+  return rc;
+}
+
+void cr_dataset_free(cr_dataset *d) {
+  if (d == NULL)
+    return;
+  if (d->bytes != NULL) {
+    if (d->off != NULL)
+      sodium_memzero(d->bytes, d->off[d->n]);
+    free(d->bytes);
+  }
+  free(d->off);
+  free(d->path);
+  free(d);
+}

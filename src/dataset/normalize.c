@@ -1,0 +1,271 @@
+/*
+ * Match-key normalizers (design §6). Both partners run this same code, so
+ * the only thing that matters for matching is that it is deterministic; the
+ * rules lean towards rejecting (and counting) a doubtful value rather than
+ * guessing, because a wrong guess is a silent false match or miss.
+ *
+ * Every normalizer rewrites the value in place inside the output buffer
+ * (value = out->data[start .. out->len)), so normalizing a row allocates
+ * nothing once the buffer has grown to the largest key. Whitespace means
+ * ASCII whitespace only; non-ASCII bytes are never case-folded.
+ */
+#include "cleanroom/dataset.h"
+
+#include <string.h>
+
+#include <sodium.h>
+
+const char *cr_reject_key(cr_reject_reason r) {
+  switch (r) {
+#define CR__REJ_KEY(name, key, text)                                           \
+  case CR_REJECT_##name:                                                       \
+    return key;
+    CR_REJECT_MAP(CR__REJ_KEY)
+#undef CR__REJ_KEY
+  default:
+    return "unknown";
+  }
+}
+
+const char *cr_reject_text(cr_reject_reason r) {
+  switch (r) {
+#define CR__REJ_TEXT(name, key, text)                                          \
+  case CR_REJECT_##name:                                                       \
+    return text;
+    CR_REJECT_MAP(CR__REJ_TEXT)
+#undef CR__REJ_TEXT
+  default:
+    return "unknown reason";
+  }
+}
+
+static int is_ws(uint8_t c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
+
+static int is_ctl(uint8_t c) { return c < 0x20 || c == 0x7f; }
+
+static uint8_t lower(uint8_t c) { return c >= 'A' && c <= 'Z' ? (uint8_t)(c + 32) : c; }
+
+static int is_hex(uint8_t c) {
+  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+/* Replaces the value by the given bytes (never longer than the buffer holds). */
+static void set_value(cr_buf *b, size_t start, const uint8_t *v, size_t n) {
+  memmove(b->data + start, v, n);
+  b->len = start + n;
+}
+
+static void trim(cr_buf *b, size_t start) {
+  size_t s = start, e = b->len;
+  while (s < e && is_ws(b->data[s]))
+    s++;
+  while (e > s && is_ws(b->data[e - 1]))
+    e--;
+  set_value(b, start, b->data + s, e - s);
+}
+
+/* Trim, lowercase; exactly one '@', non-empty local part and domain; no
+ * whitespace or control character left inside. */
+static int norm_email(cr_buf *b, size_t start) {
+  trim(b, start);
+  size_t n = b->len - start, at = 0, nat = 0;
+  uint8_t *v = b->data + start;
+  for (size_t i = 0; i < n; i++) {
+    if (is_ws(v[i]) || is_ctl(v[i]))
+      return 1;
+    if (v[i] == '@') {
+      nat++;
+      at = i;
+    }
+    v[i] = lower(v[i]);
+  }
+  if (nat != 1 || at == 0 || at == n - 1)
+    return 1;
+  return 0;
+}
+
+/* E.164: '+' then 8-15 digits, the first not 0. Spaces, dashes, dots and
+ * parentheses are dropped; "00" means '+'; without either, the default
+ * country code (if any) is put in front after dropping one trunk '0'. */
+static int norm_phone(cr_buf *b, size_t start, const char *cc, size_t cclen) {
+  uint8_t d[24];
+  size_t nd = 0;
+  int plus = 0, seen = 0;
+  for (size_t i = start; i < b->len; i++) {
+    uint8_t c = b->data[i];
+    if (is_ws(c) || c == '-' || c == '.' || c == '(' || c == ')')
+      continue;
+    if (c == '+' && !seen) {
+      plus = 1;
+    } else if (c >= '0' && c <= '9') {
+      if (nd == sizeof d)
+        goto reject; /* far too long for E.164 */
+      d[nd++] = c;
+    } else {
+      goto reject;
+    }
+    seen = 1;
+  }
+  size_t off = 0;
+  if (!plus && nd >= 2 && d[0] == '0' && d[1] == '0') {
+    plus = 1;
+    off = 2;
+  }
+  uint8_t e[1 + 3 + sizeof d];
+  size_t ne = 0;
+  e[ne++] = '+';
+  if (!plus) {
+    if (cc == NULL)
+      goto reject;
+    memcpy(e + ne, cc, cclen);
+    ne += cclen;
+    if (nd > 0 && d[0] == '0')
+      off = 1;
+  }
+  memcpy(e + ne, d + off, nd - off);
+  ne += nd - off;
+  if (ne - 1 < 8 || ne - 1 > 15 || e[1] == '0')
+    goto reject;
+  /* The country code can make the result longer than the input. */
+  if (ne > b->len - start && cr_buf_reserve(b, ne - (b->len - start)) != 0) {
+    sodium_memzero(d, sizeof d);
+    sodium_memzero(e, sizeof e);
+    return CR_ENOMEM;
+  }
+  set_value(b, start, e, ne);
+  sodium_memzero(d, sizeof d);
+  sodium_memzero(e, sizeof e);
+  return 0;
+reject:
+  sodium_memzero(d, sizeof d);
+  return 1;
+}
+
+/* Trim, lowercase, every run of whitespace or control characters becomes one
+ * space (so the composite-key separator 0x1f can never survive it). */
+static int norm_text(cr_buf *b, size_t start) {
+  size_t w = start;
+  int gap = 0;
+  for (size_t i = start; i < b->len; i++) {
+    uint8_t c = b->data[i];
+    if (is_ws(c) || is_ctl(c)) {
+      gap = 1;
+      continue;
+    }
+    if (gap && w > start)
+      b->data[w++] = ' ';
+    gap = 0;
+    b->data[w++] = lower(c);
+  }
+  b->len = w;
+  return w == start;
+}
+
+static int norm_sha256(cr_buf *b, size_t start) {
+  uint8_t h[CR_SHA256_BYTES];
+  char hex[2 * CR_SHA256_BYTES + 1];
+  cr_sha256(h, b->data + start, b->len - start);
+  cr_hex_encode(hex, h, sizeof h);
+  b->len = start;
+  int rc = cr_buf_append(b, hex, 2 * CR_SHA256_BYTES);
+  sodium_memzero(h, sizeof h);
+  sodium_memzero(hex, sizeof hex);
+  return rc;
+}
+
+static int norm_hashed(cr_buf *b, size_t start) {
+  trim(b, start);
+  if (b->len - start != 2 * CR_SHA256_BYTES)
+    return 1;
+  for (size_t i = start; i < b->len; i++) {
+    if (!is_hex(b->data[i]))
+      return 1;
+    b->data[i] = lower(b->data[i]);
+  }
+  return 0;
+}
+
+/* The country code must be 1-3 digits, as E.164 allows. */
+static int cc_valid(const char *cc, size_t *len) {
+  size_t n = strlen(cc);
+  if (n < 1 || n > 3)
+    return 0;
+  for (size_t i = 0; i < n; i++)
+    if (cc[i] < '0' || cc[i] > '9')
+      return 0;
+  *len = n;
+  return 1;
+}
+
+int cr_normalize_key(const cr_match_key *mk, const char *const *values,
+                     const size_t *lens, cr_buf *out, cr_reject_reason *reason) {
+  int rc = 0;
+  size_t cclen = 0;
+  const char *cc = NULL;
+  if (mk == NULL || values == NULL || out == NULL || reason == NULL ||
+      mk->ncolumns == 0 || (mk->nnormalize > 0 && mk->normalize == NULL))
+    return CR_EINVAL;
+  if (mk->default_country_code != NULL) {
+    if (!cc_valid(mk->default_country_code, &cclen))
+      return CR_EINVAL;
+    cc = mk->default_country_code;
+  }
+  out->len = 0;
+  for (size_t c = 0; c < mk->ncolumns; c++) {
+    const char *v = values[c];
+    size_t n = lens ? lens[c] : (v ? strlen(v) : 0);
+    if (c > 0 && (rc = cr_buf_append(out, "\x1f", 1)) != 0)
+      goto out;
+    size_t start = out->len;
+    if (v == NULL || n == 0) {
+      *reason = CR_REJECT_MISSING;
+      rc = 1;
+      goto out;
+    }
+    if ((rc = cr_buf_append(out, v, n)) != 0)
+      goto out;
+    for (size_t k = 0; k < mk->nnormalize; k++) {
+      switch (mk->normalize[k]) {
+      case CR_NORM_EMAIL:
+        rc = norm_email(out, start);
+        *reason = CR_REJECT_EMAIL;
+        break;
+      case CR_NORM_PHONE:
+        rc = norm_phone(out, start, cc, cclen);
+        *reason = CR_REJECT_PHONE;
+        break;
+      case CR_NORM_TEXT:
+        rc = norm_text(out, start);
+        *reason = CR_REJECT_TEXT;
+        break;
+      case CR_NORM_SHA256:
+        rc = norm_sha256(out, start);
+        break;
+      case CR_NORM_HASHED_SHA256:
+        rc = norm_hashed(out, start);
+        *reason = CR_REJECT_HEX;
+        break;
+      default:
+        rc = CR_EINVAL;
+        break;
+      }
+      if (rc != 0)
+        goto out;
+    }
+    /* A raw value (no normalizer that removes control characters) holding
+     * the separator would make two different tuples one key. */
+    if (mk->ncolumns > 1 && memchr(out->data + start, 0x1f, out->len - start) != NULL) {
+      *reason = CR_REJECT_TEXT;
+      rc = 1;
+      goto out;
+    }
+  }
+out:
+  if (rc != 0 && out->data != NULL) {
+    sodium_memzero(out->data, out->cap);
+    out->len = 0;
+  }
+  return rc;
+}
