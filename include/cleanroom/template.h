@@ -10,6 +10,7 @@
 #ifndef CLEANROOM_TEMPLATE_H
 #define CLEANROOM_TEMPLATE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -67,6 +68,10 @@ typedef struct cr_query {
   char *where[CR_ROLE_COUNT];    /* filter text per role, NULL if none */
   cr_param_decl *params;
   size_t nparams;
+  /* kind "members" only: the owner's own columns returned with each matched
+   * record (each listed in the owner's required columns); NULL/0 if none. */
+  char **columns;
+  size_t ncolumns;
 } cr_query;
 
 typedef struct cr_party {
@@ -96,6 +101,8 @@ typedef struct cr_template {
   cr_party parties[CR_ROLE_COUNT];
   char *suite;
   cr_match_key match_key;
+  /* As declared in data.<role>.required_columns, followed by any match key
+   * column not listed there: the match key columns are always required. */
   char **required_columns[CR_ROLE_COUNT];
   size_t nrequired_columns[CR_ROLE_COUNT];
   cr_query *queries;
@@ -103,18 +110,57 @@ typedef struct cr_template {
   cr_limits limits;
   uint8_t sha256[CR_SHA256_BYTES]; /* of the RFC 8785 canonical form */
   char *path;                      /* where it was loaded from, for messages */
+  bool require_signatures;         /* "require_signatures"; false if absent */
 } cr_template;
 
+/*
+ * Validation limits: a contract is written by people, so anything past these
+ * is a mistake (and keeps validation linear-ish on hostile input). Integers
+ * must also lie within +-(2^53-1): the hash reads numbers as doubles (RFC
+ * 8785), so larger ones could collide.
+ */
+#define CR_TEMPLATE_MAX_QUERIES 256
+#define CR_TEMPLATE_MAX_COLUMNS 256 /* per array of column names */
+#define CR_TEMPLATE_MAX_NORMALIZE 16
+#define CR_TEMPLATE_MAX_PARAMS 64
+#define CR_TEMPLATE_MAX_NAME 64 /* bytes in a query or parameter name */
+/* At most this many messages are kept; the rest are only counted. */
+#define CR_TEMPLATE_MAX_ERRORS 200
+
 /* Parses and validates; on error *out is NULL and err names path and field. */
+/*
+ * Every problem is reported, not just the first: err->msg is
+ * "<origin>: <message>" for one, or "<origin>: N errors" followed by one
+ * message a line (ending "... and K more" when they do not fit).
+ * CR_ETEMPLATE for an invalid template (syntax, shape, size), CR_EIO when the
+ * file cannot be read (path and strerror), CR_ENOMEM.
+ */
 CR_NODISCARD int cr_template_load(cr_template **out, const char *path, cr_error *err);
 /* Same from memory; `origin` names the source in messages. */
 CR_NODISCARD int cr_template_parse(cr_template **out, const char *json, size_t len,
                                    const char *origin, cr_error *err);
 void cr_template_free(cr_template *t);
 
+/*
+ * For `cleanroom template check`: like cr_template_load / cr_template_parse,
+ * but hands back every message as its own string ("$.queries.q.min_count:
+ * found -3, expected an integer >= 1"; an unreadable file gives one
+ * "<path>: cannot open: <strerror>"). On success returns 0 with *errors NULL
+ * and *n 0; otherwise the code as above and a malloc'ed list to release
+ * with cr_template_errors_free (NULL only on CR_ENOMEM). If more than
+ * CR_TEMPLATE_MAX_ERRORS were found, the last entry says how many more.
+ * `out` may be NULL; if not, it receives the template on success.
+ */
+CR_NODISCARD int cr_template_check(const char *path, cr_template **out, char ***errors,
+                                   size_t *n);
+CR_NODISCARD int cr_template_check_mem(const char *json, size_t len, const char *origin,
+                                       cr_template **out, char ***errors, size_t *n);
+void cr_template_errors_free(char **errors, size_t n);
+
 /* NULL if the template has no such query. */
 const cr_query *cr_template_query(const cr_template *t, const char *name);
 /* Role whose cert_sha256 equals fp; CR_ENOTFOUND-like CR_ECONFIG if none. */
+/* Also CR_ECONFIG if both parties carry fp: the role would be ambiguous. */
 int cr_template_role_of(const cr_template *t, const uint8_t fp[CR_SHA256_BYTES],
                         cr_role *out);
 
@@ -122,6 +168,9 @@ int cr_template_role_of(const cr_template *t, const uint8_t fp[CR_SHA256_BYTES],
  * RFC 8785 canonical form of a JSON text (sorted keys by UTF-16 code units,
  * no insignificant whitespace, ECMAScript number form, minimal string
  * escapes). *out is malloc'ed and NUL-terminated.
+ * Any JSON value is accepted at the top level; duplicate member names, lone
+ * surrogates, invalid UTF-8 and numbers that overflow a double are CR_EINVAL
+ * (I-JSON). A member name containing U+0000 is refused (jansson cannot hold it).
  */
 CR_NODISCARD int cr_json_canonicalize(const char *json, size_t len, char **out,
                                       size_t *out_len, cr_error *err);

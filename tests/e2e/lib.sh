@@ -104,10 +104,12 @@ json_field() {
 
 # normalized_emails CSV: the e-mail column normalized as design §6 says
 # (trim, lowercase, exactly one @ with non-empty sides), distinct, sorted.
-# Independent of the engine: a plain awk pipeline.
+# Independent of the engine: a plain awk pipeline (enough for the example
+# files, whose quoted fields hold no comma).
 normalized_emails() {
   awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == "email") c = i; next }
-    { v = $c; gsub(/^[ \t]+|[ \t]+$/, "", v); v = tolower(v)
+    { v = $c; sub(/\r$/, "", v); if (v ~ /^".*"$/) v = substr(v, 2, length(v) - 2)
+      gsub(/^[ \t]+|[ \t]+$/, "", v); v = tolower(v)
       n = split(v, parts, "@")
       if (n == 2 && parts[1] != "" && parts[2] != "" && v !~ /[ \t]/) print v }' "$1" | sort -u
 }

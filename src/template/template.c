@@ -1,0 +1,1254 @@
+/*
+ * The collaboration template (design §6): loading, validation, lookups.
+ *
+ * The template is the contract both partners sign up to, so validation is
+ * strict: every field is checked, an unknown field is an error (a typo such
+ * as "min_cout" must not silently drop a threshold), and every problem is
+ * reported at once with its JSON path, the value found and what was
+ * expected, so a partner can fix a contract in one pass.
+ */
+#include "cleanroom/template.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+/* Largest integer a double holds exactly; see CR_TEMPLATE_MAX_* in the header. */
+#define MAX_SAFE_INT 9007199254740991LL
+
+/* -------------------------------------------------------------- error list */
+
+typedef struct errlist {
+  char **msg;
+  size_t n, cap;
+  size_t dropped; /* found past CR_TEMPLATE_MAX_ERRORS */
+  int oom;
+} errlist;
+
+static void el_add(errlist *el, const char *fmt, ...) CR_PRINTF(2, 3);
+static void el_add(errlist *el, const char *fmt, ...) {
+  char line[768];
+  va_list ap;
+  if (el->n >= CR_TEMPLATE_MAX_ERRORS) {
+    el->dropped++;
+    return;
+  }
+  va_start(ap, fmt);
+  vsnprintf(line, sizeof line, fmt, ap);
+  va_end(ap);
+  if (el->n == el->cap) {
+    size_t cap = el->cap ? 2 * el->cap : 8;
+    char **p = realloc(el->msg, cap * sizeof *p);
+    if (p == NULL) {
+      el->oom = 1;
+      return;
+    }
+    el->msg = p;
+    el->cap = cap;
+  }
+  if ((el->msg[el->n] = strdup(line)) == NULL) {
+    el->oom = 1;
+    return;
+  }
+  el->n++;
+}
+
+static void el_free(errlist *el) {
+  for (size_t i = 0; i < el->n; i++)
+    free(el->msg[i]);
+  free(el->msg);
+  memset(el, 0, sizeof *el);
+}
+
+/* -------------------------------------------------------- validation state */
+
+typedef struct vctx {
+  errlist *el;
+  char path[256]; /* JSON path of the value being checked, "$.a.b[2]" */
+  size_t len;
+} vctx;
+
+static int is_ident(const char *s) {
+  if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || *s == '_'))
+    return 0;
+  for (s++; *s; s++)
+    if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+          *s == '_'))
+      return 0;
+  return 1;
+}
+
+/*
+ * Quotes s for a message: control characters escaped, at most `max` bytes of
+ * it (cut on a UTF-8 boundary), "..." when shortened. Template text is not
+ * secret, but it can be long or hostile, and messages go to terminals.
+ */
+static void quote(char *out, size_t cap, const char *s, size_t max) {
+  size_t o = 0, i = 0;
+  if (cap < 12) {
+    if (cap)
+      out[0] = '\0';
+    return;
+  }
+  out[o++] = '"';
+  /* Room for the widest escape (6) plus `..."` and the NUL (5). */
+  for (; s[i] != '\0' && i < max && o + 11 <= cap; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c == '"' || c == '\\') {
+      out[o++] = '\\';
+      out[o++] = (char)c;
+    } else if (c < 0x20 || c == 0x7f) {
+      o += (size_t)snprintf(out + o, cap - o, "\\u%04x", c);
+    } else {
+      out[o++] = (char)c;
+    }
+  }
+  if (s[i] != '\0') {
+    /* Do not leave half a UTF-8 sequence before the ellipsis. */
+    while (o > 1 && ((unsigned char)out[o - 1] & 0xC0) == 0x80)
+      o--;
+    if (o > 1 && ((unsigned char)out[o - 1] & 0xC0) == 0xC0)
+      o--;
+    memcpy(out + o, "...", 3);
+    o += 3;
+  }
+  out[o++] = '"';
+  out[o] = '\0';
+}
+
+static size_t path_key(vctx *v, const char *key) {
+  size_t mark = v->len;
+  size_t room = sizeof v->path - v->len;
+  int w;
+  if (is_ident(key) && strlen(key) <= 48) {
+    w = snprintf(v->path + v->len, room, ".%s", key);
+  } else {
+    char q[128];
+    quote(q, sizeof q, key, 48);
+    w = snprintf(v->path + v->len, room, "[%s]", q);
+  }
+  v->len = (w < 0 || (size_t)w >= room) ? sizeof v->path - 1 : v->len + (size_t)w;
+  return mark;
+}
+
+static size_t path_index(vctx *v, size_t i) {
+  size_t mark = v->len;
+  size_t room = sizeof v->path - v->len;
+  int w = snprintf(v->path + v->len, room, "[%zu]", i);
+  v->len = (w < 0 || (size_t)w >= room) ? sizeof v->path - 1 : v->len + (size_t)w;
+  return mark;
+}
+
+static void path_pop(vctx *v, size_t mark) {
+  v->len = mark;
+  v->path[mark] = '\0';
+}
+
+/* Short description of a JSON value for "found ..." */
+static void describe(const json_t *j, char *out, size_t cap) {
+  switch (json_typeof(j)) {
+  case JSON_OBJECT:
+    snprintf(out, cap, "an object");
+    break;
+  case JSON_ARRAY:
+    snprintf(out, cap, "an array");
+    break;
+  case JSON_STRING:
+    quote(out, cap, json_string_value(j), 40);
+    break;
+  case JSON_INTEGER:
+    snprintf(out, cap, "%lld", (long long)json_integer_value(j));
+    break;
+  case JSON_REAL: {
+    /* "%g" alone would print 100.0 as "100" next to "expected an integer". */
+    int w = snprintf(out, cap, "%g", json_real_value(j));
+    if (w > 0 && (size_t)w + 2 < cap && strpbrk(out, ".en") == NULL)
+      strcat(out, ".0");
+    break;
+  }
+  case JSON_TRUE:
+    snprintf(out, cap, "true");
+    break;
+  case JSON_FALSE:
+    snprintf(out, cap, "false");
+    break;
+  default:
+    snprintf(out, cap, "null");
+    break;
+  }
+}
+
+/* "<path>: found <j>, expected <...>", or "missing" when j is NULL. */
+static void verr(vctx *v, const json_t *j, const char *fmt, ...) CR_PRINTF(3, 4);
+static void verr(vctx *v, const json_t *j, const char *fmt, ...) {
+  char expected[512], found[128];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(expected, sizeof expected, fmt, ap);
+  va_end(ap);
+  if (j == NULL) {
+    el_add(v->el, "%s: missing, expected %s", v->path, expected);
+    return;
+  }
+  describe(j, found, sizeof found);
+  el_add(v->el, "%s: found %s, expected %s", v->path, found, expected);
+}
+
+/* ---------------------------------------------------------- shape checkers */
+
+/* Reports members of obj not named in allowed[]. */
+static void check_fields(vctx *v, json_t *obj, const char *const *allowed, size_t n) {
+  const char *key;
+  json_t *val;
+  json_object_foreach(obj, key, val) {
+    size_t i = 0;
+    while (i < n && strcmp(key, allowed[i]) != 0)
+      i++;
+    if (i < n)
+      continue;
+    char list[384];
+    size_t o = 0;
+    list[0] = '\0';
+    for (i = 0; i < n && o < sizeof list; i++) {
+      int w = snprintf(list + o, sizeof list - o, "%s%s", i ? ", " : "", allowed[i]);
+      if (w < 0)
+        break;
+      o += (size_t)w;
+    }
+    size_t mark = path_key(v, key);
+    el_add(v->el, "%s: unknown field, expected one of: %s", v->path, list);
+    path_pop(v, mark);
+  }
+}
+
+static int want_object(vctx *v, json_t *j, const char *what) {
+  if (json_is_object(j))
+    return 1;
+  verr(v, j, "%s", what);
+  return 0;
+}
+
+/* A copy of a non-empty string, or NULL (reported, or el->oom). */
+static char *want_string(vctx *v, json_t *j, const char *what) {
+  char *s;
+  if (!json_is_string(j) || json_string_length(j) == 0) {
+    verr(v, j, "%s", what);
+    return NULL;
+  }
+  if ((s = strdup(json_string_value(j))) == NULL)
+    v->el->oom = 1;
+  return s;
+}
+
+static int want_int(vctx *v, json_t *j, long long min, uint64_t *out) {
+  if (!json_is_integer(j) || json_integer_value(j) < min ||
+      json_integer_value(j) > MAX_SAFE_INT) {
+    if (json_is_integer(j) && json_integer_value(j) > MAX_SAFE_INT)
+      verr(v, j, "an integer <= %lld", MAX_SAFE_INT);
+    else
+      verr(v, j, "an integer >= %lld", min);
+    return 0;
+  }
+  *out = (uint64_t)json_integer_value(j);
+  return 1;
+}
+
+static void free_strv(char **s, size_t n) {
+  if (s == NULL)
+    return;
+  for (size_t i = 0; i < n; i++)
+    free(s[i]);
+  free(s);
+}
+
+/*
+ * An array of distinct non-empty strings, copied into *out (a NULL-terminated
+ * allocation even when empty). Returns 1 if valid.
+ */
+static int want_strv(vctx *v, json_t *j, int nonempty, size_t max, const char *what,
+                     char ***out, size_t *nout) {
+  int ok = 1;
+  size_t n;
+  char **s = NULL;
+  *out = NULL;
+  *nout = 0;
+  if (!json_is_array(j) || (nonempty && json_array_size(j) == 0)) {
+    verr(v, j, "%s %s", nonempty ? "a non-empty array of" : "an array of", what);
+    return 0;
+  }
+  n = json_array_size(j);
+  if (n > max) {
+    verr(v, j, "at most %zu entries", max);
+    return 0;
+  }
+  for (size_t i = 0; i < n; i++) {
+    json_t *e = json_array_get(j, i);
+    size_t mark = path_index(v, i);
+    if (!json_is_string(e) || json_string_length(e) == 0) {
+      verr(v, e, "a non-empty string");
+      ok = 0;
+    } else {
+      for (size_t k = 0; k < i; k++) {
+        json_t *p = json_array_get(j, k);
+        if (json_is_string(p) && strcmp(json_string_value(p), json_string_value(e)) == 0) {
+          verr(v, e, "a value not already listed at [%zu]", k);
+          ok = 0;
+          break;
+        }
+      }
+    }
+    path_pop(v, mark);
+  }
+  if (!ok)
+    return 0;
+  if ((s = calloc(n + 1, sizeof *s)) == NULL)
+    goto oom;
+  for (size_t i = 0; i < n; i++)
+    if ((s[i] = strdup(json_string_value(json_array_get(j, i)))) == NULL)
+      goto oom;
+  *out = s;
+  *nout = n;
+  return 1;
+oom:
+  free_strv(s, n);
+  v->el->oom = 1;
+  return 0;
+}
+
+/* A non-empty array of distinct role names, as a CR_ROLE_BIT mask. */
+static int want_roles(vctx *v, json_t *j, unsigned *mask) {
+  int ok = 1;
+  *mask = 0;
+  if (!json_is_array(j) || json_array_size(j) == 0) {
+    verr(v, j, "a non-empty array of \"provider\", \"consumer\"");
+    return 0;
+  }
+  for (size_t i = 0; i < json_array_size(j); i++) {
+    json_t *e = json_array_get(j, i);
+    size_t mark = path_index(v, i);
+    cr_role r;
+    if (!json_is_string(e) || cr_role_parse(json_string_value(e), &r) != 0) {
+      verr(v, e, "\"provider\" or \"consumer\"");
+      ok = 0;
+    } else if (*mask & CR_ROLE_BIT(r)) {
+      verr(v, e, "each role at most once");
+      ok = 0;
+    } else {
+      *mask |= CR_ROLE_BIT(r);
+    }
+    path_pop(v, mark);
+  }
+  return ok;
+}
+
+/* {"provider": "...", "consumer": "..."}, at least one role, non-empty text. */
+static int want_role_map(vctx *v, json_t *j, const char *what, char *out[CR_ROLE_COUNT]) {
+  static const char *const roles[] = {"provider", "consumer"};
+  int ok = 1;
+  if (!json_is_object(j) || json_object_size(j) == 0) {
+    verr(v, j, "an object mapping \"provider\" and/or \"consumer\" to %s", what);
+    return 0;
+  }
+  check_fields(v, j, roles, 2);
+  for (int r = 0; r < CR_ROLE_COUNT; r++) {
+    json_t *e = json_object_get(j, roles[r]);
+    if (e == NULL)
+      continue;
+    size_t mark = path_key(v, roles[r]);
+    if ((out[r] = want_string(v, e, what)) == NULL)
+      ok = 0;
+    path_pop(v, mark);
+  }
+  return ok && json_object_size(j) <= 2;
+}
+
+static int in_strv(char *const *s, size_t n, const char *x) {
+  for (size_t i = 0; i < n; i++)
+    if (strcmp(s[i], x) == 0)
+      return 1;
+  return 0;
+}
+
+/* ------------------------------------------------------------- sections */
+
+/* "host:port" with a port 1..65535; an IPv6 host is written "[::1]:7443". */
+static int valid_address(const char *a) {
+  const char *colon = strrchr(a, ':');
+  size_t hostlen;
+  unsigned long port = 0;
+  if (colon == NULL || colon == a)
+    return 0;
+  hostlen = (size_t)(colon - a);
+  if (a[0] == '[') {
+    if (hostlen < 3 || a[hostlen - 1] != ']' || memchr(a + 1, ']', hostlen - 2) != NULL)
+      return 0;
+  } else if (strpbrk(a, "[]") != NULL || memchr(a, ':', hostlen) != NULL) {
+    return 0; /* a bare IPv6 address is ambiguous */
+  }
+  for (const char *h = a; h < colon; h++)
+    if ((unsigned char)*h <= ' ' || *h == '/' || *h == '@')
+      return 0;
+  const char *p = colon + 1;
+  if (*p < '1' || *p > '9' || strlen(p) > 5) /* no sign, no leading zero */
+    return 0;
+  for (; *p; p++) {
+    if (*p < '0' || *p > '9')
+      return 0;
+    port = port * 10 + (unsigned long)(*p - '0');
+  }
+  return port >= 1 && port <= 65535;
+}
+
+static void check_party(vctx *v, json_t *j, cr_party *p) {
+  static const char *const fields[] = {"org", "cert_sha256", "address"};
+  json_t *e;
+  size_t mark;
+  if (!want_object(v, j, "an object with org, cert_sha256 and optional address"))
+    return;
+  check_fields(v, j, fields, 3);
+
+  mark = path_key(v, "org");
+  p->org = want_string(v, json_object_get(j, "org"), "a non-empty string");
+  path_pop(v, mark);
+
+  mark = path_key(v, "cert_sha256");
+  e = json_object_get(j, "cert_sha256");
+  if (!json_is_string(e) || cr_hex_decode(p->cert_sha256, sizeof p->cert_sha256,
+                                          json_string_value(e)) != 0)
+    verr(v, e, "the certificate's SHA-256 as 64 hex digits");
+  path_pop(v, mark);
+
+  if ((e = json_object_get(j, "address")) != NULL) {
+    mark = path_key(v, "address");
+    if (!json_is_string(e) || !valid_address(json_string_value(e)))
+      verr(v, e, "\"host:port\" with a port from 1 to 65535");
+    else if ((p->address = strdup(json_string_value(e))) == NULL)
+      v->el->oom = 1;
+    path_pop(v, mark);
+  }
+}
+
+static int parse_normalizer(const char *s, cr_normalizer *out) {
+  for (int n = CR_NORM_EMAIL; n <= CR_NORM_HASHED_SHA256; n++)
+    if (strcmp(s, cr_normalizer_name((cr_normalizer)n)) == 0) {
+      *out = (cr_normalizer)n;
+      return 0;
+    }
+  return CR_EINVAL;
+}
+
+/* Returns 1 if the match key is valid (its columns then feed later checks). */
+static int check_match_key(vctx *v, json_t *j, cr_match_key *mk) {
+  static const char *const fields[] = {"name", "columns", "normalize", "default_country_code"};
+  int ok = 1, phone = 0, norm_ok = 0;
+  json_t *e;
+  size_t mark;
+  if (!want_object(v, j, "an object with name, columns and normalize"))
+    return 0;
+  check_fields(v, j, fields, 4);
+
+  mark = path_key(v, "name");
+  if ((mk->name = want_string(v, json_object_get(j, "name"), "a non-empty string")) == NULL)
+    ok = 0;
+  path_pop(v, mark);
+
+  mark = path_key(v, "columns");
+  if (!want_strv(v, json_object_get(j, "columns"), 1, CR_TEMPLATE_MAX_COLUMNS,
+                 "distinct column names", &mk->columns, &mk->ncolumns))
+    ok = 0;
+  path_pop(v, mark);
+
+  mark = path_key(v, "normalize");
+  e = json_object_get(j, "normalize");
+  if (!json_is_array(e) || json_array_size(e) == 0) {
+    verr(v, e, "a non-empty array of \"email\", \"phone\", \"text\", \"sha256\", "
+               "\"hashed_sha256\"");
+    ok = 0;
+  } else if (json_array_size(e) > CR_TEMPLATE_MAX_NORMALIZE) {
+    verr(v, e, "at most %d normalizers", CR_TEMPLATE_MAX_NORMALIZE);
+    ok = 0;
+  } else if ((mk->normalize = calloc(json_array_size(e), sizeof *mk->normalize)) == NULL) {
+    v->el->oom = 1;
+    ok = 0;
+  } else {
+    norm_ok = 1;
+    for (size_t i = 0; i < json_array_size(e); i++) {
+      json_t *x = json_array_get(e, i);
+      size_t m2 = path_index(v, i);
+      if (!json_is_string(x) || parse_normalizer(json_string_value(x), &mk->normalize[i]) != 0) {
+        verr(v, x, "one of \"email\", \"phone\", \"text\", \"sha256\", \"hashed_sha256\"");
+        ok = norm_ok = 0;
+      } else if (mk->normalize[i] == CR_NORM_PHONE) {
+        phone = 1;
+      }
+      path_pop(v, m2);
+    }
+    mk->nnormalize = json_array_size(e);
+  }
+  path_pop(v, mark);
+
+  if ((e = json_object_get(j, "default_country_code")) != NULL) {
+    mark = path_key(v, "default_country_code");
+    const char *s = json_is_string(e) ? json_string_value(e) : "";
+    size_t n = strlen(s);
+    int digits = n >= 1 && n <= 3 && s[0] >= '1' && s[0] <= '9' &&
+                 strspn(s, "0123456789") == n;
+    if (!digits) {
+      verr(v, e, "a country calling code of 1 to 3 digits, such as \"44\"");
+      ok = 0;
+    } else if (!phone && norm_ok) {
+      verr(v, e, "no default_country_code unless normalize lists \"phone\"");
+      ok = 0;
+    } else if ((mk->default_country_code = strdup(s)) == NULL) {
+      v->el->oom = 1;
+    }
+    path_pop(v, mark);
+  }
+  return ok;
+}
+
+/* data.<role>: returns 1 if valid (absent is valid: no extra columns). */
+static int check_data(vctx *v, json_t *data, cr_template *t) {
+  static const char *const roles[] = {"provider", "consumer"};
+  static const char *const fields[] = {"required_columns"};
+  int ok = 1;
+  if (data == NULL)
+    return 1;
+  if (!want_object(v, data, "an object with provider and/or consumer"))
+    return 0;
+  check_fields(v, data, roles, 2);
+  for (int r = 0; r < CR_ROLE_COUNT; r++) {
+    json_t *d = json_object_get(data, roles[r]);
+    if (d == NULL)
+      continue;
+    size_t mark = path_key(v, roles[r]);
+    if (!want_object(v, d, "an object with required_columns")) {
+      ok = 0;
+    } else {
+      check_fields(v, d, fields, 1);
+      size_t m2 = path_key(v, "required_columns");
+      if (!want_strv(v, json_object_get(d, "required_columns"), 0, CR_TEMPLATE_MAX_COLUMNS,
+                     "distinct column names", &t->required_columns[r],
+                     &t->nrequired_columns[r]))
+        ok = 0;
+      path_pop(v, m2);
+    }
+    path_pop(v, mark);
+  }
+  return ok && json_object_size(data) <= 2;
+}
+
+/* Appends the match key columns a role did not list: they are always required. */
+static int add_key_columns(cr_template *t) {
+  for (int r = 0; r < CR_ROLE_COUNT; r++) {
+    size_t n = t->nrequired_columns[r];
+    char **s = realloc(t->required_columns[r], (n + t->match_key.ncolumns + 1) * sizeof *s);
+    if (s == NULL)
+      return CR_ENOMEM;
+    t->required_columns[r] = s;
+    for (size_t i = 0; i < t->match_key.ncolumns; i++) {
+      if (in_strv(s, n, t->match_key.columns[i]))
+        continue;
+      if ((s[n] = strdup(t->match_key.columns[i])) == NULL)
+        return CR_ENOMEM;
+      t->nrequired_columns[r] = ++n;
+    }
+    s[n] = NULL;
+  }
+  return 0;
+}
+
+static int valid_name(const char *s, size_t len) {
+  if (len == 0 || len > CR_TEMPLATE_MAX_NAME)
+    return 0;
+  for (size_t i = 0; i < len; i++) {
+    char c = s[i];
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+          c == '_' || c == '-' || c == '.'))
+      return 0;
+  }
+  return 1;
+}
+
+static int parse_param_type(const char *s, cr_param_type *out) {
+  static const char *const names[] = {"string", "string_list", "integer", "number"};
+  for (int i = 0; i < 4; i++)
+    if (strcmp(s, names[i]) == 0) {
+      *out = (cr_param_type)(CR_PARAM_STRING + i);
+      return 0;
+    }
+  return CR_EINVAL;
+}
+
+static void check_params(vctx *v, json_t *j, cr_query *q) {
+  const char *key;
+  json_t *val;
+  size_t i = 0;
+  if (!json_is_object(j)) {
+    verr(v, j, "an object mapping parameter names to \"string\", \"string_list\", "
+               "\"integer\" or \"number\"");
+    return;
+  }
+  if (json_object_size(j) > CR_TEMPLATE_MAX_PARAMS) {
+    verr(v, j, "at most %d parameters", CR_TEMPLATE_MAX_PARAMS);
+    return;
+  }
+  if (json_object_size(j) > 0 &&
+      (q->params = calloc(json_object_size(j), sizeof *q->params)) == NULL) {
+    v->el->oom = 1;
+    return;
+  }
+  json_object_foreach(j, key, val) {
+    size_t mark = path_key(v, key);
+    cr_param_type type;
+    if (!is_ident(key) || strlen(key) > CR_TEMPLATE_MAX_NAME) {
+      el_add(v->el, "%s: found a parameter name that is not an identifier, expected letters, "
+                    "digits and _ (not starting with a digit), at most %d",
+             v->path, CR_TEMPLATE_MAX_NAME);
+    } else if (!json_is_string(val) || parse_param_type(json_string_value(val), &type) != 0) {
+      verr(v, val, "\"string\", \"string_list\", \"integer\" or \"number\"");
+    } else if ((q->params[i].name = strdup(key)) == NULL) {
+      v->el->oom = 1;
+    } else {
+      q->params[i++].type = type;
+    }
+    path_pop(v, mark);
+  }
+  q->nparams = i;
+}
+
+/*
+ * Columns a query names (group_by, members columns) must be in the data
+ * contract of that role, or a run would fail after both sides had agreed.
+ */
+static void check_column_known(vctx *v, json_t *j, const cr_template *t, cr_role r) {
+  if (in_strv(t->required_columns[r], t->nrequired_columns[r], json_string_value(j)))
+    return;
+  verr(v, j, "a column listed in $.data.%s.required_columns or $.match_key.columns",
+       cr_role_name(r));
+}
+
+static void check_query(vctx *v, const char *name, json_t *j, cr_query *q,
+                        const cr_template *t, int columns_known) {
+  static const char *const fields[] = {"kind",     "run_by", "results_to", "min_count",
+                                       "group_by", "where",  "params",     "columns"};
+  json_t *e;
+  size_t mark;
+  int kind_ok = 0, results_ok = 0;
+  if ((q->name = strdup(name)) == NULL) {
+    v->el->oom = 1;
+    return;
+  }
+  if (!valid_name(name, strlen(name)))
+    el_add(v->el, "%s: found a query name that is not allowed, expected 1 to %d letters, "
+                  "digits, '_', '-' or '.'",
+           v->path, CR_TEMPLATE_MAX_NAME);
+  if (!want_object(v, j, "an object with kind, run_by, results_to and min_count"))
+    return;
+  check_fields(v, j, fields, 8);
+
+  mark = path_key(v, "kind");
+  e = json_object_get(j, "kind");
+  if (json_is_string(e) && strcmp(json_string_value(e), "count") == 0) {
+    q->kind = CR_QUERY_COUNT;
+    kind_ok = 1;
+  } else if (json_is_string(e) && strcmp(json_string_value(e), "members") == 0) {
+    q->kind = CR_QUERY_MEMBERS;
+    kind_ok = 1;
+  } else {
+    verr(v, e, "\"count\" or \"members\"");
+  }
+  path_pop(v, mark);
+
+  mark = path_key(v, "run_by");
+  want_roles(v, json_object_get(j, "run_by"), &q->run_by);
+  path_pop(v, mark);
+
+  mark = path_key(v, "results_to");
+  e = json_object_get(j, "results_to");
+  results_ok = want_roles(v, e, &q->results_to);
+  /* members hands one party its own matched records: there is one owner. */
+  if (results_ok && q->kind == CR_QUERY_MEMBERS && json_array_size(e) != 1) {
+    verr(v, e, "exactly one role for kind \"members\" (the owner of the records)");
+    results_ok = 0;
+  }
+  path_pop(v, mark);
+
+  mark = path_key(v, "min_count");
+  e = json_object_get(j, "min_count");
+  want_int(v, e, 1, &q->min_count);
+  path_pop(v, mark);
+
+  if ((e = json_object_get(j, "group_by")) != NULL) {
+    mark = path_key(v, "group_by");
+    if (kind_ok && q->kind == CR_QUERY_MEMBERS) {
+      verr(v, e, "no group_by for kind \"members\"");
+    } else if (want_role_map(v, e, "a column name", q->group_by) && columns_known) {
+      for (int r = 0; r < CR_ROLE_COUNT; r++) {
+        if (q->group_by[r] == NULL)
+          continue;
+        size_t m2 = path_key(v, cr_role_name((cr_role)r));
+        check_column_known(v, json_object_get(e, cr_role_name((cr_role)r)), t, (cr_role)r);
+        path_pop(v, m2);
+      }
+    }
+    path_pop(v, mark);
+  }
+
+  if ((e = json_object_get(j, "where")) != NULL) {
+    mark = path_key(v, "where");
+    want_role_map(v, e, "a filter expression", q->where);
+    path_pop(v, mark);
+  }
+
+  if ((e = json_object_get(j, "params")) != NULL) {
+    mark = path_key(v, "params");
+    check_params(v, e, q);
+    path_pop(v, mark);
+  }
+
+  if ((e = json_object_get(j, "columns")) != NULL) {
+    mark = path_key(v, "columns");
+    if (kind_ok && q->kind != CR_QUERY_MEMBERS) {
+      verr(v, e, "no columns unless kind is \"members\"");
+    } else if (want_strv(v, e, 0, CR_TEMPLATE_MAX_COLUMNS, "distinct column names",
+                         &q->columns, &q->ncolumns) &&
+               kind_ok && results_ok && columns_known) {
+      cr_role owner = (q->results_to & CR_ROLE_BIT(CR_ROLE_PROVIDER)) ? CR_ROLE_PROVIDER
+                                                                      : CR_ROLE_CONSUMER;
+      for (size_t i = 0; i < q->ncolumns; i++) {
+        size_t m2 = path_index(v, i);
+        check_column_known(v, json_array_get(e, i), t, owner);
+        path_pop(v, m2);
+      }
+    }
+    path_pop(v, mark);
+  }
+}
+
+static void check_queries(vctx *v, json_t *j, cr_template *t, int columns_known) {
+  const char *key;
+  json_t *val;
+  if (!json_is_object(j) || json_object_size(j) == 0) {
+    verr(v, j, "a non-empty object mapping query names to queries");
+    return;
+  }
+  if (json_object_size(j) > CR_TEMPLATE_MAX_QUERIES) {
+    verr(v, j, "at most %d queries", CR_TEMPLATE_MAX_QUERIES);
+    return;
+  }
+  if ((t->queries = calloc(json_object_size(j), sizeof *t->queries)) == NULL) {
+    v->el->oom = 1;
+    return;
+  }
+  /* Template order, so `cleanroom template show` lists them as written. */
+  json_object_foreach(j, key, val) {
+    size_t mark = path_key(v, key);
+    check_query(v, key, val, &t->queries[t->nqueries++], t, columns_known);
+    path_pop(v, mark);
+  }
+}
+
+static int is_leap(long y) { return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0; }
+
+/* Leap years in [1, y). */
+static long leaps_before(long y) { return (y - 1) / 4 - (y - 1) / 100 + (y - 1) / 400; }
+
+/*
+ * "YYYY-MM-DDTHH:MM:SSZ" to Unix seconds. Computed by hand: timegm is not
+ * C11/POSIX and mktime would apply the local timezone.
+ */
+static int parse_utc(const char *s, int64_t *out) {
+  static const char pattern[] = "dddd-dd-ddTdd:dd:ddZ";
+  static const int mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  long f[6] = {0};
+  static const int at[6] = {0, 5, 8, 11, 14, 17}, width[6] = {4, 2, 2, 2, 2, 2};
+  if (strlen(s) != sizeof pattern - 1)
+    return CR_EINVAL;
+  for (size_t i = 0; i < sizeof pattern - 1; i++)
+    if (pattern[i] == 'd' ? (s[i] < '0' || s[i] > '9') : s[i] != pattern[i])
+      return CR_EINVAL;
+  for (int i = 0; i < 6; i++)
+    for (int k = 0; k < width[i]; k++)
+      f[i] = f[i] * 10 + (s[at[i] + k] - '0');
+  long y = f[0], mo = f[1], d = f[2];
+  if (y < 1970 || mo < 1 || mo > 12 || d < 1 ||
+      d > mdays[mo - 1] + (mo == 2 && is_leap(y)) || f[3] > 23 || f[4] > 59 || f[5] > 59)
+    return CR_EINVAL;
+  int64_t days = 365 * (int64_t)(y - 1970) + (leaps_before(y) - leaps_before(1970));
+  for (long m = 1; m < mo; m++)
+    days += mdays[m - 1] + (m == 2 && is_leap(y));
+  days += d - 1;
+  *out = days * 86400 + f[3] * 3600 + f[4] * 60 + f[5];
+  return 0;
+}
+
+static void check_limits(vctx *v, json_t *j, cr_limits *l) {
+  static const char *const fields[] = {"max_runs_per_query", "min_set_size", "max_set_size",
+                                       "not_after"};
+  json_t *e;
+  size_t mark;
+  int min_ok = 1;
+  if (!want_object(v, j, "an object with max_runs_per_query, min_set_size, max_set_size, "
+                         "not_after (each optional)"))
+    return;
+  check_fields(v, j, fields, 4);
+  if ((e = json_object_get(j, "max_runs_per_query")) != NULL) {
+    mark = path_key(v, "max_runs_per_query");
+    want_int(v, e, 1, &l->max_runs_per_query);
+    path_pop(v, mark);
+  }
+  if ((e = json_object_get(j, "min_set_size")) != NULL) {
+    mark = path_key(v, "min_set_size");
+    min_ok = want_int(v, e, 0, &l->min_set_size);
+    path_pop(v, mark);
+  }
+  if ((e = json_object_get(j, "max_set_size")) != NULL) {
+    mark = path_key(v, "max_set_size");
+    if (want_int(v, e, 1, &l->max_set_size) && min_ok &&
+        l->max_set_size < l->min_set_size) {
+      verr(v, e, "an integer >= min_set_size (%llu)", (unsigned long long)l->min_set_size);
+      l->max_set_size = 0;
+    }
+    path_pop(v, mark);
+  }
+  if ((e = json_object_get(j, "not_after")) != NULL) {
+    mark = path_key(v, "not_after");
+    if (!json_is_string(e) || parse_utc(json_string_value(e), &l->not_after) != 0 ||
+        l->not_after <= 0)
+      verr(v, e, "a UTC time \"YYYY-MM-DDTHH:MM:SSZ\" after 1970-01-01T00:00:00Z");
+    path_pop(v, mark);
+  }
+}
+
+/* Fills t from root; every problem goes to v->el. */
+static void check_template(vctx *v, json_t *root, cr_template *t) {
+  static const char *const fields[] = {"format", "name",    "parties", "suite",
+                                       "match_key", "data", "queries", "limits",
+                                       "require_signatures"};
+  static const char *const roles[] = {"provider", "consumer"};
+  json_t *e;
+  size_t mark;
+  int key_ok, data_ok;
+  if (!want_object(v, root, "a template object"))
+    return;
+  check_fields(v, root, fields, 9);
+
+  mark = path_key(v, "format");
+  e = json_object_get(root, "format");
+  if (!json_is_string(e) || strcmp(json_string_value(e), CR_TEMPLATE_FORMAT) != 0)
+    verr(v, e, "\"%s\"", CR_TEMPLATE_FORMAT);
+  path_pop(v, mark);
+
+  mark = path_key(v, "name");
+  t->name = want_string(v, json_object_get(root, "name"), "a non-empty string");
+  path_pop(v, mark);
+
+  mark = path_key(v, "parties");
+  e = json_object_get(root, "parties");
+  if (want_object(v, e, "an object with provider and consumer")) {
+    check_fields(v, e, roles, 2);
+    for (int r = 0; r < CR_ROLE_COUNT; r++) {
+      size_t m2 = path_key(v, roles[r]);
+      check_party(v, json_object_get(e, roles[r]), &t->parties[r]);
+      path_pop(v, m2);
+    }
+  }
+  path_pop(v, mark);
+
+  mark = path_key(v, "suite");
+  e = json_object_get(root, "suite");
+  if (!json_is_string(e) || (strcmp(json_string_value(e), "ristretto255") != 0 &&
+                             strcmp(json_string_value(e), "p256") != 0))
+    verr(v, e, "\"ristretto255\" or \"p256\"");
+  else if ((t->suite = strdup(json_string_value(e))) == NULL)
+    v->el->oom = 1;
+  path_pop(v, mark);
+
+  mark = path_key(v, "match_key");
+  key_ok = check_match_key(v, json_object_get(root, "match_key"), &t->match_key);
+  path_pop(v, mark);
+
+  mark = path_key(v, "data");
+  data_ok = check_data(v, json_object_get(root, "data"), t);
+  path_pop(v, mark);
+
+  /* Column cross-checks only make sense once both lists are known good. */
+  if (key_ok && data_ok && !v->el->oom && add_key_columns(t) != 0)
+    v->el->oom = 1;
+
+  mark = path_key(v, "queries");
+  check_queries(v, json_object_get(root, "queries"), t, key_ok && data_ok && !v->el->oom);
+  path_pop(v, mark);
+
+  if ((e = json_object_get(root, "limits")) != NULL) {
+    mark = path_key(v, "limits");
+    check_limits(v, e, &t->limits);
+    path_pop(v, mark);
+  }
+
+  if ((e = json_object_get(root, "require_signatures")) != NULL) {
+    mark = path_key(v, "require_signatures");
+    if (!json_is_boolean(e))
+      verr(v, e, "true or false");
+    else
+      t->require_signatures = json_is_true(e);
+    path_pop(v, mark);
+  }
+}
+
+/* ---------------------------------------------------------------- loading */
+
+/*
+ * The one parser behind every entry point. Returns 0 with *out set, or an
+ * error code with every message in el (CR_EIO/CR_ENOMEM messages too).
+ */
+static int parse_core(cr_template **out, const char *json, size_t len, const char *origin,
+                      errlist *el) {
+  int rc = 0;
+  json_error_t jerr;
+  json_t *root = NULL;
+  cr_template *t = NULL;
+  char *canon = NULL;
+  size_t canon_len = 0;
+  cr_error cerr;
+  vctx v;
+  *out = NULL;
+  memset(&v, 0, sizeof v);
+  v.el = el;
+  strcpy(v.path, "$");
+  v.len = 1;
+
+  if (json == NULL && len > 0) {
+    el_add(el, "$: no input");
+    rc = CR_ETEMPLATE;
+    goto out;
+  }
+  if (len > CR_TEMPLATE_MAX_BYTES) {
+    el_add(el, "$: found %zu bytes, expected at most %u bytes", len, CR_TEMPLATE_MAX_BYTES);
+    rc = CR_ETEMPLATE;
+    goto out;
+  }
+  /* Duplicate keys: two partners' parsers might keep different copies. */
+  root = json_loadb(json != NULL ? json : "", len, JSON_REJECT_DUPLICATES, &jerr);
+  if (root == NULL) {
+    el_add(el, "$: invalid JSON at line %d, column %d: %s", jerr.line, jerr.column, jerr.text);
+    rc = CR_ETEMPLATE;
+    goto out;
+  }
+  if ((t = calloc(1, sizeof *t)) == NULL) {
+    rc = CR_ENOMEM;
+    goto out;
+  }
+  check_template(&v, root, t);
+  if (el->oom) {
+    rc = CR_ENOMEM;
+    goto out;
+  }
+  if (el->n > 0 || el->dropped > 0) {
+    rc = CR_ETEMPLATE;
+    goto out;
+  }
+  if ((rc = cr_json_canonicalize(json, len, &canon, &canon_len, &cerr)) != 0) {
+    /* Cannot happen for input jansson just accepted, short of memory. */
+    el_add(el, "$: cannot canonicalize: %s", cerr.msg);
+    goto out;
+  }
+  cr_sha256(t->sha256, canon, canon_len);
+  if (origin != NULL && (t->path = strdup(origin)) == NULL) {
+    rc = CR_ENOMEM;
+    goto out;
+  }
+  *out = t;
+  t = NULL;
+out:
+  if (rc == CR_ENOMEM)
+    el->oom = 1;
+  free(canon);
+  cr_template_free(t);
+  json_decref(root);
+  return rc;
+}
+
+/* Reads at most CR_TEMPLATE_MAX_BYTES; larger is a template error, not I/O. */
+static int read_template(const char *path, char **out, size_t *out_len, errlist *el) {
+  int rc = 0;
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *f = fopen(path, "rb");
+  *out = NULL;
+  if (f == NULL) {
+    el_add(el, "%s: cannot open: %s", path, strerror(errno));
+    return CR_EIO;
+  }
+  /* One byte more than allowed, to tell "exactly the limit" from "too big". */
+  if ((buf = malloc(CR_TEMPLATE_MAX_BYTES + 2)) == NULL) {
+    rc = CR_ENOMEM;
+    goto out;
+  }
+  len = fread(buf, 1, CR_TEMPLATE_MAX_BYTES + 1, f);
+  if (ferror(f)) {
+    el_add(el, "%s: cannot read: %s", path, strerror(errno));
+    rc = CR_EIO;
+    goto out;
+  }
+  if (len > CR_TEMPLATE_MAX_BYTES) {
+    el_add(el, "$: found more than %u bytes, expected at most %u bytes", CR_TEMPLATE_MAX_BYTES,
+           CR_TEMPLATE_MAX_BYTES);
+    rc = CR_ETEMPLATE;
+    goto out;
+  }
+  buf[len] = '\0';
+  *out = buf;
+  *out_len = len;
+  buf = NULL;
+out:
+  free(buf);
+  fclose(f);
+  return rc;
+}
+
+/* err->msg: "<origin>: <msg>" or "<origin>: N errors\n<msg>\n..." */
+static void el_to_error(const errlist *el, int rc, const char *origin, cr_error *err) {
+  size_t total = el->n + el->dropped, shown = 0, o;
+  if (err == NULL)
+    return;
+  err->code = rc;
+  if (rc == CR_ENOMEM) {
+    snprintf(err->msg, sizeof err->msg, "%s: out of memory", origin);
+    return;
+  }
+  if (rc == CR_EIO || total <= 1) {
+    const char *m = el->n ? el->msg[0] : cr_strerror(rc);
+    /* An I/O message already starts with the path. */
+    if (rc == CR_EIO && el->n)
+      snprintf(err->msg, sizeof err->msg, "%s", m);
+    else
+      snprintf(err->msg, sizeof err->msg, "%s: %s", origin, m);
+    return;
+  }
+  o = (size_t)snprintf(err->msg, sizeof err->msg, "%s: %zu errors", origin, total);
+  if (o >= sizeof err->msg)
+    o = sizeof err->msg - 1;
+  for (; shown < el->n; shown++) {
+    size_t need = 1 + strlen(el->msg[shown]);
+    /* Keep room for the "... and N more" line unless this is the last. */
+    size_t reserve = shown + 1 < total ? 32 : 0;
+    if (o + need + reserve >= sizeof err->msg)
+      break;
+    o += (size_t)snprintf(err->msg + o, sizeof err->msg - o, "\n%s", el->msg[shown]);
+  }
+  if (shown < total)
+    snprintf(err->msg + o, sizeof err->msg - o, "\n... and %zu more", total - shown);
+}
+
+int cr_template_parse(cr_template **out, const char *json, size_t len, const char *origin,
+                      cr_error *err) {
+  errlist el;
+  int rc;
+  memset(&el, 0, sizeof el);
+  if (out == NULL)
+    return cr_error_set(err, CR_EINVAL, "cr_template_parse: out is NULL");
+  rc = parse_core(out, json, len, origin, &el);
+  if (rc != 0)
+    el_to_error(&el, rc, origin != NULL ? origin : "template", err);
+  el_free(&el);
+  return rc;
+}
+
+int cr_template_load(cr_template **out, const char *path, cr_error *err) {
+  errlist el;
+  char *buf = NULL;
+  size_t len = 0;
+  int rc;
+  memset(&el, 0, sizeof el);
+  if (out == NULL || path == NULL)
+    return cr_error_set(err, CR_EINVAL, "cr_template_load: no path or out");
+  *out = NULL;
+  if ((rc = read_template(path, &buf, &len, &el)) == 0)
+    rc = parse_core(out, buf, len, path, &el);
+  if (rc != 0)
+    el_to_error(&el, rc, path, err);
+  free(buf);
+  el_free(&el);
+  return rc;
+}
+
+/* Hands el's messages to the caller (plus a count of dropped ones). */
+static int el_export(errlist *el, char ***errors, size_t *n) {
+  char **list;
+  size_t total = el->n + (el->dropped ? 1 : 0);
+  *errors = NULL;
+  *n = 0;
+  if (total == 0)
+    return 0;
+  if ((list = calloc(total + 1, sizeof *list)) == NULL)
+    return CR_ENOMEM;
+  memcpy(list, el->msg, el->n * sizeof *list);
+  if (el->dropped) {
+    char line[64];
+    snprintf(line, sizeof line, "... and %zu more errors", el->dropped);
+    if ((list[el->n] = strdup(line)) == NULL) {
+      free(list);
+      return CR_ENOMEM;
+    }
+  }
+  free(el->msg); /* the strings now belong to list */
+  memset(el, 0, sizeof *el);
+  *errors = list;
+  *n = total;
+  return 0;
+}
+
+static int check_common(const char *path, const char *json, size_t len, const char *origin,
+                        cr_template **out, char ***errors, size_t *n) {
+  errlist el;
+  char *buf = NULL;
+  cr_template *t = NULL;
+  int rc;
+  memset(&el, 0, sizeof el);
+  if (out != NULL)
+    *out = NULL;
+  if (path != NULL) {
+    rc = read_template(path, &buf, &len, &el);
+    json = buf;
+    origin = path;
+  } else {
+    rc = 0;
+  }
+  if (rc == 0)
+    rc = parse_core(&t, json, len, origin, &el);
+  if (rc == CR_ENOMEM || el.oom) {
+    rc = CR_ENOMEM;
+    *errors = NULL;
+    *n = 0;
+    goto out;
+  }
+  if (el_export(&el, errors, n) != 0)
+    rc = CR_ENOMEM;
+  if (rc == 0 && out != NULL) {
+    *out = t;
+    t = NULL;
+  }
+out:
+  cr_template_free(t);
+  free(buf);
+  el_free(&el);
+  return rc;
+}
+
+int cr_template_check(const char *path, cr_template **out, char ***errors, size_t *n) {
+  if (path == NULL || errors == NULL || n == NULL)
+    return CR_EINVAL;
+  return check_common(path, NULL, 0, path, out, errors, n);
+}
+
+int cr_template_check_mem(const char *json, size_t len, const char *origin, cr_template **out,
+                          char ***errors, size_t *n) {
+  if (errors == NULL || n == NULL)
+    return CR_EINVAL;
+  return check_common(NULL, json, len, origin, out, errors, n);
+}
+
+void cr_template_errors_free(char **errors, size_t n) { free_strv(errors, n); }
+
+void cr_template_free(cr_template *t) {
+  if (t == NULL)
+    return;
+  free(t->name);
+  for (int r = 0; r < CR_ROLE_COUNT; r++) {
+    free(t->parties[r].org);
+    free(t->parties[r].address);
+    free_strv(t->required_columns[r], t->nrequired_columns[r]);
+  }
+  free(t->suite);
+  free(t->match_key.name);
+  free_strv(t->match_key.columns, t->match_key.ncolumns);
+  free(t->match_key.normalize);
+  free(t->match_key.default_country_code);
+  for (size_t i = 0; i < t->nqueries; i++) {
+    cr_query *q = &t->queries[i];
+    free(q->name);
+    for (int r = 0; r < CR_ROLE_COUNT; r++) {
+      free(q->group_by[r]);
+      free(q->where[r]);
+    }
+    for (size_t k = 0; k < q->nparams; k++)
+      free(q->params[k].name);
+    free(q->params);
+    free_strv(q->columns, q->ncolumns);
+  }
+  free(t->queries);
+  free(t->path);
+  free(t);
+}
+
+/* ---------------------------------------------------------------- lookups */
+
+const char *cr_role_name(cr_role r) {
+  switch (r) {
+  case CR_ROLE_PROVIDER:
+    return "provider";
+  case CR_ROLE_CONSUMER:
+    return "consumer";
+  }
+  return "unknown";
+}
+
+int cr_role_parse(const char *s, cr_role *out) {
+  if (s != NULL && strcmp(s, "provider") == 0)
+    *out = CR_ROLE_PROVIDER;
+  else if (s != NULL && strcmp(s, "consumer") == 0)
+    *out = CR_ROLE_CONSUMER;
+  else
+    return CR_EINVAL;
+  return 0;
+}
+
+const char *cr_normalizer_name(cr_normalizer n) {
+  switch (n) {
+  case CR_NORM_EMAIL:
+    return "email";
+  case CR_NORM_PHONE:
+    return "phone";
+  case CR_NORM_TEXT:
+    return "text";
+  case CR_NORM_SHA256:
+    return "sha256";
+  case CR_NORM_HASHED_SHA256:
+    return "hashed_sha256";
+  }
+  return "unknown";
+}
+
+const cr_query *cr_template_query(const cr_template *t, const char *name) {
+  if (t == NULL || name == NULL)
+    return NULL;
+  for (size_t i = 0; i < t->nqueries; i++)
+    if (strcmp(t->queries[i].name, name) == 0)
+      return &t->queries[i];
+  return NULL;
+}
+
+int cr_template_role_of(const cr_template *t, const uint8_t fp[CR_SHA256_BYTES],
+                        cr_role *out) {
+  int found = -1;
+  if (t == NULL || fp == NULL || out == NULL)
+    return CR_EINVAL;
+  /* Fingerprints are public; a plain comparison leaks nothing. */
+  for (int r = 0; r < CR_ROLE_COUNT; r++) {
+    if (memcmp(t->parties[r].cert_sha256, fp, CR_SHA256_BYTES) != 0)
+      continue;
+    if (found >= 0)
+      return CR_ECONFIG; /* both parties carry it: no role can be trusted */
+    found = r;
+  }
+  if (found < 0)
+    return CR_ECONFIG;
+  *out = (cr_role)found;
+  return 0;
+}
