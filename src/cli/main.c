@@ -380,8 +380,23 @@ static int cmd_template(int argc, char **argv) {
   cr_template *t = NULL;
   cr_error err;
   cr_error_clear(&err);
-  int rc = cr_template_load(&t, argv[2], &err);
-  if (rc) {
+  int rc;
+  if (strcmp(sub, "check") == 0) {
+    char **errors = NULL;
+    size_t nerr = 0;
+    rc = cr_template_check(argv[2], &t, &errors, &nerr);
+    if (rc) {
+      if (nerr == 0)
+        errorf("template check", "%s: %s", argv[2], cr_strerror(rc));
+      else
+        fprintf(stderr, "%s: %zu error%s:\n", argv[2], nerr, nerr == 1 ? "" : "s");
+      for (size_t i = 0; i < nerr; i++)
+        fprintf(stderr, "  %s\n", errors[i]);
+      cr_template_errors_free(errors, nerr);
+      cr_template_free(t);
+      return exit_code_for(rc, 0);
+    }
+  } else if ((rc = cr_template_load(&t, argv[2], &err)) != 0) {
     errorf("template", "%s", cr_error_message(&err, rc));
     return exit_code_for(rc, 0);
   }
