@@ -715,10 +715,8 @@ static int cmd_node(const char *cmd, int argc, char **argv) {
 
   /* Checks that need no data first, so a wrong query fails fast. */
   cr_session_config sc = {0};
-  cr_dataset empty = {0};
-  empty.n = 1;
   sc.tmpl = t;
-  sc.data = &empty;
+  sc.data = NULL;
   sc.role = role;
   sc.is_runner = !serve;
   sc.query = o.query;
