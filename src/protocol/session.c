@@ -26,8 +26,8 @@
 
 #define CR_NONCE_BYTES 32
 #define CR_DIGEST_SLOT 32 /* digests are kept in 32-byte slots, zero padded */
-/* Produce more frames only while less than this is queued: bounds memory. */
-#define CR_OUT_HIGH_WATER (1u << 20)
+/* One call to cr_session_send produces at most about this much. */
+#define CR_OUT_CHUNK (256u << 10)
 #define CR_MAX_SET_SIZE ((uint64_t)UINT32_MAX)
 
 static const char SESSION_LABEL[] = "cleanroom/v1/session";
@@ -996,27 +996,31 @@ int cr_session_want_send(const cr_session *s) { return s->out.len > 0 || next_st
 
 int cr_session_send(cr_session *s, const uint8_t **data, size_t *len) {
   int step;
-  while (s->out.len < CR_OUT_HIGH_WATER && (step = next_step(s)) != 0) {
-    int rc = 0;
-    switch (step) {
-    case 1:
-      rc = produce_batch(s);
-      break;
-    case 2:
-      rc = produce_end_of_set(s);
-      break;
-    case 3:
-      rc = produce_digests(s);
-      break;
-    case 4:
-      rc = produce_end_of_digests(s);
-      break;
-    case 5:
-      rc = send_finish(s);
-      break;
+  /* Queued bytes go out first: producing more (blinding) before returning
+   * them would hold e.g. the Hello reply back behind a batch of work. */
+  if (s->out.len == 0) {
+    while (s->out.len < CR_OUT_CHUNK && (step = next_step(s)) != 0) {
+      int rc = 0;
+      switch (step) {
+      case 1:
+        rc = produce_batch(s);
+        break;
+      case 2:
+        rc = produce_end_of_set(s);
+        break;
+      case 3:
+        rc = produce_digests(s);
+        break;
+      case 4:
+        rc = produce_end_of_digests(s);
+        break;
+      case 5:
+        rc = send_finish(s);
+        break;
+      }
+      if (rc)
+        break;
     }
-    if (rc)
-      break;
   }
   *data = s->out.data;
   *len = s->out.len;

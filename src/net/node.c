@@ -1,0 +1,1223 @@
+/*
+ * The network node (design §2): libuv, TCP, TLS through memory BIOs, and a
+ * cr_session per connection.
+ *
+ * The loop thread only moves bytes: socket -> TLS -> plaintext buffer, and
+ * session output -> TLS -> socket. Everything that calls into the session
+ * (cr_session_new, recv and send, which do the hashing and blinding) runs on
+ * the libuv thread pool, one work item per connection at a time, so several
+ * connections compute in parallel and the loop never stalls. A work item
+ * feeds at most CR_NODE_WORK_INPUT bytes and makes one cr_session_send call,
+ * so output streams out while the next chunk is computed. Output is
+ * produced only while less than CR_NODE_MAX_UNSENT bytes wait for the
+ * socket, and the socket is not read while CR_NODE_MAX_INPUT bytes of
+ * plaintext wait for the session: a slow or hostile peer costs bounded
+ * memory.
+ *
+ * Lifetime: a connection is freed only once its TCP handle and timer are
+ * closed (close callbacks) and no work item or DNS request is in flight;
+ * cfg->on_session is called exactly once, just before. Each call runs its
+ * own uv_loop_t and closes every handle before returning.
+ * Never: prints or logs (callbacks and cr_error only), reads a frame, blocks
+ * the loop on crypto.
+ */
+#include "cleanroom/net.h"
+
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <uv.h>
+
+#define CR_NODE_READ_BUF 65536
+#define CR_NODE_MAX_UNSENT (4u << 20) /* ciphertext queued for the socket */
+#define CR_NODE_MAX_INPUT (4u << 20)  /* plaintext waiting for the session */
+#define CR_NODE_WORK_INPUT (1u << 20) /* plaintext fed per work item */
+#define CR_NODE_DRAIN_CAP (64u << 20) /* final output of an ended session */
+#define CR_NODE_LINGER_MS 5000        /* graceful close, at most */
+#define CR_NODE_DEFAULT_HANDSHAKE_MS 10000
+#define CR_NODE_DEFAULT_IDLE_MS 30000
+#define CR_NODE_DEFAULT_MAX_SESSIONS 16
+#define CR_NODE_BACKLOG 128
+#define CR_ADDR_MAX 80
+
+typedef struct node node;
+typedef struct conn conn;
+
+enum phase { PH_RESOLVE, PH_CONNECT, PH_HANDSHAKE, PH_SESSION };
+
+struct conn {
+  node *n;
+  conn *prev, *next;
+  enum phase phase;
+
+  uv_tcp_t tcp;
+  uv_timer_t timer;
+  uv_getaddrinfo_t gai;
+  uv_connect_t connect_req;
+  uv_shutdown_t shutdown_req;
+  uv_work_t work;
+  struct addrinfo *ai, *ai_cur;
+  int last_connect_err;
+
+  /* What is alive; the connection is freed when all of it is gone. */
+  int tcp_live, timer_live, gai_busy, work_busy;
+
+  int connected;     /* TCP established */
+  int reading;       /* uv_read_start active */
+  int peer_eof;      /* the peer will send nothing more */
+  int write_failed;  /* the socket cannot be written */
+  int tls_broken;    /* no more TLS records can be produced */
+  int shutdown_sent; /* uv_shutdown issued: no more writes */
+  int shutdown_done;
+  int closing;       /* graceful close started */
+  int closed;        /* handles being closed */
+  int handshake_done;
+  int auth_reached;  /* passed or failed certificate authentication */
+
+  cr_tls *tls;
+  cr_session *s;
+  cr_session_config scfg;
+
+  /* A failure noticed while a work item held the session. */
+  int abort_pending, abort_code, abort_wire;
+  char abort_msg[CR_ERROR_MSG_MAX];
+
+  cr_buf in_plain;  /* loop thread: plaintext from the peer */
+  cr_buf work_in;   /* worker: plaintext being fed to the session */
+  cr_buf work_out;  /* worker: bytes the session produced */
+  size_t work_budget;
+  int work_rc;
+  cr_error work_err;
+
+  cr_session_result local; /* the result when there is no session */
+  int have_local;
+
+  char peer_addr[CR_ADDR_MAX];
+  uint8_t peer_fp[CR_SHA256_BYTES];
+  int have_peer_fp;
+  uint8_t peer_pk[CR_SIGN_PK_BYTES];
+
+  char rbuf[CR_NODE_READ_BUF];
+};
+
+struct cr_node_stopper {
+  uv_mutex_t mu;
+  int fired;
+  uv_async_t *async; /* set while a node listens */
+};
+
+struct node {
+  uv_loop_t loop;
+  const cr_node_config *cfg;
+  cr_tls_ctx *tls;
+  int serving;
+  const uint8_t *pin;
+  const char *peer_role;
+  unsigned handshake_ms, idle_ms, max_sessions;
+
+  conn *conns;
+  unsigned nconns;
+
+  uv_tcp_t listener;
+  int listener_live;
+  uv_signal_t sig[2];
+  int sig_live[2];
+  uv_async_t async;
+  int async_live;
+  int stopping;
+
+  /* Serve with once: the first connection past TLS decides. */
+  int once_done;
+  int once_rc;
+  cr_error once_err;
+
+  /* Run: the one connection's outcome. */
+  int run_done;
+  int run_rc;
+  cr_session_result run_res;
+  cr_error run_err;
+};
+
+typedef struct wreq {
+  uv_write_t req;
+  conn *c;
+  uint8_t data[];
+} wreq;
+
+static void conn_pump(conn *c);
+static void conn_begin_close(conn *c);
+static void conn_close_handles(conn *c);
+static void conn_maybe_free(conn *c);
+static void conn_fail(conn *c, int code, int wire, const char *fmt, ...) CR_PRINTF(4, 5);
+static void node_stop(node *n);
+static void on_timer(uv_timer_t *t);
+
+/* ---- helpers ------------------------------------------------------------- */
+
+static void format_sockaddr(const struct sockaddr *sa, char *out, size_t cap) {
+  char ip[64] = "?";
+  int port = 0;
+  if (sa->sa_family == AF_INET) {
+    const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
+    uv_ip4_name(a, ip, sizeof ip);
+    port = ntohs(a->sin_port);
+    snprintf(out, cap, "%s:%d", ip, port);
+  } else if (sa->sa_family == AF_INET6) {
+    const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
+    uv_ip6_name(a, ip, sizeof ip);
+    port = ntohs(a->sin6_port);
+    snprintf(out, cap, "[%s]:%d", ip, port);
+  } else {
+    snprintf(out, cap, "?");
+  }
+}
+
+/* "host:port" or "[v6]:port". An empty host is allowed (serve: any). */
+static int parse_hostport(const char *addr, char *host, size_t hcap, char *port,
+                          size_t pcap, cr_error *err) {
+  const char *colon;
+  size_t hlen;
+  if (addr == NULL || addr[0] == '\0')
+    return cr_error_set(err, CR_EUSAGE, "no address given (expected HOST:PORT)");
+  if (addr[0] == '[') {
+    const char *close = strchr(addr, ']');
+    if (close == NULL || close[1] != ':')
+      return cr_error_set(err, CR_EUSAGE, "%s: expected [IPv6]:PORT", addr);
+    hlen = (size_t)(close - addr - 1);
+    if (hlen >= hcap)
+      return cr_error_set(err, CR_EUSAGE, "%s: host name too long", addr);
+    memcpy(host, addr + 1, hlen);
+    colon = close + 1;
+  } else {
+    colon = strrchr(addr, ':');
+    if (colon == NULL || memchr(addr, ':', (size_t)(colon - addr)) != NULL)
+      return cr_error_set(err, CR_EUSAGE,
+                          "%s: expected HOST:PORT (write IPv6 addresses as [::1]:PORT)",
+                          addr);
+    hlen = (size_t)(colon - addr);
+    if (hlen >= hcap)
+      return cr_error_set(err, CR_EUSAGE, "%s: host name too long", addr);
+    memcpy(host, addr, hlen);
+  }
+  host[hlen] = '\0';
+  const char *p = colon + 1;
+  size_t plen = strlen(p);
+  long v = 0;
+  if (plen == 0 || plen > 5 || plen >= pcap)
+    return cr_error_set(err, CR_EUSAGE, "%s: the port must be a number 0-65535", addr);
+  for (size_t i = 0; i < plen; i++) {
+    if (p[i] < '0' || p[i] > '9')
+      return cr_error_set(err, CR_EUSAGE, "%s: the port must be a number 0-65535", addr);
+    v = v * 10 + (p[i] - '0');
+  }
+  if (v > 65535)
+    return cr_error_set(err, CR_EUSAGE, "%s: the port must be a number 0-65535", addr);
+  memcpy(port, p, plen + 1);
+  return 0;
+}
+
+/* A write to a socket the peer has closed must return EPIPE, not kill the
+ * process. Only changes the default disposition, never an application's. */
+static void ignore_sigpipe(void) {
+  struct sigaction sa;
+  if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL) {
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = SIG_IGN;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGPIPE, &sa, NULL);
+  }
+}
+
+/* Copies a message, cutting it to fit (messages are for people: a cut
+ * message beats none). */
+static void copy_msg(char *dst, size_t cap, const char *src) {
+  size_t n = strnlen(src, cap - 1);
+  memcpy(dst, src, n);
+  dst[n] = '\0';
+}
+
+static void set_local(conn *c, int code, const char *msg) {
+  if (c->have_local)
+    return;
+  const cr_node_config *cfg = c->n->cfg;
+  memset(&c->local, 0, sizeof c->local);
+  c->local.status = CR_SESSION_FAILED;
+  c->local.role = cfg->role;
+  c->local.is_runner = !c->n->serving;
+  if (!c->n->serving && cfg->query != NULL)
+    copy_msg(c->local.query, sizeof c->local.query, cfg->query);
+  c->local.error = code;
+  copy_msg(c->local.error_msg, sizeof c->local.error_msg, msg);
+  c->have_local = 1;
+}
+
+static size_t conn_unsent(const conn *c) {
+  size_t q = c->tcp_live ? uv_stream_get_write_queue_size((const uv_stream_t *)&c->tcp) : 0;
+  return q + (c->tls != NULL ? cr_tls_pending(c->tls) : 0);
+}
+
+static void conn_timer(conn *c, unsigned ms) {
+  if (c->timer_live && !c->closed)
+    uv_timer_start(&c->timer, on_timer, ms, 0);
+}
+
+/* ---- writing -------------------------------------------------------------- */
+
+static void on_write(uv_write_t *req, int status) {
+  wreq *w = (wreq *)req;
+  conn *c = w->c;
+  free(w);
+  if (status < 0) {
+    if (status != UV_ECANCELED && !c->write_failed) {
+      c->write_failed = 1;
+      conn_fail(c, CR_ENET, 0, "the connection to %s was lost: %s", c->peer_addr,
+                uv_strerror(status));
+    }
+    return;
+  }
+  if (c->phase == PH_SESSION && !c->closing)
+    conn_timer(c, c->n->idle_ms); /* the peer is taking our bytes: alive */
+  conn_pump(c);
+}
+
+/* Moves TLS output to the socket (or drops it when it cannot be sent). */
+static void conn_flush(conn *c) {
+  if (c->tls == NULL)
+    return;
+  size_t len = cr_tls_pending(c->tls);
+  if (len == 0)
+    return;
+  if (!c->connected || c->write_failed || c->shutdown_sent || c->closed) {
+    uint8_t scratch[4096];
+    while (cr_tls_take(c->tls, scratch, sizeof scratch) > 0)
+      ;
+    return;
+  }
+  wreq *w = malloc(sizeof *w + len);
+  if (w == NULL) {
+    conn_fail(c, CR_ENOMEM, 0, "out of memory");
+    return;
+  }
+  w->c = c;
+  len = cr_tls_take(c->tls, w->data, len);
+  uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)len);
+  int r = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write);
+  if (r < 0) {
+    free(w);
+    c->write_failed = 1;
+    conn_fail(c, CR_ENET, 0, "the connection to %s was lost: %s", c->peer_addr,
+              uv_strerror(r));
+  }
+}
+
+/* ---- the session, on the thread pool -------------------------------------- */
+
+static void work_cb(uv_work_t *req) {
+  conn *c = req->data;
+  int retried = 0;
+  if (c->s == NULL) {
+    cr_session *s = NULL;
+    c->work_rc = cr_session_new(&s, &c->scfg, &c->work_err);
+    if (c->work_rc != 0)
+      return;
+    if (cr_session_start(s) != 0 && cr_session_status_get(s) == CR_SESSION_RUNNING)
+      cr_session_abort(s, CR_EINTERNAL, CR_WIRE_INTERNAL, "cannot start the session");
+    c->s = s;
+  }
+  if (c->work_in.len > 0) {
+    (void)cr_session_recv(c->s, c->work_in.data, c->work_in.len);
+    cr_buf_reset(&c->work_in);
+  }
+  /* While the session runs, one cr_session_send per work item: its output
+   * (the Hello reply, say) goes to the peer before more blinding starts, and
+   * the next chunk is computed while this one is on the wire. */
+  int sends = 0;
+  for (;;) {
+    /* A session that has ended may still hold its last frames (Finish, or
+     * the Error frame): those are drained whatever the budget. */
+    int running = cr_session_status_get(c->s) == CR_SESSION_RUNNING;
+    if (running ? (sends > 0 || c->work_budget == 0) : c->work_out.len >= CR_NODE_DRAIN_CAP)
+      break;
+    sends++;
+    const uint8_t *p = NULL;
+    size_t n = 0;
+    int r = cr_session_send(c->s, &p, &n);
+    if (n == 0) {
+      if (r < 0 && !retried) { /* failed just now: its Error frame is queued */
+        retried = 1;
+        continue;
+      }
+      break;
+    }
+    if (cr_buf_append(&c->work_out, p, n) != 0) {
+      cr_session_abort(c->s, CR_ENOMEM, CR_WIRE_INTERNAL, "out of memory");
+      break;
+    }
+    cr_session_sent(c->s, n);
+  }
+}
+
+static void after_work(uv_work_t *req, int status) {
+  conn *c = req->data;
+  (void)status; /* never cancelled */
+  c->work_busy = 0;
+  if (c->work_rc != 0) {
+    set_local(c, c->work_rc, cr_error_message(&c->work_err, c->work_rc));
+    c->work_rc = 0;
+    cr_buf_reset(&c->work_out);
+    if (c->closed)
+      conn_maybe_free(c);
+    else
+      conn_begin_close(c);
+    return;
+  }
+  if (c->work_out.len > 0) {
+    if (!c->closed && !c->tls_broken && !c->write_failed && !c->shutdown_sent) {
+      cr_error e;
+      cr_error_clear(&e);
+      if (cr_tls_write(c->tls, c->work_out.data, c->work_out.len, &e) != 0) {
+        c->tls_broken = 1;
+        cr_buf_reset(&c->work_out);
+        conn_fail(c, e.code, 0, "%s", e.msg);
+        return;
+      }
+      conn_flush(c);
+    }
+    cr_buf_reset(&c->work_out);
+  }
+  if (c->closed) {
+    conn_maybe_free(c);
+    return;
+  }
+  if (!c->closing)
+    conn_timer(c, c->n->idle_ms); /* we were busy, not the peer idle */
+  conn_pump(c);
+}
+
+static void conn_dispatch(conn *c) {
+  if (c->in_plain.len <= CR_NODE_WORK_INPUT) {
+    cr_buf t = c->work_in; /* empty, keeps its capacity */
+    c->work_in = c->in_plain;
+    c->in_plain = t;
+  } else {
+    /* Bounded bites: the session answers between them. */
+    if (cr_buf_append(&c->work_in, c->in_plain.data, CR_NODE_WORK_INPUT) != 0) {
+      conn_fail(c, CR_ENOMEM, CR_WIRE_INTERNAL, "out of memory");
+      return;
+    }
+    cr_buf_consume(&c->in_plain, CR_NODE_WORK_INPUT);
+  }
+  size_t unsent = conn_unsent(c);
+  c->work_budget = unsent < CR_NODE_MAX_UNSENT ? CR_NODE_MAX_UNSENT - unsent : 0;
+  c->work.data = c;
+  c->work_busy = 1;
+  int r = uv_queue_work(&c->n->loop, &c->work, work_cb, after_work);
+  if (r < 0) {
+    c->work_busy = 0;
+    conn_fail(c, CR_EINTERNAL, 0, "cannot schedule work: %s", uv_strerror(r));
+    return;
+  }
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  conn *c = h->data;
+  (void)suggested;
+  *buf = uv_buf_init(c->rbuf, sizeof c->rbuf);
+}
+
+static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
+
+static void conn_read_start(conn *c) {
+  if (c->reading || c->peer_eof || c->closed || !c->connected)
+    return;
+  int r = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+  if (r < 0) {
+    c->peer_eof = 1;
+    conn_fail(c, CR_ENET, 0, "cannot read from %s: %s", c->peer_addr, uv_strerror(r));
+    return;
+  }
+  c->reading = 1;
+}
+
+static void conn_read_stop(conn *c) {
+  if (c->reading && c->tcp_live)
+    uv_read_stop((uv_stream_t *)&c->tcp);
+  c->reading = 0;
+}
+
+/* Decides the next step of a connection with a session. Loop thread only,
+ * and only when no work item holds the session. */
+static void conn_pump(conn *c) {
+  if (c->phase != PH_SESSION || c->work_busy || c->closing || c->closed)
+    return;
+  if (c->s == NULL) {
+    if (!c->have_local)
+      conn_dispatch(c); /* creates the session */
+    return;
+  }
+  if (c->abort_pending) {
+    c->abort_pending = 0;
+    if (cr_session_status_get(c->s) == CR_SESSION_RUNNING) {
+      int can_send = !c->tls_broken && !c->write_failed && !c->peer_eof;
+      cr_session_abort(c->s, c->abort_code, can_send ? c->abort_wire : 0, c->abort_msg);
+      if (can_send && c->abort_wire != 0) {
+        cr_buf_reset(&c->in_plain);
+        conn_dispatch(c); /* drains the Error frame */
+        return;
+      }
+    }
+    conn_begin_close(c);
+    return;
+  }
+  if (cr_session_status_get(c->s) != CR_SESSION_RUNNING) {
+    conn_begin_close(c);
+    return;
+  }
+  if (c->in_plain.len > 0) {
+    conn_dispatch(c);
+    if (c->in_plain.len < CR_NODE_MAX_INPUT)
+      conn_read_start(c);
+    return;
+  }
+  if (c->peer_eof) {
+    /* Everything the peer sent has been fed and the session still wants
+     * more: it cannot complete. */
+    cr_session_abort(c->s, CR_ENET, 0,
+                     "the partner closed the connection before the session completed");
+    conn_begin_close(c);
+    return;
+  }
+  if (cr_session_want_send(c->s) && conn_unsent(c) < CR_NODE_MAX_UNSENT) {
+    conn_dispatch(c);
+    return;
+  }
+  conn_read_start(c);
+}
+
+/* ---- failure and close ---------------------------------------------------- */
+
+static void conn_fail(conn *c, int code, int wire, const char *fmt, ...) {
+  char msg[CR_ERROR_MSG_MAX];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+
+  if (c->closing || c->closed) {
+    /* Already on the way out; a dead socket ends the wait. */
+    if (c->write_failed || c->peer_eof)
+      conn_close_handles(c);
+    return;
+  }
+  /* work_busy first: while a work item runs, the worker owns c->s. */
+  if (c->phase != PH_SESSION || (!c->work_busy && c->s == NULL)) {
+    set_local(c, code, msg);
+    conn_begin_close(c);
+    return;
+  }
+  if (!c->abort_pending) {
+    c->abort_pending = 1;
+    c->abort_code = code;
+    c->abort_wire = wire;
+    copy_msg(c->abort_msg, sizeof c->abort_msg, msg);
+  }
+  conn_pump(c); /* now, or in after_work once the session is free */
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status) {
+  conn *c = req->data;
+  c->shutdown_done = 1;
+  if (c->closed)
+    return;
+  if (status < 0 || c->peer_eof)
+    conn_close_handles(c);
+  /* else: wait for the peer's end of stream (or the linger timer), so that
+   * unread data on our side cannot turn the close into a reset that would
+   * destroy our last frames in flight. */
+}
+
+static void conn_begin_close(conn *c) {
+  if (c->closing || c->closed)
+    return;
+  c->closing = 1;
+  if (c->tls != NULL && c->handshake_done && !c->tls_broken && !c->write_failed)
+    cr_tls_shutdown(c->tls);
+  conn_flush(c);
+  if (!c->connected || c->write_failed || !c->tcp_live) {
+    conn_close_handles(c);
+    return;
+  }
+  c->shutdown_req.data = c;
+  if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
+    conn_close_handles(c);
+    return;
+  }
+  c->shutdown_sent = 1;
+  conn_read_start(c); /* to see the peer's end of stream */
+  conn_timer(c, CR_NODE_LINGER_MS);
+}
+
+static void on_tcp_close(uv_handle_t *h) {
+  conn *c = h->data;
+  c->tcp_live = 0;
+  conn_maybe_free(c);
+}
+
+static void on_timer_close(uv_handle_t *h) {
+  conn *c = h->data;
+  c->timer_live = 0;
+  conn_maybe_free(c);
+}
+
+static void conn_close_handles(conn *c) {
+  if (c->closed)
+    return;
+  c->closed = 1;
+  c->closing = 1;
+  c->reading = 0;
+  if (c->tcp_live && !uv_is_closing((uv_handle_t *)&c->tcp))
+    uv_close((uv_handle_t *)&c->tcp, on_tcp_close);
+  if (c->timer_live && !uv_is_closing((uv_handle_t *)&c->timer))
+    uv_close((uv_handle_t *)&c->timer, on_timer_close);
+  if (c->gai_busy)
+    uv_cancel((uv_req_t *)&c->gai);
+  conn_maybe_free(c);
+}
+
+static void node_conn_ended(node *n, conn *c, const cr_session_result *res) {
+  const cr_node_config *cfg = n->cfg;
+  if (cfg->on_session != NULL)
+    cfg->on_session(cfg->ctx, res, c->peer_addr[0] ? c->peer_addr : NULL,
+                    c->have_peer_fp ? c->peer_fp : NULL);
+  int rc = res->status == CR_SESSION_DONE ? 0 : (res->error < 0 ? res->error : CR_EINTERNAL);
+  if (!n->serving) {
+    n->run_done = 1;
+    n->run_rc = rc;
+    n->run_res = *res;
+    if (rc != 0)
+      cr_error_set(&n->run_err, rc, "%s",
+                   res->error_msg[0] ? res->error_msg : cr_strerror(rc));
+  } else if (cfg->once && c->auth_reached && !n->once_done) {
+    n->once_done = 1;
+    n->once_rc = rc;
+    if (rc != 0)
+      cr_error_set(&n->once_err, rc, "%s",
+                   res->error_msg[0] ? res->error_msg : cr_strerror(rc));
+    node_stop(n);
+  }
+}
+
+static void conn_maybe_free(conn *c) {
+  if (!c->closed || c->tcp_live || c->timer_live || c->gai_busy || c->work_busy)
+    return;
+  node *n = c->n;
+  const cr_session_result *res;
+  if (c->s != NULL) {
+    if (cr_session_status_get(c->s) == CR_SESSION_RUNNING)
+      cr_session_abort(c->s, CR_ENET, 0, "the connection closed before the session completed");
+    res = cr_session_result_get(c->s);
+  } else {
+    set_local(c, CR_ENET, "the connection closed before a session started");
+    res = &c->local;
+  }
+  node_conn_ended(n, c, res);
+
+  if (c->prev != NULL)
+    c->prev->next = c->next;
+  else
+    n->conns = c->next;
+  if (c->next != NULL)
+    c->next->prev = c->prev;
+  n->nconns--;
+
+  cr_session_free(c->s);
+  cr_tls_free(c->tls);
+  cr_buf_free(&c->in_plain);
+  cr_buf_free(&c->work_in);
+  cr_buf_free(&c->work_out);
+  if (c->ai != NULL)
+    uv_freeaddrinfo(c->ai);
+  free(c);
+}
+
+/* ---- handshake and reading ------------------------------------------------ */
+
+static void conn_handshake_done(conn *c) {
+  const cr_node_config *cfg = c->n->cfg;
+  c->handshake_done = 1;
+  c->auth_reached = 1;
+  if (cr_tls_peer(c->tls, c->peer_fp, c->peer_pk) == 0)
+    c->have_peer_fp = 1;
+  c->phase = PH_SESSION;
+  conn_timer(c, c->n->idle_ms);
+
+  memset(&c->scfg, 0, sizeof c->scfg);
+  c->scfg.tmpl = cfg->tmpl;
+  c->scfg.data = cfg->data;
+  c->scfg.role = cfg->role;
+  c->scfg.is_runner = !c->n->serving;
+  c->scfg.query = c->n->serving ? NULL : cfg->query;
+  c->scfg.software = cfg->software != NULL ? cfg->software : "cleanroom";
+  c->scfg.max_frame = cfg->max_frame;
+  c->scfg.sign = cr_identity_sign;
+  c->scfg.sign_ctx = (void *)cfg->id;
+  memcpy(c->scfg.peer_sign_pk, c->peer_pk, sizeof c->peer_pk);
+}
+
+static void conn_tls_failed(conn *c, const cr_error *e) {
+  /* The alert OpenSSL queued tells the peer why; it goes out before the
+   * close. */
+  c->tls_broken = 1;
+  if (e->code == CR_EAUTH)
+    c->auth_reached = 1;
+  if (cr_tls_peer(c->tls, c->peer_fp, NULL) == 0)
+    c->have_peer_fp = 1;
+  conn_flush(c);
+  conn_fail(c, e->code, 0, "%s", e->msg);
+}
+
+static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
+  conn *c = st->data;
+  cr_error e;
+  (void)buf;
+  if (nread == 0)
+    return;
+  if (nread < 0) {
+    c->reading = 0;
+    c->peer_eof = 1;
+    if (nread != UV_EOF)
+      uv_read_stop(st);
+    if (c->closing) {
+      if (c->shutdown_done || nread != UV_EOF)
+        conn_close_handles(c);
+      return;
+    }
+    if (nread != UV_EOF) {
+      c->write_failed = 1;
+      conn_fail(c, CR_ENET, 0, "the connection to %s was lost: %s", c->peer_addr,
+                uv_strerror((int)nread));
+      return;
+    }
+    if (c->phase == PH_HANDSHAKE) {
+      conn_fail(c, CR_ETLS, 0,
+                "%s closed the connection during the TLS handshake (is it a cleanroom "
+                "node, and does it pin this node's certificate?)",
+                c->peer_addr);
+      return;
+    }
+    conn_pump(c); /* feeds what is buffered, then fails the session */
+    return;
+  }
+  if (c->closing || c->tls_broken)
+    return; /* draining until the peer closes */
+  cr_error_clear(&e);
+  if (cr_tls_feed(c->tls, (const uint8_t *)c->rbuf, (size_t)nread, &e) != 0) {
+    conn_fail(c, e.code, 0, "%s", e.msg);
+    return;
+  }
+  if (c->phase == PH_HANDSHAKE) {
+    int r = cr_tls_handshake(c->tls, &e);
+    if (r < 0) {
+      conn_tls_failed(c, &e);
+      return;
+    }
+    conn_flush(c);
+    if (r == 0)
+      return;
+    conn_handshake_done(c);
+  } else {
+    conn_timer(c, c->n->idle_ms);
+  }
+  int r = cr_tls_read(c->tls, &c->in_plain, SIZE_MAX, &e);
+  conn_flush(c); /* post-handshake messages may need an answer */
+  if (r < 0) {
+    conn_tls_failed(c, &e);
+    return;
+  }
+  if (r == 1) {
+    c->peer_eof = 1; /* close_notify */
+    conn_read_stop(c);
+  } else if (c->in_plain.len >= CR_NODE_MAX_INPUT) {
+    conn_read_stop(c); /* resumed once the session has taken the input */
+  }
+  conn_pump(c);
+}
+
+static void on_timer(uv_timer_t *t) {
+  conn *c = t->data;
+  node *n = c->n;
+  if (c->closing) {
+    conn_close_handles(c); /* linger over */
+    return;
+  }
+  switch (c->phase) {
+  case PH_RESOLVE:
+  case PH_CONNECT:
+    conn_fail(c, CR_ETIMEDOUT, 0, "cannot connect to %s within %u ms", n->cfg->address,
+              n->handshake_ms);
+    break;
+  case PH_HANDSHAKE:
+    conn_fail(c, CR_ETIMEDOUT, 0, "the TLS handshake with %s did not complete within %u ms",
+              c->peer_addr, n->handshake_ms);
+    break;
+  case PH_SESSION:
+    if (c->work_busy || c->s == NULL) {
+      conn_timer(c, n->idle_ms); /* we are the busy side */
+      break;
+    }
+    conn_fail(c, CR_ETIMEDOUT, CR_WIRE_TIMEOUT,
+              "the partner at %s sent nothing for %u ms while this node waited for it",
+              c->peer_addr, n->idle_ms);
+    break;
+  }
+}
+
+static conn *conn_new(node *n) {
+  conn *c = calloc(1, sizeof *c);
+  if (c == NULL)
+    return NULL;
+  c->n = n;
+  cr_buf_init(&c->in_plain);
+  cr_buf_init(&c->work_in);
+  cr_buf_init(&c->work_out);
+  c->next = n->conns;
+  if (n->conns != NULL)
+    n->conns->prev = c;
+  n->conns = c;
+  n->nconns++;
+  uv_timer_init(&n->loop, &c->timer); /* cannot fail on Unix */
+  c->timer.data = c;
+  c->timer_live = 1;
+  return c;
+}
+
+/* TCP is up: start TLS. */
+static void conn_connected(conn *c) {
+  cr_error e;
+  struct sockaddr_storage ss;
+  int len = sizeof ss;
+  cr_error_clear(&e);
+  c->connected = 1;
+  c->phase = PH_HANDSHAKE;
+  if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0)
+    format_sockaddr((struct sockaddr *)&ss, c->peer_addr, sizeof c->peer_addr);
+  uv_tcp_nodelay(&c->tcp, 1);
+  if (cr_tls_new(&c->tls, c->n->tls, c->n->pin, c->n->peer_role, &e) != 0) {
+    conn_fail(c, e.code, 0, "%s", e.msg);
+    return;
+  }
+  conn_read_start(c);
+  if (c->closing)
+    return;
+  if (!c->n->serving) {
+    int r = cr_tls_handshake(c->tls, &e); /* ClientHello */
+    if (r < 0) {
+      conn_tls_failed(c, &e);
+      return;
+    }
+    conn_flush(c);
+  }
+}
+
+/* ---- client ---------------------------------------------------------------- */
+
+static void connect_next(conn *c);
+
+static void on_retry_close(uv_handle_t *h) {
+  conn *c = h->data;
+  c->tcp_live = 0;
+  if (c->closed) {
+    conn_maybe_free(c);
+    return;
+  }
+  c->ai_cur = c->ai_cur != NULL ? c->ai_cur->ai_next : NULL;
+  connect_next(c);
+}
+
+static void on_connect(uv_connect_t *req, int status) {
+  conn *c = req->data;
+  if (status == UV_ECANCELED || c->closed)
+    return;
+  if (status < 0) {
+    c->last_connect_err = status;
+    uv_close((uv_handle_t *)&c->tcp, on_retry_close);
+    return;
+  }
+  conn_connected(c);
+}
+
+static void connect_next(conn *c) {
+  node *n = c->n;
+  while (c->ai_cur != NULL && c->ai_cur->ai_family != AF_INET &&
+         c->ai_cur->ai_family != AF_INET6)
+    c->ai_cur = c->ai_cur->ai_next;
+  if (c->ai_cur == NULL) {
+    conn_fail(c, CR_ENET, 0, "cannot connect to %s: %s", n->cfg->address,
+              uv_strerror(c->last_connect_err ? c->last_connect_err : UV_EADDRNOTAVAIL));
+    return;
+  }
+  c->phase = PH_CONNECT;
+  uv_tcp_init(&n->loop, &c->tcp);
+  c->tcp.data = c;
+  c->tcp_live = 1;
+  c->connect_req.data = c;
+  int r = uv_tcp_connect(&c->connect_req, &c->tcp, c->ai_cur->ai_addr, on_connect);
+  if (r < 0) {
+    c->last_connect_err = r;
+    uv_close((uv_handle_t *)&c->tcp, on_retry_close);
+  }
+}
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
+  conn *c = req->data;
+  c->gai_busy = 0;
+  if (c->closed) {
+    if (res != NULL)
+      uv_freeaddrinfo(res);
+    conn_maybe_free(c);
+    return;
+  }
+  if (status < 0) {
+    conn_fail(c, CR_ENET, 0, "cannot resolve the partner's address %s: %s",
+              c->n->cfg->address, uv_strerror(status));
+    return;
+  }
+  c->ai = res;
+  c->ai_cur = res;
+  connect_next(c);
+}
+
+/* ---- server ---------------------------------------------------------------- */
+
+static void on_reject_close(uv_handle_t *h) { free(h); }
+
+static void on_connection(uv_stream_t *server, int status) {
+  node *n = server->data;
+  char msg[160];
+  if (status < 0 || n->stopping)
+    return;
+  conn *c = conn_new(n);
+  if (c == NULL) {
+    /* Accept and drop, or libuv stops watching the listener. */
+    uv_tcp_t *t = malloc(sizeof *t);
+    if (t != NULL && uv_tcp_init(&n->loop, t) == 0) {
+      (void)uv_accept(server, (uv_stream_t *)t);
+      uv_close((uv_handle_t *)t, on_reject_close);
+    } else {
+      free(t);
+    }
+    return;
+  }
+  c->phase = PH_HANDSHAKE;
+  uv_tcp_init(&n->loop, &c->tcp);
+  c->tcp.data = c;
+  c->tcp_live = 1;
+  if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+    set_local(c, CR_ENET, "cannot accept a connection");
+    conn_close_handles(c);
+    return;
+  }
+  if (n->nconns > n->max_sessions) {
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0)
+      format_sockaddr((struct sockaddr *)&ss, c->peer_addr, sizeof c->peer_addr);
+    snprintf(msg, sizeof msg,
+             "refused: the node already has %u connection(s) open (max_sessions = %u)",
+             n->nconns - 1, n->max_sessions);
+    set_local(c, CR_EREFUSED, msg);
+    conn_close_handles(c);
+    return;
+  }
+  conn_timer(c, n->handshake_ms);
+  conn_connected(c);
+}
+
+/* ---- node ------------------------------------------------------------------ */
+
+static void on_plain_close(uv_handle_t *h) {
+  node *n = h->loop->data;
+  if (h == (uv_handle_t *)&n->listener)
+    n->listener_live = 0;
+  else if (h == (uv_handle_t *)&n->async)
+    n->async_live = 0;
+  else if (h == (uv_handle_t *)&n->sig[0])
+    n->sig_live[0] = 0;
+  else if (h == (uv_handle_t *)&n->sig[1])
+    n->sig_live[1] = 0;
+}
+
+static void node_stop(node *n) {
+  if (n->stopping)
+    return;
+  n->stopping = 1;
+  if (n->cfg->stopper != NULL) {
+    uv_mutex_lock(&n->cfg->stopper->mu);
+    n->cfg->stopper->async = NULL;
+    uv_mutex_unlock(&n->cfg->stopper->mu);
+  }
+  if (n->async_live && !uv_is_closing((uv_handle_t *)&n->async))
+    uv_close((uv_handle_t *)&n->async, on_plain_close);
+  if (n->listener_live && !uv_is_closing((uv_handle_t *)&n->listener))
+    uv_close((uv_handle_t *)&n->listener, on_plain_close);
+  for (int i = 0; i < 2; i++)
+    if (n->sig_live[i] && !uv_is_closing((uv_handle_t *)&n->sig[i]))
+      uv_close((uv_handle_t *)&n->sig[i], on_plain_close);
+  conn *next;
+  for (conn *c = n->conns; c != NULL; c = next) {
+    next = c->next;
+    conn_fail(c, CR_EREFUSED, CR_WIRE_ABORTED,
+              "the node was stopped before the session completed");
+  }
+}
+
+static void on_signal(uv_signal_t *h, int signum) {
+  (void)signum;
+  node_stop(h->loop->data);
+}
+
+static void on_async(uv_async_t *h) { node_stop(h->loop->data); }
+
+static void walk_close(uv_handle_t *h, void *arg) {
+  (void)arg;
+  if (!uv_is_closing(h))
+    uv_close(h, NULL);
+}
+
+/* The session's own-side checks (query, role, set size, expiry), before any
+ * byte goes out: a run that cannot succeed never bothers the partner. */
+static int check_local(const cr_node_config *cfg, int is_runner, cr_error *err) {
+  cr_session_config sc;
+  if (cfg->tmpl == NULL || cfg->id == NULL || cfg->data == NULL)
+    return cr_error_set(err, CR_EINVAL,
+                        "node: a template, an identity and a data set are required");
+  memset(&sc, 0, sizeof sc);
+  sc.tmpl = cfg->tmpl;
+  sc.data = cfg->data;
+  sc.role = cfg->role;
+  sc.is_runner = is_runner;
+  sc.query = is_runner ? cfg->query : NULL;
+  sc.software = cfg->software;
+  sc.max_frame = cfg->max_frame;
+  sc.sign = cr_identity_sign;
+  sc.sign_ctx = (void *)cfg->id;
+  return cr_session_check_local(&sc, (int64_t)time(NULL), err);
+}
+
+static int node_init(node *n, const cr_node_config *cfg, int serving, cr_error *err) {
+  memset(n, 0, sizeof *n);
+  n->cfg = cfg;
+  n->serving = serving;
+  if (cfg->tmpl == NULL || cfg->id == NULL)
+    return cr_error_set(err, CR_EINVAL, "node: a template and an identity are required");
+  if (cfg->role != CR_ROLE_PROVIDER && cfg->role != CR_ROLE_CONSUMER)
+    return cr_error_set(err, CR_EINVAL, "node: invalid role");
+  const uint8_t *own = cr_identity_fingerprint(cfg->id);
+  const uint8_t *want = cfg->tmpl->parties[cfg->role].cert_sha256;
+  if (memcmp(own, want, CR_SHA256_BYTES) != 0) {
+    char a[CR_SHA256_HEX_BYTES], b[CR_SHA256_HEX_BYTES];
+    cr_hex_encode(a, own, CR_SHA256_BYTES);
+    cr_hex_encode(b, want, CR_SHA256_BYTES);
+    return cr_error_set(err, CR_ECONFIG,
+                        "this node's certificate %s is not the one the template pins for "
+                        "the %s (%s): the partner would refuse it",
+                        a, cr_role_name(cfg->role), b);
+  }
+  cr_role other = cr_role_other(cfg->role);
+  n->pin = cfg->tmpl->parties[other].cert_sha256;
+  n->peer_role = cr_role_name(other);
+  n->handshake_ms = cfg->handshake_timeout_ms ? cfg->handshake_timeout_ms
+                                              : CR_NODE_DEFAULT_HANDSHAKE_MS;
+  n->idle_ms = cfg->idle_timeout_ms ? cfg->idle_timeout_ms : CR_NODE_DEFAULT_IDLE_MS;
+  n->max_sessions = cfg->max_sessions ? cfg->max_sessions : CR_NODE_DEFAULT_MAX_SESSIONS;
+  ignore_sigpipe();
+  int r = uv_loop_init(&n->loop);
+  if (r < 0)
+    return cr_error_set(err, CR_EINTERNAL, "cannot start the event loop: %s",
+                        uv_strerror(r));
+  n->loop.data = n;
+  r = cr_tls_ctx_new(&n->tls, cfg->id, serving, err);
+  if (r != 0) {
+    uv_loop_close(&n->loop);
+    return r;
+  }
+  return 0;
+}
+
+static atomic_int unclean_loops;
+
+int cr__node_unclean_loops(void) { return atomic_load(&unclean_loops); }
+
+static void node_fini(node *n) {
+  /* Normally nothing is left; should a handle be, close it rather than leak. */
+  if (uv_loop_close(&n->loop) == UV_EBUSY) {
+    atomic_fetch_add(&unclean_loops, 1);
+    uv_walk(&n->loop, walk_close, NULL);
+    uv_run(&n->loop, UV_RUN_DEFAULT);
+    uv_loop_close(&n->loop);
+  }
+  cr_tls_ctx_free(n->tls);
+}
+
+int cr_node_run(const cr_node_config *cfg, cr_session_result *res, cr_error *err) {
+  node n;
+  char host[256], port[8];
+  int rc;
+  if (cfg == NULL)
+    return cr_error_set(err, CR_EINVAL, "node: no configuration");
+  if (cfg->query == NULL || cfg->query[0] == '\0')
+    return cr_error_set(err, CR_EUSAGE, "no query given to run");
+  if ((rc = parse_hostport(cfg->address, host, sizeof host, port, sizeof port, err)) != 0)
+    return rc;
+  if (host[0] == '\0')
+    return cr_error_set(err, CR_EUSAGE, "%s: no host name", cfg->address);
+  if ((rc = check_local(cfg, 1, err)) != 0 || (rc = node_init(&n, cfg, 0, err)) != 0)
+    return rc;
+
+  conn *c = conn_new(&n);
+  if (c == NULL) {
+    node_fini(&n);
+    return cr_error_set(err, CR_ENOMEM, "out of memory");
+  }
+  c->phase = PH_RESOLVE;
+  snprintf(c->peer_addr, sizeof c->peer_addr, "%s", cfg->address);
+  conn_timer(c, n.handshake_ms);
+  struct addrinfo hints;
+  memset(&hints, 0, sizeof hints);
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV;
+  c->gai.data = c;
+  int r = uv_getaddrinfo(&n.loop, &c->gai, on_resolved, host, port, &hints);
+  if (r < 0)
+    conn_fail(c, CR_ENET, 0, "cannot resolve %s: %s", cfg->address, uv_strerror(r));
+  else
+    c->gai_busy = 1;
+  uv_run(&n.loop, UV_RUN_DEFAULT);
+  node_fini(&n);
+
+  if (!n.run_done)
+    return cr_error_set(err, CR_EINTERNAL, "the connection ended without a result");
+  if (res != NULL)
+    *res = n.run_res;
+  if (n.run_rc != 0 && err != NULL)
+    *err = n.run_err;
+  return n.run_rc;
+}
+
+int cr_node_serve(const cr_node_config *cfg, cr_error *err) {
+  node n;
+  char host[256], port[8], bound[CR_ADDR_MAX];
+  struct addrinfo hints;
+  uv_getaddrinfo_t gai;
+  int rc, r;
+  if (cfg == NULL)
+    return cr_error_set(err, CR_EINVAL, "node: no configuration");
+  if ((rc = parse_hostport(cfg->address, host, sizeof host, port, sizeof port, err)) != 0)
+    return rc;
+  if ((rc = check_local(cfg, 0, err)) != 0 || (rc = node_init(&n, cfg, 1, err)) != 0)
+    return rc;
+
+  memset(&hints, 0, sizeof hints);
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  r = uv_getaddrinfo(&n.loop, &gai, NULL, host[0] ? host : NULL, port, &hints);
+  if (r < 0) {
+    rc = cr_error_set(err, CR_ENET, "cannot listen on %s: %s", cfg->address,
+                      uv_strerror(r));
+    goto out;
+  }
+  uv_tcp_init(&n.loop, &n.listener);
+  n.listener.data = &n;
+  n.listener_live = 1;
+  r = uv_tcp_bind(&n.listener, gai.addrinfo->ai_addr, 0);
+  uv_freeaddrinfo(gai.addrinfo);
+  if (r == 0)
+    r = uv_listen((uv_stream_t *)&n.listener, CR_NODE_BACKLOG, on_connection);
+  if (r < 0) {
+    rc = cr_error_set(err, CR_ENET, "cannot listen on %s: %s", cfg->address,
+                      uv_strerror(r));
+    goto out;
+  }
+  static const int signums[2] = {SIGINT, SIGTERM};
+  for (int i = 0; i < 2; i++) {
+    uv_signal_init(&n.loop, &n.sig[i]);
+    n.sig_live[i] = 1;
+    if ((r = uv_signal_start(&n.sig[i], on_signal, signums[i])) < 0) {
+      rc = cr_error_set(err, CR_EINTERNAL, "cannot watch signals: %s", uv_strerror(r));
+      goto out;
+    }
+    uv_unref((uv_handle_t *)&n.sig[i]); /* the listener keeps the loop alive */
+  }
+  int fired = 0;
+  if (cfg->stopper != NULL) {
+    if ((r = uv_async_init(&n.loop, &n.async, on_async)) < 0) {
+      rc = cr_error_set(err, CR_EINTERNAL, "cannot set up the stopper: %s",
+                        uv_strerror(r));
+      goto out;
+    }
+    n.async_live = 1;
+    uv_unref((uv_handle_t *)&n.async);
+    uv_mutex_lock(&cfg->stopper->mu);
+    cfg->stopper->async = &n.async;
+    fired = cfg->stopper->fired;
+    uv_mutex_unlock(&cfg->stopper->mu);
+  }
+  if (cfg->on_listening != NULL) {
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    if (uv_tcp_getsockname(&n.listener, (struct sockaddr *)&ss, &len) == 0)
+      format_sockaddr((struct sockaddr *)&ss, bound, sizeof bound);
+    else
+      snprintf(bound, sizeof bound, "%s", cfg->address);
+    cfg->on_listening(cfg->ctx, bound);
+  }
+  if (fired)
+    node_stop(&n);
+  uv_run(&n.loop, UV_RUN_DEFAULT);
+  rc = cfg->once && n.once_done ? n.once_rc : 0;
+  if (rc != 0 && err != NULL)
+    *err = n.once_err;
+out:
+  node_stop(&n); /* closes what a failed setup opened; no-op after a run */
+  uv_run(&n.loop, UV_RUN_DEFAULT);
+  node_fini(&n);
+  return rc;
+}
+
+/* ---- stopper --------------------------------------------------------------- */
+
+int cr_node_stopper_new(cr_node_stopper **out) {
+  cr_node_stopper *st = calloc(1, sizeof *st);
+  if (st == NULL)
+    return CR_ENOMEM;
+  if (uv_mutex_init(&st->mu) != 0) {
+    free(st);
+    return CR_EINTERNAL;
+  }
+  *out = st;
+  return 0;
+}
+
+void cr_node_stopper_fire(cr_node_stopper *st) {
+  if (st == NULL)
+    return;
+  uv_mutex_lock(&st->mu);
+  st->fired = 1;
+  if (st->async != NULL)
+    uv_async_send(st->async);
+  uv_mutex_unlock(&st->mu);
+}
+
+void cr_node_stopper_free(cr_node_stopper *st) {
+  if (st == NULL)
+    return;
+  uv_mutex_destroy(&st->mu);
+  free(st);
+}
