@@ -1,0 +1,42 @@
+/*
+ * The cleanroom command's shared pieces: exit codes, error printing, and
+ * one entry point per command (each in its own file under src/cli/).
+ * Results go to stdout; progress, warnings and errors to stderr.
+ */
+#ifndef CR_CLI_H
+#define CR_CLI_H
+
+#include "cleanroom/crypto.h"
+#include "cleanroom/dataset.h"
+#include "cleanroom/error.h"
+#include "cleanroom/net.h"
+#include "cleanroom/session.h"
+#include "cleanroom/template.h"
+#include "cleanroom/util.h"
+
+#define CR_VERSION "0.1.0"
+#define CR_SOFTWARE "cleanroom/" CR_VERSION
+#define CR_CLI_PROG "cleanroom"
+
+enum {
+  EXIT_OK = 0,
+  EXIT_INTERNAL = 1,
+  EXIT_USAGE = 2,   /* usage or configuration: flags, template, identity */
+  EXIT_DATA = 3,    /* the data file: unreadable, missing columns, too many rejects */
+  EXIT_REFUSED = 4, /* refused by the template or by the partner */
+  EXIT_NETWORK = 5  /* network, TLS or protocol failure, timeout */
+};
+
+extern const char CR_CLI_EXIT_CODES_HELP[];
+
+/* "cleanroom CMD: error: ..." on stderr. */
+void cr_cli_errorf(const char *cmd, const char *fmt, ...) CR_PRINTF(2, 3);
+/* The documented exit code for a CR_E* code (and the wire error, if any). */
+int cr_cli_exit_code(int rc, int wire);
+
+int cr_cli_keygen(int argc, char **argv);
+int cr_cli_fingerprint(int argc, char **argv);
+int cr_cli_template(int argc, char **argv);
+int cr_cli_node(const char *cmd, int argc, char **argv);
+
+#endif

@@ -1,0 +1,232 @@
+/* template hash, check, pin. */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+
+#include "cli/cli.h"
+
+/* ---- template ----------------------------------------------------------- */
+
+static void print_template_summary(const cr_template *t) {
+  char hex[CR_SHA256_HEX_BYTES];
+  cr_hex_encode(hex, t->sha256, CR_SHA256_BYTES);
+  printf("template: %s\n", t->name);
+  printf("  sha256:    %s\n", hex);
+  printf("  suite:     %s\n", t->suite);
+  for (int r = 0; r < CR_ROLE_COUNT; r++) {
+    cr_hex_encode(hex, t->parties[r].cert_sha256, CR_SHA256_BYTES);
+    printf("  %-9s  %s\n             cert %s%s%s\n", cr_role_name((cr_role)r),
+           t->parties[r].org, hex, t->parties[r].address ? ", address " : "",
+           t->parties[r].address ? t->parties[r].address : "");
+  }
+  printf("  match key: %s (columns:", t->match_key.name);
+  for (size_t i = 0; i < t->match_key.ncolumns; i++)
+    printf(" %s", t->match_key.columns[i]);
+  printf("; normalize:");
+  for (size_t i = 0; i < t->match_key.nnormalize; i++)
+    printf(" %s", cr_normalizer_name(t->match_key.normalize[i]));
+  printf(")\n  queries:\n");
+  for (size_t i = 0; i < t->nqueries; i++) {
+    const cr_query *q = &t->queries[i];
+    printf("    %s: %s, run by", q->name, q->kind == CR_QUERY_COUNT ? "count" : "members");
+    for (int r = 0; r < CR_ROLE_COUNT; r++)
+      if (q->run_by & CR_ROLE_BIT(r))
+        printf(" %s", cr_role_name((cr_role)r));
+    printf(", result to");
+    for (int r = 0; r < CR_ROLE_COUNT; r++)
+      if (q->results_to & CR_ROLE_BIT(r))
+        printf(" %s", cr_role_name((cr_role)r));
+    printf(", released only if >= %llu\n", (unsigned long long)q->min_count);
+  }
+  if (t->limits.min_set_size || t->limits.max_set_size || t->limits.not_after ||
+      t->limits.max_runs_per_query) {
+    printf("  limits:");
+    if (t->limits.min_set_size)
+      printf(" min_set_size %llu", (unsigned long long)t->limits.min_set_size);
+    if (t->limits.max_set_size)
+      printf(" max_set_size %llu", (unsigned long long)t->limits.max_set_size);
+    if (t->limits.max_runs_per_query)
+      printf(" max_runs_per_query %llu", (unsigned long long)t->limits.max_runs_per_query);
+    if (t->limits.not_after) {
+      char buf[32];
+      time_t na = (time_t)t->limits.not_after;
+      struct tm tm;
+      gmtime_r(&na, &tm);
+      strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+      printf(" not_after %s", buf);
+    }
+    printf("\n");
+  }
+}
+
+/* Accepts a 64-hex fingerprint or a certificate file. */
+static int fingerprint_arg(const char *arg, char hex[CR_SHA256_HEX_BYTES], cr_error *err) {
+  uint8_t fp[CR_SHA256_BYTES];
+  if (strlen(arg) == 64 && cr_hex_decode(fp, sizeof fp, arg) == 0) {
+    cr_hex_encode(hex, fp, sizeof fp);
+    return 0;
+  }
+  int rc = cr_cert_fingerprint_file(arg, fp, err);
+  if (rc)
+    return rc;
+  cr_hex_encode(hex, fp, sizeof fp);
+  return 0;
+}
+
+/* template pin: writes a copy of a template with the parties' fingerprints
+ * (and optionally the provider's address) filled in. */
+static int cmd_template_pin(int argc, char **argv) {
+  static const struct option opts[] = {{"provider", required_argument, NULL, 'p'},
+                                       {"consumer", required_argument, NULL, 'c'},
+                                       {"address", required_argument, NULL, 'a'},
+                                       {"out", required_argument, NULL, 'o'},
+                                       {"help", no_argument, NULL, 'h'},
+                                       {NULL, 0, NULL, 0}};
+  const char *prov = NULL, *cons = NULL, *addr = NULL, *out = NULL;
+  int c;
+  optind = 1;
+  while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    switch (c) {
+    case 'p':
+      prov = optarg;
+      break;
+    case 'c':
+      cons = optarg;
+      break;
+    case 'a':
+      addr = optarg;
+      break;
+    case 'o':
+      out = optarg;
+      break;
+    case 'h':
+      printf("Usage: cleanroom template pin FILE [--provider CERT|HEX] [--consumer CERT|HEX]\n"
+             "                                [--address HOST:PORT] --out FILE\n\n"
+             "Writes a copy of the template with the parties' certificate fingerprints\n"
+             "(parties.<role>.cert_sha256) and the provider's address filled in, then\n"
+             "validates it. Each fingerprint may be given as a certificate file or as 64\n"
+             "hex digits (the output of `cleanroom keygen` or `cleanroom fingerprint`).\n\n"
+             "Example:\n"
+             "  cleanroom template pin draft.json --provider acme.crt \\\n"
+             "      --consumer 3f2a...c9 --address acme.example:7443 --out template.json\n");
+      return EXIT_OK;
+    default:
+      return EXIT_USAGE;
+    }
+  }
+  if (optind >= argc || out == NULL || (prov == NULL && cons == NULL && addr == NULL)) {
+    cr_cli_errorf("template pin", "needs FILE, --out FILE and at least one of --provider, "
+                           "--consumer, --address; see `cleanroom template pin --help`");
+    return EXIT_USAGE;
+  }
+  const char *in = argv[optind];
+  cr_error err;
+  cr_error_clear(&err);
+  char hp[CR_SHA256_HEX_BYTES], hc[CR_SHA256_HEX_BYTES];
+  int rc;
+  if ((prov && (rc = fingerprint_arg(prov, hp, &err)) != 0) ||
+      (cons && (rc = fingerprint_arg(cons, hc, &err)) != 0)) {
+    cr_cli_errorf("template pin", "%s", cr_error_message(&err, rc));
+    return EXIT_USAGE;
+  }
+  json_error_t jerr;
+  json_t *root = json_load_file(in, JSON_REJECT_DUPLICATES, &jerr);
+  if (root == NULL) {
+    cr_cli_errorf("template pin", "%s:%d:%d: %s", in, jerr.line, jerr.column, jerr.text);
+    return EXIT_USAGE;
+  }
+  json_t *parties = json_object_get(root, "parties");
+  json_t *p = parties ? json_object_get(parties, "provider") : NULL;
+  json_t *cn = parties ? json_object_get(parties, "consumer") : NULL;
+  if (!json_is_object(p) || !json_is_object(cn)) {
+    cr_cli_errorf("template pin", "%s: $.parties.provider and $.parties.consumer must be objects", in);
+    json_decref(root);
+    return EXIT_USAGE;
+  }
+  if (prov)
+    json_object_set_new(p, "cert_sha256", json_string(hp));
+  if (cons)
+    json_object_set_new(cn, "cert_sha256", json_string(hc));
+  if (addr)
+    json_object_set_new(p, "address", json_string(addr));
+  rc = json_dump_file(root, out, JSON_INDENT(2)) == 0 ? 0 : CR_EIO;
+  json_decref(root);
+  if (rc) {
+    cr_cli_errorf("template pin", "cannot write %s: %s", out, strerror(errno));
+    return EXIT_USAGE;
+  }
+  cr_template *t = NULL;
+  if ((rc = cr_template_load(&t, out, &err)) != 0) {
+    cr_cli_errorf("template pin", "wrote %s but it does not validate: %s", out,
+           cr_error_message(&err, rc));
+    return cr_cli_exit_code(rc, 0);
+  }
+  char hex[CR_SHA256_HEX_BYTES];
+  cr_hex_encode(hex, t->sha256, CR_SHA256_BYTES);
+  printf("%s\n", hex);
+  fprintf(stderr, "wrote %s (template sha256 above); both partners must use this file\n", out);
+  cr_template_free(t);
+  return EXIT_OK;
+}
+
+int cr_cli_template(int argc, char **argv) {
+  const char *sub = argc >= 2 ? argv[1] : NULL;
+  if (sub && strcmp(sub, "pin") == 0)
+    return cmd_template_pin(argc - 1, argv + 1);
+  if (sub == NULL || strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0 || argc < 3 ||
+      (strcmp(sub, "hash") != 0 && strcmp(sub, "check") != 0)) {
+    FILE *f = (sub && (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0)) ? stdout : stderr;
+    fprintf(f, "Usage: cleanroom template hash FILE\n"
+               "       cleanroom template check FILE\n"
+               "       cleanroom template pin FILE --provider CERT --consumer CERT --out FILE\n\n"
+               "hash   prints the template's identity: the SHA-256 of its RFC 8785 canonical\n"
+               "       form, so formatting and key order do not change it. Both partners\n"
+               "       must see the same hash.\n"
+               "check  validates the template and prints a summary of the contract; every\n"
+               "       error names the JSON path, the value found and what is expected.\n"
+               "pin    writes a copy with the parties' fingerprints filled in (see\n"
+               "       `cleanroom template pin --help`).\n\n"
+               "Example:\n  cleanroom template check examples/overlap/template.json\n\n%s",
+            CR_CLI_EXIT_CODES_HELP);
+    return f == stdout ? EXIT_OK : EXIT_USAGE;
+  }
+  cr_template *t = NULL;
+  cr_error err;
+  cr_error_clear(&err);
+  int rc;
+  if (strcmp(sub, "check") == 0) {
+    char **errors = NULL;
+    size_t nerr = 0;
+    rc = cr_template_check(argv[2], &t, &errors, &nerr);
+    if (rc) {
+      if (nerr == 0)
+        cr_cli_errorf("template check", "%s: %s", argv[2], cr_strerror(rc));
+      else
+        fprintf(stderr, "%s: %zu error%s:\n", argv[2], nerr, nerr == 1 ? "" : "s");
+      for (size_t i = 0; i < nerr; i++)
+        fprintf(stderr, "  %s\n", errors[i]);
+      cr_template_errors_free(errors, nerr);
+      cr_template_free(t);
+      return cr_cli_exit_code(rc, 0);
+    }
+  } else if ((rc = cr_template_load(&t, argv[2], &err)) != 0) {
+    cr_cli_errorf("template", "%s", cr_error_message(&err, rc));
+    return cr_cli_exit_code(rc, 0);
+  }
+  if (strcmp(sub, "hash") == 0) {
+    char hex[CR_SHA256_HEX_BYTES];
+    cr_hex_encode(hex, t->sha256, CR_SHA256_BYTES);
+    printf("%s\n", hex);
+  } else {
+    print_template_summary(t);
+    printf("template OK\n");
+  }
+  cr_template_free(t);
+  return EXIT_OK;
+}
+

@@ -1,0 +1,57 @@
+/* Exit codes and error printing shared by every command. */
+#include <stdarg.h>
+#include <stdio.h>
+
+#include "cli/cli.h"
+
+void cr_cli_errorf(const char *cmd, const char *fmt, ...) {
+  va_list ap;
+  fprintf(stderr, "%s %s: error: ", CR_CLI_PROG, cmd);
+  va_start(ap, fmt);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  fputc('\n', stderr);
+}
+
+static int is_refusal_wire(int w) {
+  return (w >= CR_WIRE_VERSION && w <= CR_WIRE_SIZE) || w == CR_WIRE_PARAMS ||
+         w == CR_WIRE_BUSY;
+}
+
+int cr_cli_exit_code(int rc, int wire) {
+  switch (rc) {
+  case 0:
+    return EXIT_OK;
+  case CR_EUSAGE:
+  case CR_ECONFIG:
+  case CR_ETEMPLATE:
+  case CR_EINVAL:
+    return EXIT_USAGE;
+  case CR_EDATA:
+    return EXIT_DATA;
+  case CR_EREFUSED:
+  case CR_EAUTH:
+    return EXIT_REFUSED;
+  case CR_EPEER:
+    return is_refusal_wire(wire) ? EXIT_REFUSED : EXIT_NETWORK;
+  case CR_ENET:
+  case CR_ETLS:
+  case CR_ETIMEDOUT:
+  case CR_EPROTO:
+  case CR_EIO:
+    return EXIT_NETWORK;
+  default:
+    return EXIT_INTERNAL;
+  }
+}
+
+const char CR_CLI_EXIT_CODES_HELP[] =
+    "Exit codes:\n"
+    "  0  success (a suppressed result is a success)\n"
+    "  1  internal error\n"
+    "  2  usage or configuration error (flags, template, identity)\n"
+    "  3  data error (CSV unreadable, missing column, too many rejected rows)\n"
+    "  4  refused by the template or by the partner (wrong template, certificate,\n"
+    "     query, role, set size)\n"
+    "  5  network, TLS or protocol failure, or timeout\n";
+
