@@ -144,6 +144,10 @@ typedef struct cr_node_config {
                      const uint8_t *peer_fp);
   /* Called once listening, with the bound address (serve only). */
   void (*on_listening)(void *ctx, const char *addr);
+  /* Optional: passed to every session as cr_session_config.admit (with
+   * ctx). It runs on a worker thread, possibly for several sessions at
+   * once, so it must lock what it shares. */
+  int (*admit)(void *ctx, const cr_session_result *res, char *msg, size_t cap);
   void *ctx;
 
   /* Serve only, optional: firing it (from any thread) stops the node as

@@ -59,6 +59,8 @@ typedef enum cr_wire_error {
 } cr_wire_error;
 const char *cr_wire_error_name(int code); /* "TEMPLATE_MISMATCH" */
 
+typedef struct cr_session_result cr_session_result;
+
 typedef int (*cr_sign_fn)(void *ctx, const uint8_t *msg, size_t len,
                           uint8_t sig[CR_SIGNATURE_BYTES]);
 
@@ -75,6 +77,15 @@ typedef struct cr_session_config {
   cr_sign_fn sign;        /* signs the receipt with the node's identity */
   void *sign_ctx;
   uint8_t peer_sign_pk[CR_SIGN_PK_BYTES]; /* peer's Ed25519 key, from its cert */
+  int64_t now_unix; /* current time for limits.not_after; 0: not checked */
+  /*
+   * Called once both Hellos have passed every check and before any point
+   * is sent (res holds the query, both set sizes and the session id).
+   * Return 0 to go on, or a negative code with a message in msg to refuse
+   * the session (e.g. the template's run limit is reached). NULL: admit.
+   */
+  int (*admit)(void *ctx, const struct cr_session_result *res, char *msg, size_t cap);
+  void *admit_ctx;
 } cr_session_config;
 
 typedef enum cr_session_status {
@@ -83,7 +94,7 @@ typedef enum cr_session_status {
   CR_SESSION_FAILED /* aborted; nothing released */
 } cr_session_status;
 
-typedef struct cr_session_result {
+struct cr_session_result {
   cr_session_status status;
   char query[128];
   cr_role role;
@@ -108,7 +119,7 @@ typedef struct cr_session_result {
   int wire_error;      /* CR_WIRE_* sent or received, 0 if none */
   int error_from_peer; /* 1: the peer sent an Error frame */
   char error_msg[512];
-} cr_session_result;
+};
 
 typedef struct cr_session cr_session;
 

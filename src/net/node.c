@@ -667,6 +667,9 @@ static void conn_handshake_done(conn *c) {
   c->scfg.sign = cr_identity_sign;
   c->scfg.sign_ctx = (void *)cfg->id;
   memcpy(c->scfg.peer_sign_pk, c->peer_pk, sizeof c->peer_pk);
+  c->scfg.now_unix = (int64_t)time(NULL);
+  c->scfg.admit = cfg->admit;
+  c->scfg.admit_ctx = cfg->ctx;
 }
 
 static void conn_tls_failed(conn *c, const cr_error *e) {

@@ -509,6 +509,10 @@ static int on_hello(cr_session *s, const Cleanroom__V1__Hello *h, const uint8_t 
   if (check_size(t, s->own_n, "our", msg, sizeof msg) != 0)
     return refuse(s, CR_WIRE_SIZE, "%s", msg);
 
+  if (t->limits.not_after && s->cfg.now_unix > t->limits.not_after)
+    return refuse(s, CR_WIRE_NOT_ALLOWED,
+                  "the template expired (limits.not_after); agree a new template");
+
   s->peer_n = h->set_size;
   s->res.peer_set_size = s->peer_n;
   uint8_t *dst = s->cfg.is_runner ? s->responder_hello_hash : s->runner_hello_hash;
@@ -519,17 +523,25 @@ static int on_hello(cr_session *s, const Cleanroom__V1__Hello *h, const uint8_t 
   s->res.receives = s->self_receives;
   s->res.min_count = s->query->min_count;
 
-  if (!s->cfg.is_runner) {
-    int rc = send_hello(s);
-    if (rc)
-      return rc;
-  }
   uint64_t n_runner = s->cfg.is_runner ? s->own_n : s->peer_n;
   uint64_t n_responder = s->cfg.is_runner ? s->peer_n : s->own_n;
   s->digest_bytes =
       cr_session_digest_bytes(n_runner, n_responder, s->cfg.digest_bytes, h->digest_bytes);
   s->res.digest_bytes = (uint32_t)s->digest_bytes;
+  /* The responder's Hello is part of the session id; compute it first as
+   * the runner will, so admit() sees the id both sides record. */
+  if (!s->cfg.is_runner) {
+    int rc = send_hello(s);
+    if (rc)
+      return rc;
+  }
   derive_session(s);
+  if (s->cfg.admit != NULL) {
+    char why[400] = "";
+    int rc = s->cfg.admit(s->cfg.admit_ctx, &s->res, why, sizeof why);
+    if (rc != 0)
+      return refuse(s, CR_WIRE_NOT_ALLOWED, "%s", why[0] ? why : "refused by this node");
+  }
 
   s->peer_digests = calloc((size_t)s->peer_n, CR_DIGEST_SLOT);
   if (s->peer_digests == NULL)

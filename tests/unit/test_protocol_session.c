@@ -408,6 +408,62 @@ static void test_size_limits_refused(void **state) {
   pair_free(&x);
 }
 
+
+static int admit_none(void *ctx, const cr_session_result *res, char *msg, size_t cap) {
+  int *calls = ctx;
+  (*calls)++;
+  assert_true(res->have_session_id);
+  assert_string_equal(res->query, "overlap");
+  snprintf(msg, cap, "the run limit of query \"%s\" is reached", res->query);
+  return CR_EREFUSED;
+}
+
+/* A node's admit hook (run limits) refuses after the Hellos: no point is
+ * sent by the refusing side and nothing is released on either. */
+static void test_admit_refusal(void **state) {
+  (void)state;
+  pair x;
+  int calls = 0;
+  pair_init(&x, 0, 50, 0, 50, 1, "overlap");
+  cr_session_free(x.provider);
+  cr_session_config pc = {0};
+  pc.tmpl = x.tp;
+  pc.data = x.dp;
+  pc.role = CR_ROLE_PROVIDER;
+  pc.sign = sign_cb;
+  pc.sign_ctx = &x.kp;
+  pc.admit = admit_none;
+  pc.admit_ctx = &calls;
+  memcpy(pc.peer_sign_pk, x.kc.pk, 32);
+  assert_int_equal(cr_session_new(&x.provider, &pc, NULL), 0);
+  expect_refusal(&x, CR_WIRE_NOT_ALLOWED);
+  assert_int_equal(calls, 1);
+  assert_non_null(strstr(cr_session_result_get(x.consumer)->error_msg, "run limit"));
+  pair_free(&x);
+}
+
+/* A long-running node checks the template's expiry on every Hello. */
+static void test_expired_template_refused_on_hello(void **state) {
+  (void)state;
+  pair x;
+  pair_init(&x, 0, 50, 0, 50, 1, "overlap");
+  x.tp->limits.not_after = 1000;
+  x.tc->limits.not_after = 1000;
+  cr_session_free(x.provider);
+  cr_session_config pc = {0};
+  pc.tmpl = x.tp;
+  pc.data = x.dp;
+  pc.role = CR_ROLE_PROVIDER;
+  pc.sign = sign_cb;
+  pc.sign_ctx = &x.kp;
+  pc.now_unix = 2000;
+  memcpy(pc.peer_sign_pk, x.kc.pk, 32);
+  assert_int_equal(cr_session_new(&x.provider, &pc, NULL), 0);
+  expect_refusal(&x, CR_WIRE_NOT_ALLOWED);
+  assert_non_null(strstr(cr_session_result_get(x.provider)->error_msg, "expired"));
+  pair_free(&x);
+}
+
 static void test_check_local(void **state) {
   (void)state;
   cr_template *t = make_template(1);
@@ -775,6 +831,8 @@ int main(void) {
       cmocka_unit_test(test_unknown_query_refused),
       cmocka_unit_test(test_role_not_in_run_by_refused),
       cmocka_unit_test(test_size_limits_refused),
+      cmocka_unit_test(test_admit_refusal),
+      cmocka_unit_test(test_expired_template_refused_on_hello),
       cmocka_unit_test(test_check_local),
       cmocka_unit_test(test_digest_bytes),
       cmocka_unit_test(test_hostile_zero_length),
