@@ -5,7 +5,8 @@ set -euo pipefail
 
 PKGS=(build-essential cmake pkg-config clang libclang-rt-14-dev
       libssl-dev libsodium-dev libuv1-dev libprotobuf-c-dev protobuf-c-compiler
-      libjansson-dev libcmocka-dev openssl ca-certificates procps)
+      libjansson-dev libcmocka-dev openssl ca-certificates procps
+      python3 python3-jsonschema)
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -9,6 +9,7 @@
 #include <jansson.h>
 
 #include "cli/cli.h"
+#include "cleanroom/template_sig.h"
 
 /* ---- serve and run ------------------------------------------------------ */
 
@@ -309,6 +310,17 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
            o.identity, own, o.template_path, p, cns);
     code = EXIT_USAGE;
     goto out;
+  }
+
+  {
+    char *sp = cr_template_sig_path(t);
+    rc = sp ? cr_template_require_sigs(t, sp, &err) : CR_ENOMEM;
+    free(sp);
+    if (rc) {
+      cr_cli_errorf(cmd, "%s", cr_error_message(&err, rc));
+      code = cr_cli_exit_code(rc, 0);
+      goto out;
+    }
   }
 
   /* Checks that need no data first, so a wrong query fails fast. */

@@ -9,6 +9,7 @@
 #include <jansson.h>
 
 #include "cli/cli.h"
+#include "cleanroom/template_sig.h"
 
 /* ---- template ----------------------------------------------------------- */
 
@@ -174,8 +175,110 @@ static int cmd_template_pin(int argc, char **argv) {
   return EXIT_OK;
 }
 
+static void print_sig_status(const cr_template *t, const char *sig_path,
+                             const cr_template_sig_status *st) {
+  printf("  signatures (%s)%s:\n", sig_path,
+         t->require_signatures ? ", both required" : "");
+  for (int r = 0; r < CR_ROLE_COUNT; r++) {
+    const char *what = !st->present[r] ? "missing" : st->valid[r] ? "valid" : "INVALID";
+    printf("    %-9s %s%s%s\n", cr_role_name((cr_role)r), what,
+           st->present[r] && !st->valid[r] ? ": " : "",
+           st->present[r] && !st->valid[r] ? st->why[r] : "");
+  }
+}
+
+/* template sign FILE --identity DIR [--signatures F]
+ * template verify FILE [--signatures F] */
+static int cmd_template_sigs(const char *sub, int argc, char **argv) {
+  static const struct option opts[] = {{"identity", required_argument, NULL, 'i'},
+                                       {"signatures", required_argument, NULL, 's'},
+                                       {"help", no_argument, NULL, 'h'},
+                                       {NULL, 0, NULL, 0}};
+  int sign = strcmp(sub, "sign") == 0, c;
+  const char *identity = NULL, *sig_path = NULL;
+  char cmd[32];
+  snprintf(cmd, sizeof cmd, "template %s", sub);
+  optind = 1;
+  while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    switch (c) {
+    case 'i':
+      identity = optarg;
+      break;
+    case 's':
+      sig_path = optarg;
+      break;
+    case 'h':
+      printf("Usage: cleanroom template sign FILE --identity DIR [--signatures SIGFILE]\n"
+             "       cleanroom template verify FILE [--signatures SIGFILE]\n\n"
+             "sign    adds this node's Ed25519 signature over the template's canonical hash\n"
+             "        to SIGFILE (default FILE.sig), with its certificate; the identity must\n"
+             "        be one of the template's parties.\n"
+             "verify  checks every signature in SIGFILE against the certificates the\n"
+             "        template pins; exits 0 only if both parties' signatures are valid.\n"
+             "A template with \"require_signatures\": true is served or run only when both\n"
+             "are present and valid.\n\n"
+             "Example:\n"
+             "  cleanroom template sign template.json --identity ./identity\n"
+             "  cleanroom template verify template.json\n\n%s",
+             CR_CLI_EXIT_CODES_HELP);
+      return EXIT_OK;
+    default:
+      return EXIT_USAGE;
+    }
+  }
+  if (optind >= argc || (sign && identity == NULL)) {
+    cr_cli_errorf(cmd, "needs FILE%s; see `cleanroom template %s --help`",
+                  sign ? " and --identity DIR" : "", sub);
+    return EXIT_USAGE;
+  }
+  cr_error err;
+  cr_error_clear(&err);
+  cr_template *t = NULL;
+  cr_identity *id = NULL;
+  char *def_path = NULL;
+  int rc, code = EXIT_OK;
+  if ((rc = cr_template_load(&t, argv[optind], &err)) != 0) {
+    cr_cli_errorf(cmd, "%s", cr_error_message(&err, rc));
+    return cr_cli_exit_code(rc, 0);
+  }
+  if (sig_path == NULL)
+    sig_path = def_path = cr_template_sig_path(t);
+  if (sign) {
+    cr_role role;
+    if ((rc = cr_identity_load(&id, identity, &err)) != 0 ||
+        (rc = cr_template_sign(t, sig_path, id, &role, &err)) != 0) {
+      cr_cli_errorf(cmd, "%s", cr_error_message(&err, rc));
+      code = EXIT_USAGE;
+      goto out;
+    }
+    fprintf(stderr, "signed as the %s (%s); signatures are in %s\n", cr_role_name(role),
+            t->parties[role].org, sig_path);
+  }
+  cr_template_sig_status st;
+  if ((rc = cr_template_verify_sigs(t, sig_path, &st, &err)) != 0) {
+    cr_cli_errorf(cmd, "%s", cr_error_message(&err, rc));
+    code = cr_cli_exit_code(rc, 0);
+    goto out;
+  }
+  print_sig_status(t, sig_path, &st);
+  if (!sign) {
+    for (int r = 0; r < CR_ROLE_COUNT; r++)
+      if (!st.valid[r])
+        code = EXIT_REFUSED;
+    if (code != EXIT_OK)
+      cr_cli_errorf(cmd, "the template is not signed by both parties");
+  }
+out:
+  free(def_path);
+  cr_identity_free(id);
+  cr_template_free(t);
+  return code;
+}
+
 int cr_cli_template(int argc, char **argv) {
   const char *sub = argc >= 2 ? argv[1] : NULL;
+  if (sub && (strcmp(sub, "sign") == 0 || strcmp(sub, "verify") == 0))
+    return cmd_template_sigs(sub, argc - 1, argv + 1);
   if (sub && strcmp(sub, "pin") == 0)
     return cmd_template_pin(argc - 1, argv + 1);
   if (sub == NULL || strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0 || argc < 3 ||
@@ -183,14 +286,18 @@ int cr_cli_template(int argc, char **argv) {
     FILE *f = (sub && (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0)) ? stdout : stderr;
     fprintf(f, "Usage: cleanroom template hash FILE\n"
                "       cleanroom template check FILE\n"
-               "       cleanroom template pin FILE --provider CERT --consumer CERT --out FILE\n\n"
+               "       cleanroom template pin FILE --provider CERT --consumer CERT --out FILE\n"
+               "       cleanroom template sign FILE --identity DIR\n"
+               "       cleanroom template verify FILE\n\n"
                "hash   prints the template's identity: the SHA-256 of its RFC 8785 canonical\n"
                "       form, so formatting and key order do not change it. Both partners\n"
                "       must see the same hash.\n"
                "check  validates the template and prints a summary of the contract; every\n"
                "       error names the JSON path, the value found and what is expected.\n"
                "pin    writes a copy with the parties' fingerprints filled in (see\n"
-               "       `cleanroom template pin --help`).\n\n"
+               "       `cleanroom template pin --help`).\n"
+               "sign   adds this node's signature to FILE.sig; verify checks them (see\n"
+               "       `cleanroom template sign --help`).\n\n"
                "Example:\n  cleanroom template check examples/overlap/template.json\n\n%s",
             CR_CLI_EXIT_CODES_HELP);
     return f == stdout ? EXIT_OK : EXIT_USAGE;
@@ -224,6 +331,13 @@ int cr_cli_template(int argc, char **argv) {
     printf("%s\n", hex);
   } else {
     print_template_summary(t);
+    char *sp = cr_template_sig_path(t);
+    cr_template_sig_status st;
+    if (sp != NULL && cr_template_verify_sigs(t, sp, &st, &err) == 0)
+      print_sig_status(t, sp, &st);
+    else if (sp != NULL)
+      printf("  signatures: %s\n", cr_error_message(&err, CR_ETEMPLATE));
+    free(sp);
     printf("template OK\n");
   }
   cr_template_free(t);

@@ -1,0 +1,54 @@
+#!/usr/bin/python3
+"""Every template under examples/ (and docs' own samples) validates against
+docs/template.schema.json, and a few broken ones do not: the schema that
+editors and CI tools use must agree with the loader on the examples."""
+import glob
+import json
+import os
+import sys
+
+import jsonschema
+
+root = sys.argv[1]
+with open(os.path.join(root, "docs", "template.schema.json")) as f:
+    schema = json.load(f)
+jsonschema.Draft202012Validator.check_schema(schema)
+validator = jsonschema.Draft202012Validator(schema)
+
+passed = failed = 0
+templates = sorted(glob.glob(os.path.join(root, "examples", "**", "template*.json"), recursive=True))
+if not templates:
+    print("no example templates found")
+    sys.exit(1)
+for path in templates:
+    with open(path) as f:
+        doc = json.load(f)
+    errors = list(validator.iter_errors(doc))
+    if errors:
+        failed += 1
+        print(f"FAIL {path}: " + "; ".join(e.message for e in errors[:5]))
+    else:
+        passed += 1
+        print(f"ok: {path} validates")
+
+# The schema must reject what the loader rejects, or it checks nothing.
+with open(templates[0]) as f:
+    base = json.load(f)
+broken = [
+    ("unknown top-level field", lambda d: d.__setitem__("sweet", 1)),
+    ("min_count below 1", lambda d: next(iter(d["queries"].values())).__setitem__("min_count", 0)),
+    ("bad suite", lambda d: d.__setitem__("suite", "rot13")),
+    ("short fingerprint", lambda d: d["parties"]["provider"].__setitem__("cert_sha256", "abc")),
+]
+for name, mutate in broken:
+    doc = json.loads(json.dumps(base))
+    mutate(doc)
+    if list(validator.iter_errors(doc)):
+        passed += 1
+        print(f"ok: schema rejects {name}")
+    else:
+        failed += 1
+        print(f"FAIL: schema accepts {name}")
+
+print(f"{passed} passed, {failed} failed")
+sys.exit(1 if failed else 0)

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# End to end: the template as a contract. check lists every error; sign and
+# verify; a template that requires signatures is refused until both are
+# there; an expired template and out-of-limit set sizes are refused by the
+# node before anything is sent.
+source "$CR_E2E_LIB"
+
+make_identities
+pin_template "$EX/template.json" template.json
+
+# --- check: a readable summary, and every error listed ---------------------
+"$CR" template check template.json >check.out 2>check.err
+expect_grep "check summarises the parties" "Acme Security" check.out
+expect_grep "check shows who sees each query's result" "result to consumer" check.out
+expect_grep "check shows the expiry" "not_after 2030-12-31T00:00:00Z" check.out
+sed -e 's/"min_count": 100/"min_count": -3/' -e 's/"suite": "ristretto255"/"suite": "rot13"/' \
+  -e 's/"kind": "count"/"kind": "cuont"/' template.json >broken.json
+set +e
+"$CR" template check broken.json >broken.out 2>broken.err
+BROKEN_RC=$?
+set -e
+expect_eq "a broken template exits 2" 2 "$BROKEN_RC"
+expect_grep "the min_count error names its path" '\$.queries.overlap.min_count' broken.err
+expect_grep "the suite error names its path" '\$.suite' broken.err
+expect_grep "the kind error names its path" '\$.queries.overlap.kind' broken.err
+expect_grep "the kind error names the value found" 'cuont' broken.err
+sed 's/"suite"/"sweet"/' template.json >typo.json
+set +e
+"$CR" template check typo.json >/dev/null 2>typo.err
+TYPO_RC=$?
+set -e
+expect_eq "an unknown field is an error" 2 "$TYPO_RC"
+expect_grep "the unknown field is named" 'sweet' typo.err
+
+# --- signatures ----------------------------------------------------------------
+sed 's/"format": "cleanroom-template\/1",/"format": "cleanroom-template\/1", "require_signatures": true,/' \
+  template.json >signed.json
+"$CR" template check signed.json >/dev/null
+set +e
+"$CR" serve --template signed.json --identity provider-id --data "$EX/provider.csv" \
+  --listen 127.0.0.1:0 --once >/dev/null 2>unsigned.err
+US=$?
+set -e
+expect_eq "serve refuses an unsigned template that requires signatures" 4 "$US"
+expect_grep "the refusal says how to sign" "template sign" unsigned.err
+
+set +e
+"$CR" template verify signed.json >verify0.out 2>verify0.err
+V0=$?
+set -e
+expect_eq "verify without signatures exits 4" 4 "$V0"
+
+"$CR" template sign signed.json --identity provider-id >/dev/null 2>sign.err
+expect_grep "signing says which role signed" "provider" sign.err
+set +e
+"$CR" template verify signed.json >verify1.out 2>&1
+V1=$?
+set -e
+expect_eq "verify with one signature exits 4" 4 "$V1"
+expect_grep "the consumer's signature is reported missing" "consumer  missing" verify1.out
+"$CR" template sign signed.json --identity consumer-id >/dev/null 2>&1
+"$CR" template verify signed.json >verify2.out 2>&1
+expect_grep "both signatures valid" "consumer  valid" verify2.out
+
+"$CR" keygen --out stranger-id >/dev/null 2>&1
+set +e
+"$CR" template sign signed.json --identity stranger-id >/dev/null 2>stranger.err
+SR=$?
+set -e
+expect_eq "a stranger cannot sign" 2 "$SR"
+
+start_server signed.json "$EX/provider.csv" --once
+run_client signed.json "$EX/consumer.csv" overlap
+wait_server
+expect_eq "a signed template runs" 0 "$RUN_RC"
+
+# A tampered signature file is caught.
+cp signed.json.sig good.sig
+sed -i 's/"signature": "\(.\)/"signature": "0\1/; s/"signature": "0\(.\)\(.\)/"signature": "0\2/' signed.json.sig
+sed -i '0,/"signature": "[0-9a-f]/s//"signature": "f/' signed.json.sig
+if cmp -s good.sig signed.json.sig; then fail "tampering changed nothing"; fi
+set +e
+"$CR" template verify signed.json >verify3.out 2>&1
+V3=$?
+set -e
+expect_eq "a tampered signature fails verify" 4 "$V3"
+expect_grep "the bad signature is reported" "INVALID" verify3.out
+cp good.sig signed.json.sig
+
+# --- expiry and set-size limits, refused before connecting -------------------
+sed 's/"not_after": "2030-12-31T00:00:00Z"/"not_after": "2020-01-01T00:00:00Z"/' template.json >expired.json
+run_client expired.json "$EX/consumer.csv" overlap
+expect_eq "an expired template is refused by run" 4 "$RUN_RC"
+expect_grep "the refusal says expired" "expired" run.err
+set +e
+"$CR" serve --template expired.json --identity provider-id --data "$EX/provider.csv" \
+  --listen 127.0.0.1:0 --once >/dev/null 2>expired_serve.err
+ES=$?
+set -e
+expect_eq "an expired template is refused by serve" 4 "$ES"
+
+sed 's/"min_set_size": 100,/"min_set_size": 100000,/' template.json >big.json
+run_client big.json "$EX/consumer.csv" overlap
+expect_eq "a set below min_set_size is refused by run" 4 "$RUN_RC"
+expect_grep "the refusal names min_set_size" "min_set_size" run.err
+
+finish
