@@ -97,8 +97,14 @@ int cr_normalize_key(const cr_match_key *mk, const char *const *values,
 
 #define CR_DATASET_DEFAULT_MAX_REJECT_RATIO 0.05
 
+#define CR_DATASET_MAX_LABELS 1024
+#define CR_DATASET_MAX_LABEL_BYTES 64
+
 typedef struct cr_dataset_options {
   double max_reject_ratio; /* default 0.05: above it loading fails */
+  /* group_by: the column whose (trimmed) value labels each key; NULL for
+   * none. A key met with several labels keeps its first row's label. */
+  const char *group_column;
 } cr_dataset_options;
 
 /* Fills opt with the defaults. */
@@ -120,6 +126,14 @@ typedef struct cr_dataset {
   uint64_t reject_lines[CR_DATASET_MAX_REJECT_LINES]; /* first few, 1-based */
   size_t nreject_lines;
   uint64_t duplicates; /* accepted rows whose key was already seen */
+
+  /* group_by only (NULL / 0 otherwise): labels[i] is key i's index into
+   * label_names (sorted bytewise); label_sizes[j] counts keys of label j. */
+  uint32_t *labels;
+  char **label_names;
+  uint64_t *label_sizes;
+  size_t nlabels;
+  uint64_t label_conflicts; /* keys whose rows carry different labels */
 } cr_dataset;
 
 /*

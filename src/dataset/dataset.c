@@ -21,11 +21,61 @@
 struct key_ref {
   const uint8_t *p;
   size_t len;
+  size_t row;     /* order of acceptance: the first row of a key wins */
+  uint32_t label; /* index into the unsorted label table */
 };
 
+/* Labels as met in the file; sorted into the dataset at the end. */
+struct label_table {
+  char **names;
+  size_t n, cap;
+};
+
+static void labels_free(struct label_table *lt) {
+  for (size_t i = 0; i < lt->n; i++)
+    free(lt->names[i]);
+  free(lt->names);
+  lt->names = NULL;
+  lt->n = lt->cap = 0;
+}
+
+/* Index of a label, adding it if new; -1 with no memory or too many. */
+static long label_id(struct label_table *lt, const char *v, size_t len) {
+  while (len > 0 && (*v == ' ' || *v == '\t')) {
+    v++;
+    len--;
+  }
+  while (len > 0 && (v[len - 1] == ' ' || v[len - 1] == '\t'))
+    len--;
+  if (len > CR_DATASET_MAX_LABEL_BYTES)
+    len = CR_DATASET_MAX_LABEL_BYTES;
+  for (size_t i = 0; i < lt->n; i++)
+    if (strncmp(lt->names[i], v, len) == 0 && lt->names[i][len] == '\0')
+      return (long)i;
+  if (lt->n >= CR_DATASET_MAX_LABELS)
+    return -2;
+  if (lt->n == lt->cap) {
+    size_t cap = lt->cap ? lt->cap * 2 : 16;
+    char **p = realloc(lt->names, cap * sizeof *p);
+    if (p == NULL)
+      return -1;
+    lt->names = p;
+    lt->cap = cap;
+  }
+  char *name = malloc(len + 1);
+  if (name == NULL)
+    return -1;
+  memcpy(name, v, len);
+  name[len] = '\0';
+  lt->names[lt->n] = name;
+  return (long)lt->n++;
+}
+
 void cr_dataset_options_init(cr_dataset_options *opt) {
-  if (opt != NULL)
-    opt->max_reject_ratio = CR_DATASET_DEFAULT_MAX_REJECT_RATIO;
+  if (opt == NULL)
+    return;
+  memset(opt, 0, sizeof *opt);
+  opt->max_reject_ratio = CR_DATASET_DEFAULT_MAX_REJECT_RATIO;
 }
 
 /* Local on purpose: the dataset layer needs only the template's layout. */
@@ -215,24 +265,93 @@ static int cmp_key(const void *a, const void *b) {
   return (x->len > y->len) - (x->len < y->len);
 }
 
+/* Key order, then file order, so the first row of a key comes first. */
+static int cmp_key_row(const void *a, const void *b) {
+  int c = cmp_key(a, b);
+  if (c != 0)
+    return c;
+  const struct key_ref *x = a, *y = b;
+  return (x->row > y->row) - (x->row < y->row);
+}
+
+static int cmp_name(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
 /* Sorts and de-duplicates the accepted keys (arena[offs[i]..offs[i+1]))
  * into d->bytes / d->off. */
-static int dedup(cr_dataset *d, const cr_buf *arena, const size_t *offs, size_t nkeys) {
+static int dedup(cr_dataset *d, const cr_buf *arena, const size_t *offs, size_t nkeys,
+                 const uint32_t *row_labels, struct label_table *lt) {
   int rc = 0;
+  uint32_t *remap = NULL;
   struct key_ref *refs = malloc((nkeys ? nkeys : 1) * sizeof *refs);
   if (refs == NULL)
     return CR_ENOMEM;
   for (size_t i = 0; i < nkeys; i++) {
     refs[i].p = arena->data + offs[i];
     refs[i].len = offs[i + 1] - offs[i];
+    refs[i].row = i;
+    refs[i].label = row_labels ? row_labels[i] : 0;
   }
-  qsort(refs, nkeys, sizeof *refs, cmp_key);
+  qsort(refs, nkeys, sizeof *refs, cmp_key_row);
   size_t n = 0, total = 0;
+  int conflict_counted = 0;
   for (size_t i = 0; i < nkeys; i++) {
-    if (n > 0 && cmp_key(&refs[n - 1], &refs[i]) == 0)
+    if (n > 0 && cmp_key(&refs[n - 1], &refs[i]) == 0) {
+      if (refs[n - 1].label != refs[i].label && !conflict_counted) {
+        d->label_conflicts++;
+        conflict_counted = 1;
+      }
       continue;
+    }
+    conflict_counted = 0;
     refs[n++] = refs[i];
     total += refs[i].len;
+  }
+  if (row_labels != NULL) {
+    /* Label names sorted, so both nodes and every run number them alike. */
+    size_t nl = lt->n;
+    char **sorted = malloc((nl ? nl : 1) * sizeof *sorted);
+    remap = malloc((nl ? nl : 1) * sizeof *remap);
+    d->label_sizes = calloc(nl ? nl : 1, sizeof *d->label_sizes);
+    d->labels = malloc((n ? n : 1) * sizeof *d->labels);
+    if (sorted == NULL || remap == NULL || d->label_sizes == NULL || d->labels == NULL) {
+      free(sorted);
+      rc = CR_ENOMEM;
+      goto out;
+    }
+    memcpy(sorted, lt->names, nl * sizeof *sorted);
+    qsort(sorted, nl, sizeof *sorted, cmp_name);
+    for (size_t j = 0; j < nl; j++)
+      for (size_t k = 0; k < nl; k++)
+        if (lt->names[k] == sorted[j])
+          remap[k] = (uint32_t)j;
+    d->label_names = sorted;
+    d->nlabels = nl;
+    free(lt->names); /* the strings now belong to d->label_names */
+    lt->names = NULL;
+    lt->n = lt->cap = 0;
+    for (size_t i = 0; i < n; i++) {
+      d->labels[i] = remap[refs[i].label];
+      d->label_sizes[d->labels[i]]++;
+    }
+    /* A label seen only on duplicate rows holds no key: drop it, or the
+     * peer would learn of a group that is not in the set. */
+    size_t kept = 0;
+    for (size_t j = 0; j < nl; j++) {
+      if (d->label_sizes[j] == 0) {
+        free(d->label_names[j]);
+        continue;
+      }
+      remap[j] = (uint32_t)kept;
+      d->label_names[kept] = d->label_names[j];
+      d->label_sizes[kept] = d->label_sizes[j];
+      kept++;
+    }
+    if (kept != nl)
+      for (size_t i = 0; i < n; i++)
+        d->labels[i] = remap[d->labels[i]];
+    d->nlabels = kept;
   }
   d->off = malloc((n + 1) * sizeof *d->off);
   d->bytes = malloc(total ? total : 1);
@@ -250,6 +369,7 @@ static int dedup(cr_dataset *d, const cr_buf *arena, const size_t *offs, size_t 
   d->n = n;
   d->duplicates = nkeys - n;
 out:
+  free(remap);
   free(refs);
   return rc;
 }
@@ -266,6 +386,10 @@ int cr_dataset_load(cr_dataset **out, const char *path, const cr_template *t,
   const char **vals = NULL;
   size_t *vlens = NULL;
   size_t *offs = NULL, noffs = 0, offs_cap = 0;
+  size_t groupcol = 0;
+  int grouped = 0;
+  uint32_t *row_labels = NULL;
+  struct label_table lt = {NULL, 0, 0};
   cr_buf key, arena;
   cr_buf_init(&key);
   cr_buf_init(&arena);
@@ -333,6 +457,14 @@ int cr_dataset_load(cr_dataset **out, const char *path, const cr_template *t,
     }
   }
 
+  if (opt != NULL && opt->group_column != NULL) {
+    if (!find_col(hdr, nhdr, opt->group_column, &groupcol)) {
+      rc = missing_column(err, path, opt->group_column, "the query groups by it", hdr, nhdr);
+      goto out;
+    }
+    grouped = 1;
+  }
+
   /* From here on the header is known to be one: name columns in messages. */
   if ((rc = name_fields(csv, hdr, nhdr)) != 0) {
     cr_error_set(err, rc, "%s: out of memory", path);
@@ -389,6 +521,27 @@ int cr_dataset_load(cr_dataset **out, const char *path, const cr_template *t,
       }
       offs = p;
       offs_cap = cap;
+      if (grouped) {
+        uint32_t *q = realloc(row_labels, cap * sizeof *q);
+        if (q == NULL) {
+          rc = cr_error_set(err, CR_ENOMEM, "%s: out of memory", path);
+          goto out;
+        }
+        row_labels = q;
+      }
+    }
+    if (grouped) {
+      long id = label_id(&lt, fields[groupcol], lens[groupcol]);
+      if (id < 0) {
+        rc = id == -2 ? cr_error_set(err, CR_EDATA,
+                                     "%s: line %llu: column \"%s\" has more than %d distinct "
+                                     "values; group_by needs a column with fewer groups",
+                                     path, (unsigned long long)line, opt->group_column,
+                                     CR_DATASET_MAX_LABELS)
+                      : cr_error_set(err, CR_ENOMEM, "%s: out of memory", path);
+        goto out;
+      }
+      row_labels[noffs ? noffs - 1 : 0] = (uint32_t)id;
     }
     if (noffs == 0)
       offs[noffs++] = 0;
@@ -434,7 +587,7 @@ int cr_dataset_load(cr_dataset **out, const char *path, const cr_template *t,
                       path, (unsigned long long)d->rows_rejected, why);
     goto out;
   }
-  if ((rc = dedup(d, &arena, offs, noffs - 1)) != 0) {
+  if ((rc = dedup(d, &arena, offs, noffs - 1, grouped ? row_labels : NULL, &lt)) != 0) {
     cr_error_set(err, rc, "%s: out of memory", path);
     goto out;
   }
@@ -450,6 +603,8 @@ out:
   free(vals);
   free(vlens);
   free(offs);
+  free(row_labels);
+  labels_free(&lt);
   cr_buf_free(&key);
   cr_buf_free(&arena);
   return rc;
@@ -465,5 +620,10 @@ void cr_dataset_free(cr_dataset *d) {
   }
   free(d->off);
   free(d->path);
+  for (size_t i = 0; i < d->nlabels; i++)
+    free(d->label_names[i]);
+  free(d->label_names);
+  free(d->label_sizes);
+  free(d->labels);
   free(d);
 }

@@ -471,9 +471,46 @@ static void test_large_file(void **state) {
   cr_dataset_free(d);
 }
 
+
+/* group_by: labels sorted, a key keeps its first row's label, a label met
+ * only on duplicate rows is dropped. */
+static void test_group_labels(void **state) {
+  (void)state;
+  cr_template t;
+  cr_dataset *d = NULL;
+  cr_error e;
+  make_template(&t);
+  const char *csv = "email,segment\n"
+                    "a@x.example,video\n"
+                    "b@x.example, alarm \n"
+                    "A@x.example,smart\n"
+                    "c@x.example,video\n";
+  cr_dataset_options opt;
+  cr_dataset_options_init(&opt);
+  opt.group_column = "segment";
+  assert_int_equal(load_(csv, strlen(csv), CR_ROLE_PROVIDER, &t, &opt, &d, &e), 0);
+  assert_int_equal(d->n, 3);
+  assert_int_equal(d->nlabels, 2);
+  assert_string_equal(d->label_names[0], "alarm");
+  assert_string_equal(d->label_names[1], "video");
+  assert_int_equal(d->label_sizes[0], 1);
+  assert_int_equal(d->label_sizes[1], 2);
+  assert_int_equal(d->label_conflicts, 1);
+  /* keys are sorted: a, b, c */
+  assert_int_equal(d->labels[0], 1);
+  assert_int_equal(d->labels[1], 0);
+  assert_int_equal(d->labels[2], 1);
+  cr_dataset_free(d);
+  d = NULL;
+  opt.group_column = "region";
+  assert_int_equal(load_(csv, strlen(csv), CR_ROLE_PROVIDER, &t, &opt, &d, &e), CR_EDATA);
+  assert_non_null(strstr(e.msg, "region"));
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_load_ok),
+      cmocka_unit_test(test_group_labels),
       cmocka_unit_test(test_reject_ratio),
       cmocka_unit_test(test_reject_lines_and_dedup),
       cmocka_unit_test(test_missing_columns),
