@@ -86,6 +86,24 @@ typedef struct cr_session_config {
    */
   int (*admit)(void *ctx, const struct cr_session_result *res, char *msg, size_t cap);
   void *admit_ctx;
+
+  /* Runner: the run's parameters (name=value text), sent in Hello. */
+  const char *const *param_names;
+  const char *const *param_values;
+  size_t nparams;
+
+  /*
+   * Responder, when data is NULL: loads the own set for the query the
+   * runner names (its filter, its group_by column), with the run's
+   * parameters in res->param_names/param_values. Return 0 with *out set,
+   * CR_EREFUSED with msg for parameters that do not fit the template (the
+   * runner is told PARAMS), another code for a local failure. unload (if
+   * set) is called with the dataset when the session is freed.
+   */
+  int (*load)(void *ctx, const cr_query *q, const struct cr_session_result *res,
+              const cr_dataset **out, char *msg, size_t cap);
+  void (*unload)(void *ctx, const cr_dataset *d);
+  void *load_ctx;
 } cr_session_config;
 
 typedef enum cr_session_status {
@@ -119,7 +137,40 @@ struct cr_session_result {
   int wire_error;      /* CR_WIRE_* sent or received, 0 if none */
   int error_from_peer; /* 1: the peer sent an Error frame */
   char error_msg[512];
+
+  /* The query's shape, known once the Hellos are exchanged. */
+  int kind;    /* CR_QUERY_COUNT or CR_QUERY_MEMBERS */
+  int grouped; /* group_by: the cells hold the result; count is not released */
+  uint64_t peer_label_sizes_total;
+
+  /*
+   * Heap outputs. They belong to the session (freed by cr_session_free)
+   * until cr_session_disown_outputs() hands them to a copy of this struct,
+   * which then frees them with cr_session_result_free_outputs().
+   */
+  size_t nparams;
+  char **param_names;  /* the run's parameters, as sent in the runner's Hello */
+  char **param_values;
+  size_t nlabels[CR_ROLE_COUNT]; /* 1 for a side that is not grouped */
+  char **labels[CR_ROLE_COUNT];  /* label names per role ("" when not grouped) */
+  uint64_t *label_sizes[CR_ROLE_COUNT];
+  /* Grouped count, DONE and receives: ncells = nlabels[provider] *
+   * nlabels[consumer], row-major by provider label. A cell below
+   * min_count has suppressed = 1 and count = 0. */
+  struct cr_session_cell *cells;
+  size_t ncells;
+  /* Members, DONE, receives and not suppressed: bit i (matched[i / 8] >>
+   * (i % 8) & 1) is set when own key i (cr_dataset order) matched. */
+  uint8_t *matched;
 };
+
+typedef struct cr_session_cell {
+  uint32_t label[CR_ROLE_COUNT];
+  uint64_t count; /* 0 when suppressed */
+  int suppressed;
+} cr_session_cell;
+
+void cr_session_result_free_outputs(cr_session_result *res);
 
 typedef struct cr_session cr_session;
 
@@ -171,6 +222,11 @@ CR_NODISCARD int cr_session_check_local(const cr_session_config *cfg, int64_t no
 /* Design §3: max(proposals, ceil((40 + log2 n_P + log2 n_C) / 8)), at most 32. */
 uint32_t cr_session_digest_bytes(uint64_t n_runner, uint64_t n_responder,
                                  uint32_t proposal_a, uint32_t proposal_b);
+
+/* Hands the result's heap outputs (labels, cells, matched, params) to a
+ * copy of the result made with cr_session_result_get(); the session no
+ * longer frees them. */
+void cr_session_disown_outputs(cr_session *s);
 
 /* For tests: 1 when the session's scalar memory has been wiped. */
 int cr_session_scalar_wiped(const cr_session *s);

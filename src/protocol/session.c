@@ -29,16 +29,28 @@
 /* One call to cr_session_send produces at most about this much. */
 #define CR_OUT_CHUNK (256u << 10)
 #define CR_MAX_SET_SIZE ((uint64_t)UINT32_MAX)
+#define CR_MAX_PARAMS 64
+#define CR_MAX_PARAM_BYTES 4096
 
 static const char SESSION_LABEL[] = "cleanroom/v1/session";
 static const char RECEIPT_LABEL[] = "cleanroom/v1/receipt";
+
+/* A digest with the label of the element it came from. */
+typedef struct ldigest {
+  uint8_t d[CR_DIGEST_SLOT];
+  uint32_t label;
+  uint32_t index; /* arrival (peer's points) or send (own points) order */
+} ldigest;
 
 struct cr_session {
   cr_session_config cfg;
   const cr_suite *suite;
   const cr_query *query; /* known after the runner's Hello */
-  uint8_t *k;            /* sodium_malloc'ed; NULL once wiped */
+  const cr_dataset *data; /* own set: cfg.data, or loaded for the query */
+  int data_loaded;        /* data came from cfg.load: give it back to unload */
+  uint8_t *k;             /* sodium_malloc'ed; NULL once wiped */
   int k_wiped;
+  int outputs_disowned;
 
   int started;
   int hello_sent;
@@ -48,19 +60,25 @@ struct cr_session {
   uint8_t runner_hello_hash[CR_SHA256_BYTES];
   uint8_t responder_hello_hash[CR_SHA256_BYTES];
   uint8_t nonce[CR_NONCE_BYTES];
+  int members; /* kind members: digests go back in arrival order */
 
   /* Own set: shuffled order, next element to send. */
   uint32_t *order;
   uint64_t own_n;
+  int own_grouped;
   uint64_t points_sent;
   uint64_t batch_seq;
   int eos_sent;
 
-  /* Peer's set: digests of k * peer point, 32-byte slots. */
+  /* Peer's set: digests of k * peer point, with the peer's labels. */
   uint64_t peer_n;
+  int peer_grouped;
+  size_t peer_nlabels;
+  uint64_t *peer_label_seen; /* points received per peer label */
   uint64_t peer_points;
   uint64_t peer_batch_seq;
-  uint8_t *peer_digests;
+  ldigest *peer_digests; /* arrival order until EndOfSet, then send order */
+  ldigest *peer_match;   /* sorted by digest, for matching (self receives) */
   int peer_eos;
   int peer_receives; /* peer is in results_to: return its digests */
   uint64_t digests_sent;
@@ -69,9 +87,11 @@ struct cr_session {
 
   /* Own digests returned by the peer (only when this side receives). */
   int self_receives;
-  uint8_t *own_digests;
+  ldigest *own_digests;
   uint64_t own_digests_n;
   uint64_t own_digests_seq;
+  uint64_t own_label_got; /* digests received for the current own label */
+  uint32_t own_label_cur;
   int eod_received;
 
   int transcript_ready;
@@ -129,18 +149,64 @@ static void wipe_scalar(cr_session *s) {
 
 static void release_buffers(cr_session *s) {
   if (s->peer_digests) {
-    sodium_memzero(s->peer_digests, (size_t)s->peer_n * CR_DIGEST_SLOT);
+    sodium_memzero(s->peer_digests, (size_t)s->peer_n * sizeof *s->peer_digests);
     free(s->peer_digests);
     s->peer_digests = NULL;
   }
+  if (s->peer_match) {
+    sodium_memzero(s->peer_match, (size_t)s->peer_n * sizeof *s->peer_match);
+    free(s->peer_match);
+    s->peer_match = NULL;
+  }
   if (s->own_digests) {
-    sodium_memzero(s->own_digests, (size_t)s->own_n * CR_DIGEST_SLOT);
+    sodium_memzero(s->own_digests, (size_t)s->own_n * sizeof *s->own_digests);
     free(s->own_digests);
     s->own_digests = NULL;
   }
   free(s->order);
   s->order = NULL;
+  free(s->peer_label_seen);
+  s->peer_label_seen = NULL;
   cr_buf_free(&s->keybuf);
+}
+
+static void free_strv(char **v, size_t n) {
+  if (v == NULL)
+    return;
+  for (size_t i = 0; i < n; i++)
+    free(v[i]);
+  free(v);
+}
+
+void cr_session_result_free_outputs(cr_session_result *res) {
+  free_strv(res->param_names, res->nparams);
+  free_strv(res->param_values, res->nparams);
+  res->param_names = res->param_values = NULL;
+  res->nparams = 0;
+  for (int r = 0; r < CR_ROLE_COUNT; r++) {
+    free_strv(res->labels[r], res->nlabels[r]);
+    free(res->label_sizes[r]);
+    res->labels[r] = NULL;
+    res->label_sizes[r] = NULL;
+    res->nlabels[r] = 0;
+  }
+  free(res->cells);
+  res->cells = NULL;
+  res->ncells = 0;
+  free(res->matched);
+  res->matched = NULL;
+}
+
+void cr_session_disown_outputs(cr_session *s) { s->outputs_disowned = 1; }
+
+static char *dup_text(const char *src, size_t max) {
+  size_t n = strnlen(src, max);
+  char *d = malloc(n + 1);
+  if (d) {
+    memcpy(d, src, n);
+    d[n] = '\0';
+  }
+  return d;
 }
 
 /* Keeps only printable ASCII of a peer's text: it may be hostile. */
@@ -189,6 +255,11 @@ static int fail(cr_session *s, int code, int wire, int from_peer, const char *fm
   s->res.error_from_peer = from_peer;
   s->res.suppressed = 0;
   s->res.count = 0;
+  free(s->res.cells);
+  s->res.cells = NULL;
+  s->res.ncells = 0;
+  free(s->res.matched);
+  s->res.matched = NULL;
   if (!from_peer && wire != 0)
     queue_error_frame(s, wire, s->res.error_msg);
   wipe_scalar(s);
@@ -238,7 +309,7 @@ int cr_session_check_local(const cr_session_config *cfg, int64_t now_unix, cr_er
   if (cr_suite_find(t->suite) == NULL)
     return cr_error_set(err, CR_EREFUSED,
                         "the template's suite \"%s\" is not supported by this node "
-                        "(supported: ristretto255)",
+                        "(supported: ristretto255, p256)",
                         t->suite);
   if (t->limits.not_after && now_unix > t->limits.not_after)
     return cr_error_set(err, CR_EREFUSED,
@@ -257,17 +328,36 @@ int cr_session_check_local(const cr_session_config *cfg, int64_t now_unix, cr_er
                           "query \"%s\" is not in the template; its queries are: %s",
                           cfg->query ? cfg->query : "(none)", names);
     }
-    if (q->kind != CR_QUERY_COUNT || q->group_by[0] || q->group_by[1] || q->where[0] ||
-        q->where[1] || q->nparams)
-      return cr_error_set(err, CR_EREFUSED,
-                          "query \"%s\" uses features (members, group_by, where, params) "
-                          "this node does not run yet",
-                          q->name);
     if (!(q->run_by & CR_ROLE_BIT(cfg->role)))
       return cr_error_set(err, CR_EREFUSED,
                           "the template does not let the %s run query \"%s\" "
                           "(queries.%s.run_by)",
                           cr_role_name(cfg->role), q->name, q->name);
+    /* Every declared parameter given once, nothing else. */
+    for (size_t i = 0; i < q->nparams; i++) {
+      size_t seen = 0;
+      for (size_t j = 0; j < cfg->nparams; j++)
+        seen += strcmp(cfg->param_names[j], q->params[i].name) == 0;
+      if (seen != 1)
+        return cr_error_set(err, CR_EREFUSED,
+                            "query \"%s\" needs parameter \"%s\" exactly once "
+                            "(--param %s=VALUE)",
+                            q->name, q->params[i].name, q->params[i].name);
+    }
+    for (size_t j = 0; j < cfg->nparams; j++) {
+      size_t known = 0;
+      for (size_t i = 0; i < q->nparams; i++)
+        known += strcmp(cfg->param_names[j], q->params[i].name) == 0;
+      if (!known)
+        return cr_error_set(err, CR_EREFUSED,
+                            "query \"%s\" declares no parameter \"%s\" (queries.%s.params)",
+                            q->name, cfg->param_names[j], q->name);
+    }
+    if (q->group_by[cfg->role] && cfg->data != NULL && cfg->data->labels == NULL)
+      return cr_error_set(err, CR_EINVAL,
+                          "query \"%s\" groups our set by \"%s\": load the data with that "
+                          "group column",
+                          q->name, q->group_by[cfg->role]);
   }
   if (cfg->data != NULL && check_size(t, cfg->data->n, "our", msg, sizeof msg) != 0)
     return cr_error_set(err, CR_EREFUSED, "%s", msg);
@@ -276,14 +366,62 @@ int cr_session_check_local(const cr_session_config *cfg, int64_t now_unix, cr_er
 
 /* ---- lifecycle ---------------------------------------------------------- */
 
+/* Takes the own set: the shuffled send order and, when grouped, its labels
+ * for the result. Fisher-Yates with a CSPRNG: the order points leave in says
+ * nothing of the order of the rows. */
+static int setup_own_set(cr_session *s, const cr_dataset *d) {
+  s->data = d;
+  s->own_n = d->n;
+  s->res.own_set_size = s->own_n;
+  if (s->own_n == 0 || s->own_n > CR_MAX_SET_SIZE)
+    return CR_EREFUSED;
+  s->order = malloc((size_t)s->own_n * sizeof *s->order);
+  if (s->order == NULL)
+    return CR_ENOMEM;
+  for (uint64_t i = 0; i < s->own_n; i++)
+    s->order[i] = (uint32_t)i;
+  for (uint64_t i = s->own_n; i > 1; i--) {
+    uint32_t j = randombytes_uniform((uint32_t)i);
+    uint32_t tmp = s->order[i - 1];
+    s->order[i - 1] = s->order[j];
+    s->order[j] = tmp;
+  }
+  return 0;
+}
+
+/* The result's label list for one role: the dataset's, or one "" label. */
+static int set_labels(cr_session_result *res, cr_role r, size_t n, char *const *names,
+                      const uint64_t *sizes, uint64_t total, int from_peer) {
+  res->nlabels[r] = n ? n : 1;
+  res->labels[r] = calloc(res->nlabels[r], sizeof *res->labels[r]);
+  res->label_sizes[r] = calloc(res->nlabels[r], sizeof *res->label_sizes[r]);
+  if (res->labels[r] == NULL || res->label_sizes[r] == NULL)
+    return CR_ENOMEM;
+  for (size_t i = 0; i < res->nlabels[r]; i++) {
+    const char *name = n ? names[i] : "";
+    if (from_peer) {
+      char clean[CR_DATASET_MAX_LABEL_BYTES + 1];
+      copy_peer_text(clean, sizeof clean, name);
+      res->labels[r][i] = dup_text(clean, sizeof clean);
+    } else {
+      res->labels[r][i] = dup_text(name, CR_DATASET_MAX_LABEL_BYTES);
+    }
+    if (res->labels[r][i] == NULL)
+      return CR_ENOMEM;
+    res->label_sizes[r][i] = n ? sizes[i] : total;
+  }
+  return 0;
+}
+
 int cr_session_new(cr_session **out, const cr_session_config *cfg, cr_error *err) {
   int rc = 0;
   cr_session *s = NULL;
   *out = NULL;
-  if (cfg == NULL || cfg->tmpl == NULL || cfg->data == NULL || cfg->sign == NULL)
+  if (cfg == NULL || cfg->tmpl == NULL || cfg->sign == NULL ||
+      (cfg->data == NULL && (cfg->is_runner || cfg->load == NULL)))
     return cr_error_set(err, CR_EINVAL, "session config incomplete");
-  if (cfg->data->n > CR_MAX_SET_SIZE)
-    return cr_error_set(err, CR_EREFUSED, "own set too large");
+  if (cfg->nparams > CR_MAX_PARAMS)
+    return cr_error_set(err, CR_EINVAL, "too many parameters (at most %d)", CR_MAX_PARAMS);
   s = calloc(1, sizeof *s);
   if (s == NULL)
     return cr_error_set(err, CR_ENOMEM, "out of memory");
@@ -305,8 +443,6 @@ int cr_session_new(cr_session **out, const cr_session_config *cfg, cr_error *err
   s->res.status = CR_SESSION_RUNNING;
   s->res.role = cfg->role;
   s->res.is_runner = cfg->is_runner;
-  s->own_n = cfg->data->n;
-  s->res.own_set_size = s->own_n;
 
   if ((rc = cr_crypto_init()) != 0) {
     cr_error_set(err, rc, "libsodium failed to initialise");
@@ -325,6 +461,32 @@ int cr_session_new(cr_session **out, const cr_session_config *cfg, cr_error *err
       goto fail;
     }
     snprintf(s->res.query, sizeof s->res.query, "%s", s->query->name);
+    s->own_grouped = s->query->group_by[cfg->role] != NULL;
+    if (s->own_grouped && cfg->data->labels == NULL) {
+      rc = cr_error_set(err, CR_EINVAL, "query \"%s\" groups our set by \"%s\", but the data "
+                        "was loaded without that column", s->query->name,
+                        s->query->group_by[cfg->role]);
+      goto fail;
+    }
+    s->res.nparams = cfg->nparams;
+    s->res.param_names = calloc(cfg->nparams + 1, sizeof *s->res.param_names);
+    s->res.param_values = calloc(cfg->nparams + 1, sizeof *s->res.param_values);
+    if (s->res.param_names == NULL || s->res.param_values == NULL) {
+      rc = cr_error_set(err, CR_ENOMEM, "out of memory");
+      goto fail;
+    }
+    for (size_t i = 0; i < cfg->nparams; i++) {
+      s->res.param_names[i] = dup_text(cfg->param_names[i], CR_MAX_PARAM_BYTES);
+      s->res.param_values[i] = dup_text(cfg->param_values[i], CR_MAX_PARAM_BYTES);
+      if (s->res.param_names[i] == NULL || s->res.param_values[i] == NULL) {
+        rc = cr_error_set(err, CR_ENOMEM, "out of memory");
+        goto fail;
+      }
+    }
+  }
+  if (cfg->data != NULL && (rc = setup_own_set(s, cfg->data)) != 0) {
+    cr_error_set(err, rc, "cannot take our set of %zu keys", cfg->data->n);
+    goto fail;
   }
 
   s->k = cr_scalar_alloc(s->suite);
@@ -335,23 +497,6 @@ int cr_session_new(cr_session **out, const cr_session_config *cfg, cr_error *err
   if ((rc = s->suite->scalar_random(s->k)) != 0) {
     cr_error_set(err, rc, "cannot draw the session scalar");
     goto fail;
-  }
-
-  /* Fisher-Yates with a CSPRNG: the order points leave in says nothing of
-   * the order of the rows. */
-  s->order = malloc((size_t)(s->own_n ? s->own_n : 1) * sizeof *s->order);
-  if (s->order == NULL) {
-    rc = cr_error_set(err, CR_ENOMEM, "out of memory for %llu elements",
-                      (unsigned long long)s->own_n);
-    goto fail;
-  }
-  for (uint64_t i = 0; i < s->own_n; i++)
-    s->order[i] = (uint32_t)i;
-  for (uint64_t i = s->own_n; i > 1; i--) {
-    uint32_t j = randombytes_uniform((uint32_t)i);
-    uint32_t tmp = s->order[i - 1];
-    s->order[i - 1] = s->order[j];
-    s->order[j] = tmp;
   }
   randombytes_buf(s->nonce, sizeof s->nonce);
   *out = s;
@@ -366,6 +511,10 @@ void cr_session_free(cr_session *s) {
     return;
   wipe_scalar(s);
   release_buffers(s);
+  if (!s->outputs_disowned)
+    cr_session_result_free_outputs(&s->res);
+  if (s->data_loaded && s->cfg.unload != NULL)
+    s->cfg.unload(s->cfg.load_ctx, s->data);
   cr_buf_free(&s->in);
   cr_buf_free(&s->out);
   sodium_memzero(s, sizeof *s);
@@ -387,6 +536,8 @@ void cr_session_abort(cr_session *s, int code, int wire_code, const char *msg) {
 static int send_hello(cr_session *s) {
   Cleanroom__V1__Hello h = CLEANROOM__V1__HELLO__INIT;
   Cleanroom__V1__Frame f = CLEANROOM__V1__FRAME__INIT;
+  Cleanroom__V1__Hello__ParamsEntry *entries = NULL, **eptr = NULL;
+  int rc = 0;
   h.protocol_version = CR_PROTOCOL_VERSION;
   h.software = (char *)s->cfg.software;
   h.role = (char *)cr_role_name(s->cfg.role);
@@ -398,18 +549,44 @@ static int send_hello(cr_session *s) {
   h.digest_bytes = s->cfg.digest_bytes;
   h.nonce.data = s->nonce;
   h.nonce.len = sizeof s->nonce;
+  if (s->cfg.is_runner && s->res.nparams > 0) {
+    entries = calloc(s->res.nparams, sizeof *entries);
+    eptr = calloc(s->res.nparams, sizeof *eptr);
+    if (entries == NULL || eptr == NULL) {
+      rc = fail(s, CR_ENOMEM, CR_WIRE_INTERNAL, 0, "out of memory");
+      goto out;
+    }
+    for (size_t i = 0; i < s->res.nparams; i++) {
+      cleanroom__v1__hello__params_entry__init(&entries[i]);
+      entries[i].key = s->res.param_names[i];
+      entries[i].value = s->res.param_values[i];
+      eptr[i] = &entries[i];
+    }
+    h.n_params = s->res.nparams;
+    h.params = eptr;
+  }
+  if (s->own_grouped) {
+    h.n_group_labels = s->data->nlabels;
+    h.group_labels = s->data->label_names;
+    h.n_group_sizes = s->data->nlabels;
+    h.group_sizes = s->data->label_sizes;
+  }
   f.msg_case = CLEANROOM__V1__FRAME__MSG_HELLO;
   f.hello = &h;
 
   size_t before = s->out.len;
-  int rc = send_frame(s, &f, 1);
-  if (rc)
-    return fail(s, rc, CR_WIRE_INTERNAL, 0, "cannot encode Hello");
+  if ((rc = send_frame(s, &f, 1)) != 0) {
+    rc = fail(s, rc, CR_WIRE_INTERNAL, 0, "cannot encode Hello");
+    goto out;
+  }
   uint8_t *dst = s->cfg.is_runner ? s->runner_hello_hash : s->responder_hello_hash;
   cr_sha256(dst, s->out.data + before + CR_FRAME_HEADER_BYTES,
             s->out.len - before - CR_FRAME_HEADER_BYTES);
   s->hello_sent = 1;
-  return 0;
+out:
+  free(entries);
+  free(eptr);
+  return rc;
 }
 
 static int refuse(cr_session *s, int wire, const char *fmt, ...) CR_PRINTF(3, 4);
@@ -434,11 +611,92 @@ static void derive_session(cr_session *s) {
   s->res.have_session_id = 1;
 }
 
+/* Responder: the parameters the runner sent, checked against the query's
+ * declarations by name (types are checked where they are used: the data
+ * loader parses each value as its declared type). */
+static int take_params(cr_session *s, const Cleanroom__V1__Hello *h) {
+  const cr_query *q = s->query;
+  if (h->n_params > CR_MAX_PARAMS)
+    return refuse(s, CR_WIRE_PARAMS, "the partner sent %zu parameters, at most %d are allowed",
+                  h->n_params, CR_MAX_PARAMS);
+  s->res.param_names = calloc(h->n_params + 1, sizeof *s->res.param_names);
+  s->res.param_values = calloc(h->n_params + 1, sizeof *s->res.param_values);
+  if (s->res.param_names == NULL || s->res.param_values == NULL)
+    return fail(s, CR_ENOMEM, CR_WIRE_INTERNAL, 0, "out of memory");
+  for (size_t i = 0; i < h->n_params; i++) {
+    const char *k = h->params[i]->key ? h->params[i]->key : "";
+    const char *v = h->params[i]->value ? h->params[i]->value : "";
+    size_t declared = 0;
+    for (size_t j = 0; j < q->nparams; j++)
+      declared += strcmp(q->params[j].name, k) == 0;
+    if (!declared)
+      return refuse(s, CR_WIRE_PARAMS, "query \"%s\" declares no parameter \"%.64s\"", q->name,
+                    k);
+    for (size_t j = 0; j < i; j++)
+      if (strcmp(s->res.param_names[j], k) == 0)
+        return refuse(s, CR_WIRE_PARAMS, "the partner sent parameter \"%.64s\" twice", k);
+    if (strlen(v) > CR_MAX_PARAM_BYTES)
+      return refuse(s, CR_WIRE_PARAMS, "parameter \"%.64s\" is longer than %d bytes", k,
+                    CR_MAX_PARAM_BYTES);
+    s->res.param_names[i] = dup_text(k, CR_MAX_PARAM_BYTES);
+    s->res.param_values[i] = dup_text(v, CR_MAX_PARAM_BYTES);
+    s->res.nparams = i + 1;
+    if (s->res.param_names[i] == NULL || s->res.param_values[i] == NULL)
+      return fail(s, CR_ENOMEM, CR_WIRE_INTERNAL, 0, "out of memory");
+  }
+  for (size_t j = 0; j < q->nparams; j++) {
+    size_t given = 0;
+    for (size_t i = 0; i < s->res.nparams; i++)
+      given += strcmp(q->params[j].name, s->res.param_names[i]) == 0;
+    if (!given)
+      return refuse(s, CR_WIRE_PARAMS, "query \"%s\" needs parameter \"%s\", the partner "
+                    "sent none", q->name, q->params[j].name);
+  }
+  return 0;
+}
+
+/* The peer's group labels: present exactly when the query groups the peer's
+ * side; sizes add up to its set size. */
+static int take_peer_labels(cr_session *s, const Cleanroom__V1__Hello *h, cr_role peer_role) {
+  int grouped = s->query->group_by[peer_role] != NULL;
+  if (!grouped) {
+    if (h->n_group_labels != 0 || h->n_group_sizes != 0)
+      return PROTO_FAIL(s, "the partner sent group labels for a side the query does not group");
+    s->peer_nlabels = 1;
+    return set_labels(&s->res, peer_role, 0, NULL, NULL, h->set_size, 1) == 0
+               ? 0
+               : fail(s, CR_ENOMEM, CR_WIRE_INTERNAL, 0, "out of memory");
+  }
+  if (h->n_group_labels == 0 || h->n_group_labels != h->n_group_sizes ||
+      h->n_group_labels > CR_DATASET_MAX_LABELS)
+    return PROTO_FAIL(s, "the partner sent %zu group labels and %zu sizes; expected 1 to %d of "
+                      "each", h->n_group_labels, h->n_group_sizes, CR_DATASET_MAX_LABELS);
+  uint64_t total = 0;
+  for (size_t i = 0; i < h->n_group_labels; i++) {
+    if (h->group_sizes[i] == 0 || h->group_sizes[i] > h->set_size ||
+        strlen(h->group_labels[i]) > CR_DATASET_MAX_LABEL_BYTES)
+      return PROTO_FAIL(s, "the partner's group %zu is empty, too large or too long a name", i);
+    total += h->group_sizes[i];
+  }
+  if (total != h->set_size)
+    return PROTO_FAIL(s, "the partner's group sizes add up to %llu, not its set size %llu",
+                      (unsigned long long)total, (unsigned long long)h->set_size);
+  s->peer_grouped = 1;
+  s->peer_nlabels = h->n_group_labels;
+  s->peer_label_seen = calloc(s->peer_nlabels, sizeof *s->peer_label_seen);
+  if (s->peer_label_seen == NULL ||
+      set_labels(&s->res, peer_role, h->n_group_labels, h->group_labels, h->group_sizes,
+                 h->set_size, 1) != 0)
+    return fail(s, CR_ENOMEM, CR_WIRE_INTERNAL, 0, "out of memory");
+  return 0;
+}
+
 static int on_hello(cr_session *s, const Cleanroom__V1__Hello *h, const uint8_t *payload,
                     size_t payload_len) {
   const cr_template *t = s->cfg.tmpl;
   char ours[65], theirs[65], msg[512];
   cr_role peer_role;
+  int rc;
 
   if (s->hello_received)
     return PROTO_FAIL(s, "the partner sent a second Hello");
@@ -473,6 +731,9 @@ static int on_hello(cr_session *s, const Cleanroom__V1__Hello *h, const uint8_t 
   if (h->suite == NULL || strcmp(h->suite, t->suite) != 0)
     return refuse(s, CR_WIRE_SUITE, "the partner uses suite \"%.32s\", the template says \"%s\"",
                   h->suite ? h->suite : "", t->suite);
+  if (t->limits.not_after && s->cfg.now_unix > t->limits.not_after)
+    return refuse(s, CR_WIRE_NOT_ALLOWED,
+                  "the template expired (limits.not_after); agree a new template");
 
   const char *qname = h->query ? h->query : "";
   if (!s->cfg.is_runner) {
@@ -484,20 +745,16 @@ static int on_hello(cr_session *s, const Cleanroom__V1__Hello *h, const uint8_t 
       return refuse(s, CR_WIRE_NOT_ALLOWED,
                     "the template does not let the %s run query \"%s\" (queries.%s.run_by)",
                     cr_role_name(peer_role), q->name, q->name);
-    if (q->kind != CR_QUERY_COUNT || q->group_by[0] || q->group_by[1] || q->where[0] ||
-        q->where[1] || q->nparams)
-      return refuse(s, CR_WIRE_NOT_ALLOWED,
-                    "query \"%s\" uses features this node does not serve yet", q->name);
     s->query = q;
-  } else if (strcmp(qname, s->query->name) != 0) {
-    return PROTO_FAIL(s, "the partner answered for query \"%.64s\", we asked for \"%s\"",
-                      qname, s->query->name);
+    if ((rc = take_params(s, h)) != 0)
+      return rc;
+  } else {
+    if (strcmp(qname, s->query->name) != 0)
+      return PROTO_FAIL(s, "the partner answered for query \"%.64s\", we asked for \"%s\"",
+                        qname, s->query->name);
+    if (h->n_params != 0)
+      return PROTO_FAIL(s, "the partner's answer carries parameters; only the runner sends them");
   }
-  if (h->n_params != 0)
-    return refuse(s, CR_WIRE_PARAMS, "query \"%s\" takes no parameters, the partner sent %zu",
-                  s->query->name, h->n_params);
-  if (h->n_group_labels != 0 || h->n_group_sizes != 0)
-    return PROTO_FAIL(s, "the partner sent group labels for a query without group_by");
   if (h->nonce.len != CR_NONCE_BYTES)
     return PROTO_FAIL(s, "the partner's Hello nonce is %zu bytes, expected %d",
                       h->nonce.len, CR_NONCE_BYTES);
@@ -506,12 +763,44 @@ static int on_hello(cr_session *s, const Cleanroom__V1__Hello *h, const uint8_t 
                       h->digest_bytes, CR_MAX_DIGEST_BYTES);
   if (check_size(t, h->set_size, "the partner's", msg, sizeof msg) != 0)
     return refuse(s, CR_WIRE_SIZE, "%s", msg);
+  if ((rc = take_peer_labels(s, h, peer_role)) != 0)
+    return rc;
+
+  s->res.kind = s->query->kind;
+  s->members = s->query->kind == CR_QUERY_MEMBERS;
+  s->res.grouped = s->query->group_by[CR_ROLE_PROVIDER] || s->query->group_by[CR_ROLE_CONSUMER];
+  if (s->members && s->res.grouped)
+    return refuse(s, CR_WIRE_NOT_ALLOWED, "query \"%s\" combines members with group_by, which "
+                  "this node does not run", s->query->name);
+
+  /* The responder's own set depends on the query and its parameters. */
+  if (s->data == NULL) {
+    const cr_dataset *d = NULL;
+    char why[400] = "";
+    rc = s->cfg.load(s->cfg.load_ctx, s->query, &s->res, &d, why, sizeof why);
+    if (rc == CR_EREFUSED)
+      return refuse(s, CR_WIRE_PARAMS, "%s", why[0] ? why : "the parameters do not fit");
+    if (rc != 0 || d == NULL)
+      return fail(s, rc ? rc : CR_EINTERNAL, CR_WIRE_INTERNAL, 0,
+                  "the partner's node could not load its data: %s",
+                  why[0] ? why : cr_strerror(rc));
+    s->data_loaded = 1;
+    if ((rc = setup_own_set(s, d)) != 0) {
+      if (rc != CR_EREFUSED)
+        return fail(s, rc, CR_WIRE_INTERNAL, 0, "cannot take our set");
+    }
+  }
   if (check_size(t, s->own_n, "our", msg, sizeof msg) != 0)
     return refuse(s, CR_WIRE_SIZE, "%s", msg);
-
-  if (t->limits.not_after && s->cfg.now_unix > t->limits.not_after)
-    return refuse(s, CR_WIRE_NOT_ALLOWED,
-                  "the template expired (limits.not_after); agree a new template");
+  s->own_grouped = s->query->group_by[s->cfg.role] != NULL;
+  if (s->own_grouped && (s->data->labels == NULL || s->data->nlabels == 0))
+    return fail(s, CR_EINTERNAL, CR_WIRE_INTERNAL, 0,
+                "our data was loaded without the group column \"%s\"",
+                s->query->group_by[s->cfg.role]);
+  if (set_labels(&s->res, s->cfg.role, s->own_grouped ? s->data->nlabels : 0,
+                 s->own_grouped ? s->data->label_names : NULL,
+                 s->own_grouped ? s->data->label_sizes : NULL, s->own_n, 0) != 0)
+    return fail(s, CR_ENOMEM, CR_WIRE_INTERNAL, 0, "out of memory");
 
   s->peer_n = h->set_size;
   s->res.peer_set_size = s->peer_n;
@@ -531,24 +820,23 @@ static int on_hello(cr_session *s, const Cleanroom__V1__Hello *h, const uint8_t 
   /* The responder's Hello is part of the session id; compute it first as
    * the runner will, so admit() sees the id both sides record. */
   if (!s->cfg.is_runner) {
-    int rc = send_hello(s);
-    if (rc)
+    if ((rc = send_hello(s)) != 0)
       return rc;
   }
   derive_session(s);
   if (s->cfg.admit != NULL) {
     char why[400] = "";
-    int rc = s->cfg.admit(s->cfg.admit_ctx, &s->res, why, sizeof why);
+    rc = s->cfg.admit(s->cfg.admit_ctx, &s->res, why, sizeof why);
     if (rc != 0)
       return refuse(s, CR_WIRE_NOT_ALLOWED, "%s", why[0] ? why : "refused by this node");
   }
 
-  s->peer_digests = calloc((size_t)s->peer_n, CR_DIGEST_SLOT);
+  s->peer_digests = calloc((size_t)s->peer_n, sizeof *s->peer_digests);
   if (s->peer_digests == NULL)
     return fail(s, CR_ENOMEM, CR_WIRE_INTERNAL, 0, "out of memory for the partner's %llu digests",
                 (unsigned long long)s->peer_n);
   if (s->self_receives) {
-    s->own_digests = calloc((size_t)s->own_n, CR_DIGEST_SLOT);
+    s->own_digests = calloc((size_t)s->own_n, sizeof *s->own_digests);
     if (s->own_digests == NULL)
       return fail(s, CR_ENOMEM, CR_WIRE_INTERNAL, 0, "out of memory for %llu digests",
                   (unsigned long long)s->own_n);
@@ -558,6 +846,17 @@ static int on_hello(cr_session *s, const Cleanroom__V1__Hello *h, const uint8_t 
 }
 
 /* ---- sets and digests --------------------------------------------------- */
+
+static uint32_t get_u32be(const uint8_t *p) {
+  return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+
+static void put_u32be(uint8_t *p, uint32_t v) {
+  p[0] = (uint8_t)(v >> 24);
+  p[1] = (uint8_t)(v >> 16);
+  p[2] = (uint8_t)(v >> 8);
+  p[3] = (uint8_t)v;
+}
 
 static int on_batch(cr_session *s, const Cleanroom__V1__Batch *b) {
   size_t pb = s->suite->point_bytes;
@@ -573,12 +872,26 @@ static int on_batch(cr_session *s, const Cleanroom__V1__Batch *b) {
     return PROTO_FAIL(s, "the partner's Batch %llu holds %zu bytes, not a positive multiple "
                       "of the %zu-byte point size",
                       (unsigned long long)b->seq, b->points.len, pb);
-  if (b->labels.len != 0)
-    return PROTO_FAIL(s, "the partner sent labels for a query without group_by");
   uint64_t n = b->points.len / pb;
   if (n > s->peer_n - s->peer_points)
     return PROTO_FAIL(s, "the partner sent more points than the %llu it announced",
                       (unsigned long long)s->peer_n);
+  if (!s->peer_grouped && b->labels.len != 0)
+    return PROTO_FAIL(s, "the partner sent labels for a side the query does not group");
+  if (s->peer_grouped) {
+    if (b->labels.len != 4 * n)
+      return PROTO_FAIL(s, "the partner's Batch %llu has %zu label bytes for %llu points",
+                        (unsigned long long)b->seq, b->labels.len, (unsigned long long)n);
+    for (uint64_t i = 0; i < n; i++) {
+      uint32_t l = get_u32be(b->labels.data + 4 * i);
+      if (l >= s->peer_nlabels || s->peer_label_seen[l] >= s->res.label_sizes[cr_role_other(
+                                                               s->cfg.role)][l])
+        return PROTO_FAIL(s, "point %llu of the partner's Batch %llu has label %u, unknown or "
+                          "beyond the size announced for it",
+                          (unsigned long long)i, (unsigned long long)b->seq, l);
+      s->peer_label_seen[l]++;
+    }
+  }
   for (uint64_t i = 0; i < n; i++) {
     int rc = s->suite->reblind(y, s->k, b->points.data + i * pb);
     if (rc != 0) {
@@ -587,8 +900,10 @@ static int on_batch(cr_session *s, const Cleanroom__V1__Batch *b) {
                         "(non-canonical encoding or identity)",
                         (unsigned long long)i, (unsigned long long)b->seq, s->suite->name);
     }
-    cr_digest(s->peer_digests + (size_t)(s->peer_points + i) * CR_DIGEST_SLOT,
-              s->digest_bytes, s->res.session_id, y, pb);
+    ldigest *e = &s->peer_digests[s->peer_points + i];
+    cr_digest(e->d, s->digest_bytes, s->res.session_id, y, pb);
+    e->label = s->peer_grouped ? get_u32be(b->labels.data + 4 * i) : 0;
+    e->index = (uint32_t)(s->peer_points + i);
   }
   sodium_memzero(y, sizeof y);
   s->peer_points += n;
@@ -596,7 +911,16 @@ static int on_batch(cr_session *s, const Cleanroom__V1__Batch *b) {
   return 0;
 }
 
-static int cmp_slot(const void *a, const void *b) { return memcmp(a, b, CR_DIGEST_SLOT); }
+static int cmp_digest(const void *a, const void *b) {
+  return memcmp(((const ldigest *)a)->d, ((const ldigest *)b)->d, CR_DIGEST_SLOT);
+}
+
+static int cmp_label_digest(const void *a, const void *b) {
+  const ldigest *x = a, *y = b;
+  if (x->label != y->label)
+    return x->label < y->label ? -1 : 1;
+  return memcmp(x->d, y->d, CR_DIGEST_SLOT);
+}
 
 static int on_end_of_set(cr_session *s, const Cleanroom__V1__EndOfSet *e) {
   if (!s->ready)
@@ -609,13 +933,29 @@ static int on_end_of_set(cr_session *s, const Cleanroom__V1__EndOfSet *e) {
                       (unsigned long long)s->peer_n, (unsigned long long)s->peer_points,
                       (unsigned long long)e->count);
   s->peer_eos = 1;
-  /* Sorting hides the order the peer sent its points in (design §5). */
-  qsort(s->peer_digests, (size_t)s->peer_n, CR_DIGEST_SLOT, cmp_slot);
+  if (s->self_receives) {
+    /* Our own lookup table of the peer's digests, by digest. */
+    s->peer_match = malloc((size_t)s->peer_n * sizeof *s->peer_match);
+    if (s->peer_match == NULL)
+      return fail(s, CR_ENOMEM, CR_WIRE_INTERNAL, 0, "out of memory");
+    memcpy(s->peer_match, s->peer_digests, (size_t)s->peer_n * sizeof *s->peer_match);
+    qsort(s->peer_match, (size_t)s->peer_n, sizeof *s->peer_match, cmp_digest);
+  }
+  /* count: sorted per label, which hides the order the peer sent its points
+   * in (design §5). members: the peer's own order, so it can tell which of
+   * its records matched; that is what the template grants the owner. */
+  if (s->peer_receives && !s->members)
+    qsort(s->peer_digests, (size_t)s->peer_n, sizeof *s->peer_digests, cmp_label_digest);
+  if (!s->peer_receives) {
+    free(s->peer_digests);
+    s->peer_digests = NULL;
+  }
   return 0;
 }
 
 static int on_digests(cr_session *s, const Cleanroom__V1__Digests *d) {
   size_t l = s->digest_bytes;
+  cr_role me = s->cfg.role;
   if (!s->ready)
     return PROTO_FAIL(s, "the partner sent Digests before the Hellos were exchanged");
   if (!s->self_receives)
@@ -628,9 +968,6 @@ static int on_digests(cr_session *s, const Cleanroom__V1__Digests *d) {
   if (d->seq != s->own_digests_seq)
     return PROTO_FAIL(s, "the partner's Digests has sequence number %llu, expected %llu",
                       (unsigned long long)d->seq, (unsigned long long)s->own_digests_seq);
-  if (d->label != 0)
-    return PROTO_FAIL(s, "the partner sent digests for label %u of a query without group_by",
-                      d->label);
   if (d->digests.len == 0 || d->digests.len % l != 0)
     return PROTO_FAIL(s, "the partner's Digests %llu holds %zu bytes, not a positive multiple "
                       "of the %zu-byte digest size",
@@ -639,34 +976,102 @@ static int on_digests(cr_session *s, const Cleanroom__V1__Digests *d) {
   if (n > s->own_n - s->own_digests_n)
     return PROTO_FAIL(s, "the partner returned more digests than the %llu points we sent",
                       (unsigned long long)s->own_n);
+  /* Labels come in ascending order, each complete before the next. */
+  if (d->label >= s->res.nlabels[me] || d->label < s->own_label_cur)
+    return PROTO_FAIL(s, "the partner returned digests for label %u out of order", d->label);
+  if (d->label != s->own_label_cur) {
+    if (s->own_label_got != s->res.label_sizes[me][s->own_label_cur])
+      return PROTO_FAIL(s, "the partner moved on from label %u after %llu of its %llu digests",
+                        s->own_label_cur, (unsigned long long)s->own_label_got,
+                        (unsigned long long)s->res.label_sizes[me][s->own_label_cur]);
+    s->own_label_cur = d->label;
+    s->own_label_got = 0;
+  }
+  if (n > s->res.label_sizes[me][d->label] - s->own_label_got)
+    return PROTO_FAIL(s, "the partner returned more digests for label %u than it holds",
+                      d->label);
   for (uint64_t i = 0; i < n; i++) {
-    uint8_t *slot = s->own_digests + (size_t)(s->own_digests_n + i) * CR_DIGEST_SLOT;
-    memcpy(slot, d->digests.data + i * l, l);
-    if (s->own_digests_n + i > 0 && memcmp(slot - CR_DIGEST_SLOT, slot, CR_DIGEST_SLOT) > 0)
+    ldigest *e = &s->own_digests[s->own_digests_n + i];
+    memcpy(e->d, d->digests.data + i * l, l);
+    e->label = d->label;
+    e->index = (uint32_t)(s->own_digests_n + i);
+    if (!s->members && s->own_label_got + i > 0 &&
+        memcmp((e - 1)->d, e->d, CR_DIGEST_SLOT) > 0)
       return PROTO_FAIL(s, "the partner returned digests out of order");
   }
   s->own_digests_n += n;
+  s->own_label_got += n;
   s->own_digests_seq++;
   return 0;
 }
 
-static void compute_result(cr_session *s) {
-  uint64_t i = 0, j = 0, c = 0;
-  while (i < s->own_n && j < s->peer_n) {
-    int r = memcmp(s->own_digests + (size_t)i * CR_DIGEST_SLOT,
-                   s->peer_digests + (size_t)j * CR_DIGEST_SLOT, CR_DIGEST_SLOT);
-    if (r == 0) {
-      c++;
-      i++;
-      j++;
-    } else if (r < 0) {
-      i++;
-    } else {
-      j++;
+/* Counts each own digest found among the peer's; per cell when grouped,
+ * per own record when members. Every released number is thresholded here,
+ * so nothing below min_count leaves the session. */
+static int compute_result(cr_session *s) {
+  cr_role me = s->cfg.role, peer = cr_role_other(me);
+  uint64_t total = 0, min = s->query->min_count;
+  uint64_t *cells = NULL;
+  size_t np = s->res.nlabels[CR_ROLE_PROVIDER], nc = s->res.nlabels[CR_ROLE_CONSUMER];
+  if (s->res.grouped) {
+    cells = calloc(np * nc, sizeof *cells);
+    if (cells == NULL)
+      return fail(s, CR_ENOMEM, CR_WIRE_INTERNAL, 0, "out of memory");
+  }
+  if (s->members) {
+    s->res.matched = calloc((size_t)(s->own_n + 7) / 8, 1);
+    if (s->res.matched == NULL)
+      return fail(s, CR_ENOMEM, CR_WIRE_INTERNAL, 0, "out of memory");
+  }
+  for (uint64_t i = 0; i < s->own_n; i++) {
+    const ldigest *o = &s->own_digests[i];
+    const ldigest *hit =
+        bsearch(o, s->peer_match, (size_t)s->peer_n, sizeof *s->peer_match, cmp_digest);
+    if (hit == NULL)
+      continue;
+    total++;
+    if (cells) {
+      uint32_t lab[CR_ROLE_COUNT];
+      lab[me] = o->label;
+      lab[peer] = hit->label;
+      cells[(size_t)lab[CR_ROLE_PROVIDER] * nc + lab[CR_ROLE_CONSUMER]]++;
+    }
+    if (s->members) {
+      /* Digest i answers the point we sent i-th: own key order[i]. */
+      uint32_t key = s->order[o->index];
+      s->res.matched[key / 8] |= (uint8_t)(1u << (key % 8));
     }
   }
-  s->res.count = c;
-  s->res.suppressed = c < s->query->min_count;
+  s->res.count = total;
+  s->res.suppressed = total < min;
+  if (s->members && s->res.suppressed) {
+    free(s->res.matched);
+    s->res.matched = NULL;
+  }
+  if (cells) {
+    s->res.cells = calloc(np * nc, sizeof *s->res.cells);
+    if (s->res.cells == NULL) {
+      free(cells);
+      return fail(s, CR_ENOMEM, CR_WIRE_INTERNAL, 0, "out of memory");
+    }
+    s->res.ncells = np * nc;
+    for (size_t a = 0; a < np; a++) {
+      for (size_t b = 0; b < nc; b++) {
+        cr_session_cell *c = &s->res.cells[a * nc + b];
+        uint64_t v = cells[a * nc + b];
+        c->label[CR_ROLE_PROVIDER] = (uint32_t)a;
+        c->label[CR_ROLE_CONSUMER] = (uint32_t)b;
+        c->suppressed = v < min;
+        c->count = c->suppressed ? 0 : v;
+      }
+    }
+    sodium_memzero(cells, np * nc * sizeof *cells);
+    free(cells);
+    /* The total would reveal the sum of the suppressed cells. */
+    s->res.count = 0;
+    s->res.suppressed = 0;
+  }
+  return 0;
 }
 
 static int on_end_of_digests(cr_session *s, const Cleanroom__V1__EndOfDigests *e) {
@@ -674,15 +1079,17 @@ static int on_end_of_digests(cr_session *s, const Cleanroom__V1__EndOfDigests *e
     return PROTO_FAIL(s, "the partner sent EndOfDigests out of order");
   if (s->eod_received)
     return PROTO_FAIL(s, "the partner sent a second EndOfDigests");
-  if (e->count != s->own_digests_n || s->own_digests_n != s->own_n)
+  if (e->count != s->own_digests_n || s->own_digests_n != s->own_n ||
+      s->own_label_got != s->res.label_sizes[s->cfg.role][s->own_label_cur] ||
+      s->own_label_cur + 1 != s->res.nlabels[s->cfg.role])
     return PROTO_FAIL(s, "the partner returned %llu digests (EndOfDigests says %llu) for our "
-                      "%llu points",
+                      "%llu points, or not all of a label's",
                       (unsigned long long)s->own_digests_n, (unsigned long long)e->count,
                       (unsigned long long)s->own_n);
   s->eod_received = 1;
-  compute_result(s);
-  return 0;
+  return compute_result(s);
 }
+
 
 /* ---- Finish ------------------------------------------------------------- */
 
@@ -898,9 +1305,13 @@ static int produce_batch(cr_session *s) {
   if (n > s->cfg.batch_size)
     n = s->cfg.batch_size;
   uint8_t *points = malloc((size_t)n * pb);
-  if (points == NULL)
+  uint8_t *labels = s->own_grouped ? malloc((size_t)n * 4) : NULL;
+  if (points == NULL || (s->own_grouped && labels == NULL)) {
+    free(points);
+    free(labels);
     return fail(s, CR_ENOMEM, CR_WIRE_INTERNAL, 0, "out of memory");
-  const cr_dataset *d = s->cfg.data;
+  }
+  const cr_dataset *d = s->data;
   const cr_match_key *mk = &s->cfg.tmpl->match_key;
   size_t mlen = strlen(mk->name);
   int rc = 0;
@@ -915,19 +1326,27 @@ static int produce_batch(cr_session *s) {
     rc = rc ? rc : cr_buf_append(&s->keybuf, mk->name, ml);
     rc = rc ? rc : cr_buf_append(&s->keybuf, d->bytes + d->off[idx], vlen);
     rc = rc ? rc : s->suite->hash_blind(points + i * pb, s->k, s->keybuf.data, s->keybuf.len);
+    if (labels)
+      put_u32be(labels + 4 * i, d->labels[idx]);
   }
-  sodium_memzero(s->keybuf.data, s->keybuf.cap);
+  if (s->keybuf.data)
+    sodium_memzero(s->keybuf.data, s->keybuf.cap);
   if (rc == 0) {
     Cleanroom__V1__Batch b = CLEANROOM__V1__BATCH__INIT;
     Cleanroom__V1__Frame f = CLEANROOM__V1__FRAME__INIT;
     b.seq = s->batch_seq;
     b.points.data = points;
     b.points.len = (size_t)n * pb;
+    if (labels) {
+      b.labels.data = labels;
+      b.labels.len = (size_t)n * 4;
+    }
     f.msg_case = CLEANROOM__V1__FRAME__MSG_BATCH;
     f.batch = &b;
     rc = send_frame(s, &f, 1);
   }
   free(points);
+  free(labels);
   if (rc)
     return fail(s, rc, CR_WIRE_INTERNAL, 0, "cannot blind or encode our points");
   s->points_sent += n;
@@ -948,19 +1367,22 @@ static int produce_end_of_set(cr_session *s) {
   return 0;
 }
 
+/* One Digests frame: the next run of the peer's digests sharing a label. */
 static int produce_digests(cr_session *s) {
   size_t l = s->digest_bytes;
-  uint64_t n = s->peer_n - s->digests_sent;
-  if (n > s->cfg.batch_size * 4)
-    n = s->cfg.batch_size * 4;
+  uint64_t start = s->digests_sent, n = 0, max = s->cfg.batch_size * 4;
+  uint32_t label = s->peer_digests[start].label;
+  while (start + n < s->peer_n && n < max && (s->members || s->peer_digests[start + n].label == label))
+    n++;
   uint8_t *buf = malloc((size_t)n * l);
   if (buf == NULL)
     return fail(s, CR_ENOMEM, CR_WIRE_INTERNAL, 0, "out of memory");
   for (uint64_t i = 0; i < n; i++)
-    memcpy(buf + i * l, s->peer_digests + (size_t)(s->digests_sent + i) * CR_DIGEST_SLOT, l);
+    memcpy(buf + i * l, s->peer_digests[start + i].d, l);
   Cleanroom__V1__Digests d = CLEANROOM__V1__DIGESTS__INIT;
   Cleanroom__V1__Frame f = CLEANROOM__V1__FRAME__INIT;
   d.seq = s->digests_seq;
+  d.label = s->members ? 0 : label;
   d.digests.data = buf;
   d.digests.len = (size_t)n * l;
   f.msg_case = CLEANROOM__V1__FRAME__MSG_DIGESTS;

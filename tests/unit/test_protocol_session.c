@@ -41,10 +41,11 @@ static cr_template *make_template(uint64_t min_count) {
   t->name = dup_str("test");
   t->suite = dup_str("ristretto255");
   t->match_key.name = dup_str("email");
-  t->nqueries = 3;
-  t->queries = calloc(3, sizeof *t->queries);
-  const char *names[3] = {"overlap", "overlap_to_consumer", "provider_runs"};
-  for (int i = 0; i < 3; i++) {
+  t->nqueries = 6;
+  t->queries = calloc(6, sizeof *t->queries);
+  const char *names[6] = {"overlap",    "overlap_to_consumer", "provider_runs",
+                          "by_segment", "my_matches",          "with_params"};
+  for (int i = 0; i < 6; i++) {
     t->queries[i].name = dup_str(names[i]);
     t->queries[i].kind = CR_QUERY_COUNT;
     t->queries[i].min_count = min_count;
@@ -55,13 +56,28 @@ static cr_template *make_template(uint64_t min_count) {
   t->queries[1].results_to = CR_ROLE_BIT(CR_ROLE_CONSUMER);
   t->queries[2].run_by = CR_ROLE_BIT(CR_ROLE_PROVIDER);
   t->queries[2].results_to = CR_ROLE_BIT(CR_ROLE_PROVIDER);
+  for (int i = 3; i < 6; i++) {
+    t->queries[i].run_by = CR_ROLE_BIT(CR_ROLE_CONSUMER);
+    t->queries[i].results_to = CR_ROLE_BIT(CR_ROLE_CONSUMER);
+  }
+  t->queries[3].group_by[CR_ROLE_PROVIDER] = dup_str("segment");
+  t->queries[4].kind = CR_QUERY_MEMBERS;
+  t->queries[5].nparams = 1;
+  t->queries[5].params = calloc(1, sizeof *t->queries[5].params);
+  t->queries[5].params[0].name = dup_str("min_age");
+  t->queries[5].params[0].type = CR_PARAM_INTEGER;
   memset(t->sha256, 0xab, sizeof t->sha256);
   return t;
 }
 
 static void free_template(cr_template *t) {
-  for (size_t i = 0; i < t->nqueries; i++)
+  for (size_t i = 0; i < t->nqueries; i++) {
     free(t->queries[i].name);
+    free(t->queries[i].group_by[CR_ROLE_PROVIDER]);
+    for (size_t j = 0; j < t->queries[i].nparams; j++)
+      free(t->queries[i].params[j].name);
+    free(t->queries[i].params);
+  }
   free(t->queries);
   free(t->name);
   free(t->suite);
@@ -99,9 +115,32 @@ static cr_dataset *make_dataset(int from, int to) {
   return d;
 }
 
+/* Labels "seg<i % nlab>" on the keys of make_dataset (sorted by key). */
+static void label_dataset(cr_dataset *d, int nlab) {
+  d->nlabels = (size_t)nlab;
+  d->label_names = calloc((size_t)nlab, sizeof *d->label_names);
+  d->label_sizes = calloc((size_t)nlab, sizeof *d->label_sizes);
+  d->labels = calloc(d->n, sizeof *d->labels);
+  for (int j = 0; j < nlab; j++) {
+    char buf[16];
+    snprintf(buf, sizeof buf, "seg%d", j);
+    d->label_names[j] = dup_str(buf);
+  }
+  for (size_t i = 0; i < d->n; i++) {
+    int num = atoi((const char *)d->bytes + d->off[i] + 4); /* "user<num>@..." */
+    d->labels[i] = (uint32_t)(num % nlab);
+    d->label_sizes[d->labels[i]]++;
+  }
+}
+
 static void free_dataset(cr_dataset *d) {
   free(d->bytes);
   free(d->off);
+  for (size_t j = 0; j < d->nlabels; j++)
+    free(d->label_names[j]);
+  free(d->label_names);
+  free(d->label_sizes);
+  free(d->labels);
   free(d);
 }
 
@@ -818,6 +857,219 @@ static void test_peer_error_text_is_sanitised(void **state) {
   hostile_free(&h);
 }
 
+
+/* group_by on the provider's side: a count per (provider label, consumer
+ * label) cell, each thresholded; the total is not released. */
+static void test_group_by_cells(void **state) {
+  (void)state;
+  pair x;
+  memset(&x, 0, sizeof x);
+  x.tp = make_template(27);
+  x.tc = make_template(27);
+  x.dp = make_dataset(0, 200);
+  x.dc = make_dataset(120, 370);
+  label_dataset(x.dp, 3);
+  crypto_sign_keypair(x.kp.pk, x.kp.sk);
+  crypto_sign_keypair(x.kc.pk, x.kc.sk);
+  cr_session_config pc = {0}, cc = {0};
+  pc.tmpl = x.tp;
+  pc.data = x.dp;
+  pc.role = CR_ROLE_PROVIDER;
+  pc.batch_size = 37;
+  pc.sign = sign_cb;
+  pc.sign_ctx = &x.kp;
+  memcpy(pc.peer_sign_pk, x.kc.pk, 32);
+  cc = pc;
+  cc.tmpl = x.tc;
+  cc.data = x.dc;
+  cc.role = CR_ROLE_CONSUMER;
+  cc.is_runner = 1;
+  cc.query = "by_segment";
+  cc.sign_ctx = &x.kc;
+  memcpy(cc.peer_sign_pk, x.kp.pk, 32);
+  assert_int_equal(cr_session_new(&x.provider, &pc, NULL), 0);
+  assert_int_equal(cr_session_new(&x.consumer, &cc, NULL), 0);
+  assert_int_equal(cr_session_start(x.consumer), 0);
+  pump(&x, SIZE_MAX);
+  const cr_session_result *rc = cr_session_result_get(x.consumer);
+  const cr_session_result *rp = cr_session_result_get(x.provider);
+  assert_int_equal(rc->status, CR_SESSION_DONE);
+  assert_int_equal(rp->status, CR_SESSION_DONE);
+  assert_true(rc->grouped);
+  assert_int_equal(rc->nlabels[CR_ROLE_PROVIDER], 3);
+  assert_int_equal(rc->nlabels[CR_ROLE_CONSUMER], 1);
+  assert_string_equal(rc->labels[CR_ROLE_PROVIDER][2], "seg2");
+  assert_int_equal(rc->ncells, 3);
+  /* overlap 120..199: 27 with i%3==0, 27 with 1, 26 with 2 (< 27) */
+  assert_int_equal(rc->cells[0].count, 27);
+  assert_false(rc->cells[0].suppressed);
+  assert_int_equal(rc->cells[1].count, 27);
+  assert_true(rc->cells[2].suppressed);
+  assert_int_equal(rc->cells[2].count, 0);
+  assert_int_equal(rc->count, 0); /* the total would reveal the suppressed cell */
+  assert_false(rp->receives);
+  assert_null(rp->cells);
+  pair_free(&x);
+}
+
+static void test_members_to_owner(void **state) {
+  (void)state;
+  pair x;
+  pair_init(&x, 0, 200, 120, 370, 50, "my_matches");
+  assert_int_equal(cr_session_start(x.consumer), 0);
+  pump(&x, SIZE_MAX);
+  const cr_session_result *rc = cr_session_result_get(x.consumer);
+  const cr_session_result *rp = cr_session_result_get(x.provider);
+  assert_int_equal(rc->status, CR_SESSION_DONE);
+  assert_int_equal(rc->count, 80);
+  assert_non_null(rc->matched);
+  int wrong = 0, set = 0;
+  for (size_t i = 0; i < x.dc->n; i++) {
+    int num = atoi((const char *)x.dc->bytes + x.dc->off[i] + 4);
+    int bit = (rc->matched[i / 8] >> (i % 8)) & 1;
+    set += bit;
+    wrong += bit != (num < 200);
+  }
+  assert_int_equal(set, 80);
+  assert_int_equal(wrong, 0);
+  /* The provider learns nothing of which records matched, nor the count. */
+  assert_false(rp->receives);
+  assert_null(rp->matched);
+  assert_int_equal(rp->count, 0);
+  frame_stats to_provider = {0};
+  for_each_frame(&x.wire_c2p, count_frames, &to_provider);
+  assert_int_equal(to_provider.counts[CLEANROOM__V1__FRAME__MSG_DIGESTS], 0);
+  pair_free(&x);
+}
+
+static void test_members_below_min_count_releases_no_rows(void **state) {
+  (void)state;
+  pair x;
+  pair_init(&x, 0, 200, 190, 300, 50, "my_matches"); /* 10 < 50 */
+  assert_int_equal(cr_session_start(x.consumer), 0);
+  pump(&x, SIZE_MAX);
+  const cr_session_result *rc = cr_session_result_get(x.consumer);
+  assert_int_equal(rc->status, CR_SESSION_DONE);
+  assert_true(rc->suppressed);
+  assert_null(rc->matched);
+  pair_free(&x);
+}
+
+typedef struct loader {
+  cr_dataset *d;
+  int calls, unloads;
+  char seen[64];
+  int refuse;
+} loader;
+
+static int load_cb(void *ctx, const cr_query *q, const cr_session_result *res,
+                   const cr_dataset **out, char *msg, size_t cap) {
+  loader *l = ctx;
+  l->calls++;
+  assert_string_equal(q->name, "with_params");
+  assert_int_equal(res->nparams, 1);
+  snprintf(l->seen, sizeof l->seen, "%s=%s", res->param_names[0], res->param_values[0]);
+  if (l->refuse) {
+    snprintf(msg, cap, "parameter min_age: expected an integer");
+    return CR_EREFUSED;
+  }
+  *out = l->d;
+  return 0;
+}
+
+static void unload_cb(void *ctx, const cr_dataset *d) {
+  loader *l = ctx;
+  assert_ptr_equal(d, l->d);
+  l->unloads++;
+}
+
+/* The responder loads its set per query, with the runner's parameters. */
+static void run_with_params(int refuse, const char *value) {
+  pair x;
+  loader l = {0};
+  l.refuse = refuse;
+  pair_init(&x, 0, 100, 50, 150, 1, "overlap");
+  l.d = x.dp;
+  cr_session_free(x.provider);
+  cr_session_free(x.consumer);
+  cr_session_config pc = {0}, cc = {0};
+  pc.tmpl = x.tp;
+  pc.role = CR_ROLE_PROVIDER;
+  pc.sign = sign_cb;
+  pc.sign_ctx = &x.kp;
+  pc.load = load_cb;
+  pc.unload = unload_cb;
+  pc.load_ctx = &l;
+  memcpy(pc.peer_sign_pk, x.kc.pk, 32);
+  const char *names[1] = {"min_age"}, *values[1] = {value};
+  cc.tmpl = x.tc;
+  cc.data = x.dc;
+  cc.role = CR_ROLE_CONSUMER;
+  cc.is_runner = 1;
+  cc.query = "with_params";
+  cc.param_names = names;
+  cc.param_values = values;
+  cc.nparams = 1;
+  cc.sign = sign_cb;
+  cc.sign_ctx = &x.kc;
+  memcpy(cc.peer_sign_pk, x.kp.pk, 32);
+  assert_int_equal(cr_session_check_local(&cc, 0, NULL), 0);
+  assert_int_equal(cr_session_new(&x.provider, &pc, NULL), 0);
+  assert_int_equal(cr_session_new(&x.consumer, &cc, NULL), 0);
+  if (refuse) {
+    expect_refusal(&x, CR_WIRE_PARAMS);
+  } else {
+    assert_int_equal(cr_session_start(x.consumer), 0);
+    pump(&x, SIZE_MAX);
+    assert_int_equal(cr_session_result_get(x.consumer)->status, CR_SESSION_DONE);
+    assert_int_equal(cr_session_result_get(x.consumer)->count, 50);
+    assert_string_equal(cr_session_result_get(x.provider)->param_values[0], value);
+  }
+  assert_int_equal(l.calls, 1);
+  char want[64];
+  snprintf(want, sizeof want, "min_age=%s", value);
+  assert_string_equal(l.seen, want);
+  cr_session_free(x.provider);
+  x.provider = NULL;
+  assert_int_equal(l.unloads, refuse ? 0 : 1); /* a refused load holds nothing */
+  pair_free(&x);
+}
+
+static void test_params_reach_the_responder(void **state) {
+  (void)state;
+  run_with_params(0, "18");
+}
+
+static void test_params_refused_by_the_responder(void **state) {
+  (void)state;
+  run_with_params(1, "eighteen");
+}
+
+static void test_params_checked_locally(void **state) {
+  (void)state;
+  cr_template *t = make_template(1);
+  cr_dataset *d = make_dataset(0, 10);
+  cr_session_config c = {0};
+  cr_error err;
+  c.tmpl = t;
+  c.data = d;
+  c.role = CR_ROLE_CONSUMER;
+  c.is_runner = 1;
+  c.query = "with_params";
+  assert_int_equal(cr_session_check_local(&c, 0, &err), CR_EREFUSED);
+  assert_non_null(strstr(err.msg, "--param min_age="));
+  const char *names[2] = {"min_age", "colour"}, *values[2] = {"18", "red"};
+  c.param_names = names;
+  c.param_values = values;
+  c.nparams = 2;
+  assert_int_equal(cr_session_check_local(&c, 0, &err), CR_EREFUSED);
+  assert_non_null(strstr(err.msg, "colour"));
+  c.nparams = 1;
+  assert_int_equal(cr_session_check_local(&c, 0, &err), 0);
+  free_template(t);
+  free_dataset(d);
+}
+
 int main(void) {
   if (cr_crypto_init() != 0)
     return 1;
@@ -834,6 +1086,12 @@ int main(void) {
       cmocka_unit_test(test_admit_refusal),
       cmocka_unit_test(test_expired_template_refused_on_hello),
       cmocka_unit_test(test_check_local),
+      cmocka_unit_test(test_group_by_cells),
+      cmocka_unit_test(test_members_to_owner),
+      cmocka_unit_test(test_members_below_min_count_releases_no_rows),
+      cmocka_unit_test(test_params_reach_the_responder),
+      cmocka_unit_test(test_params_refused_by_the_responder),
+      cmocka_unit_test(test_params_checked_locally),
       cmocka_unit_test(test_digest_bytes),
       cmocka_unit_test(test_hostile_zero_length),
       cmocka_unit_test(test_hostile_oversize),
