@@ -130,9 +130,11 @@ typedef struct cr_node_config {
   const char *query;          /* run only */
   int once;                   /* serve: exit after one session */
   unsigned handshake_timeout_ms; /* 0: 10000 */
-  unsigned idle_timeout_ms;      /* 0: 30000 */
+  unsigned idle_timeout_ms;      /* 0: 30000; only whole frames from the peer
+                                    (or our answers) restart it */
   size_t max_frame;              /* 0: CR_DEFAULT_MAX_FRAME */
-  unsigned max_sessions;         /* serve: concurrent sessions; 0: 16 */
+  unsigned max_sessions;         /* serve: concurrent sessions (and TLS
+                                    handshakes); 0: 16 */
   const char *software;
 
   /* Called on the loop thread for every connection that ends: a completed
@@ -148,6 +150,15 @@ typedef struct cr_node_config {
    * ctx). It runs on a worker thread, possibly for several sessions at
    * once, so it must lock what it shares. */
   int (*admit)(void *ctx, const cr_session_result *res, char *msg, size_t cap);
+  /* Serve, optional: load the own set per query (cr_session_config.load);
+   * when set, `data` is used only for the checks made before listening. */
+  int (*load)(void *ctx, const cr_query *q, const cr_session_result *res,
+              const cr_dataset **out, char *msg, size_t cap);
+  void (*unload)(void *ctx, const cr_dataset *d);
+  /* Run: the query's parameters, sent in Hello. */
+  const char *const *param_names;
+  const char *const *param_values;
+  size_t nparams;
   void *ctx;
 
   /* Serve only, optional: firing it (from any thread) stops the node as
@@ -158,6 +169,8 @@ typedef struct cr_node_config {
 /*
  * Connects to cfg->address, completes TLS (refusing a peer whose certificate
  * is not the one pinned for the other role), runs cfg->query, fills *res.
+ * The result's heap outputs (cells, matched, labels, params) then belong to
+ * the caller: free them with cr_session_result_free_outputs().
  * Returns 0 when the session completed, else the CR_E* of the failure
  * (CR_ENET, CR_ETLS, CR_EAUTH, CR_ETIMEDOUT, CR_EPEER, CR_EPROTO, ...), with
  * err explaining it.
@@ -180,9 +193,15 @@ CR_NODISCARD int cr_node_run(const cr_node_config *cfg, cr_session_result *res,
  * authentication, whether it passed (a session ran) or failed it (a partner
  * with the wrong pin or certificate: CR_EAUTH). Connections that never speak
  * TLS 1.3 (port scanners, garbage, handshake timeouts) do not count, so they
- * cannot end a node waiting for its partner. Beyond max_sessions concurrent
- * connections, new ones are accepted and closed at once (reported with
- * CR_EREFUSED). SIGPIPE is set to ignored if it had the default action.
+ * cannot end a node waiting for its partner; nor does a busy refusal.
+ *
+ * max_sessions: a partner that completes TLS while max_sessions sessions
+ * are in progress gets an Error frame CR_WIRE_BUSY ("busy, retry later: N
+ * session(s) in progress") and the connection closes (reported with
+ * CR_EREFUSED and wire_error BUSY; its `run` exits 4). Connections still in
+ * the TLS handshake are capped at max_sessions too: past that, a new one is
+ * accepted and closed at once (CR_EREFUSED), before any TLS.
+ * SIGPIPE is set to ignored if it had the default action.
  */
 CR_NODISCARD int cr_node_serve(const cr_node_config *cfg, cr_error *err);
 

@@ -34,6 +34,19 @@ void cr_cli_errorf(const char *cmd, const char *fmt, ...) CR_PRINTF(2, 3);
 /* The documented exit code for a CR_E* code (and the wire error, if any). */
 int cr_cli_exit_code(int rc, int wire);
 
+/* What a members query wrote for its owner. */
+typedef struct cr_cli_members {
+  const char *path;
+  uint64_t rows;
+  uint8_t sha256[CR_SHA256_BYTES];
+} cr_cli_members;
+
+/* One JSON object on stdout / a few human lines; only released numbers. */
+void cr_cli_print_result_json(const cr_session_result *r, const cr_template *t,
+                              const char *peer_addr, const cr_cli_members *m);
+void cr_cli_print_result_human(const cr_session_result *r, const char *peer_addr,
+                               const cr_cli_members *m);
+
 int cr_cli_keygen(int argc, char **argv);
 int cr_cli_fingerprint(int argc, char **argv);
 int cr_cli_template(int argc, char **argv);

@@ -13,92 +13,28 @@
 
 /* ---- serve and run ------------------------------------------------------ */
 
+#define MAX_PARAMS 64
+
 typedef struct node_opts {
-  const char *template_path, *identity, *data, *address, *query;
+  const char *template_path, *identity, *data, *address, *query, *out;
+  const char *param_names[MAX_PARAMS];
+  const char *param_values[MAX_PARAMS];
+  size_t nparams;
   int once, json;
   double max_reject_ratio;
   unsigned timeout_ms;
+  unsigned max_sessions;
 } node_opts;
 
 typedef struct node_ctx {
   const char *cmd;
   node_opts *o;
   const cr_template *t;
+  cr_role role;
+  const cr_dataset *data; /* loaded at start; serves queries without group_by */
   int sessions, failed;
   int last_rc, last_wire;
 } node_ctx;
-
-static void print_result_json(const cr_session_result *r, const cr_template *t,
-                              const char *peer_addr) {
-  char sid[CR_SHA256_HEX_BYTES] = "", th[CR_SHA256_HEX_BYTES];
-  if (r->have_session_id)
-    cr_hex_encode(sid, r->session_id, CR_SESSION_ID_BYTES);
-  cr_hex_encode(th, t->sha256, CR_SHA256_BYTES);
-  json_t *o = json_object();
-  json_object_set_new(o, "status", json_string(r->status == CR_SESSION_DONE ? "ok" : "failed"));
-  json_object_set_new(o, "query", json_string(r->query));
-  json_object_set_new(o, "role", json_string(cr_role_name(r->role)));
-  json_object_set_new(o, "template_sha256", json_string(th));
-  json_object_set_new(o, "session_id", r->have_session_id ? json_string(sid) : json_null());
-  if (peer_addr)
-    json_object_set_new(o, "peer", json_string(peer_addr));
-  json_object_set_new(o, "own_set_size", json_integer((json_int_t)r->own_set_size));
-  json_object_set_new(o, "peer_set_size", json_integer((json_int_t)r->peer_set_size));
-  if (r->status == CR_SESSION_DONE) {
-    json_t *rel = json_null();
-    if (r->receives) {
-      rel = json_object();
-      if (r->suppressed) {
-        json_object_set_new(rel, "suppressed", json_true());
-        json_object_set_new(rel, "min_count", json_integer((json_int_t)r->min_count));
-      } else {
-        json_object_set_new(rel, "count", json_integer((json_int_t)r->count));
-      }
-    }
-    json_object_set_new(o, "released", rel);
-  } else {
-    json_object_set_new(o, "released", json_null());
-    json_t *e = json_object();
-    json_object_set_new(e, "code", json_string(cr_err_name(r->error)));
-    if (r->wire_error)
-      json_object_set_new(e, "wire", json_string(cr_wire_error_name(r->wire_error)));
-    json_object_set_new(e, "from_peer", json_boolean(r->error_from_peer));
-    json_object_set_new(e, "message", json_string(r->error_msg));
-    json_object_set_new(e, "exit_code",
-                        json_integer(cr_cli_exit_code(r->error, r->wire_error)));
-    json_object_set_new(o, "error", e);
-  }
-  char *s = json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII);
-  if (s) {
-    printf("%s\n", s);
-    free(s);
-  }
-  json_decref(o);
-  fflush(stdout);
-}
-
-static void print_result_human(const cr_session_result *r, const char *peer_addr) {
-  char sid[CR_SHA256_HEX_BYTES] = "";
-  if (r->have_session_id)
-    cr_hex_encode(sid, r->session_id, CR_SESSION_ID_BYTES);
-  if (r->status != CR_SESSION_DONE)
-    return; /* failures are reported on stderr */
-  printf("query %s: %s, session %s%s%s\n", r->query, cr_role_name(r->role), sid,
-         peer_addr ? ", partner " : "", peer_addr ? peer_addr : "");
-  printf("  our set:       %llu distinct keys\n", (unsigned long long)r->own_set_size);
-  printf("  partner's set: %llu distinct keys\n", (unsigned long long)r->peer_set_size);
-  if (!r->receives)
-    printf("  released:      nothing to this side (the template sends this query's result "
-           "to the partner only)\n");
-  else if (r->suppressed)
-    printf("  overlap:       suppressed (fewer than %llu, the query's min_count)\n",
-           (unsigned long long)r->min_count);
-  else
-    printf("  overlap:       %llu (%.1f%% of our set, %.1f%% of the partner's)\n",
-           (unsigned long long)r->count, 100.0 * (double)r->count / (double)r->own_set_size,
-           100.0 * (double)r->count / (double)r->peer_set_size);
-  fflush(stdout);
-}
 
 static void report_failure(const char *cmd, const cr_session_result *r, const char *peer_addr) {
   fprintf(stderr, "%s %s: session%s%s failed: %s\n", CR_CLI_PROG, cmd, peer_addr ? " with " : "",
@@ -119,9 +55,9 @@ static void on_session(void *ctx, const cr_session_result *r, const char *peer_a
   /* serve prints each session as it ends; run prints once it returns. */
   if (strcmp(n->cmd, "serve") == 0) {
     if (n->o->json)
-      print_result_json(r, n->t, peer_addr);
+      cr_cli_print_result_json(r, n->t, peer_addr, NULL);
     else
-      print_result_human(r, peer_addr);
+      cr_cli_print_result_human(r, peer_addr, NULL);
   }
 }
 
@@ -152,27 +88,72 @@ static void print_data_summary(const char *cmd, const cr_dataset *d) {
   fprintf(stderr, "\n");
 }
 
+/* serve: the own set for a query. Queries that neither group nor filter
+ * this side use the set loaded at start; the others load the file again
+ * with their group column (every such load is a data access of its own). */
+static int serve_load(void *ctx, const cr_query *q, const cr_session_result *res,
+                      const cr_dataset **out, char *msg, size_t cap) {
+  node_ctx *n = ctx;
+  (void)res;
+  if (q->kind == CR_QUERY_MEMBERS && (q->results_to & CR_ROLE_BIT(n->role))) {
+    snprintf(msg, cap, "query \"%s\" returns the %s's matched rows; the %s must run it "
+             "(`cleanroom run --out FILE`), not serve it", q->name, cr_role_name(n->role),
+             cr_role_name(n->role));
+    return CR_EREFUSED;
+  }
+  if (q->group_by[n->role] == NULL) {
+    *out = n->data;
+    return 0;
+  }
+  cr_dataset_options opt;
+  cr_dataset_options_init(&opt);
+  opt.max_reject_ratio = n->o->max_reject_ratio;
+  opt.group_column = q->group_by[n->role];
+  cr_dataset *d = NULL;
+  cr_error err;
+  cr_error_clear(&err);
+  int rc = cr_dataset_load(&d, n->o->data, n->t, n->role, &opt, &err);
+  if (rc) {
+    snprintf(msg, cap, "%s", cr_error_message(&err, rc));
+    return rc;
+  }
+  *out = d;
+  return 0;
+}
+
+static void serve_unload(void *ctx, const cr_dataset *d) {
+  node_ctx *n = ctx;
+  if (d != n->data)
+    cr_dataset_free((cr_dataset *)d);
+}
+
 static void node_help(const char *cmd) {
   if (strcmp(cmd, "serve") == 0)
     printf("Usage: cleanroom serve --template T --identity DIR --data CSV --listen HOST:PORT\n"
-           "                       [--once] [--json] [--max-reject-ratio R] [--timeout SEC]\n\n"
+           "                       [--once] [--json] [--max-reject-ratio R] [--timeout SEC]\n"
+           "                       [--max-sessions N]\n\n"
            "Waits for the partner's node and answers the queries the template lets it run.\n"
            "The node's role is the template party whose cert_sha256 is this identity's.\n"
            "Each session's result is printed when it ends (one JSON object per line with\n"
            "--json). A failed session never stops the node; --once exits after the first\n"
-           "session, with its status.\n\n"
+           "session, with its status. --max-sessions N (default 16) caps the sessions in\n"
+           "progress: past it the partner is told \"busy, retry later\" (its run exits 4).\n\n"
            "Example:\n"
            "  cleanroom serve --template template.json --identity ./identity \\\n"
            "      --data customers.csv --listen 0.0.0.0:7443\n\n%s",
            CR_CLI_EXIT_CODES_HELP);
   else
     printf("Usage: cleanroom run --template T --identity DIR --data CSV --peer HOST:PORT\n"
-           "                     --query NAME [--json] [--max-reject-ratio R] [--timeout SEC]\n\n"
+           "                     --query NAME [--param NAME=VALUE]... [--out FILE] [--json]\n"
+           "                     [--max-reject-ratio R] [--timeout SEC]\n\n"
            "Connects to the partner's node and runs a query of the template. Prints what\n"
            "the template releases to this side: the overlap count if it reaches the query's\n"
            "min_count, otherwise that it was suppressed.\n"
            "--json prints one object: query, role, session_id, own_set_size, peer_set_size,\n"
            "released ({\"count\": N}, {\"suppressed\": true, \"min_count\": M} or null).\n\n"
+           "--param NAME=VALUE gives a query's parameter (repeat for each; a string_list\n"
+           "is comma-separated). A members query writes this side's matched rows to\n"
+           "--out FILE (CSV, written atomically), only if the total reaches min_count.\n\n"
            "Example:\n"
            "  cleanroom run --template template.json --identity ./identity \\\n"
            "      --data policyholders.csv --peer acme.example:7443 --query overlap\n\n%s",
@@ -191,6 +172,9 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
                                        {"json", no_argument, NULL, 'j'},
                                        {"max-reject-ratio", required_argument, NULL, 'r'},
                                        {"timeout", required_argument, NULL, 'T'},
+                                       {"max-sessions", required_argument, NULL, 'M'},
+                                       {"param", required_argument, NULL, 'P'},
+                                       {"out", required_argument, NULL, 'o'},
                                        {"help", no_argument, NULL, 'h'},
                                        {NULL, 0, NULL, 0}};
   node_opts o = {0};
@@ -249,6 +233,45 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
       o.timeout_ms = (unsigned)v * 1000u;
       break;
     }
+    case 'M': {
+      errno = 0;
+      unsigned long v = strtoul(optarg, &end, 10);
+      if (!serve) {
+        cr_cli_errorf(cmd, "--max-sessions is for serve");
+        return EXIT_USAGE;
+      }
+      if (errno || end == optarg || *end || v == 0 || v > 100000) {
+        cr_cli_errorf(cmd, "--max-sessions takes a number from 1 to 100000, got \"%s\"", optarg);
+        return EXIT_USAGE;
+      }
+      o.max_sessions = (unsigned)v;
+      break;
+    }
+    case 'P': {
+      const char *eq = strchr(optarg, '=');
+      if (serve) {
+        cr_cli_errorf(cmd, "--param is for run; the serving node takes the runner's parameters");
+        return EXIT_USAGE;
+      }
+      if (eq == NULL || eq == optarg || o.nparams == MAX_PARAMS) {
+        cr_cli_errorf(cmd, "--param takes NAME=VALUE (at most %d), got \"%s\"", MAX_PARAMS,
+                      optarg);
+        return EXIT_USAGE;
+      }
+      /* Split in place: argv is ours to modify, and nothing to free. */
+      *strchr(optarg, '=') = '\0';
+      o.param_names[o.nparams] = optarg;
+      o.param_values[o.nparams] = eq + 1;
+      o.nparams++;
+      break;
+    }
+    case 'o':
+      if (serve) {
+        cr_cli_errorf(cmd, "--out is for run (the rows a members query returns to its owner)");
+        return EXIT_USAGE;
+      }
+      o.out = optarg;
+      break;
     case 'h':
       node_help(cmd);
       return EXIT_OK;
@@ -330,13 +353,27 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
   sc.role = role;
   sc.is_runner = !serve;
   sc.query = o.query;
+  sc.param_names = o.param_names;
+  sc.param_values = o.param_values;
+  sc.nparams = o.nparams;
   if (!serve && (rc = cr_session_check_local(&sc, (int64_t)time(NULL), &err)) != 0) {
     cr_cli_errorf(cmd, "%s", cr_error_message(&err, rc));
     code = cr_cli_exit_code(rc, 0);
     goto out;
   }
+  const cr_query *rq = serve ? NULL : cr_template_query(t, o.query);
+  if (rq != NULL && rq->kind == CR_QUERY_MEMBERS && (rq->results_to & CR_ROLE_BIT(role)) &&
+      o.out == NULL) {
+    cr_cli_errorf(cmd, "query \"%s\" returns this side's matched rows: name the file to "
+                  "write them to with --out FILE", rq->name);
+    code = EXIT_USAGE;
+    goto out;
+  }
 
-  cr_dataset_options dopt = {o.max_reject_ratio};
+  cr_dataset_options dopt;
+  cr_dataset_options_init(&dopt);
+  dopt.max_reject_ratio = o.max_reject_ratio;
+  dopt.group_column = rq ? rq->group_by[role] : NULL;
   if ((rc = cr_dataset_load(&data, o.data, t, role, &dopt, &err)) != 0) {
     cr_cli_errorf(cmd, "%s", cr_error_message(&err, rc));
     code = cr_cli_exit_code(rc, 0);
@@ -354,6 +391,8 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
   nctx.cmd = cmd;
   nctx.o = &o;
   nctx.t = t;
+  nctx.role = role;
+  nctx.data = data;
   cr_node_config nc = {0};
   nc.tmpl = t;
   nc.id = id;
@@ -364,9 +403,15 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
   nc.once = o.once;
   nc.idle_timeout_ms = o.timeout_ms;
   nc.handshake_timeout_ms = o.timeout_ms;
+  nc.max_sessions = o.max_sessions;
   nc.software = CR_SOFTWARE;
   nc.on_session = on_session;
   nc.on_listening = on_listening;
+  nc.load = serve ? serve_load : NULL;
+  nc.unload = serve ? serve_unload : NULL;
+  nc.param_names = o.param_names;
+  nc.param_values = o.param_values;
+  nc.nparams = o.nparams;
   nc.ctx = &nctx;
 
   if (serve) {
@@ -388,17 +433,33 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
             cr_role_name(role), t->parties[role].org, o.query, o.address);
     rc = cr_node_run(&nc, &res, &err);
     if (rc == 0 && res.status == CR_SESSION_DONE) {
+      cr_cli_members m = {0}, *mp = NULL;
+      if (res.matched != NULL) {
+        /* The owner's matched rows, written before anything is shown. */
+        m.path = o.out;
+        rc = cr_dataset_write_matches(data, t, res.matched,
+                                      (const char *const *)rq->columns, rq->ncolumns, NULL,
+                                      NULL, o.out, &m.rows, m.sha256, &err);
+        if (rc) {
+          cr_cli_errorf(cmd, "%s", cr_error_message(&err, rc));
+          code = cr_cli_exit_code(rc, 0);
+          cr_session_result_free_outputs(&res);
+          goto out;
+        }
+        mp = &m;
+      }
       if (o.json)
-        print_result_json(&res, t, NULL);
+        cr_cli_print_result_json(&res, t, NULL, mp);
       else
-        print_result_human(&res, NULL);
+        cr_cli_print_result_human(&res, NULL, mp);
     } else {
       if (nctx.sessions == 0) /* the node did not report it: say it here */
         cr_cli_errorf(cmd, "%s", cr_error_message(&err, rc));
       if (o.json)
-        print_result_json(&res, t, NULL);
+        cr_cli_print_result_json(&res, t, NULL, NULL);
       code = cr_cli_exit_code(rc ? rc : res.error, res.wire_error);
     }
+    cr_session_result_free_outputs(&res);
   }
 
 out:

@@ -12,7 +12,14 @@
  * produced only while less than CR_NODE_MAX_UNSENT bytes wait for the
  * socket, and the socket is not read while CR_NODE_MAX_INPUT bytes of
  * plaintext wait for the session: a slow or hostile peer costs bounded
- * memory.
+ * memory. It costs bounded time too: the node follows the peer's frame
+ * lengths (never their contents), and only a whole frame, or an answer of
+ * ours, restarts the idle timer, so trickling a byte at a time does not
+ * keep a session open.
+ *
+ * Serve caps sessions in progress at max_sessions: a partner past the cap
+ * completes TLS and is sent a BUSY Error frame (produced by a session with
+ * no data, aborted at once) so that its `run` can say "busy, retry later".
  *
  * Lifetime: a connection is freed only once its TCP handle and timer are
  * closed (close callbacks) and no work item or DNS request is in flight;
@@ -78,6 +85,17 @@ struct conn {
   int closed;        /* handles being closed */
   int handshake_done;
   int auth_reached;  /* passed or failed certificate authentication */
+  int busy;          /* past max_sessions: refused with a BUSY Error frame */
+  int counted;       /* counts in node.nsessions */
+
+  /* Frame boundaries in the peer's plaintext (length prefixes only; the
+   * session decodes), so that the idle timer measures progress in whole
+   * frames: a peer trickling a byte at a time cannot hold a session open. */
+  uint8_t rx_hdr[4];
+  unsigned rx_hdr_len;
+  uint32_t rx_frame_len;
+  uint64_t rx_left;  /* payload bytes of the current frame still to come */
+  int rx_untracked;  /* an invalid length was announced: the session fails it */
 
   cr_tls *tls;
   cr_session *s;
@@ -122,6 +140,7 @@ struct node {
 
   conn *conns;
   unsigned nconns;
+  unsigned nsessions; /* serve: connections past TLS running a session */
 
   uv_tcp_t listener;
   int listener_live;
@@ -266,6 +285,66 @@ static void conn_timer(conn *c, unsigned ms) {
     uv_timer_start(&c->timer, on_timer, ms, 0);
 }
 
+static size_t node_max_frame(const node *n) {
+  return n->cfg->max_frame ? n->cfg->max_frame : CR_DEFAULT_MAX_FRAME;
+}
+
+/* Follows the length prefixes of the peer's plaintext; returns how many
+ * frames it completed. Reads nothing but the 4-byte lengths. */
+static unsigned rx_track(conn *c, const uint8_t *p, size_t len) {
+  unsigned done = 0;
+  while (len > 0 && !c->rx_untracked) {
+    if (c->rx_left == 0) {
+      size_t take = 4 - c->rx_hdr_len < len ? 4 - c->rx_hdr_len : len;
+      memcpy(c->rx_hdr + c->rx_hdr_len, p, take);
+      c->rx_hdr_len += (unsigned)take;
+      p += take;
+      len -= take;
+      if (c->rx_hdr_len < 4)
+        break;
+      c->rx_hdr_len = 0;
+      c->rx_frame_len = (uint32_t)c->rx_hdr[0] << 24 | (uint32_t)c->rx_hdr[1] << 16 |
+                        (uint32_t)c->rx_hdr[2] << 8 | (uint32_t)c->rx_hdr[3];
+      if (c->rx_frame_len == 0 || c->rx_frame_len > node_max_frame(c->n)) {
+        c->rx_untracked = 1; /* the session refuses it: that is progress too */
+        return done + 1;
+      }
+      c->rx_left = c->rx_frame_len;
+      continue;
+    }
+    size_t take = c->rx_left < len ? (size_t)c->rx_left : len;
+    c->rx_left -= take;
+    p += take;
+    len -= take;
+    if (c->rx_left == 0)
+      done++;
+  }
+  return done;
+}
+
+/* The peer is in the middle of a frame: *got of *want bytes (header
+ * included) have arrived. */
+static int rx_partial(const conn *c, uint64_t *got, uint64_t *want) {
+  if (c->rx_untracked || (c->rx_hdr_len == 0 && c->rx_left == 0))
+    return 0;
+  if (c->rx_left == 0) {
+    *got = c->rx_hdr_len;
+    *want = 0; /* length not known yet */
+  } else {
+    *want = (uint64_t)c->rx_frame_len + 4;
+    *got = *want - c->rx_left;
+  }
+  return 1;
+}
+
+/* Leaves the count of sessions in progress (serve's max_sessions). */
+static void conn_uncount(conn *c) {
+  if (c->counted) {
+    c->counted = 0;
+    c->n->nsessions--;
+  }
+}
+
 /* ---- writing -------------------------------------------------------------- */
 
 static void on_write(uv_write_t *req, int status) {
@@ -317,15 +396,23 @@ static void conn_flush(conn *c) {
 
 /* ---- the session, on the thread pool -------------------------------------- */
 
+/* A busy refusal's session holds no data: it only speaks the Error frame. */
+static const cr_dataset no_data;
+
 static void work_cb(uv_work_t *req) {
   conn *c = req->data;
   int retried = 0;
   if (c->s == NULL) {
     cr_session *s = NULL;
-    c->work_rc = cr_session_new(&s, &c->scfg, &c->work_err);
+    cr_session_config sc = c->scfg;
+    if (c->busy)
+      sc.data = &no_data;
+    c->work_rc = cr_session_new(&s, &sc, &c->work_err);
     if (c->work_rc != 0)
       return;
-    if (cr_session_start(s) != 0 && cr_session_status_get(s) == CR_SESSION_RUNNING)
+    if (c->busy)
+      cr_session_abort(s, CR_EREFUSED, CR_WIRE_BUSY, c->local.error_msg);
+    else if (cr_session_start(s) != 0 && cr_session_status_get(s) == CR_SESSION_RUNNING)
       cr_session_abort(s, CR_EINTERNAL, CR_WIRE_INTERNAL, "cannot start the session");
     c->s = s;
   }
@@ -376,6 +463,7 @@ static void after_work(uv_work_t *req, int status) {
       conn_begin_close(c);
     return;
   }
+  int produced = c->work_out.len > 0;
   if (c->work_out.len > 0) {
     if (!c->closed && !c->tls_broken && !c->write_failed && !c->shutdown_sent) {
       cr_error e;
@@ -394,8 +482,11 @@ static void after_work(uv_work_t *req, int status) {
     conn_maybe_free(c);
     return;
   }
-  if (!c->closing)
-    conn_timer(c, c->n->idle_ms); /* we were busy, not the peer idle */
+  /* We answered: the peer gets a full idle period for its reply. Input
+   * consumed without an answer restarts nothing (whole frames restart the
+   * timer as they arrive, and a timer firing while we work re-arms). */
+  if (!c->closing && produced)
+    conn_timer(c, c->n->idle_ms);
   conn_pump(c);
 }
 
@@ -487,8 +578,22 @@ static void conn_pump(conn *c) {
   if (c->peer_eof) {
     /* Everything the peer sent has been fed and the session still wants
      * more: it cannot complete. */
-    cr_session_abort(c->s, CR_ENET, 0,
-                     "the partner closed the connection before the session completed");
+    uint64_t got, want;
+    char msg[200];
+    if (rx_partial(c, &got, &want) && want > 0)
+      snprintf(msg, sizeof msg,
+               "the partner closed the connection in the middle of a frame (%llu of its "
+               "%llu bytes received) before the session completed",
+               (unsigned long long)got, (unsigned long long)want);
+    else if (rx_partial(c, &got, &want))
+      snprintf(msg, sizeof msg,
+               "the partner closed the connection in the middle of a frame header (%llu of "
+               "4 bytes received) before the session completed",
+               (unsigned long long)got);
+    else
+      snprintf(msg, sizeof msg,
+               "the partner closed the connection before the session completed");
+    cr_session_abort(c->s, CR_ENET, 0, msg);
     conn_begin_close(c);
     return;
   }
@@ -545,6 +650,7 @@ static void conn_begin_close(conn *c) {
   if (c->closing || c->closed)
     return;
   c->closing = 1;
+  conn_uncount(c);
   if (c->tls != NULL && c->handshake_done && !c->tls_broken && !c->write_failed)
     cr_tls_shutdown(c->tls);
   conn_flush(c);
@@ -580,6 +686,7 @@ static void conn_close_handles(conn *c) {
   c->closed = 1;
   c->closing = 1;
   c->reading = 0;
+  conn_uncount(c);
   if (c->tcp_live && !uv_is_closing((uv_handle_t *)&c->tcp))
     uv_close((uv_handle_t *)&c->tcp, on_tcp_close);
   if (c->timer_live && !uv_is_closing((uv_handle_t *)&c->timer))
@@ -599,10 +706,13 @@ static void node_conn_ended(node *n, conn *c, const cr_session_result *res) {
     n->run_done = 1;
     n->run_rc = rc;
     n->run_res = *res;
+    /* The caller of cr_node_run now owns the result's heap outputs. */
+    if (c->s != NULL && res == cr_session_result_get(c->s))
+      cr_session_disown_outputs(c->s);
     if (rc != 0)
       cr_error_set(&n->run_err, rc, "%s",
                    res->error_msg[0] ? res->error_msg : cr_strerror(rc));
-  } else if (cfg->once && c->auth_reached && !n->once_done) {
+  } else if (cfg->once && c->auth_reached && !c->busy && !n->once_done) {
     n->once_done = 1;
     n->once_rc = rc;
     if (rc != 0)
@@ -625,6 +735,8 @@ static void conn_maybe_free(conn *c) {
     set_local(c, CR_ENET, "the connection closed before a session started");
     res = &c->local;
   }
+  if (c->busy)
+    res = &c->local; /* the refusal, with this node's real set size */
   node_conn_ended(n, c, res);
 
   if (c->prev != NULL)
@@ -670,6 +782,37 @@ static void conn_handshake_done(conn *c) {
   c->scfg.now_unix = (int64_t)time(NULL);
   c->scfg.admit = cfg->admit;
   c->scfg.admit_ctx = cfg->ctx;
+  if (c->n->serving && cfg->load != NULL) {
+    c->scfg.data = NULL;
+    c->scfg.load = cfg->load;
+    c->scfg.unload = cfg->unload;
+    c->scfg.load_ctx = cfg->ctx;
+  }
+  if (!c->n->serving) {
+    c->scfg.param_names = cfg->param_names;
+    c->scfg.param_values = cfg->param_values;
+    c->scfg.nparams = cfg->nparams;
+  }
+
+  /* Past max_sessions the partner is told so (a BUSY Error frame, after
+   * TLS so that only the pinned partner learns it) and the connection
+   * closes; the refusal is this connection's result. */
+  node *n = c->n;
+  if (n->serving) {
+    if (n->nsessions >= n->max_sessions) {
+      char msg[160];
+      c->busy = 1;
+      snprintf(msg, sizeof msg,
+               "busy, retry later: %u session(s) in progress (max_sessions = %u)",
+               n->nsessions, n->max_sessions);
+      set_local(c, CR_EREFUSED, msg);
+      c->local.wire_error = CR_WIRE_BUSY;
+      c->local.own_set_size = cfg->data != NULL ? cfg->data->n : 0;
+    } else {
+      c->counted = 1;
+      n->nsessions++;
+    }
+  }
 }
 
 static void conn_tls_failed(conn *c, const cr_error *e) {
@@ -733,11 +876,14 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
     if (r == 0)
       return;
     conn_handshake_done(c);
-  } else {
-    conn_timer(c, c->n->idle_ms);
   }
+  size_t before = c->in_plain.len;
   int r = cr_tls_read(c->tls, &c->in_plain, SIZE_MAX, &e);
   conn_flush(c); /* post-handshake messages may need an answer */
+  /* Only whole frames restart the idle timer: bytes alone prove nothing. */
+  if (c->in_plain.len > before &&
+      rx_track(c, c->in_plain.data + before, c->in_plain.len - before) > 0 && !c->closing)
+    conn_timer(c, c->n->idle_ms);
   if (r < 0) {
     conn_tls_failed(c, &e);
     return;
@@ -773,9 +919,18 @@ static void on_timer(uv_timer_t *t) {
       conn_timer(c, n->idle_ms); /* we are the busy side */
       break;
     }
-    conn_fail(c, CR_ETIMEDOUT, CR_WIRE_TIMEOUT,
-              "the partner at %s sent nothing for %u ms while this node waited for it",
-              c->peer_addr, n->idle_ms);
+    {
+      uint64_t got, want;
+      if (rx_partial(c, &got, &want))
+        conn_fail(c, CR_ETIMEDOUT, CR_WIRE_TIMEOUT,
+                  "the partner at %s sent no complete frame for %u ms (%llu bytes of the "
+                  "current one so far): too slow or stalled",
+                  c->peer_addr, n->idle_ms, (unsigned long long)got);
+      else
+        conn_fail(c, CR_ETIMEDOUT, CR_WIRE_TIMEOUT,
+                  "the partner at %s sent nothing for %u ms while this node waited for it",
+                  c->peer_addr, n->idle_ms);
+    }
     break;
   }
 }
@@ -925,14 +1080,20 @@ static void on_connection(uv_stream_t *server, int status) {
     conn_close_handles(c);
     return;
   }
-  if (n->nconns > n->max_sessions) {
+  /* Unauthenticated connections are capped too (max_sessions of them in
+   * the TLS handshake): past that, closed at once. */
+  unsigned handshaking = 0;
+  for (conn *o = n->conns; o != NULL; o = o->next)
+    if (o != c && o->phase == PH_HANDSHAKE && !o->closing)
+      handshaking++;
+  if (handshaking >= n->max_sessions) {
     struct sockaddr_storage ss;
     int len = sizeof ss;
     if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0)
       format_sockaddr((struct sockaddr *)&ss, c->peer_addr, sizeof c->peer_addr);
     snprintf(msg, sizeof msg,
-             "refused: the node already has %u connection(s) open (max_sessions = %u)",
-             n->nconns - 1, n->max_sessions);
+             "refused: %u connection(s) are already in the TLS handshake (max_sessions = %u)",
+             handshaking, n->max_sessions);
     set_local(c, CR_EREFUSED, msg);
     conn_close_handles(c);
     return;
@@ -1009,6 +1170,9 @@ static int check_local(const cr_node_config *cfg, int is_runner, cr_error *err) 
   sc.max_frame = cfg->max_frame;
   sc.sign = cr_identity_sign;
   sc.sign_ctx = (void *)cfg->id;
+  sc.param_names = cfg->param_names;
+  sc.param_values = cfg->param_values;
+  sc.nparams = cfg->nparams;
   return cr_session_check_local(&sc, (int64_t)time(NULL), err);
 }
 

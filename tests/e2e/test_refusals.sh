@@ -17,7 +17,7 @@ expect_eq "suppressed run exits 0" 0 "$RUN_RC"
 expect_eq "suppressed serve exits 0" 0 "$SERVER_RC"
 expect_grep "consumer is told it was suppressed" '"suppressed":true' run.out
 expect_grep "provider is told it was suppressed" '"suppressed":true' server.out
-if grep -q '"count"' run.out server.out; then fail "a suppressed result leaked a count"; else ok "no count when suppressed"; fi
+if grep -q '"count":' run.out server.out; then fail "a suppressed result leaked a count"; else ok "no count when suppressed"; fi
 
 # --- the partners' templates differ ---------------------------------------
 sed 's/"min_count": 100/"min_count": 101/' template.json >other.json

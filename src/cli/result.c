@@ -1,0 +1,173 @@
+/*
+ * Printing a session's result: one JSON object (--json) or a few lines for
+ * people. Only what the session released is printed: a suppressed number is
+ * shown as suppressed, never as a value. Shares of each side's set (overlap
+ * rates) go with every released count.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "cli/cli.h"
+
+static double share(uint64_t part, uint64_t whole) {
+  return whole ? (double)part / (double)whole : 0.0;
+}
+
+static json_t *cells_json(const cr_session_result *r) {
+  json_t *cells = json_array();
+  size_t nc = r->nlabels[CR_ROLE_CONSUMER];
+  for (size_t i = 0; i < r->ncells; i++) {
+    const cr_session_cell *c = &r->cells[i];
+    size_t a = c->label[CR_ROLE_PROVIDER], b = c->label[CR_ROLE_CONSUMER];
+    json_t *o = json_object();
+    json_object_set_new(o, "provider", json_string(r->labels[CR_ROLE_PROVIDER][a]));
+    json_object_set_new(o, "consumer", json_string(r->labels[CR_ROLE_CONSUMER][b]));
+    if (c->suppressed) {
+      json_object_set_new(o, "suppressed", json_true());
+    } else {
+      json_object_set_new(o, "count", json_integer((json_int_t)c->count));
+      json_object_set_new(o, "share_of_provider_group",
+                          json_real(share(c->count, r->label_sizes[CR_ROLE_PROVIDER][a])));
+      json_object_set_new(o, "share_of_consumer_group",
+                          json_real(share(c->count, r->label_sizes[CR_ROLE_CONSUMER][b])));
+    }
+    json_array_append_new(cells, o);
+    (void)nc;
+  }
+  return cells;
+}
+
+static json_t *groups_json(const cr_session_result *r, cr_role role) {
+  json_t *g = json_array();
+  for (size_t i = 0; i < r->nlabels[role]; i++) {
+    json_t *o = json_object();
+    json_object_set_new(o, "label", json_string(r->labels[role][i]));
+    json_object_set_new(o, "size", json_integer((json_int_t)r->label_sizes[role][i]));
+    json_array_append_new(g, o);
+  }
+  return g;
+}
+
+void cr_cli_print_result_json(const cr_session_result *r, const cr_template *t,
+                              const char *peer_addr, const cr_cli_members *m) {
+  char sid[CR_SHA256_HEX_BYTES] = "", th[CR_SHA256_HEX_BYTES];
+  if (r->have_session_id)
+    cr_hex_encode(sid, r->session_id, CR_SESSION_ID_BYTES);
+  cr_hex_encode(th, t->sha256, CR_SHA256_BYTES);
+  json_t *o = json_object();
+  json_object_set_new(o, "status", json_string(r->status == CR_SESSION_DONE ? "ok" : "failed"));
+  json_object_set_new(o, "query", json_string(r->query));
+  if (r->query[0]) {
+    const cr_query *q = cr_template_query(t, r->query);
+    if (q)
+      json_object_set_new(o, "kind", json_string(q->kind == CR_QUERY_MEMBERS ? "members"
+                                                                             : "count"));
+  }
+  json_object_set_new(o, "role", json_string(cr_role_name(r->role)));
+  json_object_set_new(o, "template_sha256", json_string(th));
+  json_object_set_new(o, "session_id", r->have_session_id ? json_string(sid) : json_null());
+  if (peer_addr)
+    json_object_set_new(o, "peer", json_string(peer_addr));
+  json_object_set_new(o, "own_set_size", json_integer((json_int_t)r->own_set_size));
+  json_object_set_new(o, "peer_set_size", json_integer((json_int_t)r->peer_set_size));
+  if (r->nparams) {
+    json_t *p = json_object();
+    for (size_t i = 0; i < r->nparams; i++)
+      json_object_set_new(p, r->param_names[i], json_string(r->param_values[i]));
+    json_object_set_new(o, "params", p);
+  }
+  if (r->status == CR_SESSION_DONE) {
+    json_t *rel = json_null();
+    if (r->receives) {
+      rel = json_object();
+      if (r->grouped) {
+        json_object_set_new(rel, "cells", cells_json(r));
+        json_object_set_new(rel, "min_count", json_integer((json_int_t)r->min_count));
+        json_object_set_new(rel, "provider_groups", groups_json(r, CR_ROLE_PROVIDER));
+        json_object_set_new(rel, "consumer_groups", groups_json(r, CR_ROLE_CONSUMER));
+      } else if (r->suppressed) {
+        json_object_set_new(rel, "suppressed", json_true());
+        json_object_set_new(rel, "min_count", json_integer((json_int_t)r->min_count));
+      } else {
+        json_object_set_new(rel, "count", json_integer((json_int_t)r->count));
+        json_object_set_new(rel, "share_of_own", json_real(share(r->count, r->own_set_size)));
+        json_object_set_new(rel, "share_of_peer", json_real(share(r->count, r->peer_set_size)));
+        if (m != NULL && m->path != NULL) {
+          char hex[CR_SHA256_HEX_BYTES];
+          cr_hex_encode(hex, m->sha256, CR_SHA256_BYTES);
+          json_object_set_new(rel, "rows_file", json_string(m->path));
+          json_object_set_new(rel, "rows", json_integer((json_int_t)m->rows));
+          json_object_set_new(rel, "rows_file_sha256", json_string(hex));
+        }
+      }
+    }
+    json_object_set_new(o, "released", rel);
+  } else {
+    json_object_set_new(o, "released", json_null());
+    json_t *e = json_object();
+    json_object_set_new(e, "code", json_string(cr_err_name(r->error)));
+    if (r->wire_error)
+      json_object_set_new(e, "wire", json_string(cr_wire_error_name(r->wire_error)));
+    json_object_set_new(e, "from_peer", json_boolean(r->error_from_peer));
+    json_object_set_new(e, "message", json_string(r->error_msg));
+    json_object_set_new(e, "exit_code", json_integer(cr_cli_exit_code(r->error, r->wire_error)));
+    json_object_set_new(o, "error", e);
+  }
+  char *s = json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII | JSON_REAL_PRECISION(4));
+  if (s) {
+    printf("%s\n", s);
+    free(s);
+  }
+  json_decref(o);
+  fflush(stdout);
+}
+
+void cr_cli_print_result_human(const cr_session_result *r, const char *peer_addr,
+                               const cr_cli_members *m) {
+  char sid[CR_SHA256_HEX_BYTES] = "";
+  if (r->status != CR_SESSION_DONE)
+    return; /* failures are reported on stderr */
+  if (r->have_session_id)
+    cr_hex_encode(sid, r->session_id, CR_SESSION_ID_BYTES);
+  printf("query %s: %s, session %s%s%s\n", r->query, cr_role_name(r->role), sid,
+         peer_addr ? ", partner " : "", peer_addr ? peer_addr : "");
+  for (size_t i = 0; i < r->nparams; i++)
+    printf("  parameter:     %s = %s\n", r->param_names[i], r->param_values[i]);
+  printf("  our set:       %llu distinct keys\n", (unsigned long long)r->own_set_size);
+  printf("  partner's set: %llu distinct keys\n", (unsigned long long)r->peer_set_size);
+  if (!r->receives) {
+    printf("  released:      nothing to this side (the template sends this query's result "
+           "to the partner only)\n");
+  } else if (r->grouped) {
+    printf("  overlap per group (each released only if >= %llu):\n",
+           (unsigned long long)r->min_count);
+    printf("    %-20s %-20s %10s %9s %9s\n", "provider group", "consumer group", "overlap",
+           "of prov.", "of cons.");
+    for (size_t i = 0; i < r->ncells; i++) {
+      const cr_session_cell *c = &r->cells[i];
+      size_t a = c->label[CR_ROLE_PROVIDER], b = c->label[CR_ROLE_CONSUMER];
+      const char *la = r->labels[CR_ROLE_PROVIDER][a][0] ? r->labels[CR_ROLE_PROVIDER][a] : "(all)";
+      const char *lb = r->labels[CR_ROLE_CONSUMER][b][0] ? r->labels[CR_ROLE_CONSUMER][b] : "(all)";
+      if (c->suppressed)
+        printf("    %-20s %-20s %10s\n", la, lb, "suppressed");
+      else
+        printf("    %-20s %-20s %10llu %8.1f%% %8.1f%%\n", la, lb,
+               (unsigned long long)c->count,
+               100.0 * share(c->count, r->label_sizes[CR_ROLE_PROVIDER][a]),
+               100.0 * share(c->count, r->label_sizes[CR_ROLE_CONSUMER][b]));
+    }
+  } else if (r->suppressed) {
+    printf("  overlap:       suppressed (fewer than %llu, the query's min_count)\n",
+           (unsigned long long)r->min_count);
+  } else {
+    printf("  overlap:       %llu (%.1f%% of our set, %.1f%% of the partner's)\n",
+           (unsigned long long)r->count, 100.0 * share(r->count, r->own_set_size),
+           100.0 * share(r->count, r->peer_set_size));
+    if (m != NULL && m->path != NULL)
+      printf("  matched rows:  %llu written to %s\n", (unsigned long long)m->rows, m->path);
+  }
+  fflush(stdout);
+}

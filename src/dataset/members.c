@@ -1,0 +1,255 @@
+/*
+ * Writing a members result: the owner's own rows whose key matched. The
+ * CSV is read again (streamed) rather than kept in memory, and each row's
+ * key is normalized exactly as when the set was loaded, so every row that
+ * shares a matched key is written.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "cleanroom/dataset.h"
+
+long cr_dataset_find(const cr_dataset *d, const uint8_t *key, size_t len) {
+  size_t lo = 0, hi = d->n;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    size_t mlen = d->off[mid + 1] - d->off[mid];
+    size_t n = mlen < len ? mlen : len;
+    int c = n ? memcmp(d->bytes + d->off[mid], key, n) : 0;
+    if (c == 0)
+      c = (mlen > len) - (mlen < len);
+    if (c == 0)
+      return (long)mid;
+    if (c < 0)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return -1;
+}
+
+/* RFC 4180: quote a field holding a comma, a quote or a line break. */
+static int put_field(cr_buf *b, const char *v, size_t len) {
+  int quote = 0;
+  for (size_t i = 0; i < len; i++)
+    if (v[i] == ',' || v[i] == '"' || v[i] == '\n' || v[i] == '\r')
+      quote = 1;
+  if (!quote)
+    return cr_buf_append(b, v, len);
+  int rc = cr_buf_append(b, "\"", 1);
+  for (size_t i = 0; i < len && rc == 0; i++)
+    rc = v[i] == '"' ? cr_buf_append(b, "\"\"", 2) : cr_buf_append(b, v + i, 1);
+  return rc ? rc : cr_buf_append(b, "\"", 1);
+}
+
+static int find_name(const char *const *hdr, size_t n, const char *name, size_t *idx) {
+  for (size_t i = 0; i < n; i++) {
+    if (strcmp(hdr[i], name) == 0) {
+      *idx = i;
+      return 1;
+    }
+  }
+  return 0;
+}
+
+int cr_dataset_write_matches(const cr_dataset *d, const cr_template *t,
+                             const uint8_t *matched, const char *const *columns,
+                             size_t ncolumns,
+                             int (*keep)(void *ctx, const char *const *fields,
+                                         const size_t *lens, size_t n),
+                             void *keep_ctx, const char *out_path, uint64_t *rows,
+                             uint8_t file_sha256[CR_SHA256_BYTES], cr_error *err) {
+  int rc = 0, fd = -1;
+  FILE *in = NULL;
+  cr_csv *csv = NULL;
+  char **hdr = NULL, *tmp = NULL;
+  size_t nhdr = 0, *keycol = NULL, *outcol = NULL, nout = 0;
+  const char **vals = NULL;
+  size_t *vlens = NULL;
+  uint64_t written = 0;
+  cr_buf key, line;
+  crypto_hash_sha256_state hs;
+  const cr_match_key *mk = &t->match_key;
+  cr_buf_init(&key);
+  cr_buf_init(&line);
+  crypto_hash_sha256_init(&hs);
+
+  if (d == NULL || d->path == NULL || matched == NULL || out_path == NULL)
+    return cr_error_set(err, CR_EINVAL, "write_matches: invalid argument");
+  in = fopen(d->path, "rb");
+  if (in == NULL)
+    return cr_error_set(err, CR_EIO, "%s: cannot open: %s", d->path, strerror(errno));
+  if ((rc = cr_csv_open_stream(&csv, in, d->path)) != 0) {
+    cr_error_set(err, rc, "out of memory");
+    goto out;
+  }
+  const char *const *f;
+  const size_t *fl;
+  size_t nf;
+  uint64_t lineno;
+  rc = cr_csv_next(csv, &f, &fl, &nf, &lineno, err);
+  if (rc <= 0) {
+    rc = rc ? rc : cr_error_set(err, CR_EDATA, "%s: empty", d->path);
+    goto out;
+  }
+  /* The data file may not change between loading and writing: the hash of
+   * what is read now is compared at the end. */
+  hdr = calloc(nf, sizeof *hdr);
+  if (hdr == NULL) {
+    rc = cr_error_set(err, CR_ENOMEM, "out of memory");
+    goto out;
+  }
+  for (nhdr = 0; nhdr < nf; nhdr++) {
+    const char *s = f[nhdr];
+    size_t n = fl[nhdr];
+    while (n && (*s == ' ' || *s == '\t')) {
+      s++;
+      n--;
+    }
+    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t'))
+      n--;
+    if ((hdr[nhdr] = malloc(n + 1)) == NULL) {
+      rc = cr_error_set(err, CR_ENOMEM, "out of memory");
+      goto out;
+    }
+    memcpy(hdr[nhdr], s, n);
+    hdr[nhdr][n] = '\0';
+  }
+  keycol = calloc(mk->ncolumns, sizeof *keycol);
+  vals = calloc(mk->ncolumns, sizeof *vals);
+  vlens = calloc(mk->ncolumns, sizeof *vlens);
+  nout = ncolumns ? ncolumns : nhdr;
+  outcol = calloc(nout ? nout : 1, sizeof *outcol);
+  if (keycol == NULL || vals == NULL || vlens == NULL || outcol == NULL) {
+    rc = cr_error_set(err, CR_ENOMEM, "out of memory");
+    goto out;
+  }
+  for (size_t i = 0; i < mk->ncolumns; i++) {
+    if (!find_name((const char *const *)hdr, nhdr, mk->columns[i], &keycol[i])) {
+      rc = cr_error_set(err, CR_EDATA, "%s: column \"%s\" disappeared since loading", d->path,
+                        mk->columns[i]);
+      goto out;
+    }
+  }
+  for (size_t i = 0; i < nout; i++) {
+    if (ncolumns == 0)
+      outcol[i] = i;
+    else if (!find_name((const char *const *)hdr, nhdr, columns[i], &outcol[i])) {
+      rc = cr_error_set(err, CR_EDATA, "%s: has no column \"%s\" (the query's columns)",
+                        d->path, columns[i]);
+      goto out;
+    }
+  }
+
+  size_t tlen = strlen(out_path) + 16;
+  if ((tmp = malloc(tlen)) == NULL) {
+    rc = cr_error_set(err, CR_ENOMEM, "out of memory");
+    goto out;
+  }
+  snprintf(tmp, tlen, "%s.tmp%ld", out_path, (long)getpid());
+  fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  if (fd < 0) {
+    rc = cr_error_set(err, CR_EIO, "%s: cannot create: %s", tmp, strerror(errno));
+    goto out;
+  }
+  for (size_t i = 0; i < nout && rc == 0; i++) {
+    rc = i ? cr_buf_append(&line, ",", 1) : 0;
+    rc = rc ? rc : put_field(&line, hdr[outcol[i]], strlen(hdr[outcol[i]]));
+  }
+  rc = rc ? rc : cr_buf_append(&line, "\r\n", 2);
+  if (rc) {
+    cr_error_set(err, rc, "out of memory");
+    goto out;
+  }
+  for (;;) {
+    rc = cr_csv_next(csv, &f, &fl, &nf, &lineno, err);
+    if (rc < 0)
+      goto out;
+    if (rc == 0)
+      break;
+    if (nf != nhdr)
+      continue;
+    for (size_t i = 0; i < mk->ncolumns; i++) {
+      vals[i] = f[keycol[i]];
+      vlens[i] = fl[keycol[i]];
+    }
+    cr_reject_reason why;
+    if (cr_normalize_key(mk, vals, vlens, &key, &why) != 0)
+      continue;
+    long idx = cr_dataset_find(d, key.data, key.len);
+    if (idx < 0 || !((matched[idx / 8] >> (idx % 8)) & 1))
+      continue;
+    if (keep != NULL && !keep(keep_ctx, f, fl, nf))
+      continue;
+    for (size_t i = 0; i < nout && rc == 0; i++) {
+      rc = i ? cr_buf_append(&line, ",", 1) : 0;
+      rc = rc ? rc : put_field(&line, f[outcol[i]], fl[outcol[i]]);
+    }
+    rc = rc ? rc : cr_buf_append(&line, "\r\n", 2);
+    if (rc) {
+      cr_error_set(err, rc, "out of memory");
+      goto out;
+    }
+    written++;
+    if (line.len >= 65536) {
+      crypto_hash_sha256_update(&hs, line.data, line.len);
+      if (write(fd, line.data, line.len) != (ssize_t)line.len) {
+        rc = cr_error_set(err, CR_EIO, "%s: write failed: %s", tmp, strerror(errno));
+        goto out;
+      }
+      cr_buf_reset(&line);
+    }
+  }
+  crypto_hash_sha256_update(&hs, line.data, line.len);
+  if ((line.len && write(fd, line.data, line.len) != (ssize_t)line.len) || fsync(fd) != 0) {
+    rc = cr_error_set(err, CR_EIO, "%s: write failed: %s", tmp, strerror(errno));
+    goto out;
+  }
+  uint8_t now[CR_SHA256_BYTES];
+  if (cr_csv_sha256(csv, now) != 0 || memcmp(now, d->file_sha256, sizeof now) != 0) {
+    rc = cr_error_set(err, CR_EDATA,
+                      "%s changed since it was loaded for this session; the matched rows were "
+                      "not written. Run the query again",
+                      d->path);
+    goto out;
+  }
+  close(fd);
+  fd = -1;
+  if (rename(tmp, out_path) != 0) {
+    rc = cr_error_set(err, CR_EIO, "cannot rename %s to %s: %s", tmp, out_path,
+                      strerror(errno));
+    goto out;
+  }
+  if (rows)
+    *rows = written;
+  if (file_sha256)
+    crypto_hash_sha256_final(&hs, file_sha256);
+  rc = 0;
+out:
+  if (fd >= 0)
+    close(fd);
+  if (rc != 0 && tmp != NULL)
+    unlink(tmp);
+  free(tmp);
+  cr_csv_free(csv);
+  if (in)
+    fclose(in);
+  if (hdr) {
+    for (size_t i = 0; i < nhdr; i++)
+      free(hdr[i]);
+    free(hdr);
+  }
+  free(keycol);
+  free(outcol);
+  free(vals);
+  free(vlens);
+  cr_buf_free(&key);
+  cr_buf_free(&line);
+  return rc;
+}
