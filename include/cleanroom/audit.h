@@ -1,0 +1,158 @@
+/*
+ * cleanroom — the audit log (design §7): append-only JSON Lines, one event a
+ * line, hash-chained and signed at checkpoints, so that an operator (or a
+ * partner's auditor) can show afterwards what the node did and that nobody
+ * edited the record.
+ *
+ * Owns: the file format, appending with fsync, the chain, checkpoints,
+ * verification, crash repair of a torn last line, reading back (show, count).
+ * Never: knows about sessions, sockets or templates; logs a match key, a
+ * point, a scalar or any other secret. Callers pass only safe fields (names,
+ * hashes, counts, fingerprints); this module cannot tell, so it is the
+ * caller's duty.
+ *
+ * Line format (docs/audit.md): a JSON object with "seq" (0, 1, 2, ...),
+ * "time" (RFC 3339 UTC, milliseconds), "event", the event's own fields,
+ * "prev" (hex hash of the previous line, 64 zeros for the first) and
+ * "hash" = hex SHA-256(prev hash bytes || RFC 8785 canonical form of the
+ * entry without "hash").
+ */
+#ifndef CLEANROOM_AUDIT_H
+#define CLEANROOM_AUDIT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "cleanroom/error.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* A line (newline included) may not be longer: appends refuse bigger entries
+ * and readers refuse bigger lines, so a damaged file cannot make a reader
+ * allocate without bound. */
+#define CR_AUDIT_LINE_MAX (64u * 1024u)
+#define CR_AUDIT_HASH_BYTES 32
+#define CR_AUDIT_PK_BYTES 32  /* Ed25519 public key */
+#define CR_AUDIT_SIG_BYTES 64 /* Ed25519 signature */
+/* A checkpoint signs this context string followed by the 32 head bytes. */
+#define CR_AUDIT_CHECKPOINT_CONTEXT "cleanroom/v1/audit-checkpoint"
+/* Event names are 1..CR_AUDIT_EVENT_MAX characters of [a-z0-9_]. */
+#define CR_AUDIT_EVENT_MAX 64
+
+/* A handle is used by one thread at a time. Appends block for an fsync
+ * (milliseconds on most disks). */
+typedef struct cr_audit cr_audit;
+
+/* Signs msg with the node's Ed25519 identity; 0 on success. cr_identity_sign
+ * (cleanroom/net.h) has this shape, with the cr_identity as ctx. */
+typedef int (*cr_audit_sign_fn)(void *ctx, const uint8_t *msg, size_t len,
+                                uint8_t sig[CR_AUDIT_SIG_BYTES]);
+
+/*
+ * Opens the log for appending, creating it with mode 0600 (the directory must
+ * exist; an existing file keeps its mode). Holds an exclusive flock(2) until
+ * cr_audit_close: a second writer would fork the chain (CR_EIO "in use").
+ * Reads and verifies the whole existing log (chain and checkpoint
+ * signatures) to find the head and the next seq.
+ * A torn last line (no trailing newline, or not valid JSON: what a crash in
+ * the middle of a write leaves) is cut off with ftruncate(2) and an
+ * "audit_repaired" event records how many bytes were dropped and their
+ * SHA-256. Any other damage: CR_EDATA naming the line and asking the
+ * operator to run `cleanroom audit verify`; nothing is written.
+ * CR_EIO: cannot open, create, lock or read it.
+ */
+CR_NODISCARD int cr_audit_open(cr_audit **out, const char *path, cr_error *err);
+
+/*
+ * Appends one event and returns once it is on disk: the whole line goes out
+ * in one write(2) (O_APPEND), then fsync(2). A caller shows or sends the
+ * outcome an event records only after this returned 0.
+ * `fields` (borrowed, may be NULL) is an object of the event's own fields;
+ * the names seq, time, event, prev, hash and signature are reserved
+ * (CR_EINVAL), and so are the events "checkpoint" and "audit_repaired",
+ * written only by this module. Integers must lie within ±(2^53-1): the hash
+ * reads numbers as doubles (RFC 8785), so bigger ones would not be protected.
+ * CR_EINVAL: bad name or fields, or the line would exceed CR_AUDIT_LINE_MAX.
+ * CR_EIO: the write or the fsync failed. The file is then cut back where
+ * possible, but the event may or may not be in the log, and the handle
+ * refuses further appends: close it and open again (which repairs).
+ */
+CR_NODISCARD int cr_audit_append(cr_audit *a, const char *event, json_t *fields, cr_error *err);
+
+/*
+ * Appends a signed checkpoint:
+ *   {"event":"checkpoint","head":<hash of the previous line>,
+ *    "public_key":<hex pk>,"signature":<hex Ed25519 over
+ *    CR_AUDIT_CHECKPOINT_CONTEXT || head bytes>}
+ * The head commits to every line before it, so the signature covers them all.
+ * The signature is checked against pk before anything is written (a key that
+ * does not match the signer is CR_ECRYPTO, so is a failing sign callback).
+ */
+CR_NODISCARD int cr_audit_checkpoint(cr_audit *a, cr_audit_sign_fn sign, void *ctx,
+                                     const uint8_t pk[CR_AUDIT_PK_BYTES], cr_error *err);
+
+/* Releases the lock and the handle. NULL is accepted. */
+void cr_audit_close(cr_audit *a);
+const char *cr_audit_path(const cr_audit *a);
+/* Hash of the last line (64 zeros for an empty log) and the seq the next
+ * line gets. Either pointer may be NULL. */
+void cr_audit_head(const cr_audit *a, uint8_t head[CR_AUDIT_HASH_BYTES], uint64_t *next_seq);
+/* Bytes of a torn last line cut off by cr_audit_open, 0 if none, so the
+ * node can tell the operator. */
+uint64_t cr_audit_repaired_bytes(const cr_audit *a);
+
+typedef struct cr_audit_report {
+  uint64_t lines;         /* lines read, including a bad or torn one */
+  uint64_t events;        /* verified entries other than checkpoints */
+  uint64_t checkpoints;   /* verified checkpoints */
+  uint64_t receipts;      /* verified "receipt" events */
+  uint64_t unsigned_tail; /* verified entries after the last checkpoint:
+                             chained, but no signature covers them yet */
+  int torn_tail;          /* the last line is incomplete (see cr_audit_verify) */
+  uint64_t bad_line;      /* 1-based first bad (or torn) line, 0 if none */
+  char head[65];          /* hex hash of the last verified line */
+  char reason[512];       /* "line 7: hash does not match its contents (edited?)" */
+} cr_audit_report;
+
+/*
+ * Verifies the whole log: every line parses, seq counts from 0, prev equals
+ * the previous line's hash, hash recomputes, every checkpoint's head is the
+ * previous hash and its signature verifies with its public_key, and, if
+ * expected_pk is not NULL, that public_key is expected_pk.
+ * 0: all good (a log without checkpoints is good too: look at
+ * report->checkpoints and unsigned_tail). CR_EIO: unreadable.
+ * CR_EDATA: report->bad_line and reason say where and what; a torn last line
+ * also sets torn_tail (a crash while writing; the node cuts it off on its
+ * next start). report may be NULL; err gets "<path>: <reason>".
+ */
+CR_NODISCARD int cr_audit_verify(const char *path, const uint8_t *expected_pk,
+                                 cr_audit_report *report, cr_error *err);
+
+/*
+ * Calls fn for each entry in order, each verified (chain and signatures)
+ * before fn sees it; the entry is borrowed for the call. A non-zero return
+ * from fn stops the walk and is returned. The first bad line stops it with
+ * CR_EDATA (fn has seen the lines before it). A torn last line is skipped
+ * without error: its append never returned, so it records nothing.
+ */
+CR_NODISCARD int cr_audit_foreach(const char *path, int (*fn)(void *ctx, json_t *entry), void *ctx,
+                                  cr_error *err);
+
+/*
+ * Counts verified entries whose "event" is `event` and whose string fields
+ * equal every pair of kv_pairs: {"key1", "value1", "key2", "value2", NULL}
+ * (NULL for no condition). Used to enforce max_runs_per_query across
+ * restarts. Any bad line is CR_EDATA, so deleting lines cannot lower a count;
+ * a torn last line is ignored, as in cr_audit_foreach.
+ */
+CR_NODISCARD int cr_audit_count(const char *path, const char *event, const char *const *kv_pairs,
+                                uint64_t *out, cr_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
