@@ -40,6 +40,9 @@ const uint8_t *cr_identity_fingerprint(const cr_identity *id);
 /* cr_sign_fn for cr_session_config.sign; ctx is the cr_identity. */
 int cr_identity_sign(void *ctx, const uint8_t *msg, size_t len,
                      uint8_t sig[CR_SIGNATURE_BYTES]);
+/* The raw Ed25519 public key of a PEM certificate file. */
+CR_NODISCARD int cr_cert_file_public_key(const char *path, uint8_t pk[CR_SIGN_PK_BYTES],
+                                         cr_error *err);
 /* SHA-256 of the DER of a PEM certificate file. */
 CR_NODISCARD int cr_cert_fingerprint_file(const char *path, uint8_t fp[CR_SHA256_BYTES],
                                           cr_error *err);
@@ -144,6 +147,9 @@ typedef struct cr_node_config {
    * handshake did not get that far. Serve mode: runs for every connection. */
   void (*on_session)(void *ctx, const cr_session_result *res, const char *peer_addr,
                      const uint8_t *peer_fp);
+  /* Called on the loop thread when a peer has passed the TLS handshake
+   * with the pinned certificate (before any frame). Optional. */
+  void (*on_connected)(void *ctx, const char *peer_addr, const uint8_t *peer_fp);
   /* Called once listening, with the bound address (serve only). */
   void (*on_listening)(void *ctx, const char *addr);
   /* Optional: passed to every session as cr_session_config.admit (with

@@ -131,6 +131,7 @@ struct cr_session_result {
   uint64_t min_count;
   uint8_t transcript_sha256[CR_SHA256_BYTES];
   uint8_t peer_signature[CR_SIGNATURE_BYTES]; /* verified receipt */
+  uint8_t peer_sign_pk[CR_SIGN_PK_BYTES];     /* the key it verified with */
 
   /* Valid when status == FAILED. */
   int error;           /* CR_E* code */

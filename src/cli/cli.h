@@ -6,6 +6,9 @@
 #ifndef CR_CLI_H
 #define CR_CLI_H
 
+#include <jansson.h>
+
+#include "cleanroom/audit.h"
 #include "cleanroom/crypto.h"
 #include "cleanroom/dataset.h"
 #include "cleanroom/error.h"
@@ -41,12 +44,17 @@ typedef struct cr_cli_members {
   uint8_t sha256[CR_SHA256_BYTES];
 } cr_cli_members;
 
+/* The "released" object of a result (null when nothing is released to this
+ * side): what is printed and what the audit log records, identically. */
+json_t *cr_cli_released_json(const cr_session_result *r, const cr_cli_members *m);
+
 /* One JSON object on stdout / a few human lines; only released numbers. */
 void cr_cli_print_result_json(const cr_session_result *r, const cr_template *t,
                               const char *peer_addr, const cr_cli_members *m);
 void cr_cli_print_result_human(const cr_session_result *r, const char *peer_addr,
                                const cr_cli_members *m);
 
+int cr_cli_audit_cmd(int argc, char **argv);
 int cr_cli_keygen(int argc, char **argv);
 int cr_cli_fingerprint(int argc, char **argv);
 int cr_cli_template(int argc, char **argv);

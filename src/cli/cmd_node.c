@@ -5,10 +5,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
 #include "cli/cli.h"
+#include "cli/node_audit.h"
 #include "cleanroom/template_sig.h"
 
 /* ---- serve and run ------------------------------------------------------ */
@@ -16,7 +18,7 @@
 #define MAX_PARAMS 64
 
 typedef struct node_opts {
-  const char *template_path, *identity, *data, *address, *query, *out;
+  const char *template_path, *identity, *data, *address, *query, *out, *audit;
   const char *param_names[MAX_PARAMS];
   const char *param_values[MAX_PARAMS];
   size_t nparams;
@@ -32,6 +34,13 @@ typedef struct node_ctx {
   const cr_template *t;
   cr_role role;
   const cr_dataset *data; /* loaded at start; serves queries without group_by */
+  const cr_query *rq;     /* run: the query */
+  cr_cli_audit audit;
+  /* run: what a members result wrote, and whether releasing it failed. */
+  cr_cli_members members;
+  int have_members;
+  int release_rc;
+  char release_msg[600];
   int sessions, failed;
   int last_rc, last_wire;
 } node_ctx;
@@ -41,10 +50,37 @@ static void report_failure(const char *cmd, const cr_session_result *r, const ch
           peer_addr ? peer_addr : "", r->error_msg[0] ? r->error_msg : cr_strerror(r->error));
 }
 
+/* run, members: the owner's rows go to a temporary file, the release is
+ * recorded, then the file takes its name, so no matched row is ever on
+ * disk under its final name without its audit line. */
+static int release_members(node_ctx *n, const cr_session_result *r, cr_error *err) {
+  size_t len = strlen(n->o->out) + sizeof ".partial";
+  char *tmp = malloc(len);
+  if (tmp == NULL)
+    return cr_error_set(err, CR_ENOMEM, "out of memory");
+  snprintf(tmp, len, "%s.partial", n->o->out);
+  int rc = cr_dataset_write_matches(n->data, n->t, r->matched,
+                                    (const char *const *)n->rq->columns, n->rq->ncolumns, NULL,
+                                    NULL, tmp, &n->members.rows, n->members.sha256, err);
+  n->members.path = n->o->out;
+  if (rc == 0)
+    rc = cr_cli_audit_session_end(&n->audit, r, NULL, NULL, &n->members, err);
+  if (rc == 0 && rename(tmp, n->o->out) != 0)
+    rc = cr_error_set(err, CR_EIO, "cannot rename %s to %s: %s", tmp, n->o->out,
+                      strerror(errno));
+  if (rc)
+    unlink(tmp);
+  free(tmp);
+  n->have_members = rc == 0;
+  return rc;
+}
+
 static void on_session(void *ctx, const cr_session_result *r, const char *peer_addr,
                        const uint8_t *peer_fp) {
   node_ctx *n = ctx;
-  (void)peer_fp;
+  cr_error err;
+  cr_error_clear(&err);
+  int serve = strcmp(n->cmd, "serve") == 0;
   n->sessions++;
   n->last_rc = r->status == CR_SESSION_DONE ? 0 : (r->error ? r->error : CR_EINTERNAL);
   n->last_wire = r->wire_error;
@@ -52,13 +88,51 @@ static void on_session(void *ctx, const cr_session_result *r, const char *peer_a
     n->failed++;
     report_failure(n->cmd, r, peer_addr);
   }
+  /* The audit line goes to disk before the result is shown or written. */
+  int rc;
+  if (!serve && r->status == CR_SESSION_DONE && r->matched != NULL)
+    rc = release_members(n, r, &err);
+  else
+    rc = cr_cli_audit_session_end(&n->audit, r, peer_addr, peer_fp, NULL, &err);
+  if (rc) {
+    n->release_rc = rc;
+    snprintf(n->release_msg, sizeof n->release_msg, "the result is withheld: %s",
+             cr_error_message(&err, rc));
+    cr_cli_errorf(n->cmd, "%s", n->release_msg);
+    if (r->status == CR_SESSION_DONE) {
+      n->failed++;
+      n->last_rc = rc;
+    }
+    return;
+  }
   /* serve prints each session as it ends; run prints once it returns. */
-  if (strcmp(n->cmd, "serve") == 0) {
+  if (serve) {
     if (n->o->json)
       cr_cli_print_result_json(r, n->t, peer_addr, NULL);
     else
       cr_cli_print_result_human(r, peer_addr, NULL);
   }
+}
+
+static void on_connected(void *ctx, const char *peer_addr, const uint8_t *peer_fp) {
+  node_ctx *n = ctx;
+  cr_error err;
+  json_t *o = json_object();
+  if (peer_addr)
+    json_object_set_new(o, "address", json_string(peer_addr));
+  if (peer_fp) {
+    char hex[CR_SHA256_HEX_BYTES];
+    cr_hex_encode(hex, peer_fp, CR_SHA256_BYTES);
+    json_object_set_new(o, "peer_cert_sha256", json_string(hex));
+  }
+  json_object_set_new(o, "peer_role", json_string(cr_role_name(cr_role_other(n->role))));
+  if (cr_cli_audit_event(&n->audit, "connection_accepted", o, &err) != 0)
+    cr_cli_errorf(n->cmd, "audit log: %s", err.msg);
+}
+
+static int node_admit(void *ctx, const cr_session_result *r, char *msg, size_t cap) {
+  node_ctx *n = ctx;
+  return cr_cli_audit_admit(&n->audit, r, msg, cap);
 }
 
 static void on_listening(void *ctx, const char *addr) {
@@ -115,6 +189,17 @@ static int serve_load(void *ctx, const cr_query *q, const cr_session_result *res
   int rc = cr_dataset_load(&d, n->o->data, n->t, n->role, &opt, &err);
   if (rc) {
     snprintf(msg, cap, "%s", cr_error_message(&err, rc));
+    json_t *o = json_object();
+    json_object_set_new(o, "file", json_string(n->o->data));
+    json_object_set_new(o, "query", json_string(q->name));
+    json_object_set_new(o, "reason", json_string(msg));
+    (void)cr_cli_audit_event(&n->audit, "data_load_failed", o, &err);
+    return rc;
+  }
+  if ((rc = cr_cli_audit_event(&n->audit, "data_loaded", cr_cli_audit_data_fields(d, q->name),
+                               &err)) != 0) {
+    snprintf(msg, cap, "cannot record the data access in the audit log: %s", err.msg);
+    cr_dataset_free(d);
     return rc;
   }
   *out = d;
@@ -125,6 +210,14 @@ static void serve_unload(void *ctx, const cr_dataset *d) {
   node_ctx *n = ctx;
   if (d != n->data)
     cr_dataset_free((cr_dataset *)d);
+}
+
+static void audit_refusal(node_ctx *n, const char *event, const char *why) {
+  json_t *ev = json_object();
+  if (n->o->query)
+    json_object_set_new(ev, "query", json_string(n->o->query));
+  json_object_set_new(ev, "reason", json_string(why));
+  (void)cr_cli_audit_event(&n->audit, event, ev, NULL);
 }
 
 static void node_help(const char *cmd) {
@@ -175,6 +268,7 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
                                        {"max-sessions", required_argument, NULL, 'M'},
                                        {"param", required_argument, NULL, 'P'},
                                        {"out", required_argument, NULL, 'o'},
+                                       {"audit", required_argument, NULL, 'A'},
                                        {"help", no_argument, NULL, 'h'},
                                        {NULL, 0, NULL, 0}};
   node_opts o = {0};
@@ -265,6 +359,9 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
       o.nparams++;
       break;
     }
+    case 'A':
+      o.audit = optarg;
+      break;
     case 'o':
       if (serve) {
         cr_cli_errorf(cmd, "--out is for run (the rows a members query returns to its owner)");
@@ -306,6 +403,11 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
   cr_identity *id = NULL;
   cr_dataset *data = NULL;
   cr_role role;
+  node_ctx nctx;
+  char *audit_path = NULL;
+  memset(&nctx, 0, sizeof nctx);
+  nctx.cmd = cmd;
+  nctx.o = &o;
 
   if ((rc = cr_crypto_init()) != 0) {
     cr_cli_errorf(cmd, "libsodium failed to initialise");
@@ -335,12 +437,45 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
     goto out;
   }
 
+  /* From here on every refusal and every data access is in the log. */
+  audit_path = o.audit ? strdup(o.audit) : cr_cli_audit_default_path(o.identity);
+  if (audit_path == NULL || (rc = cr_cli_audit_open(&nctx.audit, audit_path, id, t, &err)) != 0) {
+    cr_cli_errorf(cmd, "cannot open the audit log %s: %s", audit_path ? audit_path : "",
+                  cr_error_message(&err, rc ? rc : CR_ENOMEM));
+    code = EXIT_USAGE;
+    goto out;
+  }
+  {
+    char fp[CR_SHA256_HEX_BYTES], pkh[2 * CR_SIGN_PK_BYTES + 1];
+    uint8_t pk[CR_SIGN_PK_BYTES];
+    cr_hex_encode(fp, cr_identity_fingerprint(id), CR_SHA256_BYTES);
+    cr_identity_public_key(id, pk);
+    cr_hex_encode(pkh, pk, sizeof pk);
+    json_t *ev = json_object();
+    json_object_set_new(ev, "software", json_string(CR_SOFTWARE));
+    json_object_set_new(ev, "mode", json_string(cmd));
+    json_object_set_new(ev, "role", json_string(cr_role_name(role)));
+    json_object_set_new(ev, "cert_sha256", json_string(fp));
+    json_object_set_new(ev, "public_key", json_string(pkh));
+    json_object_set_new(ev, "template_sha256", json_string(nctx.audit.th));
+    json_object_set_new(ev, "template_file", json_string(o.template_path));
+    json_object_set_new(ev, serve ? "listen" : "peer", json_string(o.address));
+    if (!serve)
+      json_object_set_new(ev, "query", json_string(o.query));
+    if ((rc = cr_cli_audit_event(&nctx.audit, "node_started", ev, &err)) != 0) {
+      cr_cli_errorf(cmd, "cannot write the audit log %s: %s", audit_path, err.msg);
+      code = EXIT_INTERNAL;
+      goto out;
+    }
+  }
+
   {
     char *sp = cr_template_sig_path(t);
     rc = sp ? cr_template_require_sigs(t, sp, &err) : CR_ENOMEM;
     free(sp);
     if (rc) {
       cr_cli_errorf(cmd, "%s", cr_error_message(&err, rc));
+      audit_refusal(&nctx, "template_refused", cr_error_message(&err, rc));
       code = cr_cli_exit_code(rc, 0);
       goto out;
     }
@@ -358,6 +493,7 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
   sc.nparams = o.nparams;
   if (!serve && (rc = cr_session_check_local(&sc, (int64_t)time(NULL), &err)) != 0) {
     cr_cli_errorf(cmd, "%s", cr_error_message(&err, rc));
+    audit_refusal(&nctx, "run_refused", cr_error_message(&err, rc));
     code = cr_cli_exit_code(rc, 0);
     goto out;
   }
@@ -376,23 +512,34 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
   dopt.group_column = rq ? rq->group_by[role] : NULL;
   if ((rc = cr_dataset_load(&data, o.data, t, role, &dopt, &err)) != 0) {
     cr_cli_errorf(cmd, "%s", cr_error_message(&err, rc));
+    json_t *ev = json_object();
+    json_object_set_new(ev, "file", json_string(o.data));
+    json_object_set_new(ev, "reason", json_string(cr_error_message(&err, rc)));
+    (void)cr_cli_audit_event(&nctx.audit, "data_load_failed", ev, NULL);
     code = cr_cli_exit_code(rc, 0);
     goto out;
   }
   print_data_summary(cmd, data);
+  if ((rc = cr_cli_audit_event(&nctx.audit, "data_loaded",
+                               cr_cli_audit_data_fields(data, o.query), &err)) != 0) {
+    cr_cli_errorf(cmd, "cannot write the audit log: %s", err.msg);
+    code = EXIT_INTERNAL;
+    goto out;
+  }
   sc.data = data;
   if ((rc = cr_session_check_local(&sc, (int64_t)time(NULL), &err)) != 0) {
     cr_cli_errorf(cmd, "%s", cr_error_message(&err, rc));
+    audit_refusal(&nctx, serve ? "serve_refused" : "run_refused", cr_error_message(&err, rc));
     code = cr_cli_exit_code(rc, 0);
     goto out;
   }
 
-  node_ctx nctx = {0};
   nctx.cmd = cmd;
   nctx.o = &o;
   nctx.t = t;
   nctx.role = role;
   nctx.data = data;
+  nctx.rq = rq;
   cr_node_config nc = {0};
   nc.tmpl = t;
   nc.id = id;
@@ -407,6 +554,8 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
   nc.software = CR_SOFTWARE;
   nc.on_session = on_session;
   nc.on_listening = on_listening;
+  nc.on_connected = on_connected;
+  nc.admit = node_admit;
   nc.load = serve ? serve_load : NULL;
   nc.unload = serve ? serve_unload : NULL;
   nc.param_names = o.param_names;
@@ -432,29 +581,25 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
     fprintf(stderr, "%s run: this node is the %s (%s); running \"%s\" with %s\n", CR_CLI_PROG,
             cr_role_name(role), t->parties[role].org, o.query, o.address);
     rc = cr_node_run(&nc, &res, &err);
-    if (rc == 0 && res.status == CR_SESSION_DONE) {
-      cr_cli_members m = {0}, *mp = NULL;
-      if (res.matched != NULL) {
-        /* The owner's matched rows, written before anything is shown. */
-        m.path = o.out;
-        rc = cr_dataset_write_matches(data, t, res.matched,
-                                      (const char *const *)rq->columns, rq->ncolumns, NULL,
-                                      NULL, o.out, &m.rows, m.sha256, &err);
-        if (rc) {
-          cr_cli_errorf(cmd, "%s", cr_error_message(&err, rc));
-          code = cr_cli_exit_code(rc, 0);
-          cr_session_result_free_outputs(&res);
-          goto out;
-        }
-        mp = &m;
-      }
+    if (rc == 0 && res.status == CR_SESSION_DONE && nctx.release_rc == 0) {
+      cr_cli_members *mp = nctx.have_members ? &nctx.members : NULL;
       if (o.json)
         cr_cli_print_result_json(&res, t, NULL, mp);
       else
         cr_cli_print_result_human(&res, NULL, mp);
+    } else if (rc == 0 && nctx.release_rc != 0) {
+      /* Completed, but its release could not be recorded or written. */
+      code = EXIT_INTERNAL;
     } else {
       if (nctx.sessions == 0) /* the node did not report it: say it here */
         cr_cli_errorf(cmd, "%s", cr_error_message(&err, rc));
+      if (nctx.sessions == 0 && rc != 0) {
+        json_t *ev = json_object();
+        json_object_set_new(ev, "peer", json_string(o.address));
+        json_object_set_new(ev, "error", json_string(cr_err_name(rc)));
+        json_object_set_new(ev, "reason", json_string(cr_error_message(&err, rc)));
+        (void)cr_cli_audit_event(&nctx.audit, "run_failed", ev, NULL);
+      }
       if (o.json)
         cr_cli_print_result_json(&res, t, NULL, NULL);
       code = cr_cli_exit_code(rc ? rc : res.error, res.wire_error);
@@ -463,6 +608,8 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
   }
 
 out:
+  cr_cli_audit_close(&nctx.audit);
+  free(audit_path);
   cr_dataset_free(data);
   cr_identity_free(id);
   cr_template_free(t);

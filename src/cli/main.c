@@ -27,6 +27,7 @@ static void usage_main(FILE *f) {
           "  template      hash or check a collaboration template\n"
           "  serve         wait for the partner and answer its queries\n"
           "  run           connect to the partner and run a query\n"
+          "  audit         verify or show a node's audit log\n"
           "  version       print the version\n"
           "\n"
           "Run `cleanroom COMMAND --help` for a command's options and an example.\n"
@@ -53,6 +54,8 @@ int main(int argc, char **argv) {
   argc--;
   argv++;
   optind = 1;
+  if (strcmp(cmd, "audit") == 0)
+    return cr_cli_audit_cmd(argc, argv);
   if (strcmp(cmd, "keygen") == 0)
     return cr_cli_keygen(argc, argv);
   if (strcmp(cmd, "fingerprint") == 0)

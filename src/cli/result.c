@@ -51,6 +51,33 @@ static json_t *groups_json(const cr_session_result *r, cr_role role) {
   return g;
 }
 
+json_t *cr_cli_released_json(const cr_session_result *r, const cr_cli_members *m) {
+  if (r->status != CR_SESSION_DONE || !r->receives)
+    return json_null();
+  json_t *rel = json_object();
+  if (r->grouped) {
+    json_object_set_new(rel, "cells", cells_json(r));
+    json_object_set_new(rel, "min_count", json_integer((json_int_t)r->min_count));
+    json_object_set_new(rel, "provider_groups", groups_json(r, CR_ROLE_PROVIDER));
+    json_object_set_new(rel, "consumer_groups", groups_json(r, CR_ROLE_CONSUMER));
+  } else if (r->suppressed) {
+    json_object_set_new(rel, "suppressed", json_true());
+    json_object_set_new(rel, "min_count", json_integer((json_int_t)r->min_count));
+  } else {
+    json_object_set_new(rel, "count", json_integer((json_int_t)r->count));
+    json_object_set_new(rel, "share_of_own", json_real(share(r->count, r->own_set_size)));
+    json_object_set_new(rel, "share_of_peer", json_real(share(r->count, r->peer_set_size)));
+    if (m != NULL && m->path != NULL) {
+      char hex[CR_SHA256_HEX_BYTES];
+      cr_hex_encode(hex, m->sha256, CR_SHA256_BYTES);
+      json_object_set_new(rel, "rows_file", json_string(m->path));
+      json_object_set_new(rel, "rows", json_integer((json_int_t)m->rows));
+      json_object_set_new(rel, "rows_file_sha256", json_string(hex));
+    }
+  }
+  return rel;
+}
+
 void cr_cli_print_result_json(const cr_session_result *r, const cr_template *t,
                               const char *peer_addr, const cr_cli_members *m) {
   char sid[CR_SHA256_HEX_BYTES] = "", th[CR_SHA256_HEX_BYTES];
@@ -63,8 +90,8 @@ void cr_cli_print_result_json(const cr_session_result *r, const cr_template *t,
   if (r->query[0]) {
     const cr_query *q = cr_template_query(t, r->query);
     if (q)
-      json_object_set_new(o, "kind", json_string(q->kind == CR_QUERY_MEMBERS ? "members"
-                                                                             : "count"));
+      json_object_set_new(o, "kind",
+                          json_string(q->kind == CR_QUERY_MEMBERS ? "members" : "count"));
   }
   json_object_set_new(o, "role", json_string(cr_role_name(r->role)));
   json_object_set_new(o, "template_sha256", json_string(th));
@@ -80,31 +107,7 @@ void cr_cli_print_result_json(const cr_session_result *r, const cr_template *t,
     json_object_set_new(o, "params", p);
   }
   if (r->status == CR_SESSION_DONE) {
-    json_t *rel = json_null();
-    if (r->receives) {
-      rel = json_object();
-      if (r->grouped) {
-        json_object_set_new(rel, "cells", cells_json(r));
-        json_object_set_new(rel, "min_count", json_integer((json_int_t)r->min_count));
-        json_object_set_new(rel, "provider_groups", groups_json(r, CR_ROLE_PROVIDER));
-        json_object_set_new(rel, "consumer_groups", groups_json(r, CR_ROLE_CONSUMER));
-      } else if (r->suppressed) {
-        json_object_set_new(rel, "suppressed", json_true());
-        json_object_set_new(rel, "min_count", json_integer((json_int_t)r->min_count));
-      } else {
-        json_object_set_new(rel, "count", json_integer((json_int_t)r->count));
-        json_object_set_new(rel, "share_of_own", json_real(share(r->count, r->own_set_size)));
-        json_object_set_new(rel, "share_of_peer", json_real(share(r->count, r->peer_set_size)));
-        if (m != NULL && m->path != NULL) {
-          char hex[CR_SHA256_HEX_BYTES];
-          cr_hex_encode(hex, m->sha256, CR_SHA256_BYTES);
-          json_object_set_new(rel, "rows_file", json_string(m->path));
-          json_object_set_new(rel, "rows", json_integer((json_int_t)m->rows));
-          json_object_set_new(rel, "rows_file_sha256", json_string(hex));
-        }
-      }
-    }
-    json_object_set_new(o, "released", rel);
+    json_object_set_new(o, "released", cr_cli_released_json(r, m));
   } else {
     json_object_set_new(o, "released", json_null());
     json_t *e = json_object();
@@ -154,8 +157,7 @@ void cr_cli_print_result_human(const cr_session_result *r, const char *peer_addr
       if (c->suppressed)
         printf("    %-20s %-20s %10s\n", la, lb, "suppressed");
       else
-        printf("    %-20s %-20s %10llu %8.1f%% %8.1f%%\n", la, lb,
-               (unsigned long long)c->count,
+        printf("    %-20s %-20s %10llu %8.1f%% %8.1f%%\n", la, lb, (unsigned long long)c->count,
                100.0 * share(c->count, r->label_sizes[CR_ROLE_PROVIDER][a]),
                100.0 * share(c->count, r->label_sizes[CR_ROLE_CONSUMER][b]));
     }

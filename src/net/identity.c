@@ -498,3 +498,17 @@ int cr_cert_fingerprint_file(const char *path, uint8_t fp[CR_SHA256_BYTES],
   X509_free(x);
   return rc;
 }
+
+int cr_cert_file_public_key(const char *path, uint8_t pk[CR_SIGN_PK_BYTES], cr_error *err) {
+  X509 *x = NULL;
+  int rc = load_cert(&x, path, err);
+  if (rc != 0)
+    return rc;
+  EVP_PKEY *k = X509_get0_pubkey(x);
+  size_t len = CR_SIGN_PK_BYTES;
+  if (k == NULL || EVP_PKEY_id(k) != EVP_PKEY_ED25519 ||
+      EVP_PKEY_get_raw_public_key(k, pk, &len) != 1 || len != CR_SIGN_PK_BYTES)
+    rc = cr_error_set(err, CR_ECONFIG, "%s: not an Ed25519 certificate", path);
+  X509_free(x);
+  return rc;
+}

@@ -547,8 +547,8 @@ static void conn_pump(conn *c) {
   if (c->phase != PH_SESSION || c->work_busy || c->closing || c->closed)
     return;
   if (c->s == NULL) {
-    if (!c->have_local)
-      conn_dispatch(c); /* creates the session */
+    if (!c->have_local || c->busy)
+      conn_dispatch(c); /* creates the session (a busy one: to refuse) */
     return;
   }
   if (c->abort_pending) {
@@ -767,6 +767,9 @@ static void conn_handshake_done(conn *c) {
     c->have_peer_fp = 1;
   c->phase = PH_SESSION;
   conn_timer(c, c->n->idle_ms);
+  if (cfg->on_connected != NULL)
+    cfg->on_connected(cfg->ctx, c->peer_addr[0] ? c->peer_addr : NULL,
+                      c->have_peer_fp ? c->peer_fp : NULL);
 
   memset(&c->scfg, 0, sizeof c->scfg);
   c->scfg.tmpl = cfg->tmpl;

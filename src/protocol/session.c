@@ -443,6 +443,7 @@ int cr_session_new(cr_session **out, const cr_session_config *cfg, cr_error *err
   s->res.status = CR_SESSION_RUNNING;
   s->res.role = cfg->role;
   s->res.is_runner = cfg->is_runner;
+  memcpy(s->res.peer_sign_pk, cfg->peer_sign_pk, CR_SIGN_PK_BYTES);
 
   if ((rc = cr_crypto_init()) != 0) {
     cr_error_set(err, rc, "libsodium failed to initialise");

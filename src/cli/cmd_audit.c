@@ -1,0 +1,336 @@
+/* audit verify and audit show: reading a node's audit log. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+
+#include "cli/cli.h"
+
+static void audit_help(void) {
+  printf("Usage: cleanroom audit verify FILE [--cert CRT] [--json]\n"
+         "       cleanroom audit show FILE [--json]\n\n"
+         "verify  checks the log's hash chain line by line, every signed checkpoint and\n"
+         "        every partner receipt (the partner's Ed25519 signature over the\n"
+         "        session transcript). With --cert, the checkpoints must be signed by\n"
+         "        that certificate's key (this node's identity.crt). Reports the first\n"
+         "        broken line and why. A torn last line (a crash mid-write) is reported\n"
+         "        as such; the node repairs it on its next start.\n"
+         "show    a table of the sessions in the log: time, partner, query, parameters\n"
+         "        and what was released (--json: one object per session).\n\n"
+         "Example:\n"
+         "  cleanroom audit verify ./identity/audit.jsonl --cert ./identity/identity.crt\n"
+         "  cleanroom audit show ./identity/audit.jsonl\n\n%s",
+         CR_CLI_EXIT_CODES_HELP);
+}
+
+/* The receipt message of docs/protocol.md ("Finish"), rebuilt from the
+ * receipt entry, so the partner's signature can be checked offline. */
+static int check_receipt(json_t *e, char *why, size_t cap) {
+  const char *sid = json_string_value(json_object_get(e, "session_id"));
+  const char *tr = json_string_value(json_object_get(e, "transcript_sha256"));
+  const char *q = json_string_value(json_object_get(e, "query"));
+  const char *pkh = json_string_value(json_object_get(e, "peer_public_key"));
+  const char *sigh = json_string_value(json_object_get(e, "peer_signature"));
+  json_t *nr = json_object_get(e, "n_runner"), *nresp = json_object_get(e, "n_responder");
+  uint8_t sid_b[32], tr_b[32], pk[32], sig[64];
+  if (!sid || !tr || !q || !pkh || !sigh || !json_is_integer(nr) || !json_is_integer(nresp) ||
+      cr_hex_decode(sid_b, 32, sid) || cr_hex_decode(tr_b, 32, tr) || cr_hex_decode(pk, 32, pkh) ||
+      cr_hex_decode(sig, 64, sigh)) {
+    snprintf(why, cap, "receipt is missing a field or has a malformed one");
+    return -1;
+  }
+  cr_buf m;
+  cr_buf_init(&m);
+  uint8_t num[8];
+  size_t qlen = strlen(q);
+  uint64_t sizes[2] = {(uint64_t)json_integer_value(nr), (uint64_t)json_integer_value(nresp)};
+  int rc = cr_buf_append(&m, "cleanroom/v1/receipt", 20);
+  rc = rc ? rc : cr_buf_append(&m, sid_b, 32);
+  rc = rc ? rc : cr_buf_append(&m, tr_b, 32);
+  for (int i = 0; i < 4; i++)
+    num[i] = (uint8_t)(qlen >> (24 - 8 * i));
+  rc = rc ? rc : cr_buf_append(&m, num, 4);
+  rc = rc ? rc : cr_buf_append(&m, q, qlen);
+  for (int k = 0; k < 2; k++) {
+    for (int i = 0; i < 8; i++)
+      num[i] = (uint8_t)(sizes[k] >> (56 - 8 * i));
+    rc = rc ? rc : cr_buf_append(&m, num, 8);
+  }
+  int ok = rc == 0 && cr_sign_verify(pk, m.data, m.len, sig) == 0;
+  cr_buf_free(&m);
+  if (!ok) {
+    snprintf(why, cap, "the partner's receipt signature does not verify");
+    return -1;
+  }
+  return 0;
+}
+
+typedef struct verify_ctx {
+  uint64_t line, receipts, bad_line;
+  char why[300];
+} verify_ctx;
+
+static int verify_receipts(void *ctx, json_t *e) {
+  verify_ctx *v = ctx;
+  v->line++;
+  const char *ev = json_string_value(json_object_get(e, "event"));
+  if (ev == NULL || strcmp(ev, "receipt") != 0)
+    return 0;
+  v->receipts++;
+  if (v->bad_line == 0 && check_receipt(e, v->why, sizeof v->why) != 0)
+    v->bad_line = v->line;
+  return 0;
+}
+
+static int cmd_verify(int argc, char **argv) {
+  static const struct option opts[] = {{"cert", required_argument, NULL, 'c'},
+                                       {"json", no_argument, NULL, 'j'},
+                                       {"help", no_argument, NULL, 'h'},
+                                       {NULL, 0, NULL, 0}};
+  const char *cert = NULL;
+  int json = 0, c;
+  optind = 1;
+  while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    if (c == 'c')
+      cert = optarg;
+    else if (c == 'j')
+      json = 1;
+    else if (c == 'h') {
+      audit_help();
+      return EXIT_OK;
+    } else
+      return EXIT_USAGE;
+  }
+  if (optind >= argc) {
+    cr_cli_errorf("audit verify", "needs FILE; see `cleanroom audit --help`");
+    return EXIT_USAGE;
+  }
+  const char *path = argv[optind];
+  cr_error err;
+  cr_error_clear(&err);
+  uint8_t pk[CR_SIGN_PK_BYTES], *expect = NULL;
+  if (cert) {
+    int rc = cr_cert_file_public_key(cert, pk, &err);
+    if (rc) {
+      cr_cli_errorf("audit verify", "%s: %s", cert, cr_error_message(&err, rc));
+      return EXIT_USAGE;
+    }
+    expect = pk;
+  }
+  cr_audit_report rep;
+  memset(&rep, 0, sizeof rep);
+  int rc = cr_audit_verify(path, expect, &rep, &err);
+  verify_ctx v = {0};
+  if (rc == 0) {
+    rc = cr_audit_foreach(path, verify_receipts, &v, &err);
+    if (rc == 0 && v.bad_line) {
+      rc = CR_EDATA;
+      rep.bad_line = v.bad_line;
+      snprintf(rep.reason, sizeof rep.reason, "line %llu: %s", (unsigned long long)v.bad_line,
+               v.why);
+    }
+  }
+  if (rc == 0 && expect != NULL && rep.checkpoints == 0) {
+    rc = CR_EDATA;
+    snprintf(rep.reason, sizeof rep.reason,
+             "no signed checkpoint: nothing in the log is signed by this node");
+  }
+  if (json) {
+    json_t *o = json_object();
+    json_object_set_new(o, "file", json_string(path));
+    json_object_set_new(o, "ok", json_boolean(rc == 0));
+    json_object_set_new(o, "lines", json_integer((json_int_t)rep.lines));
+    json_object_set_new(o, "events", json_integer((json_int_t)rep.events));
+    json_object_set_new(o, "checkpoints", json_integer((json_int_t)rep.checkpoints));
+    json_object_set_new(o, "receipts", json_integer((json_int_t)v.receipts));
+    json_object_set_new(o, "unsigned_tail", json_integer((json_int_t)rep.unsigned_tail));
+    json_object_set_new(o, "torn_tail", json_boolean(rep.torn_tail));
+    json_object_set_new(o, "head", json_string(rep.head));
+    if (rc) {
+      json_object_set_new(o, "bad_line", json_integer((json_int_t)rep.bad_line));
+      json_object_set_new(o, "reason", json_string(rep.reason[0] ? rep.reason
+                                                                  : cr_error_message(&err, rc)));
+    }
+    char *s = json_dumps(o, JSON_COMPACT);
+    printf("%s\n", s ? s : "{}");
+    free(s);
+    json_decref(o);
+  } else if (rc == 0) {
+    printf("%s: OK: %llu lines, %llu events, %llu signed checkpoints, %llu partner receipts "
+           "verified%s\n",
+           path, (unsigned long long)rep.lines, (unsigned long long)rep.events,
+           (unsigned long long)rep.checkpoints, (unsigned long long)v.receipts,
+           rep.unsigned_tail ? " (the last entries are not yet covered by a checkpoint)" : "");
+  } else {
+    cr_cli_errorf("audit verify", "%s: %s", path,
+                  rep.reason[0] ? rep.reason : cr_error_message(&err, rc));
+  }
+  return rc == 0 ? EXIT_OK : (rc == CR_EIO ? EXIT_USAGE : EXIT_DATA);
+}
+
+/* ---- show --------------------------------------------------------------- */
+
+typedef struct show_ctx {
+  int json;
+  json_t *sessions; /* session_id -> summary object, in order of first sight */
+  json_t *order;
+} show_ctx;
+
+static json_t *session_of(show_ctx *sc, json_t *e) {
+  const char *sid = json_string_value(json_object_get(e, "session_id"));
+  if (sid == NULL)
+    return NULL;
+  json_t *s = json_object_get(sc->sessions, sid);
+  if (s == NULL) {
+    s = json_object();
+    json_object_set_new(s, "session_id", json_string(sid));
+    json_object_set(sc->sessions, sid, s);
+    json_array_append_new(sc->order, s);
+  }
+  return s;
+}
+
+static int show_entry(void *ctx, json_t *e) {
+  show_ctx *sc = ctx;
+  const char *ev = json_string_value(json_object_get(e, "event"));
+  if (ev == NULL)
+    return 0;
+  if (strcmp(ev, "session_started") == 0 || strcmp(ev, "result_released") == 0 ||
+      strcmp(ev, "session_aborted") == 0) {
+    json_t *s = session_of(sc, e);
+    if (s == NULL)
+      return 0;
+    const char *keys[] = {"query", "role", "params", "own_set_size", "peer_set_size"};
+    for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
+      json_t *v = json_object_get(e, keys[i]);
+      if (v)
+        json_object_set(s, keys[i], v);
+    }
+    if (strcmp(ev, "session_started") == 0)
+      json_object_set(s, "time", json_object_get(e, "time"));
+    if (strcmp(ev, "result_released") == 0) {
+      json_object_set_new(s, "status", json_string("completed"));
+      json_object_set(s, "released", json_object_get(e, "released"));
+    }
+    if (strcmp(ev, "session_aborted") == 0) {
+      json_object_set_new(s, "status", json_string("aborted"));
+      json_object_set(s, "reason", json_object_get(e, "reason"));
+    }
+  } else if (strcmp(ev, "receipt") == 0) {
+    json_t *s = session_of(sc, e);
+    if (s)
+      json_object_set(s, "partner", json_object_get(e, "peer_cert_sha256"));
+  }
+  return 0;
+}
+
+static void released_text(json_t *rel, char *buf, size_t cap) {
+  if (rel == NULL || json_is_null(rel)) {
+    snprintf(buf, cap, "nothing to this side");
+  } else if (json_object_get(rel, "cells")) {
+    size_t n = json_array_size(json_object_get(rel, "cells")), sup = 0;
+    json_t *c;
+    size_t i;
+    json_array_foreach(json_object_get(rel, "cells"), i, c) sup += json_is_true(
+        json_object_get(c, "suppressed"));
+    snprintf(buf, cap, "%zu cells (%zu suppressed)", n, sup);
+  } else if (json_is_true(json_object_get(rel, "suppressed"))) {
+    snprintf(buf, cap, "suppressed (< %lld)",
+             (long long)json_integer_value(json_object_get(rel, "min_count")));
+  } else {
+    json_t *rows = json_object_get(rel, "rows");
+    long long count = (long long)json_integer_value(json_object_get(rel, "count"));
+    if (rows)
+      snprintf(buf, cap, "count %lld, %lld rows written", count,
+               (long long)json_integer_value(rows));
+    else
+      snprintf(buf, cap, "count %lld", count);
+  }
+}
+
+static int cmd_show(int argc, char **argv) {
+  static const struct option opts[] = {{"json", no_argument, NULL, 'j'},
+                                       {"help", no_argument, NULL, 'h'},
+                                       {NULL, 0, NULL, 0}};
+  show_ctx sc = {0};
+  int c;
+  optind = 1;
+  while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    if (c == 'j')
+      sc.json = 1;
+    else if (c == 'h') {
+      audit_help();
+      return EXIT_OK;
+    } else
+      return EXIT_USAGE;
+  }
+  if (optind >= argc) {
+    cr_cli_errorf("audit show", "needs FILE; see `cleanroom audit --help`");
+    return EXIT_USAGE;
+  }
+  cr_error err;
+  cr_error_clear(&err);
+  sc.sessions = json_object();
+  sc.order = json_array();
+  int rc = cr_audit_foreach(argv[optind], show_entry, &sc, &err);
+  if (rc) {
+    cr_cli_errorf("audit show", "%s", cr_error_message(&err, rc));
+    json_decref(sc.sessions);
+    json_decref(sc.order);
+    return rc == CR_EIO ? EXIT_USAGE : EXIT_DATA;
+  }
+  size_t i;
+  json_t *s;
+  if (!sc.json)
+    printf("%-24s %-10s %-22s %-10s %-28s %s\n", "time", "status", "query", "role", "params",
+           "released");
+  json_array_foreach(sc.order, i, s) {
+    if (sc.json) {
+      char *t = json_dumps(s, JSON_COMPACT);
+      printf("%s\n", t ? t : "{}");
+      free(t);
+      continue;
+    }
+    char params[64] = "", rel[96];
+    const char *k;
+    json_t *v;
+    size_t len = 0;
+    json_object_foreach(json_object_get(s, "params"), k, v) {
+      len += (size_t)snprintf(params + len, len < sizeof params ? sizeof params - len : 0,
+                              "%s%s=%s", len ? " " : "", k, json_string_value(v));
+      if (len >= sizeof params)
+        break;
+    }
+    released_text(json_object_get(s, "released"), rel, sizeof rel);
+    const char *status = json_string_value(json_object_get(s, "status"));
+    printf("%-24s %-10s %-22s %-10s %-28s %s\n",
+           json_string_value(json_object_get(s, "time")) ? json_string_value(
+                                                               json_object_get(s, "time"))
+                                                         : "?",
+           status ? status : "started", json_string_value(json_object_get(s, "query")),
+           json_string_value(json_object_get(s, "role")), params[0] ? params : "-",
+           status && strcmp(status, "aborted") == 0
+               ? json_string_value(json_object_get(s, "reason"))
+               : rel);
+  }
+  json_decref(sc.sessions);
+  json_decref(sc.order);
+  return EXIT_OK;
+}
+
+int cr_cli_audit_cmd(int argc, char **argv) {
+  const char *sub = argc >= 2 ? argv[1] : NULL;
+  if (sub && strcmp(sub, "verify") == 0)
+    return cmd_verify(argc - 1, argv + 1);
+  if (sub && strcmp(sub, "show") == 0)
+    return cmd_show(argc - 1, argv + 1);
+  if (sub && (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0)) {
+    audit_help();
+    return EXIT_OK;
+  }
+  cr_cli_errorf("audit", "expected `audit verify FILE` or `audit show FILE`");
+  return EXIT_USAGE;
+}

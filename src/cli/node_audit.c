@@ -1,0 +1,210 @@
+/*
+ * The node's audit trail (docs/audit.md): what serve and run record, and
+ * when. Appends are serialised with a mutex: sessions run their admit and
+ * load hooks on worker threads. Every append is fsync'ed by the audit
+ * module before it returns, and a result is shown only after its
+ * result_released line is on disk. Nothing here ever records a match key,
+ * a point or a secret: only sizes, hashes, names and what was released.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/node_audit.h"
+
+static json_t *hexj(const uint8_t *b, size_t n) {
+  char hex[2 * 64 + 1];
+  cr_hex_encode(hex, b, n);
+  return json_string(hex);
+}
+
+char *cr_cli_audit_default_path(const char *identity_dir) {
+  size_t n = strlen(identity_dir) + sizeof "/audit.jsonl";
+  char *p = malloc(n);
+  if (p)
+    snprintf(p, n, "%s/audit.jsonl", identity_dir);
+  return p;
+}
+
+int cr_cli_audit_open(cr_cli_audit *a, const char *path, const cr_identity *id,
+                      const cr_template *t, cr_error *err) {
+  memset(a, 0, sizeof *a);
+  a->id = id;
+  a->t = t;
+  cr_hex_encode(a->th, t->sha256, CR_SHA256_BYTES);
+  pthread_mutex_init(&a->lock, NULL);
+  int rc = cr_audit_open(&a->log, path, err);
+  if (rc)
+    return rc;
+  a->open = 1;
+  return 0;
+}
+
+void cr_cli_audit_close(cr_cli_audit *a) {
+  if (a->open)
+    cr_audit_close(a->log);
+  if (a->id != NULL)
+    pthread_mutex_destroy(&a->lock);
+  memset(a, 0, sizeof *a);
+}
+
+int cr_cli_audit_event(cr_cli_audit *a, const char *event, json_t *fields, cr_error *err) {
+  if (!a->open) {
+    json_decref(fields);
+    return 0;
+  }
+  pthread_mutex_lock(&a->lock);
+  int rc = cr_audit_append(a->log, event, fields, err);
+  pthread_mutex_unlock(&a->lock);
+  json_decref(fields);
+  return rc;
+}
+
+int cr_cli_audit_checkpoint(cr_cli_audit *a, cr_error *err) {
+  if (!a->open)
+    return 0;
+  uint8_t pk[CR_SIGN_PK_BYTES];
+  cr_identity_public_key(a->id, pk);
+  pthread_mutex_lock(&a->lock);
+  int rc = cr_audit_checkpoint(a->log, cr_identity_sign, (void *)a->id, pk, err);
+  pthread_mutex_unlock(&a->lock);
+  return rc;
+}
+
+json_t *cr_cli_audit_data_fields(const cr_dataset *d, const char *query) {
+  json_t *rej = json_object();
+  for (int i = 0; i < CR_REJECT_COUNT; i++)
+    if (d->rejected[i])
+      json_object_set_new(rej, cr_reject_key((cr_reject_reason)i),
+                          json_integer((json_int_t)d->rejected[i]));
+  json_t *o = json_object();
+  json_object_set_new(o, "file", json_string(d->path ? d->path : ""));
+  json_object_set_new(o, "file_sha256", hexj(d->file_sha256, CR_SHA256_BYTES));
+  json_object_set_new(o, "rows_read", json_integer((json_int_t)d->rows_read));
+  json_object_set_new(o, "rows_accepted", json_integer((json_int_t)d->rows_accepted));
+  json_object_set_new(o, "rows_rejected", json_integer((json_int_t)d->rows_rejected));
+  json_object_set_new(o, "rejected", rej);
+  json_object_set_new(o, "distinct_keys", json_integer((json_int_t)d->n));
+  if (d->nlabels)
+    json_object_set_new(o, "groups", json_integer((json_int_t)d->nlabels));
+  if (query)
+    json_object_set_new(o, "query", json_string(query));
+  return o;
+}
+
+static json_t *params_json(const cr_session_result *r) {
+  json_t *p = json_object();
+  for (size_t i = 0; i < r->nparams; i++)
+    json_object_set_new(p, r->param_names[i], json_string(r->param_values[i]));
+  return p;
+}
+
+json_t *cr_cli_audit_session_fields(const cr_cli_audit *a, const cr_session_result *r) {
+  json_t *o = json_object();
+  if (r->have_session_id)
+    json_object_set_new(o, "session_id", hexj(r->session_id, CR_SESSION_ID_BYTES));
+  json_object_set_new(o, "template_sha256", json_string(a->th));
+  json_object_set_new(o, "query", json_string(r->query));
+  json_object_set_new(o, "role", json_string(cr_role_name(r->role)));
+  json_object_set_new(o, "is_runner", json_boolean(r->is_runner));
+  json_object_set_new(o, "params", params_json(r));
+  json_object_set_new(o, "own_set_size", json_integer((json_int_t)r->own_set_size));
+  json_object_set_new(o, "peer_set_size", json_integer((json_int_t)r->peer_set_size));
+  return o;
+}
+
+int cr_cli_audit_admit(cr_cli_audit *a, const cr_session_result *r, char *msg, size_t cap) {
+  cr_error err;
+  cr_error_clear(&err);
+  int rc = 0;
+  if (!a->open)
+    return 0;
+  pthread_mutex_lock(&a->lock);
+  uint64_t max = a->t->limits.max_runs_per_query;
+  if (max) {
+    /* Runs are counted from the log itself, so a restart does not reset
+     * them and deleting lines breaks the chain instead of adding runs. */
+    uint64_t runs = 0;
+    const char *kv[] = {"template_sha256", a->th, "query", r->query, NULL};
+    rc = cr_audit_count(cr_audit_path(a->log), "session_started", kv, &runs, &err);
+    if (rc) {
+      snprintf(msg, cap, "cannot count this query's runs in the audit log: %s",
+               cr_error_message(&err, rc));
+      goto out;
+    }
+    if (runs >= max) {
+      snprintf(msg, cap,
+               "query \"%s\" has run %llu times under this template, its limit "
+               "(limits.max_runs_per_query = %llu); agree a new template to run it again",
+               r->query, (unsigned long long)runs, (unsigned long long)max);
+      rc = CR_EREFUSED;
+      goto out;
+    }
+  }
+  json_t *f = cr_cli_audit_session_fields(a, r);
+  rc = cr_audit_append(a->log, "session_started", f, &err);
+  json_decref(f);
+  if (rc)
+    snprintf(msg, cap, "cannot record the session in the audit log: %s",
+             cr_error_message(&err, rc));
+out:
+  pthread_mutex_unlock(&a->lock);
+  return rc ? (rc == CR_EREFUSED ? rc : CR_EIO) : 0;
+}
+
+int cr_cli_audit_session_end(cr_cli_audit *a, const cr_session_result *r,
+                             const char *peer_addr, const uint8_t *peer_fp,
+                             const cr_cli_members *m, cr_error *err) {
+  int rc = 0;
+  if (!a->open)
+    return 0;
+  if (!r->have_session_id) {
+    json_t *o = json_object();
+    if (peer_addr)
+      json_object_set_new(o, "address", json_string(peer_addr));
+    if (peer_fp)
+      json_object_set_new(o, "peer_cert_sha256", hexj(peer_fp, CR_SHA256_BYTES));
+    json_object_set_new(o, "error", json_string(cr_err_name(r->error)));
+    if (r->wire_error)
+      json_object_set_new(o, "wire_error", json_string(cr_wire_error_name(r->wire_error)));
+    json_object_set_new(o, "from_peer", json_boolean(r->error_from_peer));
+    json_object_set_new(o, "reason", json_string(r->error_msg));
+    rc = cr_cli_audit_event(a, "connection_refused", o, err);
+  } else if (r->status != CR_SESSION_DONE) {
+    json_t *o = cr_cli_audit_session_fields(a, r);
+    if (peer_addr)
+      json_object_set_new(o, "address", json_string(peer_addr));
+    json_object_set_new(o, "error", json_string(cr_err_name(r->error)));
+    if (r->wire_error)
+      json_object_set_new(o, "wire_error", json_string(cr_wire_error_name(r->wire_error)));
+    json_object_set_new(o, "from_peer", json_boolean(r->error_from_peer));
+    json_object_set_new(o, "reason", json_string(r->error_msg));
+    rc = cr_cli_audit_event(a, "session_aborted", o, err);
+  } else {
+    json_t *o = cr_cli_audit_session_fields(a, r);
+    json_object_set_new(o, "receives", json_boolean(r->receives));
+    json_object_set_new(o, "released", cr_cli_released_json(r, m));
+    rc = cr_cli_audit_event(a, "result_released", o, err);
+    if (rc == 0) {
+      json_t *rc_o = json_object();
+      json_object_set_new(rc_o, "session_id", hexj(r->session_id, CR_SESSION_ID_BYTES));
+      json_object_set_new(rc_o, "query", json_string(r->query));
+      json_object_set_new(rc_o, "transcript_sha256",
+                          hexj(r->transcript_sha256, CR_SHA256_BYTES));
+      json_object_set_new(rc_o, "n_runner", json_integer((json_int_t)(
+                                                 r->is_runner ? r->own_set_size
+                                                              : r->peer_set_size)));
+      json_object_set_new(rc_o, "n_responder", json_integer((json_int_t)(
+                                                    r->is_runner ? r->peer_set_size
+                                                                 : r->own_set_size)));
+      if (peer_fp)
+        json_object_set_new(rc_o, "peer_cert_sha256", hexj(peer_fp, CR_SHA256_BYTES));
+      json_object_set_new(rc_o, "peer_public_key", hexj(r->peer_sign_pk, CR_SIGN_PK_BYTES));
+      json_object_set_new(rc_o, "peer_signature", hexj(r->peer_signature, CR_SIGNATURE_BYTES));
+      rc = cr_cli_audit_event(a, "receipt", rc_o, err);
+    }
+  }
+  if (rc == 0)
+    rc = cr_cli_audit_checkpoint(a, err);
+  return rc;
+}
