@@ -5,8 +5,10 @@
  * re-blinding of the peer's points (with canonical-encoding and identity
  * checks) and the digests that are compared.
  * Never: logs or prints a match key, a point, a scalar or a digest; keeps a
- * scalar outside sodium_malloc'ed memory; writes its own curve arithmetic
- * (libsodium and OpenSSL do all group operations).
+ * scalar outside sodium_malloc'ed memory (p256 lends it to OpenSSL as a
+ * BIGNUM for one call, cleared before returning); writes its own curve
+ * arithmetic (libsodium and OpenSSL do all group operations; p256's
+ * simplified SWU map is field arithmetic on OpenSSL's BN).
  *
  * All functions are safe to call from several threads at once on distinct
  * outputs (they share only read-only inputs).
@@ -31,6 +33,16 @@ extern "C" {
 /* Design §4: the DST of the ristretto255 suite. */
 #define CR_R255_DST "cleanroom-v1-ristretto255_XMD:SHA-512_R255MAP_RO_"
 
+/* The p256 suite's own DST (RFC 9380 §3.1: the suite ID behind an
+ * application tag). */
+#define CR_P256_DST "cleanroom-v1-P256_XMD:SHA-256_SSWU_RO_"
+/* p256 wire points are SEC1 compressed (0x02/0x03 || x); scalars are 32
+ * big-endian bytes in [1, n-1]. */
+#define CR_P256_POINT_BYTES 33
+#define CR_P256_UNCOMPRESSED_BYTES 65
+#define CR_P256_SCALAR_BYTES 32
+#define CR_P256_FIELD_BYTES 32
+
 /* Initialises libsodium; call once before anything else (idempotent). */
 CR_NODISCARD int cr_crypto_init(void);
 
@@ -43,12 +55,20 @@ CR_NODISCARD int cr_expand_message_xmd_sha512(uint8_t *out, size_t out_len,
                                               const uint8_t *dst, size_t dst_len);
 
 /*
+ * RFC 9380 §5.3.1 expand_message_xmd with SHA-256 (the p256 suite).
+ * out_len <= 255*32, dst_len <= 255. Returns 0 or CR_EINVAL.
+ */
+CR_NODISCARD int cr_expand_message_xmd_sha256(uint8_t *out, size_t out_len,
+                                              const uint8_t *msg, size_t msg_len,
+                                              const uint8_t *dst, size_t dst_len);
+
+/*
  * A suite: the group, its encodings and its hash-to-group. The session and
  * node code only ever see this interface, so a second suite (p256) plugs in
  * without changing them.
  */
 typedef struct cr_suite {
-  const char *name;   /* "ristretto255" */
+  const char *name;   /* "ristretto255", "p256" */
   size_t point_bytes; /* wire encoding of a point */
   size_t scalar_bytes;
 
@@ -69,12 +89,36 @@ typedef struct cr_suite {
 /* NULL when the name is unknown. */
 const cr_suite *cr_suite_find(const char *name);
 extern const cr_suite cr_suite_ristretto255;
+/* NIST P-256 through OpenSSL's EC (for partners that need FIPS-approved
+ * curves): HashToGroup is RFC 9380 P256_XMD:SHA-256_SSWU_RO_ with
+ * CR_P256_DST; points on the wire are 33-byte compressed. */
+extern const cr_suite cr_suite_p256;
 
 /* ristretto255 HashToGroup with an explicit DST (for known-answer tests):
  * expand_message_xmd(SHA-512, 64 bytes) then crypto_core_ristretto255_from_hash. */
 CR_NODISCARD int cr_r255_hash_to_group(uint8_t out[32], const uint8_t *msg,
                                        size_t msg_len, const uint8_t *dst,
                                        size_t dst_len);
+
+/* RFC 9380 §3 hash_to_curve for P256_XMD:SHA-256_SSWU_RO_ with an explicit
+ * DST (for known-answer tests): out is the SEC1 uncompressed point
+ * 0x04 || x || y. Returns 0, CR_EINVAL, CR_ENOMEM or CR_ECRYPTO (out zeroed
+ * on failure). */
+CR_NODISCARD int cr_p256_hash_to_curve(uint8_t out[CR_P256_UNCOMPRESSED_BYTES],
+                                       const uint8_t *msg, size_t msg_len,
+                                       const uint8_t *dst, size_t dst_len);
+
+/* Test hook, not for production use: the same computation, also returning
+ * RFC 9380's intermediates (u[0], u[1] as 32-byte big-endian field elements;
+ * Q0 = map_to_curve(u[0]), Q1 = map_to_curve(u[1]) uncompressed). Any output
+ * may be NULL. */
+CR_NODISCARD int cr__p256_hash_to_curve_trace(uint8_t p[CR_P256_UNCOMPRESSED_BYTES],
+                                              uint8_t u0[CR_P256_FIELD_BYTES],
+                                              uint8_t u1[CR_P256_FIELD_BYTES],
+                                              uint8_t q0[CR_P256_UNCOMPRESSED_BYTES],
+                                              uint8_t q1[CR_P256_UNCOMPRESSED_BYTES],
+                                              const uint8_t *msg, size_t msg_len,
+                                              const uint8_t *dst, size_t dst_len);
 
 /* digest(Y) = SHA-512("cleanroom/v1/digest" || session_id || enc(Y))[0..len). */
 void cr_digest(uint8_t *out, size_t len, const uint8_t session_id[CR_SESSION_ID_BYTES],

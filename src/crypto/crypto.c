@@ -22,6 +22,8 @@ const cr_suite *cr_suite_find(const char *name) {
     return NULL;
   if (strcmp(name, cr_suite_ristretto255.name) == 0)
     return &cr_suite_ristretto255;
+  if (strcmp(name, cr_suite_p256.name) == 0)
+    return &cr_suite_p256;
   return NULL;
 }
 
@@ -59,7 +61,8 @@ cleanup:
 uint8_t *cr_scalar_alloc(const cr_suite *suite) {
   if (suite == NULL || suite->scalar_bytes == 0 || suite->scalar_bytes > CR_MAX_SCALAR_BYTES)
     return NULL;
-  /* Guard pages, mlock'ed, and wiped by sodium_free. */
+  /* Sized by the suite (32 bytes for ristretto255 and for p256's
+   * big-endian scalar). Guard pages, mlock'ed, and wiped by sodium_free. */
   return sodium_malloc(suite->scalar_bytes);
 }
 
