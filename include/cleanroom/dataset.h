@@ -105,6 +105,11 @@ typedef struct cr_dataset_options {
   /* group_by: the column whose (trimmed) value labels each key; NULL for
    * none. A key met with several labels keeps its first row's label. */
   const char *group_column;
+  /* where: rows the filter drops are counted in rows_filtered and never
+   * reach normalization. The loader binds it to the file's header with
+   * params (both may be NULL). */
+  struct cr_filter *filter;
+  const struct cr_params *params;
 } cr_dataset_options;
 
 /* Fills opt with the defaults. */
@@ -134,6 +139,11 @@ typedef struct cr_dataset {
   uint64_t *label_sizes;
   size_t nlabels;
   uint64_t label_conflicts; /* keys whose rows carry different labels */
+  uint64_t rows_filtered;   /* rows the query's filter dropped */
+
+  /* The header's column names (trimmed), for checks made before a query. */
+  char **columns;
+  size_t ncolumns;
 } cr_dataset;
 
 /*

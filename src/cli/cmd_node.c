@@ -11,6 +11,7 @@
 
 #include "cli/cli.h"
 #include "cli/node_audit.h"
+#include "cleanroom/filter.h"
 #include "cleanroom/template_sig.h"
 
 /* ---- serve and run ------------------------------------------------------ */
@@ -19,6 +20,7 @@
 
 typedef struct node_opts {
   const char *template_path, *identity, *data, *address, *query, *out, *audit;
+  const char *param_args[MAX_PARAMS]; /* NAME=VALUE as given */
   const char *param_names[MAX_PARAMS];
   const char *param_values[MAX_PARAMS];
   size_t nparams;
@@ -35,6 +37,7 @@ typedef struct node_ctx {
   cr_role role;
   const cr_dataset *data; /* loaded at start; serves queries without group_by */
   const cr_query *rq;     /* run: the query */
+  cr_filter *filter;      /* run: our side's filter, bound to our file */
   cr_cli_audit audit;
   /* run: what a members result wrote, and whether releasing it failed. */
   cr_cli_members members;
@@ -50,6 +53,10 @@ static void report_failure(const char *cmd, const cr_session_result *r, const ch
           peer_addr ? peer_addr : "", r->error_msg[0] ? r->error_msg : cr_strerror(r->error));
 }
 
+static int keep_row(void *ctx, const char *const *fields, const size_t *lens, size_t n) {
+  return cr_filter_eval(ctx, fields, lens, n);
+}
+
 /* run, members: the owner's rows go to a temporary file, the release is
  * recorded, then the file takes its name, so no matched row is ever on
  * disk under its final name without its audit line. */
@@ -60,8 +67,9 @@ static int release_members(node_ctx *n, const cr_session_result *r, cr_error *er
     return cr_error_set(err, CR_ENOMEM, "out of memory");
   snprintf(tmp, len, "%s.partial", n->o->out);
   int rc = cr_dataset_write_matches(n->data, n->t, r->matched,
-                                    (const char *const *)n->rq->columns, n->rq->ncolumns, NULL,
-                                    NULL, tmp, &n->members.rows, n->members.sha256, err);
+                                    (const char *const *)n->rq->columns, n->rq->ncolumns,
+                                    n->filter ? keep_row : NULL, n->filter, tmp,
+                                    &n->members.rows, n->members.sha256, err);
   n->members.path = n->o->out;
   if (rc == 0)
     rc = cr_cli_audit_session_end(&n->audit, r, NULL, NULL, &n->members, err);
@@ -175,18 +183,40 @@ static int serve_load(void *ctx, const cr_query *q, const cr_session_result *res
              cr_role_name(n->role));
     return CR_EREFUSED;
   }
-  if (q->group_by[n->role] == NULL) {
+  cr_error err;
+  cr_error_clear(&err);
+  cr_params params = {0};
+  cr_filter *filter = NULL;
+  /* Both nodes check the parameters against their declared types. */
+  int rc = cr_params_from_pairs(&params, (const char *const *)res->param_names,
+                                (const char *const *)res->param_values, res->nparams, q->params,
+                                q->nparams, &err);
+  if (rc) {
+    snprintf(msg, cap, "%s", cr_error_message(&err, rc));
+    return CR_EREFUSED;
+  }
+  if (q->group_by[n->role] == NULL && q->where[n->role] == NULL) {
+    cr_params_free(&params);
     *out = n->data;
     return 0;
+  }
+  if (q->where[n->role] != NULL &&
+      (rc = cr_filter_parse(&filter, q->where[n->role], q->params, q->nparams, q->name, &err)) !=
+          0) {
+    snprintf(msg, cap, "%s", cr_error_message(&err, rc));
+    cr_params_free(&params);
+    return rc;
   }
   cr_dataset_options opt;
   cr_dataset_options_init(&opt);
   opt.max_reject_ratio = n->o->max_reject_ratio;
   opt.group_column = q->group_by[n->role];
+  opt.filter = filter;
+  opt.params = &params;
   cr_dataset *d = NULL;
-  cr_error err;
-  cr_error_clear(&err);
-  int rc = cr_dataset_load(&d, n->o->data, n->t, n->role, &opt, &err);
+  rc = cr_dataset_load(&d, n->o->data, n->t, n->role, &opt, &err);
+  cr_filter_free(filter);
+  cr_params_free(&params);
   if (rc) {
     snprintf(msg, cap, "%s", cr_error_message(&err, rc));
     json_t *o = json_object();
@@ -352,11 +382,7 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
                       optarg);
         return EXIT_USAGE;
       }
-      /* Split in place: argv is ours to modify, and nothing to free. */
-      *strchr(optarg, '=') = '\0';
-      o.param_names[o.nparams] = optarg;
-      o.param_values[o.nparams] = eq + 1;
-      o.nparams++;
+      o.param_args[o.nparams++] = optarg;
       break;
     }
     case 'A':
@@ -405,6 +431,8 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
   cr_role role;
   node_ctx nctx;
   char *audit_path = NULL;
+  cr_params params = {0};
+  cr_filter *filter = NULL;
   memset(&nctx, 0, sizeof nctx);
   nctx.cmd = cmd;
   nctx.o = &o;
@@ -491,13 +519,30 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
   sc.param_names = o.param_names;
   sc.param_values = o.param_values;
   sc.nparams = o.nparams;
+  const cr_query *rq = serve ? NULL : cr_template_query(t, o.query);
+  if (rq != NULL) {
+    /* Parameters typed as the template declares them; their canonical
+     * text is what goes to the partner and into both audit logs. */
+    rc = cr_params_from_args(&params, o.param_args, o.nparams, rq->params, rq->nparams, &err);
+    if (rc) {
+      cr_cli_errorf(cmd, "%s", cr_error_message(&err, rc));
+      audit_refusal(&nctx, "run_refused", cr_error_message(&err, rc));
+      code = EXIT_USAGE;
+      goto out;
+    }
+    for (size_t i = 0; i < params.n; i++) {
+      o.param_names[i] = params.v[i].name;
+      o.param_values[i] = params.v[i].text;
+    }
+    o.nparams = params.n;
+    sc.nparams = o.nparams;
+  }
   if (!serve && (rc = cr_session_check_local(&sc, (int64_t)time(NULL), &err)) != 0) {
     cr_cli_errorf(cmd, "%s", cr_error_message(&err, rc));
     audit_refusal(&nctx, "run_refused", cr_error_message(&err, rc));
     code = cr_cli_exit_code(rc, 0);
     goto out;
   }
-  const cr_query *rq = serve ? NULL : cr_template_query(t, o.query);
   if (rq != NULL && rq->kind == CR_QUERY_MEMBERS && (rq->results_to & CR_ROLE_BIT(role)) &&
       o.out == NULL) {
     cr_cli_errorf(cmd, "query \"%s\" returns this side's matched rows: name the file to "
@@ -506,10 +551,21 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
     goto out;
   }
 
+  if (rq != NULL) {
+    if (rq->where[role] != NULL &&
+        (rc = cr_filter_parse(&filter, rq->where[role], rq->params, rq->nparams, rq->name,
+                              &err)) != 0) {
+      cr_cli_errorf(cmd, "%s", cr_error_message(&err, rc));
+      code = EXIT_USAGE;
+      goto out;
+    }
+  }
   cr_dataset_options dopt;
   cr_dataset_options_init(&dopt);
   dopt.max_reject_ratio = o.max_reject_ratio;
   dopt.group_column = rq ? rq->group_by[role] : NULL;
+  dopt.filter = filter;
+  dopt.params = &params;
   if ((rc = cr_dataset_load(&data, o.data, t, role, &dopt, &err)) != 0) {
     cr_cli_errorf(cmd, "%s", cr_error_message(&err, rc));
     json_t *ev = json_object();
@@ -534,12 +590,46 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
     goto out;
   }
 
+  if (serve) {
+    /* Every filter this node may have to apply must parse and find its
+     * columns in our file, before anyone connects. */
+    for (size_t i = 0; i < t->nqueries; i++) {
+      const cr_query *q = &t->queries[i];
+      cr_filter *f = NULL;
+      const char *const *cols;
+      if (q->where[role] == NULL)
+        continue;
+      if ((rc = cr_filter_parse(&f, q->where[role], q->params, q->nparams, q->name, &err)) != 0) {
+        cr_cli_errorf(cmd, "%s", cr_error_message(&err, rc));
+        code = EXIT_USAGE;
+        goto out;
+      }
+      size_t nc = cr_filter_columns(f, &cols);
+      for (size_t j = 0; j < nc && rc == 0; j++) {
+        size_t k = 0;
+        while (k < data->ncolumns && strcmp(data->columns[k], cols[j]) != 0)
+          k++;
+        if (k == data->ncolumns) {
+          cr_cli_errorf(cmd, "query \"%s\" filters on column \"%s\", which %s does not have",
+                        q->name, cols[j], o.data);
+          rc = CR_EDATA;
+        }
+      }
+      cr_filter_free(f);
+      if (rc) {
+        code = EXIT_DATA;
+        goto out;
+      }
+    }
+  }
+
   nctx.cmd = cmd;
   nctx.o = &o;
   nctx.t = t;
   nctx.role = role;
   nctx.data = data;
   nctx.rq = rq;
+  nctx.filter = filter;
   cr_node_config nc = {0};
   nc.tmpl = t;
   nc.id = id;
@@ -608,6 +698,8 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
   }
 
 out:
+  cr_filter_free(filter);
+  cr_params_free(&params);
   cr_cli_audit_close(&nctx.audit);
   free(audit_path);
   cr_dataset_free(data);

@@ -9,6 +9,7 @@
  * put its first record into the "columns found" list).
  */
 #include "cleanroom/dataset.h"
+#include "cleanroom/filter.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -457,6 +458,18 @@ int cr_dataset_load(cr_dataset **out, const char *path, const cr_template *t,
     }
   }
 
+  if (opt != NULL && opt->filter != NULL) {
+    cr_error ferr;
+    cr_error_clear(&ferr);
+    rc = cr_filter_bind(opt->filter, opt->params, (const char *const *)hdr, nhdr, &ferr);
+    if (rc != 0) {
+      char found[400];
+      describe_header(found, sizeof found, hdr, nhdr);
+      rc = cr_error_set(err, rc == CR_EINVAL ? CR_EREFUSED : CR_EDATA,
+                        "%s: the query's filter: %s (columns found: %s)", path, ferr.msg, found);
+      goto out;
+    }
+  }
   if (opt != NULL && opt->group_column != NULL) {
     if (!find_col(hdr, nhdr, opt->group_column, &groupcol)) {
       rc = missing_column(err, path, opt->group_column, "the query groups by it", hdr, nhdr);
@@ -484,6 +497,11 @@ int cr_dataset_load(cr_dataset **out, const char *path, const cr_template *t,
     if (rc == 0)
       break;
     d->rows_read++;
+    if (nf == nhdr && opt != NULL && opt->filter != NULL &&
+        !cr_filter_eval(opt->filter, fields, lens, nf)) {
+      d->rows_filtered++;
+      continue;
+    }
     if (nf != nhdr) {
       why = CR_REJECT_COLUMNS;
       rc = 1;
@@ -562,9 +580,10 @@ int cr_dataset_load(cr_dataset **out, const char *path, const cr_template *t,
     rc = cr_error_set(err, CR_EDATA, "%s: the file has a header but no data rows", path);
     goto out;
   }
-  if ((double)d->rows_rejected > ratio * (double)d->rows_read) {
+  uint64_t considered = d->rows_read - d->rows_filtered;
+  if (d->rows_rejected > 0 && (double)d->rows_rejected > ratio * (double)considered) {
     char why[700];
-    double actual = (double)d->rows_rejected / (double)d->rows_read;
+    double actual = (double)d->rows_rejected / (double)considered;
     describe_rejects(why, sizeof why, d);
     /* Suggest the smallest two-decimal ratio that would let this file in. */
     unsigned hundredths = (unsigned)(actual * 100.0);
@@ -575,8 +594,14 @@ int cr_dataset_load(cr_dataset **out, const char *path, const cr_template *t,
                       "allowed %.2f%%: %s. Fix those rows, or raise the limit with "
                       "--max-reject-ratio (this file needs at least %u.%02u)",
                       path, (unsigned long long)d->rows_rejected,
-                      (unsigned long long)d->rows_read, 100.0 * actual, 100.0 * ratio,
+                      (unsigned long long)considered, 100.0 * actual, 100.0 * ratio,
                       why, hundredths / 100, hundredths % 100);
+    goto out;
+  }
+  if (d->rows_accepted == 0 && d->rows_filtered > 0 && d->rows_rejected == 0) {
+    rc = cr_error_set(err, CR_EREFUSED,
+                      "%s: the query's filter keeps none of the %llu data rows", path,
+                      (unsigned long long)d->rows_read);
     goto out;
   }
   if (d->rows_accepted == 0) {
@@ -591,6 +616,10 @@ int cr_dataset_load(cr_dataset **out, const char *path, const cr_template *t,
     cr_error_set(err, rc, "%s: out of memory", path);
     goto out;
   }
+  d->columns = hdr;
+  d->ncolumns = nhdr;
+  hdr = NULL;
+  nhdr = 0;
   *out = d;
   d = NULL;
 out:
@@ -620,6 +649,7 @@ void cr_dataset_free(cr_dataset *d) {
   }
   free(d->off);
   free(d->path);
+  free_header(d->columns, d->ncolumns);
   for (size_t i = 0; i < d->nlabels; i++)
     free(d->label_names[i]);
   free(d->label_names);

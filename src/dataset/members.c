@@ -98,6 +98,7 @@ int cr_dataset_write_matches(const cr_dataset *d, const cr_template *t,
     rc = rc ? rc : cr_error_set(err, CR_EDATA, "%s: empty", d->path);
     goto out;
   }
+  rc = 0;
   /* The data file may not change between loading and writing: the hash of
    * what is read now is compared at the end. */
   hdr = calloc(nf, sizeof *hdr);
@@ -173,6 +174,7 @@ int cr_dataset_write_matches(const cr_dataset *d, const cr_template *t,
       goto out;
     if (rc == 0)
       break;
+    rc = 0;
     if (nf != nhdr)
       continue;
     for (size_t i = 0; i < mk->ncolumns; i++) {
