@@ -181,8 +181,13 @@ typedef struct show_ctx {
 
 static json_t *session_of(show_ctx *sc, json_t *e) {
   const char *sid = json_string_value(json_object_get(e, "session_id"));
-  if (sid == NULL)
-    return NULL;
+  char key[64];
+  if (sid == NULL) {
+    /* Refused before a session id existed: a row of its own. */
+    snprintf(key, sizeof key, "seq %lld",
+             (long long)json_integer_value(json_object_get(e, "seq")));
+    sid = key;
+  }
   json_t *s = json_object_get(sc->sessions, sid);
   if (s == NULL) {
     s = json_object();
@@ -216,6 +221,8 @@ static int show_entry(void *ctx, json_t *e) {
       json_object_set(s, "released", json_object_get(e, "released"));
     }
     if (strcmp(ev, "session_aborted") == 0) {
+      if (json_object_get(s, "time") == NULL)
+        json_object_set(s, "time", json_object_get(e, "time"));
       json_object_set_new(s, "status", json_string("aborted"));
       json_object_set(s, "reason", json_object_get(e, "reason"));
     }

@@ -158,7 +158,12 @@ int cr_cli_audit_session_end(cr_cli_audit *a, const cr_session_result *r,
   int rc = 0;
   if (!a->open)
     return 0;
-  if (!r->have_session_id) {
+  /* A failure before any session frame (TCP, TLS, pinning, timeout) is a
+   * refused connection; anything later is an aborted session. */
+  int connection_level = !r->have_session_id && r->wire_error == 0 &&
+                         (r->error == CR_ETLS || r->error == CR_EAUTH || r->error == CR_ENET ||
+                          r->error == CR_ETIMEDOUT);
+  if (connection_level) {
     json_t *o = json_object();
     if (peer_addr)
       json_object_set_new(o, "address", json_string(peer_addr));

@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# End to end: both nodes' audit logs record every data access, connection,
+# session, release and receipt of a real run; they verify; any edit,
+# deletion or reordering is caught and named by line; a crash's torn tail
+# is repaired on the next start; no match key is ever written.
+source "$CR_E2E_LIB"
+
+make_identities
+pin_template "$EX/template.json" template.json
+PLOG=provider-id/audit.jsonl
+CLOG=consumer-id/audit.jsonl
+
+# A completed session, a refused one (template mismatch) and a refused
+# connection (unpinned certificate), all against one long-running server.
+start_server template.json "$EX/provider.csv"
+run_client template.json "$EX/consumer.csv" overlap
+expect_eq "the run completes" 0 "$RUN_RC"
+sed 's/"min_count": 100/"min_count": 101/' template.json >other.json
+run_client other.json "$EX/consumer.csv" overlap
+expect_eq "the mismatched run is refused" 4 "$RUN_RC"
+"$CR" keygen --out stranger-id >/dev/null 2>&1
+"$CR" template pin template.json --consumer stranger-id/identity.crt --out stranger.json >/dev/null 2>&1
+set +e
+"$CR" run --template stranger.json --identity stranger-id --data "$EX/consumer.csv" \
+  --peer "127.0.0.1:$PORT" --query overlap >/dev/null 2>&1
+set -e
+kill -TERM "$SERVER_PID"
+wait_server
+
+for ev in node_started data_loaded connection_accepted session_started result_released receipt checkpoint; do
+  expect_grep "provider log has $ev" "\"event\":\"$ev\"" "$PLOG"
+  expect_grep "consumer log has $ev" "\"event\":\"$ev\"" "$CLOG"
+done
+expect_grep "provider log has the refused connection" '"event":"connection_refused"' "$PLOG"
+expect_grep "the refused connection names the stranger's certificate" \
+  "$("$CR" fingerprint stranger-id/identity.crt)" "$PLOG"
+expect_grep "provider log has the aborted session" '"event":"session_aborted"' "$PLOG"
+expect_grep "the aborted session says why" 'TEMPLATE_MISMATCH' "$PLOG"
+expect_grep "the data access names the file's hash" "$(sha256sum "$EX/provider.csv" | cut -c1-64)" "$PLOG"
+COUNT=$(json_field run.out count)
+expect_grep "the release records the count shown" "\"released\":{\"count\":$COUNT" "$CLOG"
+
+"$CR" audit verify "$PLOG" --cert provider-id/identity.crt >pv.out
+expect_grep "provider log verifies" "OK" pv.out
+"$CR" audit verify "$CLOG" --cert consumer-id/identity.crt >cv.out
+expect_grep "consumer log verifies" "1 partner receipts verified" cv.out
+set +e
+"$CR" audit verify "$CLOG" --cert provider-id/identity.crt >/dev/null 2>wrongkey.err
+WK=$?
+set -e
+expect_eq "checkpoints by another key fail verify" 3 "$WK"
+"$CR" audit show "$PLOG" >show.out
+expect_grep "show lists the completed session" "completed  overlap" show.out
+expect_grep "show lists the aborted session" "aborted" show.out
+"$CR" audit show --json "$CLOG" >showj.out
+expect_grep "show --json gives the release" "\"count\":$COUNT" showj.out
+
+# No match key, raw or hashed, in either log.
+normalized_emails "$EX/provider.csv" >keys.txt
+normalized_emails "$EX/consumer.csv" >>keys.txt
+head -300 keys.txt | while read -r k; do printf '%s' "$k" | sha256sum | cut -c1-64; done >hashed.txt
+if grep -qF -f keys.txt "$PLOG" "$CLOG"; then fail "a log holds a match key"; else ok "no raw match key in the logs"; fi
+if grep -qF -f hashed.txt "$PLOG" "$CLOG"; then fail "a log holds a hashed match key"; else ok "no hashed match key in the logs"; fi
+
+# Tampering, each named by its line.
+tamper() { # NAME EXPECTED_LINE SED_OR_AWK...
+  local name=$1 line=$2
+  shift 2
+  cp "$CLOG" t.jsonl
+  "$@" t.jsonl
+  set +e
+  "$CR" audit verify t.jsonl >/dev/null 2>t.err
+  local rc=$?
+  set -e
+  expect_eq "$name: verify fails" 3 "$rc"
+  expect_grep "$name: the line is named" "line $line" t.err
+}
+edit_count() { sed -i "5s/\"count\":$COUNT/\"count\":$((COUNT + 1))/" "$1"; }
+delete_line() { sed -i '3d' "$1"; }
+swap_lines() { awk 'NR==3{x=$0; next} NR==4{print; print x; next} {print}' "$1" >"$1.x" && mv "$1.x" "$1"; }
+insert_line() { sed -i '2{p}' "$1"; }
+sig_byte() { sed -i '$s/"signature":"0/"signature":"1/; t; $s/"signature":"./"signature":"0/' "$1"; }
+tamper "editing a released count" 5 edit_count
+tamper "deleting a line" 3 delete_line
+tamper "swapping two lines" 3 swap_lines
+tamper "inserting a copied line" 3 insert_line
+expect_grep "the consumer log ends with a checkpoint" '"event":"checkpoint"' <(tail -1 "$CLOG")
+tamper "changing a checkpoint signature" "$(wc -l <"$CLOG")" sig_byte
+
+# A crash mid-append leaves a torn line: verify says so, the next start
+# repairs it and records that it did.
+cp "$PLOG" before.jsonl
+printf '{"seq":999,"time":"2026-' >>"$PLOG"
+set +e
+"$CR" audit verify "$PLOG" >/dev/null 2>torn.err
+TORN=$?
+set -e
+expect_eq "a torn tail fails verify" 3 "$TORN"
+expect_grep "verify calls it torn" "torn\|incomplete" torn.err
+start_server template.json "$EX/provider.csv" --once
+run_client template.json "$EX/consumer.csv" overlap
+wait_server
+expect_eq "the node runs after a torn tail" 0 "$RUN_RC"
+expect_grep "the repair is recorded" '"event":"audit_repaired"' "$PLOG"
+"$CR" audit verify "$PLOG" --cert provider-id/identity.crt >repaired.out
+expect_grep "the repaired log verifies" "OK" repaired.out
+
+# A node killed with SIGKILL mid-session leaves a log that verifies after
+# its restart.
+"$CR" serve --template template.json --identity provider-id --data "$EX/provider.csv" \
+  --listen 127.0.0.1:0 --json >kill.out 2>kill.err &
+KPID=$!
+for _ in $(seq 1 100); do
+  KPORT=$(sed -n 's/.*listening on [^ ]*:\([0-9][0-9]*\).*/\1/p' kill.err | head -1)
+  [ -n "$KPORT" ] && break
+  sleep 0.05
+done
+"$CR" run --template template.json --identity consumer-id --data "$EX/consumer.csv" \
+  --peer "127.0.0.1:$KPORT" --query overlap >/dev/null 2>&1 &
+RPID=$!
+sleep 0.4
+kill -KILL "$KPID"
+wait "$KPID" 2>/dev/null || true
+wait "$RPID" 2>/dev/null || true
+start_server template.json "$EX/provider.csv" --once
+run_client template.json "$EX/consumer.csv" overlap
+wait_server
+expect_eq "the node runs after SIGKILL" 0 "$RUN_RC"
+"$CR" audit verify "$PLOG" --cert provider-id/identity.crt >killed.out
+expect_grep "the log verifies after SIGKILL and restart" "OK" killed.out
+
+# The run limit survives restarts: it is counted from the log.
+sed 's/"max_runs_per_query": 20/"max_runs_per_query": 2/' template.json >limit.json
+start_server limit.json "$EX/provider.csv"
+run_client limit.json "$EX/consumer.csv" overlap
+expect_eq "run 1 of 2" 0 "$RUN_RC"
+kill -TERM "$SERVER_PID"
+wait_server
+start_server limit.json "$EX/provider.csv"
+run_client limit.json "$EX/consumer.csv" overlap
+expect_eq "run 2 of 2, after a restart" 0 "$RUN_RC"
+run_client limit.json "$EX/consumer.csv" overlap
+expect_eq "run 3 is refused" 4 "$RUN_RC"
+expect_grep "the refusal names the limit" "max_runs_per_query" run.err
+kill -TERM "$SERVER_PID"
+wait_server
+
+finish
