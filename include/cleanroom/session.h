@@ -123,6 +123,8 @@ struct cr_session_result {
   uint64_t peer_set_size;
   uint32_t digest_bytes;
   char peer_software[64];
+  uint64_t bytes_sent;     /* frame bytes this side produced (before TLS) */
+  uint64_t bytes_received; /* frame bytes the peer sent */
 
   /* Valid when status == DONE. */
   int receives;      /* this side is in results_to */

@@ -100,6 +100,11 @@ void cr_cli_print_result_json(const cr_session_result *r, const cr_template *t,
     json_object_set_new(o, "peer", json_string(peer_addr));
   json_object_set_new(o, "own_set_size", json_integer((json_int_t)r->own_set_size));
   json_object_set_new(o, "peer_set_size", json_integer((json_int_t)r->peer_set_size));
+  json_t *w = json_object();
+  json_object_set_new(w, "bytes_sent", json_integer((json_int_t)r->bytes_sent));
+  json_object_set_new(w, "bytes_received", json_integer((json_int_t)r->bytes_received));
+  json_object_set_new(w, "digest_bytes", json_integer((json_int_t)r->digest_bytes));
+  json_object_set_new(o, "wire", w);
   if (r->nparams) {
     json_t *p = json_object();
     for (size_t i = 0; i < r->nparams; i++)

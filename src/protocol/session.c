@@ -1263,6 +1263,7 @@ out:
 int cr_session_recv(cr_session *s, const uint8_t *data, size_t len) {
   if (s->res.status != CR_SESSION_RUNNING)
     return s->res.status == CR_SESSION_FAILED ? s->res.error : 0;
+  s->res.bytes_received += len;
   int rc = cr_buf_append(&s->in, data, len);
   if (rc)
     return fail(s, rc, CR_WIRE_INTERNAL, 0, "out of memory for input");
@@ -1462,4 +1463,9 @@ int cr_session_send(cr_session *s, const uint8_t **data, size_t *len) {
   return s->res.status == CR_SESSION_FAILED && s->out.len == 0 ? s->res.error : 0;
 }
 
-void cr_session_sent(cr_session *s, size_t n) { cr_buf_consume(&s->out, n); }
+void cr_session_sent(cr_session *s, size_t n) {
+  if (n > s->out.len)
+    n = s->out.len;
+  s->res.bytes_sent += n;
+  cr_buf_consume(&s->out, n);
+}
