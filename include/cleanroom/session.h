@@ -24,6 +24,7 @@
 #include "cleanroom/crypto.h"
 #include "cleanroom/dataset.h"
 #include "cleanroom/error.h"
+#include "cleanroom/pool.h"
 #include "cleanroom/template.h"
 
 #ifdef __cplusplus
@@ -86,6 +87,9 @@ typedef struct cr_session_config {
    */
   int (*admit)(void *ctx, const struct cr_session_result *res, char *msg, size_t cap);
   void *admit_ctx;
+
+  /* Worker threads for the blinding loops (NULL: this thread only). */
+  cr_pool *pool;
 
   /* Runner: the run's parameters (name=value text), sent in Hello. */
   const char *const *param_names;

@@ -28,6 +28,7 @@ typedef struct node_opts {
   double max_reject_ratio;
   unsigned timeout_ms;
   unsigned max_sessions;
+  unsigned threads;
 } node_opts;
 
 typedef struct node_ctx {
@@ -254,7 +255,7 @@ static void node_help(const char *cmd) {
   if (strcmp(cmd, "serve") == 0)
     printf("Usage: cleanroom serve --template T --identity DIR --data CSV --listen HOST:PORT\n"
            "                       [--once] [--json] [--max-reject-ratio R] [--timeout SEC]\n"
-           "                       [--max-sessions N]\n\n"
+           "                       [--max-sessions N] [--threads N] [--audit FILE]\n\n"
            "Waits for the partner's node and answers the queries the template lets it run.\n"
            "The node's role is the template party whose cert_sha256 is this identity's.\n"
            "Each session's result is printed when it ends (one JSON object per line with\n"
@@ -268,7 +269,8 @@ static void node_help(const char *cmd) {
   else
     printf("Usage: cleanroom run --template T --identity DIR --data CSV --peer HOST:PORT\n"
            "                     --query NAME [--param NAME=VALUE]... [--out FILE] [--json]\n"
-           "                     [--max-reject-ratio R] [--timeout SEC]\n\n"
+           "                     [--max-reject-ratio R] [--timeout SEC] [--threads N]\n"
+           "                     [--audit FILE]\n\n"
            "Connects to the partner's node and runs a query of the template. Prints what\n"
            "the template releases to this side: the overlap count if it reaches the query's\n"
            "min_count, otherwise that it was suppressed.\n"
@@ -299,6 +301,7 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
                                        {"param", required_argument, NULL, 'P'},
                                        {"out", required_argument, NULL, 'o'},
                                        {"audit", required_argument, NULL, 'A'},
+                                       {"threads", required_argument, NULL, 'N'},
                                        {"help", no_argument, NULL, 'h'},
                                        {NULL, 0, NULL, 0}};
   node_opts o = {0};
@@ -388,6 +391,16 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
     case 'A':
       o.audit = optarg;
       break;
+    case 'N': {
+      errno = 0;
+      unsigned long v = strtoul(optarg, &end, 10);
+      if (errno || end == optarg || *end || v == 0 || v > 256) {
+        cr_cli_errorf(cmd, "--threads takes a number from 1 to 256, got \"%s\"", optarg);
+        return EXIT_USAGE;
+      }
+      o.threads = (unsigned)v;
+      break;
+    }
     case 'o':
       if (serve) {
         cr_cli_errorf(cmd, "--out is for run (the rows a members query returns to its owner)");
@@ -433,6 +446,7 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
   char *audit_path = NULL;
   cr_params params = {0};
   cr_filter *filter = NULL;
+  cr_pool *pool = NULL;
   memset(&nctx, 0, sizeof nctx);
   nctx.cmd = cmd;
   nctx.o = &o;
@@ -525,9 +539,10 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
      * text is what goes to the partner and into both audit logs. */
     rc = cr_params_from_args(&params, o.param_args, o.nparams, rq->params, rq->nparams, &err);
     if (rc) {
+      /* Parameters the template's declarations refuse: a refusal (4). */
       cr_cli_errorf(cmd, "%s", cr_error_message(&err, rc));
       audit_refusal(&nctx, "run_refused", cr_error_message(&err, rc));
-      code = EXIT_USAGE;
+      code = EXIT_REFUSED;
       goto out;
     }
     for (size_t i = 0; i < params.n; i++) {
@@ -652,6 +667,14 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
   nc.param_values = o.param_values;
   nc.nparams = o.nparams;
   nc.ctx = &nctx;
+  /* The calling thread works too: threads - 1 helpers. */
+  unsigned threads = o.threads ? o.threads : cr_cpu_count();
+  if (threads > 1 && (rc = cr_pool_new(&pool, threads - 1)) != 0) {
+    cr_cli_errorf(cmd, "cannot start %u worker threads: %s", threads - 1, cr_strerror(rc));
+    code = EXIT_INTERNAL;
+    goto out;
+  }
+  nc.pool = pool;
 
   if (serve) {
     fprintf(stderr, "%s serve: this node is the %s (%s)\n", CR_CLI_PROG, cr_role_name(role),
@@ -698,6 +721,7 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
   }
 
 out:
+  cr_pool_free(pool);
   cr_filter_free(filter);
   cr_params_free(&params);
   cr_cli_audit_close(&nctx.audit);

@@ -18,8 +18,9 @@
  * keep a session open.
  *
  * Serve caps sessions in progress at max_sessions: a partner past the cap
- * completes TLS and is sent a BUSY Error frame (produced by a session with
- * no data, aborted at once) so that its `run` can say "busy, retry later".
+ * completes TLS and is sent a BUSY Error frame (built with the protocol
+ * layer's framing; no session is created for it) so that its `run` can say
+ * "busy, retry later".
  *
  * Lifetime: a connection is freed only once its TCP handle and timer are
  * closed (close callbacks) and no work item or DNS request is in flight;
@@ -39,6 +40,8 @@
 #include <time.h>
 
 #include <uv.h>
+
+#include "protocol/frame.h" /* only for the BUSY refusal (conn_refuse_busy) */
 
 #define CR_NODE_READ_BUF 65536
 #define CR_NODE_MAX_UNSENT (4u << 20) /* ciphertext queued for the socket */
@@ -396,23 +399,15 @@ static void conn_flush(conn *c) {
 
 /* ---- the session, on the thread pool -------------------------------------- */
 
-/* A busy refusal's session holds no data: it only speaks the Error frame. */
-static const cr_dataset no_data;
-
 static void work_cb(uv_work_t *req) {
   conn *c = req->data;
   int retried = 0;
   if (c->s == NULL) {
     cr_session *s = NULL;
-    cr_session_config sc = c->scfg;
-    if (c->busy)
-      sc.data = &no_data;
-    c->work_rc = cr_session_new(&s, &sc, &c->work_err);
+    c->work_rc = cr_session_new(&s, &c->scfg, &c->work_err);
     if (c->work_rc != 0)
       return;
-    if (c->busy)
-      cr_session_abort(s, CR_EREFUSED, CR_WIRE_BUSY, c->local.error_msg);
-    else if (cr_session_start(s) != 0 && cr_session_status_get(s) == CR_SESSION_RUNNING)
+    if (cr_session_start(s) != 0 && cr_session_status_get(s) == CR_SESSION_RUNNING)
       cr_session_abort(s, CR_EINTERNAL, CR_WIRE_INTERNAL, "cannot start the session");
     c->s = s;
   }
@@ -547,8 +542,8 @@ static void conn_pump(conn *c) {
   if (c->phase != PH_SESSION || c->work_busy || c->closing || c->closed)
     return;
   if (c->s == NULL) {
-    if (!c->have_local || c->busy)
-      conn_dispatch(c); /* creates the session (a busy one: to refuse) */
+    if (!c->have_local)
+      conn_dispatch(c); /* creates the session */
     return;
   }
   if (c->abort_pending) {
@@ -759,6 +754,26 @@ static void conn_maybe_free(conn *c) {
 
 /* ---- handshake and reading ------------------------------------------------ */
 
+/* Sends the BUSY Error frame and closes. No session is created for it
+ * (that would cost a scalar and a pass over the data set): the frame comes
+ * from the protocol layer's framing, the one place the node builds one. */
+static void conn_refuse_busy(conn *c) {
+  Cleanroom__V1__Error e = CLEANROOM__V1__ERROR__INIT;
+  Cleanroom__V1__Frame f = CLEANROOM__V1__FRAME__INIT;
+  cr_buf b;
+  cr_error err;
+  cr_buf_init(&b);
+  cr_error_clear(&err);
+  e.code = CR_WIRE_BUSY;
+  e.message = c->local.error_msg;
+  f.msg_case = CLEANROOM__V1__FRAME__MSG_ERROR;
+  f.error = &e;
+  if (cr__frame_append(&b, &f) != 0 || cr_tls_write(c->tls, b.data, b.len, &err) != 0)
+    c->tls_broken = 1;
+  cr_buf_free(&b);
+  conn_begin_close(c); /* flushes the frame, then close_notify */
+}
+
 static void conn_handshake_done(conn *c) {
   const cr_node_config *cfg = c->n->cfg;
   c->handshake_done = 1;
@@ -785,6 +800,7 @@ static void conn_handshake_done(conn *c) {
   c->scfg.now_unix = (int64_t)time(NULL);
   c->scfg.admit = cfg->admit;
   c->scfg.admit_ctx = cfg->ctx;
+  c->scfg.pool = cfg->pool;
   if (c->n->serving && cfg->load != NULL) {
     c->scfg.data = NULL;
     c->scfg.load = cfg->load;
@@ -811,6 +827,7 @@ static void conn_handshake_done(conn *c) {
       set_local(c, CR_EREFUSED, msg);
       c->local.wire_error = CR_WIRE_BUSY;
       c->local.own_set_size = cfg->data != NULL ? cfg->data->n : 0;
+      conn_refuse_busy(c);
     } else {
       c->counted = 1;
       n->nsessions++;
@@ -879,6 +896,8 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
     if (r == 0)
       return;
     conn_handshake_done(c);
+    if (c->closing)
+      return; /* refused busy: draining until the peer closes */
   }
   size_t before = c->in_plain.len;
   int r = cr_tls_read(c->tls, &c->in_plain, SIZE_MAX, &e);

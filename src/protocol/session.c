@@ -15,6 +15,7 @@
  */
 #include "cleanroom/session.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -103,7 +104,8 @@ struct cr_session {
 
   cr_buf in;
   cr_buf out;
-  cr_buf keybuf; /* HashToGroup input of one element; wiped on free */
+  size_t out_mark; /* out.len before the frames of the current Hello */
+  cr_buf keybuf;   /* unused; kept wiped */
   cr_session_result res;
 };
 
@@ -699,6 +701,7 @@ static int on_hello(cr_session *s, const Cleanroom__V1__Hello *h, const uint8_t 
   cr_role peer_role;
   int rc;
 
+  s->out_mark = s->out.len;
   if (s->hello_received)
     return PROTO_FAIL(s, "the partner sent a second Hello");
   if (s->cfg.is_runner && !s->hello_sent)
@@ -791,8 +794,17 @@ static int on_hello(cr_session *s, const Cleanroom__V1__Hello *h, const uint8_t 
         return fail(s, rc, CR_WIRE_INTERNAL, 0, "cannot take our set");
     }
   }
-  if (check_size(t, s->own_n, "our", msg, sizeof msg) != 0)
-    return refuse(s, CR_WIRE_SIZE, "%s", msg);
+  if (check_size(t, s->own_n, "our", msg, sizeof msg) != 0) {
+    /* Our exact (filtered) size stays here: the partner is told only that
+     * it is out of bounds, or a refusal would release a number below the
+     * template's thresholds. */
+    int rc2 = refuse(s, CR_WIRE_SIZE, "%s", msg);
+    s->out.len = s->out_mark;
+    queue_error_frame(s, CR_WIRE_SIZE,
+                      "the partner's set for this query is outside the template's "
+                      "limits.min_set_size/max_set_size");
+    return rc2;
+  }
   s->own_grouped = s->query->group_by[s->cfg.role] != NULL;
   if (s->own_grouped && (s->data->labels == NULL || s->data->nlabels == 0))
     return fail(s, CR_EINTERNAL, CR_WIRE_INTERNAL, 0,
@@ -859,9 +871,44 @@ static void put_u32be(uint8_t *p, uint32_t v) {
   p[3] = (uint8_t)v;
 }
 
-static int on_batch(cr_session *s, const Cleanroom__V1__Batch *b) {
+/* Elements per range handed to a pool thread: large enough to amortise the
+ * hand-off, small enough to balance a 4096-point batch over the cores. */
+#define CR_POOL_CHUNK 128
+
+typedef struct reblind_job {
+  cr_session *s;
+  const Cleanroom__V1__Batch *b;
+  uint64_t bad; /* lowest index of an invalid point */
+  pthread_mutex_t mu;
+} reblind_job;
+
+/* k * P and its digest for points [begin, end) of a batch. */
+static int reblind_range(void *ctx, size_t begin, size_t end) {
+  reblind_job *j = ctx;
+  cr_session *s = j->s;
   size_t pb = s->suite->point_bytes;
   uint8_t y[CR_MAX_POINT_BYTES];
+  int rc = 0;
+  for (size_t i = begin; i < end; i++) {
+    if (s->suite->reblind(y, s->k, j->b->points.data + i * pb) != 0) {
+      pthread_mutex_lock(&j->mu);
+      if (i < j->bad)
+        j->bad = i;
+      pthread_mutex_unlock(&j->mu);
+      rc = CR_EPROTO;
+      break;
+    }
+    ldigest *e = &s->peer_digests[s->peer_points + i];
+    cr_digest(e->d, s->digest_bytes, s->res.session_id, y, pb);
+    e->label = s->peer_grouped ? get_u32be(j->b->labels.data + 4 * i) : 0;
+    e->index = (uint32_t)(s->peer_points + i);
+  }
+  sodium_memzero(y, sizeof y);
+  return rc;
+}
+
+static int on_batch(cr_session *s, const Cleanroom__V1__Batch *b) {
+  size_t pb = s->suite->point_bytes;
   if (!s->ready)
     return PROTO_FAIL(s, "the partner sent Batch before the Hellos were exchanged");
   if (s->peer_eos)
@@ -893,20 +940,17 @@ static int on_batch(cr_session *s, const Cleanroom__V1__Batch *b) {
       s->peer_label_seen[l]++;
     }
   }
-  for (uint64_t i = 0; i < n; i++) {
-    int rc = s->suite->reblind(y, s->k, b->points.data + i * pb);
-    if (rc != 0) {
-      sodium_memzero(y, sizeof y);
-      return PROTO_FAIL(s, "point %llu of the partner's Batch %llu is not a valid %s element "
-                        "(non-canonical encoding or identity)",
-                        (unsigned long long)i, (unsigned long long)b->seq, s->suite->name);
-    }
-    ldigest *e = &s->peer_digests[s->peer_points + i];
-    cr_digest(e->d, s->digest_bytes, s->res.session_id, y, pb);
-    e->label = s->peer_grouped ? get_u32be(b->labels.data + 4 * i) : 0;
-    e->index = (uint32_t)(s->peer_points + i);
-  }
-  sodium_memzero(y, sizeof y);
+  reblind_job job;
+  job.s = s;
+  job.b = b;
+  job.bad = UINT64_MAX;
+  pthread_mutex_init(&job.mu, NULL);
+  int rc = cr_pool_for(s->cfg.pool, (size_t)n, CR_POOL_CHUNK, reblind_range, &job);
+  pthread_mutex_destroy(&job.mu);
+  if (rc != 0)
+    return PROTO_FAIL(s, "point %llu of the partner's Batch %llu is not a valid %s element "
+                      "(non-canonical encoding or identity)",
+                      (unsigned long long)job.bad, (unsigned long long)b->seq, s->suite->name);
   s->peer_points += n;
   s->peer_batch_seq++;
   return 0;
@@ -1301,6 +1345,57 @@ int cr_session_start(cr_session *s) {
   return send_hello(s);
 }
 
+typedef struct blind_job {
+  cr_session *s;
+  uint8_t *points;
+  uint8_t *labels;
+} blind_job;
+
+/* k * HashToGroup(template_sha256 || u8(len m) || m || v) (design §4) for
+ * the own elements [begin, end) of the next batch. */
+static int blind_range(void *ctx, size_t begin, size_t end) {
+  blind_job *j = ctx;
+  cr_session *s = j->s;
+  const cr_dataset *d = s->data;
+  const cr_match_key *mk = &s->cfg.tmpl->match_key;
+  size_t pb = s->suite->point_bytes;
+  size_t mlen = strlen(mk->name);
+  uint8_t ml = (uint8_t)(mlen > 255 ? 255 : mlen);
+  uint8_t stackbuf[512], *msg = stackbuf;
+  size_t cap = sizeof stackbuf;
+  int rc = 0;
+  for (size_t i = begin; i < end && rc == 0; i++) {
+    uint32_t idx = s->order[s->points_sent + i];
+    size_t vlen = d->off[idx + 1] - d->off[idx];
+    size_t need = CR_SHA256_BYTES + 1 + ml + vlen;
+    if (need > cap) {
+      uint8_t *bigger = malloc(need);
+      if (bigger == NULL) {
+        rc = CR_ENOMEM;
+        break;
+      }
+      if (msg != stackbuf) {
+        sodium_memzero(msg, cap);
+        free(msg);
+      }
+      msg = bigger;
+      cap = need;
+    }
+    memcpy(msg, s->cfg.tmpl->sha256, CR_SHA256_BYTES);
+    msg[CR_SHA256_BYTES] = ml;
+    memcpy(msg + CR_SHA256_BYTES + 1, mk->name, ml);
+    memcpy(msg + CR_SHA256_BYTES + 1 + ml, d->bytes + d->off[idx], vlen);
+    rc = s->suite->hash_blind(j->points + i * pb, s->k, msg, need);
+    if (j->labels)
+      put_u32be(j->labels + 4 * i, d->labels[idx]);
+  }
+  /* The buffer held match keys: wipe it. */
+  sodium_memzero(msg, cap);
+  if (msg != stackbuf)
+    free(msg);
+  return rc;
+}
+
 static int produce_batch(cr_session *s) {
   size_t pb = s->suite->point_bytes;
   uint64_t n = s->own_n - s->points_sent;
@@ -1313,26 +1408,8 @@ static int produce_batch(cr_session *s) {
     free(labels);
     return fail(s, CR_ENOMEM, CR_WIRE_INTERNAL, 0, "out of memory");
   }
-  const cr_dataset *d = s->data;
-  const cr_match_key *mk = &s->cfg.tmpl->match_key;
-  size_t mlen = strlen(mk->name);
-  int rc = 0;
-  for (uint64_t i = 0; i < n && rc == 0; i++) {
-    uint32_t idx = s->order[s->points_sent + i];
-    size_t vlen = d->off[idx + 1] - d->off[idx];
-    uint8_t ml = (uint8_t)(mlen > 255 ? 255 : mlen);
-    /* template_sha256 || u8(len m) || m || v (design §4). */
-    cr_buf_reset(&s->keybuf);
-    rc = cr_buf_append(&s->keybuf, s->cfg.tmpl->sha256, CR_SHA256_BYTES);
-    rc = rc ? rc : cr_buf_append(&s->keybuf, &ml, 1);
-    rc = rc ? rc : cr_buf_append(&s->keybuf, mk->name, ml);
-    rc = rc ? rc : cr_buf_append(&s->keybuf, d->bytes + d->off[idx], vlen);
-    rc = rc ? rc : s->suite->hash_blind(points + i * pb, s->k, s->keybuf.data, s->keybuf.len);
-    if (labels)
-      put_u32be(labels + 4 * i, d->labels[idx]);
-  }
-  if (s->keybuf.data)
-    sodium_memzero(s->keybuf.data, s->keybuf.cap);
+  blind_job job = {s, points, labels};
+  int rc = cr_pool_for(s->cfg.pool, (size_t)n, CR_POOL_CHUNK, blind_range, &job);
   if (rc == 0) {
     Cleanroom__V1__Batch b = CLEANROOM__V1__BATCH__INIT;
     Cleanroom__V1__Frame f = CLEANROOM__V1__FRAME__INIT;

@@ -2,7 +2,8 @@
  * Protocol tests: two sessions back to back through memory buffers, and
  * scripted wrong or hostile peers. No sockets, no files.
  */
-#define _GNU_SOURCE /* memmem */
+#define _GNU_SOURCE /* memmem, RTLD_NEXT */
+#include <dlfcn.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -115,6 +116,18 @@ static cr_dataset *make_dataset(int from, int to) {
   return d;
 }
 
+/* The number in key i ("user<num>@example.com"); keys are not
+ * NUL-terminated, so copy before parsing. */
+static int key_num(const cr_dataset *d, size_t i) {
+  char buf[64];
+  size_t len = d->off[i + 1] - d->off[i];
+  if (len >= sizeof buf)
+    len = sizeof buf - 1;
+  memcpy(buf, d->bytes + d->off[i], len);
+  buf[len] = '\0';
+  return atoi(buf + 4);
+}
+
 /* Labels "seg<i % nlab>" on the keys of make_dataset (sorted by key). */
 static void label_dataset(cr_dataset *d, int nlab) {
   d->nlabels = (size_t)nlab;
@@ -127,7 +140,7 @@ static void label_dataset(cr_dataset *d, int nlab) {
     d->label_names[j] = dup_str(buf);
   }
   for (size_t i = 0; i < d->n; i++) {
-    int num = atoi((const char *)d->bytes + d->off[i] + 4); /* "user<num>@..." */
+    int num = key_num(d, i);
     d->labels[i] = (uint32_t)(num % nlab);
     d->label_sizes[d->labels[i]]++;
   }
@@ -925,7 +938,7 @@ static void test_members_to_owner(void **state) {
   assert_non_null(rc->matched);
   int wrong = 0, set = 0;
   for (size_t i = 0; i < x.dc->n; i++) {
-    int num = atoi((const char *)x.dc->bytes + x.dc->off[i] + 4);
+    int num = key_num(x.dc, i);
     int bit = (rc->matched[i / 8] >> (i % 8)) & 1;
     set += bit;
     wrong += bit != (num < 200);
@@ -1070,6 +1083,136 @@ static void test_params_checked_locally(void **state) {
   free_dataset(d);
 }
 
+/* ---- secrets: the scalar's memory ---------------------------------------- */
+
+/*
+ * The session scalar lives in sodium_malloc'ed memory: mlock()ed when it is
+ * allocated, zeroed by sodium_free and only then munlock()ed and unmapped.
+ * These two wrappers (the dynamic linker prefers them to libc's for
+ * libsodium's calls) log each locked region while a test watches, and look
+ * at its bytes at munlock(): what held the scalar must be all zero by then.
+ * So the tests below see the very memory, not just a flag.
+ */
+#define WATCH_MAX 32
+static struct {
+  const volatile uint8_t *p;
+  size_t len;
+  int live;
+} watch[WATCH_MAX];
+static int watch_on, watch_n, watch_dirty;
+
+typedef int (*lock_fn)(const void *, size_t);
+
+int mlock(const void *addr, size_t len) {
+  static lock_fn real;
+  if (real == NULL)
+    real = (lock_fn)dlsym(RTLD_NEXT, "mlock");
+  if (watch_on && watch_n < WATCH_MAX) {
+    watch[watch_n].p = addr;
+    watch[watch_n].len = len;
+    watch[watch_n].live = 1;
+    watch_n++;
+  }
+  return real != NULL ? real(addr, len) : 0;
+}
+
+int munlock(const void *addr, size_t len) {
+  static lock_fn real;
+  if (real == NULL)
+    real = (lock_fn)dlsym(RTLD_NEXT, "munlock");
+  for (int i = 0; watch_on && i < watch_n; i++) {
+    if (!watch[i].live || watch[i].p != addr)
+      continue;
+    watch[i].live = 0;
+    for (size_t j = 0; j < watch[i].len; j++)
+      if (watch[i].p[j] != 0) {
+        watch_dirty++;
+        break;
+      }
+  }
+  return real != NULL ? real(addr, len) : 0;
+}
+
+static void watch_start(void) {
+  memset(watch, 0, sizeof watch);
+  watch_n = watch_dirty = 0;
+  watch_on = 1;
+}
+
+static int watch_live(void) {
+  int n = 0;
+  for (int i = 0; i < watch_n; i++)
+    n += watch[i].live;
+  return n;
+}
+
+/* Live regions hold the scalar (and sodium's 0xdb fill): not all zero. */
+static int watch_live_nonzero(void) {
+  int n = 0;
+  for (int i = 0; i < watch_n; i++) {
+    if (!watch[i].live)
+      continue;
+    for (size_t j = 0; j < watch[i].len; j++)
+      if (watch[i].p[j] != 0) {
+        n++;
+        break;
+      }
+  }
+  return n;
+}
+
+static void test_scalar_memory_wiped(void **state) {
+  (void)state;
+  /* A completed session: wiped as it completes, before cr_session_free. */
+  pair x;
+  watch_start();
+  pair_init(&x, 0, 40, 20, 60, 1, "overlap");
+  assert_int_equal(watch_n, 2); /* one scalar per side */
+  assert_int_equal(watch_live(), 2);
+  assert_int_equal(watch_live_nonzero(), 2);
+  assert_int_equal(cr_session_start(x.consumer), 0);
+  pump(&x, SIZE_MAX);
+  assert_int_equal(cr_session_status_get(x.consumer), CR_SESSION_DONE);
+  assert_int_equal(cr_session_status_get(x.provider), CR_SESSION_DONE);
+  assert_int_equal(watch_live(), 0);
+  assert_int_equal(watch_dirty, 0);
+  assert_true(cr_session_scalar_wiped(x.consumer));
+  assert_true(cr_session_scalar_wiped(x.provider));
+  pair_free(&x);
+
+  /* Aborted by a hostile peer (a zero-length frame). */
+  hostile h;
+  watch_start();
+  hostile_init(&h, 0);
+  assert_int_equal(watch_live(), 1);
+  assert_int_equal(watch_live_nonzero(), 1);
+  assert_true(cr_session_recv(h.s, (const uint8_t *)"\0\0\0\0", 4) < 0);
+  assert_int_equal(cr_session_status_get(h.s), CR_SESSION_FAILED);
+  assert_int_equal(watch_live(), 0);
+  assert_int_equal(watch_dirty, 0);
+  assert_true(cr_session_scalar_wiped(h.s));
+  hostile_free(&h);
+
+  /* Aborted from outside (a timeout, say), then freed. */
+  watch_start();
+  hostile_init(&h, 1);
+  assert_int_equal(watch_live(), 1);
+  cr_session_abort(h.s, CR_ETIMEDOUT, CR_WIRE_TIMEOUT, "timed out");
+  assert_int_equal(watch_live(), 0);
+  assert_int_equal(watch_dirty, 0);
+  hostile_free(&h);
+
+  /* Freed while still running (the connection vanished). */
+  watch_start();
+  hostile_init(&h, 1);
+  assert_int_equal(watch_live(), 1);
+  assert_false(cr_session_scalar_wiped(h.s));
+  hostile_free(&h);
+  assert_int_equal(watch_live(), 0);
+  assert_int_equal(watch_dirty, 0);
+  watch_on = 0;
+}
+
 int main(void) {
   if (cr_crypto_init() != 0)
     return 1;
@@ -1108,6 +1251,7 @@ int main(void) {
       cmocka_unit_test(test_hostile_finish_too_early),
       cmocka_unit_test(test_forged_receipt_releases_nothing),
       cmocka_unit_test(test_peer_error_text_is_sanitised),
+      cmocka_unit_test(test_scalar_memory_wiped),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

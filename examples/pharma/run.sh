@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Pharma x hospital, on one machine over loopback TLS:
+#
+#   1. St. Elisabeth Hospital (provider) and Novamed Pharma (consumer) each
+#      create an identity and pin both fingerprints in the shared template.
+#   2. The hospital serves its patient records. Novamed runs
+#      "eligible_patients" with its trial parameters (diagnosis codes, age
+#      range); the hospital's node keeps only its records that pass the
+#      template's filter with those parameters, then matches them with
+#      Novamed's trial registry. Novamed learns the count of eligible
+#      patients in its registry, if it reaches the minimum.
+#   3. The same for type 1 diabetes only: too few, so suppressed.
+#   4. A parameter of the wrong type is refused before anything is sent.
+#
+# Uses $CLEANROOM if set, otherwise builds build/release if needed. Work files
+# go to examples/pharma/work/.
+set -euo pipefail
+EX=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$EX/../.." && pwd)
+
+if [ -n "${CLEANROOM:-}" ]; then
+  CR=$CLEANROOM
+else
+  BUILD="$ROOT/${BUILD_DIR:-build/release}"
+  if [ ! -x "$BUILD/cleanroom" ]; then
+    "$ROOT/scripts/install-deps.sh"
+    cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCR_BUILD_TESTS=OFF >/dev/null
+  fi
+  cmake --build "$BUILD" -j "$(nproc 2>/dev/null || echo 2)" --target cleanroom_cli >/dev/null
+  CR="$BUILD/cleanroom"
+fi
+
+WORK="$EX/work"
+rm -rf "$WORK"
+mkdir -p "$WORK"
+cd "$WORK"
+
+SERVER=""
+cleanup() { if [ -n "$SERVER" ]; then kill "$SERVER" 2>/dev/null || true; fi; }
+trap cleanup EXIT
+
+echo "== 1. identities and the template"
+H_FP=$("$CR" keygen --out hospital-id --name "St. Elisabeth Hospital" 2>/dev/null)
+P_FP=$("$CR" keygen --out pharma-id --name "Novamed Pharma" 2>/dev/null)
+echo "   St. Elisabeth Hospital (provider): $H_FP"
+echo "   Novamed Pharma (consumer):         $P_FP"
+"$CR" template pin "$EX/template.json" --provider "$H_FP" --consumer "$P_FP" \
+  --out template.json >/dev/null 2>&1
+echo "   template sha256: $("$CR" template hash template.json)"
+echo "   the hospital's filter: $(sed -n 's/.*"provider": *"\(.*IN.*\)".*/\1/p' template.json)"
+
+"$CR" serve --template template.json --identity hospital-id --data "$EX/hospital.csv" \
+  --listen 127.0.0.1:0 >hospital.out 2>hospital.err &
+SERVER=$!
+PORT=""
+for _ in $(seq 1 100); do
+  PORT=$(sed -n 's/.*listening on [^ ]*:\([0-9][0-9]*\).*/\1/p' hospital.err | head -1)
+  [ -n "$PORT" ] && break
+  kill -0 $SERVER 2>/dev/null || break
+  sleep 0.1
+done
+if [ -z "$PORT" ]; then
+  echo "the hospital's node did not start:" >&2
+  cat hospital.err >&2
+  exit 1
+fi
+
+# pharma TAG PARAMS...: Novamed runs eligible_patients; sets RC.
+pharma() {
+  local tag=$1
+  shift
+  RC=0
+  "$CR" run --template template.json --identity pharma-id --data "$EX/registry.csv" \
+    --peer "127.0.0.1:$PORT" --query eligible_patients "$@" >"pharma-$tag.out" 2>"pharma-$tag.err" || RC=$?
+  sed 's/^/   /' "pharma-$tag.err" "pharma-$tag.out"
+  echo "   (exit $RC)"
+}
+
+FAILED=0
+echo "== 2. Novamed: type 1 or 2 diabetes (E10, E11), ages 18 to 65"
+pharma diabetes --param codes=E11,E10 --param min_age=18 --param max_age=65
+[ $RC -eq 0 ] || FAILED=1
+echo "== 3. Novamed: type 1 diabetes only (E10), ages 18 to 65"
+pharma type1 --param codes=E10 --param min_age=18 --param max_age=65
+[ $RC -eq 0 ] || FAILED=1
+echo "== 4. Novamed: an age that is not an integer"
+pharma typo --param codes=E11,E10 --param min_age=eighteen --param max_age=65
+[ $RC -ne 0 ] || FAILED=1
+
+sleep 0.5
+cleanup
+SERVER=""
+wait 2>/dev/null || true
+
+echo
+echo "-- what the hospital's node printed:"
+grep -v "listening on" hospital.err | sed 's/^/   /' || true
+sed 's/^/   /' hospital.out
+echo
+echo "Novamed learned how many eligible patients are in its registry (when at least"
+echo "the template's min_count) and how many of the hospital's patients pass the"
+echo "filter; the hospital learned the registry's size and the parameters, nothing"
+echo "about who is in it. Work files are in $WORK"
+exit $FAILED

@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# End to end on examples/pharma: the pharma company (consumer) runs
+# "eligible_patients" with trial parameters; the hospital's node (provider)
+# filters its own records with the template's `where` and the run's
+# parameters before matching. The released count (or its suppression) and
+# both set sizes are compared with a plain filter-then-join computed here
+# with awk, for two parameter sets: one above min_count, one below. A
+# parameter of the wrong type is refused (exit 4) naming the parameter.
+source "$CR_E2E_LIB"
+
+PX="$CR_SOURCE_DIR/examples/pharma"
+HOSP="$PX/hospital.csv"
+REG="$PX/registry.csv"
+MIN=50
+
+# ---- the plain filter and join, independent of the engine --------------------
+
+# eligible_keys CODES MIN_AGE MAX_AGE: the distinct normalized e-mails of the
+# hospital's records whose dx_code is one of CODES (comma-separated, exact
+# match) and whose age is an integer within [MIN_AGE, MAX_AGE]; sorted.
+eligible_keys() {
+  awk -F, -v codes="$1" -v lo="$2" -v hi="$3" '
+    NR == 1 { for (i = 1; i <= NF; i++) { if ($i == "email") c = i; if ($i == "dx_code") d = i; if ($i == "age") a = i }
+              n = split(codes, cl, ","); for (i = 1; i <= n; i++) want[cl[i]] = 1; next }
+    { v = $c; gsub(/^[ \t]+|[ \t]+$/, "", v); v = tolower(v)
+      k = split(v, parts, "@")
+      if (k != 2 || parts[1] == "" || parts[2] == "" || v ~ /[ \t]/) next
+      dx = $d; gsub(/^[ \t]+|[ \t]+$/, "", dx)
+      age = $a; sub(/\r$/, "", age); gsub(/^[ \t]+|[ \t]+$/, "", age)
+      if ((dx in want) && age ~ /^[0-9]+$/ && age + 0 >= lo && age + 0 <= hi) print v }' "$HOSP" | sort -u
+}
+
+normalized_emails "$REG" >reg.keys
+normalized_emails "$HOSP" >hosp.keys
+N_REG=$(wc -l <reg.keys)
+N_HOSP=$(wc -l <hosp.keys)
+UNFILTERED=$(comm -12 reg.keys hosp.keys | wc -l)
+eligible_keys E11,E10 18 65 >a.keys
+eligible_keys E10 18 65 >b.keys
+N_A=$(wc -l <a.keys)
+N_B=$(wc -l <b.keys)
+EXP_A=$(comm -12 reg.keys a.keys | wc -l)
+EXP_B=$(comm -12 reg.keys b.keys | wc -l)
+echo "plain join: registry $N_REG keys, hospital $N_HOSP keys ($UNFILTERED in both, unfiltered)"
+echo "  codes=E11,E10 ages 18-65: $N_A eligible patients, $EXP_A in the registry"
+echo "  codes=E10     ages 18-65: $N_B eligible patients, $EXP_B in the registry"
+
+# The example must exercise what it claims.
+if [ "$EXP_A" -ge $MIN ] && [ "$EXP_B" -lt $MIN ] && [ "$EXP_A" -ne "$UNFILTERED" ]; then
+  ok "the data has one parameter set above min_count, one below, and the filter matters"
+else
+  fail "the example data does not straddle min_count ($EXP_A, $EXP_B, unfiltered $UNFILTERED)"
+fi
+if awk -F, '($3 == "E11" || $3 == "E10") && $4 == 18 { a = 1 } ($3 == "E11" || $3 == "E10") && $4 == 65 { b = 1 }
+            ($3 == "E11" || $3 == "E10") && $4 == "" { c = 1 } END { exit !(a && b && c) }' "$HOSP"; then
+  ok "the data has diabetes records at both age bounds and without an age"
+else
+  fail "the data lacks records at the age bounds or without an age"
+fi
+
+make_identities
+pin_template "$PX/template.json" template.json
+
+numbers() { # the numbers a file shows, outside strings, 64-hex ids and the data summary
+  grep -v ' rows, .* accepted, ' "$1" | sed -E -e 's/"[^"]*"//g' -e 's/[0-9a-f]{64}//g' |
+    grep -oE '[0-9]+(\.[0-9]+)?' || true
+}
+no_keys() { # FILE...: no e-mail of either side in them
+  local f
+  for f in "$@"; do
+    if head -300 hosp.keys | cat - <(head -300 reg.keys) | grep -qF -f - "$f"; then
+      fail "$f holds an e-mail"
+    else
+      ok "$f holds no e-mail"
+    fi
+  done
+}
+
+# ---- 1. E11,E10, ages 18-65: released --------------------------------------
+
+start_server template.json "$HOSP" --once
+run_client template.json "$REG" eligible_patients --param codes=E11,E10 --param min_age=18 --param max_age=65
+wait_server
+cp run.out a-run.out
+cp server.out a-server.out
+expect_eq "A: run exits 0" 0 "$RUN_RC"
+expect_eq "A: serve exits 0" 0 "$SERVER_RC"
+expect_eq "A: the released count equals the plain filter and join" "$EXP_A" "$(json_field run.out count)"
+expect_eq "A: the pharma company sees the hospital's filtered set size" "$N_A" "$(json_field run.out peer_set_size)"
+expect_eq "A: the pharma company's own set size" "$N_REG" "$(json_field run.out own_set_size)"
+expect_eq "A: the hospital's own (filtered) set size" "$N_A" "$(json_field server.out own_set_size)"
+expect_eq "A: the hospital sees the registry's size" "$N_REG" "$(json_field server.out peer_set_size)"
+expect_grep "A: parameters echoed to the pharma company" '"params":{"codes":"E11,E10","min_age":"18","max_age":"65"}' run.out
+expect_grep "A: parameters shown to the hospital" '"params":{"codes":"E11,E10","min_age":"18","max_age":"65"}' server.out
+expect_grep "A: the hospital is released nothing" '"released":null' server.out
+if grep -q '"count":' server.out; then fail "A: the hospital's output holds a count"; else ok "A: the hospital's output holds no count"; fi
+no_keys run.out run.err server.out server.err
+
+# ---- 2. E10, ages 18-65: suppressed -----------------------------------------
+
+start_server template.json "$HOSP" --once
+run_client template.json "$REG" eligible_patients --param codes=E10 --param min_age=18 --param max_age=65
+wait_server
+expect_eq "B: run exits 0 (a suppressed result is a success)" 0 "$RUN_RC"
+expect_eq "B: serve exits 0" 0 "$SERVER_RC"
+expect_grep "B: released as suppressed" '"released":{"suppressed":true' run.out
+expect_eq "B: min_count shown" "$MIN" "$(json_field run.out min_count)"
+if grep -q '"count":' run.out; then fail "B: a count is shown"; else ok "B: no count shown"; fi
+expect_eq "B: the pharma company sees the hospital's filtered set size" "$N_B" "$(json_field run.out peer_set_size)"
+expect_eq "B: the hospital's own (filtered) set size" "$N_B" "$(json_field server.out own_set_size)"
+expect_grep "B: the hospital is released nothing" '"released":null' server.out
+leaked=""
+for f in run.out run.err server.out server.err; do
+  if numbers "$f" | grep -qx "$EXP_B"; then leaked="$leaked $f"; fi
+done
+if [ -z "$leaked" ]; then ok "B: the true count $EXP_B appears in no output"; else fail "B: the true count $EXP_B appears in:$leaked"; fi
+no_keys run.out run.err server.out server.err
+
+# ---- 3. a filtered set below limits.min_set_size --------------------------------
+# E10 at ages 18-20: a handful of patients. The hospital's node must refuse
+# (SIZE) without telling the partner how many there are.
+
+MIN_SET=$(sed -n 's/.*"min_set_size": *\([0-9]*\).*/\1/p' "$PX/template.json")
+eligible_keys E10 18 20 >c.keys
+N_C=$(wc -l <c.keys)
+if [ "$N_C" -lt "$MIN_SET" ] && [ "$N_C" -gt 0 ]; then ok "C: $N_C eligible patients, below min_set_size $MIN_SET"; else fail "C: data does not give a small set ($N_C)"; fi
+start_server template.json "$HOSP" --once
+run_client template.json "$REG" eligible_patients --param codes=E10 --param min_age=18 --param max_age=20
+wait_server
+expect_eq "C: run exits 4 (refused by the partner)" 4 "$RUN_RC"
+expect_grep "C: refused for the set size" '"wire":"SIZE"' run.out
+if grep -q '"count":' run.out; then fail "C: a count is shown"; else ok "C: no count shown"; fi
+# Every number the pharma company was shown, strings included (minus hex
+# ids, addresses and the data summary line).
+shown_numbers() {
+  grep -v ' rows, .* accepted, ' "$1" | sed -E -e 's/[0-9a-f]{64}//g' -e 's/[0-9]+(\.[0-9]+){3}(:[0-9]+)?//g' |
+    grep -oE '[0-9]+' || true
+}
+leaked=""
+for f in run.out run.err; do
+  if shown_numbers "$f" | grep -qx "$N_C"; then leaked="$leaked $f"; fi
+done
+if [ -z "$leaked" ]; then
+  ok "C: the hospital's filtered set size ($N_C) is not shown to the pharma company"
+else
+  fail "C: the hospital's filtered set size ($N_C, below min_set_size) is shown to the pharma company in:$leaked"
+  grep -hw "$N_C" run.err | sed 's/^/    /' >&2
+fi
+
+# ---- 4. a parameter of the wrong type -----------------------------------------
+
+start_server template.json "$HOSP" --once
+run_client template.json "$REG" eligible_patients --param codes=E11,E10 --param min_age=eighteen --param max_age=65
+expect_eq "wrong type: run exits 4 (refused by the template)" 4 "$RUN_RC"
+expect_grep "wrong type: the message names the parameter" 'min_age' run.err
+if grep -q 'eighteen' run.err run.out; then fail "wrong type: the message quotes the value"; else ok "wrong type: the value is not quoted"; fi
+if grep -q '"count":' run.out; then fail "wrong type: a count is shown"; else ok "wrong type: no count"; fi
+# Refused before any point was sent: the hospital's node saw no completed session.
+sleep 0.3
+if grep -q '"status":"ok"' server.out; then fail "wrong type: the hospital completed a session"; else ok "wrong type: no session completed"; fi
+kill "$SERVER_PID" 2>/dev/null || true
+wait_server
+
+finish
