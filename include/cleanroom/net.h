@@ -161,6 +161,9 @@ typedef struct cr_node_config {
   int (*load)(void *ctx, const cr_query *q, const cr_session_result *res,
               const cr_dataset **out, char *msg, size_t cap);
   void (*unload)(void *ctx, const cr_dataset *d);
+  /* Run: a ping instead of a query (cr_session_config.ping); data may be
+   * NULL. */
+  int ping;
   /* Worker threads for every session's blinding loops (NULL: none). */
   cr_pool *pool;
   /* Run: the query's parameters, sent in Hello. */

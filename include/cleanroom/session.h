@@ -88,6 +88,11 @@ typedef struct cr_session_config {
   int (*admit)(void *ctx, const struct cr_session_result *res, char *msg, size_t cap);
   void *admit_ctx;
 
+  /* Runner: a ping. Hello only (query "", set size 0): both sides check
+   * version, roles, template and suite, then the session ends DONE with
+   * res.ping set; no data is loaded, blinded or revealed. */
+  int ping;
+
   /* Worker threads for the blinding loops (NULL: this thread only). */
   cr_pool *pool;
 
@@ -144,6 +149,10 @@ struct cr_session_result {
   int wire_error;      /* CR_WIRE_* sent or received, 0 if none */
   int error_from_peer; /* 1: the peer sent an Error frame */
   char error_msg[512];
+
+  int ping;                /* the session was a ping (DONE: the peer answered) */
+  uint32_t peer_protocol_version;
+  uint8_t peer_template_sha256[CR_SHA256_BYTES];
 
   /* The query's shape, known once the Hellos are exchanged. */
   int kind;    /* CR_QUERY_COUNT or CR_QUERY_MEMBERS */

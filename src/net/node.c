@@ -801,6 +801,7 @@ static void conn_handshake_done(conn *c) {
   c->scfg.admit = cfg->admit;
   c->scfg.admit_ctx = cfg->ctx;
   c->scfg.pool = cfg->pool;
+  c->scfg.ping = !c->n->serving && cfg->ping;
   if (c->n->serving && cfg->load != NULL) {
     c->scfg.data = NULL;
     c->scfg.load = cfg->load;
@@ -1179,7 +1180,7 @@ static void walk_close(uv_handle_t *h, void *arg) {
  * byte goes out: a run that cannot succeed never bothers the partner. */
 static int check_local(const cr_node_config *cfg, int is_runner, cr_error *err) {
   cr_session_config sc;
-  if (cfg->tmpl == NULL || cfg->id == NULL || cfg->data == NULL)
+  if (cfg->tmpl == NULL || cfg->id == NULL || (cfg->data == NULL && !(is_runner && cfg->ping)))
     return cr_error_set(err, CR_EINVAL,
                         "node: a template, an identity and a data set are required");
   memset(&sc, 0, sizeof sc);
@@ -1195,6 +1196,7 @@ static int check_local(const cr_node_config *cfg, int is_runner, cr_error *err) 
   sc.param_names = cfg->param_names;
   sc.param_values = cfg->param_values;
   sc.nparams = cfg->nparams;
+  sc.ping = is_runner && cfg->ping;
   return cr_session_check_local(&sc, (int64_t)time(NULL), err);
 }
 

@@ -318,7 +318,7 @@ int cr_session_check_local(const cr_session_config *cfg, int64_t now_unix, cr_er
                         "the template expired (limits.not_after is %lld, now is %lld "
                         "Unix seconds); agree a new template with the partner",
                         (long long)t->limits.not_after, (long long)now_unix);
-  if (cfg->is_runner) {
+  if (cfg->is_runner && !cfg->ping) {
     const cr_query *q = cfg->query ? cr_template_query(t, cfg->query) : NULL;
     if (q == NULL) {
       char names[256] = "";
@@ -420,7 +420,8 @@ int cr_session_new(cr_session **out, const cr_session_config *cfg, cr_error *err
   cr_session *s = NULL;
   *out = NULL;
   if (cfg == NULL || cfg->tmpl == NULL || cfg->sign == NULL ||
-      (cfg->data == NULL && (cfg->is_runner || cfg->load == NULL)))
+      (cfg->data == NULL && !(cfg->is_runner && cfg->ping) &&
+       (cfg->is_runner || cfg->load == NULL)))
     return cr_error_set(err, CR_EINVAL, "session config incomplete");
   if (cfg->nparams > CR_MAX_PARAMS)
     return cr_error_set(err, CR_EINVAL, "too many parameters (at most %d)", CR_MAX_PARAMS);
@@ -456,7 +457,8 @@ int cr_session_new(cr_session **out, const cr_session_config *cfg, cr_error *err
     rc = cr_error_set(err, CR_EREFUSED, "suite \"%s\" is not supported", cfg->tmpl->suite);
     goto fail;
   }
-  if (cfg->is_runner) {
+  s->res.ping = cfg->ping && cfg->is_runner;
+  if (cfg->is_runner && !s->res.ping) {
     s->query = cfg->query ? cr_template_query(cfg->tmpl, cfg->query) : NULL;
     if (s->query == NULL) {
       rc = cr_error_set(err, CR_EREFUSED, "query \"%s\" is not in the template",
@@ -487,7 +489,7 @@ int cr_session_new(cr_session **out, const cr_session_config *cfg, cr_error *err
       }
     }
   }
-  if (cfg->data != NULL && (rc = setup_own_set(s, cfg->data)) != 0) {
+  if (cfg->data != NULL && !s->res.ping && (rc = setup_own_set(s, cfg->data)) != 0) {
     cr_error_set(err, rc, "cannot take our set of %zu keys", cfg->data->n);
     goto fail;
   }
@@ -548,7 +550,7 @@ static int send_hello(cr_session *s) {
   h.template_sha256.len = CR_SHA256_BYTES;
   h.query = (char *)(s->query ? s->query->name : "");
   h.suite = s->cfg.tmpl->suite;
-  h.set_size = s->own_n;
+  h.set_size = s->res.ping ? 0 : s->own_n; /* a ping reveals no size */
   h.digest_bytes = s->cfg.digest_bytes;
   h.nonce.data = s->nonce;
   h.nonce.len = sizeof s->nonce;
@@ -708,6 +710,9 @@ static int on_hello(cr_session *s, const Cleanroom__V1__Hello *h, const uint8_t 
     return PROTO_FAIL(s, "the partner sent Hello before ours");
   s->hello_received = 1;
   copy_peer_text(s->res.peer_software, sizeof s->res.peer_software, h->software);
+  s->res.peer_protocol_version = h->protocol_version;
+  if (h->template_sha256.len == CR_SHA256_BYTES)
+    memcpy(s->res.peer_template_sha256, h->template_sha256.data, CR_SHA256_BYTES);
 
   if (h->protocol_version != CR_PROTOCOL_VERSION)
     return refuse(s, CR_WIRE_VERSION,
@@ -740,6 +745,23 @@ static int on_hello(cr_session *s, const Cleanroom__V1__Hello *h, const uint8_t 
                   "the template expired (limits.not_after); agree a new template");
 
   const char *qname = h->query ? h->query : "";
+  /* A ping: the checks above passed; answer (or accept the answer) and end.
+   * Nothing is loaded, no size is sent, no scalar is used. */
+  if (qname[0] == '\0' && (s->res.ping || !s->cfg.is_runner)) {
+    if (h->set_size != 0 || h->n_params != 0 || h->n_group_labels != 0)
+      return PROTO_FAIL(s, "the partner's ping carries data");
+    if (!s->cfg.is_runner) {
+      s->res.ping = 1;
+      if ((rc = send_hello(s)) != 0)
+        return rc;
+    }
+    s->res.status = CR_SESSION_DONE;
+    wipe_scalar(s);
+    release_buffers(s);
+    return 0;
+  }
+  if (s->res.ping)
+    return PROTO_FAIL(s, "the partner answered our ping with query \"%.64s\"", qname);
   if (!s->cfg.is_runner) {
     const cr_query *q = cr_template_query(t, qname);
     if (q == NULL)

@@ -1213,6 +1213,59 @@ static void test_scalar_memory_wiped(void **state) {
   watch_on = 0;
 }
 
+
+/* A ping: Hellos only; both sides end DONE, no size or data revealed. */
+static void test_ping(void **state) {
+  (void)state;
+  pair x;
+  pair_init(&x, 0, 50, 0, 60, 1, "overlap");
+  cr_session_free(x.consumer);
+  cr_session_config cc = {0};
+  cc.tmpl = x.tc;
+  cc.role = CR_ROLE_CONSUMER;
+  cc.is_runner = 1;
+  cc.ping = 1;
+  cc.software = "pinger/1";
+  cc.sign = sign_cb;
+  cc.sign_ctx = &x.kc;
+  assert_int_equal(cr_session_check_local(&cc, 0, NULL), 0);
+  assert_int_equal(cr_session_new(&x.consumer, &cc, NULL), 0);
+  assert_int_equal(cr_session_start(x.consumer), 0);
+  pump(&x, SIZE_MAX);
+  const cr_session_result *rc = cr_session_result_get(x.consumer);
+  const cr_session_result *rp = cr_session_result_get(x.provider);
+  assert_int_equal(rc->status, CR_SESSION_DONE);
+  assert_int_equal(rp->status, CR_SESSION_DONE);
+  assert_true(rc->ping && rp->ping);
+  assert_int_equal(rc->peer_set_size, 0); /* the provider's size is not revealed */
+  assert_int_equal(rc->peer_protocol_version, CR_PROTOCOL_VERSION);
+  assert_memory_equal(rc->peer_template_sha256, x.tp->sha256, 32);
+  assert_string_equal(rp->peer_software, "pinger/1");
+  frame_stats st = {0};
+  for_each_frame(&x.wire_p2c, count_frames, &st);
+  assert_int_equal(st.counts[CLEANROOM__V1__FRAME__MSG_HELLO], 1);
+  assert_int_equal(st.counts[CLEANROOM__V1__FRAME__MSG_BATCH], 0);
+  pair_free(&x);
+}
+
+static void test_ping_template_mismatch(void **state) {
+  (void)state;
+  pair x;
+  pair_init(&x, 0, 50, 0, 60, 1, "overlap");
+  x.tc->sha256[5] ^= 0x40;
+  cr_session_free(x.consumer);
+  cr_session_config cc = {0};
+  cc.tmpl = x.tc;
+  cc.role = CR_ROLE_CONSUMER;
+  cc.is_runner = 1;
+  cc.ping = 1;
+  cc.sign = sign_cb;
+  cc.sign_ctx = &x.kc;
+  assert_int_equal(cr_session_new(&x.consumer, &cc, NULL), 0);
+  expect_refusal(&x, CR_WIRE_TEMPLATE_MISMATCH);
+  pair_free(&x);
+}
+
 int main(void) {
   if (cr_crypto_init() != 0)
     return 1;
@@ -1230,6 +1283,8 @@ int main(void) {
       cmocka_unit_test(test_expired_template_refused_on_hello),
       cmocka_unit_test(test_check_local),
       cmocka_unit_test(test_group_by_cells),
+      cmocka_unit_test(test_ping),
+      cmocka_unit_test(test_ping_template_mismatch),
       cmocka_unit_test(test_members_to_owner),
       cmocka_unit_test(test_members_below_min_count_releases_no_rows),
       cmocka_unit_test(test_params_reach_the_responder),
