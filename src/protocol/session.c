@@ -24,6 +24,7 @@
 #include <sodium.h>
 
 #include "protocol/frame.h"
+#include "protocol/gcs.h"
 
 #define CR_NONCE_BYTES 32
 #define CR_DIGEST_SLOT 32 /* digests are kept in 32-byte slots, zero padded */
@@ -1035,11 +1036,15 @@ static int on_digests(cr_session *s, const Cleanroom__V1__Digests *d) {
   if (d->seq != s->own_digests_seq)
     return PROTO_FAIL(s, "the partner's Digests has sequence number %llu, expected %llu",
                       (unsigned long long)d->seq, (unsigned long long)s->own_digests_seq);
-  if (d->digests.len == 0 || d->digests.len % l != 0)
+  int coded = d->gcs.len > 0 || d->gcs_count > 0;
+  if (coded && (d->digests.len != 0 || s->members || l > CR_GCS_MAX_BYTES || d->gcs_count == 0))
+    return PROTO_FAIL(s, "the partner's Digests %llu mixes coded and plain digests, or codes "
+                      "digests that cannot be", (unsigned long long)d->seq);
+  if (!coded && (d->digests.len == 0 || d->digests.len % l != 0))
     return PROTO_FAIL(s, "the partner's Digests %llu holds %zu bytes, not a positive multiple "
                       "of the %zu-byte digest size",
                       (unsigned long long)d->seq, d->digests.len, l);
-  uint64_t n = d->digests.len / l;
+  uint64_t n = coded ? d->gcs_count : d->digests.len / l;
   if (n > s->own_n - s->own_digests_n)
     return PROTO_FAIL(s, "the partner returned more digests than the %llu points we sent",
                       (unsigned long long)s->own_n);
@@ -1057,15 +1062,35 @@ static int on_digests(cr_session *s, const Cleanroom__V1__Digests *d) {
   if (n > s->res.label_sizes[me][d->label] - s->own_label_got)
     return PROTO_FAIL(s, "the partner returned more digests for label %u than it holds",
                       d->label);
+  const uint8_t *plain = d->digests.data;
+  uint8_t *decoded = NULL;
+  if (coded) {
+    const char *why = "";
+    const uint8_t *base = s->own_label_got > 0 && d->label == s->own_label_cur
+                              ? s->own_digests[s->own_digests_n - 1].d
+                              : NULL;
+    decoded = malloc((size_t)n * l);
+    if (decoded == NULL)
+      return fail(s, CR_ENOMEM, CR_WIRE_INTERNAL, 0, "out of memory");
+    if (cr__gcs_decode(d->gcs.data, d->gcs.len, l, n, d->rice_k, base, decoded, &why) != 0) {
+      free(decoded);
+      return PROTO_FAIL(s, "the partner's coded Digests %llu do not decode: %s",
+                        (unsigned long long)d->seq, why);
+    }
+    plain = decoded;
+  }
   for (uint64_t i = 0; i < n; i++) {
     ldigest *e = &s->own_digests[s->own_digests_n + i];
-    memcpy(e->d, d->digests.data + i * l, l);
+    memcpy(e->d, plain + i * l, l);
     e->label = d->label;
     e->index = (uint32_t)(s->own_digests_n + i);
     if (!s->members && s->own_label_got + i > 0 &&
-        memcmp((e - 1)->d, e->d, CR_DIGEST_SLOT) > 0)
+        memcmp((e - 1)->d, e->d, CR_DIGEST_SLOT) > 0) {
+      free(decoded);
       return PROTO_FAIL(s, "the partner returned digests out of order");
+    }
   }
+  free(decoded);
   s->own_digests_n += n;
   s->own_label_got += n;
   s->own_digests_seq++;
@@ -1475,21 +1500,42 @@ static int produce_digests(cr_session *s) {
   uint32_t label = s->peer_digests[start].label;
   while (start + n < s->peer_n && n < max && (s->members || s->peer_digests[start + n].label == label))
     n++;
-  uint8_t *buf = malloc((size_t)n * l);
-  if (buf == NULL)
-    return fail(s, CR_ENOMEM, CR_WIRE_INTERNAL, 0, "out of memory");
-  for (uint64_t i = 0; i < n; i++)
-    memcpy(buf + i * l, s->peer_digests[start + i].d, l);
   Cleanroom__V1__Digests d = CLEANROOM__V1__DIGESTS__INIT;
   Cleanroom__V1__Frame f = CLEANROOM__V1__FRAME__INIT;
   d.seq = s->digests_seq;
   d.label = s->members ? 0 : label;
-  d.digests.data = buf;
-  d.digests.len = (size_t)n * l;
+  uint8_t *buf = NULL;
+  cr_buf coded;
+  cr_buf_init(&coded);
+  int rc = 0;
+  if (!s->members && l <= CR_GCS_MAX_BYTES) {
+    /* Sorted and uniform: Golomb-Rice coded, from the previous frame's
+     * last digest of the same label. */
+    const uint8_t *base = start > 0 && s->peer_digests[start - 1].label == label
+                              ? s->peer_digests[start - 1].d
+                              : NULL;
+    uint64_t run = s->res.label_sizes[cr_role_other(s->cfg.role)][label];
+    unsigned k = cr__gcs_k(l, run);
+    rc = cr__gcs_encode(&coded, s->peer_digests[start].d, sizeof(ldigest), l, n, k, base);
+    d.gcs.data = coded.data;
+    d.gcs.len = coded.len;
+    d.gcs_count = n;
+    d.rice_k = k;
+  } else {
+    buf = malloc((size_t)n * l);
+    if (buf == NULL)
+      rc = CR_ENOMEM;
+    for (uint64_t i = 0; buf != NULL && i < n; i++)
+      memcpy(buf + i * l, s->peer_digests[start + i].d, l);
+    d.digests.data = buf;
+    d.digests.len = (size_t)n * l;
+  }
   f.msg_case = CLEANROOM__V1__FRAME__MSG_DIGESTS;
   f.digests = &d;
-  int rc = send_frame(s, &f, 1);
+  if (rc == 0)
+    rc = send_frame(s, &f, 1);
   free(buf);
+  cr_buf_free(&coded);
   if (rc)
     return fail(s, rc, CR_WIRE_INTERNAL, 0, "cannot encode Digests");
   s->digests_sent += n;

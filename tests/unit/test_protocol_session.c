@@ -314,12 +314,18 @@ typedef struct frame_stats {
   size_t last_len;
   int unsorted;
   uint64_t digests;
+  int coded;
 } frame_stats;
 
 static void count_frames(const Cleanroom__V1__Frame *f, void *ctx) {
   frame_stats *st = ctx;
   st->counts[f->msg_case]++;
-  if (f->msg_case == CLEANROOM__V1__FRAME__MSG_DIGESTS) {
+  if (f->msg_case == CLEANROOM__V1__FRAME__MSG_DIGESTS && f->digests->gcs_count > 0) {
+    /* Golomb-Rice coded: sorted by construction (the decoder refuses a
+     * decreasing value); count them. */
+    st->digests += f->digests->gcs_count;
+    st->coded++;
+  } else if (f->msg_case == CLEANROOM__V1__FRAME__MSG_DIGESTS) {
     size_t l = 7;
     for (size_t i = 0; i + l <= f->digests->digests.len; i += l) {
       if (st->last_len && memcmp(st->last, f->digests->digests.data + i, l) > 0)
@@ -356,6 +362,7 @@ static void test_consumer_only_provider_learns_nothing(void **state) {
   assert_true(to_consumer.counts[CLEANROOM__V1__FRAME__MSG_DIGESTS] > 0);
   assert_int_equal(to_consumer.digests, 250);
   assert_false(to_consumer.unsorted);
+  assert_true(to_consumer.coded > 0); /* 7-byte digests go Golomb-Rice coded */
 
   /* No key, in any form a reader would recognise, is on the wire. */
   const char *probe[] = {"user150@example.com", "user5@example.com", "example.com"};
