@@ -1141,7 +1141,7 @@ static int cmp_op(tok_type t) {
 /* column op value | column [NOT] IN (...) | column [NOT] IN :list |
  * column [NOT] BETWEEN value AND value */
 static int parse_predicate(parser *ps, uint32_t *out) {
-  uint32_t col, id;
+  uint32_t col = 0, id = 0;
   int rc, neg = 0, op;
   tok coltok = ps->cur;
   if (ps->cur.type != T_IDENT && ps->cur.type != T_QIDENT)
