@@ -25,6 +25,7 @@ typedef struct node_opts {
   const char *param_values[MAX_PARAMS];
   size_t nparams;
   int once, json;
+  int quiet; /* --quiet: no informational stderr lines ("listening on" stays) */
   double max_reject_ratio;
   unsigned timeout_ms;
   unsigned max_sessions;
@@ -96,6 +97,26 @@ static void on_session(void *ctx, const cr_session_result *r, const char *peer_a
   if (r->status != CR_SESSION_DONE) {
     n->failed++;
     report_failure(n->cmd, r, peer_addr);
+  }
+  if (r->ping && r->status == CR_SESSION_DONE) {
+    /* A ping answered: recorded, never printed as a result. */
+    json_t *o = json_object();
+    if (peer_addr)
+      json_object_set_new(o, "address", json_string(peer_addr));
+    if (peer_fp) {
+      char hex[CR_SHA256_HEX_BYTES];
+      cr_hex_encode(hex, peer_fp, CR_SHA256_BYTES);
+      json_object_set_new(o, "peer_cert_sha256", json_string(hex));
+    }
+    json_object_set_new(o, "peer_software", json_string(r->peer_software));
+    json_object_set_new(o, "template_sha256", json_string(n->audit.th));
+    if (cr_cli_audit_event(&n->audit, "ping_answered", o, &err) != 0 ||
+        cr_cli_audit_checkpoint(&n->audit, &err) != 0)
+      cr_cli_errorf(n->cmd, "audit log: %s", err.msg);
+    else if (!n->o->quiet)
+      fprintf(stderr, "%s %s: answered a ping from %s\n", CR_CLI_PROG, n->cmd,
+              peer_addr ? peer_addr : "the partner");
+    return;
   }
   /* The audit line goes to disk before the result is shown or written. */
   int rc;
@@ -255,22 +276,28 @@ static void node_help(const char *cmd) {
   if (strcmp(cmd, "serve") == 0)
     printf("Usage: cleanroom serve --template T --identity DIR --data CSV --listen HOST:PORT\n"
            "                       [--once] [--json] [--max-reject-ratio R] [--timeout SEC]\n"
-           "                       [--max-sessions N] [--threads N] [--audit FILE]\n\n"
+           "                       [--max-sessions N] [--threads N] [--audit FILE]\n"
+           "                       [--quiet] [--config FILE]\n\n"
            "Waits for the partner's node and answers the queries the template lets it run.\n"
            "The node's role is the template party whose cert_sha256 is this identity's.\n"
            "Each session's result is printed when it ends (one JSON object per line with\n"
            "--json). A failed session never stops the node; --once exits after the first\n"
            "session, with its status. --max-sessions N (default 16) caps the sessions in\n"
-           "progress: past it the partner is told \"busy, retry later\" (its run exits 4).\n\n"
+           "progress: past it the partner is told \"busy, retry later\" (its run exits 4).\n"
+           "--quiet drops the informational stderr lines (data summary, role); the line\n"
+           "\"listening on HOST:PORT\" is always printed, since scripts read the port from it.\n"
+           "--config FILE reads `key = value` lines (keys: the long options, e.g.\n"
+           "template, identity, data, listen, json = true); command-line flags override it.\n\n"
            "Example:\n"
            "  cleanroom serve --template template.json --identity ./identity \\\n"
-           "      --data customers.csv --listen 0.0.0.0:7443\n\n%s",
+           "      --data customers.csv --listen 0.0.0.0:7443\n"
+           "  cleanroom serve --config /etc/cleanroom/serve.conf\n\n%s",
            CR_CLI_EXIT_CODES_HELP);
   else
     printf("Usage: cleanroom run --template T --identity DIR --data CSV --peer HOST:PORT\n"
            "                     --query NAME [--param NAME=VALUE]... [--out FILE] [--json]\n"
            "                     [--max-reject-ratio R] [--timeout SEC] [--threads N]\n"
-           "                     [--audit FILE]\n\n"
+           "                     [--audit FILE] [--quiet] [--config FILE]\n\n"
            "Connects to the partner's node and runs a query of the template. Prints what\n"
            "the template releases to this side: the overlap count if it reaches the query's\n"
            "min_count, otherwise that it was suppressed.\n"
@@ -278,7 +305,10 @@ static void node_help(const char *cmd) {
            "released ({\"count\": N}, {\"suppressed\": true, \"min_count\": M} or null).\n\n"
            "--param NAME=VALUE gives a query's parameter (repeat for each; a string_list\n"
            "is comma-separated). A members query writes this side's matched rows to\n"
-           "--out FILE (CSV, written atomically), only if the total reaches min_count.\n\n"
+           "--out FILE (CSV, written atomically), only if the total reaches min_count.\n"
+           "--quiet drops the informational stderr lines; --config FILE reads options\n"
+           "from `key = value` lines (see `cleanroom serve --help`).\n"
+           "Check the way to the partner first with `cleanroom ping`.\n\n"
            "Example:\n"
            "  cleanroom run --template template.json --identity ./identity \\\n"
            "      --data policyholders.csv --peer acme.example:7443 --query overlap\n\n%s",
@@ -302,11 +332,15 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
                                        {"out", required_argument, NULL, 'o'},
                                        {"audit", required_argument, NULL, 'A'},
                                        {"threads", required_argument, NULL, 'N'},
+                                       {"quiet", no_argument, NULL, 'Q'},
                                        {"help", no_argument, NULL, 'h'},
                                        {NULL, 0, NULL, 0}};
   node_opts o = {0};
   o.max_reject_ratio = 0.05;
   int c;
+  /* --config FILE: its options go before the command line's (src/cli/config.c). */
+  if (cr_cli_config_apply(cmd, &argc, &argv) != 0)
+    return EXIT_USAGE;
   while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
     char *end = NULL;
     switch (c) {
@@ -408,6 +442,9 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
       }
       o.out = optarg;
       break;
+    case 'Q':
+      o.quiet = 1;
+      break;
     case 'h':
       node_help(cmd);
       return EXIT_OK;
@@ -457,7 +494,7 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
   }
   if ((rc = cr_template_load(&t, o.template_path, &err)) != 0) {
     cr_cli_errorf(cmd, "%s", cr_error_message(&err, rc));
-    code = cr_cli_exit_code(rc, 0);
+    code = EXIT_USAGE; /* unreadable or invalid: a configuration problem */
     goto out;
   }
   if ((rc = cr_identity_load(&id, o.identity, &err)) != 0) {
@@ -587,10 +624,11 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
     json_object_set_new(ev, "file", json_string(o.data));
     json_object_set_new(ev, "reason", json_string(cr_error_message(&err, rc)));
     (void)cr_cli_audit_event(&nctx.audit, "data_load_failed", ev, NULL);
-    code = cr_cli_exit_code(rc, 0);
+    code = rc == CR_EIO ? EXIT_DATA : cr_cli_exit_code(rc, 0);
     goto out;
   }
-  print_data_summary(cmd, data);
+  if (!o.quiet)
+    print_data_summary(cmd, data);
   if ((rc = cr_cli_audit_event(&nctx.audit, "data_loaded",
                                cr_cli_audit_data_fields(data, o.query), &err)) != 0) {
     cr_cli_errorf(cmd, "cannot write the audit log: %s", err.msg);
@@ -677,8 +715,9 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
   nc.pool = pool;
 
   if (serve) {
-    fprintf(stderr, "%s serve: this node is the %s (%s)\n", CR_CLI_PROG, cr_role_name(role),
-            t->parties[role].org);
+    if (!o.quiet)
+      fprintf(stderr, "%s serve: this node is the %s (%s)\n", CR_CLI_PROG, cr_role_name(role),
+              t->parties[role].org);
     rc = cr_node_serve(&nc, &err);
     if (rc && nctx.sessions == 0) {
       cr_cli_errorf(cmd, "%s", cr_error_message(&err, rc));
@@ -691,8 +730,9 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
   } else {
     cr_session_result res;
     memset(&res, 0, sizeof res);
-    fprintf(stderr, "%s run: this node is the %s (%s); running \"%s\" with %s\n", CR_CLI_PROG,
-            cr_role_name(role), t->parties[role].org, o.query, o.address);
+    if (!o.quiet)
+      fprintf(stderr, "%s run: this node is the %s (%s); running \"%s\" with %s\n", CR_CLI_PROG,
+              cr_role_name(role), t->parties[role].org, o.query, o.address);
     rc = cr_node_run(&nc, &res, &err);
     if (rc == 0 && res.status == CR_SESSION_DONE && nctx.release_rc == 0) {
       cr_cli_members *mp = nctx.have_members ? &nctx.members : NULL;

@@ -27,6 +27,7 @@ static void usage_main(FILE *f) {
           "  template      hash or check a collaboration template\n"
           "  serve         wait for the partner and answer its queries\n"
           "  run           connect to the partner and run a query\n"
+          "  ping          check the way to the partner: TLS, certificate, template\n"
           "  audit         verify or show a node's audit log\n"
           "  version       print the version\n"
           "\n"
@@ -62,6 +63,8 @@ int main(int argc, char **argv) {
     return cr_cli_fingerprint(argc, argv);
   if (strcmp(cmd, "template") == 0)
     return cr_cli_template(argc, argv);
+  if (strcmp(cmd, "ping") == 0)
+    return cr_cli_ping(argc, argv);
   if (strcmp(cmd, "serve") == 0 || strcmp(cmd, "run") == 0)
     return cr_cli_node(cmd, argc, argv);
   fprintf(stderr, "%s: unknown command \"%s\"\n\n", CR_CLI_PROG, cmd);

@@ -26,8 +26,8 @@
  * closed (close callbacks) and no work item or DNS request is in flight;
  * cfg->on_session is called exactly once, just before. Each call runs its
  * own uv_loop_t and closes every handle before returning.
- * Never: prints or logs (callbacks and cr_error only), reads a frame, blocks
- * the loop on crypto.
+ * Never: prints or logs (callbacks and cr_error only), reads a frame (only
+ * its length prefix), blocks the loop on crypto.
  */
 #include "cleanroom/net.h"
 
@@ -707,7 +707,8 @@ static void node_conn_ended(node *n, conn *c, const cr_session_result *res) {
     if (rc != 0)
       cr_error_set(&n->run_err, rc, "%s",
                    res->error_msg[0] ? res->error_msg : cr_strerror(rc));
-  } else if (cfg->once && c->auth_reached && !c->busy && !n->once_done) {
+  } else if (cfg->once && c->auth_reached && !c->busy && !n->once_done && !res->ping) {
+    /* A ping does not use up a --once server: it is a check, not a session. */
     n->once_done = 1;
     n->once_rc = rc;
     if (rc != 0)

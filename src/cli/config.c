@@ -1,0 +1,269 @@
+/*
+ * --config FILE for serve and run: the node's options in a file, so a
+ * long-running node (a systemd unit, say) need not repeat its flags.
+ *
+ *   # /etc/cleanroom/serve.conf
+ *   template = template.json
+ *   identity = identity
+ *   data     = /srv/exports/customers.csv
+ *   listen   = 0.0.0.0:7443
+ *   json     = true
+ *
+ * One `key = value` per line; the keys are the long option names without
+ * the dashes. Blank lines and lines starting with # are ignored; a value may
+ * be wrapped in double quotes (to keep leading or trailing spaces). Flags
+ * (json, once, quiet) take true/false, yes/no, on/off or 1/0. Relative paths
+ * (template, identity, data, audit) are relative to the file's directory.
+ * Options given on the command line override the file's. An unknown key, a
+ * key that does not apply to the command, a key given twice or a line
+ * without `=` is an error naming the file and the line.
+ *
+ * How: the file's options are put in front of the command line's, so the
+ * usual option parser reads both and the later (command-line) value wins.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "cli/cli.h"
+
+typedef struct cfg_key {
+  const char *name;
+  int is_flag;   /* no value on the command line */
+  int is_path;   /* relative to the config file's directory */
+  int serve, run; /* applies to */
+} cfg_key;
+
+static const cfg_key KEYS[] = {
+    {"template", 0, 1, 1, 1},         {"identity", 0, 1, 1, 1},
+    {"data", 0, 1, 1, 1},             {"listen", 0, 0, 1, 0},
+    {"peer", 0, 0, 0, 1},             {"query", 0, 0, 0, 1},
+    {"audit", 0, 1, 1, 1},            {"threads", 0, 0, 1, 1},
+    {"max-sessions", 0, 0, 1, 0},     {"timeout", 0, 0, 1, 1},
+    {"max-reject-ratio", 0, 0, 1, 1}, {"json", 1, 0, 1, 1},
+    {"once", 1, 0, 1, 0},             {"quiet", 1, 0, 1, 1},
+};
+#define NKEYS (sizeof KEYS / sizeof *KEYS)
+
+/* The rewritten argv and its strings live until the process exits: the
+ * option parser hands out pointers into them. Kept reachable from here. */
+static char **g_argv;
+static char *g_strings[2 * NKEYS];
+static size_t g_nstrings;
+
+static char *keep(char *s) {
+  if (s != NULL && g_nstrings < sizeof g_strings / sizeof *g_strings)
+    g_strings[g_nstrings++] = s;
+  return s;
+}
+
+static char *trim(char *s) {
+  while (*s == ' ' || *s == '\t')
+    s++;
+  size_t n = strlen(s);
+  while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r' || s[n - 1] == '\n'))
+    s[--n] = '\0';
+  return s;
+}
+
+static int flag_value(const char *v, int *out) {
+  static const char *yes[] = {"true", "yes", "on", "1"}, *no[] = {"false", "no", "off", "0"};
+  for (size_t i = 0; i < 4; i++) {
+    if (strcasecmp(v, yes[i]) == 0) {
+      *out = 1;
+      return 0;
+    }
+    if (strcasecmp(v, no[i]) == 0) {
+      *out = 0;
+      return 0;
+    }
+  }
+  return -1;
+}
+
+static void known_keys(const char *cmd, char *buf, size_t cap) {
+  int serve = strcmp(cmd, "serve") == 0;
+  buf[0] = '\0';
+  for (size_t i = 0; i < NKEYS; i++) {
+    if (!(serve ? KEYS[i].serve : KEYS[i].run))
+      continue;
+    size_t len = strlen(buf);
+    snprintf(buf + len, cap - len, "%s%s", len ? ", " : "", KEYS[i].name);
+  }
+}
+
+/* "--key" and, unless a flag, its value, appended to opts. 0 or -1 (error
+ * printed). */
+static int parse_file(const char *cmd, const char *path, char **opts, size_t *nopts) {
+  int serve = strcmp(cmd, "serve") == 0;
+  FILE *f = fopen(path, "r");
+  if (f == NULL) {
+    cr_cli_errorf(cmd, "cannot read the config file %s: %s", path, strerror(errno));
+    return -1;
+  }
+  /* Directory of the file, for relative paths. */
+  const char *slash = strrchr(path, '/');
+  size_t dirlen = slash ? (size_t)(slash - path) + 1 : 0;
+  int seen[NKEYS] = {0};
+  char line[4096];
+  unsigned long lineno = 0;
+  int rc = 0;
+  while (rc == 0 && fgets(line, sizeof line, f) != NULL) {
+    lineno++;
+    if (strchr(line, '\n') == NULL && !feof(f)) {
+      cr_cli_errorf(cmd, "%s:%lu: line longer than %zu bytes", path, lineno, sizeof line - 2);
+      rc = -1;
+      break;
+    }
+    char *s = trim(line);
+    if (*s == '\0' || *s == '#')
+      continue;
+    char *eq = strchr(s, '=');
+    if (eq == NULL) {
+      cr_cli_errorf(cmd, "%s:%lu: expected `key = value`, got \"%.80s\"", path, lineno, s);
+      rc = -1;
+      break;
+    }
+    *eq = '\0';
+    char *key = trim(s), *val = trim(eq + 1);
+    size_t vlen = strlen(val);
+    if (vlen >= 2 && val[0] == '"' && val[vlen - 1] == '"') {
+      val[vlen - 1] = '\0';
+      val++;
+    }
+    if (key[0] == '-' && key[1] == '-')
+      key += 2; /* "--template = x" is forgiven */
+    size_t k = 0;
+    while (k < NKEYS && strcmp(KEYS[k].name, key) != 0)
+      k++;
+    if (k == NKEYS) {
+      char known[300];
+      known_keys(cmd, known, sizeof known);
+      cr_cli_errorf(cmd, "%s:%lu: unknown key \"%.64s\"; %s takes: %s", path, lineno, key,
+                    cmd, known);
+      rc = -1;
+      break;
+    }
+    if (!(serve ? KEYS[k].serve : KEYS[k].run)) {
+      cr_cli_errorf(cmd, "%s:%lu: \"%s\" does not apply to %s (it is for %s)", path, lineno,
+                    key, cmd, serve ? "run" : "serve");
+      rc = -1;
+      break;
+    }
+    if (seen[k]) {
+      cr_cli_errorf(cmd, "%s:%lu: \"%s\" is given twice (first on line %d)", path, lineno, key,
+                    seen[k]);
+      rc = -1;
+      break;
+    }
+    seen[k] = (int)lineno;
+    if (*val == '\0') {
+      cr_cli_errorf(cmd, "%s:%lu: \"%s\" has no value", path, lineno, key);
+      rc = -1;
+      break;
+    }
+    if (KEYS[k].is_flag) {
+      int on;
+      if (flag_value(val, &on) != 0) {
+        cr_cli_errorf(cmd, "%s:%lu: \"%s\" takes true or false, got \"%.64s\"", path, lineno,
+                      key, val);
+        rc = -1;
+        break;
+      }
+      if (!on)
+        continue;
+    }
+    size_t olen = strlen(key) + 3;
+    char *opt = keep(malloc(olen));
+    if (opt == NULL) {
+      rc = -1;
+      break;
+    }
+    snprintf(opt, olen, "--%s", key);
+    opts[(*nopts)++] = opt;
+    if (KEYS[k].is_flag)
+      continue;
+    char *v;
+    if (KEYS[k].is_path && val[0] != '/' && dirlen > 0) {
+      size_t n = dirlen + strlen(val) + 1;
+      v = keep(malloc(n));
+      if (v)
+        snprintf(v, n, "%.*s%s", (int)dirlen, path, val);
+    } else {
+      v = keep(strdup(val));
+    }
+    if (v == NULL) {
+      rc = -1;
+      break;
+    }
+    opts[(*nopts)++] = v;
+  }
+  if (rc == 0 && ferror(f)) {
+    cr_cli_errorf(cmd, "cannot read the config file %s: %s", path, strerror(errno));
+    rc = -1;
+  }
+  fclose(f);
+  return rc;
+}
+
+int cr_cli_config_apply(const char *cmd, int *argc, char ***argv) {
+  const char *path = NULL;
+  int at = -1, width = 0;
+  for (int i = 1; i < *argc; i++) {
+    const char *a = (*argv)[i];
+    if (strcmp(a, "--") == 0)
+      break;
+    if (strcmp(a, "--config") == 0 || strncmp(a, "--config=", 9) == 0) {
+      if (path != NULL) {
+        cr_cli_errorf(cmd, "--config is given twice");
+        return -1;
+      }
+      if (a[8] == '=') {
+        path = a + 9;
+        width = 1;
+      } else if (i + 1 < *argc) {
+        path = (*argv)[i + 1];
+        width = 2;
+      } else {
+        cr_cli_errorf(cmd, "--config takes a FILE");
+        return -1;
+      }
+      at = i;
+      i += width - 1;
+    }
+  }
+  if (path == NULL)
+    return 0;
+  if (*path == '\0') {
+    cr_cli_errorf(cmd, "--config takes a FILE");
+    return -1;
+  }
+  char *opts[2 * NKEYS];
+  size_t nopts = 0;
+  if (parse_file(cmd, path, opts, &nopts) != 0)
+    return -1;
+  /* argv[0], the file's options, then the command line without --config. */
+  int n = *argc - width + (int)nopts;
+  char **nv = calloc((size_t)n + 1, sizeof *nv);
+  if (nv == NULL) {
+    cr_cli_errorf(cmd, "out of memory");
+    return -1;
+  }
+  int j = 0;
+  nv[j++] = (*argv)[0];
+  for (size_t i = 0; i < nopts; i++)
+    nv[j++] = opts[i];
+  for (int i = 1; i < *argc; i++) {
+    if (i >= at && i < at + width)
+      continue;
+    nv[j++] = (*argv)[i];
+  }
+  nv[j] = NULL;
+  free(g_argv);
+  g_argv = nv;
+  *argc = j;
+  *argv = nv;
+  return 0;
+}
