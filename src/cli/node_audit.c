@@ -45,6 +45,7 @@ void cr_cli_audit_close(cr_cli_audit *a) {
     cr_audit_close(a->log);
   if (a->id != NULL)
     pthread_mutex_destroy(&a->lock);
+  free(a->counts);
   memset(a, 0, sizeof *a);
 }
 
@@ -121,17 +122,35 @@ int cr_cli_audit_admit(cr_cli_audit *a, const cr_session_result *r, char *msg, s
     return 0;
   pthread_mutex_lock(&a->lock);
   uint64_t max = a->t->limits.max_runs_per_query;
+  struct run_count *rcnt = NULL;
   if (max) {
     /* Runs are counted from the log itself, so a restart does not reset
-     * them and deleting lines breaks the chain instead of adding runs. */
-    uint64_t runs = 0;
-    const char *kv[] = {"template_sha256", a->th, "query", r->query, NULL};
-    rc = cr_audit_count(cr_audit_path(a->log), "session_started", kv, &runs, &err);
-    if (rc) {
-      snprintf(msg, cap, "cannot count this query's runs in the audit log: %s",
-               cr_error_message(&err, rc));
-      goto out;
+     * them and deleting lines breaks the chain instead of adding runs;
+     * once per query, then in memory. */
+    for (size_t i = 0; i < a->ncounts; i++)
+      if (strcmp(a->counts[i].query, r->query) == 0)
+        rcnt = &a->counts[i];
+    if (rcnt == NULL) {
+      uint64_t runs = 0;
+      const char *kv[] = {"template_sha256", a->th, "query", r->query, NULL};
+      rc = cr_audit_count(cr_audit_path(a->log), "session_started", kv, &runs, &err);
+      if (rc) {
+        snprintf(msg, cap, "cannot count this query's runs in the audit log: %s",
+                 cr_error_message(&err, rc));
+        goto out;
+      }
+      struct run_count *p = realloc(a->counts, (a->ncounts + 1) * sizeof *p);
+      if (p == NULL) {
+        snprintf(msg, cap, "out of memory");
+        rc = CR_ENOMEM;
+        goto out;
+      }
+      a->counts = p;
+      rcnt = &a->counts[a->ncounts++];
+      snprintf(rcnt->query, sizeof rcnt->query, "%s", r->query);
+      rcnt->runs = runs;
     }
+    uint64_t runs = rcnt->runs;
     if (runs >= max) {
       snprintf(msg, cap,
                "query \"%s\" has run %llu times under this template, its limit "
@@ -147,6 +166,8 @@ int cr_cli_audit_admit(cr_cli_audit *a, const cr_session_result *r, char *msg, s
   if (rc)
     snprintf(msg, cap, "cannot record the session in the audit log: %s",
              cr_error_message(&err, rc));
+  else if (rcnt != NULL)
+    rcnt->runs++;
 out:
   pthread_mutex_unlock(&a->lock);
   return rc ? (rc == CR_EREFUSED ? rc : CR_EIO) : 0;

@@ -16,6 +16,13 @@ typedef struct cr_cli_audit {
   const cr_identity *id;
   const cr_template *t;
   char th[CR_SHA256_HEX_BYTES];
+  /* Runs per query, counted from the log once, then kept here: this node
+   * holds the log's lock, so nobody else appends to it. */
+  struct run_count {
+    char query[128];
+    uint64_t runs;
+  } *counts;
+  size_t ncounts;
 } cr_cli_audit;
 
 /* DIR/audit.jsonl: each identity keeps its own log. malloc'ed. */

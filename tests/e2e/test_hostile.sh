@@ -1,0 +1,271 @@
+#!/usr/bin/env bash
+# End to end: hostile peers. tests/hostile/hostile_peer completes TLS with a
+# pinned certificate (or does not) and then misbehaves in one scripted way.
+#
+# Part 1: ONE long-running `cleanroom serve` (no --once) faces every case as
+# a hostile runner. After each: the node logged a clear error for that
+# connection, released nothing for it (no "count" in its JSON line), is still
+# alive; after each category a normal `cleanroom run` completes against it
+# with the right count.
+# Part 2: the busy refusal (--max-sessions) of a second server.
+# Part 3: a hostile responder (hostile_peer listens) faces `cleanroom run`:
+# the documented exit code (4 refusals, 5 network/protocol/timeout), a
+# message, and no result printed.
+# Finally the server stops on SIGTERM with exit 0 and no sanitizer report.
+source "$CR_E2E_LIB"
+
+HP=${HOSTILE_PEER:-$(dirname "$CLEANROOM")/tests/hostile/hostile_peer}
+if [ ! -x "$HP" ]; then
+  echo "FAIL: hostile_peer not found at $HP (build target hostile_peer, or set HOSTILE_PEER)" >&2
+  exit 1
+fi
+T_START=$(date +%s)
+
+make_identities
+"$CR" keygen --out stranger-id --name stranger >/dev/null 2>&1
+pin_template "$EX/template.json" base.json
+# Small sets, and room for many runs of the query.
+sed -e 's/"min_set_size": [0-9]*/"min_set_size": 10/' \
+  -e 's/"max_runs_per_query": [0-9]*/"max_runs_per_query": 1000000/' base.json >template.json
+
+{ echo "email,segment"; for i in $(seq 0 299); do echo "user$i@example.com,s$((i % 3))"; done; } >prov.csv
+{ echo "email"; for i in $(seq 180 379); do echo "user$i@example.com"; done; } >cons.csv
+EXPECTED=120
+
+# --- part 1: one long-running server, hostile runners --------------------------
+start_server template.json prov.csv --timeout 2
+echo "server pid $SERVER_PID on port $PORT"
+
+server_alive() {
+  if kill -0 "$SERVER_PID" 2>/dev/null; then ok "$1: server still alive"; else
+    fail "$1: server died"
+    sed 's/^/    /' server.err >&2
+    exit 1
+  fi
+}
+
+# runner_case CASE NODE_MESSAGE ERROR_NAME|- [hostile_peer args...]
+# NODE_MESSAGE: a grep pattern the server's log line for this connection
+# must match; ERROR_NAME: the wire error the hostile peer must receive.
+runner_case() {
+  local name=$1 want=$2 wire=$3 id=consumer-id
+  shift 3
+  if [ "$name" = unpinned_cert ]; then id=stranger-id; fi
+  set +e
+  "$HP" --case "$name" --template template.json --identity "$id" --data cons.csv \
+    --peer "127.0.0.1:$PORT" --timeout-ms 10000 "$@" >"hp_$name.out" 2>"hp_$name.err"
+  local rc=$?
+  set -e
+  if [ "$rc" -ne 0 ]; then
+    fail "$name: hostile_peer exited $rc"
+    sed 's/^/    /' "hp_$name.out" "hp_$name.err" >&2
+    return
+  fi
+  local addr
+  addr=$(sed -n 's/^local: //p' "hp_$name.out")
+  for _ in $(seq 1 100); do
+    grep -qF "\"peer\":\"$addr\"" server.out && break
+    sleep 0.05
+  done
+  local line
+  line=$(grep -F "\"peer\":\"$addr\"" server.out || true)
+  if [ -z "$line" ]; then
+    fail "$name: the server reported nothing for $addr"
+    return
+  fi
+  case "$line" in
+    *'"status":"failed"'*) ok "$name: the session failed on the server" ;;
+    *) fail "$name: server status not failed: $line" ;;
+  esac
+  case "$line" in
+    *'"count":'*) fail "$name: the server released a count: $line" ;;
+    *'"released":null'*) ok "$name: nothing released" ;;
+    *) fail "$name: unexpected release: $line" ;;
+  esac
+  grep -F "session with $addr failed:" server.err >"srv_$name.err" || true
+  expect_grep "$name: the server says why" "$want" "srv_$name.err"
+  if [ "$wire" != - ]; then
+    expect_grep "$name: the peer was sent Error $wire" "^error_name: $wire\$" "hp_$name.out"
+  fi
+  server_alive "$name"
+}
+
+NORMAL_RUNS=0
+normal_run() {
+  run_client template.json cons.csv overlap
+  NORMAL_RUNS=$((NORMAL_RUNS + 1))
+  expect_eq "normal run after $1: exit 0" 0 "$RUN_RC"
+  expect_eq "normal run after $1: count" "$EXPECTED" "$(json_field run.out count)"
+  if [ "$RUN_RC" -ne 0 ]; then sed 's/^/    /' run.err >&2; fi
+}
+
+echo "--- transport"
+runner_case plain_tcp "does not speak TLS 1.3" -
+runner_case tcp_silent "did not complete within 2000 ms" -
+runner_case no_client_cert "presented no certificate" -
+runner_case unpinned_cert "not the one the template pins for the consumer" -
+runner_case slow_handshake "did not complete within 2000 ms" - --delay-ms 50
+normal_run transport
+
+echo "--- framing"
+runner_case truncated "closed the connection in the middle of a frame" -
+runner_case zero_length "announced a frame of 0 bytes" PROTOCOL
+runner_case over_max "announced a frame of 16777217 bytes" PROTOCOL
+runner_case not_a_frame "not a valid frame" PROTOCOL
+normal_run framing
+
+echo "--- order"
+runner_case frame_before_hello "sent EndOfSet before Hello" PROTOCOL
+runner_case second_hello "sent a second Hello" PROTOCOL
+runner_case digests_before_eos "sent Digests before its EndOfSet" PROTOCOL
+runner_case wrong_seq "sequence number 7, expected 0" PROTOCOL
+runner_case repeated_seq "sequence number 0, expected 1" PROTOCOL
+normal_run order
+
+echo "--- content"
+runner_case more_points "more points than the 200 it announced" PROTOCOL
+runner_case fewer_points "announced 200 points, sent 199 and counted 200" PROTOCOL
+runner_case noncanonical_point "point 0 of the partner's Batch 0 is not a valid" PROTOCOL
+runner_case identity_point "point 0 of the partner's Batch 0 is not a valid" PROTOCOL
+runner_case huge_set_size "more than this engine supports" SIZE
+runner_case digests_wrong_length "not a positive multiple of the" PROTOCOL
+runner_case digests_unsorted "returned digests out of order" PROTOCOL
+normal_run content
+
+echo "--- endings"
+runner_case bad_finish "receipt signature does not verify" -
+runner_case no_finish "closed the connection before the session completed" -
+runner_case error_frame "aborted the session (PROTOCOL): hostile peer aborts" -
+if grep -q $'\x1b' server.err server.out; then
+  fail "error_frame: the peer's control characters reached the log"
+else
+  ok "error_frame: control characters from the peer were not logged"
+fi
+runner_case busy_error "refused the session (BUSY)" -
+normal_run endings
+
+echo "--- liveness"
+runner_case silent "sent nothing for 2000 ms" TIMEOUT
+runner_case slow "sent no complete frame for 2000 ms" TIMEOUT --delay-ms 50
+runner_case close_mid_stream "closed the connection\|was lost" -
+runner_case reset_mid_stream "closed the connection\|was lost" -
+normal_run liveness
+
+# Every connection above got exactly one report, and only the normal runs
+# released anything.
+expect_eq "only the normal runs released a count" "$NORMAL_RUNS" "$(grep -c '"count":' server.out)"
+
+# --- part 2: busy ------------------------------------------------------------------
+echo "--- busy"
+MAIN_PID=$SERVER_PID
+MAIN_PORT=$PORT
+mv server.out main.out
+mv server.err main.err
+start_server template.json prov.csv --max-sessions 1 --timeout 20 --audit busy-audit.jsonl
+BUSY_PID=$SERVER_PID
+"$HP" --case silent --hold-ms 8000 --template template.json --identity consumer-id \
+  --data cons.csv --peer "127.0.0.1:$PORT" >hold.out 2>hold.err &
+HOLD_PID=$!
+for _ in $(seq 1 200); do
+  grep -q '^ready:' hold.out && break
+  sleep 0.05
+done
+expect_grep "busy: a session holds the only slot" '^ready:' hold.out
+run_client template.json cons.csv overlap
+expect_eq "busy: run exits 4" 4 "$RUN_RC"
+expect_grep "busy: run says busy, retry later" "busy, retry later" run.err
+expect_grep "busy: run names the cap" "max_sessions = 1" run.err
+if grep -q '"count":' run.out; then fail "busy: run printed a count"; else ok "busy: no result"; fi
+expect_grep "busy: the server logged the refusal" "failed: busy, retry later: 1 session(s) in progress" server.err
+kill "$HOLD_PID" 2>/dev/null || true
+wait "$HOLD_PID" 2>/dev/null || true
+for _ in $(seq 1 100); do
+  [ "$(grep -c '"peer"' server.out)" -ge 2 ] && break
+  sleep 0.05
+done
+run_client template.json cons.csv overlap
+expect_eq "busy: once the slot is free a run completes" 0 "$RUN_RC"
+expect_eq "busy: its count" "$EXPECTED" "$(json_field run.out count)"
+kill -TERM "$BUSY_PID"
+wait_server
+expect_eq "busy server exits 0 on SIGTERM" 0 "$SERVER_RC"
+SERVER_PID=$MAIN_PID
+PORT=$MAIN_PORT
+mv main.out server.out
+mv main.err server.err
+
+# --- part 3: hostile responders against run -------------------------------------------
+echo "--- hostile responders"
+# responder_case CASE EXIT_CODE RUN_MESSAGE [hostile_peer args...]
+responder_case() {
+  local name=$1 want_rc=$2 want=$3 id=provider-id
+  shift 3
+  if [ "$name" = unpinned_cert ]; then id=stranger-id; fi
+  : >"hr_$name.out"
+  "$HP" --case "$name" --template template.json --identity "$id" --role provider \
+    --data prov.csv --listen 127.0.0.1:0 --timeout-ms 10000 "$@" >"hr_$name.out" 2>"hr_$name.err" &
+  local hpid=$! rport=""
+  for _ in $(seq 1 200); do
+    rport=$(sed -n 's/^listening: .*:\([0-9][0-9]*\)$/\1/p' "hr_$name.out")
+    [ -n "$rport" ] && break
+    sleep 0.05
+  done
+  set +e
+  "$CR" run --template template.json --identity consumer-id --data cons.csv \
+    --peer "127.0.0.1:$rport" --query overlap --json --timeout 2 >"run_$name.out" 2>"run_$name.err"
+  local rc=$?
+  wait "$hpid"
+  set -e
+  expect_eq "responder $name: run exits $want_rc" "$want_rc" "$rc"
+  expect_grep "responder $name: run says why" "$want" "run_$name.err"
+  if grep -q '"count":' "run_$name.out"; then
+    fail "responder $name: run printed a count"
+  else
+    ok "responder $name: no result printed"
+  fi
+}
+
+responder_case plain_tcp 5 "does not speak TLS 1.3"
+responder_case tcp_silent 5 "did not complete within 2000 ms"
+responder_case slow_handshake 5 "did not complete within 2000 ms" --delay-ms 50
+responder_case unpinned_cert 4 "not the one the template pins for the provider"
+responder_case truncated 5 "closed the connection in the middle of a frame"
+responder_case zero_length 5 "announced a frame of 0 bytes"
+responder_case over_max 5 "announced a frame of 16777217 bytes"
+responder_case not_a_frame 5 "not a valid frame"
+responder_case frame_before_hello 5 "sent EndOfSet before Hello"
+responder_case second_hello 5 "sent a second Hello"
+responder_case digests_before_eos 5 "sent Digests before its EndOfSet"
+responder_case wrong_seq 5 "sequence number 7, expected 0"
+responder_case repeated_seq 5 "sequence number 0, expected 1"
+responder_case more_points 5 "more points than the 300 it announced"
+responder_case fewer_points 5 "announced 300 points, sent 299 and counted 300"
+responder_case noncanonical_point 5 "is not a valid ristretto255 element"
+responder_case identity_point 5 "is not a valid ristretto255 element"
+responder_case huge_set_size 4 "more than this engine supports"
+responder_case digests_wrong_length 5 "not a positive multiple of the"
+responder_case digests_unsorted 5 "returned digests out of order"
+responder_case bad_finish 5 "receipt signature does not verify"
+responder_case no_finish 5 "closed the connection before the session completed"
+responder_case error_frame 5 "aborted the session (PROTOCOL)"
+responder_case busy_error 4 "busy, retry later"
+responder_case silent 5 "sent nothing for 2000 ms"
+responder_case slow 5 "sent no complete frame for 2000 ms" --delay-ms 50
+responder_case close_mid_stream 5 "closed the connection\|was lost"
+responder_case reset_mid_stream 5 "closed the connection\|was lost"
+
+# --- the long-running server, after all that ------------------------------------------
+normal_run "everything"
+server_alive "the end"
+kill -TERM "$SERVER_PID"
+wait_server
+expect_eq "server exits 0 on SIGTERM" 0 "$SERVER_RC"
+if grep -q "Sanitizer" server.err; then
+  fail "the server reported a sanitizer error or a leak"
+  grep -A20 "Sanitizer" server.err | sed 's/^/    /' >&2
+else
+  ok "no sanitizer report (leaks included) from the server"
+fi
+echo "runtime: $(($(date +%s) - T_START)) s"
+
+finish
