@@ -150,6 +150,9 @@ typedef struct cr_node_config {
   /* Called on the loop thread when a peer has passed the TLS handshake
    * with the pinned certificate (before any frame). Optional. */
   void (*on_connected)(void *ctx, const char *peer_addr, const uint8_t *peer_fp);
+  /* Optional: called on the loop thread after each step of a session's
+   * work, with where it is (for progress reports). */
+  void (*on_progress)(void *ctx, const cr_session_progress *p);
   /* Called once listening, with the bound address (serve only). */
   void (*on_listening)(void *ctx, const char *addr);
   /* Optional: passed to every session as cr_session_config.admit (with

@@ -244,6 +244,17 @@ uint32_t cr_session_digest_bytes(uint64_t n_runner, uint64_t n_responder,
  * longer frees them. */
 void cr_session_disown_outputs(cr_session *s);
 
+/* Where a session is, for progress reports. */
+typedef struct cr_session_progress {
+  const char *phase; /* "hello", "exchanging sets", "returning digests", "finishing", "done" */
+  uint64_t own_sent, own_total;           /* our points sent */
+  uint64_t peer_received, peer_total;     /* the partner's points received */
+  uint64_t digests_received, digests_due; /* our digests back from the partner */
+} cr_session_progress;
+
+/* Not while another thread is inside a call on s. */
+void cr_session_progress_get(const cr_session *s, cr_session_progress *p);
+
 /* For tests: 1 when the session's scalar memory has been wiped. */
 int cr_session_scalar_wiped(const cr_session *s);
 

@@ -46,6 +46,10 @@ typedef struct node_ctx {
   int have_members;
   int release_rc;
   char release_msg[600];
+  /* run: progress reports */
+  int progress_tty;
+  const char *progress_phase;
+  uint64_t progress_start, progress_last;
   int sessions, failed;
   int last_rc, last_wire;
 } node_ctx;
@@ -158,6 +162,42 @@ static void on_connected(void *ctx, const char *peer_addr, const uint8_t *peer_f
   json_object_set_new(o, "peer_role", json_string(cr_role_name(cr_role_other(n->role))));
   if (cr_cli_audit_event(&n->audit, "connection_accepted", o, &err) != 0)
     cr_cli_errorf(n->cmd, "audit log: %s", err.msg);
+}
+
+/* run: progress on stderr. On a terminal, one line rewritten in place
+ * (phase, items, rate, time left) at most four times a second; otherwise a
+ * line per phase. Never on stdout, so --json stays parseable. */
+static void on_progress(void *ctx, const cr_session_progress *p) {
+  node_ctx *n = ctx;
+  if (n->o->quiet)
+    return;
+  uint64_t now = cr_now_ms();
+  if (n->progress_start == 0)
+    n->progress_start = now;
+  int phase_changed = n->progress_phase == NULL || strcmp(n->progress_phase, p->phase) != 0;
+  if (!n->progress_tty) {
+    if (phase_changed && strcmp(p->phase, "done") != 0)
+      fprintf(stderr, "%s run: %s (our points %llu/%llu, partner's %llu/%llu)\n", CR_CLI_PROG,
+              p->phase, (unsigned long long)p->own_sent, (unsigned long long)p->own_total,
+              (unsigned long long)p->peer_received, (unsigned long long)p->peer_total);
+    n->progress_phase = p->phase;
+    return;
+  }
+  if (!phase_changed && now - n->progress_last < 250)
+    return;
+  n->progress_last = now;
+  n->progress_phase = p->phase;
+  uint64_t done = p->own_sent + p->peer_received + p->digests_received;
+  uint64_t total = p->own_total + p->peer_total + p->digests_due;
+  double secs = (double)(now - n->progress_start) / 1000.0;
+  double rate = secs > 0 ? (double)done / secs : 0;
+  char left[32] = "";
+  if (rate > 0 && total > done)
+    snprintf(left, sizeof left, ", ~%.0fs left", (double)(total - done) / rate);
+  fprintf(stderr, "\r%s run: %-17s %llu/%llu items, %.0f/s%s\033[K", CR_CLI_PROG, p->phase,
+          (unsigned long long)done, (unsigned long long)total, rate, left);
+  if (strcmp(p->phase, "done") == 0)
+    fputc('\n', stderr);
 }
 
 static int node_admit(void *ctx, const cr_session_result *r, char *msg, size_t cap) {
@@ -698,6 +738,8 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
   nc.on_session = on_session;
   nc.on_listening = on_listening;
   nc.on_connected = on_connected;
+  nc.on_progress = serve ? NULL : on_progress;
+  nctx.progress_tty = isatty(2);
   nc.admit = node_admit;
   nc.load = serve ? serve_load : NULL;
   nc.unload = serve ? serve_unload : NULL;

@@ -482,6 +482,11 @@ static void after_work(uv_work_t *req, int status) {
    * timer as they arrive, and a timer firing while we work re-arms). */
   if (!c->closing && produced)
     conn_timer(c, c->n->idle_ms);
+  if (c->s != NULL && c->n->cfg->on_progress != NULL) {
+    cr_session_progress pr;
+    cr_session_progress_get(c->s, &pr); /* no work item is in flight here */
+    c->n->cfg->on_progress(c->n->cfg->ctx, &pr);
+  }
   conn_pump(c);
 }
 

@@ -1614,3 +1614,23 @@ void cr_session_sent(cr_session *s, size_t n) {
   s->res.bytes_sent += n;
   cr_buf_consume(&s->out, n);
 }
+
+void cr_session_progress_get(const cr_session *s, cr_session_progress *p) {
+  memset(p, 0, sizeof *p);
+  p->own_sent = s->points_sent;
+  p->own_total = s->own_n;
+  p->peer_received = s->peer_points;
+  p->peer_total = s->peer_n;
+  p->digests_received = s->own_digests_n;
+  p->digests_due = s->self_receives ? s->own_n : 0;
+  if (s->res.status != CR_SESSION_RUNNING)
+    p->phase = "done";
+  else if (!s->ready)
+    p->phase = "hello";
+  else if (!s->eos_sent || !s->peer_eos)
+    p->phase = "exchanging sets";
+  else if ((s->self_receives && !s->eod_received) || (s->peer_receives && !s->eod_sent))
+    p->phase = "returning digests";
+  else
+    p->phase = "finishing";
+}

@@ -53,4 +53,14 @@ set -e
 wait_server
 expect_grep "human output shows the overlap" "overlap: *$EXPECTED" human.out
 
+# Progress: a line per phase on stderr (not a terminal), never on stdout,
+# nothing with --quiet.
+expect_grep "progress names the set exchange" "exchanging sets (our points" human.err
+if grep -q "exchanging sets" human.out run.out; then fail "progress leaked into stdout"; else ok "no progress on stdout"; fi
+start_server template.json "$EX/provider.csv" --once
+run_client template.json "$EX/consumer.csv" overlap --quiet
+wait_server
+if grep -q "exchanging sets" run.err; then fail "--quiet still shows progress"; else ok "--quiet shows no progress"; fi
+expect_eq "--quiet run still answers" "$EXPECTED" "$(json_field run.out count)"
+
 finish
