@@ -1,0 +1,388 @@
+#!/usr/bin/env python3
+"""bench/run.sh's bookkeeping: the benchmark template, one JSON result per
+size from the measurement files, the Markdown table and the plot.
+
+  report.py template SRC.json SUITE OUT.json
+  report.py row SIZE_DIR --n N --overlap F --expect K --suite S --cores C --crypto CRYPTO.json...
+  report.py table RESULTS.jsonl
+  report.py plot RESULTS.jsonl OUT.svg
+
+Standard library only. Every figure is derived here, so docs/benchmarks.md
+describes one place:
+
+  bound_s     = 2 n (hash_blind + reblind + digest) / cores   (core-seconds
+                of the suite's crypto for both nodes, spread over the cores
+                the two nodes share)
+  efficiency  = bound_s / wall_s
+  cpu_util    = (user + sys of serve + user + sys of run) / (wall_s * cores)
+  crypto_share_of_cpu = 2 n (hash_blind + reblind + digest) / (user + sys of
+                both nodes): how much of the CPU the nodes used is the
+                unavoidable crypto; unlike efficiency it hardly depends on
+                other load on the machine (efficiency ~= crypto_share_of_cpu
+                * cpu_util)
+"""
+import json
+import os
+import re
+import subprocess
+import sys
+
+
+def die(msg):
+    sys.stderr.write("report.py: %s\n" % msg)
+    sys.exit(1)
+
+
+def load_json(path):
+    try:
+        with open(path) as f:
+            text = f.read().strip()
+    except OSError as e:
+        die("%s: %s" % (path, e.strerror))
+    lines = [l for l in text.splitlines() if l.startswith("{")]
+    if not lines:
+        die("%s: no JSON object" % path)
+    try:
+        return json.loads(lines[-1])
+    except ValueError as e:
+        die("%s: %s" % (path, e))
+
+
+# ---------------------------------------------------------------- template
+
+def cmd_template(src, suite, out):
+    with open(src) as f:
+        t = json.load(f)
+    t["name"] = "cleanroom benchmark (%s)" % suite
+    t["suite"] = suite
+    # Both sides hold one column of already-normalized e-mails.
+    t["data"] = {"provider": {"required_columns": ["email"]},
+                 "consumer": {"required_columns": ["email"]}}
+    t["match_key"] = {"name": "email", "columns": ["email"], "normalize": ["email"]}
+    # The plain overlap count. The harness runs "overlap_to_consumer": the
+    # consumer alone learns the count, the same output as psi.js's
+    # cardinality protocol, so time and bytes compare like for like.
+    # "overlap" (both sides learn it) stays for --query runs by hand.
+    q = t["queries"]["overlap"]
+    q["min_count"] = 1
+    q2 = dict(q)
+    q2["results_to"] = ["consumer"]
+    t["queries"] = {"overlap": q, "overlap_to_consumer": q2}
+    t["limits"]["min_set_size"] = 1
+    t["limits"]["max_set_size"] = max(int(t["limits"].get("max_set_size", 0)), 100000000)
+    t["limits"]["max_runs_per_query"] = 1000000
+    with open(out, "w") as f:
+        json.dump(t, f, indent=2)
+        f.write("\n")
+
+
+# ---------------------------------------------------------------- one size
+
+def stamp_of(path, pattern):
+    """Seconds since the process started at which its stderr printed a line
+    matching pattern (bench_exec --stamp-stderr), or None."""
+    try:
+        with open(path) as f:
+            for line in f:
+                ts, _, rest = line.partition(" ")
+                if re.search(pattern, rest):
+                    return float(ts)
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def busy_seconds(path, clk_tck):
+    """Busy CPU time of the whole machine from a copy of /proc/stat's first
+    line (user nice system idle iowait irq softirq steal ...)."""
+    try:
+        with open(path) as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    if len(v) < 8:
+        return None
+    return (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / float(clk_tck)
+
+
+def one_run(d, expect, cores, clk_tck):
+    """The figures of one serve + run pair in directory d."""
+    s_stats = load_json(os.path.join(d, "serve.stats"))
+    c_stats = load_json(os.path.join(d, "run.stats"))
+    s_out = load_json(os.path.join(d, "serve.out"))
+    c_out = load_json(os.path.join(d, "run.out"))
+    for who, stats, out in (("serve", s_stats, s_out), ("run", c_stats, c_out)):
+        if stats["exit"] != 0 or out.get("status") != "ok":
+            die("%s: %s exited %s, status %s" % (d, who, stats["exit"], out.get("status")))
+        rel = out.get("released")
+        if who == "serve":
+            # overlap_to_consumer: the provider is released nothing.
+            if rel is not None:
+                die("%s: serve was released %r, expected nothing" % (d, rel))
+            continue
+        rel = rel or {}
+        if rel.get("count") != expect and not (expect == 0 and rel.get("suppressed")):
+            die("%s: %s released %r, expected count %d" % (d, who, rel, expect))
+    load_pat = r"rows, .* distinct keys"
+    # The CPU that other processes used while `run` ran: how noisy the
+    # measurement was (0 on a quiet machine).
+    b0 = busy_seconds(os.path.join(d, "procstat.before"), clk_tck)
+    b1 = busy_seconds(os.path.join(d, "procstat.after"), clk_tck)
+    ours = (s_stats["user_s"] + s_stats["sys_s"] + c_stats["user_s"] + c_stats["sys_s"])
+    other = None
+    if b0 is not None and b1 is not None and c_stats["wall_s"] > 0:
+        other = min(1.0, max(0.0, (b1 - b0 - ours) / (c_stats["wall_s"] * cores)))
+    return {
+        "other_cpu_util": other,
+        "wall_s": c_stats["wall_s"],
+        "cpu_s": {"provider": s_stats["user_s"] + s_stats["sys_s"],
+                  "consumer": c_stats["user_s"] + c_stats["sys_s"]},
+        "rss_kb": {"provider": s_stats["maxrss_kb"], "consumer": c_stats["maxrss_kb"]},
+        "bytes_sent": {"provider": s_out["wire"]["bytes_sent"],
+                       "consumer": c_out["wire"]["bytes_sent"]},
+        "digest_bytes": c_out["wire"]["digest_bytes"],
+        "set_size": {"provider": s_out["own_set_size"], "consumer": c_out["own_set_size"]},
+        "load_s": {"provider": stamp_of(os.path.join(d, "serve.err"), load_pat),
+                   "consumer": stamp_of(os.path.join(d, "run.err"), load_pat)},
+    }
+
+
+def r(x, nd=4):
+    return None if x is None else round(x, nd)
+
+
+def cmd_row(argv):
+    import argparse
+    ap = argparse.ArgumentParser(prog="report.py row")
+    ap.add_argument("dir")
+    ap.add_argument("--n", type=int, required=True)
+    ap.add_argument("--overlap", type=float, required=True)
+    ap.add_argument("--expect", type=int, required=True)
+    ap.add_argument("--suite", required=True)
+    ap.add_argument("--cores", type=int, required=True)
+    ap.add_argument("--crypto", required=True, nargs="+",
+                    help="bench_crypto outputs; the lowest figure of each operation counts")
+    ap.add_argument("--clk-tck", type=int, default=100)
+    ap.add_argument("--loadavg", type=float)
+    ap.add_argument("--commit")
+    ap.add_argument("--threads", type=int)
+    a = ap.parse_args(argv)
+
+    measured = [load_json(p_) for p_ in a.crypto]
+    ops = ("hash_blind_us", "reblind_us", "digest_us")
+    crypto = {k: min(m_[k] for m_ in measured) for k in ops}
+    reps = sorted(e for e in os.listdir(a.dir) if re.fullmatch(r"rep\d+", e))
+    if not reps:
+        die("%s: no runs" % a.dir)
+    runs = [one_run(os.path.join(a.dir, e), a.expect, a.cores, a.clk_tck) for e in reps]
+    # The run with the median wall time speaks for the size (lower median
+    # for an even count), with every run's wall time listed.
+    order = sorted(range(len(runs)), key=lambda i: runs[i]["wall_s"])
+    m = runs[order[(len(runs) - 1) // 2]]
+    n, wall, cores = a.n, m["wall_s"], a.cores
+    per_elem_us = crypto["hash_blind_us"] + crypto["reblind_us"] + crypto["digest_us"]
+    bound = 2.0 * n * per_elem_us * 1e-6 / cores
+    cpu = m["cpu_s"]["provider"] + m["cpu_s"]["consumer"]
+    row = {
+        "tool": "cleanroom",
+        "suite": a.suite,
+        "n": n,
+        "overlap": a.overlap,
+        "intersection": a.expect,
+        "cores": cores,
+        "reps": len(runs),
+        "wall_s": r(wall),
+        "wall_s_runs": [r(x["wall_s"]) for x in runs],
+        "us_per_elem": r(wall / n * 1e6, 2),
+        "elems_per_s": round(n / wall),
+        "bound_s": r(bound),
+        "efficiency": r(bound / wall, 3),
+        "cpu_util": r(cpu / (wall * cores), 3),
+        "crypto_share_of_cpu": r(bound * cores / cpu, 3) if cpu > 0 else None,
+        "other_cpu_util": r(m["other_cpu_util"], 3),
+        "cpu_s": {k: r(v) for k, v in m["cpu_s"].items()},
+        "bytes_sent": m["bytes_sent"],
+        "bytes_per_elem": {k: r(v / n, 2) for k, v in m["bytes_sent"].items()},
+        "digest_bytes": m["digest_bytes"],
+        "rss_kb": m["rss_kb"],
+        "load_s": {k: r(v) for k, v in m["load_s"].items()},
+        "crypto": crypto,
+        "loadavg": a.loadavg,
+        "commit": a.commit,
+        "threads": a.threads,
+        "peer": None,
+    }
+    peer_json = os.path.join(a.dir, "psijs.out")
+    if os.path.exists(peer_json):
+        p = load_json(peer_json)
+        ps = load_json(os.path.join(a.dir, "psijs.stats"))
+        pw = p["wall_s"]
+        row["peer"] = {
+            "name": "openmined-psijs",
+            "version": p.get("version"),
+            "protocol": "cardinality, %s, fpr %g" % (p.get("data_structure"), p.get("fpr")),
+            "intersection": p.get("intersection_size"),
+            "wall_s": r(pw),
+            "process_wall_s": r(ps["wall_s"]),
+            "us_per_elem": r(pw / n * 1e6, 2),
+            "elems_per_s": round(n / pw),
+            "phases_s": {k: r(p[k + "_s"]) for k in ("setup", "request", "process", "intersect")},
+            "bytes_sent": {"server": p["bytes_sent_server"], "client": p["bytes_sent_client"]},
+            "bytes_per_elem": {"server": r(p["bytes_sent_server"] / n, 2),
+                               "client": r(p["bytes_sent_client"] / n, 2)},
+            "rss_kb": ps["maxrss_kb"],
+            "cpu_s": r(ps["user_s"] + ps["sys_s"]),
+        }
+        cr_bytes = sum(m["bytes_sent"].values())
+        ps_bytes = p["bytes_sent_server"] + p["bytes_sent_client"]
+        row["ratio"] = {"time_psijs_over_cleanroom": r(pw / wall, 2),
+                        "bytes_psijs_over_cleanroom": r(ps_bytes / cr_bytes, 3)}
+    elif os.path.exists(os.path.join(a.dir, "psijs.skipped")):
+        with open(os.path.join(a.dir, "psijs.skipped")) as f:
+            row["peer_skipped"] = f.read().strip()
+    print(json.dumps(row, separators=(",", ":")))
+
+
+# ---------------------------------------------------------------- table
+
+def rows_of(path):
+    rows = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line.startswith("{"):
+                rows.append(json.loads(line))
+    return rows
+
+
+def fmt(x, spec):
+    return "–" if x is None else format(x, spec)
+
+
+def cmd_table(path):
+    rows = rows_of(path)
+    if not rows:
+        die("%s: no results" % path)
+    mib = 1.0 / 1024
+    out = []
+    out.append("| n per side | wall s | µs/elem | elem/s | bound s | efficiency | CPU % | crypto ÷ CPU | others' CPU % "
+               "| B/elem provider→ | B/elem consumer→ | RSS provider MiB | RSS consumer MiB "
+               "| psi.js wall s | psi.js µs/elem | psi.js B/elem server→ / client→ "
+               "| time psi.js ÷ cleanroom | bytes psi.js ÷ cleanroom |")
+    out.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for x in rows:
+        p = x.get("peer")
+        ratio = x.get("ratio") or {}
+        oc = x.get("other_cpu_util")
+        out.append("| %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            x["n"], fmt(x["wall_s"], ".3f"), fmt(x["us_per_elem"], ".1f"),
+            fmt(x["elems_per_s"], ",d"), fmt(x["bound_s"], ".3f"), fmt(x["efficiency"], ".2f"),
+            fmt(100 * x["cpu_util"], ".0f"), fmt(x.get("crypto_share_of_cpu"), ".2f"),
+            fmt(None if oc is None else 100 * oc, ".0f"),
+            fmt(x["bytes_per_elem"]["provider"], ".1f"), fmt(x["bytes_per_elem"]["consumer"], ".1f"),
+            fmt(x["rss_kb"]["provider"] * mib, ".1f"), fmt(x["rss_kb"]["consumer"] * mib, ".1f"),
+            fmt(p and p["wall_s"], ".3f"), fmt(p and p["us_per_elem"], ".1f"),
+            ("%.1f / %.1f" % (p["bytes_per_elem"]["server"], p["bytes_per_elem"]["client"])) if p else "–",
+            ("%.1f×" % ratio["time_psijs_over_cleanroom"]) if p else "–",
+            ("%.2f×" % ratio["bytes_psijs_over_cleanroom"]) if p else "–"))
+    x = rows[0]
+
+    def span(k, spec):
+        v = [r_["crypto"][k] for r_ in rows]
+        lo, hi = format(min(v), spec), format(max(v), spec)
+        return lo if lo == hi else "%s–%s" % (lo, hi)
+    notes = [
+        "",
+        "suite %s, overlap %g, %d cores shared by both nodes, %d run(s) per size (the median "
+        "run shown); crypto per element on one core (best of the measurements before and "
+        "after each size): hash_blind "
+        "%s µs, reblind %s µs, digest %s µs%s."
+        % (x["suite"], x["overlap"], x["cores"], x["reps"], span("hash_blind_us", ".1f"),
+           span("reblind_us", ".1f"), span("digest_us", ".2f"),
+           (", engine %s" % x["commit"]) if x.get("commit") else ""),
+    ]
+    skipped = [r_.get("peer_skipped") for r_ in rows if r_.get("peer_skipped")]
+    if skipped:
+        notes.append("psi.js: " + skipped[0])
+    print("\n".join(out + notes))
+
+
+# ---------------------------------------------------------------- plot
+
+def cmd_plot(path, svg):
+    rows = rows_of(path)
+    if not rows:
+        die("%s: no results" % path)
+    import tempfile
+    tmp = tempfile.mkdtemp(prefix="cr-bench-plot.")
+    dat = os.path.join(tmp, "plot.dat")
+    with open(dat, "w") as f:
+        f.write("# n cleanroom_wall_s bound_s psijs_wall_s efficiency cpu_util other_cpu crypto_share\n")
+        for x in sorted(rows, key=lambda x: x["n"]):
+            p = x.get("peer")
+            oc = x.get("other_cpu_util")
+            cs = x.get("crypto_share_of_cpu")
+            f.write("%d %.6f %.6f %s %.4f %.4f %s %s\n" % (
+                x["n"], x["wall_s"], x["bound_s"], ("%.6f" % p["wall_s"]) if p else "?",
+                x["efficiency"], x["cpu_util"], "?" if oc is None else "%.4f" % oc,
+                "?" if cs is None else "%.4f" % cs))
+    x = rows[0]
+    title = "cleanroom %s, overlap %g, %d cores" % (x["suite"], x["overlap"], x["cores"])
+    ns = [r_["n"] for r_ in rows]
+    xrange = "set xrange [%g:%g]" % (min(ns) / 1.5, max(ns) * 1.5)
+    has_peer = any(r_.get("peer") for r_ in rows)
+    gp = """
+set terminal svg size 900,820 dynamic font 'sans,12' background '#ffffff'
+set output '{svg}'
+set datafile missing '?'
+set multiplot layout 2,1 title '{title}'
+set logscale x 2
+{xrange}
+set format x '2^{{%L}}'
+set grid
+set key below
+set logscale y 10
+set ylabel 'wall time (s)'
+plot '{dat}' using 1:2 with linespoints lw 2 pt 7 title 'cleanroom (serve + run, loopback TLS)', \\
+     '{dat}' using 1:3 with lines dt 2 lw 2 title 'crypto bound 2n(hash+mult+digest)/cores'{peer}
+unset logscale y
+set yrange [0:1.05]
+set ylabel 'fraction'
+set xlabel 'n per side'
+plot '{dat}' using 1:5 with linespoints lw 2 pt 7 title 'efficiency = bound / wall', \\
+     '{dat}' using 1:6 with linespoints lw 2 pt 5 title 'CPU utilisation of both nodes', \\
+     '{dat}' using 1:8 with linespoints lw 2 pt 13 title 'crypto share of the nodes CPU time', \\
+     '{dat}' using 1:7 with linespoints dt 3 lw 1 pt 1 lc rgb '#888888' title 'CPU used by other processes (noise)'
+unset multiplot
+""".format(svg=svg, dat=dat, title=title.replace("'", ""), xrange=xrange,
+           peer=(", \\\n     '%s' using 1:4 with linespoints lw 2 pt 9 title 'OpenMined psi.js 2.0.6 (cardinality, one process)'" % dat) if has_peer else "")
+    gpf = os.path.join(tmp, "plot.gp")
+    with open(gpf, "w") as f:
+        f.write(gp)
+    rc = subprocess.call(["gnuplot", gpf])
+    for p_ in (dat, gpf):
+        os.unlink(p_)
+    os.rmdir(tmp)
+    if rc != 0:
+        die("gnuplot failed (%d)" % rc)
+
+
+def main():
+    if len(sys.argv) < 2 or sys.argv[1] in ("-h", "--help"):
+        sys.stdout.write(__doc__)
+        return
+    cmd, args = sys.argv[1], sys.argv[2:]
+    if cmd == "template" and len(args) == 3:
+        cmd_template(*args)
+    elif cmd == "row":
+        cmd_row(args)
+    elif cmd == "table" and len(args) == 1:
+        cmd_table(*args)
+    elif cmd == "plot" and len(args) == 2:
+        cmd_plot(*args)
+    else:
+        die("bad arguments; see report.py --help")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Smoke test of the benchmark harness, so it cannot rot: bench/run.sh on a
+# tiny size (256 per side, one serve + run pair, no psi.js, no plot) with the
+# binary under test, then checks the JSON line it printed has every field
+# docs/benchmarks.md describes, with sane values, and that the table and the
+# result files were written. Needs neither npm nor gnuplot.
+source "$CR_E2E_LIB"
+
+BENCH="$CR_SOURCE_DIR/bench/run.sh"
+
+set +e
+bash "$BENCH" --help >help.out 2>&1
+HELP_RC=$?
+bash "$BENCH" --sizes 0 --cleanroom "$CR" >bad.out 2>&1
+BAD_RC=$?
+bash "$BENCH" --cleanroom "$CR" --sizes 256 --overlap 0.5 --reps 1 --no-peer --no-plot \
+  --crypto-n 64 --crypto-reps 1 --out results --work bench-work >bench.out 2>bench.err
+RC=$?
+set -e
+
+expect_eq "--help exits 0" 0 "$HELP_RC"
+expect_grep "--help names --sizes" "--sizes" help.out
+expect_eq "a bad size is refused (exit 2)" 2 "$BAD_RC"
+expect_eq "bench/run.sh exits 0" 0 "$RC"
+if [ "$RC" -ne 0 ]; then sed 's/^/    /' bench.err >&2; fi
+expect_eq "one JSON line on stdout" 1 "$(grep -c '^{' bench.out || true)"
+expect_grep "a Markdown table on stdout" '^| n per side |' bench.out
+expect_grep "progress on stderr" 'bench: n=256 per side' bench.err
+
+grep '^{' bench.out >row.json || true
+CHECK=$(python3 - row.json <<'PY' 2>&1 || true
+import json, sys
+row = json.loads(open(sys.argv[1]).readline())
+bad = []
+def need(cond, what):
+    if not cond:
+        bad.append(what)
+need(row["tool"] == "cleanroom" and row["suite"] == "ristretto255", "tool/suite")
+need(row["n"] == 256 and row["intersection"] == 128, "n/intersection")
+need(row["wall_s"] > 0 and row["us_per_elem"] > 0 and row["elems_per_s"] > 0, "speed")
+need(row["bound_s"] > 0 and 0 < row["efficiency"] < 2, "efficiency")
+need(0 < row["cpu_util"] <= 1.05, "cpu_util")
+need(row["crypto_share_of_cpu"] is not None and row["crypto_share_of_cpu"] > 0, "crypto_share_of_cpu")
+need(row["other_cpu_util"] is not None and 0 <= row["other_cpu_util"] <= 1, "other_cpu_util")
+need(len(row["wall_s_runs"]) == 1 and row["bytes_sent"]["provider"] > 0, "runs/bytes_sent")
+for side in ("provider", "consumer"):
+    need(row["bytes_per_elem"][side] >= 32, "bytes_per_elem." + side)
+    need(row["rss_kb"][side] > 0, "rss_kb." + side)
+    need(row["load_s"][side] is not None and row["load_s"][side] >= 0, "load_s." + side)
+for k in ("hash_blind_us", "reblind_us", "digest_us"):
+    need(row["crypto"][k] > 0, "crypto." + k)
+need(row["peer"] is None, "peer")
+print("ok" if not bad else "missing or wrong: " + ", ".join(bad))
+PY
+)
+expect_eq "the JSON line has every field, with sane values" ok "$CHECK"
+expect_grep "results/latest.jsonl written" '"n":256' results/latest.jsonl
+expect_grep "results/latest.md has the table" '^| 256 |' results/latest.md
+
+finish
