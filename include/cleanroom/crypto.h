@@ -50,17 +50,15 @@ CR_NODISCARD int cr_crypto_init(void);
  * RFC 9380 §5.3.1 expand_message_xmd with SHA-512.
  * out_len <= 255*64, dst_len <= 255. Returns 0 or CR_EINVAL.
  */
-CR_NODISCARD int cr_expand_message_xmd_sha512(uint8_t *out, size_t out_len,
-                                              const uint8_t *msg, size_t msg_len,
-                                              const uint8_t *dst, size_t dst_len);
+CR_NODISCARD int cr_expand_message_xmd_sha512(uint8_t *out, size_t out_len, const uint8_t *msg,
+                                              size_t msg_len, const uint8_t *dst, size_t dst_len);
 
 /*
  * RFC 9380 §5.3.1 expand_message_xmd with SHA-256 (the p256 suite).
  * out_len <= 255*32, dst_len <= 255. Returns 0 or CR_EINVAL.
  */
-CR_NODISCARD int cr_expand_message_xmd_sha256(uint8_t *out, size_t out_len,
-                                              const uint8_t *msg, size_t msg_len,
-                                              const uint8_t *dst, size_t dst_len);
+CR_NODISCARD int cr_expand_message_xmd_sha256(uint8_t *out, size_t out_len, const uint8_t *msg,
+                                              size_t msg_len, const uint8_t *dst, size_t dst_len);
 
 /*
  * A suite: the group, its encodings and its hash-to-group. The session and
@@ -77,8 +75,7 @@ typedef struct cr_suite {
   int (*scalar_random)(uint8_t *k);
 
   /* out = k * HashToGroup(msg) with the suite's DST. */
-  int (*hash_blind)(uint8_t *out, const uint8_t *k, const uint8_t *msg,
-                    size_t msg_len);
+  int (*hash_blind)(uint8_t *out, const uint8_t *k, const uint8_t *msg, size_t msg_len);
 
   /* out = k * P for a peer's point P. Returns CR_EPROTO when P is not a
    * canonical encoding or is the identity (and leaves out zeroed), CR_ECRYPTO
@@ -96,17 +93,15 @@ extern const cr_suite cr_suite_p256;
 
 /* ristretto255 HashToGroup with an explicit DST (for known-answer tests):
  * expand_message_xmd(SHA-512, 64 bytes) then crypto_core_ristretto255_from_hash. */
-CR_NODISCARD int cr_r255_hash_to_group(uint8_t out[32], const uint8_t *msg,
-                                       size_t msg_len, const uint8_t *dst,
-                                       size_t dst_len);
+CR_NODISCARD int cr_r255_hash_to_group(uint8_t out[32], const uint8_t *msg, size_t msg_len,
+                                       const uint8_t *dst, size_t dst_len);
 
 /* RFC 9380 §3 hash_to_curve for P256_XMD:SHA-256_SSWU_RO_ with an explicit
  * DST (for known-answer tests): out is the SEC1 uncompressed point
  * 0x04 || x || y. Returns 0, CR_EINVAL, CR_ENOMEM or CR_ECRYPTO (out zeroed
  * on failure). */
-CR_NODISCARD int cr_p256_hash_to_curve(uint8_t out[CR_P256_UNCOMPRESSED_BYTES],
-                                       const uint8_t *msg, size_t msg_len,
-                                       const uint8_t *dst, size_t dst_len);
+CR_NODISCARD int cr_p256_hash_to_curve(uint8_t out[CR_P256_UNCOMPRESSED_BYTES], const uint8_t *msg,
+                                       size_t msg_len, const uint8_t *dst, size_t dst_len);
 
 /* Test hook, not for production use: the same computation, also returning
  * RFC 9380's intermediates (u[0], u[1] as 32-byte big-endian field elements;

@@ -34,16 +34,15 @@ typedef struct cr_csv cr_csv;
  * messages. */
 CR_NODISCARD int cr_csv_open_stream(cr_csv **out, void *FILE_stream, const char *name);
 /* Reads from memory (for tests and fuzzing); data must outlive the reader. */
-CR_NODISCARD int cr_csv_open_mem(cr_csv **out, const char *data, size_t len,
-                                 const char *name);
+CR_NODISCARD int cr_csv_open_mem(cr_csv **out, const char *data, size_t len, const char *name);
 /*
  * Next record. Returns 1 with *fields, *lens and *nfields set (valid until the next
  * call), 0 at end of input, or a negative CR_EDATA with err naming file and
  * line (unterminated quote, stray quote, invalid UTF-8, field or record too
  * large). *line is the 1-based line on which the record starts.
  */
-int cr_csv_next(cr_csv *r, const char *const **fields, const size_t **lens,
-                size_t *nfields, uint64_t *line, cr_error *err);
+int cr_csv_next(cr_csv *r, const char *const **fields, const size_t **lens, size_t *nfields,
+                uint64_t *line, cr_error *err);
 void cr_csv_free(cr_csv *r);
 /*
  * Column names for error messages ("field 2 (column \"email\")"), copied;
@@ -61,19 +60,19 @@ CR_NODISCARD int cr_csv_sha256(cr_csv *r, uint8_t out[CR_SHA256_BYTES]);
 /* ---- Normalization ------------------------------------------------------ */
 
 /* Why a row's key was rejected; one counter each. */
-#define CR_REJECT_MAP(XX)                                                      \
-  XX(MISSING, "missing_value", "a key column is empty")                        \
-  XX(EMAIL, "invalid_email", "not an e-mail address (one @, non-empty local part and domain)") \
-  XX(PHONE, "invalid_phone", "not a phone number (E.164: + and 8-15 digits)")  \
-  XX(TEXT, "invalid_text", "empty after normalization")                        \
-  XX(HEX, "invalid_sha256_hex", "not 64 hexadecimal digits")                   \
+#define CR_REJECT_MAP(XX)                                                                          \
+  XX(MISSING, "missing_value", "a key column is empty")                                            \
+  XX(EMAIL, "invalid_email", "not an e-mail address (one @, non-empty local part and domain)")     \
+  XX(PHONE, "invalid_phone", "not a phone number (E.164: + and 8-15 digits)")                      \
+  XX(TEXT, "invalid_text", "empty after normalization")                                            \
+  XX(HEX, "invalid_sha256_hex", "not 64 hexadecimal digits")                                       \
   XX(COLUMNS, "wrong_column_count", "the row has a different number of fields than the header")
 
 typedef enum cr_reject_reason {
 #define CR__REJ_ENUM(name, key, text) CR_REJECT_##name,
   CR_REJECT_MAP(CR__REJ_ENUM)
 #undef CR__REJ_ENUM
-  CR_REJECT_COUNT
+      CR_REJECT_COUNT
 } cr_reject_reason;
 
 const char *cr_reject_key(cr_reject_reason r);  /* "invalid_email" */
@@ -88,8 +87,8 @@ const char *cr_reject_text(cr_reject_reason r); /* explanation for people */
  * NULL for NUL-terminated values. mk->default_country_code, when set, must be
  * 1-3 digits (CR_EINVAL otherwise).
  */
-int cr_normalize_key(const cr_match_key *mk, const char *const *values,
-                     const size_t *lens, cr_buf *out, cr_reject_reason *reason);
+int cr_normalize_key(const cr_match_key *mk, const char *const *values, const size_t *lens,
+                     cr_buf *out, cr_reject_reason *reason);
 
 /* ---- Dataset ------------------------------------------------------------ */
 
@@ -155,8 +154,7 @@ typedef struct cr_dataset {
  * accepted. opt may be NULL for defaults.
  */
 CR_NODISCARD int cr_dataset_load(cr_dataset **out, const char *path, const cr_template *t,
-                                 cr_role role, const cr_dataset_options *opt,
-                                 cr_error *err);
+                                 cr_role role, const cr_dataset_options *opt, cr_error *err);
 void cr_dataset_free(cr_dataset *d);
 
 /* Index of a normalized key in d (keys are sorted), or -1. */
@@ -172,11 +170,10 @@ long cr_dataset_find(const cr_dataset *d, const uint8_t *key, size_t len);
  * (the query's filter); NULL keeps all.
  */
 CR_NODISCARD int cr_dataset_write_matches(
-    const cr_dataset *d, const cr_template *t, const uint8_t *matched,
-    const char *const *columns, size_t ncolumns,
-    int (*keep)(void *ctx, const char *const *fields, const size_t *lens, size_t n),
-    void *keep_ctx, const char *out_path, uint64_t *rows,
-    uint8_t file_sha256[CR_SHA256_BYTES], cr_error *err);
+    const cr_dataset *d, const cr_template *t, const uint8_t *matched, const char *const *columns,
+    size_t ncolumns,
+    int (*keep)(void *ctx, const char *const *fields, const size_t *lens, size_t n), void *keep_ctx,
+    const char *out_path, uint64_t *rows, uint8_t file_sha256[CR_SHA256_BYTES], cr_error *err);
 
 #ifdef __cplusplus
 }

@@ -25,22 +25,22 @@ extern "C" {
 #endif
 
 /* XX(name, message) */
-#define CR_ERRNO_MAP(XX)                                                       \
-  XX(EINVAL, "invalid argument")                                               \
-  XX(ENOMEM, "out of memory")                                                  \
-  XX(EIO, "input/output error")                                                \
-  XX(EUSAGE, "usage error")                                                    \
-  XX(ECONFIG, "configuration error")                                           \
-  XX(ETEMPLATE, "template error")                                              \
-  XX(EDATA, "data error")                                                      \
-  XX(ECRYPTO, "cryptographic failure")                                         \
-  XX(EPROTO, "protocol error")                                                 \
-  XX(EREFUSED, "refused")                                                      \
-  XX(EPEER, "refused by the partner")                                          \
-  XX(ENET, "network error")                                                    \
-  XX(ETIMEDOUT, "timed out")                                                   \
-  XX(ETLS, "TLS error")                                                        \
-  XX(EAUTH, "peer authentication failed")                                      \
+#define CR_ERRNO_MAP(XX)                                                                           \
+  XX(EINVAL, "invalid argument")                                                                   \
+  XX(ENOMEM, "out of memory")                                                                      \
+  XX(EIO, "input/output error")                                                                    \
+  XX(EUSAGE, "usage error")                                                                        \
+  XX(ECONFIG, "configuration error")                                                               \
+  XX(ETEMPLATE, "template error")                                                                  \
+  XX(EDATA, "data error")                                                                          \
+  XX(ECRYPTO, "cryptographic failure")                                                             \
+  XX(EPROTO, "protocol error")                                                                     \
+  XX(EREFUSED, "refused")                                                                          \
+  XX(EPEER, "refused by the partner")                                                              \
+  XX(ENET, "network error")                                                                        \
+  XX(ETIMEDOUT, "timed out")                                                                       \
+  XX(ETLS, "TLS error")                                                                            \
+  XX(EAUTH, "peer authentication failed")                                                          \
   XX(EINTERNAL, "internal error")
 
 enum {
@@ -49,7 +49,7 @@ enum {
   CR__ERR_FIRST = -1000,
   CR_ERRNO_MAP(CR__ERR_ENUM)
 #undef CR__ERR_ENUM
-  CR__ERR_LAST
+      CR__ERR_LAST
 };
 
 const char *cr_strerror(int code);

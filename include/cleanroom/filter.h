@@ -30,10 +30,10 @@ extern "C" {
 #endif
 
 /* Limits; past them parsing fails with a message saying which. */
-#define CR_FILTER_MAX_TEXT 4096u  /* bytes of filter text */
-#define CR_FILTER_MAX_DEPTH 64u   /* nested parentheses and NOTs */
-#define CR_FILTER_MAX_LIST 1024u  /* items of an IN (...) list or a string_list */
-#define CR_PARAM_MAX_TEXT 65536u  /* bytes of one parameter value */
+#define CR_FILTER_MAX_TEXT 4096u /* bytes of filter text */
+#define CR_FILTER_MAX_DEPTH 64u  /* nested parentheses and NOTs */
+#define CR_FILTER_MAX_LIST 1024u /* items of an IN (...) list or a string_list */
+#define CR_PARAM_MAX_TEXT 65536u /* bytes of one parameter value */
 
 /* "string", "string_list", "integer", "number"; "unknown" otherwise. */
 const char *cr_param_type_name(cr_param_type t);
@@ -75,8 +75,7 @@ typedef struct cr_params {
  * empty.
  */
 CR_NODISCARD int cr_params_from_args(cr_params *out, const char *const *args, size_t nargs,
-                                     const cr_param_decl *decls, size_t ndecls,
-                                     cr_error *err);
+                                     const cr_param_decl *decls, size_t ndecls, cr_error *err);
 /*
  * Same from (name, text) pairs received in a partner's Hello: the same rules
  * (a canonical text parses to itself), errors CR_EPROTO ("parameter X from
@@ -85,8 +84,7 @@ CR_NODISCARD int cr_params_from_args(cr_params *out, const char *const *args, si
  */
 CR_NODISCARD int cr_params_from_pairs(cr_params *out, const char *const *names,
                                       const char *const *texts, size_t n,
-                                      const cr_param_decl *decls, size_t ndecls,
-                                      cr_error *err);
+                                      const cr_param_decl *decls, size_t ndecls, cr_error *err);
 /* The value named `name`, or NULL. */
 const cr_param_value *cr_params_get(const cr_params *p, const char *name);
 void cr_params_free(cr_params *p);
@@ -104,9 +102,8 @@ typedef struct cr_filter cr_filter;
  * it), CR_EINVAL for a NULL argument, CR_ENOMEM. `origin` may be NULL
  * ("filter").
  */
-CR_NODISCARD int cr_filter_parse(cr_filter **out, const char *text,
-                                 const cr_param_decl *decls, size_t ndecls,
-                                 const char *origin, cr_error *err);
+CR_NODISCARD int cr_filter_parse(cr_filter **out, const char *text, const cr_param_decl *decls,
+                                 size_t ndecls, const char *origin, cr_error *err);
 void cr_filter_free(cr_filter *f);
 
 /* Distinct column names the filter reads, in order of first use; valid

@@ -38,8 +38,7 @@ CR_NODISCARD int cr_identity_load(cr_identity **out, const char *dir, cr_error *
 void cr_identity_free(cr_identity *id);
 const uint8_t *cr_identity_fingerprint(const cr_identity *id);
 /* cr_sign_fn for cr_session_config.sign; ctx is the cr_identity. */
-int cr_identity_sign(void *ctx, const uint8_t *msg, size_t len,
-                     uint8_t sig[CR_SIGNATURE_BYTES]);
+int cr_identity_sign(void *ctx, const uint8_t *msg, size_t len, uint8_t sig[CR_SIGNATURE_BYTES]);
 /* The raw Ed25519 public key of a PEM certificate file. */
 CR_NODISCARD int cr_cert_file_public_key(const char *path, uint8_t pk[CR_SIGN_PK_BYTES],
                                          cr_error *err);
@@ -57,8 +56,8 @@ void cr_identity_public_key(const cr_identity *id, uint8_t pk[CR_SIGN_PK_BYTES])
 CR_NODISCARD int cr_cert_ed25519_public_key(const uint8_t *der, size_t der_len,
                                             uint8_t pk[CR_SIGN_PK_BYTES]);
 /* 0 when sig is a valid Ed25519 signature of msg by pk, else CR_EAUTH. */
-CR_NODISCARD int cr_sign_verify(const uint8_t pk[CR_SIGN_PK_BYTES], const uint8_t *msg,
-                                size_t len, const uint8_t sig[CR_SIGNATURE_BYTES]);
+CR_NODISCARD int cr_sign_verify(const uint8_t pk[CR_SIGN_PK_BYTES], const uint8_t *msg, size_t len,
+                                const uint8_t sig[CR_SIGNATURE_BYTES]);
 
 /* Module-internal (src/net only, not a stable API): the OpenSSL objects
  * behind an identity, for the TLS context. Owned by the identity. */
@@ -88,9 +87,8 @@ void cr_tls_ctx_free(cr_tls_ctx *ctx);
 
 /* pin: the fingerprint the peer must present; peer_role names the peer in
  * messages ("provider"). ctx must outlive the connection. */
-CR_NODISCARD int cr_tls_new(cr_tls **out, cr_tls_ctx *ctx,
-                            const uint8_t pin[CR_SHA256_BYTES], const char *peer_role,
-                            cr_error *err);
+CR_NODISCARD int cr_tls_new(cr_tls **out, cr_tls_ctx *ctx, const uint8_t pin[CR_SHA256_BYTES],
+                            const char *peer_role, cr_error *err);
 void cr_tls_free(cr_tls *t);
 
 /* Ciphertext received from the peer. */
@@ -128,10 +126,10 @@ typedef struct cr_node_config {
   const cr_template *tmpl;
   const cr_identity *id;
   const cr_dataset *data;
-  cr_role role;               /* own role (from the identity's fingerprint) */
-  const char *address;        /* serve: listen HOST:PORT; run: peer HOST:PORT */
-  const char *query;          /* run only */
-  int once;                   /* serve: exit after one session */
+  cr_role role;                  /* own role (from the identity's fingerprint) */
+  const char *address;           /* serve: listen HOST:PORT; run: peer HOST:PORT */
+  const char *query;             /* run only */
+  int once;                      /* serve: exit after one session */
   unsigned handshake_timeout_ms; /* 0: 10000 */
   unsigned idle_timeout_ms;      /* 0: 30000; only whole frames from the peer
                                     (or our answers) restart it */
@@ -161,8 +159,8 @@ typedef struct cr_node_config {
   int (*admit)(void *ctx, const cr_session_result *res, char *msg, size_t cap);
   /* Serve, optional: load the own set per query (cr_session_config.load);
    * when set, `data` is used only for the checks made before listening. */
-  int (*load)(void *ctx, const cr_query *q, const cr_session_result *res,
-              const cr_dataset **out, char *msg, size_t cap);
+  int (*load)(void *ctx, const cr_query *q, const cr_session_result *res, const cr_dataset **out,
+              char *msg, size_t cap);
   void (*unload)(void *ctx, const cr_dataset *d);
   /* Run: a ping instead of a query (cr_session_config.ping); data may be
    * NULL. */
@@ -194,8 +192,7 @@ typedef struct cr_node_config {
  * and that this node's certificate is the one the template pins for
  * cfg->role (CR_ECONFIG). Those return without calling on_session.
  */
-CR_NODISCARD int cr_node_run(const cr_node_config *cfg, cr_session_result *res,
-                             cr_error *err);
+CR_NODISCARD int cr_node_run(const cr_node_config *cfg, cr_session_result *res, cr_error *err);
 
 /*
  * Listens on cfg->address and serves sessions until SIGINT/SIGTERM (or, with

@@ -33,8 +33,8 @@ unsigned cr_pool_threads(const cr_pool *p);
  * are done: 0, or the first non-zero value fn returned (the other ranges
  * still run). p may be NULL: then it is a plain loop on this thread.
  */
-int cr_pool_for(cr_pool *p, size_t n, size_t chunk,
-                int (*fn)(void *ctx, size_t begin, size_t end), void *ctx);
+int cr_pool_for(cr_pool *p, size_t n, size_t chunk, int (*fn)(void *ctx, size_t begin, size_t end),
+                void *ctx);
 
 /* The number of cores this process may use (at least 1). */
 unsigned cr_cpu_count(void);

@@ -38,19 +38,19 @@ extern "C" {
 #define CR_SIGN_PK_BYTES 32
 
 /* Error codes carried in Error frames (stable wire values). */
-#define CR_WIRE_ERROR_MAP(XX)                                                  \
-  XX(1, VERSION, "protocol versions differ")                                   \
-  XX(2, ROLE, "both nodes claim the same role")                                \
-  XX(3, TEMPLATE_MISMATCH, "the templates differ")                             \
-  XX(4, UNKNOWN_QUERY, "the query is not in the template")                     \
-  XX(5, NOT_ALLOWED, "the template does not allow this")                       \
-  XX(6, SUITE, "the crypto suites differ")                                     \
-  XX(7, SIZE, "a set size is outside the template's limits")                   \
-  XX(8, PROTOCOL, "protocol violation")                                        \
-  XX(9, INTERNAL, "internal error")                                            \
-  XX(10, TIMEOUT, "timed out")                                                 \
-  XX(11, BUSY, "busy, retry later")                                            \
-  XX(12, PARAMS, "query parameters do not match the template")                 \
+#define CR_WIRE_ERROR_MAP(XX)                                                                      \
+  XX(1, VERSION, "protocol versions differ")                                                       \
+  XX(2, ROLE, "both nodes claim the same role")                                                    \
+  XX(3, TEMPLATE_MISMATCH, "the templates differ")                                                 \
+  XX(4, UNKNOWN_QUERY, "the query is not in the template")                                         \
+  XX(5, NOT_ALLOWED, "the template does not allow this")                                           \
+  XX(6, SUITE, "the crypto suites differ")                                                         \
+  XX(7, SIZE, "a set size is outside the template's limits")                                       \
+  XX(8, PROTOCOL, "protocol violation")                                                            \
+  XX(9, INTERNAL, "internal error")                                                                \
+  XX(10, TIMEOUT, "timed out")                                                                     \
+  XX(11, BUSY, "busy, retry later")                                                                \
+  XX(12, PARAMS, "query parameters do not match the template")                                     \
   XX(13, ABORTED, "aborted by the operator")
 
 typedef enum cr_wire_error {
@@ -78,7 +78,7 @@ typedef struct cr_session_config {
   cr_sign_fn sign;        /* signs the receipt with the node's identity */
   void *sign_ctx;
   uint8_t peer_sign_pk[CR_SIGN_PK_BYTES]; /* peer's Ed25519 key, from its cert */
-  int64_t now_unix; /* current time for limits.not_after; 0: not checked */
+  int64_t now_unix;                       /* current time for limits.not_after; 0: not checked */
   /*
    * Called once both Hellos have passed every check and before any point
    * is sent (res holds the query, both set sizes and the session id).
@@ -136,9 +136,9 @@ struct cr_session_result {
   uint64_t bytes_received; /* frame bytes the peer sent */
 
   /* Valid when status == DONE. */
-  int receives;      /* this side is in results_to */
-  int suppressed;    /* count < min_count */
-  uint64_t count;    /* only meaningful when receives && !suppressed */
+  int receives;   /* this side is in results_to */
+  int suppressed; /* count < min_count */
+  uint64_t count; /* only meaningful when receives && !suppressed */
   uint64_t min_count;
   uint8_t transcript_sha256[CR_SHA256_BYTES];
   uint8_t peer_signature[CR_SIGNATURE_BYTES]; /* verified receipt */
@@ -150,7 +150,7 @@ struct cr_session_result {
   int error_from_peer; /* 1: the peer sent an Error frame */
   char error_msg[512];
 
-  int ping;                /* the session was a ping (DONE: the peer answered) */
+  int ping; /* the session was a ping (DONE: the peer answered) */
   uint32_t peer_protocol_version;
   uint8_t peer_template_sha256[CR_SHA256_BYTES];
 
@@ -165,7 +165,7 @@ struct cr_session_result {
    * which then frees them with cr_session_result_free_outputs().
    */
   size_t nparams;
-  char **param_names;  /* the run's parameters, as sent in the runner's Hello */
+  char **param_names; /* the run's parameters, as sent in the runner's Hello */
   char **param_values;
   size_t nlabels[CR_ROLE_COUNT]; /* 1 for a side that is not grouped */
   char **labels[CR_ROLE_COUNT];  /* label names per role ("" when not grouped) */
@@ -190,8 +190,7 @@ void cr_session_result_free_outputs(cr_session_result *res);
 
 typedef struct cr_session cr_session;
 
-CR_NODISCARD int cr_session_new(cr_session **out, const cr_session_config *cfg,
-                                cr_error *err);
+CR_NODISCARD int cr_session_new(cr_session **out, const cr_session_config *cfg, cr_error *err);
 /* Wipes the scalar and every buffer. */
 void cr_session_free(cr_session *s);
 
@@ -236,8 +235,8 @@ CR_NODISCARD int cr_session_check_local(const cr_session_config *cfg, int64_t no
                                         cr_error *err);
 
 /* Design §3: max(proposals, ceil((40 + log2 n_P + log2 n_C) / 8)), at most 32. */
-uint32_t cr_session_digest_bytes(uint64_t n_runner, uint64_t n_responder,
-                                 uint32_t proposal_a, uint32_t proposal_b);
+uint32_t cr_session_digest_bytes(uint64_t n_runner, uint64_t n_responder, uint32_t proposal_a,
+                                 uint32_t proposal_b);
 
 /* Hands the result's heap outputs (labels, cells, matched, params) to a
  * copy of the result made with cr_session_result_get(); the session no

@@ -151,8 +151,7 @@ void cr_template_free(cr_template *t);
  * CR_TEMPLATE_MAX_ERRORS were found, the last entry says how many more.
  * `out` may be NULL; if not, it receives the template on success.
  */
-CR_NODISCARD int cr_template_check(const char *path, cr_template **out, char ***errors,
-                                   size_t *n);
+CR_NODISCARD int cr_template_check(const char *path, cr_template **out, char ***errors, size_t *n);
 CR_NODISCARD int cr_template_check_mem(const char *json, size_t len, const char *origin,
                                        cr_template **out, char ***errors, size_t *n);
 void cr_template_errors_free(char **errors, size_t n);
@@ -161,8 +160,7 @@ void cr_template_errors_free(char **errors, size_t n);
 const cr_query *cr_template_query(const cr_template *t, const char *name);
 /* Role whose cert_sha256 equals fp; CR_ENOTFOUND-like CR_ECONFIG if none. */
 /* Also CR_ECONFIG if both parties carry fp: the role would be ambiguous. */
-int cr_template_role_of(const cr_template *t, const uint8_t fp[CR_SHA256_BYTES],
-                        cr_role *out);
+int cr_template_role_of(const cr_template *t, const uint8_t fp[CR_SHA256_BYTES], cr_role *out);
 
 /*
  * RFC 8785 canonical form of a JSON text (sorted keys by UTF-16 code units,
@@ -172,8 +170,8 @@ int cr_template_role_of(const cr_template *t, const uint8_t fp[CR_SHA256_BYTES],
  * surrogates, invalid UTF-8 and numbers that overflow a double are CR_EINVAL
  * (I-JSON). A member name containing U+0000 is refused (jansson cannot hold it).
  */
-CR_NODISCARD int cr_json_canonicalize(const char *json, size_t len, char **out,
-                                      size_t *out_len, cr_error *err);
+CR_NODISCARD int cr_json_canonicalize(const char *json, size_t len, char **out, size_t *out_len,
+                                      cr_error *err);
 
 #ifdef __cplusplus
 }

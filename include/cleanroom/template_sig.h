@@ -38,8 +38,8 @@ char *cr_template_sig_path(const cr_template *t);
  * missing; written atomically). The identity must be one of the template's
  * parties; *role_out tells which. CR_ECONFIG otherwise.
  */
-CR_NODISCARD int cr_template_sign(const cr_template *t, const char *sig_path,
-                                  const cr_identity *id, cr_role *role_out, cr_error *err);
+CR_NODISCARD int cr_template_sign(const cr_template *t, const char *sig_path, const cr_identity *id,
+                                  cr_role *role_out, cr_error *err);
 
 /*
  * Reads sig_path and checks every signature in it: the certificate's

@@ -40,15 +40,14 @@ CR_NODISCARD int cr_hex_decode(uint8_t *out, size_t out_len, const char *hex);
 
 void cr_sha256(uint8_t out[CR_SHA256_BYTES], const void *data, size_t len);
 /* Hashes a whole file; CR_EIO with the path and errno text in err. */
-CR_NODISCARD int cr_sha256_file(uint8_t out[CR_SHA256_BYTES], const char *path,
-                                cr_error *err);
+CR_NODISCARD int cr_sha256_file(uint8_t out[CR_SHA256_BYTES], const char *path, cr_error *err);
 
 /* Monotonic milliseconds, for timeouts and durations. */
 uint64_t cr_now_ms(void);
 
 /* Reads a whole file (at most max bytes) into a NUL-terminated buffer. */
-CR_NODISCARD int cr_read_file(const char *path, size_t max, char **out,
-                              size_t *out_len, cr_error *err);
+CR_NODISCARD int cr_read_file(const char *path, size_t max, char **out, size_t *out_len,
+                              cr_error *err);
 
 #ifdef __cplusplus
 }

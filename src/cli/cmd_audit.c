@@ -151,8 +151,8 @@ static int cmd_verify(int argc, char **argv) {
     json_object_set_new(o, "head", json_string(rep.head));
     if (rc) {
       json_object_set_new(o, "bad_line", json_integer((json_int_t)rep.bad_line));
-      json_object_set_new(o, "reason", json_string(rep.reason[0] ? rep.reason
-                                                                  : cr_error_message(&err, rc)));
+      json_object_set_new(o, "reason",
+                          json_string(rep.reason[0] ? rep.reason : cr_error_message(&err, rc)));
     }
     char *s = json_dumps(o, JSON_COMPACT);
     printf("%s\n", s ? s : "{}");
@@ -184,8 +184,7 @@ static json_t *session_of(show_ctx *sc, json_t *e) {
   char key[64];
   if (sid == NULL) {
     /* Refused before a session id existed: a row of its own. */
-    snprintf(key, sizeof key, "seq %lld",
-             (long long)json_integer_value(json_object_get(e, "seq")));
+    snprintf(key, sizeof key, "seq %lld", (long long)json_integer_value(json_object_get(e, "seq")));
     sid = key;
   }
   json_t *s = json_object_get(sc->sessions, sid);
@@ -241,8 +240,8 @@ static void released_text(json_t *rel, char *buf, size_t cap) {
     size_t n = json_array_size(json_object_get(rel, "cells")), sup = 0;
     json_t *c;
     size_t i;
-    json_array_foreach(json_object_get(rel, "cells"), i, c) sup += json_is_true(
-        json_object_get(c, "suppressed"));
+    json_array_foreach(json_object_get(rel, "cells"), i, c) sup +=
+        json_is_true(json_object_get(c, "suppressed"));
     snprintf(buf, cap, "%zu cells (%zu suppressed)", n, sup);
   } else if (json_is_true(json_object_get(rel, "suppressed"))) {
     snprintf(buf, cap, "suppressed (< %lld)",
@@ -259,9 +258,8 @@ static void released_text(json_t *rel, char *buf, size_t cap) {
 }
 
 static int cmd_show(int argc, char **argv) {
-  static const struct option opts[] = {{"json", no_argument, NULL, 'j'},
-                                       {"help", no_argument, NULL, 'h'},
-                                       {NULL, 0, NULL, 0}};
+  static const struct option opts[] = {
+      {"json", no_argument, NULL, 'j'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
   show_ctx sc = {0};
   int c;
   optind = 1;
@@ -314,9 +312,9 @@ static int cmd_show(int argc, char **argv) {
     released_text(json_object_get(s, "released"), rel, sizeof rel);
     const char *status = json_string_value(json_object_get(s, "status"));
     printf("%-24s %-10s %-22s %-10s %-28s %s\n",
-           json_string_value(json_object_get(s, "time")) ? json_string_value(
-                                                               json_object_get(s, "time"))
-                                                         : "?",
+           json_string_value(json_object_get(s, "time"))
+               ? json_string_value(json_object_get(s, "time"))
+               : "?",
            status ? status : "started", json_string_value(json_object_get(s, "query")),
            json_string_value(json_object_get(s, "role")), params[0] ? params : "-",
            status && strcmp(status, "aborted") == 0

@@ -89,4 +89,3 @@ int cr_cli_fingerprint(int argc, char **argv) {
   printf("%s\n", hex);
   return EXIT_OK;
 }
-

@@ -72,16 +72,14 @@ static int release_members(node_ctx *n, const cr_session_result *r, cr_error *er
   if (tmp == NULL)
     return cr_error_set(err, CR_ENOMEM, "out of memory");
   snprintf(tmp, len, "%s.partial", n->o->out);
-  int rc = cr_dataset_write_matches(n->data, n->t, r->matched,
-                                    (const char *const *)n->rq->columns, n->rq->ncolumns,
-                                    n->filter ? keep_row : NULL, n->filter, tmp,
+  int rc = cr_dataset_write_matches(n->data, n->t, r->matched, (const char *const *)n->rq->columns,
+                                    n->rq->ncolumns, n->filter ? keep_row : NULL, n->filter, tmp,
                                     &n->members.rows, n->members.sha256, err);
   n->members.path = n->o->out;
   if (rc == 0)
     rc = cr_cli_audit_session_end(&n->audit, r, NULL, NULL, &n->members, err);
   if (rc == 0 && rename(tmp, n->o->out) != 0)
-    rc = cr_error_set(err, CR_EIO, "cannot rename %s to %s: %s", tmp, n->o->out,
-                      strerror(errno));
+    rc = cr_error_set(err, CR_EIO, "cannot rename %s to %s: %s", tmp, n->o->out, strerror(errno));
   if (rc)
     unlink(tmp);
   free(tmp);
@@ -207,12 +205,13 @@ static int node_admit(void *ctx, const cr_session_result *r, char *msg, size_t c
 
 static void on_listening(void *ctx, const char *addr) {
   node_ctx *n = ctx;
-  fprintf(stderr, "%s serve: listening on %s (template %s)\n", CR_CLI_PROG, addr, n->o->template_path);
+  fprintf(stderr, "%s serve: listening on %s (template %s)\n", CR_CLI_PROG, addr,
+          n->o->template_path);
 }
 
 static void print_data_summary(const char *cmd, const cr_dataset *d) {
-  fprintf(stderr, "%s %s: %s: %llu rows, %llu accepted, %llu rejected, %zu distinct keys", CR_CLI_PROG,
-          cmd, d->path ? d->path : "data", (unsigned long long)d->rows_read,
+  fprintf(stderr, "%s %s: %s: %llu rows, %llu accepted, %llu rejected, %zu distinct keys",
+          CR_CLI_PROG, cmd, d->path ? d->path : "data", (unsigned long long)d->rows_read,
           (unsigned long long)d->rows_accepted, (unsigned long long)d->rows_rejected, d->n);
   if (d->rows_rejected) {
     fprintf(stderr, " (");
@@ -240,9 +239,10 @@ static int serve_load(void *ctx, const cr_query *q, const cr_session_result *res
   node_ctx *n = ctx;
   (void)res;
   if (q->kind == CR_QUERY_MEMBERS && (q->results_to & CR_ROLE_BIT(n->role))) {
-    snprintf(msg, cap, "query \"%s\" returns the %s's matched rows; the %s must run it "
-             "(`cleanroom run --out FILE`), not serve it", q->name, cr_role_name(n->role),
-             cr_role_name(n->role));
+    snprintf(msg, cap,
+             "query \"%s\" returns the %s's matched rows; the %s must run it "
+             "(`cleanroom run --out FILE`), not serve it",
+             q->name, cr_role_name(n->role), cr_role_name(n->role));
     return CR_EREFUSED;
   }
   cr_error err;
@@ -262,9 +262,8 @@ static int serve_load(void *ctx, const cr_query *q, const cr_session_result *res
     *out = n->data;
     return 0;
   }
-  if (q->where[n->role] != NULL &&
-      (rc = cr_filter_parse(&filter, q->where[n->role], q->params, q->nparams, q->name, &err)) !=
-          0) {
+  if (q->where[n->role] != NULL && (rc = cr_filter_parse(&filter, q->where[n->role], q->params,
+                                                         q->nparams, q->name, &err)) != 0) {
     snprintf(msg, cap, "%s", cr_error_message(&err, rc));
     cr_params_free(&params);
     return rc;
@@ -455,8 +454,7 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
         return EXIT_USAGE;
       }
       if (eq == NULL || eq == optarg || o.nparams == MAX_PARAMS) {
-        cr_cli_errorf(cmd, "--param takes NAME=VALUE (at most %d), got \"%s\"", MAX_PARAMS,
-                      optarg);
+        cr_cli_errorf(cmd, "--param takes NAME=VALUE (at most %d), got \"%s\"", MAX_PARAMS, optarg);
         return EXIT_USAGE;
       }
       o.param_args[o.nparams++] = optarg;
@@ -497,10 +495,10 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
     cr_cli_errorf(cmd, "unexpected argument \"%s\"", argv[optind]);
     return EXIT_USAGE;
   }
-  const char *missing = !o.template_path ? "--template FILE"
-                        : !o.identity    ? "--identity DIR"
-                        : !o.data        ? "--data CSV"
-                        : !o.address     ? (serve ? "--listen HOST:PORT" : "--peer HOST:PORT")
+  const char *missing = !o.template_path       ? "--template FILE"
+                        : !o.identity          ? "--identity DIR"
+                        : !o.data              ? "--data CSV"
+                        : !o.address           ? (serve ? "--listen HOST:PORT" : "--peer HOST:PORT")
                         : (!serve && !o.query) ? "--query NAME"
                                                : NULL;
   if (missing) {
@@ -548,10 +546,10 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
     cr_hex_encode(p, t->parties[CR_ROLE_PROVIDER].cert_sha256, CR_SHA256_BYTES);
     cr_hex_encode(cns, t->parties[CR_ROLE_CONSUMER].cert_sha256, CR_SHA256_BYTES);
     cr_cli_errorf(cmd,
-           "this identity (%s, certificate %s) is not a party of template %s: the provider "
-           "pins %s and the consumer pins %s; put your fingerprint in the template "
-           "(parties.<role>.cert_sha256) and agree it with the partner",
-           o.identity, own, o.template_path, p, cns);
+                  "this identity (%s, certificate %s) is not a party of template %s: the provider "
+                  "pins %s and the consumer pins %s; put your fingerprint in the template "
+                  "(parties.<role>.cert_sha256) and agree it with the partner",
+                  o.identity, own, o.template_path, p, cns);
     code = EXIT_USAGE;
     goto out;
   }
@@ -637,16 +635,17 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
   }
   if (rq != NULL && rq->kind == CR_QUERY_MEMBERS && (rq->results_to & CR_ROLE_BIT(role)) &&
       o.out == NULL) {
-    cr_cli_errorf(cmd, "query \"%s\" returns this side's matched rows: name the file to "
-                  "write them to with --out FILE", rq->name);
+    cr_cli_errorf(cmd,
+                  "query \"%s\" returns this side's matched rows: name the file to "
+                  "write them to with --out FILE",
+                  rq->name);
     code = EXIT_USAGE;
     goto out;
   }
 
   if (rq != NULL) {
-    if (rq->where[role] != NULL &&
-        (rc = cr_filter_parse(&filter, rq->where[role], rq->params, rq->nparams, rq->name,
-                              &err)) != 0) {
+    if (rq->where[role] != NULL && (rc = cr_filter_parse(&filter, rq->where[role], rq->params,
+                                                         rq->nparams, rq->name, &err)) != 0) {
       cr_cli_errorf(cmd, "%s", cr_error_message(&err, rc));
       code = EXIT_USAGE;
       goto out;
@@ -669,8 +668,8 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
   }
   if (!o.quiet)
     print_data_summary(cmd, data);
-  if ((rc = cr_cli_audit_event(&nctx.audit, "data_loaded",
-                               cr_cli_audit_data_fields(data, o.query), &err)) != 0) {
+  if ((rc = cr_cli_audit_event(&nctx.audit, "data_loaded", cr_cli_audit_data_fields(data, o.query),
+                               &err)) != 0) {
     cr_cli_errorf(cmd, "cannot write the audit log: %s", err.msg);
     code = EXIT_INTERNAL;
     goto out;
@@ -813,4 +812,3 @@ out:
   cr_template_free(t);
   return code;
 }
-

@@ -79,7 +79,7 @@ static int is_hex(char c) {
 /* The first run of exactly 64 hex digits in msg that is not `not`: the
  * partner's template hash in a TEMPLATE_MISMATCH refusal, which names both
  * (the wire error carries no structured field for it). */
-static int other_hash_in(const char *msg, const char *not, char out[CR_SHA256_HEX_BYTES]) {
+static int other_hash_in(const char *msg, const char * not, char out[CR_SHA256_HEX_BYTES]) {
   for (const char *s = msg; *s;) {
     if (!is_hex(*s)) {
       s++;
@@ -137,7 +137,7 @@ static diagnosis diagnose(int rc, const cr_session_result *res, const char *msg)
     break;
   case CR_EAUTH:
     d.problem = strstr(msg, "rejected this node's certificate") ? "our_certificate_rejected"
-                                                                 : "wrong_certificate";
+                                                                : "wrong_certificate";
     break;
   case CR_EPEER:
     d.problem = wire == CR_WIRE_TEMPLATE_MISMATCH ? "template_mismatch"
@@ -255,14 +255,11 @@ static void ping_help(void) {
 }
 
 int cr_cli_ping(int argc, char **argv) {
-  static const struct option opts[] = {{"template", required_argument, NULL, 't'},
-                                       {"identity", required_argument, NULL, 'i'},
-                                       {"peer", required_argument, NULL, 'p'},
-                                       {"timeout", required_argument, NULL, 'T'},
-                                       {"json", no_argument, NULL, 'j'},
-                                       {"audit", required_argument, NULL, 'A'},
-                                       {"help", no_argument, NULL, 'h'},
-                                       {NULL, 0, NULL, 0}};
+  static const struct option opts[] = {
+      {"template", required_argument, NULL, 't'}, {"identity", required_argument, NULL, 'i'},
+      {"peer", required_argument, NULL, 'p'},     {"timeout", required_argument, NULL, 'T'},
+      {"json", no_argument, NULL, 'j'},           {"audit", required_argument, NULL, 'A'},
+      {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0}};
   const char *tpath = NULL, *identity = NULL, *peer = NULL, *audit_opt = NULL;
   unsigned timeout_ms = 0;
   int json = 0, c;
@@ -353,8 +350,10 @@ int cr_cli_ping(int argc, char **argv) {
   if (peer == NULL)
     peer = t->parties[other].address;
   if (peer == NULL) {
-    cr_cli_errorf("ping", "--peer HOST:PORT is required: the template gives no address for "
-                  "the %s (parties.%s.address)", cr_role_name(other), cr_role_name(other));
+    cr_cli_errorf("ping",
+                  "--peer HOST:PORT is required: the template gives no address for "
+                  "the %s (parties.%s.address)",
+                  cr_role_name(other), cr_role_name(other));
     code = EXIT_USAGE;
     goto out;
   }
@@ -402,9 +401,9 @@ int cr_cli_ping(int argc, char **argv) {
   nc.ctx = &pc;
 
   if (!json)
-    fprintf(stderr, "%s ping: this node is the %s (%s); pinging the %s (%s) at %s\n",
-            CR_CLI_PROG, cr_role_name(role), t->parties[role].org, cr_role_name(other),
-            t->parties[other].org, peer);
+    fprintf(stderr, "%s ping: this node is the %s (%s); pinging the %s (%s) at %s\n", CR_CLI_PROG,
+            cr_role_name(role), t->parties[role].org, cr_role_name(other), t->parties[other].org,
+            peer);
   cr_session_result res;
   memset(&res, 0, sizeof res);
   clock_gettime(CLOCK_MONOTONIC, &pc.t0);
@@ -429,13 +428,15 @@ int cr_cli_ping(int argc, char **argv) {
     cr_hex_encode(theirs_t, res.peer_template_sha256, CR_SHA256_BYTES);
   else if (d.problem && !strcmp(d.problem, "template_mismatch"))
     (void)other_hash_in(msg, ours_t, theirs_t);
-  int agree = d.problem == NULL ? 1 : (d.problem && !strcmp(d.problem, "template_mismatch")) ? 0 : -1;
+  int agree = d.problem == NULL                                        ? 1
+              : (d.problem && !strcmp(d.problem, "template_mismatch")) ? 0
+                                                                       : -1;
   unsigned their_version = res.peer_protocol_version;
   if (their_version == 0 && d.problem && !strcmp(d.problem, "protocol_version"))
     their_version = version_in(msg);
   int tls_ok = pc.tls_done && rc != CR_EAUTH && rc != CR_ETLS;
   char expect_fp[CR_SHA256_HEX_BYTES], seen_fp[CR_SHA256_HEX_BYTES] = "",
-      own_fp[CR_SHA256_HEX_BYTES];
+                                       own_fp[CR_SHA256_HEX_BYTES];
   cr_hex_encode(expect_fp, t->parties[other].cert_sha256, CR_SHA256_BYTES);
   cr_hex_encode(own_fp, cr_identity_fingerprint(id), CR_SHA256_BYTES);
   if (pc.have_peer_fp)
@@ -524,7 +525,8 @@ int cr_cli_ping(int argc, char **argv) {
     int said = 0; /* the error message has been shown */
     /* reachable */
     if (d.reachable)
-      printf("%s reachable: %s%s%s%s\n", yes, peer, pc.peer_addr[0] && strcmp(pc.peer_addr, peer) ? " (" : "",
+      printf("%s reachable: %s%s%s%s\n", yes, peer,
+             pc.peer_addr[0] && strcmp(pc.peer_addr, peer) ? " (" : "",
              pc.peer_addr[0] && strcmp(pc.peer_addr, peer) ? pc.peer_addr : "",
              pc.peer_addr[0] && strcmp(pc.peer_addr, peer) ? ")" : "");
     else {
@@ -546,8 +548,7 @@ int cr_cli_ping(int argc, char **argv) {
     else if (d.reachable && d.problem && !pc.tls_done) {
       printf("%s certificate: TLS did not complete: %s\n", no, msg);
       said = 1;
-    }
-    else
+    } else
       printf("%s certificate: not checked (expected %s)\n", unk, expect_fp);
     /* template */
     if (agree == 1)
@@ -565,8 +566,7 @@ int cr_cli_ping(int argc, char **argv) {
              res.peer_software[0] ? "; partner runs " : "",
              res.peer_software[0] ? res.peer_software : "");
     else
-      printf("%s protocol: version %u here, the partner's not known\n", unk,
-             CR_PROTOCOL_VERSION);
+      printf("%s protocol: version %u here, the partner's not known\n", unk, CR_PROTOCOL_VERSION);
     if (d.problem == NULL) {
       printf("%s round trip: %.1f ms from the end of TLS to the end of the session (Hello\n"
              "       out, Hello back, close); %.1f ms in total (DNS, TCP connect and TLS 1.3\n"
@@ -582,8 +582,8 @@ int cr_cli_ping(int argc, char **argv) {
     }
   }
   if (sig_note[0])
-    fprintf(stderr, "%s ping: note: serve and run would refuse this template: %s\n",
-            CR_CLI_PROG, sig_note);
+    fprintf(stderr, "%s ping: note: serve and run would refuse this template: %s\n", CR_CLI_PROG,
+            sig_note);
   if (audit_note[0])
     fprintf(stderr, "%s ping: note: %s\n", CR_CLI_PROG, audit_note);
   cr_session_result_free_outputs(&res);

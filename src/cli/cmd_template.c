@@ -21,8 +21,8 @@ static void print_template_summary(const cr_template *t) {
   printf("  suite:     %s\n", t->suite);
   for (int r = 0; r < CR_ROLE_COUNT; r++) {
     cr_hex_encode(hex, t->parties[r].cert_sha256, CR_SHA256_BYTES);
-    printf("  %-9s  %s\n             cert %s%s%s\n", cr_role_name((cr_role)r),
-           t->parties[r].org, hex, t->parties[r].address ? ", address " : "",
+    printf("  %-9s  %s\n             cert %s%s%s\n", cr_role_name((cr_role)r), t->parties[r].org,
+           hex, t->parties[r].address ? ", address " : "",
            t->parties[r].address ? t->parties[r].address : "");
   }
   printf("  match key: %s (columns:", t->match_key.name);
@@ -82,12 +82,10 @@ static int fingerprint_arg(const char *arg, char hex[CR_SHA256_HEX_BYTES], cr_er
 /* template pin: writes a copy of a template with the parties' fingerprints
  * (and optionally the provider's address) filled in. */
 static int cmd_template_pin(int argc, char **argv) {
-  static const struct option opts[] = {{"provider", required_argument, NULL, 'p'},
-                                       {"consumer", required_argument, NULL, 'c'},
-                                       {"address", required_argument, NULL, 'a'},
-                                       {"out", required_argument, NULL, 'o'},
-                                       {"help", no_argument, NULL, 'h'},
-                                       {NULL, 0, NULL, 0}};
+  static const struct option opts[] = {
+      {"provider", required_argument, NULL, 'p'}, {"consumer", required_argument, NULL, 'c'},
+      {"address", required_argument, NULL, 'a'},  {"out", required_argument, NULL, 'o'},
+      {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0}};
   const char *prov = NULL, *cons = NULL, *addr = NULL, *out = NULL;
   int c;
   optind = 1;
@@ -122,7 +120,7 @@ static int cmd_template_pin(int argc, char **argv) {
   }
   if (optind >= argc || out == NULL || (prov == NULL && cons == NULL && addr == NULL)) {
     cr_cli_errorf("template pin", "needs FILE, --out FILE and at least one of --provider, "
-                           "--consumer, --address; see `cleanroom template pin --help`");
+                                  "--consumer, --address; see `cleanroom template pin --help`");
     return EXIT_USAGE;
   }
   const char *in = argv[optind];
@@ -145,7 +143,8 @@ static int cmd_template_pin(int argc, char **argv) {
   json_t *p = parties ? json_object_get(parties, "provider") : NULL;
   json_t *cn = parties ? json_object_get(parties, "consumer") : NULL;
   if (!json_is_object(p) || !json_is_object(cn)) {
-    cr_cli_errorf("template pin", "%s: $.parties.provider and $.parties.consumer must be objects", in);
+    cr_cli_errorf("template pin", "%s: $.parties.provider and $.parties.consumer must be objects",
+                  in);
     json_decref(root);
     return EXIT_USAGE;
   }
@@ -164,7 +163,7 @@ static int cmd_template_pin(int argc, char **argv) {
   cr_template *t = NULL;
   if ((rc = cr_template_load(&t, out, &err)) != 0) {
     cr_cli_errorf("template pin", "wrote %s but it does not validate: %s", out,
-           cr_error_message(&err, rc));
+                  cr_error_message(&err, rc));
     return cr_cli_exit_code(rc, 0);
   }
   char hex[CR_SHA256_HEX_BYTES];
@@ -177,8 +176,7 @@ static int cmd_template_pin(int argc, char **argv) {
 
 static void print_sig_status(const cr_template *t, const char *sig_path,
                              const cr_template_sig_status *st) {
-  printf("  signatures (%s)%s:\n", sig_path,
-         t->require_signatures ? ", both required" : "");
+  printf("  signatures (%s)%s:\n", sig_path, t->require_signatures ? ", both required" : "");
   for (int r = 0; r < CR_ROLE_COUNT; r++) {
     const char *what = !st->present[r] ? "missing" : st->valid[r] ? "valid" : "INVALID";
     printf("    %-9s %s%s%s\n", cr_role_name((cr_role)r), what,
@@ -284,21 +282,22 @@ int cr_cli_template(int argc, char **argv) {
   if (sub == NULL || strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0 || argc < 3 ||
       (strcmp(sub, "hash") != 0 && strcmp(sub, "check") != 0)) {
     FILE *f = (sub && (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0)) ? stdout : stderr;
-    fprintf(f, "Usage: cleanroom template hash FILE\n"
-               "       cleanroom template check FILE\n"
-               "       cleanroom template pin FILE --provider CERT --consumer CERT --out FILE\n"
-               "       cleanroom template sign FILE --identity DIR\n"
-               "       cleanroom template verify FILE\n\n"
-               "hash   prints the template's identity: the SHA-256 of its RFC 8785 canonical\n"
-               "       form, so formatting and key order do not change it. Both partners\n"
-               "       must see the same hash.\n"
-               "check  validates the template and prints a summary of the contract; every\n"
-               "       error names the JSON path, the value found and what is expected.\n"
-               "pin    writes a copy with the parties' fingerprints filled in (see\n"
-               "       `cleanroom template pin --help`).\n"
-               "sign   adds this node's signature to FILE.sig; verify checks them (see\n"
-               "       `cleanroom template sign --help`).\n\n"
-               "Example:\n  cleanroom template check examples/overlap/template.json\n\n%s",
+    fprintf(f,
+            "Usage: cleanroom template hash FILE\n"
+            "       cleanroom template check FILE\n"
+            "       cleanroom template pin FILE --provider CERT --consumer CERT --out FILE\n"
+            "       cleanroom template sign FILE --identity DIR\n"
+            "       cleanroom template verify FILE\n\n"
+            "hash   prints the template's identity: the SHA-256 of its RFC 8785 canonical\n"
+            "       form, so formatting and key order do not change it. Both partners\n"
+            "       must see the same hash.\n"
+            "check  validates the template and prints a summary of the contract; every\n"
+            "       error names the JSON path, the value found and what is expected.\n"
+            "pin    writes a copy with the parties' fingerprints filled in (see\n"
+            "       `cleanroom template pin --help`).\n"
+            "sign   adds this node's signature to FILE.sig; verify checks them (see\n"
+            "       `cleanroom template sign --help`).\n\n"
+            "Example:\n  cleanroom template check examples/overlap/template.json\n\n%s",
             CR_CLI_EXIT_CODES_HELP);
     return f == stdout ? EXIT_OK : EXIT_USAGE;
   }
@@ -343,4 +342,3 @@ int cr_cli_template(int argc, char **argv) {
   cr_template_free(t);
   return EXIT_OK;
 }
-

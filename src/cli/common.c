@@ -14,8 +14,7 @@ void cr_cli_errorf(const char *cmd, const char *fmt, ...) {
 }
 
 static int is_refusal_wire(int w) {
-  return (w >= CR_WIRE_VERSION && w <= CR_WIRE_SIZE) || w == CR_WIRE_PARAMS ||
-         w == CR_WIRE_BUSY;
+  return (w >= CR_WIRE_VERSION && w <= CR_WIRE_SIZE) || w == CR_WIRE_PARAMS || w == CR_WIRE_BUSY;
 }
 
 int cr_cli_exit_code(int rc, int wire) {
@@ -54,4 +53,3 @@ const char CR_CLI_EXIT_CODES_HELP[] =
     "  4  refused by the template or by the partner (wrong template, certificate,\n"
     "     query, role, set size)\n"
     "  5  network, TLS or protocol failure, or timeout\n";
-

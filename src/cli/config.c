@@ -31,19 +31,26 @@
 
 typedef struct cfg_key {
   const char *name;
-  int is_flag;   /* no value on the command line */
-  int is_path;   /* relative to the config file's directory */
+  int is_flag;    /* no value on the command line */
+  int is_path;    /* relative to the config file's directory */
   int serve, run; /* applies to */
 } cfg_key;
 
 static const cfg_key KEYS[] = {
-    {"template", 0, 1, 1, 1},         {"identity", 0, 1, 1, 1},
-    {"data", 0, 1, 1, 1},             {"listen", 0, 0, 1, 0},
-    {"peer", 0, 0, 0, 1},             {"query", 0, 0, 0, 1},
-    {"audit", 0, 1, 1, 1},            {"threads", 0, 0, 1, 1},
-    {"max-sessions", 0, 0, 1, 0},     {"timeout", 0, 0, 1, 1},
-    {"max-reject-ratio", 0, 0, 1, 1}, {"json", 1, 0, 1, 1},
-    {"once", 1, 0, 1, 0},             {"quiet", 1, 0, 1, 1},
+    {"template", 0, 1, 1, 1},
+    {"identity", 0, 1, 1, 1},
+    {"data", 0, 1, 1, 1},
+    {"listen", 0, 0, 1, 0},
+    {"peer", 0, 0, 0, 1},
+    {"query", 0, 0, 0, 1},
+    {"audit", 0, 1, 1, 1},
+    {"threads", 0, 0, 1, 1},
+    {"max-sessions", 0, 0, 1, 0},
+    {"timeout", 0, 0, 1, 1},
+    {"max-reject-ratio", 0, 0, 1, 1},
+    {"json", 1, 0, 1, 1},
+    {"once", 1, 0, 1, 0},
+    {"quiet", 1, 0, 1, 1},
 };
 #define NKEYS (sizeof KEYS / sizeof *KEYS)
 
@@ -141,14 +148,14 @@ static int parse_file(const char *cmd, const char *path, char **opts, size_t *no
     if (k == NKEYS) {
       char known[300];
       known_keys(cmd, known, sizeof known);
-      cr_cli_errorf(cmd, "%s:%lu: unknown key \"%.64s\"; %s takes: %s", path, lineno, key,
-                    cmd, known);
+      cr_cli_errorf(cmd, "%s:%lu: unknown key \"%.64s\"; %s takes: %s", path, lineno, key, cmd,
+                    known);
       rc = -1;
       break;
     }
     if (!(serve ? KEYS[k].serve : KEYS[k].run)) {
-      cr_cli_errorf(cmd, "%s:%lu: \"%s\" does not apply to %s (it is for %s)", path, lineno,
-                    key, cmd, serve ? "run" : "serve");
+      cr_cli_errorf(cmd, "%s:%lu: \"%s\" does not apply to %s (it is for %s)", path, lineno, key,
+                    cmd, serve ? "run" : "serve");
       rc = -1;
       break;
     }
@@ -167,8 +174,8 @@ static int parse_file(const char *cmd, const char *path, char **opts, size_t *no
     if (KEYS[k].is_flag) {
       int on;
       if (flag_value(val, &on) != 0) {
-        cr_cli_errorf(cmd, "%s:%lu: \"%s\" takes true or false, got \"%.64s\"", path, lineno,
-                      key, val);
+        cr_cli_errorf(cmd, "%s:%lu: \"%s\" takes true or false, got \"%.64s\"", path, lineno, key,
+                      val);
         rc = -1;
         break;
       }

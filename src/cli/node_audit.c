@@ -173,9 +173,8 @@ out:
   return rc ? (rc == CR_EREFUSED ? rc : CR_EIO) : 0;
 }
 
-int cr_cli_audit_session_end(cr_cli_audit *a, const cr_session_result *r,
-                             const char *peer_addr, const uint8_t *peer_fp,
-                             const cr_cli_members *m, cr_error *err) {
+int cr_cli_audit_session_end(cr_cli_audit *a, const cr_session_result *r, const char *peer_addr,
+                             const uint8_t *peer_fp, const cr_cli_members *m, cr_error *err) {
   int rc = 0;
   if (!a->open)
     return 0;
@@ -215,14 +214,13 @@ int cr_cli_audit_session_end(cr_cli_audit *a, const cr_session_result *r,
       json_t *rc_o = json_object();
       json_object_set_new(rc_o, "session_id", hexj(r->session_id, CR_SESSION_ID_BYTES));
       json_object_set_new(rc_o, "query", json_string(r->query));
-      json_object_set_new(rc_o, "transcript_sha256",
-                          hexj(r->transcript_sha256, CR_SHA256_BYTES));
-      json_object_set_new(rc_o, "n_runner", json_integer((json_int_t)(
-                                                 r->is_runner ? r->own_set_size
-                                                              : r->peer_set_size)));
-      json_object_set_new(rc_o, "n_responder", json_integer((json_int_t)(
-                                                    r->is_runner ? r->peer_set_size
-                                                                 : r->own_set_size)));
+      json_object_set_new(rc_o, "transcript_sha256", hexj(r->transcript_sha256, CR_SHA256_BYTES));
+      json_object_set_new(
+          rc_o, "n_runner",
+          json_integer((json_int_t)(r->is_runner ? r->own_set_size : r->peer_set_size)));
+      json_object_set_new(
+          rc_o, "n_responder",
+          json_integer((json_int_t)(r->is_runner ? r->peer_set_size : r->own_set_size)));
       if (peer_fp)
         json_object_set_new(rc_o, "peer_cert_sha256", hexj(peer_fp, CR_SHA256_BYTES));
       json_object_set_new(rc_o, "peer_public_key", hexj(r->peer_sign_pk, CR_SIGN_PK_BYTES));

@@ -21,7 +21,7 @@ typedef struct cr_cli_audit {
   struct run_count {
     char query[128];
     uint64_t runs;
-  } *counts;
+  } * counts;
   size_t ncounts;
 } cr_cli_audit;
 
@@ -40,8 +40,7 @@ json_t *cr_cli_audit_session_fields(const cr_cli_audit *a, const cr_session_resu
 int cr_cli_audit_admit(cr_cli_audit *a, const cr_session_result *r, char *msg, size_t cap);
 /* connection_refused, session_aborted, or result_released + receipt; then
  * a signed checkpoint. */
-int cr_cli_audit_session_end(cr_cli_audit *a, const cr_session_result *r,
-                             const char *peer_addr, const uint8_t *peer_fp,
-                             const cr_cli_members *m, cr_error *err);
+int cr_cli_audit_session_end(cr_cli_audit *a, const cr_session_result *r, const char *peer_addr,
+                             const uint8_t *peer_fp, const cr_cli_members *m, cr_error *err);
 
 #endif

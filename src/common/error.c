@@ -9,8 +9,8 @@ const char *cr_strerror(int code) {
   switch (code) {
   case CR_OK:
     return "success";
-#define CR__ERR_CASE(name, msg)                                                \
-  case CR_##name:                                                              \
+#define CR__ERR_CASE(name, msg)                                                                    \
+  case CR_##name:                                                                                  \
     return msg;
     CR_ERRNO_MAP(CR__ERR_CASE)
 #undef CR__ERR_CASE
@@ -23,8 +23,8 @@ const char *cr_err_name(int code) {
   switch (code) {
   case CR_OK:
     return "OK";
-#define CR__ERR_NAME(name, msg)                                                \
-  case CR_##name:                                                              \
+#define CR__ERR_NAME(name, msg)                                                                    \
+  case CR_##name:                                                                                  \
     return #name;
     CR_ERRNO_MAP(CR__ERR_NAME)
 #undef CR__ERR_NAME

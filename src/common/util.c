@@ -115,8 +115,7 @@ uint64_t cr_now_ms(void) {
   return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-int cr_read_file(const char *path, size_t max, char **out, size_t *out_len,
-                 cr_error *err) {
+int cr_read_file(const char *path, size_t max, char **out, size_t *out_len, cr_error *err) {
   int rc = 0;
   cr_buf b;
   cr_buf_init(&b);

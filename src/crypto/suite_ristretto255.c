@@ -21,12 +21,11 @@
 
 _Static_assert(R255_POINT_BYTES == 32 && R255_SCALAR_BYTES == 32,
                "crypto.h fixes ristretto255 points and scalars at 32 bytes");
-_Static_assert(R255_POINT_BYTES <= CR_MAX_POINT_BYTES &&
-                   R255_SCALAR_BYTES <= CR_MAX_SCALAR_BYTES,
+_Static_assert(R255_POINT_BYTES <= CR_MAX_POINT_BYTES && R255_SCALAR_BYTES <= CR_MAX_SCALAR_BYTES,
                "suite sizes must fit the generic buffers");
 
-int cr_r255_hash_to_group(uint8_t out[32], const uint8_t *msg, size_t msg_len,
-                          const uint8_t *dst, size_t dst_len) {
+int cr_r255_hash_to_group(uint8_t out[32], const uint8_t *msg, size_t msg_len, const uint8_t *dst,
+                          size_t dst_len) {
   uint8_t uniform[R255_UNIFORM_BYTES];
   int rc = CR_EINVAL;
 
@@ -65,16 +64,14 @@ static int r255_scalar_random(uint8_t *k) {
   return rc;
 }
 
-static int r255_hash_blind(uint8_t *out, const uint8_t *k, const uint8_t *msg,
-                           size_t msg_len) {
+static int r255_hash_blind(uint8_t *out, const uint8_t *k, const uint8_t *msg, size_t msg_len) {
   /* H(v) alone is a dictionary-attackable image of the match key. */
   uint8_t x[R255_POINT_BYTES];
   int rc = CR_EINVAL;
 
   if (out == NULL || k == NULL)
     goto cleanup;
-  rc = cr_r255_hash_to_group(x, msg, msg_len, (const uint8_t *)CR_R255_DST,
-                             sizeof CR_R255_DST - 1);
+  rc = cr_r255_hash_to_group(x, msg, msg_len, (const uint8_t *)CR_R255_DST, sizeof CR_R255_DST - 1);
   if (rc != 0)
     goto cleanup;
   /* Fails only when k*X is the identity (k = 0 mod L or X the identity). */

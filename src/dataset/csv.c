@@ -40,9 +40,9 @@ struct cr_csv {
   uint8_t *chunk;
   const uint8_t *in;
   size_t in_len, in_pos;
-  int eof;        /* no more input after in[in_pos..in_len) */
-  int bom_done;   /* the optional BOM has been looked for */
-  int cr_pending; /* last byte was CR: a following LF belongs to it */
+  int eof;                      /* no more input after in[in_pos..in_len) */
+  int bom_done;                 /* the optional BOM has been looked for */
+  int cr_pending;               /* last byte was CR: a following LF belongs to it */
   crypto_hash_sha256_state sha; /* of the stream bytes read so far */
   const char *mem;
   size_t mem_len;
@@ -241,8 +241,7 @@ static int utf8_valid(const uint8_t *s, size_t n) {
 }
 
 /* Sets the reader's sticky error and returns it. */
-static int csv_fail(cr_csv *r, cr_error *err, int code, const char *fmt, ...)
-    CR_PRINTF(4, 5);
+static int csv_fail(cr_csv *r, cr_error *err, int code, const char *fmt, ...) CR_PRINTF(4, 5);
 
 static int csv_fail(cr_csv *r, cr_error *err, int code, const char *fmt, ...) {
   va_list ap;
@@ -261,8 +260,7 @@ static int csv_add_byte(cr_csv *r, uint8_t c, uint64_t rec_line, cr_error *err) 
   char fd[96];
   size_t field_len = r->rec.len - r->starts[r->nfields];
   if (field_len >= CR_CSV_MAX_FIELD_BYTES)
-    return csv_fail(r, err, CR_EDATA,
-                    "line %llu: %s is larger than %u bytes (the limit per field)",
+    return csv_fail(r, err, CR_EDATA, "line %llu: %s is larger than %u bytes (the limit per field)",
                     (unsigned long long)rec_line, field_desc(r, r->nfields, fd, sizeof fd),
                     (unsigned)CR_CSV_MAX_FIELD_BYTES);
   if (r->rec.len >= CR_CSV_MAX_RECORD_BYTES)
@@ -275,8 +273,7 @@ static int csv_add_byte(cr_csv *r, uint8_t c, uint64_t rec_line, cr_error *err) 
   if (r->rec.len == r->rec.cap) {
     int rc = cr_buf_reserve(&r->rec, 1);
     if (rc)
-      return csv_fail(r, err, rc, "line %llu: out of memory",
-                      (unsigned long long)rec_line);
+      return csv_fail(r, err, rc, "line %llu: out of memory", (unsigned long long)rec_line);
   }
   r->rec.data[r->rec.len++] = c;
   return 0;
@@ -307,8 +304,7 @@ static int csv_begin_field(cr_csv *r, uint64_t rec_line, cr_error *err) {
   r->starts[r->nfields] = r->rec.len;
   return 0;
 nomem:
-  return csv_fail(r, err, CR_ENOMEM, "line %llu: out of memory",
-                  (unsigned long long)rec_line);
+  return csv_fail(r, err, CR_ENOMEM, "line %llu: out of memory", (unsigned long long)rec_line);
 }
 
 /* Closes the current field: NUL-terminates it and checks its UTF-8. */
@@ -317,21 +313,19 @@ static int csv_end_field(cr_csv *r, uint64_t field_line, cr_error *err) {
   size_t start = r->starts[r->nfields];
   size_t len = r->rec.len - start;
   if (!utf8_valid(r->rec.data ? r->rec.data + start : (const uint8_t *)"", len))
-    return csv_fail(r, err, CR_EDATA,
-                    "line %llu: %s is not valid UTF-8 (save the file as UTF-8)",
+    return csv_fail(r, err, CR_EDATA, "line %llu: %s is not valid UTF-8 (save the file as UTF-8)",
                     (unsigned long long)field_line, field_desc(r, r->nfields, fd, sizeof fd));
   int rc = cr_buf_reserve(&r->rec, 1);
   if (rc)
-    return csv_fail(r, err, rc, "line %llu: out of memory",
-                    (unsigned long long)field_line);
+    return csv_fail(r, err, rc, "line %llu: out of memory", (unsigned long long)field_line);
   r->rec.data[r->rec.len++] = '\0';
   r->lens[r->nfields] = len;
   r->nfields++;
   return 0;
 }
 
-int cr_csv_next(cr_csv *r, const char *const **fields, const size_t **lens,
-                size_t *nfields, uint64_t *line, cr_error *err) {
+int cr_csv_next(cr_csv *r, const char *const **fields, const size_t **lens, size_t *nfields,
+                uint64_t *line, cr_error *err) {
   char fd[96];
   if (r == NULL || fields == NULL || lens == NULL || nfields == NULL)
     return cr_error_set(err, CR_EINVAL, "cr_csv_next: invalid argument");
@@ -358,8 +352,7 @@ int cr_csv_next(cr_csv *r, const char *const **fields, const size_t **lens,
 
   for (;;) {
     if ((rc = csv_fill(r)) < 0)
-      return csv_fail(r, err, rc, "read error near line %llu",
-                      (unsigned long long)r->line);
+      return csv_fail(r, err, rc, "read error near line %llu", (unsigned long long)r->line);
     if (rc == 0)
       break;
     uint8_t c = r->in[r->in_pos++];

@@ -80,9 +80,7 @@ void cr_dataset_options_init(cr_dataset_options *opt) {
 }
 
 /* Local on purpose: the dataset layer needs only the template's layout. */
-static const char *role_str(cr_role r) {
-  return r == CR_ROLE_PROVIDER ? "provider" : "consumer";
-}
+static const char *role_str(cr_role r) { return r == CR_ROLE_PROVIDER ? "provider" : "consumer"; }
 
 static int is_ws(char c) {
   return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
@@ -106,8 +104,7 @@ static int showable(const char *s) {
 }
 
 /* Appends to a message buffer, truncating quietly at its end. */
-static void msg_add(char *buf, size_t cap, size_t *len, const char *fmt, ...)
-    CR_PRINTF(4, 5);
+static void msg_add(char *buf, size_t cap, size_t *len, const char *fmt, ...) CR_PRINTF(4, 5);
 static void msg_add(char *buf, size_t cap, size_t *len, const char *fmt, ...) {
   if (*len >= cap - 1)
     return;
@@ -150,8 +147,8 @@ static void describe_rejects(char *buf, size_t cap, const cr_dataset *d) {
             (unsigned long long)d->rejected[r]);
   }
   for (size_t i = 0; i < d->nreject_lines; i++)
-    msg_add(buf, cap, &len, "%s%llu", i ? ", " : "; first rejected lines: ",
-            (unsigned long long)d->reject_lines[i]);
+    msg_add(buf, cap, &len, "%s%llu",
+            i ? ", " : "; first rejected lines: ", (unsigned long long)d->reject_lines[i]);
 }
 
 static int find_col(char **hdr, size_t nhdr, const char *name, size_t *idx) {
@@ -174,8 +171,7 @@ static void free_header(char **hdr, size_t nhdr) {
 
 /* Copies the header with each name trimmed of ASCII whitespace; refuses two
  * columns of the same (non-empty) name. */
-static int read_header(cr_csv *csv, const char *path, char ***out, size_t *out_n,
-                       cr_error *err) {
+static int read_header(cr_csv *csv, const char *path, char ***out, size_t *out_n, cr_error *err) {
   int rc = 0;
   const char *const *f = NULL;
   const size_t *fl = NULL;
@@ -236,12 +232,11 @@ out:
   return rc;
 }
 
-static int missing_column(cr_error *err, const char *path, const char *col,
-                          const char *why, char **hdr, size_t nhdr) {
+static int missing_column(cr_error *err, const char *path, const char *col, const char *why,
+                          char **hdr, size_t nhdr) {
   char found[600];
   describe_header(found, sizeof found, hdr, nhdr);
-  return cr_error_set(err, CR_EDATA,
-                      "%s: missing column \"%s\" (%s); the header has: %s", path,
+  return cr_error_set(err, CR_EDATA, "%s: missing column \"%s\" (%s); the header has: %s", path,
                       col, why, found);
 }
 
@@ -375,8 +370,8 @@ out:
   return rc;
 }
 
-int cr_dataset_load(cr_dataset **out, const char *path, const cr_template *t,
-                    cr_role role, const cr_dataset_options *opt, cr_error *err) {
+int cr_dataset_load(cr_dataset **out, const char *path, const cr_template *t, cr_role role,
+                    const cr_dataset_options *opt, cr_error *err) {
   int rc = 0;
   FILE *f = NULL;
   cr_csv *csv = NULL;
@@ -452,8 +447,8 @@ int cr_dataset_load(cr_dataset **out, const char *path, const cr_template *t,
   }
   for (size_t i = 0; i < mk->ncolumns; i++) {
     if (!find_col(hdr, nhdr, mk->columns[i], &keycol[i])) {
-      rc = missing_column(err, path, mk->columns[i], "a column of the template's match key",
-                          hdr, nhdr);
+      rc = missing_column(err, path, mk->columns[i], "a column of the template's match key", hdr,
+                          nhdr);
       goto out;
     }
   }
@@ -593,23 +588,21 @@ int cr_dataset_load(cr_dataset **out, const char *path, const cr_template *t,
                       "%s: %llu of %llu data rows rejected (%.2f%%), more than the "
                       "allowed %.2f%%: %s. Fix those rows, or raise the limit with "
                       "--max-reject-ratio (this file needs at least %u.%02u)",
-                      path, (unsigned long long)d->rows_rejected,
-                      (unsigned long long)considered, 100.0 * actual, 100.0 * ratio,
-                      why, hundredths / 100, hundredths % 100);
+                      path, (unsigned long long)d->rows_rejected, (unsigned long long)considered,
+                      100.0 * actual, 100.0 * ratio, why, hundredths / 100, hundredths % 100);
     goto out;
   }
   if (d->rows_accepted == 0 && d->rows_filtered > 0 && d->rows_rejected == 0) {
-    rc = cr_error_set(err, CR_EREFUSED,
-                      "%s: the query's filter keeps none of the %llu data rows", path,
-                      (unsigned long long)d->rows_read);
+    rc = cr_error_set(err, CR_EREFUSED, "%s: the query's filter keeps none of the %llu data rows",
+                      path, (unsigned long long)d->rows_read);
     goto out;
   }
   if (d->rows_accepted == 0) {
     char why[700];
     describe_rejects(why, sizeof why, d);
     rc = cr_error_set(err, CR_EDATA,
-                      "%s: no row has a valid match key (%llu data rows rejected: %s)",
-                      path, (unsigned long long)d->rows_rejected, why);
+                      "%s: no row has a valid match key (%llu data rows rejected: %s)", path,
+                      (unsigned long long)d->rows_rejected, why);
     goto out;
   }
   if ((rc = dedup(d, &arena, offs, noffs - 1, grouped ? row_labels : NULL, &lt)) != 0) {

@@ -68,12 +68,12 @@ enum cmp_op { OP_EQ = 1, OP_NE, OP_LT, OP_LE, OP_GT, OP_GE };
 
 typedef struct node {
   int kind;
-  int op;      /* N_CMP */
-  int neg;     /* NOT IN, NOT BETWEEN */
-  uint32_t first; /* N_OR, N_AND, N_NOT: first child */
-  uint32_t next;  /* next sibling */
-  uint32_t col;   /* predicates: index in cr_filter.cols */
-  operand a, b;   /* N_CMP: a; N_BETWEEN: a..b */
+  int op;             /* N_CMP */
+  int neg;            /* NOT IN, NOT BETWEEN */
+  uint32_t first;     /* N_OR, N_AND, N_NOT: first child */
+  uint32_t next;      /* next sibling */
+  uint32_t col;       /* predicates: index in cr_filter.cols */
+  operand a, b;       /* N_CMP: a; N_BETWEEN: a..b */
   int32_t list_param; /* N_IN: string_list parameter, or -1 for `list` */
   flist list;
 } node;
@@ -109,9 +109,7 @@ static int is_ws(unsigned char c) {
   return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
 }
 static int is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
-static int is_alpha(unsigned char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
-}
+static int is_alpha(unsigned char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
 static int is_ident_start(unsigned char c) { return is_alpha(c) || c == '_'; }
 static int is_ident_char(unsigned char c) {
   return is_alpha(c) || is_digit(c) || c == '_' || c == '.' || c == '-';
@@ -311,9 +309,7 @@ const char *cr_param_type_name(cr_param_type t) {
   }
 }
 
-static const char *type_article(cr_param_type t) {
-  return t == CR_PARAM_INTEGER ? "an" : "a";
-}
+static const char *type_article(cr_param_type t) { return t == CR_PARAM_INTEGER ? "an" : "a"; }
 
 /* ---- Parameter values --------------------------------------------------- */
 
@@ -447,8 +443,7 @@ cleanup:
  * Parses one value's text into v (name already set) and its canonical text.
  * CR_EINVAL with `why` (never quoting the value), or CR_ENOMEM.
  */
-static int parse_value_text(cr_param_value *v, const char *s, size_t n, char *why,
-                            size_t whycap) {
+static int parse_value_text(cr_param_value *v, const char *s, size_t n, char *why, size_t whycap) {
   int rc = CR_EINVAL, integral;
   char num[64];
   snprintf(why, whycap, "expected %s", type_expect(v->type));
@@ -541,8 +536,7 @@ static int decls_ok(const cr_param_decl *decls, size_t ndecls) {
   if (ndecls > 0 && decls == NULL)
     return 0;
   for (size_t i = 0; i < ndecls; i++)
-    if (decls[i].name == NULL || decls[i].type < CR_PARAM_STRING ||
-        decls[i].type > CR_PARAM_NUMBER)
+    if (decls[i].name == NULL || decls[i].type < CR_PARAM_STRING || decls[i].type > CR_PARAM_NUMBER)
       return 0;
   return 1;
 }
@@ -569,14 +563,13 @@ static int params_build(cr_params *out, const char *const *names, const size_t *
   for (size_t i = 0; i < n; i++) {
     size_t k;
     for (k = 0; k < ndecls; k++)
-      if (strlen(decls[k].name) == namelens[i] &&
-          memcmp(decls[k].name, names[i], namelens[i]) == 0)
+      if (strlen(decls[k].name) == namelens[i] && memcmp(decls[k].name, names[i], namelens[i]) == 0)
         break;
     if (k == ndecls) {
       const char *shown = name_or(names[i], namelens[i], nb, sizeof nb, NULL);
       if (shown != NULL)
-        rc = cr_error_set(err, code, "%s%s%s: the query declares no such parameter", pre,
-                          shown, post);
+        rc = cr_error_set(err, code, "%s%s%s: the query declares no such parameter", pre, shown,
+                          post);
       else
         rc = cr_error_set(err, code, "%s%u%s: not the name of a declared parameter",
                           peer ? "parameter #" : "--param #", (unsigned)(i + 1), post);
@@ -761,19 +754,18 @@ static int perr(parser *ps, size_t pos, const char *fmt, ...) {
   line[w] = '\0';
   caret[cw++] = '^';
   caret[cw] = '\0';
-  return cr_error_set(ps->err, CR_ETEMPLATE, "%s: position %zu: %s\n%s\n%s", ps->origin,
-                      pos + 1, msg, line, caret);
+  return cr_error_set(ps->err, CR_ETEMPLATE, "%s: position %zu: %s\n%s\n%s", ps->origin, pos + 1,
+                      msg, line, caret);
 }
 
 /* How a token is named in "but found ...". */
 static const char *describe(const parser *ps, const tok *t, char *buf, size_t cap) {
   char shown[64];
   static const char *const fixed[] = {
-      [T_END] = "end of input", [T_LPAREN] = "'('",  [T_RPAREN] = "')'",
-      [T_COMMA] = "','",        [T_EQ] = "'='",      [T_NE] = "'!='",
-      [T_LT] = "'<'",           [T_LE] = "'<='",     [T_GT] = "'>'",
-      [T_GE] = "'>='",          [T_AND] = "AND",     [T_OR] = "OR",
-      [T_NOT] = "NOT",          [T_IN] = "IN",       [T_BETWEEN] = "BETWEEN"};
+      [T_END] = "end of input", [T_LPAREN] = "'('", [T_RPAREN] = "')'",     [T_COMMA] = "','",
+      [T_EQ] = "'='",           [T_NE] = "'!='",    [T_LT] = "'<'",         [T_LE] = "'<='",
+      [T_GT] = "'>'",           [T_GE] = "'>='",    [T_AND] = "AND",        [T_OR] = "OR",
+      [T_NOT] = "NOT",          [T_IN] = "IN",      [T_BETWEEN] = "BETWEEN"};
   show(shown, sizeof shown, ps->text + t->pos, t->len, 40);
   switch (t->type) {
   case T_IDENT:
@@ -861,8 +853,9 @@ static int lex(parser *ps) {
     t->len = e - i;
     t->type = T_NUMBER;
     if (!num_syntax(s + i, t->len, 0, 0, &t->integral))
-      return perr(ps, t->pos, "malformed number (expected digits, an optional .digits "
-                              "fraction and an optional e[+-]digits exponent)");
+      return perr(ps, t->pos,
+                  "malformed number (expected digits, an optional .digits "
+                  "fraction and an optional e[+-]digits exponent)");
     i = e;
   } else if (c == ':') {
     i++;
@@ -999,8 +992,7 @@ static int use_param(parser *ps, cr_param_type *type, int32_t *idx) {
       break;
   if (k == ps->ndecls) {
     show(shown, sizeof shown, name, n, CR_TEMPLATE_MAX_NAME);
-    return perr(ps, ps->cur.pos, "parameter :%s is not declared in the query's params",
-                shown);
+    return perr(ps, ps->cur.pos, "parameter :%s is not declared in the query's params", shown);
   }
   *type = ps->decls[k].type;
   for (size_t i = 0; i < f->nparams; i++)
@@ -1069,8 +1061,9 @@ static int parse_list_literal(parser *ps, flist *l) {
   for (;;) {
     int kind = ps->cur.type == T_STRING ? K_STR : ps->cur.type == T_NUMBER ? K_NUM : 0;
     if (kind == 0)
-      return expected(ps, l->n == 0 ? "a string or a number" : l->kind == K_STR ? "a string"
-                                                                               : "a number");
+      return expected(ps, l->n == 0          ? "a string or a number"
+                          : l->kind == K_STR ? "a string"
+                                             : "a number");
     if (l->n > 0 && kind != l->kind) {
       char buf[96];
       return perr(ps, ps->cur.pos, "expected %s (a list holds one kind) but found %s",
@@ -1314,8 +1307,8 @@ void cr_filter_free(cr_filter *f) {
   free(f);
 }
 
-int cr_filter_parse(cr_filter **out, const char *text, const cr_param_decl *decls,
-                    size_t ndecls, const char *origin, cr_error *err) {
+int cr_filter_parse(cr_filter **out, const char *text, const cr_param_decl *decls, size_t ndecls,
+                    const char *origin, cr_error *err) {
   cr_filter *f = NULL;
   parser ps;
   size_t len;
@@ -1329,8 +1322,8 @@ int cr_filter_parse(cr_filter **out, const char *text, const cr_param_decl *decl
     origin = "filter";
   len = strlen(text);
   if (len > CR_FILTER_MAX_TEXT)
-    return cr_error_set(err, CR_ETEMPLATE, "%s: the filter is %zu bytes long, at most %u",
-                        origin, len, CR_FILTER_MAX_TEXT);
+    return cr_error_set(err, CR_ETEMPLATE, "%s: the filter is %zu bytes long, at most %u", origin,
+                        len, CR_FILTER_MAX_TEXT);
   if ((f = calloc(1, sizeof *f)) == NULL || (f->origin = strdup(origin)) == NULL ||
       (f->strbuf = malloc(len + 1)) == NULL) {
     rc = cr_error_set(err, CR_ENOMEM, "out of memory");
@@ -1463,11 +1456,10 @@ int cr_filter_bind(cr_filter *f, const cr_params *p, const char *const *header, 
       goto cleanup;
     }
     if (v->type != fp->type) {
-      rc = cr_error_set(err, CR_EINVAL,
-                        "%s: parameter :%s is declared %s %s but its value is %s %s",
-                        f->origin, fp->name, type_article(fp->type),
-                        cr_param_type_name(fp->type), type_article(v->type),
-                        cr_param_type_name(v->type));
+      rc =
+          cr_error_set(err, CR_EINVAL, "%s: parameter :%s is declared %s %s but its value is %s %s",
+                       f->origin, fp->name, type_article(fp->type), cr_param_type_name(fp->type),
+                       type_article(v->type), cr_param_type_name(v->type));
       goto cleanup;
     }
     if ((rc = bind_param(fp, v)) != 0) {
@@ -1561,8 +1553,8 @@ static int in_list(const char *p, size_t n, const flist *l) {
   return 0;
 }
 
-static int eval_node(const cr_filter *f, uint32_t id, const char *const *fields,
-                     const size_t *lens, size_t nfields) {
+static int eval_node(const cr_filter *f, uint32_t id, const char *const *fields, const size_t *lens,
+                     size_t nfields) {
   const node *nd = &f->nodes[id];
   const char *p = "";
   size_t n = 0;
@@ -1599,8 +1591,8 @@ static int eval_node(const cr_filter *f, uint32_t id, const char *const *fields,
     return r < 0 ? 0 : nd->neg ? !r : r;
   case N_BETWEEN: {
     int c2;
-    r = compare(p, n, resolve(f, &nd->a), &c) && c >= 0 &&
-        compare(p, n, resolve(f, &nd->b), &c2) && c2 <= 0;
+    r = compare(p, n, resolve(f, &nd->a), &c) && c >= 0 && compare(p, n, resolve(f, &nd->b), &c2) &&
+        c2 <= 0;
     if (nd->neg) {
       /* NOT BETWEEN on a field that is not a number stays false, like the
        * comparisons it stands for (x < low OR x > high). */

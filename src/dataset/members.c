@@ -58,11 +58,10 @@ static int find_name(const char *const *hdr, size_t n, const char *name, size_t 
   return 0;
 }
 
-int cr_dataset_write_matches(const cr_dataset *d, const cr_template *t,
-                             const uint8_t *matched, const char *const *columns,
-                             size_t ncolumns,
-                             int (*keep)(void *ctx, const char *const *fields,
-                                         const size_t *lens, size_t n),
+int cr_dataset_write_matches(const cr_dataset *d, const cr_template *t, const uint8_t *matched,
+                             const char *const *columns, size_t ncolumns,
+                             int (*keep)(void *ctx, const char *const *fields, const size_t *lens,
+                                         size_t n),
                              void *keep_ctx, const char *out_path, uint64_t *rows,
                              uint8_t file_sha256[CR_SHA256_BYTES], cr_error *err) {
   int rc = 0, fd = -1;
@@ -142,8 +141,8 @@ int cr_dataset_write_matches(const cr_dataset *d, const cr_template *t,
     if (ncolumns == 0)
       outcol[i] = i;
     else if (!find_name((const char *const *)hdr, nhdr, columns[i], &outcol[i])) {
-      rc = cr_error_set(err, CR_EDATA, "%s: has no column \"%s\" (the query's columns)",
-                        d->path, columns[i]);
+      rc = cr_error_set(err, CR_EDATA, "%s: has no column \"%s\" (the query's columns)", d->path,
+                        columns[i]);
       goto out;
     }
   }
@@ -224,8 +223,7 @@ int cr_dataset_write_matches(const cr_dataset *d, const cr_template *t,
   close(fd);
   fd = -1;
   if (rename(tmp, out_path) != 0) {
-    rc = cr_error_set(err, CR_EIO, "cannot rename %s to %s: %s", tmp, out_path,
-                      strerror(errno));
+    rc = cr_error_set(err, CR_EIO, "cannot rename %s to %s: %s", tmp, out_path, strerror(errno));
     goto out;
   }
   if (rows)

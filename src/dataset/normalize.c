@@ -17,8 +17,8 @@
 
 const char *cr_reject_key(cr_reject_reason r) {
   switch (r) {
-#define CR__REJ_KEY(name, key, text)                                           \
-  case CR_REJECT_##name:                                                       \
+#define CR__REJ_KEY(name, key, text)                                                               \
+  case CR_REJECT_##name:                                                                           \
     return key;
     CR_REJECT_MAP(CR__REJ_KEY)
 #undef CR__REJ_KEY
@@ -29,8 +29,8 @@ const char *cr_reject_key(cr_reject_reason r) {
 
 const char *cr_reject_text(cr_reject_reason r) {
   switch (r) {
-#define CR__REJ_TEXT(name, key, text)                                          \
-  case CR_REJECT_##name:                                                       \
+#define CR__REJ_TEXT(name, key, text)                                                              \
+  case CR_REJECT_##name:                                                                           \
     return text;
     CR_REJECT_MAP(CR__REJ_TEXT)
 #undef CR__REJ_TEXT
@@ -199,13 +199,13 @@ static int cc_valid(const char *cc, size_t *len) {
   return 1;
 }
 
-int cr_normalize_key(const cr_match_key *mk, const char *const *values,
-                     const size_t *lens, cr_buf *out, cr_reject_reason *reason) {
+int cr_normalize_key(const cr_match_key *mk, const char *const *values, const size_t *lens,
+                     cr_buf *out, cr_reject_reason *reason) {
   int rc = 0;
   size_t cclen = 0;
   const char *cc = NULL;
-  if (mk == NULL || values == NULL || out == NULL || reason == NULL ||
-      mk->ncolumns == 0 || (mk->nnormalize > 0 && mk->normalize == NULL))
+  if (mk == NULL || values == NULL || out == NULL || reason == NULL || mk->ncolumns == 0 ||
+      (mk->nnormalize > 0 && mk->normalize == NULL))
     return CR_EINVAL;
   if (mk->default_country_code != NULL) {
     if (!cc_valid(mk->default_country_code, &cclen))

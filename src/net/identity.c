@@ -31,7 +31,7 @@
 #include <openssl/x509v3.h>
 #include <sodium.h>
 
-#define CR_CN_MAX 64 /* ub-common-name (RFC 5280) */
+#define CR_CN_MAX 64      /* ub-common-name (RFC 5280) */
 #define CR_CERT_DAYS 3653 /* ten years, leap days included */
 #define CR_KEY_FILE_MAX 16384
 
@@ -63,8 +63,7 @@ static int no_password(char *buf, int size, int rwflag, void *u) {
   return -1;
 }
 
-static int join_path(char *out, size_t cap, const char *dir, const char *name,
-                     cr_error *err) {
+static int join_path(char *out, size_t cap, const char *dir, const char *name, cr_error *err) {
   int n = snprintf(out, cap, "%s/%s", dir, name);
   if (n < 0 || (size_t)n >= cap)
     return cr_error_set(err, CR_ECONFIG, "%s: path too long", dir);
@@ -76,8 +75,8 @@ static int ensure_dir(const char *dir, cr_error *err) {
   if (mkdir(dir, 0700) == 0)
     return 0;
   if (errno != EEXIST)
-    return cr_error_set(err, CR_ECONFIG, "cannot create the identity directory %s: %s",
-                        dir, strerror(errno));
+    return cr_error_set(err, CR_ECONFIG, "cannot create the identity directory %s: %s", dir,
+                        strerror(errno));
   if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
     return cr_error_set(err, CR_ECONFIG, "%s exists and is not a directory", dir);
   return 0;
@@ -147,8 +146,8 @@ static int build_cert(X509 **out, EVP_PKEY *pkey, const char *cn, cr_error *err)
       X509_time_adj_ex(X509_getm_notAfter(x), CR_CERT_DAYS, 0, NULL) == NULL)
     goto out;
   name = X509_get_subject_name(x);
-  if (!X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)cn,
-                                  -1, -1, 0) ||
+  if (!X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)cn, -1, -1,
+                                  0) ||
       !X509_set_issuer_name(x, name) || !X509_set_pubkey(x, pkey))
     goto out;
   X509V3_set_ctx(&v3, x, x, NULL, NULL, 0);
@@ -176,8 +175,7 @@ out:
 }
 
 /* Writes a PEM object to a new file (O_EXCL) with the given mode. */
-static int write_new_pem(const char *path, mode_t mode, EVP_PKEY *pkey, X509 *cert,
-                         cr_error *err) {
+static int write_new_pem(const char *path, mode_t mode, EVP_PKEY *pkey, X509 *cert, cr_error *err) {
   int rc = 0;
   BIO *bio = NULL;
   int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
@@ -210,8 +208,8 @@ out:
   return rc;
 }
 
-int cr_identity_generate(const char *dir, const char *common_name,
-                         uint8_t fp[CR_SHA256_BYTES], cr_error *err) {
+int cr_identity_generate(const char *dir, const char *common_name, uint8_t fp[CR_SHA256_BYTES],
+                         cr_error *err) {
   int rc = 0;
   EVP_PKEY *pkey = NULL;
   X509 *cert = NULL;
@@ -222,8 +220,7 @@ int cr_identity_generate(const char *dir, const char *common_name,
   if (dir == NULL || dir[0] == '\0' || common_name == NULL || common_name[0] == '\0')
     return cr_error_set(err, CR_EINVAL, "identity: a directory and a name are required");
   if (strlen(common_name) > CR_CN_MAX)
-    return cr_error_set(err, CR_EINVAL, "identity name is longer than %d bytes",
-                        CR_CN_MAX);
+    return cr_error_set(err, CR_EINVAL, "identity name is longer than %d bytes", CR_CN_MAX);
   if ((rc = join_path(keypath, sizeof keypath, dir, CR_IDENTITY_KEY_FILE, err)) != 0 ||
       (rc = join_path(crtpath, sizeof crtpath, dir, CR_IDENTITY_CRT_FILE, err)) != 0)
     return rc;
@@ -238,8 +235,7 @@ int cr_identity_generate(const char *dir, const char *common_name,
 
   pkey = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
   if (pkey == NULL) {
-    rc = cr_error_set(err, CR_ECRYPTO, "cannot generate an Ed25519 key: %s",
-                      ossl_reason());
+    rc = cr_error_set(err, CR_ECRYPTO, "cannot generate an Ed25519 key: %s", ossl_reason());
     goto out;
   }
   if ((rc = build_cert(&cert, pkey, common_name, err)) != 0)
@@ -330,8 +326,8 @@ static int load_key(EVP_PKEY **out, const char *path, cr_error *err) {
   }
   *out = PEM_read_bio_PrivateKey(bio, NULL, no_password, NULL);
   if (*out == NULL) {
-    rc = cr_error_set(err, CR_ECONFIG, "%s is not an unencrypted PEM private key (%s)",
-                      path, ossl_reason());
+    rc = cr_error_set(err, CR_ECONFIG, "%s is not an unencrypted PEM private key (%s)", path,
+                      ossl_reason());
     goto out;
   }
   if (!is_ed25519(*out)) {
@@ -356,8 +352,7 @@ static int load_cert(X509 **out, const char *path, cr_error *err) {
   *out = PEM_read_X509(f, NULL, no_password, NULL);
   fclose(f);
   if (*out == NULL)
-    return cr_error_set(err, CR_ECONFIG, "%s is not a PEM certificate (%s)", path,
-                        ossl_reason());
+    return cr_error_set(err, CR_ECONFIG, "%s is not a PEM certificate (%s)", path, ossl_reason());
   return 0;
 }
 
@@ -388,8 +383,8 @@ int cr_identity_load(cr_identity **out, const char *dir, cr_error *err) {
   }
   if (X509_check_private_key(id->cert, id->pkey) != 1) {
     ERR_clear_error();
-    rc = cr_error_set(err, CR_ECONFIG, "the key %s does not belong to the certificate %s",
-                      keypath, crtpath);
+    rc = cr_error_set(err, CR_ECONFIG, "the key %s does not belong to the certificate %s", keypath,
+                      crtpath);
     goto out;
   }
   if ((rc = cert_sha256(id->cert, id->fp, &id->der, &id->der_len)) != 0) {
@@ -410,14 +405,14 @@ int cr_identity_load(cr_identity **out, const char *dir, cr_error *err) {
   size_t seed_len = crypto_sign_SEEDBYTES;
   if (EVP_PKEY_get_raw_private_key(id->pkey, seed, &seed_len) != 1 ||
       seed_len != crypto_sign_SEEDBYTES) {
-    rc = cr_error_set(err, CR_ECRYPTO, "cannot read the Ed25519 key %s: %s", keypath,
-                      ossl_reason());
+    rc =
+        cr_error_set(err, CR_ECRYPTO, "cannot read the Ed25519 key %s: %s", keypath, ossl_reason());
     goto out;
   }
   if (crypto_sign_seed_keypair(id->pk, id->sk, seed) != 0 ||
       sodium_memcmp(id->pk, cert_pk, sizeof cert_pk) != 0) {
-    rc = cr_error_set(err, CR_ECRYPTO, "the key %s does not belong to the certificate %s",
-                      keypath, crtpath);
+    rc = cr_error_set(err, CR_ECRYPTO, "the key %s does not belong to the certificate %s", keypath,
+                      crtpath);
     goto out;
   }
   sodium_mprotect_readonly(id->sk);
@@ -442,11 +437,14 @@ void cr_identity_public_key(const cr_identity *id, uint8_t pk[CR_SIGN_PK_BYTES])
   memcpy(pk, id->pk, CR_SIGN_PK_BYTES);
 }
 
-struct evp_pkey_st *cr__identity_pkey(const cr_identity *id) { return id->pkey; }
-struct x509_st *cr__identity_x509(const cr_identity *id) { return id->cert; }
+struct evp_pkey_st *cr__identity_pkey(const cr_identity *id) {
+  return id->pkey;
+}
+struct x509_st *cr__identity_x509(const cr_identity *id) {
+  return id->cert;
+}
 
-int cr_identity_sign(void *ctx, const uint8_t *msg, size_t len,
-                     uint8_t sig[CR_SIGNATURE_BYTES]) {
+int cr_identity_sign(void *ctx, const uint8_t *msg, size_t len, uint8_t sig[CR_SIGNATURE_BYTES]) {
   const cr_identity *id = ctx;
   if (id == NULL || id->sk == NULL || (msg == NULL && len != 0))
     return CR_EINVAL;
@@ -462,8 +460,7 @@ int cr_sign_verify(const uint8_t pk[CR_SIGN_PK_BYTES], const uint8_t *msg, size_
   return 0;
 }
 
-int cr_cert_ed25519_public_key(const uint8_t *der, size_t der_len,
-                               uint8_t pk[CR_SIGN_PK_BYTES]) {
+int cr_cert_ed25519_public_key(const uint8_t *der, size_t der_len, uint8_t pk[CR_SIGN_PK_BYTES]) {
   int rc = 0;
   const unsigned char *p = der;
   X509 *x = NULL;
@@ -476,8 +473,7 @@ int cr_cert_ed25519_public_key(const uint8_t *der, size_t der_len,
   }
   EVP_PKEY *k = X509_get0_pubkey(x);
   size_t len = CR_SIGN_PK_BYTES;
-  if (!is_ed25519(k) || EVP_PKEY_get_raw_public_key(k, pk, &len) != 1 ||
-      len != CR_SIGN_PK_BYTES) {
+  if (!is_ed25519(k) || EVP_PKEY_get_raw_public_key(k, pk, &len) != 1 || len != CR_SIGN_PK_BYTES) {
     rc = CR_EAUTH;
     goto out;
   }
@@ -487,8 +483,7 @@ out:
   return rc;
 }
 
-int cr_cert_fingerprint_file(const char *path, uint8_t fp[CR_SHA256_BYTES],
-                             cr_error *err) {
+int cr_cert_fingerprint_file(const char *path, uint8_t fp[CR_SHA256_BYTES], cr_error *err) {
   X509 *x = NULL;
   int rc = load_cert(&x, path, err);
   if (rc != 0)

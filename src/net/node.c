@@ -84,12 +84,12 @@ struct conn {
   int tls_broken;    /* no more TLS records can be produced */
   int shutdown_sent; /* uv_shutdown issued: no more writes */
   int shutdown_done;
-  int closing;       /* graceful close started */
-  int closed;        /* handles being closed */
+  int closing; /* graceful close started */
+  int closed;  /* handles being closed */
   int handshake_done;
-  int auth_reached;  /* passed or failed certificate authentication */
-  int busy;          /* past max_sessions: refused with a BUSY Error frame */
-  int counted;       /* counts in node.nsessions */
+  int auth_reached; /* passed or failed certificate authentication */
+  int busy;         /* past max_sessions: refused with a BUSY Error frame */
+  int counted;      /* counts in node.nsessions */
 
   /* Frame boundaries in the peer's plaintext (length prefixes only; the
    * session decodes), so that the idle timer measures progress in whole
@@ -97,8 +97,8 @@ struct conn {
   uint8_t rx_hdr[4];
   unsigned rx_hdr_len;
   uint32_t rx_frame_len;
-  uint64_t rx_left;  /* payload bytes of the current frame still to come */
-  int rx_untracked;  /* an invalid length was announced: the session fails it */
+  uint64_t rx_left; /* payload bytes of the current frame still to come */
+  int rx_untracked; /* an invalid length was announced: the session fails it */
 
   cr_tls *tls;
   cr_session *s;
@@ -108,9 +108,9 @@ struct conn {
   int abort_pending, abort_code, abort_wire;
   char abort_msg[CR_ERROR_MSG_MAX];
 
-  cr_buf in_plain;  /* loop thread: plaintext from the peer */
-  cr_buf work_in;   /* worker: plaintext being fed to the session */
-  cr_buf work_out;  /* worker: bytes the session produced */
+  cr_buf in_plain; /* loop thread: plaintext from the peer */
+  cr_buf work_in;  /* worker: plaintext being fed to the session */
+  cr_buf work_out; /* worker: bytes the session produced */
   size_t work_budget;
   int work_rc;
   cr_error work_err;
@@ -200,8 +200,8 @@ static void format_sockaddr(const struct sockaddr *sa, char *out, size_t cap) {
 }
 
 /* "host:port" or "[v6]:port". An empty host is allowed (serve: any). */
-static int parse_hostport(const char *addr, char *host, size_t hcap, char *port,
-                          size_t pcap, cr_error *err) {
+static int parse_hostport(const char *addr, char *host, size_t hcap, char *port, size_t pcap,
+                          cr_error *err) {
   const char *colon;
   size_t hlen;
   if (addr == NULL || addr[0] == '\0')
@@ -219,8 +219,7 @@ static int parse_hostport(const char *addr, char *host, size_t hcap, char *port,
     colon = strrchr(addr, ':');
     if (colon == NULL || memchr(addr, ':', (size_t)(colon - addr)) != NULL)
       return cr_error_set(err, CR_EUSAGE,
-                          "%s: expected HOST:PORT (write IPv6 addresses as [::1]:PORT)",
-                          addr);
+                          "%s: expected HOST:PORT (write IPv6 addresses as [::1]:PORT)", addr);
     hlen = (size_t)(colon - addr);
     if (hlen >= hcap)
       return cr_error_set(err, CR_EUSAGE, "%s: host name too long", addr);
@@ -392,8 +391,7 @@ static void conn_flush(conn *c) {
   if (r < 0) {
     free(w);
     c->write_failed = 1;
-    conn_fail(c, CR_ENET, 0, "the connection to %s was lost: %s", c->peer_addr,
-              uv_strerror(r));
+    conn_fail(c, CR_ENET, 0, "the connection to %s was lost: %s", c->peer_addr, uv_strerror(r));
   }
 }
 
@@ -591,8 +589,7 @@ static void conn_pump(conn *c) {
                "4 bytes received) before the session completed",
                (unsigned long long)got);
     else
-      snprintf(msg, sizeof msg,
-               "the partner closed the connection before the session completed");
+      snprintf(msg, sizeof msg, "the partner closed the connection before the session completed");
     cr_session_abort(c->s, CR_ENET, 0, msg);
     conn_begin_close(c);
     return;
@@ -710,15 +707,13 @@ static void node_conn_ended(node *n, conn *c, const cr_session_result *res) {
     if (c->s != NULL && res == cr_session_result_get(c->s))
       cr_session_disown_outputs(c->s);
     if (rc != 0)
-      cr_error_set(&n->run_err, rc, "%s",
-                   res->error_msg[0] ? res->error_msg : cr_strerror(rc));
+      cr_error_set(&n->run_err, rc, "%s", res->error_msg[0] ? res->error_msg : cr_strerror(rc));
   } else if (cfg->once && c->auth_reached && !c->busy && !n->once_done && !res->ping) {
     /* A ping does not use up a --once server: it is a check, not a session. */
     n->once_done = 1;
     n->once_rc = rc;
     if (rc != 0)
-      cr_error_set(&n->once_err, rc, "%s",
-                   res->error_msg[0] ? res->error_msg : cr_strerror(rc));
+      cr_error_set(&n->once_err, rc, "%s", res->error_msg[0] ? res->error_msg : cr_strerror(rc));
     node_stop(n);
   }
 }
@@ -828,8 +823,7 @@ static void conn_handshake_done(conn *c) {
     if (n->nsessions >= n->max_sessions) {
       char msg[160];
       c->busy = 1;
-      snprintf(msg, sizeof msg,
-               "busy, retry later: %u session(s) in progress (max_sessions = %u)",
+      snprintf(msg, sizeof msg, "busy, retry later: %u session(s) in progress (max_sessions = %u)",
                n->nsessions, n->max_sessions);
       set_local(c, CR_EREFUSED, msg);
       c->local.wire_error = CR_WIRE_BUSY;
@@ -1040,8 +1034,7 @@ static void on_connect(uv_connect_t *req, int status) {
 
 static void connect_next(conn *c) {
   node *n = c->n;
-  while (c->ai_cur != NULL && c->ai_cur->ai_family != AF_INET &&
-         c->ai_cur->ai_family != AF_INET6)
+  while (c->ai_cur != NULL && c->ai_cur->ai_family != AF_INET && c->ai_cur->ai_family != AF_INET6)
     c->ai_cur = c->ai_cur->ai_next;
   if (c->ai_cur == NULL) {
     conn_fail(c, CR_ENET, 0, "cannot connect to %s: %s", n->cfg->address,
@@ -1070,8 +1063,8 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     return;
   }
   if (status < 0) {
-    conn_fail(c, CR_ENET, 0, "cannot resolve the partner's address %s: %s",
-              c->n->cfg->address, uv_strerror(status));
+    conn_fail(c, CR_ENET, 0, "cannot resolve the partner's address %s: %s", c->n->cfg->address,
+              uv_strerror(status));
     return;
   }
   c->ai = res;
@@ -1164,8 +1157,7 @@ static void node_stop(node *n) {
   conn *next;
   for (conn *c = n->conns; c != NULL; c = next) {
     next = c->next;
-    conn_fail(c, CR_EREFUSED, CR_WIRE_ABORTED,
-              "the node was stopped before the session completed");
+    conn_fail(c, CR_EREFUSED, CR_WIRE_ABORTED, "the node was stopped before the session completed");
   }
 }
 
@@ -1228,15 +1220,14 @@ static int node_init(node *n, const cr_node_config *cfg, int serving, cr_error *
   cr_role other = cr_role_other(cfg->role);
   n->pin = cfg->tmpl->parties[other].cert_sha256;
   n->peer_role = cr_role_name(other);
-  n->handshake_ms = cfg->handshake_timeout_ms ? cfg->handshake_timeout_ms
-                                              : CR_NODE_DEFAULT_HANDSHAKE_MS;
+  n->handshake_ms =
+      cfg->handshake_timeout_ms ? cfg->handshake_timeout_ms : CR_NODE_DEFAULT_HANDSHAKE_MS;
   n->idle_ms = cfg->idle_timeout_ms ? cfg->idle_timeout_ms : CR_NODE_DEFAULT_IDLE_MS;
   n->max_sessions = cfg->max_sessions ? cfg->max_sessions : CR_NODE_DEFAULT_MAX_SESSIONS;
   ignore_sigpipe();
   int r = uv_loop_init(&n->loop);
   if (r < 0)
-    return cr_error_set(err, CR_EINTERNAL, "cannot start the event loop: %s",
-                        uv_strerror(r));
+    return cr_error_set(err, CR_EINTERNAL, "cannot start the event loop: %s", uv_strerror(r));
   n->loop.data = n;
   r = cr_tls_ctx_new(&n->tls, cfg->id, serving, err);
   if (r != 0) {
@@ -1326,8 +1317,7 @@ int cr_node_serve(const cr_node_config *cfg, cr_error *err) {
   hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
   r = uv_getaddrinfo(&n.loop, &gai, NULL, host[0] ? host : NULL, port, &hints);
   if (r < 0) {
-    rc = cr_error_set(err, CR_ENET, "cannot listen on %s: %s", cfg->address,
-                      uv_strerror(r));
+    rc = cr_error_set(err, CR_ENET, "cannot listen on %s: %s", cfg->address, uv_strerror(r));
     goto out;
   }
   uv_tcp_init(&n.loop, &n.listener);
@@ -1338,8 +1328,7 @@ int cr_node_serve(const cr_node_config *cfg, cr_error *err) {
   if (r == 0)
     r = uv_listen((uv_stream_t *)&n.listener, CR_NODE_BACKLOG, on_connection);
   if (r < 0) {
-    rc = cr_error_set(err, CR_ENET, "cannot listen on %s: %s", cfg->address,
-                      uv_strerror(r));
+    rc = cr_error_set(err, CR_ENET, "cannot listen on %s: %s", cfg->address, uv_strerror(r));
     goto out;
   }
   static const int signums[2] = {SIGINT, SIGTERM};
@@ -1355,8 +1344,7 @@ int cr_node_serve(const cr_node_config *cfg, cr_error *err) {
   int fired = 0;
   if (cfg->stopper != NULL) {
     if ((r = uv_async_init(&n.loop, &n.async, on_async)) < 0) {
-      rc = cr_error_set(err, CR_EINTERNAL, "cannot set up the stopper: %s",
-                        uv_strerror(r));
+      rc = cr_error_set(err, CR_EINTERNAL, "cannot set up the stopper: %s", uv_strerror(r));
       goto out;
     }
     n.async_live = 1;

@@ -75,8 +75,7 @@ static int write_atomic(json_t *doc, const char *path, cr_error *err) {
   }
   fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
   size_t len = strlen(text);
-  if (fd < 0 || write(fd, text, len) != (ssize_t)len || write(fd, "\n", 1) != 1 ||
-      fsync(fd) != 0) {
+  if (fd < 0 || write(fd, text, len) != (ssize_t)len || write(fd, "\n", 1) != 1 || fsync(fd) != 0) {
     rc = cr_error_set(err, CR_EIO, "cannot write %s: %s", tmp, strerror(errno));
     goto out;
   }
@@ -178,8 +177,7 @@ static void check_one(const cr_template *t, cr_role role, json_t *entry,
     return;
   }
   if (cr_hex_decode(sig, sizeof sig, sighex) != 0) {
-    snprintf(why, sizeof st->why[role], "the signature is not %d hex bytes",
-             CR_SIGNATURE_BYTES);
+    snprintf(why, sizeof st->why[role], "the signature is not %d hex bytes", CR_SIGNATURE_BYTES);
     return;
   }
   sig_message(t, msg, &mlen);
@@ -190,8 +188,8 @@ static void check_one(const cr_template *t, cr_role role, json_t *entry,
   st->valid[role] = 1;
 }
 
-int cr_template_verify_sigs(const cr_template *t, const char *sig_path,
-                            cr_template_sig_status *st, cr_error *err) {
+int cr_template_verify_sigs(const cr_template *t, const char *sig_path, cr_template_sig_status *st,
+                            cr_error *err) {
   int rc, missing;
   json_t *doc = NULL;
   memset(st, 0, sizeof *st);
@@ -207,8 +205,7 @@ int cr_template_verify_sigs(const cr_template *t, const char *sig_path,
     json_object_foreach(sigs, key, entry) {
       cr_role role;
       if (cr_role_parse(key, &role) != 0) {
-        rc = cr_error_set(err, CR_ETEMPLATE, "%s: $.signatures.%.32s: not a role", sig_path,
-                          key);
+        rc = cr_error_set(err, CR_ETEMPLATE, "%s: $.signatures.%.32s: not a role", sig_path, key);
         goto out;
       }
       check_one(t, role, entry, st);

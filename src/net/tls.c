@@ -89,8 +89,7 @@ static int verify_cb(int ok, X509_STORE_CTX *xs) {
   return 1;
 }
 
-int cr_tls_ctx_new(cr_tls_ctx **out, const cr_identity *id, int is_server,
-                   cr_error *err) {
+int cr_tls_ctx_new(cr_tls_ctx **out, const cr_identity *id, int is_server, cr_error *err) {
   int rc = 0;
   cr_tls_ctx *c = NULL;
   if (out == NULL || id == NULL)
@@ -112,8 +111,7 @@ int cr_tls_ctx_new(cr_tls_ctx **out, const cr_identity *id, int is_server,
       SSL_CTX_check_private_key(c->ssl_ctx) != 1)
     goto fail;
   /* Both sides must present a certificate; the server thereby requests one. */
-  SSL_CTX_set_verify(c->ssl_ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT,
-                     verify_cb);
+  SSL_CTX_set_verify(c->ssl_ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, verify_cb);
   /* Every connection is a fresh, fully authenticated handshake. */
   SSL_CTX_set_options(c->ssl_ctx, SSL_OP_NO_TICKET);
   SSL_CTX_set_session_cache_mode(c->ssl_ctx, SSL_SESS_CACHE_OFF);
@@ -262,8 +260,7 @@ static int tls_failure(cr_tls *t, int ssl_err, const char *when, cr_error *err) 
                         own, text ? text : "alert");
   } else if (e != 0 && ERR_GET_LIB(e) == ERR_LIB_SSL &&
              reason == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE) {
-    rc = cr_error_set(err, CR_EAUTH,
-                      "the partner presented no certificate; expected %s for the %s",
+    rc = cr_error_set(err, CR_EAUTH, "the partner presented no certificate; expected %s for the %s",
                       want, t->peer_role);
   } else if (e != 0 && ERR_GET_LIB(e) == ERR_LIB_SSL && is_version_error(reason)) {
     rc = cr_error_set(err, CR_ETLS,
@@ -271,11 +268,9 @@ static int tls_failure(cr_tls *t, int ssl_err, const char *when, cr_error *err) 
                       "this the address of a cleanroom node?",
                       when, text ? text : "unexpected data");
   } else if (ssl_err == SSL_ERROR_SYSCALL || e == 0) {
-    rc = cr_error_set(err, CR_ETLS, "TLS %s failed: the connection ended unexpectedly",
-                      when);
+    rc = cr_error_set(err, CR_ETLS, "TLS %s failed: the connection ended unexpectedly", when);
   } else {
-    rc = cr_error_set(err, CR_ETLS, "TLS %s failed: %s", when,
-                      text ? text : "unknown error");
+    rc = cr_error_set(err, CR_ETLS, "TLS %s failed: %s", when, text ? text : "unknown error");
   }
   ERR_clear_error();
   return rc;

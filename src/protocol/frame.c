@@ -24,13 +24,12 @@ int cr__frame_append(cr_buf *out, const Cleanroom__V1__Frame *frame) {
   return 0;
 }
 
-int cr__frame_peek(const uint8_t *buf, size_t len, size_t max_frame,
-                   const uint8_t **payload, size_t *payload_len, size_t *total,
-                   uint32_t *announced) {
+int cr__frame_peek(const uint8_t *buf, size_t len, size_t max_frame, const uint8_t **payload,
+                   size_t *payload_len, size_t *total, uint32_t *announced) {
   if (len < CR_FRAME_HEADER_BYTES)
     return 0;
-  uint32_t n = ((uint32_t)buf[0] << 24) | ((uint32_t)buf[1] << 16) |
-               ((uint32_t)buf[2] << 8) | (uint32_t)buf[3];
+  uint32_t n = ((uint32_t)buf[0] << 24) | ((uint32_t)buf[1] << 16) | ((uint32_t)buf[2] << 8) |
+               (uint32_t)buf[3];
   if (announced)
     *announced = n;
   if (n == 0 || n > max_frame)

@@ -24,9 +24,8 @@ int cr__frame_append(cr_buf *out, const Cleanroom__V1__Frame *frame);
  * 0 if more bytes are needed, CR_EPROTO if the announced length is 0 or
  * larger than max_frame (*announced set for the message).
  */
-int cr__frame_peek(const uint8_t *buf, size_t len, size_t max_frame,
-                   const uint8_t **payload, size_t *payload_len, size_t *total,
-                   uint32_t *announced);
+int cr__frame_peek(const uint8_t *buf, size_t len, size_t max_frame, const uint8_t **payload,
+                   size_t *payload_len, size_t *total, uint32_t *announced);
 
 /* NULL when the bytes are not a valid Frame. Free with cr__frame_free. */
 Cleanroom__V1__Frame *cr__frame_decode(const uint8_t *payload, size_t len);

@@ -44,8 +44,8 @@ static void put_bit(bitw *w, unsigned bit) {
   }
 }
 
-int cr__gcs_encode(cr_buf *out, const uint8_t *values, size_t stride, size_t len,
-                   uint64_t count, unsigned k, const uint8_t *base) {
+int cr__gcs_encode(cr_buf *out, const uint8_t *values, size_t stride, size_t len, uint64_t count,
+                   unsigned k, const uint8_t *base) {
   if (len == 0 || len > CR_GCS_MAX_BYTES || k > 8 * len)
     return CR_EINVAL;
   bitw w = {out, 0, 0, 0};

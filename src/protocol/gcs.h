@@ -28,8 +28,8 @@ unsigned cr__gcs_k(size_t len, uint64_t count);
 
 /* Encodes count values (each len bytes, big-endian, stride `stride` bytes
  * apart in `values`, non-decreasing) into out. 0 or CR_EINVAL/CR_ENOMEM. */
-int cr__gcs_encode(cr_buf *out, const uint8_t *values, size_t stride, size_t len,
-                   uint64_t count, unsigned k, const uint8_t *base);
+int cr__gcs_encode(cr_buf *out, const uint8_t *values, size_t stride, size_t len, uint64_t count,
+                   unsigned k, const uint8_t *base);
 
 /* Decodes exactly count values of len bytes into out (count * len bytes,
  * packed). 0, or CR_EPROTO with a reason in why. */

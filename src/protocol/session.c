@@ -47,7 +47,7 @@ typedef struct ldigest {
 struct cr_session {
   cr_session_config cfg;
   const cr_suite *suite;
-  const cr_query *query; /* known after the runner's Hello */
+  const cr_query *query;  /* known after the runner's Hello */
   const cr_dataset *data; /* own set: cfg.data, or loaded for the query */
   int data_loaded;        /* data came from cfg.load: give it back to unload */
   uint8_t *k;             /* sodium_malloc'ed; NULL once wiped */
@@ -114,8 +114,8 @@ struct cr_session {
 
 const char *cr_wire_error_name(int code) {
   switch (code) {
-#define CR__WIRE_NAME(num, name, text)                                         \
-  case num:                                                                    \
+#define CR__WIRE_NAME(num, name, text)                                                             \
+  case num:                                                                                        \
     return #name;
     CR_WIRE_ERROR_MAP(CR__WIRE_NAME)
 #undef CR__WIRE_NAME
@@ -131,8 +131,8 @@ static unsigned ceil_log2(uint64_t n) {
   return b;
 }
 
-uint32_t cr_session_digest_bytes(uint64_t n_runner, uint64_t n_responder,
-                                 uint32_t proposal_a, uint32_t proposal_b) {
+uint32_t cr_session_digest_bytes(uint64_t n_runner, uint64_t n_responder, uint32_t proposal_a,
+                                 uint32_t proposal_b) {
   unsigned bits = 40 + ceil_log2(n_runner) + ceil_log2(n_responder);
   uint32_t l = (bits + 7) / 8;
   if (proposal_a > l)
@@ -276,15 +276,14 @@ static void hex32(char out[65], const uint8_t in[32]) { cr_hex_encode(out, in, 3
 
 /* ---- local checks ------------------------------------------------------- */
 
-static int check_size(const cr_template *t, uint64_t n, const char *whose,
-                      char *msg, size_t cap) {
+static int check_size(const cr_template *t, uint64_t n, const char *whose, char *msg, size_t cap) {
   if (n == 0) {
     snprintf(msg, cap, "%s set is empty", whose);
     return -1;
   }
   if (n > CR_MAX_SET_SIZE) {
-    snprintf(msg, cap, "%s set has %llu elements, more than this engine supports (%llu)",
-             whose, (unsigned long long)n, (unsigned long long)CR_MAX_SET_SIZE);
+    snprintf(msg, cap, "%s set has %llu elements, more than this engine supports (%llu)", whose,
+             (unsigned long long)n, (unsigned long long)CR_MAX_SET_SIZE);
     return -1;
   }
   if (t->limits.min_set_size && n < t->limits.min_set_size) {
@@ -469,9 +468,10 @@ int cr_session_new(cr_session **out, const cr_session_config *cfg, cr_error *err
     snprintf(s->res.query, sizeof s->res.query, "%s", s->query->name);
     s->own_grouped = s->query->group_by[cfg->role] != NULL;
     if (s->own_grouped && cfg->data->labels == NULL) {
-      rc = cr_error_set(err, CR_EINVAL, "query \"%s\" groups our set by \"%s\", but the data "
-                        "was loaded without that column", s->query->name,
-                        s->query->group_by[cfg->role]);
+      rc = cr_error_set(err, CR_EINVAL,
+                        "query \"%s\" groups our set by \"%s\", but the data "
+                        "was loaded without that column",
+                        s->query->name, s->query->group_by[cfg->role]);
       goto fail;
     }
     s->res.nparams = cfg->nparams;
@@ -636,8 +636,7 @@ static int take_params(cr_session *s, const Cleanroom__V1__Hello *h) {
     for (size_t j = 0; j < q->nparams; j++)
       declared += strcmp(q->params[j].name, k) == 0;
     if (!declared)
-      return refuse(s, CR_WIRE_PARAMS, "query \"%s\" declares no parameter \"%.64s\"", q->name,
-                    k);
+      return refuse(s, CR_WIRE_PARAMS, "query \"%s\" declares no parameter \"%.64s\"", q->name, k);
     for (size_t j = 0; j < i; j++)
       if (strcmp(s->res.param_names[j], k) == 0)
         return refuse(s, CR_WIRE_PARAMS, "the partner sent parameter \"%.64s\" twice", k);
@@ -655,8 +654,10 @@ static int take_params(cr_session *s, const Cleanroom__V1__Hello *h) {
     for (size_t i = 0; i < s->res.nparams; i++)
       given += strcmp(q->params[j].name, s->res.param_names[i]) == 0;
     if (!given)
-      return refuse(s, CR_WIRE_PARAMS, "query \"%s\" needs parameter \"%s\", the partner "
-                    "sent none", q->name, q->params[j].name);
+      return refuse(s, CR_WIRE_PARAMS,
+                    "query \"%s\" needs parameter \"%s\", the partner "
+                    "sent none",
+                    q->name, q->params[j].name);
   }
   return 0;
 }
@@ -675,8 +676,10 @@ static int take_peer_labels(cr_session *s, const Cleanroom__V1__Hello *h, cr_rol
   }
   if (h->n_group_labels == 0 || h->n_group_labels != h->n_group_sizes ||
       h->n_group_labels > CR_DATASET_MAX_LABELS)
-    return PROTO_FAIL(s, "the partner sent %zu group labels and %zu sizes; expected 1 to %d of "
-                      "each", h->n_group_labels, h->n_group_sizes, CR_DATASET_MAX_LABELS);
+    return PROTO_FAIL(s,
+                      "the partner sent %zu group labels and %zu sizes; expected 1 to %d of "
+                      "each",
+                      h->n_group_labels, h->n_group_sizes, CR_DATASET_MAX_LABELS);
   uint64_t total = 0;
   for (size_t i = 0; i < h->n_group_labels; i++) {
     if (h->group_sizes[i] == 0 || h->group_sizes[i] > h->set_size ||
@@ -777,14 +780,14 @@ static int on_hello(cr_session *s, const Cleanroom__V1__Hello *h, const uint8_t 
       return rc;
   } else {
     if (strcmp(qname, s->query->name) != 0)
-      return PROTO_FAIL(s, "the partner answered for query \"%.64s\", we asked for \"%s\"",
-                        qname, s->query->name);
+      return PROTO_FAIL(s, "the partner answered for query \"%.64s\", we asked for \"%s\"", qname,
+                        s->query->name);
     if (h->n_params != 0)
       return PROTO_FAIL(s, "the partner's answer carries parameters; only the runner sends them");
   }
   if (h->nonce.len != CR_NONCE_BYTES)
-    return PROTO_FAIL(s, "the partner's Hello nonce is %zu bytes, expected %d",
-                      h->nonce.len, CR_NONCE_BYTES);
+    return PROTO_FAIL(s, "the partner's Hello nonce is %zu bytes, expected %d", h->nonce.len,
+                      CR_NONCE_BYTES);
   if (h->digest_bytes > CR_MAX_DIGEST_BYTES)
     return PROTO_FAIL(s, "the partner proposes %u-byte digests, at most %d are allowed",
                       h->digest_bytes, CR_MAX_DIGEST_BYTES);
@@ -797,8 +800,10 @@ static int on_hello(cr_session *s, const Cleanroom__V1__Hello *h, const uint8_t 
   s->members = s->query->kind == CR_QUERY_MEMBERS;
   s->res.grouped = s->query->group_by[CR_ROLE_PROVIDER] || s->query->group_by[CR_ROLE_CONSUMER];
   if (s->members && s->res.grouped)
-    return refuse(s, CR_WIRE_NOT_ALLOWED, "query \"%s\" combines members with group_by, which "
-                  "this node does not run", s->query->name);
+    return refuse(s, CR_WIRE_NOT_ALLOWED,
+                  "query \"%s\" combines members with group_by, which "
+                  "this node does not run",
+                  s->query->name);
 
   /* The responder's own set depends on the query and its parameters. */
   if (s->data == NULL) {
@@ -809,8 +814,7 @@ static int on_hello(cr_session *s, const Cleanroom__V1__Hello *h, const uint8_t 
       return refuse(s, CR_WIRE_PARAMS, "%s", why[0] ? why : "the parameters do not fit");
     if (rc != 0 || d == NULL)
       return fail(s, rc ? rc : CR_EINTERNAL, CR_WIRE_INTERNAL, 0,
-                  "the partner's node could not load its data: %s",
-                  why[0] ? why : cr_strerror(rc));
+                  "the partner's node could not load its data: %s", why[0] ? why : cr_strerror(rc));
     s->data_loaded = 1;
     if ((rc = setup_own_set(s, d)) != 0) {
       if (rc != CR_EREFUSED)
@@ -940,7 +944,8 @@ static int on_batch(cr_session *s, const Cleanroom__V1__Batch *b) {
     return PROTO_FAIL(s, "the partner's Batch has sequence number %llu, expected %llu",
                       (unsigned long long)b->seq, (unsigned long long)s->peer_batch_seq);
   if (b->points.len == 0 || b->points.len % pb != 0)
-    return PROTO_FAIL(s, "the partner's Batch %llu holds %zu bytes, not a positive multiple "
+    return PROTO_FAIL(s,
+                      "the partner's Batch %llu holds %zu bytes, not a positive multiple "
                       "of the %zu-byte point size",
                       (unsigned long long)b->seq, b->points.len, pb);
   uint64_t n = b->points.len / pb;
@@ -955,9 +960,10 @@ static int on_batch(cr_session *s, const Cleanroom__V1__Batch *b) {
                         (unsigned long long)b->seq, b->labels.len, (unsigned long long)n);
     for (uint64_t i = 0; i < n; i++) {
       uint32_t l = get_u32be(b->labels.data + 4 * i);
-      if (l >= s->peer_nlabels || s->peer_label_seen[l] >= s->res.label_sizes[cr_role_other(
-                                                               s->cfg.role)][l])
-        return PROTO_FAIL(s, "point %llu of the partner's Batch %llu has label %u, unknown or "
+      if (l >= s->peer_nlabels ||
+          s->peer_label_seen[l] >= s->res.label_sizes[cr_role_other(s->cfg.role)][l])
+        return PROTO_FAIL(s,
+                          "point %llu of the partner's Batch %llu has label %u, unknown or "
                           "beyond the size announced for it",
                           (unsigned long long)i, (unsigned long long)b->seq, l);
       s->peer_label_seen[l]++;
@@ -971,7 +977,8 @@ static int on_batch(cr_session *s, const Cleanroom__V1__Batch *b) {
   int rc = cr_pool_for(s->cfg.pool, (size_t)n, CR_POOL_CHUNK, reblind_range, &job);
   pthread_mutex_destroy(&job.mu);
   if (rc != 0)
-    return PROTO_FAIL(s, "point %llu of the partner's Batch %llu is not a valid %s element "
+    return PROTO_FAIL(s,
+                      "point %llu of the partner's Batch %llu is not a valid %s element "
                       "(non-canonical encoding or identity)",
                       (unsigned long long)job.bad, (unsigned long long)b->seq, s->suite->name);
   s->peer_points += n;
@@ -996,7 +1003,8 @@ static int on_end_of_set(cr_session *s, const Cleanroom__V1__EndOfSet *e) {
   if (s->peer_eos)
     return PROTO_FAIL(s, "the partner sent a second EndOfSet");
   if (e->count != s->peer_points || s->peer_points != s->peer_n)
-    return PROTO_FAIL(s, "the partner announced %llu points, sent %llu and counted %llu in "
+    return PROTO_FAIL(s,
+                      "the partner announced %llu points, sent %llu and counted %llu in "
                       "EndOfSet",
                       (unsigned long long)s->peer_n, (unsigned long long)s->peer_points,
                       (unsigned long long)e->count);
@@ -1027,8 +1035,10 @@ static int on_digests(cr_session *s, const Cleanroom__V1__Digests *d) {
   if (!s->ready)
     return PROTO_FAIL(s, "the partner sent Digests before the Hellos were exchanged");
   if (!s->self_receives)
-    return PROTO_FAIL(s, "the partner sent Digests, but this side receives no result of "
-                      "query \"%s\"", s->query->name);
+    return PROTO_FAIL(s,
+                      "the partner sent Digests, but this side receives no result of "
+                      "query \"%s\"",
+                      s->query->name);
   if (!s->peer_eos)
     return PROTO_FAIL(s, "the partner sent Digests before its EndOfSet");
   if (s->eod_received)
@@ -1038,10 +1048,13 @@ static int on_digests(cr_session *s, const Cleanroom__V1__Digests *d) {
                       (unsigned long long)d->seq, (unsigned long long)s->own_digests_seq);
   int coded = d->gcs.len > 0 || d->gcs_count > 0;
   if (coded && (d->digests.len != 0 || s->members || l > CR_GCS_MAX_BYTES || d->gcs_count == 0))
-    return PROTO_FAIL(s, "the partner's Digests %llu mixes coded and plain digests, or codes "
-                      "digests that cannot be", (unsigned long long)d->seq);
+    return PROTO_FAIL(s,
+                      "the partner's Digests %llu mixes coded and plain digests, or codes "
+                      "digests that cannot be",
+                      (unsigned long long)d->seq);
   if (!coded && (d->digests.len == 0 || d->digests.len % l != 0))
-    return PROTO_FAIL(s, "the partner's Digests %llu holds %zu bytes, not a positive multiple "
+    return PROTO_FAIL(s,
+                      "the partner's Digests %llu holds %zu bytes, not a positive multiple "
                       "of the %zu-byte digest size",
                       (unsigned long long)d->seq, d->digests.len, l);
   uint64_t n = coded ? d->gcs_count : d->digests.len / l;
@@ -1060,8 +1073,7 @@ static int on_digests(cr_session *s, const Cleanroom__V1__Digests *d) {
     s->own_label_got = 0;
   }
   if (n > s->res.label_sizes[me][d->label] - s->own_label_got)
-    return PROTO_FAIL(s, "the partner returned more digests for label %u than it holds",
-                      d->label);
+    return PROTO_FAIL(s, "the partner returned more digests for label %u than it holds", d->label);
   const uint8_t *plain = d->digests.data;
   uint8_t *decoded = NULL;
   if (coded) {
@@ -1084,8 +1096,7 @@ static int on_digests(cr_session *s, const Cleanroom__V1__Digests *d) {
     memcpy(e->d, plain + i * l, l);
     e->label = d->label;
     e->index = (uint32_t)(s->own_digests_n + i);
-    if (!s->members && s->own_label_got + i > 0 &&
-        memcmp((e - 1)->d, e->d, CR_DIGEST_SLOT) > 0) {
+    if (!s->members && s->own_label_got + i > 0 && memcmp((e - 1)->d, e->d, CR_DIGEST_SLOT) > 0) {
       free(decoded);
       return PROTO_FAIL(s, "the partner returned digests out of order");
     }
@@ -1174,14 +1185,14 @@ static int on_end_of_digests(cr_session *s, const Cleanroom__V1__EndOfDigests *e
   if (e->count != s->own_digests_n || s->own_digests_n != s->own_n ||
       s->own_label_got != s->res.label_sizes[s->cfg.role][s->own_label_cur] ||
       s->own_label_cur + 1 != s->res.nlabels[s->cfg.role])
-    return PROTO_FAIL(s, "the partner returned %llu digests (EndOfDigests says %llu) for our "
+    return PROTO_FAIL(s,
+                      "the partner returned %llu digests (EndOfDigests says %llu) for our "
                       "%llu points, or not all of a label's",
                       (unsigned long long)s->own_digests_n, (unsigned long long)e->count,
                       (unsigned long long)s->own_n);
   s->eod_received = 1;
   return compute_result(s);
 }
-
 
 /* ---- Finish ------------------------------------------------------------- */
 
@@ -1276,7 +1287,7 @@ static int on_finish(cr_session *s, const Cleanroom__V1__Finish *fin) {
   if (fin->transcript_sha256.len != CR_SHA256_BYTES ||
       sodium_memcmp(fin->transcript_sha256.data, s->transcript, CR_SHA256_BYTES) != 0)
     return PROTO_FAIL(s, "the partner's transcript hash differs from ours: the two nodes did "
-                      "not see the same session");
+                         "not see the same session");
   if (fin->signature.len != CR_SIGNATURE_BYTES)
     return PROTO_FAIL(s, "the partner's receipt signature is %zu bytes, expected %d",
                       fin->signature.len, CR_SIGNATURE_BYTES);
@@ -1288,7 +1299,7 @@ static int on_finish(cr_session *s, const Cleanroom__V1__Finish *fin) {
   cr_buf_free(&m);
   if (bad)
     return PROTO_FAIL(s, "the partner's receipt signature does not verify against its "
-                      "certificate");
+                         "certificate");
   memcpy(s->res.peer_signature, fin->signature.data, CR_SIGNATURE_BYTES);
   s->finish_received = 1;
   maybe_done(s);
@@ -1363,13 +1374,15 @@ int cr_session_recv(cr_session *s, const uint8_t *data, size_t len) {
     const uint8_t *payload;
     size_t plen, total;
     uint32_t announced = 0;
-    int r = cr__frame_peek(s->in.data + off, s->in.len - off, s->cfg.max_frame, &payload,
-                           &plen, &total, &announced);
+    int r = cr__frame_peek(s->in.data + off, s->in.len - off, s->cfg.max_frame, &payload, &plen,
+                           &total, &announced);
     if (r == 0)
       break;
     if (r < 0) {
-      rc = PROTO_FAIL(s, "the partner announced a frame of %u bytes; frames must be 1 to %zu "
-                      "bytes", announced, s->cfg.max_frame);
+      rc = PROTO_FAIL(s,
+                      "the partner announced a frame of %u bytes; frames must be 1 to %zu "
+                      "bytes",
+                      announced, s->cfg.max_frame);
       break;
     }
     rc = dispatch(s, payload, plen, s->in.data + off, total);
@@ -1498,7 +1511,8 @@ static int produce_digests(cr_session *s) {
   size_t l = s->digest_bytes;
   uint64_t start = s->digests_sent, n = 0, max = s->cfg.batch_size * 4;
   uint32_t label = s->peer_digests[start].label;
-  while (start + n < s->peer_n && n < max && (s->members || s->peer_digests[start + n].label == label))
+  while (start + n < s->peer_n && n < max &&
+         (s->members || s->peer_digests[start + n].label == label))
     n++;
   Cleanroom__V1__Digests d = CLEANROOM__V1__DIGESTS__INIT;
   Cleanroom__V1__Frame f = CLEANROOM__V1__FRAME__INIT;

@@ -81,7 +81,7 @@ static int jcs_number(cr_buf *b, double x) {
   int k = 0, n = 0, len = 0;
   if (!isfinite(x))
     return CR_EINVAL; /* I-JSON has no NaN or Infinity */
-  if (x == 0) /* both +0 and -0 */
+  if (x == 0)         /* both +0 and -0 */
     return cr_buf_append(b, "0", 1);
   if (x < 0) {
     out[len++] = '-';
@@ -114,8 +114,8 @@ static int jcs_number(cr_buf *b, double x) {
       memcpy(out + len, d + 1, (size_t)(k - 1));
       len += k - 1;
     }
-    len += snprintf(out + len, sizeof out - (size_t)len, "e%c%d", n - 1 >= 0 ? '+' : '-',
-                    abs(n - 1));
+    len +=
+        snprintf(out + len, sizeof out - (size_t)len, "e%c%d", n - 1 >= 0 ? '+' : '-', abs(n - 1));
   }
   return cr_buf_append(b, out, (size_t)len);
 }
@@ -134,13 +134,27 @@ static int jcs_string(cr_buf *b, const char *s, size_t len) {
       continue; /* everything else, non-ASCII included, is literal UTF-8 */
     esc[0] = '\\';
     switch (c) {
-    case '"': esc[1] = '"'; break;
-    case '\\': esc[1] = '\\'; break;
-    case '\b': esc[1] = 'b'; break;
-    case '\f': esc[1] = 'f'; break;
-    case '\n': esc[1] = 'n'; break;
-    case '\r': esc[1] = 'r'; break;
-    case '\t': esc[1] = 't'; break;
+    case '"':
+      esc[1] = '"';
+      break;
+    case '\\':
+      esc[1] = '\\';
+      break;
+    case '\b':
+      esc[1] = 'b';
+      break;
+    case '\f':
+      esc[1] = 'f';
+      break;
+    case '\n':
+      esc[1] = 'n';
+      break;
+    case '\r':
+      esc[1] = 'r';
+      break;
+    case '\t':
+      esc[1] = 't';
+      break;
     default:
       esc[1] = 'u';
       esc[2] = '0';
@@ -271,8 +285,7 @@ out:
   return rc;
 }
 
-int cr_json_canonicalize(const char *json, size_t len, char **out, size_t *out_len,
-                         cr_error *err) {
+int cr_json_canonicalize(const char *json, size_t len, char **out, size_t *out_len, cr_error *err) {
   int rc = 0;
   json_error_t jerr;
   json_t *root = NULL;
@@ -289,10 +302,9 @@ int cr_json_canonicalize(const char *json, size_t len, char **out, size_t *out_l
    * 64 bits is still a valid double). Duplicate names are not I-JSON, and
    * would leave the canonical form ambiguous.
    */
-  root = json_loadb(json ? json : "", len,
-                    JSON_DECODE_ANY | JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL |
-                        JSON_ALLOW_NUL,
-                    &jerr);
+  root = json_loadb(
+      json ? json : "", len,
+      JSON_DECODE_ANY | JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL | JSON_ALLOW_NUL, &jerr);
   if (root == NULL) {
     rc = cr_error_set(err, CR_EINVAL, "invalid JSON at line %d, column %d: %s", jerr.line,
                       jerr.column, jerr.text);

@@ -245,8 +245,7 @@ static char *want_string(vctx *v, json_t *j, const char *what) {
 }
 
 static int want_int(vctx *v, json_t *j, long long min, uint64_t *out) {
-  if (!json_is_integer(j) || json_integer_value(j) < min ||
-      json_integer_value(j) > MAX_SAFE_INT) {
+  if (!json_is_integer(j) || json_integer_value(j) < min || json_integer_value(j) > MAX_SAFE_INT) {
     if (json_is_integer(j) && json_integer_value(j) > MAX_SAFE_INT)
       verr(v, j, "an integer <= %lld", MAX_SAFE_INT);
     else
@@ -269,8 +268,8 @@ static void free_strv(char **s, size_t n) {
  * An array of distinct non-empty strings, copied into *out (a NULL-terminated
  * allocation even when empty). Returns 1 if valid.
  */
-static int want_strv(vctx *v, json_t *j, int nonempty, size_t max, const char *what,
-                     char ***out, size_t *nout) {
+static int want_strv(vctx *v, json_t *j, int nonempty, size_t max, const char *what, char ***out,
+                     size_t *nout) {
   int ok = 1;
   size_t n;
   char **s = NULL;
@@ -417,8 +416,8 @@ static void check_party(vctx *v, json_t *j, cr_party *p) {
 
   mark = path_key(v, "cert_sha256");
   e = json_object_get(j, "cert_sha256");
-  if (!json_is_string(e) || cr_hex_decode(p->cert_sha256, sizeof p->cert_sha256,
-                                          json_string_value(e)) != 0)
+  if (!json_is_string(e) ||
+      cr_hex_decode(p->cert_sha256, sizeof p->cert_sha256, json_string_value(e)) != 0)
     verr(v, e, "the certificate's SHA-256 as 64 hex digits");
   path_pop(v, mark);
 
@@ -465,8 +464,9 @@ static int check_match_key(vctx *v, json_t *j, cr_match_key *mk) {
   mark = path_key(v, "normalize");
   e = json_object_get(j, "normalize");
   if (!json_is_array(e) || json_array_size(e) == 0) {
-    verr(v, e, "a non-empty array of \"email\", \"phone\", \"text\", \"sha256\", "
-               "\"hashed_sha256\"");
+    verr(v, e,
+         "a non-empty array of \"email\", \"phone\", \"text\", \"sha256\", "
+         "\"hashed_sha256\"");
     ok = 0;
   } else if (json_array_size(e) > CR_TEMPLATE_MAX_NORMALIZE) {
     verr(v, e, "at most %d normalizers", CR_TEMPLATE_MAX_NORMALIZE);
@@ -495,8 +495,7 @@ static int check_match_key(vctx *v, json_t *j, cr_match_key *mk) {
     mark = path_key(v, "default_country_code");
     const char *s = json_is_string(e) ? json_string_value(e) : "";
     size_t n = strlen(s);
-    int digits = n >= 1 && n <= 3 && s[0] >= '1' && s[0] <= '9' &&
-                 strspn(s, "0123456789") == n;
+    int digits = n >= 1 && n <= 3 && s[0] >= '1' && s[0] <= '9' && strspn(s, "0123456789") == n;
     if (!digits) {
       verr(v, e, "a country calling code of 1 to 3 digits, such as \"44\"");
       ok = 0;
@@ -532,8 +531,7 @@ static int check_data(vctx *v, json_t *data, cr_template *t) {
       check_fields(v, d, fields, 1);
       size_t m2 = path_key(v, "required_columns");
       if (!want_strv(v, json_object_get(d, "required_columns"), 0, CR_TEMPLATE_MAX_COLUMNS,
-                     "distinct column names", &t->required_columns[r],
-                     &t->nrequired_columns[r]))
+                     "distinct column names", &t->required_columns[r], &t->nrequired_columns[r]))
         ok = 0;
       path_pop(v, m2);
     }
@@ -567,8 +565,8 @@ static int valid_name(const char *s, size_t len) {
     return 0;
   for (size_t i = 0; i < len; i++) {
     char c = s[i];
-    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-          c == '_' || c == '-' || c == '.'))
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+          c == '-' || c == '.'))
       return 0;
   }
   return 1;
@@ -589,8 +587,9 @@ static void check_params(vctx *v, json_t *j, cr_query *q) {
   json_t *val;
   size_t i = 0;
   if (!json_is_object(j)) {
-    verr(v, j, "an object mapping parameter names to \"string\", \"string_list\", "
-               "\"integer\" or \"number\"");
+    verr(v, j,
+         "an object mapping parameter names to \"string\", \"string_list\", "
+         "\"integer\" or \"number\"");
     return;
   }
   if (json_object_size(j) > CR_TEMPLATE_MAX_PARAMS) {
@@ -606,8 +605,9 @@ static void check_params(vctx *v, json_t *j, cr_query *q) {
     size_t mark = path_key(v, key);
     cr_param_type type;
     if (!is_ident(key) || strlen(key) > CR_TEMPLATE_MAX_NAME) {
-      el_add(v->el, "%s: found a parameter name that is not an identifier, expected letters, "
-                    "digits and _ (not starting with a digit), at most %d",
+      el_add(v->el,
+             "%s: found a parameter name that is not an identifier, expected letters, "
+             "digits and _ (not starting with a digit), at most %d",
              v->path, CR_TEMPLATE_MAX_NAME);
     } else if (!json_is_string(val) || parse_param_type(json_string_value(val), &type) != 0) {
       verr(v, val, "\"string\", \"string_list\", \"integer\" or \"number\"");
@@ -632,8 +632,8 @@ static void check_column_known(vctx *v, json_t *j, const cr_template *t, cr_role
        cr_role_name(r));
 }
 
-static void check_query(vctx *v, const char *name, json_t *j, cr_query *q,
-                        const cr_template *t, int columns_known) {
+static void check_query(vctx *v, const char *name, json_t *j, cr_query *q, const cr_template *t,
+                        int columns_known) {
   static const char *const fields[] = {"kind",     "run_by", "results_to", "min_count",
                                        "group_by", "where",  "params",     "columns"};
   json_t *e;
@@ -644,8 +644,9 @@ static void check_query(vctx *v, const char *name, json_t *j, cr_query *q,
     return;
   }
   if (!valid_name(name, strlen(name)))
-    el_add(v->el, "%s: found a query name that is not allowed, expected 1 to %d letters, "
-                  "digits, '_', '-' or '.'",
+    el_add(v->el,
+           "%s: found a query name that is not allowed, expected 1 to %d letters, "
+           "digits, '_', '-' or '.'",
            v->path, CR_TEMPLATE_MAX_NAME);
   if (!want_object(v, j, "an object with kind, run_by, results_to and min_count"))
     return;
@@ -715,11 +716,11 @@ static void check_query(vctx *v, const char *name, json_t *j, cr_query *q,
     mark = path_key(v, "columns");
     if (kind_ok && q->kind != CR_QUERY_MEMBERS) {
       verr(v, e, "no columns unless kind is \"members\"");
-    } else if (want_strv(v, e, 0, CR_TEMPLATE_MAX_COLUMNS, "distinct column names",
-                         &q->columns, &q->ncolumns) &&
+    } else if (want_strv(v, e, 0, CR_TEMPLATE_MAX_COLUMNS, "distinct column names", &q->columns,
+                         &q->ncolumns) &&
                kind_ok && results_ok && columns_known) {
-      cr_role owner = (q->results_to & CR_ROLE_BIT(CR_ROLE_PROVIDER)) ? CR_ROLE_PROVIDER
-                                                                      : CR_ROLE_CONSUMER;
+      cr_role owner =
+          (q->results_to & CR_ROLE_BIT(CR_ROLE_PROVIDER)) ? CR_ROLE_PROVIDER : CR_ROLE_CONSUMER;
       for (size_t i = 0; i < q->ncolumns; i++) {
         size_t m2 = path_index(v, i);
         check_column_known(v, json_array_get(e, i), t, owner);
@@ -776,8 +777,8 @@ static int parse_utc(const char *s, int64_t *out) {
     for (int k = 0; k < width[i]; k++)
       f[i] = f[i] * 10 + (s[at[i] + k] - '0');
   long y = f[0], mo = f[1], d = f[2];
-  if (y < 1970 || mo < 1 || mo > 12 || d < 1 ||
-      d > mdays[mo - 1] + (mo == 2 && is_leap(y)) || f[3] > 23 || f[4] > 59 || f[5] > 59)
+  if (y < 1970 || mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] + (mo == 2 && is_leap(y)) ||
+      f[3] > 23 || f[4] > 59 || f[5] > 59)
     return CR_EINVAL;
   int64_t days = 365 * (int64_t)(y - 1970) + (leaps_before(y) - leaps_before(1970));
   for (long m = 1; m < mo; m++)
@@ -793,8 +794,9 @@ static void check_limits(vctx *v, json_t *j, cr_limits *l) {
   json_t *e;
   size_t mark;
   int min_ok = 1;
-  if (!want_object(v, j, "an object with max_runs_per_query, min_set_size, max_set_size, "
-                         "not_after (each optional)"))
+  if (!want_object(v, j,
+                   "an object with max_runs_per_query, min_set_size, max_set_size, "
+                   "not_after (each optional)"))
     return;
   check_fields(v, j, fields, 4);
   if ((e = json_object_get(j, "max_runs_per_query")) != NULL) {
@@ -809,8 +811,7 @@ static void check_limits(vctx *v, json_t *j, cr_limits *l) {
   }
   if ((e = json_object_get(j, "max_set_size")) != NULL) {
     mark = path_key(v, "max_set_size");
-    if (want_int(v, e, 1, &l->max_set_size) && min_ok &&
-        l->max_set_size < l->min_set_size) {
+    if (want_int(v, e, 1, &l->max_set_size) && min_ok && l->max_set_size < l->min_set_size) {
       verr(v, e, "an integer >= min_set_size (%llu)", (unsigned long long)l->min_set_size);
       l->max_set_size = 0;
     }
@@ -827,9 +828,9 @@ static void check_limits(vctx *v, json_t *j, cr_limits *l) {
 
 /* Fills t from root; every problem goes to v->el. */
 static void check_template(vctx *v, json_t *root, cr_template *t) {
-  static const char *const fields[] = {"format", "name",    "parties", "suite",
-                                       "match_key", "data", "queries", "limits",
-                                       "require_signatures"};
+  static const char *const fields[] = {"format",  "name",      "parties",
+                                       "suite",   "match_key", "data",
+                                       "queries", "limits",    "require_signatures"};
   static const char *const roles[] = {"provider", "consumer"};
   json_t *e;
   size_t mark;
@@ -1234,8 +1235,7 @@ const cr_query *cr_template_query(const cr_template *t, const char *name) {
   return NULL;
 }
 
-int cr_template_role_of(const cr_template *t, const uint8_t fp[CR_SHA256_BYTES],
-                        cr_role *out) {
+int cr_template_role_of(const cr_template *t, const uint8_t fp[CR_SHA256_BYTES], cr_role *out) {
   int found = -1;
   if (t == NULL || fp == NULL || out == NULL)
     return CR_EINVAL;

@@ -14,8 +14,12 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static const cr_normalizer chains[][2] = {
-    {CR_NORM_EMAIL, 0},         {CR_NORM_PHONE, 0},          {CR_NORM_TEXT, 0},
-    {CR_NORM_HASHED_SHA256, 0}, {CR_NORM_EMAIL, CR_NORM_SHA256}, {CR_NORM_TEXT, CR_NORM_PHONE},
+    {CR_NORM_EMAIL, 0},
+    {CR_NORM_PHONE, 0},
+    {CR_NORM_TEXT, 0},
+    {CR_NORM_HASHED_SHA256, 0},
+    {CR_NORM_EMAIL, CR_NORM_SHA256},
+    {CR_NORM_TEXT, CR_NORM_PHONE},
 };
 static const size_t chain_len[] = {1, 1, 1, 1, 2, 2};
 

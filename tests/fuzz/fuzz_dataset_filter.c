@@ -17,16 +17,15 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static cr_param_decl decls[] = {
-    {"codes", CR_PARAM_STRING_LIST}, {"min_age", CR_PARAM_INTEGER},
-    {"max_age", CR_PARAM_INTEGER},   {"who", CR_PARAM_STRING},
-    {"score", CR_PARAM_NUMBER},
+    {"codes", CR_PARAM_STRING_LIST}, {"min_age", CR_PARAM_INTEGER}, {"max_age", CR_PARAM_INTEGER},
+    {"who", CR_PARAM_STRING},        {"score", CR_PARAM_NUMBER},
 };
 #define NDECLS (sizeof decls / sizeof decls[0])
 
-static const char *const args[] = {"codes=E11,E10,a\\,b", "min_age=18", "max_age=65",
-                                   "who=Ann Lee", "score=-2.5e1"};
+static const char *const args[] = {"codes=E11,E10,a\\,b", "min_age=18", "max_age=65", "who=Ann Lee",
+                                   "score=-2.5e1"};
 
-static const char *const header[] = {"dx_code", "age", "name", "score", "first name",
+static const char *const header[] = {"dx_code", "age", "name",  "score", "first name",
                                      "a",       "b",   "x.y-z", "AND"};
 #define NCOLS (sizeof header / sizeof header[0])
 

@@ -82,7 +82,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   t.queries = &q;
   t.nqueries = 1;
   memset(t.sha256, 0x11, sizeof t.sha256);
-  uint8_t bytes[] = "a@x.example" "b@x.example";
+  uint8_t bytes[] = "a@x.example"
+                    "b@x.example";
   size_t off[] = {0, 11, 22};
   cr_dataset d = {0};
   d.n = 2;

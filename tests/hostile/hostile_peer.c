@@ -126,8 +126,7 @@ static const struct {
                         "an Error frame (PROTOCOL, with control characters) instead of "
                         "the first Batch"},
     [HC_BUSY_ERROR] = {"busy_error", "an Error frame BUSY instead of Hello"},
-    [HC_SILENT] = {"silent",
-                   "Hello, then silence (for --hold-ms, or until the node gives up)"},
+    [HC_SILENT] = {"silent", "Hello, then silence (for --hold-ms, or until the node gives up)"},
     [HC_CLOSE_MID_STREAM] = {"close_mid_stream",
                              "the first Batch, then the TCP connection closed (no "
                              "close_notify)"},
@@ -159,18 +158,18 @@ typedef struct hp {
   int fd_closed;
   cr_tls_ctx *ctx;
   cr_tls *tls;
-  cr_buf in;       /* plaintext from the peer, not yet given to the session */
-  int eof;         /* the peer closed (TCP end of stream or close_notify) */
-  int broken;      /* socket or TLS failure: nothing more can be read */
-  int write_shut;  /* we sent close_notify / FIN */
-  int tls_failed;  /* TLS failed after the handshake (e.g. our certificate refused) */
+  cr_buf in;      /* plaintext from the peer, not yet given to the session */
+  int eof;        /* the peer closed (TCP end of stream or close_notify) */
+  int broken;     /* socket or TLS failure: nothing more can be read */
+  int write_shut; /* we sent close_notify / FIN */
+  int tls_failed; /* TLS failed after the handshake (e.g. our certificate refused) */
   char end_why[CR_ERROR_MSG_MAX + 64];
 
   cr_session *s;
-  cr_buf out;      /* session output not yet split into frames */
-  cr_buf hello;    /* our Hello frame, for second_hello */
-  int muted;       /* the fault is done: nothing more goes out */
-  int close_req;   /* enum close_kind, after the current output */
+  cr_buf out;                /* session output not yet split into frames */
+  cr_buf hello;              /* our Hello frame, for second_hello */
+  int muted;                 /* the fault is done: nothing more goes out */
+  int close_req;             /* enum close_kind, after the current output */
   unsigned batches, digests; /* frames of each kind seen going out */
   int ready_printed;
   char did[300];
@@ -205,8 +204,7 @@ static unsigned long elapsed(const hp *h) { return (unsigned long)(cr_now_ms() -
 
 /* ---- sockets ----------------------------------------------------------------- */
 
-static int split_hostport(const char *addr, char *host, size_t hcap, char *port,
-                          size_t pcap) {
+static int split_hostport(const char *addr, char *host, size_t hcap, char *port, size_t pcap) {
   const char *colon = strrchr(addr, ':');
   if (colon == NULL || (size_t)(colon - addr) >= hcap || strlen(colon + 1) >= pcap)
     return -1;
@@ -484,8 +482,8 @@ static int tls_send(hp *h, const uint8_t *p, size_t len) {
       return -1;
     /* The pause doubles as listening: the node's Error ends the trickle. */
     if (cr_now_ms() > h->deadline) {
-      say("slow", "sent %zu byte(s) one at a time in %lu ms and the node still waits",
-          i + 1, elapsed(h));
+      say("slow", "sent %zu byte(s) one at a time in %lu ms and the node still waits", i + 1,
+          elapsed(h));
       h->gave_up = 1;
       return -1;
     }
@@ -522,9 +520,7 @@ static void do_close(hp *h, int kind) {
 
 /* ---- frames ------------------------------------------------------------------ */
 
-static int append_frame(cr_buf *b, Cleanroom__V1__Frame *f) {
-  return cr__frame_append(b, f);
-}
+static int append_frame(cr_buf *b, Cleanroom__V1__Frame *f) { return cr__frame_append(b, f); }
 
 static void append_header(cr_buf *b, uint32_t n) {
   uint8_t h4[4] = {(uint8_t)(n >> 24), (uint8_t)(n >> 16), (uint8_t)(n >> 8), (uint8_t)n};
@@ -750,10 +746,10 @@ static void mutate(hp *h, const uint8_t *raw, size_t raw_len, cr_buf *wire) {
     if (h->kase == HC_MORE_POINTS) {
       /* One more point than announced: a copy of a valid one will do. */
       /* The ristretto255 generator (RFC 9496). */
-      static const uint8_t base[HP_POINT_BYTES] = {
-          0xe2, 0xf2, 0xae, 0x0a, 0x6a, 0xbc, 0x4e, 0x71, 0xa8, 0x84, 0xa9,
-          0x61, 0xc5, 0x00, 0x51, 0x5f, 0x58, 0xe3, 0x0b, 0x6a, 0xa5, 0x82,
-          0xdd, 0x8d, 0xb6, 0xa6, 0x59, 0x45, 0xe0, 0x8d, 0x2d, 0x76};
+      static const uint8_t base[HP_POINT_BYTES] = {0xe2, 0xf2, 0xae, 0x0a, 0x6a, 0xbc, 0x4e, 0x71,
+                                                   0xa8, 0x84, 0xa9, 0x61, 0xc5, 0x00, 0x51, 0x5f,
+                                                   0x58, 0xe3, 0x0b, 0x6a, 0xa5, 0x82, 0xdd, 0x8d,
+                                                   0xb6, 0xa6, 0x59, 0x45, 0xe0, 0x8d, 0x2d, 0x76};
       append_batch(wire, h->batches, base, sizeof base);
       did(h, "sent an extra Batch %u with one point past the %llu announced", h->batches,
           (unsigned long long)res->own_set_size);
@@ -895,8 +891,7 @@ static void report_session(hp *h, int timed_out) {
     return;
   }
   if (timed_out)
-    say("outcome", "no-answer: the node neither answered nor closed within %u ms",
-        h->o.timeout_ms);
+    say("outcome", "no-answer: the node neither answered nor closed within %u ms", h->o.timeout_ms);
   else if (h->tls_failed)
     say("outcome", "tls-refused after %lu ms", elapsed(h));
   else
@@ -935,15 +930,14 @@ static int run_session_case(hp *h) {
     return 1;
   }
   if (h->kase == HC_SLOW)
-    did(h, "sending the session one plaintext byte per TLS record, one every %u ms",
-        h->o.delay_ms);
+    did(h, "sending the session one plaintext byte per TLS record, one every %u ms", h->o.delay_ms);
 
   uint64_t deadline = h->deadline;
   uint64_t hold_until = 0;
   int timed_out = 0;
   for (;;) {
-    if (!h->fd_closed && !h->broken && !h->write_shut && pump_out(h) < 0 &&
-        !h->fd_closed && !h->write_shut) {
+    if (!h->fd_closed && !h->broken && !h->write_shut && pump_out(h) < 0 && !h->fd_closed &&
+        !h->write_shut) {
       if (h->gave_up) {
         timed_out = 1;
         break;
@@ -1021,8 +1015,9 @@ static int run_no_client_cert(hp *h) {
   (void)SSL_write(ssl, hello_len, sizeof hello_len);
   int n = SSL_read(ssl, buf, sizeof buf);
   if (n > 0) {
-    say("outcome", "the node sent %d plaintext byte(s): it accepted a peer without a "
-                   "certificate",
+    say("outcome",
+        "the node sent %d plaintext byte(s): it accepted a peer without a "
+        "certificate",
         n);
   } else {
     unsigned long e = ERR_get_error();
@@ -1092,14 +1087,13 @@ static int run_tcp_silent(hp *h) {
 /* ---- main -------------------------------------------------------------------- */
 
 static void usage(FILE *f) {
-  fprintf(f,
-          "Usage: hostile_peer --case NAME --template T --identity DIR [--data CSV]\n"
-          "                    (--peer HOST:PORT | --listen HOST:PORT) [--query Q]\n"
-          "                    [--role provider|consumer] [--delay-ms N] [--hold-ms N]\n"
-          "                    [--timeout-ms N]\n\n"
-          "--peer plays the runner (connects), --listen the responder (accepts one\n"
-          "connection). The role defaults to the template party of the identity, or\n"
-          "consumer for a runner and provider for a responder. Cases:\n");
+  fprintf(f, "Usage: hostile_peer --case NAME --template T --identity DIR [--data CSV]\n"
+             "                    (--peer HOST:PORT | --listen HOST:PORT) [--query Q]\n"
+             "                    [--role provider|consumer] [--delay-ms N] [--hold-ms N]\n"
+             "                    [--timeout-ms N]\n\n"
+             "--peer plays the runner (connects), --listen the responder (accepts one\n"
+             "connection). The role defaults to the template party of the identity, or\n"
+             "consumer for a runner and provider for a responder. Cases:\n");
   for (int i = 0; i < HC_COUNT; i++)
     fprintf(f, "  %-22s %s\n", CASES[i].name, CASES[i].what);
 }
@@ -1142,14 +1136,30 @@ int main(int argc, char **argv) {
   cr_error_clear(&err);
   while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
     switch (c) {
-    case 'c': h.o.case_name = optarg; break;
-    case 't': h.o.template_path = optarg; break;
-    case 'i': h.o.identity = optarg; break;
-    case 'd': h.o.data = optarg; break;
-    case 'p': h.o.peer = optarg; break;
-    case 'l': h.o.listen = optarg; break;
-    case 'q': h.o.query = optarg; break;
-    case 'r': h.o.role_name = optarg; break;
+    case 'c':
+      h.o.case_name = optarg;
+      break;
+    case 't':
+      h.o.template_path = optarg;
+      break;
+    case 'i':
+      h.o.identity = optarg;
+      break;
+    case 'd':
+      h.o.data = optarg;
+      break;
+    case 'p':
+      h.o.peer = optarg;
+      break;
+    case 'l':
+      h.o.listen = optarg;
+      break;
+    case 'q':
+      h.o.query = optarg;
+      break;
+    case 'r':
+      h.o.role_name = optarg;
+      break;
     case 'D':
       if (parse_uint(optarg, &h.o.delay_ms) != 0)
         goto bad_usage;
@@ -1169,8 +1179,8 @@ int main(int argc, char **argv) {
       goto bad_usage;
     }
   }
-  if (optind < argc || h.o.case_name == NULL || h.o.template_path == NULL ||
-      h.o.identity == NULL || (h.o.peer == NULL) == (h.o.listen == NULL))
+  if (optind < argc || h.o.case_name == NULL || h.o.template_path == NULL || h.o.identity == NULL ||
+      (h.o.peer == NULL) == (h.o.listen == NULL))
     goto bad_usage;
   h.kase = HC_COUNT;
   for (int i = 0; i < HC_COUNT; i++)
@@ -1185,8 +1195,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "hostile_peer: no_client_cert is a runner case (--peer)\n");
     return 2;
   }
-  int needs_session = h.kase >= HC_TRUNCATED || h.kase == HC_HONEST ||
-                      h.kase == HC_UNPINNED_CERT;
+  int needs_session = h.kase >= HC_TRUNCATED || h.kase == HC_HONEST || h.kase == HC_UNPINNED_CERT;
   if (needs_session && h.o.data == NULL) {
     fprintf(stderr, "hostile_peer: case %s needs --data\n", h.o.case_name);
     return 2;

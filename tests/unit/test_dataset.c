@@ -273,26 +273,25 @@ static void test_missing_columns(void **state) {
   cr_error e;
   make_template(&t);
 
-  assert_int_equal(LOAD("email,signup_year\nzed@example.com,2019\n", CR_ROLE_PROVIDER, &t,
-                        NULL, &d, &e),
-                   CR_EDATA);
+  assert_int_equal(
+      LOAD("email,signup_year\nzed@example.com,2019\n", CR_ROLE_PROVIDER, &t, NULL, &d, &e),
+      CR_EDATA);
   assert_non_null(strstr(e.msg, path));
   assert_non_null(strstr(e.msg, "\"segment\""));
   assert_non_null(strstr(e.msg, "provider"));
   assert_non_null(strstr(e.msg, "email, signup_year"));
 
   /* The consumer needs no segment. */
-  assert_int_equal(LOAD("email,policy_type\nzed@example.com,home\n", CR_ROLE_CONSUMER, &t,
-                        NULL, &d, &e),
-                   0);
+  assert_int_equal(
+      LOAD("email,policy_type\nzed@example.com,home\n", CR_ROLE_CONSUMER, &t, NULL, &d, &e), 0);
   cr_dataset_free(d);
   d = NULL;
 
   /* Match-key column not among required_columns. */
   t.nrequired_columns[CR_ROLE_CONSUMER] = 0;
-  assert_int_equal(LOAD("mail,policy_type\nzed@example.com,home\n", CR_ROLE_CONSUMER, &t,
-                        NULL, &d, &e),
-                   CR_EDATA);
+  assert_int_equal(
+      LOAD("mail,policy_type\nzed@example.com,home\n", CR_ROLE_CONSUMER, &t, NULL, &d, &e),
+      CR_EDATA);
   assert_non_null(strstr(e.msg, "\"email\""));
   assert_non_null(strstr(e.msg, "match key"));
   assert_non_null(strstr(e.msg, "mail, policy_type"));
@@ -325,9 +324,8 @@ static void test_duplicate_header(void **state) {
   assert_non_null(strstr(e.msg, "\"email\" twice"));
   assert_non_null(strstr(e.msg, "columns 1 and 3"));
   /* Unnamed columns may repeat (a trailing comma makes one). */
-  assert_int_equal(LOAD("email,segment,,\nzed@example.com,video,,\n", CR_ROLE_PROVIDER, &t,
-                        NULL, &d, &e),
-                   0);
+  assert_int_equal(
+      LOAD("email,segment,,\nzed@example.com,video,,\n", CR_ROLE_PROVIDER, &t, NULL, &d, &e), 0);
   cr_dataset_free(d);
 }
 
@@ -343,9 +341,9 @@ static void test_empty_and_all_rejected(void **state) {
   assert_int_equal(LOAD("\n\n", CR_ROLE_PROVIDER, &t, NULL, &d, &e), CR_EDATA);
   assert_int_equal(LOAD("email,segment\n", CR_ROLE_PROVIDER, &t, NULL, &d, &e), CR_EDATA);
   assert_non_null(strstr(e.msg, "no data rows"));
-  assert_int_equal(LOAD("email,segment\nnobody-at-all,video\n,video\n", CR_ROLE_PROVIDER,
-                        &t, &all, &d, &e),
-                   CR_EDATA);
+  assert_int_equal(
+      LOAD("email,segment\nnobody-at-all,video\n,video\n", CR_ROLE_PROVIDER, &t, &all, &d, &e),
+      CR_EDATA);
   assert_non_null(strstr(e.msg, "no row has a valid match key"));
   assert_non_null(strstr(e.msg, "missing_value 1, invalid_email 1"));
   assert_non_null(strstr(e.msg, "lines: 2, 3"));
@@ -429,7 +427,9 @@ static void test_composite_phone(void **state) {
   t.match_key.normalize = chain2;
   assert_int_equal(LOAD(data, CR_ROLE_CONSUMER, &t, &opt, &d, &e), 0);
   assert_int_equal(d->n, 4);
-  assert_key(d, 0, "(030) 12345678\x1f" "80331");
+  assert_key(d, 0,
+             "(030) 12345678\x1f"
+             "80331");
   cr_dataset_free(d);
   d = NULL;
 
@@ -470,7 +470,6 @@ static void test_large_file(void **state) {
   assert_memory_equal(d->file_sha256, h, sizeof h);
   cr_dataset_free(d);
 }
-
 
 /* group_by: labels sorted, a key keeps its first row's label, a label met
  * only on duplicate rows is dropped. */

@@ -57,11 +57,11 @@ static int read_all(const char *data, size_t len, rows *out, cr_error *err) {
   return rc;
 }
 
-#define READ_OK(lit, rw)                                                       \
-  do {                                                                         \
-    cr_error e_;                                                               \
-    cr_error_clear(&e_);                                                       \
-    assert_int_equal(read_all(lit, sizeof(lit) - 1, rw, &e_), 0);              \
+#define READ_OK(lit, rw)                                                                           \
+  do {                                                                                             \
+    cr_error e_;                                                                                   \
+    cr_error_clear(&e_);                                                                           \
+    assert_int_equal(read_all(lit, sizeof(lit) - 1, rw, &e_), 0);                                  \
   } while (0)
 
 static void test_plain(void **state) {
@@ -147,8 +147,7 @@ static void test_utf8_valid(void **state) {
 }
 
 /* Expects a CR_EDATA naming t.csv and `line`, and not containing `secret`. */
-static void expect_error(const char *data, size_t len, const char *line,
-                         const char *secret) {
+static void expect_error(const char *data, size_t len, const char *line, const char *secret) {
   rows r;
   cr_error e;
   cr_error_clear(&e);
@@ -168,12 +167,12 @@ static void test_errors(void **state) {
   (void)state;
   /* Unterminated quote: reported at the line the field starts on. */
   EXPECT_ERROR("email\nok@x.org\n\"secret@x.org\nmore", "line 3", "secret");
-  EXPECT_ERROR("a,b\nsecret\"x,1\n", "line 2", "secret");   /* quote in unquoted */
-  EXPECT_ERROR("a,b\n\"secret\"x,1\n", "line 2", "secret"); /* text after quote */
-  EXPECT_ERROR("a\nsecret\xff\n", "line 2", "secret");      /* invalid byte */
-  EXPECT_ERROR("a\nsecret\xc0\xaf\n", "line 2", "secret");  /* overlong */
-  EXPECT_ERROR("a\nsecret\xed\xa0\x80\n", "line 2", "secret"); /* surrogate */
-  EXPECT_ERROR("a\nsecret\xe2\x82", "line 2", "secret");    /* truncated */
+  EXPECT_ERROR("a,b\nsecret\"x,1\n", "line 2", "secret");          /* quote in unquoted */
+  EXPECT_ERROR("a,b\n\"secret\"x,1\n", "line 2", "secret");        /* text after quote */
+  EXPECT_ERROR("a\nsecret\xff\n", "line 2", "secret");             /* invalid byte */
+  EXPECT_ERROR("a\nsecret\xc0\xaf\n", "line 2", "secret");         /* overlong */
+  EXPECT_ERROR("a\nsecret\xed\xa0\x80\n", "line 2", "secret");     /* surrogate */
+  EXPECT_ERROR("a\nsecret\xe2\x82", "line 2", "secret");           /* truncated */
   EXPECT_ERROR("a\nsecret\xf4\x90\x80\x80\n", "line 2", "secret"); /* > U+10FFFF */
   EXPECT_ERROR("a\n\"multi\nline\",\"secret\xfe\"\n", "line 3", "secret");
   EXPECT_ERROR("a\nsec\0ret\n", "line 2", "sec");
@@ -285,7 +284,11 @@ static void test_stream_and_hash(void **state) {
   (void)state;
   cr_buf b;
   cr_buf_init(&b);
-  assert_int_equal(cr_buf_append(&b, "\xef\xbb\xbf" "id,\"note\"\r\n", 14), 0);
+  assert_int_equal(cr_buf_append(&b,
+                                 "\xef\xbb\xbf"
+                                 "id,\"note\"\r\n",
+                                 14),
+                   0);
   char line[128];
   for (int i = 0; i < 20000; i++) {
     int n = snprintf(line, sizeof line, "%d,\"n, %d\nwith \"\"quote\"\"\"\r\n", i, i);

@@ -15,14 +15,13 @@
 #include "cleanroom/filter.h"
 
 static cr_param_decl decls[] = {
-    {"codes", CR_PARAM_STRING_LIST}, {"min_age", CR_PARAM_INTEGER},
-    {"max_age", CR_PARAM_INTEGER},   {"who", CR_PARAM_STRING},
-    {"score", CR_PARAM_NUMBER},
+    {"codes", CR_PARAM_STRING_LIST}, {"min_age", CR_PARAM_INTEGER}, {"max_age", CR_PARAM_INTEGER},
+    {"who", CR_PARAM_STRING},        {"score", CR_PARAM_NUMBER},
 };
 #define NDECLS (sizeof decls / sizeof decls[0])
 
-static const char *const std_args[] = {"codes=E11, E10", "min_age=18", "max_age=65",
-                                       "who=Ann", "score=2.5"};
+static const char *const std_args[] = {"codes=E11, E10", "min_age=18", "max_age=65", "who=Ann",
+                                       "score=2.5"};
 
 static const char *const header[] = {"dx_code", "age", "name", "score", "first name", "zip"};
 #define NCOLS (sizeof header / sizeof header[0])
@@ -53,8 +52,8 @@ static int keep_row(const char *text, const char *const *row, size_t n) {
 }
 
 /* Row: dx_code, age, name, score, first name, zip. */
-#define KEEP(text, ...)                                                        \
-  keep_row(text, (const char *const[]){__VA_ARGS__},                           \
+#define KEEP(text, ...)                                                                            \
+  keep_row(text, (const char *const[]){__VA_ARGS__},                                               \
            sizeof((const char *const[]){__VA_ARGS__}) / sizeof(const char *))
 #define AGE(text, age) KEEP(text, "E11", age, "Ann", "1", "Ann Lee", "01234")
 #define NAME(text, name) KEEP(text, "E11", "40", name, "1", "Ann Lee", "01234")
@@ -160,13 +159,21 @@ static void test_numeric_vs_string(void **state) {
 
 static void test_unparsable_numbers(void **state) {
   (void)state;
-  static const char *const bad[] = {"",    "abc", "12abc", "0x10", "inf", "nan",
-                                    "1e999", "--1", "1,5", "1 2", "-",  ".",
-                                    "1e",  "e5",  "infinity", "1.2.3"};
+  static const char *const bad[] = {"",      "abc", "12abc",    "0x10", "inf", "nan",
+                                    "1e999", "--1", "1,5",      "1 2",  "-",   ".",
+                                    "1e",    "e5",  "infinity", "1.2.3"};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-    const char *ops[] = {"age = 5",  "age != 5", "age < 5", "age <= 5", "age > 5",
-                         "age >= 5", "age BETWEEN 0 AND 10", "age NOT BETWEEN 6 AND 10",
-                         "age IN (5, 6)", "age NOT IN (5, 6)", "age >= :min_age"};
+    const char *ops[] = {"age = 5",
+                         "age != 5",
+                         "age < 5",
+                         "age <= 5",
+                         "age > 5",
+                         "age >= 5",
+                         "age BETWEEN 0 AND 10",
+                         "age NOT BETWEEN 6 AND 10",
+                         "age IN (5, 6)",
+                         "age NOT IN (5, 6)",
+                         "age >= :min_age"};
     for (size_t k = 0; k < sizeof ops / sizeof ops[0]; k++)
       if (AGE(ops[k], bad[i]) != 0)
         fail_msg("\"%s\" kept a row whose age is \"%s\"", ops[k], bad[i]);
@@ -314,12 +321,12 @@ static void test_design_example(void **state) {
   (void)state;
   static const char *const args[] = {"codes=E11,E10", "min_age=18", "max_age=65"};
   static const char *const rows[][3] = {
-      {"a@x.org", "E11", "18"},  /* keep: low end */
-      {"b@x.org", "E10", "65"},  /* keep: high end */
-      {"c@x.org", "E10", "66"},  /* drop: too old */
-      {"d@x.org", "E12", "40"},  /* drop: code */
-      {"e@x.org", "E11", "17"},  /* drop: too young */
-      {"f@x.org", "E11", ""},    /* drop: no age */
+      {"a@x.org", "E11", "18"},   /* keep: low end */
+      {"b@x.org", "E10", "65"},   /* keep: high end */
+      {"c@x.org", "E10", "66"},   /* drop: too old */
+      {"d@x.org", "E12", "40"},   /* drop: code */
+      {"e@x.org", "E11", "17"},   /* drop: too young */
+      {"f@x.org", "E11", ""},     /* drop: no age */
       {"g@x.org", " E11 ", "40"}, /* keep: trimmed */
   };
   static const int want[] = {1, 1, 0, 0, 0, 0, 1};
@@ -380,9 +387,8 @@ static void test_columns(void **state) {
   assert_string_equal(cols[2], "say \"hi\"");
   /* Keywords quoted become names; dotted and dashed names are names. */
   cr_filter_free(f);
-  assert_int_equal(cr_filter_parse(&f, "\"AND\" = 1 AND x.y-z = 2 AND _k9 = 'v'", decls, NDECLS,
-                                   NULL, &err),
-                   0);
+  assert_int_equal(
+      cr_filter_parse(&f, "\"AND\" = 1 AND x.y-z = 2 AND _k9 = 'v'", decls, NDECLS, NULL, &err), 0);
   assert_int_equal(cr_filter_columns(f, &cols), 3);
   assert_string_equal(cols[0], "AND");
   assert_string_equal(cols[1], "x.y-z");
@@ -397,14 +403,12 @@ static void test_params_parsing(void **state) {
   cr_params p = {NULL, 0};
   cr_error err;
   static const char *const a[] = {" score = 1e3", "who=  O'Brien, Jr.  ",
-                                  "codes= a\\,b , c\\\\d,\\x ,é ", "max_age=-0",
-                                  "min_age=+018"};
+                                  "codes= a\\,b , c\\\\d,\\x ,é ", "max_age=-0", "min_age=+018"};
   /* " score " is not the name "score": names are exact. */
   assert_int_equal(cr_params_from_args(&p, a, 5, decls, NDECLS, &err), CR_EUSAGE);
   assert_null(p.v);
   static const char *const b[] = {"score= 1e3", "who=  O'Brien, Jr.  ",
-                                  "codes= a\\,b , c\\\\d,\\x ,é ", "max_age=-0",
-                                  "min_age=+018"};
+                                  "codes= a\\,b , c\\\\d,\\x ,é ", "max_age=-0", "min_age=+018"};
   assert_int_equal(cr_params_from_args(&p, b, 5, decls, NDECLS, &err), 0);
   assert_int_equal(p.n, NDECLS);
   /* Declaration order, whatever the arguments' order. */
@@ -484,8 +488,7 @@ static void param_err(cr_param_type type, const char *value, const char *want) {
   assert_null(p.v);
   assert_int_equal(p.n, 0);
   if (strstr(err.msg, "--param the_param") == NULL || strstr(err.msg, want) == NULL)
-    fail_msg("\"%s\" as %s: \"%s\" lacks \"%s\"", value, cr_param_type_name(type), err.msg,
-             want);
+    fail_msg("\"%s\" as %s: \"%s\" lacks \"%s\"", value, cr_param_type_name(type), err.msg, want);
   if (strlen(value) >= 3 && strstr(err.msg, value) != NULL)
     fail_msg("the value \"%s\" is in the message \"%s\"", value, err.msg);
   /* The partner's copy: the same refusal, as a protocol error. */
@@ -602,8 +605,9 @@ static void test_parse_errors(void **state) {
       {"", 1, "expected a column name, NOT or '(' but found end of input"},
       {"   ", 4, "but found end of input"},
       {"age >", 6, "expected a string, a number or a :parameter but found end of input"},
-      {"age 5", 5, "expected a comparison (=, !=, <, <=, >, >=), IN, NOT IN, BETWEEN or NOT "
-                   "BETWEEN but found number 5"},
+      {"age 5", 5,
+       "expected a comparison (=, !=, <, <=, >, >=), IN, NOT IN, BETWEEN or NOT "
+       "BETWEEN but found number 5"},
       {"age = 5 5", 9, "expected AND, OR or the end of the filter but found number 5"},
       {"age = 5 name = 'x'", 9, "but found name name"},
       {"(age = 5", 9, "expected AND, OR or ')' but found end of input"},
@@ -659,8 +663,7 @@ static void test_parse_errors(void **state) {
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     int pos = parse_err(cases[i].text, cases[i].want, &err);
     if (pos != cases[i].pos)
-      fail_msg("\"%s\": position %d, expected %d (%s)", cases[i].text, pos, cases[i].pos,
-               err.msg);
+      fail_msg("\"%s\": position %d, expected %d (%s)", cases[i].text, pos, cases[i].pos, err.msg);
   }
 }
 
@@ -669,8 +672,8 @@ static void test_parse_error_message(void **state) {
   cr_error err;
   cr_filter *f = NULL;
   /* The design example with its second AND missing: the whole message. */
-  assert_int_equal(cr_filter_parse(&f, "dx_code IN :codes AND age BETWEEN :min_age max_age",
-                                   decls, NDECLS, "$.queries.eligible.where.provider", &err),
+  assert_int_equal(cr_filter_parse(&f, "dx_code IN :codes AND age BETWEEN :min_age max_age", decls,
+                                   NDECLS, "$.queries.eligible.where.provider", &err),
                    CR_ETEMPLATE);
   assert_string_equal(err.msg,
                       "$.queries.eligible.where.provider: position 44: expected AND (BETWEEN "
@@ -683,14 +686,16 @@ static void test_parse_error_message(void **state) {
   /* Multi-byte characters take one column; newlines and tabs show as spaces. */
   assert_int_equal(parse_err("name = 'é€' AND\n\t5", NULL, &err), 21);
   const char *nl = strchr(err.msg, '\n');
-  assert_string_equal(nl, "\nname = 'é€' AND  5\n" "                 ^"); /* 17 columns */
+  assert_string_equal(nl, "\nname = 'é€' AND  5\n"
+                          "                 ^"); /* 17 columns */
   /* A long text: a window around the position, marked with "...". */
   char text[CR_FILTER_MAX_TEXT + 1];
   size_t w = 0;
   while (w < 3000)
     w += (size_t)snprintf(text + w, sizeof text - w, "age != %04zu AND ", w % 10000);
-  snprintf(text + w, sizeof text - w, "age ! 1 AND age != 2 AND age != 3 AND age != 4 AND "
-                                      "age != 5 AND age != 6 AND age != 7 AND age != 8");
+  snprintf(text + w, sizeof text - w,
+           "age ! 1 AND age != 2 AND age != 3 AND age != 4 AND "
+           "age != 5 AND age != 6 AND age != 7 AND age != 8");
   int pos = parse_err(text, "unexpected '!'", &err);
   assert_int_equal(pos, (int)w + 5);
   const char *line = strchr(err.msg, '\n') + 1, *caret = strchr(line, '\n') + 1;
@@ -781,9 +786,9 @@ static void test_bind_errors(void **state) {
   cr_error err;
   cr_filter *f = NULL;
   cr_params p = {NULL, 0};
-  assert_int_equal(cr_filter_parse(&f, "height > 5 OR age > :min_age", decls, NDECLS,
-                                   "$.where.provider", &err),
-                   0);
+  assert_int_equal(
+      cr_filter_parse(&f, "height > 5 OR age > :min_age", decls, NDECLS, "$.where.provider", &err),
+      0);
   assert_int_equal(cr_params_from_args(&p, std_args, 5, decls, NDECLS, &err), 0);
   assert_int_equal(cr_filter_bind(f, &p, header, NCOLS, &err), CR_EDATA);
   assert_string_equal(err.msg, "$.where.provider: column \"height\" used in the filter is not "

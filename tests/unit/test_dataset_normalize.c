@@ -10,29 +10,31 @@
 
 #include "cleanroom/dataset.h"
 
-#define NORMS(...) ((cr_normalizer[]){__VA_ARGS__}), \
-  (sizeof((cr_normalizer[]){__VA_ARGS__}) / sizeof(cr_normalizer))
+#define NORMS(...)                                                                                 \
+  ((cr_normalizer[]){__VA_ARGS__}), (sizeof((cr_normalizer[]){__VA_ARGS__}) / sizeof(cr_normalizer))
 
 /* One column through the chain; returns what cr_normalize_key returned. */
-static int norm1(cr_normalizer *chain, size_t nchain, const char *cc, const char *in,
-                 cr_buf *out, cr_reject_reason *why) {
+static int norm1(cr_normalizer *chain, size_t nchain, const char *cc, const char *in, cr_buf *out,
+                 cr_reject_reason *why) {
   char *cols[] = {"k"};
-  cr_match_key mk = {.name = "k", .columns = cols, .ncolumns = 1, .normalize = chain,
-                     .nnormalize = nchain, .default_country_code = (char *)cc};
+  cr_match_key mk = {.name = "k",
+                     .columns = cols,
+                     .ncolumns = 1,
+                     .normalize = chain,
+                     .nnormalize = nchain,
+                     .default_country_code = (char *)cc};
   const char *vals[] = {in};
   size_t lens[] = {strlen(in)};
   return cr_normalize_key(&mk, vals, lens, out, why);
 }
 
-static void ok_(cr_normalizer *chain, size_t n, const char *cc, const char *in,
-                const char *want) {
+static void ok_(cr_normalizer *chain, size_t n, const char *cc, const char *in, const char *want) {
   cr_buf b;
   cr_reject_reason why;
   cr_buf_init(&b);
   int rc = norm1(chain, n, cc, in, &b, &why);
   if (rc != 0)
-    fail_msg("input #%zu-chain rejected (reason %s), expected accepted", n,
-             cr_reject_key(why));
+    fail_msg("input #%zu-chain rejected (reason %s), expected accepted", n, cr_reject_key(why));
   assert_int_equal(b.len, strlen(want));
   assert_memory_equal(b.data, want, b.len);
   cr_buf_free(&b);
@@ -80,9 +82,9 @@ static void test_phone(void **state) {
   OK(NORMS(CR_NORM_PHONE), "1", "555 123 4567", "+15551234567");
   OK(NORMS(CR_NORM_PHONE), "49", "+33 1 23 45 67 89", "+33123456789"); /* + wins */
   OK(NORMS(CR_NORM_PHONE), "49", "0033 1 23 45 67 89", "+33123456789");
-  OK(NORMS(CR_NORM_PHONE), NULL, "+12345678", "+12345678");             /* 8 digits */
+  OK(NORMS(CR_NORM_PHONE), NULL, "+12345678", "+12345678");               /* 8 digits */
   OK(NORMS(CR_NORM_PHONE), NULL, "+123456789012345", "+123456789012345"); /* 15 */
-  BAD(NORMS(CR_NORM_PHONE), "44", "07", CR_REJECT_PHONE); /* +447: too short */
+  BAD(NORMS(CR_NORM_PHONE), "44", "07", CR_REJECT_PHONE);                 /* +447: too short */
   BAD(NORMS(CR_NORM_PHONE), NULL, "+1234567", CR_REJECT_PHONE);           /* 7 */
   BAD(NORMS(CR_NORM_PHONE), NULL, "+1234567890123456", CR_REJECT_PHONE);  /* 16 */
   BAD(NORMS(CR_NORM_PHONE), NULL, "+0123456789", CR_REJECT_PHONE);
@@ -95,8 +97,7 @@ static void test_phone(void **state) {
   BAD(NORMS(CR_NORM_PHONE), NULL, "+", CR_REJECT_PHONE);
   BAD(NORMS(CR_NORM_PHONE), NULL, "", CR_REJECT_MISSING);
   BAD(NORMS(CR_NORM_PHONE), "49", "00", CR_REJECT_PHONE);
-  BAD(NORMS(CR_NORM_PHONE), NULL, "+1 234 567 890 123 456 789 012 345 678",
-      CR_REJECT_PHONE);
+  BAD(NORMS(CR_NORM_PHONE), NULL, "+1 234 567 890 123 456 789 012 345 678", CR_REJECT_PHONE);
 
   /* The country code must be 1-3 digits: a template error, not a row's. */
   cr_buf b;
@@ -104,16 +105,22 @@ static void test_phone(void **state) {
   cr_buf_init(&b);
   assert_int_equal(norm1(NORMS(CR_NORM_PHONE), "4a", "0301234567", &b, &why), CR_EINVAL);
   assert_int_equal(norm1(NORMS(CR_NORM_PHONE), "", "0301234567", &b, &why), CR_EINVAL);
-  assert_int_equal(norm1(NORMS(CR_NORM_PHONE), "1234", "0301234567", &b, &why),
-                   CR_EINVAL);
+  assert_int_equal(norm1(NORMS(CR_NORM_PHONE), "1234", "0301234567", &b, &why), CR_EINVAL);
   cr_buf_free(&b);
 }
 
 static void test_text(void **state) {
   (void)state;
   OK(NORMS(CR_NORM_TEXT), NULL, "  Hello \t  WORLD\r\n", "hello world");
-  OK(NORMS(CR_NORM_TEXT), NULL, "\xc3\x84" "BC d", "\xc3\x84" "bc d"); /* ASCII only */
-  OK(NORMS(CR_NORM_TEXT), NULL, "a\x1f\x1f" "b", "a b");
+  OK(NORMS(CR_NORM_TEXT), NULL,
+     "\xc3\x84"
+     "BC d",
+     "\xc3\x84"
+     "bc d"); /* ASCII only */
+  OK(NORMS(CR_NORM_TEXT), NULL,
+     "a\x1f\x1f"
+     "b",
+     "a b");
   OK(NORMS(CR_NORM_TEXT), NULL, "x", "x");
   BAD(NORMS(CR_NORM_TEXT), NULL, " \t\n ", CR_REJECT_TEXT);
   BAD(NORMS(CR_NORM_TEXT), NULL, "", CR_REJECT_MISSING);
@@ -167,8 +174,8 @@ static void test_composite(void **state) {
   (void)state;
   char *cols[] = {"email", "zip"};
   cr_normalizer chain[] = {CR_NORM_TEXT};
-  cr_match_key mk = {.name = "email_zip", .columns = cols, .ncolumns = 2,
-                     .normalize = chain, .nnormalize = 1};
+  cr_match_key mk = {
+      .name = "email_zip", .columns = cols, .ncolumns = 2, .normalize = chain, .nnormalize = 1};
   cr_buf b;
   cr_reject_reason why;
   cr_buf_init(&b);
@@ -177,7 +184,10 @@ static void test_composite(void **state) {
   const char *v1[] = {" A@B.com ", "  12345 "};
   assert_int_equal(cr_normalize_key(&mk, v1, NULL, &b, &why), 0);
   assert_int_equal(b.len, 13);
-  assert_memory_equal(b.data, "a@b.com\x1f" "12345", 13); /* overwritten, not appended */
+  assert_memory_equal(b.data,
+                      "a@b.com\x1f"
+                      "12345",
+                      13); /* overwritten, not appended */
 
   const char *v2[] = {"a@b.com", ""};
   assert_int_equal(cr_normalize_key(&mk, v2, NULL, &b, &why), 1);
@@ -189,12 +199,17 @@ static void test_composite(void **state) {
 
   /* Without a normalizer, a value holding the separator would be ambiguous. */
   mk.nnormalize = 0;
-  const char *v4[] = {"a\x1f" "b", "c"};
+  const char *v4[] = {"a\x1f"
+                      "b",
+                      "c"};
   assert_int_equal(cr_normalize_key(&mk, v4, NULL, &b, &why), 1);
   assert_int_equal(why, CR_REJECT_TEXT);
   const char *v5[] = {"a b", "C"};
   assert_int_equal(cr_normalize_key(&mk, v5, NULL, &b, &why), 0);
-  assert_memory_equal(b.data, "a b\x1f" "C", 5);
+  assert_memory_equal(b.data,
+                      "a b\x1f"
+                      "C",
+                      5);
 
   /* Lengths are honoured: a value need not be NUL-terminated. */
   mk.nnormalize = 1;
@@ -210,8 +225,8 @@ static void test_invalid_arguments(void **state) {
   (void)state;
   char *cols[] = {"k"};
   cr_normalizer chain[] = {(cr_normalizer)99};
-  cr_match_key mk = {.name = "k", .columns = cols, .ncolumns = 1, .normalize = chain,
-                     .nnormalize = 1};
+  cr_match_key mk = {
+      .name = "k", .columns = cols, .ncolumns = 1, .normalize = chain, .nnormalize = 1};
   cr_buf b;
   cr_reject_reason why;
   const char *v[] = {"x"};
@@ -238,10 +253,14 @@ static void test_reject_names(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_email),          cmocka_unit_test(test_phone),
-      cmocka_unit_test(test_text),           cmocka_unit_test(test_sha256),
-      cmocka_unit_test(test_hashed_sha256),  cmocka_unit_test(test_composite),
-      cmocka_unit_test(test_invalid_arguments), cmocka_unit_test(test_reject_names),
+      cmocka_unit_test(test_email),
+      cmocka_unit_test(test_phone),
+      cmocka_unit_test(test_text),
+      cmocka_unit_test(test_sha256),
+      cmocka_unit_test(test_hashed_sha256),
+      cmocka_unit_test(test_composite),
+      cmocka_unit_test(test_invalid_arguments),
+      cmocka_unit_test(test_reject_names),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

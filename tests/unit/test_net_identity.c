@@ -117,8 +117,8 @@ static void test_certificate_fields(void **state) {
 
   assert_int_equal(X509_get_version(x), X509_VERSION_3);
   char cn[128];
-  assert_true(X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName, cn,
-                                        sizeof cn) > 0);
+  assert_true(X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName, cn, sizeof cn) >
+              0);
   assert_string_equal(cn, "Acme Security");
   assert_int_equal(X509_NAME_cmp(X509_get_subject_name(x), X509_get_issuer_name(x)), 0);
   assert_int_equal(EVP_PKEY_get_base_id(X509_get0_pubkey(x)), EVP_PKEY_ED25519);

@@ -143,17 +143,15 @@ typedef struct server {
   int stop_after; /* fire the stopper after this many reports (0: never) */
 } server;
 
-static void record(report *r, const cr_session_result *res, const char *peer,
-                   const uint8_t *fp) {
+static void record(report *r, const cr_session_result *res, const char *peer, const uint8_t *fp) {
   r->res = *res;
   r->has_fp = fp != NULL;
   if (fp != NULL)
     memcpy(r->fp, fp, 32);
   snprintf(r->peer, sizeof r->peer, "%s", peer ? peer : "");
   if (getenv("CR_TEST_VERBOSE") != NULL)
-    print_message("  [%s] %s %s: %s\n", r->peer,
-                  res->status == CR_SESSION_DONE ? "DONE" : "FAILED", cr_err_name(res->error),
-                  res->error_msg);
+    print_message("  [%s] %s %s: %s\n", r->peer, res->status == CR_SESSION_DONE ? "DONE" : "FAILED",
+                  cr_err_name(res->error), res->error_msg);
 }
 
 static void srv_on_listening(void *ctx, const char *addr) {
@@ -261,8 +259,7 @@ static void cli_on_session(void *ctx, const cr_session_result *res, const char *
 }
 
 /* Client = consumer. pin_prov: what its template pins for the provider. */
-static void cli_init(client *c, const char *addr, const uint8_t *pin_prov, int n_from,
-                     int n_to) {
+static void cli_init(client *c, const char *addr, const uint8_t *pin_prov, int n_from, int n_to) {
   memset(c, 0, sizeof *c);
   c->tmpl = make_template(pin_prov, F->fp[CONS]);
   c->data = make_dataset(n_from, n_to);

@@ -73,8 +73,7 @@ typedef struct ends {
 } ends;
 
 /* Server = provider, client = consumer; each pins what it is told to. */
-static void ends_init(ends *e, fixture *f, const uint8_t *server_pin,
-                      const uint8_t *client_pin) {
+static void ends_init(ends *e, fixture *f, const uint8_t *server_pin, const uint8_t *client_pin) {
   cr_error err;
   memset(e, 0, sizeof *e);
   assert_int_equal(cr_tls_ctx_new(&e->sctx, f->id[PROV], 1, &err), 0);

@@ -161,8 +161,8 @@ typedef struct pair {
   cr_template *tp, *tc;
   cr_dataset *dp, *dc;
   party kp, kc;
-  cr_session *provider; /* responder */
-  cr_session *consumer; /* runner */
+  cr_session *provider;      /* responder */
+  cr_session *consumer;      /* runner */
   cr_buf wire_c2p, wire_p2c; /* everything each side sent */
 } pair;
 
@@ -297,8 +297,8 @@ static void for_each_frame(const cr_buf *wire, frame_fn fn, void *ctx) {
   while (off < wire->len) {
     const uint8_t *p;
     size_t plen, total;
-    assert_int_equal(cr__frame_peek(wire->data + off, wire->len - off, CR_DEFAULT_MAX_FRAME,
-                                    &p, &plen, &total, NULL),
+    assert_int_equal(cr__frame_peek(wire->data + off, wire->len - off, CR_DEFAULT_MAX_FRAME, &p,
+                                    &plen, &total, NULL),
                      1);
     Cleanroom__V1__Frame *f = cr__frame_decode(p, plen);
     assert_non_null(f);
@@ -466,7 +466,6 @@ static void test_size_limits_refused(void **state) {
   assert_non_null(strstr(cr_session_result_get(x.provider)->error_msg, "min_set_size"));
   pair_free(&x);
 }
-
 
 static int admit_none(void *ctx, const cr_session_result *res, char *msg, size_t cap) {
   int *calls = ctx;
@@ -877,7 +876,6 @@ static void test_peer_error_text_is_sanitised(void **state) {
   hostile_free(&h);
 }
 
-
 /* group_by on the provider's side: a count per (provider label, consumer
  * label) cell, each thresholded; the total is not released. */
 static void test_group_by_cells(void **state) {
@@ -1219,7 +1217,6 @@ static void test_scalar_memory_wiped(void **state) {
   assert_int_equal(watch_dirty, 0);
   watch_on = 0;
 }
-
 
 /* A ping: Hellos only; both sides end DONE, no size or data revealed. */
 static void test_ping(void **state) {

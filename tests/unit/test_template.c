@@ -219,10 +219,12 @@ static void test_optional_sections(void **state) {
   set_at(j, "data", NULL);
   set_at(j, "limits", NULL);
   set_at(j, "require_signatures", NULL);
-  set_at(j, "queries", "{'q': {'kind': 'count', 'run_by': ['provider', 'consumer'],"
-                       " 'results_to': ['provider'], 'min_count': 1}}");
-  set_at(j, "match_key", "{'name': 'phone', 'columns': ['phone', 'cc'],"
-                         " 'normalize': ['phone', 'sha256'], 'default_country_code': '44'}");
+  set_at(j, "queries",
+         "{'q': {'kind': 'count', 'run_by': ['provider', 'consumer'],"
+         " 'results_to': ['provider'], 'min_count': 1}}");
+  set_at(j, "match_key",
+         "{'name': 'phone', 'columns': ['phone', 'cc'],"
+         " 'normalize': ['phone', 'sha256'], 'default_country_code': '44'}");
   char *s = dump(j, 0);
   cr_template *t = NULL;
   cr_error err;
@@ -331,8 +333,9 @@ static const bad_case BAD[] = {
     {"parties/consumer", "'x'", "$.parties.consumer: found \"x\"", 1},
     {"parties/provider/org", "''", "$.parties.provider.org: found \"\"", 1},
     {"parties/consumer/org", NULL, "$.parties.consumer.org: missing", 1},
-    {"parties/provider/cert_sha256", "'abc'", "$.parties.provider.cert_sha256: found \"abc\", "
-                                              "expected the certificate's SHA-256 as 64 hex",
+    {"parties/provider/cert_sha256", "'abc'",
+     "$.parties.provider.cert_sha256: found \"abc\", "
+     "expected the certificate's SHA-256 as 64 hex",
      1},
     {"parties/provider/cert_sha256",
      "'111111111111111111111111111111111111111111111111111111111111111'",
@@ -342,8 +345,9 @@ static const bad_case BAD[] = {
      "$.parties.provider.cert_sha256", 1},
     {"parties/consumer/cert_sha256", "null", "$.parties.consumer.cert_sha256: found null", 1},
     {"parties/consumer/cert_sha256", NULL, "$.parties.consumer.cert_sha256: missing", 1},
-    {"parties/provider/address", "'acme.example'", "$.parties.provider.address: found "
-                                                   "\"acme.example\", expected \"host:port\"",
+    {"parties/provider/address", "'acme.example'",
+     "$.parties.provider.address: found "
+     "\"acme.example\", expected \"host:port\"",
      1},
     {"parties/provider/address", "'h:0'", "$.parties.provider.address: found \"h:0\"", 1},
     {"parties/provider/address", "'h:65536'", "$.parties.provider.address", 1},
@@ -355,8 +359,7 @@ static const bad_case BAD[] = {
     {"parties/provider/addr", "'h:1'", "$.parties.provider.addr: unknown field", 1},
     {"parties/third", "{}", "$.parties.third: unknown field, expected one of: provider, consumer",
      1},
-    {"suite", "'x25519'",
-     "$.suite: found \"x25519\", expected \"ristretto255\" or \"p256\"", 1},
+    {"suite", "'x25519'", "$.suite: found \"x25519\", expected \"ristretto255\" or \"p256\"", 1},
     {"suite", NULL, "$.suite: missing", 1},
     {"match_key", "'email'", "$.match_key: found \"email\", expected an object", 1},
     /* Without a valid match key the column cross-checks are skipped. */
@@ -369,16 +372,15 @@ static const bad_case BAD[] = {
     {"match_key/columns", "['']", "$.match_key.columns[0]: found \"\"", 1},
     {"match_key/columns", "[7]", "$.match_key.columns[0]: found 7", 1},
     {"match_key/columns", "'email'", "$.match_key.columns: found \"email\"", 1},
-    {"match_key/normalize", "[]", "$.match_key.normalize: found an array, expected a non-empty",
-     1},
+    {"match_key/normalize", "[]", "$.match_key.normalize: found an array, expected a non-empty", 1},
     {"match_key/normalize", "['email', 'emale']",
      "$.match_key.normalize[1]: found \"emale\", expected one of \"email\"", 1},
     {"match_key/normalize", NULL, "$.match_key.normalize: missing", 1},
     {"match_key/default_country_code", "'44'",
-     "$.match_key.default_country_code: found \"44\", expected no default_country_code unless",
-     1},
-    {"match_key/default_country_code", "'0044'", "$.match_key.default_country_code: found "
-                                                 "\"0044\", expected a country calling code",
+     "$.match_key.default_country_code: found \"44\", expected no default_country_code unless", 1},
+    {"match_key/default_country_code", "'0044'",
+     "$.match_key.default_country_code: found "
+     "\"0044\", expected a country calling code",
      1},
     {"match_key/default_country_code", "44", "$.match_key.default_country_code: found 44", 1},
     {"match_key/salt", "'x'", "$.match_key.salt: unknown field", 1},
@@ -388,15 +390,15 @@ static const bad_case BAD[] = {
      "$.data.provider.required_columns: found \"email\", expected an array", 1},
     {"data/consumer/required_columns", "[1]", "$.data.consumer.required_columns[0]: found 1", 1},
     {"data/consumer/required_columns", NULL, "$.data.consumer.required_columns: missing", 1},
-    {"data/consumer/optional_columns", "[]", "$.data.consumer.optional_columns: unknown field",
-     1},
+    {"data/consumer/optional_columns", "[]", "$.data.consumer.optional_columns: unknown field", 1},
     {"data/auditor", "{}", "$.data.auditor: unknown field", 1},
     {"queries", "{}", "$.queries: found an object, expected a non-empty object", 1},
     {"queries", "[]", "$.queries: found an array", 1},
     {"queries", NULL, "$.queries: missing", 1},
     {"queries/overlap", "'x'", "$.queries.overlap: found \"x\", expected an object", 1},
-    {"queries/bad name", "{'kind': 'count', 'run_by': ['provider'], 'results_to': "
-                         "['provider'], 'min_count': 1}",
+    {"queries/bad name",
+     "{'kind': 'count', 'run_by': ['provider'], 'results_to': "
+     "['provider'], 'min_count': 1}",
      "$.queries[\"bad name\"]: found a query name that is not allowed", 1},
     {"queries/overlap/kind", "'sum'",
      "$.queries.overlap.kind: found \"sum\", expected \"count\" or \"members\"", 1},
@@ -420,8 +422,9 @@ static const bad_case BAD[] = {
      "9007199254740991",
      1},
     {"queries/overlap/min_count", NULL, "$.queries.overlap.min_count: missing", 1},
-    {"queries/overlap/min_cout", "100", "$.queries.overlap.min_cout: unknown field, expected "
-                                        "one of: kind, run_by, results_to, min_count",
+    {"queries/overlap/min_cout", "100",
+     "$.queries.overlap.min_cout: unknown field, expected "
+     "one of: kind, run_by, results_to, min_count",
      1},
     {"queries/overlap/group_by", "{}", "$.queries.overlap.group_by: found an object", 1},
     {"queries/overlap/group_by", "'segment'", "$.queries.overlap.group_by: found \"segment\"", 1},
@@ -433,8 +436,7 @@ static const bad_case BAD[] = {
      1},
     {"queries/overlap/group_by", "{'consumer': 'segment'}",
      "$.queries.overlap.group_by.consumer: found \"segment\"", 1},
-    {"queries/overlap/group_by", "{'alien': 'x'}", "$.queries.overlap.group_by.alien: unknown",
-     1},
+    {"queries/overlap/group_by", "{'alien': 'x'}", "$.queries.overlap.group_by.alien: unknown", 1},
     {"queries/my_matched_users/group_by", "{'consumer': 'email'}",
      "$.queries.my_matched_users.group_by: found an object, expected no group_by for kind", 1},
     {"queries/overlap/where", "{'provider': 5}", "$.queries.overlap.where.provider: found 5", 1},
@@ -455,13 +457,15 @@ static const bad_case BAD[] = {
     {"queries/my_matched_users/columns", "'policy_id'",
      "$.queries.my_matched_users.columns: found \"policy_id\"", 1},
     {"limits", "[]", "$.limits: found an array, expected an object", 1},
-    {"limits/max_runs_per_query", "0", "$.limits.max_runs_per_query: found 0, expected an "
-                                       "integer >= 1",
+    {"limits/max_runs_per_query", "0",
+     "$.limits.max_runs_per_query: found 0, expected an "
+     "integer >= 1",
      1},
     {"limits/min_set_size", "-1", "$.limits.min_set_size: found -1, expected an integer >= 0", 1},
     {"limits/max_set_size", "0", "$.limits.max_set_size: found 0", 1},
-    {"limits/max_set_size", "999", "$.limits.max_set_size: found 999, expected an integer >= "
-                                   "min_set_size (1000)",
+    {"limits/max_set_size", "999",
+     "$.limits.max_set_size: found 999, expected an integer >= "
+     "min_set_size (1000)",
      1},
     {"limits/not_after", "'2027-06-31T00:00:00Z'",
      "$.limits.not_after: found \"2027-06-31T00:00:00Z\", expected a UTC time", 1},
@@ -553,8 +557,7 @@ static void test_all_errors_listed(void **state) {
 
   char **list = NULL;
   size_t n = 0;
-  assert_int_equal(cr_template_check_mem(s, strlen(s), "t.json", NULL, &list, &n),
-                   CR_ETEMPLATE);
+  assert_int_equal(cr_template_check_mem(s, strlen(s), "t.json", NULL, &list, &n), CR_ETEMPLATE);
   assert_int_equal(n, 4);
   assert_null(list[n]); /* NULL-terminated too */
   cr_template_errors_free(list, n);
@@ -589,8 +592,7 @@ static void test_many_errors(void **state) {
 
   char **list = NULL;
   size_t n = 0;
-  assert_int_equal(cr_template_check_mem(s, strlen(s), "t.json", NULL, &list, &n),
-                   CR_ETEMPLATE);
+  assert_int_equal(cr_template_check_mem(s, strlen(s), "t.json", NULL, &list, &n), CR_ETEMPLATE);
   assert_int_equal(n, CR_TEMPLATE_MAX_ERRORS + 1);
   assert_non_null(strstr(list[0], "$.unknown_000: unknown field"));
   assert_non_null(strstr(list[CR_TEMPLATE_MAX_ERRORS - 1], "$.unknown_199"));

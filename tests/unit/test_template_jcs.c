@@ -50,12 +50,13 @@ static void expect_reject(const char *in, size_t len) {
 /* RFC 8785 §3.2.2 input and §3.2.3 output. */
 static void test_rfc_sample(void **state) {
   (void)state;
-  static const char in[] = "{\n"
-                           "  \"numbers\": [333333333.33333329, 1E30, 4.50,\n"
-                           "              2e-3, 0.000000000000000000000000001],\n"
-                           "  \"string\": \"\\u20ac$\\u000F\\u000aA'\\u0042\\u0022\\u005c\\\\\\\"\\/\",\n"
-                           "  \"literals\": [null, true, false]\n"
-                           "}";
+  static const char in[] =
+      "{\n"
+      "  \"numbers\": [333333333.33333329, 1E30, 4.50,\n"
+      "              2e-3, 0.000000000000000000000000001],\n"
+      "  \"string\": \"\\u20ac$\\u000F\\u000aA'\\u0042\\u0022\\u005c\\\\\\\"\\/\",\n"
+      "  \"literals\": [null, true, false]\n"
+      "}";
   static const char want[] =
       "{\"literals\":[null,true,false],\"numbers\":[333333333.3333333,1e+30,4.5,0.002,1e-27],"
       "\"string\":\"\xe2\x82\xac$\\u000f\\nA'B\\\"\\\\\\\\\\\"/\"}";
@@ -180,7 +181,7 @@ static void test_number_forms(void **state) {
       {"1e20", "100000000000000000000"},
       {"1e21", "1e+21"},
       {"123456789012345678901234", "1.2345678901234569e+23"},
-      {"9007199254740993", "9007199254740992"}, /* 2^53 + 1 is not a double */
+      {"9007199254740993", "9007199254740992"},         /* 2^53 + 1 is not a double */
       {"18446744073709551616", "18446744073709552000"}, /* past int64: still a double */
       {"-9223372036854775808", "-9223372036854776000"},
       {"0.1", "0.1"},
@@ -211,13 +212,13 @@ static void test_strings(void **state) {
 static void test_rejects(void **state) {
   (void)state;
   static const char *const bad[] = {
-      "{\"a\":1,\"a\":2}",       /* duplicate names: not I-JSON */
+      "{\"a\":1,\"a\":2}",         /* duplicate names: not I-JSON */
       "{\"a\":{\"b\":1,\"b\":1}}", /* nested duplicate */
-      "\"\\ud800\"",             /* lone surrogate */
-      "\"\\udc00\\ud800\"",      /* reversed pair */
-      "\"\xff\"",                /* invalid UTF-8 */
-      "\"\xc0\xaf\"",            /* overlong */
-      "1e400",                   /* not a finite double */
+      "\"\\ud800\"",               /* lone surrogate */
+      "\"\\udc00\\ud800\"",        /* reversed pair */
+      "\"\xff\"",                  /* invalid UTF-8 */
+      "\"\xc0\xaf\"",              /* overlong */
+      "1e400",                     /* not a finite double */
       "-1e400",
       "NaN",
       "[1,]",
@@ -267,9 +268,9 @@ static void test_deep(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_rfc_sample),   cmocka_unit_test(test_rfc_sorting),
-      cmocka_unit_test(test_rfc_numbers),  cmocka_unit_test(test_number_forms),
-      cmocka_unit_test(test_strings),      cmocka_unit_test(test_rejects),
+      cmocka_unit_test(test_rfc_sample),  cmocka_unit_test(test_rfc_sorting),
+      cmocka_unit_test(test_rfc_numbers), cmocka_unit_test(test_number_forms),
+      cmocka_unit_test(test_strings),     cmocka_unit_test(test_rejects),
       cmocka_unit_test(test_deep),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
