@@ -243,6 +243,18 @@ uint32_t cr_session_digest_bytes(uint64_t n_runner, uint64_t n_responder, uint32
  * longer frees them. */
 void cr_session_disown_outputs(cr_session *s);
 
+/*
+ * The message each side signs in Finish (docs/protocol.md): "cleanroom/v1/
+ * receipt" || session_id || transcript || u32 len(query) || query ||
+ * u64 n_runner || u64 n_responder, integers big-endian. Appended to m; also
+ * used to check a receipt again from an audit log.
+ */
+CR_NODISCARD int cr_session_receipt_message(cr_buf *m,
+                                            const uint8_t session_id[CR_SESSION_ID_BYTES],
+                                            const uint8_t transcript[CR_SHA256_BYTES],
+                                            const char *query, uint64_t n_runner,
+                                            uint64_t n_responder);
+
 /* Where a session is, for progress reports. */
 typedef struct cr_session_progress {
   const char *phase; /* "hello", "exchanging sets", "returning digests", "finishing", "done" */

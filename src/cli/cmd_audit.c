@@ -44,21 +44,8 @@ static int check_receipt(json_t *e, char *why, size_t cap) {
   }
   cr_buf m;
   cr_buf_init(&m);
-  uint8_t num[8];
-  size_t qlen = strlen(q);
-  uint64_t sizes[2] = {(uint64_t)json_integer_value(nr), (uint64_t)json_integer_value(nresp)};
-  int rc = cr_buf_append(&m, "cleanroom/v1/receipt", 20);
-  rc = rc ? rc : cr_buf_append(&m, sid_b, 32);
-  rc = rc ? rc : cr_buf_append(&m, tr_b, 32);
-  for (int i = 0; i < 4; i++)
-    num[i] = (uint8_t)(qlen >> (24 - 8 * i));
-  rc = rc ? rc : cr_buf_append(&m, num, 4);
-  rc = rc ? rc : cr_buf_append(&m, q, qlen);
-  for (int k = 0; k < 2; k++) {
-    for (int i = 0; i < 8; i++)
-      num[i] = (uint8_t)(sizes[k] >> (56 - 8 * i));
-    rc = rc ? rc : cr_buf_append(&m, num, 8);
-  }
+  int rc = cr_session_receipt_message(&m, sid_b, tr_b, q, (uint64_t)json_integer_value(nr),
+                                      (uint64_t)json_integer_value(nresp));
   int ok = rc == 0 && cr_sign_verify(pk, m.data, m.len, sig) == 0;
   cr_buf_free(&m);
   if (!ok) {

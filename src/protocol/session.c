@@ -105,8 +105,9 @@ struct cr_session {
 
   cr_buf in;
   cr_buf out;
-  size_t out_mark; /* out.len before the frames of the current Hello */
-  cr_buf keybuf;   /* unused; kept wiped */
+  /* When set, fail() tells the peer this instead of the local message (the
+   * local one may hold what the peer must not learn). */
+  const char *peer_text;
   cr_session_result res;
 };
 
@@ -170,7 +171,6 @@ static void release_buffers(cr_session *s) {
   s->order = NULL;
   free(s->peer_label_seen);
   s->peer_label_seen = NULL;
-  cr_buf_free(&s->keybuf);
 }
 
 static void free_strv(char **v, size_t n) {
@@ -264,7 +264,7 @@ static int fail(cr_session *s, int code, int wire, int from_peer, const char *fm
   free(s->res.matched);
   s->res.matched = NULL;
   if (!from_peer && wire != 0)
-    queue_error_frame(s, wire, s->res.error_msg);
+    queue_error_frame(s, wire, s->peer_text ? s->peer_text : s->res.error_msg);
   wipe_scalar(s);
   release_buffers(s);
   return code;
@@ -439,7 +439,6 @@ int cr_session_new(cr_session **out, const cr_session_config *cfg, cr_error *err
     s->cfg.software = "cleanroom";
   cr_buf_init(&s->in);
   cr_buf_init(&s->out);
-  cr_buf_init(&s->keybuf);
   crypto_hash_sha256_init(&s->tx_hash);
   crypto_hash_sha256_init(&s->rx_hash);
 
@@ -707,7 +706,6 @@ static int on_hello(cr_session *s, const Cleanroom__V1__Hello *h, const uint8_t 
   cr_role peer_role;
   int rc;
 
-  s->out_mark = s->out.len;
   if (s->hello_received)
     return PROTO_FAIL(s, "the partner sent a second Hello");
   if (s->cfg.is_runner && !s->hello_sent)
@@ -825,12 +823,9 @@ static int on_hello(cr_session *s, const Cleanroom__V1__Hello *h, const uint8_t 
     /* Our exact (filtered) size stays here: the partner is told only that
      * it is out of bounds, or a refusal would release a number below the
      * template's thresholds. */
-    int rc2 = refuse(s, CR_WIRE_SIZE, "%s", msg);
-    s->out.len = s->out_mark;
-    queue_error_frame(s, CR_WIRE_SIZE,
-                      "the partner's set for this query is outside the template's "
-                      "limits.min_set_size/max_set_size");
-    return rc2;
+    s->peer_text = "the partner's set for this query is outside the template's "
+                   "limits.min_set_size/max_set_size";
+    return refuse(s, CR_WIRE_SIZE, "%s", msg);
   }
   s->own_grouped = s->query->group_by[s->cfg.role] != NULL;
   if (s->own_grouped && (s->data->labels == NULL || s->data->nlabels == 0))
@@ -1217,26 +1212,31 @@ static void ensure_transcript(cr_session *s) {
   s->transcript_ready = 1;
 }
 
-/* "cleanroom/v1/receipt" || session_id || transcript || u32 len || query ||
- * u64 runner set size || u64 responder set size (big-endian). */
-static int receipt_message(const cr_session *s, cr_buf *m) {
+int cr_session_receipt_message(cr_buf *m, const uint8_t session_id[CR_SESSION_ID_BYTES],
+                               const uint8_t transcript[CR_SHA256_BYTES], const char *query,
+                               uint64_t n_runner, uint64_t n_responder) {
   uint8_t num[8];
-  size_t qlen = strlen(s->query->name);
-  uint64_t sizes[2] = {s->cfg.is_runner ? s->own_n : s->peer_n,
-                       s->cfg.is_runner ? s->peer_n : s->own_n};
+  size_t qlen = strlen(query);
+  uint64_t sizes[2] = {n_runner, n_responder};
   int rc = cr_buf_append(m, RECEIPT_LABEL, sizeof RECEIPT_LABEL - 1);
-  rc = rc ? rc : cr_buf_append(m, s->res.session_id, CR_SESSION_ID_BYTES);
-  rc = rc ? rc : cr_buf_append(m, s->transcript, CR_SHA256_BYTES);
+  rc = rc ? rc : cr_buf_append(m, session_id, CR_SESSION_ID_BYTES);
+  rc = rc ? rc : cr_buf_append(m, transcript, CR_SHA256_BYTES);
   for (int i = 0; i < 4; i++)
     num[i] = (uint8_t)(qlen >> (24 - 8 * i));
   rc = rc ? rc : cr_buf_append(m, num, 4);
-  rc = rc ? rc : cr_buf_append(m, s->query->name, qlen);
+  rc = rc ? rc : cr_buf_append(m, query, qlen);
   for (int k = 0; k < 2; k++) {
     for (int i = 0; i < 8; i++)
       num[i] = (uint8_t)(sizes[k] >> (56 - 8 * i));
     rc = rc ? rc : cr_buf_append(m, num, 8);
   }
   return rc;
+}
+
+static int receipt_message(const cr_session *s, cr_buf *m) {
+  return cr_session_receipt_message(m, s->res.session_id, s->transcript, s->query->name,
+                                    s->cfg.is_runner ? s->own_n : s->peer_n,
+                                    s->cfg.is_runner ? s->peer_n : s->own_n);
 }
 
 static void maybe_done(cr_session *s) {
