@@ -39,26 +39,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 seed=${1:-20240702}
 
 awk -v seed="$seed" -v out_i="$here/insurer.csv" -v out_a="$here/acme.csv" \
-    -v out_b="$here/brightguard.csv" '
-function rnd() { state = (state * 16807) % 2147483647; return state / 2147483647 }
-function pick(n) { return int(rnd() * n) }
-function cap(s) { return toupper(substr(s, 1, 1)) substr(s, 2) }
-
-function make_email(id,    f, l, d, shape, e) {
-  f = first[pick(nfirst)]; l = last[pick(nlast)]; d = domain[pick(ndomain)]
-  shape = pick(6)
-  if (shape == 0) e = f "." l
-  else if (shape == 1) e = f l
-  else if (shape == 2) e = substr(f, 1, 1) "." l
-  else if (shape == 3) e = f "_" l
-  else if (shape == 4) e = f "." l (pick(90) + 10)
-  else e = f (pick(900) + 100)
-  e = e "@" d
-  if (e in seen) e = f "." l "." id "@" d
-  seen[e] = 1
-  return e
-}
-
+    -v out_b="$here/brightguard.csv" -f "$here/../lib/people.awk" -f /dev/fd/3 3<<'AWK'
 # The address as someone typed it; never quoted, never with a comma.
 function noisy(e,    r, at) {
   r = pick(100)
@@ -77,10 +58,6 @@ function invalid(id,    r, e, l) {
   if (r == 0) return e ".example.com"
   if (r == 1) return e "@home@" domain[pick(ndomain)]
   return ""
-}
-
-function shuffle(a, n,    i, j, t) {
-  for (i = n; i > 1; i--) { j = pick(i) + 1; t = a[i]; a[i] = a[j]; a[j] = t }
 }
 
 # One segment from a weight string "smart_home:50 alarm_only:33 ..." (sum 100).
@@ -119,14 +96,7 @@ function firm(out, lo1, hi1, w1, lo2, hi2, w2, invalid_base, conflicts,    n, id
 }
 
 BEGIN {
-  state = seed % 2147483647
-  if (state <= 0) state += 2147483646
-  nfirst = split("anna ben clara david emma felix greta hannah ivan julia karl lena max nina oscar paula quinn rosa sven tina uwe vera walter xenia yusuf zoe liam mia noah sofia elias lea jonas marie luca ida tom ella finn lina", first, " ")
-  nlast = split("mueller schmidt schneider fischer weber meyer wagner becker schulz hoffmann koch richter klein wolf schroeder neumann schwarz braun zimmermann krueger hartmann lange werner krause lehmann koehler maier", last, " ")
-  ndomain = split("gmail.com gmail.com gmail.com web.de web.de gmx.de gmx.net outlook.com yahoo.com icloud.com t-online.de posteo.de", domain, " ")
-  for (i = 0; i < nfirst; i++) first[i] = first[i + 1]
-  for (i = 0; i < nlast; i++) last[i] = last[i + 1]
-  for (i = 0; i < ndomain; i++) domain[i] = domain[i + 1]
+  people_init(seed)
 
   npeople = 5300
   for (id = 1; id <= npeople; id++) email[id] = make_email(id)
@@ -152,7 +122,8 @@ BEGIN {
   # BrightGuard: 700 of the insurer s people (1701..2400), then 1300 others.
   firm(out_b, 1701, 2400, "smart_home:50 alarm_only:33 video:10 patrol:7",
        2401, 3700, "smart_home:30 alarm_only:25 video:20 patrol:25", 20000, 1)
-}'
+}
+AWK
 
 # The ground truth, from the files themselves.
 awk -F, '

@@ -12,7 +12,7 @@
 # true overlap of the normalized e-mails (trim, lowercase, exactly one @),
 # computed from the files just written, for checking a run's result.
 #
-# bash + awk only (mawk or gawk: the random numbers come from our own
+# bash + awk only, with examples/lib/people.awk (mawk or gawk: the random numbers come from our own
 # Park-Miller generator, not awk's rand(), so every awk gives the same files).
 #
 # Usage: examples/overlap/generate.sh [seed]     (default seed 20240611)
@@ -22,29 +22,7 @@ export LC_ALL=C
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 seed=${1:-20240611}
 
-awk -v seed="$seed" -v out_p="$here/provider.csv" -v out_c="$here/consumer.csv" '
-# Park-Miller "minimal standard" generator: products stay below 2^53, so the
-# arithmetic is exact in any awk.
-function rnd() { state = (state * 16807) % 2147483647; return state / 2147483647 }
-function pick(n) { return int(rnd() * n) }
-function cap(s) { return toupper(substr(s, 1, 1)) substr(s, 2) }
-
-# One of several usual address shapes; unique across the population.
-function make_email(id,    f, l, d, shape, e) {
-  f = first[pick(nfirst)]; l = last[pick(nlast)]; d = domain[pick(ndomain)]
-  shape = pick(6)
-  if (shape == 0) e = f "." l
-  else if (shape == 1) e = f l
-  else if (shape == 2) e = substr(f, 1, 1) "." l
-  else if (shape == 3) e = f "_" l
-  else if (shape == 4) e = f "." l (pick(90) + 10)
-  else e = f (pick(900) + 100)
-  e = e "@" d
-  if (e in seen) e = f "." l "." id "@" d
-  seen[e] = 1
-  return e
-}
-
+awk -v seed="$seed" -v out_p="$here/provider.csv" -v out_c="$here/consumer.csv" -f "$here/../lib/people.awk" -f /dev/fd/3 3<<'AWK'
 # The same address as a person might have typed it, as a CSV cell.
 function noisy(e,    r, at) {
   r = pick(100)
@@ -67,20 +45,8 @@ function invalid(id,    r, e) {
   return ""                                          # empty
 }
 
-function shuffle(a, n,    i, j, t) {
-  for (i = n; i > 1; i--) { j = pick(i) + 1; t = a[i]; a[i] = a[j]; a[j] = t }
-}
-
 BEGIN {
-  state = seed % 2147483647
-  if (state <= 0) state += 2147483646
-  nfirst = split("anna ben clara david emma felix greta hannah ivan julia karl lena max nina oscar paula quinn rosa sven tina uwe vera walter xenia yusuf zoe liam mia noah sofia elias lea jonas marie luca ida tom ella finn lina", first, " ")
-  nlast = split("mueller schmidt schneider fischer weber meyer wagner becker schulz hoffmann koch richter klein wolf schroeder neumann schwarz braun zimmermann krueger hartmann lange werner krause lehmann koehler maier", last, " ")
-  ndomain = split("gmail.com gmail.com gmail.com web.de web.de gmx.de gmx.net outlook.com yahoo.com icloud.com t-online.de posteo.de", domain, " ")
-  # split() numbers from 1; pick() from 0: shift the lists down by one.
-  for (i = 0; i < nfirst; i++) first[i] = first[i + 1]
-  for (i = 0; i < nlast; i++) last[i] = last[i + 1]
-  for (i = 0; i < ndomain; i++) domain[i] = domain[i + 1]
+  people_init(seed)
 
   npeople = 4640
   for (id = 1; id <= npeople; id++) email[id] = make_email(id)
@@ -111,7 +77,8 @@ BEGIN {
   print "email,policy_type" > out_c
   for (i = 1; i <= n; i++) print row[i] > out_c
   close(out_c)
-}'
+}
+AWK
 
 # Check from the files themselves: normalize as the template's "email"
 # normalizer does and intersect. (The e-mail is always the first field and

@@ -31,26 +31,7 @@ export LC_ALL=C
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 seed=${1:-20240901}
 
-awk -v seed="$seed" -v out_h="$here/hospital.csv" -v out_r="$here/registry.csv" '
-function rnd() { state = (state * 16807) % 2147483647; return state / 2147483647 }
-function pick(n) { return int(rnd() * n) }
-function cap(s) { return toupper(substr(s, 1, 1)) substr(s, 2) }
-
-function make_email(id,    f, l, d, shape, e) {
-  f = first[pick(nfirst)]; l = last[pick(nlast)]; d = domain[pick(ndomain)]
-  shape = pick(6)
-  if (shape == 0) e = f "." l
-  else if (shape == 1) e = f l
-  else if (shape == 2) e = substr(f, 1, 1) "." l
-  else if (shape == 3) e = f "_" l
-  else if (shape == 4) e = f "." l (pick(90) + 10)
-  else e = f (pick(900) + 100)
-  e = e "@" d
-  if (e in seen) e = f "." l "." id "@" d
-  seen[e] = 1
-  return e
-}
-
+awk -v seed="$seed" -v out_h="$here/hospital.csv" -v out_r="$here/registry.csv" -f "$here/../lib/people.awk" -f /dev/fd/3 3<<'AWK'
 function noisy(e,    r, at) {
   r = pick(100)
   at = index(e, "@")
@@ -61,20 +42,9 @@ function noisy(e,    r, at) {
   return e "  "
 }
 
-function shuffle(a, n,    i, j, t) {
-  for (i = n; i > 1; i--) { j = pick(i) + 1; t = a[i]; a[i] = a[j]; a[j] = t }
-}
-
 BEGIN {
-  state = seed % 2147483647
-  if (state <= 0) state += 2147483646
-  nfirst = split("anna ben clara david emma felix greta hannah ivan julia karl lena max nina oscar paula quinn rosa sven tina uwe vera walter xenia yusuf zoe liam mia noah sofia elias lea jonas marie luca ida tom ella finn lina", first, " ")
-  nlast = split("mueller schmidt schneider fischer weber meyer wagner becker schulz hoffmann koch richter klein wolf schroeder neumann schwarz braun zimmermann krueger hartmann lange werner krause lehmann koehler maier", last, " ")
-  ndomain = split("gmail.com gmail.com gmail.com web.de web.de gmx.de gmx.net outlook.com yahoo.com icloud.com t-online.de posteo.de", domain, " ")
+  people_init(seed)
   nregion = split("north south east west", region, " ")
-  for (i = 0; i < nfirst; i++) first[i] = first[i + 1]
-  for (i = 0; i < nlast; i++) last[i] = last[i + 1]
-  for (i = 0; i < ndomain; i++) domain[i] = domain[i + 1]
 
   npeople = 4500
   for (id = 1; id <= npeople; id++) email[id] = make_email(id)
@@ -117,7 +87,8 @@ BEGIN {
   print "email,region" > out_r
   for (k = 1; k <= n; k++) print row[k] > out_r
   close(out_r)
-}'
+}
+AWK
 
 # The ground truth, from the files themselves.
 awk -F, '

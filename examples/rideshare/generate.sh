@@ -29,26 +29,7 @@ export LC_ALL=C
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 seed=${1:-20240815}
 
-awk -v seed="$seed" -v out_t="$here/team.csv" -v out_a="$here/app.csv" '
-function rnd() { state = (state * 16807) % 2147483647; return state / 2147483647 }
-function pick(n) { return int(rnd() * n) }
-function cap(s) { return toupper(substr(s, 1, 1)) substr(s, 2) }
-
-function make_email(id,    f, l, d, shape, e) {
-  f = first[pick(nfirst)]; l = last[pick(nlast)]; d = domain[pick(ndomain)]
-  shape = pick(6)
-  if (shape == 0) e = f "." l
-  else if (shape == 1) e = f l
-  else if (shape == 2) e = substr(f, 1, 1) "." l
-  else if (shape == 3) e = f "_" l
-  else if (shape == 4) e = f "." l (pick(90) + 10)
-  else e = f (pick(900) + 100)
-  e = e "@" d
-  if (e in seen) e = f "." l "." id "@" d
-  seen[e] = 1
-  return e
-}
-
+awk -v seed="$seed" -v out_t="$here/team.csv" -v out_a="$here/app.csv" -f "$here/../lib/people.awk" -f /dev/fd/3 3<<'AWK'
 # Case only (the app): the rows are written back as they are.
 function recased(e,    r, at) {
   r = pick(100)
@@ -74,10 +55,6 @@ function invalid(id,    r, e, l) {
   return e "@home@" domain[pick(ndomain)]
 }
 
-function shuffle(a, n,    i, j, t) {
-  for (i = n; i > 1; i--) { j = pick(i) + 1; t = a[i]; a[i] = a[j]; a[j] = t }
-}
-
 function phone(   p) { p = pick(3) == 0 ? "160" : "151"; return "+49" p sprintf("%08d", pick(100000000)) }
 
 function section(   r) {
@@ -94,15 +71,8 @@ function app_row(id, email_cell,    p) {
 }
 
 BEGIN {
-  state = seed % 2147483647
-  if (state <= 0) state += 2147483646
-  nfirst = split("anna ben clara david emma felix greta hannah ivan julia karl lena max nina oscar paula quinn rosa sven tina uwe vera walter xenia yusuf zoe liam mia noah sofia elias lea jonas marie luca ida tom ella finn lina", first, " ")
-  nlast = split("mueller schmidt schneider fischer weber meyer wagner becker schulz hoffmann koch richter klein wolf schroeder neumann schwarz braun zimmermann krueger hartmann lange werner krause lehmann koehler maier", last, " ")
-  ndomain = split("gmail.com gmail.com gmail.com web.de web.de gmx.de gmx.net outlook.com yahoo.com icloud.com t-online.de posteo.de", domain, " ")
+  people_init(seed)
   ncity = split("Hamburg Hamburg Hamburg Hamburg Lueneburg Norderstedt Pinneberg Stade", city, " ")
-  for (i = 0; i < nfirst; i++) first[i] = first[i + 1]
-  for (i = 0; i < nlast; i++) last[i] = last[i + 1]
-  for (i = 0; i < ndomain; i++) domain[i] = domain[i + 1]
 
   npeople = 3800
   for (id = 1; id <= npeople; id++) email[id] = make_email(id)
@@ -135,7 +105,8 @@ BEGIN {
   # user_ids are handed out in file order, so they say nothing about a person
   for (k = 1; k <= n; k++) print app_row(k, row[k]) > out_a
   close(out_a)
-}'
+}
+AWK
 
 # The ground truth, from the files themselves.
 awk -F, '
