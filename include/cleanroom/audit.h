@@ -25,7 +25,7 @@
 
 #include <jansson.h>
 
-#include "cleanroom/error.h"
+#include "cleanroom/common.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -19,7 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "cleanroom/error.h"
+#include "cleanroom/common.h"
 
 #ifdef __cplusplus
 extern "C" {

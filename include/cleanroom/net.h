@@ -14,8 +14,8 @@
 #include <stdint.h>
 
 #include "cleanroom/dataset.h"
-#include "cleanroom/error.h"
-#include "cleanroom/session.h"
+#include "cleanroom/common.h"
+#include "cleanroom/protocol.h"
 #include "cleanroom/template.h"
 
 #ifdef __cplusplus

@@ -14,8 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "cleanroom/error.h"
-#include "cleanroom/util.h"
+#include "cleanroom/common.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -74,11 +73,11 @@ typedef struct cr_query {
   size_t ncolumns;
 } cr_query;
 
-typedef struct cr_party {
+typedef struct cr_template_party {
   char *org;
   uint8_t cert_sha256[CR_SHA256_BYTES];
   char *address; /* "host:port" or NULL */
-} cr_party;
+} cr_template_party;
 
 typedef struct cr_match_key {
   char *name;
@@ -98,7 +97,7 @@ typedef struct cr_limits {
 
 typedef struct cr_template {
   char *name;
-  cr_party parties[CR_ROLE_COUNT];
+  cr_template_party parties[CR_ROLE_COUNT];
   char *suite;
   cr_match_key match_key;
   /* As declared in data.<role>.required_columns, followed by any match key

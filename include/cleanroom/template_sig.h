@@ -13,7 +13,7 @@
 #ifndef CLEANROOM_TEMPLATE_SIG_H
 #define CLEANROOM_TEMPLATE_SIG_H
 
-#include "cleanroom/error.h"
+#include "cleanroom/common.h"
 #include "cleanroom/net.h"
 #include "cleanroom/template.h"
 

@@ -22,7 +22,7 @@
 #include <sodium.h>
 
 #include "audit/audit_internal.h"
-#include "cleanroom/util.h"
+#include "cleanroom/common.h"
 
 struct cr_audit {
   int fd;

@@ -14,7 +14,7 @@
 #include <sodium.h>
 
 #include "audit/audit_internal.h"
-#include "cleanroom/util.h"
+#include "cleanroom/common.h"
 
 /* ------------------------------------------------------------ line reader */
 

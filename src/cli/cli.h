@@ -11,11 +11,10 @@
 #include "cleanroom/audit.h"
 #include "cleanroom/crypto.h"
 #include "cleanroom/dataset.h"
-#include "cleanroom/error.h"
+#include "cleanroom/common.h"
 #include "cleanroom/net.h"
-#include "cleanroom/session.h"
+#include "cleanroom/protocol.h"
 #include "cleanroom/template.h"
-#include "cleanroom/util.h"
 
 #define CR_VERSION "0.1.0"
 #define CR_SOFTWARE "cleanroom/" CR_VERSION

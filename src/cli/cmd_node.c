@@ -11,7 +11,7 @@
 
 #include "cli/cli.h"
 #include "cli/node_audit.h"
-#include "cleanroom/filter.h"
+#include "cleanroom/dataset.h"
 #include "cleanroom/template_sig.h"
 
 /* ---- serve and run ------------------------------------------------------ */

@@ -1,5 +1,5 @@
 /* Error codes and messages: one X-macro list in error.h builds both. */
-#include "cleanroom/error.h"
+#include "cleanroom/common.h"
 
 #include <stdarg.h>
 #include <stdio.h>

@@ -1,6 +1,6 @@
 /* Worker pool for data-parallel loops (include/cleanroom/pool.h). */
 #define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
-#include "cleanroom/pool.h"
+#include "cleanroom/common.h"
 
 #include <pthread.h>
 #include <sched.h>

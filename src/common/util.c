@@ -1,5 +1,5 @@
 /* Shared helpers. Never logs anything: callers decide what is safe to show. */
-#include "cleanroom/util.h"
+#include "cleanroom/common.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -9,7 +9,6 @@
  * put its first record into the "columns found" list).
  */
 #include "cleanroom/dataset.h"
-#include "cleanroom/filter.h"
 
 #include <errno.h>
 #include <stdarg.h>

@@ -17,7 +17,7 @@
  * must keep the "C" locale (it never calls setlocale), or both partners
  * could read "2.5" differently.
  */
-#include "cleanroom/filter.h"
+#include "cleanroom/dataset.h"
 
 #include <errno.h>
 #include <inttypes.h>

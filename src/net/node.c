@@ -41,7 +41,6 @@
 
 #include <uv.h>
 
-#include "protocol/frame.h" /* only for the BUSY refusal (conn_refuse_busy) */
 
 #define CR_NODE_READ_BUF 65536
 #define CR_NODE_MAX_UNSENT (4u << 20) /* ciphertext queued for the socket */
@@ -305,9 +304,7 @@ static unsigned rx_track(conn *c, const uint8_t *p, size_t len) {
       if (c->rx_hdr_len < 4)
         break;
       c->rx_hdr_len = 0;
-      c->rx_frame_len = (uint32_t)c->rx_hdr[0] << 24 | (uint32_t)c->rx_hdr[1] << 16 |
-                        (uint32_t)c->rx_hdr[2] << 8 | (uint32_t)c->rx_hdr[3];
-      if (c->rx_frame_len == 0 || c->rx_frame_len > node_max_frame(c->n)) {
+      if (cr_session_frame_length(c->rx_hdr, node_max_frame(c->n), &c->rx_frame_len) != 0) {
         c->rx_untracked = 1; /* the session refuses it: that is progress too */
         return done + 1;
       }
@@ -757,19 +754,14 @@ static void conn_maybe_free(conn *c) {
 
 /* Sends the BUSY Error frame and closes. No session is created for it
  * (that would cost a scalar and a pass over the data set): the frame comes
- * from the protocol layer's framing, the one place the node builds one. */
+ * from the protocol layer (cr_session_refusal_frame). */
 static void conn_refuse_busy(conn *c) {
-  Cleanroom__V1__Error e = CLEANROOM__V1__ERROR__INIT;
-  Cleanroom__V1__Frame f = CLEANROOM__V1__FRAME__INIT;
   cr_buf b;
   cr_error err;
   cr_buf_init(&b);
   cr_error_clear(&err);
-  e.code = CR_WIRE_BUSY;
-  e.message = c->local.error_msg;
-  f.msg_case = CLEANROOM__V1__FRAME__MSG_ERROR;
-  f.error = &e;
-  if (cr__frame_append(&b, &f) != 0 || cr_tls_write(c->tls, b.data, b.len, &err) != 0)
+  if (cr_session_refusal_frame(&b, CR_WIRE_BUSY, c->local.error_msg) != 0 ||
+      cr_tls_write(c->tls, b.data, b.len, &err) != 0)
     c->tls_broken = 1;
   cr_buf_free(&b);
   conn_begin_close(c); /* flushes the frame, then close_notify */

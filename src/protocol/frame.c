@@ -3,7 +3,7 @@
 
 #include <stdlib.h>
 
-#include "cleanroom/error.h"
+#include "cleanroom/common.h"
 
 int cr__frame_append(cr_buf *out, const Cleanroom__V1__Frame *frame) {
   size_t n = cleanroom__v1__frame__get_packed_size(frame);
@@ -70,4 +70,24 @@ const char *cr__frame_name(int msg_case) {
   default:
     return "empty frame";
   }
+}
+
+int cr_session_refusal_frame(cr_buf *out, int wire_code, const char *text) {
+  Cleanroom__V1__Error e = CLEANROOM__V1__ERROR__INIT;
+  Cleanroom__V1__Frame f = CLEANROOM__V1__FRAME__INIT;
+  e.code = (uint32_t)wire_code;
+  e.message = (char *)(text ? text : "");
+  f.msg_case = CLEANROOM__V1__FRAME__MSG_ERROR;
+  f.error = &e;
+  return cr__frame_append(out, &f);
+}
+
+int cr_session_frame_length(const uint8_t hdr[CR_FRAME_HEADER_BYTES], size_t max_frame,
+                            uint32_t *len) {
+  uint32_t n = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 | (uint32_t)hdr[2] << 8 |
+               (uint32_t)hdr[3];
+  if (max_frame == 0)
+    max_frame = CR_DEFAULT_MAX_FRAME;
+  *len = n;
+  return n == 0 || n > max_frame ? CR_EPROTO : 0;
 }

@@ -11,9 +11,9 @@
 #include <stdint.h>
 
 #include "cleanroom.pb-c.h"
-#include "cleanroom/util.h"
+#include "cleanroom/common.h"
+#include "cleanroom/protocol.h"
 
-#define CR_FRAME_HEADER_BYTES 4
 
 /* Appends the length prefix and the packed frame to out. */
 int cr__frame_append(cr_buf *out, const Cleanroom__V1__Frame *frame);

@@ -19,7 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "cleanroom/util.h"
+#include "cleanroom/common.h"
 
 #define CR_GCS_MAX_BYTES 16
 

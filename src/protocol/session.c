@@ -13,7 +13,7 @@
  * Never logs; never puts a key, point or digest in a message; wipes the
  * scalar as soon as the session ends, whichever way.
  */
-#include "cleanroom/session.h"
+#include "cleanroom/protocol.h"
 
 #include <pthread.h>
 #include <stdarg.h>

@@ -402,7 +402,7 @@ static int valid_address(const char *a) {
   return port >= 1 && port <= 65535;
 }
 
-static void check_party(vctx *v, json_t *j, cr_party *p) {
+static void check_party(vctx *v, json_t *j, cr_template_party *p) {
   static const char *const fields[] = {"org", "cert_sha256", "address"};
   json_t *e;
   size_t mark;

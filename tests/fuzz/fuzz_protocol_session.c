@@ -11,7 +11,7 @@
 
 #include <sodium.h>
 
-#include "cleanroom/session.h"
+#include "cleanroom/protocol.h"
 #include "protocol/frame.h"
 
 #define N_PEER 3

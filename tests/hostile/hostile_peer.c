@@ -45,7 +45,7 @@
 
 #include "cleanroom/dataset.h"
 #include "cleanroom/net.h"
-#include "cleanroom/session.h"
+#include "cleanroom/protocol.h"
 #include "cleanroom/template.h"
 #include "protocol/frame.h"
 

@@ -26,7 +26,7 @@
 
 #include "audit/audit_internal.h"
 #include "cleanroom/audit.h"
-#include "cleanroom/util.h"
+#include "cleanroom/common.h"
 
 /* ------------------------------------------------------------ fixture */
 

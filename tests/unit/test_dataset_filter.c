@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cleanroom/filter.h"
+#include "cleanroom/dataset.h"
 
 static cr_param_decl decls[] = {
     {"codes", CR_PARAM_STRING_LIST}, {"min_age", CR_PARAM_INTEGER}, {"max_age", CR_PARAM_INTEGER},

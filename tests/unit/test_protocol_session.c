@@ -15,7 +15,7 @@
 #include <cmocka.h>
 #include <sodium.h>
 
-#include "cleanroom/session.h"
+#include "cleanroom/protocol.h"
 #include "protocol/frame.h"
 
 /* ---- fixtures ------------------------------------------------------------ */

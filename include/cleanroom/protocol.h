@@ -1,3 +1,18 @@
+#ifndef CLEANROOM_PROTOCOL_H
+#define CLEANROOM_PROTOCOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cleanroom/common.h"
+#include "cleanroom/crypto.h"
+#include "cleanroom/dataset.h"
+#include "cleanroom/template.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /*
  * cleanroom — one protocol session, sans I/O (design §3–5).
  *
@@ -15,21 +30,9 @@
  * overlap, but may come from any thread: the node runs them on worker
  * threads because recv and send do the blinding work.
  */
-#ifndef CLEANROOM_SESSION_H
-#define CLEANROOM_SESSION_H
 
-#include <stddef.h>
-#include <stdint.h>
 
-#include "cleanroom/crypto.h"
-#include "cleanroom/dataset.h"
-#include "cleanroom/error.h"
-#include "cleanroom/pool.h"
-#include "cleanroom/template.h"
 
-#ifdef __cplusplus
-extern "C" {
-#endif
 
 #define CR_PROTOCOL_VERSION 1
 #define CR_DEFAULT_MAX_FRAME (16u << 20)
@@ -254,6 +257,22 @@ CR_NODISCARD int cr_session_receipt_message(cr_buf *m,
                                             const uint8_t transcript[CR_SHA256_BYTES],
                                             const char *query, uint64_t n_runner,
                                             uint64_t n_responder);
+
+/*
+ * For the transport, which never builds or parses a frame itself:
+ *
+ * cr_session_refusal_frame appends one framed Error frame (wire_code, text)
+ * to out: what a node sends when it refuses a connection without creating a
+ * session (BUSY). text must be fixed wording, never data.
+ *
+ * cr_session_frame_length reads a frame's 4-byte length prefix: 0 with *len
+ * set when 1 <= len <= max_frame (0: CR_DEFAULT_MAX_FRAME), CR_EPROTO
+ * otherwise (the session will refuse that frame).
+ */
+#define CR_FRAME_HEADER_BYTES 4
+CR_NODISCARD int cr_session_refusal_frame(cr_buf *out, int wire_code, const char *text);
+CR_NODISCARD int cr_session_frame_length(const uint8_t hdr[CR_FRAME_HEADER_BYTES],
+                                         size_t max_frame, uint32_t *len);
 
 /* Where a session is, for progress reports. */
 typedef struct cr_session_progress {
