@@ -116,6 +116,30 @@ CR_NODISCARD int cr_sha256_file(uint8_t out[CR_SHA256_BYTES], const char *path, 
 /* Monotonic milliseconds, for timeouts and durations. */
 uint64_t cr_now_ms(void);
 
+/* Frees v[0..n) and v (NULL is fine). */
+void cr_strv_free(char **v, size_t n);
+
+/*
+ * A file written under a temporary name next to its target (PATH.tmp.PID)
+ * and renamed into place only by cr_atomic_commit, after an fsync: a crash
+ * or cr_atomic_abort never leaves a partial file under the target's name.
+ * Used for every file the project writes whole (signatures, matched rows).
+ */
+typedef struct cr_atomic_file {
+  int fd;
+  char *tmp;
+  char *path;
+} cr_atomic_file;
+CR_NODISCARD int cr_atomic_open(cr_atomic_file *f, const char *path, int mode, cr_error *err);
+CR_NODISCARD int cr_atomic_write(cr_atomic_file *f, const void *data, size_t len, cr_error *err);
+/* fsync, close, rename. On failure the temporary file is removed. */
+CR_NODISCARD int cr_atomic_commit(cr_atomic_file *f, cr_error *err);
+/* Closes and removes the temporary file; a no-op after a commit. */
+void cr_atomic_abort(cr_atomic_file *f);
+/* The whole file in one call. */
+CR_NODISCARD int cr_file_write_atomic(const char *path, const void *data, size_t len, int mode,
+                                      cr_error *err);
+
 /* Reads a whole file (at most max bytes) into a NUL-terminated buffer. */
 CR_NODISCARD int cr_read_file(const char *path, size_t max, char **out, size_t *out_len,
                               cr_error *err);
@@ -140,7 +164,6 @@ typedef struct cr_pool cr_pool;
 CR_NODISCARD int cr_pool_new(cr_pool **out, unsigned threads);
 /* Waits for the workers to finish and frees them. No job may be running. */
 void cr_pool_free(cr_pool *p);
-unsigned cr_pool_threads(const cr_pool *p);
 
 /*
  * Calls fn(ctx, begin, end) over [0, n) in ranges of at most `chunk`, on

@@ -165,10 +165,11 @@ long cr_dataset_find(const cr_dataset *d, const uint8_t *key, size_t len);
 
 /*
  * members: writes the rows of the CSV at d->path whose key matched (bit i
- * of matched for key i) to out_path, as CSV with a header: all columns, or
+ * of matched for key i) to out, as CSV with a header: all columns, or
  * only `columns` (ncolumns > 0). Every row sharing a matched key is
- * written. The file is written to a temporary name, fsync'ed and renamed,
- * so a reader never sees half a file. *rows and file_sha256 (either may be
+ * written. out is an open cr_atomic_file: the caller commits it (after
+ * recording the release) or aborts it, so a reader never sees half a file
+ * and no file appears unrecorded. *rows and file_sha256 (either may be
  * NULL) report what was written. keep(ctx, fields, lens, n) may drop rows
  * (the query's filter); NULL keeps all.
  */
@@ -176,7 +177,7 @@ CR_NODISCARD int cr_dataset_write_matches(
     const cr_dataset *d, const cr_template *t, const uint8_t *matched, const char *const *columns,
     size_t ncolumns,
     int (*keep)(void *ctx, const char *const *fields, const size_t *lens, size_t n), void *keep_ctx,
-    const char *out_path, uint64_t *rows, uint8_t file_sha256[CR_SHA256_BYTES], cr_error *err);
+    cr_atomic_file *out, uint64_t *rows, uint8_t file_sha256[CR_SHA256_BYTES], cr_error *err);
 
 /*
  * cleanroom — `where` filters and run parameters (design §5-6).

@@ -13,11 +13,11 @@
 #include "cleanroom/dataset.h"
 #include "cleanroom/common.h"
 #include "cleanroom/net.h"
+#include "cleanroom/party.h"
 #include "cleanroom/protocol.h"
 #include "cleanroom/template.h"
 
-#define CR_VERSION "0.1.0"
-#define CR_SOFTWARE "cleanroom/" CR_VERSION
+#define CR_SOFTWARE CR_PARTY_SOFTWARE
 #define CR_CLI_PROG "cleanroom"
 
 enum {
@@ -33,25 +33,17 @@ extern const char CR_CLI_EXIT_CODES_HELP[];
 
 /* "cleanroom CMD: error: ..." on stderr. */
 void cr_cli_errorf(const char *cmd, const char *fmt, ...) CR_PRINTF(2, 3);
+/* An option's unsigned value within [min, max]; -1 with the error printed
+ * ("--timeout takes seconds from 1 to 86400, got \"x\""). */
+int cr_cli_parse_uint(const char *cmd, const char *opt, const char *what, const char *arg,
+                      unsigned long min, unsigned long max, unsigned long *out);
 /* The documented exit code for a CR_E* code (and the wire error, if any). */
 int cr_cli_exit_code(int rc, int wire);
 
-/* What a members query wrote for its owner. */
-typedef struct cr_cli_members {
-  const char *path;
-  uint64_t rows;
-  uint8_t sha256[CR_SHA256_BYTES];
-} cr_cli_members;
-
-/* The "released" object of a result (null when nothing is released to this
- * side): what is printed and what the audit log records, identically. */
-json_t *cr_cli_released_json(const cr_session_result *r, const cr_cli_members *m);
-
 /* One JSON object on stdout / a few human lines; only released numbers. */
-void cr_cli_print_result_json(const cr_session_result *r, const cr_template *t,
-                              const char *peer_addr, const cr_cli_members *m);
-void cr_cli_print_result_human(const cr_session_result *r, const char *peer_addr,
-                               const cr_cli_members *m);
+void cr_cli_print_result_json(const cr_party_session *s, const cr_template *t,
+                              const char *peer_addr);
+void cr_cli_print_result_human(const cr_party_session *s, const char *peer_addr);
 
 int cr_cli_audit_cmd(int argc, char **argv);
 int cr_cli_keygen(int argc, char **argv);

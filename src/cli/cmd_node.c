@@ -6,13 +6,15 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <signal.h>
+
+#include <uv.h>
 
 #include <jansson.h>
 
 #include "cli/cli.h"
-#include "cli/node_audit.h"
+#include "cleanroom/party.h"
 #include "cleanroom/dataset.h"
-#include "cleanroom/template_sig.h"
 
 /* ---- serve and run ------------------------------------------------------ */
 
@@ -35,23 +37,17 @@ typedef struct node_opts {
 typedef struct node_ctx {
   const char *cmd;
   node_opts *o;
+  cr_party *party;
   const cr_template *t;
-  cr_role role;
-  const cr_dataset *data; /* loaded at start; serves queries without group_by */
-  const cr_query *rq;     /* run: the query */
-  cr_filter *filter;      /* run: our side's filter, bound to our file */
-  cr_cli_audit audit;
-  /* run: what a members result wrote, and whether releasing it failed. */
-  cr_cli_members members;
-  int have_members;
-  int release_rc;
-  char release_msg[600];
+  uv_signal_t sig[2];
   /* run: progress reports */
   int progress_tty;
   const char *progress_phase;
   uint64_t progress_start, progress_last;
   int sessions, failed;
-  int last_rc, last_wire;
+  int closed_rc, closed_wire;
+  int closed;
+  int last_rc, last_wire; /* serve: the last session's outcome (--once) */
 } node_ctx;
 
 static void report_failure(const char *cmd, const cr_session_result *r, const char *peer_addr) {
@@ -59,107 +55,79 @@ static void report_failure(const char *cmd, const cr_session_result *r, const ch
           peer_addr ? peer_addr : "", r->error_msg[0] ? r->error_msg : cr_strerror(r->error));
 }
 
-static int keep_row(void *ctx, const char *const *fields, const size_t *lens, size_t n) {
-  return cr_filter_eval(ctx, fields, lens, n);
+static void print_result(node_ctx *n, const cr_party_session *s) {
+  if (n->o->json)
+    cr_cli_print_result_json(s, n->t, s->peer_addr);
+  else
+    cr_cli_print_result_human(s, s->peer_addr);
 }
 
-/* run, members: the owner's rows go to a temporary file, the release is
- * recorded, then the file takes its name, so no matched row is ever on
- * disk under its final name without its audit line. */
-static int release_members(node_ctx *n, const cr_session_result *r, cr_error *err) {
-  size_t len = strlen(n->o->out) + sizeof ".partial";
-  char *tmp = malloc(len);
-  if (tmp == NULL)
-    return cr_error_set(err, CR_ENOMEM, "out of memory");
-  snprintf(tmp, len, "%s.partial", n->o->out);
-  int rc = cr_dataset_write_matches(n->data, n->t, r->matched, (const char *const *)n->rq->columns,
-                                    n->rq->ncolumns, n->filter ? keep_row : NULL, n->filter, tmp,
-                                    &n->members.rows, n->members.sha256, err);
-  n->members.path = n->o->out;
-  if (rc == 0)
-    rc = cr_cli_audit_session_end(&n->audit, r, NULL, NULL, &n->members, err);
-  if (rc == 0 && rename(tmp, n->o->out) != 0)
-    rc = cr_error_set(err, CR_EIO, "cannot rename %s to %s: %s", tmp, n->o->out, strerror(errno));
-  if (rc)
-    unlink(tmp);
-  free(tmp);
-  n->have_members = rc == 0;
-  return rc;
-}
-
-static void on_session(void *ctx, const cr_session_result *r, const char *peer_addr,
-                       const uint8_t *peer_fp) {
+/* serve: each session as it ends (already recorded in the audit log). */
+static void on_session(void *ctx, const cr_party_session *s) {
   node_ctx *n = ctx;
-  cr_error err;
-  cr_error_clear(&err);
-  int serve = strcmp(n->cmd, "serve") == 0;
+  const cr_session_result *r = s->res;
   n->sessions++;
   n->last_rc = r->status == CR_SESSION_DONE ? 0 : (r->error ? r->error : CR_EINTERNAL);
   n->last_wire = r->wire_error;
   if (r->status != CR_SESSION_DONE) {
     n->failed++;
-    report_failure(n->cmd, r, peer_addr);
+    report_failure(n->cmd, r, s->peer_addr);
   }
-  if (r->ping && r->status == CR_SESSION_DONE) {
-    /* A ping answered: recorded, never printed as a result. */
-    json_t *o = json_object();
-    if (peer_addr)
-      json_object_set_new(o, "address", json_string(peer_addr));
-    if (peer_fp) {
-      char hex[CR_SHA256_HEX_BYTES];
-      cr_hex_encode(hex, peer_fp, CR_SHA256_BYTES);
-      json_object_set_new(o, "peer_cert_sha256", json_string(hex));
-    }
-    json_object_set_new(o, "peer_software", json_string(r->peer_software));
-    json_object_set_new(o, "template_sha256", json_string(n->audit.th));
-    if (cr_cli_audit_event(&n->audit, "ping_answered", o, &err) != 0 ||
-        cr_cli_audit_checkpoint(&n->audit, &err) != 0)
-      cr_cli_errorf(n->cmd, "audit log: %s", err.msg);
-    else if (!n->o->quiet)
-      fprintf(stderr, "%s %s: answered a ping from %s\n", CR_CLI_PROG, n->cmd,
-              peer_addr ? peer_addr : "the partner");
-    return;
-  }
-  /* The audit line goes to disk before the result is shown or written. */
-  int rc;
-  if (!serve && r->status == CR_SESSION_DONE && r->matched != NULL)
-    rc = release_members(n, r, &err);
-  else
-    rc = cr_cli_audit_session_end(&n->audit, r, peer_addr, peer_fp, NULL, &err);
-  if (rc) {
-    n->release_rc = rc;
-    snprintf(n->release_msg, sizeof n->release_msg, "the result is withheld: %s",
-             cr_error_message(&err, rc));
-    cr_cli_errorf(n->cmd, "%s", n->release_msg);
+  if (s->release_rc) {
+    cr_cli_errorf(n->cmd, "%s", s->release_msg);
     if (r->status == CR_SESSION_DONE) {
       n->failed++;
-      n->last_rc = rc;
+      n->last_rc = s->release_rc;
     }
     return;
   }
-  /* serve prints each session as it ends; run prints once it returns. */
-  if (serve) {
-    if (n->o->json)
-      cr_cli_print_result_json(r, n->t, peer_addr, NULL);
-    else
-      cr_cli_print_result_human(r, peer_addr, NULL);
-  }
+  print_result(n, s);
 }
 
-static void on_connected(void *ctx, const char *peer_addr, const uint8_t *peer_fp) {
+static void on_ping(void *ctx, const char *peer_addr) {
   node_ctx *n = ctx;
-  cr_error err;
-  json_t *o = json_object();
-  if (peer_addr)
-    json_object_set_new(o, "address", json_string(peer_addr));
-  if (peer_fp) {
-    char hex[CR_SHA256_HEX_BYTES];
-    cr_hex_encode(hex, peer_fp, CR_SHA256_BYTES);
-    json_object_set_new(o, "peer_cert_sha256", json_string(hex));
+  if (!n->o->quiet)
+    fprintf(stderr, "%s %s: answered a ping from %s\n", CR_CLI_PROG, n->cmd,
+            peer_addr ? peer_addr : "the partner");
+}
+
+static void close_signals(node_ctx *n) {
+  for (int i = 0; i < 2; i++)
+    if (!uv_is_closing((uv_handle_t *)&n->sig[i]))
+      uv_close((uv_handle_t *)&n->sig[i], NULL);
+}
+
+static void on_closed(void *ctx, int rc, const cr_error *err, const cr_party_session *s) {
+  node_ctx *n = ctx;
+  n->closed = 1;
+  n->closed_rc = rc;
+  close_signals(n);
+  if (strcmp(n->cmd, "run") != 0) {
+    if (rc && n->sessions == 0)
+      cr_cli_errorf(n->cmd, "%s", cr_error_message(err, rc));
+    return;
   }
-  json_object_set_new(o, "peer_role", json_string(cr_role_name(cr_role_other(n->role))));
-  if (cr_cli_audit_event(&n->audit, "connection_accepted", o, &err) != 0)
-    cr_cli_errorf(n->cmd, "audit log: %s", err.msg);
+  /* run: the one session's outcome, recorded before we print it. */
+  const cr_session_result *r = s ? s->res : NULL;
+  n->closed_wire = r ? r->wire_error : 0;
+  if (rc == 0 && r != NULL && r->status == CR_SESSION_DONE) {
+    print_result(n, s);
+    return;
+  }
+  if (s != NULL && s->release_rc) {
+    cr_cli_errorf(n->cmd, "%s", s->release_msg);
+    n->closed_rc = s->release_rc;
+    n->closed_wire = -1; /* withheld: an internal failure */
+    return;
+  }
+  if (r != NULL && r->status == CR_SESSION_FAILED)
+    report_failure(n->cmd, r, NULL);
+  else
+    cr_cli_errorf(n->cmd, "%s", cr_error_message(err, rc));
+  if (n->o->json && s != NULL)
+    cr_cli_print_result_json(s, n->t, NULL);
+  if (rc == 0 && r != NULL)
+    n->closed_rc = r->error ? r->error : CR_EINTERNAL;
 }
 
 /* run: progress on stderr. On a terminal, one line rewritten in place
@@ -198,20 +166,18 @@ static void on_progress(void *ctx, const cr_session_progress *p) {
     fputc('\n', stderr);
 }
 
-static int node_admit(void *ctx, const cr_session_result *r, char *msg, size_t cap) {
-  node_ctx *n = ctx;
-  return cr_cli_audit_admit(&n->audit, r, msg, cap);
-}
-
 static void on_listening(void *ctx, const char *addr) {
   node_ctx *n = ctx;
   fprintf(stderr, "%s serve: listening on %s (template %s)\n", CR_CLI_PROG, addr,
           n->o->template_path);
 }
 
-static void print_data_summary(const char *cmd, const cr_dataset *d) {
+static void on_data(void *ctx, const cr_dataset *d) {
+  node_ctx *n = ctx;
+  if (n->o->quiet)
+    return;
   fprintf(stderr, "%s %s: %s: %llu rows, %llu accepted, %llu rejected, %zu distinct keys",
-          CR_CLI_PROG, cmd, d->path ? d->path : "data", (unsigned long long)d->rows_read,
+          CR_CLI_PROG, n->cmd, d->path ? d->path : "data", (unsigned long long)d->rows_read,
           (unsigned long long)d->rows_accepted, (unsigned long long)d->rows_rejected, d->n);
   if (d->rows_rejected) {
     fprintf(stderr, " (");
@@ -231,84 +197,11 @@ static void print_data_summary(const char *cmd, const cr_dataset *d) {
   fprintf(stderr, "\n");
 }
 
-/* serve: the own set for a query. Queries that neither group nor filter
- * this side use the set loaded at start; the others load the file again
- * with their group column (every such load is a data access of its own). */
-static int serve_load(void *ctx, const cr_query *q, const cr_session_result *res,
-                      const cr_dataset **out, char *msg, size_t cap) {
-  node_ctx *n = ctx;
-  (void)res;
-  if (q->kind == CR_QUERY_MEMBERS && (q->results_to & CR_ROLE_BIT(n->role))) {
-    snprintf(msg, cap,
-             "query \"%s\" returns the %s's matched rows; the %s must run it "
-             "(`cleanroom run --out FILE`), not serve it",
-             q->name, cr_role_name(n->role), cr_role_name(n->role));
-    return CR_EREFUSED;
-  }
-  cr_error err;
-  cr_error_clear(&err);
-  cr_params params = {0};
-  cr_filter *filter = NULL;
-  /* Both nodes check the parameters against their declared types. */
-  int rc = cr_params_from_pairs(&params, (const char *const *)res->param_names,
-                                (const char *const *)res->param_values, res->nparams, q->params,
-                                q->nparams, &err);
-  if (rc) {
-    snprintf(msg, cap, "%s", cr_error_message(&err, rc));
-    return CR_EREFUSED;
-  }
-  if (q->group_by[n->role] == NULL && q->where[n->role] == NULL) {
-    cr_params_free(&params);
-    *out = n->data;
-    return 0;
-  }
-  if (q->where[n->role] != NULL && (rc = cr_filter_parse(&filter, q->where[n->role], q->params,
-                                                         q->nparams, q->name, &err)) != 0) {
-    snprintf(msg, cap, "%s", cr_error_message(&err, rc));
-    cr_params_free(&params);
-    return rc;
-  }
-  cr_dataset_options opt;
-  cr_dataset_options_init(&opt);
-  opt.max_reject_ratio = n->o->max_reject_ratio;
-  opt.group_column = q->group_by[n->role];
-  opt.filter = filter;
-  opt.params = &params;
-  cr_dataset *d = NULL;
-  rc = cr_dataset_load(&d, n->o->data, n->t, n->role, &opt, &err);
-  cr_filter_free(filter);
-  cr_params_free(&params);
-  if (rc) {
-    snprintf(msg, cap, "%s", cr_error_message(&err, rc));
-    json_t *o = json_object();
-    json_object_set_new(o, "file", json_string(n->o->data));
-    json_object_set_new(o, "query", json_string(q->name));
-    json_object_set_new(o, "reason", json_string(msg));
-    (void)cr_cli_audit_event(&n->audit, "data_load_failed", o, &err);
-    return rc;
-  }
-  if ((rc = cr_cli_audit_event(&n->audit, "data_loaded", cr_cli_audit_data_fields(d, q->name),
-                               &err)) != 0) {
-    snprintf(msg, cap, "cannot record the data access in the audit log: %s", err.msg);
-    cr_dataset_free(d);
-    return rc;
-  }
-  *out = d;
-  return 0;
-}
-
-static void serve_unload(void *ctx, const cr_dataset *d) {
-  node_ctx *n = ctx;
-  if (d != n->data)
-    cr_dataset_free((cr_dataset *)d);
-}
-
-static void audit_refusal(node_ctx *n, const char *event, const char *why) {
-  json_t *ev = json_object();
-  if (n->o->query)
-    json_object_set_new(ev, "query", json_string(n->o->query));
-  json_object_set_new(ev, "reason", json_string(why));
-  (void)cr_cli_audit_event(&n->audit, event, ev, NULL);
+/* SIGINT / SIGTERM: the program's decision, not the library's. */
+static void on_signal(uv_signal_t *h, int signum) {
+  (void)signum;
+  node_ctx *n = h->data;
+  cr_party_stop(n->party);
 }
 
 static void node_help(const char *cmd) {
@@ -424,26 +317,20 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
       }
       break;
     case 'T': {
-      errno = 0;
-      unsigned long v = strtoul(optarg, &end, 10);
-      if (errno || end == optarg || *end || v == 0 || v > 86400) {
-        cr_cli_errorf(cmd, "--timeout takes seconds from 1 to 86400, got \"%s\"", optarg);
+      unsigned long v;
+      if (cr_cli_parse_uint(cmd, "--timeout", "seconds from", optarg, 1, 86400, &v) != 0)
         return EXIT_USAGE;
-      }
       o.timeout_ms = (unsigned)v * 1000u;
       break;
     }
     case 'M': {
-      errno = 0;
-      unsigned long v = strtoul(optarg, &end, 10);
+      unsigned long v;
       if (!serve) {
         cr_cli_errorf(cmd, "--max-sessions is for serve");
         return EXIT_USAGE;
       }
-      if (errno || end == optarg || *end || v == 0 || v > 100000) {
-        cr_cli_errorf(cmd, "--max-sessions takes a number from 1 to 100000, got \"%s\"", optarg);
+      if (cr_cli_parse_uint(cmd, "--max-sessions", "a number from", optarg, 1, 100000, &v) != 0)
         return EXIT_USAGE;
-      }
       o.max_sessions = (unsigned)v;
       break;
     }
@@ -464,12 +351,9 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
       o.audit = optarg;
       break;
     case 'N': {
-      errno = 0;
-      unsigned long v = strtoul(optarg, &end, 10);
-      if (errno || end == optarg || *end || v == 0 || v > 256) {
-        cr_cli_errorf(cmd, "--threads takes a number from 1 to 256, got \"%s\"", optarg);
+      unsigned long v;
+      if (cr_cli_parse_uint(cmd, "--threads", "a number from", optarg, 1, 256, &v) != 0)
         return EXIT_USAGE;
-      }
       o.threads = (unsigned)v;
       break;
     }
@@ -513,239 +397,31 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
   int rc = 0, code = EXIT_OK;
   cr_error err;
   cr_error_clear(&err);
-  cr_template *t = NULL;
-  cr_identity *id = NULL;
-  cr_dataset *data = NULL;
-  cr_role role;
-  node_ctx nctx;
-  char *audit_path = NULL;
-  cr_params params = {0};
-  cr_filter *filter = NULL;
+  cr_party *party = NULL;
   cr_pool *pool = NULL;
+  node_ctx nctx;
+  uv_loop_t loop;
+  int loop_live = 0;
   memset(&nctx, 0, sizeof nctx);
   nctx.cmd = cmd;
   nctx.o = &o;
 
-  if ((rc = cr_crypto_init()) != 0) {
-    cr_cli_errorf(cmd, "libsodium failed to initialise");
-    return EXIT_INTERNAL;
-  }
-  if ((rc = cr_template_load(&t, o.template_path, &err)) != 0) {
+  cr_party_config pc = {0};
+  pc.mode = serve ? CR_PARTY_SERVE : CR_PARTY_RUN;
+  pc.template_path = o.template_path;
+  pc.identity_dir = o.identity;
+  pc.audit_path = o.audit;
+  pc.address = o.address;
+  pc.software = CR_SOFTWARE;
+  if ((rc = cr_party_open(&party, &pc, &err)) != 0) {
     cr_cli_errorf(cmd, "%s", cr_error_message(&err, rc));
-    code = EXIT_USAGE; /* unreadable or invalid: a configuration problem */
-    goto out;
-  }
-  if ((rc = cr_identity_load(&id, o.identity, &err)) != 0) {
-    cr_cli_errorf(cmd, "%s", cr_error_message(&err, rc));
-    code = EXIT_USAGE;
-    goto out;
-  }
-  if (cr_template_role_of(t, cr_identity_fingerprint(id), &role) != 0) {
-    char own[CR_SHA256_HEX_BYTES], p[CR_SHA256_HEX_BYTES], cns[CR_SHA256_HEX_BYTES];
-    cr_hex_encode(own, cr_identity_fingerprint(id), CR_SHA256_BYTES);
-    cr_hex_encode(p, t->parties[CR_ROLE_PROVIDER].cert_sha256, CR_SHA256_BYTES);
-    cr_hex_encode(cns, t->parties[CR_ROLE_CONSUMER].cert_sha256, CR_SHA256_BYTES);
-    cr_cli_errorf(cmd,
-                  "this identity (%s, certificate %s) is not a party of template %s: the provider "
-                  "pins %s and the consumer pins %s; put your fingerprint in the template "
-                  "(parties.<role>.cert_sha256) and agree it with the partner",
-                  o.identity, own, o.template_path, p, cns);
-    code = EXIT_USAGE;
-    goto out;
-  }
-
-  /* From here on every refusal and every data access is in the log. */
-  audit_path = o.audit ? strdup(o.audit) : cr_cli_audit_default_path(o.identity);
-  if (audit_path == NULL || (rc = cr_cli_audit_open(&nctx.audit, audit_path, id, t, &err)) != 0) {
-    cr_cli_errorf(cmd, "cannot open the audit log %s: %s", audit_path ? audit_path : "",
-                  cr_error_message(&err, rc ? rc : CR_ENOMEM));
-    code = EXIT_USAGE;
-    goto out;
-  }
-  {
-    char fp[CR_SHA256_HEX_BYTES], pkh[2 * CR_SIGN_PK_BYTES + 1];
-    uint8_t pk[CR_SIGN_PK_BYTES];
-    cr_hex_encode(fp, cr_identity_fingerprint(id), CR_SHA256_BYTES);
-    cr_identity_public_key(id, pk);
-    cr_hex_encode(pkh, pk, sizeof pk);
-    json_t *ev = json_object();
-    json_object_set_new(ev, "software", json_string(CR_SOFTWARE));
-    json_object_set_new(ev, "mode", json_string(cmd));
-    json_object_set_new(ev, "role", json_string(cr_role_name(role)));
-    json_object_set_new(ev, "cert_sha256", json_string(fp));
-    json_object_set_new(ev, "public_key", json_string(pkh));
-    json_object_set_new(ev, "template_sha256", json_string(nctx.audit.th));
-    json_object_set_new(ev, "template_file", json_string(o.template_path));
-    json_object_set_new(ev, serve ? "listen" : "peer", json_string(o.address));
-    if (!serve)
-      json_object_set_new(ev, "query", json_string(o.query));
-    if ((rc = cr_cli_audit_event(&nctx.audit, "node_started", ev, &err)) != 0) {
-      cr_cli_errorf(cmd, "cannot write the audit log %s: %s", audit_path, err.msg);
-      code = EXIT_INTERNAL;
-      goto out;
-    }
-  }
-
-  {
-    char *sp = cr_template_sig_path(t);
-    rc = sp ? cr_template_require_sigs(t, sp, &err) : CR_ENOMEM;
-    free(sp);
-    if (rc) {
-      cr_cli_errorf(cmd, "%s", cr_error_message(&err, rc));
-      audit_refusal(&nctx, "template_refused", cr_error_message(&err, rc));
-      code = cr_cli_exit_code(rc, 0);
-      goto out;
-    }
-  }
-
-  /* Checks that need no data first, so a wrong query fails fast. */
-  cr_session_config sc = {0};
-  sc.tmpl = t;
-  sc.data = NULL;
-  sc.role = role;
-  sc.is_runner = !serve;
-  sc.query = o.query;
-  sc.param_names = o.param_names;
-  sc.param_values = o.param_values;
-  sc.nparams = o.nparams;
-  const cr_query *rq = serve ? NULL : cr_template_query(t, o.query);
-  if (rq != NULL) {
-    /* Parameters typed as the template declares them; their canonical
-     * text is what goes to the partner and into both audit logs. */
-    rc = cr_params_from_args(&params, o.param_args, o.nparams, rq->params, rq->nparams, &err);
-    if (rc) {
-      /* Parameters the template's declarations refuse: a refusal (4). */
-      cr_cli_errorf(cmd, "%s", cr_error_message(&err, rc));
-      audit_refusal(&nctx, "run_refused", cr_error_message(&err, rc));
-      code = EXIT_REFUSED;
-      goto out;
-    }
-    for (size_t i = 0; i < params.n; i++) {
-      o.param_names[i] = params.v[i].name;
-      o.param_values[i] = params.v[i].text;
-    }
-    o.nparams = params.n;
-    sc.nparams = o.nparams;
-  }
-  if (!serve && (rc = cr_session_check_local(&sc, (int64_t)time(NULL), &err)) != 0) {
-    cr_cli_errorf(cmd, "%s", cr_error_message(&err, rc));
-    audit_refusal(&nctx, "run_refused", cr_error_message(&err, rc));
     code = cr_cli_exit_code(rc, 0);
     goto out;
   }
-  if (rq != NULL && rq->kind == CR_QUERY_MEMBERS && (rq->results_to & CR_ROLE_BIT(role)) &&
-      o.out == NULL) {
-    cr_cli_errorf(cmd,
-                  "query \"%s\" returns this side's matched rows: name the file to "
-                  "write them to with --out FILE",
-                  rq->name);
-    code = EXIT_USAGE;
-    goto out;
-  }
+  nctx.party = party;
+  nctx.t = cr_party_template(party);
+  cr_role role = cr_party_role(party);
 
-  if (rq != NULL) {
-    if (rq->where[role] != NULL && (rc = cr_filter_parse(&filter, rq->where[role], rq->params,
-                                                         rq->nparams, rq->name, &err)) != 0) {
-      cr_cli_errorf(cmd, "%s", cr_error_message(&err, rc));
-      code = EXIT_USAGE;
-      goto out;
-    }
-  }
-  cr_dataset_options dopt;
-  cr_dataset_options_init(&dopt);
-  dopt.max_reject_ratio = o.max_reject_ratio;
-  dopt.group_column = rq ? rq->group_by[role] : NULL;
-  dopt.filter = filter;
-  dopt.params = &params;
-  if ((rc = cr_dataset_load(&data, o.data, t, role, &dopt, &err)) != 0) {
-    cr_cli_errorf(cmd, "%s", cr_error_message(&err, rc));
-    json_t *ev = json_object();
-    json_object_set_new(ev, "file", json_string(o.data));
-    json_object_set_new(ev, "reason", json_string(cr_error_message(&err, rc)));
-    (void)cr_cli_audit_event(&nctx.audit, "data_load_failed", ev, NULL);
-    code = rc == CR_EIO ? EXIT_DATA : cr_cli_exit_code(rc, 0);
-    goto out;
-  }
-  if (!o.quiet)
-    print_data_summary(cmd, data);
-  if ((rc = cr_cli_audit_event(&nctx.audit, "data_loaded", cr_cli_audit_data_fields(data, o.query),
-                               &err)) != 0) {
-    cr_cli_errorf(cmd, "cannot write the audit log: %s", err.msg);
-    code = EXIT_INTERNAL;
-    goto out;
-  }
-  sc.data = data;
-  if ((rc = cr_session_check_local(&sc, (int64_t)time(NULL), &err)) != 0) {
-    cr_cli_errorf(cmd, "%s", cr_error_message(&err, rc));
-    audit_refusal(&nctx, serve ? "serve_refused" : "run_refused", cr_error_message(&err, rc));
-    code = cr_cli_exit_code(rc, 0);
-    goto out;
-  }
-
-  if (serve) {
-    /* Every filter this node may have to apply must parse and find its
-     * columns in our file, before anyone connects. */
-    for (size_t i = 0; i < t->nqueries; i++) {
-      const cr_query *q = &t->queries[i];
-      cr_filter *f = NULL;
-      const char *const *cols;
-      if (q->where[role] == NULL)
-        continue;
-      if ((rc = cr_filter_parse(&f, q->where[role], q->params, q->nparams, q->name, &err)) != 0) {
-        cr_cli_errorf(cmd, "%s", cr_error_message(&err, rc));
-        code = EXIT_USAGE;
-        goto out;
-      }
-      size_t nc = cr_filter_columns(f, &cols);
-      for (size_t j = 0; j < nc && rc == 0; j++) {
-        size_t k = 0;
-        while (k < data->ncolumns && strcmp(data->columns[k], cols[j]) != 0)
-          k++;
-        if (k == data->ncolumns) {
-          cr_cli_errorf(cmd, "query \"%s\" filters on column \"%s\", which %s does not have",
-                        q->name, cols[j], o.data);
-          rc = CR_EDATA;
-        }
-      }
-      cr_filter_free(f);
-      if (rc) {
-        code = EXIT_DATA;
-        goto out;
-      }
-    }
-  }
-
-  nctx.cmd = cmd;
-  nctx.o = &o;
-  nctx.t = t;
-  nctx.role = role;
-  nctx.data = data;
-  nctx.rq = rq;
-  nctx.filter = filter;
-  cr_node_config nc = {0};
-  nc.tmpl = t;
-  nc.id = id;
-  nc.data = data;
-  nc.role = role;
-  nc.address = o.address;
-  nc.query = o.query;
-  nc.once = o.once;
-  nc.idle_timeout_ms = o.timeout_ms;
-  nc.handshake_timeout_ms = o.timeout_ms;
-  nc.max_sessions = o.max_sessions;
-  nc.software = CR_SOFTWARE;
-  nc.on_session = on_session;
-  nc.on_listening = on_listening;
-  nc.on_connected = on_connected;
-  nc.on_progress = serve ? NULL : on_progress;
-  nctx.progress_tty = isatty(2);
-  nc.admit = node_admit;
-  nc.load = serve ? serve_load : NULL;
-  nc.unload = serve ? serve_unload : NULL;
-  nc.param_names = o.param_names;
-  nc.param_values = o.param_values;
-  nc.nparams = o.nparams;
-  nc.ctx = &nctx;
   /* The calling thread works too: threads - 1 helpers. */
   unsigned threads = o.threads ? o.threads : cr_cpu_count();
   if (threads > 1 && (rc = cr_pool_new(&pool, threads - 1)) != 0) {
@@ -753,62 +429,84 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
     code = EXIT_INTERNAL;
     goto out;
   }
-  nc.pool = pool;
+  if ((rc = uv_loop_init(&loop)) < 0) {
+    cr_cli_errorf(cmd, "cannot start the event loop: %s", uv_strerror(rc));
+    code = EXIT_INTERNAL;
+    goto out;
+  }
+  loop_live = 1;
+  nctx.progress_tty = isatty(2);
+  cr_party_events ev = {0};
+  ev.on_data = on_data;
+  ev.on_listening = on_listening;
+  ev.on_session = on_session;
+  ev.on_ping = on_ping;
+  ev.on_progress = serve ? NULL : on_progress;
+  ev.on_closed = on_closed;
+  ev.ctx = &nctx;
+  /* 0 from the user means no rejected row at all; the party's 0 is its default. */
+  double ratio = o.max_reject_ratio > 0 ? o.max_reject_ratio : -1.0;
 
+  const cr_template *t = nctx.t;
   if (serve) {
     if (!o.quiet)
       fprintf(stderr, "%s serve: this node is the %s (%s)\n", CR_CLI_PROG, cr_role_name(role),
               t->parties[role].org);
-    rc = cr_node_serve(&nc, &err);
-    if (rc && nctx.sessions == 0) {
-      cr_cli_errorf(cmd, "%s", cr_error_message(&err, rc));
-      code = cr_cli_exit_code(rc, 0);
-    } else if (o.once && nctx.sessions > 0) {
-      code = cr_cli_exit_code(nctx.last_rc, nctx.last_wire);
-    } else {
-      code = rc ? cr_cli_exit_code(rc, 0) : EXIT_OK;
-    }
+    cr_party_serve_config sc = {0};
+    sc.data = o.data;
+    sc.max_reject_ratio = ratio;
+    sc.once = o.once;
+    sc.max_sessions = o.max_sessions;
+    sc.timeout_ms = o.timeout_ms;
+    sc.pool = pool;
+    rc = cr_party_serve(party, &loop, &sc, &ev, &err);
   } else {
-    cr_session_result res;
-    memset(&res, 0, sizeof res);
+    cr_party_run_config rcfg = {0};
+    rcfg.data = o.data;
+    rcfg.max_reject_ratio = ratio;
+    rcfg.query = o.query;
+    rcfg.params = o.param_args;
+    rcfg.nparams = o.nparams;
+    rcfg.out = o.out;
+    rcfg.timeout_ms = o.timeout_ms;
+    rcfg.pool = pool;
     if (!o.quiet)
       fprintf(stderr, "%s run: this node is the %s (%s); running \"%s\" with %s\n", CR_CLI_PROG,
-              cr_role_name(role), t->parties[role].org, o.query, o.address);
-    rc = cr_node_run(&nc, &res, &err);
-    if (rc == 0 && res.status == CR_SESSION_DONE && nctx.release_rc == 0) {
-      cr_cli_members *mp = nctx.have_members ? &nctx.members : NULL;
-      if (o.json)
-        cr_cli_print_result_json(&res, t, NULL, mp);
-      else
-        cr_cli_print_result_human(&res, NULL, mp);
-    } else if (rc == 0 && nctx.release_rc != 0) {
-      /* Completed, but its release could not be recorded or written. */
-      code = EXIT_INTERNAL;
-    } else {
-      if (nctx.sessions == 0) /* the node did not report it: say it here */
-        cr_cli_errorf(cmd, "%s", cr_error_message(&err, rc));
-      if (nctx.sessions == 0 && rc != 0) {
-        json_t *ev = json_object();
-        json_object_set_new(ev, "peer", json_string(o.address));
-        json_object_set_new(ev, "error", json_string(cr_err_name(rc)));
-        json_object_set_new(ev, "reason", json_string(cr_error_message(&err, rc)));
-        (void)cr_cli_audit_event(&nctx.audit, "run_failed", ev, NULL);
-      }
-      if (o.json)
-        cr_cli_print_result_json(&res, t, NULL, NULL);
-      code = cr_cli_exit_code(rc ? rc : res.error, res.wire_error);
-    }
-    cr_session_result_free_outputs(&res);
+              cr_role_name(role), t->parties[role].org, o.query, cr_party_address(party));
+    rc = cr_party_run(party, &loop, &rcfg, &ev, &err);
+  }
+  if (rc) {
+    cr_cli_errorf(cmd, "%s", cr_error_message(&err, rc));
+    code = cr_cli_exit_code(rc, 0);
+    goto out;
+  }
+  static const int signums[2] = {SIGINT, SIGTERM};
+  for (int i = 0; i < 2; i++) {
+    uv_signal_init(&loop, &nctx.sig[i]);
+    nctx.sig[i].data = &nctx;
+    uv_signal_start(&nctx.sig[i], on_signal, signums[i]);
+    uv_unref((uv_handle_t *)&nctx.sig[i]); /* the node keeps the loop alive */
+  }
+  uv_run(&loop, UV_RUN_DEFAULT);
+  if (!nctx.closed) {
+    cr_cli_errorf(cmd, "the node stopped without reporting why");
+    code = EXIT_INTERNAL;
+  } else if (!serve) {
+    code = nctx.closed_wire < 0 ? EXIT_INTERNAL : cr_cli_exit_code(nctx.closed_rc, nctx.closed_wire);
+  } else if (o.once && nctx.sessions > 0) {
+    code = cr_cli_exit_code(nctx.last_rc, nctx.last_wire);
+  } else {
+    code = nctx.closed_rc ? cr_cli_exit_code(nctx.closed_rc, 0) : EXIT_OK;
   }
 
 out:
+  if (loop_live) {
+    close_signals(&nctx);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    if (uv_loop_close(&loop) != 0)
+      cr_cli_errorf(cmd, "the event loop still held handles at exit");
+  }
+  cr_party_close(party);
   cr_pool_free(pool);
-  cr_filter_free(filter);
-  cr_params_free(&params);
-  cr_cli_audit_close(&nctx.audit);
-  free(audit_path);
-  cr_dataset_free(data);
-  cr_identity_free(id);
-  cr_template_free(t);
   return code;
 }

@@ -18,207 +18,34 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-#include <time.h>
 
 #include <jansson.h>
+#include <uv.h>
 
 #include "cli/cli.h"
-#include "cli/node_audit.h"
-#include "cleanroom/template_sig.h"
+#include "cleanroom/party.h"
 
 typedef struct ping_ctx {
-  struct timespec t0, t_tls, t_end;
-  int tls_done, ended;
-  uint8_t peer_fp[CR_SHA256_BYTES];
-  int have_peer_fp;
-  char peer_addr[128];
+  cr_party_ping_report r;
+  int done;
 } ping_ctx;
 
-static double ms_between(const struct timespec *a, const struct timespec *b) {
-  return (double)(b->tv_sec - a->tv_sec) * 1e3 + (double)(b->tv_nsec - a->tv_nsec) / 1e6;
+static void on_ping_done(void *ctx, const cr_party_ping_report *r) {
+  ping_ctx *pc = ctx;
+  pc->r = *r;
+  pc->done = 1;
 }
 
-static void ping_on_connected(void *ctx, const char *peer_addr, const uint8_t *peer_fp) {
-  ping_ctx *p = ctx;
-  clock_gettime(CLOCK_MONOTONIC, &p->t_tls);
-  p->tls_done = 1;
-  if (peer_fp) {
-    memcpy(p->peer_fp, peer_fp, CR_SHA256_BYTES);
-    p->have_peer_fp = 1;
-  }
-  if (peer_addr)
-    snprintf(p->peer_addr, sizeof p->peer_addr, "%s", peer_addr);
-}
-
-static void ping_on_session(void *ctx, const cr_session_result *res, const char *peer_addr,
-                            const uint8_t *peer_fp) {
-  ping_ctx *p = ctx;
-  (void)res;
-  clock_gettime(CLOCK_MONOTONIC, &p->t_end);
-  p->ended = 1;
-  if (peer_fp && !p->have_peer_fp) {
-    memcpy(p->peer_fp, peer_fp, CR_SHA256_BYTES);
-    p->have_peer_fp = 1;
-  }
-  if (peer_addr && !p->peer_addr[0])
-    snprintf(p->peer_addr, sizeof p->peer_addr, "%s", peer_addr);
-}
-
-static int all_zero(const uint8_t *b, size_t n) {
-  uint8_t acc = 0;
-  for (size_t i = 0; i < n; i++)
-    acc |= b[i];
-  return acc == 0;
-}
-
-static int is_hex(char c) {
-  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
-}
-
-/* The first run of exactly 64 hex digits in msg that is not `not`: the
- * partner's template hash in a TEMPLATE_MISMATCH refusal, which names both
- * (the wire error carries no structured field for it). */
-static int other_hash_in(const char *msg, const char * not, char out[CR_SHA256_HEX_BYTES]) {
-  for (const char *s = msg; *s;) {
-    if (!is_hex(*s)) {
-      s++;
-      continue;
-    }
-    const char *e = s;
-    while (is_hex(*e))
-      e++;
-    if (e - s == 64 && strncasecmp(s, not, 64) != 0) {
-      for (int i = 0; i < 64; i++)
-        out[i] = (char)((s[i] >= 'A' && s[i] <= 'F') ? s[i] - 'A' + 'a' : s[i]);
-      out[64] = '\0';
-      return 0;
-    }
-    s = e;
-  }
-  return -1;
-}
-
-/* "this node speaks N" in the partner's VERSION refusal is its version. */
-static unsigned version_in(const char *msg) {
-  const char *p = strstr(msg, "this node speaks ");
-  return p ? (unsigned)strtoul(p + strlen("this node speaks "), NULL, 10) : 0;
-}
-
-/* What went wrong, in one word, and whether the TCP connection was made. */
-typedef struct diagnosis {
-  const char *problem; /* NULL when all is well */
-  int reachable;       /* TCP connected */
-} diagnosis;
-
-static diagnosis diagnose(int rc, const cr_session_result *res, const char *msg) {
-  diagnosis d = {NULL, 1};
-  int wire = res->wire_error;
-  if (rc == 0 && res->status == CR_SESSION_DONE && res->ping)
-    return d;
-  switch (rc) {
-  case CR_ENET:
-    if (strstr(msg, "cannot resolve")) {
-      d.problem = "dns";
-      d.reachable = 0;
-    } else if (strstr(msg, "cannot connect")) {
-      d.problem = strstr(msg, "refused") ? "refused" : "unreachable";
-      d.reachable = 0;
-    } else {
-      d.problem = "connection_lost";
-    }
-    break;
-  case CR_ETIMEDOUT:
-    d.problem = "timeout";
-    d.reachable = strstr(msg, "cannot connect") == NULL;
-    break;
-  case CR_ETLS:
-    d.problem = "tls";
-    break;
-  case CR_EAUTH:
-    d.problem = strstr(msg, "rejected this node's certificate") ? "our_certificate_rejected"
-                                                                : "wrong_certificate";
-    break;
-  case CR_EPEER:
-    d.problem = wire == CR_WIRE_TEMPLATE_MISMATCH ? "template_mismatch"
-                : wire == CR_WIRE_VERSION         ? "protocol_version"
-                : wire == CR_WIRE_ROLE            ? "role"
-                : wire == CR_WIRE_SUITE           ? "suite"
-                : wire == CR_WIRE_BUSY            ? "busy"
-                : wire == CR_WIRE_NOT_ALLOWED     ? "refused_by_peer"
-                                                  : "peer_error";
-    break;
-  case CR_EREFUSED:
-    d.problem = wire == CR_WIRE_TEMPLATE_MISMATCH ? "template_mismatch"
-                : wire == CR_WIRE_VERSION         ? "protocol_version"
-                : wire == CR_WIRE_ROLE            ? "role"
-                : wire == CR_WIRE_SUITE           ? "suite"
-                                                  : "refused_by_peer";
-    break;
-  case CR_EPROTO:
-    d.problem = "protocol";
-    break;
-  default:
-    d.problem = "error";
-    break;
-  }
-  return d;
-}
-
-static int exit_for(const diagnosis *d, int rc, int wire) {
-  if (d->problem == NULL)
+/* Exit code of a ping's problem. */
+static int exit_for(const cr_party_ping_report *r) {
+  if (r->problem == CR_PING_NONE)
     return EXIT_OK;
-  if (!d->reachable || strcmp(d->problem, "timeout") == 0)
+  if (!r->reachable || r->problem == CR_PING_TIMEOUT)
     return EXIT_NETWORK;
-  if (strcmp(d->problem, "wrong_certificate") == 0 ||
-      strcmp(d->problem, "our_certificate_rejected") == 0 ||
-      strcmp(d->problem, "template_mismatch") == 0)
+  if (r->problem == CR_PING_WRONG_CERTIFICATE || r->problem == CR_PING_OUR_CERTIFICATE_REJECTED ||
+      r->problem == CR_PING_TEMPLATE_MISMATCH)
     return EXIT_REFUSED;
-  return cr_cli_exit_code(rc, wire);
-}
-
-/* The advice printed under a failed ping. */
-static const char *advice(const diagnosis *d, cr_role role) {
-  const char *problem = d->problem;
-  if (problem == NULL)
-    return NULL;
-  if (!strcmp(problem, "timeout") && d->reachable)
-    return "the port accepted the connection but TLS did not complete in time: is it a "
-           "cleanroom node, or is it overloaded? (raise --timeout to wait longer)";
-  if (!strcmp(problem, "dns"))
-    return "check the host name (the template's parties.provider.address or --peer)";
-  if (!strcmp(problem, "refused"))
-    return "the host answered but nothing listens on that port: is the partner's "
-           "`cleanroom serve` running, and on this port?";
-  if (!strcmp(problem, "unreachable"))
-    return "no route to the host: check the address, VPN and firewalls";
-  if (!strcmp(problem, "timeout"))
-    return "no answer to the connection in time: a firewall may drop the packets, or the "
-           "host is down; check the address and port, or raise --timeout";
-  if (!strcmp(problem, "tls"))
-    return "something answered but did not complete TLS 1.3 with us: is it a cleanroom "
-           "node (not a proxy or another service)?";
-  if (!strcmp(problem, "wrong_certificate"))
-    return "the node that answered is not the partner this template pins: wrong address, "
-           "or the partner created a new identity; compare fingerprints with the partner "
-           "and re-pin the template (`cleanroom template pin`)";
-  if (!strcmp(problem, "our_certificate_rejected"))
-    return role == CR_ROLE_CONSUMER
-               ? "the partner's template does not pin this node's certificate for the "
-                 "consumer: send it your fingerprint (`cleanroom fingerprint "
-                 "DIR/identity.crt`) and agree one template"
-               : "the partner's template does not pin this node's certificate for the "
-                 "provider: send it your fingerprint and agree one template";
-  if (!strcmp(problem, "template_mismatch"))
-    return "the two nodes loaded different templates: compare `cleanroom template hash` "
-           "on both sides and exchange the same file";
-  if (!strcmp(problem, "protocol_version"))
-    return "upgrade the older node";
-  if (!strcmp(problem, "role"))
-    return "both nodes claim the same role: each identity must be pinned for its own role";
-  if (!strcmp(problem, "busy"))
-    return "the partner's node is at its session limit; try again later";
-  return NULL;
+  return cr_cli_exit_code(r->rc, r->wire_error);
 }
 
 static void ping_help(void) {
@@ -281,13 +108,9 @@ int cr_cli_ping(int argc, char **argv) {
       audit_opt = optarg;
       break;
     case 'T': {
-      char *end = NULL;
-      errno = 0;
-      unsigned long v = strtoul(optarg, &end, 10);
-      if (errno || end == optarg || *end || v == 0 || v > 3600) {
-        cr_cli_errorf("ping", "--timeout takes seconds from 1 to 3600, got \"%s\"", optarg);
+      unsigned long v;
+      if (cr_cli_parse_uint("ping", "--timeout", "seconds from", optarg, 1, 3600, &v) != 0)
         return EXIT_USAGE;
-      }
       timeout_ms = (unsigned)v * 1000u;
       break;
     }
@@ -312,180 +135,89 @@ int cr_cli_ping(int argc, char **argv) {
   int rc, code = EXIT_OK;
   cr_error err;
   cr_error_clear(&err);
-  cr_template *t = NULL;
-  cr_identity *id = NULL;
-  cr_role role;
-  cr_cli_audit audit;
-  char *audit_path = NULL;
-  memset(&audit, 0, sizeof audit);
-
-  if (cr_crypto_init() != 0) {
-    cr_cli_errorf("ping", "libsodium failed to initialise");
-    return EXIT_INTERNAL;
-  }
-  if ((rc = cr_template_load(&t, tpath, &err)) != 0) {
-    /* Unreadable or invalid, it is a local problem (2), never the network's. */
+  cr_party *party = NULL;
+  uv_loop_t loop;
+  int loop_live = 0;
+  cr_party_config cfg = {0};
+  cfg.mode = CR_PARTY_PING;
+  cfg.template_path = tpath;
+  cfg.identity_dir = identity;
+  cfg.audit_path = audit_opt;
+  cfg.address = peer;
+  cfg.software = CR_SOFTWARE;
+  if ((rc = cr_party_open(&party, &cfg, &err)) != 0) {
+    /* Template, identity, role or address: a local problem (2). */
     cr_cli_errorf("ping", "%s", cr_error_message(&err, rc));
-    return EXIT_USAGE;
+    return rc == CR_ENOMEM ? EXIT_INTERNAL : EXIT_USAGE;
   }
-  if ((rc = cr_identity_load(&id, identity, &err)) != 0) {
-    cr_cli_errorf("ping", "%s", cr_error_message(&err, rc));
-    code = EXIT_USAGE;
-    goto out;
-  }
-  if (cr_template_role_of(t, cr_identity_fingerprint(id), &role) != 0) {
-    char own[CR_SHA256_HEX_BYTES], pp[CR_SHA256_HEX_BYTES], cc[CR_SHA256_HEX_BYTES];
-    cr_hex_encode(own, cr_identity_fingerprint(id), CR_SHA256_BYTES);
-    cr_hex_encode(pp, t->parties[CR_ROLE_PROVIDER].cert_sha256, CR_SHA256_BYTES);
-    cr_hex_encode(cc, t->parties[CR_ROLE_CONSUMER].cert_sha256, CR_SHA256_BYTES);
-    cr_cli_errorf("ping",
-                  "this identity (%s, certificate %s) is not a party of template %s: the "
-                  "provider pins %s and the consumer pins %s; put your fingerprint in the "
-                  "template (`cleanroom template pin`) and agree it with the partner",
-                  identity, own, tpath, pp, cc);
-    code = EXIT_USAGE;
-    goto out;
-  }
-  cr_role other = cr_role_other(role);
-  if (peer == NULL)
-    peer = t->parties[other].address;
-  if (peer == NULL) {
-    cr_cli_errorf("ping",
-                  "--peer HOST:PORT is required: the template gives no address for "
-                  "the %s (parties.%s.address)",
-                  cr_role_name(other), cr_role_name(other));
-    code = EXIT_USAGE;
-    goto out;
-  }
-
-  /* A template serve and run would refuse for its signatures: say so, but
-   * ping anyway (the ping itself does not need them). */
-  char sig_note[600] = "";
-  {
-    char *sp = cr_template_sig_path(t);
-    cr_error se;
-    cr_error_clear(&se);
-    int src = sp ? cr_template_require_sigs(t, sp, &se) : 0;
-    if (src)
-      snprintf(sig_note, sizeof sig_note, "%s", cr_error_message(&se, src));
-    free(sp);
-  }
-
-  /* The audit log is this node's record; a ping is worth a line in it, but
-   * never worth failing the ping (a serving node may hold the log). */
-  audit_path = audit_opt ? strdup(audit_opt) : cr_cli_audit_default_path(identity);
-  char audit_note[1400] = "";
-  if (audit_path == NULL || (rc = cr_cli_audit_open(&audit, audit_path, id, t, &err)) != 0) {
-    snprintf(audit_note, sizeof audit_note, "not recorded in the audit log %s: %s",
-             audit_path ? audit_path : "", cr_error_message(&err, rc ? rc : CR_ENOMEM));
-    memset(&audit, 0, sizeof audit);
-  }
-
-  ping_ctx pc;
-  memset(&pc, 0, sizeof pc);
-  cr_node_config nc = {0};
-  nc.tmpl = t;
-  nc.id = id;
-  nc.data = NULL;
-  nc.role = role;
-  nc.address = peer;
-  /* The session sends no query name in a ping; the node only wants one
-   * present (it checks that a run names its query). */
-  nc.query = "(ping)";
-  nc.ping = 1;
-  nc.handshake_timeout_ms = timeout_ms;
-  nc.idle_timeout_ms = timeout_ms;
-  nc.software = CR_SOFTWARE;
-  nc.on_session = ping_on_session;
-  nc.on_connected = ping_on_connected;
-  nc.ctx = &pc;
+  const cr_template *t = cr_party_template(party);
+  cr_role role = cr_party_role(party), other = cr_role_other(role);
+  peer = cr_party_address(party);
+  const char *sig_note = cr_party_note(party, CR_PARTY_NOTE_SIGNATURES);
 
   if (!json)
     fprintf(stderr, "%s ping: this node is the %s (%s); pinging the %s (%s) at %s\n", CR_CLI_PROG,
             cr_role_name(role), t->parties[role].org, cr_role_name(other), t->parties[other].org,
             peer);
-  cr_session_result res;
-  memset(&res, 0, sizeof res);
-  clock_gettime(CLOCK_MONOTONIC, &pc.t0);
-  rc = cr_node_run(&nc, &res, &err);
-  if (!pc.ended)
-    clock_gettime(CLOCK_MONOTONIC, &pc.t_end);
-  const char *msg = rc ? cr_error_message(&err, rc) : "";
-  if (rc != 0 && !pc.ended && !pc.tls_done && rc != CR_ENET && rc != CR_ETIMEDOUT) {
-    /* Failed before anything went out: a local problem. */
-    cr_cli_errorf("ping", "%s", msg);
-    code = cr_cli_exit_code(rc, 0);
-    cr_session_result_free_outputs(&res);
+  if ((rc = uv_loop_init(&loop)) < 0) {
+    cr_cli_errorf("ping", "cannot start the event loop: %s", uv_strerror(rc));
+    code = EXIT_INTERNAL;
     goto out;
   }
-  diagnosis d = diagnose(rc, &res, msg);
-  code = exit_for(&d, rc, res.wire_error);
+  loop_live = 1;
+  ping_ctx pc;
+  memset(&pc, 0, sizeof pc);
+  cr_party_events ev = {0};
+  ev.ctx = &pc;
+  if ((rc = cr_party_ping(party, &loop, timeout_ms, on_ping_done, &ev, &err)) != 0) {
+    /* Failed before anything went out: a local problem. */
+    cr_cli_errorf("ping", "%s", cr_error_message(&err, rc));
+    code = cr_cli_exit_code(rc, 0);
+    goto out;
+  }
+  uv_run(&loop, UV_RUN_DEFAULT);
+  if (!pc.done) {
+    cr_cli_errorf("ping", "the ping ended without a report");
+    code = EXIT_INTERNAL;
+    goto out;
+  }
+  const cr_party_ping_report *r = &pc.r;
+  const char *msg = r->message;
+  const char *problem = cr_ping_problem_name(r->problem);
+  code = exit_for(r);
 
-  /* What is known about the other side. */
   char ours_t[CR_SHA256_HEX_BYTES], theirs_t[CR_SHA256_HEX_BYTES] = "";
   cr_hex_encode(ours_t, t->sha256, CR_SHA256_BYTES);
-  if (!all_zero(res.peer_template_sha256, CR_SHA256_BYTES))
-    cr_hex_encode(theirs_t, res.peer_template_sha256, CR_SHA256_BYTES);
-  else if (d.problem && !strcmp(d.problem, "template_mismatch"))
-    (void)other_hash_in(msg, ours_t, theirs_t);
-  int agree = d.problem == NULL                                        ? 1
-              : (d.problem && !strcmp(d.problem, "template_mismatch")) ? 0
-                                                                       : -1;
-  unsigned their_version = res.peer_protocol_version;
-  if (their_version == 0 && d.problem && !strcmp(d.problem, "protocol_version"))
-    their_version = version_in(msg);
-  int tls_ok = pc.tls_done && rc != CR_EAUTH && rc != CR_ETLS;
+  if (r->have_peer_template)
+    cr_hex_encode(theirs_t, r->peer_template, CR_SHA256_BYTES);
+  int agree = r->problem == CR_PING_NONE                ? 1
+              : r->problem == CR_PING_TEMPLATE_MISMATCH ? 0
+                                                        : -1;
+  unsigned their_version = r->peer_version;
+  int tls_ok = r->tls_ok;
   char expect_fp[CR_SHA256_HEX_BYTES], seen_fp[CR_SHA256_HEX_BYTES] = "",
                                        own_fp[CR_SHA256_HEX_BYTES];
   cr_hex_encode(expect_fp, t->parties[other].cert_sha256, CR_SHA256_BYTES);
-  cr_hex_encode(own_fp, cr_identity_fingerprint(id), CR_SHA256_BYTES);
-  if (pc.have_peer_fp)
-    cr_hex_encode(seen_fp, pc.peer_fp, CR_SHA256_BYTES);
-  double total_ms = ms_between(&pc.t0, &pc.t_end);
-  double connect_ms = pc.tls_done ? ms_between(&pc.t0, &pc.t_tls) : -1;
-  double rtt_ms = pc.tls_done && d.problem == NULL ? ms_between(&pc.t_tls, &pc.t_end) : -1;
-
-  /* The pinging node's audit line. */
-  if (audit.open) {
-    json_t *ev = json_object();
-    json_object_set_new(ev, "peer", json_string(peer));
-    json_object_set_new(ev, "role", json_string(cr_role_name(role)));
-    json_object_set_new(ev, "template_sha256", json_string(ours_t));
-    json_object_set_new(ev, "ok", json_boolean(d.problem == NULL));
-    if (seen_fp[0])
-      json_object_set_new(ev, "peer_cert_sha256", json_string(seen_fp));
-    if (theirs_t[0])
-      json_object_set_new(ev, "peer_template_sha256", json_string(theirs_t));
-    if (res.peer_software[0])
-      json_object_set_new(ev, "peer_software", json_string(res.peer_software));
-    if (d.problem) {
-      json_object_set_new(ev, "problem", json_string(d.problem));
-      json_object_set_new(ev, "error", json_string(cr_err_name(rc ? rc : res.error)));
-      if (res.wire_error)
-        json_object_set_new(ev, "wire_error", json_string(cr_wire_error_name(res.wire_error)));
-      json_object_set_new(ev, "reason", json_string(msg));
-    }
-    cr_error ae;
-    cr_error_clear(&ae);
-    if (cr_cli_audit_event(&audit, "ping", ev, &ae) != 0 ||
-        cr_cli_audit_checkpoint(&audit, &ae) != 0)
-      snprintf(audit_note, sizeof audit_note, "cannot write the audit log %s: %s", audit_path,
-               ae.msg);
-  }
+  cr_hex_encode(own_fp, cr_identity_fingerprint(cr_party_identity(party)), CR_SHA256_BYTES);
+  if (r->have_peer_fp)
+    cr_hex_encode(seen_fp, r->peer_fp, CR_SHA256_BYTES);
+  double total_ms = r->total_ms, connect_ms = r->connect_ms, rtt_ms = r->rtt_ms;
+  const char *peer_ip = r->peer_addr;
+  const char *audit_note = cr_party_note(party, CR_PARTY_NOTE_AUDIT);
 
   if (json) {
     json_t *o = json_object();
-    json_object_set_new(o, "reachable", json_boolean(d.reachable));
+    json_object_set_new(o, "reachable", json_boolean(r->reachable));
     json_object_set_new(o, "peer", json_string(peer));
-    if (pc.peer_addr[0] && strcmp(pc.peer_addr, peer) != 0)
-      json_object_set_new(o, "peer_ip", json_string(pc.peer_addr));
+    if (peer_ip[0] && strcmp(peer_ip, peer) != 0)
+      json_object_set_new(o, "peer_ip", json_string(peer_ip));
     json_object_set_new(o, "role", json_string(cr_role_name(role)));
     json_t *tl = json_object();
     json_object_set_new(tl, "expected_cert_sha256", json_string(expect_fp));
     if (seen_fp[0])
       json_object_set_new(tl, "seen_cert_sha256", json_string(seen_fp));
     json_object_set_new(tl, "ok", json_boolean(tls_ok));
-    if (d.problem && !strcmp(d.problem, "our_certificate_rejected")) {
+    if (r->problem == CR_PING_OUR_CERTIFICATE_REJECTED) {
       json_object_set_new(tl, "own_cert_sha256", json_string(own_fp));
       json_object_set_new(tl, "own_cert_rejected", json_true());
     }
@@ -502,14 +234,14 @@ int cr_cli_ping(int argc, char **argv) {
                         their_version ? json_integer((json_int_t)their_version) : json_null());
     json_object_set_new(o, "protocol_version", pv);
     json_object_set_new(o, "peer_software",
-                        res.peer_software[0] ? json_string(res.peer_software) : json_null());
+                        r->peer_software[0] ? json_string(r->peer_software) : json_null());
     json_object_set_new(o, "rtt_ms", rtt_ms >= 0 ? json_real(rtt_ms) : json_null());
     json_object_set_new(o, "connect_ms", connect_ms >= 0 ? json_real(connect_ms) : json_null());
     json_object_set_new(o, "total_ms", json_real(total_ms));
-    if (d.problem) {
-      json_object_set_new(o, "problem", json_string(d.problem));
+    if (problem) {
+      json_object_set_new(o, "problem", json_string(problem));
       json_object_set_new(o, "error", json_string(msg));
-      const char *a = advice(&d, role);
+      const char *a = cr_party_ping_advice(party, r);
       if (a)
         json_object_set_new(o, "advice", json_string(a));
     }
@@ -524,11 +256,11 @@ int cr_cli_ping(int argc, char **argv) {
     const char *yes = "ok  ", *no = "FAIL", *unk = "--  ";
     int said = 0; /* the error message has been shown */
     /* reachable */
-    if (d.reachable)
+    if (r->reachable)
       printf("%s reachable: %s%s%s%s\n", yes, peer,
-             pc.peer_addr[0] && strcmp(pc.peer_addr, peer) ? " (" : "",
-             pc.peer_addr[0] && strcmp(pc.peer_addr, peer) ? pc.peer_addr : "",
-             pc.peer_addr[0] && strcmp(pc.peer_addr, peer) ? ")" : "");
+             peer_ip[0] && strcmp(peer_ip, peer) ? " (" : "",
+             peer_ip[0] && strcmp(peer_ip, peer) ? peer_ip : "",
+             peer_ip[0] && strcmp(peer_ip, peer) ? ")" : "");
     else {
       printf("%s reachable: %s: %s\n", no, peer, msg);
       said = 1;
@@ -537,15 +269,15 @@ int cr_cli_ping(int argc, char **argv) {
     if (tls_ok)
       printf("%s certificate: the %s (%s) answered with the pinned certificate %s\n", yes,
              cr_role_name(other), t->parties[other].org, expect_fp);
-    else if (d.problem && !strcmp(d.problem, "wrong_certificate"))
+    else if (r->problem == CR_PING_WRONG_CERTIFICATE)
       printf("%s certificate: not the one the template pins for the %s\n"
              "       expected %s\n       seen     %s\n",
              no, cr_role_name(other), expect_fp, seen_fp[0] ? seen_fp : "(none)");
-    else if (d.problem && !strcmp(d.problem, "our_certificate_rejected"))
+    else if (r->problem == CR_PING_OUR_CERTIFICATE_REJECTED)
       printf("%s certificate: the partner's node refused this node's certificate %s\n"
              "       (the %s presented %s, as pinned)\n",
              no, own_fp, cr_role_name(other), seen_fp[0] ? seen_fp : "(none)");
-    else if (d.reachable && d.problem && !pc.tls_done) {
+    else if (r->reachable && problem && !r->tls_ok) {
       printf("%s certificate: TLS did not complete: %s\n", no, msg);
       said = 1;
     } else
@@ -563,22 +295,22 @@ int cr_cli_ping(int argc, char **argv) {
     if (their_version)
       printf("%s protocol: version %u here, %u there%s%s\n",
              their_version == CR_PROTOCOL_VERSION ? yes : no, CR_PROTOCOL_VERSION, their_version,
-             res.peer_software[0] ? "; partner runs " : "",
-             res.peer_software[0] ? res.peer_software : "");
+             r->peer_software[0] ? "; partner runs " : "",
+             r->peer_software[0] ? r->peer_software : "");
     else
       printf("%s protocol: version %u here, the partner's not known\n", unk, CR_PROTOCOL_VERSION);
-    if (d.problem == NULL) {
+    if (problem == NULL) {
       printf("%s round trip: %.1f ms from the end of TLS to the end of the session (Hello\n"
              "       out, Hello back, close); %.1f ms in total (DNS, TCP connect and TLS 1.3\n"
              "       handshake %.1f ms, then the Hello exchange)\n",
              yes, rtt_ms, total_ms, connect_ms);
       printf("ping OK: the %s is ready; a query can run\n", cr_role_name(other));
     } else {
-      if (!said && strcmp(d.problem, "wrong_certificate") &&
-          strcmp(d.problem, "our_certificate_rejected") && strcmp(d.problem, "template_mismatch"))
+      if (!said && strcmp(problem, "wrong_certificate") &&
+          strcmp(problem, "our_certificate_rejected") && strcmp(problem, "template_mismatch"))
         printf("%s %s\n", no, msg);
-      const char *a = advice(&d, role);
-      printf("ping FAILED (%s)%s%s\n", d.problem, a ? ": " : "", a ? a : "");
+      const char *a = cr_party_ping_advice(party, r);
+      printf("ping FAILED (%s)%s%s\n", problem, a ? ": " : "", a ? a : "");
     }
   }
   if (sig_note[0])
@@ -586,12 +318,10 @@ int cr_cli_ping(int argc, char **argv) {
             sig_note);
   if (audit_note[0])
     fprintf(stderr, "%s ping: note: %s\n", CR_CLI_PROG, audit_note);
-  cr_session_result_free_outputs(&res);
 
 out:
-  cr_cli_audit_close(&audit);
-  free(audit_path);
-  cr_identity_free(id);
-  cr_template_free(t);
+  if (loop_live && uv_loop_close(&loop) != 0)
+    cr_cli_errorf("ping", "the event loop still held handles at exit");
+  cr_party_close(party);
   return code;
 }

@@ -9,7 +9,7 @@
 #include <jansson.h>
 
 #include "cli/cli.h"
-#include "cleanroom/template_sig.h"
+#include "cleanroom/party.h"
 
 /* ---- template ----------------------------------------------------------- */
 

@@ -1,5 +1,7 @@
 /* Exit codes and error printing shared by every command. */
+#include <errno.h>
 #include <stdarg.h>
+#include <stdlib.h>
 #include <stdio.h>
 
 #include "cli/cli.h"
@@ -11,6 +13,19 @@ void cr_cli_errorf(const char *cmd, const char *fmt, ...) {
   vfprintf(stderr, fmt, ap);
   va_end(ap);
   fputc('\n', stderr);
+}
+
+int cr_cli_parse_uint(const char *cmd, const char *opt, const char *what, const char *arg,
+                      unsigned long min, unsigned long max, unsigned long *out) {
+  char *end = NULL;
+  errno = 0;
+  unsigned long v = strtoul(arg, &end, 10);
+  if (errno || end == arg || *end || arg[0] == '-' || v < min || v > max) {
+    cr_cli_errorf(cmd, "%s takes %s %lu to %lu, got \"%s\"", opt, what, min, max, arg);
+    return -1;
+  }
+  *out = v;
+  return 0;
 }
 
 static int is_refusal_wire(int w) {

@@ -16,70 +16,17 @@ static double share(uint64_t part, uint64_t whole) {
   return whole ? (double)part / (double)whole : 0.0;
 }
 
-static json_t *cells_json(const cr_session_result *r) {
-  json_t *cells = json_array();
-  size_t nc = r->nlabels[CR_ROLE_CONSUMER];
-  for (size_t i = 0; i < r->ncells; i++) {
-    const cr_session_cell *c = &r->cells[i];
-    size_t a = c->label[CR_ROLE_PROVIDER], b = c->label[CR_ROLE_CONSUMER];
-    json_t *o = json_object();
-    json_object_set_new(o, "provider", json_string(r->labels[CR_ROLE_PROVIDER][a]));
-    json_object_set_new(o, "consumer", json_string(r->labels[CR_ROLE_CONSUMER][b]));
-    if (c->suppressed) {
-      json_object_set_new(o, "suppressed", json_true());
-    } else {
-      json_object_set_new(o, "count", json_integer((json_int_t)c->count));
-      json_object_set_new(o, "share_of_provider_group",
-                          json_real(share(c->count, r->label_sizes[CR_ROLE_PROVIDER][a])));
-      json_object_set_new(o, "share_of_consumer_group",
-                          json_real(share(c->count, r->label_sizes[CR_ROLE_CONSUMER][b])));
-    }
-    json_array_append_new(cells, o);
-    (void)nc;
-  }
-  return cells;
+/* The released object exactly as the audit log recorded it. */
+static json_t *released_json(const cr_party_session *s) {
+  char *txt = cr_party_released_json(s);
+  json_t *j = txt ? json_loads(txt, JSON_DECODE_ANY, NULL) : NULL;
+  free(txt);
+  return j ? j : json_null();
 }
 
-static json_t *groups_json(const cr_session_result *r, cr_role role) {
-  json_t *g = json_array();
-  for (size_t i = 0; i < r->nlabels[role]; i++) {
-    json_t *o = json_object();
-    json_object_set_new(o, "label", json_string(r->labels[role][i]));
-    json_object_set_new(o, "size", json_integer((json_int_t)r->label_sizes[role][i]));
-    json_array_append_new(g, o);
-  }
-  return g;
-}
-
-json_t *cr_cli_released_json(const cr_session_result *r, const cr_cli_members *m) {
-  if (r->status != CR_SESSION_DONE || !r->receives)
-    return json_null();
-  json_t *rel = json_object();
-  if (r->grouped) {
-    json_object_set_new(rel, "cells", cells_json(r));
-    json_object_set_new(rel, "min_count", json_integer((json_int_t)r->min_count));
-    json_object_set_new(rel, "provider_groups", groups_json(r, CR_ROLE_PROVIDER));
-    json_object_set_new(rel, "consumer_groups", groups_json(r, CR_ROLE_CONSUMER));
-  } else if (r->suppressed) {
-    json_object_set_new(rel, "suppressed", json_true());
-    json_object_set_new(rel, "min_count", json_integer((json_int_t)r->min_count));
-  } else {
-    json_object_set_new(rel, "count", json_integer((json_int_t)r->count));
-    json_object_set_new(rel, "share_of_own", json_real(share(r->count, r->own_set_size)));
-    json_object_set_new(rel, "share_of_peer", json_real(share(r->count, r->peer_set_size)));
-    if (m != NULL && m->path != NULL) {
-      char hex[CR_SHA256_HEX_BYTES];
-      cr_hex_encode(hex, m->sha256, CR_SHA256_BYTES);
-      json_object_set_new(rel, "rows_file", json_string(m->path));
-      json_object_set_new(rel, "rows", json_integer((json_int_t)m->rows));
-      json_object_set_new(rel, "rows_file_sha256", json_string(hex));
-    }
-  }
-  return rel;
-}
-
-void cr_cli_print_result_json(const cr_session_result *r, const cr_template *t,
-                              const char *peer_addr, const cr_cli_members *m) {
+void cr_cli_print_result_json(const cr_party_session *s, const cr_template *t,
+                              const char *peer_addr) {
+  const cr_session_result *r = s->res;
   char sid[CR_SHA256_HEX_BYTES] = "", th[CR_SHA256_HEX_BYTES];
   if (r->have_session_id)
     cr_hex_encode(sid, r->session_id, CR_SESSION_ID_BYTES);
@@ -112,7 +59,7 @@ void cr_cli_print_result_json(const cr_session_result *r, const cr_template *t,
     json_object_set_new(o, "params", p);
   }
   if (r->status == CR_SESSION_DONE) {
-    json_object_set_new(o, "released", cr_cli_released_json(r, m));
+    json_object_set_new(o, "released", released_json(s));
   } else {
     json_object_set_new(o, "released", json_null());
     json_t *e = json_object();
@@ -133,8 +80,8 @@ void cr_cli_print_result_json(const cr_session_result *r, const cr_template *t,
   fflush(stdout);
 }
 
-void cr_cli_print_result_human(const cr_session_result *r, const char *peer_addr,
-                               const cr_cli_members *m) {
+void cr_cli_print_result_human(const cr_party_session *s, const char *peer_addr) {
+  const cr_session_result *r = s->res;
   char sid[CR_SHA256_HEX_BYTES] = "";
   if (r->status != CR_SESSION_DONE)
     return; /* failures are reported on stderr */
@@ -173,8 +120,8 @@ void cr_cli_print_result_human(const cr_session_result *r, const char *peer_addr
     printf("  overlap:       %llu (%.1f%% of our set, %.1f%% of the partner's)\n",
            (unsigned long long)r->count, 100.0 * share(r->count, r->own_set_size),
            100.0 * share(r->count, r->peer_set_size));
-    if (m != NULL && m->path != NULL)
-      printf("  matched rows:  %llu written to %s\n", (unsigned long long)m->rows, m->path);
+    if (s->rows_written && s->rows_path != NULL)
+      printf("  matched rows:  %llu written to %s\n", (unsigned long long)s->rows, s->rows_path);
   }
   fflush(stdout);
 }

@@ -2,10 +2,12 @@
 #include "cleanroom/common.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <sodium.h>
 
@@ -150,4 +152,93 @@ out:
   fclose(f);
   cr_buf_free(&b);
   return rc;
+}
+
+void cr_strv_free(char **v, size_t n) {
+  if (v == NULL)
+    return;
+  for (size_t i = 0; i < n; i++)
+    free(v[i]);
+  free(v);
+}
+
+int cr_atomic_open(cr_atomic_file *f, const char *path, int mode, cr_error *err) {
+  memset(f, 0, sizeof *f);
+  f->fd = -1;
+  size_t n = strlen(path) + 32;
+  f->tmp = malloc(n);
+  f->path = strdup(path);
+  if (f->tmp == NULL || f->path == NULL) {
+    cr_atomic_abort(f);
+    return cr_error_set(err, CR_ENOMEM, "out of memory");
+  }
+  snprintf(f->tmp, n, "%s.tmp.%ld", path, (long)getpid());
+  f->fd = open(f->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
+  if (f->fd < 0) {
+    int rc = cr_error_set(err, CR_EIO, "cannot create %s: %s", f->tmp, strerror(errno));
+    free(f->tmp);
+    f->tmp = NULL; /* nothing to remove */
+    cr_atomic_abort(f);
+    return rc;
+  }
+  return 0;
+}
+
+int cr_atomic_write(cr_atomic_file *f, const void *data, size_t len, cr_error *err) {
+  const uint8_t *p = data;
+  while (len > 0) {
+    ssize_t w = write(f->fd, p, len);
+    if (w < 0 && errno == EINTR)
+      continue;
+    if (w <= 0)
+      return cr_error_set(err, CR_EIO, "cannot write %s: %s", f->tmp,
+                          w < 0 ? strerror(errno) : "no space written");
+    p += w;
+    len -= (size_t)w;
+  }
+  return 0;
+}
+
+int cr_atomic_commit(cr_atomic_file *f, cr_error *err) {
+  int rc = 0;
+  if (f->fd < 0 || f->tmp == NULL)
+    return cr_error_set(err, CR_EINVAL, "no file open to commit");
+  if (fsync(f->fd) != 0)
+    rc = cr_error_set(err, CR_EIO, "cannot write %s: %s", f->tmp, strerror(errno));
+  if (close(f->fd) != 0 && rc == 0)
+    rc = cr_error_set(err, CR_EIO, "cannot write %s: %s", f->tmp, strerror(errno));
+  f->fd = -1;
+  if (rc == 0 && rename(f->tmp, f->path) != 0)
+    rc = cr_error_set(err, CR_EIO, "cannot rename %s to %s: %s", f->tmp, f->path,
+                      strerror(errno));
+  if (rc == 0) {
+    free(f->tmp);
+    f->tmp = NULL;
+  }
+  cr_atomic_abort(f);
+  return rc;
+}
+
+void cr_atomic_abort(cr_atomic_file *f) {
+  if (f->fd >= 0)
+    close(f->fd);
+  f->fd = -1;
+  if (f->tmp != NULL)
+    unlink(f->tmp);
+  free(f->tmp);
+  free(f->path);
+  f->tmp = f->path = NULL;
+}
+
+int cr_file_write_atomic(const char *path, const void *data, size_t len, int mode,
+                         cr_error *err) {
+  cr_atomic_file f;
+  int rc = cr_atomic_open(&f, path, mode, err);
+  if (rc)
+    return rc;
+  if ((rc = cr_atomic_write(&f, data, len, err)) != 0) {
+    cr_atomic_abort(&f);
+    return rc;
+  }
+  return cr_atomic_commit(&f, err);
 }

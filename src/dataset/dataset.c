@@ -79,7 +79,6 @@ void cr_dataset_options_init(cr_dataset_options *opt) {
 }
 
 /* Local on purpose: the dataset layer needs only the template's layout. */
-static const char *role_str(cr_role r) { return r == CR_ROLE_PROVIDER ? "provider" : "consumer"; }
 
 static int is_ws(char c) {
   return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
@@ -432,7 +431,7 @@ int cr_dataset_load(cr_dataset **out, const char *path, const cr_template *t, cr
     const char *col = t->required_columns[role][i];
     if (!find_col(hdr, nhdr, col, &idx)) {
       char why[64];
-      snprintf(why, sizeof why, "the template requires it for the %s", role_str(role));
+      snprintf(why, sizeof why, "the template requires it for the %s", cr_role_name(role));
       rc = missing_column(err, path, col, why, hdr, nhdr);
       goto out;
     }

@@ -62,12 +62,12 @@ int cr_dataset_write_matches(const cr_dataset *d, const cr_template *t, const ui
                              const char *const *columns, size_t ncolumns,
                              int (*keep)(void *ctx, const char *const *fields, const size_t *lens,
                                          size_t n),
-                             void *keep_ctx, const char *out_path, uint64_t *rows,
+                             void *keep_ctx, cr_atomic_file *out, uint64_t *rows,
                              uint8_t file_sha256[CR_SHA256_BYTES], cr_error *err) {
-  int rc = 0, fd = -1;
+  int rc = 0;
   FILE *in = NULL;
   cr_csv *csv = NULL;
-  char **hdr = NULL, *tmp = NULL;
+  char **hdr = NULL;
   size_t nhdr = 0, *keycol = NULL, *outcol = NULL, nout = 0;
   const char **vals = NULL;
   size_t *vlens = NULL;
@@ -79,7 +79,7 @@ int cr_dataset_write_matches(const cr_dataset *d, const cr_template *t, const ui
   cr_buf_init(&line);
   crypto_hash_sha256_init(&hs);
 
-  if (d == NULL || d->path == NULL || matched == NULL || out_path == NULL)
+  if (d == NULL || d->path == NULL || matched == NULL || out == NULL)
     return cr_error_set(err, CR_EINVAL, "write_matches: invalid argument");
   in = fopen(d->path, "rb");
   if (in == NULL)
@@ -147,17 +147,6 @@ int cr_dataset_write_matches(const cr_dataset *d, const cr_template *t, const ui
     }
   }
 
-  size_t tlen = strlen(out_path) + 16;
-  if ((tmp = malloc(tlen)) == NULL) {
-    rc = cr_error_set(err, CR_ENOMEM, "out of memory");
-    goto out;
-  }
-  snprintf(tmp, tlen, "%s.tmp%ld", out_path, (long)getpid());
-  fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  if (fd < 0) {
-    rc = cr_error_set(err, CR_EIO, "%s: cannot create: %s", tmp, strerror(errno));
-    goto out;
-  }
   for (size_t i = 0; i < nout && rc == 0; i++) {
     rc = i ? cr_buf_append(&line, ",", 1) : 0;
     rc = rc ? rc : put_field(&line, hdr[outcol[i]], strlen(hdr[outcol[i]]));
@@ -200,18 +189,14 @@ int cr_dataset_write_matches(const cr_dataset *d, const cr_template *t, const ui
     written++;
     if (line.len >= 65536) {
       crypto_hash_sha256_update(&hs, line.data, line.len);
-      if (write(fd, line.data, line.len) != (ssize_t)line.len) {
-        rc = cr_error_set(err, CR_EIO, "%s: write failed: %s", tmp, strerror(errno));
+      if ((rc = cr_atomic_write(out, line.data, line.len, err)) != 0)
         goto out;
-      }
       cr_buf_reset(&line);
     }
   }
   crypto_hash_sha256_update(&hs, line.data, line.len);
-  if ((line.len && write(fd, line.data, line.len) != (ssize_t)line.len) || fsync(fd) != 0) {
-    rc = cr_error_set(err, CR_EIO, "%s: write failed: %s", tmp, strerror(errno));
+  if (line.len && (rc = cr_atomic_write(out, line.data, line.len, err)) != 0)
     goto out;
-  }
   uint8_t now[CR_SHA256_BYTES];
   if (cr_csv_sha256(csv, now) != 0 || memcmp(now, d->file_sha256, sizeof now) != 0) {
     rc = cr_error_set(err, CR_EDATA,
@@ -220,23 +205,12 @@ int cr_dataset_write_matches(const cr_dataset *d, const cr_template *t, const ui
                       d->path);
     goto out;
   }
-  close(fd);
-  fd = -1;
-  if (rename(tmp, out_path) != 0) {
-    rc = cr_error_set(err, CR_EIO, "cannot rename %s to %s: %s", tmp, out_path, strerror(errno));
-    goto out;
-  }
   if (rows)
     *rows = written;
   if (file_sha256)
     crypto_hash_sha256_final(&hs, file_sha256);
   rc = 0;
 out:
-  if (fd >= 0)
-    close(fd);
-  if (rc != 0 && tmp != NULL)
-    unlink(tmp);
-  free(tmp);
   cr_csv_free(csv);
   if (in)
     fclose(in);

@@ -256,14 +256,6 @@ static int want_int(vctx *v, json_t *j, long long min, uint64_t *out) {
   return 1;
 }
 
-static void free_strv(char **s, size_t n) {
-  if (s == NULL)
-    return;
-  for (size_t i = 0; i < n; i++)
-    free(s[i]);
-  free(s);
-}
-
 /*
  * An array of distinct non-empty strings, copied into *out (a NULL-terminated
  * allocation even when empty). Returns 1 if valid.
@@ -313,7 +305,7 @@ static int want_strv(vctx *v, json_t *j, int nonempty, size_t max, const char *w
   *nout = n;
   return 1;
 oom:
-  free_strv(s, n);
+  cr_strv_free(s, n);
   v->el->oom = 1;
   return 0;
 }
@@ -1155,7 +1147,7 @@ int cr_template_check_mem(const char *json, size_t len, const char *origin, cr_t
   return check_common(NULL, json, len, origin, out, errors, n);
 }
 
-void cr_template_errors_free(char **errors, size_t n) { free_strv(errors, n); }
+void cr_template_errors_free(char **errors, size_t n) { cr_strv_free(errors, n); }
 
 void cr_template_free(cr_template *t) {
   if (t == NULL)
@@ -1164,11 +1156,11 @@ void cr_template_free(cr_template *t) {
   for (int r = 0; r < CR_ROLE_COUNT; r++) {
     free(t->parties[r].org);
     free(t->parties[r].address);
-    free_strv(t->required_columns[r], t->nrequired_columns[r]);
+    cr_strv_free(t->required_columns[r], t->nrequired_columns[r]);
   }
   free(t->suite);
   free(t->match_key.name);
-  free_strv(t->match_key.columns, t->match_key.ncolumns);
+  cr_strv_free(t->match_key.columns, t->match_key.ncolumns);
   free(t->match_key.normalize);
   free(t->match_key.default_country_code);
   for (size_t i = 0; i < t->nqueries; i++) {
@@ -1181,7 +1173,7 @@ void cr_template_free(cr_template *t) {
     for (size_t k = 0; k < q->nparams; k++)
       free(q->params[k].name);
     free(q->params);
-    free_strv(q->columns, q->ncolumns);
+    cr_strv_free(q->columns, q->ncolumns);
   }
   free(t->queries);
   free(t->path);

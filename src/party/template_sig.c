@@ -1,9 +1,9 @@
 /*
- * Detached template signatures (include/cleanroom/template_sig.h). Lives in
+ * Detached template signatures (include/cleanroom/party.h). Lives in
  * the net layer because it needs the identity and certificate parsing; the
  * template module stays free of them.
  */
-#include "cleanroom/template_sig.h"
+#include "cleanroom/party.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -59,37 +59,22 @@ static int load_doc(const char *sig_path, json_t **out, int *missing, cr_error *
   return 0;
 }
 
-/* Writes next to the target and renames, so a crash leaves the old file. */
+/* Written whole under a temporary name and renamed, so a crash leaves the
+ * old file. */
 static int write_atomic(json_t *doc, const char *path, cr_error *err) {
-  int rc = 0;
-  size_t n = strlen(path) + 8;
-  char *tmp = malloc(n);
-  if (tmp == NULL)
-    return cr_error_set(err, CR_ENOMEM, "out of memory");
-  snprintf(tmp, n, "%s.tmp", path);
   char *text = json_dumps(doc, JSON_INDENT(2) | JSON_SORT_KEYS);
-  int fd = -1;
-  if (text == NULL) {
-    rc = cr_error_set(err, CR_ENOMEM, "out of memory");
-    goto out;
-  }
-  fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (text == NULL)
+    return cr_error_set(err, CR_ENOMEM, "out of memory");
   size_t len = strlen(text);
-  if (fd < 0 || write(fd, text, len) != (ssize_t)len || write(fd, "\n", 1) != 1 || fsync(fd) != 0) {
-    rc = cr_error_set(err, CR_EIO, "cannot write %s: %s", tmp, strerror(errno));
-    goto out;
+  char *line = realloc(text, len + 2);
+  if (line == NULL) {
+    free(text);
+    return cr_error_set(err, CR_ENOMEM, "out of memory");
   }
-  close(fd);
-  fd = -1;
-  if (rename(tmp, path) != 0)
-    rc = cr_error_set(err, CR_EIO, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
-out:
-  if (fd >= 0)
-    close(fd);
-  if (rc)
-    unlink(tmp);
-  free(text);
-  free(tmp);
+  line[len] = '\n';
+  line[len + 1] = '\0';
+  int rc = cr_file_write_atomic(path, line, len + 1, 0644, err);
+  free(line);
   return rc;
 }
 

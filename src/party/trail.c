@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli/node_audit.h"
+#include "party/party_internal.h"
 
 static json_t *hexj(const uint8_t *b, size_t n) {
   char hex[2 * 64 + 1];
@@ -18,7 +18,7 @@ static json_t *hexj(const uint8_t *b, size_t n) {
   return json_string(hex);
 }
 
-char *cr_cli_audit_default_path(const char *identity_dir) {
+char *cr__trail_default_path(const char *identity_dir) {
   size_t n = strlen(identity_dir) + sizeof "/audit.jsonl";
   char *p = malloc(n);
   if (p)
@@ -26,7 +26,7 @@ char *cr_cli_audit_default_path(const char *identity_dir) {
   return p;
 }
 
-int cr_cli_audit_open(cr_cli_audit *a, const char *path, const cr_identity *id,
+int cr__trail_open(cr_trail *a, const char *path, const cr_identity *id,
                       const cr_template *t, cr_error *err) {
   memset(a, 0, sizeof *a);
   a->id = id;
@@ -40,7 +40,7 @@ int cr_cli_audit_open(cr_cli_audit *a, const char *path, const cr_identity *id,
   return 0;
 }
 
-void cr_cli_audit_close(cr_cli_audit *a) {
+void cr__trail_close(cr_trail *a) {
   if (a->open)
     cr_audit_close(a->log);
   if (a->id != NULL)
@@ -49,7 +49,7 @@ void cr_cli_audit_close(cr_cli_audit *a) {
   memset(a, 0, sizeof *a);
 }
 
-int cr_cli_audit_event(cr_cli_audit *a, const char *event, json_t *fields, cr_error *err) {
+int cr__trail_event(cr_trail *a, const char *event, json_t *fields, cr_error *err) {
   if (!a->open) {
     json_decref(fields);
     return 0;
@@ -61,7 +61,7 @@ int cr_cli_audit_event(cr_cli_audit *a, const char *event, json_t *fields, cr_er
   return rc;
 }
 
-int cr_cli_audit_checkpoint(cr_cli_audit *a, cr_error *err) {
+int cr__trail_checkpoint(cr_trail *a, cr_error *err) {
   if (!a->open)
     return 0;
   uint8_t pk[CR_SIGN_PK_BYTES];
@@ -72,7 +72,7 @@ int cr_cli_audit_checkpoint(cr_cli_audit *a, cr_error *err) {
   return rc;
 }
 
-json_t *cr_cli_audit_data_fields(const cr_dataset *d, const char *query) {
+json_t *cr__trail_data_fields(const cr_dataset *d, const char *query) {
   json_t *rej = json_object();
   for (int i = 0; i < CR_REJECT_COUNT; i++)
     if (d->rejected[i])
@@ -93,6 +93,77 @@ json_t *cr_cli_audit_data_fields(const cr_dataset *d, const char *query) {
   return o;
 }
 
+static double share(uint64_t part, uint64_t whole) {
+  return whole ? (double)part / (double)whole : 0.0;
+}
+
+static json_t *cells_json(const cr_session_result *r) {
+  json_t *cells = json_array();
+  for (size_t i = 0; i < r->ncells; i++) {
+    const cr_session_cell *c = &r->cells[i];
+    size_t a = c->label[CR_ROLE_PROVIDER], b = c->label[CR_ROLE_CONSUMER];
+    json_t *o = json_object();
+    json_object_set_new(o, "provider", json_string(r->labels[CR_ROLE_PROVIDER][a]));
+    json_object_set_new(o, "consumer", json_string(r->labels[CR_ROLE_CONSUMER][b]));
+    if (c->suppressed) {
+      json_object_set_new(o, "suppressed", json_true());
+    } else {
+      json_object_set_new(o, "count", json_integer((json_int_t)c->count));
+      json_object_set_new(o, "share_of_provider_group",
+                          json_real(share(c->count, r->label_sizes[CR_ROLE_PROVIDER][a])));
+      json_object_set_new(o, "share_of_consumer_group",
+                          json_real(share(c->count, r->label_sizes[CR_ROLE_CONSUMER][b])));
+    }
+    json_array_append_new(cells, o);
+  }
+  return cells;
+}
+
+static json_t *groups_json(const cr_session_result *r, cr_role role) {
+  json_t *g = json_array();
+  for (size_t i = 0; i < r->nlabels[role]; i++) {
+    json_t *o = json_object();
+    json_object_set_new(o, "label", json_string(r->labels[role][i]));
+    json_object_set_new(o, "size", json_integer((json_int_t)r->label_sizes[role][i]));
+    json_array_append_new(g, o);
+  }
+  return g;
+}
+
+json_t *cr__trail_released(const cr_session_result *r, const cr_party_session *m) {
+  if (r->status != CR_SESSION_DONE || !r->receives)
+    return json_null();
+  json_t *rel = json_object();
+  if (r->grouped) {
+    json_object_set_new(rel, "cells", cells_json(r));
+    json_object_set_new(rel, "min_count", json_integer((json_int_t)r->min_count));
+    json_object_set_new(rel, "provider_groups", groups_json(r, CR_ROLE_PROVIDER));
+    json_object_set_new(rel, "consumer_groups", groups_json(r, CR_ROLE_CONSUMER));
+  } else if (r->suppressed) {
+    json_object_set_new(rel, "suppressed", json_true());
+    json_object_set_new(rel, "min_count", json_integer((json_int_t)r->min_count));
+  } else {
+    json_object_set_new(rel, "count", json_integer((json_int_t)r->count));
+    json_object_set_new(rel, "share_of_own", json_real(share(r->count, r->own_set_size)));
+    json_object_set_new(rel, "share_of_peer", json_real(share(r->count, r->peer_set_size)));
+    if (m != NULL && m->rows_written && m->rows_path != NULL) {
+      json_object_set_new(rel, "rows_file", json_string(m->rows_path));
+      json_object_set_new(rel, "rows", json_integer((json_int_t)m->rows));
+      json_object_set_new(rel, "rows_file_sha256", hexj(m->rows_sha256, CR_SHA256_BYTES));
+    }
+  }
+  return rel;
+}
+
+char *cr_party_released_json(const cr_party_session *s) {
+  if (s == NULL || s->res == NULL)
+    return NULL;
+  json_t *j = cr__trail_released(s->res, s);
+  char *out = j ? json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(17)) : NULL;
+  json_decref(j);
+  return out;
+}
+
 static json_t *params_json(const cr_session_result *r) {
   json_t *p = json_object();
   for (size_t i = 0; i < r->nparams; i++)
@@ -100,7 +171,7 @@ static json_t *params_json(const cr_session_result *r) {
   return p;
 }
 
-json_t *cr_cli_audit_session_fields(const cr_cli_audit *a, const cr_session_result *r) {
+json_t *cr__trail_session_fields(const cr_trail *a, const cr_session_result *r) {
   json_t *o = json_object();
   if (r->have_session_id)
     json_object_set_new(o, "session_id", hexj(r->session_id, CR_SESSION_ID_BYTES));
@@ -114,7 +185,7 @@ json_t *cr_cli_audit_session_fields(const cr_cli_audit *a, const cr_session_resu
   return o;
 }
 
-int cr_cli_audit_admit(cr_cli_audit *a, const cr_session_result *r, char *msg, size_t cap) {
+int cr__trail_admit(cr_trail *a, const cr_session_result *r, char *msg, size_t cap) {
   cr_error err;
   cr_error_clear(&err);
   int rc = 0;
@@ -160,7 +231,7 @@ int cr_cli_audit_admit(cr_cli_audit *a, const cr_session_result *r, char *msg, s
       goto out;
     }
   }
-  json_t *f = cr_cli_audit_session_fields(a, r);
+  json_t *f = cr__trail_session_fields(a, r);
   rc = cr_audit_append(a->log, "session_started", f, &err);
   json_decref(f);
   if (rc)
@@ -173,8 +244,8 @@ out:
   return rc ? (rc == CR_EREFUSED ? rc : CR_EIO) : 0;
 }
 
-int cr_cli_audit_session_end(cr_cli_audit *a, const cr_session_result *r, const char *peer_addr,
-                             const uint8_t *peer_fp, const cr_cli_members *m, cr_error *err) {
+int cr__trail_session_end(cr_trail *a, const cr_session_result *r, const char *peer_addr,
+                             const uint8_t *peer_fp, const cr_party_session *m, cr_error *err) {
   int rc = 0;
   if (!a->open)
     return 0;
@@ -194,9 +265,9 @@ int cr_cli_audit_session_end(cr_cli_audit *a, const cr_session_result *r, const 
       json_object_set_new(o, "wire_error", json_string(cr_wire_error_name(r->wire_error)));
     json_object_set_new(o, "from_peer", json_boolean(r->error_from_peer));
     json_object_set_new(o, "reason", json_string(r->error_msg));
-    rc = cr_cli_audit_event(a, "connection_refused", o, err);
+    rc = cr__trail_event(a, "connection_refused", o, err);
   } else if (r->status != CR_SESSION_DONE) {
-    json_t *o = cr_cli_audit_session_fields(a, r);
+    json_t *o = cr__trail_session_fields(a, r);
     if (peer_addr)
       json_object_set_new(o, "address", json_string(peer_addr));
     json_object_set_new(o, "error", json_string(cr_err_name(r->error)));
@@ -204,12 +275,12 @@ int cr_cli_audit_session_end(cr_cli_audit *a, const cr_session_result *r, const 
       json_object_set_new(o, "wire_error", json_string(cr_wire_error_name(r->wire_error)));
     json_object_set_new(o, "from_peer", json_boolean(r->error_from_peer));
     json_object_set_new(o, "reason", json_string(r->error_msg));
-    rc = cr_cli_audit_event(a, "session_aborted", o, err);
+    rc = cr__trail_event(a, "session_aborted", o, err);
   } else {
-    json_t *o = cr_cli_audit_session_fields(a, r);
+    json_t *o = cr__trail_session_fields(a, r);
     json_object_set_new(o, "receives", json_boolean(r->receives));
-    json_object_set_new(o, "released", cr_cli_released_json(r, m));
-    rc = cr_cli_audit_event(a, "result_released", o, err);
+    json_object_set_new(o, "released", cr__trail_released(r, m));
+    rc = cr__trail_event(a, "result_released", o, err);
     if (rc == 0) {
       json_t *rc_o = json_object();
       json_object_set_new(rc_o, "session_id", hexj(r->session_id, CR_SESSION_ID_BYTES));
@@ -225,10 +296,10 @@ int cr_cli_audit_session_end(cr_cli_audit *a, const cr_session_result *r, const 
         json_object_set_new(rc_o, "peer_cert_sha256", hexj(peer_fp, CR_SHA256_BYTES));
       json_object_set_new(rc_o, "peer_public_key", hexj(r->peer_sign_pk, CR_SIGN_PK_BYTES));
       json_object_set_new(rc_o, "peer_signature", hexj(r->peer_signature, CR_SIGNATURE_BYTES));
-      rc = cr_cli_audit_event(a, "receipt", rc_o, err);
+      rc = cr__trail_event(a, "receipt", rc_o, err);
     }
   }
   if (rc == 0)
-    rc = cr_cli_audit_checkpoint(a, err);
+    rc = cr__trail_checkpoint(a, err);
   return rc;
 }
