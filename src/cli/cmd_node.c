@@ -1,6 +1,7 @@
 /* serve and run: the node's two ways of taking part in a session. */
 #include <errno.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,7 +53,69 @@ typedef struct node_ctx {
   uint64_t progress_start, progress_last;
   int sessions, failed;
   int last_rc, last_wire;
+  /* The node on this command's loop, and how it ended (on_closed). */
+  cr_node *node;
+  uv_signal_t sig[2];
+  int sig_live;
+  int closed_rc;
+  cr_error closed_err;
+  cr_session_result closed_res;
 } node_ctx;
+
+/* The library installs no signal handler: serve stops on SIGINT/SIGTERM
+ * through watchers of its own on the loop. */
+static void on_stop_signal(uv_signal_t *h, int signum) {
+  (void)signum;
+  node_ctx *n = h->data;
+  cr_node_stop(n->node);
+}
+
+static void on_node_closed(void *ctx, int rc, const cr_error *err, cr_session_result *res) {
+  node_ctx *n = ctx;
+  n->closed_rc = rc;
+  if (err != NULL)
+    n->closed_err = *err;
+  if (res != NULL)
+    n->closed_res = *res; /* its outputs are ours now */
+  if (n->sig_live) {
+    n->sig_live = 0;
+    for (int i = 0; i < 2; i++)
+      uv_close((uv_handle_t *)&n->sig[i], NULL);
+  }
+}
+
+/* Runs the node on a loop of this command's own until it has closed: rc and
+ * err say how it ended, *res (run) is the result. */
+static int node_exec(node_ctx *n, const cr_node_config *nc, int serve, cr_session_result *res,
+                     cr_error *err) {
+  uv_loop_t loop;
+  int rc = uv_loop_init(&loop);
+  if (rc < 0)
+    return cr_error_set(err, CR_EINTERNAL, "cannot start the event loop: %s", uv_strerror(rc));
+  rc = serve ? cr_node_serve_start(&n->node, &loop, nc, err)
+             : cr_node_run_start(&n->node, &loop, nc, err);
+  if (rc == 0) {
+    if (serve) {
+      static const int signums[2] = {SIGINT, SIGTERM};
+      for (int i = 0; i < 2; i++) {
+        uv_signal_init(&loop, &n->sig[i]);
+        n->sig[i].data = n;
+        uv_signal_start(&n->sig[i], on_stop_signal, signums[i]);
+      }
+      n->sig_live = 1;
+    }
+    uv_run(&loop, UV_RUN_DEFAULT);
+    cr_node_free(n->node);
+    n->node = NULL;
+    rc = n->closed_rc;
+    if (rc != 0 && err != NULL)
+      *err = n->closed_err;
+    if (res != NULL)
+      *res = n->closed_res;
+  }
+  (void)uv_loop_close(&loop);
+  return rc;
+}
 
 static void report_failure(const char *cmd, const cr_session_result *r, const char *peer_addr) {
   fprintf(stderr, "%s %s: session%s%s failed: %s\n", CR_CLI_PROG, cmd, peer_addr ? " with " : "",
@@ -723,28 +786,31 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
   nctx.rq = rq;
   nctx.filter = filter;
   cr_node_config nc = {0};
-  nc.tmpl = t;
+  nc.session.tmpl = t;
   nc.id = id;
-  nc.data = data;
-  nc.role = role;
+  nc.session.data = data;
+  nc.session.role = role;
   nc.address = o.address;
-  nc.query = o.query;
+  nc.session.query = o.query;
   nc.once = o.once;
   nc.idle_timeout_ms = o.timeout_ms;
   nc.handshake_timeout_ms = o.timeout_ms;
   nc.max_sessions = o.max_sessions;
-  nc.software = CR_SOFTWARE;
+  nc.session.software = CR_SOFTWARE;
   nc.on_session = on_session;
   nc.on_listening = on_listening;
   nc.on_connected = on_connected;
   nc.on_progress = serve ? NULL : on_progress;
+  nc.on_closed = on_node_closed;
   nctx.progress_tty = isatty(2);
-  nc.admit = node_admit;
-  nc.load = serve ? serve_load : NULL;
-  nc.unload = serve ? serve_unload : NULL;
-  nc.param_names = o.param_names;
-  nc.param_values = o.param_values;
-  nc.nparams = o.nparams;
+  nc.session.admit = node_admit;
+  nc.session.admit_ctx = &nctx;
+  nc.session.load = serve ? serve_load : NULL;
+  nc.session.unload = serve ? serve_unload : NULL;
+  nc.session.load_ctx = &nctx;
+  nc.session.param_names = o.param_names;
+  nc.session.param_values = o.param_values;
+  nc.session.nparams = o.nparams;
   nc.ctx = &nctx;
   /* The calling thread works too: threads - 1 helpers. */
   unsigned threads = o.threads ? o.threads : cr_cpu_count();
@@ -753,13 +819,13 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
     code = EXIT_INTERNAL;
     goto out;
   }
-  nc.pool = pool;
+  nc.session.pool = pool;
 
   if (serve) {
     if (!o.quiet)
       fprintf(stderr, "%s serve: this node is the %s (%s)\n", CR_CLI_PROG, cr_role_name(role),
               t->parties[role].org);
-    rc = cr_node_serve(&nc, &err);
+    rc = node_exec(&nctx, &nc, 1, NULL, &err);
     if (rc && nctx.sessions == 0) {
       cr_cli_errorf(cmd, "%s", cr_error_message(&err, rc));
       code = cr_cli_exit_code(rc, 0);
@@ -774,7 +840,7 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
     if (!o.quiet)
       fprintf(stderr, "%s run: this node is the %s (%s); running \"%s\" with %s\n", CR_CLI_PROG,
               cr_role_name(role), t->parties[role].org, o.query, o.address);
-    rc = cr_node_run(&nc, &res, &err);
+    rc = node_exec(&nctx, &nc, 0, &res, &err);
     if (rc == 0 && res.status == CR_SESSION_DONE && nctx.release_rc == 0) {
       cr_cli_members *mp = nctx.have_members ? &nctx.members : NULL;
       if (o.json)

@@ -33,7 +33,20 @@ typedef struct ping_ctx {
   uint8_t peer_fp[CR_SHA256_BYTES];
   int have_peer_fp;
   char peer_addr[128];
+  /* How the node ended (on_closed). */
+  int closed_rc;
+  cr_error closed_err;
+  cr_session_result res;
 } ping_ctx;
+
+static void ping_on_closed(void *ctx, int rc, const cr_error *err, cr_session_result *res) {
+  ping_ctx *p = ctx;
+  p->closed_rc = rc;
+  if (err != NULL)
+    p->closed_err = *err;
+  if (res != NULL)
+    p->res = *res; /* its outputs are ours now */
+}
 
 static double ms_between(const struct timespec *a, const struct timespec *b) {
   return (double)(b->tv_sec - a->tv_sec) * 1e3 + (double)(b->tv_nsec - a->tv_nsec) / 1e6;
@@ -99,7 +112,8 @@ static int other_hash_in(const char *msg, const char * not, char out[CR_SHA256_H
   return -1;
 }
 
-/* "this node speaks N" in the partner's VERSION refusal is its version. */
+/* "this node speaks N" in the partner's VERSION refusal is its version
+ * (the fallback when the result carries no peer_protocol_version). */
 static unsigned version_in(const char *msg) {
   const char *p = strstr(msg, "this node speaks ");
   return p ? (unsigned)strtoul(p + strlen("this node speaks "), NULL, 10) : 0;
@@ -111,49 +125,70 @@ typedef struct diagnosis {
   int reachable;       /* TCP connected */
 } diagnosis;
 
-static diagnosis diagnose(int rc, const cr_session_result *res, const char *msg) {
+/* A session refused over the wire, by either side: which check failed. */
+static const char *wire_problem(int wire, int rc) {
+  switch (wire) {
+  case CR_WIRE_TEMPLATE_MISMATCH:
+    return "template_mismatch";
+  case CR_WIRE_VERSION:
+    return "protocol_version";
+  case CR_WIRE_ROLE:
+    return "role";
+  case CR_WIRE_SUITE:
+    return "suite";
+  case CR_WIRE_BUSY:
+    return rc == CR_EPEER ? "busy" : "refused_by_peer";
+  case CR_WIRE_NOT_ALLOWED:
+    return "refused_by_peer";
+  default:
+    return rc == CR_EPEER ? "peer_error" : "refused_by_peer";
+  }
+}
+
+/* From codes and the result's fields; tls_done: the partner passed the TLS
+ * handshake with the pinned certificate (on_connected fired); expected: the
+ * pin, seen: the certificate it presented (NULL if none). */
+static diagnosis diagnose(int rc, const cr_session_result *res, int tls_done,
+                          const uint8_t *expected, const uint8_t *seen, const char *msg) {
   diagnosis d = {NULL, 1};
-  int wire = res->wire_error;
   if (rc == 0 && res->status == CR_SESSION_DONE && res->ping)
     return d;
   switch (rc) {
+  case CR_EDNS:
+    d.problem = "dns";
+    d.reachable = 0;
+    break;
+  case CR_ECONNREFUSED:
+    d.problem = "refused";
+    d.reachable = 0;
+    break;
   case CR_ENET:
-    if (strstr(msg, "cannot resolve")) {
-      d.problem = "dns";
-      d.reachable = 0;
-    } else if (strstr(msg, "cannot connect")) {
-      d.problem = strstr(msg, "refused") ? "refused" : "unreachable";
-      d.reachable = 0;
-    } else {
-      d.problem = "connection_lost";
-    }
+    /* Before TLS, a network error other than the above is a failed connect
+     * (no route to the host or network); after it, a lost connection. */
+    d.problem = tls_done ? "connection_lost" : "unreachable";
+    d.reachable = tls_done;
+    break;
+  case CR_ECONNRESET:
+    d.problem = "connection_lost";
     break;
   case CR_ETIMEDOUT:
     d.problem = "timeout";
-    d.reachable = strstr(msg, "cannot connect") == NULL;
+    /* No field says whether TCP had connected when the time ran out: the
+     * node's message does ("cannot connect" while connecting). */
+    d.reachable = tls_done || strstr(msg, "cannot connect") == NULL;
     break;
   case CR_ETLS:
     d.problem = "tls";
     break;
   case CR_EAUTH:
-    d.problem = strstr(msg, "rejected this node's certificate") ? "our_certificate_rejected"
-                                                                : "wrong_certificate";
+    /* The partner showed the pinned certificate, so it refused ours. */
+    d.problem = seen != NULL && memcmp(seen, expected, CR_SHA256_BYTES) == 0
+                    ? "our_certificate_rejected"
+                    : "wrong_certificate";
     break;
   case CR_EPEER:
-    d.problem = wire == CR_WIRE_TEMPLATE_MISMATCH ? "template_mismatch"
-                : wire == CR_WIRE_VERSION         ? "protocol_version"
-                : wire == CR_WIRE_ROLE            ? "role"
-                : wire == CR_WIRE_SUITE           ? "suite"
-                : wire == CR_WIRE_BUSY            ? "busy"
-                : wire == CR_WIRE_NOT_ALLOWED     ? "refused_by_peer"
-                                                  : "peer_error";
-    break;
   case CR_EREFUSED:
-    d.problem = wire == CR_WIRE_TEMPLATE_MISMATCH ? "template_mismatch"
-                : wire == CR_WIRE_VERSION         ? "protocol_version"
-                : wire == CR_WIRE_ROLE            ? "role"
-                : wire == CR_WIRE_SUITE           ? "suite"
-                                                  : "refused_by_peer";
+    d.problem = wire_problem(res->wire_error, rc);
     break;
   case CR_EPROTO:
     d.problem = "protocol";
@@ -384,20 +419,18 @@ int cr_cli_ping(int argc, char **argv) {
   ping_ctx pc;
   memset(&pc, 0, sizeof pc);
   cr_node_config nc = {0};
-  nc.tmpl = t;
+  nc.session.tmpl = t;
   nc.id = id;
-  nc.data = NULL;
-  nc.role = role;
+  nc.session.data = NULL;
+  nc.session.role = role;
   nc.address = peer;
-  /* The session sends no query name in a ping; the node only wants one
-   * present (it checks that a run names its query). */
-  nc.query = "(ping)";
-  nc.ping = 1;
+  nc.session.ping = 1; /* no query, no data */
   nc.handshake_timeout_ms = timeout_ms;
   nc.idle_timeout_ms = timeout_ms;
-  nc.software = CR_SOFTWARE;
+  nc.session.software = CR_SOFTWARE;
   nc.on_session = ping_on_session;
   nc.on_connected = ping_on_connected;
+  nc.on_closed = ping_on_closed;
   nc.ctx = &pc;
 
   if (!json)
@@ -407,18 +440,34 @@ int cr_cli_ping(int argc, char **argv) {
   cr_session_result res;
   memset(&res, 0, sizeof res);
   clock_gettime(CLOCK_MONOTONIC, &pc.t0);
-  rc = cr_node_run(&nc, &res, &err);
+  uv_loop_t loop;
+  cr_node *node = NULL;
+  if ((rc = uv_loop_init(&loop)) < 0) {
+    cr_cli_errorf("ping", "cannot start the event loop: %s", uv_strerror(rc));
+    code = EXIT_INTERNAL;
+    goto out;
+  }
+  rc = cr_node_run_start(&node, &loop, &nc, &err);
+  if (rc != 0) {
+    /* Refused before anything went out (the address, the identity, the
+     * template): a local problem. */
+    (void)uv_loop_close(&loop);
+    cr_cli_errorf("ping", "%s", cr_error_message(&err, rc));
+    code = cr_cli_exit_code(rc, 0);
+    goto out;
+  }
+  uv_run(&loop, UV_RUN_DEFAULT);
+  cr_node_free(node);
+  (void)uv_loop_close(&loop);
+  rc = pc.closed_rc;
+  if (rc != 0)
+    err = pc.closed_err;
+  res = pc.res;
   if (!pc.ended)
     clock_gettime(CLOCK_MONOTONIC, &pc.t_end);
   const char *msg = rc ? cr_error_message(&err, rc) : "";
-  if (rc != 0 && !pc.ended && !pc.tls_done && rc != CR_ENET && rc != CR_ETIMEDOUT) {
-    /* Failed before anything went out: a local problem. */
-    cr_cli_errorf("ping", "%s", msg);
-    code = cr_cli_exit_code(rc, 0);
-    cr_session_result_free_outputs(&res);
-    goto out;
-  }
-  diagnosis d = diagnose(rc, &res, msg);
+  diagnosis d = diagnose(rc, &res, pc.tls_done, t->parties[other].cert_sha256,
+                         pc.have_peer_fp ? pc.peer_fp : NULL, msg);
   code = exit_for(&d, rc, res.wire_error);
 
   /* What is known about the other side. */
