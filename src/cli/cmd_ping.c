@@ -125,8 +125,9 @@ typedef struct diagnosis {
   int reachable;       /* TCP connected */
 } diagnosis;
 
-/* A session refused over the wire, by either side: which check failed. */
-static const char *wire_problem(int wire, int rc) {
+/* A session refused over the wire, by either side (from_peer: the partner
+ * sent the Error frame): which check failed. */
+static const char *wire_problem(int wire, int from_peer) {
   switch (wire) {
   case CR_WIRE_TEMPLATE_MISMATCH:
     return "template_mismatch";
@@ -137,11 +138,11 @@ static const char *wire_problem(int wire, int rc) {
   case CR_WIRE_SUITE:
     return "suite";
   case CR_WIRE_BUSY:
-    return rc == CR_EPEER ? "busy" : "refused_by_peer";
+    return from_peer ? "busy" : "refused_by_peer";
   case CR_WIRE_NOT_ALLOWED:
     return "refused_by_peer";
   default:
-    return rc == CR_EPEER ? "peer_error" : "refused_by_peer";
+    return from_peer ? "peer_error" : "refused_by_peer";
   }
 }
 
@@ -188,7 +189,7 @@ static diagnosis diagnose(int rc, const cr_session_result *res, int tls_done,
     break;
   case CR_EPEER:
   case CR_EREFUSED:
-    d.problem = wire_problem(res->wire_error, rc);
+    d.problem = wire_problem(res->wire_error, res->error_from_peer);
     break;
   case CR_EPROTO:
     d.problem = "protocol";
