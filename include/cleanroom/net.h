@@ -177,8 +177,8 @@ typedef struct cr_node_config {
    * the failure (run: the session's; serve with once: the first session's;
    * serve otherwise 0); err explains it (NULL when rc is 0). res: run only,
    * the result, whose heap outputs now belong to the callee (free them with
-   * cr_session_result_free_outputs), NULL for serve. cr_node_free may be
-   * called from it.
+   * cr_session_result_free_outputs; without on_closed the node frees them),
+   * NULL for serve. cr_node_free may be called from it.
    */
   void (*on_closed)(void *ctx, int rc, const cr_error *err, cr_session_result *res);
   void *ctx;
