@@ -22,8 +22,6 @@ extern "C" {
  * key, a point or a secret.
  */
 
-
-
 #if defined(__GNUC__)
 #define CR_NODISCARD __attribute__((warn_unused_result))
 #define CR_PRINTF(a, b) __attribute__((format(printf, a, b)))
@@ -32,7 +30,9 @@ extern "C" {
 #define CR_PRINTF(a, b)
 #endif
 
-/* XX(name, message) */
+/* XX(name, message). New codes go at the end, so that the values of the
+ * others never change. EDNS, ECONNREFUSED and ECONNRESET refine ENET, which
+ * remains for the other network errors (unreachable host or network). */
 #define CR_ERRNO_MAP(XX)                                                                           \
   XX(EINVAL, "invalid argument")                                                                   \
   XX(ENOMEM, "out of memory")                                                                      \
@@ -49,7 +49,10 @@ extern "C" {
   XX(ETIMEDOUT, "timed out")                                                                       \
   XX(ETLS, "TLS error")                                                                            \
   XX(EAUTH, "peer authentication failed")                                                          \
-  XX(EINTERNAL, "internal error")
+  XX(EINTERNAL, "internal error")                                                                  \
+  XX(EDNS, "host name not found")                                                                  \
+  XX(ECONNREFUSED, "connection refused")                                                           \
+  XX(ECONNRESET, "connection reset by the peer")
 
 enum {
   CR_OK = 0,
@@ -82,9 +85,6 @@ const char *cr_error_message(const cr_error *err, int code);
  * Hex encoding and decoding are constant time (libsodium), so they are safe
  * for keys and fingerprints.
  */
-
-
-
 
 #define CR_SHA256_BYTES 32
 #define CR_SHA256_HEX_BYTES 65 /* 64 hex digits and NUL */
@@ -153,9 +153,6 @@ CR_NODISCARD int cr_read_file(const char *path, size_t max, char **out, size_t *
  * its own job too, so a loop always makes progress even when every pool
  * thread is busy elsewhere.
  */
-
-
-
 
 typedef struct cr_pool cr_pool;
 

@@ -2,10 +2,12 @@
  * cleanroom — node identity and the network node (design §2).
  *
  * Owns: the node's Ed25519 identity (key + self-signed certificate), TLS 1.3
- * with mutual authentication pinned to the template's fingerprints, the libuv
- * event loop, TCP, framing of bytes to and from a cr_session, timeouts.
+ * with mutual authentication pinned to the template's fingerprints, TCP on
+ * the caller's libuv loop, framing of bytes to and from a cr_session,
+ * timeouts.
  * Never: looks inside frames (the session does), blocks the loop on crypto
- * (session calls run on the libuv thread pool), prints a key.
+ * (session calls run on the libuv thread pool), prints a key, creates a
+ * loop, installs a signal handler or changes process-wide state.
  */
 #ifndef CLEANROOM_NET_H
 #define CLEANROOM_NET_H
@@ -17,6 +19,8 @@
 #include "cleanroom/common.h"
 #include "cleanroom/protocol.h"
 #include "cleanroom/template.h"
+
+#include <uv.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -58,16 +62,6 @@ CR_NODISCARD int cr_cert_ed25519_public_key(const uint8_t *der, size_t der_len,
 /* 0 when sig is a valid Ed25519 signature of msg by pk, else CR_EAUTH. */
 CR_NODISCARD int cr_sign_verify(const uint8_t pk[CR_SIGN_PK_BYTES], const uint8_t *msg, size_t len,
                                 const uint8_t sig[CR_SIGNATURE_BYTES]);
-
-/* Module-internal (src/net only, not a stable API): the OpenSSL objects
- * behind an identity, for the TLS context. Owned by the identity. */
-struct evp_pkey_st;
-struct x509_st;
-struct evp_pkey_st *cr__identity_pkey(const cr_identity *id);
-struct x509_st *cr__identity_x509(const cr_identity *id);
-/* For tests: how many node event loops still held a handle when their call
- * returned (each is then force-closed). 0 in a correct build. */
-int cr__node_unclean_loops(void);
 
 /* ---- TLS, sans I/O ------------------------------------------------------ */
 /*
@@ -121,111 +115,135 @@ size_t cr_tls_take(cr_tls *t, uint8_t *out, size_t cap);
 int cr_tls_peer(const cr_tls *t, uint8_t fp[CR_SHA256_BYTES], uint8_t pk[CR_SIGN_PK_BYTES]);
 
 /* ---- Node --------------------------------------------------------------- */
+/*
+ * The node runs on the caller's libuv loop: it creates no loop, installs no
+ * signal handler and changes no process-wide state. Every callback runs on
+ * the loop thread; the session's computation runs on the loop's thread pool.
+ *
+ * SIGPIPE: libuv writes to sockets with write(2), and Linux has no
+ * per-socket way to turn a write to a closed connection into EPIPE instead
+ * of SIGPIPE. A program embedding the node must therefore ignore SIGPIPE
+ * itself (signal(SIGPIPE, SIG_IGN) in main), or a partner that vanishes
+ * mid-write kills it. Stopping on SIGINT/SIGTERM is the program's choice
+ * too: a uv_signal_t on the same loop that calls cr_node_stop. From another
+ * thread, use a uv_async_t whose callback calls cr_node_stop.
+ */
+typedef struct cr_node cr_node;
 
 typedef struct cr_node_config {
-  const cr_template *tmpl;
+  /*
+   * The session configuration, embedded (tmpl, data, role, query, software,
+   * max_frame, batch_size, digest_bytes, admit/admit_ctx, load/unload/
+   * load_ctx, ping, pool, param_names/param_values/nparams). The node fills
+   * in, per connection: is_runner, sign/sign_ctx (cr_identity_sign with id,
+   * when sign is NULL), peer_sign_pk (from the peer's certificate) and
+   * now_unix. Serve ignores query, ping and the parameters (the runner names
+   * them); with load set, serve uses data only for the checks made before
+   * listening and loads the set per session. software NULL: "cleanroom".
+   */
+  cr_session_config session;
   const cr_identity *id;
-  const cr_dataset *data;
-  cr_role role;                  /* own role (from the identity's fingerprint) */
   const char *address;           /* serve: listen HOST:PORT; run: peer HOST:PORT */
-  const char *query;             /* run only */
-  int once;                      /* serve: exit after one session */
-  unsigned handshake_timeout_ms; /* 0: 10000 */
+  int once;                      /* serve: stop after the first connection past TLS */
+  unsigned handshake_timeout_ms; /* 0: 10000; also bounds DNS and TCP connect */
   unsigned idle_timeout_ms;      /* 0: 30000; only whole frames from the peer
                                     (or our answers) restart it */
-  size_t max_frame;              /* 0: CR_DEFAULT_MAX_FRAME */
   unsigned max_sessions;         /* serve: concurrent sessions (and TLS
                                     handshakes); 0: 16 */
-  const char *software;
 
-  /* Called on the loop thread for every connection that ends: a completed
-   * session (res->status == DONE), a failed one, or a refused connection
-   * (res->status == FAILED, res->have_session_id == 0). peer_addr is
-   * "ip:port", peer_fp the peer's certificate fingerprint or NULL when the
-   * handshake did not get that far. Serve mode: runs for every connection. */
+  /* Callbacks, all on the loop thread, with ctx. All optional. */
+
+  /* Every connection that ends: a completed session (res->status == DONE),
+   * a failed one, or a refused connection (res->status == FAILED,
+   * res->have_session_id == 0). peer_addr is "ip:port" (run: the address
+   * as given until TCP connects), peer_fp the peer's certificate
+   * fingerprint or NULL when the handshake did not get that far. res and
+   * its outputs are only valid during the call. */
   void (*on_session)(void *ctx, const cr_session_result *res, const char *peer_addr,
                      const uint8_t *peer_fp);
-  /* Called on the loop thread when a peer has passed the TLS handshake
-   * with the pinned certificate (before any frame). Optional. */
+  /* A peer has passed the TLS handshake with the pinned certificate
+   * (before any frame). */
   void (*on_connected)(void *ctx, const char *peer_addr, const uint8_t *peer_fp);
-  /* Optional: called on the loop thread after each step of a session's
-   * work, with where it is (for progress reports). */
+  /* Run, optional: TCP connected to peer_addr ("ip:port"), before TLS (a
+   * ping tells "the host answered" from "nothing answered" with it). */
+  void (*on_tcp_connected)(void *ctx, const char *peer_addr);
+  /* After each step of a session's work, where it is (progress reports). */
   void (*on_progress)(void *ctx, const cr_session_progress *p);
-  /* Called once listening, with the bound address (serve only). */
+  /* Serve: listening, with the bound address (port 0 resolved). Fires from
+   * the loop, never from inside cr_node_serve_start; not at all when the
+   * node is stopped before the loop first runs. */
   void (*on_listening)(void *ctx, const char *addr);
-  /* Optional: passed to every session as cr_session_config.admit (with
-   * ctx). It runs on a worker thread, possibly for several sessions at
-   * once, so it must lock what it shares. */
-  int (*admit)(void *ctx, const cr_session_result *res, char *msg, size_t cap);
-  /* Serve, optional: load the own set per query (cr_session_config.load);
-   * when set, `data` is used only for the checks made before listening. */
-  int (*load)(void *ctx, const cr_query *q, const cr_session_result *res, const cr_dataset **out,
-              char *msg, size_t cap);
-  void (*unload)(void *ctx, const cr_dataset *d);
-  /* Run: a ping instead of a query (cr_session_config.ping); data may be
-   * NULL. */
-  int ping;
-  /* Worker threads for every session's blinding loops (NULL: none). */
-  cr_pool *pool;
-  /* Run: the query's parameters, sent in Hello. */
-  const char *const *param_names;
-  const char *const *param_values;
-  size_t nparams;
+  /*
+   * Fires exactly once, when the node has closed all of its handles (serve:
+   * after cr_node_stop or `once`; run: after the session's connection
+   * closed, on_session having been called before). rc: 0, or the CR_E* of
+   * the failure (run: the session's; serve with once: the first session's;
+   * serve otherwise 0); err explains it (NULL when rc is 0). res: run only,
+   * the result, whose heap outputs now belong to the callee (free them with
+   * cr_session_result_free_outputs; without on_closed the node frees them),
+   * NULL for serve. cr_node_free may be called from it.
+   */
+  void (*on_closed)(void *ctx, int rc, const cr_error *err, cr_session_result *res);
   void *ctx;
-
-  /* Serve only, optional: firing it (from any thread) stops the node as
-   * SIGINT/SIGTERM do. */
-  struct cr_node_stopper *stopper;
 } cr_node_config;
 
 /*
- * Connects to cfg->address, completes TLS (refusing a peer whose certificate
- * is not the one pinned for the other role), runs cfg->query, fills *res.
- * The result's heap outputs (cells, matched, labels, params) then belong to
- * the caller: free them with cr_session_result_free_outputs().
- * Returns 0 when the session completed, else the CR_E* of the failure
- * (CR_ENET, CR_ETLS, CR_EAUTH, CR_ETIMEDOUT, CR_EPEER, CR_EPROTO, ...), with
- * err explaining it.
+ * Start on the caller's loop and return at once: 0 with *out set, or a
+ * setup error with nothing left open and no callback fired.
  *
- * Before any byte goes out (both run and serve): the session's own-side
- * checks (cr_session_check_local: query, role, set size, expiry; CR_EREFUSED)
- * and that this node's certificate is the one the template pins for
- * cfg->role (CR_ECONFIG). Those return without calling on_session.
- */
-CR_NODISCARD int cr_node_run(const cr_node_config *cfg, cr_session_result *res, cr_error *err);
-
-/*
- * Listens on cfg->address and serves sessions until SIGINT/SIGTERM (or, with
- * once, until the first connection that passes TLS has ended). A failed
- * session never stops the node. Returns 0, or a setup error (bind failure);
- * with once, the failed session's code.
+ * Setup errors (both): CR_EUSAGE (an address that is not HOST:PORT; run:
+ * no host, or no query for a run that is not a ping), CR_EINVAL (no
+ * template, identity or data set, invalid role), CR_ECONFIG (this node's
+ * certificate is not the one the template pins for session.role: the
+ * partner would refuse it), CR_EREFUSED (cr_session_check_local: query,
+ * role, set size, expiry), CR_ENOMEM, CR_ETLS (TLS context). Serve also:
+ * CR_EDNS (the listen host does not resolve), CR_ENET (bind or listen
+ * failed: "cannot listen on ADDR: address already in use").
  *
- * "Passes TLS", for once: the connection got as far as certificate
- * authentication, whether it passed (a session ran) or failed it (a partner
- * with the wrong pin or certificate: CR_EAUTH). Connections that never speak
- * TLS 1.3 (port scanners, garbage, handshake timeouts) do not count, so they
- * cannot end a node waiting for its partner; nor does a busy refusal.
+ * Failures after the start arrive through on_session and on_closed:
+ * CR_EDNS (the peer's host name not found), CR_ECONNREFUSED (nothing
+ * listens there), CR_ETIMEDOUT (DNS, connect, TLS handshake or idle
+ * timeout), CR_ECONNRESET (the connection was reset, or the peer closed it
+ * before the session completed), CR_ENET (other network errors: unreachable
+ * host or network), CR_ETLS (the peer does not speak TLS 1.3 with us),
+ * CR_EAUTH (the peer's certificate is not the pinned one, or the peer
+ * rejected ours), CR_EPEER / CR_EREFUSED / CR_EPROTO (the session: see
+ * res->wire_error and res->error_from_peer).
  *
- * max_sessions: a partner that completes TLS while max_sessions sessions
- * are in progress gets an Error frame CR_WIRE_BUSY ("busy, retry later: N
+ * Serve: listens on cfg->address and serves sessions until cr_node_stop
+ * (or, with once, until the first connection that passes TLS has ended). A
+ * failed session never stops the node. "Passes TLS", for once: the
+ * connection got as far as certificate authentication, whether it passed (a
+ * session ran) or failed it (CR_EAUTH). Connections that never speak TLS 1.3
+ * (port scanners, garbage, handshake timeouts), busy refusals and pings do
+ * not count, so they cannot end a node waiting for its partner.
+ *
+ * max_sessions: a partner that completes TLS while max_sessions sessions are
+ * in progress gets an Error frame CR_WIRE_BUSY ("busy, retry later: N
  * session(s) in progress") and the connection closes (reported with
- * CR_EREFUSED and wire_error BUSY; its `run` exits 4). Connections still in
- * the TLS handshake are capped at max_sessions too: past that, a new one is
- * accepted and closed at once (CR_EREFUSED), before any TLS.
- * SIGPIPE is set to ignored if it had the default action.
+ * CR_EREFUSED and wire_error BUSY). Connections still in the TLS handshake
+ * are capped at max_sessions too: past that, a new one is accepted and
+ * closed at once (CR_EREFUSED), before any TLS.
+ *
+ * Run: connects to cfg->address (every address it resolves to, in turn),
+ * completes TLS (refusing a peer whose certificate is not the one pinned for
+ * the other role), runs session.query (or a ping), and ends.
+ *
+ * cfg (and what it points to) must outlive the node.
  */
-CR_NODISCARD int cr_node_serve(const cr_node_config *cfg, cr_error *err);
+CR_NODISCARD int cr_node_serve_start(cr_node **out, uv_loop_t *loop, const cr_node_config *cfg,
+                                     cr_error *err);
+CR_NODISCARD int cr_node_run_start(cr_node **out, uv_loop_t *loop, const cr_node_config *cfg,
+                                   cr_error *err);
 
-/*
- * A thread-safe way to stop cr_node_serve without a signal (tests, embedders).
- * Firing before the node runs makes it stop as soon as it is listening. One
- * stopper serves one cr_node_serve call at a time; free it after that call
- * has returned.
- */
-typedef struct cr_node_stopper cr_node_stopper;
-CR_NODISCARD int cr_node_stopper_new(cr_node_stopper **out);
-void cr_node_stopper_fire(cr_node_stopper *st);
-void cr_node_stopper_free(cr_node_stopper *st);
+/* Loop thread only. Stops listening, aborts the sessions in progress (the
+ * partner is sent an Error frame ABORTED; the session ends with
+ * CR_EREFUSED), closes every handle; on_closed follows from the loop.
+ * Idempotent, and a no-op once on_closed has fired. */
+void cr_node_stop(cr_node *n);
+
+/* After on_closed (or inside it). NULL is a no-op. */
+void cr_node_free(cr_node *n);
 
 #ifdef __cplusplus
 }

@@ -40,6 +40,7 @@ typedef struct node_ctx {
   cr_party *party;
   const cr_template *t;
   uv_signal_t sig[2];
+  int sig_live;
   /* run: progress reports */
   int progress_tty;
   const char *progress_phase;
@@ -92,7 +93,7 @@ static void on_ping(void *ctx, const char *peer_addr) {
 }
 
 static void close_signals(node_ctx *n) {
-  for (int i = 0; i < 2; i++)
+  for (int i = 0; i < n->sig_live; i++)
     if (!uv_is_closing((uv_handle_t *)&n->sig[i]))
       uv_close((uv_handle_t *)&n->sig[i], NULL);
 }
@@ -483,6 +484,7 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
   static const int signums[2] = {SIGINT, SIGTERM};
   for (int i = 0; i < 2; i++) {
     uv_signal_init(&loop, &nctx.sig[i]);
+    nctx.sig_live = i + 1;
     nctx.sig[i].data = &nctx;
     uv_signal_start(&nctx.sig[i], on_signal, signums[i]);
     uv_unref((uv_handle_t *)&nctx.sig[i]); /* the node keeps the loop alive */

@@ -49,6 +49,9 @@ int cr_cli_exit_code(int rc, int wire) {
   case CR_EPEER:
     return is_refusal_wire(wire) ? EXIT_REFUSED : EXIT_NETWORK;
   case CR_ENET:
+  case CR_EDNS:
+  case CR_ECONNREFUSED:
+  case CR_ECONNRESET:
   case CR_ETLS:
   case CR_ETIMEDOUT:
   case CR_EPROTO:

@@ -71,10 +71,10 @@ void cr_cli_print_result_json(const cr_party_session *s, const cr_template *t,
     json_object_set_new(e, "exit_code", json_integer(cr_cli_exit_code(r->error, r->wire_error)));
     json_object_set_new(o, "error", e);
   }
-  char *s = json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII | JSON_REAL_PRECISION(4));
-  if (s) {
-    printf("%s\n", s);
-    free(s);
+  char *text = json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII | JSON_REAL_PRECISION(4));
+  if (text) {
+    printf("%s\n", text);
+    free(text);
   }
   json_decref(o);
   fflush(stdout);

@@ -11,6 +11,7 @@
  * can read, logs or returns key material.
  */
 #include "cleanroom/net.h"
+#include "net/net_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>

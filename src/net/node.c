@@ -24,23 +24,29 @@
  *
  * Lifetime: a connection is freed only once its TCP handle and timer are
  * closed (close callbacks) and no work item or DNS request is in flight;
- * cfg->on_session is called exactly once, just before. Each call runs its
- * own uv_loop_t and closes every handle before returning.
+ * cfg->on_session is called exactly once, just before. The node runs on the
+ * caller's loop and fires cfg->on_closed once its listener, its timer and
+ * every connection are gone; that call is always the last thing a callback
+ * does (the callee may free the node), and it never comes from inside a
+ * cr_node_* call. A start that fails has opened no handle and made no
+ * request, so the caller's loop closes without running.
  * Never: prints or logs (callbacks and cr_error only), reads a frame (only
- * its length prefix), blocks the loop on crypto.
+ * its length prefix), blocks the loop on crypto, creates a loop, installs a
+ * signal handler or changes process-wide state (SIGPIPE is the program's to
+ * ignore: see net.h).
  */
 #include "cleanroom/net.h"
 
-#include <signal.h>
+#include <errno.h>
 #include <stdarg.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <uv.h>
-
 
 #define CR_NODE_READ_BUF 65536
 #define CR_NODE_MAX_UNSENT (4u << 20) /* ciphertext queued for the socket */
@@ -54,7 +60,7 @@
 #define CR_NODE_BACKLOG 128
 #define CR_ADDR_MAX 80
 
-typedef struct node node;
+typedef struct cr_node node;
 typedef struct conn conn;
 
 enum phase { PH_RESOLVE, PH_CONNECT, PH_HANDSHAKE, PH_SESSION };
@@ -125,14 +131,8 @@ struct conn {
   char rbuf[CR_NODE_READ_BUF];
 };
 
-struct cr_node_stopper {
-  uv_mutex_t mu;
-  int fired;
-  uv_async_t *async; /* set while a node listens */
-};
-
-struct node {
-  uv_loop_t loop;
+struct cr_node {
+  uv_loop_t *loop; /* the caller's */
   const cr_node_config *cfg;
   cr_tls_ctx *tls;
   int serving;
@@ -146,18 +146,19 @@ struct node {
 
   uv_tcp_t listener;
   int listener_live;
-  uv_signal_t sig[2];
-  int sig_live[2];
-  uv_async_t async;
-  int async_live;
+  uv_timer_t tick; /* serve: reports listening from the loop */
+  int tick_live;
+  char bound[CR_ADDR_MAX];
   int stopping;
+  int closed_fired; /* on_closed has been called */
 
   /* Serve with once: the first connection past TLS decides. */
   int once_done;
   int once_rc;
   cr_error once_err;
 
-  /* Run: the one connection's outcome. */
+  /* Run: the one connection's outcome; the result's heap outputs go to
+   * on_closed. */
   int run_done;
   int run_rc;
   cr_session_result run_res;
@@ -176,6 +177,7 @@ static void conn_close_handles(conn *c);
 static void conn_maybe_free(conn *c);
 static void conn_fail(conn *c, int code, int wire, const char *fmt, ...) CR_PRINTF(4, 5);
 static void node_stop(node *n);
+static void node_maybe_closed(node *n);
 static void on_timer(uv_timer_t *t);
 
 /* ---- helpers ------------------------------------------------------------- */
@@ -241,17 +243,27 @@ static int parse_hostport(const char *addr, char *host, size_t hcap, char *port,
   return 0;
 }
 
-/* A write to a socket the peer has closed must return EPIPE, not kill the
- * process. Only changes the default disposition, never an application's. */
-static void ignore_sigpipe(void) {
-  struct sigaction sa;
-  if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL) {
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = SIG_IGN;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGPIPE, &sa, NULL);
+/* The CR_E* of a socket error: fine enough to act on (nothing listens,
+ * the peer reset the connection, a timeout), ENET for the rest. */
+static int net_code(int uverr) {
+  switch (uverr) {
+  case UV_ECONNREFUSED:
+    return CR_ECONNREFUSED;
+  case UV_ECONNRESET:
+  case UV_EPIPE:
+  case UV_ECONNABORTED:
+    return CR_ECONNRESET;
+  case UV_ETIMEDOUT:
+    return CR_ETIMEDOUT;
+  case UV_ENOMEM:
+    return CR_ENOMEM;
+  default:
+    return CR_ENET;
   }
 }
+
+/* The CR_E* of a name resolution error. */
+static int dns_code(int uverr) { return uverr == UV_EAI_MEMORY ? CR_ENOMEM : CR_EDNS; }
 
 /* Copies a message, cutting it to fit (messages are for people: a cut
  * message beats none). */
@@ -267,10 +279,10 @@ static void set_local(conn *c, int code, const char *msg) {
   const cr_node_config *cfg = c->n->cfg;
   memset(&c->local, 0, sizeof c->local);
   c->local.status = CR_SESSION_FAILED;
-  c->local.role = cfg->role;
+  c->local.role = cfg->session.role;
   c->local.is_runner = !c->n->serving;
-  if (!c->n->serving && cfg->query != NULL)
-    copy_msg(c->local.query, sizeof c->local.query, cfg->query);
+  if (!c->n->serving && cfg->session.query != NULL)
+    copy_msg(c->local.query, sizeof c->local.query, cfg->session.query);
   c->local.error = code;
   copy_msg(c->local.error_msg, sizeof c->local.error_msg, msg);
   c->have_local = 1;
@@ -287,7 +299,7 @@ static void conn_timer(conn *c, unsigned ms) {
 }
 
 static size_t node_max_frame(const node *n) {
-  return n->cfg->max_frame ? n->cfg->max_frame : CR_DEFAULT_MAX_FRAME;
+  return n->cfg->session.max_frame ? n->cfg->session.max_frame : CR_DEFAULT_MAX_FRAME;
 }
 
 /* Follows the length prefixes of the peer's plaintext; returns how many
@@ -353,7 +365,7 @@ static void on_write(uv_write_t *req, int status) {
   if (status < 0) {
     if (status != UV_ECANCELED && !c->write_failed) {
       c->write_failed = 1;
-      conn_fail(c, CR_ENET, 0, "the connection to %s was lost: %s", c->peer_addr,
+      conn_fail(c, net_code(status), 0, "the connection to %s was lost: %s", c->peer_addr,
                 uv_strerror(status));
     }
     return;
@@ -388,7 +400,7 @@ static void conn_flush(conn *c) {
   if (r < 0) {
     free(w);
     c->write_failed = 1;
-    conn_fail(c, CR_ENET, 0, "the connection to %s was lost: %s", c->peer_addr, uv_strerror(r));
+    conn_fail(c, net_code(r), 0, "the connection to %s was lost: %s", c->peer_addr, uv_strerror(r));
   }
 }
 
@@ -502,7 +514,7 @@ static void conn_dispatch(conn *c) {
   c->work_budget = unsent < CR_NODE_MAX_UNSENT ? CR_NODE_MAX_UNSENT - unsent : 0;
   c->work.data = c;
   c->work_busy = 1;
-  int r = uv_queue_work(&c->n->loop, &c->work, work_cb, after_work);
+  int r = uv_queue_work(c->n->loop, &c->work, work_cb, after_work);
   if (r < 0) {
     c->work_busy = 0;
     conn_fail(c, CR_EINTERNAL, 0, "cannot schedule work: %s", uv_strerror(r));
@@ -524,7 +536,7 @@ static void conn_read_start(conn *c) {
   int r = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
   if (r < 0) {
     c->peer_eof = 1;
-    conn_fail(c, CR_ENET, 0, "cannot read from %s: %s", c->peer_addr, uv_strerror(r));
+    conn_fail(c, net_code(r), 0, "cannot read from %s: %s", c->peer_addr, uv_strerror(r));
     return;
   }
   c->reading = 1;
@@ -587,7 +599,7 @@ static void conn_pump(conn *c) {
                (unsigned long long)got);
     else
       snprintf(msg, sizeof msg, "the partner closed the connection before the session completed");
-    cr_session_abort(c->s, CR_ENET, 0, msg);
+    cr_session_abort(c->s, CR_ECONNRESET, 0, msg);
     conn_begin_close(c);
     return;
   }
@@ -700,7 +712,7 @@ static void node_conn_ended(node *n, conn *c, const cr_session_result *res) {
     n->run_done = 1;
     n->run_rc = rc;
     n->run_res = *res;
-    /* The caller of cr_node_run now owns the result's heap outputs. */
+    /* The result's heap outputs go to on_closed. */
     if (c->s != NULL && res == cr_session_result_get(c->s))
       cr_session_disown_outputs(c->s);
     if (rc != 0)
@@ -748,9 +760,35 @@ static void conn_maybe_free(conn *c) {
   if (c->ai != NULL)
     uv_freeaddrinfo(c->ai);
   free(c);
+  node_maybe_closed(n); /* last: on_closed may free the node */
 }
 
 /* ---- handshake and reading ------------------------------------------------ */
+
+/* The session configuration of one of this node's connections (or of its
+ * checks before starting): the caller's, with what the node decides. */
+static cr_session_config node_session_config(const node *n) {
+  const cr_node_config *cfg = n->cfg;
+  cr_session_config sc = cfg->session;
+  sc.is_runner = !n->serving;
+  if (sc.software == NULL)
+    sc.software = "cleanroom";
+  if (sc.sign == NULL) {
+    sc.sign = cr_identity_sign;
+    sc.sign_ctx = (void *)cfg->id;
+  }
+  if (n->serving) {
+    /* The runner names the query and its parameters. */
+    sc.query = NULL;
+    sc.ping = 0;
+    sc.param_names = NULL;
+    sc.param_values = NULL;
+    sc.nparams = 0;
+    if (sc.load != NULL)
+      sc.data = NULL; /* loaded per session, for the query asked */
+  }
+  return sc;
+}
 
 /* Sends the BUSY Error frame and closes. No session is created for it
  * (that would cost a scalar and a pass over the data set): the frame comes
@@ -779,33 +817,9 @@ static void conn_handshake_done(conn *c) {
     cfg->on_connected(cfg->ctx, c->peer_addr[0] ? c->peer_addr : NULL,
                       c->have_peer_fp ? c->peer_fp : NULL);
 
-  memset(&c->scfg, 0, sizeof c->scfg);
-  c->scfg.tmpl = cfg->tmpl;
-  c->scfg.data = cfg->data;
-  c->scfg.role = cfg->role;
-  c->scfg.is_runner = !c->n->serving;
-  c->scfg.query = c->n->serving ? NULL : cfg->query;
-  c->scfg.software = cfg->software != NULL ? cfg->software : "cleanroom";
-  c->scfg.max_frame = cfg->max_frame;
-  c->scfg.sign = cr_identity_sign;
-  c->scfg.sign_ctx = (void *)cfg->id;
+  c->scfg = node_session_config(c->n);
   memcpy(c->scfg.peer_sign_pk, c->peer_pk, sizeof c->peer_pk);
   c->scfg.now_unix = (int64_t)time(NULL);
-  c->scfg.admit = cfg->admit;
-  c->scfg.admit_ctx = cfg->ctx;
-  c->scfg.pool = cfg->pool;
-  c->scfg.ping = !c->n->serving && cfg->ping;
-  if (c->n->serving && cfg->load != NULL) {
-    c->scfg.data = NULL;
-    c->scfg.load = cfg->load;
-    c->scfg.unload = cfg->unload;
-    c->scfg.load_ctx = cfg->ctx;
-  }
-  if (!c->n->serving) {
-    c->scfg.param_names = cfg->param_names;
-    c->scfg.param_values = cfg->param_values;
-    c->scfg.nparams = cfg->nparams;
-  }
 
   /* Past max_sessions the partner is told so (a BUSY Error frame, after
    * TLS so that only the pinned partner learns it) and the connection
@@ -819,7 +833,7 @@ static void conn_handshake_done(conn *c) {
                n->nsessions, n->max_sessions);
       set_local(c, CR_EREFUSED, msg);
       c->local.wire_error = CR_WIRE_BUSY;
-      c->local.own_set_size = cfg->data != NULL ? cfg->data->n : 0;
+      c->local.own_set_size = cfg->session.data != NULL ? cfg->session.data->n : 0;
       conn_refuse_busy(c);
     } else {
       c->counted = 1;
@@ -858,7 +872,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
     }
     if (nread != UV_EOF) {
       c->write_failed = 1;
-      conn_fail(c, CR_ENET, 0, "the connection to %s was lost: %s", c->peer_addr,
+      conn_fail(c, net_code((int)nread), 0, "the connection to %s was lost: %s", c->peer_addr,
                 uv_strerror((int)nread));
       return;
     }
@@ -963,10 +977,31 @@ static conn *conn_new(node *n) {
     n->conns->prev = c;
   n->conns = c;
   n->nconns++;
-  uv_timer_init(&n->loop, &c->timer); /* cannot fail on Unix */
+  return c;
+}
+
+/* Every connection has a timer from its first handle on (it bounds DNS,
+ * connect, handshake, idleness and the graceful close). */
+static void conn_timer_init(conn *c) {
+  uv_timer_init(c->n->loop, &c->timer); /* cannot fail on Unix */
   c->timer.data = c;
   c->timer_live = 1;
-  return c;
+}
+
+/* Unlinks and frees a connection that never opened a handle. */
+static void conn_discard(conn *c) {
+  node *n = c->n;
+  if (c->prev != NULL)
+    c->prev->next = c->next;
+  else
+    n->conns = c->next;
+  if (c->next != NULL)
+    c->next->prev = c->prev;
+  n->nconns--;
+  cr_buf_free(&c->in_plain);
+  cr_buf_free(&c->work_in);
+  cr_buf_free(&c->work_out);
+  free(c);
 }
 
 /* TCP is up: start TLS. */
@@ -980,6 +1015,8 @@ static void conn_connected(conn *c) {
   if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0)
     format_sockaddr((struct sockaddr *)&ss, c->peer_addr, sizeof c->peer_addr);
   uv_tcp_nodelay(&c->tcp, 1);
+  if (!c->n->serving && c->n->cfg->on_tcp_connected != NULL)
+    c->n->cfg->on_tcp_connected(c->n->cfg->ctx, c->peer_addr);
   if (cr_tls_new(&c->tls, c->n->tls, c->n->pin, c->n->peer_role, &e) != 0) {
     conn_fail(c, e.code, 0, "%s", e.msg);
     return;
@@ -1029,12 +1066,13 @@ static void connect_next(conn *c) {
   while (c->ai_cur != NULL && c->ai_cur->ai_family != AF_INET && c->ai_cur->ai_family != AF_INET6)
     c->ai_cur = c->ai_cur->ai_next;
   if (c->ai_cur == NULL) {
-    conn_fail(c, CR_ENET, 0, "cannot connect to %s: %s", n->cfg->address,
-              uv_strerror(c->last_connect_err ? c->last_connect_err : UV_EADDRNOTAVAIL));
+    /* Every address failed: the last one's error says why. */
+    int last = c->last_connect_err ? c->last_connect_err : UV_EADDRNOTAVAIL;
+    conn_fail(c, net_code(last), 0, "cannot connect to %s: %s", n->cfg->address, uv_strerror(last));
     return;
   }
   c->phase = PH_CONNECT;
-  uv_tcp_init(&n->loop, &c->tcp);
+  uv_tcp_init(n->loop, &c->tcp);
   c->tcp.data = c;
   c->tcp_live = 1;
   c->connect_req.data = c;
@@ -1055,8 +1093,8 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     return;
   }
   if (status < 0) {
-    conn_fail(c, CR_ENET, 0, "cannot resolve the partner's address %s: %s", c->n->cfg->address,
-              uv_strerror(status));
+    conn_fail(c, dns_code(status), 0, "cannot resolve the partner's address %s: %s",
+              c->n->cfg->address, uv_strerror(status));
     return;
   }
   c->ai = res;
@@ -1077,7 +1115,7 @@ static void on_connection(uv_stream_t *server, int status) {
   if (c == NULL) {
     /* Accept and drop, or libuv stops watching the listener. */
     uv_tcp_t *t = malloc(sizeof *t);
-    if (t != NULL && uv_tcp_init(&n->loop, t) == 0) {
+    if (t != NULL && uv_tcp_init(n->loop, t) == 0) {
       (void)uv_accept(server, (uv_stream_t *)t);
       uv_close((uv_handle_t *)t, on_reject_close);
     } else {
@@ -1085,8 +1123,9 @@ static void on_connection(uv_stream_t *server, int status) {
     }
     return;
   }
+  conn_timer_init(c);
   c->phase = PH_HANDSHAKE;
-  uv_tcp_init(&n->loop, &c->tcp);
+  uv_tcp_init(n->loop, &c->tcp);
   c->tcp.data = c;
   c->tcp_live = 1;
   if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
@@ -1118,34 +1157,44 @@ static void on_connection(uv_stream_t *server, int status) {
 
 /* ---- node ------------------------------------------------------------------ */
 
+/* Fires on_closed once nothing of the node is left. Called only as the last
+ * step of a loop callback: the callee may free the node. */
+static void node_maybe_closed(node *n) {
+  if (n->closed_fired || n->conns != NULL || n->listener_live || n->tick_live)
+    return;
+  if (n->serving ? !n->stopping : !n->run_done)
+    return;
+  n->closed_fired = 1;
+  const cr_node_config *cfg = n->cfg;
+  if (n->serving) {
+    int rc = cfg->once && n->once_done ? n->once_rc : 0;
+    if (cfg->on_closed != NULL)
+      cfg->on_closed(cfg->ctx, rc, rc ? &n->once_err : NULL, NULL);
+    return;
+  }
+  if (cfg->on_closed != NULL)
+    cfg->on_closed(cfg->ctx, n->run_rc, n->run_rc ? &n->run_err : NULL, &n->run_res);
+  else
+    cr_session_result_free_outputs(&n->run_res); /* nobody takes them */
+}
+
 static void on_plain_close(uv_handle_t *h) {
-  node *n = h->loop->data;
+  node *n = h->data;
   if (h == (uv_handle_t *)&n->listener)
     n->listener_live = 0;
-  else if (h == (uv_handle_t *)&n->async)
-    n->async_live = 0;
-  else if (h == (uv_handle_t *)&n->sig[0])
-    n->sig_live[0] = 0;
-  else if (h == (uv_handle_t *)&n->sig[1])
-    n->sig_live[1] = 0;
+  else if (h == (uv_handle_t *)&n->tick)
+    n->tick_live = 0;
+  node_maybe_closed(n);
 }
 
 static void node_stop(node *n) {
   if (n->stopping)
     return;
   n->stopping = 1;
-  if (n->cfg->stopper != NULL) {
-    uv_mutex_lock(&n->cfg->stopper->mu);
-    n->cfg->stopper->async = NULL;
-    uv_mutex_unlock(&n->cfg->stopper->mu);
-  }
-  if (n->async_live && !uv_is_closing((uv_handle_t *)&n->async))
-    uv_close((uv_handle_t *)&n->async, on_plain_close);
+  if (n->tick_live && !uv_is_closing((uv_handle_t *)&n->tick))
+    uv_close((uv_handle_t *)&n->tick, on_plain_close);
   if (n->listener_live && !uv_is_closing((uv_handle_t *)&n->listener))
     uv_close((uv_handle_t *)&n->listener, on_plain_close);
-  for (int i = 0; i < 2; i++)
-    if (n->sig_live[i] && !uv_is_closing((uv_handle_t *)&n->sig[i]))
-      uv_close((uv_handle_t *)&n->sig[i], on_plain_close);
   conn *next;
   for (conn *c = n->conns; c != NULL; c = next) {
     next = c->next;
@@ -1153,53 +1202,40 @@ static void node_stop(node *n) {
   }
 }
 
-static void on_signal(uv_signal_t *h, int signum) {
-  (void)signum;
-  node_stop(h->loop->data);
-}
-
-static void on_async(uv_async_t *h) { node_stop(h->loop->data); }
-
-static void walk_close(uv_handle_t *h, void *arg) {
-  (void)arg;
-  if (!uv_is_closing(h))
-    uv_close(h, NULL);
+/* Serve: the first loop iteration reports the bound address. */
+static void on_tick(uv_timer_t *t) {
+  node *n = t->data;
+  uv_close((uv_handle_t *)&n->tick, on_plain_close);
+  if (!n->stopping && n->cfg->on_listening != NULL)
+    n->cfg->on_listening(n->cfg->ctx, n->bound);
 }
 
 /* The session's own-side checks (query, role, set size, expiry), before any
  * byte goes out: a run that cannot succeed never bothers the partner. */
-static int check_local(const cr_node_config *cfg, int is_runner, cr_error *err) {
-  cr_session_config sc;
-  if (cfg->tmpl == NULL || cfg->id == NULL || (cfg->data == NULL && !(is_runner && cfg->ping)))
+static int check_local(const node *n, cr_error *err) {
+  const cr_node_config *cfg = n->cfg;
+  cr_session_config sc = node_session_config(n);
+  sc.data = cfg->session.data; /* serve with load: the set checked before listening */
+  int data_optional = n->serving ? cfg->session.load != NULL : cfg->session.ping;
+  if (sc.data == NULL && !data_optional)
     return cr_error_set(err, CR_EINVAL,
                         "node: a template, an identity and a data set are required");
-  memset(&sc, 0, sizeof sc);
-  sc.tmpl = cfg->tmpl;
-  sc.data = cfg->data;
-  sc.role = cfg->role;
-  sc.is_runner = is_runner;
-  sc.query = is_runner ? cfg->query : NULL;
-  sc.software = cfg->software;
-  sc.max_frame = cfg->max_frame;
-  sc.sign = cr_identity_sign;
-  sc.sign_ctx = (void *)cfg->id;
-  sc.param_names = cfg->param_names;
-  sc.param_values = cfg->param_values;
-  sc.nparams = cfg->nparams;
-  sc.ping = is_runner && cfg->ping;
   return cr_session_check_local(&sc, (int64_t)time(NULL), err);
 }
 
-static int node_init(node *n, const cr_node_config *cfg, int serving, cr_error *err) {
-  memset(n, 0, sizeof *n);
-  n->cfg = cfg;
-  n->serving = serving;
-  if (cfg->tmpl == NULL || cfg->id == NULL)
+/* Allocates the node and checks what needs no handle: the identity is the
+ * one the template pins for our role, the own-side session checks, the TLS
+ * context. */
+static int node_new(node **out, uv_loop_t *loop, const cr_node_config *cfg, int serving,
+                    cr_error *err) {
+  int rc;
+  if (cfg->session.tmpl == NULL || cfg->id == NULL)
     return cr_error_set(err, CR_EINVAL, "node: a template and an identity are required");
-  if (cfg->role != CR_ROLE_PROVIDER && cfg->role != CR_ROLE_CONSUMER)
+  if (cfg->session.role != CR_ROLE_PROVIDER && cfg->session.role != CR_ROLE_CONSUMER)
     return cr_error_set(err, CR_EINVAL, "node: invalid role");
+  const cr_template *t = cfg->session.tmpl;
   const uint8_t *own = cr_identity_fingerprint(cfg->id);
-  const uint8_t *want = cfg->tmpl->parties[cfg->role].cert_sha256;
+  const uint8_t *want = t->parties[cfg->session.role].cert_sha256;
   if (memcmp(own, want, CR_SHA256_BYTES) != 0) {
     char a[CR_SHA256_HEX_BYTES], b[CR_SHA256_HEX_BYTES];
     cr_hex_encode(a, own, CR_SHA256_BYTES);
@@ -1207,194 +1243,171 @@ static int node_init(node *n, const cr_node_config *cfg, int serving, cr_error *
     return cr_error_set(err, CR_ECONFIG,
                         "this node's certificate %s is not the one the template pins for "
                         "the %s (%s): the partner would refuse it",
-                        a, cr_role_name(cfg->role), b);
+                        a, cr_role_name(cfg->session.role), b);
   }
-  cr_role other = cr_role_other(cfg->role);
-  n->pin = cfg->tmpl->parties[other].cert_sha256;
+  node *n = calloc(1, sizeof *n);
+  if (n == NULL)
+    return cr_error_set(err, CR_ENOMEM, "out of memory");
+  n->loop = loop;
+  n->cfg = cfg;
+  n->serving = serving;
+  if ((rc = check_local(n, err)) != 0) {
+    free(n);
+    return rc;
+  }
+  cr_role other = cr_role_other(cfg->session.role);
+  n->pin = t->parties[other].cert_sha256;
   n->peer_role = cr_role_name(other);
   n->handshake_ms =
       cfg->handshake_timeout_ms ? cfg->handshake_timeout_ms : CR_NODE_DEFAULT_HANDSHAKE_MS;
   n->idle_ms = cfg->idle_timeout_ms ? cfg->idle_timeout_ms : CR_NODE_DEFAULT_IDLE_MS;
   n->max_sessions = cfg->max_sessions ? cfg->max_sessions : CR_NODE_DEFAULT_MAX_SESSIONS;
-  ignore_sigpipe();
-  int r = uv_loop_init(&n->loop);
-  if (r < 0)
-    return cr_error_set(err, CR_EINTERNAL, "cannot start the event loop: %s", uv_strerror(r));
-  n->loop.data = n;
-  r = cr_tls_ctx_new(&n->tls, cfg->id, serving, err);
-  if (r != 0) {
-    uv_loop_close(&n->loop);
-    return r;
+  if ((rc = cr_tls_ctx_new(&n->tls, cfg->id, serving, err)) != 0) {
+    free(n);
+    return rc;
   }
+  *out = n;
   return 0;
 }
 
-static atomic_int unclean_loops;
-
-int cr__node_unclean_loops(void) { return atomic_load(&unclean_loops); }
-
-static void node_fini(node *n) {
-  /* Normally nothing is left; should a handle be, close it rather than leak. */
-  if (uv_loop_close(&n->loop) == UV_EBUSY) {
-    atomic_fetch_add(&unclean_loops, 1);
-    uv_walk(&n->loop, walk_close, NULL);
-    uv_run(&n->loop, UV_RUN_DEFAULT);
-    uv_loop_close(&n->loop);
-  }
+void cr_node_free(cr_node *n) {
+  if (n == NULL)
+    return;
   cr_tls_ctx_free(n->tls);
+  free(n);
 }
 
-int cr_node_run(const cr_node_config *cfg, cr_session_result *res, cr_error *err) {
-  node n;
+void cr_node_stop(cr_node *n) {
+  if (n == NULL || n->closed_fired)
+    return;
+  node_stop(n);
+}
+
+int cr_node_run_start(cr_node **out, uv_loop_t *loop, const cr_node_config *cfg, cr_error *err) {
+  node *n = NULL;
   char host[256], port[8];
   int rc;
-  if (cfg == NULL)
-    return cr_error_set(err, CR_EINVAL, "node: no configuration");
-  if (cfg->query == NULL || cfg->query[0] == '\0')
+  if (out == NULL || loop == NULL || cfg == NULL)
+    return cr_error_set(err, CR_EINVAL, "node: no loop or no configuration");
+  *out = NULL;
+  if (!cfg->session.ping && (cfg->session.query == NULL || cfg->session.query[0] == '\0'))
     return cr_error_set(err, CR_EUSAGE, "no query given to run");
   if ((rc = parse_hostport(cfg->address, host, sizeof host, port, sizeof port, err)) != 0)
     return rc;
   if (host[0] == '\0')
     return cr_error_set(err, CR_EUSAGE, "%s: no host name", cfg->address);
-  if ((rc = check_local(cfg, 1, err)) != 0 || (rc = node_init(&n, cfg, 0, err)) != 0)
+  if ((rc = node_new(&n, loop, cfg, 0, err)) != 0)
     return rc;
 
-  conn *c = conn_new(&n);
+  conn *c = conn_new(n);
   if (c == NULL) {
-    node_fini(&n);
+    cr_node_free(n);
     return cr_error_set(err, CR_ENOMEM, "out of memory");
   }
   c->phase = PH_RESOLVE;
   snprintf(c->peer_addr, sizeof c->peer_addr, "%s", cfg->address);
-  conn_timer(c, n.handshake_ms);
   struct addrinfo hints;
   memset(&hints, 0, sizeof hints);
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
   hints.ai_flags = AI_NUMERICSERV;
   c->gai.data = c;
-  int r = uv_getaddrinfo(&n.loop, &c->gai, on_resolved, host, port, &hints);
-  if (r < 0)
-    conn_fail(c, CR_ENET, 0, "cannot resolve %s: %s", cfg->address, uv_strerror(r));
-  else
-    c->gai_busy = 1;
-  uv_run(&n.loop, UV_RUN_DEFAULT);
-  node_fini(&n);
-
-  if (!n.run_done)
-    return cr_error_set(err, CR_EINTERNAL, "the connection ended without a result");
-  if (res != NULL)
-    *res = n.run_res;
-  if (n.run_rc != 0 && err != NULL)
-    *err = n.run_err;
-  return n.run_rc;
+  /* Before any handle: a request refused at once leaves nothing open. */
+  int r = uv_getaddrinfo(loop, &c->gai, on_resolved, host, port, &hints);
+  if (r < 0) {
+    conn_discard(c);
+    cr_node_free(n);
+    return cr_error_set(err, dns_code(r), "cannot resolve the partner's address %s: %s",
+                        cfg->address, uv_strerror(r));
+  }
+  c->gai_busy = 1;
+  conn_timer_init(c);
+  conn_timer(c, n->handshake_ms); /* bounds DNS and connect too */
+  *out = n;
+  return 0;
 }
 
-int cr_node_serve(const cr_node_config *cfg, cr_error *err) {
-  node n;
-  char host[256], port[8], bound[CR_ADDR_MAX];
+static void on_failed_listener_close(uv_handle_t *h) { cr_node_free(h->data); }
+
+/* A bound, listening socket, made with plain system calls so that a failure
+ * leaves no libuv handle behind (a handle, once initialised, keeps the
+ * caller's loop from closing until the loop has run its close callback). */
+static int listen_socket(const struct sockaddr *sa, socklen_t salen, int *fd_out) {
+  int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return uv_translate_sys_error(errno);
+  int on = 1;
+  /* As uv_tcp_bind does: a restarted node may bind while old connections
+   * are in TIME_WAIT. */
+  if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) != 0 || bind(fd, sa, salen) != 0 ||
+      listen(fd, CR_NODE_BACKLOG) != 0) {
+    int e = uv_translate_sys_error(errno);
+    close(fd);
+    return e;
+  }
+  *fd_out = fd;
+  return 0;
+}
+
+int cr_node_serve_start(cr_node **out, uv_loop_t *loop, const cr_node_config *cfg, cr_error *err) {
+  node *n = NULL;
+  char host[256], port[8];
   struct addrinfo hints;
   uv_getaddrinfo_t gai;
-  int rc, r;
-  if (cfg == NULL)
-    return cr_error_set(err, CR_EINVAL, "node: no configuration");
+  int rc, r, fd = -1;
+  if (out == NULL || loop == NULL || cfg == NULL)
+    return cr_error_set(err, CR_EINVAL, "node: no loop or no configuration");
+  *out = NULL;
   if ((rc = parse_hostport(cfg->address, host, sizeof host, port, sizeof port, err)) != 0)
     return rc;
-  if ((rc = check_local(cfg, 0, err)) != 0 || (rc = node_init(&n, cfg, 1, err)) != 0)
+  if ((rc = node_new(&n, loop, cfg, 1, err)) != 0)
     return rc;
 
   memset(&hints, 0, sizeof hints);
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
   hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-  r = uv_getaddrinfo(&n.loop, &gai, NULL, host[0] ? host : NULL, port, &hints);
+  /* Without a callback: resolved now, and no request stays registered. */
+  r = uv_getaddrinfo(loop, &gai, NULL, host[0] ? host : NULL, port, &hints);
   if (r < 0) {
-    rc = cr_error_set(err, CR_ENET, "cannot listen on %s: %s", cfg->address, uv_strerror(r));
-    goto out;
+    cr_node_free(n);
+    return cr_error_set(err, dns_code(r), "cannot listen on %s: %s", cfg->address, uv_strerror(r));
   }
-  uv_tcp_init(&n.loop, &n.listener);
-  n.listener.data = &n;
-  n.listener_live = 1;
-  r = uv_tcp_bind(&n.listener, gai.addrinfo->ai_addr, 0);
+  r = listen_socket(gai.addrinfo->ai_addr, gai.addrinfo->ai_addrlen, &fd);
   uv_freeaddrinfo(gai.addrinfo);
-  if (r == 0)
-    r = uv_listen((uv_stream_t *)&n.listener, CR_NODE_BACKLOG, on_connection);
   if (r < 0) {
-    rc = cr_error_set(err, CR_ENET, "cannot listen on %s: %s", cfg->address, uv_strerror(r));
-    goto out;
+    cr_node_free(n);
+    return cr_error_set(err, net_code(r) == CR_ENOMEM ? CR_ENOMEM : CR_ENET,
+                        "cannot listen on %s: %s", cfg->address, uv_strerror(r));
   }
-  static const int signums[2] = {SIGINT, SIGTERM};
-  for (int i = 0; i < 2; i++) {
-    uv_signal_init(&n.loop, &n.sig[i]);
-    n.sig_live[i] = 1;
-    if ((r = uv_signal_start(&n.sig[i], on_signal, signums[i])) < 0) {
-      rc = cr_error_set(err, CR_EINTERNAL, "cannot watch signals: %s", uv_strerror(r));
-      goto out;
-    }
-    uv_unref((uv_handle_t *)&n.sig[i]); /* the listener keeps the loop alive */
-  }
-  int fired = 0;
-  if (cfg->stopper != NULL) {
-    if ((r = uv_async_init(&n.loop, &n.async, on_async)) < 0) {
-      rc = cr_error_set(err, CR_EINTERNAL, "cannot set up the stopper: %s", uv_strerror(r));
-      goto out;
-    }
-    n.async_live = 1;
-    uv_unref((uv_handle_t *)&n.async);
-    uv_mutex_lock(&cfg->stopper->mu);
-    cfg->stopper->async = &n.async;
-    fired = cfg->stopper->fired;
-    uv_mutex_unlock(&cfg->stopper->mu);
-  }
-  if (cfg->on_listening != NULL) {
-    struct sockaddr_storage ss;
-    int len = sizeof ss;
-    if (uv_tcp_getsockname(&n.listener, (struct sockaddr *)&ss, &len) == 0)
-      format_sockaddr((struct sockaddr *)&ss, bound, sizeof bound);
-    else
-      snprintf(bound, sizeof bound, "%s", cfg->address);
-    cfg->on_listening(cfg->ctx, bound);
-  }
-  if (fired)
-    node_stop(&n);
-  uv_run(&n.loop, UV_RUN_DEFAULT);
-  rc = cfg->once && n.once_done ? n.once_rc : 0;
-  if (rc != 0 && err != NULL)
-    *err = n.once_err;
-out:
-  node_stop(&n); /* closes what a failed setup opened; no-op after a run */
-  uv_run(&n.loop, UV_RUN_DEFAULT);
-  node_fini(&n);
-  return rc;
-}
 
-/* ---- stopper --------------------------------------------------------------- */
-
-int cr_node_stopper_new(cr_node_stopper **out) {
-  cr_node_stopper *st = calloc(1, sizeof *st);
-  if (st == NULL)
-    return CR_ENOMEM;
-  if (uv_mutex_init(&st->mu) != 0) {
-    free(st);
-    return CR_EINTERNAL;
+  /* From here on nothing fails in practice: uv_tcp_open and uv_listen on a
+   * listening socket only register it with the loop. */
+  uv_tcp_init(loop, &n->listener);
+  n->listener.data = n;
+  n->listener_live = 1;
+  r = uv_tcp_open(&n->listener, fd);
+  if (r < 0)
+    close(fd); /* not the handle's */
+  else
+    r = uv_listen((uv_stream_t *)&n->listener, CR_NODE_BACKLOG, on_connection);
+  if (r < 0) {
+    /* Should it happen, the node lives until the handle has closed (on the
+     * caller's next loop run) and frees itself then, reporting nothing. */
+    n->closed_fired = 1;
+    uv_close((uv_handle_t *)&n->listener, on_failed_listener_close);
+    return cr_error_set(err, CR_ENET, "cannot listen on %s: %s", cfg->address, uv_strerror(r));
   }
-  *out = st;
+  struct sockaddr_storage ss;
+  int len = sizeof ss;
+  if (uv_tcp_getsockname(&n->listener, (struct sockaddr *)&ss, &len) == 0)
+    format_sockaddr((struct sockaddr *)&ss, n->bound, sizeof n->bound);
+  else
+    snprintf(n->bound, sizeof n->bound, "%s", cfg->address);
+  uv_timer_init(loop, &n->tick);
+  n->tick.data = n;
+  n->tick_live = 1;
+  uv_timer_start(&n->tick, on_tick, 0, 0);
+  *out = n;
   return 0;
-}
-
-void cr_node_stopper_fire(cr_node_stopper *st) {
-  if (st == NULL)
-    return;
-  uv_mutex_lock(&st->mu);
-  st->fired = 1;
-  if (st->async != NULL)
-    uv_async_send(st->async);
-  uv_mutex_unlock(&st->mu);
-}
-
-void cr_node_stopper_free(cr_node_stopper *st) {
-  if (st == NULL)
-    return;
-  uv_mutex_destroy(&st->mu);
-  free(st);
 }

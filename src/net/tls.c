@@ -12,6 +12,7 @@
  * Never: resumes sessions (no tickets, no cache), negotiates below TLS 1.3.
  */
 #include "cleanroom/net.h"
+#include "net/net_internal.h"
 
 #include <limits.h>
 #include <stdio.h>

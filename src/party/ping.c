@@ -15,9 +15,9 @@
 #include "party/party_internal.h"
 
 const char *cr_ping_problem_name(cr_ping_problem p) {
-  switch (p) {
-  case CR_PING_NONE:
+  if (p == CR_PING_NONE)
     return NULL;
+  switch (p) {
 #define CR__PING_NAME(name, text)                                                                  \
   case CR_PING_##name:                                                                             \
     return text;

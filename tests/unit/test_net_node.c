@@ -1,11 +1,14 @@
 /*
- * The node over real loopback TCP: a cr_node_serve in a thread of its own
- * (each call runs its own loop) and cr_node_run or scripted raw clients
- * against it. Covers complete sessions (also several at once), certificate
- * pinning failures on either side, hostile and broken peers (garbage, no
- * handshake, silence, bad frames, vanishing mid-session) that end only their
- * own connection, the connection cap, timeouts, bind and connect errors,
- * and that every loop ends with all handles closed.
+ * The node over real loopback TCP, on loops the tests own: a serving node
+ * and a running node on one loop in this thread, or a serving node on a
+ * loop in a thread of its own with running nodes (each on its own loop) or
+ * scripted raw clients against it. Covers complete sessions (also several
+ * at once), stopping in the middle of a session, certificate pinning
+ * failures on either side, hostile and broken peers (garbage, no handshake,
+ * silence, bad frames, vanishing mid-session) that end only their own
+ * connection, the connection cap, timeouts, bind, DNS and connect errors,
+ * and that every loop ends with all handles closed (uv_loop_close() == 0)
+ * and on_closed called exactly once.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -118,7 +121,7 @@ static void free_dataset(cr_dataset *d) {
   free(d);
 }
 
-/* ---- a server in a thread ----------------------------------------------- */
+/* ---- a serving node, on a loop of its own in a thread --------------------- */
 
 typedef struct report {
   cr_session_result res;
@@ -131,17 +134,41 @@ typedef struct server {
   cr_node_config cfg;
   cr_template *tmpl;
   cr_dataset *data;
-  cr_node_stopper *stopper;
+  uv_loop_t loop; /* threaded: the server's own; same-loop tests: unused */
+  uv_loop_t *on;  /* the loop the node runs on */
+  cr_node *node;
+  uv_async_t stop_async; /* threaded: another thread's way to cr_node_stop */
+  int threaded;
   uv_thread_t th;
   uv_sem_t ready;
   uv_mutex_t mu;
   char addr[80];
-  int rc;
+  int start_rc, loop_close_rc;
+  int rc; /* from on_closed */
   cr_error err;
+  int closed_calls, closed_res_null, listening_calls;
   int n;
   report rep[MAX_REPORTS];
-  int stop_after; /* fire the stopper after this many reports (0: never) */
+  int stop_after;       /* cr_node_stop after this many reports (0: never) */
+  int stop_at_progress; /* cr_node_stop at the first progress report */
+  struct client *pair;  /* same loop: the client started once listening */
 } server;
+
+typedef struct client {
+  cr_node_config cfg;
+  cr_template *tmpl;
+  cr_dataset *data;
+  uv_loop_t loop;
+  cr_node *node;
+  cr_session_result res; /* from on_closed: its outputs are ours */
+  cr_error err;
+  int rc, start_rc, loop_close_rc;
+  int closed_calls;
+  int n;
+  report rep;
+  int stop_at_progress;
+  uv_thread_t th;
+} client;
 
 static void record(report *r, const cr_session_result *res, const char *peer, const uint8_t *fp) {
   r->res = *res;
@@ -154,10 +181,16 @@ static void record(report *r, const cr_session_result *res, const char *peer, co
                   cr_err_name(res->error), res->error_msg);
 }
 
+static void cli_start(client *c, uv_loop_t *loop);
+
 static void srv_on_listening(void *ctx, const char *addr) {
   server *s = ctx;
   snprintf(s->addr, sizeof s->addr, "%s", addr);
-  uv_sem_post(&s->ready);
+  s->listening_calls++;
+  if (s->pair != NULL)
+    cli_start(s->pair, s->on);
+  if (s->threaded)
+    uv_sem_post(&s->ready);
 }
 
 static void srv_on_session(void *ctx, const cr_session_result *res, const char *peer,
@@ -170,13 +203,53 @@ static void srv_on_session(void *ctx, const cr_session_result *res, const char *
   int stop = s->stop_after && s->n >= s->stop_after;
   uv_mutex_unlock(&s->mu);
   if (stop)
-    cr_node_stopper_fire(s->stopper);
+    cr_node_stop(s->node); /* on the loop thread */
 }
 
+static void srv_on_progress(void *ctx, const cr_session_progress *p) {
+  server *s = ctx;
+  (void)p;
+  if (s->stop_at_progress) {
+    s->stop_at_progress = 0;
+    cr_node_stop(s->node);
+  }
+}
+
+static void srv_on_closed(void *ctx, int rc, const cr_error *err, cr_session_result *res) {
+  server *s = ctx;
+  s->rc = rc;
+  if (err != NULL)
+    s->err = *err;
+  s->closed_calls++;
+  s->closed_res_null = res == NULL;
+  if (s->threaded)
+    uv_close((uv_handle_t *)&s->stop_async, NULL);
+}
+
+static void srv_on_stop_async(uv_async_t *h) {
+  server *s = h->data;
+  cr_node_stop(s->node);
+}
+
+/* The server's thread: its loop, its node; every handle closed at the end. */
 static void srv_thread(void *arg) {
   server *s = arg;
   cr_error_clear(&s->err);
-  s->rc = cr_node_serve(&s->cfg, &s->err);
+  s->loop_close_rc = -1;
+  if (uv_loop_init(&s->loop) != 0) {
+    s->start_rc = CR_EINTERNAL;
+    uv_sem_post(&s->ready);
+    return;
+  }
+  s->on = &s->loop;
+  uv_async_init(&s->loop, &s->stop_async, srv_on_stop_async);
+  s->stop_async.data = s;
+  s->start_rc = cr_node_serve_start(&s->node, &s->loop, &s->cfg, &s->err);
+  if (s->start_rc != 0)
+    uv_close((uv_handle_t *)&s->stop_async, NULL);
+  uv_run(&s->loop, UV_RUN_DEFAULT);
+  cr_node_free(s->node);
+  s->loop_close_rc = uv_loop_close(&s->loop);
   uv_sem_post(&s->ready); /* in case it never listened */
 }
 
@@ -185,27 +258,32 @@ static void srv_init(server *s, const uint8_t *pin_cons, int n_from, int n_to) {
   memset(s, 0, sizeof *s);
   s->tmpl = make_template(F->fp[PROV], pin_cons);
   s->data = make_dataset(n_from, n_to);
-  assert_int_equal(cr_node_stopper_new(&s->stopper), 0);
-  s->cfg.tmpl = s->tmpl;
+  s->cfg.session.tmpl = s->tmpl;
   s->cfg.id = F->id[PROV];
-  s->cfg.data = s->data;
-  s->cfg.role = CR_ROLE_PROVIDER;
+  s->cfg.session.data = s->data;
+  s->cfg.session.role = CR_ROLE_PROVIDER;
   s->cfg.address = "127.0.0.1:0";
-  s->cfg.software = "test-server";
+  s->cfg.session.software = "test-server";
   s->cfg.on_session = srv_on_session;
   s->cfg.on_listening = srv_on_listening;
+  s->cfg.on_progress = srv_on_progress;
+  s->cfg.on_closed = srv_on_closed;
   s->cfg.ctx = s;
-  s->cfg.stopper = s->stopper;
   uv_sem_init(&s->ready, 0);
   uv_mutex_init(&s->mu);
 }
 
 static void srv_start(server *s) {
+  s->threaded = 1;
   assert_int_equal(uv_thread_create(&s->th, srv_thread, s), 0);
   uv_sem_wait(&s->ready);
+  assert_int_equal(s->start_rc, 0);
   assert_true(strncmp(s->addr, "127.0.0.1:", 10) == 0);
   assert_true(atoi(s->addr + 10) > 0);
 }
+
+/* From the test's thread: stop the node on the server's loop. */
+static void srv_stop(server *s) { assert_int_equal(uv_async_send(&s->stop_async), 0); }
 
 static int srv_count(server *s) {
   uv_mutex_lock(&s->mu);
@@ -220,36 +298,23 @@ static void srv_wait(server *s, int n) {
   assert_true(srv_count(s) >= n);
 }
 
-static void srv_join(server *s) {
-  assert_int_equal(uv_thread_join(&s->th), 0);
-  uv_sem_destroy(&s->ready);
-  uv_mutex_destroy(&s->mu);
-  cr_node_stopper_free(s->stopper);
-  free_template(s->tmpl);
-  free_dataset(s->data);
-}
-
 static void srv_free_unstarted(server *s) {
   uv_sem_destroy(&s->ready);
   uv_mutex_destroy(&s->mu);
-  cr_node_stopper_free(s->stopper);
   free_template(s->tmpl);
   free_dataset(s->data);
 }
 
-/* ---- a cr_node_run client ----------------------------------------------- */
+/* After the thread: the node closed once, and so did every handle. */
+static void srv_join(server *s) {
+  assert_int_equal(uv_thread_join(&s->th), 0);
+  assert_int_equal(s->loop_close_rc, 0);
+  assert_int_equal(s->closed_calls, 1);
+  assert_true(s->closed_res_null);
+  srv_free_unstarted(s);
+}
 
-typedef struct client {
-  cr_node_config cfg;
-  cr_template *tmpl;
-  cr_dataset *data;
-  cr_session_result res;
-  cr_error err;
-  int rc;
-  int n;
-  report rep;
-  uv_thread_t th;
-} client;
+/* ---- a running node ------------------------------------------------------- */
 
 static void cli_on_session(void *ctx, const cr_session_result *res, const char *peer,
                            const uint8_t *fp) {
@@ -258,33 +323,104 @@ static void cli_on_session(void *ctx, const cr_session_result *res, const char *
   record(&c->rep, res, peer, fp);
 }
 
+static void cli_on_progress(void *ctx, const cr_session_progress *p) {
+  client *c = ctx;
+  (void)p;
+  if (c->stop_at_progress) {
+    c->stop_at_progress = 0;
+    cr_node_stop(c->node);
+  }
+}
+
+static void cli_on_closed(void *ctx, int rc, const cr_error *err, cr_session_result *res) {
+  client *c = ctx;
+  c->rc = rc;
+  if (err != NULL)
+    c->err = *err;
+  c->closed_calls++;
+  if (res != NULL)
+    c->res = *res; /* the outputs are ours now */
+}
+
 /* Client = consumer. pin_prov: what its template pins for the provider. */
 static void cli_init(client *c, const char *addr, const uint8_t *pin_prov, int n_from, int n_to) {
   memset(c, 0, sizeof *c);
   c->tmpl = make_template(pin_prov, F->fp[CONS]);
   c->data = make_dataset(n_from, n_to);
-  c->cfg.tmpl = c->tmpl;
+  c->cfg.session.tmpl = c->tmpl;
   c->cfg.id = F->id[CONS];
-  c->cfg.data = c->data;
-  c->cfg.role = CR_ROLE_CONSUMER;
+  c->cfg.session.data = c->data;
+  c->cfg.session.role = CR_ROLE_CONSUMER;
   c->cfg.address = addr;
-  c->cfg.query = "overlap";
-  c->cfg.software = "test-client";
+  c->cfg.session.query = "overlap";
+  c->cfg.session.software = "test-client";
   c->cfg.on_session = cli_on_session;
+  c->cfg.on_progress = cli_on_progress;
+  c->cfg.on_closed = cli_on_closed;
   c->cfg.ctx = c;
 }
 
-static void cli_run(client *c) {
+static void cli_start(client *c, uv_loop_t *loop) {
   cr_error_clear(&c->err);
-  c->rc = cr_node_run(&c->cfg, &c->res, &c->err);
+  c->start_rc = cr_node_run_start(&c->node, loop, &c->cfg, &c->err);
+  if (c->start_rc != 0) {
+    c->rc = c->start_rc;
+    assert_null(c->node);
+  }
+}
+
+/* On a loop of its own, to the end; rc is the start's error or on_closed's. */
+static void cli_run(client *c) {
+  c->closed_calls = 0;
+  c->n = 0;
+  c->loop_close_rc = -1;
+  cr_session_result_free_outputs(&c->res);
+  memset(&c->res, 0, sizeof c->res);
+  if (uv_loop_init(&c->loop) != 0) {
+    c->rc = CR_EINTERNAL;
+    return;
+  }
+  cli_start(c, &c->loop);
+  uv_run(&c->loop, UV_RUN_DEFAULT);
+  cr_node_free(c->node);
+  c->node = NULL;
+  c->loop_close_rc = uv_loop_close(&c->loop);
 }
 
 static void cli_thread(void *arg) { cli_run(arg); }
 
+/* A run that started: on_closed once, every handle closed. */
+static void cli_check_closed(const client *c) {
+  assert_int_equal(c->loop_close_rc, 0);
+  assert_int_equal(c->closed_calls, c->start_rc == 0 ? 1 : 0);
+}
+
 static void cli_free(client *c) {
-  cr_session_result_free_outputs(&c->res); /* cr_node_run hands them over */
+  cr_session_result_free_outputs(&c->res); /* on_closed handed them over */
   free_template(c->tmpl);
   free_dataset(c->data);
+}
+
+/* ---- both on one loop, in this thread -------------------------------------- */
+
+/* Starts the serving node, and the running node once it listens, on one
+ * loop; runs the loop until both have closed; every handle is closed. */
+static void pair_run(server *s, client *c) {
+  uv_loop_t loop;
+  assert_int_equal(uv_loop_init(&loop), 0);
+  s->on = &loop;
+  s->pair = c;
+  c->cfg.address = s->addr; /* filled in before the client starts */
+  assert_int_equal(cr_node_serve_start(&s->node, &loop, &s->cfg, &s->err), 0);
+  assert_int_equal(s->listening_calls, 0); /* from the loop, not from the start */
+  assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(s->listening_calls, 1);
+  assert_int_equal(c->start_rc, 0);
+  assert_int_equal(s->closed_calls, 1);
+  assert_int_equal(c->closed_calls, 1);
+  cr_node_free(s->node);
+  cr_node_free(c->node);
+  assert_int_equal(uv_loop_close(&loop), 0);
 }
 
 /* ---- raw peers ----------------------------------------------------------- */
@@ -437,8 +573,8 @@ static void test_full_session(void **state) {
   assert_true(s.rep[0].has_fp);
   assert_memory_equal(s.rep[0].fp, F->fp[CONS], 32);
   assert_true(strncmp(s.rep[0].peer, "127.0.0.1:", 10) == 0);
+  cli_check_closed(&c);
   cli_free(&c);
-  assert_int_equal(cr__node_unclean_loops(), 0);
 }
 
 /* "localhost" may resolve to ::1 first; the client falls back to the next
@@ -486,9 +622,10 @@ static void test_concurrent_sessions(void **state) {
   assert_int_equal(s.n, 3);
   for (int i = 0; i < 3; i++)
     assert_int_equal(s.rep[i].res.status, CR_SESSION_DONE);
-  for (int i = 0; i < 3; i++)
+  for (int i = 0; i < 3; i++) {
+    cli_check_closed(&c[i]);
     cli_free(&c[i]);
-  assert_int_equal(cr__node_unclean_loops(), 0);
+  }
 }
 
 static void test_client_pins_wrong_provider(void **state) {
@@ -592,8 +729,8 @@ static void test_garbage_client_dropped_server_keeps_serving(void **state) {
   assert_false(s.rep[0].has_fp);
   assert_int_equal(s.rep[1].res.status, CR_SESSION_FAILED);
   assert_int_equal(s.rep[2].res.status, CR_SESSION_DONE);
+  cli_check_closed(&c);
   cli_free(&c);
-  assert_int_equal(cr__node_unclean_loops(), 0);
 }
 
 static void test_handshake_timeout(void **state) {
@@ -699,7 +836,7 @@ static void test_peer_vanishes_mid_session(void **state) {
   assert_int_equal(SSL_write(r.ssl, "\0\0", 2), 2);
   raw_tls_close(&r);
   srv_join(&s);
-  assert_int_equal(s.rc, CR_ENET);
+  assert_int_equal(s.rc, CR_ECONNRESET);
   if (strstr(s.err.msg, "closed the connection") == NULL ||
       strstr(s.err.msg, "before the session completed") == NULL)
     fail_msg("unexpected message: %s", s.err.msg);
@@ -731,6 +868,21 @@ static void test_max_sessions(void **state) {
   assert_int_equal(s.rep[1].res.error, CR_ETLS);
 }
 
+/* A start that fails has opened nothing: the loop closes without running,
+ * and no callback has fired. */
+static int serve_start_fails(server *s) {
+  uv_loop_t loop;
+  cr_node *n = (cr_node *)&loop; /* must be reset */
+  assert_int_equal(uv_loop_init(&loop), 0);
+  cr_error_clear(&s->err);
+  int rc = cr_node_serve_start(&n, &loop, &s->cfg, &s->err);
+  assert_int_not_equal(rc, 0);
+  assert_null(n);
+  assert_int_equal(uv_loop_close(&loop), 0);
+  assert_int_equal(s->listening_calls + s->closed_calls + s->n, 0);
+  return rc;
+}
+
 static void test_bind_error(void **state) {
   (void)state;
   server s;
@@ -748,29 +900,33 @@ static void test_bind_error(void **state) {
 
   srv_init(&s, F->fp[CONS], 0, 100);
   s.cfg.address = addr;
-  cr_error_clear(&s.err);
-  int rc = cr_node_serve(&s.cfg, &s.err);
-  assert_int_equal(rc, CR_ENET);
+  assert_int_equal(serve_start_fails(&s), CR_ENET);
   char want[128];
   snprintf(want, sizeof want, "cannot listen on %s: address already in use", addr);
   assert_string_equal(s.err.msg, want);
-  assert_int_equal(s.n, 0);
   close(fd);
 
   s.cfg.address = "localhost";
-  assert_int_equal(cr_node_serve(&s.cfg, &s.err), CR_EUSAGE);
+  assert_int_equal(serve_start_fails(&s), CR_EUSAGE);
   s.cfg.address = "127.0.0.1:99999";
-  assert_int_equal(cr_node_serve(&s.cfg, &s.err), CR_EUSAGE);
+  assert_int_equal(serve_start_fails(&s), CR_EUSAGE);
   s.cfg.address = "::1:7443";
-  assert_int_equal(cr_node_serve(&s.cfg, &s.err), CR_EUSAGE);
+  assert_int_equal(serve_start_fails(&s), CR_EUSAGE);
   assert_non_null(strstr(s.err.msg, "[::1]"));
+  /* A listen host that does not resolve. */
+  s.cfg.address = "no-such-host.invalid:0";
+  assert_int_equal(serve_start_fails(&s), CR_EDNS);
   /* An identity that is not the template's provider. */
   s.cfg.address = "127.0.0.1:0";
   s.cfg.id = F->id[STRANGER];
-  assert_int_equal(cr_node_serve(&s.cfg, &s.err), CR_ECONFIG);
+  assert_int_equal(serve_start_fails(&s), CR_ECONFIG);
   assert_non_null(strstr(s.err.msg, "not the one the template pins"));
+  /* No data set and no loader. */
+  s.cfg.id = F->id[PROV];
+  s.cfg.session.data = NULL;
+  assert_int_equal(serve_start_fails(&s), CR_EINVAL);
+  s.cfg.session.data = s.data;
   srv_free_unstarted(&s);
-  assert_int_equal(cr__node_unclean_loops(), 0);
 }
 
 static void test_connect_errors(void **state) {
@@ -791,28 +947,58 @@ static void test_connect_errors(void **state) {
 
   cli_init(&c, addr, F->fp[PROV], 0, 100);
   cli_run(&c);
-  assert_int_equal(c.rc, CR_ENET);
+  assert_int_equal(c.start_rc, 0);
+  assert_int_equal(c.rc, CR_ECONNREFUSED);
   assert_non_null(strstr(c.err.msg, "cannot connect to"));
   assert_non_null(strstr(c.err.msg, "connection refused"));
   assert_int_equal(c.n, 1);
   assert_int_equal(c.rep.res.status, CR_SESSION_FAILED);
+  assert_int_equal(c.rep.res.error, CR_ECONNREFUSED);
+  assert_int_equal(c.res.error, CR_ECONNREFUSED);
   assert_false(c.rep.has_fp);
+  cli_check_closed(&c);
 
   /* A query the template does not have: refused before connecting. */
-  c.n = 0;
-  c.cfg.query = "nope";
+  c.cfg.session.query = "nope";
   cli_run(&c);
   assert_int_equal(c.rc, CR_EREFUSED);
+  assert_int_equal(c.start_rc, CR_EREFUSED);
   assert_int_equal(c.n, 0);
-  c.cfg.query = "overlap";
+  cli_check_closed(&c);
+  c.cfg.session.query = "overlap";
   c.cfg.address = "no-port";
   cli_run(&c);
   assert_int_equal(c.rc, CR_EUSAGE);
+  cli_check_closed(&c);
+  /* No query, and not a ping. */
+  c.cfg.address = addr;
+  c.cfg.session.query = NULL;
+  cli_run(&c);
+  assert_int_equal(c.rc, CR_EUSAGE);
+  cli_check_closed(&c);
   cli_free(&c);
-  assert_int_equal(cr__node_unclean_loops(), 0);
 }
 
-static void test_stopper(void **state) {
+/* A host name that does not resolve: CR_EDNS, through on_session and
+ * on_closed (the resolution is asynchronous). */
+static void test_dns_failure(void **state) {
+  (void)state;
+  client c;
+  cli_init(&c, "no-such-host.invalid:7443", F->fp[PROV], 0, 100);
+  c.cfg.handshake_timeout_ms = 20000;
+  cli_run(&c);
+  assert_int_equal(c.start_rc, 0);
+  assert_int_equal(c.rc, CR_EDNS);
+  assert_non_null(strstr(c.err.msg, "cannot resolve"));
+  assert_non_null(strstr(c.err.msg, "no-such-host.invalid"));
+  assert_int_equal(c.n, 1);
+  assert_int_equal(c.rep.res.error, CR_EDNS);
+  assert_int_equal(c.res.status, CR_SESSION_FAILED);
+  cli_check_closed(&c);
+  cli_free(&c);
+}
+
+static void test_stop_from_another_thread(void **state) {
   (void)state;
   server s;
   srv_init(&s, F->fp[CONS], 0, 100);
@@ -820,21 +1006,117 @@ static void test_stopper(void **state) {
   /* An idle connection is aborted by the stop, not waited for. */
   int fd = tcp_connect(s.addr);
   usleep(50000);
-  cr_node_stopper_fire(s.stopper);
+  srv_stop(&s);
   assert_true(read_to_eof(fd) >= 0);
   close(fd);
   srv_join(&s);
   assert_int_equal(s.rc, 0);
   assert_int_equal(s.n, 1);
+  assert_int_equal(s.rep[0].res.error, CR_EREFUSED);
+  assert_non_null(strstr(s.rep[0].res.error_msg, "stopped"));
+}
 
-  /* Fired before the node runs: it stops as soon as it listens. */
+/* Stopped before the loop first runs: nothing listened for, on_closed all
+ * the same, and the loop closes. */
+static void test_stop_before_running(void **state) {
+  (void)state;
+  server s;
+  uv_loop_t loop;
   srv_init(&s, F->fp[CONS], 0, 100);
-  cr_node_stopper_fire(s.stopper);
-  srv_start(&s);
-  srv_join(&s);
+  assert_int_equal(uv_loop_init(&loop), 0);
+  assert_int_equal(cr_node_serve_start(&s.node, &loop, &s.cfg, &s.err), 0);
+  cr_node_stop(s.node);
+  cr_node_stop(s.node);                /* idempotent */
+  assert_int_equal(s.closed_calls, 0); /* from the loop, not from the stop */
+  assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(s.closed_calls, 1);
   assert_int_equal(s.rc, 0);
+  assert_true(s.closed_res_null);
+  assert_int_equal(s.listening_calls, 0);
   assert_int_equal(s.n, 0);
-  assert_int_equal(cr__node_unclean_loops(), 0);
+  cr_node_stop(s.node); /* after on_closed: nothing */
+  assert_int_equal(s.closed_calls, 1);
+  cr_node_free(s.node);
+  assert_int_equal(uv_loop_close(&loop), 0);
+  srv_free_unstarted(&s);
+}
+
+/* Both nodes on one loop, in this thread. */
+static void test_one_loop_session(void **state) {
+  (void)state;
+  server s;
+  client c;
+  srv_init(&s, F->fp[CONS], 0, 5000);
+  s.cfg.once = 1;
+  cli_init(&c, NULL, F->fp[PROV], 1000, 9000);
+  pair_run(&s, &c);
+  assert_int_equal(c.rc, 0);
+  assert_int_equal(c.res.status, CR_SESSION_DONE);
+  assert_int_equal(c.res.count, 4000);
+  assert_int_equal(c.res.own_set_size, 8000);
+  assert_int_equal(c.n, 1);
+  assert_memory_equal(c.rep.fp, F->fp[PROV], 32);
+  assert_int_equal(s.rc, 0);
+  assert_true(s.closed_res_null);
+  assert_int_equal(s.n, 1);
+  assert_int_equal(s.rep[0].res.status, CR_SESSION_DONE);
+  assert_int_equal(s.rep[0].res.count, 4000);
+  assert_memory_equal(s.rep[0].res.session_id, c.res.session_id, 32);
+  srv_free_unstarted(&s);
+  cli_free(&c);
+}
+
+/* cr_node_stop on the running node in the middle of its session: the
+ * partner is told ABORTED, on_closed reports the abort with the result. */
+static void test_stop_run_mid_session(void **state) {
+  (void)state;
+  server s;
+  client c;
+  srv_init(&s, F->fp[CONS], 0, 3000);
+  s.cfg.once = 1;
+  cli_init(&c, NULL, F->fp[PROV], 1000, 4000);
+  c.stop_at_progress = 1; /* after the first step of the session's work */
+  pair_run(&s, &c);
+  assert_int_equal(c.stop_at_progress, 0);
+  assert_int_equal(c.rc, CR_EREFUSED);
+  assert_non_null(strstr(c.err.msg, "stopped"));
+  assert_int_equal(c.res.status, CR_SESSION_FAILED);
+  assert_int_equal(c.res.error, CR_EREFUSED);
+  assert_int_equal(c.res.wire_error, CR_WIRE_ABORTED);
+  assert_int_equal(c.res.error_from_peer, 0);
+  assert_int_equal(c.n, 1);
+  /* The serving node heard it from the wire (once: that session's code). */
+  assert_int_equal(s.n, 1);
+  assert_int_equal(s.rep[0].res.status, CR_SESSION_FAILED);
+  assert_int_equal(s.rep[0].res.wire_error, CR_WIRE_ABORTED);
+  assert_int_equal(s.rep[0].res.error_from_peer, 1);
+  assert_int_equal(s.rc, s.rep[0].res.error);
+  assert_int_not_equal(s.rc, 0);
+  srv_free_unstarted(&s);
+  cli_free(&c);
+}
+
+/* cr_node_stop on the serving node in the middle of a session. */
+static void test_stop_serve_mid_session(void **state) {
+  (void)state;
+  server s;
+  client c;
+  srv_init(&s, F->fp[CONS], 0, 3000);
+  s.stop_at_progress = 1; /* not once: only the stop ends it */
+  cli_init(&c, NULL, F->fp[PROV], 1000, 4000);
+  pair_run(&s, &c);
+  assert_int_equal(s.stop_at_progress, 0);
+  assert_int_equal(s.rc, 0);
+  assert_int_equal(s.n, 1);
+  assert_int_equal(s.rep[0].res.status, CR_SESSION_FAILED);
+  assert_int_equal(s.rep[0].res.error, CR_EREFUSED);
+  assert_int_equal(s.rep[0].res.wire_error, CR_WIRE_ABORTED);
+  assert_int_not_equal(c.rc, 0);
+  assert_int_equal(c.res.status, CR_SESSION_FAILED);
+  assert_int_equal(c.res.wire_error, CR_WIRE_ABORTED);
+  assert_int_equal(c.res.error_from_peer, 1);
+  srv_free_unstarted(&s);
+  cli_free(&c);
 }
 
 int main(void) {
@@ -852,7 +1134,12 @@ int main(void) {
       cmocka_unit_test(test_max_sessions),
       cmocka_unit_test(test_bind_error),
       cmocka_unit_test(test_connect_errors),
-      cmocka_unit_test(test_stopper),
+      cmocka_unit_test(test_dns_failure),
+      cmocka_unit_test(test_stop_from_another_thread),
+      cmocka_unit_test(test_stop_before_running),
+      cmocka_unit_test(test_one_loop_session),
+      cmocka_unit_test(test_stop_run_mid_session),
+      cmocka_unit_test(test_stop_serve_mid_session),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
