@@ -67,8 +67,9 @@ with the partner, and prints the exact command to run next.
 Without --partner-fingerprint (and not interactive) it stops after the
 identity: send the fingerprint, then run it again with the partner's.
 
-Environment: CLEANROOM (the cleanroom binary; default: \`cleanroom\` on
-PATH, else a build in this source tree), CR_EXAMPLES (the examples dir).
+Environment: CLEANROOM (the cleanroom binary; default: the \`cleanroom\`
+installed next to this script, else \`cleanroom\` on PATH, else a build in
+this source tree), CR_EXAMPLES (the examples dir).
 
 Example (two partners, two machines):
   provider\$ $PROG --role provider --name "Acme Security" --dir acme
@@ -144,8 +145,13 @@ ask() {
 }
 
 # ---- the cleanroom binary and the examples ------------------------------
+# Installed (cmake --install), this script is PREFIX/bin/cleanroom-onboard
+# and its binary PREFIX/bin/cleanroom, next to it; that one wins over another
+# cleanroom on PATH. From the source tree (scripts/onboard.sh) there is none.
 if [ -n "${CLEANROOM:-}" ]; then
   CR=$CLEANROOM
+elif [ -f "$HERE/cleanroom" ] && [ -x "$HERE/cleanroom" ]; then
+  CR=$HERE/cleanroom
 elif command -v cleanroom >/dev/null 2>&1; then
   CR=$(command -v cleanroom)
 else
@@ -166,7 +172,8 @@ if [ "$(command -v cleanroom 2>/dev/null || true)" = "$CR" ]; then CR_SHOWN=clea
 
 find_examples() {
   local d
-  for d in "${CR_EXAMPLES:-}" "$HERE/../examples" "$(dirname "$CR")/../share/cleanroom/examples" \
+  for d in "${CR_EXAMPLES:-}" "$HERE/../examples" "$HERE/../share/cleanroom/examples" \
+    "$(dirname "$CR")/../share/cleanroom/examples" \
     /usr/local/share/cleanroom/examples /usr/share/cleanroom/examples; do
     if [ -n "$d" ] && [ -f "$d/overlap/template.json" ]; then
       (cd "$d" && pwd)
