@@ -13,6 +13,10 @@
  * Prints "count N" (or "suppressed" / "nothing released") and exits 0, or
  * says what went wrong and exits 1.
  */
+/* libuv's headers need POSIX types (pthread_rwlock_t) that strict C11
+ * (-std=c11) hides: ask for them, as any libuv program built that way must. */
+#define _POSIX_C_SOURCE 200809L
+
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -139,7 +139,49 @@ if build hello "$HERE/hello.c" && run hello "$CR_SOURCE_DIR/examples/overlap/tem
   if [ "$got" = "$want" ]; then ok "hello's fingerprint is cleanroom fingerprint's"; else fail "hello's fingerprint '$got', cleanroom's '$want'"; fi
 fi
 
-# A second program: build NAME SOURCES... && run NAME ARGS... (and check
+# examples/embed: a provider and a consumer party in one program, on one
+# loop, over loopback TLS; its count must be cleanroom run's on the same data.
+CLI="$P/$CR_INSTALL_BINDIR/cleanroom"
+EX="$CR_SOURCE_DIR/examples/overlap"
+"$CLI" keygen --out "$WORK/emb-p" --name "Embed Provider" >/dev/null 2>&1
+"$CLI" keygen --out "$WORK/emb-c" --name "Embed Consumer" >/dev/null 2>&1
+"$CLI" template pin "$EX/template.json" --provider "$WORK/emb-p/identity.crt" \
+  --consumer "$WORK/emb-c/identity.crt" --out "$WORK/emb.json" >/dev/null 2>&1 ||
+  fail "cannot pin a template for embed"
+if build embed "$CR_SOURCE_DIR/examples/embed/embed.c" &&
+  run embed "$WORK/emb.json" "$WORK/emb-p" "$EX/provider.csv" "$WORK/emb-c" "$EX/consumer.csv" overlap; then
+  got=$(sed -n 's/^count //p' "$WORK/embed.out")
+  # The same query with the installed command, between two processes.
+  "$CLI" serve --template "$WORK/emb.json" --identity "$WORK/emb-p" --data "$EX/provider.csv" \
+    --listen 127.0.0.1:0 --once --quiet --audit "$WORK/emb-p/cli-audit.jsonl" 2>"$WORK/emb-serve.err" &
+  spid=$!
+  port=""
+  for _ in $(seq 1 100); do
+    port=$(sed -n 's/.*listening on 127.0.0.1:\([0-9]*\).*/\1/p' "$WORK/emb-serve.err")
+    [ -n "$port" ] && break
+    sleep 0.1
+  done
+  want=$("$CLI" run --template "$WORK/emb.json" --identity "$WORK/emb-c" --data "$EX/consumer.csv" \
+    --peer "127.0.0.1:$port" --query overlap --json --quiet --audit "$WORK/emb-c/cli-audit.jsonl" |
+    sed -n 's/.*"released":{"count":\([0-9]*\).*/\1/p')
+  wait "$spid" || true
+  if [ -n "$got" ] && [ "$got" = "$want" ]; then
+    ok "embed's count ($got) is cleanroom run's"
+  else
+    fail "embed printed count '$got', cleanroom run '$want'"
+  fi
+  # The contract ran in the library: both parties' audit logs hold the run.
+  for side in emb-p emb-c; do
+    if "$CLI" audit verify "$WORK/$side/audit.jsonl" >/dev/null 2>&1 &&
+      grep -q '"event":"result_released"' "$WORK/$side/audit.jsonl"; then
+      ok "embed's $side audit log verifies and records the release"
+    else
+      fail "embed's $side audit log does not verify or lacks result_released"
+    fi
+  done
+fi
+
+# Another program: build NAME SOURCES... && run NAME ARGS... (and check
 # its output in $WORK/NAME.out).
 
 # ---- cleanroom-onboard uses the cleanroom installed next to it -----------
