@@ -5,8 +5,7 @@
 #include <stdint.h>
 
 #include "cleanroom/common.h"
-#include "cleanroom/crypto.h"
-#include "cleanroom/dataset.h"
+#include "cleanroom/engine.h" /* the engine's cells; crypto.h sizes; dataset.h, template.h */
 #include "cleanroom/template.h"
 
 #ifdef __cplusplus
@@ -30,9 +29,6 @@ extern "C" {
  * overlap, but may come from any thread: the node runs them on worker
  * threads because recv and send do the blinding work.
  */
-
-
-
 
 #define CR_PROTOCOL_VERSION 1
 #define CR_DEFAULT_MAX_FRAME (16u << 20)
@@ -64,6 +60,9 @@ typedef enum cr_wire_error {
 const char *cr_wire_error_name(int code); /* "TEMPLATE_MISMATCH" */
 
 typedef struct cr_session_result cr_session_result;
+/* One cell of a grouped count: the engine's (label per role, count, 0 when
+ * suppressed). */
+typedef cr_engine_cell cr_session_cell;
 
 typedef int (*cr_sign_fn)(void *ctx, const uint8_t *msg, size_t len,
                           uint8_t sig[CR_SIGNATURE_BYTES]);
@@ -176,18 +175,12 @@ struct cr_session_result {
   /* Grouped count, DONE and receives: ncells = nlabels[provider] *
    * nlabels[consumer], row-major by provider label. A cell below
    * min_count has suppressed = 1 and count = 0. */
-  struct cr_session_cell *cells;
+  cr_session_cell *cells;
   size_t ncells;
   /* Members, DONE, receives and not suppressed: bit i (matched[i / 8] >>
    * (i % 8) & 1) is set when own key i (cr_dataset order) matched. */
   uint8_t *matched;
 };
-
-typedef struct cr_session_cell {
-  uint32_t label[CR_ROLE_COUNT];
-  uint64_t count; /* 0 when suppressed */
-  int suppressed;
-} cr_session_cell;
 
 void cr_session_result_free_outputs(cr_session_result *res);
 
@@ -271,8 +264,8 @@ CR_NODISCARD int cr_session_receipt_message(cr_buf *m,
  */
 #define CR_FRAME_HEADER_BYTES 4
 CR_NODISCARD int cr_session_refusal_frame(cr_buf *out, int wire_code, const char *text);
-CR_NODISCARD int cr_session_frame_length(const uint8_t hdr[CR_FRAME_HEADER_BYTES],
-                                         size_t max_frame, uint32_t *len);
+CR_NODISCARD int cr_session_frame_length(const uint8_t hdr[CR_FRAME_HEADER_BYTES], size_t max_frame,
+                                         uint32_t *len);
 
 /* Where a session is, for progress reports. */
 typedef struct cr_session_progress {
