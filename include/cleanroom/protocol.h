@@ -217,6 +217,24 @@ int cr_session_want_send(const cr_session *s);
 void cr_session_abort(cr_session *s, int code, int wire_code, const char *msg);
 
 cr_session_status cr_session_status_get(const cr_session *s);
+
+/*
+ * What the session accepts from the peer next (each state exactly these
+ * frames, plus Error in any state; anything else fails the session with a
+ * message naming the frame and the state). The session also has a sending
+ * half (what it produces next), internal: the protocol is full duplex.
+ */
+typedef enum cr_session_state {
+  CR_STATE_EXPECT_HELLO = 0, /* Hello (the runner's, or the responder's answer) */
+  CR_STATE_EXPECT_SET,       /* Batch, EndOfSet */
+  CR_STATE_EXPECT_DIGESTS,   /* Digests, EndOfDigests (this side receives) */
+  CR_STATE_EXPECT_FINISH,    /* Finish */
+  CR_STATE_DONE,             /* the peer's Finish verified; nothing more */
+  CR_STATE_FAILED            /* the session failed; input is ignored */
+} cr_session_state;
+cr_session_state cr_session_state_get(const cr_session *s);
+/* "expecting Batch or EndOfSet", for messages. */
+const char *cr_session_state_name(cr_session_state st);
 /* Always valid; fields fill in as the session proceeds. */
 const cr_session_result *cr_session_result_get(const cr_session *s);
 

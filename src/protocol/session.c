@@ -38,6 +38,24 @@ static const char RECEIPT_LABEL[] = "cleanroom/v1/receipt";
 
 typedef cr_engine_digest ldigest;
 
+/*
+ * What this side produces next. The protocol is full duplex: both sides
+ * stream their Batch frames at once, and either may finish its set before
+ * or after the peer, so one enum cannot say both "what we accept" and "what
+ * we send". cr_session_state (public) is the receiving half, this one the
+ * sending half; a step of the sending half may wait on the receiving one
+ * (next_step says which).
+ */
+typedef enum cr_send_state {
+  CR_SEND_HELLO,          /* runner: on start; responder: in reply to the runner's */
+  CR_SEND_SET,            /* Batch frames, once both Hellos are known */
+  CR_SEND_END_OF_SET,     /* all our points are out */
+  CR_SEND_DIGESTS,        /* the peer's digests back, once its EndOfSet is in */
+  CR_SEND_END_OF_DIGESTS, /* all of them are out */
+  CR_SEND_FINISH,         /* once every data frame both ways is done */
+  CR_SEND_IDLE,           /* Finish sent, or a ping answered: nothing more */
+} cr_send_state;
+
 struct cr_session {
   cr_session_config cfg;
   cr_engine *eng;         /* scalar, blinding, digest tables, matching */
@@ -46,10 +64,8 @@ struct cr_session {
   int data_loaded;        /* data came from cfg.load: give it back to unload */
   int outputs_disowned;
 
-  int started;
-  int hello_sent;
-  int hello_received;
-  int ready; /* both Hellos exchanged: session_id and digest_bytes known */
+  cr_session_state recv; /* what the peer may send next */
+  cr_send_state send;    /* what this side produces next */
   size_t digest_bytes;
   uint8_t runner_hello_hash[CR_SHA256_BYTES];
   uint8_t responder_hello_hash[CR_SHA256_BYTES];
@@ -61,7 +77,6 @@ struct cr_session {
   int own_grouped;
   uint64_t points_sent;
   uint64_t batch_seq;
-  int eos_sent;
 
   /* Peer's set (the engine holds its digests). */
   uint64_t peer_n;
@@ -70,11 +85,9 @@ struct cr_session {
   uint64_t *peer_label_seen; /* points received per peer label */
   uint64_t peer_points;
   uint64_t peer_batch_seq;
-  int peer_eos;
   int peer_receives; /* peer is in results_to: return its digests */
   uint64_t digests_sent;
   uint64_t digests_seq;
-  int eod_sent;
 
   /* Own digests returned by the peer (only when this side receives). */
   int self_receives;
@@ -82,14 +95,10 @@ struct cr_session {
   uint64_t own_digests_seq;
   uint64_t own_label_got; /* digests received for the current own label */
   uint32_t own_label_cur;
-  int eod_received;
 
-  int transcript_ready;
   uint8_t transcript[CR_SHA256_BYTES];
   crypto_hash_sha256_state tx_hash; /* every byte sent before Finish */
   crypto_hash_sha256_state rx_hash; /* every byte received before Finish */
-  int finish_sent;
-  int finish_received;
 
   cr_buf in;
   cr_buf out;
@@ -219,6 +228,8 @@ static int fail(cr_session *s, int code, int wire, int from_peer, const char *fm
   vsnprintf(s->res.error_msg, sizeof s->res.error_msg, fmt, ap);
   va_end(ap);
   s->res.status = CR_SESSION_FAILED;
+  s->recv = CR_STATE_FAILED;
+  s->send = CR_SEND_IDLE;
   s->res.error = code;
   s->res.wire_error = wire;
   s->res.error_from_peer = from_peer;
@@ -532,7 +543,7 @@ static int send_hello(cr_session *s) {
   uint8_t *dst = s->cfg.is_runner ? s->runner_hello_hash : s->responder_hello_hash;
   cr_sha256(dst, s->out.data + before + CR_FRAME_HEADER_BYTES,
             s->out.len - before - CR_FRAME_HEADER_BYTES);
-  s->hello_sent = 1;
+  s->send = CR_SEND_SET;
 out:
   free(entries);
   free(eptr);
@@ -651,11 +662,8 @@ static int on_hello(cr_session *s, const Cleanroom__V1__Hello *h, const uint8_t 
   cr_role peer_role;
   int rc;
 
-  if (s->hello_received)
-    return PROTO_FAIL(s, "the partner sent a second Hello");
-  if (s->cfg.is_runner && !s->hello_sent)
+  if (s->cfg.is_runner && s->send == CR_SEND_HELLO)
     return PROTO_FAIL(s, "the partner sent Hello before ours");
-  s->hello_received = 1;
   copy_peer_text(s->res.peer_software, sizeof s->res.peer_software, h->software);
   s->res.peer_protocol_version = h->protocol_version;
   if (h->template_sha256.len == CR_SHA256_BYTES)
@@ -703,6 +711,8 @@ static int on_hello(cr_session *s, const Cleanroom__V1__Hello *h, const uint8_t 
         return rc;
     }
     s->res.status = CR_SESSION_DONE;
+    s->recv = CR_STATE_DONE;
+    s->send = CR_SEND_IDLE;
     release_engine(s);
     return 0;
   }
@@ -822,7 +832,7 @@ static int on_hello(cr_session *s, const Cleanroom__V1__Hello *h, const uint8_t 
   if ((rc = cr_engine_prepare(s->eng, &plan)) != 0)
     return fail(s, rc, CR_WIRE_INTERNAL, 0, "out of memory for the partner's %llu digests",
                 (unsigned long long)s->peer_n);
-  s->ready = 1;
+  s->recv = CR_STATE_EXPECT_SET;
   return 0;
 }
 
@@ -834,10 +844,6 @@ static uint32_t get_u32be(const uint8_t *p) {
 
 static int on_batch(cr_session *s, const Cleanroom__V1__Batch *b) {
   size_t pb = cr_engine_point_bytes(s->eng);
-  if (!s->ready)
-    return PROTO_FAIL(s, "the partner sent Batch before the Hellos were exchanged");
-  if (s->peer_eos)
-    return PROTO_FAIL(s, "the partner sent Batch after EndOfSet");
   if (b->seq != s->peer_batch_seq)
     return PROTO_FAIL(s, "the partner's Batch has sequence number %llu, expected %llu",
                       (unsigned long long)b->seq, (unsigned long long)s->peer_batch_seq);
@@ -884,17 +890,13 @@ static int on_batch(cr_session *s, const Cleanroom__V1__Batch *b) {
 }
 
 static int on_end_of_set(cr_session *s, const Cleanroom__V1__EndOfSet *e) {
-  if (!s->ready)
-    return PROTO_FAIL(s, "the partner sent EndOfSet before the Hellos were exchanged");
-  if (s->peer_eos)
-    return PROTO_FAIL(s, "the partner sent a second EndOfSet");
   if (e->count != s->peer_points || s->peer_points != s->peer_n)
     return PROTO_FAIL(s,
                       "the partner announced %llu points, sent %llu and counted %llu in "
                       "EndOfSet",
                       (unsigned long long)s->peer_n, (unsigned long long)s->peer_points,
                       (unsigned long long)e->count);
-  s->peer_eos = 1;
+  s->recv = s->self_receives ? CR_STATE_EXPECT_DIGESTS : CR_STATE_EXPECT_FINISH;
   /* The engine sorts: for matching, and (count) per label for return. */
   int rc = cr_engine_peer_done(s->eng);
   if (rc != 0)
@@ -905,17 +907,6 @@ static int on_end_of_set(cr_session *s, const Cleanroom__V1__EndOfSet *e) {
 static int on_digests(cr_session *s, const Cleanroom__V1__Digests *d) {
   size_t l = s->digest_bytes;
   cr_role me = s->cfg.role;
-  if (!s->ready)
-    return PROTO_FAIL(s, "the partner sent Digests before the Hellos were exchanged");
-  if (!s->self_receives)
-    return PROTO_FAIL(s,
-                      "the partner sent Digests, but this side receives no result of "
-                      "query \"%s\"",
-                      s->query->name);
-  if (!s->peer_eos)
-    return PROTO_FAIL(s, "the partner sent Digests before its EndOfSet");
-  if (s->eod_received)
-    return PROTO_FAIL(s, "the partner sent Digests after EndOfDigests");
   if (d->seq != s->own_digests_seq)
     return PROTO_FAIL(s, "the partner's Digests has sequence number %llu, expected %llu",
                       (unsigned long long)d->seq, (unsigned long long)s->own_digests_seq);
@@ -994,10 +985,6 @@ static int compute_result(cr_session *s) {
 }
 
 static int on_end_of_digests(cr_session *s, const Cleanroom__V1__EndOfDigests *e) {
-  if (!s->ready || !s->self_receives || !s->peer_eos)
-    return PROTO_FAIL(s, "the partner sent EndOfDigests out of order");
-  if (s->eod_received)
-    return PROTO_FAIL(s, "the partner sent a second EndOfDigests");
   if (e->count != s->own_digests_n || s->own_digests_n != s->own_n ||
       s->own_label_got != s->res.label_sizes[s->cfg.role][s->own_label_cur] ||
       s->own_label_cur + 1 != s->res.nlabels[s->cfg.role])
@@ -1006,20 +993,22 @@ static int on_end_of_digests(cr_session *s, const Cleanroom__V1__EndOfDigests *e
                       "%llu points, or not all of a label's",
                       (unsigned long long)s->own_digests_n, (unsigned long long)e->count,
                       (unsigned long long)s->own_n);
-  s->eod_received = 1;
+  s->recv = CR_STATE_EXPECT_FINISH;
   return compute_result(s);
 }
 
 /* ---- Finish ------------------------------------------------------------- */
 
+/* Every data frame both ways is done: ours up to Finish, the peer's too. */
 static int data_complete(const cr_session *s) {
-  return s->ready && s->eos_sent && s->peer_eos && (!s->peer_receives || s->eod_sent) &&
-         (!s->self_receives || s->eod_received);
+  return s->res.status == CR_SESSION_RUNNING && s->recv >= CR_STATE_EXPECT_FINISH &&
+         s->recv <= CR_STATE_DONE && s->send >= CR_SEND_FINISH;
 }
 
+/* Recomputed on each call from copies of the running hashes: once the data
+ * is complete no hashed frame changes them (Finish and Error are not
+ * hashed), so both calls (our Finish, the peer's) see the same value. */
 static void ensure_transcript(cr_session *s) {
-  if (s->transcript_ready)
-    return;
   crypto_hash_sha256_state tx = s->tx_hash, rx = s->rx_hash, st;
   uint8_t htx[CR_SHA256_BYTES], hrx[CR_SHA256_BYTES];
   crypto_hash_sha256_final(&tx, htx);
@@ -1030,7 +1019,6 @@ static void ensure_transcript(cr_session *s) {
   crypto_hash_sha256_update(&st, s->cfg.is_runner ? hrx : htx, CR_SHA256_BYTES);
   crypto_hash_sha256_final(&st, s->transcript);
   memcpy(s->res.transcript_sha256, s->transcript, CR_SHA256_BYTES);
-  s->transcript_ready = 1;
 }
 
 int cr_session_receipt_message(cr_buf *m, const uint8_t session_id[CR_SESSION_ID_BYTES],
@@ -1061,7 +1049,7 @@ static int receipt_message(const cr_session *s, cr_buf *m) {
 }
 
 static void maybe_done(cr_session *s) {
-  if (s->res.status == CR_SESSION_RUNNING && s->finish_sent && s->finish_received) {
+  if (s->res.status == CR_SESSION_RUNNING && s->send == CR_SEND_IDLE && s->recv == CR_STATE_DONE) {
     s->res.status = CR_SESSION_DONE;
     if (!s->self_receives) {
       s->res.count = 0;
@@ -1093,14 +1081,12 @@ static int send_finish(cr_session *s) {
   rc = send_frame(s, &f, 0);
   if (rc)
     return fail(s, rc, CR_WIRE_INTERNAL, 0, "cannot encode Finish");
-  s->finish_sent = 1;
+  s->send = CR_SEND_IDLE;
   maybe_done(s);
   return 0;
 }
 
 static int on_finish(cr_session *s, const Cleanroom__V1__Finish *fin) {
-  if (s->finish_received)
-    return PROTO_FAIL(s, "the partner sent a second Finish");
   if (!data_complete(s))
     return PROTO_FAIL(s, "the partner sent Finish before the session's data was complete");
   ensure_transcript(s);
@@ -1121,7 +1107,7 @@ static int on_finish(cr_session *s, const Cleanroom__V1__Finish *fin) {
     return PROTO_FAIL(s, "the partner's receipt signature does not verify against its "
                          "certificate");
   memcpy(s->res.peer_signature, fin->signature.data, CR_SIGNATURE_BYTES);
-  s->finish_received = 1;
+  s->recv = CR_STATE_DONE;
   maybe_done(s);
   return 0;
 }
@@ -1137,6 +1123,71 @@ static int on_error(cr_session *s, const Cleanroom__V1__Error *e) {
 
 /* ---- bytes in ----------------------------------------------------------- */
 
+const char *cr_session_state_name(cr_session_state st) {
+  switch (st) {
+  case CR_STATE_EXPECT_HELLO:
+    return "expecting Hello";
+  case CR_STATE_EXPECT_SET:
+    return "expecting Batch or EndOfSet";
+  case CR_STATE_EXPECT_DIGESTS:
+    return "expecting Digests or EndOfDigests";
+  case CR_STATE_EXPECT_FINISH:
+    return "expecting Finish";
+  case CR_STATE_DONE:
+    return "done";
+  case CR_STATE_FAILED:
+    return "failed";
+  }
+  return "unknown";
+}
+
+cr_session_state cr_session_state_get(const cr_session *s) { return s->recv; }
+
+/* A frame the current state does not accept: the specific reason, then
+ * the state by name. */
+static int unexpected(cr_session *s, int msg) {
+  const char *name = cr__frame_name(msg);
+  const char *st_name = cr_session_state_name(s->recv);
+  cr_session_state st = s->recv;
+  if (st == CR_STATE_EXPECT_HELLO)
+    return PROTO_FAIL(s, "the partner sent %s before Hello (this session is %s)", name, st_name);
+  if (msg < CLEANROOM__V1__FRAME__MSG_HELLO || msg > CLEANROOM__V1__FRAME__MSG_ERROR)
+    return PROTO_FAIL(s, "the partner sent a frame with no message in it");
+  switch (msg) {
+  case CLEANROOM__V1__FRAME__MSG_HELLO:
+    return PROTO_FAIL(s, "the partner sent a second Hello (this session is %s)", st_name);
+  case CLEANROOM__V1__FRAME__MSG_BATCH:
+    return PROTO_FAIL(s, "the partner sent Batch after EndOfSet (this session is %s)", st_name);
+  case CLEANROOM__V1__FRAME__MSG_END_OF_SET:
+    return PROTO_FAIL(s, "the partner sent a second EndOfSet (this session is %s)", st_name);
+  case CLEANROOM__V1__FRAME__MSG_DIGESTS:
+    if (!s->self_receives)
+      return PROTO_FAIL(s,
+                        "the partner sent Digests, but this side receives no result of "
+                        "query \"%s\" (this session is %s)",
+                        s->query->name, st_name);
+    if (st == CR_STATE_EXPECT_SET)
+      return PROTO_FAIL(s, "the partner sent Digests before its EndOfSet (this session is %s)",
+                        st_name);
+    return PROTO_FAIL(s, "the partner sent Digests after EndOfDigests (this session is %s)",
+                      st_name);
+  case CLEANROOM__V1__FRAME__MSG_END_OF_DIGESTS:
+    if (!s->self_receives || st == CR_STATE_EXPECT_SET)
+      return PROTO_FAIL(s, "the partner sent EndOfDigests out of order (this session is %s)",
+                        st_name);
+    return PROTO_FAIL(s, "the partner sent a second EndOfDigests (this session is %s)", st_name);
+  case CLEANROOM__V1__FRAME__MSG_FINISH:
+    if (st == CR_STATE_DONE)
+      return PROTO_FAIL(s, "the partner sent a second Finish (this session is %s)", st_name);
+    return PROTO_FAIL(s,
+                      "the partner sent Finish before the session's data was complete (this "
+                      "session is %s)",
+                      st_name);
+  default:
+    return PROTO_FAIL(s, "the partner sent %s while this session is %s", name, st_name);
+  }
+}
+
 static int dispatch(cr_session *s, const uint8_t *payload, size_t len, const uint8_t *raw,
                     size_t raw_len) {
   Cleanroom__V1__Frame *f = cr__frame_decode(payload, len);
@@ -1146,37 +1197,50 @@ static int dispatch(cr_session *s, const uint8_t *payload, size_t len, const uin
   int msg = f->msg_case;
   if (msg != CLEANROOM__V1__FRAME__MSG_FINISH && msg != CLEANROOM__V1__FRAME__MSG_ERROR)
     crypto_hash_sha256_update(&s->rx_hash, raw, raw_len);
-  if (!s->hello_received && msg != CLEANROOM__V1__FRAME__MSG_HELLO &&
-      msg != CLEANROOM__V1__FRAME__MSG_ERROR) {
-    rc = PROTO_FAIL(s, "the partner sent %s before Hello", cr__frame_name(msg));
+  if (msg == CLEANROOM__V1__FRAME__MSG_ERROR) {
+    /* Accepted in every state: the peer may give up at any point. */
+    rc = on_error(s, f->error);
     goto out;
   }
-  switch (msg) {
-  case CLEANROOM__V1__FRAME__MSG_HELLO:
-    rc = on_hello(s, f->hello, payload, len);
+  /* Each state accepts exactly its frames (picotls style). */
+  switch (s->recv) {
+  case CR_STATE_EXPECT_HELLO:
+    if (msg == CLEANROOM__V1__FRAME__MSG_HELLO) {
+      rc = on_hello(s, f->hello, payload, len);
+      goto out;
+    }
     break;
-  case CLEANROOM__V1__FRAME__MSG_BATCH:
-    rc = on_batch(s, f->batch);
+  case CR_STATE_EXPECT_SET:
+    if (msg == CLEANROOM__V1__FRAME__MSG_BATCH) {
+      rc = on_batch(s, f->batch);
+      goto out;
+    }
+    if (msg == CLEANROOM__V1__FRAME__MSG_END_OF_SET) {
+      rc = on_end_of_set(s, f->end_of_set);
+      goto out;
+    }
     break;
-  case CLEANROOM__V1__FRAME__MSG_END_OF_SET:
-    rc = on_end_of_set(s, f->end_of_set);
+  case CR_STATE_EXPECT_DIGESTS:
+    if (msg == CLEANROOM__V1__FRAME__MSG_DIGESTS) {
+      rc = on_digests(s, f->digests);
+      goto out;
+    }
+    if (msg == CLEANROOM__V1__FRAME__MSG_END_OF_DIGESTS) {
+      rc = on_end_of_digests(s, f->end_of_digests);
+      goto out;
+    }
     break;
-  case CLEANROOM__V1__FRAME__MSG_DIGESTS:
-    rc = on_digests(s, f->digests);
+  case CR_STATE_EXPECT_FINISH:
+    if (msg == CLEANROOM__V1__FRAME__MSG_FINISH) {
+      rc = on_finish(s, f->finish);
+      goto out;
+    }
     break;
-  case CLEANROOM__V1__FRAME__MSG_END_OF_DIGESTS:
-    rc = on_end_of_digests(s, f->end_of_digests);
-    break;
-  case CLEANROOM__V1__FRAME__MSG_FINISH:
-    rc = on_finish(s, f->finish);
-    break;
-  case CLEANROOM__V1__FRAME__MSG_ERROR:
-    rc = on_error(s, f->error);
-    break;
-  default:
-    rc = PROTO_FAIL(s, "the partner sent a frame with no message in it");
+  case CR_STATE_DONE:
+  case CR_STATE_FAILED:
     break;
   }
+  rc = unexpected(s, msg);
 out:
   cr__frame_free(f);
   return rc;
@@ -1217,10 +1281,8 @@ int cr_session_recv(cr_session *s, const uint8_t *data, size_t len) {
 /* ---- bytes out ---------------------------------------------------------- */
 
 int cr_session_start(cr_session *s) {
-  if (s->started)
-    return 0;
-  s->started = 1;
-  if (!s->cfg.is_runner)
+  /* Idempotent: only a runner that has not sent its Hello sends it. */
+  if (!s->cfg.is_runner || s->send != CR_SEND_HELLO || s->res.status != CR_SESSION_RUNNING)
     return 0;
   return send_hello(s);
 }
@@ -1258,6 +1320,8 @@ static int produce_batch(cr_session *s) {
     return fail(s, rc, CR_WIRE_INTERNAL, 0, "cannot blind or encode our points");
   s->points_sent += n;
   s->batch_seq++;
+  if (s->points_sent == s->own_n)
+    s->send = CR_SEND_END_OF_SET;
   return 0;
 }
 
@@ -1270,7 +1334,7 @@ static int produce_end_of_set(cr_session *s) {
   int rc = send_frame(s, &f, 1);
   if (rc)
     return fail(s, rc, CR_WIRE_INTERNAL, 0, "cannot encode EndOfSet");
-  s->eos_sent = 1;
+  s->send = s->peer_receives ? CR_SEND_DIGESTS : CR_SEND_FINISH;
   return 0;
 }
 
@@ -1320,6 +1384,8 @@ static int produce_digests(cr_session *s) {
     return fail(s, rc, CR_WIRE_INTERNAL, 0, "cannot encode Digests");
   s->digests_sent += n;
   s->digests_seq++;
+  if (s->digests_sent == s->peer_n)
+    s->send = CR_SEND_END_OF_DIGESTS;
   return 0;
 }
 
@@ -1332,51 +1398,61 @@ static int produce_end_of_digests(cr_session *s) {
   int rc = send_frame(s, &f, 1);
   if (rc)
     return fail(s, rc, CR_WIRE_INTERNAL, 0, "cannot encode EndOfDigests");
-  s->eod_sent = 1;
+  s->send = CR_SEND_FINISH;
   return 0;
 }
 
-/* What the next frame to produce is; 0 when nothing can be produced now. */
-static int next_step(const cr_session *s) {
-  if (s->res.status != CR_SESSION_RUNNING || !s->ready)
-    return 0;
-  if (s->points_sent < s->own_n)
-    return 1;
-  if (!s->eos_sent)
-    return 2;
-  if (s->peer_receives && s->peer_eos && s->digests_sent < s->peer_n)
-    return 3;
-  if (s->peer_receives && s->peer_eos && !s->eod_sent)
-    return 4;
-  if (!s->finish_sent && data_complete(s))
-    return 5;
-  return 0;
+/* The send state when its frame can be produced now; CR_SEND_IDLE when
+ * nothing can (done, or waiting on the peer). */
+static cr_send_state next_step(const cr_session *s) {
+  if (s->res.status != CR_SESSION_RUNNING || s->recv == CR_STATE_EXPECT_HELLO)
+    return CR_SEND_IDLE;
+  switch (s->send) {
+  case CR_SEND_SET:
+  case CR_SEND_END_OF_SET:
+    return s->send;
+  case CR_SEND_DIGESTS:
+  case CR_SEND_END_OF_DIGESTS:
+    /* The peer's digests are sorted only once its whole set is in. */
+    return s->recv > CR_STATE_EXPECT_SET ? s->send : CR_SEND_IDLE;
+  case CR_SEND_FINISH:
+    return data_complete(s) ? CR_SEND_FINISH : CR_SEND_IDLE;
+  case CR_SEND_HELLO: /* sent by start (runner) or on the runner's Hello */
+  case CR_SEND_IDLE:
+    break;
+  }
+  return CR_SEND_IDLE;
 }
 
-int cr_session_want_send(const cr_session *s) { return s->out.len > 0 || next_step(s) != 0; }
+int cr_session_want_send(const cr_session *s) {
+  return s->out.len > 0 || next_step(s) != CR_SEND_IDLE;
+}
 
 int cr_session_send(cr_session *s, const uint8_t **data, size_t *len) {
-  int step;
+  cr_send_state step;
   /* Queued bytes go out first: producing more (blinding) before returning
    * them would hold e.g. the Hello reply back behind a batch of work. */
   if (s->out.len == 0) {
-    while (s->out.len < CR_OUT_CHUNK && (step = next_step(s)) != 0) {
+    while (s->out.len < CR_OUT_CHUNK && (step = next_step(s)) != CR_SEND_IDLE) {
       int rc = 0;
       switch (step) {
-      case 1:
+      case CR_SEND_SET:
         rc = produce_batch(s);
         break;
-      case 2:
+      case CR_SEND_END_OF_SET:
         rc = produce_end_of_set(s);
         break;
-      case 3:
+      case CR_SEND_DIGESTS:
         rc = produce_digests(s);
         break;
-      case 4:
+      case CR_SEND_END_OF_DIGESTS:
         rc = produce_end_of_digests(s);
         break;
-      case 5:
+      case CR_SEND_FINISH:
         rc = send_finish(s);
+        break;
+      case CR_SEND_HELLO:
+      case CR_SEND_IDLE:
         break;
       }
       if (rc)
@@ -1405,11 +1481,12 @@ void cr_session_progress_get(const cr_session *s, cr_session_progress *p) {
   p->digests_due = s->self_receives ? s->own_n : 0;
   if (s->res.status != CR_SESSION_RUNNING)
     p->phase = "done";
-  else if (!s->ready)
+  else if (s->recv == CR_STATE_EXPECT_HELLO)
     p->phase = "hello";
-  else if (!s->eos_sent || !s->peer_eos)
+  else if (s->send <= CR_SEND_END_OF_SET || s->recv == CR_STATE_EXPECT_SET)
     p->phase = "exchanging sets";
-  else if ((s->self_receives && !s->eod_received) || (s->peer_receives && !s->eod_sent))
+  else if (s->recv == CR_STATE_EXPECT_DIGESTS || s->send == CR_SEND_DIGESTS ||
+           s->send == CR_SEND_END_OF_DIGESTS)
     p->phase = "returning digests";
   else
     p->phase = "finishing";

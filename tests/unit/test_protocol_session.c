@@ -263,6 +263,8 @@ static void test_count_both_receive(void **state) {
   assert_int_equal(rc->digest_bytes, 7);
   assert_true(cr_session_scalar_wiped(x.consumer));
   assert_true(cr_session_scalar_wiped(x.provider));
+  assert_int_equal(cr_session_state_get(x.consumer), CR_STATE_DONE);
+  assert_int_equal(cr_session_state_get(x.provider), CR_STATE_DONE);
   pair_free(&x);
 }
 
@@ -712,6 +714,28 @@ static void test_hostile_second_hello(void **state) {
   feed_hello(&h, "consumer", 20);
   expect_protocol_failure(&h, "second Hello");
   hostile_free(&h);
+}
+
+/* The receiving state: Hello expected first, then the set; a frame the
+ * state does not take names the state in the message. */
+static void test_state_names_the_state(void **state) {
+  (void)state;
+  hostile h;
+  hostile_init(&h, 0);
+  assert_int_equal(cr_session_state_get(h.s), CR_STATE_EXPECT_HELLO);
+  feed_hello(&h, "consumer", 20);
+  assert_int_equal(cr_session_state_get(h.s), CR_STATE_EXPECT_SET);
+  feed_eos(&h, 0);
+  expect_protocol_failure(&h, "announced 20 points, sent 0");
+  assert_int_equal(cr_session_state_get(h.s), CR_STATE_FAILED);
+  hostile_free(&h);
+
+  hostile_init(&h, 0);
+  feed_hello(&h, "consumer", 20);
+  feed_hello(&h, "consumer", 20);
+  expect_protocol_failure(&h, cr_session_state_name(CR_STATE_EXPECT_SET));
+  hostile_free(&h);
+  assert_string_equal(cr_session_state_name(CR_STATE_EXPECT_FINISH), "expecting Finish");
 }
 
 /* A valid point: the blinding of some message under a random scalar. */
@@ -1275,6 +1299,7 @@ int main(void) {
     return 1;
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_count_both_receive),
+      cmocka_unit_test(test_state_names_the_state),
       cmocka_unit_test(test_count_byte_at_a_time),
       cmocka_unit_test(test_disjoint_sets),
       cmocka_unit_test(test_consumer_only_provider_learns_nothing),
