@@ -163,8 +163,8 @@ struct cr_session_result {
 
   /*
    * Heap outputs. They belong to the session (freed by cr_session_free)
-   * until cr_session_disown_outputs() hands them to a copy of this struct,
-   * which then frees them with cr_session_result_free_outputs().
+   * until cr_session_result_take() moves them to the caller's struct, which
+   * then frees them with cr_session_result_free_outputs().
    */
   size_t nparams;
   char **param_names; /* the run's parameters, as sent in the runner's Hello */
@@ -252,10 +252,14 @@ CR_NODISCARD int cr_session_check_local(const cr_session_config *cfg, int64_t no
 uint32_t cr_session_digest_bytes(uint64_t n_runner, uint64_t n_responder, uint32_t proposal_a,
                                  uint32_t proposal_b);
 
-/* Hands the result's heap outputs (labels, cells, matched, params) to a
- * copy of the result made with cr_session_result_get(); the session no
- * longer frees them. */
-void cr_session_disown_outputs(cr_session *s);
+/*
+ * Moves the result to out, heap outputs included (params, labels, label
+ * sizes, cells, matched): out owns them and frees them with
+ * cr_session_result_free_outputs(). The session's copy keeps its plain
+ * fields (status, error, sizes) but its heap outputs are left empty (NULL,
+ * counts 0), so cr_session_free() frees nothing of out's.
+ */
+void cr_session_result_take(cr_session *s, cr_session_result *out);
 
 /*
  * The message each side signs in Finish (docs/protocol.md): "cleanroom/v1/

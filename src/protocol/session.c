@@ -62,7 +62,6 @@ struct cr_session {
   const cr_query *query;  /* known after the runner's Hello */
   const cr_dataset *data; /* own set: cfg.data, or loaded for the query */
   int data_loaded;        /* data came from cfg.load: give it back to unload */
-  int outputs_disowned;
 
   cr_session_state recv; /* what the peer may send next */
   cr_send_state send;    /* what this side produces next */
@@ -175,7 +174,22 @@ void cr_session_result_free_outputs(cr_session_result *res) {
   res->matched = NULL;
 }
 
-void cr_session_disown_outputs(cr_session *s) { s->outputs_disowned = 1; }
+void cr_session_result_take(cr_session *s, cr_session_result *out) {
+  *out = s->res;
+  /* The session keeps its plain fields (status, error, sizes: status_get
+   * and the state machine read them) but no longer points at the heap
+   * outputs, which now belong to out. */
+  s->res.nparams = 0;
+  s->res.param_names = s->res.param_values = NULL;
+  for (int r = 0; r < CR_ROLE_COUNT; r++) {
+    s->res.nlabels[r] = 0;
+    s->res.labels[r] = NULL;
+    s->res.label_sizes[r] = NULL;
+  }
+  s->res.cells = NULL;
+  s->res.ncells = 0;
+  s->res.matched = NULL;
+}
 
 static char *dup_text(const char *src, size_t max) {
   size_t n = strnlen(src, max);
@@ -470,8 +484,7 @@ void cr_session_free(cr_session *s) {
     return;
   release_engine(s);
   cr_engine_free(s->eng);
-  if (!s->outputs_disowned)
-    cr_session_result_free_outputs(&s->res);
+  cr_session_result_free_outputs(&s->res);
   if (s->data_loaded && s->cfg.unload != NULL)
     s->cfg.unload(s->cfg.load_ctx, s->data);
   cr_buf_free(&s->in);

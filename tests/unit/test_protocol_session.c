@@ -390,6 +390,35 @@ static void test_below_min_count_is_suppressed(void **state) {
   pair_free(&x);
 }
 
+/* cr_session_result_take moves the heap outputs: they outlive the session
+ * and the session's copy is left without them. */
+static void test_result_take(void **state) {
+  (void)state;
+  pair x;
+  pair_init(&x, 0, 60, 30, 100, 10, "my_matches");
+  assert_int_equal(cr_session_start(x.consumer), 0);
+  pump(&x, SIZE_MAX);
+  cr_session_result out;
+  memset(&out, 0, sizeof out);
+  cr_session_result_take(x.consumer, &out);
+  const cr_session_result *left = cr_session_result_get(x.consumer);
+  assert_int_equal(out.status, CR_SESSION_DONE);
+  assert_int_equal(left->status, CR_SESSION_DONE);
+  assert_int_equal(out.count, 30);
+  assert_non_null(out.matched);
+  assert_non_null(out.labels[CR_ROLE_CONSUMER]);
+  assert_null(left->matched);
+  assert_null(left->labels[CR_ROLE_CONSUMER]);
+  assert_int_equal(left->nlabels[CR_ROLE_CONSUMER], 0);
+  pair_free(&x); /* frees the session: out's outputs must survive (ASan) */
+  size_t bits = 0;
+  for (size_t i = 0; i < 70; i++)
+    bits += (out.matched[i / 8] >> (i % 8)) & 1;
+  assert_int_equal(bits, 30);
+  cr_session_result_free_outputs(&out);
+  assert_null(out.matched);
+}
+
 /* ---- tests: refusals ---------------------------------------------------- */
 
 static void expect_refusal(pair *x, int wire) {
@@ -1300,6 +1329,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_count_both_receive),
       cmocka_unit_test(test_state_names_the_state),
+      cmocka_unit_test(test_result_take),
       cmocka_unit_test(test_count_byte_at_a_time),
       cmocka_unit_test(test_disjoint_sets),
       cmocka_unit_test(test_consumer_only_provider_learns_nothing),
