@@ -98,6 +98,13 @@ typedef struct cr_session_config {
   /* Worker threads for the blinding loops (NULL: this thread only). */
   cr_pool *pool;
 
+  /* All of the session's randomness (the Hello nonce, the scalar, the
+   * shuffle of the own set) comes from here: fill buf with len uniform
+   * bytes, return 0 (ngtcp2's rand callback). NULL: libsodium's
+   * randombytes_buf. Tests pass a fixed stream to replay a transcript. */
+  int (*rand)(void *ctx, uint8_t *buf, size_t len);
+  void *rand_ctx;
+
   /* Runner: the run's parameters (name=value text), sent in Hello. */
   const char *const *param_names;
   const char *const *param_values;

@@ -424,7 +424,9 @@ int cr_session_new(cr_session **out, const cr_session_config *cfg, cr_error *err
   s->res.is_runner = cfg->is_runner;
   memcpy(s->res.peer_sign_pk, cfg->peer_sign_pk, CR_SIGN_PK_BYTES);
 
-  cr_engine_config ec = {cfg->tmpl, cfg->pool, NULL, NULL};
+  /* All of the session's randomness (scalar, shuffle, nonce) comes from
+   * cfg->rand, so a test can replay a whole transcript. */
+  cr_engine_config ec = {cfg->tmpl, cfg->pool, cfg->rand, cfg->rand_ctx};
   if ((rc = cr_engine_new(&s->eng, &ec)) != 0) {
     if (rc == CR_EREFUSED)
       cr_error_set(err, rc, "suite \"%s\" is not supported", cfg->tmpl->suite);
@@ -471,7 +473,12 @@ int cr_session_new(cr_session **out, const cr_session_config *cfg, cr_error *err
     cr_error_set(err, rc, "cannot take our set of %zu keys", cfg->data->n);
     goto fail;
   }
-  randombytes_buf(s->nonce, sizeof s->nonce);
+  rc = cfg->rand ? cfg->rand(cfg->rand_ctx, s->nonce, sizeof s->nonce)
+                 : cr_engine_rand_default(NULL, s->nonce, sizeof s->nonce);
+  if (rc != 0) {
+    rc = cr_error_set(err, CR_ECRYPTO, "cannot draw the session nonce");
+    goto fail;
+  }
   *out = s;
   return 0;
 fail:
