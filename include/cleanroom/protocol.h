@@ -30,7 +30,8 @@ extern "C" {
  * threads because recv and send do the blinding work.
  */
 
-#define CR_PROTOCOL_VERSION 1
+/* 2: Error frames carry the sender's template_sha256 and protocol_version. */
+#define CR_PROTOCOL_VERSION 2
 #define CR_DEFAULT_MAX_FRAME (16u << 20)
 #define CR_DEFAULT_BATCH 4096
 #define CR_SIGNATURE_BYTES 64
@@ -160,8 +161,11 @@ struct cr_session_result {
   char error_msg[512];
 
   int ping; /* the session was a ping (DONE: the peer answered) */
+  /* From the peer's Hello, or (version 2) its Error frame, whichever
+   * arrived: diagnosis without parsing error_msg. */
   uint32_t peer_protocol_version;
   uint8_t peer_template_sha256[CR_SHA256_BYTES];
+  int have_peer_template; /* peer_template_sha256 is set */
 
   /* The query's shape, known once the Hellos are exchanged. */
   int kind;    /* CR_QUERY_COUNT or CR_QUERY_MEMBERS */

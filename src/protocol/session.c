@@ -224,6 +224,9 @@ static void queue_error_frame(cr_session *s, int wire, const char *msg) {
   Cleanroom__V1__Frame f = CLEANROOM__V1__FRAME__INIT;
   e.code = (uint32_t)wire;
   e.message = (char *)msg;
+  e.template_sha256.data = (uint8_t *)s->cfg.tmpl->sha256;
+  e.template_sha256.len = CR_SHA256_BYTES;
+  e.protocol_version = CR_PROTOCOL_VERSION;
   f.msg_case = CLEANROOM__V1__FRAME__MSG_ERROR;
   f.error = &e;
   /* The peer must learn why even if our queue held half-built frames: those
@@ -686,8 +689,10 @@ static int on_hello(cr_session *s, const Cleanroom__V1__Hello *h, const uint8_t 
     return PROTO_FAIL(s, "the partner sent Hello before ours");
   copy_peer_text(s->res.peer_software, sizeof s->res.peer_software, h->software);
   s->res.peer_protocol_version = h->protocol_version;
-  if (h->template_sha256.len == CR_SHA256_BYTES)
+  if (h->template_sha256.len == CR_SHA256_BYTES) {
     memcpy(s->res.peer_template_sha256, h->template_sha256.data, CR_SHA256_BYTES);
+    s->res.have_peer_template = 1;
+  }
 
   if (h->protocol_version != CR_PROTOCOL_VERSION)
     return refuse(s, CR_WIRE_VERSION,
@@ -1135,6 +1140,14 @@ static int on_finish(cr_session *s, const Cleanroom__V1__Finish *fin) {
 static int on_error(cr_session *s, const Cleanroom__V1__Error *e) {
   char text[400];
   copy_peer_text(text, sizeof text, e->message);
+  /* Version 2 fields; absent (0 / empty) from an older peer or a refusal
+   * sent before a session existed: keep what its Hello said, if anything. */
+  if (e->protocol_version != 0)
+    s->res.peer_protocol_version = e->protocol_version;
+  if (e->template_sha256.len == CR_SHA256_BYTES) {
+    memcpy(s->res.peer_template_sha256, e->template_sha256.data, CR_SHA256_BYTES);
+    s->res.have_peer_template = 1;
+  }
   int refusal = e->code >= CR_WIRE_VERSION && e->code <= CR_WIRE_SIZE;
   refusal = refusal || e->code == CR_WIRE_PARAMS || e->code == CR_WIRE_BUSY;
   return fail(s, CR_EPEER, (int)e->code, 1, "the partner %s the session (%s): %s",

@@ -458,6 +458,33 @@ static void test_template_mismatch_shows_both_hashes(void **state) {
   pair_free(&x);
 }
 
+/* Version 2: the refusing side's Error frame carries its template hash and
+ * protocol version, so the runner (which never saw the peer's Hello) can
+ * tell what differs without parsing the message. */
+static void test_error_frame_structured(void **state) {
+  (void)state;
+  pair x;
+  pair_init(&x, 0, 50, 0, 50, 1, "overlap");
+  x.tc->sha256[0] ^= 1;
+  expect_refusal(&x, CR_WIRE_TEMPLATE_MISMATCH);
+  const cr_session_result *rc = cr_session_result_get(x.consumer);
+  assert_true(rc->error_from_peer);
+  assert_true(rc->have_peer_template);
+  assert_memory_equal(rc->peer_template_sha256, x.tp->sha256, 32);
+  assert_int_equal(rc->peer_protocol_version, CR_PROTOCOL_VERSION);
+  /* The refusal frame a node sends without a session names the version. */
+  cr_buf b;
+  cr_buf_init(&b);
+  assert_int_equal(cr_session_refusal_frame(&b, CR_WIRE_BUSY, "busy"), 0);
+  Cleanroom__V1__Frame *f = cr__frame_decode(b.data + 4, b.len - 4);
+  assert_non_null(f);
+  assert_int_equal(f->error->protocol_version, CR_PROTOCOL_VERSION);
+  assert_int_equal(f->error->template_sha256.len, 0);
+  cr__frame_free(f);
+  cr_buf_free(&b);
+  pair_free(&x);
+}
+
 static void test_unknown_query_refused(void **state) {
   (void)state;
   pair x;
@@ -638,7 +665,7 @@ static void feed_hello(hostile *h, const char *role, uint64_t set_size) {
   Cleanroom__V1__Hello m = CLEANROOM__V1__HELLO__INIT;
   Cleanroom__V1__Frame f = CLEANROOM__V1__FRAME__INIT;
   uint8_t nonce[32] = {1};
-  m.protocol_version = 1;
+  m.protocol_version = CR_PROTOCOL_VERSION;
   m.role = (char *)role;
   m.template_sha256.data = h->t->sha256;
   m.template_sha256.len = 32;
@@ -1330,6 +1357,7 @@ int main(void) {
       cmocka_unit_test(test_count_both_receive),
       cmocka_unit_test(test_state_names_the_state),
       cmocka_unit_test(test_result_take),
+      cmocka_unit_test(test_error_frame_structured),
       cmocka_unit_test(test_count_byte_at_a_time),
       cmocka_unit_test(test_disjoint_sets),
       cmocka_unit_test(test_consumer_only_provider_learns_nothing),
