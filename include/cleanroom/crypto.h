@@ -29,6 +29,9 @@ extern "C" {
 #define CR_MAX_SCALAR_BYTES 64
 #define CR_MAX_DIGEST_BYTES 32
 #define CR_SESSION_ID_BYTES 32
+/* Uniform bytes a scalar is derived from (cr_suite.scalar_from_uniform):
+ * 64 bytes reduced mod the group order leave a bias below 2^-250. */
+#define CR_SCALAR_UNIFORM_BYTES 64
 
 /* Design §4: the DST of the ristretto255 suite. */
 #define CR_R255_DST "cleanroom-v1-ristretto255_XMD:SHA-512_R255MAP_RO_"
@@ -73,6 +76,11 @@ typedef struct cr_suite {
   /* Fresh uniform non-zero scalar into k (caller provides sodium_malloc'ed
    * scalar_bytes). */
   int (*scalar_random)(uint8_t *k);
+
+  /* k = uniform mod the group order, for a caller that supplies its own
+   * randomness (a session's injected rand). CR_ECRYPTO when the result is
+   * zero (draw again); k is then zeroed. The caller wipes uniform. */
+  int (*scalar_from_uniform)(uint8_t *k, const uint8_t uniform[CR_SCALAR_UNIFORM_BYTES]);
 
   /* out = k * HashToGroup(msg) with the suite's DST. */
   int (*hash_blind)(uint8_t *out, const uint8_t *k, const uint8_t *msg, size_t msg_len);

@@ -5,8 +5,7 @@
 #include <stdint.h>
 
 #include "cleanroom/common.h"
-#include "cleanroom/crypto.h"
-#include "cleanroom/dataset.h"
+#include "cleanroom/engine.h" /* the engine's cells; crypto.h sizes; dataset.h, template.h */
 #include "cleanroom/template.h"
 
 #ifdef __cplusplus
@@ -31,10 +30,8 @@ extern "C" {
  * threads because recv and send do the blinding work.
  */
 
-
-
-
-#define CR_PROTOCOL_VERSION 1
+/* 2: Error frames carry the sender's template_sha256 and protocol_version. */
+#define CR_PROTOCOL_VERSION 2
 #define CR_DEFAULT_MAX_FRAME (16u << 20)
 #define CR_DEFAULT_BATCH 4096
 #define CR_SIGNATURE_BYTES 64
@@ -64,6 +61,9 @@ typedef enum cr_wire_error {
 const char *cr_wire_error_name(int code); /* "TEMPLATE_MISMATCH" */
 
 typedef struct cr_session_result cr_session_result;
+/* One cell of a grouped count: the engine's (label per role, count, 0 when
+ * suppressed). */
+typedef cr_engine_cell cr_session_cell;
 
 typedef int (*cr_sign_fn)(void *ctx, const uint8_t *msg, size_t len,
                           uint8_t sig[CR_SIGNATURE_BYTES]);
@@ -98,6 +98,13 @@ typedef struct cr_session_config {
 
   /* Worker threads for the blinding loops (NULL: this thread only). */
   cr_pool *pool;
+
+  /* All of the session's randomness (the Hello nonce, the scalar, the
+   * shuffle of the own set) comes from here: fill buf with len uniform
+   * bytes, return 0 (ngtcp2's rand callback). NULL: libsodium's
+   * randombytes_buf. Tests pass a fixed stream to replay a transcript. */
+  int (*rand)(void *ctx, uint8_t *buf, size_t len);
+  void *rand_ctx;
 
   /* Runner: the run's parameters (name=value text), sent in Hello. */
   const char *const *param_names;
@@ -154,8 +161,11 @@ struct cr_session_result {
   char error_msg[512];
 
   int ping; /* the session was a ping (DONE: the peer answered) */
+  /* From the peer's Hello, or (version 2) its Error frame, whichever
+   * arrived: diagnosis without parsing error_msg. */
   uint32_t peer_protocol_version;
   uint8_t peer_template_sha256[CR_SHA256_BYTES];
+  int have_peer_template; /* peer_template_sha256 is set */
 
   /* The query's shape, known once the Hellos are exchanged. */
   int kind;    /* CR_QUERY_COUNT or CR_QUERY_MEMBERS */
@@ -164,8 +174,8 @@ struct cr_session_result {
 
   /*
    * Heap outputs. They belong to the session (freed by cr_session_free)
-   * until cr_session_disown_outputs() hands them to a copy of this struct,
-   * which then frees them with cr_session_result_free_outputs().
+   * until cr_session_result_take() moves them to the caller's struct, which
+   * then frees them with cr_session_result_free_outputs().
    */
   size_t nparams;
   char **param_names; /* the run's parameters, as sent in the runner's Hello */
@@ -176,18 +186,12 @@ struct cr_session_result {
   /* Grouped count, DONE and receives: ncells = nlabels[provider] *
    * nlabels[consumer], row-major by provider label. A cell below
    * min_count has suppressed = 1 and count = 0. */
-  struct cr_session_cell *cells;
+  cr_session_cell *cells;
   size_t ncells;
   /* Members, DONE, receives and not suppressed: bit i (matched[i / 8] >>
    * (i % 8) & 1) is set when own key i (cr_dataset order) matched. */
   uint8_t *matched;
 };
-
-typedef struct cr_session_cell {
-  uint32_t label[CR_ROLE_COUNT];
-  uint64_t count; /* 0 when suppressed */
-  int suppressed;
-} cr_session_cell;
 
 void cr_session_result_free_outputs(cr_session_result *res);
 
@@ -224,6 +228,24 @@ int cr_session_want_send(const cr_session *s);
 void cr_session_abort(cr_session *s, int code, int wire_code, const char *msg);
 
 cr_session_status cr_session_status_get(const cr_session *s);
+
+/*
+ * What the session accepts from the peer next (each state exactly these
+ * frames, plus Error in any state; anything else fails the session with a
+ * message naming the frame and the state). The session also has a sending
+ * half (what it produces next), internal: the protocol is full duplex.
+ */
+typedef enum cr_session_state {
+  CR_STATE_EXPECT_HELLO = 0, /* Hello (the runner's, or the responder's answer) */
+  CR_STATE_EXPECT_SET,       /* Batch, EndOfSet */
+  CR_STATE_EXPECT_DIGESTS,   /* Digests, EndOfDigests (this side receives) */
+  CR_STATE_EXPECT_FINISH,    /* Finish */
+  CR_STATE_DONE,             /* the peer's Finish verified; nothing more */
+  CR_STATE_FAILED            /* the session failed; input is ignored */
+} cr_session_state;
+cr_session_state cr_session_state_get(const cr_session *s);
+/* "expecting Batch or EndOfSet", for messages. */
+const char *cr_session_state_name(cr_session_state st);
 /* Always valid; fields fill in as the session proceeds. */
 const cr_session_result *cr_session_result_get(const cr_session *s);
 
@@ -241,10 +263,14 @@ CR_NODISCARD int cr_session_check_local(const cr_session_config *cfg, int64_t no
 uint32_t cr_session_digest_bytes(uint64_t n_runner, uint64_t n_responder, uint32_t proposal_a,
                                  uint32_t proposal_b);
 
-/* Hands the result's heap outputs (labels, cells, matched, params) to a
- * copy of the result made with cr_session_result_get(); the session no
- * longer frees them. */
-void cr_session_disown_outputs(cr_session *s);
+/*
+ * Moves the result to out, heap outputs included (params, labels, label
+ * sizes, cells, matched): out owns them and frees them with
+ * cr_session_result_free_outputs(). The session's copy keeps its plain
+ * fields (status, error, sizes) but its heap outputs are left empty (NULL,
+ * counts 0), so cr_session_free() frees nothing of out's.
+ */
+void cr_session_result_take(cr_session *s, cr_session_result *out);
 
 /*
  * The message each side signs in Finish (docs/protocol.md): "cleanroom/v1/
@@ -271,8 +297,8 @@ CR_NODISCARD int cr_session_receipt_message(cr_buf *m,
  */
 #define CR_FRAME_HEADER_BYTES 4
 CR_NODISCARD int cr_session_refusal_frame(cr_buf *out, int wire_code, const char *text);
-CR_NODISCARD int cr_session_frame_length(const uint8_t hdr[CR_FRAME_HEADER_BYTES],
-                                         size_t max_frame, uint32_t *len);
+CR_NODISCARD int cr_session_frame_length(const uint8_t hdr[CR_FRAME_HEADER_BYTES], size_t max_frame,
+                                         uint32_t *len);
 
 /* Where a session is, for progress reports. */
 typedef struct cr_session_progress {

@@ -429,6 +429,40 @@ cleanup:
   return rc;
 }
 
+static int p256_scalar_from_uniform(uint8_t *k, const uint8_t uniform[CR_SCALAR_UNIFORM_BYTES]) {
+  BIGNUM *w = NULL, *r = NULL;
+  BN_CTX *ctx = NULL;
+  int rc = CR_EINVAL;
+
+  ERR_set_mark();
+  if (k == NULL || uniform == NULL)
+    goto cleanup;
+  rc = CR_ECRYPTO;
+  if (!consts_ready())
+    goto cleanup;
+  rc = CR_ENOMEM;
+  if ((w = BN_secure_new()) == NULL || (r = BN_secure_new()) == NULL ||
+      (ctx = BN_CTX_secure_new()) == NULL)
+    goto cleanup;
+  rc = CR_ECRYPTO;
+  /* 512 bits mod n: the bias is below 2^-256. */
+  if (BN_bin2bn(uniform, CR_SCALAR_UNIFORM_BYTES, w) == NULL || BN_nnmod(r, w, g.n, ctx) != 1)
+    goto cleanup;
+  if (BN_is_zero(r))
+    goto cleanup;
+  if (BN_bn2binpad(r, k, CR_P256_SCALAR_BYTES) == CR_P256_SCALAR_BYTES)
+    rc = 0;
+
+cleanup:
+  if (rc != 0 && k != NULL)
+    sodium_memzero(k, CR_P256_SCALAR_BYTES);
+  BN_clear_free(w);
+  BN_clear_free(r);
+  BN_CTX_free(ctx);
+  ERR_pop_to_mark();
+  return rc;
+}
+
 /* out = k * pt, compressed; the identity is CR_ECRYPTO. */
 static int mul_encode(uint8_t *out, const BIGNUM *k, const EC_POINT *pt, BN_CTX *ctx) {
   EC_POINT *r = EC_POINT_new(g.group);
@@ -543,6 +577,7 @@ const cr_suite cr_suite_p256 = {
     .point_bytes = CR_P256_POINT_BYTES,
     .scalar_bytes = CR_P256_SCALAR_BYTES,
     .scalar_random = p256_scalar_random,
+    .scalar_from_uniform = p256_scalar_from_uniform,
     .hash_blind = p256_hash_blind,
     .reblind = p256_reblind,
 };

@@ -64,6 +64,21 @@ static int r255_scalar_random(uint8_t *k) {
   return rc;
 }
 
+static int r255_scalar_from_uniform(uint8_t *k, const uint8_t uniform[CR_SCALAR_UNIFORM_BYTES]) {
+  /* scalar_reduce takes a non-const 64-byte input; work on a wiped copy. */
+  uint8_t wide[crypto_core_ristretto255_NONREDUCEDSCALARBYTES];
+  _Static_assert(sizeof wide == CR_SCALAR_UNIFORM_BYTES, "ristretto255 reduces 64 bytes");
+
+  if (k == NULL || uniform == NULL)
+    return CR_EINVAL;
+  memcpy(wide, uniform, sizeof wide);
+  crypto_core_ristretto255_scalar_reduce(k, wide);
+  sodium_memzero(wide, sizeof wide);
+  if (sodium_is_zero(k, R255_SCALAR_BYTES))
+    return CR_ECRYPTO;
+  return 0;
+}
+
 static int r255_hash_blind(uint8_t *out, const uint8_t *k, const uint8_t *msg, size_t msg_len) {
   /* H(v) alone is a dictionary-attackable image of the match key. */
   uint8_t x[R255_POINT_BYTES];
@@ -121,6 +136,7 @@ const cr_suite cr_suite_ristretto255 = {
     .point_bytes = R255_POINT_BYTES,
     .scalar_bytes = R255_SCALAR_BYTES,
     .scalar_random = r255_scalar_random,
+    .scalar_from_uniform = r255_scalar_from_uniform,
     .hash_blind = r255_hash_blind,
     .reblind = r255_reblind,
 };

@@ -711,10 +711,11 @@ static void node_conn_ended(node *n, conn *c, const cr_session_result *res) {
   if (!n->serving) {
     n->run_done = 1;
     n->run_rc = rc;
-    n->run_res = *res;
-    /* The result's heap outputs go to on_closed. */
+    /* The result and its heap outputs go to on_closed. */
     if (c->s != NULL && res == cr_session_result_get(c->s))
-      cr_session_disown_outputs(c->s);
+      cr_session_result_take(c->s, &n->run_res);
+    else
+      n->run_res = *res;
     if (rc != 0)
       cr_error_set(&n->run_err, rc, "%s", res->error_msg[0] ? res->error_msg : cr_strerror(rc));
   } else if (cfg->once && c->auth_reached && !c->busy && !n->once_done && !res->ping) {

@@ -27,13 +27,6 @@ const char *cr_ping_problem_name(cr_ping_problem p) {
   return "error";
 }
 
-static int all_zero(const uint8_t *b, size_t n) {
-  uint8_t acc = 0;
-  for (size_t i = 0; i < n; i++)
-    acc |= b[i];
-  return acc == 0;
-}
-
 static double ms_since(uint64_t t0_ns) { return (double)(uv_hrtime() - t0_ns) / 1e6; }
 
 static cr_ping_problem wire_problem(int wire, cr_ping_problem fallback) {
@@ -187,7 +180,7 @@ static void ping_closed(void *ctx, int rc, const cr_error *err, cr_session_resul
     r->wire_error = res->wire_error;
     if (res->peer_protocol_version)
       r->peer_version = res->peer_protocol_version;
-    if (!all_zero(res->peer_template_sha256, CR_SHA256_BYTES)) {
+    if (res->have_peer_template) {
       memcpy(r->peer_template, res->peer_template_sha256, CR_SHA256_BYTES);
       r->have_peer_template = 1;
     }

@@ -77,6 +77,7 @@ int cr_session_refusal_frame(cr_buf *out, int wire_code, const char *text) {
   Cleanroom__V1__Frame f = CLEANROOM__V1__FRAME__INIT;
   e.code = (uint32_t)wire_code;
   e.message = (char *)(text ? text : "");
+  e.protocol_version = CR_PROTOCOL_VERSION; /* no session: no template to name */
   f.msg_case = CLEANROOM__V1__FRAME__MSG_ERROR;
   f.error = &e;
   return cr__frame_append(out, &f);
@@ -84,8 +85,8 @@ int cr_session_refusal_frame(cr_buf *out, int wire_code, const char *text) {
 
 int cr_session_frame_length(const uint8_t hdr[CR_FRAME_HEADER_BYTES], size_t max_frame,
                             uint32_t *len) {
-  uint32_t n = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 | (uint32_t)hdr[2] << 8 |
-               (uint32_t)hdr[3];
+  uint32_t n =
+      (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 | (uint32_t)hdr[2] << 8 | (uint32_t)hdr[3];
   if (max_frame == 0)
     max_frame = CR_DEFAULT_MAX_FRAME;
   *len = n;

@@ -15,7 +15,6 @@
  */
 #include "cleanroom/protocol.h"
 
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,7 +26,7 @@
 #include "protocol/gcs.h"
 
 #define CR_NONCE_BYTES 32
-#define CR_DIGEST_SLOT 32 /* digests are kept in 32-byte slots, zero padded */
+#define CR_DIGEST_SLOT CR_ENGINE_DIGEST_SLOT
 /* One call to cr_session_send produces at most about this much. */
 #define CR_OUT_CHUNK (256u << 10)
 #define CR_MAX_SET_SIZE ((uint64_t)UINT32_MAX)
@@ -37,71 +36,68 @@
 static const char SESSION_LABEL[] = "cleanroom/v1/session";
 static const char RECEIPT_LABEL[] = "cleanroom/v1/receipt";
 
-/* A digest with the label of the element it came from. */
-typedef struct ldigest {
-  uint8_t d[CR_DIGEST_SLOT];
-  uint32_t label;
-  uint32_t index; /* arrival (peer's points) or send (own points) order */
-} ldigest;
+typedef cr_engine_digest ldigest;
+
+/*
+ * What this side produces next. The protocol is full duplex: both sides
+ * stream their Batch frames at once, and either may finish its set before
+ * or after the peer, so one enum cannot say both "what we accept" and "what
+ * we send". cr_session_state (public) is the receiving half, this one the
+ * sending half; a step of the sending half may wait on the receiving one
+ * (next_step says which).
+ */
+typedef enum cr_send_state {
+  CR_SEND_HELLO,          /* runner: on start; responder: in reply to the runner's */
+  CR_SEND_SET,            /* Batch frames, once both Hellos are known */
+  CR_SEND_END_OF_SET,     /* all our points are out */
+  CR_SEND_DIGESTS,        /* the peer's digests back, once its EndOfSet is in */
+  CR_SEND_END_OF_DIGESTS, /* all of them are out */
+  CR_SEND_FINISH,         /* once every data frame both ways is done */
+  CR_SEND_IDLE,           /* Finish sent, or a ping answered: nothing more */
+} cr_send_state;
 
 struct cr_session {
   cr_session_config cfg;
-  const cr_suite *suite;
+  cr_engine *eng;         /* scalar, blinding, digest tables, matching */
   const cr_query *query;  /* known after the runner's Hello */
   const cr_dataset *data; /* own set: cfg.data, or loaded for the query */
   int data_loaded;        /* data came from cfg.load: give it back to unload */
-  uint8_t *k;             /* sodium_malloc'ed; NULL once wiped */
-  int k_wiped;
-  int outputs_disowned;
 
-  int started;
-  int hello_sent;
-  int hello_received;
-  int ready; /* both Hellos exchanged: session_id and digest_bytes known */
+  cr_session_state recv; /* what the peer may send next */
+  cr_send_state send;    /* what this side produces next */
   size_t digest_bytes;
   uint8_t runner_hello_hash[CR_SHA256_BYTES];
   uint8_t responder_hello_hash[CR_SHA256_BYTES];
   uint8_t nonce[CR_NONCE_BYTES];
   int members; /* kind members: digests go back in arrival order */
 
-  /* Own set: shuffled order, next element to send. */
-  uint32_t *order;
+  /* Own set: next element to send (the engine holds the order). */
   uint64_t own_n;
   int own_grouped;
   uint64_t points_sent;
   uint64_t batch_seq;
-  int eos_sent;
 
-  /* Peer's set: digests of k * peer point, with the peer's labels. */
+  /* Peer's set (the engine holds its digests). */
   uint64_t peer_n;
   int peer_grouped;
   size_t peer_nlabels;
   uint64_t *peer_label_seen; /* points received per peer label */
   uint64_t peer_points;
   uint64_t peer_batch_seq;
-  ldigest *peer_digests; /* arrival order until EndOfSet, then send order */
-  ldigest *peer_match;   /* sorted by digest, for matching (self receives) */
-  int peer_eos;
   int peer_receives; /* peer is in results_to: return its digests */
   uint64_t digests_sent;
   uint64_t digests_seq;
-  int eod_sent;
 
   /* Own digests returned by the peer (only when this side receives). */
   int self_receives;
-  ldigest *own_digests;
   uint64_t own_digests_n;
   uint64_t own_digests_seq;
   uint64_t own_label_got; /* digests received for the current own label */
   uint32_t own_label_cur;
-  int eod_received;
 
-  int transcript_ready;
   uint8_t transcript[CR_SHA256_BYTES];
   crypto_hash_sha256_state tx_hash; /* every byte sent before Finish */
   crypto_hash_sha256_state rx_hash; /* every byte received before Finish */
-  int finish_sent;
-  int finish_received;
 
   cr_buf in;
   cr_buf out;
@@ -143,32 +139,10 @@ uint32_t cr_session_digest_bytes(uint64_t n_runner, uint64_t n_responder, uint32
   return l > CR_MAX_DIGEST_BYTES ? CR_MAX_DIGEST_BYTES : l;
 }
 
-static void wipe_scalar(cr_session *s) {
-  if (s->k != NULL) {
-    cr_scalar_free(s->suite, s->k);
-    s->k = NULL;
-  }
-  s->k_wiped = 1;
-}
-
-static void release_buffers(cr_session *s) {
-  if (s->peer_digests) {
-    sodium_memzero(s->peer_digests, (size_t)s->peer_n * sizeof *s->peer_digests);
-    free(s->peer_digests);
-    s->peer_digests = NULL;
-  }
-  if (s->peer_match) {
-    sodium_memzero(s->peer_match, (size_t)s->peer_n * sizeof *s->peer_match);
-    free(s->peer_match);
-    s->peer_match = NULL;
-  }
-  if (s->own_digests) {
-    sodium_memzero(s->own_digests, (size_t)s->own_n * sizeof *s->own_digests);
-    free(s->own_digests);
-    s->own_digests = NULL;
-  }
-  free(s->order);
-  s->order = NULL;
+/* The session ended, whichever way: the scalar and every digest go. */
+static void release_engine(cr_session *s) {
+  if (s->eng != NULL)
+    cr_engine_wipe(s->eng);
   free(s->peer_label_seen);
   s->peer_label_seen = NULL;
 }
@@ -200,7 +174,22 @@ void cr_session_result_free_outputs(cr_session_result *res) {
   res->matched = NULL;
 }
 
-void cr_session_disown_outputs(cr_session *s) { s->outputs_disowned = 1; }
+void cr_session_result_take(cr_session *s, cr_session_result *out) {
+  *out = s->res;
+  /* The session keeps its plain fields (status, error, sizes: status_get
+   * and the state machine read them) but no longer points at the heap
+   * outputs, which now belong to out. */
+  s->res.nparams = 0;
+  s->res.param_names = s->res.param_values = NULL;
+  for (int r = 0; r < CR_ROLE_COUNT; r++) {
+    s->res.nlabels[r] = 0;
+    s->res.labels[r] = NULL;
+    s->res.label_sizes[r] = NULL;
+  }
+  s->res.cells = NULL;
+  s->res.ncells = 0;
+  s->res.matched = NULL;
+}
 
 static char *dup_text(const char *src, size_t max) {
   size_t n = strnlen(src, max);
@@ -235,6 +224,9 @@ static void queue_error_frame(cr_session *s, int wire, const char *msg) {
   Cleanroom__V1__Frame f = CLEANROOM__V1__FRAME__INIT;
   e.code = (uint32_t)wire;
   e.message = (char *)msg;
+  e.template_sha256.data = (uint8_t *)s->cfg.tmpl->sha256;
+  e.template_sha256.len = CR_SHA256_BYTES;
+  e.protocol_version = CR_PROTOCOL_VERSION;
   f.msg_case = CLEANROOM__V1__FRAME__MSG_ERROR;
   f.error = &e;
   /* The peer must learn why even if our queue held half-built frames: those
@@ -253,6 +245,8 @@ static int fail(cr_session *s, int code, int wire, int from_peer, const char *fm
   vsnprintf(s->res.error_msg, sizeof s->res.error_msg, fmt, ap);
   va_end(ap);
   s->res.status = CR_SESSION_FAILED;
+  s->recv = CR_STATE_FAILED;
+  s->send = CR_SEND_IDLE;
   s->res.error = code;
   s->res.wire_error = wire;
   s->res.error_from_peer = from_peer;
@@ -265,8 +259,7 @@ static int fail(cr_session *s, int code, int wire, int from_peer, const char *fm
   s->res.matched = NULL;
   if (!from_peer && wire != 0)
     queue_error_frame(s, wire, s->peer_text ? s->peer_text : s->res.error_msg);
-  wipe_scalar(s);
-  release_buffers(s);
+  release_engine(s);
   return code;
 }
 
@@ -308,7 +301,7 @@ int cr_session_check_local(const cr_session_config *cfg, int64_t now_unix, cr_er
   char msg[512];
   if (t == NULL)
     return cr_error_set(err, CR_EINVAL, "session needs a template");
-  if (cr_suite_find(t->suite) == NULL)
+  if (!cr_engine_suite_supported(t->suite))
     return cr_error_set(err, CR_EREFUSED,
                         "the template's suite \"%s\" is not supported by this node "
                         "(supported: ristretto255, p256)",
@@ -368,27 +361,14 @@ int cr_session_check_local(const cr_session_config *cfg, int64_t now_unix, cr_er
 
 /* ---- lifecycle ---------------------------------------------------------- */
 
-/* Takes the own set: the shuffled send order and, when grouped, its labels
- * for the result. Fisher-Yates with a CSPRNG: the order points leave in says
- * nothing of the order of the rows. */
+/* Takes the own set; the engine shuffles its send order. */
 static int setup_own_set(cr_session *s, const cr_dataset *d) {
   s->data = d;
   s->own_n = d->n;
   s->res.own_set_size = s->own_n;
   if (s->own_n == 0 || s->own_n > CR_MAX_SET_SIZE)
     return CR_EREFUSED;
-  s->order = malloc((size_t)s->own_n * sizeof *s->order);
-  if (s->order == NULL)
-    return CR_ENOMEM;
-  for (uint64_t i = 0; i < s->own_n; i++)
-    s->order[i] = (uint32_t)i;
-  for (uint64_t i = s->own_n; i > 1; i--) {
-    uint32_t j = randombytes_uniform((uint32_t)i);
-    uint32_t tmp = s->order[i - 1];
-    s->order[i - 1] = s->order[j];
-    s->order[j] = tmp;
-  }
-  return 0;
+  return cr_engine_set_own(s->eng, d);
 }
 
 /* The result's label list for one role: the dataset's, or one "" label. */
@@ -447,13 +427,16 @@ int cr_session_new(cr_session **out, const cr_session_config *cfg, cr_error *err
   s->res.is_runner = cfg->is_runner;
   memcpy(s->res.peer_sign_pk, cfg->peer_sign_pk, CR_SIGN_PK_BYTES);
 
-  if ((rc = cr_crypto_init()) != 0) {
-    cr_error_set(err, rc, "libsodium failed to initialise");
-    goto fail;
-  }
-  s->suite = cr_suite_find(cfg->tmpl->suite);
-  if (s->suite == NULL) {
-    rc = cr_error_set(err, CR_EREFUSED, "suite \"%s\" is not supported", cfg->tmpl->suite);
+  /* All of the session's randomness (scalar, shuffle, nonce) comes from
+   * cfg->rand, so a test can replay a whole transcript. */
+  cr_engine_config ec = {cfg->tmpl, cfg->pool, cfg->rand, cfg->rand_ctx};
+  if ((rc = cr_engine_new(&s->eng, &ec)) != 0) {
+    if (rc == CR_EREFUSED)
+      cr_error_set(err, rc, "suite \"%s\" is not supported", cfg->tmpl->suite);
+    else if (rc == CR_ENOMEM)
+      cr_error_set(err, rc, "cannot allocate secure memory for the scalar");
+    else
+      cr_error_set(err, rc, "cannot draw the session scalar");
     goto fail;
   }
   s->res.ping = cfg->ping && cfg->is_runner;
@@ -493,17 +476,12 @@ int cr_session_new(cr_session **out, const cr_session_config *cfg, cr_error *err
     cr_error_set(err, rc, "cannot take our set of %zu keys", cfg->data->n);
     goto fail;
   }
-
-  s->k = cr_scalar_alloc(s->suite);
-  if (s->k == NULL) {
-    rc = cr_error_set(err, CR_ENOMEM, "cannot allocate secure memory for the scalar");
+  rc = cfg->rand ? cfg->rand(cfg->rand_ctx, s->nonce, sizeof s->nonce)
+                 : cr_engine_rand_default(NULL, s->nonce, sizeof s->nonce);
+  if (rc != 0) {
+    rc = cr_error_set(err, CR_ECRYPTO, "cannot draw the session nonce");
     goto fail;
   }
-  if ((rc = s->suite->scalar_random(s->k)) != 0) {
-    cr_error_set(err, rc, "cannot draw the session scalar");
-    goto fail;
-  }
-  randombytes_buf(s->nonce, sizeof s->nonce);
   *out = s;
   return 0;
 fail:
@@ -514,10 +492,9 @@ fail:
 void cr_session_free(cr_session *s) {
   if (s == NULL)
     return;
-  wipe_scalar(s);
-  release_buffers(s);
-  if (!s->outputs_disowned)
-    cr_session_result_free_outputs(&s->res);
+  release_engine(s);
+  cr_engine_free(s->eng);
+  cr_session_result_free_outputs(&s->res);
   if (s->data_loaded && s->cfg.unload != NULL)
     s->cfg.unload(s->cfg.load_ctx, s->data);
   cr_buf_free(&s->in);
@@ -526,7 +503,9 @@ void cr_session_free(cr_session *s) {
   free(s);
 }
 
-int cr_session_scalar_wiped(const cr_session *s) { return s->k == NULL && s->k_wiped; }
+int cr_session_scalar_wiped(const cr_session *s) {
+  return s->eng == NULL || cr_engine_scalar_wiped(s->eng);
+}
 
 cr_session_status cr_session_status_get(const cr_session *s) { return s->res.status; }
 
@@ -587,7 +566,7 @@ static int send_hello(cr_session *s) {
   uint8_t *dst = s->cfg.is_runner ? s->runner_hello_hash : s->responder_hello_hash;
   cr_sha256(dst, s->out.data + before + CR_FRAME_HEADER_BYTES,
             s->out.len - before - CR_FRAME_HEADER_BYTES);
-  s->hello_sent = 1;
+  s->send = CR_SEND_SET;
 out:
   free(entries);
   free(eptr);
@@ -706,15 +685,14 @@ static int on_hello(cr_session *s, const Cleanroom__V1__Hello *h, const uint8_t 
   cr_role peer_role;
   int rc;
 
-  if (s->hello_received)
-    return PROTO_FAIL(s, "the partner sent a second Hello");
-  if (s->cfg.is_runner && !s->hello_sent)
+  if (s->cfg.is_runner && s->send == CR_SEND_HELLO)
     return PROTO_FAIL(s, "the partner sent Hello before ours");
-  s->hello_received = 1;
   copy_peer_text(s->res.peer_software, sizeof s->res.peer_software, h->software);
   s->res.peer_protocol_version = h->protocol_version;
-  if (h->template_sha256.len == CR_SHA256_BYTES)
+  if (h->template_sha256.len == CR_SHA256_BYTES) {
     memcpy(s->res.peer_template_sha256, h->template_sha256.data, CR_SHA256_BYTES);
+    s->res.have_peer_template = 1;
+  }
 
   if (h->protocol_version != CR_PROTOCOL_VERSION)
     return refuse(s, CR_WIRE_VERSION,
@@ -758,8 +736,9 @@ static int on_hello(cr_session *s, const Cleanroom__V1__Hello *h, const uint8_t 
         return rc;
     }
     s->res.status = CR_SESSION_DONE;
-    wipe_scalar(s);
-    release_buffers(s);
+    s->recv = CR_STATE_DONE;
+    s->send = CR_SEND_IDLE;
+    release_engine(s);
     return 0;
   }
   if (s->res.ping)
@@ -866,17 +845,19 @@ static int on_hello(cr_session *s, const Cleanroom__V1__Hello *h, const uint8_t 
       return refuse(s, CR_WIRE_NOT_ALLOWED, "%s", why[0] ? why : "refused by this node");
   }
 
-  s->peer_digests = calloc((size_t)s->peer_n, sizeof *s->peer_digests);
-  if (s->peer_digests == NULL)
-    return fail(s, CR_ENOMEM, CR_WIRE_INTERNAL, 0, "out of memory for the partner's %llu digests",
+  cr_engine_plan plan;
+  memset(&plan, 0, sizeof plan);
+  memcpy(plan.session_id, s->res.session_id, CR_SESSION_ID_BYTES);
+  plan.digest_bytes = s->digest_bytes;
+  plan.peer_n = s->peer_n;
+  plan.peer_grouped = s->peer_grouped;
+  plan.members = s->members;
+  plan.self_receives = s->self_receives;
+  plan.peer_receives = s->peer_receives;
+  if ((rc = cr_engine_prepare(s->eng, &plan)) != 0)
+    return fail(s, rc, CR_WIRE_INTERNAL, 0, "out of memory for the partner's %llu digests",
                 (unsigned long long)s->peer_n);
-  if (s->self_receives) {
-    s->own_digests = calloc((size_t)s->own_n, sizeof *s->own_digests);
-    if (s->own_digests == NULL)
-      return fail(s, CR_ENOMEM, CR_WIRE_INTERNAL, 0, "out of memory for %llu digests",
-                  (unsigned long long)s->own_n);
-  }
-  s->ready = 1;
+  s->recv = CR_STATE_EXPECT_SET;
   return 0;
 }
 
@@ -886,55 +867,8 @@ static uint32_t get_u32be(const uint8_t *p) {
   return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
 }
 
-static void put_u32be(uint8_t *p, uint32_t v) {
-  p[0] = (uint8_t)(v >> 24);
-  p[1] = (uint8_t)(v >> 16);
-  p[2] = (uint8_t)(v >> 8);
-  p[3] = (uint8_t)v;
-}
-
-/* Elements per range handed to a pool thread: large enough to amortise the
- * hand-off, small enough to balance a 4096-point batch over the cores. */
-#define CR_POOL_CHUNK 128
-
-typedef struct reblind_job {
-  cr_session *s;
-  const Cleanroom__V1__Batch *b;
-  uint64_t bad; /* lowest index of an invalid point */
-  pthread_mutex_t mu;
-} reblind_job;
-
-/* k * P and its digest for points [begin, end) of a batch. */
-static int reblind_range(void *ctx, size_t begin, size_t end) {
-  reblind_job *j = ctx;
-  cr_session *s = j->s;
-  size_t pb = s->suite->point_bytes;
-  uint8_t y[CR_MAX_POINT_BYTES];
-  int rc = 0;
-  for (size_t i = begin; i < end; i++) {
-    if (s->suite->reblind(y, s->k, j->b->points.data + i * pb) != 0) {
-      pthread_mutex_lock(&j->mu);
-      if (i < j->bad)
-        j->bad = i;
-      pthread_mutex_unlock(&j->mu);
-      rc = CR_EPROTO;
-      break;
-    }
-    ldigest *e = &s->peer_digests[s->peer_points + i];
-    cr_digest(e->d, s->digest_bytes, s->res.session_id, y, pb);
-    e->label = s->peer_grouped ? get_u32be(j->b->labels.data + 4 * i) : 0;
-    e->index = (uint32_t)(s->peer_points + i);
-  }
-  sodium_memzero(y, sizeof y);
-  return rc;
-}
-
 static int on_batch(cr_session *s, const Cleanroom__V1__Batch *b) {
-  size_t pb = s->suite->point_bytes;
-  if (!s->ready)
-    return PROTO_FAIL(s, "the partner sent Batch before the Hellos were exchanged");
-  if (s->peer_eos)
-    return PROTO_FAIL(s, "the partner sent Batch after EndOfSet");
+  size_t pb = cr_engine_point_bytes(s->eng);
   if (b->seq != s->peer_batch_seq)
     return PROTO_FAIL(s, "the partner's Batch has sequence number %llu, expected %llu",
                       (unsigned long long)b->seq, (unsigned long long)s->peer_batch_seq);
@@ -964,80 +898,40 @@ static int on_batch(cr_session *s, const Cleanroom__V1__Batch *b) {
       s->peer_label_seen[l]++;
     }
   }
-  reblind_job job;
-  job.s = s;
-  job.b = b;
-  job.bad = UINT64_MAX;
-  pthread_mutex_init(&job.mu, NULL);
-  int rc = cr_pool_for(s->cfg.pool, (size_t)n, CR_POOL_CHUNK, reblind_range, &job);
-  pthread_mutex_destroy(&job.mu);
-  if (rc != 0)
+  uint64_t bad = UINT64_MAX;
+  int rc = cr_engine_reblind(s->eng, b->points.data, s->peer_grouped ? b->labels.data : NULL,
+                             (size_t)n, &bad);
+  if (rc == CR_EPROTO)
     return PROTO_FAIL(s,
                       "point %llu of the partner's Batch %llu is not a valid %s element "
                       "(non-canonical encoding or identity)",
-                      (unsigned long long)job.bad, (unsigned long long)b->seq, s->suite->name);
+                      (unsigned long long)bad, (unsigned long long)b->seq,
+                      cr_engine_suite_name(s->eng));
+  if (rc != 0)
+    return fail(s, rc, CR_WIRE_INTERNAL, 0, "cannot re-blind the partner's points");
   s->peer_points += n;
   s->peer_batch_seq++;
   return 0;
 }
 
-static int cmp_digest(const void *a, const void *b) {
-  return memcmp(((const ldigest *)a)->d, ((const ldigest *)b)->d, CR_DIGEST_SLOT);
-}
-
-static int cmp_label_digest(const void *a, const void *b) {
-  const ldigest *x = a, *y = b;
-  if (x->label != y->label)
-    return x->label < y->label ? -1 : 1;
-  return memcmp(x->d, y->d, CR_DIGEST_SLOT);
-}
-
 static int on_end_of_set(cr_session *s, const Cleanroom__V1__EndOfSet *e) {
-  if (!s->ready)
-    return PROTO_FAIL(s, "the partner sent EndOfSet before the Hellos were exchanged");
-  if (s->peer_eos)
-    return PROTO_FAIL(s, "the partner sent a second EndOfSet");
   if (e->count != s->peer_points || s->peer_points != s->peer_n)
     return PROTO_FAIL(s,
                       "the partner announced %llu points, sent %llu and counted %llu in "
                       "EndOfSet",
                       (unsigned long long)s->peer_n, (unsigned long long)s->peer_points,
                       (unsigned long long)e->count);
-  s->peer_eos = 1;
-  if (s->self_receives) {
-    /* Our own lookup table of the peer's digests, by digest. */
-    s->peer_match = malloc((size_t)s->peer_n * sizeof *s->peer_match);
-    if (s->peer_match == NULL)
-      return fail(s, CR_ENOMEM, CR_WIRE_INTERNAL, 0, "out of memory");
-    memcpy(s->peer_match, s->peer_digests, (size_t)s->peer_n * sizeof *s->peer_match);
-    qsort(s->peer_match, (size_t)s->peer_n, sizeof *s->peer_match, cmp_digest);
-  }
-  /* count: sorted per label, which hides the order the peer sent its points
-   * in (design §5). members: the peer's own order, so it can tell which of
-   * its records matched; that is what the template grants the owner. */
-  if (s->peer_receives && !s->members)
-    qsort(s->peer_digests, (size_t)s->peer_n, sizeof *s->peer_digests, cmp_label_digest);
-  if (!s->peer_receives) {
-    free(s->peer_digests);
-    s->peer_digests = NULL;
-  }
+  s->recv = s->self_receives ? CR_STATE_EXPECT_DIGESTS : CR_STATE_EXPECT_FINISH;
+  /* The engine sorts: for matching, and (count) per label for return. */
+  int rc = cr_engine_peer_done(s->eng);
+  if (rc != 0)
+    return fail(s, rc, CR_WIRE_INTERNAL, 0, "out of memory");
   return 0;
 }
 
 static int on_digests(cr_session *s, const Cleanroom__V1__Digests *d) {
   size_t l = s->digest_bytes;
   cr_role me = s->cfg.role;
-  if (!s->ready)
-    return PROTO_FAIL(s, "the partner sent Digests before the Hellos were exchanged");
-  if (!s->self_receives)
-    return PROTO_FAIL(s,
-                      "the partner sent Digests, but this side receives no result of "
-                      "query \"%s\"",
-                      s->query->name);
-  if (!s->peer_eos)
-    return PROTO_FAIL(s, "the partner sent Digests before its EndOfSet");
-  if (s->eod_received)
-    return PROTO_FAIL(s, "the partner sent Digests after EndOfDigests");
   if (d->seq != s->own_digests_seq)
     return PROTO_FAIL(s, "the partner's Digests has sequence number %llu, expected %llu",
                       (unsigned long long)d->seq, (unsigned long long)s->own_digests_seq);
@@ -1073,9 +967,8 @@ static int on_digests(cr_session *s, const Cleanroom__V1__Digests *d) {
   uint8_t *decoded = NULL;
   if (coded) {
     const char *why = "";
-    const uint8_t *base = s->own_label_got > 0 && d->label == s->own_label_cur
-                              ? s->own_digests[s->own_digests_n - 1].d
-                              : NULL;
+    const uint8_t *base =
+        s->own_label_got > 0 && d->label == s->own_label_cur ? cr_engine_own_last(s->eng) : NULL;
     decoded = malloc((size_t)n * l);
     if (decoded == NULL)
       return fail(s, CR_ENOMEM, CR_WIRE_INTERNAL, 0, "out of memory");
@@ -1086,97 +979,37 @@ static int on_digests(cr_session *s, const Cleanroom__V1__Digests *d) {
     }
     plain = decoded;
   }
-  for (uint64_t i = 0; i < n; i++) {
-    ldigest *e = &s->own_digests[s->own_digests_n + i];
-    memcpy(e->d, plain + i * l, l);
-    e->label = d->label;
-    e->index = (uint32_t)(s->own_digests_n + i);
-    if (!s->members && s->own_label_got + i > 0 && memcmp((e - 1)->d, e->d, CR_DIGEST_SLOT) > 0) {
-      free(decoded);
-      return PROTO_FAIL(s, "the partner returned digests out of order");
-    }
+  int rc = cr_engine_own_add(s->eng, plain, n, d->label, s->own_label_got > 0);
+  if (decoded) {
+    sodium_memzero(decoded, (size_t)n * l);
+    free(decoded);
   }
-  free(decoded);
+  if (rc == CR_EPROTO)
+    return PROTO_FAIL(s, "the partner returned digests out of order");
+  if (rc != 0)
+    return fail(s, rc, CR_WIRE_INTERNAL, 0, "cannot take our digests back");
   s->own_digests_n += n;
   s->own_label_got += n;
   s->own_digests_seq++;
   return 0;
 }
 
-/* Counts each own digest found among the peer's; per cell when grouped,
- * per own record when members. Every released number is thresholded here,
- * so nothing below min_count leaves the session. */
+/* The engine matches and thresholds; the result takes its outputs. */
 static int compute_result(cr_session *s) {
-  cr_role me = s->cfg.role, peer = cr_role_other(me);
-  uint64_t total = 0, min = s->query->min_count;
-  uint64_t *cells = NULL;
-  size_t np = s->res.nlabels[CR_ROLE_PROVIDER], nc = s->res.nlabels[CR_ROLE_CONSUMER];
-  if (s->res.grouped) {
-    cells = calloc(np * nc, sizeof *cells);
-    if (cells == NULL)
-      return fail(s, CR_ENOMEM, CR_WIRE_INTERNAL, 0, "out of memory");
-  }
-  if (s->members) {
-    s->res.matched = calloc((size_t)(s->own_n + 7) / 8, 1);
-    if (s->res.matched == NULL)
-      return fail(s, CR_ENOMEM, CR_WIRE_INTERNAL, 0, "out of memory");
-  }
-  for (uint64_t i = 0; i < s->own_n; i++) {
-    const ldigest *o = &s->own_digests[i];
-    const ldigest *hit =
-        bsearch(o, s->peer_match, (size_t)s->peer_n, sizeof *s->peer_match, cmp_digest);
-    if (hit == NULL)
-      continue;
-    total++;
-    if (cells) {
-      uint32_t lab[CR_ROLE_COUNT];
-      lab[me] = o->label;
-      lab[peer] = hit->label;
-      cells[(size_t)lab[CR_ROLE_PROVIDER] * nc + lab[CR_ROLE_CONSUMER]]++;
-    }
-    if (s->members) {
-      /* Digest i answers the point we sent i-th: own key order[i]. */
-      uint32_t key = s->order[o->index];
-      s->res.matched[key / 8] |= (uint8_t)(1u << (key % 8));
-    }
-  }
-  s->res.count = total;
-  s->res.suppressed = total < min;
-  if (s->members && s->res.suppressed) {
-    free(s->res.matched);
-    s->res.matched = NULL;
-  }
-  if (cells) {
-    s->res.cells = calloc(np * nc, sizeof *s->res.cells);
-    if (s->res.cells == NULL) {
-      free(cells);
-      return fail(s, CR_ENOMEM, CR_WIRE_INTERNAL, 0, "out of memory");
-    }
-    s->res.ncells = np * nc;
-    for (size_t a = 0; a < np; a++) {
-      for (size_t b = 0; b < nc; b++) {
-        cr_session_cell *c = &s->res.cells[a * nc + b];
-        uint64_t v = cells[a * nc + b];
-        c->label[CR_ROLE_PROVIDER] = (uint32_t)a;
-        c->label[CR_ROLE_CONSUMER] = (uint32_t)b;
-        c->suppressed = v < min;
-        c->count = c->suppressed ? 0 : v;
-      }
-    }
-    sodium_memzero(cells, np * nc * sizeof *cells);
-    free(cells);
-    /* The total would reveal the sum of the suppressed cells. */
-    s->res.count = 0;
-    s->res.suppressed = 0;
-  }
+  cr_engine_result r;
+  int rc =
+      cr_engine_match(s->eng, s->cfg.role, s->res.nlabels, s->res.grouped, s->query->min_count, &r);
+  if (rc != 0)
+    return fail(s, rc, CR_WIRE_INTERNAL, 0, "out of memory");
+  s->res.count = r.count;
+  s->res.suppressed = r.suppressed;
+  s->res.cells = r.cells;
+  s->res.ncells = r.ncells;
+  s->res.matched = r.matched;
   return 0;
 }
 
 static int on_end_of_digests(cr_session *s, const Cleanroom__V1__EndOfDigests *e) {
-  if (!s->ready || !s->self_receives || !s->peer_eos)
-    return PROTO_FAIL(s, "the partner sent EndOfDigests out of order");
-  if (s->eod_received)
-    return PROTO_FAIL(s, "the partner sent a second EndOfDigests");
   if (e->count != s->own_digests_n || s->own_digests_n != s->own_n ||
       s->own_label_got != s->res.label_sizes[s->cfg.role][s->own_label_cur] ||
       s->own_label_cur + 1 != s->res.nlabels[s->cfg.role])
@@ -1185,20 +1018,22 @@ static int on_end_of_digests(cr_session *s, const Cleanroom__V1__EndOfDigests *e
                       "%llu points, or not all of a label's",
                       (unsigned long long)s->own_digests_n, (unsigned long long)e->count,
                       (unsigned long long)s->own_n);
-  s->eod_received = 1;
+  s->recv = CR_STATE_EXPECT_FINISH;
   return compute_result(s);
 }
 
 /* ---- Finish ------------------------------------------------------------- */
 
+/* Every data frame both ways is done: ours up to Finish, the peer's too. */
 static int data_complete(const cr_session *s) {
-  return s->ready && s->eos_sent && s->peer_eos && (!s->peer_receives || s->eod_sent) &&
-         (!s->self_receives || s->eod_received);
+  return s->res.status == CR_SESSION_RUNNING && s->recv >= CR_STATE_EXPECT_FINISH &&
+         s->recv <= CR_STATE_DONE && s->send >= CR_SEND_FINISH;
 }
 
+/* Recomputed on each call from copies of the running hashes: once the data
+ * is complete no hashed frame changes them (Finish and Error are not
+ * hashed), so both calls (our Finish, the peer's) see the same value. */
 static void ensure_transcript(cr_session *s) {
-  if (s->transcript_ready)
-    return;
   crypto_hash_sha256_state tx = s->tx_hash, rx = s->rx_hash, st;
   uint8_t htx[CR_SHA256_BYTES], hrx[CR_SHA256_BYTES];
   crypto_hash_sha256_final(&tx, htx);
@@ -1209,7 +1044,6 @@ static void ensure_transcript(cr_session *s) {
   crypto_hash_sha256_update(&st, s->cfg.is_runner ? hrx : htx, CR_SHA256_BYTES);
   crypto_hash_sha256_final(&st, s->transcript);
   memcpy(s->res.transcript_sha256, s->transcript, CR_SHA256_BYTES);
-  s->transcript_ready = 1;
 }
 
 int cr_session_receipt_message(cr_buf *m, const uint8_t session_id[CR_SESSION_ID_BYTES],
@@ -1240,14 +1074,13 @@ static int receipt_message(const cr_session *s, cr_buf *m) {
 }
 
 static void maybe_done(cr_session *s) {
-  if (s->res.status == CR_SESSION_RUNNING && s->finish_sent && s->finish_received) {
+  if (s->res.status == CR_SESSION_RUNNING && s->send == CR_SEND_IDLE && s->recv == CR_STATE_DONE) {
     s->res.status = CR_SESSION_DONE;
     if (!s->self_receives) {
       s->res.count = 0;
       s->res.suppressed = 0;
     }
-    wipe_scalar(s);
-    release_buffers(s);
+    release_engine(s);
   }
 }
 
@@ -1273,14 +1106,12 @@ static int send_finish(cr_session *s) {
   rc = send_frame(s, &f, 0);
   if (rc)
     return fail(s, rc, CR_WIRE_INTERNAL, 0, "cannot encode Finish");
-  s->finish_sent = 1;
+  s->send = CR_SEND_IDLE;
   maybe_done(s);
   return 0;
 }
 
 static int on_finish(cr_session *s, const Cleanroom__V1__Finish *fin) {
-  if (s->finish_received)
-    return PROTO_FAIL(s, "the partner sent a second Finish");
   if (!data_complete(s))
     return PROTO_FAIL(s, "the partner sent Finish before the session's data was complete");
   ensure_transcript(s);
@@ -1301,7 +1132,7 @@ static int on_finish(cr_session *s, const Cleanroom__V1__Finish *fin) {
     return PROTO_FAIL(s, "the partner's receipt signature does not verify against its "
                          "certificate");
   memcpy(s->res.peer_signature, fin->signature.data, CR_SIGNATURE_BYTES);
-  s->finish_received = 1;
+  s->recv = CR_STATE_DONE;
   maybe_done(s);
   return 0;
 }
@@ -1309,6 +1140,14 @@ static int on_finish(cr_session *s, const Cleanroom__V1__Finish *fin) {
 static int on_error(cr_session *s, const Cleanroom__V1__Error *e) {
   char text[400];
   copy_peer_text(text, sizeof text, e->message);
+  /* Version 2 fields; absent (0 / empty) from an older peer or a refusal
+   * sent before a session existed: keep what its Hello said, if anything. */
+  if (e->protocol_version != 0)
+    s->res.peer_protocol_version = e->protocol_version;
+  if (e->template_sha256.len == CR_SHA256_BYTES) {
+    memcpy(s->res.peer_template_sha256, e->template_sha256.data, CR_SHA256_BYTES);
+    s->res.have_peer_template = 1;
+  }
   int refusal = e->code >= CR_WIRE_VERSION && e->code <= CR_WIRE_SIZE;
   refusal = refusal || e->code == CR_WIRE_PARAMS || e->code == CR_WIRE_BUSY;
   return fail(s, CR_EPEER, (int)e->code, 1, "the partner %s the session (%s): %s",
@@ -1316,6 +1155,71 @@ static int on_error(cr_session *s, const Cleanroom__V1__Error *e) {
 }
 
 /* ---- bytes in ----------------------------------------------------------- */
+
+const char *cr_session_state_name(cr_session_state st) {
+  switch (st) {
+  case CR_STATE_EXPECT_HELLO:
+    return "expecting Hello";
+  case CR_STATE_EXPECT_SET:
+    return "expecting Batch or EndOfSet";
+  case CR_STATE_EXPECT_DIGESTS:
+    return "expecting Digests or EndOfDigests";
+  case CR_STATE_EXPECT_FINISH:
+    return "expecting Finish";
+  case CR_STATE_DONE:
+    return "done";
+  case CR_STATE_FAILED:
+    return "failed";
+  }
+  return "unknown";
+}
+
+cr_session_state cr_session_state_get(const cr_session *s) { return s->recv; }
+
+/* A frame the current state does not accept: the specific reason, then
+ * the state by name. */
+static int unexpected(cr_session *s, int msg) {
+  const char *name = cr__frame_name(msg);
+  const char *st_name = cr_session_state_name(s->recv);
+  cr_session_state st = s->recv;
+  if (st == CR_STATE_EXPECT_HELLO)
+    return PROTO_FAIL(s, "the partner sent %s before Hello (this session is %s)", name, st_name);
+  if (msg < CLEANROOM__V1__FRAME__MSG_HELLO || msg > CLEANROOM__V1__FRAME__MSG_ERROR)
+    return PROTO_FAIL(s, "the partner sent a frame with no message in it");
+  switch (msg) {
+  case CLEANROOM__V1__FRAME__MSG_HELLO:
+    return PROTO_FAIL(s, "the partner sent a second Hello (this session is %s)", st_name);
+  case CLEANROOM__V1__FRAME__MSG_BATCH:
+    return PROTO_FAIL(s, "the partner sent Batch after EndOfSet (this session is %s)", st_name);
+  case CLEANROOM__V1__FRAME__MSG_END_OF_SET:
+    return PROTO_FAIL(s, "the partner sent a second EndOfSet (this session is %s)", st_name);
+  case CLEANROOM__V1__FRAME__MSG_DIGESTS:
+    if (!s->self_receives)
+      return PROTO_FAIL(s,
+                        "the partner sent Digests, but this side receives no result of "
+                        "query \"%s\" (this session is %s)",
+                        s->query->name, st_name);
+    if (st == CR_STATE_EXPECT_SET)
+      return PROTO_FAIL(s, "the partner sent Digests before its EndOfSet (this session is %s)",
+                        st_name);
+    return PROTO_FAIL(s, "the partner sent Digests after EndOfDigests (this session is %s)",
+                      st_name);
+  case CLEANROOM__V1__FRAME__MSG_END_OF_DIGESTS:
+    if (!s->self_receives || st == CR_STATE_EXPECT_SET)
+      return PROTO_FAIL(s, "the partner sent EndOfDigests out of order (this session is %s)",
+                        st_name);
+    return PROTO_FAIL(s, "the partner sent a second EndOfDigests (this session is %s)", st_name);
+  case CLEANROOM__V1__FRAME__MSG_FINISH:
+    if (st == CR_STATE_DONE)
+      return PROTO_FAIL(s, "the partner sent a second Finish (this session is %s)", st_name);
+    return PROTO_FAIL(s,
+                      "the partner sent Finish before the session's data was complete (this "
+                      "session is %s)",
+                      st_name);
+  default:
+    return PROTO_FAIL(s, "the partner sent %s while this session is %s", name, st_name);
+  }
+}
 
 static int dispatch(cr_session *s, const uint8_t *payload, size_t len, const uint8_t *raw,
                     size_t raw_len) {
@@ -1326,37 +1230,50 @@ static int dispatch(cr_session *s, const uint8_t *payload, size_t len, const uin
   int msg = f->msg_case;
   if (msg != CLEANROOM__V1__FRAME__MSG_FINISH && msg != CLEANROOM__V1__FRAME__MSG_ERROR)
     crypto_hash_sha256_update(&s->rx_hash, raw, raw_len);
-  if (!s->hello_received && msg != CLEANROOM__V1__FRAME__MSG_HELLO &&
-      msg != CLEANROOM__V1__FRAME__MSG_ERROR) {
-    rc = PROTO_FAIL(s, "the partner sent %s before Hello", cr__frame_name(msg));
+  if (msg == CLEANROOM__V1__FRAME__MSG_ERROR) {
+    /* Accepted in every state: the peer may give up at any point. */
+    rc = on_error(s, f->error);
     goto out;
   }
-  switch (msg) {
-  case CLEANROOM__V1__FRAME__MSG_HELLO:
-    rc = on_hello(s, f->hello, payload, len);
+  /* Each state accepts exactly its frames (picotls style). */
+  switch (s->recv) {
+  case CR_STATE_EXPECT_HELLO:
+    if (msg == CLEANROOM__V1__FRAME__MSG_HELLO) {
+      rc = on_hello(s, f->hello, payload, len);
+      goto out;
+    }
     break;
-  case CLEANROOM__V1__FRAME__MSG_BATCH:
-    rc = on_batch(s, f->batch);
+  case CR_STATE_EXPECT_SET:
+    if (msg == CLEANROOM__V1__FRAME__MSG_BATCH) {
+      rc = on_batch(s, f->batch);
+      goto out;
+    }
+    if (msg == CLEANROOM__V1__FRAME__MSG_END_OF_SET) {
+      rc = on_end_of_set(s, f->end_of_set);
+      goto out;
+    }
     break;
-  case CLEANROOM__V1__FRAME__MSG_END_OF_SET:
-    rc = on_end_of_set(s, f->end_of_set);
+  case CR_STATE_EXPECT_DIGESTS:
+    if (msg == CLEANROOM__V1__FRAME__MSG_DIGESTS) {
+      rc = on_digests(s, f->digests);
+      goto out;
+    }
+    if (msg == CLEANROOM__V1__FRAME__MSG_END_OF_DIGESTS) {
+      rc = on_end_of_digests(s, f->end_of_digests);
+      goto out;
+    }
     break;
-  case CLEANROOM__V1__FRAME__MSG_DIGESTS:
-    rc = on_digests(s, f->digests);
+  case CR_STATE_EXPECT_FINISH:
+    if (msg == CLEANROOM__V1__FRAME__MSG_FINISH) {
+      rc = on_finish(s, f->finish);
+      goto out;
+    }
     break;
-  case CLEANROOM__V1__FRAME__MSG_END_OF_DIGESTS:
-    rc = on_end_of_digests(s, f->end_of_digests);
-    break;
-  case CLEANROOM__V1__FRAME__MSG_FINISH:
-    rc = on_finish(s, f->finish);
-    break;
-  case CLEANROOM__V1__FRAME__MSG_ERROR:
-    rc = on_error(s, f->error);
-    break;
-  default:
-    rc = PROTO_FAIL(s, "the partner sent a frame with no message in it");
+  case CR_STATE_DONE:
+  case CR_STATE_FAILED:
     break;
   }
+  rc = unexpected(s, msg);
 out:
   cr__frame_free(f);
   return rc;
@@ -1397,67 +1314,14 @@ int cr_session_recv(cr_session *s, const uint8_t *data, size_t len) {
 /* ---- bytes out ---------------------------------------------------------- */
 
 int cr_session_start(cr_session *s) {
-  if (s->started)
-    return 0;
-  s->started = 1;
-  if (!s->cfg.is_runner)
+  /* Idempotent: only a runner that has not sent its Hello sends it. */
+  if (!s->cfg.is_runner || s->send != CR_SEND_HELLO || s->res.status != CR_SESSION_RUNNING)
     return 0;
   return send_hello(s);
 }
 
-typedef struct blind_job {
-  cr_session *s;
-  uint8_t *points;
-  uint8_t *labels;
-} blind_job;
-
-/* k * HashToGroup(template_sha256 || u8(len m) || m || v) (design §4) for
- * the own elements [begin, end) of the next batch. */
-static int blind_range(void *ctx, size_t begin, size_t end) {
-  blind_job *j = ctx;
-  cr_session *s = j->s;
-  const cr_dataset *d = s->data;
-  const cr_match_key *mk = &s->cfg.tmpl->match_key;
-  size_t pb = s->suite->point_bytes;
-  size_t mlen = strlen(mk->name);
-  uint8_t ml = (uint8_t)(mlen > 255 ? 255 : mlen);
-  uint8_t stackbuf[512], *msg = stackbuf;
-  size_t cap = sizeof stackbuf;
-  int rc = 0;
-  for (size_t i = begin; i < end && rc == 0; i++) {
-    uint32_t idx = s->order[s->points_sent + i];
-    size_t vlen = d->off[idx + 1] - d->off[idx];
-    size_t need = CR_SHA256_BYTES + 1 + ml + vlen;
-    if (need > cap) {
-      uint8_t *bigger = malloc(need);
-      if (bigger == NULL) {
-        rc = CR_ENOMEM;
-        break;
-      }
-      if (msg != stackbuf) {
-        sodium_memzero(msg, cap);
-        free(msg);
-      }
-      msg = bigger;
-      cap = need;
-    }
-    memcpy(msg, s->cfg.tmpl->sha256, CR_SHA256_BYTES);
-    msg[CR_SHA256_BYTES] = ml;
-    memcpy(msg + CR_SHA256_BYTES + 1, mk->name, ml);
-    memcpy(msg + CR_SHA256_BYTES + 1 + ml, d->bytes + d->off[idx], vlen);
-    rc = s->suite->hash_blind(j->points + i * pb, s->k, msg, need);
-    if (j->labels)
-      put_u32be(j->labels + 4 * i, d->labels[idx]);
-  }
-  /* The buffer held match keys: wipe it. */
-  sodium_memzero(msg, cap);
-  if (msg != stackbuf)
-    free(msg);
-  return rc;
-}
-
 static int produce_batch(cr_session *s) {
-  size_t pb = s->suite->point_bytes;
+  size_t pb = cr_engine_point_bytes(s->eng);
   uint64_t n = s->own_n - s->points_sent;
   if (n > s->cfg.batch_size)
     n = s->cfg.batch_size;
@@ -1468,8 +1332,7 @@ static int produce_batch(cr_session *s) {
     free(labels);
     return fail(s, CR_ENOMEM, CR_WIRE_INTERNAL, 0, "out of memory");
   }
-  blind_job job = {s, points, labels};
-  int rc = cr_pool_for(s->cfg.pool, (size_t)n, CR_POOL_CHUNK, blind_range, &job);
+  int rc = cr_engine_blind(s->eng, s->points_sent, (size_t)n, points, labels);
   if (rc == 0) {
     Cleanroom__V1__Batch b = CLEANROOM__V1__BATCH__INIT;
     Cleanroom__V1__Frame f = CLEANROOM__V1__FRAME__INIT;
@@ -1490,6 +1353,8 @@ static int produce_batch(cr_session *s) {
     return fail(s, rc, CR_WIRE_INTERNAL, 0, "cannot blind or encode our points");
   s->points_sent += n;
   s->batch_seq++;
+  if (s->points_sent == s->own_n)
+    s->send = CR_SEND_END_OF_SET;
   return 0;
 }
 
@@ -1502,17 +1367,17 @@ static int produce_end_of_set(cr_session *s) {
   int rc = send_frame(s, &f, 1);
   if (rc)
     return fail(s, rc, CR_WIRE_INTERNAL, 0, "cannot encode EndOfSet");
-  s->eos_sent = 1;
+  s->send = s->peer_receives ? CR_SEND_DIGESTS : CR_SEND_FINISH;
   return 0;
 }
 
 /* One Digests frame: the next run of the peer's digests sharing a label. */
 static int produce_digests(cr_session *s) {
+  const ldigest *pd = cr_engine_returned(s->eng);
   size_t l = s->digest_bytes;
   uint64_t start = s->digests_sent, n = 0, max = s->cfg.batch_size * 4;
-  uint32_t label = s->peer_digests[start].label;
-  while (start + n < s->peer_n && n < max &&
-         (s->members || s->peer_digests[start + n].label == label))
+  uint32_t label = pd[start].label;
+  while (start + n < s->peer_n && n < max && (s->members || pd[start + n].label == label))
     n++;
   Cleanroom__V1__Digests d = CLEANROOM__V1__DIGESTS__INIT;
   Cleanroom__V1__Frame f = CLEANROOM__V1__FRAME__INIT;
@@ -1525,12 +1390,10 @@ static int produce_digests(cr_session *s) {
   if (!s->members && l <= CR_GCS_MAX_BYTES) {
     /* Sorted and uniform: Golomb-Rice coded, from the previous frame's
      * last digest of the same label. */
-    const uint8_t *base = start > 0 && s->peer_digests[start - 1].label == label
-                              ? s->peer_digests[start - 1].d
-                              : NULL;
+    const uint8_t *base = start > 0 && pd[start - 1].label == label ? pd[start - 1].d : NULL;
     uint64_t run = s->res.label_sizes[cr_role_other(s->cfg.role)][label];
     unsigned k = cr__gcs_k(l, run);
-    rc = cr__gcs_encode(&coded, s->peer_digests[start].d, sizeof(ldigest), l, n, k, base);
+    rc = cr__gcs_encode(&coded, pd[start].d, sizeof(ldigest), l, n, k, base);
     d.gcs.data = coded.data;
     d.gcs.len = coded.len;
     d.gcs_count = n;
@@ -1540,7 +1403,7 @@ static int produce_digests(cr_session *s) {
     if (buf == NULL)
       rc = CR_ENOMEM;
     for (uint64_t i = 0; buf != NULL && i < n; i++)
-      memcpy(buf + i * l, s->peer_digests[start + i].d, l);
+      memcpy(buf + i * l, pd[start + i].d, l);
     d.digests.data = buf;
     d.digests.len = (size_t)n * l;
   }
@@ -1554,6 +1417,8 @@ static int produce_digests(cr_session *s) {
     return fail(s, rc, CR_WIRE_INTERNAL, 0, "cannot encode Digests");
   s->digests_sent += n;
   s->digests_seq++;
+  if (s->digests_sent == s->peer_n)
+    s->send = CR_SEND_END_OF_DIGESTS;
   return 0;
 }
 
@@ -1566,51 +1431,61 @@ static int produce_end_of_digests(cr_session *s) {
   int rc = send_frame(s, &f, 1);
   if (rc)
     return fail(s, rc, CR_WIRE_INTERNAL, 0, "cannot encode EndOfDigests");
-  s->eod_sent = 1;
+  s->send = CR_SEND_FINISH;
   return 0;
 }
 
-/* What the next frame to produce is; 0 when nothing can be produced now. */
-static int next_step(const cr_session *s) {
-  if (s->res.status != CR_SESSION_RUNNING || !s->ready)
-    return 0;
-  if (s->points_sent < s->own_n)
-    return 1;
-  if (!s->eos_sent)
-    return 2;
-  if (s->peer_receives && s->peer_eos && s->digests_sent < s->peer_n)
-    return 3;
-  if (s->peer_receives && s->peer_eos && !s->eod_sent)
-    return 4;
-  if (!s->finish_sent && data_complete(s))
-    return 5;
-  return 0;
+/* The send state when its frame can be produced now; CR_SEND_IDLE when
+ * nothing can (done, or waiting on the peer). */
+static cr_send_state next_step(const cr_session *s) {
+  if (s->res.status != CR_SESSION_RUNNING || s->recv == CR_STATE_EXPECT_HELLO)
+    return CR_SEND_IDLE;
+  switch (s->send) {
+  case CR_SEND_SET:
+  case CR_SEND_END_OF_SET:
+    return s->send;
+  case CR_SEND_DIGESTS:
+  case CR_SEND_END_OF_DIGESTS:
+    /* The peer's digests are sorted only once its whole set is in. */
+    return s->recv > CR_STATE_EXPECT_SET ? s->send : CR_SEND_IDLE;
+  case CR_SEND_FINISH:
+    return data_complete(s) ? CR_SEND_FINISH : CR_SEND_IDLE;
+  case CR_SEND_HELLO: /* sent by start (runner) or on the runner's Hello */
+  case CR_SEND_IDLE:
+    break;
+  }
+  return CR_SEND_IDLE;
 }
 
-int cr_session_want_send(const cr_session *s) { return s->out.len > 0 || next_step(s) != 0; }
+int cr_session_want_send(const cr_session *s) {
+  return s->out.len > 0 || next_step(s) != CR_SEND_IDLE;
+}
 
 int cr_session_send(cr_session *s, const uint8_t **data, size_t *len) {
-  int step;
+  cr_send_state step;
   /* Queued bytes go out first: producing more (blinding) before returning
    * them would hold e.g. the Hello reply back behind a batch of work. */
   if (s->out.len == 0) {
-    while (s->out.len < CR_OUT_CHUNK && (step = next_step(s)) != 0) {
+    while (s->out.len < CR_OUT_CHUNK && (step = next_step(s)) != CR_SEND_IDLE) {
       int rc = 0;
       switch (step) {
-      case 1:
+      case CR_SEND_SET:
         rc = produce_batch(s);
         break;
-      case 2:
+      case CR_SEND_END_OF_SET:
         rc = produce_end_of_set(s);
         break;
-      case 3:
+      case CR_SEND_DIGESTS:
         rc = produce_digests(s);
         break;
-      case 4:
+      case CR_SEND_END_OF_DIGESTS:
         rc = produce_end_of_digests(s);
         break;
-      case 5:
+      case CR_SEND_FINISH:
         rc = send_finish(s);
+        break;
+      case CR_SEND_HELLO:
+      case CR_SEND_IDLE:
         break;
       }
       if (rc)
@@ -1639,11 +1514,12 @@ void cr_session_progress_get(const cr_session *s, cr_session_progress *p) {
   p->digests_due = s->self_receives ? s->own_n : 0;
   if (s->res.status != CR_SESSION_RUNNING)
     p->phase = "done";
-  else if (!s->ready)
+  else if (s->recv == CR_STATE_EXPECT_HELLO)
     p->phase = "hello";
-  else if (!s->eos_sent || !s->peer_eos)
+  else if (s->send <= CR_SEND_END_OF_SET || s->recv == CR_STATE_EXPECT_SET)
     p->phase = "exchanging sets";
-  else if ((s->self_receives && !s->eod_received) || (s->peer_receives && !s->eod_sent))
+  else if (s->recv == CR_STATE_EXPECT_DIGESTS || s->send == CR_SEND_DIGESTS ||
+           s->send == CR_SEND_END_OF_DIGESTS)
     p->phase = "returning digests";
   else
     p->phase = "finishing";

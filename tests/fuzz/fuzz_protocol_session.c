@@ -24,7 +24,7 @@ static void append_hello(cr_buf *b, const uint8_t sha[32]) {
   Cleanroom__V1__Hello m = CLEANROOM__V1__HELLO__INIT;
   Cleanroom__V1__Frame f = CLEANROOM__V1__FRAME__INIT;
   uint8_t nonce[32] = {7};
-  m.protocol_version = 1;
+  m.protocol_version = CR_PROTOCOL_VERSION;
   m.role = "consumer";
   m.template_sha256.data = (uint8_t *)sha;
   m.template_sha256.len = 32;

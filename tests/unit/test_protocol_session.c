@@ -263,6 +263,8 @@ static void test_count_both_receive(void **state) {
   assert_int_equal(rc->digest_bytes, 7);
   assert_true(cr_session_scalar_wiped(x.consumer));
   assert_true(cr_session_scalar_wiped(x.provider));
+  assert_int_equal(cr_session_state_get(x.consumer), CR_STATE_DONE);
+  assert_int_equal(cr_session_state_get(x.provider), CR_STATE_DONE);
   pair_free(&x);
 }
 
@@ -388,6 +390,35 @@ static void test_below_min_count_is_suppressed(void **state) {
   pair_free(&x);
 }
 
+/* cr_session_result_take moves the heap outputs: they outlive the session
+ * and the session's copy is left without them. */
+static void test_result_take(void **state) {
+  (void)state;
+  pair x;
+  pair_init(&x, 0, 60, 30, 100, 10, "my_matches");
+  assert_int_equal(cr_session_start(x.consumer), 0);
+  pump(&x, SIZE_MAX);
+  cr_session_result out;
+  memset(&out, 0, sizeof out);
+  cr_session_result_take(x.consumer, &out);
+  const cr_session_result *left = cr_session_result_get(x.consumer);
+  assert_int_equal(out.status, CR_SESSION_DONE);
+  assert_int_equal(left->status, CR_SESSION_DONE);
+  assert_int_equal(out.count, 30);
+  assert_non_null(out.matched);
+  assert_non_null(out.labels[CR_ROLE_CONSUMER]);
+  assert_null(left->matched);
+  assert_null(left->labels[CR_ROLE_CONSUMER]);
+  assert_int_equal(left->nlabels[CR_ROLE_CONSUMER], 0);
+  pair_free(&x); /* frees the session: out's outputs must survive (ASan) */
+  size_t bits = 0;
+  for (size_t i = 0; i < 70; i++)
+    bits += (out.matched[i / 8] >> (i % 8)) & 1;
+  assert_int_equal(bits, 30);
+  cr_session_result_free_outputs(&out);
+  assert_null(out.matched);
+}
+
 /* ---- tests: refusals ---------------------------------------------------- */
 
 static void expect_refusal(pair *x, int wire) {
@@ -424,6 +455,33 @@ static void test_template_mismatch_shows_both_hashes(void **state) {
   assert_non_null(strstr(m, hp));
   assert_non_null(strstr(m, hc));
   assert_non_null(strstr(m, "TEMPLATE_MISMATCH"));
+  pair_free(&x);
+}
+
+/* Version 2: the refusing side's Error frame carries its template hash and
+ * protocol version, so the runner (which never saw the peer's Hello) can
+ * tell what differs without parsing the message. */
+static void test_error_frame_structured(void **state) {
+  (void)state;
+  pair x;
+  pair_init(&x, 0, 50, 0, 50, 1, "overlap");
+  x.tc->sha256[0] ^= 1;
+  expect_refusal(&x, CR_WIRE_TEMPLATE_MISMATCH);
+  const cr_session_result *rc = cr_session_result_get(x.consumer);
+  assert_true(rc->error_from_peer);
+  assert_true(rc->have_peer_template);
+  assert_memory_equal(rc->peer_template_sha256, x.tp->sha256, 32);
+  assert_int_equal(rc->peer_protocol_version, CR_PROTOCOL_VERSION);
+  /* The refusal frame a node sends without a session names the version. */
+  cr_buf b;
+  cr_buf_init(&b);
+  assert_int_equal(cr_session_refusal_frame(&b, CR_WIRE_BUSY, "busy"), 0);
+  Cleanroom__V1__Frame *f = cr__frame_decode(b.data + 4, b.len - 4);
+  assert_non_null(f);
+  assert_int_equal(f->error->protocol_version, CR_PROTOCOL_VERSION);
+  assert_int_equal(f->error->template_sha256.len, 0);
+  cr__frame_free(f);
+  cr_buf_free(&b);
   pair_free(&x);
 }
 
@@ -607,7 +665,7 @@ static void feed_hello(hostile *h, const char *role, uint64_t set_size) {
   Cleanroom__V1__Hello m = CLEANROOM__V1__HELLO__INIT;
   Cleanroom__V1__Frame f = CLEANROOM__V1__FRAME__INIT;
   uint8_t nonce[32] = {1};
-  m.protocol_version = 1;
+  m.protocol_version = CR_PROTOCOL_VERSION;
   m.role = (char *)role;
   m.template_sha256.data = h->t->sha256;
   m.template_sha256.len = 32;
@@ -712,6 +770,28 @@ static void test_hostile_second_hello(void **state) {
   feed_hello(&h, "consumer", 20);
   expect_protocol_failure(&h, "second Hello");
   hostile_free(&h);
+}
+
+/* The receiving state: Hello expected first, then the set; a frame the
+ * state does not take names the state in the message. */
+static void test_state_names_the_state(void **state) {
+  (void)state;
+  hostile h;
+  hostile_init(&h, 0);
+  assert_int_equal(cr_session_state_get(h.s), CR_STATE_EXPECT_HELLO);
+  feed_hello(&h, "consumer", 20);
+  assert_int_equal(cr_session_state_get(h.s), CR_STATE_EXPECT_SET);
+  feed_eos(&h, 0);
+  expect_protocol_failure(&h, "announced 20 points, sent 0");
+  assert_int_equal(cr_session_state_get(h.s), CR_STATE_FAILED);
+  hostile_free(&h);
+
+  hostile_init(&h, 0);
+  feed_hello(&h, "consumer", 20);
+  feed_hello(&h, "consumer", 20);
+  expect_protocol_failure(&h, cr_session_state_name(CR_STATE_EXPECT_SET));
+  hostile_free(&h);
+  assert_string_equal(cr_session_state_name(CR_STATE_EXPECT_FINISH), "expecting Finish");
 }
 
 /* A valid point: the blinding of some message under a random scalar. */
@@ -1275,6 +1355,9 @@ int main(void) {
     return 1;
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_count_both_receive),
+      cmocka_unit_test(test_state_names_the_state),
+      cmocka_unit_test(test_result_take),
+      cmocka_unit_test(test_error_frame_structured),
       cmocka_unit_test(test_count_byte_at_a_time),
       cmocka_unit_test(test_disjoint_sets),
       cmocka_unit_test(test_consumer_only_provider_learns_nothing),

@@ -1,0 +1,142 @@
+/*
+ * cleanroom — the matching engine of one session (design §4–5).
+ *
+ * Owns: the session scalar; the own set's send order (a shuffle) and its
+ * blinding (hash-to-group, then k *, batched on the cr_pool); re-blinding of
+ * the peer's points into digests; the digest tables (sorted for matching and
+ * for return); matching and the result (count, group_by cells, the members
+ * bitmap), every released number thresholded here.
+ * Never: logs anything or puts a key, point, scalar or digest in a message
+ * (errors are codes; the session words them); keeps a buffer that held a
+ * match key or a digest without wiping it; touches frames, sockets, files or
+ * the clock. All randomness comes from the rand callback it is given.
+ *
+ * The session drives it: cr_engine_new (draws the scalar), cr_engine_set_own
+ * (shuffles), cr_engine_prepare once both Hellos are known, then blind /
+ * reblind / peer_done / own_add and finally cr_engine_match.
+ */
+#ifndef CLEANROOM_ENGINE_H
+#define CLEANROOM_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cleanroom/common.h"
+#include "cleanroom/crypto.h"
+#include "cleanroom/dataset.h"
+#include "cleanroom/template.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Fills buf with len uniform random bytes; 0 or a negative CR_E* code. */
+typedef int (*cr_rand_fn)(void *ctx, uint8_t *buf, size_t len);
+
+/* The default randomness: libsodium's randombytes_buf (ctx unused). */
+int cr_engine_rand_default(void *ctx, uint8_t *buf, size_t len);
+
+#define CR_ENGINE_DIGEST_SLOT 32 /* digests are kept in 32-byte slots, zero padded */
+
+/* A digest with the label of the element it came from. */
+typedef struct cr_engine_digest {
+  uint8_t d[CR_ENGINE_DIGEST_SLOT];
+  uint32_t label;
+  uint32_t index; /* arrival (peer's points) or send (own points) order */
+} cr_engine_digest;
+
+/* One cell of a grouped count. */
+typedef struct cr_engine_cell {
+  uint32_t label[CR_ROLE_COUNT];
+  uint64_t count; /* 0 when suppressed */
+  int suppressed;
+} cr_engine_cell;
+
+typedef struct cr_engine_config {
+  const cr_template *tmpl; /* suite, template hash and match key name */
+  cr_pool *pool;           /* NULL: this thread only */
+  cr_rand_fn rand;         /* NULL: cr_engine_rand_default */
+  void *rand_ctx;
+} cr_engine_config;
+
+/* What both Hellos decided. */
+typedef struct cr_engine_plan {
+  uint8_t session_id[CR_SESSION_ID_BYTES];
+  size_t digest_bytes;
+  uint64_t peer_n;
+  int peer_grouped;  /* the peer's points carry labels */
+  int members;       /* kind members: digests go back in arrival order */
+  int self_receives; /* match: keep the peer's digests, take ours back */
+  int peer_receives; /* return the peer's digests */
+} cr_engine_plan;
+
+/* The outcome of cr_engine_match. Heap outputs belong to the caller. */
+typedef struct cr_engine_result {
+  uint64_t count;
+  int suppressed;
+  cr_engine_cell *cells; /* grouped: row-major by provider label */
+  size_t ncells;
+  uint8_t *matched; /* members, not suppressed: bit per own key (dataset order) */
+} cr_engine_result;
+
+typedef struct cr_engine cr_engine;
+
+/* CR_EREFUSED for an unknown suite, CR_ECRYPTO when the randomness fails. */
+CR_NODISCARD int cr_engine_new(cr_engine **out, const cr_engine_config *cfg);
+/* Wipes the scalar and every buffer. */
+void cr_engine_free(cr_engine *e);
+/* Wipes the scalar and the digest tables now (the session ended). */
+void cr_engine_wipe(cr_engine *e);
+/* 1 once the scalar memory has been wiped. */
+int cr_engine_scalar_wiped(const cr_engine *e);
+
+/* 1 when this build supports the suite. */
+int cr_engine_suite_supported(const char *name);
+size_t cr_engine_point_bytes(const cr_engine *e);
+const char *cr_engine_suite_name(const cr_engine *e);
+
+/* Takes the own set (must outlive the engine) and shuffles its send order.
+ * CR_EREFUSED for an empty or oversized set. */
+CR_NODISCARD int cr_engine_set_own(cr_engine *e, const cr_dataset *d);
+uint64_t cr_engine_own_n(const cr_engine *e);
+
+/* Allocates the digest tables for the plan. */
+CR_NODISCARD int cr_engine_prepare(cr_engine *e, const cr_engine_plan *plan);
+
+/* Blinds own elements [first, first + n) of the send order into points
+ * (n * point_bytes) and, unless labels is NULL, their dataset labels (n u32
+ * big-endian; CR_EINVAL when the dataset has none). */
+CR_NODISCARD int cr_engine_blind(cr_engine *e, uint64_t first, size_t n, uint8_t *points,
+                                 uint8_t *labels);
+
+/* Re-blinds the next n peer points into digests (labels: n u32 big-endian
+ * when the peer is grouped, else NULL). CR_EPROTO with *bad set to the
+ * lowest invalid point's index. */
+CR_NODISCARD int cr_engine_reblind(cr_engine *e, const uint8_t *points, const uint8_t *labels,
+                                   size_t n, uint64_t *bad);
+
+/* The peer's set is complete: sorts the tables. */
+CR_NODISCARD int cr_engine_peer_done(cr_engine *e);
+
+/* The peer's digests in the order they go back (after peer_done, when the
+ * peer receives), peer_n of them. */
+const cr_engine_digest *cr_engine_returned(const cr_engine *e);
+
+/* Takes back n own digests (digest_bytes each, packed) of one label.
+ * continues: the previous digest is of the same label run, so count order
+ * holds across the call. CR_EPROTO when count digests are out of order. */
+CR_NODISCARD int cr_engine_own_add(cr_engine *e, const uint8_t *plain, uint64_t n, uint32_t label,
+                                   int continues);
+/* The last own digest taken back (NULL before the first). */
+const uint8_t *cr_engine_own_last(const cr_engine *e);
+
+/* Matches own digests against the peer's. nlabels: per role (1 when not
+ * grouped); own_role picks which side's label a digest carries. */
+CR_NODISCARD int cr_engine_match(cr_engine *e, cr_role own_role,
+                                 const size_t nlabels[CR_ROLE_COUNT], int grouped,
+                                 uint64_t min_count, cr_engine_result *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,366 @@
+/*
+ * Engine tests: two engines blind and re-blind each other's sets in memory
+ * (no frames), the match count, the members bitmap, group cells, invalid
+ * points, determinism under injected randomness, and the wipe.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <sodium.h>
+
+#include "cleanroom/engine.h"
+
+static cr_template *make_template(const char *suite) {
+  cr_template *t = calloc(1, sizeof *t);
+  t->suite = (char *)suite;
+  t->match_key.name = (char *)"email";
+  memset(t->sha256, 0xab, sizeof t->sha256);
+  return t;
+}
+
+/* Keys "k<i>" for i in [from, to), sorted bytewise. */
+static int cmp_str(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static cr_dataset *make_dataset(int from, int to, int nlab) {
+  size_t n = (size_t)(to - from);
+  char **keys = calloc(n, sizeof *keys);
+  for (size_t i = 0; i < n; i++) {
+    keys[i] = malloc(16);
+    snprintf(keys[i], 16, "k%d", from + (int)i);
+  }
+  qsort(keys, n, sizeof *keys, cmp_str);
+  cr_dataset *d = calloc(1, sizeof *d);
+  d->n = n;
+  d->bytes = malloc(16 * n);
+  d->off = calloc(n + 1, sizeof *d->off);
+  if (nlab) {
+    d->nlabels = (size_t)nlab;
+    d->labels = calloc(n, sizeof *d->labels);
+    d->label_sizes = calloc((size_t)nlab, sizeof *d->label_sizes);
+  }
+  for (size_t i = 0; i < n; i++) {
+    size_t l = strlen(keys[i]);
+    memcpy(d->bytes + d->off[i], keys[i], l);
+    d->off[i + 1] = d->off[i] + l;
+    if (nlab) {
+      d->labels[i] = (uint32_t)(atoi(keys[i] + 1) % nlab);
+      d->label_sizes[d->labels[i]]++;
+    }
+    free(keys[i]);
+  }
+  free(keys);
+  return d;
+}
+
+static void free_dataset(cr_dataset *d) {
+  free(d->bytes);
+  free(d->off);
+  free(d->labels);
+  free(d->label_sizes);
+  free(d);
+}
+
+/* Deterministic randomness: ChaCha20 keystream, keyed by a seed byte. */
+typedef struct stream {
+  uint8_t key[crypto_stream_chacha20_KEYBYTES];
+  uint64_t ctr;
+} stream;
+
+static int stream_rand(void *ctx, uint8_t *buf, size_t len) {
+  stream *s = ctx;
+  uint8_t nonce[crypto_stream_chacha20_NONCEBYTES] = {0};
+  memcpy(nonce, &s->ctr, sizeof s->ctr);
+  s->ctr++;
+  crypto_stream_chacha20(buf, len, nonce, s->key);
+  return 0;
+}
+
+static int failing_rand(void *ctx, uint8_t *buf, size_t len) {
+  (void)ctx;
+  (void)buf;
+  (void)len;
+  return CR_EIO;
+}
+
+/* Runs a whole exchange between engine a (own role ra) and b; b receives. */
+typedef struct run {
+  cr_engine *a, *b;
+  cr_engine_result res;
+} run;
+
+static void blind_all(cr_engine *from, const cr_dataset *d, int labels, uint8_t **pts,
+                      uint8_t **labs) {
+  size_t pb = cr_engine_point_bytes(from);
+  *pts = malloc(d->n * pb);
+  *labs = labels ? malloc(d->n * 4) : NULL;
+  /* Two calls, to cover a batch boundary. */
+  size_t half = d->n / 2;
+  assert_int_equal(cr_engine_blind(from, 0, half, *pts, *labs), 0);
+  assert_int_equal(
+      cr_engine_blind(from, half, d->n - half, *pts + half * pb, labels ? *labs + 4 * half : NULL),
+      0);
+}
+
+/* Consumer b receives; provider a returns its digests. */
+static void exchange(run *r, const cr_template *t, const cr_dataset *da, const cr_dataset *db,
+                     int members, int grouped_a, uint64_t min_count, cr_rand_fn rnd, void *ra,
+                     void *rb) {
+  cr_engine_config ca = {t, NULL, rnd, ra}, cb = {t, NULL, rnd, rb};
+  memset(r, 0, sizeof *r);
+  assert_int_equal(cr_engine_new(&r->a, &ca), 0);
+  assert_int_equal(cr_engine_new(&r->b, &cb), 0);
+  assert_int_equal(cr_engine_set_own(r->a, da), 0);
+  assert_int_equal(cr_engine_set_own(r->b, db), 0);
+  cr_engine_plan pa = {{0}, 16, db->n, 0, members, 0, 1};
+  cr_engine_plan pbp = {{0}, 16, da->n, grouped_a, members, 1, 0};
+  memset(pa.session_id, 7, sizeof pa.session_id);
+  memset(pbp.session_id, 7, sizeof pbp.session_id);
+  assert_int_equal(cr_engine_prepare(r->a, &pa), 0);
+  assert_int_equal(cr_engine_prepare(r->b, &pbp), 0);
+
+  uint8_t *apts, *alabs, *bpts, *blabs;
+  uint64_t bad;
+  blind_all(r->a, da, grouped_a, &apts, &alabs);
+  blind_all(r->b, db, 0, &bpts, &blabs);
+  assert_int_equal(cr_engine_reblind(r->a, bpts, NULL, db->n, &bad), 0);
+  assert_int_equal(cr_engine_reblind(r->b, apts, alabs, da->n, &bad), 0);
+  assert_int_equal(cr_engine_peer_done(r->a), 0);
+  assert_int_equal(cr_engine_peer_done(r->b), 0);
+  assert_null(cr_engine_returned(r->b)); /* a does not receive */
+
+  /* a returns b's digests in its send order, one label (b not grouped). */
+  const cr_engine_digest *ret = cr_engine_returned(r->a);
+  assert_non_null(ret);
+  uint8_t *packed = malloc(db->n * 16);
+  for (size_t i = 0; i < db->n; i++)
+    memcpy(packed + 16 * i, ret[i].d, 16);
+  assert_int_equal(cr_engine_own_add(r->b, packed, db->n, 0, 0), 0);
+  size_t nl[CR_ROLE_COUNT] = {grouped_a ? da->nlabels : 1, 1};
+  assert_int_equal(cr_engine_match(r->b, CR_ROLE_CONSUMER, nl, grouped_a, min_count, &r->res), 0);
+  free(packed);
+  free(apts);
+  free(alabs);
+  free(bpts);
+  free(blabs);
+}
+
+static void run_free(run *r) {
+  cr_engine_free(r->a);
+  cr_engine_free(r->b);
+  free(r->res.cells);
+  free(r->res.matched);
+}
+
+static void test_count(void **state) {
+  (void)state;
+  cr_template *t = make_template("ristretto255");
+  cr_dataset *da = make_dataset(0, 100, 0), *db = make_dataset(70, 150, 0);
+  run r;
+  exchange(&r, t, da, db, 0, 0, 1, NULL, NULL, NULL);
+  assert_int_equal(r.res.count, 30);
+  assert_false(r.res.suppressed);
+  assert_null(r.res.cells);
+  assert_null(r.res.matched);
+  run_free(&r);
+  /* Threshold: 30 < 31 is suppressed. */
+  exchange(&r, t, da, db, 0, 0, 31, NULL, NULL, NULL);
+  assert_true(r.res.suppressed);
+  run_free(&r);
+  free_dataset(da);
+  free_dataset(db);
+  free(t);
+}
+
+static void test_count_p256(void **state) {
+  (void)state;
+  cr_template *t = make_template("p256");
+  cr_dataset *da = make_dataset(0, 40, 0), *db = make_dataset(30, 60, 0);
+  run r;
+  exchange(&r, t, da, db, 0, 0, 1, NULL, NULL, NULL);
+  assert_int_equal(r.res.count, 10);
+  run_free(&r);
+  free_dataset(da);
+  free_dataset(db);
+  free(t);
+}
+
+static void test_members(void **state) {
+  (void)state;
+  cr_template *t = make_template("ristretto255");
+  cr_dataset *da = make_dataset(0, 50, 0), *db = make_dataset(40, 80, 0);
+  run r;
+  exchange(&r, t, da, db, 1, 0, 1, NULL, NULL, NULL);
+  assert_int_equal(r.res.count, 10);
+  assert_non_null(r.res.matched);
+  /* Bit i set exactly for own keys k40..k49 (dataset order). */
+  for (size_t i = 0; i < db->n; i++) {
+    char key[16] = {0};
+    memcpy(key, db->bytes + db->off[i], db->off[i + 1] - db->off[i]);
+    int want = atoi(key + 1) < 50;
+    assert_int_equal((r.res.matched[i / 8] >> (i % 8)) & 1, want);
+  }
+  run_free(&r);
+  free_dataset(da);
+  free_dataset(db);
+  free(t);
+}
+
+static void test_grouped(void **state) {
+  (void)state;
+  cr_template *t = make_template("ristretto255");
+  cr_dataset *da = make_dataset(0, 60, 3), *db = make_dataset(0, 30, 0);
+  run r;
+  exchange(&r, t, da, db, 0, 1, 10, NULL, NULL, NULL);
+  assert_int_equal(r.res.ncells, 3);
+  for (size_t i = 0; i < 3; i++) {
+    assert_int_equal(r.res.cells[i].label[CR_ROLE_PROVIDER], i);
+    assert_int_equal(r.res.cells[i].count, 10); /* k0..k29 split evenly */
+    assert_false(r.res.cells[i].suppressed);
+  }
+  assert_int_equal(r.res.count, 0); /* the total is not released */
+  run_free(&r);
+  exchange(&r, t, da, db, 0, 1, 11, NULL, NULL, NULL);
+  for (size_t i = 0; i < 3; i++) {
+    assert_true(r.res.cells[i].suppressed);
+    assert_int_equal(r.res.cells[i].count, 0);
+  }
+  run_free(&r);
+  free_dataset(da);
+  free_dataset(db);
+  free(t);
+}
+
+/* Same seed: same points; another seed: other points, same count. */
+static void test_deterministic(void **state) {
+  (void)state;
+  cr_template *t = make_template("ristretto255");
+  cr_dataset *d = make_dataset(0, 20, 0);
+  uint8_t p[3][20 * 32];
+  for (int i = 0; i < 3; i++) {
+    stream st;
+    memset(&st, 0, sizeof st);
+    st.key[0] = (uint8_t)(i == 2 ? 2 : 1);
+    cr_engine_config c = {t, NULL, stream_rand, &st};
+    cr_engine *e;
+    assert_int_equal(cr_engine_new(&e, &c), 0);
+    assert_int_equal(cr_engine_set_own(e, d), 0);
+    assert_int_equal(cr_engine_blind(e, 0, d->n, p[i], NULL), 0);
+    cr_engine_free(e);
+  }
+  assert_memory_equal(p[0], p[1], sizeof p[0]);
+  assert_memory_not_equal(p[0], p[2], sizeof p[0]);
+
+  stream s1 = {{3}, 0}, s2 = {{4}, 0};
+  cr_dataset *db = make_dataset(10, 30, 0);
+  run r;
+  exchange(&r, t, d, db, 0, 0, 1, stream_rand, &s1, &s2);
+  assert_int_equal(r.res.count, 10);
+  run_free(&r);
+  free_dataset(db);
+  free_dataset(d);
+  free(t);
+}
+
+static void test_bad_point_and_rand(void **state) {
+  (void)state;
+  cr_template *t = make_template("ristretto255");
+  cr_dataset *d = make_dataset(0, 4, 0);
+  cr_engine_config c = {t, NULL, NULL, NULL};
+  cr_engine *e;
+  assert_int_equal(cr_engine_new(&e, &c), 0);
+  assert_int_equal(cr_engine_set_own(e, d), 0);
+  cr_engine_plan p = {{0}, 16, 4, 0, 0, 1, 1};
+  assert_int_equal(cr_engine_prepare(e, &p), 0);
+  uint8_t pts[4 * 32];
+  assert_int_equal(cr_engine_blind(e, 0, 4, pts, NULL), 0);
+  memset(pts + 2 * 32, 0, 32); /* point 2: the identity */
+  uint64_t bad = 0;
+  assert_int_equal(cr_engine_reblind(e, pts, NULL, 4, &bad), CR_EPROTO);
+  assert_int_equal(bad, 2);
+  /* More points than announced. */
+  assert_int_not_equal(cr_engine_reblind(e, pts, NULL, 5, &bad), 0);
+  assert_false(cr_engine_scalar_wiped(e));
+  cr_engine_wipe(e);
+  assert_true(cr_engine_scalar_wiped(e));
+  assert_int_not_equal(cr_engine_blind(e, 0, 1, pts, NULL), 0);
+  cr_engine_free(e);
+
+  /* A randomness source that fails: no engine. */
+  cr_engine_config cf = {t, NULL, failing_rand, NULL};
+  assert_int_equal(cr_engine_new(&e, &cf), CR_ECRYPTO);
+  assert_null(e);
+  cr_template *u = make_template("nope");
+  cr_engine_config cu = {u, NULL, NULL, NULL};
+  assert_int_equal(cr_engine_new(&e, &cu), CR_EREFUSED);
+  assert_false(cr_engine_suite_supported("nope"));
+  assert_true(cr_engine_suite_supported("p256"));
+  free(u);
+  free_dataset(d);
+  free(t);
+}
+
+/* Own digests out of order are refused for count, allowed for members. */
+static void test_own_order(void **state) {
+  (void)state;
+  cr_template *t = make_template("ristretto255");
+  cr_dataset *d = make_dataset(0, 2, 0);
+  cr_engine_config c = {t, NULL, NULL, NULL};
+  cr_engine *e;
+  uint8_t dig[32];
+  memset(dig, 0x22, 16);
+  memset(dig + 16, 0x11, 16);
+  for (int members = 0; members < 2; members++) {
+    assert_int_equal(cr_engine_new(&e, &c), 0);
+    assert_int_equal(cr_engine_set_own(e, d), 0);
+    cr_engine_plan p = {{0}, 16, 2, 0, members, 1, 0};
+    assert_int_equal(cr_engine_prepare(e, &p), 0);
+    assert_int_equal(cr_engine_own_add(e, dig, 2, 0, 0), members ? 0 : CR_EPROTO);
+    cr_engine_free(e);
+  }
+  free_dataset(d);
+  free(t);
+}
+
+/* Both suites derive a scalar from 64 bytes, rejecting zero. */
+static void test_scalar_from_uniform(void **state) {
+  (void)state;
+  const cr_suite *suites[2] = {&cr_suite_ristretto255, &cr_suite_p256};
+  assert_int_equal(cr_crypto_init(), 0);
+  for (int i = 0; i < 2; i++) {
+    uint8_t u[CR_SCALAR_UNIFORM_BYTES] = {0}, k[32], k2[32];
+    assert_int_equal(suites[i]->scalar_from_uniform(k, u), CR_ECRYPTO);
+    u[63] = 5;
+    assert_int_equal(suites[i]->scalar_from_uniform(k, u), 0);
+    /* Little-endian (r255) or big-endian (p256): 5 either way round. */
+    uint8_t five[32] = {0};
+    five[i == 0 ? 0 : 31] = 5;
+    if (i == 0) {
+      memset(u, 0, sizeof u);
+      u[0] = 5;
+      assert_int_equal(suites[i]->scalar_from_uniform(k, u), 0);
+    }
+    assert_memory_equal(k, five, 32);
+    randombytes_buf(u, sizeof u);
+    assert_int_equal(suites[i]->scalar_from_uniform(k, u), 0);
+    assert_int_equal(suites[i]->scalar_from_uniform(k2, u), 0);
+    assert_memory_equal(k, k2, 32);
+  }
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_count),         cmocka_unit_test(test_count_p256),
+      cmocka_unit_test(test_members),       cmocka_unit_test(test_grouped),
+      cmocka_unit_test(test_deterministic), cmocka_unit_test(test_bad_point_and_rand),
+      cmocka_unit_test(test_own_order),     cmocka_unit_test(test_scalar_from_uniform),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
