@@ -23,8 +23,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <jansson.h>
-
 #include "cleanroom/common.h"
 
 #ifdef __cplusplus
@@ -47,11 +45,6 @@ extern "C" {
  * (milliseconds on most disks). */
 typedef struct cr_audit cr_audit;
 
-/* Signs msg with the node's Ed25519 identity; 0 on success. cr_identity_sign
- * (cleanroom/net.h) has this shape, with the cr_identity as ctx. */
-typedef int (*cr_audit_sign_fn)(void *ctx, const uint8_t *msg, size_t len,
-                                uint8_t sig[CR_AUDIT_SIG_BYTES]);
-
 /*
  * Opens the log for appending, creating it with mode 0600 (the directory must
  * exist; an existing file keeps its mode). Holds an exclusive flock(2) until
@@ -71,7 +64,8 @@ CR_NODISCARD int cr_audit_open(cr_audit **out, const char *path, cr_error *err);
  * Appends one event and returns once it is on disk: the whole line goes out
  * in one write(2) (O_APPEND), then fsync(2). A caller shows or sends the
  * outcome an event records only after this returned 0.
- * `fields` (borrowed, may be NULL) is an object of the event's own fields;
+ * `fields_json` (may be NULL) is the JSON text of an object of the event's
+ * own fields;
  * the names seq, time, event, prev, hash and signature are reserved
  * (CR_EINVAL), and so are the events "checkpoint" and "audit_repaired",
  * written only by this module. Integers must lie within ±(2^53-1): the hash
@@ -81,7 +75,8 @@ CR_NODISCARD int cr_audit_open(cr_audit **out, const char *path, cr_error *err);
  * possible, but the event may or may not be in the log, and the handle
  * refuses further appends: close it and open again (which repairs).
  */
-CR_NODISCARD int cr_audit_append(cr_audit *a, const char *event, json_t *fields, cr_error *err);
+CR_NODISCARD int cr_audit_append(cr_audit *a, const char *event, const char *fields_json,
+                                 cr_error *err);
 
 /*
  * Appends a signed checkpoint:
@@ -92,7 +87,7 @@ CR_NODISCARD int cr_audit_append(cr_audit *a, const char *event, json_t *fields,
  * The signature is checked against pk before anything is written (a key that
  * does not match the signer is CR_ECRYPTO, so is a failing sign callback).
  */
-CR_NODISCARD int cr_audit_checkpoint(cr_audit *a, cr_audit_sign_fn sign, void *ctx,
+CR_NODISCARD int cr_audit_checkpoint(cr_audit *a, cr_sign_fn sign, void *ctx,
                                      const uint8_t pk[CR_AUDIT_PK_BYTES], cr_error *err);
 
 /* Releases the lock and the handle. NULL is accepted. */
@@ -134,12 +129,14 @@ CR_NODISCARD int cr_audit_verify(const char *path, const uint8_t *expected_pk,
 
 /*
  * Calls fn for each entry in order, each verified (chain and signatures)
- * before fn sees it; the entry is borrowed for the call. A non-zero return
+ * before fn sees it, as the JSON text of its line (len bytes, not
+ * NUL-terminated), borrowed for the call. A non-zero return
  * from fn stops the walk and is returned. The first bad line stops it with
  * CR_EDATA (fn has seen the lines before it). A torn last line is skipped
  * without error: its append never returned, so it records nothing.
  */
-CR_NODISCARD int cr_audit_foreach(const char *path, int (*fn)(void *ctx, json_t *entry), void *ctx,
+CR_NODISCARD int cr_audit_foreach(const char *path,
+                                  int (*fn)(void *ctx, const char *entry, size_t len), void *ctx,
                                   cr_error *err);
 
 /*

@@ -116,6 +116,13 @@ CR_NODISCARD int cr_sha256_file(uint8_t out[CR_SHA256_BYTES], const char *path, 
 /* Monotonic milliseconds, for timeouts and durations. */
 uint64_t cr_now_ms(void);
 
+/* The one signing callback: signs msg with the node's Ed25519 identity into
+ * sig (64 bytes); 0 on success. cr_identity_sign (cleanroom/net.h) has this
+ * shape, with the cr_identity as ctx. Receipts and audit checkpoints use it. */
+#define CR_SIGNATURE_BYTES 64
+typedef int (*cr_sign_fn)(void *ctx, const uint8_t *msg, size_t len,
+                          uint8_t sig[CR_SIGNATURE_BYTES]);
+
 /* Frees v[0..n) and v (NULL is fine). */
 void cr_strv_free(char **v, size_t n);
 

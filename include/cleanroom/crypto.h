@@ -111,17 +111,6 @@ CR_NODISCARD int cr_r255_hash_to_group(uint8_t out[32], const uint8_t *msg, size
 CR_NODISCARD int cr_p256_hash_to_curve(uint8_t out[CR_P256_UNCOMPRESSED_BYTES], const uint8_t *msg,
                                        size_t msg_len, const uint8_t *dst, size_t dst_len);
 
-/* Test hook, not for production use: the same computation, also returning
- * RFC 9380's intermediates (u[0], u[1] as 32-byte big-endian field elements;
- * Q0 = map_to_curve(u[0]), Q1 = map_to_curve(u[1]) uncompressed). Any output
- * may be NULL. */
-CR_NODISCARD int cr__p256_hash_to_curve_trace(uint8_t p[CR_P256_UNCOMPRESSED_BYTES],
-                                              uint8_t u0[CR_P256_FIELD_BYTES],
-                                              uint8_t u1[CR_P256_FIELD_BYTES],
-                                              uint8_t q0[CR_P256_UNCOMPRESSED_BYTES],
-                                              uint8_t q1[CR_P256_UNCOMPRESSED_BYTES],
-                                              const uint8_t *msg, size_t msg_len,
-                                              const uint8_t *dst, size_t dst_len);
 
 /* digest(Y) = SHA-512("cleanroom/v1/digest" || session_id || enc(Y))[0..len). */
 void cr_digest(uint8_t *out, size_t len, const uint8_t session_id[CR_SESSION_ID_BYTES],

@@ -34,7 +34,6 @@ extern "C" {
 #define CR_PROTOCOL_VERSION 2
 #define CR_DEFAULT_MAX_FRAME (16u << 20)
 #define CR_DEFAULT_BATCH 4096
-#define CR_SIGNATURE_BYTES 64
 #define CR_SIGN_PK_BYTES 32
 
 /* Error codes carried in Error frames (stable wire values). */
@@ -64,9 +63,6 @@ typedef struct cr_session_result cr_session_result;
 /* One cell of a grouped count: the engine's (label per role, count, 0 when
  * suppressed). */
 typedef cr_engine_cell cr_session_cell;
-
-typedef int (*cr_sign_fn)(void *ctx, const uint8_t *msg, size_t len,
-                          uint8_t sig[CR_SIGNATURE_BYTES]);
 
 typedef struct cr_session_config {
   const cr_template *tmpl;

@@ -17,7 +17,7 @@
 #define CR__AUDIT_MAX_SAFE_INT 9007199254740991LL
 
 /* Called for each verified entry; non-zero stops the scan and is returned. */
-typedef int (*cr__audit_entry_fn)(void *ctx, json_t *entry);
+typedef int (*cr__audit_entry_fn)(void *ctx, json_t *entry, const char *line, size_t len);
 
 typedef struct cr__audit_scan {
   /* In. */

@@ -226,7 +226,8 @@ out:
   return rc;
 }
 
-int cr_audit_append(cr_audit *a, const char *event, json_t *fields, cr_error *err) {
+int cr_audit_append(cr_audit *a, const char *event, const char *fields_json, cr_error *err) {
+  json_t *fields = NULL;
   if (a == NULL)
     return cr_error_set(err, CR_EINVAL, "cr_audit_append: no audit log");
   if (!valid_event_name(event))
@@ -237,10 +238,19 @@ int cr_audit_append(cr_audit *a, const char *event, json_t *fields, cr_error *er
   if (strcmp(event, "checkpoint") == 0 || strcmp(event, "audit_repaired") == 0)
     return cr_error_set(err, CR_EINVAL, "%s: event \"%s\" is written only by the audit module",
                         a->path, event);
-  return append_entry(a, event, fields, 0, err);
+  if (fields_json != NULL) {
+    json_error_t jerr;
+    fields = json_loads(fields_json, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
+    if (fields == NULL)
+      return cr_error_set(err, CR_EINVAL, "%s: the fields of event \"%s\" are not JSON: %s",
+                          a->path, event, jerr.text);
+  }
+  int rc = append_entry(a, event, fields, 0, err);
+  json_decref(fields);
+  return rc;
 }
 
-int cr_audit_checkpoint(cr_audit *a, cr_audit_sign_fn sign, void *ctx,
+int cr_audit_checkpoint(cr_audit *a, cr_sign_fn sign, void *ctx,
                         const uint8_t pk[CR_AUDIT_PK_BYTES], cr_error *err) {
   int rc = 0;
   uint8_t msg[CR__AUDIT_CKPT_MSG_LEN], sig[CR_AUDIT_SIG_BYTES];

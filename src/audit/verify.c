@@ -283,7 +283,8 @@ int cr__audit_scan_stream(FILE *f, const char *origin, cr__audit_scan *s, cr_err
     if ((rc = check_entry(s, n, e, err)) != 0)
       goto out;
     s->good_end += r->line.len + 1;
-    if (s->fn != NULL && (rc = s->fn(s->ctx, e)) != 0)
+    if (s->fn != NULL &&
+        (rc = s->fn(s->ctx, e, r->line.data ? (const char *)r->line.data : "", r->line.len)) != 0)
       goto out;
     json_decref(e);
     e = NULL;
@@ -336,14 +337,26 @@ static int walk(const char *path, cr__audit_scan *s, cr_error *err) {
   return rc;
 }
 
-int cr_audit_foreach(const char *path, int (*fn)(void *ctx, json_t *entry), void *ctx,
-                     cr_error *err) {
+typedef struct foreach_ctx {
+  int (*fn)(void *ctx, const char *entry, size_t len);
+  void *ctx;
+} foreach_ctx;
+
+static int foreach_one(void *ctx, json_t *entry, const char *line, size_t len) {
+  foreach_ctx *f = ctx;
+  (void)entry;
+  return f->fn(f->ctx, line, len);
+}
+
+int cr_audit_foreach(const char *path, int (*fn)(void *ctx, const char *entry, size_t len),
+                     void *ctx, cr_error *err) {
   cr__audit_scan s;
   if (fn == NULL)
     return cr_error_set(err, CR_EINVAL, "cr_audit_foreach: no callback");
+  foreach_ctx f = {fn, ctx};
   memset(&s, 0, sizeof s);
-  s.fn = fn;
-  s.ctx = ctx;
+  s.fn = foreach_one;
+  s.ctx = &f;
   return walk(path, &s, err);
 }
 
@@ -362,7 +375,9 @@ static int str_equals(json_t *o, const char *key, const char *want) {
          memcmp(json_string_value(v), want, len) == 0;
 }
 
-static int count_one(void *ctx, json_t *entry) {
+static int count_one(void *ctx, json_t *entry, const char *line, size_t len) {
+  (void)line;
+  (void)len;
   count_ctx *c = ctx;
   if (!str_equals(entry, "event", c->event))
     return 0;

@@ -60,7 +60,19 @@ typedef struct verify_ctx {
   char why[300];
 } verify_ctx;
 
-static int verify_receipts(void *ctx, json_t *e) {
+static int verify_receipts_json(void *ctx, json_t *e);
+
+/* The log hands over each entry's JSON text; this reads it. */
+static int verify_receipts(void *ctx, const char *text, size_t len) {
+  json_t *e = json_loadb(text, len, 0, NULL);
+  if (e == NULL)
+    return CR_EDATA;
+  int rc = verify_receipts_json(ctx, e);
+  json_decref(e);
+  return rc;
+}
+
+static int verify_receipts_json(void *ctx, json_t *e) {
   verify_ctx *v = ctx;
   v->line++;
   const char *ev = json_string_value(json_object_get(e, "event"));
@@ -184,7 +196,19 @@ static json_t *session_of(show_ctx *sc, json_t *e) {
   return s;
 }
 
-static int show_entry(void *ctx, json_t *e) {
+static int show_entry_json(void *ctx, json_t *e);
+
+/* The log hands over each entry's JSON text; this reads it. */
+static int show_entry(void *ctx, const char *text, size_t len) {
+  json_t *e = json_loadb(text, len, 0, NULL);
+  if (e == NULL)
+    return CR_EDATA;
+  int rc = show_entry_json(ctx, e);
+  json_decref(e);
+  return rc;
+}
+
+static int show_entry_json(void *ctx, json_t *e) {
   show_ctx *sc = ctx;
   const char *ev = json_string_value(json_object_get(e, "event"));
   if (ev == NULL)

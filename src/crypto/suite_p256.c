@@ -27,6 +27,7 @@
  * a match key (BN_clear_free, and BN_CTX_free clears its pool).
  */
 #include "cleanroom/crypto.h"
+#include "crypto/crypto_internal.h"
 
 #include <pthread.h>
 #include <string.h>

@@ -197,10 +197,10 @@ static void ping_closed(void *ctx, int rc, const cr_error *err, cr_session_resul
   r->local = r->rc != 0 && !r->tcp_ok && !r->reachable && r->problem == CR_PING_ERROR;
   ping_record(p, r);
   p->running = 0;
+  if (res != NULL) /* before the node that holds it */
+    cr_session_result_free_outputs(res);
   cr_node_free(p->node);
   p->node = NULL;
-  if (res != NULL)
-    cr_session_result_free_outputs(res);
   if (p->on_ping_done)
     p->on_ping_done(p->ev.ctx, r);
   if (p->ev.on_closed)

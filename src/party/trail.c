@@ -55,7 +55,10 @@ int cr__trail_event(cr_trail *a, const char *event, json_t *fields, cr_error *er
     return 0;
   }
   pthread_mutex_lock(&a->lock);
-  int rc = cr_audit_append(a->log, event, fields, err);
+  char *text = fields ? json_dumps(fields, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+  int rc = fields && text == NULL ? cr_error_set(err, CR_ENOMEM, "out of memory")
+                                  : cr_audit_append(a->log, event, text, err);
+  free(text);
   pthread_mutex_unlock(&a->lock);
   json_decref(fields);
   return rc;
@@ -232,7 +235,10 @@ int cr__trail_admit(cr_trail *a, const cr_session_result *r, char *msg, size_t c
     }
   }
   json_t *f = cr__trail_session_fields(a, r);
-  rc = cr_audit_append(a->log, "session_started", f, &err);
+  char *text = json_dumps(f, JSON_COMPACT);
+  rc = text == NULL ? cr_error_set(&err, CR_ENOMEM, "out of memory")
+                    : cr_audit_append(a->log, "session_started", text, &err);
+  free(text);
   json_decref(f);
   if (rc)
     snprintf(msg, cap, "cannot record the session in the audit log: %s",

@@ -27,6 +27,7 @@
 #include <sodium.h>
 
 #include "cleanroom/crypto.h"
+#include "crypto/crypto_internal.h"
 
 #define PB CR_P256_POINT_BYTES
 #define SB CR_P256_SCALAR_BYTES
