@@ -328,6 +328,7 @@ static void test_run_limit(void **state) {
   for (int i = 0; i < 2; i++) {
     assert_int_equal(fx_audit_count(w->audit[i], "session_started"), 2);
     assert_int_equal(fx_audit_count(w->audit[i], "result_released"), 2);
+    assert_int_equal(fx_audit_count(w->audit[i], "session_aborted"), 1);
   }
   /* Another query is counted on its own. */
   pair_init(&x, w, pd, cd, "overlap");
@@ -343,9 +344,10 @@ static void test_run_limit(void **state) {
   x.cons_audit = fresh;
   pair_run(&x);
   assert_int_not_equal(x.cons_rc, 0);
-  assert_true(x.cons_rc == CR_EREFUSED || x.cons_rc == CR_EPEER);
+  assert_int_equal(x.cons_rc, CR_EPEER); /* the partner refused it */
   assert_non_null(strstr(x.cons_err.msg, "max_runs_per_query"));
   assert_int_equal(fx_audit_count(fresh, "result_released"), 0);
+  assert_int_equal(fx_audit_count(fresh, "session_aborted"), 1);
   assert_int_equal(fx_audit_count(w->audit[FX_PROVIDER], "result_released"), 3);
   assert_int_equal(x.prov_rc, CR_EREFUSED);
 
