@@ -30,7 +30,7 @@
 /* ---- directories ---------------------------------------------------------- */
 
 /* A new directory $TMPDIR/cr_<tag>XXXXXX (or /tmp/...) in out. */
-static int fx_tmpdir(char *out, size_t cap, const char *tag) {
+static inline int fx_tmpdir(char *out, size_t cap, const char *tag) {
   const char *base = getenv("TMPDIR");
   if (base == NULL || *base == '\0')
     base = "/tmp";
@@ -41,7 +41,7 @@ static int fx_tmpdir(char *out, size_t cap, const char *tag) {
 }
 
 /* out = dir/name; NULL (and out "") if it does not fit in cap. */
-static const char *fx_join(char *out, size_t cap, const char *dir, const char *name) {
+static inline const char *fx_join(char *out, size_t cap, const char *dir, const char *name) {
   int n = snprintf(out, cap, "%s/%s", dir, name);
   if (n < 0 || (size_t)n >= cap) {
     if (cap > 0)
@@ -53,7 +53,7 @@ static const char *fx_join(char *out, size_t cap, const char *dir, const char *n
 
 /* Removes path and, if it is a directory, everything under it (symbolic
  * links are removed, never followed). A missing path is not an error. */
-static int fx_rmtree(const char *path) {
+static inline int fx_rmtree(const char *path) {
   struct stat st;
   if (lstat(path, &st) != 0)
     return 0;
@@ -89,7 +89,7 @@ typedef struct fx_parties {
 } fx_parties;
 
 /* Generates a provider and a consumer identity under root (see fx_parties). */
-static int fx_parties_generate(fx_parties *f, const char *root) {
+static inline int fx_parties_generate(fx_parties *f, const char *root) {
   static const char *const names[2] = {"provider", "consumer"};
   memset(f, 0, sizeof *f);
   for (int i = 0; i < 2; i++) {
@@ -111,7 +111,7 @@ static int fx_parties_generate(fx_parties *f, const char *root) {
 
 /* CR_SOURCE_DIR/examples/<rel>, e.g. fx_example(buf, sizeof buf,
  * "overlap/template.json"). CR_SOURCE_DIR is defined by tests/CMakeLists.txt. */
-static const char *fx_example(char *out, size_t cap, const char *rel) {
+static inline const char *fx_example(char *out, size_t cap, const char *rel) {
 #ifdef CR_SOURCE_DIR
   int n = snprintf(out, cap, "%s/examples/%s", CR_SOURCE_DIR, rel);
 #else
@@ -127,7 +127,7 @@ static const char *fx_example(char *out, size_t cap, const char *rel) {
  * "{\"limits\": {\"max_runs_per_query\": 2}}" or
  * "{\"require_signatures\": true}". A JSON null in edits deletes that key.
  */
-static int fx_merge(json_t *dst, json_t *edits) {
+static inline int fx_merge(json_t *dst, json_t *edits) {
   const char *k;
   json_t *v;
   json_object_foreach(edits, k, v) {
@@ -145,8 +145,8 @@ static int fx_merge(json_t *dst, json_t *edits) {
   return 0;
 }
 
-static int fx_pin_template(const char *src, const char *out, const char *provider_hex,
-                           const char *consumer_hex, const char *edits) {
+static inline int fx_pin_template(const char *src, const char *out, const char *provider_hex,
+                                  const char *consumer_hex, const char *edits) {
   json_error_t je;
   json_t *t = json_load_file(src, 0, &je);
   if (t == NULL) {
@@ -179,7 +179,7 @@ out:
 
 /* The whole file, NUL-terminated (malloc'ed; *len without the NUL if len is
  * not NULL), or NULL if it cannot be read. */
-static char *fx_read_file(const char *path, size_t *len) {
+static inline char *fx_read_file(const char *path, size_t *len) {
   FILE *f = fopen(path, "rb");
   if (f == NULL)
     return NULL;
@@ -213,7 +213,7 @@ static char *fx_read_file(const char *path, size_t *len) {
   return b;
 }
 
-static int fx_exists(const char *path) {
+static inline int fx_exists(const char *path) {
   struct stat st;
   return lstat(path, &st) == 0;
 }
@@ -223,8 +223,8 @@ static int fx_exists(const char *path) {
 /* Walks the log: the index-th (0-based) entry named event goes to *found
  * (if found is not NULL), and their number to *count. Lines that do not
  * parse are skipped here: cr_audit_verify is what checks the log itself. */
-static int fx__audit_scan(const char *path, const char *event, int index, json_t **found,
-                          int *count) {
+static inline int fx__audit_scan(const char *path, const char *event, int index, json_t **found,
+                                 int *count) {
   char *text = fx_read_file(path, NULL);
   *count = 0;
   if (text == NULL)
@@ -248,7 +248,7 @@ static int fx__audit_scan(const char *path, const char *event, int index, json_t
 
 /* The index-th (0-based) entry of the log named event, parsed (json_decref
  * it), or NULL if there is none. */
-static json_t *fx_audit_event(const char *path, const char *event, int index) {
+static inline json_t *fx_audit_event(const char *path, const char *event, int index) {
   json_t *found = NULL;
   int n;
   (void)fx__audit_scan(path, event, index, &found, &n);
@@ -256,7 +256,7 @@ static json_t *fx_audit_event(const char *path, const char *event, int index) {
 }
 
 /* How many entries of the log are named event (0 when the file is missing). */
-static int fx_audit_count(const char *path, const char *event) {
+static inline int fx_audit_count(const char *path, const char *event) {
   int n;
   (void)fx__audit_scan(path, event, 0, NULL, &n);
   return n;
