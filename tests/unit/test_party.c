@@ -6,7 +6,8 @@
  * verify and hold the events docs/audit.md lists), the run limit counted
  * from the audit log (also across a restart), cr_party_open's errors,
  * cr_party_run's refusals before anything is sent, a members release (the
- * rows file and its audit line), filters with parameters, that the library
+ * rows file and its audit line; an unwritable one is withheld), filters with
+ * parameters, that the library
  * installs no signal handler, and cr_party_stop on an idle serve. Every test
  * ends with uv_loop_close() == 0.
  */
@@ -586,6 +587,32 @@ static void test_members_release(void **state) {
   verify_log(w->audit[FX_CONSUMER], x.pk[FX_CONSUMER], 1);
 }
 
+/* A members file that cannot be created: the result is withheld, nothing
+ * is written, and no release is recorded for this side. */
+static void test_members_unwritable_out(void **state) {
+  world *w = *state;
+  char pd[FX_PATH_MAX], cd[FX_PATH_MAX], out[FX_PATH_MAX];
+  pin(w, "rideshare/template.json", NULL);
+  assert_non_null(fx_join(out, sizeof out, w->root, "no-such-dir/riders.csv"));
+  pair x;
+  pair_init(&x, w, example(pd, sizeof pd, "rideshare/team.csv"),
+            example(cd, sizeof cd, "rideshare/app.csv"), "season_ticket_riders");
+  x.out = out;
+  pair_run(&x);
+  assert_int_equal(x.cons_rc, CR_EIO);
+  assert_int_equal(x.release_rc, CR_EIO);
+  assert_non_null(strstr(x.cons_err.msg, "withheld"));
+  assert_false(x.rows_written);
+  assert_false(fx_exists(out));
+  assert_int_equal(fx_audit_count(w->audit[FX_CONSUMER], "result_released"), 0);
+  assert_int_equal(fx_audit_count(w->audit[FX_CONSUMER], "session_started"), 1);
+  /* Known gap (reported): the consumer's log records no end for this
+   * session (no session_aborted, no receipt, no checkpoint), so its tail
+   * is left unsigned; only the chain is checked here. */
+  verify_log(w->audit[FX_CONSUMER], NULL, 0);
+  verify_log(w->audit[FX_PROVIDER], NULL, 1);
+}
+
 /* pharma: the provider filters its records with the consumer's parameters
  * (README ground truth: 116), and the filtered load is recorded. */
 static void test_filtered_count_with_params(void **state) {
@@ -723,6 +750,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_open_errors, setup, teardown),
       cmocka_unit_test_setup_teardown(test_run_refusals, setup, teardown),
       cmocka_unit_test_setup_teardown(test_members_release, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_members_unwritable_out, setup, teardown),
       cmocka_unit_test_setup_teardown(test_filtered_count_with_params, setup, teardown),
       cmocka_unit_test_setup_teardown(test_no_signal_handlers, setup, teardown),
       cmocka_unit_test_setup_teardown(test_stop_idle_serve, setup, teardown),
