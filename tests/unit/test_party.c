@@ -7,9 +7,8 @@
  * from the audit log (also across a restart), cr_party_open's errors,
  * cr_party_run's refusals before anything is sent, a members release (the
  * rows file and its audit line; an unwritable one is withheld), filters with
- * parameters, that the library
- * installs no signal handler, and cr_party_stop on an idle serve. Every test
- * ends with uv_loop_close() == 0.
+ * parameters, that the library installs no signal handler, and
+ * cr_party_stop on an idle serve. Every test ends with uv_loop_close() == 0.
  */
 #include <setjmp.h>
 #include <signal.h>
