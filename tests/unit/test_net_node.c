@@ -31,14 +31,15 @@
 #include <uv.h>
 
 #include "cleanroom/net.h"
+#include "support/fixtures.h"
 
 #define MAX_REPORTS 16
 
 enum { PROV = 0, CONS = 1, STRANGER = 2 };
 
 typedef struct fixture {
-  char root[64];
-  char dir[3][128];
+  char root[FX_PATH_MAX];
+  char dir[3][FX_PATH_MAX];
   cr_identity *id[3];
   uint8_t fp[3][CR_SHA256_BYTES];
 } fixture;
@@ -466,13 +467,13 @@ typedef struct raw_tls {
 /* A TLS 1.3 client presenting the consumer's certificate (so it passes the
  * provider's pin), driven by hand with a blocking socket. */
 static void raw_tls_connect(raw_tls *r, const char *addr) {
-  char p[256];
+  char p[FX_PATH_MAX];
   r->ctx = SSL_CTX_new(TLS_client_method());
   assert_non_null(r->ctx);
   SSL_CTX_set_verify(r->ctx, SSL_VERIFY_NONE, NULL);
-  snprintf(p, sizeof p, "%s/%s", F->dir[CONS], CR_IDENTITY_CRT_FILE);
+  assert_non_null(fx_join(p, sizeof p, F->dir[CONS], CR_IDENTITY_CRT_FILE));
   assert_int_equal(SSL_CTX_use_certificate_file(r->ctx, p, SSL_FILETYPE_PEM), 1);
-  snprintf(p, sizeof p, "%s/%s", F->dir[CONS], CR_IDENTITY_KEY_FILE);
+  assert_non_null(fx_join(p, sizeof p, F->dir[CONS], CR_IDENTITY_KEY_FILE));
   assert_int_equal(SSL_CTX_use_PrivateKey_file(r->ctx, p, SSL_FILETYPE_PEM), 1);
   r->fd = tcp_connect(addr);
   r->ssl = SSL_new(r->ctx);
@@ -510,10 +511,9 @@ static int setup(void **state) {
   cr_error err;
   static const char *names[3] = {"provider", "consumer", "stranger"};
   assert_non_null(f);
-  snprintf(f->root, sizeof f->root, "/tmp/cr_test_net_nodeXXXXXX");
-  assert_non_null(mkdtemp(f->root));
+  assert_int_equal(fx_tmpdir(f->root, sizeof f->root, "test_net_node"), 0);
   for (int i = 0; i < 3; i++) {
-    snprintf(f->dir[i], sizeof f->dir[i], "%s/%s", f->root, names[i]);
+    assert_non_null(fx_join(f->dir[i], sizeof f->dir[i], f->root, names[i]));
     assert_int_equal(cr_identity_generate(f->dir[i], names[i], f->fp[i], &err), 0);
     assert_int_equal(cr_identity_load(&f->id[i], f->dir[i], &err), 0);
   }
@@ -524,16 +524,9 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
   fixture *f = *state;
-  char p[256];
-  for (int i = 0; i < 3; i++) {
+  for (int i = 0; i < 3; i++)
     cr_identity_free(f->id[i]);
-    snprintf(p, sizeof p, "%s/%s", f->dir[i], CR_IDENTITY_KEY_FILE);
-    unlink(p);
-    snprintf(p, sizeof p, "%s/%s", f->dir[i], CR_IDENTITY_CRT_FILE);
-    unlink(p);
-    rmdir(f->dir[i]);
-  }
-  rmdir(f->root);
+  (void)fx_rmtree(f->root);
   free(f);
   return 0;
 }
