@@ -26,6 +26,7 @@ typedef struct cr_trail {
     uint64_t runs;
   } * counts;
   size_t ncounts;
+  int unsigned_tail; /* events since the last checkpoint */
 } cr_trail;
 
 /* DIR/audit.jsonl: each identity keeps its own log. malloc'ed. */
@@ -43,6 +44,9 @@ json_t *cr__trail_released(const cr_session_result *r, const cr_party_session *m
 /* The admit hook's body: enforces max_runs_per_query from the log, then
  * records session_started. 0, CR_EREFUSED (limit) or CR_EIO, msg set. */
 int cr__trail_admit(cr_trail *a, const cr_session_result *r, char *msg, size_t cap);
+/* A completed session whose release could not be recorded or written:
+ * result_withheld with the reason, then a checkpoint. */
+void cr__trail_withheld(cr_trail *a, const cr_session_result *r, const char *why);
 /* connection_refused, session_aborted, or result_released + receipt; then
  * a signed checkpoint. */
 int cr__trail_session_end(cr_trail *a, const cr_session_result *r, const char *peer_addr,

@@ -113,6 +113,8 @@ static void on_session(void *ctx, const cr_session_result *r, const char *peer_a
              cr_error_message(&err, rc));
     s.release_rc = rc;
     s.release_msg = p->release_msg;
+    if (r->status == CR_SESSION_DONE)
+      cr__trail_withheld(&p->trail, r, p->release_msg);
   }
   if (p->mode == CR_PARTY_RUN) {
     /* run reports once the node has closed (on_closed), with this. */
@@ -326,6 +328,14 @@ int cr_party_run(cr_party *p, uv_loop_t *loop, const cr_party_run_config *cfg,
                         "query \"%s\" returns this side's matched rows: name the file to "
                         "write them to with --out FILE",
                         q->name);
+  if (cfg->out != NULL) {
+    /* The rows file must be writable before the partner spends a run on it. */
+    cr_atomic_file f;
+    cr_error fe;
+    if (cr_atomic_open(&f, cfg->out, 0600, &fe) != 0)
+      return cr_error_set(err, CR_EUSAGE, "--out %s cannot be written: %s", cfg->out, fe.msg);
+    cr_atomic_abort(&f);
+  }
   p->rq = q;
   cr_dataset_free(p->data);
   p->data = NULL;

@@ -41,6 +41,10 @@ int cr__trail_open(cr_trail *a, const char *path, const cr_identity *id,
 }
 
 void cr__trail_close(cr_trail *a) {
+  /* Whatever was recorded since the last session (a refusal, a failed
+   * load) gets a signature too before the node lets go of the log. */
+  if (a->open && a->unsigned_tail)
+    (void)cr__trail_checkpoint(a, NULL);
   if (a->open)
     cr_audit_close(a->log);
   if (a->id != NULL)
@@ -59,6 +63,8 @@ int cr__trail_event(cr_trail *a, const char *event, json_t *fields, cr_error *er
   int rc = fields && text == NULL ? cr_error_set(err, CR_ENOMEM, "out of memory")
                                   : cr_audit_append(a->log, event, text, err);
   free(text);
+  if (rc == 0)
+    a->unsigned_tail = 1;
   pthread_mutex_unlock(&a->lock);
   json_decref(fields);
   return rc;
@@ -71,8 +77,17 @@ int cr__trail_checkpoint(cr_trail *a, cr_error *err) {
   cr_identity_public_key(a->id, pk);
   pthread_mutex_lock(&a->lock);
   int rc = cr_audit_checkpoint(a->log, cr_identity_sign, (void *)a->id, pk, err);
+  if (rc == 0)
+    a->unsigned_tail = 0;
   pthread_mutex_unlock(&a->lock);
   return rc;
+}
+
+void cr__trail_withheld(cr_trail *a, const cr_session_result *r, const char *why) {
+  json_t *o = cr__trail_session_fields(a, r);
+  json_object_set_new(o, "reason", json_string(why));
+  if (cr__trail_event(a, "result_withheld", o, NULL) == 0)
+    (void)cr__trail_checkpoint(a, NULL);
 }
 
 json_t *cr__trail_data_fields(const cr_dataset *d, const char *query) {
@@ -243,8 +258,11 @@ int cr__trail_admit(cr_trail *a, const cr_session_result *r, char *msg, size_t c
   if (rc)
     snprintf(msg, cap, "cannot record the session in the audit log: %s",
              cr_error_message(&err, rc));
-  else if (rcnt != NULL)
-    rcnt->runs++;
+  else {
+    a->unsigned_tail = 1;
+    if (rcnt != NULL)
+      rcnt->runs++;
+  }
 out:
   pthread_mutex_unlock(&a->lock);
   return rc ? (rc == CR_EREFUSED ? rc : CR_EIO) : 0;

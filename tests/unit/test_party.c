@@ -586,8 +586,9 @@ static void test_members_release(void **state) {
   verify_log(w->audit[FX_CONSUMER], x.pk[FX_CONSUMER], 1);
 }
 
-/* A members file that cannot be created: the result is withheld, nothing
- * is written, and no release is recorded for this side. */
+/* A members file that cannot be created is refused before the partner is
+ * contacted: no session, no run spent, no file, and the refusal's lines are
+ * signed when the party closes. */
 static void test_members_unwritable_out(void **state) {
   world *w = *state;
   char pd[FX_PATH_MAX], cd[FX_PATH_MAX], out[FX_PATH_MAX];
@@ -598,18 +599,15 @@ static void test_members_unwritable_out(void **state) {
             example(cd, sizeof cd, "rideshare/app.csv"), "season_ticket_riders");
   x.out = out;
   pair_run(&x);
-  assert_int_equal(x.cons_rc, CR_EIO);
-  assert_int_equal(x.release_rc, CR_EIO);
-  assert_non_null(strstr(x.cons_err.msg, "withheld"));
+  assert_int_equal(x.run_rc, CR_EUSAGE);
+  assert_non_null(strstr(x.cons_err.msg, "cannot be written"));
   assert_false(x.rows_written);
   assert_false(fx_exists(out));
   assert_int_equal(fx_audit_count(w->audit[FX_CONSUMER], "result_released"), 0);
-  assert_int_equal(fx_audit_count(w->audit[FX_CONSUMER], "session_started"), 1);
-  /* Known gap (reported): the consumer's log records no end for this
-   * session (no session_aborted, no receipt, no checkpoint), so its tail
-   * is left unsigned; only the chain is checked here. */
-  verify_log(w->audit[FX_CONSUMER], NULL, 0);
-  verify_log(w->audit[FX_PROVIDER], NULL, 1);
+  assert_int_equal(fx_audit_count(w->audit[FX_CONSUMER], "session_started"), 0);
+  assert_int_equal(fx_audit_count(w->audit[FX_PROVIDER], "session_started"), 0);
+  /* Every line is under a checkpoint (written at close). */
+  verify_log(w->audit[FX_CONSUMER], x.pk[FX_CONSUMER], 1);
 }
 
 /* pharma: the provider filters its records with the consumer's parameters
