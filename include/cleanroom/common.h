@@ -123,6 +123,16 @@ uint64_t cr_now_ms(void);
 typedef int (*cr_sign_fn)(void *ctx, const uint8_t *msg, size_t len,
                           uint8_t sig[CR_SIGNATURE_BYTES]);
 
+/*
+ * Makes text from outside (a peer's query name, parameters, software, error
+ * message; anything read from a file) safe to print on a terminal and to
+ * put in JSON: valid UTF-8 is kept, each invalid byte becomes U+FFFD, and
+ * control characters (C0 but tab, DEL, C1) are written as \xNN, so no escape
+ * sequence reaches a terminal. Always NUL-terminated (cap >= 1), cut on a
+ * character boundary. Returns dst.
+ */
+char *cr_text_clean(char *dst, size_t cap, const char *src);
+
 /* Frees v[0..n) and v (NULL is fine). */
 void cr_strv_free(char **v, size_t n);
 

@@ -31,6 +31,13 @@ enum {
 
 extern const char CR_CLI_EXIT_CODES_HELP[];
 
+/* Text from outside (the partner, a file) made safe to print: control
+ * characters escaped, invalid UTF-8 replaced (cr_text_clean). Rotating
+ * buffers: valid for the next 7 calls. */
+const char *cr_cli_safe(const char *s);
+/* json_string of the same, never NULL. */
+json_t *cr_cli_jtext(const char *s);
+
 /* "cleanroom CMD: error: ..." on stderr. */
 void cr_cli_errorf(const char *cmd, const char *fmt, ...) CR_PRINTF(2, 3);
 /* An option's unsigned value within [min, max]; -1 with the error printed

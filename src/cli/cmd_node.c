@@ -53,7 +53,8 @@ typedef struct node_ctx {
 
 static void report_failure(const char *cmd, const cr_session_result *r, const char *peer_addr) {
   fprintf(stderr, "%s %s: session%s%s failed: %s\n", CR_CLI_PROG, cmd, peer_addr ? " with " : "",
-          peer_addr ? peer_addr : "", r->error_msg[0] ? r->error_msg : cr_strerror(r->error));
+          peer_addr ? peer_addr : "",
+          r->error_msg[0] ? cr_cli_safe(r->error_msg) : cr_strerror(r->error));
 }
 
 static void print_result(node_ctx *n, const cr_party_session *s) {
@@ -105,7 +106,7 @@ static void on_closed(void *ctx, int rc, const cr_error *err, const cr_party_ses
   close_signals(n);
   if (strcmp(n->cmd, "run") != 0) {
     if (rc && n->sessions == 0)
-      cr_cli_errorf(n->cmd, "%s", cr_error_message(err, rc));
+      cr_cli_errorf(n->cmd, "%s", cr_cli_safe(cr_error_message(err, rc)));
     return;
   }
   /* run: the one session's outcome, recorded before we print it. */
@@ -124,7 +125,7 @@ static void on_closed(void *ctx, int rc, const cr_error *err, const cr_party_ses
   if (r != NULL && r->status == CR_SESSION_FAILED)
     report_failure(n->cmd, r, NULL);
   else
-    cr_cli_errorf(n->cmd, "%s", cr_error_message(err, rc));
+    cr_cli_errorf(n->cmd, "%s", cr_cli_safe(cr_error_message(err, rc)));
   if (n->o->json && s != NULL)
     cr_cli_print_result_json(s, n->t, NULL);
   if (rc == 0 && r != NULL)
@@ -494,7 +495,8 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
     cr_cli_errorf(cmd, "the node stopped without reporting why");
     code = EXIT_INTERNAL;
   } else if (!serve) {
-    code = nctx.closed_wire < 0 ? EXIT_INTERNAL : cr_cli_exit_code(nctx.closed_rc, nctx.closed_wire);
+    code =
+        nctx.closed_wire < 0 ? EXIT_INTERNAL : cr_cli_exit_code(nctx.closed_rc, nctx.closed_wire);
   } else if (o.once && nctx.sessions > 0) {
     code = cr_cli_exit_code(nctx.last_rc, nctx.last_wire);
   } else {

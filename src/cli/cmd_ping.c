@@ -182,7 +182,7 @@ int cr_cli_ping(int argc, char **argv) {
     goto out;
   }
   const cr_party_ping_report *r = &pc.r;
-  const char *msg = r->message;
+  const char *msg = cr_cli_safe(r->message);
   const char *problem = cr_ping_problem_name(r->problem);
   code = exit_for(r);
 
@@ -190,9 +190,7 @@ int cr_cli_ping(int argc, char **argv) {
   cr_hex_encode(ours_t, t->sha256, CR_SHA256_BYTES);
   if (r->have_peer_template)
     cr_hex_encode(theirs_t, r->peer_template, CR_SHA256_BYTES);
-  int agree = r->problem == CR_PING_NONE                ? 1
-              : r->problem == CR_PING_TEMPLATE_MISMATCH ? 0
-                                                        : -1;
+  int agree = r->problem == CR_PING_NONE ? 1 : r->problem == CR_PING_TEMPLATE_MISMATCH ? 0 : -1;
   unsigned their_version = r->peer_version;
   int tls_ok = r->tls_ok;
   char expect_fp[CR_SHA256_HEX_BYTES], seen_fp[CR_SHA256_HEX_BYTES] = "",
@@ -234,13 +232,13 @@ int cr_cli_ping(int argc, char **argv) {
                         their_version ? json_integer((json_int_t)their_version) : json_null());
     json_object_set_new(o, "protocol_version", pv);
     json_object_set_new(o, "peer_software",
-                        r->peer_software[0] ? json_string(r->peer_software) : json_null());
+                        r->peer_software[0] ? cr_cli_jtext(r->peer_software) : json_null());
     json_object_set_new(o, "rtt_ms", rtt_ms >= 0 ? json_real(rtt_ms) : json_null());
     json_object_set_new(o, "connect_ms", connect_ms >= 0 ? json_real(connect_ms) : json_null());
     json_object_set_new(o, "total_ms", json_real(total_ms));
     if (problem) {
       json_object_set_new(o, "problem", json_string(problem));
-      json_object_set_new(o, "error", json_string(msg));
+      json_object_set_new(o, "error", cr_cli_jtext(msg));
       const char *a = cr_party_ping_advice(party, r);
       if (a)
         json_object_set_new(o, "advice", json_string(a));
@@ -257,8 +255,7 @@ int cr_cli_ping(int argc, char **argv) {
     int said = 0; /* the error message has been shown */
     /* reachable */
     if (r->reachable)
-      printf("%s reachable: %s%s%s%s\n", yes, peer,
-             peer_ip[0] && strcmp(peer_ip, peer) ? " (" : "",
+      printf("%s reachable: %s%s%s%s\n", yes, peer, peer_ip[0] && strcmp(peer_ip, peer) ? " (" : "",
              peer_ip[0] && strcmp(peer_ip, peer) ? peer_ip : "",
              peer_ip[0] && strcmp(peer_ip, peer) ? ")" : "");
     else {
@@ -296,7 +293,7 @@ int cr_cli_ping(int argc, char **argv) {
       printf("%s protocol: version %u here, %u there%s%s\n",
              their_version == CR_PROTOCOL_VERSION ? yes : no, CR_PROTOCOL_VERSION, their_version,
              r->peer_software[0] ? "; partner runs " : "",
-             r->peer_software[0] ? r->peer_software : "");
+             r->peer_software[0] ? cr_cli_safe(r->peer_software) : "");
     else
       printf("%s protocol: version %u here, the partner's not known\n", unk, CR_PROTOCOL_VERSION);
     if (problem == NULL) {

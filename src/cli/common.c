@@ -6,6 +6,18 @@
 
 #include "cli/cli.h"
 
+const char *cr_cli_safe(const char *s) {
+  static char bufs[8][2048];
+  static unsigned next;
+  char *b = bufs[next++ % 8];
+  return cr_text_clean(b, sizeof bufs[0], s);
+}
+
+json_t *cr_cli_jtext(const char *s) {
+  json_t *j = json_string(cr_cli_safe(s));
+  return j ? j : json_string("");
+}
+
 void cr_cli_errorf(const char *cmd, const char *fmt, ...) {
   va_list ap;
   fprintf(stderr, "%s %s: error: ", CR_CLI_PROG, cmd);

@@ -33,7 +33,7 @@ void cr_cli_print_result_json(const cr_party_session *s, const cr_template *t,
   cr_hex_encode(th, t->sha256, CR_SHA256_BYTES);
   json_t *o = json_object();
   json_object_set_new(o, "status", json_string(r->status == CR_SESSION_DONE ? "ok" : "failed"));
-  json_object_set_new(o, "query", json_string(r->query));
+  json_object_set_new(o, "query", cr_cli_jtext(r->query));
   if (r->query[0]) {
     const cr_query *q = cr_template_query(t, r->query);
     if (q)
@@ -44,7 +44,7 @@ void cr_cli_print_result_json(const cr_party_session *s, const cr_template *t,
   json_object_set_new(o, "template_sha256", json_string(th));
   json_object_set_new(o, "session_id", r->have_session_id ? json_string(sid) : json_null());
   if (peer_addr)
-    json_object_set_new(o, "peer", json_string(peer_addr));
+    json_object_set_new(o, "peer", cr_cli_jtext(peer_addr));
   json_object_set_new(o, "own_set_size", json_integer((json_int_t)r->own_set_size));
   json_object_set_new(o, "peer_set_size", json_integer((json_int_t)r->peer_set_size));
   json_t *w = json_object();
@@ -55,7 +55,7 @@ void cr_cli_print_result_json(const cr_party_session *s, const cr_template *t,
   if (r->nparams) {
     json_t *p = json_object();
     for (size_t i = 0; i < r->nparams; i++)
-      json_object_set_new(p, r->param_names[i], json_string(r->param_values[i]));
+      json_object_set_new(p, cr_cli_safe(r->param_names[i]), cr_cli_jtext(r->param_values[i]));
     json_object_set_new(o, "params", p);
   }
   if (r->status == CR_SESSION_DONE) {
@@ -67,7 +67,7 @@ void cr_cli_print_result_json(const cr_party_session *s, const cr_template *t,
     if (r->wire_error)
       json_object_set_new(e, "wire", json_string(cr_wire_error_name(r->wire_error)));
     json_object_set_new(e, "from_peer", json_boolean(r->error_from_peer));
-    json_object_set_new(e, "message", json_string(r->error_msg));
+    json_object_set_new(e, "message", cr_cli_jtext(r->error_msg));
     json_object_set_new(e, "exit_code", json_integer(cr_cli_exit_code(r->error, r->wire_error)));
     json_object_set_new(o, "error", e);
   }
@@ -87,10 +87,11 @@ void cr_cli_print_result_human(const cr_party_session *s, const char *peer_addr)
     return; /* failures are reported on stderr */
   if (r->have_session_id)
     cr_hex_encode(sid, r->session_id, CR_SESSION_ID_BYTES);
-  printf("query %s: %s, session %s%s%s\n", r->query, cr_role_name(r->role), sid,
+  printf("query %s: %s, session %s%s%s\n", cr_cli_safe(r->query), cr_role_name(r->role), sid,
          peer_addr ? ", partner " : "", peer_addr ? peer_addr : "");
   for (size_t i = 0; i < r->nparams; i++)
-    printf("  parameter:     %s = %s\n", r->param_names[i], r->param_values[i]);
+    printf("  parameter:     %s = %s\n", cr_cli_safe(r->param_names[i]),
+           cr_cli_safe(r->param_values[i]));
   printf("  our set:       %llu distinct keys\n", (unsigned long long)r->own_set_size);
   printf("  partner's set: %llu distinct keys\n", (unsigned long long)r->peer_set_size);
   if (!r->receives) {
@@ -104,8 +105,10 @@ void cr_cli_print_result_human(const cr_party_session *s, const char *peer_addr)
     for (size_t i = 0; i < r->ncells; i++) {
       const cr_session_cell *c = &r->cells[i];
       size_t a = c->label[CR_ROLE_PROVIDER], b = c->label[CR_ROLE_CONSUMER];
-      const char *la = r->labels[CR_ROLE_PROVIDER][a][0] ? r->labels[CR_ROLE_PROVIDER][a] : "(all)";
-      const char *lb = r->labels[CR_ROLE_CONSUMER][b][0] ? r->labels[CR_ROLE_CONSUMER][b] : "(all)";
+      const char *la =
+          r->labels[CR_ROLE_PROVIDER][a][0] ? cr_cli_safe(r->labels[CR_ROLE_PROVIDER][a]) : "(all)";
+      const char *lb =
+          r->labels[CR_ROLE_CONSUMER][b][0] ? cr_cli_safe(r->labels[CR_ROLE_CONSUMER][b]) : "(all)";
       if (c->suppressed)
         printf("    %-20s %-20s %10s\n", la, lb, "suppressed");
       else

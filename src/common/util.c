@@ -209,8 +209,7 @@ int cr_atomic_commit(cr_atomic_file *f, cr_error *err) {
     rc = cr_error_set(err, CR_EIO, "cannot write %s: %s", f->tmp, strerror(errno));
   f->fd = -1;
   if (rc == 0 && rename(f->tmp, f->path) != 0)
-    rc = cr_error_set(err, CR_EIO, "cannot rename %s to %s: %s", f->tmp, f->path,
-                      strerror(errno));
+    rc = cr_error_set(err, CR_EIO, "cannot rename %s to %s: %s", f->tmp, f->path, strerror(errno));
   if (rc == 0) {
     free(f->tmp);
     f->tmp = NULL;
@@ -230,8 +229,7 @@ void cr_atomic_abort(cr_atomic_file *f) {
   f->tmp = f->path = NULL;
 }
 
-int cr_file_write_atomic(const char *path, const void *data, size_t len, int mode,
-                         cr_error *err) {
+int cr_file_write_atomic(const char *path, const void *data, size_t len, int mode, cr_error *err) {
   cr_atomic_file f;
   int rc = cr_atomic_open(&f, path, mode, err);
   if (rc)
@@ -241,4 +239,59 @@ int cr_file_write_atomic(const char *path, const void *data, size_t len, int mod
     return rc;
   }
   return cr_atomic_commit(&f, err);
+}
+
+/* Length of the valid UTF-8 sequence at p (1..4), or 0 (RFC 3629: no
+ * overlongs, no surrogates, nothing above U+10FFFF). */
+static size_t utf8_len(const unsigned char *p) {
+  unsigned char c = p[0];
+  if (c < 0x80)
+    return 1;
+  if (c >= 0xc2 && c <= 0xdf)
+    return (p[1] & 0xc0) == 0x80 ? 2 : 0;
+  if (c >= 0xe0 && c <= 0xef) {
+    if ((p[1] & 0xc0) != 0x80 || (p[2] & 0xc0) != 0x80)
+      return 0;
+    if ((c == 0xe0 && p[1] < 0xa0) || (c == 0xed && p[1] > 0x9f))
+      return 0;
+    return 3;
+  }
+  if (c >= 0xf0 && c <= 0xf4) {
+    if ((p[1] & 0xc0) != 0x80 || (p[2] & 0xc0) != 0x80 || (p[3] & 0xc0) != 0x80)
+      return 0;
+    if ((c == 0xf0 && p[1] < 0x90) || (c == 0xf4 && p[1] > 0x8f))
+      return 0;
+    return 4;
+  }
+  return 0;
+}
+
+char *cr_text_clean(char *dst, size_t cap, const char *src) {
+  size_t o = 0;
+  const unsigned char *p = (const unsigned char *)(src ? src : "");
+  if (cap == 0)
+    return dst;
+  while (*p) {
+    char tmp[8];
+    size_t n = utf8_len(p), tl;
+    if (n == 0) {
+      memcpy(tmp, "\xef\xbf\xbd", 3); /* U+FFFD */
+      tl = 3;
+      n = 1;
+    } else if (n == 1 && ((*p < 0x20 && *p != '\t') || *p == 0x7f)) {
+      tl = (size_t)snprintf(tmp, sizeof tmp, "\\x%02x", *p);
+    } else if (n == 2 && p[0] == 0xc2 && p[1] < 0xa0) { /* C1 controls */
+      tl = (size_t)snprintf(tmp, sizeof tmp, "\\x%02x", p[1]);
+    } else {
+      memcpy(tmp, p, n);
+      tl = n;
+    }
+    if (o + tl + 1 > cap)
+      break;
+    memcpy(dst + o, tmp, tl);
+    o += tl;
+    p += n;
+  }
+  dst[o] = '\0';
+  return dst;
 }

@@ -15,8 +15,8 @@ static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
 void cr__party_refusal(cr_party *p, const char *event, const char *query, const char *why) {
   json_t *ev = json_object();
   if (query)
-    json_object_set_new(ev, "query", json_string(query));
-  json_object_set_new(ev, "reason", json_string(why));
+    json_object_set_new(ev, "query", cr__jtext(query));
+  json_object_set_new(ev, "reason", cr__jtext(why));
   (void)cr__trail_event(&p->trail, event, ev, NULL);
 }
 
@@ -31,15 +31,15 @@ static int record_start(cr_party *p, cr_error *err) {
   cr_identity_public_key(p->id, pk);
   cr_hex_encode(pkh, pk, sizeof pk);
   json_t *ev = json_object();
-  json_object_set_new(ev, "software", json_string(p->software));
-  json_object_set_new(ev, "mode", json_string(mode_name(p->mode)));
-  json_object_set_new(ev, "role", json_string(cr_role_name(p->role)));
-  json_object_set_new(ev, "cert_sha256", json_string(fp));
-  json_object_set_new(ev, "public_key", json_string(pkh));
-  json_object_set_new(ev, "template_sha256", json_string(p->trail.th));
-  json_object_set_new(ev, "template_file", json_string(p->template_path));
+  json_object_set_new(ev, "software", cr__jtext(p->software));
+  json_object_set_new(ev, "mode", cr__jtext(mode_name(p->mode)));
+  json_object_set_new(ev, "role", cr__jtext(cr_role_name(p->role)));
+  json_object_set_new(ev, "cert_sha256", cr__jtext(fp));
+  json_object_set_new(ev, "public_key", cr__jtext(pkh));
+  json_object_set_new(ev, "template_sha256", cr__jtext(p->trail.th));
+  json_object_set_new(ev, "template_file", cr__jtext(p->template_path));
   json_object_set_new(ev, p->mode == CR_PARTY_SERVE ? "listen" : "peer",
-                      json_string(p->address ? p->address : ""));
+                      cr__jtext(p->address ? p->address : ""));
   int rc = cr__trail_event(&p->trail, "node_started", ev, err);
   if (rc)
     return cr_error_set(err, CR_EINTERNAL, "cannot write the audit log %s: %s", p->audit_path,
@@ -92,7 +92,7 @@ int cr_party_open(cr_party **out, const cr_party_config *cfg, cr_error *err) {
     goto fail;
   }
   cr_role other = cr_role_other(p->role);
-  p->address = dup_or_null(cfg->address ? cfg->address
+  p->address = dup_or_null(cfg->address                ? cfg->address
                            : p->mode == CR_PARTY_SERVE ? NULL
                                                        : p->t->parties[other].address);
   if (p->address == NULL) {
@@ -199,8 +199,8 @@ static int keep_row(void *ctx, const char *const *fields, const size_t *lens, si
 int cr__party_load_start(cr_party *p, const cr_query *q, cr_error *err) {
   int rc;
   if (q != NULL && q->where[p->role] != NULL &&
-      (rc = cr_filter_parse(&p->filter, q->where[p->role], q->params, q->nparams, q->name,
-                            err)) != 0)
+      (rc = cr_filter_parse(&p->filter, q->where[p->role], q->params, q->nparams, q->name, err)) !=
+          0)
     return rc == CR_ENOMEM ? rc : CR_EUSAGE;
   cr_dataset_options dopt;
   cr_dataset_options_init(&dopt);
@@ -211,8 +211,8 @@ int cr__party_load_start(cr_party *p, const cr_query *q, cr_error *err) {
   dopt.params = &p->params;
   if ((rc = cr_dataset_load(&p->data, p->data_path, p->t, p->role, &dopt, err)) != 0) {
     json_t *ev = json_object();
-    json_object_set_new(ev, "file", json_string(p->data_path));
-    json_object_set_new(ev, "reason", json_string(cr_error_message(err, rc)));
+    json_object_set_new(ev, "file", cr__jtext(p->data_path));
+    json_object_set_new(ev, "reason", cr__jtext(cr_error_message(err, rc)));
     (void)cr__trail_event(&p->trail, "data_load_failed", ev, NULL);
     return rc == CR_EIO ? CR_EDATA : rc;
   }
@@ -275,9 +275,9 @@ int cr__party_load(void *ctx, const cr_query *q, const cr_session_result *res,
   if (rc) {
     snprintf(msg, cap, "%s", cr_error_message(&err, rc));
     json_t *o = json_object();
-    json_object_set_new(o, "file", json_string(p->data_path));
-    json_object_set_new(o, "query", json_string(q->name));
-    json_object_set_new(o, "reason", json_string(msg));
+    json_object_set_new(o, "file", cr__jtext(p->data_path));
+    json_object_set_new(o, "query", cr__jtext(q->name));
+    json_object_set_new(o, "reason", cr__jtext(msg));
     (void)cr__trail_event(&p->trail, "data_load_failed", o, &err);
     return rc;
   }

@@ -52,6 +52,12 @@ void cr__trail_withheld(cr_trail *a, const cr_session_result *r, const char *why
 int cr__trail_session_end(cr_trail *a, const cr_session_result *r, const char *peer_addr,
                           const uint8_t *peer_fp, const cr_party_session *m, cr_error *err);
 
+/* json_string of s made safe (cr_text_clean): peer text, paths, messages.
+ * NULL s gives "". */
+json_t *cr__jtext(const char *s);
+/* Sets o[key] = value with the key made safe; takes value. */
+void cr__jset(json_t *o, const char *key, json_t *value);
+
 struct cr_party {
   cr_party_mode mode;
   char *template_path;

@@ -106,33 +106,32 @@ static void ping_record(cr_party *p, const cr_party_ping_report *r) {
     return;
   json_t *ev = json_object();
   char hex[CR_SHA256_HEX_BYTES];
-  json_object_set_new(ev, "peer", json_string(p->address));
-  json_object_set_new(ev, "role", json_string(cr_role_name(p->role)));
-  json_object_set_new(ev, "template_sha256", json_string(p->trail.th));
+  json_object_set_new(ev, "peer", cr__jtext(p->address));
+  json_object_set_new(ev, "role", cr__jtext(cr_role_name(p->role)));
+  json_object_set_new(ev, "template_sha256", cr__jtext(p->trail.th));
   json_object_set_new(ev, "ok", json_boolean(r->problem == CR_PING_NONE));
   if (r->have_peer_fp) {
     cr_hex_encode(hex, r->peer_fp, CR_SHA256_BYTES);
-    json_object_set_new(ev, "peer_cert_sha256", json_string(hex));
+    json_object_set_new(ev, "peer_cert_sha256", cr__jtext(hex));
   }
   if (r->have_peer_template) {
     cr_hex_encode(hex, r->peer_template, CR_SHA256_BYTES);
-    json_object_set_new(ev, "peer_template_sha256", json_string(hex));
+    json_object_set_new(ev, "peer_template_sha256", cr__jtext(hex));
   }
   if (r->peer_software[0])
-    json_object_set_new(ev, "peer_software", json_string(r->peer_software));
+    json_object_set_new(ev, "peer_software", cr__jtext(r->peer_software));
   if (r->problem != CR_PING_NONE) {
-    json_object_set_new(ev, "problem", json_string(cr_ping_problem_name(r->problem)));
-    json_object_set_new(ev, "error", json_string(cr_err_name(r->rc)));
+    json_object_set_new(ev, "problem", cr__jtext(cr_ping_problem_name(r->problem)));
+    json_object_set_new(ev, "error", cr__jtext(cr_err_name(r->rc)));
     if (r->wire_error)
-      json_object_set_new(ev, "wire_error", json_string(cr_wire_error_name(r->wire_error)));
-    json_object_set_new(ev, "reason", json_string(r->message));
+      json_object_set_new(ev, "wire_error", cr__jtext(cr_wire_error_name(r->wire_error)));
+    json_object_set_new(ev, "reason", cr__jtext(r->message));
   }
   cr_error ae;
   cr_error_clear(&ae);
-  if (cr__trail_event(&p->trail, "ping", ev, &ae) != 0 ||
-      cr__trail_checkpoint(&p->trail, &ae) != 0)
-    snprintf(p->notes[CR_PARTY_NOTE_AUDIT], sizeof p->notes[0],
-             "cannot write the audit log %s: %s", p->audit_path, ae.msg);
+  if (cr__trail_event(&p->trail, "ping", ev, &ae) != 0 || cr__trail_checkpoint(&p->trail, &ae) != 0)
+    snprintf(p->notes[CR_PARTY_NOTE_AUDIT], sizeof p->notes[0], "cannot write the audit log %s: %s",
+             p->audit_path, ae.msg);
 }
 
 static void ping_connected(void *ctx, const char *peer_addr, const uint8_t *peer_fp) {
@@ -189,8 +188,8 @@ static void ping_closed(void *ctx, int rc, const cr_error *err, cr_session_resul
   diagnose(p, r, res);
   if (r->tls_ok && (r->rc == CR_EAUTH || r->rc == CR_ETLS))
     r->tls_ok = 0;
-  r->rtt_ms = r->tls_ok && r->problem == CR_PING_NONE ? (double)(uv_hrtime() - p->ping_tls) / 1e6
-                                                      : -1;
+  r->rtt_ms =
+      r->tls_ok && r->problem == CR_PING_NONE ? (double)(uv_hrtime() - p->ping_tls) / 1e6 : -1;
   if (!r->tls_ok)
     r->connect_ms = -1;
   /* Failed before anything went out (no TCP, not the network's fault). */

@@ -25,13 +25,13 @@ static void on_connected(void *ctx, const char *peer_addr, const uint8_t *peer_f
   cr_party *p = ctx;
   json_t *o = json_object();
   if (peer_addr)
-    json_object_set_new(o, "address", json_string(peer_addr));
+    json_object_set_new(o, "address", cr__jtext(peer_addr));
   if (peer_fp) {
     char hex[CR_SHA256_HEX_BYTES];
     cr_hex_encode(hex, peer_fp, CR_SHA256_BYTES);
-    json_object_set_new(o, "peer_cert_sha256", json_string(hex));
+    json_object_set_new(o, "peer_cert_sha256", cr__jtext(hex));
   }
-  json_object_set_new(o, "peer_role", json_string(cr_role_name(cr_role_other(p->role))));
+  json_object_set_new(o, "peer_role", cr__jtext(cr_role_name(cr_role_other(p->role))));
   (void)cr__trail_event(&p->trail, "connection_accepted", o, NULL);
 }
 
@@ -82,14 +82,14 @@ static void on_session(void *ctx, const cr_session_result *r, const char *peer_a
     /* A ping answered: recorded, never reported as a result. */
     json_t *o = json_object();
     if (peer_addr)
-      json_object_set_new(o, "address", json_string(peer_addr));
+      json_object_set_new(o, "address", cr__jtext(peer_addr));
     if (peer_fp) {
       char hex[CR_SHA256_HEX_BYTES];
       cr_hex_encode(hex, peer_fp, CR_SHA256_BYTES);
-      json_object_set_new(o, "peer_cert_sha256", json_string(hex));
+      json_object_set_new(o, "peer_cert_sha256", cr__jtext(hex));
     }
-    json_object_set_new(o, "peer_software", json_string(r->peer_software));
-    json_object_set_new(o, "template_sha256", json_string(p->trail.th));
+    json_object_set_new(o, "peer_software", cr__jtext(r->peer_software));
+    json_object_set_new(o, "template_sha256", cr__jtext(p->trail.th));
     if (cr__trail_event(&p->trail, "ping_answered", o, &err) == 0)
       (void)cr__trail_checkpoint(&p->trail, &err);
     if (p->ev.on_ping)
@@ -153,9 +153,9 @@ static void on_closed(void *ctx, int rc, const cr_error *err, cr_session_result 
   if (p->mode == CR_PARTY_RUN && p->sessions == 0 && rc != 0) {
     /* The node did not report a session: the connection failed. */
     json_t *ev = json_object();
-    json_object_set_new(ev, "peer", json_string(p->address));
-    json_object_set_new(ev, "error", json_string(cr_err_name(rc)));
-    json_object_set_new(ev, "reason", json_string(cr_error_message(&e, rc)));
+    json_object_set_new(ev, "peer", cr__jtext(p->address));
+    json_object_set_new(ev, "error", cr__jtext(cr_err_name(rc)));
+    json_object_set_new(ev, "reason", cr__jtext(cr_error_message(&e, rc)));
     (void)cr__trail_event(&p->trail, "run_failed", ev, NULL);
   }
   p->running = 0;

@@ -12,10 +12,27 @@
 
 #include "party/party_internal.h"
 
+json_t *cr__jtext(const char *s) {
+  size_t n = s ? strlen(s) : 0;
+  char stackbuf[256], *buf = 4 * n + 1 <= sizeof stackbuf ? stackbuf : malloc(4 * n + 1);
+  if (buf == NULL)
+    return json_string("");
+  json_t *j = json_string(cr_text_clean(buf, 4 * n + 1, s));
+  if (buf != stackbuf)
+    free(buf);
+  return j ? j : json_string("");
+}
+
+void cr__jset(json_t *o, const char *key, json_t *value) {
+  json_t *k = cr__jtext(key);
+  json_object_set_new(o, json_string_value(k), value);
+  json_decref(k);
+}
+
 static json_t *hexj(const uint8_t *b, size_t n) {
   char hex[2 * 64 + 1];
   cr_hex_encode(hex, b, n);
-  return json_string(hex);
+  return cr__jtext(hex);
 }
 
 char *cr__trail_default_path(const char *identity_dir) {
@@ -26,8 +43,8 @@ char *cr__trail_default_path(const char *identity_dir) {
   return p;
 }
 
-int cr__trail_open(cr_trail *a, const char *path, const cr_identity *id,
-                      const cr_template *t, cr_error *err) {
+int cr__trail_open(cr_trail *a, const char *path, const cr_identity *id, const cr_template *t,
+                   cr_error *err) {
   memset(a, 0, sizeof *a);
   a->id = id;
   a->t = t;
@@ -85,7 +102,7 @@ int cr__trail_checkpoint(cr_trail *a, cr_error *err) {
 
 void cr__trail_withheld(cr_trail *a, const cr_session_result *r, const char *why) {
   json_t *o = cr__trail_session_fields(a, r);
-  json_object_set_new(o, "reason", json_string(why));
+  json_object_set_new(o, "reason", cr__jtext(why));
   if (cr__trail_event(a, "result_withheld", o, NULL) == 0)
     (void)cr__trail_checkpoint(a, NULL);
 }
@@ -97,7 +114,7 @@ json_t *cr__trail_data_fields(const cr_dataset *d, const char *query) {
       json_object_set_new(rej, cr_reject_key((cr_reject_reason)i),
                           json_integer((json_int_t)d->rejected[i]));
   json_t *o = json_object();
-  json_object_set_new(o, "file", json_string(d->path ? d->path : ""));
+  json_object_set_new(o, "file", cr__jtext(d->path ? d->path : ""));
   json_object_set_new(o, "file_sha256", hexj(d->file_sha256, CR_SHA256_BYTES));
   json_object_set_new(o, "rows_read", json_integer((json_int_t)d->rows_read));
   json_object_set_new(o, "rows_accepted", json_integer((json_int_t)d->rows_accepted));
@@ -107,7 +124,7 @@ json_t *cr__trail_data_fields(const cr_dataset *d, const char *query) {
   if (d->nlabels)
     json_object_set_new(o, "groups", json_integer((json_int_t)d->nlabels));
   if (query)
-    json_object_set_new(o, "query", json_string(query));
+    json_object_set_new(o, "query", cr__jtext(query));
   return o;
 }
 
@@ -121,8 +138,8 @@ static json_t *cells_json(const cr_session_result *r) {
     const cr_session_cell *c = &r->cells[i];
     size_t a = c->label[CR_ROLE_PROVIDER], b = c->label[CR_ROLE_CONSUMER];
     json_t *o = json_object();
-    json_object_set_new(o, "provider", json_string(r->labels[CR_ROLE_PROVIDER][a]));
-    json_object_set_new(o, "consumer", json_string(r->labels[CR_ROLE_CONSUMER][b]));
+    json_object_set_new(o, "provider", cr__jtext(r->labels[CR_ROLE_PROVIDER][a]));
+    json_object_set_new(o, "consumer", cr__jtext(r->labels[CR_ROLE_CONSUMER][b]));
     if (c->suppressed) {
       json_object_set_new(o, "suppressed", json_true());
     } else {
@@ -141,7 +158,7 @@ static json_t *groups_json(const cr_session_result *r, cr_role role) {
   json_t *g = json_array();
   for (size_t i = 0; i < r->nlabels[role]; i++) {
     json_t *o = json_object();
-    json_object_set_new(o, "label", json_string(r->labels[role][i]));
+    json_object_set_new(o, "label", cr__jtext(r->labels[role][i]));
     json_object_set_new(o, "size", json_integer((json_int_t)r->label_sizes[role][i]));
     json_array_append_new(g, o);
   }
@@ -165,7 +182,7 @@ json_t *cr__trail_released(const cr_session_result *r, const cr_party_session *m
     json_object_set_new(rel, "share_of_own", json_real(share(r->count, r->own_set_size)));
     json_object_set_new(rel, "share_of_peer", json_real(share(r->count, r->peer_set_size)));
     if (m != NULL && m->rows_written && m->rows_path != NULL) {
-      json_object_set_new(rel, "rows_file", json_string(m->rows_path));
+      json_object_set_new(rel, "rows_file", cr__jtext(m->rows_path));
       json_object_set_new(rel, "rows", json_integer((json_int_t)m->rows));
       json_object_set_new(rel, "rows_file_sha256", hexj(m->rows_sha256, CR_SHA256_BYTES));
     }
@@ -185,7 +202,7 @@ char *cr_party_released_json(const cr_party_session *s) {
 static json_t *params_json(const cr_session_result *r) {
   json_t *p = json_object();
   for (size_t i = 0; i < r->nparams; i++)
-    json_object_set_new(p, r->param_names[i], json_string(r->param_values[i]));
+    cr__jset(p, r->param_names[i], cr__jtext(r->param_values[i]));
   return p;
 }
 
@@ -193,9 +210,9 @@ json_t *cr__trail_session_fields(const cr_trail *a, const cr_session_result *r) 
   json_t *o = json_object();
   if (r->have_session_id)
     json_object_set_new(o, "session_id", hexj(r->session_id, CR_SESSION_ID_BYTES));
-  json_object_set_new(o, "template_sha256", json_string(a->th));
-  json_object_set_new(o, "query", json_string(r->query));
-  json_object_set_new(o, "role", json_string(cr_role_name(r->role)));
+  json_object_set_new(o, "template_sha256", cr__jtext(a->th));
+  json_object_set_new(o, "query", cr__jtext(r->query));
+  json_object_set_new(o, "role", cr__jtext(cr_role_name(r->role)));
   json_object_set_new(o, "is_runner", json_boolean(r->is_runner));
   json_object_set_new(o, "params", params_json(r));
   json_object_set_new(o, "own_set_size", json_integer((json_int_t)r->own_set_size));
@@ -269,7 +286,7 @@ out:
 }
 
 int cr__trail_session_end(cr_trail *a, const cr_session_result *r, const char *peer_addr,
-                             const uint8_t *peer_fp, const cr_party_session *m, cr_error *err) {
+                          const uint8_t *peer_fp, const cr_party_session *m, cr_error *err) {
   int rc = 0;
   if (!a->open)
     return 0;
@@ -281,24 +298,24 @@ int cr__trail_session_end(cr_trail *a, const cr_session_result *r, const char *p
   if (connection_level) {
     json_t *o = json_object();
     if (peer_addr)
-      json_object_set_new(o, "address", json_string(peer_addr));
+      json_object_set_new(o, "address", cr__jtext(peer_addr));
     if (peer_fp)
       json_object_set_new(o, "peer_cert_sha256", hexj(peer_fp, CR_SHA256_BYTES));
-    json_object_set_new(o, "error", json_string(cr_err_name(r->error)));
+    json_object_set_new(o, "error", cr__jtext(cr_err_name(r->error)));
     if (r->wire_error)
-      json_object_set_new(o, "wire_error", json_string(cr_wire_error_name(r->wire_error)));
+      json_object_set_new(o, "wire_error", cr__jtext(cr_wire_error_name(r->wire_error)));
     json_object_set_new(o, "from_peer", json_boolean(r->error_from_peer));
-    json_object_set_new(o, "reason", json_string(r->error_msg));
+    json_object_set_new(o, "reason", cr__jtext(r->error_msg));
     rc = cr__trail_event(a, "connection_refused", o, err);
   } else if (r->status != CR_SESSION_DONE) {
     json_t *o = cr__trail_session_fields(a, r);
     if (peer_addr)
-      json_object_set_new(o, "address", json_string(peer_addr));
-    json_object_set_new(o, "error", json_string(cr_err_name(r->error)));
+      json_object_set_new(o, "address", cr__jtext(peer_addr));
+    json_object_set_new(o, "error", cr__jtext(cr_err_name(r->error)));
     if (r->wire_error)
-      json_object_set_new(o, "wire_error", json_string(cr_wire_error_name(r->wire_error)));
+      json_object_set_new(o, "wire_error", cr__jtext(cr_wire_error_name(r->wire_error)));
     json_object_set_new(o, "from_peer", json_boolean(r->error_from_peer));
-    json_object_set_new(o, "reason", json_string(r->error_msg));
+    json_object_set_new(o, "reason", cr__jtext(r->error_msg));
     rc = cr__trail_event(a, "session_aborted", o, err);
   } else {
     json_t *o = cr__trail_session_fields(a, r);
@@ -308,7 +325,7 @@ int cr__trail_session_end(cr_trail *a, const cr_session_result *r, const char *p
     if (rc == 0) {
       json_t *rc_o = json_object();
       json_object_set_new(rc_o, "session_id", hexj(r->session_id, CR_SESSION_ID_BYTES));
-      json_object_set_new(rc_o, "query", json_string(r->query));
+      json_object_set_new(rc_o, "query", cr__jtext(r->query));
       json_object_set_new(rc_o, "transcript_sha256", hexj(r->transcript_sha256, CR_SHA256_BYTES));
       json_object_set_new(
           rc_o, "n_runner",

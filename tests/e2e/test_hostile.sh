@@ -144,6 +144,32 @@ fi
 runner_case busy_error "refused the session (BUSY)" -
 normal_run endings
 
+echo "--- peer text"
+# A query name with terminal escapes, and one that is not UTF-8: the node
+# refuses both and never writes the raw bytes anywhere.
+SERVER_AUDIT=provider-id/audit.jsonl
+ESCQ=$'\x1b]0;pwned\x07\x1b[2J'
+runner_case silent "is not in the template" UNKNOWN_QUERY --wire-query "$ESCQ"
+if grep -q $'\x1b\|\x07' server.err server.out "$SERVER_AUDIT"; then
+  fail "peer text: the query's control characters reached the output or the audit log"
+else
+  ok "peer text: control characters in a query name were escaped everywhere"
+fi
+expect_grep "peer text: the escaped name is shown" 'query "\\x1b\]0;pwned\\x07' server.err
+runner_case silent "is not in the template" UNKNOWN_QUERY --wire-query $'bad\xff\xfename'
+BADLINE=$(grep -F '"peer":"'"$(sed -n 's/^local: //p' hp_silent.out)"'"' server.out || true)
+case "$BADLINE" in
+  *'"message":"'*bad*name*) ok "peer text: invalid UTF-8 keeps the JSON error message" ;;
+  *) fail "peer text: the JSON error lost its message: $BADLINE" ;;
+esac
+if iconv -f UTF-8 -t UTF-8 server.out >/dev/null 2>&1 && iconv -f UTF-8 -t UTF-8 "$SERVER_AUDIT" >/dev/null 2>&1; then
+  ok "peer text: output and audit log stay valid UTF-8"
+else
+  fail "peer text: invalid UTF-8 reached the output or the audit log"
+fi
+expect_grep "peer text: the audit entry keeps its reason" '"reason":"query \\"bad.*name\\" is not in the template"' "$SERVER_AUDIT"
+normal_run "peer text"
+
 echo "--- liveness"
 runner_case silent "sent nothing for 2000 ms" TIMEOUT
 runner_case slow "sent no complete frame for 2000 ms" TIMEOUT --delay-ms 50

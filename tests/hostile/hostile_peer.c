@@ -139,6 +139,7 @@ static const struct {
 
 typedef struct hp_opts {
   const char *case_name, *template_path, *identity, *data, *peer, *listen, *query;
+  const char *wire_query; /* --wire-query: the query name Hello carries, any bytes */
   const char *role_name;
   unsigned delay_ms, hold_ms, timeout_ms;
 } hp_opts;
@@ -567,7 +568,18 @@ static void mutate(hp *h, const uint8_t *raw, size_t raw_len, cr_buf *wire) {
   case CLEANROOM__V1__FRAME__MSG_HELLO:
     if (cr_buf_append(&h->hello, raw, raw_len) != 0)
       abort();
-    if (h->kase == HC_FRAME_BEFORE_HELLO) {
+    if (h->o.wire_query != NULL && h->runner) {
+      /* Our own session checks its query; the wire carries whatever the
+       * test wants the node to face. */
+      char *own = f->hello->query;
+      f->hello->query = (char *)h->o.wire_query;
+      if (append_frame(wire, f) != 0)
+        abort();
+      f->hello->query = own; /* freed with the frame */
+      did(h, "sent Hello naming a query of %zu bytes of the test's choosing",
+          strlen(h->o.wire_query));
+      pass = 0;
+    } else if (h->kase == HC_FRAME_BEFORE_HELLO) {
       Cleanroom__V1__EndOfSet e = CLEANROOM__V1__END_OF_SET__INIT;
       Cleanroom__V1__Frame g = CLEANROOM__V1__FRAME__INIT;
       g.msg_case = CLEANROOM__V1__FRAME__MSG_END_OF_SET;
@@ -1090,7 +1102,7 @@ static void usage(FILE *f) {
   fprintf(f, "Usage: hostile_peer --case NAME --template T --identity DIR [--data CSV]\n"
              "                    (--peer HOST:PORT | --listen HOST:PORT) [--query Q]\n"
              "                    [--role provider|consumer] [--delay-ms N] [--hold-ms N]\n"
-             "                    [--timeout-ms N]\n\n"
+             "                    [--timeout-ms N] [--wire-query BYTES]\n\n"
              "--peer plays the runner (connects), --listen the responder (accepts one\n"
              "connection). The role defaults to the template party of the identity, or\n"
              "consumer for a runner and provider for a responder. Cases:\n");
@@ -1118,6 +1130,7 @@ int main(int argc, char **argv) {
                                        {"query", required_argument, NULL, 'q'},
                                        {"role", required_argument, NULL, 'r'},
                                        {"delay-ms", required_argument, NULL, 'D'},
+                                       {"wire-query", required_argument, NULL, 'W'},
                                        {"hold-ms", required_argument, NULL, 'H'},
                                        {"timeout-ms", required_argument, NULL, 'T'},
                                        {"help", no_argument, NULL, 'h'},
@@ -1156,6 +1169,9 @@ int main(int argc, char **argv) {
       break;
     case 'q':
       h.o.query = optarg;
+      break;
+    case 'W':
+      h.o.wire_query = optarg;
       break;
     case 'r':
       h.o.role_name = optarg;
