@@ -49,6 +49,7 @@ typedef struct node_ctx {
   int closed_rc, closed_wire;
   int closed;
   int last_rc, last_wire; /* serve: the last session's outcome (--once) */
+  int signum;             /* the signal that stopped the node, 0 if none */
 } node_ctx;
 
 static void report_failure(const char *cmd, const cr_session_result *r, const char *peer_addr) {
@@ -201,8 +202,9 @@ static void on_data(void *ctx, const cr_dataset *d) {
 
 /* SIGINT / SIGTERM: the program's decision, not the library's. */
 static void on_signal(uv_signal_t *h, int signum) {
-  (void)signum;
   node_ctx *n = h->data;
+  if (n->signum == 0)
+    n->signum = signum;
   cr_party_stop(n->party);
 }
 
@@ -494,6 +496,10 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
   if (!nctx.closed) {
     cr_cli_errorf(cmd, "the node stopped without reporting why");
     code = EXIT_INTERNAL;
+  } else if (!serve && nctx.signum != 0 && nctx.closed_rc != 0) {
+    /* Interrupted: the partner was sent ABORTED and the abort recorded;
+     * the shell's convention for a death by signal, 128 + its number. */
+    code = 128 + nctx.signum;
   } else if (!serve) {
     code =
         nctx.closed_wire < 0 ? EXIT_INTERNAL : cr_cli_exit_code(nctx.closed_rc, nctx.closed_wire);

@@ -46,7 +46,8 @@ json_t *cr__trail_released(const cr_session_result *r, const cr_party_session *m
 int cr__trail_admit(cr_trail *a, const cr_session_result *r, char *msg, size_t cap);
 /* A completed session whose release could not be recorded or written:
  * result_withheld with the reason, then a checkpoint. */
-void cr__trail_withheld(cr_trail *a, const cr_session_result *r, const char *why);
+void cr__trail_withheld(cr_trail *a, const cr_session_result *r, const uint8_t *peer_fp,
+                        const char *why);
 /* connection_refused, session_aborted, or result_released + receipt; then
  * a signed checkpoint. */
 int cr__trail_session_end(cr_trail *a, const cr_session_result *r, const char *peer_addr,

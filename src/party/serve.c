@@ -51,7 +51,7 @@ static void on_progress(void *ctx, const cr_session_progress *pr) {
  * recorded, then the file takes its name, so no matched row is ever on
  * disk under its final name without its audit line. */
 static int release_members(cr_party *p, const cr_session_result *r, cr_party_session *s,
-                           cr_error *err) {
+                           int *recorded, cr_error *err) {
   cr_atomic_file f;
   int rc = cr_atomic_open(&f, p->out_path, 0600, err);
   if (rc)
@@ -61,8 +61,8 @@ static int release_members(cr_party *p, const cr_session_result *r, cr_party_ses
                                 &f, &s->rows, s->rows_sha256, err);
   s->rows_path = p->out_path;
   s->rows_written = rc == 0;
-  if (rc == 0)
-    rc = cr__trail_session_end(&p->trail, r, NULL, NULL, s, err);
+  if (rc == 0 && (rc = cr__trail_session_end(&p->trail, r, NULL, NULL, s, err)) == 0)
+    *recorded = 1;
   if (rc == 0)
     rc = cr_atomic_commit(&f, err);
   else
@@ -102,10 +102,10 @@ static void on_session(void *ctx, const cr_session_result *r, const char *peer_a
   s.peer_addr = peer_addr;
   s.peer_fp = peer_fp;
   /* The audit line goes to disk before the result is shown or written. */
-  int rc;
+  int rc, recorded = 0;
   if (p->mode == CR_PARTY_RUN && r->status == CR_SESSION_DONE && r->matched != NULL &&
       p->out_path != NULL)
-    rc = release_members(p, r, &s, &err);
+    rc = release_members(p, r, &s, &recorded, &err);
   else
     rc = cr__trail_session_end(&p->trail, r, peer_addr, peer_fp, NULL, &err);
   if (rc) {
@@ -113,8 +113,8 @@ static void on_session(void *ctx, const cr_session_result *r, const char *peer_a
              cr_error_message(&err, rc));
     s.release_rc = rc;
     s.release_msg = p->release_msg;
-    if (r->status == CR_SESSION_DONE)
-      cr__trail_withheld(&p->trail, r, p->release_msg);
+    if (r->status == CR_SESSION_DONE && !recorded)
+      cr__trail_withheld(&p->trail, r, peer_fp, p->release_msg);
   }
   if (p->mode == CR_PARTY_RUN) {
     /* run reports once the node has closed (on_closed), with this. */

@@ -100,10 +100,17 @@ int cr__trail_checkpoint(cr_trail *a, cr_error *err) {
   return rc;
 }
 
-void cr__trail_withheld(cr_trail *a, const cr_session_result *r, const char *why) {
+static int record_receipt(cr_trail *a, const cr_session_result *r, const uint8_t *peer_fp,
+                          cr_error *err);
+
+void cr__trail_withheld(cr_trail *a, const cr_session_result *r, const uint8_t *peer_fp,
+                        const char *why) {
   json_t *o = cr__trail_session_fields(a, r);
   json_object_set_new(o, "reason", cr__jtext(why));
-  if (cr__trail_event(a, "result_withheld", o, NULL) == 0)
+  /* The session completed: its receipt is evidence even though nothing
+   * was shown. */
+  if (cr__trail_event(a, "result_withheld", o, NULL) == 0 &&
+      record_receipt(a, r, peer_fp, NULL) == 0)
     (void)cr__trail_checkpoint(a, NULL);
 }
 
@@ -285,6 +292,27 @@ out:
   return rc ? (rc == CR_EREFUSED ? rc : CR_EIO) : 0;
 }
 
+/* The partner's signed receipt: everything needed to check it again
+ * offline (docs/protocol.md, "Finish"). */
+static int record_receipt(cr_trail *a, const cr_session_result *r, const uint8_t *peer_fp,
+                          cr_error *err) {
+  json_t *rc_o = json_object();
+  json_object_set_new(rc_o, "session_id", hexj(r->session_id, CR_SESSION_ID_BYTES));
+  json_object_set_new(rc_o, "query", cr__jtext(r->query));
+  json_object_set_new(rc_o, "transcript_sha256", hexj(r->transcript_sha256, CR_SHA256_BYTES));
+  json_object_set_new(
+      rc_o, "n_runner",
+      json_integer((json_int_t)(r->is_runner ? r->own_set_size : r->peer_set_size)));
+  json_object_set_new(
+      rc_o, "n_responder",
+      json_integer((json_int_t)(r->is_runner ? r->peer_set_size : r->own_set_size)));
+  if (peer_fp)
+    json_object_set_new(rc_o, "peer_cert_sha256", hexj(peer_fp, CR_SHA256_BYTES));
+  json_object_set_new(rc_o, "peer_public_key", hexj(r->peer_sign_pk, CR_SIGN_PK_BYTES));
+  json_object_set_new(rc_o, "peer_signature", hexj(r->peer_signature, CR_SIGNATURE_BYTES));
+  return cr__trail_event(a, "receipt", rc_o, err);
+}
+
 int cr__trail_session_end(cr_trail *a, const cr_session_result *r, const char *peer_addr,
                           const uint8_t *peer_fp, const cr_party_session *m, cr_error *err) {
   int rc = 0;
@@ -322,23 +350,8 @@ int cr__trail_session_end(cr_trail *a, const cr_session_result *r, const char *p
     json_object_set_new(o, "receives", json_boolean(r->receives));
     json_object_set_new(o, "released", cr__trail_released(r, m));
     rc = cr__trail_event(a, "result_released", o, err);
-    if (rc == 0) {
-      json_t *rc_o = json_object();
-      json_object_set_new(rc_o, "session_id", hexj(r->session_id, CR_SESSION_ID_BYTES));
-      json_object_set_new(rc_o, "query", cr__jtext(r->query));
-      json_object_set_new(rc_o, "transcript_sha256", hexj(r->transcript_sha256, CR_SHA256_BYTES));
-      json_object_set_new(
-          rc_o, "n_runner",
-          json_integer((json_int_t)(r->is_runner ? r->own_set_size : r->peer_set_size)));
-      json_object_set_new(
-          rc_o, "n_responder",
-          json_integer((json_int_t)(r->is_runner ? r->peer_set_size : r->own_set_size)));
-      if (peer_fp)
-        json_object_set_new(rc_o, "peer_cert_sha256", hexj(peer_fp, CR_SHA256_BYTES));
-      json_object_set_new(rc_o, "peer_public_key", hexj(r->peer_sign_pk, CR_SIGN_PK_BYTES));
-      json_object_set_new(rc_o, "peer_signature", hexj(r->peer_signature, CR_SIGNATURE_BYTES));
-      rc = cr__trail_event(a, "receipt", rc_o, err);
-    }
+    if (rc == 0)
+      rc = record_receipt(a, r, peer_fp, err);
   }
   if (rc == 0)
     rc = cr__trail_checkpoint(a, err);

@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# End to end: a run stopped by a signal, and a members release whose write
+# fails half way.
+#
+# 1. SIGINT and SIGTERM while `run` waits on a partner (a hostile responder
+#    that says Hello and goes silent): run exits 128 + the signal, the
+#    partner is sent Error ABORTED, nothing is printed as a result, and the
+#    run's audit log ends with session_aborted and a signed checkpoint and
+#    verifies.
+# 2. A members query whose rows file cannot be written whole (the file size
+#    limit, RLIMIT_FSIZE, makes write(2) fail with EFBIG mid-file): run
+#    fails with the real error, no rows file and no temporary file remain,
+#    and the audit log records result_withheld and the receipt under a
+#    checkpoint instead of a release.
+set -euo pipefail
+source "$CR_E2E_LIB"
+
+HP=${HOSTILE_PEER:-$(dirname "$CLEANROOM")/tests/hostile/hostile_peer}
+[ -x "$HP" ] || { echo "FAIL: hostile_peer not found at $HP" >&2; exit 1; }
+
+make_identities
+pin_template "$EX/template.json" base.json
+sed -e 's/"min_set_size": [0-9]*/"min_set_size": 10/' \
+  -e 's/"max_runs_per_query": [0-9]*/"max_runs_per_query": 1000000/' base.json >template.json
+{ echo "email,segment"; for i in $(seq 0 299); do echo "user$i@example.com,s$((i % 3))"; done; } >prov.csv
+{ echo "email"; for i in $(seq 180 379); do echo "user$i@example.com"; done; } >cons.csv
+
+interrupt_case() {
+  local sig=$1 want=$2
+  local audit="run-$sig.jsonl"
+  "$HP" --case silent --hold-ms 20000 --template template.json --identity provider-id \
+    --role provider --data prov.csv --listen 127.0.0.1:0 --timeout-ms 20000 >"hp_$sig.out" 2>"hp_$sig.err" &
+  local hpid=$! rport=""
+  for _ in $(seq 1 200); do
+    rport=$(sed -n 's/^listening: .*:\([0-9][0-9]*\)$/\1/p' "hp_$sig.out")
+    [ -n "$rport" ] && break
+    sleep 0.05
+  done
+  "$CR" run --template template.json --identity consumer-id --data cons.csv \
+    --peer "127.0.0.1:$rport" --query overlap --json --timeout 30 --audit "$audit" \
+    >"run_$sig.out" 2>"run_$sig.err" &
+  local rpid=$!
+  # Wait until the run is in its session (its session_started is on disk).
+  for _ in $(seq 1 200); do
+    grep -q '"event":"session_started"' "$audit" 2>/dev/null && break
+    sleep 0.05
+  done
+  expect_grep "$sig: the run is in its session" '"event":"session_started"' "$audit"
+  kill "-$sig" "$rpid"
+  set +e
+  wait "$rpid"
+  local rc=$?
+  set -e
+  kill "$hpid" 2>/dev/null || true
+  wait "$hpid" 2>/dev/null || true
+  expect_eq "$sig: run exits $want" "$want" "$rc"
+  expect_grep "$sig: the partner was sent ABORTED" "^error_name: ABORTED\$" "hp_$sig.out"
+  if grep -q '"count":' "run_$sig.out"; then fail "$sig: a count was printed"; else ok "$sig: no result"; fi
+  expect_grep "$sig: the abort is recorded" '"event":"session_aborted".*"wire_error":"ABORTED"' "$audit"
+  local last
+  last=$(tail -1 "$audit")
+  case "$last" in
+    *'"event":"checkpoint"'*) ok "$sig: the log ends with a signed checkpoint" ;;
+    *) fail "$sig: the log ends with: $last" ;;
+  esac
+  if "$CR" audit verify "$audit" >/dev/null 2>&1; then ok "$sig: the log verifies"; else
+    fail "$sig: the log does not verify"
+  fi
+}
+
+echo "--- signals"
+interrupt_case INT 130
+interrupt_case TERM 143
+
+echo "--- members write fails half way"
+RS="$CR_SOURCE_DIR/examples/rideshare"
+"$CR" keygen --out rs-prov --name "RS provider" >/dev/null 2>&1
+"$CR" keygen --out rs-cons --name "RS consumer" >/dev/null 2>&1
+"$CR" template pin "$RS/template.json" --provider rs-prov/identity.crt \
+  --consumer rs-cons/identity.crt --out rs.json >/dev/null 2>&1
+RS_QUERY=$(sed -n 's/.*"\([a-z_]*\)": *{"kind": *"members".*/\1/p' "$RS/template.json" | head -1)
+[ -n "$RS_QUERY" ] || RS_QUERY=season_ticket_riders
+"$CR" serve --template rs.json --identity rs-prov --data "$RS/team.csv" --listen 127.0.0.1:0 \
+  --once --quiet >rs-serve.out 2>rs-serve.err &
+RS_PID=$!
+RS_PORT=""
+for _ in $(seq 1 200); do
+  RS_PORT=$(sed -n 's/.*listening on [^ ]*:\([0-9][0-9]*\).*/\1/p' rs-serve.err | head -1)
+  [ -n "$RS_PORT" ] && break
+  sleep 0.05
+done
+# The audit log lives elsewhere and is written before the limit applies to
+# it only if it stays under it: give the run a fresh log and a limit of
+# 4 KiB, well under the rows file (about 20 KiB) and over the log.
+set +e
+(
+  trap '' XFSZ
+  ulimit -f 4
+  exec "$CR" run --template rs.json --identity rs-cons --data "$RS/app.csv" \
+    --peer "127.0.0.1:$RS_PORT" --query "$RS_QUERY" --out riders.csv --json --quiet \
+    --audit rs-run.jsonl >rs-run.out 2>rs-run.err
+)
+RS_RC=$?
+set -e
+wait "$RS_PID" || true
+expect_eq "members: run fails with an internal error (1)" 1 "$RS_RC"
+expect_grep "members: the real error is named" "File too large" rs-run.err
+if grep -q "Success" rs-run.err; then fail "members: the error says Success"; else ok "members: no \"Success\" in the error"; fi
+[ ! -e riders.csv ] && ok "members: no rows file" || fail "members: a rows file was left"
+if ls riders.csv.* >/dev/null 2>&1; then fail "members: a temporary file was left"; else ok "members: no temporary file"; fi
+expect_grep "members: the withheld result is recorded" '"event":"result_withheld"' rs-run.jsonl
+if grep -q '"event":"result_released"' rs-run.jsonl; then fail "members: a release was recorded"; else ok "members: no release recorded"; fi
+expect_grep "members: the receipt is kept" '"event":"receipt"' rs-run.jsonl
+case "$(tail -1 rs-run.jsonl)" in
+  *'"event":"checkpoint"'*) ok "members: the log ends with a signed checkpoint" ;;
+  *) fail "members: the log does not end with a checkpoint" ;;
+esac
+if "$CR" audit verify rs-run.jsonl >/dev/null 2>&1; then ok "members: the log verifies"; else fail "members: the log does not verify"; fi
+
+finish
