@@ -58,6 +58,8 @@ int cr_cli_fingerprint(int argc, char **argv);
 int cr_cli_template(int argc, char **argv);
 int cr_cli_node(const char *cmd, int argc, char **argv);
 int cr_cli_ping(int argc, char **argv);
+/* report: an HTML page from the audit log (src/cli/cmd_report.c). */
+int cr_cli_report(int argc, char **argv);
 /* serve/run --config FILE (src/cli/config.c): the file's options are put
  * before the command line's, which override them. 0, or -1 (error printed). */
 int cr_cli_config_apply(const char *cmd, int *argc, char ***argv);

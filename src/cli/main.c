@@ -29,6 +29,7 @@ static void usage_main(FILE *f) {
           "  run           connect to the partner and run a query\n"
           "  ping          check the way to the partner: TLS, certificate, template\n"
           "  audit         verify or show a node's audit log\n"
+          "  report        an HTML page of the collaboration from the audit log\n"
           "  version       print the version\n"
           "\n"
           "Run `cleanroom COMMAND --help` for a command's options and an example.\n"
@@ -63,6 +64,8 @@ int main(int argc, char **argv) {
     return cr_cli_fingerprint(argc, argv);
   if (strcmp(cmd, "template") == 0)
     return cr_cli_template(argc, argv);
+  if (strcmp(cmd, "report") == 0)
+    return cr_cli_report(argc, argv);
   if (strcmp(cmd, "ping") == 0)
     return cr_cli_ping(argc, argv);
   if (strcmp(cmd, "serve") == 0 || strcmp(cmd, "run") == 0)
