@@ -56,6 +56,25 @@ static void esc(FILE *f, const char *s) {
   }
 }
 
+/* At most n characters of s, escaped, with "…" when cut: for labels in a
+ * chart, where text does not wrap (the table has them whole). */
+static void esc_short(FILE *f, const char *s, size_t n) {
+  char buf[256];
+  size_t i = 0, chars = 0;
+  while (s[i] && chars < n && i + 4 < sizeof buf) {
+    size_t len = 1;
+    while ((s[i + len] & 0xc0) == 0x80)
+      len++;
+    i += len;
+    chars++;
+  }
+  memcpy(buf, s, i);
+  buf[i] = 0;
+  esc(f, buf);
+  if (s[i])
+    P("…");
+}
+
 static const char *str(json_t *o, const char *k) {
   return json_string_value(json_object_get(o, k));
 }
@@ -142,7 +161,7 @@ static const char CSS[] =
     "table{border-collapse:collapse;width:100%;font-size:13.5px;margin:4px 0}\n"
     "th,td{text-align:left;padding:4px 8px;border-bottom:1px solid "
     "var(--line);vertical-align:top}\n"
-    "th{font-weight:600;color:var(--muted);font-size:12.5px}\n"
+    "th{font-weight:600;color:var(--muted);font-size:12.5px}td.t{white-space:nowrap}\n"
     "td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}\n"
     ".tag{display:inline-block;padding:0 7px;border-radius:3px;font-size:12.5px;font-weight:600;"
     "border:1.5px solid currentColor;white-space:nowrap}\n"
@@ -287,10 +306,10 @@ static void overlap_svg(FILE *f, json_t *r) {
   double span = known ? own + peer - both : (own > peer ? own : peer);
   if (span <= 0)
     span = 1;
-  const double x0 = 190, w = 500;
+  const double x0 = 140, w = 410;
   double ow = w * own / span, pw = w * peer / span, px = x0 + (known ? w * (own - both) / span : 0);
   int bucket = json_is_true(json_object_get(r, "peer_set_size_is_bucket"));
-  P("<svg viewBox=\"0 0 720 132\" role=\"img\" aria-label=\"overlap of the two sets, to scale\">");
+  P("<svg viewBox=\"0 0 560 132\" role=\"img\" aria-label=\"overlap of the two sets, to scale\">");
   if (known) {
     double bx = px, bw = w * both / span;
     P("<rect x=\"%.1f\" y=\"26\" width=\"%.1f\" height=\"86\" class=\"both\" opacity=\"0.18\"/>",
@@ -347,11 +366,14 @@ static void cells_svg(FILE *f, json_t *rel) {
         (double)num(c, "count") > max)
       max = (double)num(c, "count");
   }
+  /* Room right of a hatched bar for its words; the scale stays linear. */
+  if (max < 1.5 * (double)min)
+    max = 1.5 * (double)min;
   if (max <= 0)
     max = 1;
-  const double x0 = 200, w = 400, rh = 30, top = 22;
+  const double x0 = 150, w = 300, rh = 30, top = 22;
   double h = top + rh * (double)n + 8;
-  P("<svg viewBox=\"0 0 720 %.0f\" role=\"img\" aria-label=\"overlap per group\">", h);
+  P("<svg viewBox=\"0 0 560 %.0f\" role=\"img\" aria-label=\"overlap per group\">", h);
   if (min > 0) {
     double mx = x0 + w * (double)min / max;
     P("<line x1=\"%.1f\" y1=\"14\" x2=\"%.1f\" y2=\"%.1f\" class=\"rule\"/>", mx, mx, h - 4);
@@ -363,25 +385,25 @@ static void cells_svg(FILE *f, json_t *rel) {
     const char *lp = label_or_all(str(c, "provider")), *lc = label_or_all(str(c, "consumer"));
     P("<text x=\"0\" y=\"%.1f\">", y + 18);
     if (any_p || !any_c)
-      esc(f, lp ? lp : "(all)");
+      esc_short(f, lp ? lp : "(all)", any_c ? 9 : 19);
     if (any_p && any_c)
       P(" / ");
     if (any_c)
-      esc(f, lc ? lc : "(all)");
+      esc_short(f, lc ? lc : "(all)", any_p ? 9 : 19);
     P("</text>");
     if (json_is_true(json_object_get(c, "suppressed"))) {
       double bw = w * (double)min / max;
       P("<g class=\"cell suppressed\"><rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"20\" "
         "class=\"hatch-stroke\"/>",
         x0, y + 4, bw < 2 ? 2 : bw);
-      P("<text x=\"%.1f\" y=\"%.1f\" class=\"m\">suppressed (&lt; min_count)</text></g>",
+      P("<text x=\"%.1f\" y=\"%.1f\" class=\"m\">suppressed (&lt; min_count)</text></g>\n",
         x0 + (bw < 2 ? 2 : bw) + 8, y + 18);
     } else if (has_int(c, "count")) {
       double bw = w * (double)num(c, "count") / max;
       P("<g class=\"cell released\"><rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"20\" "
         "class=\"both\"/>",
         x0, y + 4, bw < 1 ? 1 : bw);
-      P("<text x=\"%.1f\" y=\"%.1f\" class=\"b\">%lld</text></g>", x0 + (bw < 1 ? 1 : bw) + 8,
+      P("<text x=\"%.1f\" y=\"%.1f\" class=\"b\">%lld</text></g>\n", x0 + (bw < 1 ? 1 : bw) + 8,
         y + 18, num(c, "count"));
     }
   }
@@ -531,6 +553,8 @@ static void query_section(FILE *f, json_t *c, json_t *q, const cr_report_input *
         P("</code>");
       }
     P("; results only if at least %llu (min_count)", (unsigned long long)tq->min_count);
+  } else if (tmpl_ok) {
+    P("not a query of this template (a run of it can only have been refused)");
   } else {
     P("(pass <code>--template</code> for the query&#39;s definition)");
   }
@@ -590,7 +614,7 @@ static void query_section(FILE *f, json_t *c, json_t *q, const cr_report_input *
   json_t *r;
   json_array_foreach(runs, i, r) {
     const char *o = str(r, "outcome");
-    P("<tr><td>");
+    P("<tr><td class=\"t\">");
     time_text(f, str(r, "time"));
     P("</td><td>");
     params_text(f, json_object_get(r, "params"));
