@@ -6,7 +6,8 @@ set -euo pipefail
 PKGS=(build-essential cmake pkg-config clang libclang-rt-14-dev
       libssl-dev libsodium-dev libuv1-dev libprotobuf-c-dev protobuf-c-compiler
       libjansson-dev libcmocka-dev openssl ca-certificates procps
-      python3 python3-jsonschema)
+      python3 python3-jsonschema
+      chromium)  # tests only: renders `cleanroom report` pages (tests/report/render.py)
 
 missing=()
 for p in "${PKGS[@]}"; do
