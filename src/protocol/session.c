@@ -1521,8 +1521,20 @@ static int on_error(cr_session *s, const Cleanroom__V1__Error *e) {
   }
   int refusal = e->code >= CR_WIRE_VERSION && e->code <= CR_WIRE_SIZE;
   refusal = refusal || e->code == CR_WIRE_PARAMS || e->code == CR_WIRE_BUSY;
-  return fail(s, CR_EPEER, (int)e->code, 1, "the partner %s the session (%s): %s",
-              refusal ? "refused" : "aborted", cr_wire_error_name((int)e->code), text);
+  /* The peer's text is fixed wording; the structured fields say what
+   * differs. */
+  char detail[200] = "";
+  if (e->code == CR_WIRE_TEMPLATE_MISMATCH && e->template_sha256.len == CR_SHA256_BYTES) {
+    char ours[65], theirs[65];
+    hex32(ours, s->cfg.tmpl->sha256);
+    hex32(theirs, e->template_sha256.data);
+    snprintf(detail, sizeof detail, " (the partner's template is %s, ours is %s)", theirs, ours);
+  } else if (e->code == CR_WIRE_VERSION && e->protocol_version != 0) {
+    snprintf(detail, sizeof detail, " (the partner speaks version %u, this node %u)",
+             e->protocol_version, CR_PROTOCOL_VERSION);
+  }
+  return fail(s, CR_EPEER, (int)e->code, 1, "the partner %s the session (%s): %s%s",
+              refusal ? "refused" : "aborted", cr_wire_error_name((int)e->code), text, detail);
 }
 
 /* ---- bytes in ----------------------------------------------------------- */

@@ -68,6 +68,11 @@ static cr_template *make_template(uint64_t min_count) {
   t->queries[5].params[0].name = dup_str("min_age");
   t->queries[5].params[0].type = CR_PARAM_INTEGER;
   memset(t->sha256, 0xab, sizeof t->sha256);
+  /* A small ladder, so the sets of these tests pad to a few hundred points
+   * at most; 2, 3 and 20 are the sizes the scripted peers announce. */
+  static const uint64_t edges[] = {2, 3, 20, 40, 64, 128, 256, 512};
+  memcpy(t->limits.size_buckets.edges, edges, sizeof edges);
+  t->limits.size_buckets.nedges = sizeof edges / sizeof edges[0];
   return t;
 }
 
@@ -253,9 +258,14 @@ static void test_count_both_receive(void **state) {
   assert_int_equal(rc->count, 80);
   assert_int_equal(rp->count, 80);
   assert_false(rc->suppressed);
+  /* Issue 13: the peer's size is a bucket (256 for 200 and for 250); the
+   * exact own size stays local. */
   assert_int_equal(rc->own_set_size, 250);
-  assert_int_equal(rc->peer_set_size, 200);
-  assert_int_equal(rp->peer_set_size, 250);
+  assert_int_equal(rc->own_set_bucket, 256);
+  assert_int_equal(rc->peer_set_size, 256);
+  assert_int_equal(rp->peer_set_size, 256);
+  assert_true(rc->peer_set_size_is_bucket && rp->peer_set_size_is_bucket);
+  assert_memory_equal(rc->released_sha256, rp->released_sha256, sizeof rc->released_sha256);
   assert_memory_equal(rc->session_id, rp->session_id, 32);
   assert_memory_equal(rc->transcript_sha256, rp->transcript_sha256, 32);
   assert_string_equal(rp->query, "overlap");
@@ -311,7 +321,7 @@ static void for_each_frame(const cr_buf *wire, frame_fn fn, void *ctx) {
 }
 
 typedef struct frame_stats {
-  int counts[8];
+  int counts[9];
   uint8_t last[32];
   size_t last_len;
   int unsorted;
@@ -354,7 +364,7 @@ static void test_consumer_only_provider_learns_nothing(void **state) {
   assert_int_equal(rc->count, 80);
   assert_false(rp->receives);
   assert_int_equal(rp->count, 0);
-  assert_int_equal(rp->peer_set_size, 250);
+  assert_int_equal(rp->peer_set_size, 256); /* the bucket of 250 */
 
   frame_stats to_provider = {0}, to_consumer = {0};
   for_each_frame(&x.wire_c2p, count_frames, &to_provider);
@@ -362,7 +372,7 @@ static void test_consumer_only_provider_learns_nothing(void **state) {
   assert_int_equal(to_provider.counts[CLEANROOM__V1__FRAME__MSG_DIGESTS], 0);
   assert_int_equal(to_provider.counts[CLEANROOM__V1__FRAME__MSG_END_OF_DIGESTS], 0);
   assert_true(to_consumer.counts[CLEANROOM__V1__FRAME__MSG_DIGESTS] > 0);
-  assert_int_equal(to_consumer.digests, 250);
+  assert_int_equal(to_consumer.digests, 256); /* 250 keys and 6 pads */
   assert_false(to_consumer.unsorted);
   assert_true(to_consumer.coded > 0); /* 7-byte digests go Golomb-Rice coded */
 
@@ -517,18 +527,36 @@ static void test_role_not_in_run_by_refused(void **state) {
 static void test_size_limits_refused(void **state) {
   (void)state;
   pair x;
-  pair_init(&x, 0, 50, 0, 20, 1, "overlap");
+  /* The responder's true size (23) is below min_set_size: it decides so
+   * itself, after admission, and tells the runner only SIZE. */
+  pair_init(&x, 0, 23, 0, 50, 1, "overlap");
   x.tp->limits.min_set_size = 30;
   x.tc->limits.min_set_size = 30;
   expect_refusal(&x, CR_WIRE_SIZE);
   assert_non_null(strstr(cr_session_result_get(x.provider)->error_msg, "min_set_size"));
+  assert_non_null(strstr(cr_session_result_get(x.provider)->error_msg, "23"));
+  /* Issue 13: the refusal never carries our size, nor any wording of ours. */
+  const char *m = cr_session_result_get(x.consumer)->error_msg;
+  assert_null(strstr(m, "23"));
+  assert_null(strstr(m, "min_set_size"));
+  assert_non_null(strstr(m, cr_wire_error_text(CR_WIRE_SIZE)));
+  /* No Hello from the provider either: nothing that depends on its data. */
+  frame_stats a = {0};
+  for_each_frame(&x.wire_p2c, count_frames, &a);
+  assert_int_equal(a.counts[CLEANROOM__V1__FRAME__MSG_HELLO], 0);
   pair_free(&x);
 }
 
-static int admit_none(void *ctx, const cr_session_result *res, char *msg, size_t cap) {
+static int admit_none(void *ctx, const cr_query *q, const cr_session_result *res, char *msg,
+                      size_t cap) {
   int *calls = ctx;
   (*calls)++;
-  assert_true(res->have_session_id);
+  /* Admission first: no session id, no own size, the query and the peer's
+   * bucket are known. */
+  assert_false(res->have_session_id);
+  assert_int_equal(res->own_set_size, 0);
+  assert_int_equal(res->peer_set_size, 64);
+  assert_string_equal(q->name, "overlap");
   assert_string_equal(res->query, "overlap");
   snprintf(msg, cap, "the run limit of query \"%s\" is reached", res->query);
   return CR_EREFUSED;
@@ -554,7 +582,11 @@ static void test_admit_refusal(void **state) {
   assert_int_equal(cr_session_new(&x.provider, &pc, NULL), 0);
   expect_refusal(&x, CR_WIRE_NOT_ALLOWED);
   assert_int_equal(calls, 1);
-  assert_non_null(strstr(cr_session_result_get(x.consumer)->error_msg, "run limit"));
+  /* The reason stays local (issue 13: fixed wording on the wire). */
+  assert_non_null(strstr(cr_session_result_get(x.provider)->error_msg, "run limit"));
+  assert_null(strstr(cr_session_result_get(x.consumer)->error_msg, "run limit"));
+  assert_non_null(strstr(cr_session_result_get(x.consumer)->error_msg,
+                         cr_wire_error_text(CR_WIRE_NOT_ALLOWED)));
   pair_free(&x);
 }
 
@@ -1123,10 +1155,18 @@ static void run_with_params(int refuse, const char *value) {
     assert_int_equal(cr_session_result_get(x.consumer)->count, 50);
     assert_string_equal(cr_session_result_get(x.provider)->param_values[0], value);
   }
-  assert_int_equal(l.calls, 1);
-  char want[64];
-  snprintf(want, sizeof want, "min_age=%s", value);
-  assert_string_equal(l.seen, want);
+  /* Issue 13: a value that does not parse as its declared type is refused
+   * from the Hello alone, before admission: the data is never loaded. */
+  assert_int_equal(l.calls, refuse ? 0 : 1);
+  if (!refuse) {
+    char want[64];
+    snprintf(want, sizeof want, "min_age=%s", value);
+    assert_string_equal(l.seen, want);
+  } else {
+    /* The value stays local; the runner is told PARAMS in fixed words. */
+    assert_non_null(strstr(cr_session_result_get(x.provider)->error_msg, "min_age"));
+    assert_null(strstr(cr_session_result_get(x.consumer)->error_msg, value));
+  }
   cr_session_free(x.provider);
   x.provider = NULL;
   assert_int_equal(l.unloads, refuse ? 0 : 1); /* a refused load holds nothing */
