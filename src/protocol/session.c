@@ -845,7 +845,9 @@ static int check_peer_size(cr_session *s, const Cleanroom__V1__Hello *h, cr_role
   const cr_template *t = s->cfg.tmpl;
   uint64_t n = h->set_size;
   if (n == 0 || n > CR_MAX_SET_SIZE) {
-    snprintf(msg, cap, "the partner announced a set of %llu elements (1 to %llu allowed)",
+    snprintf(msg, cap,
+             "the partner announced a set of %llu elements: empty, or more than this engine "
+             "supports (%llu)",
              (unsigned long long)n, (unsigned long long)CR_MAX_SET_SIZE);
     return -1;
   }
@@ -1224,7 +1226,7 @@ static int on_digests(cr_session *s, const Cleanroom__V1__Digests *d) {
   }
   if (rc == CR_EPROTO)
     return RULE_FAIL(s, rule_text(CR_RULE_DIGEST_ORDER),
-                     "the partner broke a rule: %s (Digests %llu)", rule_text(CR_RULE_DIGEST_ORDER),
+                     "the partner returned digests out of order: %s (Digests %llu)", rule_text(CR_RULE_DIGEST_ORDER),
                      (unsigned long long)d->seq);
   if (rc != 0)
     return fail(s, rc, CR_WIRE_INTERNAL, 0, "cannot take our digests back");
