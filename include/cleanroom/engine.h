@@ -72,11 +72,11 @@ typedef struct cr_engine_plan {
 
 /* The outcome of cr_engine_match. Heap outputs belong to the caller. */
 typedef struct cr_engine_result {
-  uint64_t count;
+  uint64_t count; /* 0 when suppressed */
   int suppressed;
   cr_engine_cell *cells; /* grouped: row-major by provider label */
   size_t ncells;
-  uint8_t *matched; /* members, not suppressed: bit per own key (dataset order) */
+  uint8_t *matched; /* members, not suppressed: bit per own key (dataset order, no pads) */
 } cr_engine_result;
 
 typedef struct cr_engine cr_engine;
@@ -95,10 +95,37 @@ int cr_engine_suite_supported(const char *name);
 size_t cr_engine_point_bytes(const cr_engine *e);
 const char *cr_engine_suite_name(const cr_engine *e);
 
-/* Takes the own set (must outlive the engine) and shuffles its send order.
- * CR_EREFUSED for an empty or oversized set. */
-CR_NODISCARD int cr_engine_set_own(cr_engine *e, const cr_dataset *d);
+/*
+ * Takes the own set (must outlive the engine), pads it and shuffles its send
+ * order. nlabels: the labels the set travels with (1 when not grouped);
+ * label_map: dataset label -> wire label (NULL: not grouped);
+ * pad[l]: random elements added with wire label l. A pad is
+ * k * HashToGroup("cleanroom/v1/pad" || seed || u64 index) with a fresh
+ * 32-byte seed from the rand callback: a uniform group element that matches
+ * no key, indistinguishable from a real point to the peer. Pads are
+ * shuffled in with the real elements; a pad never counts and never sets a
+ * members bit. CR_EREFUSED for an empty or oversized (padded) set.
+ */
+CR_NODISCARD int cr_engine_set_own(cr_engine *e, const cr_dataset *d, size_t nlabels,
+                                   const uint32_t *label_map, const uint64_t *pad);
+/* Elements sent: the dataset's plus the pads. */
 uint64_t cr_engine_own_n(const cr_engine *e);
+
+/*
+ * Which rule a peer broke when a call returned CR_EPROTO (the session words
+ * it; docs/protocol.md "Checks on peer data").
+ */
+typedef enum cr_engine_rule {
+  CR_RULE_NONE = 0,
+  CR_RULE_POINT_INVALID,   /* not a canonical encoding of a non-identity element */
+  CR_RULE_POINT_REFLECTED, /* equal to one of our own blinded points */
+  CR_RULE_POINT_REPEATED,  /* the same point twice in the peer's set */
+  CR_RULE_DIGEST_ORDER,    /* returned digests not strictly increasing */
+  CR_RULE_DIGEST_REPEATED, /* the same digest returned twice */
+  CR_RULE_DIGEST_ECHO,     /* the returned digests are the ones we sent */
+  CR_RULE_COUNT_BOUND      /* a count above a side's (padded) size */
+} cr_engine_rule;
+cr_engine_rule cr_engine_violation(const cr_engine *e);
 
 /* Allocates the digest tables for the plan. */
 CR_NODISCARD int cr_engine_prepare(cr_engine *e, const cr_engine_plan *plan);
@@ -124,16 +151,24 @@ const cr_engine_digest *cr_engine_returned(const cr_engine *e);
 
 /* Takes back n own digests (digest_bytes each, packed) of one label.
  * continues: the previous digest is of the same label run, so count order
- * holds across the call. CR_EPROTO when count digests are out of order. */
+ * holds across the call. CR_EPROTO (CR_RULE_DIGEST_ORDER) when count
+ * digests are not strictly increasing: equal neighbours are refused too. */
 CR_NODISCARD int cr_engine_own_add(cr_engine *e, const uint8_t *plain, uint64_t n, uint32_t label,
                                    int continues);
 /* The last own digest taken back (NULL before the first). */
 const uint8_t *cr_engine_own_last(const cr_engine *e);
 
 /* Matches own digests against the peer's. nlabels: per role (1 when not
- * grouped); own_role picks which side's label a digest carries. */
+ * grouped); own_role picks which side's label a digest carries; sizes:
+ * per role, the (padded) size of each label, the bound of its cells.
+ * Before counting, checks what the peer sent (CR_EPROTO, the rule in
+ * cr_engine_violation): no peer point equals one of ours (reflection), no
+ * point or returned digest repeats, the returned digests are not the ones
+ * we sent (echo), no count exceeds either side's padded size. A suppressed
+ * count or cell is 0 in the result. */
 CR_NODISCARD int cr_engine_match(cr_engine *e, cr_role own_role,
-                                 const size_t nlabels[CR_ROLE_COUNT], int grouped,
+                                 const size_t nlabels[CR_ROLE_COUNT],
+                                 uint64_t *const sizes[CR_ROLE_COUNT], int grouped,
                                  uint64_t min_count, cr_engine_result *out);
 
 #ifdef __cplusplus

@@ -30,19 +30,25 @@ extern "C" {
  * threads because recv and send do the blinding work.
  */
 
-/* 2: Error frames carry the sender's template_sha256 and protocol_version. */
-#define CR_PROTOCOL_VERSION 2
+/* 2: Error frames carry the sender's template_sha256 and protocol_version.
+ * 3: admission before data; set sizes as buckets (padded sets); fixed
+ *    wording on the wire; the Released frame; receipts cover roles,
+ *    certificates, template and both releases (docs/protocol.md). */
+#define CR_PROTOCOL_VERSION 3
 #define CR_DEFAULT_MAX_FRAME (16u << 20)
 #define CR_DEFAULT_BATCH 4096
 #define CR_SIGN_PK_BYTES 32
 
-/* Error codes carried in Error frames (stable wire values). */
+/* Error codes carried in Error frames (stable wire values). The text is the
+ * whole message a session sends with the code (plus, for PROTOCOL, the
+ * fixed name of the rule the peer broke): never a path, a size, a row
+ * count, a parameter value or anything else of ours. */
 #define CR_WIRE_ERROR_MAP(XX)                                                                      \
   XX(1, VERSION, "protocol versions differ")                                                       \
   XX(2, ROLE, "both nodes claim the same role")                                                    \
   XX(3, TEMPLATE_MISMATCH, "the templates differ")                                                 \
   XX(4, UNKNOWN_QUERY, "the query is not in the template")                                         \
-  XX(5, NOT_ALLOWED, "the template does not allow this")                                           \
+  XX(5, NOT_ALLOWED, "the template does not allow this run")                                       \
   XX(6, SUITE, "the crypto suites differ")                                                         \
   XX(7, SIZE, "a set size is outside the template's limits")                                       \
   XX(8, PROTOCOL, "protocol violation")                                                            \
@@ -58,6 +64,7 @@ typedef enum cr_wire_error {
 #undef CR__WIRE_ENUM
 } cr_wire_error;
 const char *cr_wire_error_name(int code); /* "TEMPLATE_MISMATCH" */
+const char *cr_wire_error_text(int code); /* "the templates differ" */
 
 typedef struct cr_session_result cr_session_result;
 /* One cell of a grouped count: the engine's (label per role, count, 0 when
@@ -78,13 +85,30 @@ typedef struct cr_session_config {
   void *sign_ctx;
   uint8_t peer_sign_pk[CR_SIGN_PK_BYTES]; /* peer's Ed25519 key, from its cert */
   int64_t now_unix;                       /* current time for limits.not_after; 0: not checked */
+  /* SHA-256 of the own and the peer's certificate (DER), signed into the
+   * receipt. All zero: the template's pins for the two roles (equal to the
+   * certificates once the transport has checked the pins). */
+  uint8_t own_cert_sha256[CR_SHA256_BYTES];
+  uint8_t peer_cert_sha256[CR_SHA256_BYTES];
   /*
-   * Called once both Hellos have passed every check and before any point
-   * is sent (res holds the query, both set sizes and the session id).
-   * Return 0 to go on, or a negative code with a message in msg to refuse
-   * the session (e.g. the template's run limit is reached). NULL: admit.
+   * Admission (docs/protocol.md "Admission first"). Called once per
+   * session, before anything that depends on the own data:
+   * - responder: as soon as the runner's Hello has passed every check that
+   *   needs no data (version, roles, template, suite, expiry, the query
+   *   exists and the runner may run it, parameter names and values against
+   *   their declared types, the runner's bucket), BEFORE load() and before
+   *   the responder's Hello. res holds the query, the parameters and the
+   *   peer's size (a bucket); own_set_size is 0 and there is no session id
+   *   yet. The hook records the run (it counts whether the session later
+   *   succeeds or not) and applies the run limit.
+   * - runner: once the responder's Hello has passed its checks, before any
+   *   point is sent; res also holds both buckets and the session id.
+   * Return 0 to go on, or a negative code with a message in msg (kept in
+   * res.error_msg; the peer is told NOT_ALLOWED with the fixed text only).
+   * NULL: admit.
    */
-  int (*admit)(void *ctx, const struct cr_session_result *res, char *msg, size_t cap);
+  int (*admit)(void *ctx, const cr_query *q, const struct cr_session_result *res, char *msg,
+               size_t cap);
   void *admit_ctx;
 
   /* Runner: a ping. Hello only (query "", set size 0): both sides check
@@ -110,10 +134,14 @@ typedef struct cr_session_config {
   /*
    * Responder, when data is NULL: loads the own set for the query the
    * runner names (its filter, its group_by column), with the run's
-   * parameters in res->param_names/param_values. Return 0 with *out set,
-   * CR_EREFUSED with msg for parameters that do not fit the template (the
-   * runner is told PARAMS), another code for a local failure. unload (if
-   * set) is called with the dataset when the session is freed.
+   * parameters in res->param_names/param_values. Called only after admit
+   * has accepted the session. Return 0 with *out set, CR_EREFUSED with msg
+   * for parameters that do not fit the template (the runner is told
+   * PARAMS), another code for a local failure (the runner is told
+   * INTERNAL). msg stays local (res.error_msg): the peer gets the fixed text
+   * of the code only. The own size limits (min/max_set_size) are then
+   * checked by the session on the true size. unload (if set) is called
+   * with the dataset when the session is freed.
    */
   int (*load)(void *ctx, const cr_query *q, const struct cr_session_result *res,
               const cr_dataset **out, char *msg, size_t cap);
@@ -134,8 +162,12 @@ struct cr_session_result {
   int is_runner;
   uint8_t session_id[CR_SESSION_ID_BYTES];
   int have_session_id;
-  uint64_t own_set_size;
-  uint64_t peer_set_size;
+  uint64_t own_set_size;   /* the true size (distinct keys); stays local */
+  uint64_t own_set_bucket; /* what our Hello announced: the padded size */
+  uint64_t peer_set_size;  /* what the peer's Hello announced */
+  /* 1: peer_set_size (and label_sizes of the peer) are buckets of the
+   * template's ladder, not the peer's exact size: front ends must say so. */
+  int peer_set_size_is_bucket;
   uint32_t digest_bytes;
   char peer_software[64];
   uint64_t bytes_sent;     /* frame bytes this side produced (before TLS) */
@@ -144,11 +176,22 @@ struct cr_session_result {
   /* Valid when status == DONE. */
   int receives;   /* this side is in results_to */
   int suppressed; /* count < min_count */
-  uint64_t count; /* only meaningful when receives && !suppressed */
+  uint64_t count; /* receives && !suppressed; 0 otherwise (suppressed means absent) */
   uint64_t min_count;
   uint8_t transcript_sha256[CR_SHA256_BYTES];
   uint8_t peer_signature[CR_SIGNATURE_BYTES]; /* verified receipt */
   uint8_t peer_sign_pk[CR_SIGN_PK_BYTES];     /* the key it verified with */
+  /* What the receipts cover besides the above (cr_session_receipt), so an
+   * audit log can check the peer's receipt again: both certificates, each
+   * side's release hash (released_sha256[role]; docs/protocol.md
+   * "Released"). Valid when status == DONE. */
+  uint8_t own_cert_sha256[CR_SHA256_BYTES];
+  uint8_t peer_cert_sha256[CR_SHA256_BYTES];
+  uint8_t released_sha256[CR_ROLE_COUNT][CR_SHA256_BYTES];
+  /* 1 once this side has returned the peer's digests (EndOfDigests sent):
+   * a session that fails after this has released digests without a
+   * receipt, and the audit log says so. */
+  int digests_returned;
 
   /* Valid when status == FAILED. */
   int error;           /* CR_E* code */
@@ -176,6 +219,10 @@ struct cr_session_result {
   size_t nparams;
   char **param_names; /* the run's parameters, as sent in the runner's Hello */
   char **param_values;
+  /* Labels per role as they travel: under group_by, a side's labels with
+   * fewer own keys than the query's min_count are merged into one label
+   * CR_SESSION_OTHER_LABEL. label_sizes: own side the true sizes (local),
+   * the peer's side its buckets. */
   size_t nlabels[CR_ROLE_COUNT]; /* 1 for a side that is not grouped */
   char **labels[CR_ROLE_COUNT];  /* label names per role ("" when not grouped) */
   uint64_t *label_sizes[CR_ROLE_COUNT];
@@ -235,6 +282,7 @@ typedef enum cr_session_state {
   CR_STATE_EXPECT_HELLO = 0, /* Hello (the runner's, or the responder's answer) */
   CR_STATE_EXPECT_SET,       /* Batch, EndOfSet */
   CR_STATE_EXPECT_DIGESTS,   /* Digests, EndOfDigests (this side receives) */
+  CR_STATE_EXPECT_RELEASED,  /* Released */
   CR_STATE_EXPECT_FINISH,    /* Finish */
   CR_STATE_DONE,             /* the peer's Finish verified; nothing more */
   CR_STATE_FAILED            /* the session failed; input is ignored */
@@ -268,17 +316,39 @@ uint32_t cr_session_digest_bytes(uint64_t n_runner, uint64_t n_responder, uint32
  */
 void cr_session_result_take(cr_session *s, cr_session_result *out);
 
+#define CR_SESSION_OTHER_LABEL "(other)"
+
+/* What one side's receipt (its Finish signature) covers. */
+typedef struct cr_session_receipt {
+  cr_role signer;                                      /* the role of the node that signed */
+  uint8_t cert_sha256[CR_ROLE_COUNT][CR_SHA256_BYTES]; /* by role */
+  uint8_t template_sha256[CR_SHA256_BYTES];
+  uint8_t session_id[CR_SESSION_ID_BYTES];
+  uint8_t transcript[CR_SHA256_BYTES];
+  const char *query;
+  uint64_t n_runner, n_responder;                          /* the buckets the Hellos announced */
+  uint8_t released_sha256[CR_ROLE_COUNT][CR_SHA256_BYTES]; /* by role */
+} cr_session_receipt;
+
 /*
- * The message each side signs in Finish (docs/protocol.md): "cleanroom/v1/
- * receipt" || session_id || transcript || u32 len(query) || query ||
- * u64 n_runner || u64 n_responder, integers big-endian. Appended to m; also
- * used to check a receipt again from an audit log.
+ * The message each side signs in Finish (docs/protocol.md "Finish"):
+ * "cleanroom/v3/receipt" || u8 signer role || cert provider || cert consumer
+ * || template_sha256 || session_id || transcript || u32 len(query) || query
+ * || u64 n_runner || u64 n_responder || released provider || released
+ * consumer, integers big-endian, roles 0 provider / 1 consumer. Appended
+ * to m; also used to check a receipt again from an audit log.
  */
-CR_NODISCARD int cr_session_receipt_message(cr_buf *m,
-                                            const uint8_t session_id[CR_SESSION_ID_BYTES],
-                                            const uint8_t transcript[CR_SHA256_BYTES],
-                                            const char *query, uint64_t n_runner,
-                                            uint64_t n_responder);
+CR_NODISCARD int cr_session_receipt_message(cr_buf *m, const cr_session_receipt *r);
+/* The version 2 receipt, for audit logs written before version 3:
+ * "cleanroom/v1/receipt" || session_id || transcript || u32 len(query) ||
+ * query || u64 n_runner || u64 n_responder. */
+CR_NODISCARD int cr_session_receipt_message_v2(cr_buf *m,
+                                               const uint8_t session_id[CR_SESSION_ID_BYTES],
+                                               const uint8_t transcript[CR_SHA256_BYTES],
+                                               const char *query, uint64_t n_runner,
+                                               uint64_t n_responder);
+/* The receipt of res as the peer signed it (status DONE). */
+void cr_session_peer_receipt(const cr_session_result *res, cr_session_receipt *r);
 
 /*
  * For the transport, which never builds or parses a frame itself:

@@ -88,11 +88,34 @@ typedef struct cr_match_key {
   char *default_country_code; /* digits only, for "phone"; NULL if none */
 } cr_match_key;
 
+/*
+ * limits.size_buckets: the ladder of set sizes a node may announce. Each node
+ * pads its own set (and, under group_by, each label) with random elements
+ * up to the smallest ladder value >= its true size, and Hello carries only
+ * that value. The ladder is edges[0..nedges) (explicit, strictly
+ * increasing), then geometric: next = max(prev + 1, ceil(prev * ratio)),
+ * from the last edge, or from floor when there are no edges.
+ * Absent from the template: floor CR_BUCKET_DEFAULT_FLOOR, ratio
+ * CR_BUCKET_DEFAULT_RATIO (2^(1/4): at most 19% padding, four buckets per
+ * doubling). A hand-built template with the struct zeroed gets the same.
+ */
+#define CR_BUCKET_DEFAULT_FLOOR 1000
+#define CR_BUCKET_DEFAULT_RATIO 1.189207115002721 /* 2^(1/4) */
+#define CR_BUCKET_MAX_RATIO 16.0
+#define CR_BUCKET_MAX_EDGES 64
+typedef struct cr_size_buckets {
+  uint64_t floor; /* no edges: the smallest bucket */
+  double ratio;   /* > 1 */
+  uint64_t edges[CR_BUCKET_MAX_EDGES];
+  size_t nedges;
+} cr_size_buckets;
+
 typedef struct cr_limits {
   uint64_t max_runs_per_query; /* 0: no limit */
   uint64_t min_set_size;       /* 0: none */
   uint64_t max_set_size;       /* 0: none */
   int64_t not_after;           /* Unix seconds; 0: none */
+  cr_size_buckets size_buckets;
 } cr_limits;
 
 typedef struct cr_template {
@@ -160,6 +183,16 @@ const cr_query *cr_template_query(const cr_template *t, const char *name);
 /* Role whose cert_sha256 equals fp; CR_ENOTFOUND-like CR_ECONFIG if none. */
 /* Also CR_ECONFIG if both parties carry fp: the role would be ambiguous. */
 int cr_template_role_of(const cr_template *t, const uint8_t fp[CR_SHA256_BYTES], cr_role *out);
+
+/*
+ * The bucket of a set of n elements under the template's ladder: the
+ * smallest ladder value >= n (n = 0 gives the first value). UINT64_MAX when
+ * the ladder cannot reach n. Deterministic on every IEEE-754 platform, so
+ * both nodes agree on the ladder.
+ */
+uint64_t cr_template_bucket(const cr_template *t, uint64_t n);
+/* 1 when n is a value of the ladder. */
+int cr_template_is_bucket(const cr_template *t, uint64_t n);
 
 /*
  * RFC 8785 canonical form of a JSON text (sorted keys by UTF-16 code units,

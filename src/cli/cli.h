@@ -38,6 +38,11 @@ const char *cr_cli_safe(const char *s);
 /* json_string of the same, never NULL. */
 json_t *cr_cli_jtext(const char *s);
 
+/* A receipt entry of an audit log checked again: its message rebuilt
+ * (v3, or v2 for older logs) and the partner's signature verified. 0, or
+ * -1 with why set. Used by `audit verify` and `report`. */
+int cr_cli_receipt_check(json_t *e, char *why, size_t cap);
+
 /* "cleanroom CMD: error: ..." on stderr. */
 void cr_cli_errorf(const char *cmd, const char *fmt, ...) CR_PRINTF(2, 3);
 /* An option's unsigned value within [min, max]; -1 with the error printed

@@ -28,7 +28,7 @@ static void audit_help(void) {
 
 /* The receipt message of docs/protocol.md ("Finish"), rebuilt from the
  * receipt entry, so the partner's signature can be checked offline. */
-static int check_receipt(json_t *e, char *why, size_t cap) {
+int cr_cli_receipt_check(json_t *e, char *why, size_t cap) {
   const char *sid = json_string_value(json_object_get(e, "session_id"));
   const char *tr = json_string_value(json_object_get(e, "transcript_sha256"));
   const char *q = json_string_value(json_object_get(e, "query"));
@@ -44,8 +44,39 @@ static int check_receipt(json_t *e, char *why, size_t cap) {
   }
   cr_buf m;
   cr_buf_init(&m);
-  int rc = cr_session_receipt_message(&m, sid_b, tr_b, q, (uint64_t)json_integer_value(nr),
-                                      (uint64_t)json_integer_value(nresp));
+  int rc;
+  if (json_object_get(e, "receipt_version") != NULL) {
+    /* Version 3: role, both certificates, template and both releases. */
+    cr_session_receipt r;
+    memset(&r, 0, sizeof r);
+    const char *role = json_string_value(json_object_get(e, "signer_role"));
+    const char *hx[5] = {json_string_value(json_object_get(e, "provider_cert_sha256")),
+                         json_string_value(json_object_get(e, "consumer_cert_sha256")),
+                         json_string_value(json_object_get(e, "template_sha256")),
+                         json_string_value(json_object_get(e, "provider_released_sha256")),
+                         json_string_value(json_object_get(e, "consumer_released_sha256"))};
+    uint8_t *dst[5] = {r.cert_sha256[CR_ROLE_PROVIDER], r.cert_sha256[CR_ROLE_CONSUMER],
+                       r.template_sha256, r.released_sha256[CR_ROLE_PROVIDER],
+                       r.released_sha256[CR_ROLE_CONSUMER]};
+    int bad = json_integer_value(json_object_get(e, "receipt_version")) != 3 || role == NULL ||
+              cr_role_parse(role, &r.signer) != 0;
+    for (int i = 0; i < 5 && !bad; i++)
+      bad = hx[i] == NULL || cr_hex_decode(dst[i], 32, hx[i]) != 0;
+    if (bad) {
+      snprintf(why, cap, "receipt is missing a field or has a malformed one");
+      cr_buf_free(&m);
+      return -1;
+    }
+    memcpy(r.session_id, sid_b, 32);
+    memcpy(r.transcript, tr_b, 32);
+    r.query = q;
+    r.n_runner = (uint64_t)json_integer_value(nr);
+    r.n_responder = (uint64_t)json_integer_value(nresp);
+    rc = cr_session_receipt_message(&m, &r);
+  } else {
+    rc = cr_session_receipt_message_v2(&m, sid_b, tr_b, q, (uint64_t)json_integer_value(nr),
+                                       (uint64_t)json_integer_value(nresp));
+  }
   int ok = rc == 0 && cr_sign_verify(pk, m.data, m.len, sig) == 0;
   cr_buf_free(&m);
   if (!ok) {
@@ -79,7 +110,7 @@ static int verify_receipts_json(void *ctx, json_t *e) {
   if (ev == NULL || strcmp(ev, "receipt") != 0)
     return 0;
   v->receipts++;
-  if (v->bad_line == 0 && check_receipt(e, v->why, sizeof v->why) != 0)
+  if (v->bad_line == 0 && cr_cli_receipt_check(e, v->why, sizeof v->why) != 0)
     v->bad_line = v->line;
   return 0;
 }

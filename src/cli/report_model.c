@@ -136,25 +136,11 @@ static int is_refusal(json_t *e) {
   return 0;
 }
 
-/* The partner's receipt signature, checked again as `audit verify` does
- * (docs/protocol.md, "Finish"). */
+/* The partner's receipt signature, checked again exactly as `audit verify`
+ * does (docs/protocol.md, "Finish"). */
 static int receipt_ok(json_t *e) {
-  const char *sid = str(e, "session_id"), *tr = str(e, "transcript_sha256");
-  const char *q = str(e, "query"), *pkh = str(e, "peer_public_key");
-  const char *sigh = str(e, "peer_signature");
-  json_t *nr = json_object_get(e, "n_runner"), *nresp = json_object_get(e, "n_responder");
-  uint8_t sid_b[32], tr_b[32], pk[32], sig[64];
-  if (!sid || !tr || !q || !pkh || !sigh || !json_is_integer(nr) || !json_is_integer(nresp) ||
-      cr_hex_decode(sid_b, 32, sid) || cr_hex_decode(tr_b, 32, tr) || cr_hex_decode(pk, 32, pkh) ||
-      cr_hex_decode(sig, 64, sigh))
-    return 0;
-  cr_buf msg;
-  cr_buf_init(&msg);
-  int rc = cr_session_receipt_message(&msg, sid_b, tr_b, q, (uint64_t)json_integer_value(nr),
-                                      (uint64_t)json_integer_value(nresp));
-  int ok = rc == 0 && cr_sign_verify(pk, msg.data, msg.len, sig) == 0;
-  cr_buf_free(&msg);
-  return ok;
+  char why[256];
+  return cr_cli_receipt_check(e, why, sizeof why) == 0;
 }
 
 static void set_add(json_t *c, const char *set, const char *v) {

@@ -47,6 +47,8 @@ void cr_cli_print_result_json(const cr_party_session *s, const cr_template *t,
     json_object_set_new(o, "peer", cr_cli_jtext(peer_addr));
   json_object_set_new(o, "own_set_size", json_integer((json_int_t)r->own_set_size));
   json_object_set_new(o, "peer_set_size", json_integer((json_int_t)r->peer_set_size));
+  /* Protocol v3: the partner announces a bucket of its padded set. */
+  json_object_set_new(o, "peer_set_size_bucket", json_boolean(r->peer_set_size_is_bucket));
   json_t *w = json_object();
   json_object_set_new(w, "bytes_sent", json_integer((json_int_t)r->bytes_sent));
   json_object_set_new(w, "bytes_received", json_integer((json_int_t)r->bytes_received));
@@ -93,7 +95,11 @@ void cr_cli_print_result_human(const cr_party_session *s, const char *peer_addr)
     printf("  parameter:     %s = %s\n", cr_cli_safe(r->param_names[i]),
            cr_cli_safe(r->param_values[i]));
   printf("  our set:       %llu distinct keys\n", (unsigned long long)r->own_set_size);
-  printf("  partner's set: %llu distinct keys\n", (unsigned long long)r->peer_set_size);
+  if (r->peer_set_size_is_bucket)
+    printf("  partner's set: at most %llu distinct keys (a size bucket, not the exact size)\n",
+           (unsigned long long)r->peer_set_size);
+  else
+    printf("  partner's set: %llu distinct keys\n", (unsigned long long)r->peer_set_size);
   if (!r->receives) {
     printf("  released:      nothing to this side (the template sends this query's result "
            "to the partner only)\n");

@@ -19,6 +19,12 @@
 /* Elements per range handed to a pool thread: large enough to amortise the
  * hand-off, small enough to balance a 4096-point batch over the cores. */
 #define CR_POOL_CHUNK 128
+/* Bytes of each point kept to detect reflection: a peer that wants our
+ * digests to match must send our points exactly, and 128 bits cannot
+ * collide by chance nor be forged. */
+#define CR_FP_BYTES 16
+#define CR_PAD_SEED_BYTES 32
+static const char PAD_LABEL[] = "cleanroom/v1/pad";
 
 struct cr_engine {
   cr_engine_config cfg;
@@ -28,8 +34,14 @@ struct cr_engine {
   cr_engine_plan plan;
 
   const cr_dataset *data;
-  uint32_t *order; /* send order: order[i] is the dataset index sent i-th */
-  uint64_t own_n;
+  uint32_t *order;      /* send order: order[i] is the element sent i-th (>= real_n: a pad) */
+  uint64_t own_n;       /* real_n + pads */
+  uint64_t real_n;      /* the dataset's keys */
+  uint32_t *wire_label; /* grouped: label of element i (real or pad); NULL otherwise */
+  uint8_t pad_seed[CR_PAD_SEED_BYTES];
+  uint8_t *own_fp;  /* first CR_FP_BYTES of each own point, by send position */
+  uint8_t *peer_fp; /* same of each peer point, by arrival */
+  cr_engine_rule rule;
 
   cr_engine_digest *peer_digests; /* arrival order until peer_done, then send order */
   cr_engine_digest *peer_match;   /* sorted by digest (self receives) */
@@ -56,6 +68,13 @@ const char *cr_engine_suite_name(const cr_engine *e) { return e->suite->name; }
 
 uint64_t cr_engine_own_n(const cr_engine *e) { return e->own_n; }
 
+cr_engine_rule cr_engine_violation(const cr_engine *e) { return e->rule; }
+
+static int violation(cr_engine *e, cr_engine_rule r) {
+  e->rule = r;
+  return CR_EPROTO;
+}
+
 static void free_table(cr_engine_digest **t, uint64_t n) {
   if (*t) {
     sodium_memzero(*t, (size_t)n * sizeof **t);
@@ -73,6 +92,19 @@ void cr_engine_wipe(cr_engine *e) {
   free_table(&e->peer_digests, e->plan.peer_n);
   free_table(&e->peer_match, e->plan.peer_n);
   free_table(&e->own_digests, e->own_n);
+  sodium_memzero(e->pad_seed, sizeof e->pad_seed);
+  if (e->own_fp) {
+    sodium_memzero(e->own_fp, (size_t)e->own_n * CR_FP_BYTES);
+    free(e->own_fp);
+    e->own_fp = NULL;
+  }
+  if (e->peer_fp) {
+    sodium_memzero(e->peer_fp, (size_t)e->plan.peer_n * CR_FP_BYTES);
+    free(e->peer_fp);
+    e->peer_fp = NULL;
+  }
+  free(e->wire_label);
+  e->wire_label = NULL;
   if (e->order) {
     /* The send order links points to rows (members). */
     sodium_memzero(e->order, (size_t)e->own_n * sizeof *e->order);
@@ -160,20 +192,48 @@ static int uniform_u32(cr_engine *e, rand_block *rb, uint32_t n, uint32_t *out) 
 
 /* Fisher-Yates with the session's randomness: the order points leave in
  * says nothing of the order of the rows. */
-int cr_engine_set_own(cr_engine *e, const cr_dataset *d) {
+int cr_engine_set_own(cr_engine *e, const cr_dataset *d, size_t nlabels, const uint32_t *label_map,
+                      const uint64_t *pad) {
   rand_block rb;
   int rc = 0;
-  if (d->n == 0 || d->n > CR_MAX_SET_SIZE)
+  uint64_t total = d->n;
+  if (d->n == 0 || d->n > CR_MAX_SET_SIZE || nlabels == 0 || pad == NULL)
     return CR_EREFUSED;
   if (e->order != NULL)
     return CR_EINVAL;
+  for (size_t l = 0; l < nlabels; l++) {
+    if (pad[l] > CR_MAX_SET_SIZE - total)
+      return CR_EREFUSED;
+    total += pad[l];
+  }
+  int grouped = label_map != NULL;
+  if ((nlabels > 1 && !grouped) || (grouped && d->labels == NULL))
+    return CR_EINVAL;
   e->data = d;
-  e->own_n = d->n;
+  e->real_n = d->n;
+  e->own_n = total;
   e->order = malloc((size_t)e->own_n * sizeof *e->order);
-  if (e->order == NULL)
+  e->own_fp = calloc((size_t)e->own_n, CR_FP_BYTES);
+  if (grouped)
+    e->wire_label = malloc((size_t)e->own_n * sizeof *e->wire_label);
+  if (e->order == NULL || e->own_fp == NULL || (grouped && e->wire_label == NULL))
     return CR_ENOMEM;
   for (uint64_t i = 0; i < e->own_n; i++)
     e->order[i] = (uint32_t)i;
+  if (grouped) {
+    for (uint64_t i = 0; i < e->real_n; i++) {
+      uint32_t l = d->labels[i];
+      e->wire_label[i] = l < d->nlabels ? label_map[l] : UINT32_MAX;
+      if (e->wire_label[i] >= nlabels)
+        return CR_EINVAL;
+    }
+    uint64_t at = e->real_n;
+    for (size_t l = 0; l < nlabels; l++)
+      for (uint64_t k = 0; k < pad[l]; k++)
+        e->wire_label[at++] = (uint32_t)l;
+  }
+  if (total > e->real_n && draw(e, e->pad_seed, sizeof e->pad_seed) != 0)
+    return CR_ECRYPTO;
   rb.pos = sizeof rb.b;
   for (uint64_t i = e->own_n; i > 1 && rc == 0; i--) {
     uint32_t j = 0;
@@ -192,7 +252,8 @@ int cr_engine_prepare(cr_engine *e, const cr_engine_plan *plan) {
     return CR_EINVAL;
   e->plan = *plan;
   e->peer_digests = calloc((size_t)plan->peer_n, sizeof *e->peer_digests);
-  if (e->peer_digests == NULL)
+  e->peer_fp = calloc((size_t)plan->peer_n, CR_FP_BYTES);
+  if (e->peer_digests == NULL || e->peer_fp == NULL)
     return CR_ENOMEM;
   if (plan->self_receives) {
     e->own_digests = calloc((size_t)e->own_n, sizeof *e->own_digests);
@@ -237,6 +298,20 @@ static int blind_range(void *ctx, size_t begin, size_t end) {
   int rc = 0;
   for (size_t i = begin; i < end && rc == 0; i++) {
     uint32_t idx = e->order[j->first + i];
+    if (idx >= e->real_n) {
+      /* A pad: a fresh uniform element that matches no key. */
+      uint8_t pm[sizeof PAD_LABEL - 1 + CR_PAD_SEED_BYTES + 8];
+      memcpy(pm, PAD_LABEL, sizeof PAD_LABEL - 1);
+      memcpy(pm + sizeof PAD_LABEL - 1, e->pad_seed, CR_PAD_SEED_BYTES);
+      for (int b = 0; b < 8; b++)
+        pm[sizeof pm - 8 + b] = (uint8_t)((uint64_t)idx >> (56 - 8 * b));
+      rc = e->suite->hash_blind(j->points + i * pb, e->k, pm, sizeof pm);
+      sodium_memzero(pm, sizeof pm);
+      memcpy(e->own_fp + (j->first + i) * CR_FP_BYTES, j->points + i * pb, CR_FP_BYTES);
+      if (j->labels)
+        put_u32be(j->labels + 4 * i, e->wire_label[idx]);
+      continue;
+    }
     size_t vlen = d->off[idx + 1] - d->off[idx];
     size_t need = CR_SHA256_BYTES + 1 + ml + vlen;
     if (need > cap) {
@@ -257,8 +332,9 @@ static int blind_range(void *ctx, size_t begin, size_t end) {
     memcpy(msg + CR_SHA256_BYTES + 1, t->match_key.name, ml);
     memcpy(msg + CR_SHA256_BYTES + 1 + ml, d->bytes + d->off[idx], vlen);
     rc = e->suite->hash_blind(j->points + i * pb, e->k, msg, need);
+    memcpy(e->own_fp + (j->first + i) * CR_FP_BYTES, j->points + i * pb, CR_FP_BYTES);
     if (j->labels)
-      put_u32be(j->labels + 4 * i, d->labels[idx]);
+      put_u32be(j->labels + 4 * i, e->wire_label ? e->wire_label[idx] : d->labels[idx]);
   }
   /* The buffer held match keys: wipe it. */
   sodium_memzero(msg, cap);
@@ -269,7 +345,7 @@ static int blind_range(void *ctx, size_t begin, size_t end) {
 
 int cr_engine_blind(cr_engine *e, uint64_t first, size_t n, uint8_t *points, uint8_t *labels) {
   if (e->k == NULL || e->order == NULL || first > e->own_n || n > e->own_n - first ||
-      (labels != NULL && e->data->labels == NULL))
+      (labels != NULL && e->wire_label == NULL))
     return CR_EINVAL;
   blind_job job = {e, first, points, labels};
   return cr_pool_for(e->cfg.pool, n, CR_POOL_CHUNK, blind_range, &job);
@@ -301,6 +377,7 @@ static int reblind_range(void *ctx, size_t begin, size_t end) {
       rc = CR_EPROTO;
       break;
     }
+    memcpy(e->peer_fp + (e->peer_points + i) * CR_FP_BYTES, j->points + i * pb, CR_FP_BYTES);
     cr_engine_digest *d = &e->peer_digests[e->peer_points + i];
     cr_digest(d->d, e->plan.digest_bytes, e->plan.session_id, y, pb);
     d->label = j->labels ? get_u32be(j->labels + 4 * i) : 0;
@@ -325,7 +402,7 @@ int cr_engine_reblind(cr_engine *e, const uint8_t *points, const uint8_t *labels
   pthread_mutex_destroy(&job.mu);
   if (rc != 0) {
     *bad = job.bad;
-    return job.bad != UINT64_MAX ? CR_EPROTO : rc;
+    return job.bad != UINT64_MAX ? violation(e, CR_RULE_POINT_INVALID) : rc;
   }
   e->peer_points += n;
   return 0;
@@ -379,9 +456,10 @@ int cr_engine_own_add(cr_engine *e, const uint8_t *plain, uint64_t n, uint32_t l
     memcpy(d->d, plain + i * l, l);
     d->label = label;
     d->index = (uint32_t)(e->own_digests_n + i);
+    /* Strictly increasing: an equal neighbour would count a match twice. */
     if (!e->plan.members && (continues || i > 0) &&
-        memcmp((d - 1)->d, d->d, CR_ENGINE_DIGEST_SLOT) > 0)
-      return CR_EPROTO;
+        memcmp((d - 1)->d, d->d, CR_ENGINE_DIGEST_SLOT) >= 0)
+      return violation(e, CR_RULE_DIGEST_ORDER);
   }
   e->own_digests_n += n;
   return 0;
@@ -394,25 +472,80 @@ const uint8_t *cr_engine_own_last(const cr_engine *e) {
 
 /* ---- the result --------------------------------------------------------- */
 
+static int cmp_fp(const void *a, const void *b) { return memcmp(a, b, CR_FP_BYTES); }
+
+/* The rules on what the peer sent that matching depends on (engine.h). */
+static int check_peer(cr_engine *e) {
+  size_t own = (size_t)e->own_n, peer = (size_t)e->plan.peer_n;
+  int rc = 0;
+  uint8_t *fp = malloc(own * CR_FP_BYTES);
+  uint8_t *pfp = malloc(peer * CR_FP_BYTES);
+  cr_engine_digest *mine = malloc(own * sizeof *mine);
+  if (fp == NULL || pfp == NULL || mine == NULL) {
+    rc = CR_ENOMEM;
+    goto out;
+  }
+  /* Reflection: our own points sent back as the peer's set. */
+  memcpy(fp, e->own_fp, own * CR_FP_BYTES);
+  qsort(fp, own, CR_FP_BYTES, cmp_fp);
+  for (size_t i = 0; i < peer && rc == 0; i++)
+    if (bsearch(e->peer_fp + i * CR_FP_BYTES, fp, own, CR_FP_BYTES, cmp_fp) != NULL)
+      rc = violation(e, CR_RULE_POINT_REFLECTED);
+  /* The peer's set is de-duplicated: a point twice is a lie. */
+  memcpy(pfp, e->peer_fp, peer * CR_FP_BYTES);
+  qsort(pfp, peer, CR_FP_BYTES, cmp_fp);
+  for (size_t i = 1; i < peer && rc == 0; i++)
+    if (memcmp(pfp + (i - 1) * CR_FP_BYTES, pfp + i * CR_FP_BYTES, CR_FP_BYTES) == 0)
+      rc = violation(e, CR_RULE_POINT_REPEATED);
+  if (rc)
+    goto out;
+  /* Our points are distinct, so are their digests (up to the 2^-40 false
+   * match the digest length allows): a digest twice would count twice. */
+  memcpy(mine, e->own_digests, own * sizeof *mine);
+  qsort(mine, own, sizeof *mine, cmp_digest);
+  for (size_t i = 1; i < own && rc == 0; i++)
+    if (memcmp(mine[i - 1].d, mine[i].d, CR_ENGINE_DIGEST_SLOT) == 0)
+      rc = violation(e, CR_RULE_DIGEST_REPEATED);
+  /* Echo: the digests we returned to the peer, handed back as ours. */
+  if (rc == 0 && e->plan.peer_receives && own == peer) {
+    size_t i = 0;
+    while (i < own && memcmp(mine[i].d, e->peer_match[i].d, CR_ENGINE_DIGEST_SLOT) == 0)
+      i++;
+    if (i == own)
+      rc = violation(e, CR_RULE_DIGEST_ECHO);
+  }
+out:
+  if (mine)
+    sodium_memzero(mine, own * sizeof *mine);
+  free(mine);
+  free(fp);
+  free(pfp);
+  return rc;
+}
+
 /* Counts each own digest found among the peer's; per cell when grouped,
  * per own record when members. Every released number is thresholded here,
  * so nothing below min_count leaves the engine. */
 int cr_engine_match(cr_engine *e, cr_role own_role, const size_t nlabels[CR_ROLE_COUNT],
-                    int grouped, uint64_t min_count, cr_engine_result *out) {
+                    uint64_t *const sizes[CR_ROLE_COUNT], int grouped, uint64_t min_count,
+                    cr_engine_result *out) {
   cr_role peer = cr_role_other(own_role);
   size_t np = nlabels[CR_ROLE_PROVIDER], nc = nlabels[CR_ROLE_CONSUMER];
   uint64_t total = 0, *cells = NULL;
-  int members = e->plan.members;
+  int members = e->plan.members, rc;
   memset(out, 0, sizeof *out);
-  if (e->own_digests == NULL || e->peer_match == NULL || e->own_digests_n != e->own_n)
+  if (e->own_digests == NULL || e->peer_match == NULL || e->own_digests_n != e->own_n ||
+      e->own_fp == NULL || e->peer_fp == NULL)
     return CR_EINVAL;
+  if ((rc = check_peer(e)) != 0)
+    return rc;
   if (grouped) {
     cells = calloc(np * nc, sizeof *cells);
     if (cells == NULL)
       return CR_ENOMEM;
   }
   if (members) {
-    out->matched = calloc((size_t)(e->own_n + 7) / 8, 1);
+    out->matched = calloc((size_t)(e->real_n + 7) / 8, 1);
     if (out->matched == NULL) {
       free(cells);
       return CR_ENOMEM;
@@ -424,6 +557,14 @@ int cr_engine_match(cr_engine *e, cr_role own_role, const size_t nlabels[CR_ROLE
         bsearch(o, e->peer_match, (size_t)e->plan.peer_n, sizeof *e->peer_match, cmp_digest);
     if (hit == NULL)
       continue;
+    if (members) {
+      /* Digest i answers the point we sent i-th: own element order[i]; a
+       * pad (order >= real_n) is no record and never counts. */
+      uint32_t key = e->order[o->index];
+      if (key >= e->real_n)
+        continue;
+      out->matched[key / 8] |= (uint8_t)(1u << (key % 8));
+    }
     total++;
     if (cells) {
       uint32_t lab[CR_ROLE_COUNT];
@@ -432,16 +573,35 @@ int cr_engine_match(cr_engine *e, cr_role own_role, const size_t nlabels[CR_ROLE
       if (lab[CR_ROLE_PROVIDER] < np && lab[CR_ROLE_CONSUMER] < nc)
         cells[(size_t)lab[CR_ROLE_PROVIDER] * nc + lab[CR_ROLE_CONSUMER]]++;
     }
-    if (members) {
-      /* Digest i answers the point we sent i-th: own key order[i]. */
-      uint32_t key = e->order[o->index];
-      out->matched[key / 8] |= (uint8_t)(1u << (key % 8));
-    }
   }
-  out->count = total;
+  /* Impossible for an honest peer once the checks above passed; kept so no
+   * later change can release a count no input could give. */
+  rc = total > e->own_n || total > e->plan.peer_n ? violation(e, CR_RULE_COUNT_BOUND) : 0;
+  for (size_t a = 0; cells && rc == 0 && a < np; a++)
+    for (size_t b = 0; rc == 0 && b < nc; b++) {
+      uint64_t v = cells[a * nc + b];
+      if ((sizes[CR_ROLE_PROVIDER] && v > sizes[CR_ROLE_PROVIDER][a]) ||
+          (sizes[CR_ROLE_CONSUMER] && v > sizes[CR_ROLE_CONSUMER][b]))
+        rc = violation(e, CR_RULE_COUNT_BOUND);
+    }
+  if (rc) {
+    if (cells) {
+      sodium_memzero(cells, np * nc * sizeof *cells);
+      free(cells);
+    }
+    if (out->matched) {
+      sodium_memzero(out->matched, (size_t)(e->real_n + 7) / 8);
+      free(out->matched);
+    }
+    memset(out, 0, sizeof *out);
+    return rc;
+  }
   out->suppressed = total < min_count;
+  /* Suppressed means absent: no value is held where a later layer could
+   * print it. */
+  out->count = out->suppressed ? 0 : total;
   if (members && out->suppressed) {
-    sodium_memzero(out->matched, (size_t)(e->own_n + 7) / 8);
+    sodium_memzero(out->matched, (size_t)(e->real_n + 7) / 8);
     free(out->matched);
     out->matched = NULL;
   }
@@ -468,5 +628,6 @@ int cr_engine_match(cr_engine *e, cr_role own_role, const size_t nlabels[CR_ROLE
     out->count = 0;
     out->suppressed = 0;
   }
+  total = 0;
   return 0;
 }

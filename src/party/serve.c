@@ -16,8 +16,10 @@
 
 int cr__party_keep_row(void *ctx, const char *const *fields, const size_t *lens, size_t n);
 
-static int party_admit(void *ctx, const cr_session_result *r, char *msg, size_t cap) {
+static int party_admit(void *ctx, const cr_query *q, const cr_session_result *r, char *msg,
+                       size_t cap) {
   cr_party *p = ctx;
+  (void)q;
   return cr__trail_admit(&p->trail, r, msg, cap);
 }
 

@@ -300,12 +300,23 @@ static int record_receipt(cr_trail *a, const cr_session_result *r, const uint8_t
   json_object_set_new(rc_o, "session_id", hexj(r->session_id, CR_SESSION_ID_BYTES));
   json_object_set_new(rc_o, "query", cr__jtext(r->query));
   json_object_set_new(rc_o, "transcript_sha256", hexj(r->transcript_sha256, CR_SHA256_BYTES));
-  json_object_set_new(
-      rc_o, "n_runner",
-      json_integer((json_int_t)(r->is_runner ? r->own_set_size : r->peer_set_size)));
-  json_object_set_new(
-      rc_o, "n_responder",
-      json_integer((json_int_t)(r->is_runner ? r->peer_set_size : r->own_set_size)));
+  /* Everything the partner's receipt covers (cr_session_receipt), so
+   * `audit verify` can check it again. */
+  cr_session_receipt rcpt;
+  cr_session_peer_receipt(r, &rcpt);
+  json_object_set_new(rc_o, "receipt_version", json_integer(3));
+  json_object_set_new(rc_o, "signer_role", cr__jtext(cr_role_name(rcpt.signer)));
+  json_object_set_new(rc_o, "template_sha256", hexj(rcpt.template_sha256, CR_SHA256_BYTES));
+  json_object_set_new(rc_o, "provider_cert_sha256",
+                      hexj(rcpt.cert_sha256[CR_ROLE_PROVIDER], CR_SHA256_BYTES));
+  json_object_set_new(rc_o, "consumer_cert_sha256",
+                      hexj(rcpt.cert_sha256[CR_ROLE_CONSUMER], CR_SHA256_BYTES));
+  json_object_set_new(rc_o, "n_runner", json_integer((json_int_t)rcpt.n_runner));
+  json_object_set_new(rc_o, "n_responder", json_integer((json_int_t)rcpt.n_responder));
+  json_object_set_new(rc_o, "provider_released_sha256",
+                      hexj(rcpt.released_sha256[CR_ROLE_PROVIDER], CR_SHA256_BYTES));
+  json_object_set_new(rc_o, "consumer_released_sha256",
+                      hexj(rcpt.released_sha256[CR_ROLE_CONSUMER], CR_SHA256_BYTES));
   if (peer_fp)
     json_object_set_new(rc_o, "peer_cert_sha256", hexj(peer_fp, CR_SHA256_BYTES));
   json_object_set_new(rc_o, "peer_public_key", hexj(r->peer_sign_pk, CR_SIGN_PK_BYTES));
@@ -344,6 +355,9 @@ int cr__trail_session_end(cr_trail *a, const cr_session_result *r, const char *p
       json_object_set_new(o, "wire_error", cr__jtext(cr_wire_error_name(r->wire_error)));
     json_object_set_new(o, "from_peer", json_boolean(r->error_from_peer));
     json_object_set_new(o, "reason", cr__jtext(r->error_msg));
+    /* Our digests went to the partner but no receipt came back. */
+    if (r->digests_returned)
+      json_object_set_new(o, "digests_returned", json_true());
     rc = cr__trail_event(a, "session_aborted", o, err);
   } else {
     json_t *o = cr__trail_session_fields(a, r);

@@ -65,6 +65,8 @@ const char *cr__frame_name(int msg_case) {
     return "EndOfDigests";
   case CLEANROOM__V1__FRAME__MSG_FINISH:
     return "Finish";
+  case CLEANROOM__V1__FRAME__MSG_RELEASED:
+    return "Released";
   case CLEANROOM__V1__FRAME__MSG_ERROR:
     return "Error";
   default:

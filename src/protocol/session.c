@@ -34,7 +34,9 @@
 #define CR_MAX_PARAM_BYTES 4096
 
 static const char SESSION_LABEL[] = "cleanroom/v1/session";
-static const char RECEIPT_LABEL[] = "cleanroom/v1/receipt";
+static const char RECEIPT_LABEL_V2[] = "cleanroom/v1/receipt";
+static const char RECEIPT_LABEL[] = "cleanroom/v3/receipt";
+static const char RELEASED_LABEL[] = "cleanroom/v3/released";
 
 typedef cr_engine_digest ldigest;
 
@@ -52,7 +54,8 @@ typedef enum cr_send_state {
   CR_SEND_END_OF_SET,     /* all our points are out */
   CR_SEND_DIGESTS,        /* the peer's digests back, once its EndOfSet is in */
   CR_SEND_END_OF_DIGESTS, /* all of them are out */
-  CR_SEND_FINISH,         /* once every data frame both ways is done */
+  CR_SEND_RELEASED,       /* once every data frame both ways is done */
+  CR_SEND_FINISH,         /* once the peer's Released is in */
   CR_SEND_IDLE,           /* Finish sent, or a ping answered: nothing more */
 } cr_send_state;
 
@@ -71,9 +74,16 @@ struct cr_session {
   uint8_t nonce[CR_NONCE_BYTES];
   int members; /* kind members: digests go back in arrival order */
 
-  /* Own set: next element to send (the engine holds the order). */
+  /* Own set: next element to send (the engine holds the order). own_n
+   * counts the pads too; the labels are the ones that travel (rare labels
+   * merged into CR_SESSION_OTHER_LABEL). */
   uint64_t own_n;
   int own_grouped;
+  size_t own_nlabels;
+  char **own_label_names;  /* own_nlabels, sorted */
+  uint64_t *own_true;      /* true keys per label */
+  uint64_t *own_buckets;   /* padded size per label, as announced */
+  uint32_t *own_label_map; /* dataset label -> own label */
   uint64_t points_sent;
   uint64_t batch_seq;
 
@@ -101,13 +111,26 @@ struct cr_session {
 
   cr_buf in;
   cr_buf out;
-  /* When set, fail() tells the peer this instead of the local message (the
-   * local one may hold what the peer must not learn). */
-  const char *peer_text;
+  /* The fixed name of the rule the peer broke, sent after the PROTOCOL
+   * code's text; a string literal, never formatted. */
+  const char *peer_rule;
+  int have_peer_released;
   cr_session_result res;
 };
 
 /* ---- helpers ------------------------------------------------------------ */
+
+const char *cr_wire_error_text(int code) {
+  switch (code) {
+#define CR__WIRE_TEXT(num, name, text)                                                             \
+  case num:                                                                                        \
+    return text;
+    CR_WIRE_ERROR_MAP(CR__WIRE_TEXT)
+#undef CR__WIRE_TEXT
+  default:
+    return "error";
+  }
+}
 
 const char *cr_wire_error_name(int code) {
   switch (code) {
@@ -145,6 +168,19 @@ static void release_engine(cr_session *s) {
     cr_engine_wipe(s->eng);
   free(s->peer_label_seen);
   s->peer_label_seen = NULL;
+}
+
+static void free_own_labels(cr_session *s) {
+  if (s->own_label_names != NULL)
+    for (size_t i = 0; i < s->own_nlabels; i++)
+      free(s->own_label_names[i]);
+  free(s->own_label_names);
+  free(s->own_true);
+  free(s->own_buckets);
+  free(s->own_label_map);
+  s->own_label_names = NULL;
+  s->own_true = s->own_buckets = NULL;
+  s->own_label_map = NULL;
 }
 
 static void free_strv(char **v, size_t n) {
@@ -257,13 +293,46 @@ static int fail(cr_session *s, int code, int wire, int from_peer, const char *fm
   s->res.ncells = 0;
   free(s->res.matched);
   s->res.matched = NULL;
-  if (!from_peer && wire != 0)
-    queue_error_frame(s, wire, s->peer_text ? s->peer_text : s->res.error_msg);
+  if (!from_peer && wire != 0) {
+    /* Fixed wording only: res.error_msg may hold our paths, sizes, row
+     * counts or parameter values, which stay on this node. */
+    char text[160];
+    if (wire == CR_WIRE_PROTOCOL && s->peer_rule != NULL)
+      snprintf(text, sizeof text, "%s: %s", cr_wire_error_text(wire), s->peer_rule);
+    else
+      snprintf(text, sizeof text, "%s", cr_wire_error_text(wire));
+    queue_error_frame(s, wire, text);
+  }
   release_engine(s);
   return code;
 }
 
 #define PROTO_FAIL(s, ...) fail((s), CR_EPROTO, CR_WIRE_PROTOCOL, 0, __VA_ARGS__)
+/* A protocol error naming the rule the peer broke on the wire too. */
+#define RULE_FAIL(s, rule, ...) ((s)->peer_rule = (rule), PROTO_FAIL((s), __VA_ARGS__))
+
+/* The fixed wording of each engine rule, for the wire and our message. */
+static const char *rule_text(cr_engine_rule r) {
+  switch (r) {
+  case CR_RULE_POINT_INVALID:
+    return "a point is not a valid group element";
+  case CR_RULE_POINT_REFLECTED:
+    return "a point equals one of ours (reflection)";
+  case CR_RULE_POINT_REPEATED:
+    return "the same point was sent twice";
+  case CR_RULE_DIGEST_ORDER:
+    return "returned digests are not strictly increasing";
+  case CR_RULE_DIGEST_REPEATED:
+    return "the same digest was returned twice";
+  case CR_RULE_DIGEST_ECHO:
+    return "the returned digests are the ones we sent (echo)";
+  case CR_RULE_COUNT_BOUND:
+    return "a count exceeds a set size";
+  case CR_RULE_NONE:
+    break;
+  }
+  return "protocol rule broken";
+}
 
 static void hex32(char out[65], const uint8_t in[32]) { cr_hex_encode(out, in, 32); }
 
@@ -361,14 +430,111 @@ int cr_session_check_local(const cr_session_config *cfg, int64_t now_unix, cr_er
 
 /* ---- lifecycle ---------------------------------------------------------- */
 
-/* Takes the own set; the engine shuffles its send order. */
-static int setup_own_set(cr_session *s, const cr_dataset *d) {
+static int set_labels(cr_session_result *res, cr_role r, size_t n, char *const *names,
+                      const uint64_t *sizes, uint64_t total, int from_peer);
+
+static int cmp_str(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static size_t find_name(char **names, size_t n, const char *name) {
+  size_t i = 0;
+  while (i < n && strcmp(names[i], name) != 0)
+    i++;
+  return i;
+}
+
+/*
+ * Takes the own set for the query: its TRUE size against the template's
+ * limits (decided here, the message stays local), rare labels merged into
+ * CR_SESSION_OTHER_LABEL (fewer keys than the query's min_count: one run
+ * cannot carry hundreds of single-record probes, and their names never
+ * leave), each label padded up to its bucket; the engine adds the pads and
+ * shuffles. 0, CR_EREFUSED with msg (size), or another code with msg.
+ */
+static int setup_own_set(cr_session *s, const cr_dataset *d, char *msg, size_t cap) {
+  const cr_template *t = s->cfg.tmpl;
+  const cr_query *q = s->query;
+  int rc = 0;
+  uint64_t *pad = NULL, total = 0;
   s->data = d;
-  s->own_n = d->n;
-  s->res.own_set_size = s->own_n;
-  if (s->own_n == 0 || s->own_n > CR_MAX_SET_SIZE)
+  s->res.own_set_size = d->n;
+  if (check_size(t, d->n, "our", msg, cap) != 0)
     return CR_EREFUSED;
-  return cr_engine_set_own(s->eng, d);
+  s->own_grouped = q->group_by[s->cfg.role] != NULL;
+  if (s->own_grouped && (d->labels == NULL || d->nlabels == 0)) {
+    snprintf(msg, cap, "our data was loaded without the group column \"%s\"",
+             q->group_by[s->cfg.role]);
+    return CR_EINVAL;
+  }
+  size_t nd = s->own_grouped ? d->nlabels : 1, k = 0;
+  s->own_label_names = calloc(nd + 1, sizeof *s->own_label_names);
+  s->own_true = calloc(nd + 1, sizeof *s->own_true);
+  s->own_buckets = calloc(nd + 1, sizeof *s->own_buckets);
+  s->own_label_map = calloc(nd, sizeof *s->own_label_map);
+  pad = calloc(nd + 1, sizeof *pad);
+  if (!s->own_label_names || !s->own_true || !s->own_buckets || !s->own_label_map || !pad)
+    goto oom;
+  if (s->own_grouped) {
+    int merged = 0;
+    for (size_t j = 0; j < nd; j++) {
+      if (d->label_sizes[j] >= q->min_count) {
+        if ((s->own_label_names[k++] = dup_text(d->label_names[j], CR_DATASET_MAX_LABEL_BYTES)) ==
+            NULL)
+          goto oom;
+      } else {
+        merged = 1;
+      }
+    }
+    if (merged && find_name(s->own_label_names, k, CR_SESSION_OTHER_LABEL) == k &&
+        (s->own_label_names[k++] = dup_text(CR_SESSION_OTHER_LABEL, 16)) == NULL)
+      goto oom;
+    s->own_nlabels = k;
+    qsort(s->own_label_names, k, sizeof *s->own_label_names, cmp_str);
+    for (size_t j = 0; j < nd; j++) {
+      const char *to =
+          d->label_sizes[j] >= q->min_count ? d->label_names[j] : CR_SESSION_OTHER_LABEL;
+      size_t w = find_name(s->own_label_names, k, to);
+      s->own_label_map[j] = (uint32_t)w;
+      s->own_true[w] += d->label_sizes[j];
+    }
+  } else {
+    if ((s->own_label_names[0] = dup_text("", 1)) == NULL)
+      goto oom;
+    s->own_nlabels = k = 1;
+    s->own_true[0] = d->n;
+  }
+  for (size_t l = 0; l < k; l++) {
+    uint64_t b = cr_template_bucket(t, s->own_true[l]);
+    if (b > CR_MAX_SET_SIZE || b > CR_MAX_SET_SIZE - total) {
+      snprintf(msg, cap,
+               "our set padded to the template's size buckets would exceed %llu elements, "
+               "more than this engine supports",
+               (unsigned long long)CR_MAX_SET_SIZE);
+      rc = CR_EREFUSED;
+      goto out;
+    }
+    s->own_buckets[l] = b;
+    pad[l] = b - s->own_true[l];
+    total += b;
+  }
+  rc = cr_engine_set_own(s->eng, d, k, s->own_grouped ? s->own_label_map : NULL, pad);
+  if (rc != 0) {
+    snprintf(msg, cap, "cannot take our set (%s)", cr_strerror(rc));
+    goto out;
+  }
+  s->own_n = cr_engine_own_n(s->eng);
+  s->res.own_set_bucket = s->own_n;
+  if (set_labels(&s->res, s->cfg.role, s->own_grouped ? k : 0, s->own_label_names, s->own_true,
+                 d->n, 0) != 0)
+    goto oom;
+out:
+  free(pad);
+  return rc;
+oom:
+  free(pad);
+  snprintf(msg, cap, "out of memory");
+  return CR_ENOMEM;
 }
 
 /* The result's label list for one role: the dataset's, or one "" label. */
@@ -426,6 +592,18 @@ int cr_session_new(cr_session **out, const cr_session_config *cfg, cr_error *err
   s->res.role = cfg->role;
   s->res.is_runner = cfg->is_runner;
   memcpy(s->res.peer_sign_pk, cfg->peer_sign_pk, CR_SIGN_PK_BYTES);
+  {
+    /* Zero: the template's pins, which the transport has checked. */
+    static const uint8_t zero[CR_SHA256_BYTES];
+    const cr_template *t = cfg->tmpl;
+    int own_set = memcmp(cfg->own_cert_sha256, zero, CR_SHA256_BYTES) != 0;
+    int peer_set = memcmp(cfg->peer_cert_sha256, zero, CR_SHA256_BYTES) != 0;
+    memcpy(s->res.own_cert_sha256,
+           own_set ? cfg->own_cert_sha256 : t->parties[cfg->role].cert_sha256, CR_SHA256_BYTES);
+    memcpy(s->res.peer_cert_sha256,
+           peer_set ? cfg->peer_cert_sha256 : t->parties[cr_role_other(cfg->role)].cert_sha256,
+           CR_SHA256_BYTES);
+  }
 
   /* All of the session's randomness (scalar, shuffle, nonce) comes from
    * cfg->rand, so a test can replay a whole transcript. */
@@ -448,8 +626,7 @@ int cr_session_new(cr_session **out, const cr_session_config *cfg, cr_error *err
       goto fail;
     }
     snprintf(s->res.query, sizeof s->res.query, "%s", s->query->name);
-    s->own_grouped = s->query->group_by[cfg->role] != NULL;
-    if (s->own_grouped && cfg->data->labels == NULL) {
+    if (s->query->group_by[cfg->role] != NULL && cfg->data->labels == NULL) {
       rc = cr_error_set(err, CR_EINVAL,
                         "query \"%s\" groups our set by \"%s\", but the data "
                         "was loaded without that column",
@@ -472,9 +649,14 @@ int cr_session_new(cr_session **out, const cr_session_config *cfg, cr_error *err
       }
     }
   }
-  if (cfg->data != NULL && !s->res.ping && (rc = setup_own_set(s, cfg->data)) != 0) {
-    cr_error_set(err, rc, "cannot take our set of %zu keys", cfg->data->n);
-    goto fail;
+  /* The runner's set is known now; a responder's only once it has admitted
+   * the runner's Hello (admission first). */
+  if (cfg->is_runner && !s->res.ping) {
+    char msg[400];
+    if ((rc = setup_own_set(s, cfg->data, msg, sizeof msg)) != 0) {
+      cr_error_set(err, rc, "%s", msg);
+      goto fail;
+    }
   }
   rc = cfg->rand ? cfg->rand(cfg->rand_ctx, s->nonce, sizeof s->nonce)
                  : cr_engine_rand_default(NULL, s->nonce, sizeof s->nonce);
@@ -494,6 +676,7 @@ void cr_session_free(cr_session *s) {
     return;
   release_engine(s);
   cr_engine_free(s->eng);
+  free_own_labels(s);
   cr_session_result_free_outputs(&s->res);
   if (s->data_loaded && s->cfg.unload != NULL)
     s->cfg.unload(s->cfg.load_ctx, s->data);
@@ -529,7 +712,7 @@ static int send_hello(cr_session *s) {
   h.template_sha256.len = CR_SHA256_BYTES;
   h.query = (char *)(s->query ? s->query->name : "");
   h.suite = s->cfg.tmpl->suite;
-  h.set_size = s->res.ping ? 0 : s->own_n; /* a ping reveals no size */
+  h.set_size = s->res.ping ? 0 : s->own_n; /* the bucket; a ping reveals no size */
   h.digest_bytes = s->cfg.digest_bytes;
   h.nonce.data = s->nonce;
   h.nonce.len = sizeof s->nonce;
@@ -550,10 +733,10 @@ static int send_hello(cr_session *s) {
     h.params = eptr;
   }
   if (s->own_grouped) {
-    h.n_group_labels = s->data->nlabels;
-    h.group_labels = s->data->label_names;
-    h.n_group_sizes = s->data->nlabels;
-    h.group_sizes = s->data->label_sizes;
+    h.n_group_labels = s->own_nlabels;
+    h.group_labels = s->own_label_names;
+    h.n_group_sizes = s->own_nlabels;
+    h.group_sizes = s->own_buckets;
   }
   f.msg_case = CLEANROOM__V1__FRAME__MSG_HELLO;
   f.hello = &h;
@@ -637,6 +820,49 @@ static int take_params(cr_session *s, const Cleanroom__V1__Hello *h) {
                     "sent none",
                     q->name, q->params[j].name);
   }
+  /* Each value against its declared type, before admission: a refusal for a
+   * value is the same PARAMS whatever our data holds. The party parses the
+   * values again when it loads. */
+  cr_params pv = {0};
+  cr_error perr;
+  cr_error_clear(&perr);
+  int rc = cr_params_from_pairs(&pv, (const char *const *)s->res.param_names,
+                                (const char *const *)s->res.param_values, s->res.nparams, q->params,
+                                q->nparams, &perr);
+  cr_params_free(&pv);
+  if (rc == CR_ENOMEM)
+    return fail(s, CR_ENOMEM, CR_WIRE_INTERNAL, 0, "out of memory");
+  if (rc != 0)
+    return refuse(s, CR_WIRE_PARAMS, "the partner's parameters do not fit query \"%s\": %s",
+                  q->name, cr_error_message(&perr, rc));
+  return 0;
+}
+
+/* The peer's announced size (a bucket, or a sum of label buckets) against
+ * the template: its true size is within the limits only if this holds. */
+static int check_peer_size(cr_session *s, const Cleanroom__V1__Hello *h, cr_role peer_role,
+                           char *msg, size_t cap) {
+  const cr_template *t = s->cfg.tmpl;
+  uint64_t n = h->set_size;
+  if (n == 0 || n > CR_MAX_SET_SIZE) {
+    snprintf(msg, cap,
+             "the partner announced a set of %llu elements: empty, or more than this engine "
+             "supports (%llu)",
+             (unsigned long long)n, (unsigned long long)CR_MAX_SET_SIZE);
+    return -1;
+  }
+  if (t->limits.min_set_size && n < t->limits.min_set_size) {
+    snprintf(msg, cap, "the partner's set (bucket %llu) is below limits.min_set_size (%llu)",
+             (unsigned long long)n, (unsigned long long)t->limits.min_set_size);
+    return -1;
+  }
+  if (t->limits.max_set_size && s->query->group_by[peer_role] == NULL &&
+      n > cr_template_bucket(t, t->limits.max_set_size)) {
+    snprintf(msg, cap,
+             "the partner's set (bucket %llu) is above the bucket of limits.max_set_size (%llu)",
+             (unsigned long long)n, (unsigned long long)t->limits.max_set_size);
+    return -1;
+  }
   return 0;
 }
 
@@ -644,9 +870,16 @@ static int take_params(cr_session *s, const Cleanroom__V1__Hello *h) {
  * side; sizes add up to its set size. */
 static int take_peer_labels(cr_session *s, const Cleanroom__V1__Hello *h, cr_role peer_role) {
   int grouped = s->query->group_by[peer_role] != NULL;
+  const cr_template *t = s->cfg.tmpl;
+  /* A size on the template's ladder: an honest node announces nothing
+   * else, and a size off the ladder would be an exact one. */
   if (!grouped) {
     if (h->n_group_labels != 0 || h->n_group_sizes != 0)
       return PROTO_FAIL(s, "the partner sent group labels for a side the query does not group");
+    if (!cr_template_is_bucket(t, h->set_size))
+      return RULE_FAIL(s, "a set size is not a bucket of the template's ladder",
+                       "the partner announced a set size that is not a bucket of the template's "
+                       "size ladder (limits.size_buckets)");
     s->peer_nlabels = 1;
     return set_labels(&s->res, peer_role, 0, NULL, NULL, h->set_size, 1) == 0
                ? 0
@@ -663,6 +896,16 @@ static int take_peer_labels(cr_session *s, const Cleanroom__V1__Hello *h, cr_rol
     if (h->group_sizes[i] == 0 || h->group_sizes[i] > h->set_size ||
         strlen(h->group_labels[i]) > CR_DATASET_MAX_LABEL_BYTES)
       return PROTO_FAIL(s, "the partner's group %zu is empty, too large or too long a name", i);
+    if (!cr_template_is_bucket(t, h->group_sizes[i]))
+      return RULE_FAIL(s, "a set size is not a bucket of the template's ladder",
+                       "the partner announced a size for its group %zu that is not a bucket of "
+                       "the template's size ladder (limits.size_buckets)",
+                       i);
+    if (t->limits.max_set_size && h->group_sizes[i] > cr_template_bucket(t, t->limits.max_set_size))
+      return refuse(s, CR_WIRE_SIZE,
+                    "the partner's group %zu is larger than the bucket of "
+                    "limits.max_set_size",
+                    i);
     total += h->group_sizes[i];
   }
   if (total != h->set_size)
@@ -768,7 +1011,7 @@ static int on_hello(cr_session *s, const Cleanroom__V1__Hello *h, const uint8_t 
   if (h->digest_bytes > CR_MAX_DIGEST_BYTES)
     return PROTO_FAIL(s, "the partner proposes %u-byte digests, at most %d are allowed",
                       h->digest_bytes, CR_MAX_DIGEST_BYTES);
-  if (check_size(t, h->set_size, "the partner's", msg, sizeof msg) != 0)
+  if (check_peer_size(s, h, peer_role, msg, sizeof msg) != 0)
     return refuse(s, CR_WIRE_SIZE, "%s", msg);
   if ((rc = take_peer_labels(s, h, peer_role)) != 0)
     return rc;
@@ -782,42 +1025,9 @@ static int on_hello(cr_session *s, const Cleanroom__V1__Hello *h, const uint8_t 
                   "this node does not run",
                   s->query->name);
 
-  /* The responder's own set depends on the query and its parameters. */
-  if (s->data == NULL) {
-    const cr_dataset *d = NULL;
-    char why[400] = "";
-    rc = s->cfg.load(s->cfg.load_ctx, s->query, &s->res, &d, why, sizeof why);
-    if (rc == CR_EREFUSED)
-      return refuse(s, CR_WIRE_PARAMS, "%s", why[0] ? why : "the parameters do not fit");
-    if (rc != 0 || d == NULL)
-      return fail(s, rc ? rc : CR_EINTERNAL, CR_WIRE_INTERNAL, 0,
-                  "the partner's node could not load its data: %s", why[0] ? why : cr_strerror(rc));
-    s->data_loaded = 1;
-    if ((rc = setup_own_set(s, d)) != 0) {
-      if (rc != CR_EREFUSED)
-        return fail(s, rc, CR_WIRE_INTERNAL, 0, "cannot take our set");
-    }
-  }
-  if (check_size(t, s->own_n, "our", msg, sizeof msg) != 0) {
-    /* Our exact (filtered) size stays here: the partner is told only that
-     * it is out of bounds, or a refusal would release a number below the
-     * template's thresholds. */
-    s->peer_text = "the partner's set for this query is outside the template's "
-                   "limits.min_set_size/max_set_size";
-    return refuse(s, CR_WIRE_SIZE, "%s", msg);
-  }
-  s->own_grouped = s->query->group_by[s->cfg.role] != NULL;
-  if (s->own_grouped && (s->data->labels == NULL || s->data->nlabels == 0))
-    return fail(s, CR_EINTERNAL, CR_WIRE_INTERNAL, 0,
-                "our data was loaded without the group column \"%s\"",
-                s->query->group_by[s->cfg.role]);
-  if (set_labels(&s->res, s->cfg.role, s->own_grouped ? s->data->nlabels : 0,
-                 s->own_grouped ? s->data->label_names : NULL,
-                 s->own_grouped ? s->data->label_sizes : NULL, s->own_n, 0) != 0)
-    return fail(s, CR_ENOMEM, CR_WIRE_INTERNAL, 0, "out of memory");
-
   s->peer_n = h->set_size;
   s->res.peer_set_size = s->peer_n;
+  s->res.peer_set_size_is_bucket = 1;
   uint8_t *dst = s->cfg.is_runner ? s->responder_hello_hash : s->runner_hello_hash;
   cr_sha256(dst, payload, payload_len);
 
@@ -826,21 +1036,52 @@ static int on_hello(cr_session *s, const Cleanroom__V1__Hello *h, const uint8_t 
   s->res.receives = s->self_receives;
   s->res.min_count = s->query->min_count;
 
+  if (!s->cfg.is_runner) {
+    /* Admission first: everything above was decided from the runner's
+     * Hello alone. The run is recorded (and the run limit applied) before
+     * a byte of our data is read or anything that depends on it is sent. */
+    if (s->cfg.admit != NULL) {
+      char why[400] = "";
+      rc = s->cfg.admit(s->cfg.admit_ctx, s->query, &s->res, why, sizeof why);
+      if (rc != 0)
+        return refuse(s, CR_WIRE_NOT_ALLOWED, "%s", why[0] ? why : "refused by this node");
+    }
+    const cr_dataset *d = s->cfg.data;
+    if (d == NULL) {
+      char why[400] = "";
+      rc = s->cfg.load(s->cfg.load_ctx, s->query, &s->res, &d, why, sizeof why);
+      if (rc == CR_EREFUSED)
+        return refuse(s, CR_WIRE_PARAMS, "%s", why[0] ? why : "the parameters do not fit");
+      if (rc != 0 || d == NULL)
+        return fail(s, rc ? rc : CR_EINTERNAL, CR_WIRE_INTERNAL, 0, "cannot load our data: %s",
+                    why[0] ? why : cr_strerror(rc));
+      s->data = d;
+      s->data_loaded = 1;
+    }
+    /* Our TRUE size against the limits, decided here; the partner is told
+     * only SIZE, with the code's fixed text. */
+    rc = setup_own_set(s, d, msg, sizeof msg);
+    if (rc == CR_EREFUSED)
+      return refuse(s, CR_WIRE_SIZE, "%s", msg);
+    if (rc != 0)
+      return fail(s, rc, CR_WIRE_INTERNAL, 0, "%s", msg);
+  }
+
   uint64_t n_runner = s->cfg.is_runner ? s->own_n : s->peer_n;
   uint64_t n_responder = s->cfg.is_runner ? s->peer_n : s->own_n;
   s->digest_bytes =
       cr_session_digest_bytes(n_runner, n_responder, s->cfg.digest_bytes, h->digest_bytes);
   s->res.digest_bytes = (uint32_t)s->digest_bytes;
-  /* The responder's Hello is part of the session id; compute it first as
-   * the runner will, so admit() sees the id both sides record. */
   if (!s->cfg.is_runner) {
     if ((rc = send_hello(s)) != 0)
       return rc;
   }
   derive_session(s);
-  if (s->cfg.admit != NULL) {
+  /* The runner admits once it knows the session (its own data was loaded
+   * before it connected; nothing of the responder's is ours to protect). */
+  if (s->cfg.is_runner && s->cfg.admit != NULL) {
     char why[400] = "";
-    rc = s->cfg.admit(s->cfg.admit_ctx, &s->res, why, sizeof why);
+    rc = s->cfg.admit(s->cfg.admit_ctx, s->query, &s->res, why, sizeof why);
     if (rc != 0)
       return refuse(s, CR_WIRE_NOT_ALLOWED, "%s", why[0] ? why : "refused by this node");
   }
@@ -902,11 +1143,11 @@ static int on_batch(cr_session *s, const Cleanroom__V1__Batch *b) {
   int rc = cr_engine_reblind(s->eng, b->points.data, s->peer_grouped ? b->labels.data : NULL,
                              (size_t)n, &bad);
   if (rc == CR_EPROTO)
-    return PROTO_FAIL(s,
-                      "point %llu of the partner's Batch %llu is not a valid %s element "
-                      "(non-canonical encoding or identity)",
-                      (unsigned long long)bad, (unsigned long long)b->seq,
-                      cr_engine_suite_name(s->eng));
+    return RULE_FAIL(s, rule_text(CR_RULE_POINT_INVALID),
+                     "point %llu of the partner's Batch %llu is not a valid %s element "
+                     "(non-canonical encoding or identity)",
+                     (unsigned long long)bad, (unsigned long long)b->seq,
+                     cr_engine_suite_name(s->eng));
   if (rc != 0)
     return fail(s, rc, CR_WIRE_INTERNAL, 0, "cannot re-blind the partner's points");
   s->peer_points += n;
@@ -921,7 +1162,7 @@ static int on_end_of_set(cr_session *s, const Cleanroom__V1__EndOfSet *e) {
                       "EndOfSet",
                       (unsigned long long)s->peer_n, (unsigned long long)s->peer_points,
                       (unsigned long long)e->count);
-  s->recv = s->self_receives ? CR_STATE_EXPECT_DIGESTS : CR_STATE_EXPECT_FINISH;
+  s->recv = s->self_receives ? CR_STATE_EXPECT_DIGESTS : CR_STATE_EXPECT_RELEASED;
   /* The engine sorts: for matching, and (count) per label for return. */
   int rc = cr_engine_peer_done(s->eng);
   if (rc != 0)
@@ -931,7 +1172,6 @@ static int on_end_of_set(cr_session *s, const Cleanroom__V1__EndOfSet *e) {
 
 static int on_digests(cr_session *s, const Cleanroom__V1__Digests *d) {
   size_t l = s->digest_bytes;
-  cr_role me = s->cfg.role;
   if (d->seq != s->own_digests_seq)
     return PROTO_FAIL(s, "the partner's Digests has sequence number %llu, expected %llu",
                       (unsigned long long)d->seq, (unsigned long long)s->own_digests_seq);
@@ -951,17 +1191,17 @@ static int on_digests(cr_session *s, const Cleanroom__V1__Digests *d) {
     return PROTO_FAIL(s, "the partner returned more digests than the %llu points we sent",
                       (unsigned long long)s->own_n);
   /* Labels come in ascending order, each complete before the next. */
-  if (d->label >= s->res.nlabels[me] || d->label < s->own_label_cur)
+  if (d->label >= s->own_nlabels || d->label < s->own_label_cur)
     return PROTO_FAIL(s, "the partner returned digests for label %u out of order", d->label);
   if (d->label != s->own_label_cur) {
-    if (s->own_label_got != s->res.label_sizes[me][s->own_label_cur])
+    if (s->own_label_got != s->own_buckets[s->own_label_cur])
       return PROTO_FAIL(s, "the partner moved on from label %u after %llu of its %llu digests",
                         s->own_label_cur, (unsigned long long)s->own_label_got,
-                        (unsigned long long)s->res.label_sizes[me][s->own_label_cur]);
+                        (unsigned long long)s->own_buckets[s->own_label_cur]);
     s->own_label_cur = d->label;
     s->own_label_got = 0;
   }
-  if (n > s->res.label_sizes[me][d->label] - s->own_label_got)
+  if (n > s->own_buckets[d->label] - s->own_label_got)
     return PROTO_FAIL(s, "the partner returned more digests for label %u than it holds", d->label);
   const uint8_t *plain = d->digests.data;
   uint8_t *decoded = NULL;
@@ -985,7 +1225,9 @@ static int on_digests(cr_session *s, const Cleanroom__V1__Digests *d) {
     free(decoded);
   }
   if (rc == CR_EPROTO)
-    return PROTO_FAIL(s, "the partner returned digests out of order");
+    return RULE_FAIL(s, rule_text(CR_RULE_DIGEST_ORDER),
+                     "the partner returned digests out of order: %s (Digests %llu)", rule_text(CR_RULE_DIGEST_ORDER),
+                     (unsigned long long)d->seq);
   if (rc != 0)
     return fail(s, rc, CR_WIRE_INTERNAL, 0, "cannot take our digests back");
   s->own_digests_n += n;
@@ -997,8 +1239,16 @@ static int on_digests(cr_session *s, const Cleanroom__V1__Digests *d) {
 /* The engine matches and thresholds; the result takes its outputs. */
 static int compute_result(cr_session *s) {
   cr_engine_result r;
+  cr_role me = s->cfg.role;
+  uint64_t *sizes[CR_ROLE_COUNT];
+  sizes[me] = s->own_buckets;
+  sizes[cr_role_other(me)] = s->res.label_sizes[cr_role_other(me)];
   int rc =
-      cr_engine_match(s->eng, s->cfg.role, s->res.nlabels, s->res.grouped, s->query->min_count, &r);
+      cr_engine_match(s->eng, me, s->res.nlabels, sizes, s->res.grouped, s->query->min_count, &r);
+  if (rc == CR_EPROTO) {
+    const char *rule = rule_text(cr_engine_violation(s->eng));
+    return RULE_FAIL(s, rule, "the partner broke a rule: %s; nothing is released", rule);
+  }
   if (rc != 0)
     return fail(s, rc, CR_WIRE_INTERNAL, 0, "out of memory");
   s->res.count = r.count;
@@ -1011,28 +1261,28 @@ static int compute_result(cr_session *s) {
 
 static int on_end_of_digests(cr_session *s, const Cleanroom__V1__EndOfDigests *e) {
   if (e->count != s->own_digests_n || s->own_digests_n != s->own_n ||
-      s->own_label_got != s->res.label_sizes[s->cfg.role][s->own_label_cur] ||
-      s->own_label_cur + 1 != s->res.nlabels[s->cfg.role])
+      s->own_label_got != s->own_buckets[s->own_label_cur] ||
+      s->own_label_cur + 1 != s->own_nlabels)
     return PROTO_FAIL(s,
                       "the partner returned %llu digests (EndOfDigests says %llu) for our "
                       "%llu points, or not all of a label's",
                       (unsigned long long)s->own_digests_n, (unsigned long long)e->count,
                       (unsigned long long)s->own_n);
-  s->recv = CR_STATE_EXPECT_FINISH;
+  s->recv = CR_STATE_EXPECT_RELEASED;
   return compute_result(s);
 }
 
-/* ---- Finish ------------------------------------------------------------- */
+/* ---- Released, Finish --------------------------------------------------- */
 
-/* Every data frame both ways is done: ours up to Finish, the peer's too. */
+/* Every data frame both ways is done: ours up to Released, the peer's too. */
 static int data_complete(const cr_session *s) {
-  return s->res.status == CR_SESSION_RUNNING && s->recv >= CR_STATE_EXPECT_FINISH &&
-         s->recv <= CR_STATE_DONE && s->send >= CR_SEND_FINISH;
+  return s->res.status == CR_SESSION_RUNNING && s->recv >= CR_STATE_EXPECT_RELEASED &&
+         s->recv <= CR_STATE_DONE && s->send >= CR_SEND_RELEASED;
 }
 
 /* Recomputed on each call from copies of the running hashes: once the data
- * is complete no hashed frame changes them (Finish and Error are not
- * hashed), so both calls (our Finish, the peer's) see the same value. */
+ * is complete no hashed frame changes them (Released, Finish and Error are
+ * not hashed), so both calls (our Finish, the peer's) see the same value. */
 static void ensure_transcript(cr_session *s) {
   crypto_hash_sha256_state tx = s->tx_hash, rx = s->rx_hash, st;
   uint8_t htx[CR_SHA256_BYTES], hrx[CR_SHA256_BYTES];
@@ -1046,31 +1296,116 @@ static void ensure_transcript(cr_session *s) {
   memcpy(s->res.transcript_sha256, s->transcript, CR_SHA256_BYTES);
 }
 
-int cr_session_receipt_message(cr_buf *m, const uint8_t session_id[CR_SESSION_ID_BYTES],
-                               const uint8_t transcript[CR_SHA256_BYTES], const char *query,
-                               uint64_t n_runner, uint64_t n_responder) {
+static void put_be(crypto_hash_sha256_state *st, uint64_t v, int bytes) {
+  uint8_t b[8];
+  for (int i = 0; i < bytes; i++)
+    b[i] = (uint8_t)(v >> (8 * (bytes - 1 - i)));
+  crypto_hash_sha256_update(st, b, (size_t)bytes);
+}
+
+/*
+ * What this side was released, canonically (docs/protocol.md "Released"):
+ * SHA-256("cleanroom/v3/released" || session_id || u8 role || u8 receives
+ * [|| u8 grouped || (not grouped) u8 suppressed || u64 count | (grouped)
+ * u32 ncells || per cell row-major u8 suppressed || u64 count]). A members
+ * release is hashed as its count: the matched records themselves stay out,
+ * or the hash would let the partner test guesses about them.
+ */
+static void released_hash(const cr_session_result *res, cr_role role, int receives,
+                          uint8_t out[CR_SHA256_BYTES]) {
+  crypto_hash_sha256_state st;
+  crypto_hash_sha256_init(&st);
+  crypto_hash_sha256_update(&st, (const uint8_t *)RELEASED_LABEL, sizeof RELEASED_LABEL - 1);
+  crypto_hash_sha256_update(&st, res->session_id, CR_SESSION_ID_BYTES);
+  put_be(&st, (uint64_t)role, 1);
+  put_be(&st, (uint64_t)(receives != 0), 1);
+  if (receives) {
+    put_be(&st, (uint64_t)(res->grouped != 0), 1);
+    if (!res->grouped) {
+      put_be(&st, (uint64_t)(res->suppressed != 0), 1);
+      put_be(&st, res->suppressed ? 0 : res->count, 8);
+    } else {
+      put_be(&st, (uint64_t)res->ncells, 4);
+      for (size_t i = 0; i < res->ncells; i++) {
+        put_be(&st, (uint64_t)(res->cells[i].suppressed != 0), 1);
+        put_be(&st, res->cells[i].suppressed ? 0 : res->cells[i].count, 8);
+      }
+    }
+  }
+  crypto_hash_sha256_final(&st, out);
+}
+
+static void put_num(uint8_t *num, uint64_t v, int bytes) {
+  for (int i = 0; i < bytes; i++)
+    num[i] = (uint8_t)(v >> (8 * (bytes - 1 - i)));
+}
+
+int cr_session_receipt_message_v2(cr_buf *m, const uint8_t session_id[CR_SESSION_ID_BYTES],
+                                  const uint8_t transcript[CR_SHA256_BYTES], const char *query,
+                                  uint64_t n_runner, uint64_t n_responder) {
   uint8_t num[8];
   size_t qlen = strlen(query);
-  uint64_t sizes[2] = {n_runner, n_responder};
-  int rc = cr_buf_append(m, RECEIPT_LABEL, sizeof RECEIPT_LABEL - 1);
+  int rc = cr_buf_append(m, RECEIPT_LABEL_V2, sizeof RECEIPT_LABEL_V2 - 1);
   rc = rc ? rc : cr_buf_append(m, session_id, CR_SESSION_ID_BYTES);
   rc = rc ? rc : cr_buf_append(m, transcript, CR_SHA256_BYTES);
-  for (int i = 0; i < 4; i++)
-    num[i] = (uint8_t)(qlen >> (24 - 8 * i));
+  put_num(num, qlen, 4);
   rc = rc ? rc : cr_buf_append(m, num, 4);
   rc = rc ? rc : cr_buf_append(m, query, qlen);
-  for (int k = 0; k < 2; k++) {
-    for (int i = 0; i < 8; i++)
-      num[i] = (uint8_t)(sizes[k] >> (56 - 8 * i));
-    rc = rc ? rc : cr_buf_append(m, num, 8);
-  }
+  put_num(num, n_runner, 8);
+  rc = rc ? rc : cr_buf_append(m, num, 8);
+  put_num(num, n_responder, 8);
+  rc = rc ? rc : cr_buf_append(m, num, 8);
   return rc;
 }
 
-static int receipt_message(const cr_session *s, cr_buf *m) {
-  return cr_session_receipt_message(m, s->res.session_id, s->transcript, s->query->name,
-                                    s->cfg.is_runner ? s->own_n : s->peer_n,
-                                    s->cfg.is_runner ? s->peer_n : s->own_n);
+int cr_session_receipt_message(cr_buf *m, const cr_session_receipt *r) {
+  uint8_t num[8];
+  size_t qlen = strlen(r->query);
+  int rc = cr_buf_append(m, RECEIPT_LABEL, sizeof RECEIPT_LABEL - 1);
+  num[0] = (uint8_t)r->signer;
+  rc = rc ? rc : cr_buf_append(m, num, 1);
+  for (int k = 0; k < CR_ROLE_COUNT; k++)
+    rc = rc ? rc : cr_buf_append(m, r->cert_sha256[k], CR_SHA256_BYTES);
+  rc = rc ? rc : cr_buf_append(m, r->template_sha256, CR_SHA256_BYTES);
+  rc = rc ? rc : cr_buf_append(m, r->session_id, CR_SESSION_ID_BYTES);
+  rc = rc ? rc : cr_buf_append(m, r->transcript, CR_SHA256_BYTES);
+  put_num(num, qlen, 4);
+  rc = rc ? rc : cr_buf_append(m, num, 4);
+  rc = rc ? rc : cr_buf_append(m, r->query, qlen);
+  put_num(num, r->n_runner, 8);
+  rc = rc ? rc : cr_buf_append(m, num, 8);
+  put_num(num, r->n_responder, 8);
+  rc = rc ? rc : cr_buf_append(m, num, 8);
+  for (int k = 0; k < CR_ROLE_COUNT; k++)
+    rc = rc ? rc : cr_buf_append(m, r->released_sha256[k], CR_SHA256_BYTES);
+  return rc;
+}
+
+/* The receipt of a result as signed by `signer`. */
+static void result_receipt(const cr_session_result *res, const uint8_t template_sha256[32],
+                           cr_role signer, cr_session_receipt *r) {
+  cr_role me = res->role, peer = cr_role_other(res->role);
+  memset(r, 0, sizeof *r);
+  r->signer = signer;
+  memcpy(r->cert_sha256[me], res->own_cert_sha256, CR_SHA256_BYTES);
+  memcpy(r->cert_sha256[peer], res->peer_cert_sha256, CR_SHA256_BYTES);
+  memcpy(r->template_sha256, template_sha256, CR_SHA256_BYTES);
+  memcpy(r->session_id, res->session_id, CR_SESSION_ID_BYTES);
+  memcpy(r->transcript, res->transcript_sha256, CR_SHA256_BYTES);
+  r->query = res->query;
+  r->n_runner = res->is_runner ? res->own_set_bucket : res->peer_set_size;
+  r->n_responder = res->is_runner ? res->peer_set_size : res->own_set_bucket;
+  memcpy(r->released_sha256, res->released_sha256, sizeof r->released_sha256);
+}
+
+void cr_session_peer_receipt(const cr_session_result *res, cr_session_receipt *r) {
+  result_receipt(res, res->peer_template_sha256, cr_role_other(res->role), r);
+}
+
+static int receipt_message(const cr_session *s, cr_role signer, cr_buf *m) {
+  cr_session_receipt r;
+  result_receipt(&s->res, s->cfg.tmpl->sha256, signer, &r);
+  return cr_session_receipt_message(m, &r);
 }
 
 static void maybe_done(cr_session *s) {
@@ -1084,6 +1419,44 @@ static void maybe_done(cr_session *s) {
   }
 }
 
+/* Our release, committed before either side signs, so each receipt covers
+ * both releases. */
+static int send_released(cr_session *s) {
+  Cleanroom__V1__Released r = CLEANROOM__V1__RELEASED__INIT;
+  Cleanroom__V1__Frame f = CLEANROOM__V1__FRAME__INIT;
+  ensure_transcript(s);
+  released_hash(&s->res, s->cfg.role, s->self_receives, s->res.released_sha256[s->cfg.role]);
+  r.released_sha256.data = s->res.released_sha256[s->cfg.role];
+  r.released_sha256.len = CR_SHA256_BYTES;
+  f.msg_case = CLEANROOM__V1__FRAME__MSG_RELEASED;
+  f.released = &r;
+  int rc = send_frame(s, &f, 0);
+  if (rc)
+    return fail(s, rc, CR_WIRE_INTERNAL, 0, "cannot encode Released");
+  s->send = CR_SEND_FINISH;
+  return 0;
+}
+
+static int on_released(cr_session *s, const Cleanroom__V1__Released *r) {
+  if (!data_complete(s))
+    return PROTO_FAIL(s, "the partner sent Released before the session's data was complete");
+  if (r->released_sha256.len != CR_SHA256_BYTES)
+    return PROTO_FAIL(s, "the partner's Released holds %zu bytes, expected %d",
+                      r->released_sha256.len, CR_SHA256_BYTES);
+  /* A side not in results_to was released nothing: both know that hash. */
+  if (!s->peer_receives) {
+    uint8_t want[CR_SHA256_BYTES];
+    released_hash(&s->res, cr_role_other(s->cfg.role), 0, want);
+    if (sodium_memcmp(want, r->released_sha256.data, CR_SHA256_BYTES) != 0)
+      return PROTO_FAIL(s, "the partner claims a release, but the query releases nothing to it");
+  }
+  memcpy(s->res.released_sha256[cr_role_other(s->cfg.role)], r->released_sha256.data,
+         CR_SHA256_BYTES);
+  s->have_peer_released = 1;
+  s->recv = CR_STATE_EXPECT_FINISH;
+  return 0;
+}
+
 static int send_finish(cr_session *s) {
   Cleanroom__V1__Finish fin = CLEANROOM__V1__FINISH__INIT;
   Cleanroom__V1__Frame f = CLEANROOM__V1__FRAME__INIT;
@@ -1091,7 +1464,7 @@ static int send_finish(cr_session *s) {
   cr_buf m;
   cr_buf_init(&m);
   ensure_transcript(s);
-  int rc = receipt_message(s, &m);
+  int rc = receipt_message(s, s->cfg.role, &m);
   if (rc == 0)
     rc = s->cfg.sign(s->cfg.sign_ctx, m.data, m.len, sig);
   cr_buf_free(&m);
@@ -1112,8 +1485,8 @@ static int send_finish(cr_session *s) {
 }
 
 static int on_finish(cr_session *s, const Cleanroom__V1__Finish *fin) {
-  if (!data_complete(s))
-    return PROTO_FAIL(s, "the partner sent Finish before the session's data was complete");
+  if (!data_complete(s) || s->send < CR_SEND_FINISH || !s->have_peer_released)
+    return PROTO_FAIL(s, "the partner sent Finish before both releases were committed");
   ensure_transcript(s);
   if (fin->transcript_sha256.len != CR_SHA256_BYTES ||
       sodium_memcmp(fin->transcript_sha256.data, s->transcript, CR_SHA256_BYTES) != 0)
@@ -1124,7 +1497,7 @@ static int on_finish(cr_session *s, const Cleanroom__V1__Finish *fin) {
                       fin->signature.len, CR_SIGNATURE_BYTES);
   cr_buf m;
   cr_buf_init(&m);
-  int rc = receipt_message(s, &m);
+  int rc = receipt_message(s, cr_role_other(s->cfg.role), &m);
   int bad = rc != 0 || crypto_sign_verify_detached(fin->signature.data, m.data, m.len,
                                                    s->cfg.peer_sign_pk) != 0;
   cr_buf_free(&m);
@@ -1150,8 +1523,20 @@ static int on_error(cr_session *s, const Cleanroom__V1__Error *e) {
   }
   int refusal = e->code >= CR_WIRE_VERSION && e->code <= CR_WIRE_SIZE;
   refusal = refusal || e->code == CR_WIRE_PARAMS || e->code == CR_WIRE_BUSY;
-  return fail(s, CR_EPEER, (int)e->code, 1, "the partner %s the session (%s): %s",
-              refusal ? "refused" : "aborted", cr_wire_error_name((int)e->code), text);
+  /* The peer's text is fixed wording; the structured fields say what
+   * differs. */
+  char detail[200] = "";
+  if (e->code == CR_WIRE_TEMPLATE_MISMATCH && e->template_sha256.len == CR_SHA256_BYTES) {
+    char ours[65], theirs[65];
+    hex32(ours, s->cfg.tmpl->sha256);
+    hex32(theirs, e->template_sha256.data);
+    snprintf(detail, sizeof detail, " (the partner's template is %s, ours is %s)", theirs, ours);
+  } else if (e->code == CR_WIRE_VERSION && e->protocol_version != 0) {
+    snprintf(detail, sizeof detail, " (the partner speaks version %u, this node %u)",
+             e->protocol_version, CR_PROTOCOL_VERSION);
+  }
+  return fail(s, CR_EPEER, (int)e->code, 1, "the partner %s the session (%s): %s%s",
+              refusal ? "refused" : "aborted", cr_wire_error_name((int)e->code), text, detail);
 }
 
 /* ---- bytes in ----------------------------------------------------------- */
@@ -1164,6 +1549,8 @@ const char *cr_session_state_name(cr_session_state st) {
     return "expecting Batch or EndOfSet";
   case CR_STATE_EXPECT_DIGESTS:
     return "expecting Digests or EndOfDigests";
+  case CR_STATE_EXPECT_RELEASED:
+    return "expecting Released";
   case CR_STATE_EXPECT_FINISH:
     return "expecting Finish";
   case CR_STATE_DONE:
@@ -1184,7 +1571,7 @@ static int unexpected(cr_session *s, int msg) {
   cr_session_state st = s->recv;
   if (st == CR_STATE_EXPECT_HELLO)
     return PROTO_FAIL(s, "the partner sent %s before Hello (this session is %s)", name, st_name);
-  if (msg < CLEANROOM__V1__FRAME__MSG_HELLO || msg > CLEANROOM__V1__FRAME__MSG_ERROR)
+  if (msg < CLEANROOM__V1__FRAME__MSG_HELLO || msg > CLEANROOM__V1__FRAME__MSG_RELEASED)
     return PROTO_FAIL(s, "the partner sent a frame with no message in it");
   switch (msg) {
   case CLEANROOM__V1__FRAME__MSG_HELLO:
@@ -1209,6 +1596,13 @@ static int unexpected(cr_session *s, int msg) {
       return PROTO_FAIL(s, "the partner sent EndOfDigests out of order (this session is %s)",
                         st_name);
     return PROTO_FAIL(s, "the partner sent a second EndOfDigests (this session is %s)", st_name);
+  case CLEANROOM__V1__FRAME__MSG_RELEASED:
+    if (st > CR_STATE_EXPECT_RELEASED)
+      return PROTO_FAIL(s, "the partner sent a second Released (this session is %s)", st_name);
+    return PROTO_FAIL(s,
+                      "the partner sent Released before the session's data was complete (this "
+                      "session is %s)",
+                      st_name);
   case CLEANROOM__V1__FRAME__MSG_FINISH:
     if (st == CR_STATE_DONE)
       return PROTO_FAIL(s, "the partner sent a second Finish (this session is %s)", st_name);
@@ -1228,7 +1622,8 @@ static int dispatch(cr_session *s, const uint8_t *payload, size_t len, const uin
     return PROTO_FAIL(s, "the partner sent %zu bytes that are not a valid frame", len);
   int rc = 0;
   int msg = f->msg_case;
-  if (msg != CLEANROOM__V1__FRAME__MSG_FINISH && msg != CLEANROOM__V1__FRAME__MSG_ERROR)
+  if (msg != CLEANROOM__V1__FRAME__MSG_FINISH && msg != CLEANROOM__V1__FRAME__MSG_ERROR &&
+      msg != CLEANROOM__V1__FRAME__MSG_RELEASED)
     crypto_hash_sha256_update(&s->rx_hash, raw, raw_len);
   if (msg == CLEANROOM__V1__FRAME__MSG_ERROR) {
     /* Accepted in every state: the peer may give up at any point. */
@@ -1260,6 +1655,12 @@ static int dispatch(cr_session *s, const uint8_t *payload, size_t len, const uin
     }
     if (msg == CLEANROOM__V1__FRAME__MSG_END_OF_DIGESTS) {
       rc = on_end_of_digests(s, f->end_of_digests);
+      goto out;
+    }
+    break;
+  case CR_STATE_EXPECT_RELEASED:
+    if (msg == CLEANROOM__V1__FRAME__MSG_RELEASED) {
+      rc = on_released(s, f->released);
       goto out;
     }
     break;
@@ -1367,7 +1768,7 @@ static int produce_end_of_set(cr_session *s) {
   int rc = send_frame(s, &f, 1);
   if (rc)
     return fail(s, rc, CR_WIRE_INTERNAL, 0, "cannot encode EndOfSet");
-  s->send = s->peer_receives ? CR_SEND_DIGESTS : CR_SEND_FINISH;
+  s->send = s->peer_receives ? CR_SEND_DIGESTS : CR_SEND_RELEASED;
   return 0;
 }
 
@@ -1431,7 +1832,8 @@ static int produce_end_of_digests(cr_session *s) {
   int rc = send_frame(s, &f, 1);
   if (rc)
     return fail(s, rc, CR_WIRE_INTERNAL, 0, "cannot encode EndOfDigests");
-  s->send = CR_SEND_FINISH;
+  s->send = CR_SEND_RELEASED;
+  s->res.digests_returned = 1;
   return 0;
 }
 
@@ -1448,8 +1850,11 @@ static cr_send_state next_step(const cr_session *s) {
   case CR_SEND_END_OF_DIGESTS:
     /* The peer's digests are sorted only once its whole set is in. */
     return s->recv > CR_STATE_EXPECT_SET ? s->send : CR_SEND_IDLE;
+  case CR_SEND_RELEASED:
+    return data_complete(s) ? CR_SEND_RELEASED : CR_SEND_IDLE;
   case CR_SEND_FINISH:
-    return data_complete(s) ? CR_SEND_FINISH : CR_SEND_IDLE;
+    /* Both releases committed: ours sent, the peer's received. */
+    return s->have_peer_released ? CR_SEND_FINISH : CR_SEND_IDLE;
   case CR_SEND_HELLO: /* sent by start (runner) or on the runner's Hello */
   case CR_SEND_IDLE:
     break;
@@ -1480,6 +1885,9 @@ int cr_session_send(cr_session *s, const uint8_t **data, size_t *len) {
         break;
       case CR_SEND_END_OF_DIGESTS:
         rc = produce_end_of_digests(s);
+        break;
+      case CR_SEND_RELEASED:
+        rc = send_released(s);
         break;
       case CR_SEND_FINISH:
         rc = send_finish(s);

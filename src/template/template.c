@@ -780,17 +780,119 @@ static int parse_utc(const char *s, int64_t *out) {
   return 0;
 }
 
+/* limits.size_buckets (template.h): {"floor": F, "ratio": R} or
+ * {"edges": [...], "ratio": R}, each member optional. */
+static void check_buckets(vctx *v, json_t *j, cr_size_buckets *b) {
+  static const char *const fields[] = {"floor", "ratio", "edges"};
+  json_t *e;
+  size_t mark;
+  if (!want_object(v, j, "an object with floor and ratio, or edges and ratio (each optional)"))
+    return;
+  check_fields(v, j, fields, 3);
+  if ((e = json_object_get(j, "ratio")) != NULL) {
+    mark = path_key(v, "ratio");
+    if (!json_is_number(e) || !(json_number_value(e) > 1.0) ||
+        json_number_value(e) > CR_BUCKET_MAX_RATIO)
+      verr(v, e, "a number > 1 and <= %g", CR_BUCKET_MAX_RATIO);
+    else
+      b->ratio = json_number_value(e);
+    path_pop(v, mark);
+  }
+  if ((e = json_object_get(j, "floor")) != NULL) {
+    mark = path_key(v, "floor");
+    if (json_object_get(j, "edges") != NULL)
+      verr(v, e, "no floor when edges are given (the first edge is the floor)");
+    else
+      (void)want_int(v, e, 1, &b->floor);
+    path_pop(v, mark);
+  }
+  if ((e = json_object_get(j, "edges")) != NULL) {
+    mark = path_key(v, "edges");
+    if (!json_is_array(e) || json_array_size(e) == 0 || json_array_size(e) > CR_BUCKET_MAX_EDGES) {
+      verr(v, e, "an array of 1 to %d strictly increasing integers >= 1", CR_BUCKET_MAX_EDGES);
+    } else {
+      size_t n = json_array_size(e);
+      int ok = 1;
+      for (size_t i = 0; i < n; i++) {
+        size_t m2 = path_index(v, i);
+        uint64_t x = 0;
+        if (!want_int(v, json_array_get(e, i), 1, &x)) {
+          ok = 0;
+        } else if (i > 0 && ok && x <= b->edges[i - 1]) {
+          verr(v, json_array_get(e, i), "an integer > the edge before it (%llu)",
+               (unsigned long long)b->edges[i - 1]);
+          ok = 0;
+        }
+        b->edges[i] = x;
+        path_pop(v, m2);
+      }
+      b->nedges = ok ? n : 0;
+      if (!ok)
+        memset(b->edges, 0, sizeof b->edges);
+    }
+    path_pop(v, mark);
+  }
+}
+
+/* The ladder in use: the template's, with the defaults filled in. */
+static void buckets_effective(const cr_template *t, cr_size_buckets *b) {
+  *b = t->limits.size_buckets;
+  if (b->nedges == 0 && b->floor == 0)
+    b->floor = CR_BUCKET_DEFAULT_FLOOR;
+  if (!(b->ratio > 1.0))
+    b->ratio = CR_BUCKET_DEFAULT_RATIO;
+}
+
+/* The ladder value after x: max(x + 1, ceil(x * ratio)); UINT64_MAX when
+ * it would pass 2^53 (beyond any set this engine takes). IEEE-754
+ * multiplication is correctly rounded, so both nodes compute the same. */
+static uint64_t ladder_next(uint64_t x, double ratio) {
+  double p = (double)x * ratio;
+  if (!(p < 9007199254740992.0))
+    return UINT64_MAX;
+  uint64_t u = (uint64_t)p;
+  if ((double)u < p)
+    u++;
+  return u > x ? u : x + 1;
+}
+
+uint64_t cr_template_bucket(const cr_template *t, uint64_t n) {
+  cr_size_buckets b;
+  buckets_effective(t, &b);
+  uint64_t x;
+  if (b.nedges > 0) {
+    for (size_t i = 0; i < b.nedges; i++)
+      if (b.edges[i] >= n)
+        return b.edges[i];
+    x = b.edges[b.nedges - 1];
+  } else {
+    x = b.floor;
+  }
+  while (x < n && x != UINT64_MAX)
+    x = ladder_next(x, b.ratio);
+  return x;
+}
+
+int cr_template_is_bucket(const cr_template *t, uint64_t n) {
+  return n != UINT64_MAX && cr_template_bucket(t, n) == n;
+}
+
 static void check_limits(vctx *v, json_t *j, cr_limits *l) {
   static const char *const fields[] = {"max_runs_per_query", "min_set_size", "max_set_size",
-                                       "not_after"};
+                                       "not_after", "size_buckets"};
   json_t *e;
   size_t mark;
   int min_ok = 1;
   if (!want_object(v, j,
                    "an object with max_runs_per_query, min_set_size, max_set_size, "
-                   "not_after (each optional)"))
+                   "not_after, size_buckets (each optional)"))
     return;
-  check_fields(v, j, fields, 4);
+  check_fields(v, j, fields, 5);
+  if ((e = json_object_get(j, "size_buckets")) != NULL) {
+    mark = path_key(v, "size_buckets");
+    check_buckets(v, e, &l->size_buckets);
+    path_pop(v, mark);
+  }
   if ((e = json_object_get(j, "max_runs_per_query")) != NULL) {
     mark = path_key(v, "max_runs_per_query");
     want_int(v, e, 1, &l->max_runs_per_query);

@@ -97,6 +97,16 @@ run_client() {
   set -e
 }
 
+# bucket N: the size a node announces for a set of N keys under the default
+# size ladder (include/cleanroom/template.h, protocol v3): floor 1000, then
+# x -> max(x + 1, ceil(x * 2^(1/4))). The peer's set size in every output
+# is this bucket, never the exact size.
+bucket() {
+  awk -v n="$1" 'BEGIN { x = 1000; r = 1.189207115002721
+    while (x < n) { p = x * r; u = int(p); if (u < p) u++; if (u <= x) u = x + 1; x = u }
+    printf "%d\n", x }'
+}
+
 # json_field FILE KEY: crude extraction of a scalar from our compact JSON.
 json_field() {
   sed -n "s/.*\"$2\":\([^,}]*\).*/\1/p" "$1" | head -1 | tr -d '"'

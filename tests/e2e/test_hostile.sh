@@ -123,8 +123,8 @@ runner_case repeated_seq "sequence number 0, expected 1" PROTOCOL
 normal_run order
 
 echo "--- content"
-runner_case more_points "more points than the 200 it announced" PROTOCOL
-runner_case fewer_points "announced 200 points, sent 199 and counted 200" PROTOCOL
+runner_case more_points "more points than the 1000 it announced" PROTOCOL # 200 keys, bucket 1000 (v3)
+runner_case fewer_points "announced 1000 points, sent 999 and counted 1000" PROTOCOL
 runner_case noncanonical_point "point 0 of the partner's Batch 0 is not a valid" PROTOCOL
 runner_case identity_point "point 0 of the partner's Batch 0 is not a valid" PROTOCOL
 runner_case huge_set_size "more than this engine supports" SIZE
@@ -264,8 +264,8 @@ responder_case second_hello 5 "sent a second Hello"
 responder_case digests_before_eos 5 "sent Digests before its EndOfSet"
 responder_case wrong_seq 5 "sequence number 7, expected 0"
 responder_case repeated_seq 5 "sequence number 0, expected 1"
-responder_case more_points 5 "more points than the 300 it announced"
-responder_case fewer_points 5 "announced 300 points, sent 299 and counted 300"
+responder_case more_points 5 "more points than the 1000 it announced" # 300 keys, bucket 1000 (v3)
+responder_case fewer_points 5 "announced 1000 points, sent 999 and counted 1000"
 responder_case noncanonical_point 5 "is not a valid ristretto255 element"
 responder_case identity_point 5 "is not a valid ristretto255 element"
 responder_case huge_set_size 4 "more than this engine supports"

@@ -96,17 +96,33 @@ typedef struct run {
   cr_engine_result res;
 } run;
 
+/* Pads per label each side adds in exchange() (0: none). */
+static uint64_t g_pad_a, g_pad_b;
+
 static void blind_all(cr_engine *from, const cr_dataset *d, int labels, uint8_t **pts,
                       uint8_t **labs) {
   size_t pb = cr_engine_point_bytes(from);
-  *pts = malloc(d->n * pb);
-  *labs = labels ? malloc(d->n * 4) : NULL;
+  size_t n = (size_t)cr_engine_own_n(from);
+  (void)d;
+  *pts = malloc(n * pb);
+  *labs = labels ? malloc(n * 4) : NULL;
   /* Two calls, to cover a batch boundary. */
-  size_t half = d->n / 2;
+  size_t half = n / 2;
   assert_int_equal(cr_engine_blind(from, 0, half, *pts, *labs), 0);
   assert_int_equal(
-      cr_engine_blind(from, half, d->n - half, *pts + half * pb, labels ? *labs + 4 * half : NULL),
-      0);
+      cr_engine_blind(from, half, n - half, *pts + half * pb, labels ? *labs + 4 * half : NULL), 0);
+}
+
+/* set_own with g_pad pads per label (identity label map when grouped). */
+static int set_own(cr_engine *e, const cr_dataset *d, uint64_t pad_each) {
+  size_t nl = d->nlabels ? d->nlabels : 1;
+  uint64_t pad[8];
+  uint32_t map[8];
+  for (size_t i = 0; i < nl; i++) {
+    pad[i] = pad_each;
+    map[i] = (uint32_t)i;
+  }
+  return cr_engine_set_own(e, d, nl, d->nlabels ? map : NULL, pad);
 }
 
 /* Consumer b receives; provider a returns its digests. */
@@ -117,10 +133,11 @@ static void exchange(run *r, const cr_template *t, const cr_dataset *da, const c
   memset(r, 0, sizeof *r);
   assert_int_equal(cr_engine_new(&r->a, &ca), 0);
   assert_int_equal(cr_engine_new(&r->b, &cb), 0);
-  assert_int_equal(cr_engine_set_own(r->a, da), 0);
-  assert_int_equal(cr_engine_set_own(r->b, db), 0);
-  cr_engine_plan pa = {{0}, 16, db->n, 0, members, 0, 1};
-  cr_engine_plan pbp = {{0}, 16, da->n, grouped_a, members, 1, 0};
+  assert_int_equal(set_own(r->a, da, g_pad_a), 0);
+  assert_int_equal(set_own(r->b, db, g_pad_b), 0);
+  uint64_t na = cr_engine_own_n(r->a), nb = cr_engine_own_n(r->b);
+  cr_engine_plan pa = {{0}, 16, nb, 0, members, 0, 1};
+  cr_engine_plan pbp = {{0}, 16, na, grouped_a, members, 1, 0};
   memset(pa.session_id, 7, sizeof pa.session_id);
   memset(pbp.session_id, 7, sizeof pbp.session_id);
   assert_int_equal(cr_engine_prepare(r->a, &pa), 0);
@@ -130,8 +147,8 @@ static void exchange(run *r, const cr_template *t, const cr_dataset *da, const c
   uint64_t bad;
   blind_all(r->a, da, grouped_a, &apts, &alabs);
   blind_all(r->b, db, 0, &bpts, &blabs);
-  assert_int_equal(cr_engine_reblind(r->a, bpts, NULL, db->n, &bad), 0);
-  assert_int_equal(cr_engine_reblind(r->b, apts, alabs, da->n, &bad), 0);
+  assert_int_equal(cr_engine_reblind(r->a, bpts, NULL, nb, &bad), 0);
+  assert_int_equal(cr_engine_reblind(r->b, apts, alabs, na, &bad), 0);
   assert_int_equal(cr_engine_peer_done(r->a), 0);
   assert_int_equal(cr_engine_peer_done(r->b), 0);
   assert_null(cr_engine_returned(r->b)); /* a does not receive */
@@ -139,12 +156,14 @@ static void exchange(run *r, const cr_template *t, const cr_dataset *da, const c
   /* a returns b's digests in its send order, one label (b not grouped). */
   const cr_engine_digest *ret = cr_engine_returned(r->a);
   assert_non_null(ret);
-  uint8_t *packed = malloc(db->n * 16);
-  for (size_t i = 0; i < db->n; i++)
+  uint8_t *packed = malloc(nb * 16);
+  for (size_t i = 0; i < nb; i++)
     memcpy(packed + 16 * i, ret[i].d, 16);
-  assert_int_equal(cr_engine_own_add(r->b, packed, db->n, 0, 0), 0);
+  assert_int_equal(cr_engine_own_add(r->b, packed, nb, 0, 0), 0);
   size_t nl[CR_ROLE_COUNT] = {grouped_a ? da->nlabels : 1, 1};
-  assert_int_equal(cr_engine_match(r->b, CR_ROLE_CONSUMER, nl, grouped_a, min_count, &r->res), 0);
+  uint64_t *sizes[CR_ROLE_COUNT] = {NULL, NULL};
+  assert_int_equal(
+      cr_engine_match(r->b, CR_ROLE_CONSUMER, nl, sizes, grouped_a, min_count, &r->res), 0);
   free(packed);
   free(apts);
   free(alabs);
@@ -251,7 +270,7 @@ static void test_deterministic(void **state) {
     cr_engine_config c = {t, NULL, stream_rand, &st};
     cr_engine *e;
     assert_int_equal(cr_engine_new(&e, &c), 0);
-    assert_int_equal(cr_engine_set_own(e, d), 0);
+    assert_int_equal(set_own(e, d, 0), 0);
     assert_int_equal(cr_engine_blind(e, 0, d->n, p[i], NULL), 0);
     cr_engine_free(e);
   }
@@ -276,7 +295,7 @@ static void test_bad_point_and_rand(void **state) {
   cr_engine_config c = {t, NULL, NULL, NULL};
   cr_engine *e;
   assert_int_equal(cr_engine_new(&e, &c), 0);
-  assert_int_equal(cr_engine_set_own(e, d), 0);
+  assert_int_equal(set_own(e, d, 0), 0);
   cr_engine_plan p = {{0}, 16, 4, 0, 0, 1, 1};
   assert_int_equal(cr_engine_prepare(e, &p), 0);
   uint8_t pts[4 * 32];
@@ -307,6 +326,174 @@ static void test_bad_point_and_rand(void **state) {
   free(t);
 }
 
+/* Padding never changes a count, a cell or a members bit: the same
+ * exchanges with hundreds of pads on both sides give the same results, and
+ * disjoint padded sets give 0. */
+static void test_padding_never_matches(void **state) {
+  (void)state;
+  cr_template *t = make_template("ristretto255");
+  cr_dataset *da = make_dataset(0, 100, 0), *db = make_dataset(70, 150, 0);
+  cr_dataset *dg = make_dataset(0, 60, 3), *dz = make_dataset(500, 540, 0);
+  run r;
+  g_pad_a = 300;
+  g_pad_b = 250;
+  exchange(&r, t, da, db, 0, 0, 1, NULL, NULL, NULL);
+  assert_int_equal(cr_engine_own_n(r.b), db->n + 250);
+  assert_int_equal(r.res.count, 30);
+  run_free(&r);
+  exchange(&r, t, da, dz, 0, 0, 0, NULL, NULL, NULL); /* disjoint: 0, even unthresholded */
+  assert_int_equal(r.res.count, 0);
+  run_free(&r);
+  /* members: the bitmap covers the real keys only, k70..k99 set. */
+  exchange(&r, t, da, db, 1, 0, 1, NULL, NULL, NULL);
+  assert_int_equal(r.res.count, 30);
+  for (size_t i = 0; i < db->n; i++) {
+    char key[16] = {0};
+    memcpy(key, db->bytes + db->off[i], db->off[i + 1] - db->off[i]);
+    assert_int_equal((r.res.matched[i / 8] >> (i % 8)) & 1, atoi(key + 1) < 100);
+  }
+  run_free(&r);
+  /* group_by: pads carry their label and never add to a cell. */
+  exchange(&r, t, dg, db, 0, 1, 1, NULL, NULL, NULL);
+  assert_int_equal(r.res.ncells, 3);
+  uint64_t sum = 0;
+  for (size_t i = 0; i < 3; i++)
+    sum += r.res.cells[i].count;
+  assert_int_equal(sum, 0); /* k0..k59 against k70..k149 */
+  run_free(&r);
+  g_pad_a = g_pad_b = 0;
+  free_dataset(da);
+  free_dataset(db);
+  free_dataset(dg);
+  free_dataset(dz);
+  free(t);
+}
+
+/* A suppressed count is 0 in the result, not only flagged. */
+static void test_suppressed_is_zero(void **state) {
+  (void)state;
+  cr_template *t = make_template("ristretto255");
+  cr_dataset *da = make_dataset(0, 100, 0), *db = make_dataset(70, 150, 0);
+  run r;
+  exchange(&r, t, da, db, 0, 0, 31, NULL, NULL, NULL);
+  assert_true(r.res.suppressed);
+  assert_int_equal(r.res.count, 0);
+  run_free(&r);
+  exchange(&r, t, da, db, 1, 0, 31, NULL, NULL, NULL);
+  assert_true(r.res.suppressed);
+  assert_int_equal(r.res.count, 0);
+  assert_null(r.res.matched);
+  run_free(&r);
+  free_dataset(da);
+  free_dataset(db);
+  free(t);
+}
+
+/* One engine that receives and returns; its peer's points and returned
+ * digests are chosen by the test. */
+static cr_engine *victim(const cr_template *t, const cr_dataset *d, uint64_t peer_n,
+                         uint8_t **pts) {
+  cr_engine_config c = {t, NULL, NULL, NULL};
+  cr_engine *e;
+  uint8_t *labs;
+  assert_int_equal(cr_engine_new(&e, &c), 0);
+  assert_int_equal(set_own(e, d, 0), 0);
+  cr_engine_plan p = {{0}, 16, peer_n, 0, 0, 1, 1};
+  assert_int_equal(cr_engine_prepare(e, &p), 0);
+  blind_all(e, d, 0, pts, &labs);
+  return e;
+}
+
+static void give_back(cr_engine *e, const cr_engine_digest *ret, size_t n) {
+  uint8_t *packed = malloc(n * 16);
+  for (size_t i = 0; i < n; i++)
+    memcpy(packed + 16 * i, ret[i].d, 16);
+  assert_int_equal(cr_engine_own_add(e, packed, n, 0, 0), 0);
+  free(packed);
+}
+
+static int match_rule(cr_engine *e) {
+  size_t nl[CR_ROLE_COUNT] = {1, 1};
+  uint64_t *sizes[CR_ROLE_COUNT] = {NULL, NULL};
+  cr_engine_result res;
+  int rc = cr_engine_match(e, CR_ROLE_CONSUMER, nl, sizes, 0, 1, &res);
+  assert_int_equal(rc, CR_EPROTO);
+  assert_null(res.cells);
+  assert_null(res.matched);
+  assert_int_equal(res.count, 0);
+  return (int)cr_engine_violation(e);
+}
+
+/* Issue 14: a peer that reflects our points and echoes our digests, or
+ * repeats points or digests, gets a protocol error naming the rule. */
+static void test_lying_peer(void **state) {
+  (void)state;
+  cr_template *t = make_template("ristretto255");
+  cr_dataset *d = make_dataset(0, 40, 0), *o = make_dataset(100, 140, 0);
+  uint8_t *pts, *opts, *olabs;
+  uint64_t bad;
+
+  /* Reflection: our own points as the peer's set, our digests echoed. */
+  cr_engine *e = victim(t, d, d->n, &pts);
+  assert_int_equal(cr_engine_reblind(e, pts, NULL, d->n, &bad), 0);
+  assert_int_equal(cr_engine_peer_done(e), 0);
+  give_back(e, cr_engine_returned(e), d->n);
+  assert_int_equal(match_rule(e), CR_RULE_POINT_REFLECTED);
+  cr_engine_free(e);
+  free(pts);
+
+  /* Echo: an honest-looking set, but the digests we returned come back. */
+  cr_engine_config c = {t, NULL, NULL, NULL};
+  cr_engine *peer;
+  assert_int_equal(cr_engine_new(&peer, &c), 0);
+  assert_int_equal(set_own(peer, o, 0), 0);
+  blind_all(peer, o, 0, &opts, &olabs);
+  e = victim(t, d, o->n, &pts);
+  assert_int_equal(cr_engine_reblind(e, opts, NULL, o->n, &bad), 0);
+  assert_int_equal(cr_engine_peer_done(e), 0);
+  give_back(e, cr_engine_returned(e), o->n);
+  assert_int_equal(match_rule(e), CR_RULE_DIGEST_ECHO);
+  cr_engine_free(e);
+  free(pts);
+
+  /* A point twice in the peer's set. */
+  e = victim(t, d, o->n, &pts);
+  memcpy(opts + 32, opts, 32);
+  assert_int_equal(cr_engine_reblind(e, opts, NULL, o->n, &bad), 0);
+  assert_int_equal(cr_engine_peer_done(e), 0);
+  uint8_t *junk = calloc(d->n, 16);
+  for (size_t i = 0; i < d->n; i++)
+    junk[16 * i + 15] = (uint8_t)(i + 1); /* strictly increasing, distinct */
+  assert_int_equal(cr_engine_own_add(e, junk, d->n, 0, 0), 0);
+  assert_int_equal(match_rule(e), CR_RULE_POINT_REPEATED);
+  cr_engine_free(e);
+  free(pts);
+
+  /* The same digest under two labels (each run strictly increasing). */
+  cr_engine_config c2 = {t, NULL, NULL, NULL};
+  assert_int_equal(cr_engine_new(&e, &c2), 0);
+  assert_int_equal(set_own(e, d, 0), 0);
+  cr_engine_plan p = {{0}, 16, o->n, 0, 0, 1, 0};
+  assert_int_equal(cr_engine_prepare(e, &p), 0);
+  blind_all(e, d, 0, &pts, &olabs);
+  free(opts);
+  blind_all(peer, o, 0, &opts, &olabs);
+  assert_int_equal(cr_engine_reblind(e, opts, NULL, o->n, &bad), 0);
+  assert_int_equal(cr_engine_peer_done(e), 0);
+  assert_int_equal(cr_engine_own_add(e, junk, 20, 0, 0), 0);
+  assert_int_equal(cr_engine_own_add(e, junk, 20, 1, 0), 0);
+  assert_int_equal(match_rule(e), CR_RULE_DIGEST_REPEATED);
+  cr_engine_free(e);
+
+  free(junk);
+  free(pts);
+  free(opts);
+  cr_engine_free(peer);
+  free_dataset(d);
+  free_dataset(o);
+  free(t);
+}
+
 /* Own digests out of order are refused for count, allowed for members. */
 static void test_own_order(void **state) {
   (void)state;
@@ -319,12 +506,21 @@ static void test_own_order(void **state) {
   memset(dig + 16, 0x11, 16);
   for (int members = 0; members < 2; members++) {
     assert_int_equal(cr_engine_new(&e, &c), 0);
-    assert_int_equal(cr_engine_set_own(e, d), 0);
+    assert_int_equal(set_own(e, d, 0), 0);
     cr_engine_plan p = {{0}, 16, 2, 0, members, 1, 0};
     assert_int_equal(cr_engine_prepare(e, &p), 0);
     assert_int_equal(cr_engine_own_add(e, dig, 2, 0, 0), members ? 0 : CR_EPROTO);
     cr_engine_free(e);
   }
+  /* Equal neighbours are refused too (issue 14: they counted twice). */
+  memset(dig + 16, 0x22, 16);
+  assert_int_equal(cr_engine_new(&e, &c), 0);
+  assert_int_equal(set_own(e, d, 0), 0);
+  cr_engine_plan p = {{0}, 16, 2, 0, 0, 1, 0};
+  assert_int_equal(cr_engine_prepare(e, &p), 0);
+  assert_int_equal(cr_engine_own_add(e, dig, 2, 0, 0), CR_EPROTO);
+  assert_int_equal(cr_engine_violation(e), CR_RULE_DIGEST_ORDER);
+  cr_engine_free(e);
   free_dataset(d);
   free(t);
 }
@@ -357,10 +553,17 @@ static void test_scalar_from_uniform(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_count),         cmocka_unit_test(test_count_p256),
-      cmocka_unit_test(test_members),       cmocka_unit_test(test_grouped),
-      cmocka_unit_test(test_deterministic), cmocka_unit_test(test_bad_point_and_rand),
-      cmocka_unit_test(test_own_order),     cmocka_unit_test(test_scalar_from_uniform),
+      cmocka_unit_test(test_count),
+      cmocka_unit_test(test_count_p256),
+      cmocka_unit_test(test_members),
+      cmocka_unit_test(test_grouped),
+      cmocka_unit_test(test_deterministic),
+      cmocka_unit_test(test_bad_point_and_rand),
+      cmocka_unit_test(test_own_order),
+      cmocka_unit_test(test_scalar_from_uniform),
+      cmocka_unit_test(test_padding_never_matches),
+      cmocka_unit_test(test_suppressed_is_zero),
+      cmocka_unit_test(test_lying_peer),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -551,7 +551,9 @@ static void test_full_session(void **state) {
   assert_int_equal(c.res.status, CR_SESSION_DONE);
   assert_int_equal(c.res.count, 4000);
   assert_int_equal(c.res.own_set_size, 10000);
-  assert_int_equal(c.res.peer_set_size, 6000);
+  /* Protocol v3: the peer's size is its bucket (default ladder). */
+  assert_int_equal(c.res.peer_set_size, cr_template_bucket(c.cfg.session.tmpl, 6000));
+  assert_true(c.res.peer_set_size_is_bucket);
   assert_string_equal(c.res.peer_software, "test-server");
   assert_int_equal(c.n, 1);
   assert_true(c.rep.has_fp);

@@ -316,12 +316,15 @@ static void test_run_limit(void **state) {
     assert_int_equal(x.cons_rc, 0);
     assert_int_equal(x.cons_count, 640);
   }
-  /* Run 3: refused by the consumer's own node, before a point is sent. */
+  /* Run 3: refused by the provider at admission (protocol v3: the
+   * responder admits from the runner's Hello, before its own Hello), in
+   * fixed words: the reason stays in the provider's log. */
   pair x;
   pair_init(&x, w, pd, cd, "overlap_to_consumer");
   pair_run(&x);
-  assert_int_equal(x.cons_rc, CR_EREFUSED);
-  assert_non_null(strstr(x.cons_err.msg, "max_runs_per_query"));
+  assert_int_equal(x.cons_rc, CR_EPEER);
+  assert_non_null(strstr(x.cons_err.msg, "NOT_ALLOWED"));
+  assert_null(strstr(x.cons_err.msg, "max_runs_per_query"));
   assert_true(x.cons_have_session);
   assert_int_equal(x.cons_status, CR_SESSION_FAILED);
   assert_int_not_equal(x.prov_rc, 0);
@@ -345,16 +348,17 @@ static void test_run_limit(void **state) {
   pair_run(&x);
   assert_int_not_equal(x.cons_rc, 0);
   assert_int_equal(x.cons_rc, CR_EPEER); /* the partner refused it */
-  assert_non_null(strstr(x.cons_err.msg, "max_runs_per_query"));
+  assert_non_null(strstr(x.cons_err.msg, "NOT_ALLOWED"));
   assert_int_equal(fx_audit_count(fresh, "result_released"), 0);
   assert_int_equal(fx_audit_count(fresh, "session_aborted"), 1);
   assert_int_equal(fx_audit_count(w->audit[FX_PROVIDER], "result_released"), 3);
   assert_int_equal(x.prov_rc, CR_EREFUSED);
 
-  /* And a restart of both, with their own logs: still refused. */
+  /* And a restart of both, with their own logs: still refused (by the
+   * provider first, at admission). */
   pair_init(&x, w, pd, cd, "overlap_to_consumer");
   pair_run(&x);
-  assert_int_equal(x.cons_rc, CR_EREFUSED);
+  assert_int_equal(x.cons_rc, CR_EPEER);
   assert_int_equal(x.cons_status, CR_SESSION_FAILED);
   for (int i = 0; i < 2; i++)
     assert_int_equal(fx_audit_count(w->audit[i], "result_released"), 3);

@@ -68,6 +68,11 @@ static cr_template *make_template(uint64_t min_count) {
   t->queries[5].params[0].name = dup_str("min_age");
   t->queries[5].params[0].type = CR_PARAM_INTEGER;
   memset(t->sha256, 0xab, sizeof t->sha256);
+  /* A small ladder, so the sets of these tests pad to a few hundred points
+   * at most; 2, 3 and 20 are the sizes the scripted peers announce. */
+  static const uint64_t edges[] = {2, 3, 20, 40, 64, 128, 256, 512};
+  memcpy(t->limits.size_buckets.edges, edges, sizeof edges);
+  t->limits.size_buckets.nedges = sizeof edges / sizeof edges[0];
   return t;
 }
 
@@ -253,9 +258,14 @@ static void test_count_both_receive(void **state) {
   assert_int_equal(rc->count, 80);
   assert_int_equal(rp->count, 80);
   assert_false(rc->suppressed);
+  /* Issue 13: the peer's size is a bucket (256 for 200 and for 250); the
+   * exact own size stays local. */
   assert_int_equal(rc->own_set_size, 250);
-  assert_int_equal(rc->peer_set_size, 200);
-  assert_int_equal(rp->peer_set_size, 250);
+  assert_int_equal(rc->own_set_bucket, 256);
+  assert_int_equal(rc->peer_set_size, 256);
+  assert_int_equal(rp->peer_set_size, 256);
+  assert_true(rc->peer_set_size_is_bucket && rp->peer_set_size_is_bucket);
+  assert_memory_equal(rc->released_sha256, rp->released_sha256, sizeof rc->released_sha256);
   assert_memory_equal(rc->session_id, rp->session_id, 32);
   assert_memory_equal(rc->transcript_sha256, rp->transcript_sha256, 32);
   assert_string_equal(rp->query, "overlap");
@@ -311,7 +321,7 @@ static void for_each_frame(const cr_buf *wire, frame_fn fn, void *ctx) {
 }
 
 typedef struct frame_stats {
-  int counts[8];
+  int counts[9];
   uint8_t last[32];
   size_t last_len;
   int unsorted;
@@ -354,7 +364,7 @@ static void test_consumer_only_provider_learns_nothing(void **state) {
   assert_int_equal(rc->count, 80);
   assert_false(rp->receives);
   assert_int_equal(rp->count, 0);
-  assert_int_equal(rp->peer_set_size, 250);
+  assert_int_equal(rp->peer_set_size, 256); /* the bucket of 250 */
 
   frame_stats to_provider = {0}, to_consumer = {0};
   for_each_frame(&x.wire_c2p, count_frames, &to_provider);
@@ -362,7 +372,7 @@ static void test_consumer_only_provider_learns_nothing(void **state) {
   assert_int_equal(to_provider.counts[CLEANROOM__V1__FRAME__MSG_DIGESTS], 0);
   assert_int_equal(to_provider.counts[CLEANROOM__V1__FRAME__MSG_END_OF_DIGESTS], 0);
   assert_true(to_consumer.counts[CLEANROOM__V1__FRAME__MSG_DIGESTS] > 0);
-  assert_int_equal(to_consumer.digests, 250);
+  assert_int_equal(to_consumer.digests, 256); /* 250 keys and 6 pads */
   assert_false(to_consumer.unsorted);
   assert_true(to_consumer.coded > 0); /* 7-byte digests go Golomb-Rice coded */
 
@@ -517,18 +527,36 @@ static void test_role_not_in_run_by_refused(void **state) {
 static void test_size_limits_refused(void **state) {
   (void)state;
   pair x;
-  pair_init(&x, 0, 50, 0, 20, 1, "overlap");
+  /* The responder's true size (23) is below min_set_size: it decides so
+   * itself, after admission, and tells the runner only SIZE. */
+  pair_init(&x, 0, 23, 0, 50, 1, "overlap");
   x.tp->limits.min_set_size = 30;
   x.tc->limits.min_set_size = 30;
   expect_refusal(&x, CR_WIRE_SIZE);
   assert_non_null(strstr(cr_session_result_get(x.provider)->error_msg, "min_set_size"));
+  assert_non_null(strstr(cr_session_result_get(x.provider)->error_msg, "23"));
+  /* Issue 13: the refusal never carries our size, nor any wording of ours. */
+  const char *m = cr_session_result_get(x.consumer)->error_msg;
+  assert_null(strstr(m, "23"));
+  assert_null(strstr(m, "min_set_size"));
+  assert_non_null(strstr(m, cr_wire_error_text(CR_WIRE_SIZE)));
+  /* No Hello from the provider either: nothing that depends on its data. */
+  frame_stats a = {0};
+  for_each_frame(&x.wire_p2c, count_frames, &a);
+  assert_int_equal(a.counts[CLEANROOM__V1__FRAME__MSG_HELLO], 0);
   pair_free(&x);
 }
 
-static int admit_none(void *ctx, const cr_session_result *res, char *msg, size_t cap) {
+static int admit_none(void *ctx, const cr_query *q, const cr_session_result *res, char *msg,
+                      size_t cap) {
   int *calls = ctx;
   (*calls)++;
-  assert_true(res->have_session_id);
+  /* Admission first: no session id, no own size, the query and the peer's
+   * bucket are known. */
+  assert_false(res->have_session_id);
+  assert_int_equal(res->own_set_size, 0);
+  assert_int_equal(res->peer_set_size, 64);
+  assert_string_equal(q->name, "overlap");
   assert_string_equal(res->query, "overlap");
   snprintf(msg, cap, "the run limit of query \"%s\" is reached", res->query);
   return CR_EREFUSED;
@@ -554,7 +582,11 @@ static void test_admit_refusal(void **state) {
   assert_int_equal(cr_session_new(&x.provider, &pc, NULL), 0);
   expect_refusal(&x, CR_WIRE_NOT_ALLOWED);
   assert_int_equal(calls, 1);
-  assert_non_null(strstr(cr_session_result_get(x.consumer)->error_msg, "run limit"));
+  /* The reason stays local (issue 13: fixed wording on the wire). */
+  assert_non_null(strstr(cr_session_result_get(x.provider)->error_msg, "run limit"));
+  assert_null(strstr(cr_session_result_get(x.consumer)->error_msg, "run limit"));
+  assert_non_null(strstr(cr_session_result_get(x.consumer)->error_msg,
+                         cr_wire_error_text(CR_WIRE_NOT_ALLOWED)));
   pair_free(&x);
 }
 
@@ -1123,10 +1155,18 @@ static void run_with_params(int refuse, const char *value) {
     assert_int_equal(cr_session_result_get(x.consumer)->count, 50);
     assert_string_equal(cr_session_result_get(x.provider)->param_values[0], value);
   }
-  assert_int_equal(l.calls, 1);
-  char want[64];
-  snprintf(want, sizeof want, "min_age=%s", value);
-  assert_string_equal(l.seen, want);
+  /* Issue 13: a value that does not parse as its declared type is refused
+   * from the Hello alone, before admission: the data is never loaded. */
+  assert_int_equal(l.calls, refuse ? 0 : 1);
+  if (!refuse) {
+    char want[64];
+    snprintf(want, sizeof want, "min_age=%s", value);
+    assert_string_equal(l.seen, want);
+  } else {
+    /* The value stays local; the runner is told PARAMS in fixed words. */
+    assert_non_null(strstr(cr_session_result_get(x.provider)->error_msg, "min_age"));
+    assert_null(strstr(cr_session_result_get(x.consumer)->error_msg, value));
+  }
   cr_session_free(x.provider);
   x.provider = NULL;
   assert_int_equal(l.unloads, refuse ? 0 : 1); /* a refused load holds nothing */
@@ -1350,6 +1390,272 @@ static void test_ping_template_mismatch(void **state) {
   pair_free(&x);
 }
 
+/* ---- issue 13/14: buckets, merged labels, lying peers ------------------- */
+
+/* Hello carries the bucket, never the exact size. */
+static void find_hello_size(const Cleanroom__V1__Frame *f, void *ctx) {
+  if (f->msg_case == CLEANROOM__V1__FRAME__MSG_HELLO)
+    *(uint64_t *)ctx = f->hello->set_size;
+}
+
+static void test_hello_carries_the_bucket(void **state) {
+  (void)state;
+  pair x;
+  pair_init(&x, 0, 200, 120, 370, 50, "overlap");
+  assert_int_equal(cr_session_start(x.consumer), 0);
+  pump(&x, SIZE_MAX);
+  uint64_t sp = 0, sc = 0;
+  for_each_frame(&x.wire_p2c, find_hello_size, &sp);
+  for_each_frame(&x.wire_c2p, find_hello_size, &sc);
+  assert_int_equal(sp, cr_template_bucket(x.tp, 200));
+  assert_int_equal(sc, cr_template_bucket(x.tc, 250));
+  assert_int_equal(sp, 256);
+  assert_int_equal(sc, 256);
+  /* Padding changed no number: overlap 120..199. */
+  assert_int_equal(cr_session_result_get(x.consumer)->count, 80);
+  assert_int_equal(cr_session_result_get(x.provider)->count, 80);
+  pair_free(&x);
+}
+
+/* A suppressed count is 0 in the result, not only flagged. */
+static void test_suppressed_count_is_zero(void **state) {
+  (void)state;
+  pair x;
+  pair_init(&x, 0, 200, 190, 300, 100, "overlap"); /* overlap 10 < 100 */
+  assert_int_equal(cr_session_start(x.consumer), 0);
+  pump(&x, SIZE_MAX);
+  const cr_session_result *rc = cr_session_result_get(x.consumer);
+  const cr_session_result *rp = cr_session_result_get(x.provider);
+  assert_int_equal(rc->status, CR_SESSION_DONE);
+  assert_true(rc->suppressed && rp->suppressed);
+  assert_int_equal(rc->count, 0);
+  assert_int_equal(rp->count, 0);
+  pair_free(&x);
+}
+
+/* group_by: a label with fewer keys than min_count is merged into
+ * "(other)"; its name never reaches the peer. */
+static void test_rare_labels_merged(void **state) {
+  (void)state;
+  pair x;
+  pair_init(&x, 0, 200, 0, 200, 27, "by_segment");
+  cr_session_free(x.provider);
+  cr_session_free(x.consumer);
+  label_dataset(x.dp, 3);
+  /* seg2: keys 0..4 only; the rest alternate seg0/seg1. */
+  memset(x.dp->label_sizes, 0, 3 * sizeof *x.dp->label_sizes);
+  for (size_t i = 0; i < x.dp->n; i++) {
+    int num = key_num(x.dp, i);
+    x.dp->labels[i] = num < 5 ? 2u : (uint32_t)(num % 2);
+    x.dp->label_sizes[x.dp->labels[i]]++;
+  }
+  cr_session_config pc = {0}, cc = {0};
+  pc.tmpl = x.tp;
+  pc.data = x.dp;
+  pc.role = CR_ROLE_PROVIDER;
+  pc.sign = sign_cb;
+  pc.sign_ctx = &x.kp;
+  memcpy(pc.peer_sign_pk, x.kc.pk, 32);
+  cc = pc;
+  cc.tmpl = x.tc;
+  cc.data = x.dc;
+  cc.role = CR_ROLE_CONSUMER;
+  cc.is_runner = 1;
+  cc.query = "by_segment";
+  cc.sign_ctx = &x.kc;
+  memcpy(cc.peer_sign_pk, x.kp.pk, 32);
+  assert_int_equal(cr_session_new(&x.provider, &pc, NULL), 0);
+  assert_int_equal(cr_session_new(&x.consumer, &cc, NULL), 0);
+  assert_int_equal(cr_session_start(x.consumer), 0);
+  pump(&x, SIZE_MAX);
+  const cr_session_result *rc = cr_session_result_get(x.consumer);
+  assert_int_equal(rc->status, CR_SESSION_DONE);
+  assert_int_equal(rc->nlabels[CR_ROLE_PROVIDER], 3);
+  assert_string_equal(rc->labels[CR_ROLE_PROVIDER][0], CR_SESSION_OTHER_LABEL);
+  assert_string_equal(rc->labels[CR_ROLE_PROVIDER][1], "seg0");
+  assert_string_equal(rc->labels[CR_ROLE_PROVIDER][2], "seg1");
+  assert_null(memmem(x.wire_p2c.data, x.wire_p2c.len, "seg2", 4));
+  /* (other) holds the 5 keys: its cell is suppressed and zero. */
+  assert_true(rc->cells[0].suppressed);
+  assert_int_equal(rc->cells[0].count, 0);
+  assert_int_equal(rc->cells[1].count + rc->cells[2].count, 195);
+  pair_free(&x);
+}
+
+/* Drains everything the session has to send into out. */
+static void drain(cr_session *s, cr_buf *out) {
+  for (;;) {
+    const uint8_t *data;
+    size_t len;
+    cr_session_send(s, &data, &len);
+    if (len == 0)
+      return;
+    assert_int_equal(cr_buf_append(out, data, len), 0);
+    cr_session_sent(s, len);
+  }
+}
+
+typedef struct replay {
+  hostile *h;
+  int kinds; /* bit per msg_case fed back */
+} replay;
+
+static void feed_back(const Cleanroom__V1__Frame *f, void *ctx) {
+  replay *r = ctx;
+  if ((r->kinds >> f->msg_case) & 1)
+    feed_frame(r->h, (Cleanroom__V1__Frame *)f);
+}
+
+static void last_error_text(const Cleanroom__V1__Frame *f, void *ctx) {
+  if (f->msg_case == CLEANROOM__V1__FRAME__MSG_ERROR)
+    snprintf((char *)ctx, 160, "%s", f->error->message);
+}
+
+/* Issue 14 (1): the peer sends our own points back as its set and our
+ * Digests back as its digests. The session refuses: reflection. */
+static void test_reflection_refused(void **state) {
+  (void)state;
+  hostile h;
+  hostile_init(&h, 0);
+  feed_hello(&h, "consumer", 20);
+  cr_buf out;
+  cr_buf_init(&out);
+  drain(h.s, &out); /* Hello, Batch, EndOfSet */
+  replay r = {&h,
+              (1 << CLEANROOM__V1__FRAME__MSG_BATCH) | (1 << CLEANROOM__V1__FRAME__MSG_END_OF_SET)};
+  for_each_frame(&out, feed_back, &r);
+  cr_buf_free(&out);
+  cr_buf_init(&out);
+  drain(h.s, &out); /* our Digests, EndOfDigests: echoed */
+  r.kinds =
+      (1 << CLEANROOM__V1__FRAME__MSG_DIGESTS) | (1 << CLEANROOM__V1__FRAME__MSG_END_OF_DIGESTS);
+  for_each_frame(&out, feed_back, &r);
+  cr_buf_free(&out);
+  expect_protocol_failure(&h, "reflection");
+  cr_buf_init(&out);
+  drain(h.s, &out);
+  char text[160] = "";
+  for_each_frame(&out, last_error_text, text);
+  assert_non_null(strstr(text, "reflection"));
+  cr_buf_free(&out);
+  hostile_free(&h);
+}
+
+/* Issue 14 (2): the same digest returned again and again. */
+static void test_repeated_digests_refused(void **state) {
+  (void)state;
+  hostile h;
+  hostile_init(&h, 0);
+  feed_hello(&h, "consumer", 20);
+  cr_buf out;
+  cr_buf_init(&out);
+  drain(h.s, &out);
+  cr_buf_free(&out);
+  uint8_t pts[20 * 32];
+  for (int i = 0; i < 20; i++)
+    crypto_core_ristretto255_random(pts + 32 * i);
+  feed_batch(&h, 0, pts, sizeof pts);
+  feed_eos(&h, 20);
+  size_t l = cr_session_result_get(h.s)->digest_bytes;
+  uint8_t digs[20 * 32];
+  memset(digs, 0x5a, sizeof digs);
+  Cleanroom__V1__Digests m = CLEANROOM__V1__DIGESTS__INIT;
+  Cleanroom__V1__Frame f = CLEANROOM__V1__FRAME__INIT;
+  m.digests.data = digs;
+  m.digests.len = 20 * l;
+  f.msg_case = CLEANROOM__V1__FRAME__MSG_DIGESTS;
+  f.digests = &m;
+  feed_frame(&h, &f);
+  expect_protocol_failure(&h, "strictly increasing");
+  hostile_free(&h);
+}
+
+/* Receipts as evidence: the peer's receipt, rebuilt from the result alone
+ * (as an audit log does), verifies; changing any covered field breaks it. */
+static void test_receipt_covers_roles_certs_and_releases(void **state) {
+  (void)state;
+  pair x;
+  pair_init(&x, 0, 60, 30, 100, 10, "overlap");
+  assert_int_equal(cr_session_start(x.consumer), 0);
+  pump(&x, SIZE_MAX);
+  const cr_session_result *rc = cr_session_result_get(x.consumer);
+  assert_int_equal(rc->status, CR_SESSION_DONE);
+  cr_session_receipt r;
+  cr_session_peer_receipt(rc, &r);
+  assert_int_equal(r.signer, CR_ROLE_PROVIDER);
+  assert_memory_equal(r.cert_sha256[CR_ROLE_PROVIDER], x.tp->parties[CR_ROLE_PROVIDER].cert_sha256,
+                      32);
+  for (int field = 0; field < 5; field++) {
+    cr_session_receipt t = r;
+    if (field == 1)
+      t.signer = CR_ROLE_CONSUMER;
+    if (field == 2)
+      t.cert_sha256[CR_ROLE_CONSUMER][0] ^= 1;
+    if (field == 3)
+      t.released_sha256[CR_ROLE_PROVIDER][0] ^= 1;
+    if (field == 4)
+      t.template_sha256[0] ^= 1;
+    cr_buf m;
+    cr_buf_init(&m);
+    assert_int_equal(cr_session_receipt_message(&m, &t), 0);
+    int ok = crypto_sign_verify_detached(rc->peer_signature, m.data, m.len, x.kp.pk) == 0;
+    assert_int_equal(ok, field == 0);
+    cr_buf_free(&m);
+  }
+  pair_free(&x);
+}
+
+/* Admission first: the responder's load hook runs only after admit. */
+static int admit_count(void *ctx, const cr_query *q, const cr_session_result *res, char *msg,
+                       size_t cap) {
+  (void)q;
+  (void)res;
+  (void)msg;
+  (void)cap;
+  int *order = ctx;
+  order[0] = ++order[2];
+  return 0;
+}
+
+static int load_after_admit(void *ctx, const cr_query *q, const cr_session_result *res,
+                            const cr_dataset **out, char *msg, size_t cap) {
+  (void)q;
+  (void)res;
+  (void)msg;
+  (void)cap;
+  void **c = ctx;
+  int *order = c[0];
+  order[1] = ++order[2];
+  *out = c[1];
+  return 0;
+}
+
+static void test_admit_before_load(void **state) {
+  (void)state;
+  pair x;
+  int order[3] = {0};
+  pair_init(&x, 0, 50, 0, 50, 1, "overlap");
+  void *lctx[2] = {order, x.dp};
+  cr_session_free(x.provider);
+  cr_session_config pc = {0};
+  pc.tmpl = x.tp;
+  pc.role = CR_ROLE_PROVIDER;
+  pc.sign = sign_cb;
+  pc.sign_ctx = &x.kp;
+  pc.admit = admit_count;
+  pc.admit_ctx = order;
+  pc.load = load_after_admit;
+  pc.load_ctx = lctx;
+  memcpy(pc.peer_sign_pk, x.kc.pk, 32);
+  assert_int_equal(cr_session_new(&x.provider, &pc, NULL), 0);
+  assert_int_equal(cr_session_start(x.consumer), 0);
+  pump(&x, SIZE_MAX);
+  assert_int_equal(cr_session_result_get(x.consumer)->status, CR_SESSION_DONE);
+  assert_int_equal(order[0], 1); /* admit first */
+  assert_int_equal(order[1], 2); /* then load */
+  pair_free(&x);
+}
+
 int main(void) {
   if (cr_crypto_init() != 0)
     return 1;
@@ -1372,6 +1678,13 @@ int main(void) {
       cmocka_unit_test(test_group_by_cells),
       cmocka_unit_test(test_ping),
       cmocka_unit_test(test_ping_template_mismatch),
+      cmocka_unit_test(test_hello_carries_the_bucket),
+      cmocka_unit_test(test_suppressed_count_is_zero),
+      cmocka_unit_test(test_rare_labels_merged),
+      cmocka_unit_test(test_reflection_refused),
+      cmocka_unit_test(test_repeated_digests_refused),
+      cmocka_unit_test(test_receipt_covers_roles_certs_and_releases),
+      cmocka_unit_test(test_admit_before_load),
       cmocka_unit_test(test_members_to_owner),
       cmocka_unit_test(test_members_below_min_count_releases_no_rows),
       cmocka_unit_test(test_params_reach_the_responder),

@@ -288,6 +288,43 @@ static void test_accepted_variants(void **state) {
   }
 }
 
+/* limits.size_buckets: the default ladder, a geometric one, explicit edges. */
+static void test_size_buckets(void **state) {
+  (void)state;
+  cr_template *t = NULL;
+  cr_error err;
+  char *j = mutated("limits/max_runs_per_query", "20"); /* the base: no size_buckets */
+  assert_int_equal(cr_template_parse(&t, j, strlen(j), "t", &err), 0);
+  /* Default: floor 1000, ratio 2^(1/4). */
+  assert_int_equal(cr_template_bucket(t, 1), 1000);
+  assert_int_equal(cr_template_bucket(t, 1000), 1000);
+  assert_int_equal(cr_template_bucket(t, 1001), 1190);
+  assert_int_equal(cr_template_bucket(t, 2880), 3370);
+  assert_true(cr_template_is_bucket(t, 1190));
+  assert_false(cr_template_is_bucket(t, 1189));
+  for (uint64_t n = 1000; n < 200000; n += 997) {
+    uint64_t b = cr_template_bucket(t, n);
+    assert_true(b >= n && (double)b <= (double)n * 1.19 + 1); /* at most 19% padding */
+  }
+  cr_template_free(t);
+  free(j);
+  j = mutated("limits/size_buckets", "{'floor': 10, 'ratio': 2}");
+  assert_int_equal(cr_template_parse(&t, j, strlen(j), "t", &err), 0);
+  assert_int_equal(cr_template_bucket(t, 3), 10);
+  assert_int_equal(cr_template_bucket(t, 11), 20);
+  assert_int_equal(cr_template_bucket(t, 41), 80);
+  cr_template_free(t);
+  free(j);
+  j = mutated("limits/size_buckets", "{'edges': [100, 500, 2000], 'ratio': 2}");
+  assert_int_equal(cr_template_parse(&t, j, strlen(j), "t", &err), 0);
+  assert_int_equal(cr_template_bucket(t, 7), 100);
+  assert_int_equal(cr_template_bucket(t, 101), 500);
+  assert_int_equal(cr_template_bucket(t, 2000), 2000);
+  assert_int_equal(cr_template_bucket(t, 2001), 4000);
+  cr_template_free(t);
+  free(j);
+}
+
 static void test_not_after_values(void **state) {
   (void)state;
   static const struct {
@@ -478,6 +515,20 @@ static const bad_case BAD[] = {
     {"limits/not_after", "'1970-01-01T00:00:00Z'", "$.limits.not_after", 1},
     {"limits/not_after", "1814313600", "$.limits.not_after: found 1814313600", 1},
     {"limits/max_runs", "5", "$.limits.max_runs: unknown field", 1},
+    {"limits/size_buckets", "[]", "$.limits.size_buckets: found an array, expected an object", 1},
+    {"limits/size_buckets", "{'ratio': 1}",
+     "$.limits.size_buckets.ratio: found 1, expected a number > 1", 1},
+    {"limits/size_buckets", "{'ratio': 17}", "$.limits.size_buckets.ratio", 1},
+    {"limits/size_buckets", "{'floor': 0}",
+     "$.limits.size_buckets.floor: found 0, expected an integer >= 1", 1},
+    {"limits/size_buckets", "{'floor': 10, 'edges': [20]}",
+     "$.limits.size_buckets.floor: found 10, expected no floor when edges are given", 1},
+    {"limits/size_buckets", "{'edges': [800, 1000, 500]}",
+     "$.limits.size_buckets.edges[2]: found 500, expected an integer > the edge before it (1000)",
+     1},
+    {"limits/size_buckets", "{'edges': []}",
+     "$.limits.size_buckets.edges: found an array, expected an array of 1 to 64", 1},
+    {"limits/size_buckets", "{'step': 2}", "$.limits.size_buckets.step: unknown field", 1},
     {"require_signatures", "'yes'", "$.require_signatures: found \"yes\", expected true or false",
      1},
     {"require_signatures", "1", "$.require_signatures: found 1", 1},
@@ -929,6 +980,7 @@ int main(void) {
       cmocka_unit_test(test_optional_sections),
       cmocka_unit_test(test_accepted_variants),
       cmocka_unit_test(test_not_after_values),
+      cmocka_unit_test(test_size_buckets),
       cmocka_unit_test(test_each_field_rejected),
       cmocka_unit_test(test_all_errors_listed),
       cmocka_unit_test(test_many_errors),
