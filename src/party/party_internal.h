@@ -41,6 +41,9 @@ json_t *cr__trail_data_fields(const cr_dataset *d, const char *query);
 json_t *cr__trail_session_fields(const cr_trail *a, const cr_session_result *r);
 /* The released object recorded in result_released (json null if none). */
 json_t *cr__trail_released(const cr_session_result *r, const cr_party_session *m);
+/* Before a run: CR_EREFUSED with msg when the query's runs under this
+ * template have reached limits.max_runs_per_query (nothing is recorded). */
+int cr__trail_limit(cr_trail *a, const char *query, char *msg, size_t cap);
 /* The admit hook's body: enforces max_runs_per_query from the log, then
  * records session_started. 0, CR_EREFUSED (limit) or CR_EIO, msg set. */
 int cr__trail_admit(cr_trail *a, const cr_session_result *r, char *msg, size_t cap);

@@ -325,6 +325,13 @@ int cr_party_run(cr_party *p, uv_loop_t *loop, const cr_party_run_config *cfg,
     cr__party_refusal(p, "run_refused", cfg->query, cr_error_message(err, rc));
     return rc;
   }
+  /* Our own count of the query's runs, before the partner is bothered
+   * (the partner counts its own and refuses as well). */
+  char lmsg[512];
+  if ((rc = cr__trail_limit(&p->trail, q->name, lmsg, sizeof lmsg)) != 0) {
+    cr__party_refusal(p, "run_refused", cfg->query, lmsg);
+    return cr_error_set(err, rc, "%s", lmsg);
+  }
   if (q->kind == CR_QUERY_MEMBERS && (q->results_to & CR_ROLE_BIT(p->role)) && cfg->out == NULL)
     return cr_error_set(err, CR_EUSAGE,
                         "query \"%s\" returns this side's matched rows: name the file to "

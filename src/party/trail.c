@@ -227,6 +227,63 @@ json_t *cr__trail_session_fields(const cr_trail *a, const cr_session_result *r) 
   return o;
 }
 
+/* The query's runs so far, counted from the log once, then kept in memory
+ * (this node holds the log's lock, so nobody else appends to it). Runs are
+ * counted from the log itself, so a restart does not reset them and
+ * deleting lines breaks the chain instead of adding runs. Caller holds
+ * a->lock. 0 with *out set, or an error with msg. */
+static int runs_of(cr_trail *a, const char *query, struct run_count **out, char *msg, size_t cap) {
+  cr_error err;
+  cr_error_clear(&err);
+  for (size_t i = 0; i < a->ncounts; i++)
+    if (strcmp(a->counts[i].query, query) == 0) {
+      *out = &a->counts[i];
+      return 0;
+    }
+  uint64_t runs = 0;
+  const char *kv[] = {"template_sha256", a->th, "query", query, NULL};
+  int rc = cr_audit_count(cr_audit_path(a->log), "session_started", kv, &runs, &err);
+  if (rc) {
+    snprintf(msg, cap, "cannot count this query's runs in the audit log: %s",
+             cr_error_message(&err, rc));
+    return rc;
+  }
+  struct run_count *p = realloc(a->counts, (a->ncounts + 1) * sizeof *p);
+  if (p == NULL) {
+    snprintf(msg, cap, "out of memory");
+    return CR_ENOMEM;
+  }
+  a->counts = p;
+  *out = &a->counts[a->ncounts++];
+  snprintf((*out)->query, sizeof (*out)->query, "%s", query);
+  (*out)->runs = runs;
+  return 0;
+}
+
+/* CR_EREFUSED with msg when the query's runs have reached the limit. */
+static int limit_reached(cr_trail *a, struct run_count *rcnt, char *msg, size_t cap) {
+  uint64_t max = a->t->limits.max_runs_per_query;
+  if (max == 0 || rcnt->runs < max)
+    return 0;
+  snprintf(msg, cap,
+           "query \"%s\" has run %llu times under this template, its limit "
+           "(limits.max_runs_per_query = %llu); agree a new template to run it again",
+           rcnt->query, (unsigned long long)rcnt->runs, (unsigned long long)max);
+  return CR_EREFUSED;
+}
+
+int cr__trail_limit(cr_trail *a, const char *query, char *msg, size_t cap) {
+  if (!a->open || a->t->limits.max_runs_per_query == 0)
+    return 0;
+  struct run_count *rcnt = NULL;
+  pthread_mutex_lock(&a->lock);
+  int rc = runs_of(a, query, &rcnt, msg, cap);
+  if (rc == 0)
+    rc = limit_reached(a, rcnt, msg, cap);
+  pthread_mutex_unlock(&a->lock);
+  return rc;
+}
+
 int cr__trail_admit(cr_trail *a, const cr_session_result *r, char *msg, size_t cap) {
   cr_error err;
   cr_error_clear(&err);
@@ -234,44 +291,11 @@ int cr__trail_admit(cr_trail *a, const cr_session_result *r, char *msg, size_t c
   if (!a->open)
     return 0;
   pthread_mutex_lock(&a->lock);
-  uint64_t max = a->t->limits.max_runs_per_query;
   struct run_count *rcnt = NULL;
-  if (max) {
-    /* Runs are counted from the log itself, so a restart does not reset
-     * them and deleting lines breaks the chain instead of adding runs;
-     * once per query, then in memory. */
-    for (size_t i = 0; i < a->ncounts; i++)
-      if (strcmp(a->counts[i].query, r->query) == 0)
-        rcnt = &a->counts[i];
-    if (rcnt == NULL) {
-      uint64_t runs = 0;
-      const char *kv[] = {"template_sha256", a->th, "query", r->query, NULL};
-      rc = cr_audit_count(cr_audit_path(a->log), "session_started", kv, &runs, &err);
-      if (rc) {
-        snprintf(msg, cap, "cannot count this query's runs in the audit log: %s",
-                 cr_error_message(&err, rc));
-        goto out;
-      }
-      struct run_count *p = realloc(a->counts, (a->ncounts + 1) * sizeof *p);
-      if (p == NULL) {
-        snprintf(msg, cap, "out of memory");
-        rc = CR_ENOMEM;
-        goto out;
-      }
-      a->counts = p;
-      rcnt = &a->counts[a->ncounts++];
-      snprintf(rcnt->query, sizeof rcnt->query, "%s", r->query);
-      rcnt->runs = runs;
-    }
-    uint64_t runs = rcnt->runs;
-    if (runs >= max) {
-      snprintf(msg, cap,
-               "query \"%s\" has run %llu times under this template, its limit "
-               "(limits.max_runs_per_query = %llu); agree a new template to run it again",
-               r->query, (unsigned long long)runs, (unsigned long long)max);
-      rc = CR_EREFUSED;
+  if (a->t->limits.max_runs_per_query) {
+    if ((rc = runs_of(a, r->query, &rcnt, msg, cap)) != 0 ||
+        (rc = limit_reached(a, rcnt, msg, cap)) != 0)
       goto out;
-    }
   }
   json_t *f = cr__trail_session_fields(a, r);
   char *text = json_dumps(f, JSON_COMPACT);

@@ -316,23 +316,19 @@ static void test_run_limit(void **state) {
     assert_int_equal(x.cons_rc, 0);
     assert_int_equal(x.cons_count, 640);
   }
-  /* Run 3: refused by the provider at admission (protocol v3: the
-   * responder admits from the runner's Hello, before its own Hello), in
-   * fixed words: the reason stays in the provider's log. */
+  /* Run 3: refused by the consumer's own node before it connects (it
+   * counts its runs from its log), naming the limit; nothing is sent. */
   pair x;
   pair_init(&x, w, pd, cd, "overlap_to_consumer");
   pair_run(&x);
-  assert_int_equal(x.cons_rc, CR_EPEER);
-  assert_non_null(strstr(x.cons_err.msg, "NOT_ALLOWED"));
-  assert_null(strstr(x.cons_err.msg, "max_runs_per_query"));
-  assert_true(x.cons_have_session);
-  assert_int_equal(x.cons_status, CR_SESSION_FAILED);
-  assert_int_not_equal(x.prov_rc, 0);
+  assert_int_equal(x.run_rc, CR_EREFUSED);
+  assert_non_null(strstr(x.cons_err.msg, "max_runs_per_query"));
+  assert_false(x.cons_have_session);
   for (int i = 0; i < 2; i++) {
     assert_int_equal(fx_audit_count(w->audit[i], "session_started"), 2);
     assert_int_equal(fx_audit_count(w->audit[i], "result_released"), 2);
-    assert_int_equal(fx_audit_count(w->audit[i], "session_aborted"), 1);
   }
+  assert_int_equal(fx_audit_count(w->audit[FX_CONSUMER], "run_refused"), 1);
   /* Another query is counted on its own. */
   pair_init(&x, w, pd, cd, "overlap");
   pair_run(&x);
@@ -355,11 +351,11 @@ static void test_run_limit(void **state) {
   assert_int_equal(x.prov_rc, CR_EREFUSED);
 
   /* And a restart of both, with their own logs: still refused (by the
-   * provider first, at admission). */
+   * consumer's own node first, from its log). */
   pair_init(&x, w, pd, cd, "overlap_to_consumer");
   pair_run(&x);
-  assert_int_equal(x.cons_rc, CR_EPEER);
-  assert_int_equal(x.cons_status, CR_SESSION_FAILED);
+  assert_int_equal(x.run_rc, CR_EREFUSED);
+  assert_non_null(strstr(x.cons_err.msg, "max_runs_per_query"));
   for (int i = 0; i < 2; i++)
     assert_int_equal(fx_audit_count(w->audit[i], "result_released"), 3);
   verify_log(w->audit[FX_PROVIDER], NULL, 1);
