@@ -224,6 +224,9 @@ json_t *cr__trail_session_fields(const cr_trail *a, const cr_session_result *r) 
   json_object_set_new(o, "params", params_json(r));
   json_object_set_new(o, "own_set_size", json_integer((json_int_t)r->own_set_size));
   json_object_set_new(o, "peer_set_size", json_integer((json_int_t)r->peer_set_size));
+  /* Protocol v3: the partner announces a bucket of its padded set. */
+  if (r->peer_set_size_is_bucket)
+    json_object_set_new(o, "peer_set_size_is_bucket", json_true());
   return o;
 }
 

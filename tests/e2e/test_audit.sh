@@ -141,9 +141,15 @@ run_client limit.json "$EX/consumer.csv" overlap
 expect_eq "run 2 of 2, after a restart" 0 "$RUN_RC"
 run_client limit.json "$EX/consumer.csv" overlap
 expect_eq "run 3 is refused" 4 "$RUN_RC"
-# Protocol v3: the provider refuses at admission in fixed words; the limit
-# is named in its own log and stderr, never on the wire.
+# The consumer's own node counts its runs from its log and refuses before
+# connecting, naming the limit.
+expect_grep "the consumer's node names the limit" "max_runs_per_query = 2" run.err
+# With its log gone (a modified node forgets), the provider refuses at
+# admission in fixed words; the limit is named only in its own log.
+run_client limit.json "$EX/consumer.csv" overlap --audit fresh-consumer-audit.jsonl
+expect_eq "run 3 with a fresh consumer log is refused by the provider" 4 "$RUN_RC"
 expect_grep "the refusal says NOT_ALLOWED" "NOT_ALLOWED" run.err
+if grep -q "max_runs_per_query" run.err run.out; then fail "the provider's reason reached the consumer"; else ok "the provider's reason stays in its log"; fi
 kill -TERM "$SERVER_PID"
 wait_server
 

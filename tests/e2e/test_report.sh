@@ -92,11 +92,23 @@ numbers() {
 }
 has_number() { numbers "$1" | grep -qx "$2"; }
 
+# Protocol v3: each side sees the partner's sizes as buckets (the ladder's
+# value at or above the true size); its own are exact.
 for page in consumer.html provider.html consumer-notmpl.html; do
   numbers "$page" >"$page.numbers"
-  if has_number "$page" "$N_INS"; then ok "$page: the insurer's set size $N_INS"; else fail "$page: no $N_INS"; fi
-  if has_number "$page" "$N_BG"; then ok "$page: BrightGuard's set size $N_BG"; else fail "$page: no $N_BG"; fi
-  while read -r seg size both; do
+  if [ "$page" = provider.html ]; then
+    ins=$(bucket "$N_INS") bg=$N_BG
+  else
+    ins=$N_INS bg=$(bucket "$N_BG")
+  fi
+  if has_number "$page" "$ins"; then ok "$page: the insurer's set size $ins"; else fail "$page: no $ins"; fi
+  if has_number "$page" "$bg"; then ok "$page: BrightGuard's set size $bg"; else fail "$page: no $bg"; fi
+  if [ "$page" != provider.html ]; then
+    expect_grep "$page: the partner's size is called a bucket" "bucket" "$page"
+  fi
+  while read -r seg true_size both; do
+    size=$true_size
+    [ "$page" = provider.html ] || size=$(bucket "$true_size")
     if grep -q "<tr class=\"cell released\"><td>$seg</td><td class=\"n\">$size</td>" "$page" ||
       grep -q "<tr class=\"cell suppressed\"><td>$seg</td><td class=\"n\">$size</td>" "$page"; then
       ok "$page: $seg group size $size"
@@ -198,7 +210,8 @@ for page in consumer.html provider.html; do
     sed 's/^/    /' "$out.err" >&2
   fi
   [ -s "$out/dom.html" ] || continue
-  if numbers "$out/dom.html" | grep -qx "$N_INS" && numbers "$out/dom.html" | grep -qx "$N_BG"; then
+  if [ "$page" = provider.html ]; then ins=$(bucket "$N_INS") bg=$N_BG; else ins=$N_INS bg=$(bucket "$N_BG"); fi
+  if numbers "$out/dom.html" | grep -qx "$ins" && numbers "$out/dom.html" | grep -qx "$bg"; then
     ok "$page: the DOM holds the set sizes"
   else fail "$page: the DOM lacks the set sizes"; fi
   while read -r seg size both; do
