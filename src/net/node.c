@@ -111,6 +111,7 @@ struct conn {
   int auth_reached; /* passed or failed certificate authentication */
   int busy;         /* past max_sessions: refused with a BUSY Error frame */
   int counted;      /* counts in node.nsessions */
+  int rx_any;       /* the peer has sent at least one byte */
 
   /* Frame boundaries in the peer's plaintext (length prefixes only; the
    * session decodes), so that the idle timer measures progress in whole
@@ -909,6 +910,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
     conn_pump(c); /* feeds what is buffered, then fails the session */
     return;
   }
+  c->rx_any = 1;
   if (c->closing || c->tls_broken)
     return; /* draining until the peer closes */
   cr_error_clear(&e);
@@ -1136,13 +1138,23 @@ static void on_reject_close(uv_handle_t *h) { free(h); }
  * closing after failing it. */
 static int conn_pending(const conn *c) { return !c->closed && c->phase == PH_HANDSHAKE; }
 
-/* The oldest open connection (the list is newest first) that may be closed
- * to make room: ip NULL and any 0, the oldest pending one; ip set, the
- * oldest pending one from that address; any 1, the oldest that is not a
- * session in progress (pending, busy refusals, sessions finishing their
- * graceful close). */
+/* Which pending connection goes first: one already refused (closing after
+ * a failed handshake, only its alert left to deliver), then one that has
+ * sent nothing, then one whose handshake is under way (a partner's, maybe). */
+static int evict_rank(const conn *c) {
+  if (c->closing)
+    return 0;
+  return c->rx_any ? 2 : 1;
+}
+
+/* The connection to close to make room, or NULL: among the open ones other
+ * than except (ip set: from that address only), any 0: the pending ones;
+ * any 1: all but sessions in progress (pending, busy refusals, sessions
+ * finishing their graceful close). The lowest evict_rank, and the oldest of
+ * those (the list is newest first). */
 static conn *oldest_evictable(node *n, const conn *except, const char *ip, int any) {
   conn *found = NULL;
+  int found_rank = 3;
   for (conn *o = n->conns; o != NULL; o = o->next) {
     if (o == except || o->closed)
       continue;
@@ -1150,7 +1162,11 @@ static conn *oldest_evictable(node *n, const conn *except, const char *ip, int a
       continue;
     if (ip != NULL && strcmp(o->peer_ip, ip) != 0)
       continue;
-    found = o;
+    int r = evict_rank(o);
+    if (r <= found_rank) {
+      found = o;
+      found_rank = r;
+    }
   }
   return found;
 }
