@@ -237,11 +237,16 @@ typedef struct cr_node_config {
  * partner out. The policy:
  *   - a new connection is always accepted, and it is never the one closed
  *     to make room: when max_pending_per_ip connections from its source
- *     address (or max_pending in all) have not authenticated yet, the
- *     OLDEST of them is closed at once (reported with CR_EREFUSED, "closed
- *     to make room for a newer connection"). A partner that connects
- *     therefore gets its handshake (milliseconds) unless that many newer
- *     connections arrive from its address (or from anywhere) meanwhile;
+ *     address (or max_pending in all) have not authenticated yet, one of
+ *     them is closed at once (reported with CR_EREFUSED, "closed to make
+ *     room for a newer connection"): one already refused (only its alert
+ *     left to deliver) first, then one that has sent nothing, then one
+ *     whose handshake is under way; the OLDEST of that kind. A partner
+ *     that connects therefore gets its handshake (milliseconds) unless
+ *     that many newer connections that also start a handshake arrive from
+ *     its address (or from anywhere) meanwhile; `run` does not retry, so
+ *     in that case it fails with CR_ETLS or CR_ECONNRESET and may simply
+ *     be run again;
  *   - an accepted connection has accept_timeout_ms (default 5 s, separate
  *     from the session's idle timeout) to complete TLS;
  *   - a peer whose certificate is not the pinned one is refused as soon as
