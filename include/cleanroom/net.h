@@ -152,9 +152,10 @@ typedef struct cr_node_config {
   /* Serve, before authentication (see "Connections before authentication"
    * below). accept_timeout_ms: the time an accepted connection has to
    * complete the TLS handshake; 0: the smaller of handshake_timeout_ms and
-   * 5000. max_pending: connections not yet authenticated at once; 0: 64.
-   * max_pending_per_ip: of those, from one source address; 0:
-   * max_pending / 4 (at least 1). */
+   * 5000. max_pending: connections not yet authenticated at once; 0: the
+   * larger of 64 and 4 * max_sessions. max_pending_per_ip: of those, from
+   * one source address; 0: the larger of max_pending / 4 and max_sessions
+   * (a partner may start max_sessions runs at once). */
   unsigned accept_timeout_ms;
   unsigned max_pending;
   unsigned max_pending_per_ip;

@@ -1396,8 +1396,14 @@ static int node_new(node **out, uv_loop_t *loop, const cr_node_config *cfg, int 
   n->accept_ms = cfg->accept_timeout_ms                        ? cfg->accept_timeout_ms
                  : n->handshake_ms < CR_NODE_DEFAULT_ACCEPT_MS ? n->handshake_ms
                                                                : CR_NODE_DEFAULT_ACCEPT_MS;
+  /* A partner may legitimately have max_sessions handshakes in flight from
+   * its one address: the defaults leave room for that. */
   n->max_pending = cfg->max_pending ? cfg->max_pending : CR_NODE_DEFAULT_MAX_PENDING;
+  if (!cfg->max_pending && n->max_pending < 4 * n->max_sessions)
+    n->max_pending = 4 * n->max_sessions;
   n->max_pending_ip = cfg->max_pending_per_ip ? cfg->max_pending_per_ip : n->max_pending / 4;
+  if (!cfg->max_pending_per_ip && n->max_pending_ip < n->max_sessions)
+    n->max_pending_ip = n->max_sessions;
   if (n->max_pending_ip == 0)
     n->max_pending_ip = 1;
   if (n->max_pending_ip > n->max_pending)
