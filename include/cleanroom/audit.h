@@ -51,11 +51,14 @@ typedef struct cr_audit cr_audit;
  * cr_audit_close: a second writer would fork the chain (CR_EIO "in use").
  * Reads and verifies the whole existing log (chain and checkpoint
  * signatures) to find the head and the next seq.
- * A torn last line (no trailing newline, or not valid JSON: what a crash in
- * the middle of a write leaves) is cut off with ftruncate(2) and an
+ * A torn last line (one without its trailing newline: the only thing a
+ * crash in the middle of a write can leave, since every entry is one write
+ * ending in its newline) is cut off with ftruncate(2) and an
  * "audit_repaired" event records how many bytes were dropped and their
- * SHA-256. Any other damage: CR_EDATA naming the line and asking the
- * operator to run `cleanroom audit verify`; nothing is written.
+ * SHA-256. Any other damage, including a complete last line that is not
+ * JSON or does not verify (an edit, not a crash): CR_EDATA naming the line
+ * and asking the operator to run `cleanroom audit verify` and keep the file
+ * as evidence; nothing is written or cut.
  * CR_EIO: cannot open, create, lock or read it.
  */
 CR_NODISCARD int cr_audit_open(cr_audit **out, const char *path, cr_error *err);
@@ -121,8 +124,9 @@ typedef struct cr_audit_report {
  * 0: all good (a log without checkpoints is good too: look at
  * report->checkpoints and unsigned_tail). CR_EIO: unreadable.
  * CR_EDATA: report->bad_line and reason say where and what; a torn last line
- * also sets torn_tail (a crash while writing; the node cuts it off on its
- * next start). report may be NULL; err gets "<path>: <reason>".
+ * (no trailing newline) also sets torn_tail (a crash while writing; the node
+ * cuts it off on its next start). A complete last line that does not verify
+ * is a bad line, not torn. report may be NULL; err gets "<path>: <reason>".
  */
 CR_NODISCARD int cr_audit_verify(const char *path, const uint8_t *expected_pk,
                                  cr_audit_report *report, cr_error *err);

@@ -148,8 +148,17 @@ typedef struct cr_node_config {
   unsigned handshake_timeout_ms; /* 0: 10000; also bounds DNS and TCP connect */
   unsigned idle_timeout_ms;      /* 0: 30000; only whole frames from the peer
                                     (or our answers) restart it */
-  unsigned max_sessions;         /* serve: concurrent sessions (and TLS
-                                    handshakes); 0: 16 */
+  unsigned max_sessions;         /* serve: concurrent sessions; 0: 16 */
+  /* Serve, before authentication (see "Connections before authentication"
+   * below). accept_timeout_ms: the time an accepted connection has to
+   * complete the TLS handshake; 0: the smaller of handshake_timeout_ms and
+   * 5000. max_pending: connections not yet authenticated at once; 0: the
+   * larger of 64 and 4 * max_sessions. max_pending_per_ip: of those, from
+   * one source address; 0: the larger of max_pending / 4 and max_sessions
+   * (a partner may start max_sessions runs at once). */
+  unsigned accept_timeout_ms;
+  unsigned max_pending;
+  unsigned max_pending_per_ip;
 
   /* Callbacks, all on the loop thread, with ctx. All optional. */
 
@@ -221,9 +230,45 @@ typedef struct cr_node_config {
  * max_sessions: a partner that completes TLS while max_sessions sessions are
  * in progress gets an Error frame CR_WIRE_BUSY ("busy, retry later: N
  * session(s) in progress") and the connection closes (reported with
- * CR_EREFUSED and wire_error BUSY). Connections still in the TLS handshake
- * are capped at max_sessions too: past that, a new one is accepted and
- * closed at once (CR_EREFUSED), before any TLS.
+ * CR_EREFUSED and wire_error BUSY).
+ *
+ * Connections before authentication (serve). Anyone can open a TCP
+ * connection, and anyone can complete a TLS handshake from the client's
+ * side with a certificate of their own; neither may keep the pinned
+ * partner out. The policy:
+ *   - a new connection is always accepted, and it is never the one closed
+ *     to make room: when max_pending_per_ip connections from its source
+ *     address (or max_pending in all) have not authenticated yet, one of
+ *     them is closed at once (reported with CR_EREFUSED, "closed to make
+ *     room for a newer connection"): one already refused (only its alert
+ *     left to deliver) first, then one that has sent nothing, then one
+ *     whose handshake is under way; the OLDEST of that kind. A partner
+ *     that connects therefore gets its handshake (milliseconds) unless
+ *     that many newer connections that also start a handshake arrive from
+ *     its address (or from anywhere) meanwhile; `run` does not retry, so
+ *     in that case it fails with CR_ETLS or CR_ECONNRESET and may simply
+ *     be run again;
+ *   - an accepted connection has accept_timeout_ms (default 5 s, separate
+ *     from the session's idle timeout) to complete TLS;
+ *   - a peer whose certificate is not the pinned one is refused as soon as
+ *     its certificate arrives (CR_EAUTH): the alert is sent, and the socket
+ *     is closed once the peer closes or after 1 s at most, whether or not
+ *     the peer keeps its end open;
+ *   - TCP keepalive (60 s) on every connection;
+ *   - a hard cap on open connections: max_pending + 2 * max_sessions
+ *     (sessions in progress, as many finishing their graceful close, and
+ *     the pending ones), lowered to RLIMIT_NOFILE - 64 when the fd limit is
+ *     smaller. At the cap, the oldest connection that is not a session in
+ *     progress is closed to make room. The node's descriptors are thus at
+ *     most that cap plus a handful (listener, loop, audit log), and its
+ *     memory per connection is bounded (about 70 KB of buffers plus the
+ *     TLS state before authentication).
+ *   - out of descriptors all the same (EMFILE or ENFILE, the limit being
+ *     shared with the rest of the process): libuv accepts and drops what
+ *     is waiting using a descriptor it keeps in reserve, so the listener
+ *     never spins; the node then closes its oldest connection that is not
+ *     a session in progress, so that the next one can be accepted (a
+ *     partner retrying gets in).
  *
  * Run: connects to cfg->address (every address it resolves to, in turn),
  * completes TLS (refusing a peer whose certificate is not the one pinned for

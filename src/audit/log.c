@@ -3,7 +3,9 @@
  *   - an append that returned 0 is on disk (write then fsync), so a result
  *     is shown only after its record survives a crash;
  *   - a crash leaves at most one incomplete last line (one write(2) per
- *     line, O_APPEND), which the next open cuts off and records;
+ *     line, O_APPEND, so without its newline), which the next open cuts off
+ *     and records; a complete line that does not verify, even the last,
+ *     was not left by a crash and is never cut off;
  *   - one writer at a time (flock), since two would fork the chain;
  *   - a log damaged in any other way is never appended to: the node stops
  *     and the operator investigates.
@@ -375,9 +377,9 @@ int cr_audit_open(cr_audit **out, const char *path, cr_error *err) {
   rc = cr__audit_scan_stream(f, path, &s, err);
   if (rc == CR_EDATA && !s.rep.torn_tail) {
     cr_error_set(err, rc,
-                 "%s: the audit log is damaged: %s. Nothing was appended; run `cleanroom "
-                 "audit verify %s`, keep a copy of the file for investigation, and start "
-                 "a new log only once you know what happened",
+                 "%s: the audit log is damaged or was edited: %s. Nothing was appended or "
+                 "cut; run `cleanroom audit verify %s`, keep the file unchanged as evidence, "
+                 "and start a new log only once you know what happened",
                  path, s.rep.reason, path);
     goto out;
   }

@@ -208,7 +208,8 @@ static int check_entry(cr__audit_scan *s, uint64_t n, json_t *e, cr_error *err) 
   return 0;
 }
 
-/* A torn last line: what a crash in the middle of an append leaves. */
+/* A torn last line: what a crash in the middle of an append leaves, an
+ * incomplete line (no newline). */
 static int torn(cr__audit_scan *s, uint64_t n, const cr_buf *line, int nl, const char *why) {
   s->rep.torn_tail = 1;
   s->torn_bytes = line->len + (nl ? 1u : 0u);
@@ -267,17 +268,19 @@ int cr__audit_scan_stream(FILE *f, const char *origin, cr__audit_scan *s, cr_err
     e = json_loadb(r->line.data ? (const char *)r->line.data : "", r->line.len,
                    JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
     if (e == NULL) {
+      /* A complete line (it ended in its newline) is never a crash's
+       * leftover, even as the last line: each entry is one write(2) ending
+       * in its newline, so a torn write is exactly a line without one. A
+       * complete line that is not JSON was put there: damage, never cut. */
       int last = rd_at_eof(r);
       if (last < 0) {
         rc = cr_error_set(err, last, "%s: read error after line %" PRIu64, origin, n);
         goto out;
       }
-      /* Only the last line can be a crash's leftover: the next append
-       * starts after it, so a bad line in the middle was put there. */
-      if (last)
-        rc = torn(s, n, &r->line, 1, "not valid JSON");
-      else
-        rc = bad(s, n, "not valid JSON (column %d: %s)", jerr.column, jerr.text);
+      rc = bad(s, n, "not valid JSON (column %d: %s)%s", jerr.column, jerr.text,
+               last ? "; it is the last line but complete (it ends in a newline), which a "
+                      "crash cannot leave: edited"
+                    : "");
       goto out;
     }
     if ((rc = check_entry(s, n, e, err)) != 0)

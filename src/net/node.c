@@ -22,6 +22,16 @@
  * layer's framing; no session is created for it) so that its `run` can say
  * "busy, retry later".
  *
+ * Availability (net.h, "Connections before authentication"): strangers must
+ * not be able to keep the pinned partner out. A new connection is always
+ * accepted; what makes room is the OLDEST connection that has not
+ * authenticated (per source address first, then overall), never the
+ * newest, so a partner that connects gets its handshake whatever the number
+ * of idle or failed connections held open. Those get a short deadline of
+ * their own (accept_ms) and a short linger after a failed handshake, and the
+ * open connections have a hard cap (conn_cap) derived from the config and
+ * the fd limit, so descriptors and memory stay bounded.
+ *
  * Lifetime: a connection is freed only once its TCP handle and timer are
  * closed (close callbacks) and no work item or DNS request is in flight;
  * cfg->on_session is called exactly once, just before. The node runs on the
@@ -42,6 +52,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -54,7 +65,12 @@
 #define CR_NODE_WORK_INPUT (1u << 20) /* plaintext fed per work item */
 #define CR_NODE_DRAIN_CAP (64u << 20) /* final output of an ended session */
 #define CR_NODE_LINGER_MS 5000        /* graceful close, at most */
+#define CR_NODE_UNAUTH_LINGER_MS 1000 /* after a failed handshake: the alert */
 #define CR_NODE_DEFAULT_HANDSHAKE_MS 10000
+#define CR_NODE_DEFAULT_ACCEPT_MS 5000 /* serve: accepted connection to TLS */
+#define CR_NODE_DEFAULT_MAX_PENDING 64
+#define CR_NODE_KEEPALIVE_S 60
+#define CR_NODE_FD_RESERVE 64 /* fds left to the process besides connections */
 #define CR_NODE_DEFAULT_IDLE_MS 30000
 #define CR_NODE_DEFAULT_MAX_SESSIONS 16
 #define CR_NODE_BACKLOG 128
@@ -95,6 +111,7 @@ struct conn {
   int auth_reached; /* passed or failed certificate authentication */
   int busy;         /* past max_sessions: refused with a BUSY Error frame */
   int counted;      /* counts in node.nsessions */
+  int rx_any;       /* the peer has sent at least one byte */
 
   /* Frame boundaries in the peer's plaintext (length prefixes only; the
    * session decodes), so that the idle timer measures progress in whole
@@ -124,6 +141,7 @@ struct conn {
   int have_local;
 
   char peer_addr[CR_ADDR_MAX];
+  char peer_ip[CR_ADDR_MAX]; /* serve: the source address, for its cap */
   uint8_t peer_fp[CR_SHA256_BYTES];
   int have_peer_fp;
   uint8_t peer_pk[CR_SIGN_PK_BYTES];
@@ -139,6 +157,9 @@ struct cr_node {
   const uint8_t *pin;
   const char *peer_role;
   unsigned handshake_ms, idle_ms, max_sessions;
+  /* Serve, before authentication: the deadline, the caps (overall and per
+   * source address) and the hard cap on open connections. */
+  unsigned accept_ms, max_pending, max_pending_ip, conn_cap;
 
   conn *conns;
   unsigned nconns;
@@ -671,7 +692,9 @@ static void conn_begin_close(conn *c) {
   }
   c->shutdown_sent = 1;
   conn_read_start(c); /* to see the peer's end of stream */
-  conn_timer(c, CR_NODE_LINGER_MS);
+  /* A connection that never authenticated gets only the time for its alert
+   * to leave: a stranger cannot hold our descriptor by not closing. */
+  conn_timer(c, c->phase == PH_HANDSHAKE ? CR_NODE_UNAUTH_LINGER_MS : CR_NODE_LINGER_MS);
 }
 
 static void on_tcp_close(uv_handle_t *h) {
@@ -887,6 +910,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
     conn_pump(c); /* feeds what is buffered, then fails the session */
     return;
   }
+  c->rx_any = 1;
   if (c->closing || c->tls_broken)
     return; /* draining until the peer closes */
   cr_error_clear(&e);
@@ -942,7 +966,7 @@ static void on_timer(uv_timer_t *t) {
     break;
   case PH_HANDSHAKE:
     conn_fail(c, CR_ETIMEDOUT, 0, "the TLS handshake with %s did not complete within %u ms",
-              c->peer_addr, n->handshake_ms);
+              c->peer_addr, n->serving ? n->accept_ms : n->handshake_ms);
     break;
   case PH_SESSION:
     if (c->work_busy || c->s == NULL) {
@@ -1016,6 +1040,9 @@ static void conn_connected(conn *c) {
   if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0)
     format_sockaddr((struct sockaddr *)&ss, c->peer_addr, sizeof c->peer_addr);
   uv_tcp_nodelay(&c->tcp, 1);
+  /* A peer that vanishes without a FIN or RST (a host powered off) is
+   * noticed even while we are the busy side and no timer runs for it. */
+  (void)uv_tcp_keepalive(&c->tcp, 1, CR_NODE_KEEPALIVE_S);
   if (!c->n->serving && c->n->cfg->on_tcp_connected != NULL)
     c->n->cfg->on_tcp_connected(c->n->cfg->ctx, c->peer_addr);
   if (cr_tls_new(&c->tls, c->n->tls, c->n->pin, c->n->peer_role, &e) != 0) {
@@ -1107,11 +1134,113 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 
 static void on_reject_close(uv_handle_t *h) { free(h); }
 
+/* Not yet authenticated and still holding a socket: in the TLS handshake, or
+ * closing after failing it. */
+static int conn_pending(const conn *c) { return !c->closed && c->phase == PH_HANDSHAKE; }
+
+/* Which pending connection goes first: one already refused (closing after
+ * a failed handshake, only its alert left to deliver), then one that has
+ * sent nothing, then one whose handshake is under way (a partner's, maybe). */
+static int evict_rank(const conn *c) {
+  if (c->closing)
+    return 0;
+  return c->rx_any ? 2 : 1;
+}
+
+/* The connection to close to make room, or NULL: among the open ones other
+ * than except (ip set: from that address only), any 0: the pending ones;
+ * any 1: all but sessions in progress (pending, busy refusals, sessions
+ * finishing their graceful close). The lowest evict_rank, and the oldest of
+ * those (the list is newest first). */
+static conn *oldest_evictable(node *n, const conn *except, const char *ip, int any) {
+  conn *found = NULL;
+  int found_rank = 3;
+  for (conn *o = n->conns; o != NULL; o = o->next) {
+    if (o == except || o->closed)
+      continue;
+    if (any ? o->counted : !conn_pending(o))
+      continue;
+    if (ip != NULL && strcmp(o->peer_ip, ip) != 0)
+      continue;
+    int r = evict_rank(o);
+    if (r <= found_rank) {
+      found = o;
+      found_rank = r;
+    }
+  }
+  return found;
+}
+
+static unsigned count_open(const node *n, const conn *except, const char *ip, int pending_only) {
+  unsigned k = 0;
+  for (const conn *o = n->conns; o != NULL; o = o->next) {
+    if (o == except || o->closed || (pending_only && !conn_pending(o)))
+      continue;
+    if (ip != NULL && strcmp(o->peer_ip, ip) != 0)
+      continue;
+    k++;
+  }
+  return k;
+}
+
+/* Closes a connection at once (no linger): its descriptor is needed. */
+static void conn_evict(conn *c, const char *why) {
+  char msg[CR_ERROR_MSG_MAX];
+  snprintf(msg, sizeof msg, "%s closed to make room for a newer connection: %s",
+           c->peer_addr[0] ? c->peer_addr : "a connection", why);
+  set_local(c, CR_EREFUSED, msg);
+  conn_close_handles(c);
+}
+
+/* Makes room for c (just accepted): the oldest pending connection from the
+ * same address past max_pending_ip, the oldest pending one past
+ * max_pending, the oldest that is not a session in progress past conn_cap.
+ * 0, or -1 when nothing can go (then c itself is refused). */
+static int make_room(node *n, conn *c) {
+  char why[200];
+  conn *o;
+  while (count_open(n, c, c->peer_ip, 1) >= n->max_pending_ip &&
+         (o = oldest_evictable(n, c, c->peer_ip, 0)) != NULL) {
+    snprintf(why, sizeof why,
+             "%u connection(s) from %s had not completed the TLS handshake "
+             "(max_pending_per_ip = %u)",
+             n->max_pending_ip, c->peer_ip, n->max_pending_ip);
+    conn_evict(o, why);
+  }
+  while (count_open(n, c, NULL, 1) >= n->max_pending &&
+         (o = oldest_evictable(n, c, NULL, 0)) != NULL) {
+    snprintf(why, sizeof why,
+             "%u connection(s) had not completed the TLS handshake (max_pending = %u)",
+             n->max_pending, n->max_pending);
+    conn_evict(o, why);
+  }
+  while (count_open(n, c, NULL, 0) >= n->conn_cap) {
+    if ((o = oldest_evictable(n, c, NULL, 1)) == NULL)
+      return -1;
+    snprintf(why, sizeof why, "%u connection(s) open (the node's cap)", n->conn_cap);
+    conn_evict(o, why);
+  }
+  return 0;
+}
+
 static void on_connection(uv_stream_t *server, int status) {
   node *n = server->data;
-  char msg[160];
-  if (status < 0 || n->stopping)
+  char msg[200];
+  if (n->stopping)
     return;
+  if (status < 0) {
+    /* Out of descriptors (EMFILE, ENFILE): libuv has already spent its
+     * reserve descriptor to accept and drop what was waiting, so the
+     * listener does not spin. Close the oldest connection that is not a
+     * session in progress, so the next one (the partner retrying) gets a
+     * descriptor. */
+    if (status == UV_EMFILE || status == UV_ENFILE) {
+      conn *o = oldest_evictable(n, NULL, NULL, 1);
+      if (o != NULL)
+        conn_evict(o, "the process ran out of file descriptors");
+    }
+    return;
+  }
   conn *c = conn_new(n);
   if (c == NULL) {
     /* Accept and drop, or libuv stops watching the listener. */
@@ -1134,25 +1263,26 @@ static void on_connection(uv_stream_t *server, int status) {
     conn_close_handles(c);
     return;
   }
-  /* Unauthenticated connections are capped too (max_sessions of them in
-   * the TLS handshake): past that, closed at once. */
-  unsigned handshaking = 0;
-  for (conn *o = n->conns; o != NULL; o = o->next)
-    if (o != c && o->phase == PH_HANDSHAKE && !o->closing)
-      handshaking++;
-  if (handshaking >= n->max_sessions) {
-    struct sockaddr_storage ss;
-    int len = sizeof ss;
-    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0)
-      format_sockaddr((struct sockaddr *)&ss, c->peer_addr, sizeof c->peer_addr);
+  struct sockaddr_storage ss;
+  int len = sizeof ss;
+  if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
+    format_sockaddr((struct sockaddr *)&ss, c->peer_addr, sizeof c->peer_addr);
+    char *colon = strrchr(c->peer_addr, ':');
+    size_t iplen = colon != NULL ? (size_t)(colon - c->peer_addr) : strlen(c->peer_addr);
+    memcpy(c->peer_ip, c->peer_addr, iplen);
+    c->peer_ip[iplen] = '\0';
+  }
+  /* The newest connection is never the one refused while an older one that
+   * has not authenticated can go instead. */
+  if (make_room(n, c) != 0) {
     snprintf(msg, sizeof msg,
-             "refused: %u connection(s) are already in the TLS handshake (max_sessions = %u)",
-             handshaking, n->max_sessions);
+             "refused: %u connection(s) open, all of them sessions in progress (the node's cap)",
+             n->conn_cap);
     set_local(c, CR_EREFUSED, msg);
     conn_close_handles(c);
     return;
   }
-  conn_timer(c, n->handshake_ms);
+  conn_timer(c, n->accept_ms);
   conn_connected(c);
 }
 
@@ -1263,6 +1393,34 @@ static int node_new(node **out, uv_loop_t *loop, const cr_node_config *cfg, int 
       cfg->handshake_timeout_ms ? cfg->handshake_timeout_ms : CR_NODE_DEFAULT_HANDSHAKE_MS;
   n->idle_ms = cfg->idle_timeout_ms ? cfg->idle_timeout_ms : CR_NODE_DEFAULT_IDLE_MS;
   n->max_sessions = cfg->max_sessions ? cfg->max_sessions : CR_NODE_DEFAULT_MAX_SESSIONS;
+  n->accept_ms = cfg->accept_timeout_ms                        ? cfg->accept_timeout_ms
+                 : n->handshake_ms < CR_NODE_DEFAULT_ACCEPT_MS ? n->handshake_ms
+                                                               : CR_NODE_DEFAULT_ACCEPT_MS;
+  /* A partner may legitimately have max_sessions handshakes in flight from
+   * its one address: the defaults leave room for that. */
+  n->max_pending = cfg->max_pending ? cfg->max_pending : CR_NODE_DEFAULT_MAX_PENDING;
+  if (!cfg->max_pending && n->max_pending < 4 * n->max_sessions)
+    n->max_pending = 4 * n->max_sessions;
+  n->max_pending_ip = cfg->max_pending_per_ip ? cfg->max_pending_per_ip : n->max_pending / 4;
+  if (!cfg->max_pending_per_ip && n->max_pending_ip < n->max_sessions)
+    n->max_pending_ip = n->max_sessions;
+  if (n->max_pending_ip == 0)
+    n->max_pending_ip = 1;
+  if (n->max_pending_ip > n->max_pending)
+    n->max_pending_ip = n->max_pending;
+  /* Sessions in progress, as many finishing their graceful close, and the
+   * pending ones; never more than the fd limit leaves room for. */
+  uint64_t cap = (uint64_t)n->max_pending + 2u * (uint64_t)n->max_sessions;
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+    uint64_t room = rl.rlim_cur > 2 * CR_NODE_FD_RESERVE ? rl.rlim_cur - CR_NODE_FD_RESERVE
+                                                         : CR_NODE_FD_RESERVE;
+    if (cap > room)
+      cap = room;
+  }
+  if (cap < (uint64_t)n->max_sessions + 1)
+    cap = (uint64_t)n->max_sessions + 1; /* room for one that is not a session */
+  n->conn_cap = cap > UINT32_MAX ? UINT32_MAX : (unsigned)cap;
   if ((rc = cr_tls_ctx_new(&n->tls, cfg->id, serving, err)) != 0) {
     free(n);
     return rc;

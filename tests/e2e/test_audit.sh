@@ -129,6 +129,38 @@ expect_eq "the node runs after SIGKILL" 0 "$RUN_RC"
 "$CR" audit verify "$PLOG" --cert provider-id/identity.crt >killed.out
 expect_grep "the log verifies after SIGKILL and restart" "OK" killed.out
 
+# A complete last line that does not verify is an edit, not a crash (issue
+# 14): the last line here is a signed checkpoint, garbled so that it is no
+# longer JSON but still ends in its newline. verify names it as a bad line
+# (not torn), the node refuses to start, and nothing is cut or appended.
+cp "$PLOG" good.jsonl
+LAST=$(wc -l <"$PLOG")
+expect_grep "the provider log ends with a checkpoint" '"event":"checkpoint"' <(tail -1 "$PLOG")
+sed -i '$s/}$//' "$PLOG"
+cp "$PLOG" garbled.jsonl
+set +e
+"$CR" audit verify "$PLOG" >/dev/null 2>garbled.err
+GV=$?
+# (timeout: a node that wrongly starts would wait for a partner forever)
+timeout 20 "$CR" serve --template template.json --identity provider-id --data "$EX/provider.csv" \
+  --listen 127.0.0.1:0 --once >/dev/null 2>garbled-serve.err
+GS=$?
+set -e
+expect_eq "a garbled complete last line fails verify" 3 "$GV"
+expect_grep "verify names the garbled checkpoint's line" "line $LAST" garbled.err
+if grep -q "incomplete\|torn\|next start" garbled.err; then
+  fail "verify calls a complete garbled line a torn tail"
+else
+  ok "verify does not call a complete garbled line torn"
+fi
+# (the party reports any audit log it cannot open as a configuration error:
+# exit 2, the usage/configuration code; 124 would mean it started and waited)
+expect_eq "the node refuses to start on it" 2 "$GS"
+expect_grep "the refusal names the line" "line $LAST" garbled-serve.err
+expect_grep "the refusal says to run audit verify" "cleanroom audit verify" garbled-serve.err
+if cmp -s "$PLOG" garbled.jsonl; then ok "the edited log is left as it was"; else fail "the edited log was changed"; fi
+cp good.jsonl "$PLOG"
+
 # The run limit survives restarts: it is counted from the log.
 sed 's/"max_runs_per_query": 20/"max_runs_per_query": 2/' template.json >limit.json
 start_server limit.json "$EX/provider.csv"

@@ -693,9 +693,11 @@ static void test_torn_tail(void **state) {
 #define TORN(s) torn_case(f, s, sizeof s - 1)
   TORN("{\"seq\":8,\"time\":\"2025-"); /* cut mid-line */
   TORN("{\"seq\":8}");                 /* whole, but no newline */
-  TORN("{\"seq\":8,\"ti\n");           /* not JSON, with a newline */
-  TORN("\n");                          /* an empty last line */
+  TORN("{\"seq\":8,\"ti");             /* not JSON, no newline */
 #undef TORN
+  /* Changed on purpose (issue 14): "{\"seq\":8,\"ti\n" and "\n" were torn
+   * tails here. A complete (newline-terminated) line cannot be a crash's
+   * leftover: test_complete_bad_last_line checks that they are refused. */
   torn_case(f, nuls, sizeof nuls); /* a power cut's zeros */
 
   /* A torn line as the only line: an empty chain remains. */
@@ -724,6 +726,90 @@ static void test_torn_tail(void **state) {
   assert_int_equal(cr_audit_open(&a, f->path, &err), CR_EDATA);
   assert_null(a);
   assert_int_equal(file_size(f->path), before);
+}
+
+/*
+ * A complete last line (it ends in its newline) that does not verify: a
+ * crash cannot leave one (each entry is one write ending in its newline, so
+ * a torn write lacks it), so it was put there. Never cut off: the log
+ * refuses to open, naming the line, and verify calls it bad, not torn.
+ */
+static void expect_tampered_tail(fx *f, uint64_t line) {
+  cr_audit_report rep;
+  cr_error err;
+  char want[32];
+  snprintf(want, sizeof want, "line %llu", (unsigned long long)line);
+  assert_int_equal(cr_audit_verify(f->path, f->pk, &rep, &err), CR_EDATA);
+  assert_int_equal(rep.torn_tail, 0);
+  assert_int_equal(rep.bad_line, line);
+  assert_non_null(strstr(rep.reason, want));
+  assert_null(strstr(rep.reason, "next start"));
+
+  off_t before = file_size(f->path);
+  size_t olen = 0, nlen = 0;
+  char *orig = slurp(f->path, &olen);
+  cr_audit *a = NULL;
+  cr_error_clear(&err);
+  assert_int_equal(cr_audit_open(&a, f->path, &err), CR_EDATA);
+  assert_null(a);
+  assert_int_equal(err.code, CR_EDATA);
+  assert_non_null(strstr(err.msg, want));
+  assert_non_null(strstr(err.msg, "cleanroom audit verify"));
+  assert_non_null(strstr(err.msg, "evidence"));
+  /* Nothing cut, nothing appended. */
+  assert_int_equal(file_size(f->path), before);
+  char *now = slurp(f->path, &nlen);
+  assert_int_equal(olen, nlen);
+  assert_memory_equal(orig, now, olen);
+  free(orig);
+  free(now);
+  /* Readers stop at it too: a count cannot be lowered by garbling a line. */
+  uint64_t n = 0;
+  assert_int_equal(cr_audit_count(f->path, "checkpoint", NULL, &n, &err), CR_EDATA);
+}
+
+static void test_complete_bad_last_line(void **state) {
+  fx *f = *state;
+  static const char *const tails[] = {"{\"seq\":8,\"ti\n", "\n", "not json\n"};
+  for (size_t i = 0; i < sizeof tails / sizeof tails[0]; i++) {
+    unlink(f->path);
+    write_sample(f);
+    append_raw(f->path, tails[i], strlen(tails[i]));
+    expect_tampered_tail(f, SAMPLE_LINES + 1);
+  }
+
+  /* The last line is a signed checkpoint (line 8), garbled so that it is no
+   * longer JSON but still ends in its newline: before issue 14 the next
+   * open cut it off and the log verified without it. */
+  unlink(f->path);
+  write_sample(f);
+  lines l = read_lines(f->path);
+  assert_non_null(strstr(l.v[l.n - 1], "\"event\":\"checkpoint\""));
+  l.v[l.n - 1][strlen(l.v[l.n - 1]) - 1] = '\0'; /* drop the closing brace */
+  write_lines(f->path, l.v, l.n);
+  free_lines(&l);
+  expect_tampered_tail(f, SAMPLE_LINES);
+
+  /* The checkpoint removed, a few bytes of junk with a newline in its place. */
+  unlink(f->path);
+  write_sample(f);
+  l = read_lines(f->path);
+  strcpy(l.v[l.n - 1], "x");
+  write_lines(f->path, l.v, l.n);
+  free_lines(&l);
+  expect_tampered_tail(f, SAMPLE_LINES);
+
+  /* The checkpoint's signature edited, still valid JSON. */
+  unlink(f->path);
+  write_sample(f);
+  l = read_lines(f->path);
+  char *sig = strstr(l.v[l.n - 1], "\"signature\":\"");
+  assert_non_null(sig);
+  sig += strlen("\"signature\":\"");
+  *sig = *sig == '0' ? '1' : '0';
+  write_lines(f->path, l.v, l.n);
+  free_lines(&l);
+  expect_tampered_tail(f, SAMPLE_LINES);
 }
 
 /* ------------------------------------------------------------ reading back */
@@ -1090,6 +1176,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_delete_insert_swap, setup, teardown),
       cmocka_unit_test_setup_teardown(test_signatures, setup, teardown),
       cmocka_unit_test_setup_teardown(test_torn_tail, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_complete_bad_last_line, setup, teardown),
       cmocka_unit_test_setup_teardown(test_count, setup, teardown),
       cmocka_unit_test_setup_teardown(test_foreach, setup, teardown),
       cmocka_unit_test_setup_teardown(test_append_refusals, setup, teardown),

@@ -839,11 +839,16 @@ static void test_peer_vanishes_mid_session(void **state) {
   assert_int_equal(s.rep[0].res.status, CR_SESSION_FAILED);
 }
 
+/* Changed on purpose (issue 14): connections in the TLS handshake used to
+ * be capped at max_sessions with the NEWEST refused, which let 16 idle
+ * connections lock the partner out. Now the cap is max_pending and the
+ * OLDEST unauthenticated connection makes room. */
 static void test_max_sessions(void **state) {
   (void)state;
   server s;
   srv_init(&s, F->fp[CONS], 0, 100);
   s.cfg.max_sessions = 1;
+  s.cfg.max_pending = 1;
   s.cfg.handshake_timeout_ms = 5000;
   s.stop_after = 2;
   srv_start(&s);
@@ -851,16 +856,62 @@ static void test_max_sessions(void **state) {
   usleep(200000); /* let the server accept it */
   int b = tcp_connect(s.addr);
   uint64_t t0 = now_ms();
-  assert_int_equal(read_to_eof(b), 0); /* closed at once */
+  assert_int_equal(read_to_eof(a), 0); /* the older one closed at once */
   assert_true(now_ms() - t0 < 2000);
-  close(b);
-  srv_wait(&s, 1);
   close(a);
+  srv_wait(&s, 1);
+  close(b);
   srv_join(&s);
   assert_int_equal(s.n, 2);
   assert_int_equal(s.rep[0].res.error, CR_EREFUSED);
-  assert_non_null(strstr(s.rep[0].res.error_msg, "max_sessions"));
-  assert_int_equal(s.rep[1].res.error, CR_ETLS);
+  assert_non_null(strstr(s.rep[0].res.error_msg, "max_pending"));
+  assert_non_null(strstr(s.rep[0].res.error_msg, "newer connection"));
+  assert_int_equal(s.rep[1].res.error, CR_ETLS); /* b, closed by its peer */
+}
+
+/* Strangers holding many idle connections do not keep the partner out: with
+ * 3 x max_pending idle TCP connections open (16 of them, from the same
+ * address as the partner), the partner's session completes at its first
+ * attempt, and the node holds at most max_pending of them. */
+static void test_idle_connections_do_not_starve_partner(void **state) {
+  (void)state;
+  server s;
+  client c;
+  enum { IDLE = 48 };
+  int fds[IDLE];
+  srv_init(&s, F->fp[CONS], 0, 500);
+  s.cfg.max_sessions = 2;
+  s.cfg.max_pending = 16;
+  s.cfg.max_pending_per_ip = 16;
+  s.cfg.handshake_timeout_ms = 20000; /* the idle ones would outlast the test */
+  s.cfg.accept_timeout_ms = 20000;
+  srv_start(&s);
+  for (int i = 0; i < IDLE; i++)
+    fds[i] = tcp_connect(s.addr);
+  /* The server closes the oldest: 32 of them see their end of stream. */
+  int closed = 0;
+  for (int i = 0; i < IDLE - 16; i++) {
+    assert_int_equal(read_to_eof(fds[i]), 0);
+    closed++;
+  }
+  srv_wait(&s, closed);
+  cli_init(&c, s.addr, F->fp[PROV], 400, 900);
+  uint64_t t0 = now_ms();
+  cli_run(&c);
+  uint64_t dt = now_ms() - t0;
+  assert_int_equal(c.rc, 0);
+  assert_int_equal(c.res.status, CR_SESSION_DONE);
+  assert_int_equal(c.res.count, 100);
+  assert_true(dt < 10000);
+  cli_check_closed(&c);
+  cli_free(&c);
+  for (int i = 0; i < IDLE; i++)
+    close(fds[i]);
+  srv_stop(&s);
+  srv_join(&s);
+  assert_int_equal(s.rep[0].res.error, CR_EREFUSED);
+  assert_non_null(strstr(s.rep[0].res.error_msg, "max_pending"));
+  assert_int_equal(s.n, IDLE + 1); /* each idle connection, and the session */
 }
 
 /* A start that fails has opened nothing: the loop closes without running,
@@ -1127,6 +1178,7 @@ int main(void) {
       cmocka_unit_test(test_bad_frame_ends_only_that_connection),
       cmocka_unit_test(test_peer_vanishes_mid_session),
       cmocka_unit_test(test_max_sessions),
+      cmocka_unit_test(test_idle_connections_do_not_starve_partner),
       cmocka_unit_test(test_bind_error),
       cmocka_unit_test(test_connect_errors),
       cmocka_unit_test(test_dns_failure),
