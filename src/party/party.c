@@ -127,7 +127,9 @@ int cr_party_open(cr_party **out, const cr_party_config *cfg, cr_error *err) {
       cr_hex_encode(p->trail.th, p->t->sha256, CR_SHA256_BYTES);
       rc = 0;
     } else {
-      rc = cr_error_set(err, CR_ECONFIG, "cannot open the audit log %s: %s", p->audit_path,
+      /* A log that does not verify is evidence, not a setting (exit 3). */
+      rc = cr_error_set(err, rc == CR_EDATA ? CR_EDATA : CR_ECONFIG,
+                        "cannot open the audit log %s: %s", p->audit_path,
                         cr_error_message(&ae, rc));
       goto fail;
     }

@@ -27,7 +27,14 @@ typedef struct cr_trail {
   } * counts;
   size_t ncounts;
   int unsigned_tail; /* events since the last checkpoint */
+  /* Strangers' refused connections: at most CR_TRAIL_REFUSALS_PER_MINUTE
+   * lines a minute, the rest counted and summed up in one line, so nobody
+   * can grow the log (and fsync it) at the rate of their connections. */
+  uint64_t refused_window_ms;
+  unsigned refused_in_window;
+  uint64_t refused_dropped;
 } cr_trail;
+#define CR_TRAIL_REFUSALS_PER_MINUTE 20
 
 /* DIR/audit.jsonl: each identity keeps its own log. malloc'ed. */
 char *cr__trail_default_path(const char *identity_dir);

@@ -57,9 +57,13 @@ int cr__trail_open(cr_trail *a, const char *path, const cr_identity *id, const c
   return 0;
 }
 
+static void refusals_flush(cr_trail *a, uint64_t now);
+
 void cr__trail_close(cr_trail *a) {
   /* Whatever was recorded since the last session (a refusal, a failed
    * load) gets a signature too before the node lets go of the log. */
+  if (a->open)
+    refusals_flush(a, cr_now_ms());
   if (a->open && a->unsigned_tail)
     (void)cr__trail_checkpoint(a, NULL);
   if (a->open)
@@ -351,6 +355,45 @@ static int record_receipt(cr_trail *a, const cr_session_result *r, const uint8_t
   return cr__trail_event(a, "receipt", rc_o, err);
 }
 
+/* The certificate is one the template pins (the partner's, or ours). */
+static int is_partner(const cr_trail *a, const uint8_t *fp) {
+  if (fp == NULL)
+    return 0;
+  for (int r = 0; r < CR_ROLE_COUNT; r++)
+    if (memcmp(fp, a->t->parties[r].cert_sha256, CR_SHA256_BYTES) == 0)
+      return 1;
+  return 0;
+}
+
+/* Writes the count of strangers' refusals left out of the log, if any. */
+static void refusals_flush(cr_trail *a, uint64_t now) {
+  if (a->refused_dropped == 0)
+    return;
+  json_t *o = json_object();
+  json_object_set_new(o, "connections", json_integer((json_int_t)a->refused_dropped));
+  json_object_set_new(o, "window_ms", json_integer((json_int_t)(now - a->refused_window_ms)));
+  json_object_set_new(o, "reason", cr__jtext("more refused connections from unauthenticated "
+                                             "peers than the log records a minute"));
+  a->refused_dropped = 0;
+  (void)cr__trail_event(a, "connections_refused_summary", o, NULL);
+}
+
+/* 1 when this stranger's refusal is only counted, not written. */
+static int refusal_throttled(cr_trail *a) {
+  uint64_t now = cr_now_ms();
+  if (a->refused_window_ms == 0 || now - a->refused_window_ms >= 60000) {
+    refusals_flush(a, now);
+    a->refused_window_ms = now;
+    a->refused_in_window = 0;
+  }
+  if (a->refused_in_window < CR_TRAIL_REFUSALS_PER_MINUTE) {
+    a->refused_in_window++;
+    return 0;
+  }
+  a->refused_dropped++;
+  return 1;
+}
+
 int cr__trail_session_end(cr_trail *a, const cr_session_result *r, const char *peer_addr,
                           const uint8_t *peer_fp, const cr_party_session *m, cr_error *err) {
   int rc = 0;
@@ -358,9 +401,12 @@ int cr__trail_session_end(cr_trail *a, const cr_session_result *r, const char *p
     return 0;
   /* A failure before any session frame (TCP, TLS, pinning, timeout) is a
    * refused connection; anything later is an aborted session. */
-  int connection_level = !r->have_session_id && r->wire_error == 0 &&
-                         (r->error == CR_ETLS || r->error == CR_EAUTH || r->error == CR_ENET ||
-                          r->error == CR_ETIMEDOUT);
+  int connection_level =
+      !r->have_session_id && r->wire_error == 0 &&
+      (r->error == CR_ETLS || r->error == CR_EAUTH || r->error == CR_ENET ||
+       r->error == CR_ETIMEDOUT || r->error == CR_ECONNRESET || r->error == CR_EREFUSED);
+  if (connection_level && !is_partner(a, peer_fp) && refusal_throttled(a))
+    return 0;
   if (connection_level) {
     json_t *o = json_object();
     if (peer_addr)

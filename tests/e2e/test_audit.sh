@@ -155,7 +155,7 @@ else
 fi
 # (the party reports any audit log it cannot open as a configuration error:
 # exit 2, the usage/configuration code; 124 would mean it started and waited)
-expect_eq "the node refuses to start on it" 2 "$GS"
+expect_eq "the node refuses to start on it (exit 3, data)" 3 "$GS"
 expect_grep "the refusal names the line" "line $LAST" garbled-serve.err
 expect_grep "the refusal says to run audit verify" "cleanroom audit verify" garbled-serve.err
 if cmp -s "$PLOG" garbled.jsonl; then ok "the edited log is left as it was"; else fail "the edited log was changed"; fi
