@@ -10,12 +10,14 @@
 #include "cli/cli.h"
 
 static void audit_help(void) {
-  printf("Usage: cleanroom audit verify FILE [--cert CRT] [--json]\n"
+  printf("Usage: cleanroom audit verify FILE [--cert CRT] [--template T] [--json]\n"
          "       cleanroom audit show FILE [--json]\n\n"
          "verify  checks the log's hash chain line by line, every signed checkpoint and\n"
          "        every partner receipt (the partner's Ed25519 signature over the\n"
          "        session transcript). With --cert, the checkpoints must be signed by\n"
-         "        that certificate's key (this node's identity.crt). Reports the first\n"
+         "        that certificate's key (this node's identity.crt). Every receipt must\n"
+         "        name this node's own certificate; with --template, receipts under that\n"
+         "        template must name both certificates it pins. Reports the first\n"
          "        broken line and why. A torn last line (a crash mid-write) is reported\n"
          "        as such; the node repairs it on its next start.\n"
          "show    a table of the sessions in the log: time, partner, query, parameters\n"
@@ -89,7 +91,50 @@ int cr_cli_receipt_check(json_t *e, char *why, size_t cap) {
 typedef struct verify_ctx {
   uint64_t line, receipts, bad_line;
   char why[300];
+  /* The node's own certificate and role, from its latest node_started. */
+  char own_cert[CR_SHA256_HEX_BYTES], own_role[16];
+  /* --template: its hash and pins; receipts under it must carry them. */
+  const cr_template *t;
+  char th[CR_SHA256_HEX_BYTES], pin[CR_ROLE_COUNT][CR_SHA256_HEX_BYTES];
+  uint64_t pinned; /* receipts checked against the template's pins */
 } verify_ctx;
+
+/* A v3 receipt covers both certificates (docs/protocol.md, "Finish"):
+ * this node's must be the one its node_started names, and, under the
+ * template given with --template, both must be the ones it pins. */
+static int receipt_pins(verify_ctx *v, json_t *e) {
+  if (json_object_get(e, "receipt_version") == NULL)
+    return 0; /* v2 receipts cover no certificate */
+  static const char *field[CR_ROLE_COUNT] = {"provider_cert_sha256", "consumer_cert_sha256"};
+  for (int r = 0; r < CR_ROLE_COUNT; r++) {
+    const char *fp = json_string_value(json_object_get(e, field[r]));
+    if (fp == NULL) {
+      snprintf(v->why, sizeof v->why, "receipt has no %s", field[r]);
+      return -1;
+    }
+    if (v->own_cert[0] && strcmp(v->own_role, cr_role_name((cr_role)r)) == 0 &&
+        strcmp(fp, v->own_cert) != 0) {
+      snprintf(v->why, sizeof v->why,
+               "receipt names %s as this node's (%s) certificate, but the node started with %s",
+               fp, v->own_role, v->own_cert);
+      return -1;
+    }
+  }
+  const char *th = json_string_value(json_object_get(e, "template_sha256"));
+  if (v->t == NULL || th == NULL || strcmp(th, v->th) != 0)
+    return 0;
+  v->pinned++;
+  for (int r = 0; r < CR_ROLE_COUNT; r++) {
+    const char *fp = json_string_value(json_object_get(e, field[r]));
+    if (strcmp(fp, v->pin[r]) != 0) {
+      snprintf(v->why, sizeof v->why,
+               "receipt's %s certificate %s is not the one the template pins (%s)",
+               cr_role_name((cr_role)r), fp, v->pin[r]);
+      return -1;
+    }
+  }
+  return 0;
+}
 
 static int verify_receipts_json(void *ctx, json_t *e);
 
@@ -107,25 +152,36 @@ static int verify_receipts_json(void *ctx, json_t *e) {
   verify_ctx *v = ctx;
   v->line++;
   const char *ev = json_string_value(json_object_get(e, "event"));
+  if (ev != NULL && strcmp(ev, "node_started") == 0) {
+    const char *c = json_string_value(json_object_get(e, "cert_sha256"));
+    const char *r = json_string_value(json_object_get(e, "role"));
+    snprintf(v->own_cert, sizeof v->own_cert, "%s", c ? c : "");
+    snprintf(v->own_role, sizeof v->own_role, "%s", r ? r : "");
+    return 0;
+  }
   if (ev == NULL || strcmp(ev, "receipt") != 0)
     return 0;
   v->receipts++;
-  if (v->bad_line == 0 && cr_cli_receipt_check(e, v->why, sizeof v->why) != 0)
+  if (v->bad_line == 0 && (cr_cli_receipt_check(e, v->why, sizeof v->why) != 0 ||
+                           receipt_pins(v, e) != 0))
     v->bad_line = v->line;
   return 0;
 }
 
 static int cmd_verify(int argc, char **argv) {
   static const struct option opts[] = {{"cert", required_argument, NULL, 'c'},
+                                       {"template", required_argument, NULL, 't'},
                                        {"json", no_argument, NULL, 'j'},
                                        {"help", no_argument, NULL, 'h'},
                                        {NULL, 0, NULL, 0}};
-  const char *cert = NULL;
+  const char *cert = NULL, *tpath = NULL;
   int json = 0, c;
   optind = 1;
   while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
     if (c == 'c')
       cert = optarg;
+    else if (c == 't')
+      tpath = optarg;
     else if (c == 'j')
       json = 1;
     else if (c == 'h') {
@@ -150,10 +206,22 @@ static int cmd_verify(int argc, char **argv) {
     }
     expect = pk;
   }
+  verify_ctx v = {0};
+  cr_template *t = NULL;
+  if (tpath) {
+    int trc = cr_template_load(&t, tpath, &err);
+    if (trc) {
+      cr_cli_errorf("audit verify", "%s", cr_error_message(&err, trc));
+      return EXIT_USAGE;
+    }
+    v.t = t;
+    cr_hex_encode(v.th, t->sha256, CR_SHA256_BYTES);
+    for (int r = 0; r < CR_ROLE_COUNT; r++)
+      cr_hex_encode(v.pin[r], t->parties[r].cert_sha256, CR_SHA256_BYTES);
+  }
   cr_audit_report rep;
   memset(&rep, 0, sizeof rep);
   int rc = cr_audit_verify(path, expect, &rep, &err);
-  verify_ctx v = {0};
   if (rc == 0) {
     rc = cr_audit_foreach(path, verify_receipts, &v, &err);
     if (rc == 0 && v.bad_line) {
@@ -176,6 +244,8 @@ static int cmd_verify(int argc, char **argv) {
     json_object_set_new(o, "events", json_integer((json_int_t)rep.events));
     json_object_set_new(o, "checkpoints", json_integer((json_int_t)rep.checkpoints));
     json_object_set_new(o, "receipts", json_integer((json_int_t)v.receipts));
+    if (t != NULL)
+      json_object_set_new(o, "receipts_pinned", json_integer((json_int_t)v.pinned));
     json_object_set_new(o, "unsigned_tail", json_integer((json_int_t)rep.unsigned_tail));
     json_object_set_new(o, "torn_tail", json_boolean(rep.torn_tail));
     json_object_set_new(o, "head", json_string(rep.head));
@@ -194,10 +264,14 @@ static int cmd_verify(int argc, char **argv) {
            path, (unsigned long long)rep.lines, (unsigned long long)rep.events,
            (unsigned long long)rep.checkpoints, (unsigned long long)v.receipts,
            rep.unsigned_tail ? " (the last entries are not yet covered by a checkpoint)" : "");
+    if (t != NULL)
+      printf("%s: %llu receipt(s) under template %s carry the certificates it pins\n", path,
+             (unsigned long long)v.pinned, v.th);
   } else {
     cr_cli_errorf("audit verify", "%s: %s", path,
                   rep.reason[0] ? rep.reason : cr_error_message(&err, rc));
   }
+  cr_template_free(t);
   return rc == 0 ? EXIT_OK : (rc == CR_EIO ? EXIT_USAGE : EXIT_DATA);
 }
 

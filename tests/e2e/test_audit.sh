@@ -44,6 +44,9 @@ expect_grep "the release records the count shown" "\"released\":{\"count\":$COUN
 expect_grep "provider log verifies" "OK" pv.out
 "$CR" audit verify "$CLOG" --cert consumer-id/identity.crt >cv.out
 expect_grep "consumer log verifies" "1 partner receipts verified" cv.out
+"$CR" audit verify "$CLOG" --template template.json >cvt.out
+expect_grep "the receipt carries the certificates the template pins" \
+  "1 receipt(s) under template .* carry the certificates it pins" cvt.out
 set +e
 "$CR" audit verify "$CLOG" --cert provider-id/identity.crt >/dev/null 2>wrongkey.err
 WK=$?
