@@ -142,6 +142,10 @@ def one_run(d, expect, cores, clk_tck):
                        "consumer": c_out["wire"]["bytes_sent"]},
         "digest_bytes": c_out["wire"]["digest_bytes"],
         "set_size": {"provider": s_out["own_set_size"], "consumer": c_out["own_set_size"]},
+        # Protocol v3: each side pads its set up to a size bucket; what the
+        # partner was told is that side's padded size.
+        "padded_size": {"provider": c_out.get("peer_set_size", s_out["own_set_size"]),
+                        "consumer": s_out.get("peer_set_size", c_out["own_set_size"])},
         "load_s": {"provider": stamp_of(os.path.join(d, "serve.err"), load_pat),
                    "consumer": stamp_of(os.path.join(d, "run.err"), load_pat)},
     }
@@ -207,6 +211,11 @@ def cmd_row(argv):
         "rss_kb": m["rss_kb"],
         "load_s": {k: r(v) for k, v in m["load_s"].items()},
         "crypto": crypto,
+        # The cost of size buckets: the extra (random, never matching)
+        # elements each side blinds and sends, as a share of its true set.
+        "padded_size": m["padded_size"],
+        "padding_share": {k: r((m["padded_size"][k] - m["set_size"][k]) / m["set_size"][k], 4)
+                          for k in ("provider", "consumer") if m["set_size"][k]},
         "loadavg": a.loadavg,
         "commit": a.commit,
         "threads": a.threads,
@@ -268,13 +277,14 @@ def cmd_table(path):
     out.append("| n per side | wall s | µs/elem | elem/s | bound s | efficiency | CPU % | crypto ÷ CPU | others' CPU % "
                "| B/elem provider→ | B/elem consumer→ | RSS provider MiB | RSS consumer MiB "
                "| psi.js wall s | psi.js µs/elem | psi.js B/elem server→ / client→ "
-               "| time psi.js ÷ cleanroom | bytes psi.js ÷ cleanroom |")
-    out.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+               "| time psi.js ÷ cleanroom | bytes psi.js ÷ cleanroom | padding provider / consumer |")
+    out.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for x in rows:
         p = x.get("peer")
         ratio = x.get("ratio") or {}
         oc = x.get("other_cpu_util")
-        out.append("| %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+        pad = x.get("padding_share") or {}
+        out.append("| %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
             x["n"], fmt(x["wall_s"], ".3f"), fmt(x["us_per_elem"], ".1f"),
             fmt(x["elems_per_s"], ",d"), fmt(x["bound_s"], ".3f"), fmt(x["efficiency"], ".2f"),
             fmt(100 * x["cpu_util"], ".0f"), fmt(x.get("crypto_share_of_cpu"), ".2f"),
@@ -284,7 +294,9 @@ def cmd_table(path):
             fmt(p and p["wall_s"], ".3f"), fmt(p and p["us_per_elem"], ".1f"),
             ("%.1f / %.1f" % (p["bytes_per_elem"]["server"], p["bytes_per_elem"]["client"])) if p else "–",
             ("%.1f×" % ratio["time_psijs_over_cleanroom"]) if p else "–",
-            ("%.2f×" % ratio["bytes_psijs_over_cleanroom"]) if p else "–"))
+            ("%.2f×" % ratio["bytes_psijs_over_cleanroom"]) if p else "–",
+            ("%s%% / %s%%" % (fmt(100 * pad["provider"], ".1f"), fmt(100 * pad["consumer"], ".1f")))
+            if "provider" in pad and "consumer" in pad else "–"))
     x = rows[0]
 
     def span(k, spec):

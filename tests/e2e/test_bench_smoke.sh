@@ -50,6 +50,11 @@ for side in ("provider", "consumer"):
 for k in ("hash_blind_us", "reblind_us", "digest_us"):
     need(row["crypto"][k] > 0, "crypto." + k)
 need(row["peer"] is None, "peer")
+# Size buckets: 256 keys per side are padded to the ladder's floor (1000).
+for side in ("provider", "consumer"):
+    need(row["padded_size"][side] >= 256, "padded_size." + side)
+    need(abs(row["padding_share"][side] - (row["padded_size"][side] - 256) / 256) < 1e-3,
+         "padding_share." + side)
 print("ok" if not bad else "missing or wrong: " + ", ".join(bad))
 PY
 )
