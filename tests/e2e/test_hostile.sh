@@ -38,11 +38,12 @@ EXPECTED=120
 # The forged-result cases' own sets (issue 14): disjoint from the node's
 # (true overlap 0) for reflect and echo_digests, 5 in common (below
 # min_count 100) for repeat_digests, so any release would be visibly wrong.
-# Same buckets as prov.csv and cons.csv (1000): reflect sends the node's
-# points under its own Hello.
-{ echo "email"; for i in $(seq 1000 1199); do echo "user$i@example.com"; done; } >cons_disjoint.csv
+# reflect sends the node's points under its own Hello, so the disjoint sets
+# have the node's size (300 against serve, 200 against run: the same bucket
+# in v3, the same exact size before it).
+{ echo "email"; for i in $(seq 1000 1299); do echo "user$i@example.com"; done; } >cons_disjoint.csv
 { echo "email"; for i in $(seq 295 299) $(seq 1000 1194); do echo "user$i@example.com"; done; } >cons_5.csv
-{ echo "email,segment"; for i in $(seq 2000 2299); do echo "user$i@example.com,s$((i % 3))"; done; } >prov_disjoint.csv
+{ echo "email,segment"; for i in $(seq 2000 2199); do echo "user$i@example.com,s$((i % 3))"; done; } >prov_disjoint.csv
 { echo "email,segment"; for i in $(seq 180 184) $(seq 2000 2294); do echo "user$i@example.com,s$((i % 3))"; done; } >prov_5.csv
 
 # --- part 1: one long-running server, hostile runners --------------------------
