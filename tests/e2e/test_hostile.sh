@@ -11,6 +11,10 @@
 # Part 3: a hostile responder (hostile_peer listens) faces `cleanroom run`:
 # the documented exit code (4 refusals, 5 network/protocol/timeout), a
 # message, and no result printed.
+# Both parts include forged results (issue 14): the node's own points sent
+# back as the peer's set (reflect), its digests echoed (echo_digests), the
+# true matches repeated (repeat_digests); the node refuses with PROTOCOL
+# naming the rule, releases nothing, and its audit log records the abort.
 # Finally the server stops on SIGTERM with exit 0 and no sanitizer report.
 source "$CR_E2E_LIB"
 
@@ -31,6 +35,16 @@ sed -e 's/"min_set_size": [0-9]*/"min_set_size": 10/' \
 { echo "email,segment"; for i in $(seq 0 299); do echo "user$i@example.com,s$((i % 3))"; done; } >prov.csv
 { echo "email"; for i in $(seq 180 379); do echo "user$i@example.com"; done; } >cons.csv
 EXPECTED=120
+# The forged-result cases' own sets (issue 14): disjoint from the node's
+# (true overlap 0) for reflect and echo_digests, 5 in common (below
+# min_count 100) for repeat_digests, so any release would be visibly wrong.
+# reflect sends the node's points under its own Hello, so the disjoint sets
+# have the node's size (300 against serve, 200 against run: the same bucket
+# in v3, the same exact size before it).
+{ echo "email"; for i in $(seq 1000 1299); do echo "user$i@example.com"; done; } >cons_disjoint.csv
+{ echo "email"; for i in $(seq 295 299) $(seq 1000 1194); do echo "user$i@example.com"; done; } >cons_5.csv
+{ echo "email,segment"; for i in $(seq 2000 2199); do echo "user$i@example.com,s$((i % 3))"; done; } >prov_disjoint.csv
+{ echo "email,segment"; for i in $(seq 180 184) $(seq 2000 2294); do echo "user$i@example.com,s$((i % 3))"; done; } >prov_5.csv
 
 # --- part 1: one long-running server, hostile runners --------------------------
 start_server template.json prov.csv --timeout 2
@@ -170,6 +184,30 @@ fi
 expect_grep "peer text: the audit entry keeps its reason" '"reason":"query \\"bad.*name\\" is not in the template"' "$SERVER_AUDIT"
 normal_run "peer text"
 
+echo "--- forged results"
+# forged_runner_case CASE DATA RULE SERVER_MESSAGE: a hostile runner that
+# sends back the node's own points or digests, or repeats its true matches.
+# On top of runner_case: the rule reaches the peer in the Error frame's
+# fixed words, and the node's audit log records session_aborted with it.
+forged_runner_case() {
+  local name=$1 data=$2 rule=$3 want=$4
+  runner_case "$name" "$want" PROTOCOL --data "$data"
+  local addr
+  addr=$(sed -n 's/^local: //p' "hp_$name.out")
+  expect_grep "$name: the peer was told the rule" "protocol violation: $rule\$" "hp_$name.out"
+  grep -F "\"address\":\"$addr\"" "$SERVER_AUDIT" | grep -F '"event":"session_aborted"' >"audit_$name.txt" || true
+  expect_grep "$name: the audit log records the abort and the rule" \
+    "\"error\":\"EPROTO\",\"wire_error\":\"PROTOCOL\",\"from_peer\":false,\"reason\":\"[^\"]*$rule" "audit_$name.txt"
+}
+forged_runner_case reflect cons_disjoint.csv "a point equals one of ours (reflection)" \
+  "the partner broke a rule: a point equals one of ours (reflection); nothing is released"
+forged_runner_case echo_digests cons_disjoint.csv "the returned digests are the ones we sent (echo)" \
+  "the partner broke a rule: the returned digests are the ones we sent (echo); nothing is released"
+forged_runner_case repeat_digests cons_5.csv "returned digests are not strictly increasing" \
+  "returned digests out of order: returned digests are not strictly increasing (Digests 0)"
+expect_grep "repeat_digests: the peer repeated the 5 true matches" "5 true match(es) repeated" hp_repeat_digests.out
+normal_run "forged results"
+
 echo "--- liveness"
 runner_case silent "sent nothing for 2000 ms" TIMEOUT
 runner_case slow "sent no complete frame for 2000 ms" TIMEOUT --delay-ms 50
@@ -279,6 +317,29 @@ responder_case silent 5 "sent nothing for 2000 ms"
 responder_case slow 5 "sent no complete frame for 2000 ms" --delay-ms 50
 responder_case close_mid_stream 5 "closed the connection\|was lost"
 responder_case reset_mid_stream 5 "closed the connection\|was lost"
+
+# Forged results against run: exit 5, the rule named, nothing released, the
+# abort and the rule in run's audit log.
+RUN_AUDIT=consumer-id/audit.jsonl
+forged_responder_case() {
+  local name=$1 data=$2 rule=$3 want=$4
+  responder_case "$name" 5 "$want" --data "$data"
+  local addr
+  addr=$(sed -n 's/^listening: //p' "hr_$name.out")
+  expect_grep "responder $name: released null" '"released":null' "run_$name.out"
+  expect_grep "responder $name: the hostile responder was told the rule" \
+    "protocol violation: $rule\$" "hr_$name.out"
+  grep -F "\"address\":\"$addr\"" "$RUN_AUDIT" | grep -F '"event":"session_aborted"' >"raudit_$name.txt" || true
+  expect_grep "responder $name: run's audit log records the abort and the rule" \
+    "\"error\":\"EPROTO\",\"wire_error\":\"PROTOCOL\",\"from_peer\":false,\"reason\":\"[^\"]*$rule" "raudit_$name.txt"
+}
+forged_responder_case reflect prov_disjoint.csv "a point equals one of ours (reflection)" \
+  "the partner broke a rule: a point equals one of ours (reflection); nothing is released"
+forged_responder_case echo_digests prov_disjoint.csv "the returned digests are the ones we sent (echo)" \
+  "the partner broke a rule: the returned digests are the ones we sent (echo); nothing is released"
+forged_responder_case repeat_digests prov_5.csv "returned digests are not strictly increasing" \
+  "returned digests out of order: returned digests are not strictly increasing (Digests 0)"
+expect_grep "responder repeat_digests: the peer repeated the 5 true matches" "5 true match(es) repeated" hr_repeat_digests.out
 
 # --- the long-running server, after all that ------------------------------------------
 normal_run "everything"

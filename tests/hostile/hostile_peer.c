@@ -48,6 +48,7 @@
 #include "cleanroom/protocol.h"
 #include "cleanroom/template.h"
 #include "protocol/frame.h"
+#include "protocol/gcs.h"
 
 #define HP_DEFAULT_TIMEOUT_MS 15000
 #define HP_DEFAULT_DELAY_MS 50
@@ -86,6 +87,9 @@ typedef enum hp_case {
   HC_CLOSE_MID_STREAM,
   HC_RESET_MID_STREAM,
   HC_SLOW,
+  HC_REFLECT,
+  HC_ECHO_DIGESTS,
+  HC_REPEAT_DIGESTS,
   HC_COUNT
 } hp_case;
 
@@ -133,6 +137,13 @@ static const struct {
     [HC_RESET_MID_STREAM] = {"reset_mid_stream", "the first Batch, then a TCP reset"},
     [HC_SLOW] = {"slow", "the whole session one plaintext byte per TLS record, one per "
                          "--delay-ms"},
+    [HC_REFLECT] = {"reflect", "the node's own Batch frames and EndOfSet sent back as our set, "
+                               "then its Digests frames echoed as ours"},
+    [HC_ECHO_DIGESTS] = {"echo_digests", "our real set, then the node's Digests frames echoed "
+                                         "as ours"},
+    [HC_REPEAT_DIGESTS] = {"repeat_digests",
+                           "our digests of the node's set replaced by its true matches "
+                           "repeated to the same number, sorted (equal neighbours)"},
 };
 
 /* ---- options and state ----------------------------------------------------- */
@@ -143,6 +154,14 @@ typedef struct hp_opts {
   const char *role_name;
   unsigned delay_ms, hold_ms, timeout_ms;
 } hp_opts;
+
+/* Digests of one direction, decoded (repeat_digests). */
+typedef struct hp_digests {
+  uint8_t *v; /* n digests of digest_bytes each, in the order they came */
+  size_t n, cap;
+  uint32_t label; /* of the last frame */
+  int done;       /* EndOfDigests seen */
+} hp_digests;
 
 enum close_kind { CLOSE_NONE, CLOSE_NOTIFY, CLOSE_ABRUPT, CLOSE_RESET };
 
@@ -172,6 +191,14 @@ typedef struct hp {
   int muted;                 /* the fault is done: nothing more goes out */
   int close_req;             /* enum close_kind, after the current output */
   unsigned batches, digests; /* frames of each kind seen going out */
+  /* reflect, echo_digests, repeat_digests: the node's frames, read from the
+   * plaintext it sends, feed the forgery; inject holds what goes out next. */
+  cr_buf peer_raw;       /* plaintext from the node not yet split into frames */
+  int peer_raw_broken;   /* a frame we cannot split: stop looking */
+  cr_buf inject;         /* frames built from the node's, sent by pump_out */
+  unsigned node_batches; /* the node's Batch frames sent back (reflect) */
+  unsigned long long node_points;
+  hp_digests ours, theirs; /* our session's digests of the node's set; the node's of ours */
   int ready_printed;
   char did[300];
   uint64_t t0;
@@ -552,6 +579,217 @@ static void append_batch(cr_buf *b, uint64_t seq, const uint8_t *pts, size_t len
     abort();
 }
 
+/* ---- forged results: reflect, echo_digests, repeat_digests ------------------ */
+
+/* These cases build what goes out from the node's own frames, so they read
+ * its plaintext too (observe_node) and keep the last word: nothing of our
+ * session but Hello (and for echo_digests and repeat_digests our real set)
+ * reaches the node. */
+static int forging(const hp *h) {
+  return h->kase == HC_REFLECT || h->kase == HC_ECHO_DIGESTS || h->kase == HC_REPEAT_DIGESTS;
+}
+
+static size_t digest_len(const hp *h) { return cr_session_result_get(h->s)->digest_bytes; }
+
+/* Appends the values of one Digests frame (plain or Golomb-Rice coded, from
+ * the previous frame's last value of the same label) to c. */
+static int collect_digests(hp_digests *c, const Cleanroom__V1__Digests *d, size_t l) {
+  int coded = d->gcs.len > 0 || d->gcs_count > 0;
+  uint64_t n = coded ? d->gcs_count : (l ? d->digests.len / l : 0);
+  if (l == 0 || l > CR_MAX_DIGEST_BYTES || n == 0 || n > ((uint64_t)1 << 26) ||
+      (coded && l > CR_GCS_MAX_BYTES))
+    return -1;
+  if (c->n + n > c->cap) {
+    size_t cap = c->cap ? c->cap : 1024;
+    while (cap < c->n + n)
+      cap *= 2;
+    uint8_t *v = realloc(c->v, cap * l);
+    if (v == NULL)
+      abort();
+    c->v = v;
+    c->cap = cap;
+  }
+  const uint8_t *base = c->n > 0 && d->label == c->label ? c->v + (c->n - 1) * l : NULL;
+  if (coded) {
+    const char *why = "";
+    if (cr__gcs_decode(d->gcs.data, d->gcs.len, l, n, d->rice_k, base, c->v + c->n * l, &why) != 0)
+      return -1;
+  } else {
+    memcpy(c->v + c->n * l, d->digests.data, (size_t)n * l);
+  }
+  c->n += (size_t)n;
+  c->label = d->label;
+  return 0;
+}
+
+static size_t cmp_len; /* for cmp_digest */
+static int cmp_digest(const void *a, const void *b) { return memcmp(a, b, cmp_len); }
+
+/* repeat_digests, once both directions' digests are in: the digests of the
+ * node's points that match ours (the true overlap), each repeated so that
+ * there are as many as the node sent points, sorted: one plain Digests
+ * frame with equal neighbours, then EndOfDigests counting them all. */
+static void forge_repeats(hp *h, cr_buf *wire) {
+  hp_digests *o = &h->ours, *t = &h->theirs;
+  size_t l = digest_len(h);
+  if (!o->done || !t->done || h->muted || o->n == 0 || l == 0)
+    return;
+  uint8_t *sorted = malloc(t->n * l + 1), *m = malloc(o->n * l), *r = malloc(o->n * l);
+  if (sorted == NULL || m == NULL || r == NULL)
+    abort();
+  cmp_len = l;
+  memcpy(sorted, t->v, t->n * l);
+  qsort(sorted, t->n, l, cmp_digest);
+  size_t mn = 0;
+  for (size_t i = 0; i < o->n; i++)
+    if (bsearch(o->v + i * l, sorted, t->n, l, cmp_digest) != NULL)
+      memcpy(m + l * mn++, o->v + i * l, l);
+  size_t matches = mn;
+  if (mn == 0) { /* no true match: repeat a few honest digests all the same */
+    mn = o->n < 5 ? o->n : 5;
+    memcpy(m, o->v, mn * l);
+  }
+  qsort(m, mn, l, cmp_digest);
+  for (size_t i = 0; i < o->n; i++)
+    memcpy(r + i * l, m + (i * mn / o->n) * l, l);
+
+  Cleanroom__V1__Digests d = CLEANROOM__V1__DIGESTS__INIT;
+  Cleanroom__V1__EndOfDigests e = CLEANROOM__V1__END_OF_DIGESTS__INIT;
+  Cleanroom__V1__Frame g = CLEANROOM__V1__FRAME__INIT;
+  d.seq = 0;
+  d.label = o->label;
+  d.digests.data = r;
+  d.digests.len = o->n * l;
+  g.msg_case = CLEANROOM__V1__FRAME__MSG_DIGESTS;
+  g.digests = &d;
+  if (append_frame(wire, &g) != 0)
+    abort();
+  e.count = o->n;
+  g.msg_case = CLEANROOM__V1__FRAME__MSG_END_OF_DIGESTS;
+  g.end_of_digests = &e;
+  if (append_frame(wire, &g) != 0)
+    abort();
+  did(h,
+      "returned %zu digests for the node's %zu points: %zu %s repeated, sorted "
+      "(equal neighbours), and EndOfDigests counting %zu",
+      o->n, o->n, mn, matches ? "true match(es)" : "honest digest(s), no true match,", o->n);
+  h->muted = 1;
+  free(sorted);
+  free(m);
+  free(r);
+}
+
+/* Our session's frame in a forging case: Hello goes out; our set too unless
+ * we reflect; our digests never (repeat_digests keeps them to pick the
+ * matches); nothing after them (Released, Finish, our own Error). */
+static void forge_outgoing(hp *h, const Cleanroom__V1__Frame *f, const uint8_t *raw, size_t raw_len,
+                           cr_buf *wire) {
+  switch (f->msg_case) {
+  case CLEANROOM__V1__FRAME__MSG_HELLO:
+    if (cr_buf_append(wire, raw, raw_len) != 0)
+      abort();
+    break;
+  case CLEANROOM__V1__FRAME__MSG_BATCH:
+  case CLEANROOM__V1__FRAME__MSG_END_OF_SET:
+    if (h->kase != HC_REFLECT && cr_buf_append(wire, raw, raw_len) != 0)
+      abort();
+    break;
+  case CLEANROOM__V1__FRAME__MSG_DIGESTS:
+    if (h->kase == HC_REPEAT_DIGESTS && collect_digests(&h->ours, f->digests, digest_len(h)) != 0)
+      say("forge", "cannot read our own Digests frame");
+    break;
+  case CLEANROOM__V1__FRAME__MSG_END_OF_DIGESTS:
+    if (h->kase == HC_REPEAT_DIGESTS) {
+      h->ours.done = 1;
+      forge_repeats(h, wire);
+    }
+    break;
+  default:
+    break;
+  }
+}
+
+/* One whole frame from the node (a forging case). */
+static void observe_node(hp *h, const uint8_t *raw, size_t raw_len) {
+  Cleanroom__V1__Frame *f = cr__frame_decode(raw + 4, raw_len - 4);
+  int echo = h->kase == HC_REFLECT || h->kase == HC_ECHO_DIGESTS;
+  if (f == NULL) {
+    h->peer_raw_broken = 1;
+    return;
+  }
+  switch (f->msg_case) {
+  case CLEANROOM__V1__FRAME__MSG_BATCH:
+    if (h->kase == HC_REFLECT) {
+      if (cr_buf_append(&h->inject, raw, raw_len) != 0)
+        abort();
+      h->node_batches++;
+      h->node_points += f->batch->points.len / HP_POINT_BYTES;
+    }
+    break;
+  case CLEANROOM__V1__FRAME__MSG_END_OF_SET:
+    if (h->kase == HC_REFLECT) {
+      if (cr_buf_append(&h->inject, raw, raw_len) != 0)
+        abort();
+      did(h,
+          "sent the node's own %u Batch frame(s) (%llu points) back as our set, with its "
+          "EndOfSet (count %llu)",
+          h->node_batches, h->node_points, (unsigned long long)f->end_of_set->count);
+    }
+    break;
+  case CLEANROOM__V1__FRAME__MSG_DIGESTS:
+    if (echo) {
+      if (cr_buf_append(&h->inject, raw, raw_len) != 0)
+        abort();
+    } else if (collect_digests(&h->theirs, f->digests, digest_len(h)) != 0) {
+      say("forge", "cannot read the node's Digests frame");
+    }
+    break;
+  case CLEANROOM__V1__FRAME__MSG_END_OF_DIGESTS:
+    if (echo) {
+      if (cr_buf_append(&h->inject, raw, raw_len) != 0)
+        abort();
+      if (h->kase == HC_REFLECT)
+        say("also", "echoed the node's Digests frames and EndOfDigests (count %llu) as ours",
+            (unsigned long long)f->end_of_digests->count);
+      else
+        did(h,
+            "sent our real set, then echoed the node's Digests frames and EndOfDigests "
+            "(count %llu) as ours",
+            (unsigned long long)f->end_of_digests->count);
+      h->muted = 1;
+    } else {
+      h->theirs.done = 1;
+      forge_repeats(h, &h->inject);
+    }
+    break;
+  default:
+    break;
+  }
+  cr__frame_free(f);
+}
+
+/* Splits the node's plaintext into frames for observe_node. */
+static void observe_input(hp *h, const uint8_t *p, size_t n) {
+  if (h->peer_raw_broken)
+    return;
+  if (cr_buf_append(&h->peer_raw, p, n) != 0)
+    abort();
+  size_t off = 0;
+  while (!h->peer_raw_broken && h->peer_raw.len - off >= 4) {
+    const uint8_t *q = h->peer_raw.data + off;
+    size_t len = (size_t)q[0] << 24 | (size_t)q[1] << 16 | (size_t)q[2] << 8 | q[3];
+    if (len == 0 || len > CR_DEFAULT_MAX_FRAME) {
+      h->peer_raw_broken = 1;
+      break;
+    }
+    if (h->peer_raw.len - off < 4 + len)
+      break;
+    observe_node(h, q, 4 + len);
+    off += 4 + len;
+  }
+  cr_buf_consume(&h->peer_raw, off);
+}
+
 /*
  * The fault: given one frame our honest session wants to send, appends
  * what really goes out to `wire` (the frame, a changed copy, other bytes or
@@ -563,6 +801,11 @@ static void mutate(hp *h, const uint8_t *raw, size_t raw_len, cr_buf *wire) {
   if (f == NULL)
     abort(); /* our own session's output always decodes */
   const cr_session_result *res = cr_session_result_get(h->s);
+  if (forging(h)) {
+    forge_outgoing(h, f, raw, raw_len, wire);
+    cr__frame_free(f);
+    return;
+  }
 
   switch (f->msg_case) {
   case CLEANROOM__V1__FRAME__MSG_HELLO:
@@ -861,6 +1104,12 @@ static int pump_out(hp *h) {
     off += len;
   }
   cr_buf_consume(&h->out, off);
+  /* What the node's own frames made (forging cases), in the order they came. */
+  if (h->inject.len > 0) {
+    if (cr_buf_append(&wire, h->inject.data, h->inject.len) != 0)
+      abort();
+    cr_buf_reset(&h->inject);
+  }
   int rc = 0;
   if (wire.len > 0)
     rc = tls_send(h, wire.data, wire.len) < 0 ? -1 : 0;
@@ -875,6 +1124,8 @@ static int pump_out(hp *h) {
 static void feed_in(hp *h) {
   if (h->in.len == 0)
     return;
+  if (forging(h))
+    observe_input(h, h->in.data, h->in.len);
   (void)cr_session_recv(h->s, h->in.data, h->in.len);
   cr_buf_reset(&h->in);
 }
@@ -970,7 +1221,10 @@ static int run_session_case(hp *h) {
     if (h->fd_closed)
       break;
     cr_session_status st = cr_session_status_get(h->s);
-    if (st != CR_SESSION_RUNNING && !cr_session_want_send(h->s)) {
+    /* A forging case ends once its forgery is out, whatever our session
+     * thinks of the node's frames meanwhile. */
+    if (st != CR_SESSION_RUNNING && !cr_session_want_send(h->s) && h->inject.len == 0 &&
+        (!forging(h) || h->muted)) {
       /* Ended: give the node a moment to say or close anything more. */
       if (!h->write_shut)
         do_close(h, CLOSE_NOTIFY);
@@ -1121,20 +1375,14 @@ static int parse_uint(const char *s, unsigned *out) {
 }
 
 int main(int argc, char **argv) {
-  static const struct option opts[] = {{"case", required_argument, NULL, 'c'},
-                                       {"template", required_argument, NULL, 't'},
-                                       {"identity", required_argument, NULL, 'i'},
-                                       {"data", required_argument, NULL, 'd'},
-                                       {"peer", required_argument, NULL, 'p'},
-                                       {"listen", required_argument, NULL, 'l'},
-                                       {"query", required_argument, NULL, 'q'},
-                                       {"role", required_argument, NULL, 'r'},
-                                       {"delay-ms", required_argument, NULL, 'D'},
-                                       {"wire-query", required_argument, NULL, 'W'},
-                                       {"hold-ms", required_argument, NULL, 'H'},
-                                       {"timeout-ms", required_argument, NULL, 'T'},
-                                       {"help", no_argument, NULL, 'h'},
-                                       {NULL, 0, NULL, 0}};
+  static const struct option opts[] = {
+      {"case", required_argument, NULL, 'c'},     {"template", required_argument, NULL, 't'},
+      {"identity", required_argument, NULL, 'i'}, {"data", required_argument, NULL, 'd'},
+      {"peer", required_argument, NULL, 'p'},     {"listen", required_argument, NULL, 'l'},
+      {"query", required_argument, NULL, 'q'},    {"role", required_argument, NULL, 'r'},
+      {"delay-ms", required_argument, NULL, 'D'}, {"wire-query", required_argument, NULL, 'W'},
+      {"hold-ms", required_argument, NULL, 'H'},  {"timeout-ms", required_argument, NULL, 'T'},
+      {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0}};
   hp h;
   int c, rc = 1;
   cr_error err;
@@ -1146,6 +1394,8 @@ int main(int argc, char **argv) {
   cr_buf_init(&h.in);
   cr_buf_init(&h.out);
   cr_buf_init(&h.hello);
+  cr_buf_init(&h.peer_raw);
+  cr_buf_init(&h.inject);
   cr_error_clear(&err);
   while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
     switch (c) {
@@ -1302,6 +1552,10 @@ out:
   cr_buf_free(&h.in);
   cr_buf_free(&h.out);
   cr_buf_free(&h.hello);
+  cr_buf_free(&h.peer_raw);
+  cr_buf_free(&h.inject);
+  free(h.ours.v);
+  free(h.theirs.v);
   cr_dataset_free(h.data);
   cr_identity_free(h.id);
   cr_template_free(h.tmpl);
