@@ -132,7 +132,6 @@ void cr_pool_free(cr_pool *p) {
   free(p);
 }
 
-
 int cr_pool_for(cr_pool *p, size_t n, size_t chunk, int (*fn)(void *ctx, size_t begin, size_t end),
                 void *ctx) {
   if (n == 0)

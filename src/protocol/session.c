@@ -1226,8 +1226,8 @@ static int on_digests(cr_session *s, const Cleanroom__V1__Digests *d) {
   }
   if (rc == CR_EPROTO)
     return RULE_FAIL(s, rule_text(CR_RULE_DIGEST_ORDER),
-                     "the partner returned digests out of order: %s (Digests %llu)", rule_text(CR_RULE_DIGEST_ORDER),
-                     (unsigned long long)d->seq);
+                     "the partner returned digests out of order: %s (Digests %llu)",
+                     rule_text(CR_RULE_DIGEST_ORDER), (unsigned long long)d->seq);
   if (rc != 0)
     return fail(s, rc, CR_WIRE_INTERNAL, 0, "cannot take our digests back");
   s->own_digests_n += n;

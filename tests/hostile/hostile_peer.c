@@ -1121,20 +1121,14 @@ static int parse_uint(const char *s, unsigned *out) {
 }
 
 int main(int argc, char **argv) {
-  static const struct option opts[] = {{"case", required_argument, NULL, 'c'},
-                                       {"template", required_argument, NULL, 't'},
-                                       {"identity", required_argument, NULL, 'i'},
-                                       {"data", required_argument, NULL, 'd'},
-                                       {"peer", required_argument, NULL, 'p'},
-                                       {"listen", required_argument, NULL, 'l'},
-                                       {"query", required_argument, NULL, 'q'},
-                                       {"role", required_argument, NULL, 'r'},
-                                       {"delay-ms", required_argument, NULL, 'D'},
-                                       {"wire-query", required_argument, NULL, 'W'},
-                                       {"hold-ms", required_argument, NULL, 'H'},
-                                       {"timeout-ms", required_argument, NULL, 'T'},
-                                       {"help", no_argument, NULL, 'h'},
-                                       {NULL, 0, NULL, 0}};
+  static const struct option opts[] = {
+      {"case", required_argument, NULL, 'c'},     {"template", required_argument, NULL, 't'},
+      {"identity", required_argument, NULL, 'i'}, {"data", required_argument, NULL, 'd'},
+      {"peer", required_argument, NULL, 'p'},     {"listen", required_argument, NULL, 'l'},
+      {"query", required_argument, NULL, 'q'},    {"role", required_argument, NULL, 'r'},
+      {"delay-ms", required_argument, NULL, 'D'}, {"wire-query", required_argument, NULL, 'W'},
+      {"hold-ms", required_argument, NULL, 'H'},  {"timeout-ms", required_argument, NULL, 'T'},
+      {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0}};
   hp h;
   int c, rc = 1;
   cr_error err;
