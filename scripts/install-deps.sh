@@ -7,6 +7,7 @@ PKGS=(build-essential cmake pkg-config clang libclang-rt-14-dev
       libssl-dev libsodium-dev libuv1-dev libprotobuf-c-dev protobuf-c-compiler
       libjansson-dev libcmocka-dev openssl ca-certificates procps
       python3 python3-jsonschema
+      clang-format clang-tidy clang-tools cppcheck  # scripts/lint.sh (clang-tools: scan-build)
       chromium)  # tests only: renders `cleanroom report` pages (tests/report/render.py)
 
 missing=()

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Installs what is missing, builds cleanroom with AddressSanitizer and
-# UndefinedBehaviorSanitizer (warnings as errors), and runs the whole test
-# suite through ctest: unit, known-answer vectors, protocol, fuzz corpus
-# replay and end-to-end tests over loopback TLS.
+# Installs what is missing, runs the static checks (scripts/lint.sh:
+# clang-format, scan-build, clang-tidy, cppcheck; any finding fails), builds
+# cleanroom with AddressSanitizer and UndefinedBehaviorSanitizer (warnings as
+# errors), and runs the whole test suite through ctest: unit, known-answer
+# vectors, protocol, fuzz corpus replay and end-to-end tests over loopback TLS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ./scripts/install-deps.sh
+./scripts/lint.sh
 
 BUILD=${BUILD_DIR:-build/asan}
 JOBS=$(nproc 2>/dev/null || echo 2)

@@ -76,6 +76,17 @@ typedef struct cr_error {
 
 /* Sets err (if not NULL) and returns code, so callers can `return cr_error_set(...)`. */
 int cr_error_set(cr_error *err, int code, const char *fmt, ...) CR_PRINTF(3, 4);
+#ifdef __clang_analyzer__
+/* The static analyzer does not follow variadic calls, so it would assume an
+ * error path may return 0 without its out-parameters set. Analysis only:
+ * this tells it what cr_error_set returns. */
+static inline int cr__error_code(int set, int code) {
+  (void)set;
+  return code;
+}
+#define cr_error_set(err, code, ...)                                                               \
+  cr__error_code(cr_error_set((err), (code), __VA_ARGS__), (code))
+#endif
 void cr_error_clear(cr_error *err);
 /* Message of err, or cr_strerror(code) when err holds none. */
 const char *cr_error_message(const cr_error *err, int code);

@@ -111,7 +111,6 @@ CR_NODISCARD int cr_r255_hash_to_group(uint8_t out[32], const uint8_t *msg, size
 CR_NODISCARD int cr_p256_hash_to_curve(uint8_t out[CR_P256_UNCOMPRESSED_BYTES], const uint8_t *msg,
                                        size_t msg_len, const uint8_t *dst, size_t dst_len);
 
-
 /* digest(Y) = SHA-512("cleanroom/v1/digest" || session_id || enc(Y))[0..len). */
 void cr_digest(uint8_t *out, size_t len, const uint8_t session_id[CR_SESSION_ID_BYTES],
                const uint8_t *point, size_t point_bytes);

@@ -21,9 +21,6 @@ extern "C" {
  * cell of the data (messages name file, line and column only).
  */
 
-
-
-
 /* ---- CSV (RFC 4180) ----------------------------------------------------- */
 
 typedef struct cr_csv cr_csv;
@@ -197,9 +194,6 @@ CR_NODISCARD int cr_dataset_write_matches(
  * message (messages name the origin, positions in the filter text, column
  * and parameter names only); allocates or fails while evaluating a row.
  */
-
-
-
 
 /* Limits; past them parsing fails with a message saying which. */
 #define CR_FILTER_MAX_TEXT 4096u /* bytes of filter text */

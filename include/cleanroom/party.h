@@ -143,7 +143,7 @@ const char *cr_party_note(const cr_party *p, int which);
 /* One session as it ended, after its audit lines are on disk. */
 typedef struct cr_party_session {
   const cr_session_result *res;
-  const char *peer_addr; /* "ip:port" or NULL */
+  const char *peer_addr;  /* "ip:port" or NULL */
   const uint8_t *peer_fp; /* the partner's certificate fingerprint, or NULL */
   /*
    * 0: what res says was released is recorded and may be shown. Otherwise
@@ -191,14 +191,14 @@ typedef struct cr_party_events {
 } cr_party_events;
 
 typedef struct cr_party_serve_config {
-  const char *data;        /* CSV path */
+  const char *data; /* CSV path */
   /* Share of rows that may be rejected before the load fails: 0 the
    * dataset default (5%), negative none at all. */
   double max_reject_ratio;
-  int once;                /* stop after the first connection past TLS */
-  unsigned max_sessions;   /* 0: 16 */
-  unsigned timeout_ms;     /* handshake and idle; 0: the node's defaults */
-  cr_pool *pool;           /* blinding workers; NULL: none */
+  int once;              /* stop after the first connection past TLS */
+  unsigned max_sessions; /* 0: 16 */
+  unsigned timeout_ms;   /* handshake and idle; 0: the node's defaults */
+  cr_pool *pool;         /* blinding workers; NULL: none */
 } cr_party_serve_config;
 
 /*
@@ -220,8 +220,8 @@ typedef struct cr_party_run_config {
   const char *query;
   const char *const *params; /* "NAME=VALUE", as typed by a user */
   size_t nparams;
-  const char *out;       /* members: where this side's matched rows go */
-  unsigned timeout_ms;   /* 0: the node's defaults */
+  const char *out;     /* members: where this side's matched rows go */
+  unsigned timeout_ms; /* 0: the node's defaults */
   cr_pool *pool;
 } cr_party_run_config;
 
@@ -268,8 +268,8 @@ const char *cr_ping_problem_name(cr_ping_problem p);
 
 typedef struct cr_party_ping_report {
   cr_ping_problem problem;
-  int rc;         /* CR_E* of the failure, 0 when the partner answered */
-  int wire_error; /* CR_WIRE_* sent or received, 0 if none */
+  int rc;              /* CR_E* of the failure, 0 when the partner answered */
+  int wire_error;      /* CR_WIRE_* sent or received, 0 if none */
   const char *message; /* the failure in words ("" when none) */
   int local;           /* failed before anything went out: a local problem */
   int reachable;       /* the host answered (TCP connected, or refused after it) */
@@ -277,13 +277,13 @@ typedef struct cr_party_ping_report {
   int tls_ok;          /* TLS completed with the pinned certificate */
   char peer_addr[128]; /* the address that answered (ip:port), "" if none */
   int have_peer_fp;
-  uint8_t peer_fp[CR_SHA256_BYTES];    /* the certificate the partner presented */
-  int have_peer_template;              /* the partner said which template it loaded */
+  uint8_t peer_fp[CR_SHA256_BYTES]; /* the certificate the partner presented */
+  int have_peer_template;           /* the partner said which template it loaded */
   uint8_t peer_template[CR_SHA256_BYTES];
-  unsigned peer_version;               /* 0: not known */
+  unsigned peer_version; /* 0: not known */
   char peer_software[64];
-  double connect_ms;                   /* DNS + TCP + TLS; < 0 when TLS did not complete */
-  double rtt_ms;                       /* TLS end to session end; < 0 unless it answered */
+  double connect_ms; /* DNS + TCP + TLS; < 0 when TLS did not complete */
+  double rtt_ms;     /* TLS end to session end; < 0 unless it answered */
   double total_ms;
 } cr_party_ping_report;
 

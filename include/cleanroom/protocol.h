@@ -59,7 +59,7 @@ extern "C" {
   XX(13, ABORTED, "aborted by the operator")
 
 typedef enum cr_wire_error {
-#define CR__WIRE_ENUM(num, name, text) CR_WIRE_##name = num,
+#define CR__WIRE_ENUM(num, name, text) CR_WIRE_##name = (num),
   CR_WIRE_ERROR_MAP(CR__WIRE_ENUM)
 #undef CR__WIRE_ENUM
 } cr_wire_error;

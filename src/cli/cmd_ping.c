@@ -255,9 +255,10 @@ int cr_cli_ping(int argc, char **argv) {
     int said = 0; /* the error message has been shown */
     /* reachable */
     if (r->reachable)
-      printf("%s reachable: %s%s%s%s\n", yes, peer, peer_ip[0] && strcmp(peer_ip, peer) ? " (" : "",
-             peer_ip[0] && strcmp(peer_ip, peer) ? peer_ip : "",
-             peer_ip[0] && strcmp(peer_ip, peer) ? ")" : "");
+      printf("%s reachable: %s%s%s%s\n", yes, peer,
+             peer_ip[0] && strcmp(peer_ip, peer) != 0 ? " (" : "",
+             peer_ip[0] && strcmp(peer_ip, peer) != 0 ? peer_ip : "",
+             peer_ip[0] && strcmp(peer_ip, peer) != 0 ? ")" : "");
     else {
       printf("%s reachable: %s: %s\n", no, peer, msg);
       said = 1;
@@ -291,11 +292,12 @@ int cr_cli_ping(int argc, char **argv) {
     /* protocol */
     if (their_version)
       printf("%s protocol: version %u here, %u there%s%s\n",
-             their_version == CR_PROTOCOL_VERSION ? yes : no, CR_PROTOCOL_VERSION, their_version,
-             r->peer_software[0] ? "; partner runs " : "",
+             their_version == CR_PROTOCOL_VERSION ? yes : no, (unsigned)CR_PROTOCOL_VERSION,
+             their_version, r->peer_software[0] ? "; partner runs " : "",
              r->peer_software[0] ? cr_cli_safe(r->peer_software) : "");
     else
-      printf("%s protocol: version %u here, the partner's not known\n", unk, CR_PROTOCOL_VERSION);
+      printf("%s protocol: version %u here, the partner's not known\n", unk,
+             (unsigned)CR_PROTOCOL_VERSION);
     if (problem == NULL) {
       printf("%s round trip: %.1f ms from the end of TLS to the end of the session (Hello\n"
              "       out, Hello back, close); %.1f ms in total (DNS, TCP connect and TLS 1.3\n"
@@ -303,8 +305,9 @@ int cr_cli_ping(int argc, char **argv) {
              yes, rtt_ms, total_ms, connect_ms);
       printf("ping OK: the %s is ready; a query can run\n", cr_role_name(other));
     } else {
-      if (!said && strcmp(problem, "wrong_certificate") &&
-          strcmp(problem, "our_certificate_rejected") && strcmp(problem, "template_mismatch"))
+      if (!said && strcmp(problem, "wrong_certificate") != 0 &&
+          strcmp(problem, "our_certificate_rejected") != 0 &&
+          strcmp(problem, "template_mismatch") != 0)
         printf("%s %s\n", no, msg);
       const char *a = cr_party_ping_advice(party, r);
       printf("ping FAILED (%s)%s%s\n", problem, a ? ": " : "", a ? a : "");

@@ -61,8 +61,13 @@ static char *g_strings[2 * NKEYS];
 static size_t g_nstrings;
 
 static char *keep(char *s) {
-  if (s != NULL && g_nstrings < sizeof g_strings / sizeof *g_strings)
-    g_strings[g_nstrings++] = s;
+  if (s == NULL)
+    return NULL;
+  if (g_nstrings == sizeof g_strings / sizeof *g_strings) {
+    free(s); /* not reached: a file gives at most two strings a key; fail as out of memory */
+    return NULL;
+  }
+  g_strings[g_nstrings++] = s;
   return s;
 }
 

@@ -33,7 +33,7 @@ const char *cr_err_name(int code) {
   }
 }
 
-int cr_error_set(cr_error *err, int code, const char *fmt, ...) {
+int(cr_error_set)(cr_error *err, int code, const char *fmt, ...) {
   if (err != NULL) {
     va_list ap;
     err->code = code;

@@ -275,6 +275,7 @@ char *cr_text_clean(char *dst, size_t cap, const char *src) {
     char tmp[8];
     size_t n = utf8_len(p), tl;
     if (n == 0) {
+      // NOLINTNEXTLINE(bugprone-not-null-terminated-result): tmp is counted by tl, not NUL-ended
       memcpy(tmp, "\xef\xbf\xbd", 3); /* U+FFFD */
       tl = 3;
       n = 1;

@@ -134,7 +134,7 @@ static int consts_ready(void) {
 
 /* r = c ? b : a (RFC 9380 CMOV(a, b, c)), by masking fixed-width bytes. */
 static int fe_cmov(BIGNUM *r, const BIGNUM *a, const BIGNUM *b, unsigned int c) {
-  uint8_t ba[P256_FE_BYTES], bb[P256_FE_BYTES];
+  uint8_t ba[P256_FE_BYTES] = {0}, bb[P256_FE_BYTES] = {0}; /* read below even when ok is 0 */
   const uint8_t mask = (uint8_t)(0u - (c & 1u));
   int ok = BN_bn2binpad(a, ba, sizeof ba) == (int)sizeof ba &&
            BN_bn2binpad(b, bb, sizeof bb) == (int)sizeof bb;
@@ -148,7 +148,7 @@ static int fe_cmov(BIGNUM *r, const BIGNUM *a, const BIGNUM *b, unsigned int c) 
 
 /* *eq = (a == b), compared as fixed-width bytes in constant time. */
 static int fe_eq(unsigned int *eq, const BIGNUM *a, const BIGNUM *b) {
-  uint8_t ba[P256_FE_BYTES], bb[P256_FE_BYTES];
+  uint8_t ba[P256_FE_BYTES] = {0}, bb[P256_FE_BYTES] = {0}; /* read below even when ok is 0 */
   int ok = BN_bn2binpad(a, ba, sizeof ba) == (int)sizeof ba &&
            BN_bn2binpad(b, bb, sizeof bb) == (int)sizeof bb;
   *eq = (unsigned int)(sodium_memcmp(ba, bb, sizeof ba) == 0);

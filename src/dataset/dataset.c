@@ -562,8 +562,7 @@ int cr_dataset_load(cr_dataset **out, const char *path, const cr_template *t, cr
     }
     offs[noffs++] = arena.len;
   }
-  rc = 0;
-  if ((rc = cr_csv_sha256(csv, d->file_sha256)) != 0) {
+  if (cr_csv_sha256(csv, d->file_sha256) != 0) {
     cr_error_set(err, CR_EINTERNAL, "%s: file hash unavailable", path);
     rc = CR_EINTERNAL;
     goto out;

@@ -476,7 +476,6 @@ static int parse_value_text(cr_param_value *v, const char *s, size_t n, char *wh
     }
     if ((rc = parse_list(v, s, n, why, whycap)) != 0)
       goto cleanup;
-    rc = CR_EINVAL;
     size_t len = 0, w = 0;
     for (size_t i = 0; i < v->nitems; i++)
       len += 2 * strlen(v->items[i]) + 1;
@@ -1036,7 +1035,7 @@ static int parse_operand(parser *ps, operand *o) {
                              : perr(ps, ps->cur.pos, "number out of range");
     break;
   case T_PARAM: {
-    cr_param_type type;
+    cr_param_type type = CR_PARAM_STRING; /* set by use_param when it returns 0 */
     if ((rc = use_param(ps, &type, &o->param)) != 0)
       return rc;
     if (type == CR_PARAM_STRING_LIST)
@@ -1219,7 +1218,7 @@ static int enter(parser *ps) {
 
 /* NOT not | '(' or ')' | predicate */
 static int parse_not(parser *ps, uint32_t *out) {
-  uint32_t id, child;
+  uint32_t id = 0, child = 0; /* set by the calls below when they return 0 */
   int rc;
   if (ps->cur.type == T_NOT) {
     if ((rc = enter(ps)) != 0 || (rc = lex(ps)) != 0 || (rc = parse_not(ps, &child)) != 0)
@@ -1245,7 +1244,7 @@ static int parse_not(parser *ps, uint32_t *out) {
 /* One of sub (AND|OR) sub ...; a single operand is returned as is. */
 static int parse_chain(parser *ps, int kind, uint32_t *out) {
   tok_type sep = kind == N_OR ? T_OR : T_AND;
-  uint32_t first, last, id, child;
+  uint32_t first = 0, last, id = 0, child = 0; /* set by the calls below when they return 0 */
   int rc = kind == N_OR ? parse_chain(ps, N_AND, &first) : parse_not(ps, &first);
   if (rc != 0)
     return rc;

@@ -114,12 +114,10 @@ int cr_dataset_write_matches(const cr_dataset *d, const cr_template *t, const ui
     }
     while (n && (s[n - 1] == ' ' || s[n - 1] == '\t'))
       n--;
-    if ((hdr[nhdr] = malloc(n + 1)) == NULL) {
+    if ((hdr[nhdr] = strndup(s, n)) == NULL) {
       rc = cr_error_set(err, CR_ENOMEM, "out of memory");
       goto out;
     }
-    memcpy(hdr[nhdr], s, n);
-    hdr[nhdr][n] = '\0';
   }
   keycol = calloc(mk->ncolumns, sizeof *keycol);
   vals = calloc(mk->ncolumns, sizeof *vals);

@@ -343,6 +343,7 @@ static int blind_range(void *ctx, size_t begin, size_t end) {
   return rc;
 }
 
+// NOLINTNEXTLINE(readability-non-const-parameter): the workers write points and labels via job
 int cr_engine_blind(cr_engine *e, uint64_t first, size_t n, uint8_t *points, uint8_t *labels) {
   if (e->k == NULL || e->order == NULL || first > e->own_n || n > e->own_n - first ||
       (labels != NULL && e->wire_label == NULL))
@@ -628,6 +629,6 @@ int cr_engine_match(cr_engine *e, cr_role own_role, const size_t nlabels[CR_ROLE
     out->count = 0;
     out->suppressed = 0;
   }
-  total = 0;
+  sodium_memzero(&total, sizeof total); /* a plain store would be optimized away */
   return 0;
 }

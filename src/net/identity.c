@@ -56,6 +56,7 @@ static const char *ossl_reason(void) {
 
 /* A PEM password callback that refuses: key files are never encrypted, and
  * OpenSSL's default would prompt on the terminal. */
+// NOLINTNEXTLINE(readability-non-const-parameter): OpenSSL's pem_password_cb fixes the type
 static int no_password(char *buf, int size, int rwflag, void *u) {
   (void)buf;
   (void)size;

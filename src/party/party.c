@@ -53,7 +53,7 @@ int cr_party_open(cr_party **out, const cr_party_config *cfg, cr_error *err) {
   if (cfg == NULL || cfg->template_path == NULL || cfg->identity_dir == NULL ||
       (cfg->mode != CR_PARTY_SERVE && cfg->mode != CR_PARTY_RUN && cfg->mode != CR_PARTY_PING))
     return cr_error_set(err, CR_EINVAL, "party: a mode, a template and an identity are required");
-  if ((rc = cr_crypto_init()) != 0)
+  if (cr_crypto_init() != 0)
     return cr_error_set(err, CR_EINTERNAL, "libsodium failed to initialise");
   cr_party *p = calloc(1, sizeof *p);
   if (p == NULL)
@@ -125,7 +125,6 @@ int cr_party_open(cr_party **out, const cr_party_config *cfg, cr_error *err) {
                "not recorded in the audit log %s: %s", p->audit_path, cr_error_message(&ae, rc));
       memset(&p->trail, 0, sizeof p->trail);
       cr_hex_encode(p->trail.th, p->t->sha256, CR_SHA256_BYTES);
-      rc = 0;
     } else {
       /* A log that does not verify is evidence, not a setting (exit 3). */
       rc = cr_error_set(err, rc == CR_EDATA ? CR_EDATA : CR_ECONFIG,
@@ -219,8 +218,8 @@ int cr__party_load_start(cr_party *p, const cr_query *q, cr_error *err) {
     return rc == CR_EIO ? CR_EDATA : rc;
   }
   cr_error ae;
-  if ((rc = cr__trail_event(&p->trail, "data_loaded",
-                            cr__trail_data_fields(p->data, q ? q->name : NULL), &ae)) != 0)
+  if (cr__trail_event(&p->trail, "data_loaded", cr__trail_data_fields(p->data, q ? q->name : NULL),
+                      &ae) != 0)
     return cr_error_set(err, CR_EINTERNAL, "cannot write the audit log: %s", ae.msg);
   if (p->ev.on_data)
     p->ev.on_data(p->ev.ctx, p->data);

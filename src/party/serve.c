@@ -325,6 +325,8 @@ int cr_party_run(cr_party *p, uv_loop_t *loop, const cr_party_run_config *cfg,
     cr__party_refusal(p, "run_refused", cfg->query, cr_error_message(err, rc));
     return rc;
   }
+  if (q == NULL) /* not reached: cr_session_check_local refuses a query not in the template */
+    return cr_error_set(err, CR_EINTERNAL, "query not in the template");
   /* Our own count of the query's runs, before the partner is bothered
    * (the partner counts its own and refuses as well). */
   char lmsg[512];

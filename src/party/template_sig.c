@@ -99,7 +99,7 @@ int cr_template_sign(const cr_template *t, const char *sig_path, const cr_identi
   if ((rc = load_doc(sig_path, &doc, &missing, err)) != 0)
     return rc;
   sig_message(t, msg, &mlen);
-  if ((rc = cr_identity_sign((void *)id, msg, mlen, sig)) != 0) {
+  if (cr_identity_sign((void *)id, msg, mlen, sig) != 0) {
     rc = cr_error_set(err, CR_ECRYPTO, "cannot sign with this identity");
     goto out;
   }

@@ -262,7 +262,7 @@ static int runs_of(cr_trail *a, const char *query, struct run_count **out, char 
   }
   a->counts = p;
   *out = &a->counts[a->ncounts++];
-  snprintf((*out)->query, sizeof (*out)->query, "%s", query);
+  snprintf((*out)->query, sizeof(*out)->query, "%s", query);
   (*out)->runs = runs;
   return 0;
 }
@@ -372,8 +372,9 @@ static void refusals_flush(cr_trail *a, uint64_t now) {
   json_t *o = json_object();
   json_object_set_new(o, "connections", json_integer((json_int_t)a->refused_dropped));
   json_object_set_new(o, "window_ms", json_integer((json_int_t)(now - a->refused_window_ms)));
-  json_object_set_new(o, "reason", cr__jtext("more refused connections from unauthenticated "
-                                             "peers than the log records a minute"));
+  json_object_set_new(o, "reason",
+                      cr__jtext("more refused connections from unauthenticated "
+                                "peers than the log records a minute"));
   a->refused_dropped = 0;
   (void)cr__trail_event(a, "connections_refused_summary", o, NULL);
 }

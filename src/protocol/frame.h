@@ -14,7 +14,6 @@
 #include "cleanroom/common.h"
 #include "cleanroom/protocol.h"
 
-
 /* Appends the length prefix and the packed frame to out. */
 int cr__frame_append(cr_buf *out, const Cleanroom__V1__Frame *frame);
 

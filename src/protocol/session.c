@@ -458,7 +458,11 @@ static int setup_own_set(cr_session *s, const cr_dataset *d, char *msg, size_t c
   int rc = 0;
   uint64_t *pad = NULL, total = 0;
   s->data = d;
+  /* d is not NULL: the caller returns when s->cfg.load gives none (cppcheck
+   * does not see the load callback set d through &d). */
+  // cppcheck-suppress nullPointerRedundantCheck
   s->res.own_set_size = d->n;
+  // cppcheck-suppress nullPointerRedundantCheck
   if (check_size(t, d->n, "our", msg, cap) != 0)
     return CR_EREFUSED;
   s->own_grouped = q->group_by[s->cfg.role] != NULL;
@@ -718,6 +722,7 @@ static int send_hello(cr_session *s) {
   h.nonce.len = sizeof s->nonce;
   if (s->cfg.is_runner && s->res.nparams > 0) {
     entries = calloc(s->res.nparams, sizeof *entries);
+    // NOLINTNEXTLINE(bugprone-sizeof-expression): eptr is an array of pointers
     eptr = calloc(s->res.nparams, sizeof *eptr);
     if (entries == NULL || eptr == NULL) {
       rc = fail(s, CR_ENOMEM, CR_WIRE_INTERNAL, 0, "out of memory");
@@ -790,6 +795,7 @@ static int take_params(cr_session *s, const Cleanroom__V1__Hello *h) {
   s->res.param_values = calloc(h->n_params + 1, sizeof *s->res.param_values);
   if (s->res.param_names == NULL || s->res.param_values == NULL)
     return fail(s, CR_ENOMEM, CR_WIRE_INTERNAL, 0, "out of memory");
+  s->res.nparams = 0; /* counts the entries filled below */
   for (size_t i = 0; i < h->n_params; i++) {
     const char *k = h->params[i]->key ? h->params[i]->key : "";
     const char *v = h->params[i]->value ? h->params[i]->value : "";
@@ -1226,8 +1232,8 @@ static int on_digests(cr_session *s, const Cleanroom__V1__Digests *d) {
   }
   if (rc == CR_EPROTO)
     return RULE_FAIL(s, rule_text(CR_RULE_DIGEST_ORDER),
-                     "the partner returned digests out of order: %s (Digests %llu)", rule_text(CR_RULE_DIGEST_ORDER),
-                     (unsigned long long)d->seq);
+                     "the partner returned digests out of order: %s (Digests %llu)",
+                     rule_text(CR_RULE_DIGEST_ORDER), (unsigned long long)d->seq);
   if (rc != 0)
     return fail(s, rc, CR_WIRE_INTERNAL, 0, "cannot take our digests back");
   s->own_digests_n += n;
@@ -1533,7 +1539,7 @@ static int on_error(cr_session *s, const Cleanroom__V1__Error *e) {
     snprintf(detail, sizeof detail, " (the partner's template is %s, ours is %s)", theirs, ours);
   } else if (e->code == CR_WIRE_VERSION && e->protocol_version != 0) {
     snprintf(detail, sizeof detail, " (the partner speaks version %u, this node %u)",
-             e->protocol_version, CR_PROTOCOL_VERSION);
+             e->protocol_version, (unsigned)CR_PROTOCOL_VERSION);
   }
   return fail(s, CR_EPEER, (int)e->code, 1, "the partner %s the session (%s): %s%s",
               refusal ? "refused" : "aborted", cr_wire_error_name((int)e->code), text, detail);

@@ -42,7 +42,7 @@ static void shortest_digits(double v, char digits[24], int *k, int *n) {
     for (; *s != 'e'; s++)
       if (*s >= '0' && *s <= '9')
         m = m * 10 + (unsigned long long)(*s - '0');
-    int e10 = atoi(s + 1) - (p - 1); /* v ≈ m × 10^e10 */
+    int e10 = (int)strtol(s + 1, NULL, 10) - (p - 1); /* v ≈ m × 10^e10 */
     unsigned long long cand[3] = {m, m - 1, m + 1};
     for (int c = 0; c < 3; c++) {
       if (cand[c] == 0)
@@ -71,7 +71,7 @@ static void shortest_digits(double v, char digits[24], int *k, int *n) {
       digits[len++] = *s;
   digits[len] = '\0';
   *k = len;
-  *n = atoi(s + 1) + 1;
+  *n = (int)strtol(s + 1, NULL, 10) + 1;
 }
 
 /* ECMAScript Number::toString(x) for finite x (ECMA-262, 7.1.12.1). */
@@ -266,6 +266,7 @@ static int jcs_value(cr_buf *b, json_t *v) {
     m[i].len = json_object_iter_key_len(it);
     m[i].value = json_object_iter_value(it);
   }
+  n = i; /* only the members the iterator gave (never fewer than the size says) */
   if (n > 1)
     qsort(m, n, sizeof *m, member_cmp);
   rc = cr_buf_append(b, "{", 1);

@@ -96,7 +96,7 @@ static void quote(char *out, size_t cap, const char *s, size_t max) {
   }
   out[o++] = '"';
   /* Room for the widest escape (6) plus `..."` and the NUL (5). */
-  for (; s[i] != '\0' && i < max && o + 11 <= cap; i++) {
+  for (; i < max && s[i] != '\0' && o + 11 <= cap; i++) {
     unsigned char c = (unsigned char)s[i];
     if (c == '"' || c == '\\') {
       out[o++] = '\\';
