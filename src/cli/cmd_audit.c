@@ -115,8 +115,8 @@ static int receipt_pins(verify_ctx *v, json_t *e) {
     if (v->own_cert[0] && strcmp(v->own_role, cr_role_name((cr_role)r)) == 0 &&
         strcmp(fp, v->own_cert) != 0) {
       snprintf(v->why, sizeof v->why,
-               "receipt names %s as this node's (%s) certificate, but the node started with %s",
-               fp, v->own_role, v->own_cert);
+               "receipt names %s as this node's (%s) certificate, but the node started with %s", fp,
+               v->own_role, v->own_cert);
       return -1;
     }
   }
@@ -162,8 +162,8 @@ static int verify_receipts_json(void *ctx, json_t *e) {
   if (ev == NULL || strcmp(ev, "receipt") != 0)
     return 0;
   v->receipts++;
-  if (v->bad_line == 0 && (cr_cli_receipt_check(e, v->why, sizeof v->why) != 0 ||
-                           receipt_pins(v, e) != 0))
+  if (v->bad_line == 0 &&
+      (cr_cli_receipt_check(e, v->why, sizeof v->why) != 0 || receipt_pins(v, e) != 0))
     v->bad_line = v->line;
   return 0;
 }
