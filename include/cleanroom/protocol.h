@@ -162,6 +162,11 @@ struct cr_session_result {
   int is_runner;
   uint8_t session_id[CR_SESSION_ID_BYTES];
   int have_session_id;
+  /* SHA-256 of the runner's Hello frame: known on both sides before
+   * admission (the session id is not, on the responder), so an audit log
+   * can tie a run's admission to its end. */
+  uint8_t run_id[CR_SHA256_BYTES];
+  int have_run_id;
   uint64_t own_set_size;   /* the true size (distinct keys); stays local */
   uint64_t own_set_bucket; /* what our Hello announced: the padded size */
   uint64_t peer_set_size;  /* what the peer's Hello announced */

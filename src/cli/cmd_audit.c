@@ -285,7 +285,22 @@ typedef struct show_ctx {
 
 static json_t *session_of(show_ctx *sc, json_t *e) {
   const char *sid = json_string_value(json_object_get(e, "session_id"));
+  const char *rid = json_string_value(json_object_get(e, "run_id"));
   char key[64];
+  /* The run id ties a responder's admission (no session id yet) to the
+   * session's end; receipts carry only the session id. */
+  if (rid != NULL) {
+    json_t *s = json_object_get(sc->sessions, rid);
+    if (s != NULL) {
+      if (sid != NULL && json_object_get(sc->sessions, sid) == NULL)
+        json_object_set(sc->sessions, sid, s);
+      if (sid != NULL)
+        json_object_set_new(s, "session_id", json_string(sid));
+      return s;
+    }
+    if (sid == NULL)
+      sid = rid;
+  }
   if (sid == NULL) {
     /* Refused before a session id existed: a row of its own. */
     snprintf(key, sizeof key, "seq %lld", (long long)json_integer_value(json_object_get(e, "seq")));
@@ -298,6 +313,8 @@ static json_t *session_of(show_ctx *sc, json_t *e) {
     json_object_set(sc->sessions, sid, s);
     json_array_append_new(sc->order, s);
   }
+  if (rid != NULL && json_object_get(sc->sessions, rid) == NULL)
+    json_object_set(sc->sessions, rid, s);
   return s;
 }
 

@@ -221,6 +221,10 @@ json_t *cr__trail_session_fields(const cr_trail *a, const cr_session_result *r) 
   json_t *o = json_object();
   if (r->have_session_id)
     json_object_set_new(o, "session_id", hexj(r->session_id, CR_SESSION_ID_BYTES));
+  /* Ties a run's admission (before the session id exists on the
+   * responder) to its end. */
+  if (r->have_run_id)
+    json_object_set_new(o, "run_id", hexj(r->run_id, CR_SHA256_BYTES));
   json_object_set_new(o, "template_sha256", cr__jtext(a->th));
   json_object_set_new(o, "query", cr__jtext(r->query));
   json_object_set_new(o, "role", cr__jtext(cr_role_name(r->role)));

@@ -754,6 +754,10 @@ static int send_hello(cr_session *s) {
   uint8_t *dst = s->cfg.is_runner ? s->runner_hello_hash : s->responder_hello_hash;
   cr_sha256(dst, s->out.data + before + CR_FRAME_HEADER_BYTES,
             s->out.len - before - CR_FRAME_HEADER_BYTES);
+  if (s->cfg.is_runner) {
+    memcpy(s->res.run_id, s->runner_hello_hash, CR_SHA256_BYTES);
+    s->res.have_run_id = 1;
+  }
   s->send = CR_SEND_SET;
 out:
   free(entries);
@@ -1036,6 +1040,10 @@ static int on_hello(cr_session *s, const Cleanroom__V1__Hello *h, const uint8_t 
   s->res.peer_set_size_is_bucket = 1;
   uint8_t *dst = s->cfg.is_runner ? s->responder_hello_hash : s->runner_hello_hash;
   cr_sha256(dst, payload, payload_len);
+  if (!s->cfg.is_runner) {
+    memcpy(s->res.run_id, s->runner_hello_hash, CR_SHA256_BYTES);
+    s->res.have_run_id = 1;
+  }
 
   s->self_receives = (s->query->results_to & CR_ROLE_BIT(s->cfg.role)) != 0;
   s->peer_receives = (s->query->results_to & CR_ROLE_BIT(peer_role)) != 0;
