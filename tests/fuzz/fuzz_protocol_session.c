@@ -14,7 +14,9 @@
 #include "cleanroom/protocol.h"
 #include "protocol/frame.h"
 
-#define N_PEER 3
+/* The peer's set: a value of the template's size ladder (protocol v3 sends
+ * buckets only), which the fuzz template sets to 4, 8, 16, ... */
+#define N_PEER 4
 
 static int sign_cb(void *ctx, const uint8_t *msg, size_t len, uint8_t sig[64]) {
   return crypto_sign_detached(sig, NULL, msg, len, ctx);
@@ -82,6 +84,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   t.queries = &q;
   t.nqueries = 1;
   memset(t.sha256, 0x11, sizeof t.sha256);
+  t.limits.size_buckets.floor = 4;
+  t.limits.size_buckets.ratio = 2.0;
   uint8_t bytes[] = "a@x.example"
                     "b@x.example";
   size_t off[] = {0, 11, 22};
