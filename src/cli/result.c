@@ -126,8 +126,10 @@ void cr_cli_print_result_human(const cr_party_session *s, const char *peer_addr)
     printf("  overlap:       suppressed (fewer than %llu, the query's min_count)\n",
            (unsigned long long)r->min_count);
   } else {
-    printf("  overlap:       %llu (%.1f%% of our set, %.1f%% of the partner's)\n",
+    /* Against the partner's bucket, the share is a lower bound. */
+    printf("  overlap:       %llu (%.1f%% of our set, %s%.1f%% of the partner's)\n",
            (unsigned long long)r->count, 100.0 * share(r->count, r->own_set_size),
+           r->peer_set_size_is_bucket ? "at least " : "",
            100.0 * share(r->count, r->peer_set_size));
     if (s->rows_written && s->rows_path != NULL)
       printf("  matched rows:  %llu written to %s\n", (unsigned long long)s->rows, s->rows_path);
