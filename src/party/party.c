@@ -183,6 +183,18 @@ const char *cr_party_note(const cr_party *p, int which) {
   return which == CR_PARTY_NOTE_AUDIT ? p->notes[1] : p->notes[0];
 }
 
+void cr__party_node_base(cr_party *p, unsigned timeout_ms) {
+  memset(&p->nc, 0, sizeof p->nc);
+  p->nc.session.tmpl = p->t;
+  p->nc.session.role = p->role;
+  p->nc.session.software = p->software;
+  p->nc.id = p->id;
+  p->nc.address = p->address;
+  p->nc.handshake_timeout_ms = timeout_ms;
+  p->nc.idle_timeout_ms = timeout_ms;
+  p->nc.ctx = p;
+}
+
 void cr_party_stop(cr_party *p) {
   if (p != NULL && p->node != NULL)
     cr_node_stop(p->node);

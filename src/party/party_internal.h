@@ -108,6 +108,9 @@ struct cr_party {
   uint64_t ping_t0, ping_tls;
 };
 
+/* p->nc zeroed, then what every node of this party shares: template, role,
+ * software, identity, address, timeouts, ctx = p. */
+void cr__party_node_base(cr_party *p, unsigned timeout_ms);
 /* serve: the own set for a query (cr_session_config.load). */
 int cr__party_load(void *ctx, const cr_query *q, const cr_session_result *res,
                    const cr_dataset **out, char *msg, size_t cap);

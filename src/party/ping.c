@@ -219,24 +219,14 @@ int cr_party_ping(cr_party *p, uv_loop_t *loop, unsigned timeout_ms,
   p->on_ping_done = on_ping_done;
   memset(&p->ping, 0, sizeof p->ping);
   p->ping.connect_ms = p->ping.rtt_ms = -1;
-  memset(&p->nc, 0, sizeof p->nc);
+  cr__party_node_base(p, timeout_ms);
   cr_session_config *sc = &p->nc.session;
-  sc->tmpl = p->t;
-  sc->role = p->role;
-  sc->software = p->software;
   sc->is_runner = 1;
-  sc->ping = 1;
-  /* A ping sends no query name; the node only wants one present. */
-  sc->query = "(ping)";
-  p->nc.id = p->id;
-  p->nc.address = p->address;
-  p->nc.handshake_timeout_ms = timeout_ms;
-  p->nc.idle_timeout_ms = timeout_ms;
+  sc->ping = 1; /* Hello only: no query, no data, no size */
   p->nc.on_connected = ping_connected;
   p->nc.on_session = ping_session;
   p->nc.on_tcp_connected = ping_tcp;
   p->nc.on_closed = ping_closed;
-  p->nc.ctx = p;
   p->ping_t0 = uv_hrtime();
   int rc = cr_node_run_start(&p->node, loop, &p->nc, err);
   if (rc)

@@ -23,8 +23,8 @@ static int party_admit(void *ctx, const cr_query *q, const cr_session_result *r,
   return cr__trail_admit(&p->trail, r, msg, cap);
 }
 
-static void on_connected(void *ctx, const char *peer_addr, const uint8_t *peer_fp) {
-  cr_party *p = ctx;
+/* The fields naming the partner of a connection: address and certificate. */
+static json_t *peer_fields(const char *peer_addr, const uint8_t *peer_fp) {
   json_t *o = json_object();
   if (peer_addr)
     json_object_set_new(o, "address", cr__jtext(peer_addr));
@@ -33,6 +33,12 @@ static void on_connected(void *ctx, const char *peer_addr, const uint8_t *peer_f
     cr_hex_encode(hex, peer_fp, CR_SHA256_BYTES);
     json_object_set_new(o, "peer_cert_sha256", cr__jtext(hex));
   }
+  return o;
+}
+
+static void on_connected(void *ctx, const char *peer_addr, const uint8_t *peer_fp) {
+  cr_party *p = ctx;
+  json_t *o = peer_fields(peer_addr, peer_fp);
   json_object_set_new(o, "peer_role", cr__jtext(cr_role_name(cr_role_other(p->role))));
   (void)cr__trail_event(&p->trail, "connection_accepted", o, NULL);
 }
@@ -82,14 +88,7 @@ static void on_session(void *ctx, const cr_session_result *r, const char *peer_a
   p->sessions++;
   if (r->ping && r->status == CR_SESSION_DONE) {
     /* A ping answered: recorded, never reported as a result. */
-    json_t *o = json_object();
-    if (peer_addr)
-      json_object_set_new(o, "address", cr__jtext(peer_addr));
-    if (peer_fp) {
-      char hex[CR_SHA256_HEX_BYTES];
-      cr_hex_encode(hex, peer_fp, CR_SHA256_BYTES);
-      json_object_set_new(o, "peer_cert_sha256", cr__jtext(hex));
-    }
+    json_t *o = peer_fields(peer_addr, peer_fp);
     json_object_set_new(o, "peer_software", cr__jtext(r->peer_software));
     json_object_set_new(o, "template_sha256", cr__jtext(p->trail.th));
     if (cr__trail_event(&p->trail, "ping_answered", o, &err) == 0)
@@ -175,25 +174,17 @@ static void node_setup(cr_party *p, uv_loop_t *loop, const cr_party_events *ev, 
   p->loop = loop;
   if (ev)
     p->ev = *ev;
-  memset(&p->nc, 0, sizeof p->nc);
+  cr__party_node_base(p, timeout_ms);
   cr_session_config *sc = &p->nc.session;
-  sc->tmpl = p->t;
   sc->data = p->data;
-  sc->role = p->role;
-  sc->software = p->software;
   sc->pool = pool;
   sc->admit = party_admit;
   sc->admit_ctx = p;
-  p->nc.id = p->id;
-  p->nc.address = p->address;
-  p->nc.idle_timeout_ms = timeout_ms;
-  p->nc.handshake_timeout_ms = timeout_ms;
   p->nc.on_session = on_session;
   p->nc.on_connected = on_connected;
   p->nc.on_listening = on_listening;
   p->nc.on_progress = on_progress;
   p->nc.on_closed = on_closed;
-  p->nc.ctx = p;
 }
 
 static int busy(cr_party *p, cr_error *err) {
