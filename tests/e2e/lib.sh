@@ -123,3 +123,44 @@ normalized_emails() {
       n = split(v, parts, "@")
       if (n == 2 && parts[1] != "" && parts[2] != "" && v !~ /[ \t]/) print v }' "$1" | sort -u
 }
+
+# seg_map CSV: "normalized-email segment" per distinct key, the first row's
+# segment when a key appears on several rows; sorted.
+seg_map() {
+  awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) { if ($i == "email") c = i; if ($i == "segment") s = i } next }
+    { v = $c; sub(/\r$/, "", v); gsub(/^[ \t]+|[ \t]+$/, "", v); v = tolower(v)
+      n = split(v, parts, "@")
+      if (n != 2 || parts[1] == "" || parts[2] == "" || v ~ /[ \t]/) next
+      if (!(v in seen)) { seen[v] = 1; print v, $s } }' "$1" | sort
+}
+
+# pharma_eligible_keys CSV CODES MIN_AGE MAX_AGE: the distinct normalized e-mails of the
+# hospital's records whose dx_code is one of CODES (comma-separated, exact
+# match) and whose age is an integer within [MIN_AGE, MAX_AGE]; sorted.
+pharma_eligible_keys() {
+  awk -F, -v codes="$2" -v lo="$3" -v hi="$4" '
+    NR == 1 { for (i = 1; i <= NF; i++) { if ($i == "email") c = i; if ($i == "dx_code") d = i; if ($i == "age") a = i }
+              n = split(codes, cl, ","); for (i = 1; i <= n; i++) want[cl[i]] = 1; next }
+    { v = $c; gsub(/^[ \t]+|[ \t]+$/, "", v); v = tolower(v)
+      k = split(v, parts, "@")
+      if (k != 2 || parts[1] == "" || parts[2] == "" || v ~ /[ \t]/) next
+      dx = $d; gsub(/^[ \t]+|[ \t]+$/, "", dx)
+      age = $a; sub(/\r$/, "", age); gsub(/^[ \t]+|[ \t]+$/, "", age)
+      if ((dx in want) && age ~ /^[0-9]+$/ && age + 0 >= lo && age + 0 <= hi) print v }' "$1" | sort -u
+}
+
+# small_sets_fixture: the provider's and consumer's identities (and a
+# stranger's), template.json from the overlap example with room for small
+# sets and many runs, prov.csv (300 keys in 3 segments) and cons.csv (200
+# keys), 120 of them in both (EXPECTED).
+small_sets_fixture() {
+  make_identities
+  "$CR" keygen --out stranger-id --name stranger >/dev/null 2>&1
+  pin_template "$EX/template.json" base.json
+  sed -e 's/"min_set_size": [0-9]*/"min_set_size": 10/' \
+    -e 's/"max_runs_per_query": [0-9]*/"max_runs_per_query": 1000000/' base.json >template.json
+  { echo "email,segment"; for i in $(seq 0 299); do echo "user$i@example.com,s$((i % 3))"; done; } >prov.csv
+  { echo "email"; for i in $(seq 180 379); do echo "user$i@example.com"; done; } >cons.csv
+  EXPECTED=120
+}
+

@@ -19,14 +19,8 @@ if [ "$(ulimit -n)" -lt $((IDLE + HELD_TLS + 64)) ]; then
   ulimit -n $((IDLE + HELD_TLS + 64)) 2>/dev/null || true
 fi
 
-make_identities
-"$CR" keygen --out stranger-id --name stranger >/dev/null 2>&1
-pin_template "$EX/template.json" base.json
-sed -e 's/"min_set_size": [0-9]*/"min_set_size": 10/' \
-  -e 's/"max_runs_per_query": [0-9]*/"max_runs_per_query": 1000000/' base.json >template.json
-{ echo "email,segment"; for i in $(seq 0 299); do echo "user$i@example.com,s$((i % 3))"; done; } >prov.csv
-{ echo "email"; for i in $(seq 180 379); do echo "user$i@example.com"; done; } >cons.csv
-EXPECTED=120
+# Small sets, and room for many runs of the query.
+small_sets_fixture
 
 fds() { ls "/proc/$1/fd" 2>/dev/null | wc -l; }
 rss_kb() { sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\).*/\1/p' "/proc/$1/status"; }

@@ -25,16 +25,8 @@ if [ ! -x "$HP" ]; then
 fi
 T_START=$(date +%s)
 
-make_identities
-"$CR" keygen --out stranger-id --name stranger >/dev/null 2>&1
-pin_template "$EX/template.json" base.json
 # Small sets, and room for many runs of the query.
-sed -e 's/"min_set_size": [0-9]*/"min_set_size": 10/' \
-  -e 's/"max_runs_per_query": [0-9]*/"max_runs_per_query": 1000000/' base.json >template.json
-
-{ echo "email,segment"; for i in $(seq 0 299); do echo "user$i@example.com,s$((i % 3))"; done; } >prov.csv
-{ echo "email"; for i in $(seq 180 379); do echo "user$i@example.com"; done; } >cons.csv
-EXPECTED=120
+small_sets_fixture
 # The forged-result cases' own sets (issue 14): disjoint from the node's
 # (true overlap 0) for reflect and echo_digests, 5 in common (below
 # min_count 100) for repeat_digests, so any release would be visibly wrong.

@@ -18,12 +18,8 @@ source "$CR_E2E_LIB"
 HP=${HOSTILE_PEER:-$(dirname "$CLEANROOM")/tests/hostile/hostile_peer}
 [ -x "$HP" ] || { echo "FAIL: hostile_peer not found at $HP" >&2; exit 1; }
 
-make_identities
-pin_template "$EX/template.json" base.json
-sed -e 's/"min_set_size": [0-9]*/"min_set_size": 10/' \
-  -e 's/"max_runs_per_query": [0-9]*/"max_runs_per_query": 1000000/' base.json >template.json
-{ echo "email,segment"; for i in $(seq 0 299); do echo "user$i@example.com,s$((i % 3))"; done; } >prov.csv
-{ echo "email"; for i in $(seq 180 379); do echo "user$i@example.com"; done; } >cons.csv
+# Small sets, and room for many runs of the query.
+small_sets_fixture
 
 interrupt_case() {
   local sig=$1 want=$2

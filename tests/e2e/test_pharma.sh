@@ -15,28 +15,13 @@ MIN=50
 
 # ---- the plain filter and join, independent of the engine --------------------
 
-# eligible_keys CODES MIN_AGE MAX_AGE: the distinct normalized e-mails of the
-# hospital's records whose dx_code is one of CODES (comma-separated, exact
-# match) and whose age is an integer within [MIN_AGE, MAX_AGE]; sorted.
-eligible_keys() {
-  awk -F, -v codes="$1" -v lo="$2" -v hi="$3" '
-    NR == 1 { for (i = 1; i <= NF; i++) { if ($i == "email") c = i; if ($i == "dx_code") d = i; if ($i == "age") a = i }
-              n = split(codes, cl, ","); for (i = 1; i <= n; i++) want[cl[i]] = 1; next }
-    { v = $c; gsub(/^[ \t]+|[ \t]+$/, "", v); v = tolower(v)
-      k = split(v, parts, "@")
-      if (k != 2 || parts[1] == "" || parts[2] == "" || v ~ /[ \t]/) next
-      dx = $d; gsub(/^[ \t]+|[ \t]+$/, "", dx)
-      age = $a; sub(/\r$/, "", age); gsub(/^[ \t]+|[ \t]+$/, "", age)
-      if ((dx in want) && age ~ /^[0-9]+$/ && age + 0 >= lo && age + 0 <= hi) print v }' "$HOSP" | sort -u
-}
-
 normalized_emails "$REG" >reg.keys
 normalized_emails "$HOSP" >hosp.keys
 N_REG=$(wc -l <reg.keys)
 N_HOSP=$(wc -l <hosp.keys)
 UNFILTERED=$(comm -12 reg.keys hosp.keys | wc -l)
-eligible_keys E11,E10 18 65 >a.keys
-eligible_keys E10 18 65 >b.keys
+pharma_eligible_keys "$HOSP" E11,E10 18 65 >a.keys
+pharma_eligible_keys "$HOSP" E10 18 65 >b.keys
 N_A=$(wc -l <a.keys)
 N_B=$(wc -l <b.keys)
 EXP_A=$(comm -12 reg.keys a.keys | wc -l)
@@ -121,7 +106,7 @@ no_keys run.out run.err server.out server.err
 # (SIZE) without telling the partner how many there are.
 
 MIN_SET=$(sed -n 's/.*"min_set_size": *\([0-9]*\).*/\1/p' "$PX/template.json")
-eligible_keys E10 18 20 >c.keys
+pharma_eligible_keys "$HOSP" E10 18 20 >c.keys
 N_C=$(wc -l <c.keys)
 if [ "$N_C" -lt "$MIN_SET" ] && [ "$N_C" -gt 0 ]; then ok "C: $N_C eligible patients, below min_set_size $MIN_SET"; else fail "C: data does not give a small set ($N_C)"; fi
 start_server template.json "$HOSP" --once

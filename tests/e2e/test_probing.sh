@@ -13,20 +13,9 @@ PX="$CR_SOURCE_DIR/examples/pharma"
 HOSP="$PX/hospital.csv"
 REG="$PX/registry.csv"
 
-eligible_count() { # CODES MIN_AGE MAX_AGE: distinct normalized e-mails the filter keeps
-  awk -F, -v codes="$1" -v lo="$2" -v hi="$3" '
-    NR == 1 { for (i = 1; i <= NF; i++) { if ($i == "email") c = i; if ($i == "dx_code") d = i; if ($i == "age") a = i }
-              n = split(codes, cl, ","); for (i = 1; i <= n; i++) want[cl[i]] = 1; next }
-    { v = $c; gsub(/^[ \t]+|[ \t]+$/, "", v); v = tolower(v)
-      k = split(v, parts, "@")
-      if (k != 2 || parts[1] == "" || parts[2] == "" || v ~ /[ \t]/) next
-      dx = $d; gsub(/^[ \t]+|[ \t]+$/, "", dx)
-      age = $a; sub(/\r$/, "", age); gsub(/^[ \t]+|[ \t]+$/, "", age)
-      if ((dx in want) && age ~ /^[0-9]+$/ && age + 0 >= lo && age + 0 <= hi) print v }' "$HOSP" | sort -u | wc -l
-}
 HOSP_ROWS=$(($(wc -l <"$HOSP") - 1))
 declare -A EXACT
-for age in 18 19 20 21 22; do EXACT[$age]=$(eligible_count E11 "$age" 65); done
+for age in 18 19 20 21 22; do EXACT[$age]=$(pharma_eligible_keys "$HOSP" E11 "$age" 65 | wc -l); done
 echo "hospital: $HOSP_ROWS rows; E11 patients aged AGE-65: 18:${EXACT[18]} 19:${EXACT[19]} 20:${EXACT[20]} 21:${EXACT[21]} 22:${EXACT[22]}"
 
 make_identities

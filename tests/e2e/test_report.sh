@@ -25,13 +25,6 @@ if [ ! -x "${CR_CHROMIUM:-/usr/bin/chromium}" ]; then
 fi
 
 # ---- the plain join, independent of the engine ---------------------------
-seg_map() {
-  awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) { if ($i == "email") c = i; if ($i == "segment") s = i } next }
-    { v = $c; sub(/\r$/, "", v); gsub(/^[ \t]+|[ \t]+$/, "", v); v = tolower(v)
-      n = split(v, parts, "@")
-      if (n != 2 || parts[1] == "" || parts[2] == "" || v ~ /[ \t]/) next
-      if (!(v in seen)) { seen[v] = 1; print v, $s } }' "$1" | sort
-}
 normalized_emails "$INS" >ins.keys
 normalized_emails "$BG" >bg.keys
 N_INS=$(wc -l <ins.keys)

@@ -15,6 +15,7 @@
 #include <sodium.h>
 
 #include "cleanroom/engine.h"
+#include "support/memdata.h"
 
 static cr_template *make_template(const char *suite) {
   cr_template *t = calloc(1, sizeof *t);
@@ -24,50 +25,7 @@ static cr_template *make_template(const char *suite) {
   return t;
 }
 
-/* Keys "k<i>" for i in [from, to), sorted bytewise. */
-static int cmp_str(const void *a, const void *b) {
-  return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-static cr_dataset *make_dataset(int from, int to, int nlab) {
-  size_t n = (size_t)(to - from);
-  char **keys = calloc(n, sizeof *keys);
-  for (size_t i = 0; i < n; i++) {
-    keys[i] = malloc(16);
-    snprintf(keys[i], 16, "k%d", from + (int)i);
-  }
-  qsort(keys, n, sizeof *keys, cmp_str);
-  cr_dataset *d = calloc(1, sizeof *d);
-  d->n = n;
-  d->bytes = malloc(16 * n);
-  d->off = calloc(n + 1, sizeof *d->off);
-  if (nlab) {
-    d->nlabels = (size_t)nlab;
-    d->labels = calloc(n, sizeof *d->labels);
-    d->label_sizes = calloc((size_t)nlab, sizeof *d->label_sizes);
-  }
-  for (size_t i = 0; i < n; i++) {
-    size_t l = strlen(keys[i]);
-    memcpy(d->bytes + d->off[i], keys[i], l);
-    d->off[i + 1] = d->off[i] + l;
-    if (nlab) {
-      d->labels[i] = (uint32_t)(atoi(keys[i] + 1) % nlab);
-      d->label_sizes[d->labels[i]]++;
-    }
-    free(keys[i]);
-  }
-  free(keys);
-  return d;
-}
-
-static void free_dataset(cr_dataset *d) {
-  free(d->bytes);
-  free(d->off);
-  free(d->labels);
-  free(d->label_sizes);
-  free(d);
-}
-
+/* Keys "k<i>" for i in [from, to), sorted bytewise; labels i % nlab. */
 /* Deterministic randomness: ChaCha20 keystream, keyed by a seed byte. */
 typedef struct stream {
   uint8_t key[crypto_stream_chacha20_KEYBYTES];
@@ -181,7 +139,7 @@ static void run_free(run *r) {
 static void test_count(void **state) {
   (void)state;
   cr_template *t = make_template("ristretto255");
-  cr_dataset *da = make_dataset(0, 100, 0), *db = make_dataset(70, 150, 0);
+  cr_dataset *da = fx_mem_dataset("k", "", 0, 100, 0), *db = fx_mem_dataset("k", "", 70, 150, 0);
   run r;
   exchange(&r, t, da, db, 0, 0, 1, NULL, NULL, NULL);
   assert_int_equal(r.res.count, 30);
@@ -193,28 +151,28 @@ static void test_count(void **state) {
   exchange(&r, t, da, db, 0, 0, 31, NULL, NULL, NULL);
   assert_true(r.res.suppressed);
   run_free(&r);
-  free_dataset(da);
-  free_dataset(db);
+  fx_mem_dataset_free(da);
+  fx_mem_dataset_free(db);
   free(t);
 }
 
 static void test_count_p256(void **state) {
   (void)state;
   cr_template *t = make_template("p256");
-  cr_dataset *da = make_dataset(0, 40, 0), *db = make_dataset(30, 60, 0);
+  cr_dataset *da = fx_mem_dataset("k", "", 0, 40, 0), *db = fx_mem_dataset("k", "", 30, 60, 0);
   run r;
   exchange(&r, t, da, db, 0, 0, 1, NULL, NULL, NULL);
   assert_int_equal(r.res.count, 10);
   run_free(&r);
-  free_dataset(da);
-  free_dataset(db);
+  fx_mem_dataset_free(da);
+  fx_mem_dataset_free(db);
   free(t);
 }
 
 static void test_members(void **state) {
   (void)state;
   cr_template *t = make_template("ristretto255");
-  cr_dataset *da = make_dataset(0, 50, 0), *db = make_dataset(40, 80, 0);
+  cr_dataset *da = fx_mem_dataset("k", "", 0, 50, 0), *db = fx_mem_dataset("k", "", 40, 80, 0);
   run r;
   exchange(&r, t, da, db, 1, 0, 1, NULL, NULL, NULL);
   assert_int_equal(r.res.count, 10);
@@ -227,15 +185,15 @@ static void test_members(void **state) {
     assert_int_equal((r.res.matched[i / 8] >> (i % 8)) & 1, want);
   }
   run_free(&r);
-  free_dataset(da);
-  free_dataset(db);
+  fx_mem_dataset_free(da);
+  fx_mem_dataset_free(db);
   free(t);
 }
 
 static void test_grouped(void **state) {
   (void)state;
   cr_template *t = make_template("ristretto255");
-  cr_dataset *da = make_dataset(0, 60, 3), *db = make_dataset(0, 30, 0);
+  cr_dataset *da = fx_mem_dataset("k", "", 0, 60, 3), *db = fx_mem_dataset("k", "", 0, 30, 0);
   run r;
   exchange(&r, t, da, db, 0, 1, 10, NULL, NULL, NULL);
   assert_int_equal(r.res.ncells, 3);
@@ -252,8 +210,8 @@ static void test_grouped(void **state) {
     assert_int_equal(r.res.cells[i].count, 0);
   }
   run_free(&r);
-  free_dataset(da);
-  free_dataset(db);
+  fx_mem_dataset_free(da);
+  fx_mem_dataset_free(db);
   free(t);
 }
 
@@ -261,7 +219,7 @@ static void test_grouped(void **state) {
 static void test_deterministic(void **state) {
   (void)state;
   cr_template *t = make_template("ristretto255");
-  cr_dataset *d = make_dataset(0, 20, 0);
+  cr_dataset *d = fx_mem_dataset("k", "", 0, 20, 0);
   uint8_t p[3][20 * 32];
   for (int i = 0; i < 3; i++) {
     stream st;
@@ -278,20 +236,20 @@ static void test_deterministic(void **state) {
   assert_memory_not_equal(p[0], p[2], sizeof p[0]);
 
   stream s1 = {{3}, 0}, s2 = {{4}, 0};
-  cr_dataset *db = make_dataset(10, 30, 0);
+  cr_dataset *db = fx_mem_dataset("k", "", 10, 30, 0);
   run r;
   exchange(&r, t, d, db, 0, 0, 1, stream_rand, &s1, &s2);
   assert_int_equal(r.res.count, 10);
   run_free(&r);
-  free_dataset(db);
-  free_dataset(d);
+  fx_mem_dataset_free(db);
+  fx_mem_dataset_free(d);
   free(t);
 }
 
 static void test_bad_point_and_rand(void **state) {
   (void)state;
   cr_template *t = make_template("ristretto255");
-  cr_dataset *d = make_dataset(0, 4, 0);
+  cr_dataset *d = fx_mem_dataset("k", "", 0, 4, 0);
   cr_engine_config c = {t, NULL, NULL, NULL};
   cr_engine *e;
   assert_int_equal(cr_engine_new(&e, &c), 0);
@@ -322,7 +280,7 @@ static void test_bad_point_and_rand(void **state) {
   assert_false(cr_engine_suite_supported("nope"));
   assert_true(cr_engine_suite_supported("p256"));
   free(u);
-  free_dataset(d);
+  fx_mem_dataset_free(d);
   free(t);
 }
 
@@ -332,8 +290,8 @@ static void test_bad_point_and_rand(void **state) {
 static void test_padding_never_matches(void **state) {
   (void)state;
   cr_template *t = make_template("ristretto255");
-  cr_dataset *da = make_dataset(0, 100, 0), *db = make_dataset(70, 150, 0);
-  cr_dataset *dg = make_dataset(0, 60, 3), *dz = make_dataset(500, 540, 0);
+  cr_dataset *da = fx_mem_dataset("k", "", 0, 100, 0), *db = fx_mem_dataset("k", "", 70, 150, 0);
+  cr_dataset *dg = fx_mem_dataset("k", "", 0, 60, 3), *dz = fx_mem_dataset("k", "", 500, 540, 0);
   run r;
   g_pad_a = 300;
   g_pad_b = 250;
@@ -362,10 +320,10 @@ static void test_padding_never_matches(void **state) {
   assert_int_equal(sum, 0); /* k0..k59 against k70..k149 */
   run_free(&r);
   g_pad_a = g_pad_b = 0;
-  free_dataset(da);
-  free_dataset(db);
-  free_dataset(dg);
-  free_dataset(dz);
+  fx_mem_dataset_free(da);
+  fx_mem_dataset_free(db);
+  fx_mem_dataset_free(dg);
+  fx_mem_dataset_free(dz);
   free(t);
 }
 
@@ -373,7 +331,7 @@ static void test_padding_never_matches(void **state) {
 static void test_suppressed_is_zero(void **state) {
   (void)state;
   cr_template *t = make_template("ristretto255");
-  cr_dataset *da = make_dataset(0, 100, 0), *db = make_dataset(70, 150, 0);
+  cr_dataset *da = fx_mem_dataset("k", "", 0, 100, 0), *db = fx_mem_dataset("k", "", 70, 150, 0);
   run r;
   exchange(&r, t, da, db, 0, 0, 31, NULL, NULL, NULL);
   assert_true(r.res.suppressed);
@@ -384,8 +342,8 @@ static void test_suppressed_is_zero(void **state) {
   assert_int_equal(r.res.count, 0);
   assert_null(r.res.matched);
   run_free(&r);
-  free_dataset(da);
-  free_dataset(db);
+  fx_mem_dataset_free(da);
+  fx_mem_dataset_free(db);
   free(t);
 }
 
@@ -429,7 +387,7 @@ static int match_rule(cr_engine *e) {
 static void test_lying_peer(void **state) {
   (void)state;
   cr_template *t = make_template("ristretto255");
-  cr_dataset *d = make_dataset(0, 40, 0), *o = make_dataset(100, 140, 0);
+  cr_dataset *d = fx_mem_dataset("k", "", 0, 40, 0), *o = fx_mem_dataset("k", "", 100, 140, 0);
   uint8_t *pts, *opts, *olabs;
   uint64_t bad;
 
@@ -489,8 +447,8 @@ static void test_lying_peer(void **state) {
   free(pts);
   free(opts);
   cr_engine_free(peer);
-  free_dataset(d);
-  free_dataset(o);
+  fx_mem_dataset_free(d);
+  fx_mem_dataset_free(o);
   free(t);
 }
 
@@ -498,7 +456,7 @@ static void test_lying_peer(void **state) {
 static void test_own_order(void **state) {
   (void)state;
   cr_template *t = make_template("ristretto255");
-  cr_dataset *d = make_dataset(0, 2, 0);
+  cr_dataset *d = fx_mem_dataset("k", "", 0, 2, 0);
   cr_engine_config c = {t, NULL, NULL, NULL};
   cr_engine *e;
   uint8_t dig[32];
@@ -521,7 +479,7 @@ static void test_own_order(void **state) {
   assert_int_equal(cr_engine_own_add(e, dig, 2, 0, 0), CR_EPROTO);
   assert_int_equal(cr_engine_violation(e), CR_RULE_DIGEST_ORDER);
   cr_engine_free(e);
-  free_dataset(d);
+  fx_mem_dataset_free(d);
   free(t);
 }
 

@@ -31,6 +31,7 @@
 #include <uv.h>
 
 #include "cleanroom/net.h"
+#include "support/memdata.h"
 #include "support/fixtures.h"
 
 #define MAX_REPORTS 16
@@ -82,44 +83,6 @@ static void free_template(cr_template *t) {
   free(t->suite);
   free(t->match_key.name);
   free(t);
-}
-
-static int cmp_str(const void *a, const void *b) {
-  return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* Keys "user<i>@example.com" for i in [from, to). */
-static cr_dataset *make_dataset(int from, int to) {
-  int n = to - from;
-  char **keys = calloc((size_t)n, sizeof *keys);
-  size_t total = 0;
-  assert_non_null(keys);
-  for (int i = 0; i < n; i++) {
-    char buf[64];
-    snprintf(buf, sizeof buf, "user%d@example.com", from + i);
-    keys[i] = dup_str(buf);
-    total += strlen(buf);
-  }
-  qsort(keys, (size_t)n, sizeof *keys, cmp_str);
-  cr_dataset *d = calloc(1, sizeof *d);
-  assert_non_null(d);
-  d->n = (size_t)n;
-  d->bytes = malloc(total ? total : 1);
-  d->off = calloc((size_t)n + 1, sizeof *d->off);
-  for (int i = 0; i < n; i++) {
-    size_t l = strlen(keys[i]);
-    memcpy(d->bytes + d->off[i], keys[i], l);
-    d->off[i + 1] = d->off[i] + l;
-    free(keys[i]);
-  }
-  free(keys);
-  return d;
-}
-
-static void free_dataset(cr_dataset *d) {
-  free(d->bytes);
-  free(d->off);
-  free(d);
 }
 
 /* ---- a serving node, on a loop of its own in a thread --------------------- */
@@ -258,7 +221,7 @@ static void srv_thread(void *arg) {
 static void srv_init(server *s, const uint8_t *pin_cons, int n_from, int n_to) {
   memset(s, 0, sizeof *s);
   s->tmpl = make_template(F->fp[PROV], pin_cons);
-  s->data = make_dataset(n_from, n_to);
+  s->data = fx_mem_dataset("user", "@example.com", n_from, n_to, 0);
   s->cfg.session.tmpl = s->tmpl;
   s->cfg.id = F->id[PROV];
   s->cfg.session.data = s->data;
@@ -303,7 +266,7 @@ static void srv_free_unstarted(server *s) {
   uv_sem_destroy(&s->ready);
   uv_mutex_destroy(&s->mu);
   free_template(s->tmpl);
-  free_dataset(s->data);
+  fx_mem_dataset_free(s->data);
 }
 
 /* After the thread: the node closed once, and so did every handle. */
@@ -347,7 +310,7 @@ static void cli_on_closed(void *ctx, int rc, const cr_error *err, cr_session_res
 static void cli_init(client *c, const char *addr, const uint8_t *pin_prov, int n_from, int n_to) {
   memset(c, 0, sizeof *c);
   c->tmpl = make_template(pin_prov, F->fp[CONS]);
-  c->data = make_dataset(n_from, n_to);
+  c->data = fx_mem_dataset("user", "@example.com", n_from, n_to, 0);
   c->cfg.session.tmpl = c->tmpl;
   c->cfg.id = F->id[CONS];
   c->cfg.session.data = c->data;
@@ -399,7 +362,7 @@ static void cli_check_closed(const client *c) {
 static void cli_free(client *c) {
   cr_session_result_free_outputs(&c->res); /* on_closed handed them over */
   free_template(c->tmpl);
-  free_dataset(c->data);
+  fx_mem_dataset_free(c->data);
 }
 
 /* ---- both on one loop, in this thread -------------------------------------- */

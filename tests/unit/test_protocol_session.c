@@ -16,6 +16,7 @@
 #include <sodium.h>
 
 #include "cleanroom/protocol.h"
+#include "support/memdata.h"
 #include "protocol/frame.h"
 
 /* ---- fixtures ------------------------------------------------------------ */
@@ -91,36 +92,6 @@ static void free_template(cr_template *t) {
   free(t);
 }
 
-static int cmp_str(const void *a, const void *b) {
-  return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* Keys "user<i>@example.com" for i in [from, to). */
-static cr_dataset *make_dataset(int from, int to) {
-  int n = to - from;
-  char **keys = calloc((size_t)n, sizeof *keys);
-  size_t total = 0;
-  for (int i = 0; i < n; i++) {
-    char buf[64];
-    snprintf(buf, sizeof buf, "user%d@example.com", from + i);
-    keys[i] = dup_str(buf);
-    total += strlen(buf);
-  }
-  qsort(keys, (size_t)n, sizeof *keys, cmp_str);
-  cr_dataset *d = calloc(1, sizeof *d);
-  d->n = (size_t)n;
-  d->bytes = malloc(total ? total : 1);
-  d->off = calloc((size_t)n + 1, sizeof *d->off);
-  for (int i = 0; i < n; i++) {
-    size_t l = strlen(keys[i]);
-    memcpy(d->bytes + d->off[i], keys[i], l);
-    d->off[i + 1] = d->off[i] + l;
-    free(keys[i]);
-  }
-  free(keys);
-  return d;
-}
-
 /* The number in key i ("user<num>@example.com"); keys are not
  * NUL-terminated, so copy before parsing. */
 static int key_num(const cr_dataset *d, size_t i) {
@@ -133,7 +104,7 @@ static int key_num(const cr_dataset *d, size_t i) {
   return atoi(buf + 4);
 }
 
-/* Labels "seg<i % nlab>" on the keys of make_dataset (sorted by key). */
+/* Labels "seg<i % nlab>" on the keys of fx_mem_dataset (sorted by key). */
 static void label_dataset(cr_dataset *d, int nlab) {
   d->nlabels = (size_t)nlab;
   d->label_names = calloc((size_t)nlab, sizeof *d->label_names);
@@ -151,17 +122,6 @@ static void label_dataset(cr_dataset *d, int nlab) {
   }
 }
 
-static void free_dataset(cr_dataset *d) {
-  free(d->bytes);
-  free(d->off);
-  for (size_t j = 0; j < d->nlabels; j++)
-    free(d->label_names[j]);
-  free(d->label_names);
-  free(d->label_sizes);
-  free(d->labels);
-  free(d);
-}
-
 typedef struct pair {
   cr_template *tp, *tc;
   cr_dataset *dp, *dc;
@@ -176,8 +136,8 @@ static void pair_init(pair *x, int p_from, int p_to, int c_from, int c_to, uint6
   memset(x, 0, sizeof *x);
   x->tp = make_template(min_count);
   x->tc = make_template(min_count);
-  x->dp = make_dataset(p_from, p_to);
-  x->dc = make_dataset(c_from, c_to);
+  x->dp = fx_mem_dataset("user", "@example.com", p_from, p_to, 0);
+  x->dc = fx_mem_dataset("user", "@example.com", c_from, c_to, 0);
   crypto_sign_keypair(x->kp.pk, x->kp.sk);
   crypto_sign_keypair(x->kc.pk, x->kc.sk);
   cr_buf_init(&x->wire_c2p);
@@ -209,8 +169,8 @@ static void pair_free(pair *x) {
   cr_session_free(x->consumer);
   free_template(x->tp);
   free_template(x->tc);
-  free_dataset(x->dp);
-  free_dataset(x->dc);
+  fx_mem_dataset_free(x->dp);
+  fx_mem_dataset_free(x->dc);
   cr_buf_free(&x->wire_c2p);
   cr_buf_free(&x->wire_p2c);
 }
@@ -615,7 +575,7 @@ static void test_expired_template_refused_on_hello(void **state) {
 static void test_check_local(void **state) {
   (void)state;
   cr_template *t = make_template(1);
-  cr_dataset *d = make_dataset(0, 10);
+  cr_dataset *d = fx_mem_dataset("user", "@example.com", 0, 10, 0);
   cr_session_config c = {0};
   cr_error err;
   c.tmpl = t;
@@ -639,7 +599,7 @@ static void test_check_local(void **state) {
   assert_int_equal(cr_session_check_local(&c, 1000, &err), CR_EREFUSED);
   assert_non_null(strstr(err.msg, "max_set_size"));
   free_template(t);
-  free_dataset(d);
+  fx_mem_dataset_free(d);
 }
 
 static void test_digest_bytes(void **state) {
@@ -663,7 +623,7 @@ typedef struct hostile {
 static void hostile_init(hostile *h, int runner) {
   memset(h, 0, sizeof *h);
   h->t = make_template(1);
-  h->d = make_dataset(0, 20);
+  h->d = fx_mem_dataset("user", "@example.com", 0, 20, 0);
   crypto_sign_keypair(h->me.pk, h->me.sk);
   crypto_sign_keypair(h->peer.pk, h->peer.sk);
   cr_session_config c = {0};
@@ -682,7 +642,7 @@ static void hostile_init(hostile *h, int runner) {
 static void hostile_free(hostile *h) {
   cr_session_free(h->s);
   free_template(h->t);
-  free_dataset(h->d);
+  fx_mem_dataset_free(h->d);
 }
 
 static void feed_frame(hostile *h, Cleanroom__V1__Frame *f) {
@@ -996,8 +956,8 @@ static void test_group_by_cells(void **state) {
   memset(&x, 0, sizeof x);
   x.tp = make_template(27);
   x.tc = make_template(27);
-  x.dp = make_dataset(0, 200);
-  x.dc = make_dataset(120, 370);
+  x.dp = fx_mem_dataset("user", "@example.com", 0, 200, 0);
+  x.dc = fx_mem_dataset("user", "@example.com", 120, 370, 0);
   label_dataset(x.dp, 3);
   crypto_sign_keypair(x.kp.pk, x.kp.sk);
   crypto_sign_keypair(x.kc.pk, x.kc.sk);
@@ -1186,7 +1146,7 @@ static void test_params_refused_by_the_responder(void **state) {
 static void test_params_checked_locally(void **state) {
   (void)state;
   cr_template *t = make_template(1);
-  cr_dataset *d = make_dataset(0, 10);
+  cr_dataset *d = fx_mem_dataset("user", "@example.com", 0, 10, 0);
   cr_session_config c = {0};
   cr_error err;
   c.tmpl = t;
@@ -1205,7 +1165,7 @@ static void test_params_checked_locally(void **state) {
   c.nparams = 1;
   assert_int_equal(cr_session_check_local(&c, 0, &err), 0);
   free_template(t);
-  free_dataset(d);
+  fx_mem_dataset_free(d);
 }
 
 /* ---- secrets: the scalar's memory ---------------------------------------- */

@@ -22,11 +22,10 @@
  *
  * Fixed inputs: template as built below (sha256 = 32 x 0xab, size buckets
  * floor 16 ratio 2), provider keys
- * user0..user11, consumer keys user6..user19 (see make_dataset), batch_size 5,
- * Ed25519 keys from crypto_sign_seed_keypair(seed = 32 x 0x01 provider,
- * 32 x 0x02 consumer); randomness: call number i (from 0) of a side's rand
- * returns the first len bytes of ChaCha20(key, nonce = u64le(i)), key =
- * 32 bytes {side, seed, 0...} (side 'P' or 'C', seed 1).
+ * user0..user11, consumer keys user6..user19 (see support/memdata.h; labels seg<i % 3>), batch_size
+ * 5, Ed25519 keys from crypto_sign_seed_keypair(seed = 32 x 0x01 provider, 32 x 0x02 consumer);
+ * randomness: call number i (from 0) of a side's rand returns the first len bytes of ChaCha20(key,
+ * nonce = u64le(i)), key = 32 bytes {side, seed, 0...} (side 'P' or 'C', seed 1).
  *
  * Regenerate (after an intended wire change; bump the version and say so in
  * docs/protocol.md): CR_REGENERATE_VECTORS=1 ./test_protocol_transcript, or
@@ -44,6 +43,7 @@
 #include <sodium.h>
 
 #include "cleanroom/protocol.h"
+#include "support/memdata.h"
 #include "protocol/frame.h"
 
 static int g_regenerate;
@@ -116,60 +116,6 @@ static void free_template(cr_template *t) {
   free(t);
 }
 
-static int cmp_str(const void *a, const void *b) {
-  return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* Keys "user<i>@example.com", i in [from, to), sorted; labels seg<i % 3>. */
-static cr_dataset *make_dataset(int from, int to, int grouped) {
-  size_t n = (size_t)(to - from);
-  char **keys = calloc(n, sizeof *keys);
-  for (size_t i = 0; i < n; i++) {
-    char buf[64];
-    snprintf(buf, sizeof buf, "user%d@example.com", from + (int)i);
-    keys[i] = dup_str(buf);
-  }
-  qsort(keys, n, sizeof *keys, cmp_str);
-  cr_dataset *d = calloc(1, sizeof *d);
-  d->n = n;
-  d->bytes = malloc(64 * n);
-  d->off = calloc(n + 1, sizeof *d->off);
-  if (grouped) {
-    d->nlabels = 3;
-    d->label_names = calloc(3, sizeof *d->label_names);
-    d->label_sizes = calloc(3, sizeof *d->label_sizes);
-    d->labels = calloc(n, sizeof *d->labels);
-    for (int j = 0; j < 3; j++) {
-      char buf[8];
-      snprintf(buf, sizeof buf, "seg%d", j);
-      d->label_names[j] = dup_str(buf);
-    }
-  }
-  for (size_t i = 0; i < n; i++) {
-    size_t l = strlen(keys[i]);
-    memcpy(d->bytes + d->off[i], keys[i], l);
-    d->off[i + 1] = d->off[i] + l;
-    if (grouped) {
-      d->labels[i] = (uint32_t)(atoi(keys[i] + 4) % 3);
-      d->label_sizes[d->labels[i]]++;
-    }
-    free(keys[i]);
-  }
-  free(keys);
-  return d;
-}
-
-static void free_dataset(cr_dataset *d) {
-  free(d->bytes);
-  free(d->off);
-  for (size_t j = 0; j < d->nlabels; j++)
-    free(d->label_names[j]);
-  free(d->label_names);
-  free(d->label_sizes);
-  free(d->labels);
-  free(d);
-}
-
 /* ---- rendering ----------------------------------------------------------- */
 
 static void put(cr_buf *out, const char *fmt, ...) CR_PRINTF(2, 3);
@@ -237,7 +183,8 @@ typedef struct tcase {
  * consumer's count. */
 static uint64_t run_case(const tcase *tc, uint8_t seed, cr_buf *out) {
   cr_template *tp = make_template(), *tcn = make_template();
-  cr_dataset *dp = make_dataset(0, 12, tc->grouped), *dc = make_dataset(6, 20, 0);
+  cr_dataset *dp = fx_mem_dataset("user", "@example.com", 0, 12, tc->grouped ? 3 : 0),
+             *dc = fx_mem_dataset("user", "@example.com", 6, 20, 0);
   party kp, kc;
   uint8_t sp[32], sc[32];
   memset(sp, 0x01, sizeof sp);
@@ -320,8 +267,8 @@ static uint64_t run_case(const tcase *tc, uint8_t seed, cr_buf *out) {
   cr_session_free(c);
   free_template(tp);
   free_template(tcn);
-  free_dataset(dp);
-  free_dataset(dc);
+  fx_mem_dataset_free(dp);
+  fx_mem_dataset_free(dc);
   return count;
 }
 
