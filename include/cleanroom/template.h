@@ -79,6 +79,9 @@ typedef enum cr_noise_mechanism {
 } cr_noise_mechanism;
 /* "discrete_laplace", "discrete_gaussian"; "none". */
 const char *cr_noise_mechanism_name(cr_noise_mechanism m);
+/* A fixed-point value as its exact decimal ("0.5", "10", "0.000001" for 1
+ * in CR_DP_EPSILON_UNIT), for messages and output; returns out. */
+const char *cr_dp_decimal(char *out, size_t cap, uint64_t value, uint64_t unit);
 
 /*
  * queries.<name>.noise. What one run of the query spends is (epsilon,

@@ -754,6 +754,23 @@ static uint64_t gaussian_sigma_of(uint64_t epsilon, uint64_t delta) {
   return s <= CR_DP_MAX_SIGMA ? s : 0;
 }
 
+const char *cr_dp_decimal(char *out, size_t cap, uint64_t value, uint64_t unit) {
+  char frac[24];
+  unsigned digits = 0;
+  for (uint64_t u = unit; u > 1; u /= 10)
+    digits++;
+  uint64_t whole = unit ? value / unit : value, rest = unit ? value % unit : 0;
+  if (rest == 0 || digits == 0 || digits >= sizeof frac) {
+    snprintf(out, cap, "%llu", (unsigned long long)whole);
+    return out;
+  }
+  snprintf(frac, sizeof frac, "%0*llu", (int)digits, (unsigned long long)rest);
+  for (size_t n = strlen(frac); n > 1 && frac[n - 1] == '0'; n--)
+    frac[n - 1] = '\0';
+  snprintf(out, cap, "%llu.%s", (unsigned long long)whole, frac);
+  return out;
+}
+
 const char *cr_noise_mechanism_name(cr_noise_mechanism m) {
   switch (m) {
   case CR_NOISE_DISCRETE_LAPLACE:
@@ -874,7 +891,10 @@ static void check_budget(vctx *v, json_t *j, cr_privacy_budget *b) {
 
 /* Text of a fixed-point number for messages: "0.5", "10", "1e-09" style. */
 static void fixed_text(char *out, size_t cap, uint64_t x, uint64_t unit) {
-  snprintf(out, cap, "%.15g", (double)x / (double)unit);
+  if (unit == CR_DP_DELTA_UNIT)
+    snprintf(out, cap, "%.15g", (double)x / (double)unit);
+  else
+    cr_dp_decimal(out, cap, x, unit);
 }
 
 /*
