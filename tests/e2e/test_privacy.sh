@@ -194,6 +194,15 @@ for who in provider consumer; do
   expect_eq "the $who's audit log verifies" 0 "$VRC"
 done
 
+# The report shows the noisy releases and the budget spent.
+set +e
+"$CR" report --identity consumer-id --template dp.json --out report.html >report.out 2>report.err
+REPORT_RC=$?
+set -e
+expect_eq "the report is written" 0 "$REPORT_RC"
+expect_grep "the report gives the budget spent and left" "&epsilon; 20 of 20 spent over the runs below, 0 left" report.html
+expect_grep "the report marks each noisy release" "Noisy release.</strong> discrete_laplace, &epsilon; 0.5 spent by this run" report.html
+
 # Human output says the number is noisy, with its interval and the budget.
 cat >dp2.json <dp.json
 sed -i 's/"epsilon": 20/"epsilon": 1/' dp2.json
