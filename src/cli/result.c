@@ -46,7 +46,8 @@ static void round_reals(json_t *j) {
       }
     }
   } else if (json_is_array(j)) {
-    json_array_foreach(j, i, v) round_reals(v);
+    for (i = 0; i < json_array_size(j); i++)
+      round_reals(json_array_get(j, i));
   }
 }
 

@@ -736,6 +736,21 @@ static void test_privacy_rejected(void **state) {
   }
 }
 
+/* Fixed point back to the decimal it came from. */
+static void test_dp_decimal(void **state) {
+  (void)state;
+  char b[32];
+  assert_string_equal(cr_dp_decimal(b, sizeof b, 500000, CR_DP_EPSILON_UNIT), "0.5");
+  assert_string_equal(cr_dp_decimal(b, sizeof b, 1, CR_DP_EPSILON_UNIT), "0.000001");
+  assert_string_equal(cr_dp_decimal(b, sizeof b, 10000000, CR_DP_EPSILON_UNIT), "10");
+  assert_string_equal(cr_dp_decimal(b, sizeof b, 0, CR_DP_EPSILON_UNIT), "0");
+  assert_string_equal(cr_dp_decimal(b, sizeof b, 123456789, CR_DP_EPSILON_UNIT), "123.456789");
+  assert_string_equal(cr_dp_decimal(b, sizeof b, 3500, CR_DP_SIGMA_UNIT), "3.5");
+  assert_string_equal(cr_dp_decimal(b, sizeof b, 1000000, CR_DP_DELTA_UNIT), "0.000000001");
+  assert_string_equal(cr_noise_mechanism_name(CR_NOISE_DISCRETE_GAUSSIAN), "discrete_gaussian");
+  assert_string_equal(cr_noise_mechanism_name(CR_NOISE_NONE), "none");
+}
+
 /* Delta only with a Gaussian query; a budget needs a noisy query. */
 static void test_privacy_combinations(void **state) {
   (void)state;
@@ -1226,6 +1241,7 @@ int main(void) {
       cmocka_unit_test(test_privacy_parses),
       cmocka_unit_test(test_privacy_rejected),
       cmocka_unit_test(test_privacy_combinations),
+      cmocka_unit_test(test_dp_decimal),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
