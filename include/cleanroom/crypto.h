@@ -7,8 +7,12 @@
  * Never: logs or prints a match key, a point, a scalar or a digest; keeps a
  * scalar outside sodium_malloc'ed memory (p256 lends it to OpenSSL as a
  * BIGNUM for one call, cleared before returning); writes its own curve
- * arithmetic (libsodium and OpenSSL do all group operations; p256's
- * simplified SWU map is field arithmetic on OpenSSL's BN).
+ * arithmetic, with one exception: the batched ristretto255 backend
+ * (src/crypto/r255x8_*, AVX-512 IFMA, docs/crypto-backends.md), proved
+ * bit-identical to libsodium by known answers and differential tests and
+ * checked for secret-independent control flow under valgrind. Otherwise
+ * libsodium and OpenSSL do all group operations (p256's simplified SWU map
+ * is field arithmetic on OpenSSL's BN).
  *
  * All functions are safe to call from several threads at once on distinct
  * outputs (they share only read-only inputs).
@@ -89,7 +93,42 @@ typedef struct cr_suite {
    * canonical encoding or is the identity (and leaves out zeroed), CR_ECRYPTO
    * when the product is the identity. */
   int (*reblind)(uint8_t *out, const uint8_t *k, const uint8_t *peer_point);
+
+  /* Optional batch forms of the two above, for n elements blinded with one
+   * scalar (NULL: cr_suite_hash_blind_batch and cr_suite_reblind_batch loop
+   * over the one-element forms). Results are bit-identical to the
+   * one-element forms; only the speed differs. */
+  int (*hash_blind_batch)(uint8_t *out, const uint8_t *k, const uint8_t *const *msgs,
+                          const size_t *lens, size_t n);
+  int (*reblind_batch)(uint8_t *out, const uint8_t *k, const uint8_t *points, size_t n,
+                       size_t *bad);
 } cr_suite;
+
+/*
+ * out[i] = k * HashToGroup(msgs[i]) for i < n (out holds n * point_bytes).
+ * 0, or the first failure of hash_blind; out is then wiped whole.
+ */
+CR_NODISCARD int cr_suite_hash_blind_batch(const cr_suite *suite, uint8_t *out, const uint8_t *k,
+                                           const uint8_t *const *msgs, const size_t *lens,
+                                           size_t n);
+
+/*
+ * out[i] = k * points[i] for n peer points of point_bytes each. CR_EPROTO
+ * when a point is not a canonical non-identity encoding: *bad is then the
+ * lowest such index. On any failure out is wiped whole.
+ */
+CR_NODISCARD int cr_suite_reblind_batch(const cr_suite *suite, uint8_t *out, const uint8_t *k,
+                                        const uint8_t *points, size_t n, size_t *bad);
+
+/*
+ * The ristretto255 backend this process uses, chosen once at the first use:
+ * "avx512ifma" (eight lanes per instruction, when the CPU has AVX-512 IFMA
+ * and the OS saves its registers), else "libsodium". CLEANROOM_CRYPTO=portable
+ * forces libsodium; CLEANROOM_CRYPTO=emulated forces the batched algorithm
+ * on portable C lanes ("emulated": a test and diagnostic mode, slower than
+ * libsodium). All give bit-identical results. docs/crypto-backends.md.
+ */
+const char *cr_crypto_backend_name(void);
 
 /* NULL when the name is unknown. */
 const cr_suite *cr_suite_find(const char *name);

@@ -5,6 +5,7 @@
  */
 #include "cleanroom/crypto.h"
 
+#include <stdint.h>
 #include <string.h>
 
 #include <sodium.h>
@@ -56,6 +57,39 @@ cleanup:
   /* The unused tail of the hash is a function of the shared secret k*P. */
   sodium_memzero(&st, sizeof st);
   sodium_memzero(full, sizeof full);
+}
+
+int cr_suite_hash_blind_batch(const cr_suite *suite, uint8_t *out, const uint8_t *k,
+                              const uint8_t *const *msgs, const size_t *lens, size_t n) {
+  int rc = 0;
+  if (suite == NULL || out == NULL || k == NULL || (n != 0 && (msgs == NULL || lens == NULL)))
+    return CR_EINVAL;
+  if (suite->hash_blind_batch != NULL)
+    return suite->hash_blind_batch(out, k, msgs, lens, n);
+  for (size_t i = 0; i < n && rc == 0; i++)
+    rc = suite->hash_blind(out + i * suite->point_bytes, k, msgs[i], lens[i]);
+  if (rc != 0)
+    sodium_memzero(out, n * suite->point_bytes);
+  return rc;
+}
+
+int cr_suite_reblind_batch(const cr_suite *suite, uint8_t *out, const uint8_t *k,
+                           const uint8_t *points, size_t n, size_t *bad) {
+  int rc = 0;
+  if (bad != NULL)
+    *bad = SIZE_MAX;
+  if (suite == NULL || out == NULL || k == NULL || (n != 0 && points == NULL))
+    return CR_EINVAL;
+  if (suite->reblind_batch != NULL)
+    return suite->reblind_batch(out, k, points, n, bad);
+  for (size_t i = 0; i < n && rc == 0; i++) {
+    rc = suite->reblind(out + i * suite->point_bytes, k, points + i * suite->point_bytes);
+    if (rc == CR_EPROTO && bad != NULL)
+      *bad = i;
+  }
+  if (rc != 0)
+    sodium_memzero(out, n * suite->point_bytes);
+  return rc;
 }
 
 uint8_t *cr_scalar_alloc(const cr_suite *suite) {

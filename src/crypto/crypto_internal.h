@@ -19,4 +19,9 @@ CR_NODISCARD int cr__p256_hash_to_curve_trace(uint8_t p[CR_P256_UNCOMPRESSED_BYT
                                               const uint8_t *msg, size_t msg_len,
                                               const uint8_t *dst, size_t dst_len);
 
+/* Test hook: re-choose the ristretto255 backend as if CLEANROOM_CRYPTO were
+ * name ("portable", "emulated", "ifma", "auto"). Only while no other thread
+ * uses the crypto layer. */
+void cr__crypto_backend_force(const char *name);
+
 #endif

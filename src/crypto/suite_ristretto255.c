@@ -1,11 +1,14 @@
 /*
  * Suite "ristretto255" (design §4): RFC 9380 expand_message_xmd(SHA-512)
- * into RFC 9496 element derivation, blinding by scalar multiplication. Every
- * group operation is libsodium's (constant time); this file only sequences
- * them, validates the peer's bytes and wipes what depends on a match key or a
- * scalar.
+ * into RFC 9496 element derivation, blinding by scalar multiplication. The
+ * one-element forms use libsodium's group operations (constant time); the
+ * batch forms use the backend chosen by backend.c (eight lanes of AVX-512
+ * IFMA, or libsodium through the one-element forms), with bit-identical
+ * results. This file sequences them, validates the peer's bytes and wipes
+ * what depends on a match key or a scalar.
  */
 #include "cleanroom/crypto.h"
+#include "crypto/r255x8.h"
 
 #include <string.h>
 
@@ -131,6 +134,129 @@ cleanup:
   return rc;
 }
 
+/* ---- batches: eight lanes at a time on the chosen backend --------------- */
+
+#define LANES CR_R255X8_LANES
+
+static int r255_hash_blind_loop(uint8_t *out, const uint8_t *k, const uint8_t *const *msgs,
+                                const size_t *lens, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    int rc = r255_hash_blind(out + i * R255_POINT_BYTES, k, msgs[i], lens[i]);
+    if (rc != 0)
+      return rc;
+  }
+  return 0;
+}
+
+static int r255_hash_blind_batch(uint8_t *out, const uint8_t *k, const uint8_t *const *msgs,
+                                 const size_t *lens, size_t n) {
+  const cr_r255x8_backend *be = cr__r255x8_backend();
+  /* The uniform bytes are an image of the match keys; the outputs are wiped
+   * only on failure (they are the caller's). */
+  uint8_t uniform[LANES][R255_UNIFORM_BYTES];
+  uint8_t pts[LANES][R255_POINT_BYTES];
+  int rc = CR_EINVAL;
+
+  if (out == NULL || k == NULL || (n != 0 && (msgs == NULL || lens == NULL)))
+    return CR_EINVAL;
+  if (be == NULL) {
+    rc = r255_hash_blind_loop(out, k, msgs, lens, n);
+    goto cleanup;
+  }
+  rc = 0;
+  for (size_t i = 0; i < n && rc == 0; i += LANES) {
+    size_t m = n - i < LANES ? n - i : LANES;
+    for (size_t l = 0; l < m && rc == 0; l++) {
+      if (msgs[i + l] == NULL && lens[i + l] != 0)
+        rc = CR_EINVAL;
+      else
+        rc = cr_expand_message_xmd_sha512(uniform[l], R255_UNIFORM_BYTES, msgs[i + l],
+                                          lens[i + l], (const uint8_t *)CR_R255_DST,
+                                          sizeof CR_R255_DST - 1);
+    }
+    if (rc != 0)
+      break;
+    /* Spare lanes repeat lane 0; their outputs are dropped. */
+    for (size_t l = m; l < LANES; l++)
+      memcpy(uniform[l], uniform[0], R255_UNIFORM_BYTES);
+    be->hash_blind(pts, k, uniform);
+    for (size_t l = 0; l < m; l++) {
+      /* k * X is the identity only for k = 0 mod L or X the identity, as in
+       * r255_hash_blind (libsodium refuses that product). */
+      if (sodium_is_zero(pts[l], R255_POINT_BYTES)) {
+        rc = CR_ECRYPTO;
+        break;
+      }
+      memcpy(out + (i + l) * R255_POINT_BYTES, pts[l], R255_POINT_BYTES);
+    }
+  }
+
+cleanup:
+  if (rc != 0)
+    sodium_memzero(out, n * R255_POINT_BYTES);
+  sodium_memzero(uniform, sizeof uniform);
+  sodium_memzero(pts, sizeof pts);
+  return rc;
+}
+
+/* The checks r255_reblind adds to the decoder, on public bytes. */
+static int r255_wire_ok(const uint8_t *p) {
+  return (p[R255_POINT_BYTES - 1] & 0x80) == 0 && !sodium_is_zero(p, R255_POINT_BYTES);
+}
+
+static int r255_reblind_batch(uint8_t *out, const uint8_t *k, const uint8_t *points, size_t n,
+                              size_t *bad) {
+  const cr_r255x8_backend *be = cr__r255x8_backend();
+  uint8_t in[LANES][R255_POINT_BYTES];
+  uint8_t pts[LANES][R255_POINT_BYTES];
+  size_t first_bad = SIZE_MAX;
+  int rc = CR_EINVAL;
+
+  if (bad != NULL)
+    *bad = SIZE_MAX;
+  if (out == NULL || k == NULL || (n != 0 && points == NULL))
+    return CR_EINVAL;
+  rc = 0;
+  for (size_t i = 0; i < n && rc == 0; i += LANES) {
+    size_t m = n - i < LANES ? n - i : LANES;
+    if (be == NULL) {
+      /* libsodium, one element at a time. */
+      for (size_t l = 0; l < m && rc == 0; l++) {
+        rc = r255_reblind(out + (i + l) * R255_POINT_BYTES, k,
+                          points + (i + l) * R255_POINT_BYTES);
+        if (rc == CR_EPROTO)
+          first_bad = i + l;
+      }
+      continue;
+    }
+    memcpy(in, points + i * R255_POINT_BYTES, m * R255_POINT_BYTES);
+    for (size_t l = m; l < LANES; l++)
+      memcpy(in[l], in[0], R255_POINT_BYTES);
+    unsigned decoded = be->scalarmult(pts, k, in);
+    /* Lanes in order, so the first failure is the one the one-element loop
+     * would have stopped at. */
+    for (size_t l = 0; l < m; l++) {
+      if (!((decoded >> l) & 1u) || !r255_wire_ok(in[l])) {
+        first_bad = i + l;
+        rc = CR_EPROTO;
+        break;
+      }
+      if (sodium_is_zero(pts[l], R255_POINT_BYTES)) {
+        rc = CR_ECRYPTO;
+        break;
+      }
+      memcpy(out + (i + l) * R255_POINT_BYTES, pts[l], R255_POINT_BYTES);
+    }
+  }
+  if (rc != 0) {
+    sodium_memzero(out, n * R255_POINT_BYTES);
+    if (rc == CR_EPROTO && bad != NULL)
+      *bad = first_bad;
+  }
+  sodium_memzero(pts, sizeof pts);
+  return rc;
+}
+
 const cr_suite cr_suite_ristretto255 = {
     .name = "ristretto255",
     .point_bytes = R255_POINT_BYTES,
@@ -139,4 +265,6 @@ const cr_suite cr_suite_ristretto255 = {
     .scalar_from_uniform = r255_scalar_from_uniform,
     .hash_blind = r255_hash_blind,
     .reblind = r255_reblind,
+    .hash_blind_batch = r255_hash_blind_batch,
+    .reblind_batch = r255_reblind_batch,
 };
