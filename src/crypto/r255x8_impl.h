@@ -138,8 +138,7 @@ static void fe_neg(fe8 *r, const fe8 *a) {
 static void fe_reduce(fe8 *r, v8 z[10]) {
   const v8 c608 = v8_set1(608);
   for (int k = 5; k < 9; k++) {
-    z[k - 5] = v8_madd52lo(z[k - 5], z[k], c608);
-    z[k - 4] = v8_madd52hi(z[k - 4], z[k], c608);
+    v8_madd52(&z[k - 5], &z[k - 4], z[k], c608);
     z[k - 4] = v8_madd52lo(z[k - 4], V8_SRLI(z[k], 52), c608);
   }
   z[4] = v8_madd52lo(z[4], z[9], c608);
@@ -153,8 +152,7 @@ static void fe_mul(fe8 *r, const fe8 *a, const fe8 *b) {
     z[i] = v8_zero();
   for (int i = 0; i < 5; i++) {
     for (int j = 0; j < 5; j++) {
-      z[i + j] = v8_madd52lo(z[i + j], a->v[i], b->v[j]);
-      z[i + j + 1] = v8_madd52hi(z[i + j + 1], a->v[i], b->v[j]);
+      v8_madd52(&z[i + j], &z[i + j + 1], a->v[i], b->v[j]);
     }
   }
   fe_reduce(r, z);
@@ -168,15 +166,13 @@ static void fe_sq(fe8 *r, const fe8 *a) {
     z[i] = v8_zero();
   for (int i = 0; i < 5; i++) {
     for (int j = i + 1; j < 5; j++) {
-      z[i + j] = v8_madd52lo(z[i + j], a->v[i], a->v[j]);
-      z[i + j + 1] = v8_madd52hi(z[i + j + 1], a->v[i], a->v[j]);
+      v8_madd52(&z[i + j], &z[i + j + 1], a->v[i], a->v[j]);
     }
   }
   for (int i = 0; i < 10; i++)
     z[i] = v8_add(z[i], z[i]);
   for (int i = 0; i < 5; i++) {
-    z[2 * i] = v8_madd52lo(z[2 * i], a->v[i], a->v[i]);
-    z[2 * i + 1] = v8_madd52hi(z[2 * i + 1], a->v[i], a->v[i]);
+    v8_madd52(&z[2 * i], &z[2 * i + 1], a->v[i], a->v[i]);
   }
   fe_reduce(r, z);
 }
@@ -270,28 +266,28 @@ static void fe_abs(fe8 *r, const fe8 *a) { fe_cneg(r, a, fe_is_negative(a)); }
  * chain for every input. */
 static void fe_pow22523(fe8 *r, const fe8 *a) {
   fe8 t0, t1, t2;
-  fe_sq(&t0, a);           /* 2 */
-  fe_sqn(&t1, &t0, 2);     /* 8 */
-  fe_mul(&t1, a, &t1);     /* 9 */
-  fe_mul(&t0, &t0, &t1);   /* 11 */
-  fe_sq(&t0, &t0);         /* 22 */
-  fe_mul(&t0, &t1, &t0);   /* 31 = 2^5 - 1 */
-  fe_sqn(&t1, &t0, 5);     /* 2^10 - 2^5 */
-  fe_mul(&t0, &t1, &t0);   /* 2^10 - 1 */
-  fe_sqn(&t1, &t0, 10);    /* 2^20 - 2^10 */
-  fe_mul(&t1, &t1, &t0);   /* 2^20 - 1 */
-  fe_sqn(&t2, &t1, 20);    /* 2^40 - 2^20 */
-  fe_mul(&t1, &t2, &t1);   /* 2^40 - 1 */
-  fe_sqn(&t1, &t1, 10);    /* 2^50 - 2^10 */
-  fe_mul(&t0, &t1, &t0);   /* 2^50 - 1 */
-  fe_sqn(&t1, &t0, 50);    /* 2^100 - 2^50 */
-  fe_mul(&t1, &t1, &t0);   /* 2^100 - 1 */
-  fe_sqn(&t2, &t1, 100);   /* 2^200 - 2^100 */
-  fe_mul(&t1, &t2, &t1);   /* 2^200 - 1 */
-  fe_sqn(&t1, &t1, 50);    /* 2^250 - 2^50 */
-  fe_mul(&t0, &t1, &t0);   /* 2^250 - 1 */
-  fe_sqn(&t0, &t0, 2);     /* 2^252 - 4 */
-  fe_mul(r, &t0, a);       /* 2^252 - 3 */
+  fe_sq(&t0, a);         /* 2 */
+  fe_sqn(&t1, &t0, 2);   /* 8 */
+  fe_mul(&t1, a, &t1);   /* 9 */
+  fe_mul(&t0, &t0, &t1); /* 11 */
+  fe_sq(&t0, &t0);       /* 22 */
+  fe_mul(&t0, &t1, &t0); /* 31 = 2^5 - 1 */
+  fe_sqn(&t1, &t0, 5);   /* 2^10 - 2^5 */
+  fe_mul(&t0, &t1, &t0); /* 2^10 - 1 */
+  fe_sqn(&t1, &t0, 10);  /* 2^20 - 2^10 */
+  fe_mul(&t1, &t1, &t0); /* 2^20 - 1 */
+  fe_sqn(&t2, &t1, 20);  /* 2^40 - 2^20 */
+  fe_mul(&t1, &t2, &t1); /* 2^40 - 1 */
+  fe_sqn(&t1, &t1, 10);  /* 2^50 - 2^10 */
+  fe_mul(&t0, &t1, &t0); /* 2^50 - 1 */
+  fe_sqn(&t1, &t0, 50);  /* 2^100 - 2^50 */
+  fe_mul(&t1, &t1, &t0); /* 2^100 - 1 */
+  fe_sqn(&t2, &t1, 100); /* 2^200 - 2^100 */
+  fe_mul(&t1, &t2, &t1); /* 2^200 - 1 */
+  fe_sqn(&t1, &t1, 50);  /* 2^250 - 2^50 */
+  fe_mul(&t0, &t1, &t0); /* 2^250 - 1 */
+  fe_sqn(&t0, &t0, 2);   /* 2^252 - 4 */
+  fe_mul(r, &t0, a);     /* 2^252 - 3 */
 }
 
 /* RFC 9496 §4.2 SQRT_RATIO_M1(u, v): r and the was_square mask. */

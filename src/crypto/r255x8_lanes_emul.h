@@ -107,6 +107,16 @@ static inline v8 v8_madd52hi(v8 acc, v8 a, v8 b) {
   return acc;
 }
 
+/* Both at once, the product computed once: *lo = madd52lo(*lo, a, b) and
+ * *hi = madd52hi(*hi, a, b). */
+static inline void v8_madd52(v8 *lo, v8 *hi, v8 a, v8 b) {
+  for (int i = 0; i < 8; i++) {
+    unsigned __int128 p = (unsigned __int128)(a.l[i] & V8_M52) * (b.l[i] & V8_M52);
+    lo->l[i] += (uint64_t)p & V8_M52;
+    hi->l[i] += (uint64_t)(p >> 52);
+  }
+}
+
 /* All ones in the lanes where a == b, zero elsewhere; arithmetic only (no
  * compare instruction a compiler could turn into a branch). */
 static inline v8 v8_eq(v8 a, v8 b) {

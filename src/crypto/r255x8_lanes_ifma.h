@@ -33,6 +33,11 @@ static inline v8 v8_xor(v8 a, v8 b) { return _mm512_xor_si512(a, b); }
 static inline v8 v8_madd52lo(v8 acc, v8 a, v8 b) { return _mm512_madd52lo_epu64(acc, a, b); }
 static inline v8 v8_madd52hi(v8 acc, v8 a, v8 b) { return _mm512_madd52hi_epu64(acc, a, b); }
 
+static inline void v8_madd52(v8 *lo, v8 *hi, v8 a, v8 b) {
+  *lo = _mm512_madd52lo_epu64(*lo, a, b);
+  *hi = _mm512_madd52hi_epu64(*hi, a, b);
+}
+
 static inline v8 v8_eq(v8 a, v8 b) {
   return _mm512_maskz_mov_epi64(_mm512_cmpeq_epi64_mask(a, b), _mm512_set1_epi64(-1));
 }
@@ -42,8 +47,6 @@ static inline v8 v8_select(v8 mask, v8 a, v8 b) {
   return _mm512_ternarylogic_epi64(mask, a, b, 0xCA);
 }
 
-static inline unsigned v8_movemask(v8 mask) {
-  return (unsigned)_mm512_test_epi64_mask(mask, mask);
-}
+static inline unsigned v8_movemask(v8 mask) { return (unsigned)_mm512_test_epi64_mask(mask, mask); }
 
 #endif

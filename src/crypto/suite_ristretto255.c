@@ -170,9 +170,8 @@ static int r255_hash_blind_batch(uint8_t *out, const uint8_t *k, const uint8_t *
       if (msgs[i + l] == NULL && lens[i + l] != 0)
         rc = CR_EINVAL;
       else
-        rc = cr_expand_message_xmd_sha512(uniform[l], R255_UNIFORM_BYTES, msgs[i + l],
-                                          lens[i + l], (const uint8_t *)CR_R255_DST,
-                                          sizeof CR_R255_DST - 1);
+        rc = cr_expand_message_xmd_sha512(uniform[l], R255_UNIFORM_BYTES, msgs[i + l], lens[i + l],
+                                          (const uint8_t *)CR_R255_DST, sizeof CR_R255_DST - 1);
     }
     if (rc != 0)
       break;
@@ -222,8 +221,7 @@ static int r255_reblind_batch(uint8_t *out, const uint8_t *k, const uint8_t *poi
     if (be == NULL) {
       /* libsodium, one element at a time. */
       for (size_t l = 0; l < m && rc == 0; l++) {
-        rc = r255_reblind(out + (i + l) * R255_POINT_BYTES, k,
-                          points + (i + l) * R255_POINT_BYTES);
+        rc = r255_reblind(out + (i + l) * R255_POINT_BYTES, k, points + (i + l) * R255_POINT_BYTES);
         if (rc == CR_EPROTO)
           first_bad = i + l;
       }

@@ -1,0 +1,680 @@
+/*
+ * The batched ristretto255 backend (src/crypto/r255x8_*) against the RFCs
+ * and against libsodium, on every backend this machine can run: always the
+ * emulated lanes (the algorithm the AVX-512 IFMA lanes run, compiled on
+ * portable C lanes), and the IFMA lanes too where the CPU has them.
+ *
+ *   known answers   RFC 9496 A.1 (generator multiples, through decode,
+ *                   scalar multiplication and encode), A.2 (every invalid
+ *                   encoding refused, in lanes mixed with valid ones), A.3
+ *                   (element derivation); RFC 9380 K.3's SHA-512 messages
+ *                   through expand_message_xmd into the batched map
+ *   differential    random and edge-case encodings, scalars, uniform bytes:
+ *                   every lane compared with libsodium (>= 10^4 inputs in
+ *                   all; bench/r255x8_diff runs as many as asked)
+ *   the suite       hash_blind_batch and reblind_batch under each backend
+ *                   give the one-element functions' bytes, errors and bad
+ *                   index
+ *
+ * Inputs come from a seeded deterministic generator (CR_R255X8_SEED
+ * overrides the seed; a failure prints it), so a failure reproduces.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <sodium.h>
+
+#include "cleanroom/crypto.h"
+#include "crypto/crypto_internal.h"
+#include "crypto/r255x8.h"
+
+#include "support/vectors.h"
+
+/* ---- deterministic inputs ------------------------------------------------ */
+
+static uint8_t rng_seed[randombytes_SEEDBYTES];
+static uint64_t rng_counter;
+static unsigned long long seed_value = 20;
+
+static void rng(void *buf, size_t len) {
+  uint8_t s[randombytes_SEEDBYTES];
+  memcpy(s, rng_seed, sizeof s);
+  for (int i = 0; i < 8; i++)
+    s[i] ^= (uint8_t)(rng_counter >> (8 * i));
+  rng_counter++;
+  randombytes_buf_deterministic(buf, len, s);
+}
+
+static uint32_t rng_u32(void) {
+  uint32_t x;
+  rng(&x, sizeof x);
+  return x;
+}
+
+/* ---- backends ------------------------------------------------------------ */
+
+static const cr_r255x8_backend *backends[2];
+static size_t n_backends;
+
+static int setup(void **state) {
+  (void)state;
+  if (cr_crypto_init() != 0)
+    return -1;
+  const char *env = getenv("CR_R255X8_SEED");
+  if (env != NULL)
+    seed_value = strtoull(env, NULL, 10);
+  for (int i = 0; i < 8; i++)
+    rng_seed[i] = (uint8_t)(seed_value >> (8 * i));
+  backends[n_backends++] = &cr__r255x8_emulated;
+  if (cr__r255x8_ifma != NULL && cr__r255x8_cpu_has_ifma())
+    backends[n_backends++] = cr__r255x8_ifma;
+  fprintf(stderr, "r255x8: seed %llu; backends:", seed_value);
+  for (size_t i = 0; i < n_backends; i++)
+    fprintf(stderr, " %s", backends[i]->name);
+  fprintf(stderr, "%s\n",
+          n_backends == 1 ? " (this CPU has no AVX-512 IFMA: the IFMA lanes are not run)" : "");
+  return 0;
+}
+
+#define FAIL_AT(be, what, lane)                                                                    \
+  fail_msg("%s: %s, lane %d (seed %llu)", (be)->name, (what), (int)(lane), seed_value)
+
+/* ---- constants and edge cases -------------------------------------------- */
+
+/* p = 2^255 - 19 and the group order l = 2^252 + 2774...8493, little endian. */
+static const uint8_t field_p[32] = {
+    0xed, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f};
+static const uint8_t group_l[32] = {
+    0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14,
+    0,    0,    0,    0,    0,    0,    0,    0,    0,    0,    0,    0,    0,    0,    0,    0x10};
+
+/* Little-endian a + b (mod 2^256) and a - b. */
+static void le_add(uint8_t r[32], const uint8_t a[32], const uint8_t b[32]) {
+  unsigned c = 0;
+  for (int i = 0; i < 32; i++) {
+    c += (unsigned)a[i] + b[i];
+    r[i] = (uint8_t)c;
+    c >>= 8;
+  }
+}
+
+static void le_sub(uint8_t r[32], const uint8_t a[32], const uint8_t b[32]) {
+  int c = 0;
+  for (int i = 0; i < 32; i++) {
+    int x = (int)a[i] - b[i] - c;
+    c = x < 0;
+    r[i] = (uint8_t)(x + (c << 8));
+  }
+}
+
+static void le_small(uint8_t r[32], unsigned v) {
+  memset(r, 0, 32);
+  r[0] = (uint8_t)v;
+  r[1] = (uint8_t)(v >> 8);
+}
+
+/* Edwards encodings of the points of small order (and their aliases with
+ * the sign bit set): as ristretto255 encodings they must be judged exactly as
+ * libsodium judges them. */
+static const char *const small_order_hex[] = {
+    "0000000000000000000000000000000000000000000000000000000000000000",
+    "0100000000000000000000000000000000000000000000000000000000000000",
+    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+    "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    "0000000000000000000000000000000000000000000000000000000000000080",
+    "0100000000000000000000000000000000000000000000000000000000000080",
+    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",
+    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",
+    "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+};
+#define N_SMALL_ORDER (sizeof small_order_hex / sizeof small_order_hex[0])
+
+/* What RFC 9496 decoding accepts: libsodium 1.0.18's decoder plus the bit
+ * 255 rule it does not enforce (it ignores that bit). The identity (all
+ * zero) is a valid encoding; the suite refuses it separately. */
+static int reference_valid(const uint8_t enc[32]) {
+  return (enc[31] & 0x80) == 0 && crypto_core_ristretto255_is_valid_point(enc) == 1;
+}
+
+/* One lane's input for the decoder tests: a valid point, or a point bent
+ * into one of the invalid shapes, or an edge case, or plain random bytes. */
+static void make_encoding(uint8_t out[32], unsigned kind) {
+  uint8_t s[32];
+  switch (kind % 12) {
+  case 0:
+  case 1:
+  case 2:
+  case 3:
+    crypto_core_ristretto255_random(out); /* valid */
+    break;
+  case 4: /* negative: p - s for a valid (even, non-zero) s is odd */
+    crypto_core_ristretto255_random(s);
+    le_sub(out, field_p, s);
+    break;
+  case 5: /* non-canonical: s + p, which is below 2^256 */
+    crypto_core_ristretto255_random(s);
+    le_add(out, s, field_p);
+    break;
+  case 6: /* bit 255 set on a valid encoding */
+    crypto_core_ristretto255_random(out);
+    out[31] |= 0x80;
+    break;
+  case 7: /* small order Edwards encodings, the identity, p - 1, p, p + 1 */
+    hex_exact(out, 32, small_order_hex[rng_u32() % N_SMALL_ORDER]);
+    break;
+  case 8: /* a valid encoding with one bit flipped (mostly invalid) */
+    crypto_core_ristretto255_random(out);
+    {
+      uint32_t b = rng_u32() % 255;
+      out[b / 8] ^= (uint8_t)(1u << (b % 8));
+    }
+    break;
+  case 9: /* small field elements: s = 0 .. 15 (even ones are candidates) */
+    le_small(out, rng_u32() % 16);
+    break;
+  default: /* random bytes */
+    rng(out, 32);
+    break;
+  }
+}
+
+/* A scalar for batch b: the edge cases first, then random (sometimes with
+ * bit 255 set, which libsodium's scalarmult ignores and so must we). */
+static void make_scalar(uint8_t k[32], size_t b) {
+  uint8_t one[32];
+  le_small(one, 1);
+  switch (b) {
+  case 0: /* 0 */
+    memset(k, 0, 32);
+    return;
+  case 1: /* 1 */
+    le_small(k, 1);
+    return;
+  case 2: /* l - 1 */
+    le_sub(k, group_l, one);
+    return;
+  case 3: /* l */
+    memcpy(k, group_l, 32);
+    return;
+  case 4: /* l + 1 */
+    le_add(k, group_l, one);
+    return;
+  case 5: /* all ones: 2^255 - 1 once bit 255 is dropped */
+    memset(k, 0xff, 32);
+    return;
+  case 6: /* 2^252 */
+    memset(k, 0, 32);
+    k[31] = 0x10;
+    return;
+  case 7: /* 2 */
+    le_small(k, 2);
+    return;
+  default:
+    break;
+  }
+  if (b % 2)
+    crypto_core_ristretto255_scalar_random(k);
+  else
+    rng(k, 32);
+}
+
+/* ---- RFC 9496 A.1 --------------------------------------------------------- */
+
+static void test_rfc9496_a1_generator_multiples(void **state) {
+  (void)state;
+  vec_file *vf = vec_load("rfc9496_a1_generator_multiples.txt");
+  assert_int_equal(vf->n, 16);
+  uint8_t enc[16][32];
+  for (size_t i = 0; i < 16; i++) {
+    assert_int_equal(strtoul(vec_need(&vf->rec[i], "multiple"), NULL, 10), i);
+    hex_exact(enc[i], 32, vec_need(&vf->rec[i], "encoding"));
+  }
+  vec_free(vf);
+
+  for (size_t b = 0; b < n_backends; b++) {
+    const cr_r255x8_backend *be = backends[b];
+    uint8_t in[8][32], out[8][32], k[32];
+
+    /* i * B for every listed i, B in all eight lanes. */
+    for (size_t l = 0; l < 8; l++)
+      memcpy(in[l], enc[1], 32);
+    for (unsigned i = 0; i < 16; i++) {
+      le_small(k, i);
+      assert_int_equal(be->scalarmult(out, k, in), 0xff);
+      for (int l = 0; l < 8; l++)
+        if (memcmp(out[l], enc[i], 32) != 0)
+          FAIL_AT(be, "A.1 i * B", l);
+    }
+    /* Each multiple decodes (the identity too) and encodes back to itself,
+     * and 1 * P = P with eight different points in the lanes. */
+    for (size_t half = 0; half < 2; half++) {
+      memcpy(in, enc[8 * half], sizeof in);
+      assert_int_equal(be->roundtrip(out, in), 0xff);
+      assert_memory_equal(out, in, sizeof in);
+      le_small(k, 1);
+      assert_int_equal(be->scalarmult(out, k, in), 0xff);
+      assert_memory_equal(out, in, sizeof in);
+    }
+    /* (l - 1) * (iB) = -(iB) = (l - i) * B: compared with i * B negated by
+     * libsodium. */
+    uint8_t one[32], lm1[32];
+    le_small(one, 1);
+    le_sub(lm1, group_l, one);
+    memcpy(in, enc[8], sizeof in);
+    assert_int_equal(be->scalarmult(out, lm1, in), 0xff);
+    for (int l = 0; l < 8; l++) {
+      uint8_t want[32];
+      assert_int_equal(crypto_scalarmult_ristretto255(want, lm1, in[l]), 0);
+      if (memcmp(out[l], want, 32) != 0)
+        FAIL_AT(be, "A.1 (l-1) * iB", l);
+    }
+  }
+}
+
+/* ---- RFC 9496 A.2 --------------------------------------------------------- */
+
+static void test_rfc9496_a2_invalid_encodings(void **state) {
+  (void)state;
+  vec_file *vf = vec_load("rfc9496_a2_invalid_encodings.txt");
+  assert_int_equal(vf->n, 29);
+  uint8_t bad[29][32];
+  for (size_t i = 0; i < vf->n; i++)
+    hex_exact(bad[i], 32, vec_need(&vf->rec[i], "encoding"));
+  vec_free(vf);
+
+  for (size_t b = 0; b < n_backends; b++) {
+    const cr_r255x8_backend *be = backends[b];
+    /* Each invalid encoding in every lane position, the other lanes valid
+     * points: exactly that lane fails, the others are untouched by it. */
+    for (size_t i = 0; i < 29; i++) {
+      uint8_t in[8][32], out[8][32], k[32];
+      size_t pos = i % 8;
+      for (size_t l = 0; l < 8; l++)
+        crypto_core_ristretto255_random(in[l]);
+      memcpy(in[pos], bad[i], 32);
+      unsigned want_mask = 0xffu & ~(1u << pos);
+      if (be->roundtrip(out, in) != want_mask)
+        FAIL_AT(be, "A.2 invalid encoding accepted by decode", pos);
+      for (size_t l = 0; l < 8; l++) {
+        static const uint8_t identity[32];
+        const uint8_t *want = l == pos ? identity : in[l];
+        if (memcmp(out[l], want, 32) != 0)
+          FAIL_AT(be, "A.2 roundtrip output", l);
+      }
+      crypto_core_ristretto255_scalar_random(k);
+      if (be->scalarmult(out, k, in) != want_mask)
+        FAIL_AT(be, "A.2 invalid encoding accepted by scalarmult", pos);
+      assert_true(sodium_is_zero(out[pos], 32));
+    }
+    /* All 29, eight at a time: nothing decodes. */
+    for (size_t i = 0; i < 29; i += 8) {
+      uint8_t in[8][32], out[8][32];
+      for (size_t l = 0; l < 8; l++)
+        memcpy(in[l], bad[(i + l) % 29], 32);
+      assert_int_equal(be->roundtrip(out, in), 0);
+      assert_true(sodium_is_zero(out[0], sizeof out));
+    }
+  }
+}
+
+/* ---- RFC 9496 A.3 --------------------------------------------------------- */
+
+static void test_rfc9496_a3_element_derivation(void **state) {
+  (void)state;
+  vec_file *vf = vec_load("rfc9496_a3_element_derivation.txt");
+  assert_int_equal(vf->n, 11);
+  uint8_t in[16][64], want[16][32];
+  for (size_t i = 0; i < 16; i++) {
+    hex_exact(in[i], 64, vec_need(&vf->rec[i % 11], "I"));
+    hex_exact(want[i], 32, vec_need(&vf->rec[i % 11], "O"));
+  }
+  vec_free(vf);
+
+  for (size_t b = 0; b < n_backends; b++) {
+    const cr_r255x8_backend *be = backends[b];
+    for (size_t half = 0; half < 2; half++) {
+      uint8_t out[8][32], k[32];
+      be->from_uniform(out, (const uint8_t(*)[64])in[8 * half]);
+      assert_memory_equal(out, want[8 * half], sizeof out);
+      /* 1 * derive(I) through the blinding entry point. */
+      le_small(k, 1);
+      be->hash_blind(out, k, (const uint8_t(*)[64])in[8 * half]);
+      assert_memory_equal(out, want[8 * half], sizeof out);
+    }
+  }
+}
+
+/* ---- RFC 9380 K.3 messages through the batched hash ----------------------- */
+
+static void test_rfc9380_k3_hash_to_group(void **state) {
+  (void)state;
+  vec_file *vf = vec_load("rfc9380_expand_message_xmd_sha512.txt");
+  const char *dst = vec_need(&vf->rec[0], "DST");
+  const char *msgs[8];
+  size_t n_msgs = 0;
+  /* K.3's distinct messages (each is listed for two output lengths). */
+  for (size_t i = 1; i < vf->n; i++) {
+    const char *m = vec_need(&vf->rec[i], "msg");
+    int seen = 0;
+    for (size_t j = 0; j < n_msgs; j++)
+      seen |= strcmp(msgs[j], m) == 0;
+    if (!seen && n_msgs < 8)
+      msgs[n_msgs++] = m;
+  }
+  assert_int_equal(n_msgs, 5);
+  /* Each with K.3's DST and with the suite's own: ten hashes in two
+   * batches of eight lanes (the spare lanes repeat the first ones). */
+  uint8_t uniform[16][64], want[16][32];
+  for (size_t i = 0; i < 16; i++) {
+    const char *m = msgs[(i % 10) / 2];
+    const char *d = (i % 10) % 2 == 0 ? dst : CR_R255_DST;
+    assert_int_equal(cr_expand_message_xmd_sha512(uniform[i], 64, (const uint8_t *)m, strlen(m),
+                                                  (const uint8_t *)d, strlen(d)),
+                     0);
+    assert_int_equal(cr_r255_hash_to_group(want[i], (const uint8_t *)m, strlen(m),
+                                           (const uint8_t *)d, strlen(d)),
+                     0);
+  }
+  vec_free(vf);
+  for (size_t b = 0; b < n_backends; b++) {
+    for (size_t half = 0; half < 2; half++) {
+      uint8_t out[8][32];
+      backends[b]->from_uniform(out, (const uint8_t(*)[64])uniform[8 * half]);
+      assert_memory_equal(out, want[8 * half], sizeof out);
+    }
+  }
+}
+
+/* ---- differential: decode / encode ----------------------------------------- */
+
+/* Batches of eight lanes per backend; the counts give >= 10^4 inputs in all
+ * across the differential tests at their default sizes. */
+#define DIFF_DECODE_BATCHES 640    /* 5120 encodings */
+#define DIFF_SCALARMULT_BATCHES 96 /* 768 points, 96 scalars */
+#define DIFF_UNIFORM_BATCHES 448   /* 3584 uniform strings */
+#define DIFF_HASH_BLIND_BATCHES 64 /* 512 uniform strings, 64 scalars */
+
+static size_t scaled(size_t n) {
+  const char *s = getenv("CR_R255X8_SCALE");
+  size_t f = s != NULL ? (size_t)strtoul(s, NULL, 10) : 1;
+  return n * (f ? f : 1);
+}
+
+static void test_diff_decode(void **state) {
+  (void)state;
+  size_t counts[2] = {0, 0};
+  for (size_t b = 0; b < n_backends; b++) {
+    const cr_r255x8_backend *be = backends[b];
+    for (size_t it = 0, nb = scaled(DIFF_DECODE_BATCHES); it < nb; it++) {
+      uint8_t in[8][32], out[8][32];
+      unsigned want_mask = 0;
+      for (unsigned l = 0; l < 8; l++) {
+        make_encoding(in[l], (unsigned)(it * 8 + l) + (unsigned)it / 3);
+        if (reference_valid(in[l]))
+          want_mask |= 1u << l;
+      }
+      unsigned got = be->roundtrip(out, in);
+      for (int l = 0; l < 8; l++) {
+        int v = (want_mask >> l) & 1;
+        if (((got >> l) & 1) != (unsigned)v)
+          FAIL_AT(be, v ? "valid encoding refused" : "invalid encoding accepted", l);
+        /* Valid: the unique encoding comes back. Invalid: the identity. */
+        if (v ? memcmp(out[l], in[l], 32) != 0 : !sodium_is_zero(out[l], 32))
+          FAIL_AT(be, "re-encoding", l);
+        counts[v]++;
+      }
+    }
+  }
+  /* Both outcomes well represented, or the generator is broken. */
+  assert_true(counts[0] > scaled(DIFF_DECODE_BATCHES) * 2 * n_backends);
+  assert_true(counts[1] > scaled(DIFF_DECODE_BATCHES) * 2 * n_backends);
+}
+
+/* ---- differential: scalar multiplication ------------------------------------ */
+
+static void test_diff_scalarmult(void **state) {
+  (void)state;
+  for (size_t b = 0; b < n_backends; b++) {
+    const cr_r255x8_backend *be = backends[b];
+    for (size_t it = 0, nb = scaled(DIFF_SCALARMULT_BATCHES); it < nb; it++) {
+      uint8_t in[8][32], out[8][32], k[32];
+      make_scalar(k, it);
+      /* Mostly valid points (one of them the identity now and then), with
+       * invalid and edge-case lanes mixed in. */
+      for (unsigned l = 0; l < 8; l++) {
+        unsigned kind = rng_u32() % 24;
+        if (kind < 12)
+          crypto_core_ristretto255_random(in[l]);
+        else if (kind == 12)
+          memset(in[l], 0, 32);
+        else
+          make_encoding(in[l], kind);
+      }
+      unsigned got = be->scalarmult(out, k, in);
+      for (int l = 0; l < 8; l++) {
+        uint8_t want[32];
+        int v = reference_valid(in[l]);
+        if (((got >> l) & 1) != (unsigned)v)
+          FAIL_AT(be, "decode verdict in scalarmult", l);
+        if (!v) {
+          if (!sodium_is_zero(out[l], 32))
+            FAIL_AT(be, "invalid lane not the identity", l);
+          continue;
+        }
+        /* libsodium returns -1 for an identity product and writes its
+         * encoding (zeros): the bytes must agree either way. */
+        memset(want, 0xaa, sizeof want);
+        int rc = crypto_scalarmult_ristretto255(want, k, in[l]);
+        if (rc != 0)
+          assert_true(sodium_is_zero(want, sizeof want));
+        if (memcmp(out[l], want, 32) != 0)
+          FAIL_AT(be, "k * P differs from libsodium", l);
+      }
+    }
+  }
+}
+
+/* ---- differential: element derivation and hash_blind ------------------------ */
+
+static void make_uniform(uint8_t u[64], unsigned kind) {
+  switch (kind % 16) {
+  case 0: /* both halves p (reduces to 0) */
+    memcpy(u, field_p, 32);
+    memcpy(u + 32, field_p, 32);
+    break;
+  case 1: /* all ones: bit 255 masked, 2^255 - 1 = 18 mod p */
+    memset(u, 0xff, 64);
+    break;
+  case 2: /* zero */
+    memset(u, 0, 64);
+    break;
+  case 3: /* halves just below and above p */
+    memcpy(u, field_p, 32);
+    u[0]--;
+    memcpy(u + 32, field_p, 32);
+    u[32]++;
+    break;
+  default:
+    rng(u, 64);
+    break;
+  }
+}
+
+static void test_diff_from_uniform(void **state) {
+  (void)state;
+  for (size_t b = 0; b < n_backends; b++) {
+    const cr_r255x8_backend *be = backends[b];
+    for (size_t it = 0, nb = scaled(DIFF_UNIFORM_BATCHES); it < nb; it++) {
+      uint8_t u[8][64], out[8][32];
+      for (unsigned l = 0; l < 8; l++)
+        make_uniform(u[l], it < 4 ? (unsigned)it : 4 + l);
+      be->from_uniform(out, u);
+      for (int l = 0; l < 8; l++) {
+        uint8_t want[32];
+        assert_int_equal(crypto_core_ristretto255_from_hash(want, u[l]), 0);
+        if (memcmp(out[l], want, 32) != 0)
+          FAIL_AT(be, "element derivation differs from libsodium", l);
+      }
+    }
+  }
+}
+
+static void test_diff_hash_blind(void **state) {
+  (void)state;
+  for (size_t b = 0; b < n_backends; b++) {
+    const cr_r255x8_backend *be = backends[b];
+    for (size_t it = 0, nb = scaled(DIFF_HASH_BLIND_BATCHES); it < nb; it++) {
+      uint8_t u[8][64], out[8][32], k[32];
+      make_scalar(k, it);
+      for (unsigned l = 0; l < 8; l++)
+        make_uniform(u[l], it < 4 ? (unsigned)it : 4 + l);
+      be->hash_blind(out, k, u);
+      for (int l = 0; l < 8; l++) {
+        uint8_t x[32], want[32];
+        assert_int_equal(crypto_core_ristretto255_from_hash(x, u[l]), 0);
+        if (crypto_scalarmult_ristretto255(want, k, x) != 0)
+          assert_true(sodium_is_zero(want, sizeof want));
+        if (memcmp(out[l], want, 32) != 0)
+          FAIL_AT(be, "k * derive(u) differs from libsodium", l);
+      }
+    }
+  }
+}
+
+/* ---- the suite's batch entry points ----------------------------------------- */
+
+/* Under each backend the batch functions must give what the one-element
+ * functions give: bytes, return codes, the index of the first bad point. */
+static void suite_batch_round(const char *backend) {
+  const cr_suite *s = &cr_suite_ristretto255;
+  cr__crypto_backend_force(backend);
+  uint8_t *k = cr_scalar_alloc(s);
+  assert_non_null(k);
+  assert_int_equal(s->scalar_random(k), 0);
+
+  static const size_t sizes[] = {0, 1, 7, 8, 9, 20};
+  for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+    size_t n = sizes[si];
+    uint8_t msgbuf[20][48], got[20][32], want[20][32], pts[20][32];
+    const uint8_t *msgs[20];
+    size_t lens[20];
+    for (size_t i = 0; i < n; i++) {
+      lens[i] = rng_u32() % sizeof msgbuf[i];
+      rng(msgbuf[i], lens[i]);
+      msgs[i] = msgbuf[i];
+      assert_int_equal(s->hash_blind(want[i], k, msgs[i], lens[i]), 0);
+    }
+    memset(got, 0xaa, sizeof got);
+    assert_int_equal(cr_suite_hash_blind_batch(s, got[0], k, msgs, lens, n), 0);
+    assert_memory_equal(got, want, n * 32);
+
+    /* Reblind: all good, then one bad point at each position in turn (of
+     * each kind the suite refuses), then two bad points. */
+    for (size_t i = 0; i < n; i++) {
+      crypto_core_ristretto255_random(pts[i]);
+      assert_int_equal(s->reblind(want[i], k, pts[i]), 0);
+    }
+    size_t bad = 0;
+    assert_int_equal(cr_suite_reblind_batch(s, got[0], k, pts[0], n, &bad), 0);
+    assert_int_equal(bad, SIZE_MAX);
+    assert_memory_equal(got, want, n * 32);
+    for (size_t pos = 0; pos < n; pos++) {
+      uint8_t keep[32];
+      memcpy(keep, pts[pos], 32);
+      for (int kind = 0; kind < 3; kind++) {
+        if (kind == 0)
+          memset(pts[pos], 0, 32); /* the identity */
+        else if (kind == 1)
+          pts[pos][31] |= 0x80; /* bit 255 */
+        else
+          le_sub(pts[pos], field_p, keep); /* negative */
+        memset(got, 0xaa, sizeof got);
+        assert_int_equal(cr_suite_reblind_batch(s, got[0], k, pts[0], n, &bad), CR_EPROTO);
+        assert_int_equal(bad, pos);
+        assert_true(sodium_is_zero(got[0], n * 32));
+        if (pos + 2 < n) { /* a later bad point does not hide the first */
+          uint8_t keep2[32];
+          memcpy(keep2, pts[pos + 2], 32);
+          memset(pts[pos + 2], 0, 32);
+          assert_int_equal(cr_suite_reblind_batch(s, got[0], k, pts[0], n, &bad), CR_EPROTO);
+          assert_int_equal(bad, pos);
+          memcpy(pts[pos + 2], keep2, 32);
+        }
+        memcpy(pts[pos], keep, 32);
+      }
+    }
+  }
+  /* A zero scalar: every product is the identity, refused as libsodium
+   * refuses it. */
+  if (1) {
+    uint8_t m[3] = {1, 2, 3}, out[32], p[32];
+    const uint8_t *mp = m;
+    size_t ml = sizeof m, bad = 0;
+    memset(k, 0, 32);
+    assert_int_equal(cr_suite_hash_blind_batch(s, out, k, &mp, &ml, 1), CR_ECRYPTO);
+    assert_true(sodium_is_zero(out, sizeof out));
+    crypto_core_ristretto255_random(p);
+    assert_int_equal(cr_suite_reblind_batch(s, out, k, p, 1, &bad), CR_ECRYPTO);
+    assert_true(sodium_is_zero(out, sizeof out));
+  }
+  cr_scalar_free(s, k);
+}
+
+static void test_suite_batch(void **state) {
+  (void)state;
+  suite_batch_round("portable");
+  assert_string_equal(cr_crypto_backend_name(), "libsodium");
+  suite_batch_round("emulated");
+  assert_string_equal(cr_crypto_backend_name(), "emulated");
+  if (n_backends > 1) {
+    suite_batch_round("ifma");
+    assert_string_equal(cr_crypto_backend_name(), "avx512ifma");
+  }
+  cr__crypto_backend_force("auto");
+  assert_string_equal(cr_crypto_backend_name(), n_backends > 1 ? "avx512ifma" : "libsodium");
+}
+
+/* The dispatcher follows CPUID: "ifma" on a CPU without it stays on
+ * libsodium, whatever the build contains. */
+static void test_dispatch(void **state) {
+  (void)state;
+  cr__crypto_backend_force("ifma");
+  if (cr__r255x8_ifma != NULL && cr__r255x8_cpu_has_ifma())
+    assert_string_equal(cr_crypto_backend_name(), "avx512ifma");
+  else
+    assert_string_equal(cr_crypto_backend_name(), "libsodium");
+  cr__crypto_backend_force("portable");
+  assert_string_equal(cr_crypto_backend_name(), "libsodium");
+  cr__crypto_backend_force("emulated");
+  assert_string_equal(cr_crypto_backend_name(), "emulated");
+  cr__crypto_backend_force(NULL);
+  assert_string_equal(cr_crypto_backend_name(), cr__r255x8_ifma != NULL && cr__r255x8_cpu_has_ifma()
+                                                    ? "avx512ifma"
+                                                    : "libsodium");
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_rfc9496_a1_generator_multiples),
+      cmocka_unit_test(test_rfc9496_a2_invalid_encodings),
+      cmocka_unit_test(test_rfc9496_a3_element_derivation),
+      cmocka_unit_test(test_rfc9380_k3_hash_to_group),
+      cmocka_unit_test(test_diff_decode),
+      cmocka_unit_test(test_diff_scalarmult),
+      cmocka_unit_test(test_diff_from_uniform),
+      cmocka_unit_test(test_diff_hash_blind),
+      cmocka_unit_test(test_suite_batch),
+      cmocka_unit_test(test_dispatch),
+  };
+  return cmocka_run_group_tests(tests, setup, NULL);
+}
