@@ -114,8 +114,9 @@ CR_NODISCARD int cr_suite_hash_blind_batch(const cr_suite *suite, uint8_t *out, 
 
 /*
  * out[i] = k * points[i] for n peer points of point_bytes each. CR_EPROTO
- * when a point is not a canonical non-identity encoding: *bad is then the
- * lowest such index. On any failure out is wiped whole.
+ * when a point is not a canonical non-identity encoding, CR_ECRYPTO when a
+ * product is the identity: *bad (if not NULL) is then the index of the first
+ * point that failed (SIZE_MAX on success). On any failure out is wiped whole.
  */
 CR_NODISCARD int cr_suite_reblind_batch(const cr_suite *suite, uint8_t *out, const uint8_t *k,
                                         const uint8_t *points, size_t n, size_t *bad);

@@ -84,7 +84,7 @@ int cr_suite_reblind_batch(const cr_suite *suite, uint8_t *out, const uint8_t *k
     return suite->reblind_batch(out, k, points, n, bad);
   for (size_t i = 0; i < n && rc == 0; i++) {
     rc = suite->reblind(out + i * suite->point_bytes, k, points + i * suite->point_bytes);
-    if (rc == CR_EPROTO && bad != NULL)
+    if (rc != 0 && bad != NULL)
       *bad = i;
   }
   if (rc != 0)

@@ -222,7 +222,7 @@ static int r255_reblind_batch(uint8_t *out, const uint8_t *k, const uint8_t *poi
       /* libsodium, one element at a time. */
       for (size_t l = 0; l < m && rc == 0; l++) {
         rc = r255_reblind(out + (i + l) * R255_POINT_BYTES, k, points + (i + l) * R255_POINT_BYTES);
-        if (rc == CR_EPROTO)
+        if (rc != 0)
           first_bad = i + l;
       }
       continue;
@@ -240,6 +240,7 @@ static int r255_reblind_batch(uint8_t *out, const uint8_t *k, const uint8_t *poi
         break;
       }
       if (sodium_is_zero(pts[l], R255_POINT_BYTES)) {
+        first_bad = i + l;
         rc = CR_ECRYPTO;
         break;
       }
@@ -248,7 +249,7 @@ static int r255_reblind_batch(uint8_t *out, const uint8_t *k, const uint8_t *poi
   }
   if (rc != 0) {
     sodium_memzero(out, n * R255_POINT_BYTES);
-    if (rc == CR_EPROTO && bad != NULL)
+    if (bad != NULL)
       *bad = first_bad;
   }
   sodium_memzero(pts, sizeof pts);

@@ -7,6 +7,7 @@
 #include "cleanroom/engine.h"
 
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,6 +20,9 @@
 /* Elements per range handed to a pool thread: large enough to amortise the
  * hand-off, small enough to balance a 4096-point batch over the cores. */
 #define CR_POOL_CHUNK 128
+/* Elements per call of the suite's batch entry points: a multiple of the
+ * eight lanes of the batched ristretto255 backend, and a small stack. */
+#define CR_BLIND_GROUP 32
 /* Bytes of each point kept to detect reflection: a peer that wants our
  * digests to match must send our points exactly, and 128 bits cannot
  * collide by chance nor be forged. */
@@ -283,8 +287,28 @@ typedef struct blind_job {
   uint8_t *labels;
 } blind_job;
 
+/* Grows the message arena to hold `need` more bytes after `used`, keeping
+ * what is there; the old block held match keys, so it is wiped. */
+static int arena_reserve(uint8_t **buf, size_t *cap, uint8_t *stackbuf, size_t used, size_t need) {
+  if (used + need <= *cap)
+    return 0;
+  size_t ncap = 2 * (used + need);
+  uint8_t *bigger = malloc(ncap);
+  if (bigger == NULL)
+    return CR_ENOMEM;
+  memcpy(bigger, *buf, used);
+  sodium_memzero(*buf, *cap);
+  if (*buf != stackbuf)
+    free(*buf);
+  *buf = bigger;
+  *cap = ncap;
+  return 0;
+}
+
 /* k * HashToGroup(template_sha256 || u8(len m) || m || v) (design §4) for
- * own elements [first + begin, first + end) of the send order. */
+ * own elements [first + begin, first + end) of the send order, CR_BLIND_GROUP
+ * at a time through the suite's batch entry point (the batched backends
+ * blind eight lanes per call). */
 static int blind_range(void *ctx, size_t begin, size_t end) {
   blind_job *j = ctx;
   cr_engine *e = j->e;
@@ -293,48 +317,56 @@ static int blind_range(void *ctx, size_t begin, size_t end) {
   size_t pb = e->suite->point_bytes;
   size_t mlen = strlen(t->match_key.name);
   uint8_t ml = (uint8_t)(mlen > 255 ? 255 : mlen);
-  uint8_t stackbuf[512], *msg = stackbuf;
+  uint8_t stackbuf[2048], *msg = stackbuf;
   size_t cap = sizeof stackbuf;
+  const uint8_t *msgs[CR_BLIND_GROUP];
+  size_t lens[CR_BLIND_GROUP], offs[CR_BLIND_GROUP];
   int rc = 0;
-  for (size_t i = begin; i < end && rc == 0; i++) {
-    uint32_t idx = e->order[j->first + i];
-    if (idx >= e->real_n) {
-      /* A pad: a fresh uniform element that matches no key. */
-      uint8_t pm[sizeof PAD_LABEL - 1 + CR_PAD_SEED_BYTES + 8];
-      memcpy(pm, PAD_LABEL, sizeof PAD_LABEL - 1);
-      memcpy(pm + sizeof PAD_LABEL - 1, e->pad_seed, CR_PAD_SEED_BYTES);
-      for (int b = 0; b < 8; b++)
-        pm[sizeof pm - 8 + b] = (uint8_t)((uint64_t)idx >> (56 - 8 * b));
-      rc = e->suite->hash_blind(j->points + i * pb, e->k, pm, sizeof pm);
-      sodium_memzero(pm, sizeof pm);
-      memcpy(e->own_fp + (j->first + i) * CR_FP_BYTES, j->points + i * pb, CR_FP_BYTES);
-      if (j->labels)
-        put_u32be(j->labels + 4 * i, e->wire_label[idx]);
-      continue;
-    }
-    size_t vlen = d->off[idx + 1] - d->off[idx];
-    size_t need = CR_SHA256_BYTES + 1 + ml + vlen;
-    if (need > cap) {
-      uint8_t *bigger = malloc(need);
-      if (bigger == NULL) {
-        rc = CR_ENOMEM;
+  for (size_t g = begin; g < end && rc == 0; g += CR_BLIND_GROUP) {
+    size_t m = end - g < CR_BLIND_GROUP ? end - g : CR_BLIND_GROUP;
+    size_t used = 0;
+    for (size_t q = 0; q < m && rc == 0; q++) {
+      size_t i = g + q;
+      uint32_t idx = e->order[j->first + i];
+      if (idx >= e->real_n) {
+        /* A pad: a fresh uniform element that matches no key. */
+        size_t need = sizeof PAD_LABEL - 1 + CR_PAD_SEED_BYTES + 8;
+        if ((rc = arena_reserve(&msg, &cap, stackbuf, used, need)) != 0)
+          break;
+        uint8_t *pm = msg + used;
+        memcpy(pm, PAD_LABEL, sizeof PAD_LABEL - 1);
+        memcpy(pm + sizeof PAD_LABEL - 1, e->pad_seed, CR_PAD_SEED_BYTES);
+        for (int b = 0; b < 8; b++)
+          pm[need - 8 + b] = (uint8_t)((uint64_t)idx >> (56 - 8 * b));
+        offs[q] = used;
+        lens[q] = need;
+        used += need;
+        if (j->labels)
+          put_u32be(j->labels + 4 * i, e->wire_label[idx]);
+        continue;
+      }
+      size_t vlen = d->off[idx + 1] - d->off[idx];
+      size_t need = CR_SHA256_BYTES + 1 + ml + vlen;
+      if ((rc = arena_reserve(&msg, &cap, stackbuf, used, need)) != 0)
         break;
-      }
-      if (msg != stackbuf) {
-        sodium_memzero(msg, cap);
-        free(msg);
-      }
-      msg = bigger;
-      cap = need;
+      uint8_t *mp = msg + used;
+      memcpy(mp, t->sha256, CR_SHA256_BYTES);
+      mp[CR_SHA256_BYTES] = ml;
+      memcpy(mp + CR_SHA256_BYTES + 1, t->match_key.name, ml);
+      memcpy(mp + CR_SHA256_BYTES + 1 + ml, d->bytes + d->off[idx], vlen);
+      offs[q] = used;
+      lens[q] = need;
+      used += need;
+      if (j->labels)
+        put_u32be(j->labels + 4 * i, e->wire_label ? e->wire_label[idx] : d->labels[idx]);
     }
-    memcpy(msg, t->sha256, CR_SHA256_BYTES);
-    msg[CR_SHA256_BYTES] = ml;
-    memcpy(msg + CR_SHA256_BYTES + 1, t->match_key.name, ml);
-    memcpy(msg + CR_SHA256_BYTES + 1 + ml, d->bytes + d->off[idx], vlen);
-    rc = e->suite->hash_blind(j->points + i * pb, e->k, msg, need);
-    memcpy(e->own_fp + (j->first + i) * CR_FP_BYTES, j->points + i * pb, CR_FP_BYTES);
-    if (j->labels)
-      put_u32be(j->labels + 4 * i, e->wire_label ? e->wire_label[idx] : d->labels[idx]);
+    if (rc != 0)
+      break;
+    for (size_t q = 0; q < m; q++)
+      msgs[q] = msg + offs[q];
+    rc = cr_suite_hash_blind_batch(e->suite, j->points + g * pb, e->k, msgs, lens, m);
+    for (size_t q = 0; q < m; q++)
+      memcpy(e->own_fp + (j->first + g + q) * CR_FP_BYTES, j->points + (g + q) * pb, CR_FP_BYTES);
   }
   /* The buffer held match keys: wipe it. */
   sodium_memzero(msg, cap);
@@ -362,15 +394,19 @@ typedef struct reblind_job {
   pthread_mutex_t mu;
 } reblind_job;
 
-/* k * P and its digest for points [begin, end) of a batch. */
+/* k * P and its digest for points [begin, end) of a batch, CR_BLIND_GROUP
+ * at a time through the suite's batch entry point. */
 static int reblind_range(void *ctx, size_t begin, size_t end) {
   reblind_job *j = ctx;
   cr_engine *e = j->e;
   size_t pb = e->suite->point_bytes;
-  uint8_t y[CR_MAX_POINT_BYTES];
+  uint8_t y[CR_BLIND_GROUP * CR_MAX_POINT_BYTES];
   int rc = 0;
-  for (size_t i = begin; i < end; i++) {
-    if (e->suite->reblind(y, e->k, j->points + i * pb) != 0) {
+  for (size_t g = begin; g < end; g += CR_BLIND_GROUP) {
+    size_t m = end - g < CR_BLIND_GROUP ? end - g : CR_BLIND_GROUP;
+    size_t bad = SIZE_MAX;
+    if (cr_suite_reblind_batch(e->suite, y, e->k, j->points + g * pb, m, &bad) != 0) {
+      size_t i = g + (bad < m ? bad : 0);
       pthread_mutex_lock(&j->mu);
       if (i < j->bad)
         j->bad = i;
@@ -378,11 +414,14 @@ static int reblind_range(void *ctx, size_t begin, size_t end) {
       rc = CR_EPROTO;
       break;
     }
-    memcpy(e->peer_fp + (e->peer_points + i) * CR_FP_BYTES, j->points + i * pb, CR_FP_BYTES);
-    cr_engine_digest *d = &e->peer_digests[e->peer_points + i];
-    cr_digest(d->d, e->plan.digest_bytes, e->plan.session_id, y, pb);
-    d->label = j->labels ? get_u32be(j->labels + 4 * i) : 0;
-    d->index = (uint32_t)(e->peer_points + i);
+    for (size_t q = 0; q < m; q++) {
+      size_t i = g + q;
+      memcpy(e->peer_fp + (e->peer_points + i) * CR_FP_BYTES, j->points + i * pb, CR_FP_BYTES);
+      cr_engine_digest *dg = &e->peer_digests[e->peer_points + i];
+      cr_digest(dg->d, e->plan.digest_bytes, e->plan.session_id, y + q * pb, pb);
+      dg->label = j->labels ? get_u32be(j->labels + 4 * i) : 0;
+      dg->index = (uint32_t)(e->peer_points + i);
+    }
   }
   sodium_memzero(y, sizeof y);
   return rc;
