@@ -134,7 +134,9 @@ static void fe_neg(fe8 *r, const fe8 *a) {
  * column k - 5 times 608. A column can exceed 52 bits, and madd52 reads only
  * 52, so its top bits (>> 52) fold separately one column up. Column 9 is a
  * single high half (below 2^52); its fold's own high half lands in column 5
- * again and folds a second time. */
+ * again and folds a second time. (That high half is zero unless limb 4 of
+ * both factors reaches 2^47, which fe_carry's outputs never do; it is kept
+ * so that every input in the weak form, limb 4 below 2^48, is right.) */
 static void fe_reduce(fe8 *r, v8 z[10]) {
   const v8 c608 = v8_set1(608);
   for (int k = 5; k < 9; k++) {

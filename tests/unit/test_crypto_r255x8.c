@@ -34,28 +34,22 @@
 #include "crypto/crypto_internal.h"
 #include "crypto/r255x8.h"
 
+#include "support/r255x8_diff.h"
 #include "support/vectors.h"
 
 /* ---- deterministic inputs ------------------------------------------------ */
 
-static uint8_t rng_seed[randombytes_SEEDBYTES];
-static uint64_t rng_counter;
+static r255x8_gen gen;
 static unsigned long long seed_value = 20;
 
-static void rng(void *buf, size_t len) {
-  uint8_t s[randombytes_SEEDBYTES];
-  memcpy(s, rng_seed, sizeof s);
-  for (int i = 0; i < 8; i++)
-    s[i] ^= (uint8_t)(rng_counter >> (8 * i));
-  rng_counter++;
-  randombytes_buf_deterministic(buf, len, s);
-}
+#define field_p r255x8_p
+#define group_l r255x8_l
+#define le_add r255x8_le_add
+#define le_sub r255x8_le_sub
+#define le_small r255x8_le_small
 
-static uint32_t rng_u32(void) {
-  uint32_t x;
-  rng(&x, sizeof x);
-  return x;
-}
+static void rng(void *buf, size_t len) { r255x8_rng(&gen, buf, len); }
+static uint32_t rng_u32(void) { return r255x8_u32(&gen); }
 
 /* ---- backends ------------------------------------------------------------ */
 
@@ -69,8 +63,7 @@ static int setup(void **state) {
   const char *env = getenv("CR_R255X8_SEED");
   if (env != NULL)
     seed_value = strtoull(env, NULL, 10);
-  for (int i = 0; i < 8; i++)
-    rng_seed[i] = (uint8_t)(seed_value >> (8 * i));
+  r255x8_gen_init(&gen, seed_value);
   backends[n_backends++] = &cr__r255x8_emulated;
   if (cr__r255x8_ifma != NULL && cr__r255x8_cpu_has_ifma())
     backends[n_backends++] = cr__r255x8_ifma;
@@ -84,149 +77,6 @@ static int setup(void **state) {
 
 #define FAIL_AT(be, what, lane)                                                                    \
   fail_msg("%s: %s, lane %d (seed %llu)", (be)->name, (what), (int)(lane), seed_value)
-
-/* ---- constants and edge cases -------------------------------------------- */
-
-/* p = 2^255 - 19 and the group order l = 2^252 + 2774...8493, little endian. */
-static const uint8_t field_p[32] = {
-    0xed, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-    0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f};
-static const uint8_t group_l[32] = {
-    0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14,
-    0,    0,    0,    0,    0,    0,    0,    0,    0,    0,    0,    0,    0,    0,    0,    0x10};
-
-/* Little-endian a + b (mod 2^256) and a - b. */
-static void le_add(uint8_t r[32], const uint8_t a[32], const uint8_t b[32]) {
-  unsigned c = 0;
-  for (int i = 0; i < 32; i++) {
-    c += (unsigned)a[i] + b[i];
-    r[i] = (uint8_t)c;
-    c >>= 8;
-  }
-}
-
-static void le_sub(uint8_t r[32], const uint8_t a[32], const uint8_t b[32]) {
-  int c = 0;
-  for (int i = 0; i < 32; i++) {
-    int x = (int)a[i] - b[i] - c;
-    c = x < 0;
-    r[i] = (uint8_t)(x + (c << 8));
-  }
-}
-
-static void le_small(uint8_t r[32], unsigned v) {
-  memset(r, 0, 32);
-  r[0] = (uint8_t)v;
-  r[1] = (uint8_t)(v >> 8);
-}
-
-/* Edwards encodings of the points of small order (and their aliases with
- * the sign bit set): as ristretto255 encodings they must be judged exactly as
- * libsodium judges them. */
-static const char *const small_order_hex[] = {
-    "0000000000000000000000000000000000000000000000000000000000000000",
-    "0100000000000000000000000000000000000000000000000000000000000000",
-    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
-    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
-    "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
-    "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
-    "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
-    "0000000000000000000000000000000000000000000000000000000000000080",
-    "0100000000000000000000000000000000000000000000000000000000000080",
-    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",
-    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",
-    "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
-};
-#define N_SMALL_ORDER (sizeof small_order_hex / sizeof small_order_hex[0])
-
-/* What RFC 9496 decoding accepts: libsodium 1.0.18's decoder plus the bit
- * 255 rule it does not enforce (it ignores that bit). The identity (all
- * zero) is a valid encoding; the suite refuses it separately. */
-static int reference_valid(const uint8_t enc[32]) {
-  return (enc[31] & 0x80) == 0 && crypto_core_ristretto255_is_valid_point(enc) == 1;
-}
-
-/* One lane's input for the decoder tests: a valid point, or a point bent
- * into one of the invalid shapes, or an edge case, or plain random bytes. */
-static void make_encoding(uint8_t out[32], unsigned kind) {
-  uint8_t s[32];
-  switch (kind % 12) {
-  case 0:
-  case 1:
-  case 2:
-  case 3:
-    crypto_core_ristretto255_random(out); /* valid */
-    break;
-  case 4: /* negative: p - s for a valid (even, non-zero) s is odd */
-    crypto_core_ristretto255_random(s);
-    le_sub(out, field_p, s);
-    break;
-  case 5: /* non-canonical: s + p, which is below 2^256 */
-    crypto_core_ristretto255_random(s);
-    le_add(out, s, field_p);
-    break;
-  case 6: /* bit 255 set on a valid encoding */
-    crypto_core_ristretto255_random(out);
-    out[31] |= 0x80;
-    break;
-  case 7: /* small order Edwards encodings, the identity, p - 1, p, p + 1 */
-    hex_exact(out, 32, small_order_hex[rng_u32() % N_SMALL_ORDER]);
-    break;
-  case 8: /* a valid encoding with one bit flipped (mostly invalid) */
-    crypto_core_ristretto255_random(out);
-    {
-      uint32_t b = rng_u32() % 255;
-      out[b / 8] ^= (uint8_t)(1u << (b % 8));
-    }
-    break;
-  case 9: /* small field elements: s = 0 .. 15 (even ones are candidates) */
-    le_small(out, rng_u32() % 16);
-    break;
-  default: /* random bytes */
-    rng(out, 32);
-    break;
-  }
-}
-
-/* A scalar for batch b: the edge cases first, then random (sometimes with
- * bit 255 set, which libsodium's scalarmult ignores and so must we). */
-static void make_scalar(uint8_t k[32], size_t b) {
-  uint8_t one[32];
-  le_small(one, 1);
-  switch (b) {
-  case 0: /* 0 */
-    memset(k, 0, 32);
-    return;
-  case 1: /* 1 */
-    le_small(k, 1);
-    return;
-  case 2: /* l - 1 */
-    le_sub(k, group_l, one);
-    return;
-  case 3: /* l */
-    memcpy(k, group_l, 32);
-    return;
-  case 4: /* l + 1 */
-    le_add(k, group_l, one);
-    return;
-  case 5: /* all ones: 2^255 - 1 once bit 255 is dropped */
-    memset(k, 0xff, 32);
-    return;
-  case 6: /* 2^252 */
-    memset(k, 0, 32);
-    k[31] = 0x10;
-    return;
-  case 7: /* 2 */
-    le_small(k, 2);
-    return;
-  default:
-    break;
-  }
-  if (b % 2)
-    crypto_core_ristretto255_scalar_random(k);
-  else
-    rng(k, 32);
-}
 
 /* ---- RFC 9496 A.1 --------------------------------------------------------- */
 
@@ -395,10 +245,10 @@ static void test_rfc9380_k3_hash_to_group(void **state) {
   }
 }
 
-/* ---- differential: decode / encode ----------------------------------------- */
+/* ---- differential (tests/support/r255x8_diff.h) ------------------------- */
 
-/* Batches of eight lanes per backend; the counts give >= 10^4 inputs in all
- * across the differential tests at their default sizes. */
+/* Batches of eight lanes per backend; >= 10^4 inputs in all at the default
+ * sizes (CR_R255X8_SCALE multiplies them; bench/r255x8_diff runs 10^7). */
 #define DIFF_DECODE_BATCHES 656    /* 5248 encodings */
 #define DIFF_SCALARMULT_BATCHES 96 /* 768 points, 96 scalars */
 #define DIFF_UNIFORM_BATCHES 448   /* 3584 uniform strings */
@@ -410,145 +260,42 @@ static size_t scaled(size_t n) {
   return n * (f ? f : 1);
 }
 
-static void test_diff_decode(void **state) {
-  (void)state;
-  size_t counts[2] = {0, 0};
+static void diff_run(int op, size_t batches) {
   for (size_t b = 0; b < n_backends; b++) {
-    const cr_r255x8_backend *be = backends[b];
-    for (size_t it = 0, nb = scaled(DIFF_DECODE_BATCHES); it < nb; it++) {
-      uint8_t in[8][32], out[8][32];
-      unsigned want_mask = 0;
-      for (unsigned l = 0; l < 8; l++) {
-        make_encoding(in[l], (unsigned)(it * 8 + l) + (unsigned)it / 3);
-        if (reference_valid(in[l]))
-          want_mask |= 1u << l;
-      }
-      unsigned got = be->roundtrip(out, in);
-      for (int l = 0; l < 8; l++) {
-        int v = (want_mask >> l) & 1;
-        if (((got >> l) & 1) != (unsigned)v)
-          FAIL_AT(be, v ? "valid encoding refused" : "invalid encoding accepted", l);
-        /* Valid: the unique encoding comes back. Invalid: the identity. */
-        if (v ? memcmp(out[l], in[l], 32) != 0 : !sodium_is_zero(out[l], 32))
-          FAIL_AT(be, "re-encoding", l);
-        counts[v]++;
-      }
+    unsigned valid = 0;
+    size_t nb = scaled(batches);
+    for (size_t it = 0; it < nb; it++) {
+      char why[128];
+      if (r255x8_diff_batch(backends[b], &gen, op, it, &valid, why, sizeof why) != 0)
+        fail_msg("%s: batch %zu: %s (seed %llu)", backends[b]->name, it, why, seed_value);
+    }
+    /* Valid and invalid inputs both well represented, or the generator
+     * is broken and the test proves less than it says. */
+    if (op == R255X8_DECODE || op == R255X8_SCALARMULT) {
+      assert_true(valid > nb * 8 / 4);
+      assert_true(valid < nb * 8 * 7 / 8);
     }
   }
-  /* Both outcomes well represented, or the generator is broken. */
-  assert_true(counts[0] > scaled(DIFF_DECODE_BATCHES) * 2 * n_backends);
-  assert_true(counts[1] > scaled(DIFF_DECODE_BATCHES) * 2 * n_backends);
 }
 
-/* ---- differential: scalar multiplication ------------------------------------ */
+static void test_diff_decode(void **state) {
+  (void)state;
+  diff_run(R255X8_DECODE, DIFF_DECODE_BATCHES);
+}
 
 static void test_diff_scalarmult(void **state) {
   (void)state;
-  for (size_t b = 0; b < n_backends; b++) {
-    const cr_r255x8_backend *be = backends[b];
-    for (size_t it = 0, nb = scaled(DIFF_SCALARMULT_BATCHES); it < nb; it++) {
-      uint8_t in[8][32], out[8][32], k[32];
-      make_scalar(k, it);
-      /* Mostly valid points (one of them the identity now and then), with
-       * invalid and edge-case lanes mixed in. */
-      for (unsigned l = 0; l < 8; l++) {
-        unsigned kind = rng_u32() % 24;
-        if (kind < 12)
-          crypto_core_ristretto255_random(in[l]);
-        else if (kind == 12)
-          memset(in[l], 0, 32);
-        else
-          make_encoding(in[l], kind);
-      }
-      unsigned got = be->scalarmult(out, k, in);
-      for (int l = 0; l < 8; l++) {
-        uint8_t want[32];
-        int v = reference_valid(in[l]);
-        if (((got >> l) & 1) != (unsigned)v)
-          FAIL_AT(be, "decode verdict in scalarmult", l);
-        if (!v) {
-          if (!sodium_is_zero(out[l], 32))
-            FAIL_AT(be, "invalid lane not the identity", l);
-          continue;
-        }
-        /* libsodium returns -1 for an identity product and writes its
-         * encoding (zeros): the bytes must agree either way. */
-        memset(want, 0xaa, sizeof want);
-        int rc = crypto_scalarmult_ristretto255(want, k, in[l]);
-        if (rc != 0)
-          assert_true(sodium_is_zero(want, sizeof want));
-        if (memcmp(out[l], want, 32) != 0)
-          FAIL_AT(be, "k * P differs from libsodium", l);
-      }
-    }
-  }
-}
-
-/* ---- differential: element derivation and hash_blind ------------------------ */
-
-static void make_uniform(uint8_t u[64], unsigned kind) {
-  switch (kind % 16) {
-  case 0: /* both halves p (reduces to 0) */
-    memcpy(u, field_p, 32);
-    memcpy(u + 32, field_p, 32);
-    break;
-  case 1: /* all ones: bit 255 masked, 2^255 - 1 = 18 mod p */
-    memset(u, 0xff, 64);
-    break;
-  case 2: /* zero */
-    memset(u, 0, 64);
-    break;
-  case 3: /* halves just below and above p */
-    memcpy(u, field_p, 32);
-    u[0]--;
-    memcpy(u + 32, field_p, 32);
-    u[32]++;
-    break;
-  default:
-    rng(u, 64);
-    break;
-  }
+  diff_run(R255X8_SCALARMULT, DIFF_SCALARMULT_BATCHES);
 }
 
 static void test_diff_from_uniform(void **state) {
   (void)state;
-  for (size_t b = 0; b < n_backends; b++) {
-    const cr_r255x8_backend *be = backends[b];
-    for (size_t it = 0, nb = scaled(DIFF_UNIFORM_BATCHES); it < nb; it++) {
-      uint8_t u[8][64], out[8][32];
-      for (unsigned l = 0; l < 8; l++)
-        make_uniform(u[l], it < 4 ? (unsigned)it : 4 + l);
-      be->from_uniform(out, u);
-      for (int l = 0; l < 8; l++) {
-        uint8_t want[32];
-        assert_int_equal(crypto_core_ristretto255_from_hash(want, u[l]), 0);
-        if (memcmp(out[l], want, 32) != 0)
-          FAIL_AT(be, "element derivation differs from libsodium", l);
-      }
-    }
-  }
+  diff_run(R255X8_FROM_UNIFORM, DIFF_UNIFORM_BATCHES);
 }
 
 static void test_diff_hash_blind(void **state) {
   (void)state;
-  for (size_t b = 0; b < n_backends; b++) {
-    const cr_r255x8_backend *be = backends[b];
-    for (size_t it = 0, nb = scaled(DIFF_HASH_BLIND_BATCHES); it < nb; it++) {
-      uint8_t u[8][64], out[8][32], k[32];
-      make_scalar(k, it);
-      for (unsigned l = 0; l < 8; l++)
-        make_uniform(u[l], it < 4 ? (unsigned)it : 4 + l);
-      be->hash_blind(out, k, u);
-      for (int l = 0; l < 8; l++) {
-        uint8_t x[32], want[32];
-        assert_int_equal(crypto_core_ristretto255_from_hash(x, u[l]), 0);
-        if (crypto_scalarmult_ristretto255(want, k, x) != 0)
-          assert_true(sodium_is_zero(want, sizeof want));
-        if (memcmp(out[l], want, 32) != 0)
-          FAIL_AT(be, "k * derive(u) differs from libsodium", l);
-      }
-    }
-  }
+  diff_run(R255X8_HASH_BLIND, DIFF_HASH_BLIND_BATCHES);
 }
 
 /* ---- the suite's batch entry points ----------------------------------------- */
