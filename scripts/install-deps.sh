@@ -8,6 +8,7 @@ PKGS=(build-essential cmake pkg-config clang libclang-rt-14-dev
       libjansson-dev libcmocka-dev openssl ca-certificates procps
       python3 python3-jsonschema
       clang-format clang-tidy clang-tools cppcheck  # scripts/lint.sh (clang-tools: scan-build)
+      valgrind  # tests only: the constant-time check (tests/unit/ct_r255x8.sh)
       chromium)  # tests only: renders `cleanroom report` pages (tests/report/render.py)
 
 missing=()
