@@ -11,6 +11,7 @@
 #include <string.h>
 #include <getopt.h>
 
+#include "cleanroom/crypto.h"
 #include "cli/cli.h"
 
 static void usage_main(FILE *f) {
@@ -50,6 +51,9 @@ int main(int argc, char **argv) {
   }
   if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
     printf("%s\n", CR_SOFTWARE);
+    /* Which ristretto255 backend this machine uses (CLEANROOM_CRYPTO and
+     * the CPU decide; docs/crypto-backends.md). Results never depend on it. */
+    printf("crypto backend: %s\n", cr_crypto_backend_name());
     return EXIT_OK;
   }
   /* Each command parses its own options from argv[1..]. */
