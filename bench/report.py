@@ -20,6 +20,12 @@ describes one place:
                 unavoidable crypto; unlike efficiency it hardly depends on
                 other load on the machine (efficiency ~= crypto_share_of_cpu
                 * cpu_util)
+
+hash_blind and reblind are libsodium's one-element costs. When bench_crypto
+ran on another ristretto255 backend (its "backend", docs/crypto-backends.md),
+the row also has batch_bound_s and batch_efficiency, the same formulas with
+that backend's batch_hash_blind and batch_reblind: the bound of the nodes'
+own backend, next to libsodium's.
 """
 import json
 import os
@@ -175,6 +181,10 @@ def cmd_row(argv):
     measured = [load_json(p_) for p_ in a.crypto]
     ops = ("hash_blind_us", "reblind_us", "digest_us")
     crypto = {k: min(m_[k] for m_ in measured) for k in ops}
+    backend = measured[0].get("backend", "libsodium")
+    batch_ops = ("batch_hash_blind_us", "batch_reblind_us")
+    if backend not in ("libsodium", "openssl") and all(k in m_ for m_ in measured for k in batch_ops):
+        crypto.update({k: min(m_[k] for m_ in measured) for k in batch_ops})
     reps = sorted(e for e in os.listdir(a.dir) if re.fullmatch(r"rep\d+", e))
     if not reps:
         die("%s: no runs" % a.dir)
@@ -187,8 +197,13 @@ def cmd_row(argv):
     per_elem_us = crypto["hash_blind_us"] + crypto["reblind_us"] + crypto["digest_us"]
     bound = 2.0 * n * per_elem_us * 1e-6 / cores
     cpu = m["cpu_s"]["provider"] + m["cpu_s"]["consumer"]
+    batch_bound = None
+    if "batch_hash_blind_us" in crypto:
+        batch_bound = 2.0 * n * (crypto["batch_hash_blind_us"] + crypto["batch_reblind_us"] +
+                                 crypto["digest_us"]) * 1e-6 / cores
     row = {
         "tool": "cleanroom",
+        "crypto_backend": backend,
         "suite": a.suite,
         "n": n,
         "overlap": a.overlap,
@@ -201,6 +216,8 @@ def cmd_row(argv):
         "elems_per_s": round(n / wall),
         "bound_s": r(bound),
         "efficiency": r(bound / wall, 3),
+        "batch_bound_s": r(batch_bound) if batch_bound else None,
+        "batch_efficiency": r(batch_bound / wall, 3) if batch_bound else None,
         "cpu_util": r(cpu / (wall * cores), 3),
         "crypto_share_of_cpu": r(bound * cores / cpu, 3) if cpu > 0 else None,
         "other_cpu_util": r(m["other_cpu_util"], 3),
@@ -313,6 +330,14 @@ def cmd_table(path):
            span("reblind_us", ".1f"), span("digest_us", ".2f"),
            (", engine %s" % x["commit"]) if x.get("commit") else ""),
     ]
+    if x.get("batch_bound_s") is not None:
+        notes.append(
+            "The nodes ran the %s ristretto255 backend: batch hash_blind %s µs, reblind %s µs "
+            "per element; against that bound the efficiency is %s (the table's bound and "
+            "efficiency are libsodium's)."
+            % (x["crypto_backend"], span("batch_hash_blind_us", ".1f"),
+               span("batch_reblind_us", ".1f"),
+               ", ".join("%s at n=%d" % (fmt(r_["batch_efficiency"], ".2f"), r_["n"]) for r_ in rows)))
     skipped = [r_.get("peer_skipped") for r_ in rows if r_.get("peer_skipped")]
     if skipped:
         notes.append("psi.js: " + skipped[0])
