@@ -289,7 +289,8 @@ typedef struct blind_job {
 
 /* Grows the message arena to hold `need` more bytes after `used`, keeping
  * what is there; the old block held match keys, so it is wiped. */
-static int arena_reserve(uint8_t **buf, size_t *cap, uint8_t *stackbuf, size_t used, size_t need) {
+static int arena_reserve(uint8_t **buf, size_t *cap, const uint8_t *stackbuf, size_t used,
+                         size_t need) {
   if (used + need <= *cap)
     return 0;
   size_t ncap = 2 * (used + need);
