@@ -33,8 +33,11 @@ extern "C" {
 /* 2: Error frames carry the sender's template_sha256 and protocol_version.
  * 3: admission before data; set sizes as buckets (padded sets); fixed
  *    wording on the wire; the Released frame; receipts cover roles,
- *    certificates, template and both releases (docs/protocol.md). */
-#define CR_PROTOCOL_VERSION 3
+ *    certificates, template and both releases (docs/protocol.md).
+ * 4: several match keys: the counted side sends records (Hello
+ *    record_keys), digests go back grouped per record, the release covers
+ *    the per-key breakdown. */
+#define CR_PROTOCOL_VERSION 4
 #define CR_DEFAULT_MAX_FRAME (16u << 20)
 #define CR_DEFAULT_BATCH 4096
 #define CR_SIGN_PK_BYTES 32
@@ -237,8 +240,18 @@ struct cr_session_result {
   cr_session_cell *cells;
   size_t ncells;
   /* Members, DONE, receives and not suppressed: bit i (matched[i / 8] >>
-   * (i % 8) & 1) is set when own key i (cr_dataset order) matched. */
+   * (i % 8) & 1) is set when own key i (cr_dataset order) matched; with
+   * several match keys, own record i. */
   uint8_t *matched;
+  /* Members with several match keys: per own record, a bit per match key
+   * (template order) it matched on; NULL otherwise. */
+  uint8_t *matched_on;
+  /* Several match keys, DONE, receives, not grouped: per key, the counted
+   * side's records with a match on that key; each thresholded (engine.h,
+   * cr_engine_result). nkeys 0: no breakdown. */
+  size_t nkeys;
+  uint64_t key_count[CR_TEMPLATE_MAX_KEYS];
+  uint8_t key_suppressed[CR_TEMPLATE_MAX_KEYS];
 };
 
 void cr_session_result_free_outputs(cr_session_result *res);
