@@ -252,6 +252,13 @@ struct cr_session_result {
   size_t nkeys;
   uint64_t key_count[CR_TEMPLATE_MAX_KEYS];
   uint8_t key_suppressed[CR_TEMPLATE_MAX_KEYS];
+  /* Several match keys, known once the Hellos are exchanged: the key names
+   * (template order), whose records are counted, and whether each side's
+   * set (own_set_size, peer_set_size) is of records or of key values. */
+  size_t nmatch_keys; /* 1 for one key */
+  char key_names[CR_TEMPLATE_MAX_KEYS][CR_TEMPLATE_MAX_NAME + 1];
+  cr_role count_of;
+  int own_records, peer_records;
 };
 
 void cr_session_result_free_outputs(cr_session_result *res);

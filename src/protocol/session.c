@@ -1081,6 +1081,13 @@ static int on_hello(cr_session *s, const Cleanroom__V1__Hello *h, const uint8_t 
     s->res.have_run_id = 1;
   }
 
+  s->res.nmatch_keys = cr_template_nkeys(t);
+  for (size_t k = 0; k < s->res.nmatch_keys; k++)
+    snprintf(s->res.key_names[k], sizeof s->res.key_names[k], "%s",
+             t->match_keys[k].name ? t->match_keys[k].name : "");
+  s->res.count_of = t->count_of;
+  s->res.own_records = cr_template_record_width(t, s->cfg.role) > 1;
+  s->res.peer_records = s->peer_w > 1;
   s->self_receives = (s->query->results_to & CR_ROLE_BIT(s->cfg.role)) != 0;
   s->peer_receives = (s->query->results_to & CR_ROLE_BIT(peer_role)) != 0;
   s->res.receives = s->self_receives;
