@@ -86,7 +86,7 @@ void cr_cli_print_result_json(const cr_party_session *s, const cr_template *t,
 static const char *set_unit(const cr_session_result *r, int records) {
   if (r->nmatch_keys <= 1)
     return "distinct keys";
-  return records ? "records (rows sharing a key value are one)" : "distinct key values";
+  return records ? "records" : "distinct key values";
 }
 
 /* Several keys: what the count counts, and the records matched per key. */
@@ -144,8 +144,9 @@ void cr_cli_print_result_human(const cr_party_session *s, const char *peer_addr)
   for (size_t i = 0; i < r->nparams; i++)
     printf("  parameter:     %s = %s\n", cr_cli_safe(r->param_names[i]),
            cr_cli_safe(r->param_values[i]));
-  printf("  our set:       %llu %s\n", (unsigned long long)r->own_set_size,
-         set_unit(r, r->own_records));
+  printf("  our set:       %llu %s%s\n", (unsigned long long)r->own_set_size,
+         set_unit(r, r->own_records),
+         r->own_records ? " (rows that share a key value are one record)" : "");
   if (r->peer_set_size_is_bucket)
     printf("  partner's set: at most %llu %s (a size bucket, not the exact size)\n",
            (unsigned long long)r->peer_set_size, set_unit(r, r->peer_records));
