@@ -210,6 +210,9 @@ def cmd_row(argv):
         "wall_s": r(wall),
         "wall_s_runs": [r(x["wall_s"]) for x in runs],
         "us_per_elem": r(wall / n * 1e6, 2),
+        # CPU of both nodes per element (per record with several keys): the
+        # cost that other load on the machine hardly moves.
+        "cpu_us_per_elem": r(cpu / n * 1e6, 2),
         "elems_per_s": round(n / wall),
         "bound_s": r(bound),
         "efficiency": r(bound / wall, 3),

@@ -1070,6 +1070,13 @@ static int on_hello(cr_session *s, const Cleanroom__V1__Hello *h, const uint8_t 
                   "query \"%s\" combines members with group_by, which "
                   "this node does not run",
                   s->query->name);
+  /* Several keys: members go to the counted side, whose records they are
+   * (the template refuses anything else; a hand-built one may not). */
+  if (s->members && cr_template_nkeys(t) > 1 && s->query->results_to != CR_ROLE_BIT(t->count_of))
+    return refuse(s, CR_WIRE_NOT_ALLOWED,
+                  "query \"%s\" returns members to a side whose records are not counted "
+                  "(count_of)",
+                  s->query->name);
 
   s->peer_n = h->set_size;
   s->res.peer_set_size = s->peer_n;

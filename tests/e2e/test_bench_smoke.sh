@@ -38,6 +38,7 @@ def need(cond, what):
 need(row["tool"] == "cleanroom" and row["suite"] == "ristretto255", "tool/suite")
 need(row["n"] == 256 and row["intersection"] == 128, "n/intersection")
 need(row["wall_s"] > 0 and row["us_per_elem"] > 0 and row["elems_per_s"] > 0, "speed")
+need(abs(row["cpu_us_per_elem"] - (row["cpu_s"]["provider"] + row["cpu_s"]["consumer"]) / 256 * 1e6) < 50, "cpu_us_per_elem")
 need(row["bound_s"] > 0 and 0 < row["efficiency"] < 2, "efficiency")
 need(0 < row["cpu_util"] <= 1.05, "cpu_util")
 need(row["crypto_share_of_cpu"] is not None and row["crypto_share_of_cpu"] > 0, "crypto_share_of_cpu")
