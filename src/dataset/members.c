@@ -110,6 +110,8 @@ static int row_matched(const cr_dataset *d, const cr_template *t, const uint8_t 
   for (size_t k = 0; k < cr_template_nkeys(t); k++) {
     const cr_match_key *mk = &t->match_keys[k];
     cr_reject_reason why;
+    if (keycol[k] == NULL)
+      continue;
     for (size_t i = 0; i < mk->ncolumns; i++) {
       vals[i] = f[keycol[k][i]];
       vlens[i] = fl[keycol[k][i]];

@@ -356,7 +356,7 @@ int cr__records_finish(cr__records *b, cr_dataset *d, int grouped, uint32_t **la
   for (size_t v = 0; v < nv; v++)
     d->value_record[v] = rec_of_row[first_row[v]];
   if (grouped) {
-    out_label = malloc((nrec ? nrec : 1) * sizeof *out_label);
+    out_label = calloc(nrec ? nrec : 1, sizeof *out_label);
     conflict = calloc(nrec ? nrec : 1, 1);
     if (out_label == NULL || conflict == NULL)
       goto out;
