@@ -36,16 +36,18 @@
 # bash + awk only (mawk or gawk: the random numbers come from our own
 # Park-Miller generator, examples/lib/people.awk).
 #
-# Usage: examples/multikey/generate.sh [seed [outdir]]
-#   (default seed 20250301, outdir this directory)
+# Usage: examples/multikey/generate.sh [seed [outdir [scale]]]
+#   (default seed 20250301, outdir this directory, scale 100: the
+#   population and every range above in percent; tests use 50)
 set -euo pipefail
 export LC_ALL=C
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 seed=${1:-20250301}
 out=${2:-$here}
+scale=${3:-100}
 
-awk -v seed="$seed" -v out_t="$out/team.csv" -v out_a="$out/app.csv" -f "$here/../lib/people.awk" -f /dev/fd/3 3<<'AWK'
+awk -v seed="$seed" -v scale="$scale" -v out_t="$out/team.csv" -v out_a="$out/app.csv" -f "$here/../lib/people.awk" -f /dev/fd/3 3<<'AWK'
 function recased(e,    r, at) {
   r = pick(100)
   at = index(e, "@")
@@ -97,14 +99,17 @@ function bad_phone(k) { return "555-RIDE-" k }
 BEGIN {
   people_init(seed)
   narea = split("206 253 425 360", area, " ")
-  npeople = 4200
+  # At scale 100: people 1..4200, holders 1..1500 (H), riders 1001 (R0)
+  # ..4000, families of 50 (F).
+  npeople = int(4200 * scale / 100); H = int(1500 * scale / 100)
+  R0 = int(1000 * scale / 100) + 1; F = int(50 * scale / 100)
   for (id = 1; id <= npeople; id++) email[id] = make_email(id)
 
-  # ---- the team: holders 1..1500 ----
+  # ---- the team: holders 1..H ----
   n = 0
-  for (id = 1; id <= 1500; id++) {
-    if (id >= 1001 && id <= 1050) p = ""                            # the family's phone is on a relative's row
-    else if (id >= 1451) p = typed(phone_digits(id - 450))           # a relative's phone (people 1001..1050)
+  for (id = 1; id <= H; id++) {
+    if (id >= R0 && id < R0 + F) p = ""                             # the family's phone is on a relative's row
+    else if (id > H - F) p = typed(phone_digits(R0 + id - (H - F + 1)))  # a relative's phone (people R0..R0+F-1)
     else if (pick(100) < 85) p = typed(phone_digits(id))
     else p = ""
     row[++n] = noisy(email[id]) "," p "," section()
@@ -117,14 +122,14 @@ BEGIN {
   close(out_t)
   split("", row)
 
-  # ---- the app: riders 1001..4000 ----
+  # ---- the app: riders R0..npeople-200 ----
   n = 0
-  for (id = 1001; id <= npeople - 200; id++) {
+  for (id = R0; id <= npeople - 200; id++) {
     r = pick(100)
-    if (id <= 1050) { e = recased(email[id]); p = typed(phone_digits(id)) }   # the family riders
+    if (id < R0 + F) { e = recased(email[id]); p = typed(phone_digits(id)) }   # the family riders
     else {
       e = pick(100) < 40 ? recased(email[id]) : ""
-      if (r < 93) p = typed(phone_digits(id < 1500 && pick(100) < 5 ? id + 100000 : id))  # 5% of holders changed numbers
+      if (r < 93) p = typed(phone_digits(id < H && pick(100) < 5 ? id + 100000 : id))  # 5% of holders changed numbers
       else p = ""
       if (e == "" && p == "") e = recased(email[id])                 # every rider gave one of the two
     }
@@ -135,7 +140,7 @@ BEGIN {
       row[++n] = e2 "," p "," city() "," pick(61)
     }
   }
-  for (k = 1; k <= 15; k++) row[++n] = recased(email[3000 + k]) "," bad_phone(100 + k) "," city() "," pick(61)  # phone skipped
+  for (k = 1; k <= 15; k++) row[++n] = recased(email[int(3000 * scale / 100) + k]) "," bad_phone(100 + k) "," city() "," pick(61)  # phone skipped
   for (k = 1; k <= 10; k++) row[++n] = bad_email(100 + k) ",," city() "," pick(61)                      # rejected
   for (k = 1; k <= 10; k++) row[++n] = ",," city() "," pick(61)                                          # rejected
   shuffle(row, n)

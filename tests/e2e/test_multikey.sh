@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # End to end with two match keys (examples/multikey, the template's
 # match_keys e-mail and phone, count_of consumer): real nodes over loopback
-# TLS on data generated here with another seed than the example's, where
-# riders match the team by e-mail only, by phone only, by both, with their
-# two keys on two different team rows, and not at all. Every released
-# number (the count, its per-key breakdown, each cell under group_by, the
-# count under a filter, the members rows and the key each matched on) must
-# equal examples/multikey/truth.py, computed from the files independently
-# of cleanroom. Then count_of provider (the team's holders counted) on the
+# TLS on data generated here (another seed than the example's, half its
+# size), where riders match the team by e-mail only, by phone only, by
+# both, with their two keys on two different team rows, and not at all.
+# Every released number (the count, its per-key breakdown, each cell under
+# group_by, the count under a filter, the members rows and the key each
+# matched on) must equal examples/multikey/truth.py, computed from the
+# files independently of cleanroom. Then count_of provider (the team's holders counted) on the
 # same files. And what the team does not learn: no per-record or per-key
 # information where the query releases it nothing, no rider's key in any
 # file or output of its node.
@@ -28,7 +28,7 @@ else
   fail "examples/multikey's files differ from generate.sh's output (run it again)"
 fi
 
-"$MX/generate.sh" 7 . >truth.txt
+"$MX/generate.sh" 7 . 50 >truth.txt
 TEAM=$PWD/team.csv
 APP=$PWD/app.csv
 truth() { python3 "$TRUTH" --json --template "$MX/template.json" "$@" "$TEAM" "$APP"; }
