@@ -104,6 +104,35 @@ static inline cr_template *mk_template(const char *count_of, uint64_t min_count)
   return t;
 }
 
+/* The same keys with differential privacy: one count query, "noisy",
+ * released to both with discrete Laplace noise (epsilon 1) under a budget. */
+static inline cr_template *mk_template_noisy(void) {
+  char json[2048];
+  snprintf(json, sizeof json,
+           "{\"format\": \"cleanroom-template/1\", \"name\": \"multikey noisy test\","
+           " \"parties\": {\"provider\": {\"org\": \"P\", \"cert_sha256\": \"%064d\"},"
+           "  \"consumer\": {\"org\": \"C\", \"cert_sha256\": \"%064d\"}},"
+           " \"suite\": \"ristretto255\","
+           " \"match_keys\": [{\"name\": \"email\", \"columns\": [\"email\"], \"normalize\": "
+           "[\"email\"]},"
+           "  {\"name\": \"phone\", \"columns\": [\"phone\"], \"normalize\": [\"phone\"]}],"
+           " \"data\": {\"provider\": {\"required_columns\": [\"tier\"]},"
+           "  \"consumer\": {\"required_columns\": [\"user\", \"seg\"]}},"
+           " \"queries\": {\"noisy\": {\"kind\": \"count\", \"run_by\": [\"consumer\"],"
+           "   \"results_to\": [\"provider\", \"consumer\"], \"min_count\": 1,"
+           "   \"noise\": {\"mechanism\": \"discrete_laplace\", \"epsilon\": 1}}},"
+           " \"limits\": {\"privacy_budget\": {\"epsilon\": 5},"
+           "  \"size_buckets\": {\"edges\": [4, 8, 12, 16, 24, 32]}}}",
+           1, 2);
+  cr_template *t = NULL;
+  cr_error err;
+  if (cr_template_parse(&t, json, strlen(json), "multikey-noisy.json", &err) != 0) {
+    fprintf(stderr, "%s\n", err.msg);
+    abort();
+  }
+  return t;
+}
+
 /* Writes text to a fresh temporary file; returns its malloc'ed path. */
 static inline char *mk_write_temp(const char *text) {
   char *path = strdup("/tmp/cr-multikey-XXXXXX");

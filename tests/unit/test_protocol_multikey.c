@@ -45,7 +45,7 @@ typedef struct pair {
 } pair;
 
 typedef struct opts {
-  const char *count_of;
+  const char *count_of; /* NULL: mk_template_noisy() */
   uint64_t min_count;
   const char *query;
   int provider_runs;
@@ -55,8 +55,8 @@ typedef struct opts {
 
 static void pair_init(pair *x, const opts *o) {
   memset(x, 0, sizeof *x);
-  x->tp = mk_template(o->count_of, o->min_count);
-  x->tc = mk_template(o->count_of, o->min_count);
+  x->tp = o->count_of ? mk_template(o->count_of, o->min_count) : mk_template_noisy();
+  x->tc = o->count_of ? mk_template(o->count_of, o->min_count) : mk_template_noisy();
   x->dp = mk_load(x->tp, CR_ROLE_PROVIDER, MK_PROVIDER_CSV, o->grouped ? "tier" : NULL);
   x->dc = mk_load(x->tc, CR_ROLE_CONSUMER, o->consumer_csv ? o->consumer_csv : MK_CONSUMER_CSV,
                   o->grouped ? "seg" : NULL);
@@ -292,6 +292,30 @@ static void test_members_which_key(void **state) {
   pair_free(&x);
 }
 
+/* With noise (docs/privacy.md) the count is released noisy, the same on
+ * both sides, and the per-key breakdown not at all: it would be more
+ * numbers, and exact. */
+static void test_noisy_count_only(void **state) {
+  (void)state;
+  pair x;
+  opts o = {NULL, 1, "noisy", 0, 0, NULL};
+  pair_init(&x, &o);
+  pump(&x);
+  const cr_session_result *rc = done(x.consumer), *rp = done(x.provider);
+  for (int i = 0; i < 2; i++) {
+    const cr_session_result *r = i ? rp : rc;
+    assert_true(r->noisy);
+    assert_int_equal(r->nkeys, 0);
+    assert_int_equal(r->nmatch_keys, 2);
+    for (int k = 0; k < 2; k++)
+      assert_int_equal(r->key_count[k], 0);
+  }
+  assert_int_equal(rc->count, rp->count);
+  assert_int_equal(rc->suppressed, rp->suppressed);
+  assert_memory_equal(rc->released_sha256, rp->released_sha256, sizeof rc->released_sha256);
+  pair_free(&x);
+}
+
 /* Two consumers with 9 records each that differ only in which keys their
  * records hold: every frame the provider receives has the same length, so
  * their record structure does not show (only the bucket and the width). */
@@ -511,6 +535,7 @@ int main(void) {
       cmocka_unit_test(test_grouped_cells),        cmocka_unit_test(test_members_which_key),
       cmocka_unit_test(test_structure_hidden),     cmocka_unit_test(test_lying_peer),
       cmocka_unit_test(test_record_width_checked), cmocka_unit_test(test_v3_peer_refused),
+      cmocka_unit_test(test_noisy_count_only),
   };
   if (cr_crypto_init() != 0)
     return 1;
