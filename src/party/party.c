@@ -230,8 +230,8 @@ int cr__party_load_start(cr_party *p, const cr_query *q, cr_error *err) {
     return rc == CR_EIO ? CR_EDATA : rc;
   }
   cr_error ae;
-  if (cr__trail_event(&p->trail, "data_loaded", cr__trail_data_fields(p->data, q ? q->name : NULL),
-                      &ae) != 0)
+  if (cr__trail_event(&p->trail, "data_loaded",
+                      cr__trail_data_fields(p->data, p->t, q ? q->name : NULL), &ae) != 0)
     return cr_error_set(err, CR_EINTERNAL, "cannot write the audit log: %s", ae.msg);
   if (p->ev.on_data)
     p->ev.on_data(p->ev.ctx, p->data);
@@ -294,8 +294,8 @@ int cr__party_load(void *ctx, const cr_query *q, const cr_session_result *res,
     (void)cr__trail_event(&p->trail, "data_load_failed", o, &err);
     return rc;
   }
-  if ((rc = cr__trail_event(&p->trail, "data_loaded", cr__trail_data_fields(d, q->name), &err)) !=
-      0) {
+  if ((rc = cr__trail_event(&p->trail, "data_loaded", cr__trail_data_fields(d, p->t, q->name),
+                            &err)) != 0) {
     snprintf(msg, cap, "cannot record the data access in the audit log: %s", err.msg);
     cr_dataset_free(d);
     return rc;
