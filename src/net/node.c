@@ -208,6 +208,7 @@ static void conn_begin_close(conn *c);
 static void conn_close_handles(conn *c);
 static void conn_maybe_free(conn *c);
 static void conn_fail(conn *c, int code, int wire, const char *fmt, ...) CR_PRINTF(4, 5);
+static void conn_refuse_busy(conn *c);
 static void node_stop(node *n);
 static void node_maybe_closed(node *n);
 static void on_timer(uv_timer_t *t);
@@ -668,7 +669,16 @@ static void conn_fail(conn *c, int code, int wire, const char *fmt, ...) {
   }
   /* work_busy first: while a work item runs, the worker owns c->s. */
   if (c->phase != PH_SESSION || (!c->work_busy && c->s == NULL)) {
+    int tell =
+        wire != 0 && conn_awaits_route(c) && !c->tls_broken && !c->write_failed && !c->peer_eof;
     set_local(c, code, msg);
+    if (tell) {
+      /* No session yet (the router waits for the Hello): the partner is
+       * told all the same, with the code's fixed text. */
+      c->local.wire_error = wire;
+      conn_refuse_busy(c);
+      return;
+    }
     conn_begin_close(c);
     return;
   }
