@@ -261,7 +261,7 @@ static int data_load(cr_collab *c, const cr_query *q, cr_filter *filter, const c
     json_decref(used);
     cr_error ae;
     cr_error_clear(&ae);
-    if ((rc = cr__trail_event(&c->trail, "data_loaded", f, &ae)) != 0) {
+    if (cr__trail_event(&c->trail, "data_loaded", f, &ae) != 0) {
       cr_dataset_free(d);
       return cr_error_set(err, CR_EINTERNAL, "cannot record the data access in the audit log: %s",
                           ae.msg);

@@ -130,9 +130,14 @@ static int set_value(const conf_key *k, const char *val, const char *basedir, cr
   }
   case K_COUNT:
   case K_SECONDS: {
-    errno = 0;
-    unsigned long v = val[0] == '-' ? 0 : strtoul(val, &end, 10);
-    if (val[0] == '-' || errno || end == val || *end || v < k->min || v > k->max) {
+    unsigned long v = 0;
+    int bad = val[0] == '-' || val[0] == '+' || val[0] == ' ';
+    if (!bad) {
+      errno = 0;
+      v = strtoul(val, &end, 10);
+      bad = errno != 0 || end == val || *end != '\0';
+    }
+    if (bad || v < k->min || v > k->max) {
       snprintf(why, cap, "takes %s from %lu to %lu, got \"%.64s\"",
                k->kind == K_SECONDS ? "seconds" : "a whole number", k->min, k->max, val);
       return CR_ECONFIG;

@@ -322,6 +322,7 @@ struct cr_party {
   /* serve: watching for changes */
   uv_fs_event_t **watch;
   size_t nwatch;
+  char *watch_key; /* the sub-directories watched, "a/b/c/" */
   uv_timer_t reload_timer;
   int reload_timer_live;
   int reload_due;           /* a change was seen: rescan when the timer fires */

@@ -570,6 +570,7 @@ static int install(cr_party *p, cr_collab *c, int at_start, cr_error *err) {
     p->collabs[i] = c;
     cr__collab_unref(old);
   } else {
+    // NOLINTNEXTLINE(bugprone-sizeof-expression): an array of pointers
     cr_collab **nv = realloc(p->collabs, (p->ncollabs + 1) * sizeof *nv);
     if (nv == NULL)
       return cr_error_set(err, CR_ENOMEM, "out of memory");
@@ -584,6 +585,7 @@ static int install(cr_party *p, cr_collab *c, int at_start, cr_error *err) {
 
 static void remove_collab(cr_party *p, size_t i) {
   cr_collab *c = p->collabs[i];
+  // NOLINTNEXTLINE(bugprone-sizeof-expression): an array of pointers
   memmove(&p->collabs[i], &p->collabs[i + 1], (p->ncollabs - i - 1) * sizeof *p->collabs);
   p->ncollabs--;
   cr__party_collab_event(p, "removed", c->name, c, NULL);
@@ -767,15 +769,38 @@ static void on_fs_event(uv_fs_event_t *h, const char *filename, int events, int 
 static void watch_dirs(cr_party *p) {
   if (p->collab_dir == NULL || p->stopping)
     return;
+  cr_srcs s;
+  cr_error err;
+  if (cr__srcs_list(p, &s, &err) != 0)
+    return;
+  /* The same sub-directories as last time: the watches stand. */
+  size_t klen = 1;
+  for (size_t i = 0; i < s.n; i++)
+    klen += strlen(s.names[i]) + 1;
+  char *key = malloc(klen);
+  if (key != NULL) {
+    size_t at = 0;
+    for (size_t i = 0; i < s.n; i++) {
+      size_t n = strlen(s.names[i]);
+      memcpy(key + at, s.names[i], n);
+      key[at + n] = '/';
+      at += n + 1;
+    }
+    key[at] = '\0';
+    if (p->watch_key != NULL && p->watch != NULL && strcmp(key, p->watch_key) == 0) {
+      free(key);
+      cr__srcs_free(&s);
+      return;
+    }
+  }
+  free(p->watch_key);
+  p->watch_key = key;
   for (size_t i = 0; i < p->nwatch; i++)
     uv_close((uv_handle_t *)p->watch[i], on_handle_closed);
   free(p->watch);
   p->watch = NULL;
   p->nwatch = 0;
-  cr_srcs s;
-  cr_error err;
-  if (cr__srcs_list(p, &s, &err) != 0)
-    return;
+  // NOLINTNEXTLINE(bugprone-sizeof-expression): an array of pointers
   p->watch = calloc(s.n + 1, sizeof *p->watch);
   for (size_t i = 0; p->watch != NULL && i <= s.n; i++) {
     uv_fs_event_t *h = calloc(1, sizeof *h);
@@ -803,6 +828,8 @@ void cr__party_collabs_stop(cr_party *p) {
   free(p->watch);
   p->watch = NULL;
   p->nwatch = 0;
+  free(p->watch_key);
+  p->watch_key = NULL;
   if (p->reload_timer_live) {
     p->reload_timer_live = 0;
     uv_close((uv_handle_t *)&p->reload_timer, on_handle_closed);
@@ -853,7 +880,6 @@ int cr__party_collabs_start(cr_party *p, const cr_party_serve_config *cfg, cr_er
       cr__collab_sigs(&s.v[i], sigs);
       refuse_version(p, s.names[i], sigs, NULL, rc, &e);
     }
-    rc = 0;
   }
   cr__srcs_free(&s);
   return 0;
