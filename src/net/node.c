@@ -116,13 +116,14 @@ struct conn {
   int closing; /* graceful close started */
   int closed;  /* handles being closed */
   int handshake_done;
-  int auth_reached; /* passed or failed certificate authentication */
-  int busy;         /* past max_sessions: refused with a BUSY Error frame */
-  int routed;       /* route(): the router chose this connection's session */
-  void *route_conn; /* route()'s handle for it */
-  unsigned idle_ms; /* this connection's idle timeout */
-  int counted;      /* counts in node.nsessions */
-  int rx_any;       /* the peer has sent at least one byte */
+  int auth_reached;  /* passed or failed certificate authentication */
+  int busy;          /* past max_sessions: refused with a BUSY Error frame */
+  int routed;        /* route(): the router chose this connection's session */
+  int route_refused; /* route() refused it: the partner gets the fixed text */
+  void *route_conn;  /* route()'s handle for it */
+  unsigned idle_ms;  /* this connection's idle timeout */
+  int counted;       /* counts in node.nsessions */
+  int rx_any;        /* the peer has sent at least one byte */
 
   /* Frame boundaries in the peer's plaintext (length prefixes only; the
    * session decodes), so that the idle timer measures progress in whole
@@ -676,6 +677,7 @@ static void conn_fail(conn *c, int code, int wire, const char *fmt, ...) {
       /* No session yet (the router waits for the Hello): the partner is
        * told all the same, with the code's fixed text. */
       c->local.wire_error = wire;
+      c->route_refused = 1;
       conn_refuse_busy(c);
       return;
     }
@@ -872,7 +874,7 @@ static void conn_refuse_busy(conn *c) {
   cr_error_clear(&err);
   /* BUSY says how many sessions run (no data); a router's refusal goes
    * with the code's fixed text only (its message is for this node). */
-  const char *text = c->local.wire_error == CR_WIRE_BUSY && !c->routed
+  const char *text = c->local.wire_error == CR_WIRE_BUSY && !c->route_refused
                          ? c->local.error_msg
                          : cr_wire_error_text(c->local.wire_error);
   if (cr_session_refusal_frame(&b, c->local.wire_error, text) != 0 ||
@@ -966,6 +968,7 @@ static void conn_route(conn *c) {
     copy_msg(msg, sizeof msg, r.msg[0] ? r.msg : "refused: no collaboration for this partner");
     set_local(c, CR_EREFUSED, msg);
     c->local.wire_error = r.wire_error ? r.wire_error : CR_WIRE_NOT_ALLOWED;
+    c->route_refused = 1;
     conn_refuse_busy(c);
     return;
   }

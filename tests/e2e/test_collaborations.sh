@@ -268,6 +268,29 @@ expect_eq "the provider admitted exactly two runs of the limited template" 2 \
 run_as 1 t1.json cons_1.csv r1_pick
 expect_eq "partner 1 pinned in two collaborations: a is picked by hash" "$EXP_A2" "$(json_field r1_pick.out count)"
 
+# --- a collaboration's own session cap: busy (exit 6), and run --retry -----------------------
+sed -i 's/max_sessions = 8/max_sessions = 1/' collabs/b/collaboration.conf
+kill -HUP "$SERVER_PID"
+if wait_log 'collaboration changed "b"' 5; then ok "b's changed conf is picked up"; else fail "b's conf change was not picked up"; fi
+"$HOSTILE_PEER" --case silent --hold-ms 4000 --template t2.json --identity c2-id --data cons_2.csv \
+  --peer "127.0.0.1:$PORT" --timeout-ms 10000 >hold.out 2>hold.err &
+HOLD_PID=$!
+for _ in $(seq 1 200); do
+  grep -q '^ready:' hold.out && break
+  sleep 0.05
+done
+expect_grep "a session holds b's only slot" '^ready:' hold.out
+run_as 2 t2.json cons_2.csv busy1
+expect_eq "b at its max_sessions: run exits 6 (busy)" 6 "$(cat busy1.rc)"
+expect_grep "the run says busy, retry later" "busy, retry later" busy1.err
+if grep -q 'collaboration\.conf\|"b"\|max_sessions' busy1.err; then fail "the busy refusal told the partner the node's settings"; else ok "the partner is told busy, nothing of the node's settings"; fi
+expect_grep "the node logs whose cap it was" 'collaboration b has 1 session(s) in progress (max_sessions = 1' server.err
+run_as 2 t2.json cons_2.csv busy2 --retry 6
+expect_eq "run --retry waits for the slot: exit 0" 0 "$(cat busy2.rc)"
+expect_eq "run --retry: the count" "$EXP_B" "$(json_field busy2.out count)"
+expect_grep "run --retry says it retries" "retrying in" busy2.err
+wait "$HOLD_PID" 2>/dev/null || true
+
 # --- removing a collaboration ----------------------------------------------------------------
 rm -rf collabs/d
 if wait_log 'collaboration removed "d"' 15; then ok "a removed collaboration is reported"; else fail "d's removal was not reported"; fi
