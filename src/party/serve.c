@@ -548,9 +548,9 @@ static void refuse_version(cr_party *p, const char *name, const cr_file_sig sigs
     memcpy(p->failed[i].sigs, sigs, sizeof p->failed[i].sigs);
     p->failed[i].rc = rc;
   }
-  ssize_t cur = find_collab(p, name);
-  cr__party_collab_event(p, "refused", name, c ? c : (cur >= 0 ? p->collabs[cur] : NULL),
-                         cr_error_message(err, rc));
+  /* The fields of the version refused, when it got as far as its
+   * template; "serving" says whether an earlier version still serves. */
+  cr__party_collab_event(p, "refused", name, c, cr_error_message(err, rc));
 }
 
 /* The version c takes name's place (or joins); the old one lives on in

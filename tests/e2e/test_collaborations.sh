@@ -309,6 +309,12 @@ else
   fail "the provider's log does not verify"
   cat pv2.out >&2
 fi
+if "$CR" report --identity provider-id --out report.html >report.out 2>&1; then
+  ok "report reads the log of many collaborations"
+else
+  fail "report on the provider's log"
+  cat report.out >&2
+fi
 if grep -q "Sanitizer" server.err; then
   fail "the server reported a sanitizer error or a leak"
   grep -A20 "Sanitizer" server.err | sed 's/^/    /' >&2
