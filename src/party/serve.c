@@ -801,8 +801,9 @@ static void watch_dirs(cr_party *p) {
   p->watch = NULL;
   p->nwatch = 0;
   // NOLINTNEXTLINE(bugprone-sizeof-expression): an array of pointers
-  p->watch = calloc(s.n + 1, sizeof *p->watch);
-  for (size_t i = 0; p->watch != NULL && i <= s.n; i++) {
+  uv_fs_event_t **w = calloc(s.n + 1, sizeof *w);
+  size_t nw = 0;
+  for (size_t i = 0; w != NULL && i <= s.n; i++) {
     uv_fs_event_t *h = calloc(1, sizeof *h);
     if (h == NULL)
       break;
@@ -814,8 +815,10 @@ static void watch_dirs(cr_party *p) {
       continue;
     }
     uv_unref((uv_handle_t *)h); /* the node keeps the loop alive */
-    p->watch[p->nwatch++] = h;
+    w[nw++] = h;
   }
+  p->watch = w;
+  p->nwatch = nw;
   cr__srcs_free(&s);
 }
 
