@@ -148,7 +148,7 @@ typedef struct cr_collab_conf {
   char *audit;             /* audit = FILE: its own audit log (default: the node's) */
   double max_reject_ratio; /* 0: the node's; < 0: no rejected row at all */
   unsigned max_sessions;   /* 0: no cap of its own (the node's applies) */
-  unsigned timeout_ms;     /* 0: the node's */
+  unsigned timeout_ms;     /* idle, for its sessions; 0: the node's */
   int enabled;             /* enabled = false: loaded, checked, not served */
 } cr_collab_conf;
 
