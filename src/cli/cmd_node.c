@@ -53,6 +53,7 @@ typedef struct node_ctx {
   int closed;
   int last_rc, last_wire; /* serve: the last session's outcome (--once) */
   int signum;             /* the signal that stopped the node, 0 if none */
+  int collabs_serving;    /* serve: collaborations loaded or added */
 } node_ctx;
 
 static void report_failure(const char *cmd, const cr_session_result *r, const char *peer_addr) {
@@ -145,6 +146,8 @@ static void collab_line(FILE *f, const char *prefix, const cr_party_collab_info 
 /* serve: the collaborations as they load, change and go. */
 static void on_collab(void *ctx, const cr_party_collab_info *c) {
   node_ctx *n = ctx;
+  if (strcmp(c->change, "loaded") == 0 || strcmp(c->change, "added") == 0)
+    n->collabs_serving++;
   if (strcmp(c->change, "refused") == 0) {
     cr_cli_errorf(n->cmd, "collaboration \"%s\" cannot serve: %s; %s", cr_cli_safe(c->name),
                   cr_cli_safe(c->error),
@@ -235,10 +238,15 @@ static void on_progress(void *ctx, const cr_session_progress *p) {
 
 static void on_listening(void *ctx, const char *addr) {
   node_ctx *n = ctx;
-  if (n->o->collaborations)
+  if (n->o->collaborations) {
     fprintf(stderr, "%s serve: listening on %s (collaborations in %s)\n", CR_CLI_PROG, addr,
             n->o->collaborations);
-  else
+    if (n->collabs_serving == 0)
+      fprintf(stderr,
+              "%s serve: warning: no collaboration serves yet; one added to %s (a "
+              "sub-directory with %s and %s) is picked up without a restart\n",
+              CR_CLI_PROG, n->o->collaborations, CR_COLLAB_TEMPLATE_FILE, CR_COLLAB_CONF_FILE);
+  } else
     fprintf(stderr, "%s serve: listening on %s (template %s)\n", CR_CLI_PROG, addr,
             n->o->template_path);
 }
