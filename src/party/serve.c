@@ -764,6 +764,17 @@ static void on_fs_event(uv_fs_event_t *h, const char *filename, int events, int 
   uv_timer_start(&p->reload_timer, on_rescan_timer, CR_PARTY_SETTLE_MS, CR_PARTY_RESCAN_MS);
 }
 
+/* Closes the watches (their memory goes in the close callback). */
+static void unwatch(cr_party *p) {
+  uv_fs_event_t **w = p->watch;
+  size_t n = p->nwatch;
+  p->watch = NULL;
+  p->nwatch = 0;
+  for (size_t i = 0; w != NULL && i < n; i++)
+    uv_close((uv_handle_t *)w[i], on_handle_closed);
+  free(w);
+}
+
 /* Watches the directory and each collaboration's sub-directory (again
  * after each look: sub-directories come and go). */
 static void watch_dirs(cr_party *p) {
@@ -795,11 +806,7 @@ static void watch_dirs(cr_party *p) {
   }
   free(p->watch_key);
   p->watch_key = key;
-  for (size_t i = 0; i < p->nwatch; i++)
-    uv_close((uv_handle_t *)p->watch[i], on_handle_closed);
-  free(p->watch);
-  p->watch = NULL;
-  p->nwatch = 0;
+  unwatch(p);
   // NOLINTNEXTLINE(bugprone-sizeof-expression): an array of pointers
   uv_fs_event_t **w = calloc(s.n + 1, sizeof *w);
   size_t nw = 0;
@@ -826,11 +833,7 @@ void cr__party_collabs_stop(cr_party *p) {
   if (p->stopping)
     return;
   p->stopping = 1;
-  for (size_t i = 0; i < p->nwatch; i++)
-    uv_close((uv_handle_t *)p->watch[i], on_handle_closed);
-  free(p->watch);
-  p->watch = NULL;
-  p->nwatch = 0;
+  unwatch(p);
   free(p->watch_key);
   p->watch_key = NULL;
   if (p->reload_timer_live) {
