@@ -85,7 +85,7 @@ const char CR_CLI_EXIT_CODES_HELP[] =
     "  3  data error (CSV unreadable, missing column, too many rejected rows, an\n"
     "     audit log that does not verify)\n"
     "  4  refused by the template or by the partner (wrong template, certificate,\n"
-    "     query, role, set size)\n"
+    "     query, role, set size, run limit, privacy budget)\n"
     "  5  network, TLS or protocol failure, or timeout\n"
     "  6  the partner's node is busy (at its session limit): try again later\n"
     "     (run --retry N does)\n"

@@ -44,6 +44,14 @@ typedef struct cr_log {
   size_t ncounts;
   int counts_lost;   /* out of memory while counting: limits refuse */
   int unsigned_tail; /* our events since our last checkpoint */
+  /* limits.privacy_budget: the spends (session_started lines with a
+   * privacy_spend) per template, summed from every line of the log by the
+   * same watch, so exact whoever wrote them. CR_DP_*_UNIT fixed point. */
+  struct cr_spend {
+    char th[CR_SHA256_HEX_BYTES];
+    uint64_t eps, delta;
+  } * spends;
+  size_t nspends;
   /* Strangers' refused connections: at most CR_TRAIL_REFUSALS_PER_MINUTE
    * lines a minute, the rest counted and summed up in one line, so nobody
    * can grow the log (and fsync it) at the rate of their connections. */
@@ -101,17 +109,27 @@ json_t *cr__trail_released(const cr_session_result *r, const cr_party_session *m
  * template have reached limits.max_runs_per_query (nothing is recorded). */
 int cr__trail_limit(cr_trail *a, const char *query, char *msg, size_t cap);
 /* The admit hook's body: under the log's file lock, enforces
- * max_runs_per_query from the log (every writer's lines) and records
- * session_started, as one step. 0, CR_EREFUSED (limit) or CR_EIO. */
+ * max_runs_per_query and limits.privacy_budget from the log (every
+ * writer's lines) and records session_started (with the run's
+ * privacy_spend for a query with noise), as one step. 0, CR_EREFUSED
+ * (limit, budget) or CR_EIO, msg set. */
 int cr__trail_admit(cr_trail *a, const cr_session_result *r, char *msg, size_t cap);
 /* The runs of a query so far (-1 when the log cannot be read). */
 int64_t cr__trail_runs(cr_trail *a, const char *query);
+/* Before a run of q: CR_EREFUSED with msg (spent and left) when its
+ * epsilon or delta would exceed what is left of limits.privacy_budget
+ * (nothing is recorded). 0 for a query without noise. */
+int cr__trail_budget_check(cr_trail *a, const cr_query *q, char *msg, size_t cap);
+/* The budget as spent so far (budget.set 0 without one, or without a
+ * template: a node's own trail). */
+int cr__trail_budget(cr_trail *a, cr_party_budget *out, char *msg, size_t cap);
 /*
- * run, a query with a run limit: the runs of one identity (all its
- * processes) go one at a time from their count to their admission, so
- * that two cannot both count the last run as free: an exclusive flock on
- * LOG_PATH.runs.lock, waited for (polled) up to CR_TRAIL_RUN_LOCK_WAIT_MS.
- * 0 with *fd set (-1 when nothing is recorded), or an error with msg.
+ * run, a query with a run limit or a privacy budget: the runs of one
+ * identity (all its processes) go one at a time from their count to their
+ * admission, so that two cannot both count the last run (or the last of
+ * the budget) as free: an exclusive flock on LOG_PATH.runs.lock, waited
+ * for (polled) up to CR_TRAIL_RUN_LOCK_WAIT_MS. 0 with *fd set (-1 when
+ * nothing is recorded), or an error with msg.
  */
 #define CR_TRAIL_RUN_LOCK_SUFFIX ".runs.lock"
 #define CR_TRAIL_RUN_LOCK_WAIT_MS 120000u

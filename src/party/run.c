@@ -97,6 +97,9 @@ static void run_session(void *ctx, const cr_session_result *r, const char *peer_
     rc = release_members(p, r, &s, &recorded, &err);
   else
     rc = cr__trail_session_end(&p->trail, r, peer_addr, peer_fp, NULL, NULL, &err);
+  /* What is left of the privacy budget after this session's spend. */
+  char bmsg[256];
+  (void)cr__trail_budget(&p->trail, &s.budget, bmsg, sizeof bmsg);
   if (rc) {
     snprintf(p->release_msg, sizeof p->release_msg, "the result is withheld: %s",
              cr_error_message(&err, rc));
@@ -212,11 +215,13 @@ int cr_party_run(cr_party *p, uv_loop_t *loop, const cr_party_run_config *cfg,
   }
   if (q == NULL) /* not reached: cr_session_check_local refuses a query not in the template */
     return cr_error_set(err, CR_EINTERNAL, "query not in the template");
-  /* Our own count of the query's runs (every writer of this log: other
-   * runs of this identity included), before the partner is bothered; the
-   * run is counted for good, atomically with the check, at admission. */
+  /* Our own count of the query's runs, and of the privacy budget (every
+   * writer of this log: other runs of this identity included), before the
+   * partner is bothered; the run is counted (and its epsilon spent) for
+   * good, atomically with the check, at admission. */
   char lmsg[512];
-  if ((rc = cr__trail_limit(&p->trail, q->name, lmsg, sizeof lmsg)) != 0) {
+  if ((rc = cr__trail_limit(&p->trail, q->name, lmsg, sizeof lmsg)) != 0 ||
+      (rc = cr__trail_budget_check(&p->trail, q, lmsg, sizeof lmsg)) != 0) {
     cr__party_refusal(p, "run_refused", cfg->query, lmsg);
     return cr_error_set(err, rc, "%s", lmsg);
   }
@@ -245,14 +250,17 @@ int cr_party_run(cr_party *p, uv_loop_t *loop, const cr_party_run_config *cfg,
     cr__party_refusal(p, "run_refused", cfg->query, cr_error_message(err, rc));
     return rc;
   }
-  /* A limited query: this identity's runs of it (other processes too) go
-   * one at a time from here to their admission, and the count is made
-   * again under that lock, so the limit is exact however many run at once
-   * (the others wait, then run or are refused here, naming the limit). */
-  if (p->t->limits.max_runs_per_query != 0) {
+  /* A limited query (a run limit, or a privacy budget it spends from):
+   * this identity's runs of it (other processes too) go one at a time
+   * from here to their admission, and the count is made again under that
+   * lock, so the limit is exact however many run at once (the others
+   * wait, then run or are refused here, naming the limit). */
+  if (p->t->limits.max_runs_per_query != 0 ||
+      (q->noise.mechanism != CR_NOISE_NONE && p->t->limits.privacy_budget.epsilon != 0)) {
     if ((rc = cr__trail_run_lock(&p->trail, &p->run_lock_fd, lmsg, sizeof lmsg)) != 0)
       return cr_error_set(err, rc == CR_ENOMEM ? rc : CR_EIO, "%s", lmsg);
-    if ((rc = cr__trail_limit(&p->trail, q->name, lmsg, sizeof lmsg)) != 0) {
+    if ((rc = cr__trail_limit(&p->trail, q->name, lmsg, sizeof lmsg)) != 0 ||
+        (rc = cr__trail_budget_check(&p->trail, q, lmsg, sizeof lmsg)) != 0) {
       cr__trail_run_unlock(&p->run_lock_fd);
       cr__party_refusal(p, "run_refused", cfg->query, lmsg);
       return cr_error_set(err, rc, "%s", lmsg);

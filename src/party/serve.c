@@ -60,10 +60,9 @@ void cr__party_collab_event(cr_party *p, const char *change, const char *name, c
   for (size_t i = 0; i < p->ncollabs; i++)
     if (strcmp(p->collabs[i]->name, name) == 0)
       info.serving = p->collabs[i]->conf.enabled;
-  if (p->ev.on_collab != NULL)
-    p->ev.on_collab(p->ev.ctx, &info);
 
-  /* The node's log, and the collaboration's own if it has one. */
+  /* The node's log, and the collaboration's own if it has one; then the
+   * caller hears of it. */
   json_t *o = json_object();
   json_object_set_new(o, "collaboration", cr__jtext(name));
   if (c != NULL) {
@@ -90,6 +89,8 @@ void cr__party_collab_event(cr_party *p, const char *change, const char *name, c
   if (c != NULL && c->trail.log != NULL && c->trail.log != p->trail.log)
     (void)cr__trail_event((cr_trail *)&c->trail, event, json_deep_copy(o), NULL);
   (void)cr__trail_event(&p->trail, event, o, NULL);
+  if (p->ev.on_collab != NULL)
+    p->ev.on_collab(p->ev.ctx, &info);
 }
 
 /* ---- the session hooks ------------------------------------------------------------ */
@@ -271,6 +272,9 @@ static void serve_routed_end(void *ctx, void *conn, const cr_session_result *r,
     json_object_set_new(extra, "duration_ms", json_integer((json_int_t)ms));
     int rc =
         cr__trail_session_end(&c->trail, r, peer_addr, peer_fp, NULL, json_deep_copy(extra), &err);
+    /* What is left of the privacy budget after this session's spend. */
+    char bmsg[256];
+    (void)cr__trail_budget(&c->trail, &s.budget, bmsg, sizeof bmsg);
     char msg[600];
     if (rc) {
       snprintf(msg, sizeof msg, "the result is withheld: %s", cr_error_message(&err, rc));
@@ -952,4 +956,10 @@ void cr_party_stop(cr_party *p) {
     cr__party_collabs_stop(p);
   if (p->node != NULL)
     cr_node_stop(p->node);
+}
+
+int cr_party_budget_get(cr_party *p, cr_party_budget *out, cr_error *err) {
+  char msg[256];
+  int rc = cr__trail_budget(&p->trail, out, msg, sizeof msg);
+  return rc ? cr_error_set(err, rc, "%s", msg) : 0;
 }

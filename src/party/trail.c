@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cleanroom/noise.h"
 #include "party/party_internal.h"
 
 json_t *cr__jtext(const char *s) {
@@ -64,9 +66,35 @@ static int contains(const char *s, size_t len, const char *needle) {
   return 0;
 }
 
+static uint64_t sat_add(uint64_t a, uint64_t b) { return a > UINT64_MAX - b ? UINT64_MAX : a + b; }
+
+/* A session_started line's privacy_spend, added to its template's sum. */
+static void add_spend(cr_log *l, const char *th, json_t *sp) {
+  json_t *e = json_object_get(sp, "epsilon_micro"), *d = json_object_get(sp, "delta_femto");
+  size_t i = 0;
+  while (i < l->nspends && strcmp(l->spends[i].th, th) != 0)
+    i++;
+  if (i == l->nspends) {
+    struct cr_spend *ns = realloc(l->spends, (l->nspends + 1) * sizeof *ns);
+    if (ns == NULL) {
+      l->counts_lost = 1; /* a lower sum would let a run overspend: refuse instead */
+      return;
+    }
+    l->spends = ns;
+    memset(&ns[i], 0, sizeof ns[i]);
+    snprintf(ns[i].th, sizeof ns[i].th, "%s", th);
+    l->nspends++;
+  }
+  if (json_is_integer(e) && json_integer_value(e) > 0)
+    l->spends[i].eps = sat_add(l->spends[i].eps, (uint64_t)json_integer_value(e));
+  if (json_is_integer(d) && json_integer_value(d) > 0)
+    l->spends[i].delta = sat_add(l->spends[i].delta, (uint64_t)json_integer_value(d));
+}
+
 /* The audit module's watch: every line of the log, ours or not. Keeps the
- * session_started counts per (template, query). Caller of the audit call
- * holds l->lock (or the log is being opened). */
+ * session_started counts per (template, query) and the privacy spends per
+ * template. Caller of the audit call holds l->lock (or the log is being
+ * opened). */
 static int log_watch(void *ctx, const char *entry, size_t len) {
   cr_log *l = ctx;
   /* Cheap filter first: most lines are not session_started. */
@@ -99,6 +127,9 @@ static int log_watch(void *ctx, const char *entry, size_t len) {
       l->counts[i].runs++;
     else
       l->counts_lost = 1;
+    json_t *sp = json_object_get(e, "privacy_spend");
+    if (json_is_object(sp))
+      add_spend(l, th, sp);
   }
   json_decref(e);
   return 0;
@@ -118,6 +149,7 @@ int cr__log_open(cr_log **out, const char *path, const cr_identity *id, cr_error
   if (rc) {
     pthread_mutex_destroy(&l->lock);
     free(l->counts);
+    free(l->spends);
     free(l->path);
     free(l);
     return rc;
@@ -146,6 +178,7 @@ void cr__log_release(cr_log *l) {
   cr_audit_close(l->audit);
   pthread_mutex_destroy(&l->lock);
   free(l->counts);
+  free(l->spends);
   free(l->path);
   free(l);
 }
@@ -323,10 +356,30 @@ static json_t *groups_json(const cr_session_result *r, cr_role role) {
   return g;
 }
 
+/* What the noise of a noisy release was (docs/privacy.md): mechanism,
+ * epsilon (and delta, sigma), scale, and the +-error_95 within which the
+ * true value lies with probability 95%. */
+static json_t *noise_json(const cr_noise *n) {
+  json_t *o = json_object();
+  json_object_set_new(o, "mechanism", json_string(cr_noise_mechanism_name(n->mechanism)));
+  json_object_set_new(o, "epsilon", json_real((double)n->epsilon / (double)CR_DP_EPSILON_UNIT));
+  if (n->mechanism == CR_NOISE_DISCRETE_GAUSSIAN) {
+    json_object_set_new(o, "delta", json_real((double)n->delta / (double)CR_DP_DELTA_UNIT));
+    json_object_set_new(o, "sigma", json_real((double)n->sigma / (double)CR_DP_SIGMA_UNIT));
+  }
+  json_object_set_new(o, "scale", json_real(cr_noise_scale(n)));
+  json_object_set_new(o, "stddev", json_real(sqrt(cr_noise_variance(n))));
+  json_object_set_new(o, "error_95", json_integer((json_int_t)cr_noise_interval(n, 0.95)));
+  return o;
+}
+
 json_t *cr__trail_released(const cr_session_result *r, const cr_party_session *m) {
   if (r->status != CR_SESSION_DONE || !r->receives)
     return json_null();
   json_t *rel = json_object();
+  /* The numbers below are noisy (noise added, then min_count applied). */
+  if (r->noisy)
+    json_object_set_new(rel, "noise", noise_json(&r->noise));
   if (r->grouped) {
     json_object_set_new(rel, "cells", cells_json(r));
     json_object_set_new(rel, "min_count", json_integer((json_int_t)r->min_count));
@@ -443,6 +496,100 @@ int64_t cr__trail_runs(cr_trail *a, const char *query) {
   return n;
 }
 
+/* ---- privacy budget (docs/privacy.md) ----------------------------------- */
+
+/* The spends under this trail's template so far: the privacy_spend of
+ * every session_started line of the log, whoever wrote it (the log's watch
+ * adds them up, exact integers: no drift however many runs). Caller holds
+ * the log's mutex, just after catching up with the other writers. */
+static void spent_of(const cr_trail *a, uint64_t *eps, uint64_t *delta) {
+  const cr_log *l = a->log;
+  *eps = *delta = 0;
+  for (size_t i = 0; i < l->nspends; i++)
+    if (strcmp(l->spends[i].th, a->th) == 0) {
+      *eps = l->spends[i].eps;
+      *delta = l->spends[i].delta;
+      return;
+    }
+}
+
+/* CR_EREFUSED with msg when a run of the query would overspend. */
+static int budget_fits(const cr_trail *a, const char *query, const cr_noise *n, char *msg,
+                       size_t cap) {
+  const cr_privacy_budget *b = &a->t->limits.privacy_budget;
+  char want[32], left[32], spent[32], total[32];
+  if (b->epsilon == 0)
+    return 0;
+  if (a->log->counts_lost) {
+    snprintf(msg, cap, "cannot add up the privacy budget spent (out of memory)");
+    return CR_ENOMEM;
+  }
+  uint64_t eps_spent, delta_spent;
+  spent_of(a, &eps_spent, &delta_spent);
+  uint64_t eleft = b->epsilon > eps_spent ? b->epsilon - eps_spent : 0;
+  if (n->epsilon > eleft) {
+    snprintf(msg, cap,
+             "query \"%s\" would spend epsilon %s of the privacy budget, but only %s of %s is "
+             "left (%s spent under this template; limits.privacy_budget.epsilon); agree a new "
+             "template to run it again",
+             query, cr_dp_decimal(want, sizeof want, n->epsilon, CR_DP_EPSILON_UNIT),
+             cr_dp_decimal(left, sizeof left, eleft, CR_DP_EPSILON_UNIT),
+             cr_dp_decimal(total, sizeof total, b->epsilon, CR_DP_EPSILON_UNIT),
+             cr_dp_decimal(spent, sizeof spent, eps_spent, CR_DP_EPSILON_UNIT));
+    return CR_EREFUSED;
+  }
+  uint64_t dleft = b->delta > delta_spent ? b->delta - delta_spent : 0;
+  if (n->delta > dleft) {
+    snprintf(msg, cap,
+             "query \"%s\" would spend delta %g of the privacy budget, but only %g of %g is left "
+             "(%g spent under this template; limits.privacy_budget.delta); agree a new template "
+             "to run it again",
+             query, (double)n->delta / (double)CR_DP_DELTA_UNIT,
+             (double)dleft / (double)CR_DP_DELTA_UNIT, (double)b->delta / (double)CR_DP_DELTA_UNIT,
+             (double)delta_spent / (double)CR_DP_DELTA_UNIT);
+    return CR_EREFUSED;
+  }
+  return 0;
+}
+
+int cr__trail_budget_check(cr_trail *a, const cr_query *q, char *msg, size_t cap) {
+  if (!a->open || a->t == NULL || q->noise.mechanism == CR_NOISE_NONE)
+    return 0;
+  cr_error err;
+  cr_error_clear(&err);
+  pthread_mutex_lock(&a->log->lock);
+  int rc = cr_audit_sync(a->log->audit, &err);
+  if (rc)
+    snprintf(msg, cap, "cannot add up the privacy budget spent in the audit log: %s",
+             cr_error_message(&err, rc));
+  else
+    rc = budget_fits(a, q->name, &q->noise, msg, cap);
+  pthread_mutex_unlock(&a->log->lock);
+  return rc;
+}
+
+int cr__trail_budget(cr_trail *a, cr_party_budget *out, char *msg, size_t cap) {
+  memset(out, 0, sizeof *out);
+  if (!a->open || a->t == NULL || a->t->limits.privacy_budget.epsilon == 0)
+    return 0;
+  const cr_privacy_budget *b = &a->t->limits.privacy_budget;
+  cr_error err;
+  cr_error_clear(&err);
+  pthread_mutex_lock(&a->log->lock);
+  int rc = cr_audit_sync(a->log->audit, &err);
+  if (rc) {
+    snprintf(msg, cap, "cannot add up the privacy budget spent in the audit log: %s",
+             cr_error_message(&err, rc));
+  } else {
+    out->set = 1;
+    out->epsilon = b->epsilon;
+    out->delta = b->delta;
+    spent_of(a, &out->epsilon_spent, &out->delta_spent);
+  }
+  pthread_mutex_unlock(&a->log->lock);
+  return rc;
+}
+
 int cr__trail_admit(cr_trail *a, const cr_session_result *r, char *msg, size_t cap) {
   cr_error err;
   cr_error_clear(&err);
@@ -452,6 +599,16 @@ int cr__trail_admit(cr_trail *a, const cr_session_result *r, char *msg, size_t c
   cr_log *l = a->log;
   json_t *f = cr__trail_session_fields(a, r);
   trail_names(a, f);
+  /* A run of a noisy query spends its epsilon at admission, before
+   * anything of it can be released: once a seed share is open the partner
+   * can compute the release, so a run that fails later has spent it too. */
+  if (r->noisy) {
+    json_t *sp = json_object();
+    json_object_set_new(sp, "mechanism", json_string(cr_noise_mechanism_name(r->noise.mechanism)));
+    json_object_set_new(sp, "epsilon_micro", json_integer((json_int_t)r->noise.epsilon));
+    json_object_set_new(sp, "delta_femto", json_integer((json_int_t)r->noise.delta));
+    json_object_set_new(f, "privacy_spend", sp);
+  }
   char *text = json_dumps(f, JSON_COMPACT);
   json_decref(f);
   if (text == NULL) {
@@ -460,13 +617,15 @@ int cr__trail_admit(cr_trail *a, const cr_session_result *r, char *msg, size_t c
   }
   pthread_mutex_lock(&l->lock);
   /* Count and record under the file lock: two sessions (of this node, or
-   * of any process writing this log) cannot both take the last run. */
+   * of any process writing this log) cannot both take the last run, or
+   * the last of the privacy budget. */
   if ((rc = cr_audit_lock(l->audit, &err)) != 0) {
     snprintf(msg, cap, "cannot record the session in the audit log: %s",
              cr_error_message(&err, rc));
     goto out;
   }
-  if (a->t != NULL && (rc = limit_reached(a, r->query, msg, cap)) == 0) {
+  if (a->t != NULL && (rc = limit_reached(a, r->query, msg, cap)) == 0 &&
+      (!r->noisy || (rc = budget_fits(a, r->query, &r->noise, msg, cap)) == 0)) {
     rc = cr_audit_append(l->audit, "session_started", text, &err);
     if (rc)
       snprintf(msg, cap, "cannot record the session in the audit log: %s",

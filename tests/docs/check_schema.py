@@ -39,6 +39,14 @@ broken = [
     ("min_count below 1", lambda d: next(iter(d["queries"].values())).__setitem__("min_count", 0)),
     ("bad suite", lambda d: d.__setitem__("suite", "rot13")),
     ("short fingerprint", lambda d: d["parties"]["provider"].__setitem__("cert_sha256", "abc")),
+    ("unknown noise mechanism", lambda d: next(iter(d["queries"].values())).__setitem__(
+        "noise", {"mechanism": "laplace", "epsilon": 1})),
+    ("gaussian noise without delta", lambda d: next(iter(d["queries"].values())).__setitem__(
+        "noise", {"mechanism": "discrete_gaussian", "sigma": 2})),
+    ("laplace noise with sigma", lambda d: next(iter(d["queries"].values())).__setitem__(
+        "noise", {"mechanism": "discrete_laplace", "epsilon": 1, "sigma": 2})),
+    ("negative budget", lambda d: d.setdefault("limits", {}).__setitem__(
+        "privacy_budget", {"epsilon": -1})),
 ]
 for name, mutate in broken:
     doc = json.loads(json.dumps(base))

@@ -66,6 +66,15 @@ run_as() {
   echo $? >"$out.rc"
   set -e
 }
+# wait_file PATTERN FILE [SECONDS]: until FILE has it (a node records a
+# session once its partner has the result, so a moment after the run ends)
+wait_file() {
+  for _ in $(seq 1 $((${3:-10} * 10))); do
+    grep -q -- "$1" "$2" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  return 1
+}
 # wait_log PATTERN [SECONDS]: until the server's stderr has it
 wait_log() {
   for _ in $(seq 1 $((${2:-15} * 10))); do
@@ -128,6 +137,7 @@ for i in 1 2 3; do
   expect_eq "ping from partner $i (default --peer): exit 0" 0 "$rc"
   expect_grep "ping $i: both nodes loaded the template" "both nodes loaded" "ping$i.out"
 done
+wait_file 'answered a ping .*collaboration "c"' server.err || true
 expect_grep "serve logs the pings with their collaboration" 'collaboration "a"' server.err
 
 # all three consumers, twice each, at once (two runs of one identity share its log)
@@ -152,7 +162,11 @@ done
 for i in 1 2 3; do
   if grep -q "in use" r${i}_1.err r${i}_2.err; then fail "partner $i: a run found the audit log in use"; else ok "partner $i: two runs at once share the audit log"; fi
 done
-sleep 0.5
+# The node records and prints a session after its partner has its result.
+for _ in $(seq 1 100); do
+  [ "$(grep -c '"status":"ok"' server.out)" -ge 6 ] && break
+  sleep 0.1
+done
 expect_eq "the node reported six sessions, all ok" 6 "$(grep -c '"status":"ok"' server.out)"
 expect_grep "a session line names collaboration, partner, query, outcome, duration" \
   'session: collaboration="b" partner="Partner2 Ltd" peer=127.0.0.1:[0-9]* query="overlap" outcome="released" duration_ms=' server.err
@@ -217,6 +231,7 @@ run_as 1 t1.json cons_1.csv r1_new
 expect_eq "after the data change: exit 0" 0 "$(cat r1_new.rc)"
 expect_eq "the changed data gives the new count ($EXP_A2, was $EXP_A)" "$EXP_A2" "$(json_field r1_new.out count)"
 SHA_A2=$(sha256sum prov_a.csv | cut -c1-64)
+wait_file "\"sha256\":\"$SHA_A2\"" "$PLOG" || true
 expect_grep "the new data's hash is recorded" "\"sha256\":\"$SHA_A2\"" "$PLOG"
 
 # --- broken collaborations --------------------------------------------------------------
@@ -272,7 +287,7 @@ expect_eq "partner 1 pinned in two collaborations: a is picked by hash" "$EXP_A2
 sed -i 's/max_sessions = 8/max_sessions = 1/' collabs/b/collaboration.conf
 kill -HUP "$SERVER_PID"
 if wait_log 'collaboration changed "b"' 5; then ok "b's changed conf is picked up"; else fail "b's conf change was not picked up"; fi
-"$HOSTILE_PEER" --case silent --hold-ms 4000 --template t2.json --identity c2-id --data cons_2.csv \
+"$HOSTILE_PEER" --case silent --hold-ms 6000 --template t2.json --identity c2-id --data cons_2.csv \
   --peer "127.0.0.1:$PORT" --timeout-ms 10000 >hold.out 2>hold.err &
 HOLD_PID=$!
 for _ in $(seq 1 200); do
@@ -284,8 +299,9 @@ run_as 2 t2.json cons_2.csv busy1
 expect_eq "b at its max_sessions: run exits 6 (busy)" 6 "$(cat busy1.rc)"
 expect_grep "the run says busy, retry later" "busy, retry later" busy1.err
 if grep -q 'collaboration\.conf\|"b"\|max_sessions' busy1.err; then fail "the busy refusal told the partner the node's settings"; else ok "the partner is told busy, nothing of the node's settings"; fi
+wait_log 'collaboration b has 1 session(s) in progress' 10 || true
 expect_grep "the node logs whose cap it was" 'collaboration b has 1 session(s) in progress (max_sessions = 1' server.err
-run_as 2 t2.json cons_2.csv busy2 --retry 6
+run_as 2 t2.json cons_2.csv busy2 --retry 8
 expect_eq "run --retry waits for the slot: exit 0" 0 "$(cat busy2.rc)"
 expect_eq "run --retry: the count" "$EXP_B" "$(json_field busy2.out count)"
 expect_grep "run --retry says it retries" "retrying in" busy2.err
