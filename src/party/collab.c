@@ -254,7 +254,7 @@ static int data_load(cr_collab *c, const cr_query *q, cr_filter *filter, const c
       (void)cr__trail_event(&c->trail, "data_load_failed", o, NULL);
       return rc == CR_EIO ? CR_EDATA : rc;
     }
-    json_t *f = cr__trail_data_fields(d, q ? q->name : NULL);
+    json_t *f = cr__trail_data_fields(d, c->t, q ? q->name : NULL);
     json_t *used = cr__data_used(d, &before);
     json_object_set(f, "size", json_object_get(used, "size"));
     json_object_set(f, "mtime", json_object_get(used, "mtime"));

@@ -384,8 +384,8 @@ int cr__party_load_start(cr_party *p, const cr_query *q, cr_error *err) {
     return rc == CR_EIO ? CR_EDATA : rc;
   }
   cr_error ae;
-  if (cr__trail_event(&p->trail, "data_loaded", cr__trail_data_fields(p->data, q ? q->name : NULL),
-                      &ae) != 0)
+  if (cr__trail_event(&p->trail, "data_loaded",
+                      cr__trail_data_fields(p->data, p->t, q ? q->name : NULL), &ae) != 0)
     return cr_error_set(err, CR_EINTERNAL, "cannot write the audit log: %s", ae.msg);
   if (p->ev.on_data)
     p->ev.on_data(p->ev.ctx, p->data);
