@@ -26,8 +26,18 @@ static void print_template_summary(const cr_template *t) {
            t->parties[r].address ? t->parties[r].address : "");
   }
   printf("  match key: %s (columns:", t->match_key.name);
-  for (size_t i = 0; i < t->match_key.ncolumns; i++)
-    printf(" %s", t->match_key.columns[i]);
+  if (t->match_key.columns != NULL) {
+    for (size_t i = 0; i < t->match_key.ncolumns; i++)
+      printf(" %s", t->match_key.columns[i]);
+  } else {
+    /* Per party: each side's own names for the same key. */
+    for (int r = 0; r < CR_ROLE_COUNT; r++) {
+      const char *const *cols = cr_match_key_columns(&t->match_key, (cr_role)r);
+      printf("%s %s", r ? ";" : "", cr_role_name((cr_role)r));
+      for (size_t i = 0; i < t->match_key.ncolumns; i++)
+        printf("%s%s", i ? ", " : " ", cols[i]);
+    }
+  }
   printf("; normalize:");
   for (size_t i = 0; i < t->match_key.nnormalize; i++)
     printf(" %s", cr_normalizer_name(t->match_key.normalize[i]));

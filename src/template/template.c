@@ -432,6 +432,48 @@ static int parse_normalizer(const char *s, cr_normalizer *out) {
   return CR_EINVAL;
 }
 
+/* match_key.columns given per party: {"provider": [...], "consumer": [...]},
+ * both present, the same number of names. */
+static int check_party_columns(vctx *v, json_t *j, cr_match_key *mk) {
+  static const char *const roles[] = {"provider", "consumer"};
+  int ok = 1;
+  size_t n[CR_ROLE_COUNT] = {0, 0};
+  check_fields(v, j, roles, 2);
+  if (json_object_size(j) > 2)
+    ok = 0;
+  for (int r = 0; r < CR_ROLE_COUNT; r++) {
+    size_t mark = path_key(v, roles[r]);
+    json_t *e = json_object_get(j, roles[r]);
+    if (e == NULL) {
+      verr(v, NULL, "the %s's key columns (a non-empty array of column names)", roles[r]);
+      ok = 0;
+    } else if (!want_strv(v, e, 1, CR_TEMPLATE_MAX_COLUMNS, "distinct column names",
+                          &mk->party_columns[r], &n[r])) {
+      ok = 0;
+    }
+    path_pop(v, mark);
+  }
+  if (ok && n[CR_ROLE_PROVIDER] != n[CR_ROLE_CONSUMER]) {
+    size_t mark = path_key(v, "consumer");
+    verr(v, json_object_get(j, "consumer"),
+         "%zu column name%s, as many as the provider's (the i-th column of each party holds "
+         "the same part of the key)",
+         n[CR_ROLE_PROVIDER], n[CR_ROLE_PROVIDER] == 1 ? "" : "s");
+    path_pop(v, mark);
+    ok = 0;
+  }
+  mk->ncolumns = ok ? n[CR_ROLE_PROVIDER] : 0;
+  return ok;
+}
+
+const char *const *cr_match_key_columns(const cr_match_key *mk, cr_role r) {
+  if (mk == NULL || (r != CR_ROLE_PROVIDER && r != CR_ROLE_CONSUMER))
+    return NULL;
+  if (mk->party_columns[r] != NULL)
+    return (const char *const *)mk->party_columns[r];
+  return (const char *const *)mk->columns;
+}
+
 /* Returns 1 if the match key is valid (its columns then feed later checks). */
 static int check_match_key(vctx *v, json_t *j, cr_match_key *mk) {
   static const char *const fields[] = {"name", "columns", "normalize", "default_country_code"};
@@ -448,9 +490,16 @@ static int check_match_key(vctx *v, json_t *j, cr_match_key *mk) {
   path_pop(v, mark);
 
   mark = path_key(v, "columns");
-  if (!want_strv(v, json_object_get(j, "columns"), 1, CR_TEMPLATE_MAX_COLUMNS,
-                 "distinct column names", &mk->columns, &mk->ncolumns))
+  e = json_object_get(j, "columns");
+  if (json_is_object(e)) {
+    if (!check_party_columns(v, e, mk))
+      ok = 0;
+  } else if (!want_strv(v, e, 1, CR_TEMPLATE_MAX_COLUMNS,
+                        "distinct column names (or an object with a list for \"provider\" "
+                        "and one for \"consumer\")",
+                        &mk->columns, &mk->ncolumns)) {
     ok = 0;
+  }
   path_pop(v, mark);
 
   mark = path_key(v, "normalize");
@@ -540,10 +589,11 @@ static int add_key_columns(cr_template *t) {
     if (s == NULL)
       return CR_ENOMEM;
     t->required_columns[r] = s;
+    const char *const *key = cr_match_key_columns(&t->match_key, (cr_role)r);
     for (size_t i = 0; i < t->match_key.ncolumns; i++) {
-      if (in_strv(s, n, t->match_key.columns[i]))
+      if (in_strv(s, n, key[i]))
         continue;
-      if ((s[n] = strdup(t->match_key.columns[i])) == NULL)
+      if ((s[n] = strdup(key[i])) == NULL)
         return CR_ENOMEM;
       t->nrequired_columns[r] = ++n;
     }
@@ -1263,6 +1313,13 @@ void cr_template_free(cr_template *t) {
   free(t->suite);
   free(t->match_key.name);
   cr_strv_free(t->match_key.columns, t->match_key.ncolumns);
+  for (int r = 0; r < CR_ROLE_COUNT; r++) {
+    /* NULL-terminated (want_strv), whatever ncolumns says after an error. */
+    char **pc = t->match_key.party_columns[r];
+    for (size_t i = 0; pc != NULL && pc[i] != NULL; i++)
+      free(pc[i]);
+    free(pc);
+  }
   free(t->match_key.normalize);
   free(t->match_key.default_country_code);
   for (size_t i = 0; i < t->nqueries; i++) {
