@@ -289,6 +289,54 @@ static void test_accepted_variants(void **state) {
 }
 
 /* limits.size_buckets: the default ladder, a geometric one, explicit edges. */
+/* match_key.columns per party: each role gets its own names (and they are
+ * required of it), the template hash is that of the file as ever. */
+static void test_party_columns(void **state) {
+  (void)state;
+  char *s = mutated("match_key/columns",
+                    "{'provider': ['email_address'], 'consumer': ['Mail']}");
+  cr_template *t = NULL;
+  cr_error err;
+  cr_error_clear(&err);
+  int rc = cr_template_parse(&t, s, strlen(s), "t", &err);
+  if (rc != 0)
+    print_error("%s\n", err.msg);
+  assert_int_equal(rc, 0);
+  assert_null(t->match_key.columns);
+  assert_int_equal(t->match_key.ncolumns, 1);
+  assert_string_equal(cr_match_key_columns(&t->match_key, CR_ROLE_PROVIDER)[0], "email_address");
+  assert_string_equal(cr_match_key_columns(&t->match_key, CR_ROLE_CONSUMER)[0], "Mail");
+  /* Required of each role under its own name, not the other's. */
+  int found = 0;
+  for (size_t i = 0; i < t->nrequired_columns[CR_ROLE_CONSUMER]; i++) {
+    found += strcmp(t->required_columns[CR_ROLE_CONSUMER][i], "Mail") == 0;
+    assert_string_not_equal(t->required_columns[CR_ROLE_CONSUMER][i], "email_address");
+  }
+  assert_int_equal(found, 1);
+  found = 0;
+  for (size_t i = 0; i < t->nrequired_columns[CR_ROLE_PROVIDER]; i++)
+    found += strcmp(t->required_columns[CR_ROLE_PROVIDER][i], "email_address") == 0;
+  assert_int_equal(found, 1);
+  /* The hash is the RFC 8785 hash of the file, per-party lists and all. */
+  char *canon = NULL;
+  size_t clen = 0;
+  assert_int_equal(cr_json_canonicalize(s, strlen(s), &canon, &clen, &err), 0);
+  uint8_t h[CR_SHA256_BYTES];
+  cr_sha256(h, canon, clen);
+  assert_memory_equal(h, t->sha256, sizeof h);
+  free(canon);
+  cr_template_free(t);
+  free(s);
+  /* Shared lists: both roles see the same names. */
+  s = mutated("match_key/columns", "['email']");
+  assert_int_equal(cr_template_parse(&t, s, strlen(s), "t", &err), 0);
+  assert_string_equal(cr_match_key_columns(&t->match_key, CR_ROLE_CONSUMER)[0], "email");
+  assert_ptr_equal(cr_match_key_columns(&t->match_key, CR_ROLE_PROVIDER),
+                   cr_match_key_columns(&t->match_key, CR_ROLE_CONSUMER));
+  cr_template_free(t);
+  free(s);
+}
+
 static void test_size_buckets(void **state) {
   (void)state;
   cr_template *t = NULL;
@@ -409,6 +457,21 @@ static const bad_case BAD[] = {
     {"match_key/columns", "['']", "$.match_key.columns[0]: found \"\"", 1},
     {"match_key/columns", "[7]", "$.match_key.columns[0]: found 7", 1},
     {"match_key/columns", "'email'", "$.match_key.columns: found \"email\"", 1},
+    /* Per party (issue 16): both lists, the same length, known roles. */
+    {"match_key/columns", "{'provider': ['mobil']}",
+     "$.match_key.columns.consumer: missing, expected the consumer's key columns", 1},
+    {"match_key/columns", "{'provider': ['a', 'b'], 'consumer': ['c']}",
+     "$.match_key.columns.consumer: found an array, expected 2 column names, as many as the "
+     "provider's",
+     1},
+    {"match_key/columns", "{'provider': ['a'], 'consumer': ['c'], 'auditor': ['x']}",
+     "$.match_key.columns.auditor: unknown field, expected one of: provider, consumer", 1},
+    {"match_key/columns", "{'provider': [], 'consumer': ['c']}",
+     "$.match_key.columns.provider: found an array, expected a non-empty array", 1},
+    {"match_key/columns", "{'provider': ['a', 'a'], 'consumer': ['c', 'd']}",
+     "$.match_key.columns.provider[1]: found \"a\", expected a value not already listed", 1},
+    {"match_key/columns", "{'provider': 'mobil', 'consumer': ['c']}",
+     "$.match_key.columns.provider: found \"mobil\"", 1},
     {"match_key/normalize", "[]", "$.match_key.normalize: found an array, expected a non-empty", 1},
     {"match_key/normalize", "['email', 'emale']",
      "$.match_key.normalize[1]: found \"emale\", expected one of \"email\"", 1},
@@ -981,6 +1044,7 @@ int main(void) {
       cmocka_unit_test(test_accepted_variants),
       cmocka_unit_test(test_not_after_values),
       cmocka_unit_test(test_size_buckets),
+      cmocka_unit_test(test_party_columns),
       cmocka_unit_test(test_each_field_rejected),
       cmocka_unit_test(test_all_errors_listed),
       cmocka_unit_test(test_many_errors),
