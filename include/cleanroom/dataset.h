@@ -176,6 +176,16 @@ typedef struct cr_source cr_source;
  */
 CR_NODISCARD int cr_source_open(cr_source **out, const char *data, const cr_source_options *opt,
                                 cr_error *err);
+/*
+ * The checks cr_source_open makes before touching anything (CR_EUSAGE: a
+ * query for a CSV or none for a database, a delimiter for a database or
+ * not one of , ; tab |, a PostgreSQL URI that is malformed or holds a
+ * password), for front ends to check their flags first and for callers
+ * that must not record a URI with a password. The message never holds the
+ * password.
+ */
+CR_NODISCARD int cr_source_validate(const char *data, const cr_source_options *opt,
+                                    cr_error *err);
 void cr_source_close(cr_source *s);
 
 cr_source_kind cr_source_kind_get(const cr_source *s);
@@ -217,6 +227,7 @@ CR_NODISCARD int cr_source_sha256(cr_source *s, uint8_t out[CR_SHA256_BYTES]);
 /* ---- Dataset ------------------------------------------------------------ */
 
 #define CR_DATASET_MAX_REJECT_LINES 5
+#define CR_DATASET_MAX_REASON_LINES 3
 
 #define CR_DATASET_DEFAULT_MAX_REJECT_RATIO 0.05
 
@@ -267,6 +278,8 @@ typedef struct cr_dataset {
   uint64_t rejected[CR_REJECT_COUNT];
   uint64_t reject_lines[CR_DATASET_MAX_REJECT_LINES]; /* first few, 1-based */
   size_t nreject_lines;
+  /* The first few lines (rows) of each reason: min(rejected[r], 3) of them. */
+  uint64_t reason_lines[CR_REJECT_COUNT][CR_DATASET_MAX_REASON_LINES];
   uint64_t duplicates; /* accepted rows whose key was already seen */
 
   /* group_by only (NULL / 0 otherwise): labels[i] is key i's index into

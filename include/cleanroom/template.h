@@ -191,6 +191,11 @@ void cr_template_errors_free(char **errors, size_t n);
  * the template gives them per party, else the shared one. */
 const char *const *cr_match_key_columns(const cr_match_key *mk, cr_role r);
 
+/* Unix seconds as "YYYY-MM-DDTHH:MM:SSZ" (UTC; the form limits.not_after is
+ * written in), for every message that shows a time. */
+#define CR_TEMPLATE_TIME_BYTES 21
+void cr_template_time_iso(int64_t unix_seconds, char out[CR_TEMPLATE_TIME_BYTES]);
+
 /* NULL if the template has no such query. */
 const cr_query *cr_template_query(const cr_template *t, const char *name);
 /* Role whose cert_sha256 equals fp; CR_ENOTFOUND-like CR_ECONFIG if none. */

@@ -22,6 +22,9 @@
 
 typedef struct node_opts {
   const char *template_path, *identity, *data, *address, *query, *out, *audit;
+  const char *data_query; /* --data-query: a database source's SELECT */
+  char delimiter;         /* --delimiter: a CSV's separator; 0 detects */
+  int force;              /* --force: --out may replace a file */
   const char *param_args[MAX_PARAMS]; /* NAME=VALUE as given */
   const char *param_names[MAX_PARAMS];
   const char *param_values[MAX_PARAMS];
@@ -210,7 +213,8 @@ static void on_signal(uv_signal_t *h, int signum) {
 
 static void node_help(const char *cmd) {
   if (strcmp(cmd, "serve") == 0)
-    printf("Usage: cleanroom serve --template T --identity DIR --data CSV --listen HOST:PORT\n"
+    printf("Usage: cleanroom serve --template T --identity DIR --data SOURCE --listen HOST:PORT\n"
+           "                       [--data-query SQL] [--delimiter D]\n"
            "                       [--once] [--json] [--max-reject-ratio R] [--timeout SEC]\n"
            "                       [--max-sessions N] [--threads N] [--audit FILE]\n"
            "                       [--quiet] [--config FILE]\n\n"
@@ -223,15 +227,22 @@ static void node_help(const char *cmd) {
            "--quiet drops the informational stderr lines (data summary, role); the line\n"
            "\"listening on HOST:PORT\" is always printed, since scripts read the port from it.\n"
            "--config FILE reads `key = value` lines (keys: the long options, e.g.\n"
-           "template, identity, data, listen, json = true); command-line flags override it.\n\n"
+           "template, identity, data, data_query, listen, json = true); command-line flags\n"
+           "override it. The port is bound before the data is loaded, so a port in use\n"
+           "fails at once.\n\n%s\n"
            "Example:\n"
            "  cleanroom serve --template template.json --identity ./identity \\\n"
            "      --data customers.csv --listen 0.0.0.0:7443\n"
+           "  cleanroom serve --template template.json --identity ./identity \\\n"
+           "      --data postgresql://cleanroom@db.internal/crm --listen 0.0.0.0:7443 \\\n"
+           "      --data-query 'SELECT email, segment FROM customers WHERE active'\n"
            "  cleanroom serve --config /etc/cleanroom/serve.conf\n\n%s",
-           CR_CLI_EXIT_CODES_HELP);
+           CR_CLI_DATA_SOURCES_HELP, CR_CLI_EXIT_CODES_HELP);
   else
-    printf("Usage: cleanroom run --template T --identity DIR --data CSV --peer HOST:PORT\n"
-           "                     --query NAME [--param NAME=VALUE]... [--out FILE] [--json]\n"
+    printf("Usage: cleanroom run --template T --identity DIR --data SOURCE --peer HOST:PORT\n"
+           "                     [--data-query SQL] [--delimiter D]\n"
+           "                     --query NAME [--param NAME=VALUE]... [--out FILE [--force]]\n"
+           "                     [--json]\n"
            "                     [--max-reject-ratio R] [--timeout SEC] [--threads N]\n"
            "                     [--audit FILE] [--quiet] [--config FILE]\n\n"
            "Connects to the partner's node and runs a query of the template. Prints what\n"
@@ -241,14 +252,19 @@ static void node_help(const char *cmd) {
            "released ({\"count\": N}, {\"suppressed\": true, \"min_count\": M} or null).\n\n"
            "--param NAME=VALUE gives a query's parameter (repeat for each; a string_list\n"
            "is comma-separated). A members query writes this side's matched rows to\n"
-           "--out FILE (CSV, written atomically), only if the total reaches min_count.\n"
+           "--out FILE (CSV, written atomically), only if the total reaches min_count;\n"
+           "an existing FILE is refused unless --force.\n"
            "--quiet drops the informational stderr lines; --config FILE reads options\n"
            "from `key = value` lines (see `cleanroom serve --help`).\n"
-           "Check the way to the partner first with `cleanroom ping`.\n\n"
+           "Check the way to the partner first with `cleanroom ping`, and the data with\n"
+           "`cleanroom data check`.\n\n%s\n"
            "Example:\n"
            "  cleanroom run --template template.json --identity ./identity \\\n"
-           "      --data policyholders.csv --peer acme.example:7443 --query overlap\n\n%s",
-           CR_CLI_EXIT_CODES_HELP);
+           "      --data policyholders.csv --peer acme.example:7443 --query overlap\n"
+           "  cleanroom run --template template.json --identity ./identity \\\n"
+           "      --data sqlite:/srv/crm.db --data-query 'SELECT mail AS email FROM clients' \\\n"
+           "      --peer acme.example:7443 --query overlap\n\n%s",
+           CR_CLI_DATA_SOURCES_HELP, CR_CLI_EXIT_CODES_HELP);
 }
 
 int cr_cli_node(const char *cmd, int argc, char **argv) {
@@ -269,6 +285,9 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
                                        {"audit", required_argument, NULL, 'A'},
                                        {"threads", required_argument, NULL, 'N'},
                                        {"quiet", no_argument, NULL, 'Q'},
+                                       {"data-query", required_argument, NULL, 'D'},
+                                       {"delimiter", required_argument, NULL, 'L'},
+                                       {"force", no_argument, NULL, 'F'},
                                        {"help", no_argument, NULL, 'h'},
                                        {NULL, 0, NULL, 0}};
   node_opts o = {0};
@@ -371,6 +390,20 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
     case 'Q':
       o.quiet = 1;
       break;
+    case 'D':
+      o.data_query = optarg;
+      break;
+    case 'L':
+      if (cr_cli_parse_delimiter(cmd, optarg, &o.delimiter) != 0)
+        return EXIT_USAGE;
+      break;
+    case 'F':
+      if (serve) {
+        cr_cli_errorf(cmd, "--force is for run (it lets --out replace a file)");
+        return EXIT_USAGE;
+      }
+      o.force = 1;
+      break;
     case 'h':
       node_help(cmd);
       return EXIT_OK;
@@ -385,7 +418,7 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
   }
   const char *missing = !o.template_path       ? "--template FILE"
                         : !o.identity          ? "--identity DIR"
-                        : !o.data              ? "--data CSV"
+                        : !o.data              ? "--data SOURCE"
                         : !o.address           ? (serve ? "--listen HOST:PORT" : "--peer HOST:PORT")
                         : (!serve && !o.query) ? "--query NAME"
                                                : NULL;
@@ -396,6 +429,24 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
   if (serve && o.query) {
     cr_cli_errorf(cmd, "--query is for run; the serving node answers the query the partner runs");
     return EXIT_USAGE;
+  }
+  if (o.force && o.out == NULL) {
+    cr_cli_errorf(cmd, "--force goes with --out FILE (it lets the matched rows replace FILE)");
+    return EXIT_USAGE;
+  }
+  {
+    /* The data source's flags before anything is opened or loaded. */
+    cr_source_options so = {o.data_query, o.delimiter};
+    cr_error ve;
+    int vrc = cr_source_validate(o.data, &so, &ve);
+    if (vrc != 0) {
+      cr_cli_errorf(cmd, "%s", cr_error_message(&ve, vrc));
+      return cr_cli_exit_code(vrc, 0);
+    }
+    if ((vrc = cr_node_check_address(o.address, &ve)) != 0) {
+      cr_cli_errorf(cmd, "--%s %s", serve ? "listen" : "peer", cr_error_message(&ve, vrc));
+      return EXIT_USAGE;
+    }
   }
 
   int rc = 0, code = EXIT_OK;
@@ -458,6 +509,8 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
               t->parties[role].org);
     cr_party_serve_config sc = {0};
     sc.data = o.data;
+    sc.data_query = o.data_query;
+    sc.delimiter = o.delimiter;
     sc.max_reject_ratio = ratio;
     sc.once = o.once;
     sc.max_sessions = o.max_sessions;
@@ -467,6 +520,9 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
   } else {
     cr_party_run_config rcfg = {0};
     rcfg.data = o.data;
+    rcfg.data_query = o.data_query;
+    rcfg.delimiter = o.delimiter;
+    rcfg.overwrite_out = o.force;
     rcfg.max_reject_ratio = ratio;
     rcfg.query = o.query;
     rcfg.params = o.param_args;

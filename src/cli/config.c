@@ -1,6 +1,7 @@
 /*
- * --config FILE for serve and run: the node's options in a file, so a
- * long-running node (a systemd unit, say) need not repeat its flags.
+ * --config FILE for serve, run and data check: the node's options in a
+ * file, so a long-running node (a systemd unit, say) need not repeat its
+ * flags, and its data can be checked with the very same file.
  *
  *   # /etc/cleanroom/serve.conf
  *   template = template.json
@@ -10,7 +11,7 @@
  *   json     = true
  *
  * One `key = value` per line; the keys are the long option names without
- * the dashes. Blank lines and lines starting with # are ignored; a value may
+ * the dashes (data_query is data-query). Blank lines and lines starting with # are ignored; a value may
  * be wrapped in double quotes (to keep leading or trailing spaces). Flags
  * (json, once, quiet) take true/false, yes/no, on/off or 1/0. Relative paths
  * (template, identity, data, audit) are relative to the file's directory.
@@ -34,23 +35,30 @@ typedef struct cfg_key {
   int is_flag;    /* no value on the command line */
   int is_path;    /* relative to the config file's directory */
   int serve, run; /* applies to */
+  /* `data check --config`: 1 applies; 0 skipped, so that the node's own
+   * serve or run file can be checked as is (its network keys mean nothing
+   * to a check). */
+  int check;
 } cfg_key;
 
 static const cfg_key KEYS[] = {
-    {"template", 0, 1, 1, 1},
-    {"identity", 0, 1, 1, 1},
-    {"data", 0, 1, 1, 1},
-    {"listen", 0, 0, 1, 0},
-    {"peer", 0, 0, 0, 1},
-    {"query", 0, 0, 0, 1},
-    {"audit", 0, 1, 1, 1},
-    {"threads", 0, 0, 1, 1},
-    {"max-sessions", 0, 0, 1, 0},
-    {"timeout", 0, 0, 1, 1},
-    {"max-reject-ratio", 0, 0, 1, 1},
-    {"json", 1, 0, 1, 1},
-    {"once", 1, 0, 1, 0},
-    {"quiet", 1, 0, 1, 1},
+    {"template", 0, 1, 1, 1, 1},
+    {"identity", 0, 1, 1, 1, 1},
+    {"data", 0, 1, 1, 1, 1},
+    /* The data source's options (issue 16); "data_query" is the same key. */
+    {"data-query", 0, 0, 1, 1, 1},
+    {"delimiter", 0, 0, 1, 1, 1},
+    {"listen", 0, 0, 1, 0, 0},
+    {"peer", 0, 0, 0, 1, 0},
+    {"query", 0, 0, 0, 1, 1},
+    {"audit", 0, 1, 1, 1, 1},
+    {"threads", 0, 0, 1, 1, 0},
+    {"max-sessions", 0, 0, 1, 0, 0},
+    {"timeout", 0, 0, 1, 1, 0},
+    {"max-reject-ratio", 0, 0, 1, 1, 1},
+    {"json", 1, 0, 1, 1, 1},
+    {"once", 1, 0, 1, 0, 0},
+    {"quiet", 1, 0, 1, 1, 0},
 };
 #define NKEYS (sizeof KEYS / sizeof *KEYS)
 
@@ -95,11 +103,20 @@ static int flag_value(const char *v, int *out) {
   return -1;
 }
 
+/* 0 serve, 1 run, 2 data check. */
+static int cmd_mode(const char *cmd) {
+  return strcmp(cmd, "serve") == 0 ? 0 : strcmp(cmd, "run") == 0 ? 1 : 2;
+}
+
+static int applies(const cfg_key *k, int mode) {
+  return mode == 0 ? k->serve : mode == 1 ? k->run : 1; /* check: known keys, some skipped */
+}
+
 static void known_keys(const char *cmd, char *buf, size_t cap) {
-  int serve = strcmp(cmd, "serve") == 0;
+  int mode = cmd_mode(cmd);
   buf[0] = '\0';
   for (size_t i = 0; i < NKEYS; i++) {
-    if (!(serve ? KEYS[i].serve : KEYS[i].run))
+    if (!applies(&KEYS[i], mode) || (mode == 2 && !KEYS[i].check))
       continue;
     size_t len = strlen(buf);
     snprintf(buf + len, cap - len, "%s%s", len ? ", " : "", KEYS[i].name);
@@ -109,7 +126,7 @@ static void known_keys(const char *cmd, char *buf, size_t cap) {
 /* "--key" and, unless a flag, its value, appended to opts. 0 or -1 (error
  * printed). */
 static int parse_file(const char *cmd, const char *path, char **opts, size_t *nopts) {
-  int serve = strcmp(cmd, "serve") == 0;
+  int mode = cmd_mode(cmd);
   FILE *f = fopen(path, "r");
   if (f == NULL) {
     cr_cli_errorf(cmd, "cannot read the config file %s: %s", path, strerror(errno));
@@ -147,6 +164,9 @@ static int parse_file(const char *cmd, const char *path, char **opts, size_t *no
     }
     if (key[0] == '-' && key[1] == '-')
       key += 2; /* "--template = x" is forgiven */
+    for (char *u = key; *u; u++)
+      if (*u == '_')
+        *u = '-'; /* data_query = data-query */
     size_t k = 0;
     while (k < NKEYS && strcmp(KEYS[k].name, key) != 0)
       k++;
@@ -158,9 +178,9 @@ static int parse_file(const char *cmd, const char *path, char **opts, size_t *no
       rc = -1;
       break;
     }
-    if (!(serve ? KEYS[k].serve : KEYS[k].run)) {
+    if (!applies(&KEYS[k], mode)) {
       cr_cli_errorf(cmd, "%s:%lu: \"%s\" does not apply to %s (it is for %s)", path, lineno, key,
-                    cmd, serve ? "run" : "serve");
+                    cmd, mode == 0 ? "run" : "serve");
       rc = -1;
       break;
     }
@@ -176,6 +196,8 @@ static int parse_file(const char *cmd, const char *path, char **opts, size_t *no
       rc = -1;
       break;
     }
+    if (mode == 2 && !KEYS[k].check)
+      continue; /* a node's key a check has no use for */
     if (KEYS[k].is_flag) {
       int on;
       if (flag_value(val, &on) != 0) {

@@ -569,6 +569,8 @@ int cr_dataset_load(cr_dataset **out, const char *path, const cr_template *t, cr
     }
     if (rc == 1) {
       d->rows_rejected++;
+      if (d->rejected[why] < CR_DATASET_MAX_REASON_LINES)
+        d->reason_lines[why][d->rejected[why]] = row.pos;
       d->rejected[why]++;
       if (d->nreject_lines < CR_DATASET_MAX_REJECT_LINES)
         d->reject_lines[d->nreject_lines++] = row.pos;

@@ -55,6 +55,8 @@ int cr__source_open_csv(cr_source *s, const char *path, const cr_source_options 
                         cr_error *err);
 int cr__source_open_sqlite(cr_source *s, const char *path, const char *query, cr_error *err);
 int cr__source_open_pg(cr_source *s, const char *uri, const char *query, cr_error *err);
+/* CR_EUSAGE for a URI libpq cannot parse or that holds a password. */
+int cr__pg_uri_check(const char *uri, cr_error *err);
 
 /* ASCII case-insensitive equality of two column names. */
 int cr__colname_eq(const char *a, const char *b);

@@ -141,6 +141,48 @@ int cr__source_take_row(cr_source *s, const char *const *values, const size_t *l
   return 1;
 }
 
+int cr_source_validate(const char *data, const cr_source_options *opt, cr_error *err) {
+  cr_source_options none = {NULL, 0};
+  if (data == NULL || data[0] == '\0')
+    return cr_error_set(err, CR_EUSAGE, "no data source given (a CSV file, sqlite:PATH or a "
+                                        "postgresql:// URI)");
+  if (opt == NULL)
+    opt = &none;
+  cr_source_kind kind = cr_source_kind_of(data);
+  if (kind == CR_SOURCE_CSV) {
+    if (opt->query != NULL)
+      return cr_error_set(err, CR_EUSAGE,
+                          "%s: a data query is for a database source (sqlite:PATH or a "
+                          "postgresql:// URI); a CSV file is read whole",
+                          data);
+    if (opt->delimiter != 0 && opt->delimiter != ',' && opt->delimiter != ';' &&
+        opt->delimiter != '\t' && opt->delimiter != '|')
+      return cr_error_set(err, CR_EUSAGE,
+                          "%s: the delimiter must be ',', ';', tab or '|' (--delimiter)", data);
+    return 0;
+  }
+  if (kind == CR_SOURCE_POSTGRESQL) {
+    int rc = cr__pg_uri_check(data, err);
+    if (rc != 0)
+      return rc;
+  }
+  const char *name = data;
+  if (opt->delimiter != 0)
+    return cr_error_set(err, CR_EUSAGE, "%s: a delimiter is for a CSV file, not a database",
+                        name);
+  if (opt->query == NULL || opt->query[0] == '\0')
+    return cr_error_set(err, CR_EUSAGE,
+                        "%s: a %s source needs a data query (--data-query 'SELECT ...', "
+                        "config key data_query) naming the columns the template uses",
+                        name, cr_source_kind_name(kind));
+  if (strlen(opt->query) > CR_SOURCE_MAX_QUERY)
+    return cr_error_set(err, CR_EUSAGE, "%s: the data query is longer than %u bytes", name,
+                        CR_SOURCE_MAX_QUERY);
+  if (kind == CR_SOURCE_SQLITE && data[7] == '\0')
+    return cr_error_set(err, CR_EUSAGE, "sqlite: needs a file: sqlite:PATH");
+  return 0;
+}
+
 int cr_source_open(cr_source **out, const char *data, const cr_source_options *opt,
                    cr_error *err) {
   int rc;
@@ -158,40 +200,19 @@ int cr_source_open(cr_source **out, const char *data, const cr_source_options *o
   s->kind = cr_source_kind_of(data);
   cr_buf_init(&s->rowbuf);
   crypto_hash_sha256_init(&s->sha);
+  /* A URI with a password is never kept, even as a name for messages. */
+  if ((rc = cr_source_validate(data, opt, err)) != 0)
+    goto fail;
   if ((s->name = strdup(data)) == NULL) {
-    free(s);
-    return cr_error_set(err, CR_ENOMEM, "out of memory");
+    rc = cr_error_set(err, CR_ENOMEM, "out of memory");
+    goto fail;
   }
-  if (s->kind == CR_SOURCE_CSV) {
-    if (opt->query != NULL) {
-      rc = cr_error_set(err, CR_EUSAGE,
-                        "%s: a data query is for a database source (sqlite:PATH or a "
-                        "postgresql:// URI); a CSV file is read whole",
-                        data);
-      goto fail;
-    }
+  if (s->kind == CR_SOURCE_CSV)
     rc = cr__source_open_csv(s, data, opt, err);
-  } else {
-    if (opt->delimiter != 0) {
-      rc = cr_error_set(err, CR_EUSAGE, "%s: a delimiter is for a CSV file, not a database",
-                        data);
-      goto fail;
-    }
-    if (opt->query == NULL || opt->query[0] == '\0') {
-      rc = cr_error_set(err, CR_EUSAGE,
-                        "%s: a %s source needs a data query (--data-query 'SELECT ...', "
-                        "config key data_query) naming the columns the template uses",
-                        data, cr_source_kind_name(s->kind));
-      goto fail;
-    }
-    if (strlen(opt->query) > CR_SOURCE_MAX_QUERY) {
-      rc = cr_error_set(err, CR_EUSAGE, "%s: the data query is longer than %u bytes", data,
-                        CR_SOURCE_MAX_QUERY);
-      goto fail;
-    }
-    rc = s->kind == CR_SOURCE_SQLITE ? cr__source_open_sqlite(s, data + 7, opt->query, err)
-                                     : cr__source_open_pg(s, data, opt->query, err);
-  }
+  else if (s->kind == CR_SOURCE_SQLITE)
+    rc = cr__source_open_sqlite(s, data + 7, opt->query, err);
+  else
+    rc = cr__source_open_pg(s, data, opt->query, err);
   if (rc != 0)
     goto fail;
   *out = s;

@@ -145,10 +145,6 @@ int cr__source_open_csv(cr_source *s, const char *path, const cr_source_options 
     return cr_error_set(err, CR_ENOMEM, "out of memory");
   s->impl = c;
   s->ops = &CSV_OPS;
-  if (opt->delimiter != 0 && opt->delimiter != ',' && opt->delimiter != ';' &&
-      opt->delimiter != '\t' && opt->delimiter != '|')
-    return cr_error_set(err, CR_EUSAGE,
-                        "%s: the delimiter must be ',', ';', tab or '|' (--delimiter)", path);
   c->f = fopen(path, "rb");
   if (c->f == NULL)
     return cr_error_set(err, CR_EDATA, "%s: cannot open: %s", path, strerror(errno));

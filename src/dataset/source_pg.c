@@ -134,14 +134,14 @@ static void pg_close(cr_source *s) {
 static const cr_source_ops PG_OPS = {pg_next, NULL, NULL, pg_close};
 
 /* Refuses a URI that carries a password (user:pw@ or ?password=). */
-static int check_uri(const cr_source *s, const char *uri, cr_error *err) {
+int cr__pg_uri_check(const char *uri, cr_error *err) {
   char *why = NULL;
   PQconninfoOption *opts = PQconninfoParse(uri, &why);
   if (opts == NULL) {
     char msg[256];
     one_line(msg, sizeof msg, why ? why : "out of memory");
     PQfreemem(why);
-    return cr_error_set(err, CR_EUSAGE, "%s: not a valid PostgreSQL URI: %s", s->name, msg);
+    return cr_error_set(err, CR_EUSAGE, "not a valid PostgreSQL URI: %s", msg);
   }
   int has_password = 0;
   for (PQconninfoOption *o = opts; o->keyword != NULL; o++)
@@ -165,12 +165,7 @@ int cr__source_open_pg(cr_source *s, const char *uri, const char *query, cr_erro
     return cr_error_set(err, CR_ENOMEM, "out of memory");
   s->impl = p;
   s->ops = &PG_OPS;
-  /* Even refused, a URI with a password must not be echoed in a message. */
-  if ((rc = check_uri(s, uri, err)) != 0) {
-    free(s->name);
-    s->name = strdup("postgresql://(with a password)");
-    return rc;
-  }
+  /* (cr_source_open has refused a URI with a password.) */
 
   /* The URI's settings win over these defaults, except the encoding: the
    * rows must arrive as UTF-8, whatever the database's. */

@@ -82,8 +82,6 @@ int cr__source_open_sqlite(cr_source *s, const char *path, const char *query, cr
     return cr_error_set(err, CR_ENOMEM, "out of memory");
   s->impl = q;
   s->ops = &SQLITE_OPS;
-  if (path[0] == '\0')
-    return cr_error_set(err, CR_EUSAGE, "sqlite: needs a file: sqlite:PATH");
   /* SQLite would say "unable to open database file" for every case. */
   if (stat(path, &st) != 0)
     return cr_error_set(err, CR_EDATA, "%s: cannot open %s: %s", s->name, path, strerror(errno));

@@ -21,7 +21,7 @@ void cr__party_refusal(cr_party *p, const char *event, const char *query, const 
 }
 
 static const char *mode_name(cr_party_mode m) {
-  return m == CR_PARTY_SERVE ? "serve" : m == CR_PARTY_RUN ? "run" : "ping";
+  return m == CR_PARTY_SERVE ? "serve" : m == CR_PARTY_RUN ? "run" : m == CR_PARTY_CHECK ? "check" : "ping";
 }
 
 static int record_start(cr_party *p, cr_error *err) {
@@ -51,7 +51,8 @@ int cr_party_open(cr_party **out, const cr_party_config *cfg, cr_error *err) {
   int rc;
   *out = NULL;
   if (cfg == NULL || cfg->template_path == NULL || cfg->identity_dir == NULL ||
-      (cfg->mode != CR_PARTY_SERVE && cfg->mode != CR_PARTY_RUN && cfg->mode != CR_PARTY_PING))
+      (cfg->mode != CR_PARTY_SERVE && cfg->mode != CR_PARTY_RUN && cfg->mode != CR_PARTY_PING &&
+       cfg->mode != CR_PARTY_CHECK))
     return cr_error_set(err, CR_EINVAL, "party: a mode, a template and an identity are required");
   if (cr_crypto_init() != 0)
     return cr_error_set(err, CR_EINTERNAL, "libsodium failed to initialise");
@@ -95,7 +96,7 @@ int cr_party_open(cr_party **out, const cr_party_config *cfg, cr_error *err) {
   p->address = dup_or_null(cfg->address                ? cfg->address
                            : p->mode == CR_PARTY_SERVE ? NULL
                                                        : p->t->parties[other].address);
-  if (p->address == NULL) {
+  if (p->address == NULL && p->mode != CR_PARTY_CHECK) {
     rc = cfg->mode == CR_PARTY_SERVE
              ? cr_error_set(err, CR_EUSAGE, "an address to listen on (HOST:PORT) is required")
              : cr_error_set(err, CR_EUSAGE,
@@ -113,7 +114,7 @@ int cr_party_open(cr_party **out, const cr_party_config *cfg, cr_error *err) {
   cr_error_clear(&se);
   int src = sp ? cr_template_require_sigs(p->t, sp, &se) : CR_ENOMEM;
   free(sp);
-  if (src && p->mode == CR_PARTY_PING)
+  if (src && (p->mode == CR_PARTY_PING || p->mode == CR_PARTY_CHECK))
     snprintf(p->notes[CR_PARTY_NOTE_SIGNATURES], sizeof p->notes[0], "%s",
              cr_error_message(&se, src));
 
@@ -128,12 +129,17 @@ int cr_party_open(cr_party **out, const cr_party_config *cfg, cr_error *err) {
     } else {
       /* A log that does not verify is evidence, not a setting (exit 3). */
       rc = cr_error_set(err, rc == CR_EDATA ? CR_EDATA : CR_ECONFIG,
-                        "cannot open the audit log %s: %s", p->audit_path,
-                        cr_error_message(&ae, rc));
+                        "cannot open the audit log %s: %s%s", p->audit_path,
+                        cr_error_message(&ae, rc),
+                        p->mode == CR_PARTY_CHECK
+                            ? " (a data check is recorded in the audit log like every data "
+                              "access; while a node holds this log, give the check its own with "
+                              "--audit FILE)"
+                            : "");
       goto fail;
     }
   }
-  if (p->mode != CR_PARTY_PING) {
+  if (p->mode != CR_PARTY_PING && p->mode != CR_PARTY_CHECK) {
     /* From here on every refusal and every data access is in the log. */
     if ((rc = record_start(p, err)) != 0)
       goto fail;
@@ -165,6 +171,7 @@ void cr_party_close(cr_party *p) {
   free(p->param_values);
   free(p->out_path);
   free(p->data_path);
+  free(p->data_query);
   cr_identity_free(p->id);
   cr_template_free(p->t);
   free(p->template_path);
@@ -202,6 +209,41 @@ void cr_party_stop(cr_party *p) {
 
 /* ---- data ----------------------------------------------------------------- */
 
+int cr__party_set_source(cr_party *p, const char *data, const char *query, char delimiter,
+                         cr_error *err) {
+  char *d = strdup(data), *q = query ? strdup(query) : NULL;
+  if (d == NULL || (query && q == NULL)) {
+    free(d);
+    free(q);
+    return cr_error_set(err, CR_ENOMEM, "out of memory");
+  }
+  free(p->data_path);
+  free(p->data_query);
+  p->data_path = d;
+  p->data_query = q;
+  p->delimiter = delimiter;
+  return 0;
+}
+
+void cr__party_load_options(const cr_party *p, cr_dataset_options *opt) {
+  cr_dataset_options_init(opt);
+  if (p->max_reject_ratio != 0)
+    opt->max_reject_ratio = p->max_reject_ratio > 0 ? p->max_reject_ratio : 0.0;
+  opt->data_query = p->data_query;
+  opt->delimiter = p->delimiter;
+}
+
+/* The data access fields of the audit log: the source, and for a database
+ * the query (what was read is as much part of the access as where). */
+static json_t *data_fields(const cr_party *p, const cr_dataset *d, const char *query) {
+  json_t *o = cr__trail_data_fields(d, query);
+  json_object_set_new(o, "source", cr__jtext(cr_source_kind_name(d->source_kind)));
+  if (d->data_query != NULL)
+    json_object_set_new(o, "data_query", cr__jtext(d->data_query));
+  (void)p;
+  return o;
+}
+
 static int keep_row(void *ctx, const char *const *fields, const size_t *lens, size_t n) {
   return cr_filter_eval(ctx, fields, lens, n);
 }
@@ -216,9 +258,7 @@ int cr__party_load_start(cr_party *p, const cr_query *q, cr_error *err) {
           0)
     return rc == CR_ENOMEM ? rc : CR_EUSAGE;
   cr_dataset_options dopt;
-  cr_dataset_options_init(&dopt);
-  if (p->max_reject_ratio != 0)
-    dopt.max_reject_ratio = p->max_reject_ratio > 0 ? p->max_reject_ratio : 0.0;
+  cr__party_load_options(p, &dopt);
   dopt.group_column = q ? q->group_by[p->role] : NULL;
   dopt.filter = p->filter;
   dopt.params = &p->params;
@@ -230,7 +270,7 @@ int cr__party_load_start(cr_party *p, const cr_query *q, cr_error *err) {
     return rc == CR_EIO ? CR_EDATA : rc;
   }
   cr_error ae;
-  if (cr__trail_event(&p->trail, "data_loaded", cr__trail_data_fields(p->data, q ? q->name : NULL),
+  if (cr__trail_event(&p->trail, "data_loaded", data_fields(p, p->data, q ? q->name : NULL),
                       &ae) != 0)
     return cr_error_set(err, CR_EINTERNAL, "cannot write the audit log: %s", ae.msg);
   if (p->ev.on_data)
@@ -275,9 +315,7 @@ int cr__party_load(void *ctx, const cr_query *q, const cr_session_result *res,
     return rc;
   }
   cr_dataset_options opt;
-  cr_dataset_options_init(&opt);
-  if (p->max_reject_ratio != 0)
-    opt.max_reject_ratio = p->max_reject_ratio > 0 ? p->max_reject_ratio : 0.0;
+  cr__party_load_options(p, &opt);
   opt.group_column = q->group_by[p->role];
   opt.filter = filter;
   opt.params = &params;
@@ -294,8 +332,7 @@ int cr__party_load(void *ctx, const cr_query *q, const cr_session_result *res,
     (void)cr__trail_event(&p->trail, "data_load_failed", o, &err);
     return rc;
   }
-  if ((rc = cr__trail_event(&p->trail, "data_loaded", cr__trail_data_fields(d, q->name), &err)) !=
-      0) {
+  if ((rc = cr__trail_event(&p->trail, "data_loaded", data_fields(p, d, q->name), &err)) != 0) {
     snprintf(msg, cap, "cannot record the data access in the audit log: %s", err.msg);
     cr_dataset_free(d);
     return rc;

@@ -91,6 +91,8 @@ struct cr_party {
   /* serve and run */
   cr_dataset *data;
   char *data_path;
+  char *data_query; /* database sources; NULL for a CSV */
+  char delimiter;   /* CSV; 0: detected */
   double max_reject_ratio;
   /* run */
   const cr_query *rq;
@@ -119,5 +121,10 @@ void cr__party_unload(void *ctx, const cr_dataset *d);
 void cr__party_refusal(cr_party *p, const char *event, const char *query, const char *why);
 /* Loads p->data for query q (NULL: no filter, no group). */
 int cr__party_load_start(cr_party *p, const cr_query *q, cr_error *err);
+/* Takes a config's data source (path, query, delimiter) into p. */
+int cr__party_set_source(cr_party *p, const char *data, const char *query, char delimiter,
+                         cr_error *err);
+/* The options every load of p's data starts from (ratio, source). */
+void cr__party_load_options(const cr_party *p, cr_dataset_options *opt);
 
 #endif

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -187,6 +188,8 @@ static void node_setup(cr_party *p, uv_loop_t *loop, const cr_party_events *ev, 
   p->nc.on_closed = on_closed;
 }
 
+static int serve_checks(cr_party *p, cr_error *err);
+
 static int busy(cr_party *p, cr_error *err) {
   if (p->running || p->node != NULL)
     return cr_error_set(err, CR_EINVAL, "party: already serving or running");
@@ -202,13 +205,42 @@ int cr_party_serve(cr_party *p, uv_loop_t *loop, const cr_party_serve_config *cf
     return rc;
   if (ev)
     p->ev = *ev;
-  free(p->data_path);
-  p->data_path = strdup(cfg->data);
-  if (p->data_path == NULL)
-    return cr_error_set(err, CR_ENOMEM, "out of memory");
+  /* What needs no data first, so a flag that is wrong fails at once: the
+   * source's options, then the port, bound now and kept (issue 16: a port
+   * in use was found only after loading the whole data set). */
+  cr_source_options so = {cfg->data_query, cfg->delimiter};
+  if ((rc = cr_source_validate(cfg->data, &so, err)) != 0 ||
+      (rc = cr__party_set_source(p, cfg->data, cfg->data_query, cfg->delimiter, err)) != 0)
+    return rc;
+  int fd = -1;
+  if ((rc = cr_node_listen(loop, p->address, &fd, err)) != 0) {
+    cr__party_refusal(p, "serve_refused", NULL, cr_error_message(err, rc));
+    return rc;
+  }
   p->max_reject_ratio = cfg->max_reject_ratio;
   cr_dataset_free(p->data);
   p->data = NULL;
+  if ((rc = serve_checks(p, err)) != 0) {
+    close(fd);
+    return rc;
+  }
+
+  node_setup(p, loop, ev, cfg->timeout_ms, cfg->pool);
+  p->nc.session.load = cr__party_load;
+  p->nc.session.unload = cr__party_unload;
+  p->nc.session.load_ctx = p;
+  p->nc.once = cfg->once;
+  p->nc.max_sessions = cfg->max_sessions;
+  if ((rc = cr_node_serve_start_fd(&p->node, loop, &p->nc, fd, err)) != 0)
+    return rc;
+  p->running = 1;
+  return 0;
+}
+
+/* serve: the own set loaded at start and checked against the template, and
+ * every filter this node may have to apply against its columns. */
+static int serve_checks(cr_party *p, cr_error *err) {
+  int rc;
   if ((rc = cr__party_load_start(p, NULL, err)) != 0)
     return rc;
 
@@ -235,7 +267,7 @@ int cr_party_serve(cr_party *p, uv_loop_t *loop, const cr_party_serve_config *cf
     size_t nc = cr_filter_columns(f, &cols);
     for (size_t j = 0; j < nc && rc == 0; j++) {
       size_t k = 0;
-      while (k < p->data->ncolumns && strcmp(p->data->columns[k], cols[j]) != 0)
+      while (k < p->data->ncolumns && strcasecmp(p->data->columns[k], cols[j]) != 0)
         k++;
       if (k == p->data->ncolumns)
         rc = cr_error_set(err, CR_EDATA,
@@ -246,16 +278,6 @@ int cr_party_serve(cr_party *p, uv_loop_t *loop, const cr_party_serve_config *cf
     if (rc)
       return rc;
   }
-
-  node_setup(p, loop, ev, cfg->timeout_ms, cfg->pool);
-  p->nc.session.load = cr__party_load;
-  p->nc.session.unload = cr__party_unload;
-  p->nc.session.load_ctx = p;
-  p->nc.once = cfg->once;
-  p->nc.max_sessions = cfg->max_sessions;
-  if ((rc = cr_node_serve_start(&p->node, loop, &p->nc, err)) != 0)
-    return rc;
-  p->running = 1;
   return 0;
 }
 
@@ -269,11 +291,16 @@ int cr_party_run(cr_party *p, uv_loop_t *loop, const cr_party_run_config *cfg,
     return rc;
   if (ev)
     p->ev = *ev;
-  free(p->data_path);
+  /* Flags first: the source's options and the partner's address are
+   * checked before anything is loaded. */
+  cr_source_options so = {cfg->data_query, cfg->delimiter};
+  if ((rc = cr_source_validate(cfg->data, &so, err)) != 0 ||
+      (rc = cr_node_check_address(p->address, err)) != 0 ||
+      (rc = cr__party_set_source(p, cfg->data, cfg->data_query, cfg->delimiter, err)) != 0)
+    return rc;
   free(p->out_path);
-  p->data_path = strdup(cfg->data);
   p->out_path = cfg->out ? strdup(cfg->out) : NULL;
-  if (p->data_path == NULL || (cfg->out && p->out_path == NULL))
+  if (cfg->out && p->out_path == NULL)
     return cr_error_set(err, CR_ENOMEM, "out of memory");
   p->max_reject_ratio = cfg->max_reject_ratio;
   memset(&p->last, 0, sizeof p->last);
@@ -330,6 +357,11 @@ int cr_party_run(cr_party *p, uv_loop_t *loop, const cr_party_run_config *cfg,
                         "query \"%s\" returns this side's matched rows: name the file to "
                         "write them to with --out FILE",
                         q->name);
+  if (cfg->out != NULL && !cfg->overwrite_out && access(cfg->out, F_OK) == 0)
+    return cr_error_set(err, CR_EUSAGE,
+                        "--out %s exists; the matched rows would replace it. Name another file, "
+                        "or pass --force to replace it",
+                        cfg->out);
   if (cfg->out != NULL) {
     /* The rows file must be writable before the partner spends a run on it. */
     cr_atomic_file f;

@@ -830,6 +830,32 @@ static int parse_utc(const char *s, int64_t *out) {
   return 0;
 }
 
+void cr_template_time_iso(int64_t t, char out[CR_TEMPLATE_TIME_BYTES]) {
+  /* Days to a civil date (H. Hinnant's algorithm): no libc, no timezone. */
+  int64_t days = t / 86400, secs = t % 86400;
+  if (secs < 0) {
+    secs += 86400;
+    days--;
+  }
+  int64_t z = days + 719468;
+  int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+  int64_t doe = z - era * 146097;
+  int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+  int64_t y = yoe + era * 400;
+  int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+  int64_t mp = (5 * doy + 2) / 153;
+  int64_t d = doy - (153 * mp + 2) / 5 + 1;
+  int64_t m = mp < 10 ? mp + 3 : mp - 9;
+  if (m <= 2)
+    y++;
+  if (y < 0 || y > 9999) {
+    snprintf(out, CR_TEMPLATE_TIME_BYTES, "(out of range)");
+    return;
+  }
+  snprintf(out, CR_TEMPLATE_TIME_BYTES, "%04d-%02d-%02dT%02d:%02d:%02dZ", (int)y, (int)m, (int)d,
+           (int)(secs / 3600), (int)(secs / 60 % 60), (int)(secs % 60));
+}
+
 /* limits.size_buckets (template.h): {"floor": F, "ratio": R} or
  * {"edges": [...], "ratio": R}, each member optional. */
 static void check_buckets(vctx *v, json_t *j, cr_size_buckets *b) {
