@@ -44,10 +44,19 @@ typedef struct node_ctx {
   const cr_template *t;
   uv_signal_t sig[2];
   int sig_live;
-  /* run: progress reports */
+  /* Progress on stderr: run's one session, serve's per session. */
   int progress_tty;
   const char *progress_phase;
   uint64_t progress_start, progress_last;
+  cr_session_progress last; /* run: the latest report (phase: a static string) */
+  int have_last;
+  uv_timer_t tick; /* run: reprints where it is when nothing new arrives */
+  int tick_live;
+  struct serve_progress {
+    char peer[64];
+    const char *phase;
+    uint64_t last;
+  } sp[32]; /* serve: the sessions reported on, by partner address */
   int sessions, failed;
   int closed_rc, closed_wire;
   int closed;
@@ -101,6 +110,8 @@ static void close_signals(node_ctx *n) {
   for (int i = 0; i < n->sig_live; i++)
     if (!uv_is_closing((uv_handle_t *)&n->sig[i]))
       uv_close((uv_handle_t *)&n->sig[i], NULL);
+  if (n->tick_live && !uv_is_closing((uv_handle_t *)&n->tick))
+    uv_close((uv_handle_t *)&n->tick, NULL);
 }
 
 static void on_closed(void *ctx, int rc, const cr_error *err, const cr_party_session *s) {
@@ -136,40 +147,120 @@ static void on_closed(void *ctx, int rc, const cr_error *err, const cr_party_ses
     n->closed_rc = r->error ? r->error : CR_EINTERNAL;
 }
 
-/* run: progress on stderr. On a terminal, one line rewritten in place
- * (phase, items, rate, time left) at most four times a second; otherwise a
- * line per phase. Never on stdout, so --json stays parseable. */
+/*
+ * Progress on stderr, never stdout (so --json stays parseable), at least
+ * every CR_PROGRESS_TTY_MS on a terminal and every CR_PROGRESS_LOG_MS in a
+ * log, even while nothing arrives from the partner (the tick reprints the
+ * last report with the time spent): a run on 150k keys must not look hung.
+ * run: on a terminal one line rewritten in place (phase, items, rate, time
+ * left); otherwise a line per phase and per interval. serve: a line per
+ * session and phase, then per interval, naming the partner and the query.
+ */
+#define CR_PROGRESS_TTY_MS 2000
+#define CR_PROGRESS_LOG_MS 10000
+
+static void progress_print(node_ctx *n, const cr_session_progress *p, uint64_t now) {
+  uint64_t done = p->own_sent + p->peer_received + p->digests_received;
+  uint64_t total = p->own_total + p->peer_total + p->digests_due;
+  double secs = (double)(now - n->progress_start) / 1000.0;
+  n->progress_last = now;
+  if (!n->progress_tty) {
+    fprintf(stderr,
+            "%s run: %.0fs: %s (our points %llu/%llu, partner's %llu/%llu, our digests back "
+            "%llu/%llu)\n",
+            CR_CLI_PROG, secs, p->phase, (unsigned long long)p->own_sent,
+            (unsigned long long)p->own_total, (unsigned long long)p->peer_received,
+            (unsigned long long)p->peer_total, (unsigned long long)p->digests_received,
+            (unsigned long long)p->digests_due);
+    return;
+  }
+  double rate = secs > 0 ? (double)done / secs : 0;
+  char left[32] = "";
+  if (rate > 0 && total > done)
+    snprintf(left, sizeof left, ", ~%.0fs left", (double)(total - done) / rate);
+  fprintf(stderr, "\r%s run: %-17s %llu/%llu items, %.0f/s, %.0fs%s\033[K", CR_CLI_PROG,
+          p->phase, (unsigned long long)done, (unsigned long long)total, rate, secs, left);
+  if (strcmp(p->phase, "done") == 0)
+    fputc('\n', stderr);
+}
+
+static void serve_progress(node_ctx *n, const cr_session_progress *p, uint64_t now) {
+  const char *peer = p->peer_addr ? p->peer_addr : "the partner";
+  struct serve_progress *e = NULL, *oldest = &n->sp[0];
+  for (size_t i = 0; i < sizeof n->sp / sizeof n->sp[0]; i++) {
+    if (strcmp(n->sp[i].peer, peer) == 0) {
+      e = &n->sp[i];
+      break;
+    }
+    if (n->sp[i].last < oldest->last)
+      oldest = &n->sp[i];
+  }
+  int done = strcmp(p->phase, "done") == 0;
+  if (e == NULL) {
+    if (done)
+      return; /* the result line says it */
+    e = oldest;
+    snprintf(e->peer, sizeof e->peer, "%s", peer);
+    e->phase = NULL;
+    e->last = 0;
+  }
+  uint64_t every = n->progress_tty ? CR_PROGRESS_TTY_MS : CR_PROGRESS_LOG_MS;
+  int changed = e->phase == NULL || strcmp(e->phase, p->phase) != 0;
+  if (done) {
+    e->peer[0] = '\0';
+    e->last = 0;
+    return;
+  }
+  if (!changed && now - e->last < every)
+    return;
+  e->phase = p->phase;
+  e->last = now;
+  fprintf(stderr,
+          "%s serve: session with %s (query %s): %s (our points %llu/%llu, partner's "
+          "%llu/%llu)\n",
+          CR_CLI_PROG, cr_cli_safe(peer), p->query && p->query[0] ? cr_cli_safe(p->query) : "-",
+          p->phase, (unsigned long long)p->own_sent, (unsigned long long)p->own_total,
+          (unsigned long long)p->peer_received, (unsigned long long)p->peer_total);
+}
+
 static void on_progress(void *ctx, const cr_session_progress *p) {
   node_ctx *n = ctx;
   if (n->o->quiet)
     return;
   uint64_t now = cr_now_ms();
+  if (strcmp(n->cmd, "serve") == 0) {
+    serve_progress(n, p, now);
+    return;
+  }
   if (n->progress_start == 0)
     n->progress_start = now;
   int phase_changed = n->progress_phase == NULL || strcmp(n->progress_phase, p->phase) != 0;
-  if (!n->progress_tty) {
-    if (phase_changed && strcmp(p->phase, "done") != 0)
-      fprintf(stderr, "%s run: %s (our points %llu/%llu, partner's %llu/%llu)\n", CR_CLI_PROG,
-              p->phase, (unsigned long long)p->own_sent, (unsigned long long)p->own_total,
-              (unsigned long long)p->peer_received, (unsigned long long)p->peer_total);
-    n->progress_phase = p->phase;
-    return;
-  }
-  if (!phase_changed && now - n->progress_last < 250)
-    return;
-  n->progress_last = now;
+  n->last = *p;
+  n->last.query = NULL;
+  n->last.peer_addr = NULL;
+  n->have_last = 1;
   n->progress_phase = p->phase;
-  uint64_t done = p->own_sent + p->peer_received + p->digests_received;
-  uint64_t total = p->own_total + p->peer_total + p->digests_due;
-  double secs = (double)(now - n->progress_start) / 1000.0;
-  double rate = secs > 0 ? (double)done / secs : 0;
-  char left[32] = "";
-  if (rate > 0 && total > done)
-    snprintf(left, sizeof left, ", ~%.0fs left", (double)(total - done) / rate);
-  fprintf(stderr, "\r%s run: %-17s %llu/%llu items, %.0f/s%s\033[K", CR_CLI_PROG, p->phase,
-          (unsigned long long)done, (unsigned long long)total, rate, left);
-  if (strcmp(p->phase, "done") == 0)
-    fputc('\n', stderr);
+  uint64_t every = n->progress_tty ? 250 : CR_PROGRESS_LOG_MS;
+  if (phase_changed ? strcmp(p->phase, "done") != 0 || n->progress_tty
+                    : now - n->progress_last >= every)
+    progress_print(n, p, now);
+}
+
+/* run: where it is, again, when nothing has been printed for an interval. */
+static void on_tick(uv_timer_t *t) {
+  node_ctx *n = t->data;
+  uint64_t now = cr_now_ms();
+  uint64_t every = n->progress_tty ? CR_PROGRESS_TTY_MS : CR_PROGRESS_LOG_MS;
+  if (n->o->quiet || now - n->progress_last + 50 < every)
+    return;
+  if (n->have_last) {
+    progress_print(n, &n->last, now);
+  } else {
+    n->progress_last = now;
+    fprintf(stderr, "%s%s run: %.0fs: connecting to %s%s", n->progress_tty ? "\r" : "",
+            CR_CLI_PROG, (double)(now - n->progress_start) / 1000.0, n->o->address,
+            n->progress_tty ? "\033[K" : "\n");
+  }
 }
 
 static void on_listening(void *ctx, const char *addr) {
@@ -496,7 +587,7 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
   ev.on_listening = on_listening;
   ev.on_session = on_session;
   ev.on_ping = on_ping;
-  ev.on_progress = serve ? NULL : on_progress;
+  ev.on_progress = on_progress;
   ev.on_closed = on_closed;
   ev.ctx = &nctx;
   /* 0 from the user means no rejected row at all; the party's 0 is its default. */
@@ -505,8 +596,9 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
   const cr_template *t = nctx.t;
   if (serve) {
     if (!o.quiet)
-      fprintf(stderr, "%s serve: this node is the %s (%s)\n", CR_CLI_PROG, cr_role_name(role),
-              t->parties[role].org);
+      fprintf(stderr, "%s serve: this node is the %s (%s); loading the data (%s) ...\n",
+              CR_CLI_PROG, cr_role_name(role), t->parties[role].org,
+              cr_source_kind_name(cr_source_kind_of(o.data)));
     cr_party_serve_config sc = {0};
     sc.data = o.data;
     sc.data_query = o.data_query;
@@ -530,10 +622,23 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
     rcfg.out = o.out;
     rcfg.timeout_ms = o.timeout_ms;
     rcfg.pool = pool;
-    if (!o.quiet)
+    if (!o.quiet) {
       fprintf(stderr, "%s run: this node is the %s (%s); running \"%s\" with %s\n", CR_CLI_PROG,
               cr_role_name(role), t->parties[role].org, o.query, cr_party_address(party));
+      fprintf(stderr, "%s run: loading the data (%s) ...\n", CR_CLI_PROG,
+              cr_source_kind_name(cr_source_kind_of(o.data)));
+    }
+    nctx.progress_start = cr_now_ms();
+    nctx.progress_last = nctx.progress_start;
     rc = cr_party_run(party, &loop, &rcfg, &ev, &err);
+    if (rc == 0) {
+      uv_timer_init(&loop, &nctx.tick);
+      nctx.tick.data = &nctx;
+      nctx.tick_live = 1;
+      unsigned every = nctx.progress_tty ? CR_PROGRESS_TTY_MS : CR_PROGRESS_LOG_MS;
+      uv_timer_start(&nctx.tick, on_tick, every, every);
+      uv_unref((uv_handle_t *)&nctx.tick); /* the node keeps the loop alive */
+    }
   }
   if (rc) {
     cr_cli_errorf(cmd, "%s", cr_error_message(&err, rc));

@@ -513,6 +513,7 @@ static void after_work(uv_work_t *req, int status) {
   if (c->s != NULL && c->n->cfg->on_progress != NULL) {
     cr_session_progress pr;
     cr_session_progress_get(c->s, &pr); /* no work item is in flight here */
+    pr.peer_addr = c->peer_addr[0] ? c->peer_addr : NULL;
     c->n->cfg->on_progress(c->n->cfg->ctx, &pr);
   }
   conn_pump(c);

@@ -1951,6 +1951,7 @@ void cr_session_progress_get(const cr_session *s, cr_session_progress *p) {
   p->peer_total = s->peer_n;
   p->digests_received = s->own_digests_n;
   p->digests_due = s->self_receives ? s->own_n : 0;
+  p->query = s->res.query;
   if (s->res.status != CR_SESSION_RUNNING)
     p->phase = "done";
   else if (s->recv == CR_STATE_EXPECT_HELLO)
