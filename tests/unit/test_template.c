@@ -337,6 +337,22 @@ static void test_party_columns(void **state) {
   free(s);
 }
 
+/* Times in messages: the form not_after is written in. */
+static void test_time_iso(void **state) {
+  (void)state;
+  char b[CR_TEMPLATE_TIME_BYTES];
+  cr_template_time_iso(0, b);
+  assert_string_equal(b, "1970-01-01T00:00:00Z");
+  cr_template_time_iso(1577836800, b);
+  assert_string_equal(b, "2020-01-01T00:00:00Z");
+  cr_template_time_iso(1835395200, b); /* 2028-02-29 */
+  assert_string_equal(b, "2028-02-29T00:00:00Z");
+  cr_template_time_iso(1924991999, b);
+  assert_string_equal(b, "2030-12-31T23:59:59Z");
+  cr_template_time_iso(951782400 + 86399, b); /* 2000-02-29, a leap year by the 400 rule */
+  assert_string_equal(b, "2000-02-29T23:59:59Z");
+}
+
 static void test_size_buckets(void **state) {
   (void)state;
   cr_template *t = NULL;
@@ -1045,6 +1061,7 @@ int main(void) {
       cmocka_unit_test(test_not_after_values),
       cmocka_unit_test(test_size_buckets),
       cmocka_unit_test(test_party_columns),
+      cmocka_unit_test(test_time_iso),
       cmocka_unit_test(test_each_field_rejected),
       cmocka_unit_test(test_all_errors_listed),
       cmocka_unit_test(test_many_errors),
