@@ -93,9 +93,9 @@ CR_NODISCARD int cr_csv_sha256(cr_csv *r, uint8_t out[CR_SHA256_BYTES]);
   XX(PHONE, "invalid_phone", "not a phone number (E.164: + and 8-15 digits)")                      \
   XX(TEXT, "invalid_text", "empty after normalization")                                            \
   XX(HEX, "invalid_sha256_hex", "not 64 hexadecimal digits")                                       \
-  XX(COLUMNS, "wrong_column_count", "the row has a different number of fields than the header")   \
+  XX(COLUMNS, "wrong_column_count", "the row has a different number of fields than the header")    \
   XX(MALFORMED, "malformed_row",                                                                   \
-     "the row cannot be read: a stray quote, text after a closing quote or an unterminated quote")  \
+     "the row cannot be read: a stray quote, text after a closing quote or an unterminated quote") \
   XX(ENCODING, "invalid_encoding", "the row is not valid UTF-8 or holds a NUL byte")
 
 typedef enum cr_reject_reason {
@@ -105,7 +105,7 @@ typedef enum cr_reject_reason {
       CR_REJECT_COUNT
 } cr_reject_reason;
 
-const char *cr_reject_key(cr_reject_reason r);  /* "invalid_email" */
+const char *cr_reject_key(cr_reject_reason r); /* "invalid_email" */
 cr_reject_reason cr_csv_last_reject(const cr_csv *r);
 const char *cr_reject_text(cr_reject_reason r); /* explanation for people */
 
@@ -184,8 +184,7 @@ CR_NODISCARD int cr_source_open(cr_source **out, const char *data, const cr_sour
  * that must not record a URI with a password. The message never holds the
  * password.
  */
-CR_NODISCARD int cr_source_validate(const char *data, const cr_source_options *opt,
-                                    cr_error *err);
+CR_NODISCARD int cr_source_validate(const char *data, const cr_source_options *opt, cr_error *err);
 void cr_source_close(cr_source *s);
 
 cr_source_kind cr_source_kind_get(const cr_source *s);
@@ -462,8 +461,8 @@ size_t cr_filter_columns(const cr_filter *f, const char *const **names);
 /*
  * Binds parameter values (p may be NULL when the filter uses none; values
  * are copied, p may be freed afterwards) and a header (column names in CSV
- * order, matched case-insensitively, as the loader matches every column). CR_EDATA when a filter column is not in the
- * header or appears in it more than once, CR_EINVAL when a parameter the
+ * order, matched case-insensitively, as the loader matches every column). CR_EDATA when a filter
+ * column is not in the header or appears in it more than once, CR_EINVAL when a parameter the
  * filter uses has no value or a value of another type, CR_ENOMEM. May be
  * called again; on error the filter is left unbound.
  */

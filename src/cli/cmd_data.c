@@ -98,14 +98,14 @@ static void print_human(const cr_party *party, const cr_party_check *c) {
       continue;
     printf("    %-20s %llu (%s); first at %s", cr_reject_key((cr_reject_reason)r),
            (unsigned long long)d->rejected[r], cr_reject_text((cr_reject_reason)r), unit);
-    uint64_t n = d->rejected[r] < CR_DATASET_MAX_REASON_LINES ? d->rejected[r]
-                                                              : CR_DATASET_MAX_REASON_LINES;
+    uint64_t n =
+        d->rejected[r] < CR_DATASET_MAX_REASON_LINES ? d->rejected[r] : CR_DATASET_MAX_REASON_LINES;
     for (uint64_t i = 0; i < n; i++)
       printf("%s %llu", i ? "," : "", (unsigned long long)d->reason_lines[r][i]);
     printf("%s\n", d->rejected[r] > n ? ", ..." : "");
   }
-  printf("  distinct keys:   %zu (%llu duplicate row%s)\n", d->n,
-         (unsigned long long)d->duplicates, d->duplicates == 1 ? "" : "s");
+  printf("  distinct keys:   %zu (%llu duplicate row%s)\n", d->n, (unsigned long long)d->duplicates,
+         d->duplicates == 1 ? "" : "s");
   if (c->announced != UINT64_MAX)
     printf("  announced size:  %llu (the size bucket Hello carries; the partner learns this,\n"
            "                   not the exact count)\n",
@@ -183,9 +183,9 @@ static void print_json(const cr_party *party, const cr_party_check *c) {
   json_object_set_new(o, "rejected", rej);
   json_object_set_new(o, "distinct_keys", json_integer((json_int_t)d->n));
   json_object_set_new(o, "duplicates", json_integer((json_int_t)d->duplicates));
-  json_object_set_new(o, "announced_size", c->announced == UINT64_MAX
-                                               ? json_null()
-                                               : json_integer((json_int_t)c->announced));
+  json_object_set_new(o, "announced_size",
+                      c->announced == UINT64_MAX ? json_null()
+                                                 : json_integer((json_int_t)c->announced));
   if (d->nlabels > 0) {
     json_t *g = json_array();
     for (size_t i = 0; i < d->nlabels; i++) {
@@ -281,8 +281,8 @@ static int data_check(int argc, char **argv) {
       }
       break;
     case 'S':
-      if (cr_cli_parse_uint(cmd, "--samples", "a number from", optarg, 0,
-                            CR_DATASET_MAX_SAMPLES, &samples) != 0)
+      if (cr_cli_parse_uint(cmd, "--samples", "a number from", optarg, 0, CR_DATASET_MAX_SAMPLES,
+                            &samples) != 0)
         return EXIT_USAGE;
       break;
     case 'A':
@@ -303,9 +303,10 @@ static int data_check(int argc, char **argv) {
     cr_cli_errorf(cmd, "unexpected argument \"%s\"", cr_cli_safe(argv[optind]));
     return EXIT_USAGE;
   }
-  const char *missing = !tpath ? "--template FILE" : !identity ? "--identity DIR"
-                        : !data ? "--data SOURCE"
-                                : NULL;
+  const char *missing = !tpath      ? "--template FILE"
+                        : !identity ? "--identity DIR"
+                        : !data     ? "--data SOURCE"
+                                    : NULL;
   if (missing) {
     cr_cli_errorf(cmd, "%s is required; see `cleanroom data check --help`", missing);
     return EXIT_USAGE;

@@ -22,9 +22,9 @@
 
 typedef struct node_opts {
   const char *template_path, *identity, *data, *address, *query, *out, *audit;
-  const char *data_query; /* --data-query: a database source's SELECT */
-  char delimiter;         /* --delimiter: a CSV's separator; 0 detects */
-  int force;              /* --force: --out may replace a file */
+  const char *data_query;             /* --data-query: a database source's SELECT */
+  char delimiter;                     /* --delimiter: a CSV's separator; 0 detects */
+  int force;                          /* --force: --out may replace a file */
   const char *param_args[MAX_PARAMS]; /* NAME=VALUE as given */
   const char *param_names[MAX_PARAMS];
   const char *param_values[MAX_PARAMS];
@@ -178,8 +178,8 @@ static void progress_print(node_ctx *n, const cr_session_progress *p, uint64_t n
   char left[32] = "";
   if (rate > 0 && total > done)
     snprintf(left, sizeof left, ", ~%.0fs left", (double)(total - done) / rate);
-  fprintf(stderr, "\r%s run: %-17s %llu/%llu items, %.0f/s, %.0fs%s\033[K", CR_CLI_PROG,
-          p->phase, (unsigned long long)done, (unsigned long long)total, rate, secs, left);
+  fprintf(stderr, "\r%s run: %-17s %llu/%llu items, %.0f/s, %.0fs%s\033[K", CR_CLI_PROG, p->phase,
+          (unsigned long long)done, (unsigned long long)total, rate, secs, left);
   if (strcmp(p->phase, "done") == 0)
     fputc('\n', stderr);
 }
@@ -257,8 +257,8 @@ static void on_tick(uv_timer_t *t) {
     progress_print(n, &n->last, now);
   } else {
     n->progress_last = now;
-    fprintf(stderr, "%s%s run: %.0fs: connecting to %s%s", n->progress_tty ? "\r" : "",
-            CR_CLI_PROG, (double)(now - n->progress_start) / 1000.0, n->o->address,
+    fprintf(stderr, "%s%s run: %.0fs: connecting to %s%s", n->progress_tty ? "\r" : "", CR_CLI_PROG,
+            (double)(now - n->progress_start) / 1000.0, n->o->address,
             n->progress_tty ? "\033[K" : "\n");
   }
 }

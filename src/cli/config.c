@@ -11,13 +11,12 @@
  *   json     = true
  *
  * One `key = value` per line; the keys are the long option names without
- * the dashes (data_query is data-query). Blank lines and lines starting with # are ignored; a value may
- * be wrapped in double quotes (to keep leading or trailing spaces). Flags
- * (json, once, quiet) take true/false, yes/no, on/off or 1/0. Relative paths
- * (template, identity, data, audit) are relative to the file's directory.
- * Options given on the command line override the file's. An unknown key, a
- * key that does not apply to the command, a key given twice or a line
- * without `=` is an error naming the file and the line.
+ * the dashes (data_query is data-query). Blank lines and lines starting with # are ignored; a value
+ * may be wrapped in double quotes (to keep leading or trailing spaces). Flags (json, once, quiet)
+ * take true/false, yes/no, on/off or 1/0. Relative paths (template, identity, data, audit) are
+ * relative to the file's directory. Options given on the command line override the file's. An
+ * unknown key, a key that does not apply to the command, a key given twice or a line without `=` is
+ * an error naming the file and the line.
  *
  * How: the file's options are put in front of the command line's, so the
  * usual option parser reads both and the later (command-line) value wins.

@@ -341,8 +341,8 @@ static int csv_fail(cr_csv *r, cr_error *err, int code, const char *fmt, ...) {
  * size limit, which only a record that swallowed line ends survives (a
  * single line that large is a file this reader does not take).
  */
-static int csv_bad(cr_csv *r, cr_error *err, cr_reject_reason why, int limit, const char *fmt,
-                   ...) CR_PRINTF(5, 6);
+static int csv_bad(cr_csv *r, cr_error *err, cr_reject_reason why, int limit, const char *fmt, ...)
+    CR_PRINTF(5, 6);
 static int csv_bad(cr_csv *r, cr_error *err, cr_reject_reason why, int limit, const char *fmt,
                    ...) {
   va_list ap;

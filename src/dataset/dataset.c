@@ -292,7 +292,6 @@ void cr_dataset_mask_key(const uint8_t *key, size_t len, char *out, size_t cap) 
   }
 }
 
-
 static int cmp_key(const void *a, const void *b) {
   const struct key_ref *x = a, *y = b;
   size_t n = x->len < y->len ? x->len : y->len;
@@ -493,8 +492,8 @@ int cr_dataset_load(cr_dataset **out, const char *path, const cr_template *t, cr
   }
   for (size_t i = 0; i < mk->ncolumns; i++) {
     if (!find_col(hdr, nhdr, keynames[i], &keycol[i])) {
-      rc = missing_column(err, path, keynames[i], "a column of the template's match key", hdr,
-                          nhdr, d->source_kind);
+      rc = missing_column(err, path, keynames[i], "a column of the template's match key", hdr, nhdr,
+                          d->source_kind);
       goto out;
     }
   }
@@ -562,8 +561,8 @@ int cr_dataset_load(cr_dataset **out, const char *path, const cr_template *t, cr
                        "the template's match key cannot be applied (unknown "
                        "normalizer or a default_country_code that is not 1-3 digits)");
         else
-          cr_error_set(err, rc, "%s: %s %llu: %s", path, d->pos_unit,
-                       (unsigned long long)row.pos, cr_strerror(rc));
+          cr_error_set(err, rc, "%s: %s %llu: %s", path, d->pos_unit, (unsigned long long)row.pos,
+                       cr_strerror(rc));
         goto out;
       }
     }
@@ -684,7 +683,8 @@ int cr_dataset_load(cr_dataset **out, const char *path, const cr_template *t, cr
       goto out;
     }
   }
-  if (noffs > 0 && (rc = dedup(d, &arena, offs, noffs - 1, grouped ? row_labels : NULL, &lt)) != 0) {
+  if (noffs > 0 &&
+      (rc = dedup(d, &arena, offs, noffs - 1, grouped ? row_labels : NULL, &lt)) != 0) {
     cr_error_set(err, rc, "%s: out of memory", path);
     goto out;
   }

@@ -17,7 +17,7 @@ typedef struct cr_source_ops {
   int (*next)(cr_source *s, cr_source_row *row, cr_error *err);
   int (*sha256)(cr_source *s, uint8_t out[CR_SHA256_BYTES]);
   int (*set_field_names)(cr_source *s, const char *const *names, size_t n); /* may be NULL */
-  void (*close)(cr_source *s); /* frees impl */
+  void (*close)(cr_source *s);                                              /* frees impl */
 } cr_source_ops;
 
 struct cr_source {

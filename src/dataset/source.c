@@ -96,7 +96,8 @@ int cr__source_take_row(cr_source *s, const char *const *values, const size_t *l
   for (size_t i = 0; i < n; i++) {
     if (values[i] == NULL)
       continue;
-    if (memchr(values[i], 0, lens[i]) != NULL || !cr__utf8_valid((const uint8_t *)values[i], lens[i])) {
+    if (memchr(values[i], 0, lens[i]) != NULL ||
+        !cr__utf8_valid((const uint8_t *)values[i], lens[i])) {
       row->malformed = CR_REJECT_ENCODING;
       return CR_SOURCE_MALFORMED;
     }
@@ -144,8 +145,9 @@ int cr__source_take_row(cr_source *s, const char *const *values, const size_t *l
 int cr_source_validate(const char *data, const cr_source_options *opt, cr_error *err) {
   cr_source_options none = {NULL, 0};
   if (data == NULL || data[0] == '\0')
-    return cr_error_set(err, CR_EUSAGE, "no data source given (a CSV file, sqlite:PATH or a "
-                                        "postgresql:// URI)");
+    return cr_error_set(err, CR_EUSAGE,
+                        "no data source given (a CSV file, sqlite:PATH or a "
+                        "postgresql:// URI)");
   if (opt == NULL)
     opt = &none;
   cr_source_kind kind = cr_source_kind_of(data);
@@ -168,8 +170,7 @@ int cr_source_validate(const char *data, const cr_source_options *opt, cr_error 
   }
   const char *name = data;
   if (opt->delimiter != 0)
-    return cr_error_set(err, CR_EUSAGE, "%s: a delimiter is for a CSV file, not a database",
-                        name);
+    return cr_error_set(err, CR_EUSAGE, "%s: a delimiter is for a CSV file, not a database", name);
   if (opt->query == NULL || opt->query[0] == '\0')
     return cr_error_set(err, CR_EUSAGE,
                         "%s: a %s source needs a data query (--data-query 'SELECT ...', "
@@ -183,15 +184,15 @@ int cr_source_validate(const char *data, const cr_source_options *opt, cr_error 
   return 0;
 }
 
-int cr_source_open(cr_source **out, const char *data, const cr_source_options *opt,
-                   cr_error *err) {
+int cr_source_open(cr_source **out, const char *data, const cr_source_options *opt, cr_error *err) {
   int rc;
   cr_source_options none = {NULL, 0};
   if (out != NULL)
     *out = NULL;
   if (out == NULL || data == NULL || data[0] == '\0')
-    return cr_error_set(err, CR_EUSAGE, "no data source given (a CSV file, sqlite:PATH or a "
-                                        "postgresql:// URI)");
+    return cr_error_set(err, CR_EUSAGE,
+                        "no data source given (a CSV file, sqlite:PATH or a "
+                        "postgresql:// URI)");
   if (opt == NULL)
     opt = &none;
   cr_source *s = calloc(1, sizeof *s);
@@ -237,9 +238,7 @@ void cr_source_close(cr_source *s) {
 
 cr_source_kind cr_source_kind_get(const cr_source *s) { return s->kind; }
 const char *cr_source_name(const cr_source *s) { return s->name; }
-const char *cr_source_unit(const cr_source *s) {
-  return s->kind == CR_SOURCE_CSV ? "line" : "row";
-}
+const char *cr_source_unit(const cr_source *s) { return s->kind == CR_SOURCE_CSV ? "line" : "row"; }
 char cr_source_delimiter(const cr_source *s) { return s->delimiter; }
 
 size_t cr_source_columns(const cr_source *s, const char *const **names) {

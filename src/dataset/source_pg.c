@@ -195,9 +195,8 @@ int cr__source_open_pg(cr_source *s, const char *uri, const char *query, cr_erro
 
   /* DECLARE takes the query as written, less a trailing ';'. */
   size_t qlen = strlen(query);
-  while (qlen > 0 && (query[qlen - 1] == ';' || query[qlen - 1] == ' ' ||
-                      query[qlen - 1] == '\n' || query[qlen - 1] == '\t' ||
-                      query[qlen - 1] == '\r'))
+  while (qlen > 0 && (query[qlen - 1] == ';' || query[qlen - 1] == ' ' || query[qlen - 1] == '\n' ||
+                      query[qlen - 1] == '\t' || query[qlen - 1] == '\r'))
     qlen--;
   if (qlen == 0)
     return cr_error_set(err, CR_EUSAGE, "%s: the data query is empty", s->name);

@@ -75,8 +75,9 @@ int cr_party_check_data(cr_party *p, const cr_party_check_config *cfg, cr_party_
         size_t len = strlen(names);
         snprintf(names + len, sizeof names - len, "%s%s", i ? ", " : "", p->t->queries[i].name);
       }
-      return cr_error_set(err, CR_EUSAGE, "query \"%s\" is not in the template; its queries are: %s",
-                          cfg->query, names);
+      return cr_error_set(err, CR_EUSAGE,
+                          "query \"%s\" is not in the template; its queries are: %s", cfg->query,
+                          names);
     }
     /* Parameters as the runner types them; serve would get the same from
      * the partner's Hello. Only needed when this side's filter uses them. */
@@ -85,9 +86,8 @@ int cr_party_check_data(cr_party *p, const cr_party_check_config *cfg, cr_party_
       if (rc)
         return rc == CR_ENOMEM ? rc : CR_EUSAGE;
     }
-    if (q->where[p->role] != NULL &&
-        (rc = cr_filter_parse(&filter, q->where[p->role], q->params, q->nparams, q->name, err)) !=
-            0) {
+    if (q->where[p->role] != NULL && (rc = cr_filter_parse(&filter, q->where[p->role], q->params,
+                                                           q->nparams, q->name, err)) != 0) {
       cr_params_free(&params);
       return rc == CR_ENOMEM ? rc : CR_EUSAGE;
     }

@@ -21,7 +21,10 @@ void cr__party_refusal(cr_party *p, const char *event, const char *query, const 
 }
 
 static const char *mode_name(cr_party_mode m) {
-  return m == CR_PARTY_SERVE ? "serve" : m == CR_PARTY_RUN ? "run" : m == CR_PARTY_CHECK ? "check" : "ping";
+  return m == CR_PARTY_SERVE   ? "serve"
+         : m == CR_PARTY_RUN   ? "run"
+         : m == CR_PARTY_CHECK ? "check"
+                               : "ping";
 }
 
 static int record_start(cr_party *p, cr_error *err) {
@@ -270,8 +273,8 @@ int cr__party_load_start(cr_party *p, const cr_query *q, cr_error *err) {
     return rc == CR_EIO ? CR_EDATA : rc;
   }
   cr_error ae;
-  if (cr__trail_event(&p->trail, "data_loaded", data_fields(p, p->data, q ? q->name : NULL),
-                      &ae) != 0)
+  if (cr__trail_event(&p->trail, "data_loaded", data_fields(p, p->data, q ? q->name : NULL), &ae) !=
+      0)
     return cr_error_set(err, CR_EINTERNAL, "cannot write the audit log: %s", ae.msg);
   if (p->ev.on_data)
     p->ev.on_data(p->ev.ctx, p->data);

@@ -106,9 +106,20 @@ static void test_phone(void **state) {
   OK(NORMS(CR_NORM_PHONE), NULL, "+49/30/12345678", "+493012345678");
   OK(NORMS(CR_NORM_PHONE), NULL, "tel:+49-30-1234-5678", "+493012345678");
   OK(NORMS(CR_NORM_PHONE), NULL, "TEL:+1 555 123 4567", "+15551234567");
-  OK(NORMS(CR_NORM_PHONE), NULL, "+49\xc2\xa0" "30\xc2\xa0" "12345678", "+493012345678"); /* NBSP */
-  OK(NORMS(CR_NORM_PHONE), NULL, "+49\xe2\x80\xaf" "30 1234\xe2\x80\x91" "5678", "+493012345678");
-  OK(NORMS(CR_NORM_PHONE), NULL, "+1 (415) 555\xe2\x80\x93" "0100", "+14155550100"); /* en dash */
+  OK(NORMS(CR_NORM_PHONE), NULL,
+     "+49\xc2\xa0"
+     "30\xc2\xa0"
+     "12345678",
+     "+493012345678"); /* NBSP */
+  OK(NORMS(CR_NORM_PHONE), NULL,
+     "+49\xe2\x80\xaf"
+     "30 1234\xe2\x80\x91"
+     "5678",
+     "+493012345678");
+  OK(NORMS(CR_NORM_PHONE), NULL,
+     "+1 (415) 555\xe2\x80\x93"
+     "0100",
+     "+14155550100"); /* en dash */
   OK(NORMS(CR_NORM_PHONE), "44", "020 7946 0958", "+442079460958");
   /* The trunk "(0)" is only dropped after a country code: otherwise it is
    * a digit like any other. */

@@ -111,9 +111,8 @@ static void test_delimiters_detected(void **state) {
        ';'},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-    assert_int_equal(load_csv(cases[i].data, strlen(cases[i].data), &t, CR_ROLE_PROVIDER, NULL,
-                              &d, &e),
-                     0);
+    assert_int_equal(
+        load_csv(cases[i].data, strlen(cases[i].data), &t, CR_ROLE_PROVIDER, NULL, &d, &e), 0);
     assert_int_equal(d->delimiter, cases[i].delim);
     assert_int_equal(d->rows_accepted, 2);
     assert_int_equal(d->n, 2);
@@ -161,9 +160,9 @@ static void test_header_case_and_spaces(void **state) {
   assert_string_equal(d->columns[0], "EMAIL"); /* as written, trimmed */
   cr_dataset_free(d);
   /* Two columns differing only in case are the same column. */
-  assert_int_equal(LOAD("email,segment,Email\na@x.org,v,b@x.org\n", &t, CR_ROLE_PROVIDER, NULL,
-                        &d, &e),
-                   CR_EDATA);
+  assert_int_equal(
+      LOAD("email,segment,Email\na@x.org,v,b@x.org\n", &t, CR_ROLE_PROVIDER, NULL, &d, &e),
+      CR_EDATA);
   assert_non_null(strstr(e.msg, "twice"));
   /* group_by and filters find their columns in any case too. */
   cr_dataset_options opt;
@@ -196,16 +195,16 @@ static void test_malformed_rows_counted(void **state) {
   cr_dataset_options_init(&opt);
   opt.max_reject_ratio = 1.0;
   static const char data[] = "email,segment\n"
-                             "a@x.org,video\n"               /* 2 */
-                             "bo\"b@x.org,video\n"           /* 3: quote in unquoted field */
-                             "c@x.org,\"video\"hd\n"         /* 4: text after closing quote */
-                             "d@x.org,video,extra\n"         /* 5: field count */
-                             "\"e@x.org,video\n"             /* 6: quote never closed here... */
-                             "f@x.org,video\n"               /* 7: ...read again from here */
-                             "g@x.org,\"two\nlines\"\n"      /* 8-9: a real multi-line field */
-                             "h\xc3@x.org,video\n"           /* 10: not UTF-8 */
-                             "i@x.org,\"x\" ,\"y\"\n"        /* 11: text after closing quote */
-                             "j@x.org,video\n";              /* 12 */
+                             "a@x.org,video\n"          /* 2 */
+                             "bo\"b@x.org,video\n"      /* 3: quote in unquoted field */
+                             "c@x.org,\"video\"hd\n"    /* 4: text after closing quote */
+                             "d@x.org,video,extra\n"    /* 5: field count */
+                             "\"e@x.org,video\n"        /* 6: quote never closed here... */
+                             "f@x.org,video\n"          /* 7: ...read again from here */
+                             "g@x.org,\"two\nlines\"\n" /* 8-9: a real multi-line field */
+                             "h\xc3@x.org,video\n"      /* 10: not UTF-8 */
+                             "i@x.org,\"x\" ,\"y\"\n"   /* 11: text after closing quote */
+                             "j@x.org,video\n";         /* 12 */
   assert_int_equal(LOAD(data, &t, CR_ROLE_PROVIDER, &opt, &d, &e), 0);
   assert_int_equal(d->rows_read, 10);
   assert_int_equal(d->rows_accepted, 4); /* a, f, g, j */
@@ -323,11 +322,17 @@ static void test_not_csv(void **state) {
       {"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1xx", 10, "old.xls", ".xls"},
       {"\x1f\x8b\x08\x00\x00\x00", 6, "data.csv.gz", "gzip"},
       {"BZh91AY", 7, "data.csv.bz2", "bzip2"},
-      {"\xfd" "7zXZ\x00\x00", 7, "data.csv.xz", "xz"},
+      {"\xfd"
+       "7zXZ\x00\x00",
+       7, "data.csv.xz", "xz"},
       {"%PDF-1.7\n", 9, "report.pdf", "PDF"},
-      {"\xff\xfe" "e\0m\0a\0i\0l\0\n\0", 14, "unicode.txt", "UTF-16"},
+      {"\xff\xfe"
+       "e\0m\0a\0i\0l\0\n\0",
+       14, "unicode.txt", "UTF-16"},
       {"e\0m\0a\0i\0l\0,\0s\0e\0g\0\n\0a\0@\0b\0", 28, "nobom.csv", "UTF-16 text without"},
-      {"\xef\xbb\xbf" "email\nab\0cd\n", 15, "nul.csv", "NUL"},
+      {"\xef\xbb\xbf"
+       "email\nab\0cd\n",
+       15, "nul.csv", "NUL"},
       {"SQLite format 3\0\x10\x00", 18, "data.db", "sqlite:PATH"},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -369,12 +374,13 @@ static void make_db(void) {
   sqlite3 *db = NULL;
   unlink(dbpath);
   assert_int_equal(sqlite3_open(dbpath, &db), SQLITE_OK);
-  sql(db, "CREATE TABLE customers (id INTEGER PRIMARY KEY, mail TEXT, seg TEXT, age INTEGER);"
-          "INSERT INTO customers (mail, seg, age) VALUES"
-          " (' Alice@Example.com ', 'video', 34), ('bob@example.com', 'alarm', 51),"
-          " ('carol@example.com', 'video', NULL), (NULL, 'video', 20),"
-          " ('not-an-email', 'alarm', 40), ('alice@example.com', 'alarm', 34);"
-          "INSERT INTO customers (mail, seg, age) VALUES (CAST(x'64ff40782e6f7267' AS TEXT), 'v', 1);");
+  sql(db,
+      "CREATE TABLE customers (id INTEGER PRIMARY KEY, mail TEXT, seg TEXT, age INTEGER);"
+      "INSERT INTO customers (mail, seg, age) VALUES"
+      " (' Alice@Example.com ', 'video', 34), ('bob@example.com', 'alarm', 51),"
+      " ('carol@example.com', 'video', NULL), (NULL, 'video', 20),"
+      " ('not-an-email', 'alarm', 40), ('alice@example.com', 'alarm', 34);"
+      "INSERT INTO customers (mail, seg, age) VALUES (CAST(x'64ff40782e6f7267' AS TEXT), 'v', 1);");
   sqlite3_close(db);
 }
 
@@ -521,9 +527,8 @@ static void test_sqlite_members(void **state) {
   uint64_t rows = 0;
   const char *cols[] = {"ID", "segment"};
   assert_int_equal(cr_atomic_open(&af, out, 0600, &e), 0);
-  assert_int_equal(cr_dataset_write_matches(d, &t, matched, cols, 2, NULL, NULL, &af, &rows, NULL,
-                                            &e),
-                   0);
+  assert_int_equal(
+      cr_dataset_write_matches(d, &t, matched, cols, 2, NULL, NULL, &af, &rows, NULL, &e), 0);
   assert_int_equal(cr_atomic_commit(&af, &e), 0);
   assert_int_equal(rows, 2); /* both rows of alice */
   FILE *f = fopen(out, "rb");
@@ -542,9 +547,9 @@ static void test_sqlite_members(void **state) {
   sql(db, "UPDATE customers SET seg = 'gone' WHERE id = 2");
   sqlite3_close(db);
   assert_int_equal(cr_atomic_open(&af, out, 0600, &e), 0);
-  assert_int_equal(cr_dataset_write_matches(d, &t, matched, cols, 2, NULL, NULL, &af, &rows, NULL,
-                                            &e),
-                   CR_EDATA);
+  assert_int_equal(
+      cr_dataset_write_matches(d, &t, matched, cols, 2, NULL, NULL, &af, &rows, NULL, &e),
+      CR_EDATA);
   cr_atomic_abort(&af);
   assert_non_null(strstr(e.msg, "changed since it was loaded"));
   assert_int_equal(access(out, F_OK), -1);
@@ -639,17 +644,22 @@ static void test_mask_key(void **state) {
   cr_dataset_mask_key((const uint8_t *)"alice@example.com", 17, out, sizeof out);
   assert_string_equal(out, "a\xe2\x80\xa6m");
   cr_dataset_mask_key((const uint8_t *)"+4915123456789", 14, out, sizeof out);
-  assert_string_equal(out, "+\xe2\x80\xa6" "9");
+  assert_string_equal(out, "+\xe2\x80\xa6"
+                           "9");
   cr_dataset_mask_key((const uint8_t *)"j\xc3\xb6rg@x.de", 10, out, sizeof out);
-  assert_string_equal(out, "j\xe2\x80\xa6" "e");
+  assert_string_equal(out, "j\xe2\x80\xa6"
+                           "e");
   cr_dataset_mask_key((const uint8_t *)"\xc3\xb6rjan\xc3\xa9", 8, out, sizeof out);
   assert_string_equal(out, "\xc3\xb6\xe2\x80\xa6\xc3\xa9");
   cr_dataset_mask_key((const uint8_t *)"abcd", 4, out, sizeof out);
   assert_string_equal(out, "a\xe2\x80\xa6");
   cr_dataset_mask_key((const uint8_t *)"ab", 2, out, sizeof out);
   assert_string_equal(out, "\xe2\x80\xa6");
-  cr_dataset_mask_key((const uint8_t *)"smith\x1f" "1980-01-02", 16, out, sizeof out);
-  assert_string_equal(out, "s\xe2\x80\xa6h | 1\xe2\x80\xa6" "2");
+  cr_dataset_mask_key((const uint8_t *)"smith\x1f"
+                                       "1980-01-02",
+                      16, out, sizeof out);
+  assert_string_equal(out, "s\xe2\x80\xa6h | 1\xe2\x80\xa6"
+                           "2");
   cr_dataset_mask_key((const uint8_t *)"alice@example.com", 17, out, 4);
   assert_string_equal(out, ""); /* no room: nothing, never a cut key */
 }

@@ -293,8 +293,7 @@ static void test_accepted_variants(void **state) {
  * required of it), the template hash is that of the file as ever. */
 static void test_party_columns(void **state) {
   (void)state;
-  char *s = mutated("match_key/columns",
-                    "{'provider': ['email_address'], 'consumer': ['Mail']}");
+  char *s = mutated("match_key/columns", "{'provider': ['email_address'], 'consumer': ['Mail']}");
   cr_template *t = NULL;
   cr_error err;
   cr_error_clear(&err);
