@@ -258,34 +258,27 @@ void cr_dataset_mask_key(const uint8_t *key, size_t len, char *out, size_t cap) 
     size_t plen = i - start, chars = 0;
     for (size_t k = 0; k < plen; k += utf8_char_len(part + k, plen - k))
       chars++;
-    char piece[32];
+    /* The part's shown characters (bytes of UTF-8, never a NUL). */
+    uint8_t piece[32];
     size_t pl = 0;
-    if (chars >= 5) {
-      size_t first = utf8_char_len(part, plen), last = utf8_last_start(part, plen);
-      memcpy(piece, part, first);
-      pl = first;
-      memcpy(piece + pl, ell, 3);
-      pl += 3;
-      memcpy(piece + pl, part + last, plen - last);
-      pl += plen - last;
-    } else if (chars >= 3) {
-      size_t first = utf8_char_len(part, plen);
-      memcpy(piece, part, first);
-      pl = first;
-      memcpy(piece + pl, ell, 3);
-      pl += 3;
-    } else {
-      memcpy(piece, ell, 3);
-      pl = 3;
-    }
+    size_t first = plen ? utf8_char_len(part, plen) : 0;
+    size_t last = plen ? utf8_last_start(part, plen) : 0;
+    if (chars >= 3)
+      for (size_t k = 0; k < first; k++)
+        piece[pl++] = part[k];
+    for (size_t k = 0; k < 3; k++)
+      piece[pl++] = (uint8_t)ell[k];
+    if (chars >= 5)
+      for (size_t k = last; k < plen; k++)
+        piece[pl++] = part[k];
     const char *sep = start > 0 ? " | " : "";
     size_t sl = strlen(sep);
     if (o + sl + pl + 1 > cap)
       break;
-    memcpy(out + o, sep, sl);
-    o += sl;
-    memcpy(out + o, piece, pl);
-    o += pl;
+    for (size_t k = 0; k < sl; k++)
+      out[o++] = sep[k];
+    for (size_t k = 0; k < pl; k++)
+      out[o++] = (char)piece[k];
     out[o] = '\0';
     sodium_memzero(piece, sizeof piece);
     start = i + 1;

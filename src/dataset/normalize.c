@@ -125,7 +125,7 @@ static size_t trunk_group(const uint8_t *s, size_t n) {
  * "ext. 5") reject the value rather than guess.
  */
 static int norm_phone(cr_buf *b, size_t start, const char *cc, size_t cclen) {
-  uint8_t d[24];
+  uint8_t d[24] = {0};
   size_t nd = 0;
   int plus = 0, seen = 0;
   size_t i = start;

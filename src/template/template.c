@@ -830,9 +830,9 @@ static int parse_utc(const char *s, int64_t *out) {
   return 0;
 }
 
-void cr_template_time_iso(int64_t t, char out[CR_TEMPLATE_TIME_BYTES]) {
+void cr_template_time_iso(int64_t unix_seconds, char out[CR_TEMPLATE_TIME_BYTES]) {
   /* Days to a civil date (H. Hinnant's algorithm): no libc, no timezone. */
-  int64_t days = t / 86400, secs = t % 86400;
+  int64_t days = unix_seconds / 86400, secs = unix_seconds % 86400;
   if (secs < 0) {
     secs += 86400;
     days--;
