@@ -292,8 +292,11 @@ expect_eq "the table is untouched" 3000 "$(psql_ -d crm -At -c 'SELECT count(*) 
 psql_ -d crm -c "CREATE TABLE big AS SELECT 'user' || i || '@example.com' AS email_address,
   (ARRAY['video','alarm_only','smart_home'])[1 + i % 3] AS segment FROM generate_series(1, 200000) AS i"
 psql_ -d crm -c "\\copy big TO '$WORK/big.csv' WITH (FORMAT csv, HEADER)"
+# Under AddressSanitizer, freed memory waits in a quarantine (256 MiB by
+# default) instead of being reused, which would count every freed FETCH
+# batch: measure with the quarantine off (ignored by a normal build).
 maxrss() { # maxrss CMD...: peak RSS (KiB) of the command, which must exit 0
-  python3 - "$@" <<'PY'
+  ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}quarantine_size_mb=0" python3 - "$@" <<'PY'
 import resource, subprocess, sys
 r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss if r.returncode == 0 else -1)
@@ -304,8 +307,11 @@ RSS_PG=$(maxrss "$CR" data check --template t.json --identity provider-id --audi
 RSS_CSV=$(maxrss "$CR" data check --template t.json --identity provider-id --audit big-audit.jsonl \
   --data "$WORK/big.csv")
 echo "peak RSS for 200k rows: PostgreSQL ${RSS_PG} KiB, the same rows as CSV ${RSS_CSV} KiB"
-if [ "$RSS_PG" -gt 0 ] && [ "$RSS_CSV" -gt 0 ] && [ "$RSS_PG" -le $((RSS_CSV + 16384)) ]; then
-  ok "PostgreSQL rows are streamed: peak RSS within 16 MiB of the CSV's (${RSS_PG} vs ${RSS_CSV} KiB)"
+# Fetching the whole result at once instead costs about 9 MiB more here
+# (measured with CR_SOURCE_PG_BATCH raised to 10^6); streamed, under 1 MiB
+# (2 MiB under AddressSanitizer).
+if [ "$RSS_PG" -gt 0 ] && [ "$RSS_CSV" -gt 0 ] && [ "$RSS_PG" -le $((RSS_CSV + 5120)) ]; then
+  ok "PostgreSQL rows are streamed: peak RSS within 5 MiB of the CSV's (${RSS_PG} vs ${RSS_CSV} KiB)"
 else
   fail "PostgreSQL source memory: ${RSS_PG} KiB vs CSV ${RSS_CSV} KiB"
 fi

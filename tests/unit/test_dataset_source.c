@@ -329,7 +329,7 @@ static void test_not_csv(void **state) {
       {"\xff\xfe"
        "e\0m\0a\0i\0l\0\n\0",
        14, "unicode.txt", "UTF-16"},
-      {"e\0m\0a\0i\0l\0,\0s\0e\0g\0\n\0a\0@\0b\0", 28, "nobom.csv", "UTF-16 text without"},
+      {"e\0m\0a\0i\0l\0,\0s\0e\0g\0\n\0a\0@\0b\0", 26, "nobom.csv", "UTF-16 text without"},
       {"\xef\xbb\xbf"
        "email\nab\0cd\n",
        15, "nul.csv", "NUL"},
