@@ -286,7 +286,7 @@ static void on_data(void *ctx, const cr_dataset *d) {
               (unsigned long long)d->rejected[i]);
       first = 0;
     }
-    fprintf(stderr, "; first at line");
+    fprintf(stderr, "; first at %s", d->pos_unit ? d->pos_unit : "line");
     for (size_t i = 0; i < d->nreject_lines; i++)
       fprintf(stderr, "%s %llu", i ? "," : "", (unsigned long long)d->reject_lines[i]);
     fprintf(stderr, ")");

@@ -134,4 +134,23 @@ expect_grep "the malformed row is counted, with its line" "malformed_row 1" run.
 kill "$SERVER_PID" 2>/dev/null || true
 wait_server
 
+# ---- the node's own config file, reused by data check ----------------------------------------
+cat >node.conf <<EOF
+template = template.json
+identity = consumer-id
+data = consumer_de.csv
+delimiter = ;
+peer = 127.0.0.1:9
+query = overlap
+json = true
+EOF
+rc "$CR" data check --config node.conf --audit check-audit.jsonl
+expect_eq "data check --config a run config: exit 0" 0 "$RC"
+expect_eq "data check --config: the delimiter key is read" ";" "$(json_field cmd.out delimiter)"
+expect_grep "data check --config: the run's query is applied" '"query":"overlap"' cmd.out
+printf 'data_query = SELECT 1\n' >>node.conf
+rc "$CR" data check --config node.conf --audit check-audit.jsonl
+expect_eq "data_query for a CSV: exit 2" 2 "$RC"
+expect_grep "data_query for a CSV: says it is for a database" "a data query is for a database source" cmd.err
+
 finish
