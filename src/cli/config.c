@@ -11,12 +11,15 @@
  *   json     = true
  *
  * One `key = value` per line; the keys are the long option names without
- * the dashes (data_query is data-query). Blank lines and lines starting with # are ignored; a value
- * may be wrapped in double quotes (to keep leading or trailing spaces). Flags (json, once, quiet)
- * take true/false, yes/no, on/off or 1/0. Relative paths (template, identity, data, audit) are
- * relative to the file's directory. Options given on the command line override the file's. An
- * unknown key, a key that does not apply to the command, a key given twice or a line without `=` is
- * an error naming the file and the line.
+ * the dashes (data_query is data-query). Blank lines and lines starting
+ * with # are ignored; a value may be wrapped in double quotes (to keep
+ * leading or trailing spaces). Flags (json, once, quiet) take true/false,
+ * yes/no, on/off or 1/0. Relative paths (template, identity, data, audit)
+ * are relative to the file's directory (for data: a CSV path or the path of
+ * sqlite:PATH; a postgresql:// URI is taken as is). Options given on the
+ * command line override the file's. An unknown key, a key that does not
+ * apply to the command, a key given twice or a line without `=` is an error
+ * naming the file and the line.
  *
  * How: the file's options are put in front of the command line's, so the
  * usual option parser reads both and the later (command-line) value wins.
@@ -219,11 +222,21 @@ static int parse_file(const char *cmd, const char *path, char **opts, size_t *no
     if (KEYS[k].is_flag)
       continue;
     char *v;
-    if (KEYS[k].is_path && val[0] != '/' && dirlen > 0) {
-      size_t n = dirlen + strlen(val) + 1;
+    /* data may name a database: a URI is not a path, and sqlite:PATH's
+     * path is relative like any other. */
+    const char *prefix = "", *rel = val;
+    cr_source_kind kind =
+        strcmp(KEYS[k].name, "data") == 0 ? cr_source_kind_of(val) : CR_SOURCE_CSV;
+    if (kind == CR_SOURCE_SQLITE) {
+      prefix = "sqlite:";
+      rel = val + 7;
+    }
+    if (KEYS[k].is_path && kind != CR_SOURCE_POSTGRESQL && rel[0] != '/' && rel[0] != '\0' &&
+        dirlen > 0) {
+      size_t n = strlen(prefix) + dirlen + strlen(rel) + 1;
       v = keep(malloc(n));
       if (v)
-        snprintf(v, n, "%.*s%s", (int)dirlen, path, val);
+        snprintf(v, n, "%s%.*s%s", prefix, (int)dirlen, path, rel);
     } else {
       v = keep(strdup(val));
     }
