@@ -148,6 +148,19 @@ rc "$CR" data check --config node.conf --audit check-audit.jsonl
 expect_eq "data check --config a run config: exit 0" 0 "$RC"
 expect_eq "data check --config: the delimiter key is read" ";" "$(json_field cmd.out delimiter)"
 expect_grep "data check --config: the run's query is applied" '"query":"overlap"' cmd.out
+# data = sqlite:PATH in a config file: PATH relative to the file, like any path.
+mkdir -p conf
+python3 -c "
+import csv, sqlite3
+db = sqlite3.connect('conf/crm.db')
+db.execute('CREATE TABLE c (email TEXT)')
+rows = [(r['email'],) for r in csv.DictReader(open('$EX/consumer.csv'))]
+db.executemany('INSERT INTO c VALUES (?)', rows)
+db.commit()"
+printf 'template = ../template.json\nidentity = ../consumer-id\ndata = sqlite:crm.db\ndata_query = SELECT email FROM c\njson = true\n' >conf/db.conf
+rc "$CR" data check --config conf/db.conf --audit check-audit.jsonl
+expect_eq "data = sqlite:crm.db in conf/db.conf: read from conf/crm.db" 0 "$RC"
+expect_grep "data = sqlite:PATH: relative to the config file" '"data":"sqlite:conf/crm.db"' cmd.out
 printf 'data_query = SELECT 1\n' >>node.conf
 rc "$CR" data check --config node.conf --audit check-audit.jsonl
 expect_eq "data_query for a CSV: exit 2" 2 "$RC"
