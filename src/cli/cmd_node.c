@@ -196,6 +196,8 @@ static void serve_progress(node_ctx *n, const cr_session_progress *p, uint64_t n
       oldest = &n->sp[i];
   }
   int done = strcmp(p->phase, "done") == 0;
+  if (!done && (p->query == NULL || p->query[0] == '\0'))
+    return; /* the runner's Hello has not come yet (or a ping) */
   if (e == NULL) {
     if (done)
       return; /* the result line says it */
