@@ -11,6 +11,11 @@
 #      patients in its registry, if it reaches the minimum.
 #   3. The same for type 1 diabetes only: too few, so suppressed.
 #   4. A parameter of the wrong type is refused before anything is sent.
+#   5. The differencing pair: ages 18 to 65, then 18 to 64. With exact
+#      counts the difference is the number of matched 65-year-olds.
+#   6. The same pair under template-dp.json: every release is noisy
+#      (discrete Laplace, epsilon 0.5) and spends from a privacy budget of
+#      5, so the difference no longer tells, and averaging is bounded.
 #
 # Uses $CLEANROOM if set, otherwise builds build/release if needed. Work files
 # go to examples/pharma/work/.
@@ -86,6 +91,10 @@ pharma type1 --param codes=E10 --param min_age=18 --param max_age=65
 echo "== 4. Novamed: an age that is not an integer"
 pharma typo --param codes=E11,E10 --param min_age=eighteen --param max_age=65
 [ $RC -ne 0 ] || FAILED=1
+echo "== 5. Novamed: the same as 2, ages 18 to 64 (the difference with 2 is the"
+echo "      number of matched patients aged 65)"
+pharma diabetes64 --param codes=E11,E10 --param min_age=18 --param max_age=64
+[ $RC -eq 0 ] || FAILED=1
 
 sleep 0.5
 cleanup
@@ -96,9 +105,38 @@ echo
 echo "-- what the hospital's node printed:"
 grep -v "listening on" hospital.err | sed 's/^/   /' || true
 sed 's/^/   /' hospital.out
+
+echo
+echo "== 6. The pair of 2 and 5 again, under template-dp.json (noise and a budget)"
+"$CR" template pin "$EX/template-dp.json" --provider "$H_FP" --consumer "$P_FP" \
+  --out template-dp.json >/dev/null 2>&1
+"$CR" template check template-dp.json | grep -E "noise:|privacy budget:" | sed 's/^/   /'
+"$CR" serve --template template-dp.json --identity hospital-id --data "$EX/hospital.csv" \
+  --listen 127.0.0.1:0 >hospital-dp.out 2>hospital-dp.err &
+SERVER=$!
+PORT=""
+for _ in $(seq 1 100); do
+  PORT=$(sed -n 's/.*listening on [^ ]*:\([0-9][0-9]*\).*/\1/p' hospital-dp.err | head -1)
+  [ -n "$PORT" ] && break
+  sleep 0.1
+done
+for hi in 65 64; do
+  RC=0
+  "$CR" run --template template-dp.json --identity pharma-id --data "$EX/registry.csv" \
+    --peer "127.0.0.1:$PORT" --query eligible_patients --param codes=E11,E10 \
+    --param min_age=18 --param "max_age=$hi" >"pharma-dp-$hi.out" 2>"pharma-dp-$hi.err" || RC=$?
+  echo "   ages 18 to $hi:"
+  grep -E "overlap:|noise:|privacy budget:" "pharma-dp-$hi.out" | sed 's/^/   /'
+  [ $RC -eq 0 ] || FAILED=1
+done
+cleanup
+SERVER=""
+wait 2>/dev/null || true
 echo
 echo "Novamed learned how many eligible patients are in its registry (when at least"
 echo "the template's min_count) and how many of the hospital's patients pass the"
 echo "filter; the hospital learned the registry's size and the parameters, nothing"
-echo "about who is in it. Work files are in $WORK"
+echo "about who is in it. Under template-dp.json each count is noisy and each run"
+echo "spends epsilon 0.5 of 5: the difference of two runs no longer gives away a"
+echo "patient, and no more than 10 runs can be averaged. Work files are in $WORK"
 exit $FAILED

@@ -143,6 +143,26 @@ const char *cr_party_audit_path(const cr_party *p);
 enum { CR_PARTY_NOTE_SIGNATURES = 0, CR_PARTY_NOTE_AUDIT = 1 };
 const char *cr_party_note(const cr_party *p, int which);
 
+/* ---- Privacy budget (docs/privacy.md) ------------------------------------ */
+
+/*
+ * limits.privacy_budget as this node's audit log counts it: every admitted
+ * run of a query with noise spends the query's epsilon (and delta) when it
+ * is admitted, before anything of it can be released, whether it later
+ * completes or not; the spends are read from the log (session_started
+ * lines), so a restart does not reset them. Exact fixed point.
+ */
+typedef struct cr_party_budget {
+  int set;                         /* the template has limits.privacy_budget */
+  uint64_t epsilon, epsilon_spent; /* millionths (CR_DP_EPSILON_UNIT) */
+  uint64_t delta, delta_spent;     /* 10^-15ths (CR_DP_DELTA_UNIT) */
+} cr_party_budget;
+
+/* The budget now (serve and run parties; read from the log once, then
+ * kept). budget.set 0 when the template has none. CR_EDATA / CR_EIO when
+ * the log cannot be read. */
+CR_NODISCARD int cr_party_budget_get(cr_party *p, cr_party_budget *out, cr_error *err);
+
 /* ---- Sessions ----------------------------------------------------------- */
 
 /* One session as it ended, after its audit lines are on disk. */
@@ -163,6 +183,9 @@ typedef struct cr_party_session {
   const char *rows_path;
   uint64_t rows;
   uint8_t rows_sha256[CR_SHA256_BYTES];
+  /* The privacy budget after this session's spend (budget.set 0 when the
+   * template has none). */
+  cr_party_budget budget;
 } cr_party_session;
 
 /*

@@ -16,9 +16,11 @@ extern "C" {
  * cleanroom — one protocol session, sans I/O (design §3–5).
  *
  * Owns: the frame sequence Hello / Batch / EndOfSet / Digests / EndOfDigests
- * / Finish / Error, every check on what the peer sends, blinding of the own
- * set and re-blinding of the peer's, digest return and matching, the
- * threshold, and the signed receipt.
+ * / NoiseSeed / Released / Finish / Error, every check on what the peer
+ * sends, blinding of the own set and re-blinding of the peer's, digest
+ * return and matching, the noise of a noisy query (a seed both sides
+ * commit to before and open after the sets, docs/protocol.md "Noise
+ * seed"), the threshold, and the signed receipt.
  * Never: touches a socket, a file or the clock; logs anything; releases a
  * result before the session has completed (both Finish frames exchanged and
  * the peer's receipt verified).
@@ -33,8 +35,11 @@ extern "C" {
 /* 2: Error frames carry the sender's template_sha256 and protocol_version.
  * 3: admission before data; set sizes as buckets (padded sets); fixed
  *    wording on the wire; the Released frame; receipts cover roles,
- *    certificates, template and both releases (docs/protocol.md). */
-#define CR_PROTOCOL_VERSION 3
+ *    certificates, template and both releases (docs/protocol.md).
+ * 4: differential privacy (issue 18): Hello.noise_commitment and the
+ *    NoiseSeed frame for queries with noise; when both sides receive a
+ *    result, each checks the partner committed to the same release. */
+#define CR_PROTOCOL_VERSION 4
 #define CR_DEFAULT_MAX_FRAME (16u << 20)
 #define CR_DEFAULT_BATCH 4096
 #define CR_SIGN_PK_BYTES 32
@@ -120,7 +125,7 @@ typedef struct cr_session_config {
   cr_pool *pool;
 
   /* All of the session's randomness (the Hello nonce, the scalar, the
-   * shuffle of the own set) comes from here: fill buf with len uniform
+   * shuffle of the own set, the share of a noise seed) comes from here: fill buf with len uniform
    * bytes, return 0 (ngtcp2's rand callback). NULL: libsodium's
    * randombytes_buf. Tests pass a fixed stream to replay a transcript. */
   int (*rand)(void *ctx, uint8_t *buf, size_t len);
@@ -183,6 +188,16 @@ struct cr_session_result {
   int suppressed; /* count < min_count */
   uint64_t count; /* receives && !suppressed; 0 otherwise (suppressed means absent) */
   uint64_t min_count;
+  /*
+   * Differential privacy (since v4): the query has noise, so count and
+   * every cell are noisy: the exact value plus independent noise of
+   * `noise` (the template's), then min_count applied to the noisy value.
+   * Both sides of a query that releases to both hold the same noisy
+   * numbers; the exact ones never leave the session. Set once the Hellos
+   * are exchanged.
+   */
+  int noisy;
+  cr_noise noise;
   uint8_t transcript_sha256[CR_SHA256_BYTES];
   uint8_t peer_signature[CR_SIGNATURE_BYTES]; /* verified receipt */
   uint8_t peer_sign_pk[CR_SIGN_PK_BYTES];     /* the key it verified with */
@@ -284,13 +299,14 @@ cr_session_status cr_session_status_get(const cr_session *s);
  * half (what it produces next), internal: the protocol is full duplex.
  */
 typedef enum cr_session_state {
-  CR_STATE_EXPECT_HELLO = 0, /* Hello (the runner's, or the responder's answer) */
-  CR_STATE_EXPECT_SET,       /* Batch, EndOfSet */
-  CR_STATE_EXPECT_DIGESTS,   /* Digests, EndOfDigests (this side receives) */
-  CR_STATE_EXPECT_RELEASED,  /* Released */
-  CR_STATE_EXPECT_FINISH,    /* Finish */
-  CR_STATE_DONE,             /* the peer's Finish verified; nothing more */
-  CR_STATE_FAILED            /* the session failed; input is ignored */
+  CR_STATE_EXPECT_HELLO = 0,  /* Hello (the runner's, or the responder's answer) */
+  CR_STATE_EXPECT_SET,        /* Batch, EndOfSet */
+  CR_STATE_EXPECT_DIGESTS,    /* Digests, EndOfDigests (this side receives) */
+  CR_STATE_EXPECT_NOISE_SEED, /* NoiseSeed (since v4; a query with noise) */
+  CR_STATE_EXPECT_RELEASED,   /* Released */
+  CR_STATE_EXPECT_FINISH,     /* Finish */
+  CR_STATE_DONE,              /* the peer's Finish verified; nothing more */
+  CR_STATE_FAILED             /* the session failed; input is ignored */
 } cr_session_state;
 cr_session_state cr_session_state_get(const cr_session *s);
 /* "expecting Batch or EndOfSet", for messages. */

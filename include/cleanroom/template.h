@@ -57,6 +57,59 @@ typedef struct cr_param_decl {
   cr_param_type type;
 } cr_param_decl;
 
+/*
+ * Differential privacy (docs/privacy.md). Every privacy number is exact
+ * fixed point, so both nodes sample with the same parameters and a budget
+ * adds up to the last digit however many runs it spends (no floating-point
+ * drift): epsilon in millionths, delta in 10^-15ths, sigma in thousandths.
+ * The template's decimals are read exactly (0.1 is 100000 millionths); a
+ * value with more decimal places than its unit holds is refused.
+ */
+#define CR_DP_EPSILON_UNIT 1000000ULL                /* epsilon = n / 10^6 */
+#define CR_DP_DELTA_UNIT 1000000000000000ULL         /* delta = n / 10^15 */
+#define CR_DP_SIGMA_UNIT 1000ULL                     /* sigma = n / 10^3 */
+#define CR_DP_MAX_EPSILON (100 * CR_DP_EPSILON_UNIT) /* per query */
+#define CR_DP_MAX_BUDGET_EPSILON (1000000 * CR_DP_EPSILON_UNIT)
+#define CR_DP_MAX_SIGMA (100000 * CR_DP_SIGMA_UNIT)
+
+typedef enum cr_noise_mechanism {
+  CR_NOISE_NONE = 0,         /* the query releases exact counts */
+  CR_NOISE_DISCRETE_LAPLACE, /* P(x) proportional to exp(-epsilon |x|) */
+  CR_NOISE_DISCRETE_GAUSSIAN /* P(x) proportional to exp(-x^2 / (2 sigma^2)) */
+} cr_noise_mechanism;
+/* "discrete_laplace", "discrete_gaussian"; "none". */
+const char *cr_noise_mechanism_name(cr_noise_mechanism m);
+/* A fixed-point value as its exact decimal ("0.5", "10", "0.000001" for 1
+ * in CR_DP_EPSILON_UNIT), for messages and output; returns out. */
+const char *cr_dp_decimal(char *out, size_t cap, uint64_t value, uint64_t unit);
+
+/*
+ * queries.<name>.noise. What one run of the query spends is (epsilon,
+ * delta); a group_by run spends it once (its cells are disjoint: one person
+ * is in one cell). For a count, adding or removing one person changes each
+ * released number by at most 1 (sensitivity 1).
+ */
+typedef struct cr_noise {
+  cr_noise_mechanism mechanism;
+  /* Millionths. Laplace: as written (the scale is 1/epsilon). Gaussian:
+   * as written, or derived from sigma and delta (rounded up). */
+  uint64_t epsilon;
+  uint64_t delta; /* 10^-15ths; Gaussian only, 0 for Laplace */
+  /* Thousandths; Gaussian only: as written, or the smallest sigma on the
+   * 0.001 grid that gives (epsilon, delta), rounded up. */
+  uint64_t sigma;
+  bool sigma_given; /* Gaussian: the template gave sigma (else epsilon) */
+} cr_noise;
+
+/* limits.privacy_budget: what all runs of all noisy queries under this
+ * template may spend together (basic composition: epsilons add up, and so
+ * do deltas), counted by each node from its own audit log. */
+typedef struct cr_privacy_budget {
+  uint64_t epsilon;   /* millionths; 0: the template has no budget */
+  uint64_t delta;     /* 10^-15ths; 0 unless a query uses discrete_gaussian */
+  bool allow_members; /* "allow_members": members queries are allowed */
+} cr_privacy_budget;
+
 typedef struct cr_query {
   char *name;
   cr_query_kind kind;
@@ -71,6 +124,7 @@ typedef struct cr_query {
    * record (each listed in the owner's required columns); NULL/0 if none. */
   char **columns;
   size_t ncolumns;
+  cr_noise noise; /* mechanism CR_NOISE_NONE: exact counts */
 } cr_query;
 
 typedef struct cr_template_party {
@@ -125,6 +179,7 @@ typedef struct cr_limits {
   uint64_t max_set_size;       /* 0: none */
   int64_t not_after;           /* Unix seconds; 0: none */
   cr_size_buckets size_buckets;
+  cr_privacy_budget privacy_budget; /* epsilon 0: none */
 } cr_limits;
 
 typedef struct cr_template {

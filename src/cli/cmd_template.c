@@ -8,8 +8,9 @@
 
 #include <jansson.h>
 
-#include "cli/cli.h"
+#include "cleanroom/noise.h"
 #include "cleanroom/party.h"
+#include "cli/cli.h"
 
 /* ---- template ----------------------------------------------------------- */
 
@@ -53,6 +54,33 @@ static void print_template_summary(const cr_template *t) {
       if (q->results_to & CR_ROLE_BIT(r))
         printf(" %s", cr_role_name((cr_role)r));
     printf(", released only if >= %llu\n", (unsigned long long)q->min_count);
+    if (q->noise.mechanism != CR_NOISE_NONE) {
+      /* The expected error, from the mechanism's probability mass. */
+      const cr_noise *n = &q->noise;
+      char e[32], sg[32];
+      cr_dp_decimal(e, sizeof e, n->epsilon, CR_DP_EPSILON_UNIT);
+      if (n->mechanism == CR_NOISE_DISCRETE_GAUSSIAN)
+        printf("      noise: discrete Gaussian, sigma %s%s, spends epsilon %s%s and delta %g a run",
+               cr_dp_decimal(sg, sizeof sg, n->sigma, CR_DP_SIGMA_UNIT),
+               n->sigma_given ? "" : " (from epsilon and delta)", e,
+               n->sigma_given ? " (from sigma and delta)" : "",
+               (double)n->delta / (double)CR_DP_DELTA_UNIT);
+      else
+        printf("      noise: discrete Laplace, epsilon %s (scale %.6g), spends epsilon %s a run", e,
+               cr_noise_scale(n), e);
+      printf("; +-%llu at 95%% (each released number, before min_count)\n",
+             (unsigned long long)cr_noise_interval(n, 0.95));
+    }
+  }
+  if (t->limits.privacy_budget.epsilon) {
+    const cr_privacy_budget *b = &t->limits.privacy_budget;
+    char e[32];
+    printf("  privacy budget: epsilon %s",
+           cr_dp_decimal(e, sizeof e, b->epsilon, CR_DP_EPSILON_UNIT));
+    if (b->delta)
+      printf(", delta %g", (double)b->delta / (double)CR_DP_DELTA_UNIT);
+    printf(" for all runs together (each node counts its own audit log)%s\n",
+           b->allow_members ? "; members queries allowed" : "");
   }
   if (t->limits.min_set_size || t->limits.max_set_size || t->limits.not_after ||
       t->limits.max_runs_per_query) {

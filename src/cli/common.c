@@ -84,7 +84,7 @@ const char CR_CLI_EXIT_CODES_HELP[] =
     "  3  data error (CSV unreadable, missing column, too many rejected rows, an\n"
     "     audit log that does not verify)\n"
     "  4  refused by the template or by the partner (wrong template, certificate,\n"
-    "     query, role, set size)\n"
+    "     query, role, set size, run limit, privacy budget)\n"
     "  5  network, TLS or protocol failure, or timeout\n"
     "  130, 143  run stopped by SIGINT or SIGTERM (128 + the signal): the partner\n"
     "     was told ABORTED and the abort recorded; nothing was released\n";

@@ -469,43 +469,34 @@ static void cells_table(FILE *f, json_t *rel) {
   P("</tbody></table>\n");
 }
 
-/* ---- differential privacy: a place kept for it -------------------------- */
-/* Differential privacy lands later. A release that carries noise says so
- * in its own fields (the names below are the ones expected); until a log
- * has them, nothing of this is drawn. */
+/* ---- differential privacy (docs/privacy.md) ----------------------------- */
+/* A noisy release carries "noise": mechanism, epsilon (delta, sigma),
+ * scale and error_95 (the true value is within +-error_95 of each released
+ * number with probability 95%). */
 static void dp_run(FILE *f, json_t *rel) {
-  if (!json_is_object(rel))
+  json_t *n = json_is_object(rel) ? json_object_get(rel, "noise") : NULL;
+  if (!json_is_object(n))
     return;
-  json_t *eps = json_object_get(rel, "epsilon"), *noise = json_object_get(rel, "noise");
-  json_t *iv = json_object_get(rel, "interval");
-  if (!json_is_number(eps) && !json_is_number(noise) && !json_is_array(iv))
-    return;
-  P("<div class=\"dp\"><strong>Differential privacy.</strong> ");
-  if (json_is_number(noise))
-    P("noise scale %.3g; ", json_number_value(noise));
-  if (json_is_number(eps))
-    P("&epsilon; spent by this run %.3g; ", json_number_value(eps));
-  if (json_is_array(iv) && json_array_size(iv) == 2 && json_is_number(json_array_get(iv, 0)) &&
-      json_is_number(json_array_get(iv, 1)))
-    P("the true value lies in [%.0f, %.0f] with the stated confidence",
-      json_number_value(json_array_get(iv, 0)), json_number_value(json_array_get(iv, 1)));
+  const char *mech = str(n, "mechanism");
+  P("<div class=\"dp\"><strong>Noisy release.</strong> ");
+  esc(f, mech ? mech : "noise");
+  if (json_is_number(json_object_get(n, "epsilon")))
+    P(", &epsilon; %.6g spent by this run", json_number_value(json_object_get(n, "epsilon")));
+  if (json_is_number(json_object_get(n, "delta")))
+    P(", &delta; %.3g", json_number_value(json_object_get(n, "delta")));
+  if (json_is_number(json_object_get(n, "scale")))
+    P(", scale %.6g", json_number_value(json_object_get(n, "scale")));
+  if (has_int(n, "error_95"))
+    P("; the true value is within &plusmn;%lld of each released number with 95%% probability",
+      num(n, "error_95"));
   P("</div>\n");
 }
 
-/* Sum of epsilon over the collaboration's runs; -1 if no run has one. */
+/* Epsilon spent under the collaboration (every admitted noisy run, from
+ * session_started); -1 if none. */
 static double dp_spent(json_t *c) {
-  double sum = -1;
-  json_t *qs = json_object_get(c, "queries"), *q, *r;
-  const char *k;
-  size_t i;
-  json_object_foreach(qs, k, q) {
-    json_array_foreach(json_object_get(q, "runs"), i, r) {
-      json_t *e = json_object_get(json_object_get(r, "released"), "epsilon");
-      if (json_is_number(e))
-        sum = (sum < 0 ? 0 : sum) + json_number_value(e);
-    }
-  }
-  return sum;
+  json_t *sum = json_object_get(c, "privacy_spent_micro");
+  return json_is_integer(sum) ? (double)json_integer_value(sum) / (double)CR_DP_EPSILON_UNIT : -1;
 }
 
 /* ---- gauges --------------------------------------------------------------- */
@@ -714,8 +705,14 @@ static void collab_section(FILE *f, json_t *c, const cr_report_input *inp,
 
   /* The privacy budget: only when the log records epsilon (see dp_run). */
   double spent = dp_spent(c);
-  if (spent >= 0)
-    P("<p><strong>Privacy budget:</strong> &epsilon; %.3g spent over the runs below.</p>\n", spent);
+  if (spent >= 0 && tmpl_ok && inp->tmpl->limits.privacy_budget.epsilon > 0) {
+    double total = (double)inp->tmpl->limits.privacy_budget.epsilon / (double)CR_DP_EPSILON_UNIT;
+    P("<p><strong>Privacy budget:</strong> &epsilon; %.6g of %.6g spent over the runs below, "
+      "%.6g left (limits.privacy_budget, counted from this log&#39;s session_started "
+      "lines).</p>\n",
+      spent, total, total > spent ? total - spent : 0.0);
+  } else if (spent >= 0)
+    P("<p><strong>Privacy budget:</strong> &epsilon; %.6g spent over the runs below.</p>\n", spent);
   else
     P("<p class=\"small muted\">Privacy budget: none in use (no differential privacy in this "
       "log; counts are exact and protected by min_count).</p>\n");

@@ -202,6 +202,15 @@ static int entry(cr_report_model *m, json_t *e) {
         json_integer(json_integer_value(json_object_get(q, "sessions_started")) + 1));
     json_t *r = run_of(m, c, e);
     json_object_set(r, "time", json_object_get(e, "time"));
+    /* A noisy query's run spends its epsilon when it is admitted, whether it
+     * completes or not (docs/privacy.md): summed exactly, in millionths. */
+    json_t *sp = json_object_get(e, "privacy_spend");
+    json_t *em = json_object_get(sp, "epsilon_micro");
+    if (json_is_integer(em) && json_integer_value(em) > 0) {
+      json_t *sum = json_object_get(c, "privacy_spent_micro");
+      json_object_set_new(c, "privacy_spent_micro",
+                          json_integer(json_integer_value(sum) + json_integer_value(em)));
+    }
   } else if (strcmp(ev, "result_released") == 0) {
     json_t *r = run_of(m, c, e);
     json_t *rel = json_object_get(e, "released");

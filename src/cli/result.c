@@ -2,7 +2,8 @@
  * Printing a session's result: one JSON object (--json) or a few lines for
  * people. Only what the session released is printed: a suppressed number is
  * shown as suppressed, never as a value. Shares of each side's set (overlap
- * rates) go with every released count.
+ * rates) go with every released count. A noisy release says so, with its
+ * mechanism, epsilon and 95% interval, and the privacy budget left.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +11,7 @@
 
 #include <jansson.h>
 
+#include "cleanroom/noise.h"
 #include "cli/cli.h"
 
 static double share(uint64_t part, uint64_t whole) {
@@ -22,6 +24,50 @@ static json_t *released_json(const cr_party_session *s) {
   json_t *j = txt ? json_loads(txt, JSON_DECODE_ANY, NULL) : NULL;
   free(txt);
   return j ? j : json_null();
+}
+
+/* Reals rounded to 4 significant digits (shares are estimates), except
+ * the privacy numbers under "noise", which keep every digit they have. The
+ * document is printed with 15 digits, so a rounded value prints short. */
+static void round_reals(json_t *j) {
+  const char *key;
+  json_t *v;
+  size_t i;
+  if (json_is_object(j)) {
+    json_object_foreach(j, key, v) {
+      if (strcmp(key, "noise") == 0)
+        continue;
+      if (json_is_real(v)) {
+        char b[32];
+        snprintf(b, sizeof b, "%.4g", json_real_value(v));
+        json_real_set(v, strtod(b, NULL));
+      } else {
+        round_reals(v);
+      }
+    }
+  } else if (json_is_array(j)) {
+    for (i = 0; i < json_array_size(j); i++)
+      round_reals(json_array_get(j, i));
+  }
+}
+
+static double dp_value(uint64_t units, uint64_t unit) { return (double)units / (double)unit; }
+
+/* "privacy_budget": {"epsilon": total, "spent": e, "left": e [, "delta",
+ * "delta_spent", "delta_left"]}: what this node's audit log counts. */
+static json_t *budget_json(const cr_party_budget *b) {
+  json_t *o = json_object();
+  uint64_t left = b->epsilon > b->epsilon_spent ? b->epsilon - b->epsilon_spent : 0;
+  json_object_set_new(o, "epsilon", json_real(dp_value(b->epsilon, CR_DP_EPSILON_UNIT)));
+  json_object_set_new(o, "spent", json_real(dp_value(b->epsilon_spent, CR_DP_EPSILON_UNIT)));
+  json_object_set_new(o, "left", json_real(dp_value(left, CR_DP_EPSILON_UNIT)));
+  if (b->delta) {
+    uint64_t dleft = b->delta > b->delta_spent ? b->delta - b->delta_spent : 0;
+    json_object_set_new(o, "delta", json_real(dp_value(b->delta, CR_DP_DELTA_UNIT)));
+    json_object_set_new(o, "delta_spent", json_real(dp_value(b->delta_spent, CR_DP_DELTA_UNIT)));
+    json_object_set_new(o, "delta_left", json_real(dp_value(dleft, CR_DP_DELTA_UNIT)));
+  }
+  return o;
 }
 
 void cr_cli_print_result_json(const cr_party_session *s, const cr_template *t,
@@ -60,8 +106,11 @@ void cr_cli_print_result_json(const cr_party_session *s, const cr_template *t,
       json_object_set_new(p, cr_cli_safe(r->param_names[i]), cr_cli_jtext(r->param_values[i]));
     json_object_set_new(o, "params", p);
   }
+  round_reals(o);
   if (r->status == CR_SESSION_DONE) {
-    json_object_set_new(o, "released", released_json(s));
+    json_t *rel = released_json(s);
+    round_reals(rel);
+    json_object_set_new(o, "released", rel);
   } else {
     json_object_set_new(o, "released", json_null());
     json_t *e = json_object();
@@ -73,13 +122,41 @@ void cr_cli_print_result_json(const cr_party_session *s, const cr_template *t,
     json_object_set_new(e, "exit_code", json_integer(cr_cli_exit_code(r->error, r->wire_error)));
     json_object_set_new(o, "error", e);
   }
-  char *text = json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII | JSON_REAL_PRECISION(4));
+  if (s->budget.set)
+    json_object_set_new(o, "privacy_budget", budget_json(&s->budget));
+  char *text = json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII | JSON_REAL_PRECISION(15));
   if (text) {
     printf("%s\n", text);
     free(text);
   }
   json_decref(o);
   fflush(stdout);
+}
+
+/* "discrete Laplace, epsilon 0.5" / "discrete Gaussian, sigma 2, epsilon
+ * 1.5, delta 1e-09" */
+static void noise_words(char *out, size_t cap, const cr_noise *n) {
+  char e[32], sg[32];
+  cr_dp_decimal(e, sizeof e, n->epsilon, CR_DP_EPSILON_UNIT);
+  if (n->mechanism == CR_NOISE_DISCRETE_GAUSSIAN)
+    snprintf(out, cap, "discrete Gaussian, sigma %s, epsilon %s, delta %g",
+             cr_dp_decimal(sg, sizeof sg, n->sigma, CR_DP_SIGMA_UNIT), e,
+             (double)n->delta / (double)CR_DP_DELTA_UNIT);
+  else
+    snprintf(out, cap, "discrete Laplace, epsilon %s", e);
+}
+
+static void print_budget_human(const cr_party_budget *b) {
+  char spent[32], total[32], left[32];
+  uint64_t l = b->epsilon > b->epsilon_spent ? b->epsilon - b->epsilon_spent : 0;
+  printf("  privacy budget: epsilon %s of %s spent, %s left",
+         cr_dp_decimal(spent, sizeof spent, b->epsilon_spent, CR_DP_EPSILON_UNIT),
+         cr_dp_decimal(total, sizeof total, b->epsilon, CR_DP_EPSILON_UNIT),
+         cr_dp_decimal(left, sizeof left, l, CR_DP_EPSILON_UNIT));
+  if (b->delta)
+    printf("; delta %g of %g spent", (double)b->delta_spent / (double)CR_DP_DELTA_UNIT,
+           (double)b->delta / (double)CR_DP_DELTA_UNIT);
+  printf(" (this node's audit log)\n");
 }
 
 void cr_cli_print_result_human(const cr_party_session *s, const char *peer_addr) {
@@ -104,8 +181,15 @@ void cr_cli_print_result_human(const cr_party_session *s, const char *peer_addr)
     printf("  released:      nothing to this side (the template sends this query's result "
            "to the partner only)\n");
   } else if (r->grouped) {
-    printf("  overlap per group (each released only if >= %llu):\n",
-           (unsigned long long)r->min_count);
+    if (r->noisy) {
+      char nw[160];
+      noise_words(nw, sizeof nw, &r->noise);
+      printf("  noise:         every cell is noisy (%s): the true overlap is within +-%llu of "
+             "it with 95%% probability\n",
+             nw, (unsigned long long)cr_noise_interval(&r->noise, 0.95));
+    }
+    printf("  overlap per group (each released only if %s>= %llu):\n",
+           r->noisy ? "its noisy value " : "", (unsigned long long)r->min_count);
     printf("    %-20s %-20s %10s %9s %9s\n", "provider group", "consumer group", "overlap",
            "of prov.", "of cons.");
     for (size_t i = 0; i < r->ncells; i++) {
@@ -123,8 +207,8 @@ void cr_cli_print_result_human(const cr_party_session *s, const char *peer_addr)
                100.0 * share(c->count, r->label_sizes[CR_ROLE_CONSUMER][b]));
     }
   } else if (r->suppressed) {
-    printf("  overlap:       suppressed (fewer than %llu, the query's min_count)\n",
-           (unsigned long long)r->min_count);
+    printf("  overlap:       suppressed (%s than %llu, the query's min_count)\n",
+           r->noisy ? "its noisy value is less" : "fewer", (unsigned long long)r->min_count);
   } else {
     /* Against the partner's bucket, the share is a lower bound. */
     printf("  overlap:       %llu (%.1f%% of our set, %s%.1f%% of the partner's)\n",
@@ -133,6 +217,16 @@ void cr_cli_print_result_human(const cr_party_session *s, const char *peer_addr)
            100.0 * share(r->count, r->peer_set_size));
     if (s->rows_written && s->rows_path != NULL)
       printf("  matched rows:  %llu written to %s\n", (unsigned long long)s->rows, s->rows_path);
+    if (r->noisy) {
+      char nw[160];
+      noise_words(nw, sizeof nw, &r->noise);
+      printf("  noise:         the overlap is noisy (%s): the true overlap is within +-%llu of "
+             "%llu with 95%% probability\n",
+             nw, (unsigned long long)cr_noise_interval(&r->noise, 0.95),
+             (unsigned long long)r->count);
+    }
   }
+  if (s->budget.set)
+    print_budget_human(&s->budget);
   fflush(stdout);
 }

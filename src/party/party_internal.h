@@ -27,6 +27,10 @@ typedef struct cr_trail {
   } * counts;
   size_t ncounts;
   int unsigned_tail; /* events since the last checkpoint */
+  /* limits.privacy_budget: the spends of this template's session_started
+   * lines, summed from the log once, then kept (like counts). */
+  int budget_loaded;
+  uint64_t eps_spent, delta_spent; /* CR_DP_*_UNIT fixed point */
   /* Strangers' refused connections: at most CR_TRAIL_REFUSALS_PER_MINUTE
    * lines a minute, the rest counted and summed up in one line, so nobody
    * can grow the log (and fsync it) at the rate of their connections. */
@@ -51,9 +55,17 @@ json_t *cr__trail_released(const cr_session_result *r, const cr_party_session *m
 /* Before a run: CR_EREFUSED with msg when the query's runs under this
  * template have reached limits.max_runs_per_query (nothing is recorded). */
 int cr__trail_limit(cr_trail *a, const char *query, char *msg, size_t cap);
-/* The admit hook's body: enforces max_runs_per_query from the log, then
- * records session_started. 0, CR_EREFUSED (limit) or CR_EIO, msg set. */
+/* The admit hook's body: enforces max_runs_per_query and
+ * limits.privacy_budget from the log, then records session_started (with
+ * the run's privacy_spend for a query with noise). 0, CR_EREFUSED (limit,
+ * budget) or CR_EIO, msg set. */
 int cr__trail_admit(cr_trail *a, const cr_session_result *r, char *msg, size_t cap);
+/* Before a run of q: CR_EREFUSED with msg (spent and left) when its
+ * epsilon or delta would exceed what is left of limits.privacy_budget
+ * (nothing is recorded). 0 for a query without noise. */
+int cr__trail_budget_check(cr_trail *a, const cr_query *q, char *msg, size_t cap);
+/* The budget as spent so far (budget.set 0 without one). */
+int cr__trail_budget(cr_trail *a, cr_party_budget *out, char *msg, size_t cap);
 /* A completed session whose release could not be recorded or written:
  * result_withheld with the reason, then a checkpoint. */
 void cr__trail_withheld(cr_trail *a, const cr_session_result *r, const uint8_t *peer_fp,

@@ -110,6 +110,9 @@ static void on_session(void *ctx, const cr_session_result *r, const char *peer_a
     rc = release_members(p, r, &s, &recorded, &err);
   else
     rc = cr__trail_session_end(&p->trail, r, peer_addr, peer_fp, NULL, &err);
+  /* What is left of the privacy budget after this session's spend. */
+  char bmsg[256];
+  (void)cr__trail_budget(&p->trail, &s.budget, bmsg, sizeof bmsg);
   if (rc) {
     snprintf(p->release_msg, sizeof p->release_msg, "the result is withheld: %s",
              cr_error_message(&err, rc));
@@ -345,10 +348,12 @@ int cr_party_run(cr_party *p, uv_loop_t *loop, const cr_party_run_config *cfg,
   }
   if (q == NULL) /* not reached: cr_session_check_local refuses a query not in the template */
     return cr_error_set(err, CR_EINTERNAL, "query not in the template");
-  /* Our own count of the query's runs, before the partner is bothered
-   * (the partner counts its own and refuses as well). */
+  /* Our own count of the query's runs, and of the privacy budget, before
+   * the partner is bothered (the partner counts its own and refuses as
+   * well). */
   char lmsg[512];
-  if ((rc = cr__trail_limit(&p->trail, q->name, lmsg, sizeof lmsg)) != 0) {
+  if ((rc = cr__trail_limit(&p->trail, q->name, lmsg, sizeof lmsg)) != 0 ||
+      (rc = cr__trail_budget_check(&p->trail, q, lmsg, sizeof lmsg)) != 0) {
     cr__party_refusal(p, "run_refused", cfg->query, lmsg);
     return cr_error_set(err, rc, "%s", lmsg);
   }
@@ -393,4 +398,10 @@ int cr_party_run(cr_party *p, uv_loop_t *loop, const cr_party_run_config *cfg,
     return rc;
   p->running = 1;
   return 0;
+}
+
+int cr_party_budget_get(cr_party *p, cr_party_budget *out, cr_error *err) {
+  char msg[256];
+  int rc = cr__trail_budget(&p->trail, out, msg, sizeof msg);
+  return rc ? cr_error_set(err, rc, "%s", msg) : 0;
 }

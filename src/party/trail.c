@@ -6,10 +6,12 @@
  * result_released line is on disk. Nothing here ever records a match key,
  * a point or a secret: only sizes, hashes, names and what was released.
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cleanroom/noise.h"
 #include "party/party_internal.h"
 
 json_t *cr__jtext(const char *s) {
@@ -176,10 +178,30 @@ static json_t *groups_json(const cr_session_result *r, cr_role role) {
   return g;
 }
 
+/* What the noise of a noisy release was (docs/privacy.md): mechanism,
+ * epsilon (and delta, sigma), scale, and the +-error_95 within which the
+ * true value lies with probability 95%. */
+static json_t *noise_json(const cr_noise *n) {
+  json_t *o = json_object();
+  json_object_set_new(o, "mechanism", json_string(cr_noise_mechanism_name(n->mechanism)));
+  json_object_set_new(o, "epsilon", json_real((double)n->epsilon / (double)CR_DP_EPSILON_UNIT));
+  if (n->mechanism == CR_NOISE_DISCRETE_GAUSSIAN) {
+    json_object_set_new(o, "delta", json_real((double)n->delta / (double)CR_DP_DELTA_UNIT));
+    json_object_set_new(o, "sigma", json_real((double)n->sigma / (double)CR_DP_SIGMA_UNIT));
+  }
+  json_object_set_new(o, "scale", json_real(cr_noise_scale(n)));
+  json_object_set_new(o, "stddev", json_real(sqrt(cr_noise_variance(n))));
+  json_object_set_new(o, "error_95", json_integer((json_int_t)cr_noise_interval(n, 0.95)));
+  return o;
+}
+
 json_t *cr__trail_released(const cr_session_result *r, const cr_party_session *m) {
   if (r->status != CR_SESSION_DONE || !r->receives)
     return json_null();
   json_t *rel = json_object();
+  /* The numbers below are noisy (noise added, then min_count applied). */
+  if (r->noisy)
+    json_object_set_new(rel, "noise", noise_json(&r->noise));
   if (r->grouped) {
     json_object_set_new(rel, "cells", cells_json(r));
     json_object_set_new(rel, "min_count", json_integer((json_int_t)r->min_count));
@@ -295,6 +317,115 @@ int cr__trail_limit(cr_trail *a, const char *query, char *msg, size_t cap) {
   return rc;
 }
 
+/* ---- privacy budget (docs/privacy.md) ----------------------------------- */
+
+static uint64_t sat_add(uint64_t a, uint64_t b) { return a > UINT64_MAX - b ? UINT64_MAX : a + b; }
+
+typedef struct spend_sum {
+  const char *th;
+  uint64_t eps, delta;
+} spend_sum;
+
+/* One verified line: a session_started of this template with a spend. */
+static int add_spend(void *ctx, const char *entry, size_t len) {
+  spend_sum *sum = ctx;
+  json_t *j = json_loadb(entry, len, 0, NULL);
+  json_t *ev = json_object_get(j, "event"), *th = json_object_get(j, "template_sha256");
+  json_t *sp = json_object_get(j, "privacy_spend");
+  if (json_is_string(ev) && strcmp(json_string_value(ev), "session_started") == 0 &&
+      json_is_string(th) && strcmp(json_string_value(th), sum->th) == 0 && json_is_object(sp)) {
+    json_t *e = json_object_get(sp, "epsilon_micro"), *d = json_object_get(sp, "delta_femto");
+    if (json_is_integer(e) && json_integer_value(e) > 0)
+      sum->eps = sat_add(sum->eps, (uint64_t)json_integer_value(e));
+    if (json_is_integer(d) && json_integer_value(d) > 0)
+      sum->delta = sat_add(sum->delta, (uint64_t)json_integer_value(d));
+  }
+  json_decref(j);
+  return 0;
+}
+
+/* The spends so far, added up from the log once (exact integers: no
+ * drift however many runs), then kept: this node holds the log's lock, so
+ * nobody else appends. Caller holds a->lock. */
+static int budget_load(cr_trail *a, char *msg, size_t cap) {
+  if (a->budget_loaded)
+    return 0;
+  cr_error err;
+  cr_error_clear(&err);
+  spend_sum sum = {a->th, 0, 0};
+  int rc = cr_audit_foreach(cr_audit_path(a->log), add_spend, &sum, &err);
+  if (rc) {
+    snprintf(msg, cap, "cannot add up the privacy budget spent in the audit log: %s",
+             cr_error_message(&err, rc));
+    return rc;
+  }
+  a->eps_spent = sum.eps;
+  a->delta_spent = sum.delta;
+  a->budget_loaded = 1;
+  return 0;
+}
+
+/* CR_EREFUSED with msg when a run of the query would overspend. */
+static int budget_fits(cr_trail *a, const char *query, const cr_noise *n, char *msg, size_t cap) {
+  const cr_privacy_budget *b = &a->t->limits.privacy_budget;
+  char want[32], left[32], spent[32], total[32];
+  if (b->epsilon == 0)
+    return 0;
+  uint64_t eleft = b->epsilon > a->eps_spent ? b->epsilon - a->eps_spent : 0;
+  if (n->epsilon > eleft) {
+    snprintf(msg, cap,
+             "query \"%s\" would spend epsilon %s of the privacy budget, but only %s of %s is "
+             "left (%s spent under this template; limits.privacy_budget.epsilon); agree a new "
+             "template to run it again",
+             query, cr_dp_decimal(want, sizeof want, n->epsilon, CR_DP_EPSILON_UNIT),
+             cr_dp_decimal(left, sizeof left, eleft, CR_DP_EPSILON_UNIT),
+             cr_dp_decimal(total, sizeof total, b->epsilon, CR_DP_EPSILON_UNIT),
+             cr_dp_decimal(spent, sizeof spent, a->eps_spent, CR_DP_EPSILON_UNIT));
+    return CR_EREFUSED;
+  }
+  uint64_t dleft = b->delta > a->delta_spent ? b->delta - a->delta_spent : 0;
+  if (n->delta > dleft) {
+    snprintf(msg, cap,
+             "query \"%s\" would spend delta %g of the privacy budget, but only %g of %g is left "
+             "(%g spent under this template; limits.privacy_budget.delta); agree a new template "
+             "to run it again",
+             query, (double)n->delta / (double)CR_DP_DELTA_UNIT,
+             (double)dleft / (double)CR_DP_DELTA_UNIT, (double)b->delta / (double)CR_DP_DELTA_UNIT,
+             (double)a->delta_spent / (double)CR_DP_DELTA_UNIT);
+    return CR_EREFUSED;
+  }
+  return 0;
+}
+
+int cr__trail_budget_check(cr_trail *a, const cr_query *q, char *msg, size_t cap) {
+  if (!a->open || q->noise.mechanism == CR_NOISE_NONE)
+    return 0;
+  pthread_mutex_lock(&a->lock);
+  int rc = budget_load(a, msg, cap);
+  if (rc == 0)
+    rc = budget_fits(a, q->name, &q->noise, msg, cap);
+  pthread_mutex_unlock(&a->lock);
+  return rc;
+}
+
+int cr__trail_budget(cr_trail *a, cr_party_budget *out, char *msg, size_t cap) {
+  const cr_privacy_budget *b = &a->t->limits.privacy_budget;
+  memset(out, 0, sizeof *out);
+  if (!a->open || b->epsilon == 0)
+    return 0;
+  pthread_mutex_lock(&a->lock);
+  int rc = budget_load(a, msg, cap);
+  if (rc == 0) {
+    out->set = 1;
+    out->epsilon = b->epsilon;
+    out->epsilon_spent = a->eps_spent;
+    out->delta = b->delta;
+    out->delta_spent = a->delta_spent;
+  }
+  pthread_mutex_unlock(&a->lock);
+  return rc;
+}
+
 int cr__trail_admit(cr_trail *a, const cr_session_result *r, char *msg, size_t cap) {
   cr_error err;
   cr_error_clear(&err);
@@ -308,7 +439,20 @@ int cr__trail_admit(cr_trail *a, const cr_session_result *r, char *msg, size_t c
         (rc = limit_reached(a, rcnt, msg, cap)) != 0)
       goto out;
   }
+  /* A run of a noisy query spends its epsilon now, before anything of it
+   * can be released: once a seed share is open the partner can compute the
+   * release, so a run that fails later has spent it too. */
+  if (r->noisy && ((rc = budget_load(a, msg, cap)) != 0 ||
+                   (rc = budget_fits(a, r->query, &r->noise, msg, cap)) != 0))
+    goto out;
   json_t *f = cr__trail_session_fields(a, r);
+  if (r->noisy) {
+    json_t *sp = json_object();
+    json_object_set_new(sp, "mechanism", json_string(cr_noise_mechanism_name(r->noise.mechanism)));
+    json_object_set_new(sp, "epsilon_micro", json_integer((json_int_t)r->noise.epsilon));
+    json_object_set_new(sp, "delta_femto", json_integer((json_int_t)r->noise.delta));
+    json_object_set_new(f, "privacy_spend", sp);
+  }
   char *text = json_dumps(f, JSON_COMPACT);
   rc = text == NULL ? cr_error_set(&err, CR_ENOMEM, "out of memory")
                     : cr_audit_append(a->log, "session_started", text, &err);
@@ -321,6 +465,10 @@ int cr__trail_admit(cr_trail *a, const cr_session_result *r, char *msg, size_t c
     a->unsigned_tail = 1;
     if (rcnt != NULL)
       rcnt->runs++;
+    if (r->noisy) {
+      a->eps_spent = sat_add(a->eps_spent, r->noise.epsilon);
+      a->delta_spent = sat_add(a->delta_spent, r->noise.delta);
+    }
   }
 out:
   pthread_mutex_unlock(&a->lock);

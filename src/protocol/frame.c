@@ -67,6 +67,8 @@ const char *cr__frame_name(int msg_case) {
     return "Finish";
   case CLEANROOM__V1__FRAME__MSG_RELEASED:
     return "Released";
+  case CLEANROOM__V1__FRAME__MSG_NOISE_SEED:
+    return "NoiseSeed";
   case CLEANROOM__V1__FRAME__MSG_ERROR:
     return "Error";
   default:

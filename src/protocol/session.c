@@ -8,7 +8,10 @@
  * results_to) as Digests and EndOfDigests; then Finish with the signed
  * receipt. A side in results_to keeps the digests it computed of the peer's
  * points and counts how many of its own digests (returned by the peer) are
- * among them.
+ * among them. For a query with noise (since v4) each side has committed to
+ * a share of the noise seed in its Hello and opens it in NoiseSeed once the
+ * data is complete both ways; the noise drawn from the shared seed is added
+ * to every released number before min_count.
  *
  * Never logs; never puts a key, point or digest in a message; wipes the
  * scalar as soon as the session ends, whichever way.
@@ -22,6 +25,7 @@
 
 #include <sodium.h>
 
+#include "cleanroom/noise.h"
 #include "protocol/frame.h"
 #include "protocol/gcs.h"
 
@@ -37,6 +41,10 @@ static const char SESSION_LABEL[] = "cleanroom/v1/session";
 static const char RECEIPT_LABEL_V2[] = "cleanroom/v1/receipt";
 static const char RECEIPT_LABEL[] = "cleanroom/v3/receipt";
 static const char RELEASED_LABEL[] = "cleanroom/v3/released";
+/* Since v4: differential privacy (docs/protocol.md "Noise seed"). */
+static const char NOISE_COMMIT_LABEL[] = "cleanroom/v4/noise-commit";
+static const char NOISE_SEED_LABEL[] = "cleanroom/v4/noise-seed";
+#define CR_NOISE_SHARE_BYTES 32
 
 typedef cr_engine_digest ldigest;
 
@@ -54,7 +62,8 @@ typedef enum cr_send_state {
   CR_SEND_END_OF_SET,     /* all our points are out */
   CR_SEND_DIGESTS,        /* the peer's digests back, once its EndOfSet is in */
   CR_SEND_END_OF_DIGESTS, /* all of them are out */
-  CR_SEND_RELEASED,       /* once every data frame both ways is done */
+  CR_SEND_NOISE_SEED,     /* a query with noise: once every data frame both ways is done */
+  CR_SEND_RELEASED,       /* once every data frame both ways is done (and both seeds) */
   CR_SEND_FINISH,         /* once the peer's Released is in */
   CR_SEND_IDLE,           /* Finish sent, or a ping answered: nothing more */
 } cr_send_state;
@@ -115,6 +124,18 @@ struct cr_session {
    * code's text; a string literal, never formatted. */
   const char *peer_rule;
   int have_peer_released;
+
+  /* Differential privacy (a query with noise; docs/protocol.md "Noise
+   * seed"). The exact result waits in `exact` until both seed shares are
+   * open; the noisy one then goes to res and the exact one is wiped. */
+  int noisy;
+  uint8_t noise_share[CR_NOISE_SHARE_BYTES]; /* ours; wiped once the seed is derived */
+  uint8_t peer_noise_commitment[CR_SHA256_BYTES];
+  uint8_t peer_noise_share[CR_NOISE_SHARE_BYTES];
+  int have_peer_noise_share;
+  int noise_applied;
+  int have_exact;
+  cr_engine_result exact;
   cr_session_result res;
 };
 
@@ -162,12 +183,26 @@ uint32_t cr_session_digest_bytes(uint64_t n_runner, uint64_t n_responder, uint32
   return l > CR_MAX_DIGEST_BYTES ? CR_MAX_DIGEST_BYTES : l;
 }
 
+/* The exact result of a noisy query, and every share of its seed. */
+static void wipe_noise(cr_session *s) {
+  if (s->exact.cells != NULL) {
+    sodium_memzero(s->exact.cells, s->exact.ncells * sizeof *s->exact.cells);
+    free(s->exact.cells);
+  }
+  free(s->exact.matched);
+  sodium_memzero(&s->exact, sizeof s->exact);
+  s->have_exact = 0;
+  sodium_memzero(s->noise_share, sizeof s->noise_share);
+  sodium_memzero(s->peer_noise_share, sizeof s->peer_noise_share);
+}
+
 /* The session ended, whichever way: the scalar and every digest go. */
 static void release_engine(cr_session *s) {
   if (s->eng != NULL)
     cr_engine_wipe(s->eng);
   free(s->peer_label_seen);
   s->peer_label_seen = NULL;
+  wipe_noise(s);
 }
 
 static void free_own_labels(cr_session *s) {
@@ -569,6 +604,28 @@ static int set_labels(cr_session_result *res, cr_role r, size_t n, char *const *
   return 0;
 }
 
+/* Our share of the noise seed, for a query with noise. */
+static int draw_noise_share(cr_session *s) {
+  s->noisy = 1;
+  return s->cfg.rand ? s->cfg.rand(s->cfg.rand_ctx, s->noise_share, sizeof s->noise_share)
+                     : cr_engine_rand_default(NULL, s->noise_share, sizeof s->noise_share);
+}
+
+/* SHA-256("cleanroom/v4/noise-commit" || u8 role || share): the role binds
+ * a commitment to its side, so a partner cannot echo ours and open it
+ * after we do. */
+static void noise_commitment(cr_role role, const uint8_t share[CR_NOISE_SHARE_BYTES],
+                             uint8_t out[CR_SHA256_BYTES]) {
+  crypto_hash_sha256_state st;
+  uint8_t r = (uint8_t)role;
+  crypto_hash_sha256_init(&st);
+  crypto_hash_sha256_update(&st, (const uint8_t *)NOISE_COMMIT_LABEL,
+                            sizeof NOISE_COMMIT_LABEL - 1);
+  crypto_hash_sha256_update(&st, &r, 1);
+  crypto_hash_sha256_update(&st, share, CR_NOISE_SHARE_BYTES);
+  crypto_hash_sha256_final(&st, out);
+}
+
 int cr_session_new(cr_session **out, const cr_session_config *cfg, cr_error *err) {
   int rc = 0;
   cr_session *s = NULL;
@@ -672,6 +729,12 @@ int cr_session_new(cr_session **out, const cr_session_config *cfg, cr_error *err
     rc = cr_error_set(err, CR_ECRYPTO, "cannot draw the session nonce");
     goto fail;
   }
+  /* The runner knows its query: a noisy one needs our seed share now (its
+   * commitment goes in Hello). The responder draws its own on Hello. */
+  if (s->query != NULL && s->query->noise.mechanism != CR_NOISE_NONE && draw_noise_share(s) != 0) {
+    rc = cr_error_set(err, CR_ECRYPTO, "cannot draw the noise seed share");
+    goto fail;
+  }
   *out = s;
   return 0;
 fail:
@@ -724,6 +787,12 @@ static int send_hello(cr_session *s) {
   h.digest_bytes = s->cfg.digest_bytes;
   h.nonce.data = s->nonce;
   h.nonce.len = sizeof s->nonce;
+  uint8_t commitment[CR_SHA256_BYTES];
+  if (s->noisy) {
+    noise_commitment(s->cfg.role, s->noise_share, commitment);
+    h.noise_commitment.data = commitment;
+    h.noise_commitment.len = sizeof commitment;
+  }
   if (s->cfg.is_runner && s->res.nparams > 0) {
     entries = calloc(s->res.nparams, sizeof *entries);
     // NOLINTNEXTLINE(bugprone-sizeof-expression): eptr is an array of pointers
@@ -1031,6 +1100,26 @@ static int on_hello(cr_session *s, const Cleanroom__V1__Hello *h, const uint8_t 
   if (h->digest_bytes > CR_MAX_DIGEST_BYTES)
     return PROTO_FAIL(s, "the partner proposes %u-byte digests, at most %d are allowed",
                       h->digest_bytes, CR_MAX_DIGEST_BYTES);
+  /* A query with noise: each side commits to its share of the noise seed
+   * here, before any set is sent (docs/protocol.md "Noise seed"). */
+  s->res.noisy = s->query->noise.mechanism != CR_NOISE_NONE;
+  s->res.noise = s->query->noise;
+  if (s->res.noisy && s->query->kind == CR_QUERY_MEMBERS)
+    return refuse(s, CR_WIRE_NOT_ALLOWED,
+                  "query \"%s\" combines members with noise, which this node does not run",
+                  s->query->name);
+  if (s->res.noisy && h->noise_commitment.len != CR_SHA256_BYTES)
+    return RULE_FAIL(s, "a noisy query without a noise seed commitment",
+                     "the partner's Hello for query \"%s\", which has noise, carries no "
+                     "commitment to a noise seed share (%zu bytes, expected %d)",
+                     s->query->name, h->noise_commitment.len, CR_SHA256_BYTES);
+  if (!s->res.noisy && h->noise_commitment.len != 0)
+    return PROTO_FAIL(s,
+                      "the partner sent a noise seed commitment for query \"%s\", which has "
+                      "no noise",
+                      s->query->name);
+  if (s->res.noisy)
+    memcpy(s->peer_noise_commitment, h->noise_commitment.data, CR_SHA256_BYTES);
   if (check_peer_size(s, h, peer_role, msg, sizeof msg) != 0)
     return refuse(s, CR_WIRE_SIZE, "%s", msg);
   if ((rc = take_peer_labels(s, h, peer_role)) != 0)
@@ -1097,6 +1186,8 @@ static int on_hello(cr_session *s, const Cleanroom__V1__Hello *h, const uint8_t 
       cr_session_digest_bytes(n_runner, n_responder, s->cfg.digest_bytes, h->digest_bytes);
   s->res.digest_bytes = (uint32_t)s->digest_bytes;
   if (!s->cfg.is_runner) {
+    if (s->res.noisy && draw_noise_share(s) != 0)
+      return fail(s, CR_ECRYPTO, CR_WIRE_INTERNAL, 0, "cannot draw the noise seed share");
     if ((rc = send_hello(s)) != 0)
       return rc;
   }
@@ -1186,7 +1277,9 @@ static int on_end_of_set(cr_session *s, const Cleanroom__V1__EndOfSet *e) {
                       "EndOfSet",
                       (unsigned long long)s->peer_n, (unsigned long long)s->peer_points,
                       (unsigned long long)e->count);
-  s->recv = s->self_receives ? CR_STATE_EXPECT_DIGESTS : CR_STATE_EXPECT_RELEASED;
+  s->recv = s->self_receives ? CR_STATE_EXPECT_DIGESTS
+            : s->noisy       ? CR_STATE_EXPECT_NOISE_SEED
+                             : CR_STATE_EXPECT_RELEASED;
   /* The engine sorts: for matching, and (count) per label for return. */
   int rc = cr_engine_peer_done(s->eng);
   if (rc != 0)
@@ -1267,19 +1360,94 @@ static int compute_result(cr_session *s) {
   uint64_t *sizes[CR_ROLE_COUNT];
   sizes[me] = s->own_buckets;
   sizes[cr_role_other(me)] = s->res.label_sizes[cr_role_other(me)];
-  int rc =
-      cr_engine_match(s->eng, me, s->res.nlabels, sizes, s->res.grouped, s->query->min_count, &r);
+  /* A noisy query is thresholded after its noise (apply_noise): the
+   * engine gives the exact numbers, which stay here until then. */
+  uint64_t min_count = s->noisy ? 0 : s->query->min_count;
+  int rc = cr_engine_match(s->eng, me, s->res.nlabels, sizes, s->res.grouped, min_count, &r);
   if (rc == CR_EPROTO) {
     const char *rule = rule_text(cr_engine_violation(s->eng));
     return RULE_FAIL(s, rule, "the partner broke a rule: %s; nothing is released", rule);
   }
   if (rc != 0)
     return fail(s, rc, CR_WIRE_INTERNAL, 0, "out of memory");
+  if (s->noisy) {
+    s->exact = r;
+    s->have_exact = 1;
+    return 0;
+  }
   s->res.count = r.count;
   s->res.suppressed = r.suppressed;
   s->res.cells = r.cells;
   s->res.ncells = r.ncells;
   s->res.matched = r.matched;
+  return 0;
+}
+
+/* The exact value plus one draw of the query's noise, then min_count on
+ * the noisy value (a negative one is 0, below any min_count >= 1). */
+static int noisy_value(cr_session *s, const uint8_t seed[CR_SHA256_BYTES], uint64_t index,
+                       uint64_t exact, uint64_t *count, int *suppressed) {
+  cr_noise_stream st;
+  int64_t x = 0;
+  cr_noise_stream_init(&st, seed, index);
+  int rc = cr_noise_sample(&s->query->noise, cr_noise_stream_read, &st, &x);
+  cr_noise_stream_wipe(&st);
+  if (rc != 0)
+    return rc;
+  uint64_t v;
+  if (x >= 0)
+    v = exact > UINT64_MAX - (uint64_t)x ? UINT64_MAX : exact + (uint64_t)x;
+  else
+    v = (uint64_t)0 - (uint64_t)x >= exact ? 0 : exact - ((uint64_t)0 - (uint64_t)x);
+  *suppressed = v < s->query->min_count;
+  *count = *suppressed ? 0 : v;
+  return 0;
+}
+
+/*
+ * Both shares are open: seed = SHA-256("cleanroom/v4/noise-seed" ||
+ * session_id || runner's share || responder's share). Number i of the
+ * release (the count: 0; cells: row-major index) gets the noise drawn from
+ * the ChaCha20 stream of the seed with nonce i (cr_noise_stream), so the
+ * numbers are independent and both sides draw the same. The seed and the
+ * exact numbers are wiped.
+ */
+static int apply_noise(cr_session *s) {
+  crypto_hash_sha256_state st;
+  uint8_t seed[CR_SHA256_BYTES];
+  const uint8_t *own = s->noise_share, *peer = s->peer_noise_share;
+  int rc = 0;
+  crypto_hash_sha256_init(&st);
+  crypto_hash_sha256_update(&st, (const uint8_t *)NOISE_SEED_LABEL, sizeof NOISE_SEED_LABEL - 1);
+  crypto_hash_sha256_update(&st, s->res.session_id, CR_SESSION_ID_BYTES);
+  crypto_hash_sha256_update(&st, s->cfg.is_runner ? own : peer, CR_NOISE_SHARE_BYTES);
+  crypto_hash_sha256_update(&st, s->cfg.is_runner ? peer : own, CR_NOISE_SHARE_BYTES);
+  crypto_hash_sha256_final(&st, seed);
+  sodium_memzero(&st, sizeof st);
+  s->noise_applied = 1;
+  if (s->self_receives) {
+    if (!s->have_exact) {
+      rc = CR_EINTERNAL;
+    } else if (s->res.grouped) {
+      for (size_t i = 0; rc == 0 && i < s->exact.ncells; i++) {
+        cr_engine_cell *c = &s->exact.cells[i];
+        rc = noisy_value(s, seed, i, c->count, &c->count, &c->suppressed);
+      }
+      if (rc == 0) {
+        s->res.cells = s->exact.cells;
+        s->res.ncells = s->exact.ncells;
+        s->exact.cells = NULL;
+        s->exact.ncells = 0;
+      }
+    } else {
+      rc = noisy_value(s, seed, 0, s->exact.count, &s->res.count, &s->res.suppressed);
+    }
+  }
+  sodium_memzero(seed, sizeof seed);
+  wipe_noise(s);
+  if (rc != 0)
+    return fail(s, rc, CR_WIRE_INTERNAL, 0, "cannot draw the noise of the release (%s)",
+                cr_strerror(rc));
   return 0;
 }
 
@@ -1292,8 +1460,42 @@ static int on_end_of_digests(cr_session *s, const Cleanroom__V1__EndOfDigests *e
                       "%llu points, or not all of a label's",
                       (unsigned long long)s->own_digests_n, (unsigned long long)e->count,
                       (unsigned long long)s->own_n);
-  s->recv = CR_STATE_EXPECT_RELEASED;
+  s->recv = s->noisy ? CR_STATE_EXPECT_NOISE_SEED : CR_STATE_EXPECT_RELEASED;
   return compute_result(s);
+}
+
+/* ---- NoiseSeed (since v4) ------------------------------------------------- */
+
+/* Our share, once every data frame both ways is done: the partner can no
+ * longer change its set or its returned digests when it learns it. */
+static int send_noise_seed(cr_session *s) {
+  Cleanroom__V1__NoiseSeed n = CLEANROOM__V1__NOISE_SEED__INIT;
+  Cleanroom__V1__Frame f = CLEANROOM__V1__FRAME__INIT;
+  n.seed_share.data = s->noise_share;
+  n.seed_share.len = sizeof s->noise_share;
+  f.msg_case = CLEANROOM__V1__FRAME__MSG_NOISE_SEED;
+  f.noise_seed = &n;
+  int rc = send_frame(s, &f, 1);
+  if (rc)
+    return fail(s, rc, CR_WIRE_INTERNAL, 0, "cannot encode NoiseSeed");
+  s->send = CR_SEND_RELEASED;
+  return s->have_peer_noise_share ? apply_noise(s) : 0;
+}
+
+static int on_noise_seed(cr_session *s, const Cleanroom__V1__NoiseSeed *n) {
+  uint8_t want[CR_SHA256_BYTES];
+  if (n->seed_share.len != CR_NOISE_SHARE_BYTES)
+    return PROTO_FAIL(s, "the partner's NoiseSeed holds %zu bytes, expected %d", n->seed_share.len,
+                      CR_NOISE_SHARE_BYTES);
+  noise_commitment(cr_role_other(s->cfg.role), n->seed_share.data, want);
+  if (sodium_memcmp(want, s->peer_noise_commitment, CR_SHA256_BYTES) != 0)
+    return RULE_FAIL(s, "the noise seed does not match its commitment",
+                     "the partner opened a noise seed share that does not match the commitment "
+                     "in its Hello; nothing is released");
+  memcpy(s->peer_noise_share, n->seed_share.data, CR_NOISE_SHARE_BYTES);
+  s->have_peer_noise_share = 1;
+  s->recv = CR_STATE_EXPECT_RELEASED;
+  return s->send > CR_SEND_NOISE_SEED ? apply_noise(s) : 0;
 }
 
 /* ---- Released, Finish --------------------------------------------------- */
@@ -1301,7 +1503,7 @@ static int on_end_of_digests(cr_session *s, const Cleanroom__V1__EndOfDigests *e
 /* Every data frame both ways is done: ours up to Released, the peer's too. */
 static int data_complete(const cr_session *s) {
   return s->res.status == CR_SESSION_RUNNING && s->recv >= CR_STATE_EXPECT_RELEASED &&
-         s->recv <= CR_STATE_DONE && s->send >= CR_SEND_RELEASED;
+         s->recv <= CR_STATE_DONE && s->send >= CR_SEND_RELEASED && (!s->noisy || s->noise_applied);
 }
 
 /* Recomputed on each call from copies of the running hashes: once the data
@@ -1474,6 +1676,17 @@ static int on_released(cr_session *s, const Cleanroom__V1__Released *r) {
     if (sodium_memcmp(want, r->released_sha256.data, CR_SHA256_BYTES) != 0)
       return PROTO_FAIL(s, "the partner claims a release, but the query releases nothing to it");
   }
+  /* Since v4: a result released to both sides is one result. Both hold the
+   * same numbers (the same noisy ones, for a query with noise), so the
+   * partner's commitment must be the hash of ours under its role. */
+  if (s->peer_receives && s->self_receives) {
+    uint8_t want[CR_SHA256_BYTES];
+    released_hash(&s->res, cr_role_other(s->cfg.role), 1, want);
+    if (sodium_memcmp(want, r->released_sha256.data, CR_SHA256_BYTES) != 0)
+      return RULE_FAIL(s, "the two releases differ",
+                       "the partner committed to a release that differs from ours (each side "
+                       "must hold the same numbers); nothing is released");
+  }
   memcpy(s->res.released_sha256[cr_role_other(s->cfg.role)], r->released_sha256.data,
          CR_SHA256_BYTES);
   s->have_peer_released = 1;
@@ -1580,6 +1793,8 @@ const char *cr_session_state_name(cr_session_state st) {
     return "expecting Batch or EndOfSet";
   case CR_STATE_EXPECT_DIGESTS:
     return "expecting Digests or EndOfDigests";
+  case CR_STATE_EXPECT_NOISE_SEED:
+    return "expecting NoiseSeed";
   case CR_STATE_EXPECT_RELEASED:
     return "expecting Released";
   case CR_STATE_EXPECT_FINISH:
@@ -1602,7 +1817,7 @@ static int unexpected(cr_session *s, int msg) {
   cr_session_state st = s->recv;
   if (st == CR_STATE_EXPECT_HELLO)
     return PROTO_FAIL(s, "the partner sent %s before Hello (this session is %s)", name, st_name);
-  if (msg < CLEANROOM__V1__FRAME__MSG_HELLO || msg > CLEANROOM__V1__FRAME__MSG_RELEASED)
+  if (msg == CLEANROOM__V1__FRAME__MSG__NOT_SET)
     return PROTO_FAIL(s, "the partner sent a frame with no message in it");
   switch (msg) {
   case CLEANROOM__V1__FRAME__MSG_HELLO:
@@ -1627,6 +1842,18 @@ static int unexpected(cr_session *s, int msg) {
       return PROTO_FAIL(s, "the partner sent EndOfDigests out of order (this session is %s)",
                         st_name);
     return PROTO_FAIL(s, "the partner sent a second EndOfDigests (this session is %s)", st_name);
+  case CLEANROOM__V1__FRAME__MSG_NOISE_SEED:
+    if (!s->noisy)
+      return PROTO_FAIL(s,
+                        "the partner sent NoiseSeed for query \"%s\", which has no noise (this "
+                        "session is %s)",
+                        s->query->name, st_name);
+    if (st > CR_STATE_EXPECT_NOISE_SEED)
+      return PROTO_FAIL(s, "the partner sent a second NoiseSeed (this session is %s)", st_name);
+    return PROTO_FAIL(s,
+                      "the partner sent NoiseSeed before the session's data was complete (this "
+                      "session is %s)",
+                      st_name);
   case CLEANROOM__V1__FRAME__MSG_RELEASED:
     if (st > CR_STATE_EXPECT_RELEASED)
       return PROTO_FAIL(s, "the partner sent a second Released (this session is %s)", st_name);
@@ -1686,6 +1913,12 @@ static int dispatch(cr_session *s, const uint8_t *payload, size_t len, const uin
     }
     if (msg == CLEANROOM__V1__FRAME__MSG_END_OF_DIGESTS) {
       rc = on_end_of_digests(s, f->end_of_digests);
+      goto out;
+    }
+    break;
+  case CR_STATE_EXPECT_NOISE_SEED:
+    if (msg == CLEANROOM__V1__FRAME__MSG_NOISE_SEED) {
+      rc = on_noise_seed(s, f->noise_seed);
       goto out;
     }
     break;
@@ -1799,7 +2032,7 @@ static int produce_end_of_set(cr_session *s) {
   int rc = send_frame(s, &f, 1);
   if (rc)
     return fail(s, rc, CR_WIRE_INTERNAL, 0, "cannot encode EndOfSet");
-  s->send = s->peer_receives ? CR_SEND_DIGESTS : CR_SEND_RELEASED;
+  s->send = s->peer_receives ? CR_SEND_DIGESTS : s->noisy ? CR_SEND_NOISE_SEED : CR_SEND_RELEASED;
   return 0;
 }
 
@@ -1863,7 +2096,7 @@ static int produce_end_of_digests(cr_session *s) {
   int rc = send_frame(s, &f, 1);
   if (rc)
     return fail(s, rc, CR_WIRE_INTERNAL, 0, "cannot encode EndOfDigests");
-  s->send = CR_SEND_RELEASED;
+  s->send = s->noisy ? CR_SEND_NOISE_SEED : CR_SEND_RELEASED;
   s->res.digests_returned = 1;
   return 0;
 }
@@ -1881,6 +2114,11 @@ static cr_send_state next_step(const cr_session *s) {
   case CR_SEND_END_OF_DIGESTS:
     /* The peer's digests are sorted only once its whole set is in. */
     return s->recv > CR_STATE_EXPECT_SET ? s->send : CR_SEND_IDLE;
+  case CR_SEND_NOISE_SEED:
+    /* Every data frame both ways: ours are out (this state), the peer's
+     * are in (its NoiseSeed may even be in already). */
+    return s->recv >= CR_STATE_EXPECT_NOISE_SEED && s->recv <= CR_STATE_DONE ? CR_SEND_NOISE_SEED
+                                                                             : CR_SEND_IDLE;
   case CR_SEND_RELEASED:
     return data_complete(s) ? CR_SEND_RELEASED : CR_SEND_IDLE;
   case CR_SEND_FINISH:
@@ -1916,6 +2154,9 @@ int cr_session_send(cr_session *s, const uint8_t **data, size_t *len) {
         break;
       case CR_SEND_END_OF_DIGESTS:
         rc = produce_end_of_digests(s);
+        break;
+      case CR_SEND_NOISE_SEED:
+        rc = send_noise_seed(s);
         break;
       case CR_SEND_RELEASED:
         rc = send_released(s);

@@ -10,6 +10,7 @@
 #include "cleanroom/template.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -663,6 +664,376 @@ static void check_params(vctx *v, json_t *j, cr_query *q) {
   q->nparams = i;
 }
 
+/* ---------------------------------------------------- differential privacy */
+
+enum { DEC_OK = 0, DEC_NOT_NUMBER, DEC_DECIMALS, DEC_RANGE };
+
+/*
+ * A decimal text ("0.5", "1e-06", "12") as fixed point with `digits`
+ * decimal places: DEC_DECIMALS when it has more (non-zero) places,
+ * DEC_RANGE above max, DEC_NOT_NUMBER for a sign or anything else.
+ */
+static int parse_decimal(const char *s, unsigned digits, uint64_t max, uint64_t *out) {
+  uint64_t mant = 0;
+  long frac = 0, exp10 = 0;
+  int seen_dot = 0, ndig = 0;
+  for (; *s; s++) {
+    if (*s >= '0' && *s <= '9') {
+      if (mant > (UINT64_MAX - 9) / 10)
+        return DEC_RANGE;
+      mant = mant * 10 + (uint64_t)(*s - '0');
+      frac += seen_dot;
+      ndig++;
+    } else if (*s == '.' && !seen_dot) {
+      seen_dot = 1;
+    } else {
+      break;
+    }
+  }
+  if (ndig == 0)
+    return DEC_NOT_NUMBER;
+  if (*s == 'e' || *s == 'E') {
+    char *end = NULL;
+    errno = 0;
+    exp10 = strtol(s + 1, &end, 10);
+    if (end == s + 1 || errno != 0 || exp10 > 400 || exp10 < -400)
+      return DEC_NOT_NUMBER;
+    s = end;
+  }
+  if (*s != '\0')
+    return DEC_NOT_NUMBER;
+  long shift = exp10 - frac + (long)digits;
+  for (; shift < 0; shift++) {
+    if (mant % 10 != 0)
+      return DEC_DECIMALS;
+    mant /= 10;
+  }
+  for (; shift > 0 && mant != 0; shift--) {
+    if (mant > max / 10)
+      return DEC_RANGE;
+    mant *= 10;
+  }
+  if (mant > max)
+    return DEC_RANGE;
+  *out = mant;
+  return DEC_OK;
+}
+
+/*
+ * A JSON number as exact fixed point (parse_decimal). A real is read as the
+ * shortest decimal that gives back the same double: what the author wrote
+ * (0.1), not the binary value's expansion (0.1000000000000000055...).
+ */
+static int json_fixed(const json_t *j, unsigned digits, uint64_t max, uint64_t *out) {
+  char text[48];
+  if (json_is_integer(j)) {
+    if (json_integer_value(j) < 0)
+      return DEC_NOT_NUMBER;
+    snprintf(text, sizeof text, "%lld", (long long)json_integer_value(j));
+  } else if (json_is_real(j)) {
+    double x = json_real_value(j);
+    if (!(x >= 0.0) || !isfinite(x))
+      return DEC_NOT_NUMBER;
+    for (int prec = 1; prec <= 17; prec++) {
+      snprintf(text, sizeof text, "%.*g", prec, x);
+      if (strtod(text, NULL) == x)
+        break;
+    }
+  } else {
+    return DEC_NOT_NUMBER;
+  }
+  return parse_decimal(text, digits, max, out);
+}
+
+/* A positive fixed-point number for a privacy field, or 0 (reported). */
+static uint64_t want_fixed(vctx *v, json_t *j, unsigned digits, uint64_t max, int below_max,
+                           const char *unit_words) {
+  uint64_t x = 0;
+  int rc = json_fixed(j, digits, max, &x);
+  if (rc == DEC_OK && x > 0 && (!below_max || x < max))
+    return x;
+  char lim[64];
+  uint64_t unit = 1;
+  for (unsigned i = 0; i < digits; i++)
+    unit *= 10;
+  if (max % unit == 0)
+    snprintf(lim, sizeof lim, "%llu", (unsigned long long)(max / unit));
+  else
+    snprintf(lim, sizeof lim, "%.*f", (int)digits, (double)max / (double)unit);
+  verr(v, j, "a number > 0 and %s %s with at most %u decimal places%s", below_max ? "<" : "<=", lim,
+       digits, unit_words);
+  return 0;
+}
+
+/*
+ * The discrete Gaussian with sigma is (1 / (2 sigma^2))-zCDP for a count
+ * (Canonne, Kamath, Steinke 2020, Theorem 4), and rho-zCDP implies
+ * (rho + 2 sqrt(rho ln(1/delta)), delta)-DP (Bun, Steinke 2016, Prop. 1.3).
+ * Floating point only chooses parameters, never samples; results are
+ * rounded to the safe side (epsilon up, sigma up) and checked back.
+ */
+static double gaussian_eps(double sigma, double delta) {
+  double rho = 1.0 / (2.0 * sigma * sigma);
+  return rho + 2.0 * sqrt(rho * log(1.0 / delta));
+}
+
+/* Millionths, rounded up; 0 when above CR_DP_MAX_EPSILON. */
+static uint64_t gaussian_epsilon_of(uint64_t sigma, uint64_t delta) {
+  double e = gaussian_eps((double)sigma / (double)CR_DP_SIGMA_UNIT,
+                          (double)delta / (double)CR_DP_DELTA_UNIT);
+  double units = ceil(e * (double)CR_DP_EPSILON_UNIT * (1.0 + 1e-12));
+  if (!(units <= (double)CR_DP_MAX_EPSILON))
+    return 0;
+  return units < 1.0 ? 1 : (uint64_t)units;
+}
+
+/* Thousandths: the smallest sigma on the grid whose epsilon at delta is at
+ * most epsilon; 0 when above CR_DP_MAX_SIGMA. */
+static uint64_t gaussian_sigma_of(uint64_t epsilon, uint64_t delta) {
+  double e = (double)epsilon / (double)CR_DP_EPSILON_UNIT;
+  double d = (double)delta / (double)CR_DP_DELTA_UNIT, l = log(1.0 / d);
+  double root = sqrt(l + e) - sqrt(l); /* sqrt(rho) */
+  if (!(root > 0.0))
+    return 0;
+  double units = ceil((double)CR_DP_SIGMA_UNIT / (sqrt(2.0) * root) * (1.0 + 1e-12));
+  if (!(units <= (double)CR_DP_MAX_SIGMA))
+    return 0;
+  uint64_t s = units < 1.0 ? 1 : (uint64_t)units;
+  while (s <= CR_DP_MAX_SIGMA && gaussian_eps((double)s / (double)CR_DP_SIGMA_UNIT, d) > e)
+    s++;
+  return s <= CR_DP_MAX_SIGMA ? s : 0;
+}
+
+const char *cr_dp_decimal(char *out, size_t cap, uint64_t value, uint64_t unit) {
+  char frac[24];
+  unsigned digits = 0;
+  for (uint64_t u = unit; u > 1; u /= 10)
+    digits++;
+  uint64_t whole = unit ? value / unit : value, rest = unit ? value % unit : 0;
+  if (rest == 0 || digits == 0 || digits >= sizeof frac) {
+    snprintf(out, cap, "%llu", (unsigned long long)whole);
+    return out;
+  }
+  snprintf(frac, sizeof frac, "%0*llu", (int)digits, (unsigned long long)rest);
+  for (size_t n = strlen(frac); n > 1 && frac[n - 1] == '0'; n--)
+    frac[n - 1] = '\0';
+  snprintf(out, cap, "%llu.%s", (unsigned long long)whole, frac);
+  return out;
+}
+
+const char *cr_noise_mechanism_name(cr_noise_mechanism m) {
+  switch (m) {
+  case CR_NOISE_DISCRETE_LAPLACE:
+    return "discrete_laplace";
+  case CR_NOISE_DISCRETE_GAUSSIAN:
+    return "discrete_gaussian";
+  case CR_NOISE_NONE:
+    break;
+  }
+  return "none";
+}
+
+/* queries.<name>.noise */
+static void check_noise(vctx *v, json_t *j, cr_query *q, int kind_ok) {
+  static const char *const fields[] = {"mechanism", "epsilon", "sigma", "delta"};
+  cr_noise *n = &q->noise;
+  json_t *e, *eps, *sigma, *delta;
+  size_t mark;
+  if (kind_ok && q->kind == CR_QUERY_MEMBERS) {
+    verr(v, j, "no noise for kind \"members\" (it releases records, not counts)");
+    return;
+  }
+  if (!want_object(v, j,
+                   "an object with mechanism (\"discrete_laplace\" or \"discrete_gaussian\") "
+                   "and epsilon, or sigma or epsilon with delta"))
+    return;
+  check_fields(v, j, fields, 4);
+  mark = path_key(v, "mechanism");
+  e = json_object_get(j, "mechanism");
+  if (json_is_string(e) && strcmp(json_string_value(e), "discrete_laplace") == 0)
+    n->mechanism = CR_NOISE_DISCRETE_LAPLACE;
+  else if (json_is_string(e) && strcmp(json_string_value(e), "discrete_gaussian") == 0)
+    n->mechanism = CR_NOISE_DISCRETE_GAUSSIAN;
+  else
+    verr(v, e, "\"discrete_laplace\" or \"discrete_gaussian\"");
+  path_pop(v, mark);
+  eps = json_object_get(j, "epsilon");
+  sigma = json_object_get(j, "sigma");
+  delta = json_object_get(j, "delta");
+  if (n->mechanism == CR_NOISE_NONE)
+    return;
+  if (n->mechanism == CR_NOISE_DISCRETE_LAPLACE) {
+    mark = path_key(v, "epsilon");
+    n->epsilon = want_fixed(v, eps, 6, CR_DP_MAX_EPSILON, 0, "");
+    path_pop(v, mark);
+    if (sigma != NULL) {
+      mark = path_key(v, "sigma");
+      verr(v, sigma, "no sigma for discrete_laplace (its scale is 1/epsilon)");
+      path_pop(v, mark);
+    }
+    if (delta != NULL) {
+      mark = path_key(v, "delta");
+      verr(v, delta, "no delta for discrete_laplace (it is pure epsilon-DP)");
+      path_pop(v, mark);
+    }
+    if (n->epsilon == 0)
+      n->mechanism = CR_NOISE_NONE;
+    return;
+  }
+  /* Gaussian: delta, and exactly one of epsilon and sigma. */
+  mark = path_key(v, "delta");
+  n->delta = want_fixed(v, delta, 15, CR_DP_DELTA_UNIT, 1,
+                        " (discrete_gaussian spends delta as well as epsilon)");
+  path_pop(v, mark);
+  if ((eps == NULL) == (sigma == NULL)) {
+    mark = path_key(v, eps != NULL ? "sigma" : "epsilon");
+    if (eps != NULL)
+      verr(v, sigma != NULL ? sigma : eps,
+           "either epsilon or sigma for discrete_gaussian, not both");
+    else
+      verr(v, NULL, "epsilon or sigma for discrete_gaussian");
+    path_pop(v, mark);
+  } else if (sigma != NULL) {
+    mark = path_key(v, "sigma");
+    n->sigma = want_fixed(v, sigma, 3, CR_DP_MAX_SIGMA, 0, "");
+    n->sigma_given = true;
+    if (n->sigma && n->delta && (n->epsilon = gaussian_epsilon_of(n->sigma, n->delta)) == 0)
+      verr(v, sigma, "a larger sigma: this one spends more than epsilon %llu per run at this delta",
+           (unsigned long long)(CR_DP_MAX_EPSILON / CR_DP_EPSILON_UNIT));
+    path_pop(v, mark);
+  } else {
+    mark = path_key(v, "epsilon");
+    n->epsilon = want_fixed(v, eps, 6, CR_DP_MAX_EPSILON, 0, "");
+    if (n->epsilon && n->delta && (n->sigma = gaussian_sigma_of(n->epsilon, n->delta)) == 0)
+      verr(v, eps, "a larger epsilon or delta: this one needs sigma above %llu",
+           (unsigned long long)(CR_DP_MAX_SIGMA / CR_DP_SIGMA_UNIT));
+    path_pop(v, mark);
+  }
+  if (n->epsilon == 0 || n->delta == 0 || n->sigma == 0)
+    memset(n, 0, sizeof *n);
+}
+
+/* limits.privacy_budget */
+static void check_budget(vctx *v, json_t *j, cr_privacy_budget *b) {
+  static const char *const fields[] = {"epsilon", "delta", "allow_members"};
+  json_t *e;
+  size_t mark;
+  if (!want_object(v, j, "an object with epsilon, and optional delta and allow_members"))
+    return;
+  check_fields(v, j, fields, 3);
+  mark = path_key(v, "epsilon");
+  b->epsilon = want_fixed(v, json_object_get(j, "epsilon"), 6, CR_DP_MAX_BUDGET_EPSILON, 0, "");
+  path_pop(v, mark);
+  if ((e = json_object_get(j, "delta")) != NULL) {
+    mark = path_key(v, "delta");
+    b->delta = want_fixed(v, e, 15, CR_DP_DELTA_UNIT, 1, "");
+    path_pop(v, mark);
+  }
+  if ((e = json_object_get(j, "allow_members")) != NULL) {
+    mark = path_key(v, "allow_members");
+    if (!json_is_boolean(e))
+      verr(v, e, "true or false");
+    else
+      b->allow_members = json_is_true(e);
+    path_pop(v, mark);
+  }
+}
+
+/* Text of a fixed-point number for messages: "0.5", "10", "1e-09" style. */
+static void fixed_text(char *out, size_t cap, uint64_t x, uint64_t unit) {
+  if (unit == CR_DP_DELTA_UNIT)
+    snprintf(out, cap, "%.15g", (double)x / (double)unit);
+  else
+    cr_dp_decimal(out, cap, x, unit);
+}
+
+/*
+ * Noise and budget together (docs/privacy.md): a noisy query needs a
+ * budget (without one, repeated runs average the noise away); with a
+ * budget every count query adds noise (an exact count next to noisy ones
+ * would undo them), members queries only when allowed, delta exactly when
+ * a query uses the Gaussian, and no single run may cost more than the
+ * whole budget.
+ */
+static void check_privacy(vctx *v, json_t *root, cr_template *t) {
+  const cr_privacy_budget *b = &t->limits.privacy_budget;
+  json_t *jq = json_object_get(root, "queries");
+  json_t *jb = json_object_get(json_object_get(root, "limits"), "privacy_budget");
+  int gaussian = 0, noisy = 0;
+  char x[48], y[48];
+  size_t mark, m2, m3;
+  if (jb != NULL && b->epsilon == 0)
+    return; /* the budget itself is invalid: reported */
+  mark = path_key(v, "queries");
+  for (size_t i = 0; i < t->nqueries; i++) {
+    const cr_query *q = &t->queries[i];
+    json_t *j = json_object_get(jq, q->name), *jn = json_object_get(j, "noise");
+    if (!json_is_object(j) || q->kind == 0)
+      continue;
+    m2 = path_key(v, q->name);
+    gaussian |= q->noise.mechanism == CR_NOISE_DISCRETE_GAUSSIAN;
+    noisy |= q->noise.mechanism != CR_NOISE_NONE;
+    if (jb == NULL && jn != NULL) {
+      m3 = path_key(v, "noise");
+      verr(v, jn,
+           "no noise unless $.limits.privacy_budget is set (without a budget, repeated runs "
+           "average the noise away)");
+      path_pop(v, m3);
+    } else if (jb != NULL && q->kind == CR_QUERY_COUNT && jn == NULL) {
+      m3 = path_key(v, "noise");
+      verr(v, NULL,
+           "a noise object: with $.limits.privacy_budget every count query is released with "
+           "noise (an exact count next to noisy ones would undo them)");
+      path_pop(v, m3);
+    } else if (jb != NULL && q->kind == CR_QUERY_MEMBERS && !b->allow_members) {
+      m3 = path_key(v, "kind");
+      verr(v, json_object_get(j, "kind"),
+           "\"count\": a template with $.limits.privacy_budget releases no records unless "
+           "$.limits.privacy_budget.allow_members is true");
+      path_pop(v, m3);
+    } else if (jb != NULL && q->noise.mechanism != CR_NOISE_NONE) {
+      const char *field = q->noise.sigma_given ? "sigma" : "epsilon";
+      m3 = path_key(v, "noise");
+      size_t m4 = path_key(v, field);
+      fixed_text(x, sizeof x, q->noise.epsilon, CR_DP_EPSILON_UNIT);
+      fixed_text(y, sizeof y, b->epsilon, CR_DP_EPSILON_UNIT);
+      if (q->noise.epsilon > b->epsilon)
+        verr(v, json_object_get(jn, field),
+             "a run that costs at most the whole budget: it spends epsilon %s, "
+             "$.limits.privacy_budget.epsilon is %s",
+             x, y);
+      path_pop(v, m4);
+      if (q->noise.delta > b->delta && b->delta > 0) {
+        m4 = path_key(v, "delta");
+        fixed_text(x, sizeof x, q->noise.delta, CR_DP_DELTA_UNIT);
+        fixed_text(y, sizeof y, b->delta, CR_DP_DELTA_UNIT);
+        verr(v, json_object_get(jn, "delta"),
+             "at most $.limits.privacy_budget.delta (%s); this query spends %s per run", y, x);
+        path_pop(v, m4);
+      }
+      path_pop(v, m3);
+    }
+    path_pop(v, m2);
+  }
+  path_pop(v, mark);
+  if (jb == NULL)
+    return;
+  mark = path_key(v, "limits");
+  m2 = path_key(v, "privacy_budget");
+  if (!noisy)
+    verr(v, jb, "a budget only in a template with a noisy query (queries.<name>.noise)");
+  m3 = path_key(v, "delta");
+  if (gaussian && b->delta == 0 && json_object_get(jb, "delta") == NULL)
+    verr(v, NULL,
+         "a number > 0 and < 1: a query uses discrete_gaussian, which spends delta as well");
+  else if (!gaussian && b->delta > 0)
+    verr(v, json_object_get(jb, "delta"),
+         "no delta: no query uses discrete_gaussian (discrete_laplace spends epsilon only)");
+  path_pop(v, m3);
+  path_pop(v, m2);
+  path_pop(v, mark);
+}
+
 /*
  * Columns a query names (group_by, members columns) must be in the data
  * contract of that role, or a run would fail after both sides had agreed.
@@ -676,8 +1047,8 @@ static void check_column_known(vctx *v, json_t *j, const cr_template *t, cr_role
 
 static void check_query(vctx *v, const char *name, json_t *j, cr_query *q, const cr_template *t,
                         int columns_known) {
-  static const char *const fields[] = {"kind",     "run_by", "results_to", "min_count",
-                                       "group_by", "where",  "params",     "columns"};
+  static const char *const fields[] = {"kind",  "run_by", "results_to", "min_count", "group_by",
+                                       "where", "params", "columns",    "noise"};
   json_t *e;
   size_t mark;
   int kind_ok = 0, results_ok = 0;
@@ -692,7 +1063,7 @@ static void check_query(vctx *v, const char *name, json_t *j, cr_query *q, const
            v->path, CR_TEMPLATE_MAX_NAME);
   if (!want_object(v, j, "an object with kind, run_by, results_to and min_count"))
     return;
-  check_fields(v, j, fields, 8);
+  check_fields(v, j, fields, 9);
 
   mark = path_key(v, "kind");
   e = json_object_get(j, "kind");
@@ -769,6 +1140,12 @@ static void check_query(vctx *v, const char *name, json_t *j, cr_query *q, const
         path_pop(v, m2);
       }
     }
+    path_pop(v, mark);
+  }
+
+  if ((e = json_object_get(j, "noise")) != NULL) {
+    mark = path_key(v, "noise");
+    check_noise(v, e, q, kind_ok);
     path_pop(v, mark);
   }
 }
@@ -955,15 +1332,20 @@ int cr_template_is_bucket(const cr_template *t, uint64_t n) {
 
 static void check_limits(vctx *v, json_t *j, cr_limits *l) {
   static const char *const fields[] = {"max_runs_per_query", "min_set_size", "max_set_size",
-                                       "not_after", "size_buckets"};
+                                       "not_after",          "size_buckets", "privacy_budget"};
   json_t *e;
   size_t mark;
   int min_ok = 1;
   if (!want_object(v, j,
                    "an object with max_runs_per_query, min_set_size, max_set_size, "
-                   "not_after, size_buckets (each optional)"))
+                   "not_after, size_buckets, privacy_budget (each optional)"))
     return;
-  check_fields(v, j, fields, 5);
+  check_fields(v, j, fields, 6);
+  if ((e = json_object_get(j, "privacy_budget")) != NULL) {
+    mark = path_key(v, "privacy_budget");
+    check_budget(v, e, &l->privacy_budget);
+    path_pop(v, mark);
+  }
   if ((e = json_object_get(j, "size_buckets")) != NULL) {
     mark = path_key(v, "size_buckets");
     check_buckets(v, e, &l->size_buckets);
@@ -1061,6 +1443,8 @@ static void check_template(vctx *v, json_t *root, cr_template *t) {
     check_limits(v, e, &t->limits);
     path_pop(v, mark);
   }
+
+  check_privacy(v, root, t);
 
   if ((e = json_object_get(root, "require_signatures")) != NULL) {
     mark = path_key(v, "require_signatures");

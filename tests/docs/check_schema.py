@@ -46,6 +46,14 @@ broken = [
          "columns", {"provider": ["a"], "consumer": ["b"], "auditor": ["c"]})),
     ("an empty per-party key column list",
      lambda d: d["match_key"].__setitem__("columns", {"provider": [], "consumer": ["b"]})),
+    ("unknown noise mechanism", lambda d: next(iter(d["queries"].values())).__setitem__(
+        "noise", {"mechanism": "laplace", "epsilon": 1})),
+    ("gaussian noise without delta", lambda d: next(iter(d["queries"].values())).__setitem__(
+        "noise", {"mechanism": "discrete_gaussian", "sigma": 2})),
+    ("laplace noise with sigma", lambda d: next(iter(d["queries"].values())).__setitem__(
+        "noise", {"mechanism": "discrete_laplace", "epsilon": 1, "sigma": 2})),
+    ("negative budget", lambda d: d.setdefault("limits", {}).__setitem__(
+        "privacy_budget", {"epsilon": -1})),
 ]
 # And accepts the per-party form of match_key.columns.
 doc = json.loads(json.dumps(base))

@@ -6,6 +6,9 @@
 # both set sizes are compared with a plain filter-then-join computed here
 # with awk, for two parameter sets: one above min_count, one below. A
 # parameter of the wrong type is refused (exit 4) naming the parameter.
+# The differencing pair (ages 18-65, then 18-64) gives away the matched
+# 65-year-olds under the exact template, not under template-dp.json, whose
+# releases are noisy and spend a budget (docs/privacy.md).
 source "$CR_E2E_LIB"
 
 PX="$CR_SOURCE_DIR/examples/pharma"
@@ -145,5 +148,50 @@ sleep 0.3
 if grep -q '"status":"ok"' server.out; then fail "wrong type: the hospital completed a session"; else ok "wrong type: no session completed"; fi
 kill "$SERVER_PID" 2>/dev/null || true
 wait_server
+
+# ---- 5. the differencing pair: exact, then with noise -----------------------------
+# Ages 18-65 (run A above) and 18-64: with exact counts, the difference is the
+# number of matched patients aged 65.
+
+pharma_eligible_keys "$HOSP" E11,E10 18 64 >d.keys
+EXP_D=$(comm -12 reg.keys d.keys | wc -l)
+start_server template.json "$HOSP" --once
+run_client template.json "$REG" eligible_patients --param codes=E11,E10 --param min_age=18 --param max_age=64
+wait_server
+expect_eq "D: exact, ages 18-64: the plain join's count" "$EXP_D" "$(json_field run.out count)"
+DIFF=$(($(json_field a-run.out count) - $(json_field run.out count)))
+if [ "$DIFF" -gt 0 ]; then
+  ok "D: the exact pair reveals $DIFF matched patients aged 65 ($EXP_A - $EXP_D)"
+else
+  fail "D: the example data has no matched patient aged 65"
+fi
+
+pin_template "$PX/template-dp.json" template-dp.json
+start_server template-dp.json "$HOSP"
+run_client template-dp.json "$REG" eligible_patients --param codes=E11,E10 --param min_age=18 --param max_age=65
+cp run.out e1.out
+RC1=$RUN_RC
+run_client template-dp.json "$REG" eligible_patients --param codes=E11,E10 --param min_age=18 --param max_age=64
+cp run.out e2.out
+RC2=$RUN_RC
+kill "$SERVER_PID" 2>/dev/null || true
+wait_server
+expect_eq "E: noisy runs exit 0" "0 0" "$RC1 $RC2"
+for f in e1.out e2.out; do
+  expect_grep "E: $f is noisy (discrete Laplace, epsilon 0.5, +-6 at 95%)" \
+    '"noise":{"mechanism":"discrete_laplace","epsilon":0.5,"scale":2.0,"stddev":[0-9.]*,"error_95":6}' "$f"
+done
+expect_grep "E: the pair spent 1 of the budget of 5" '"privacy_budget":{"epsilon":5.0,"spent":1.0,"left":4.0}' e2.out
+N1=$(json_field e1.out count)
+N2=$(json_field e2.out count)
+echo "   noisy pair: 18-65 released $N1, 18-64 released $N2 (exact $EXP_A and $EXP_D)"
+for n in "$N1" "$N2"; do
+  # Within 8 scales (P(|noise| > 16) < 0.0003 for epsilon 0.5) of the exact counts.
+  if [ "$n" -ge $((EXP_D - 16)) ] && [ "$n" -le $((EXP_A + 16)) ]; then
+    ok "E: noisy count $n is near the exact ones"
+  else
+    fail "E: noisy count $n is far from $EXP_D..$EXP_A"
+  fi
+done
 
 finish

@@ -1,8 +1,10 @@
 /*
  * Fuzz target: a responder session fed arbitrary bytes from its peer.
  * The first input byte picks how much valid protocol precedes the fuzzed
- * bytes (0: none, 1: a valid Hello, 2: Hello and the whole set and
- * EndOfSet), so the fuzzer reaches every state. The session must never
+ * bytes (% 3 == 0: none, 1: a valid Hello, 2: Hello and the whole set and
+ * EndOfSet), so the fuzzer reaches every state; values 3 to 5 (mod 6) do
+ * the same for a query with noise (protocol v4: the Hello carries a noise
+ * seed commitment, and NoiseSeed frames are expected after the data). The session must never
  * crash, leak, or report a result it did not complete.
  */
 #include <stdint.h>
@@ -22,10 +24,26 @@ static int sign_cb(void *ctx, const uint8_t *msg, size_t len, uint8_t sig[64]) {
   return crypto_sign_detached(sig, NULL, msg, len, ctx);
 }
 
-static void append_hello(cr_buf *b, const uint8_t sha[32]) {
+/* The fuzzing peer's (consumer's) noise seed share is 32 bytes of 3:
+ * commitment SHA-256("cleanroom/v4/noise-commit" || u8 1 || share). */
+static void noise_commitment(uint8_t out[32]) {
+  static const char label[] = "cleanroom/v4/noise-commit";
+  uint8_t msg[sizeof label - 1 + 1 + 32];
+  memcpy(msg, label, sizeof label - 1);
+  msg[sizeof label - 1] = 1;
+  memset(msg + sizeof label, 3, 32);
+  crypto_hash_sha256(out, msg, sizeof msg);
+}
+
+static void append_hello(cr_buf *b, const uint8_t sha[32], int noisy) {
   Cleanroom__V1__Hello m = CLEANROOM__V1__HELLO__INIT;
   Cleanroom__V1__Frame f = CLEANROOM__V1__FRAME__INIT;
-  uint8_t nonce[32] = {7};
+  uint8_t nonce[32] = {7}, commitment[32];
+  if (noisy) {
+    noise_commitment(commitment);
+    m.noise_commitment.data = commitment;
+    m.noise_commitment.len = 32;
+  }
   m.protocol_version = CR_PROTOCOL_VERSION;
   m.role = "consumer";
   m.template_sha256.data = (uint8_t *)sha;
@@ -108,15 +126,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (cr_session_start(s) != 0)
     abort();
 
+  int mode = size > 0 ? data[0] % 6 : 0, noisy = mode >= 3;
+  mode %= 3;
+  if (noisy) {
+    q.noise.mechanism = CR_NOISE_DISCRETE_LAPLACE;
+    q.noise.epsilon = 500000;
+  }
   cr_buf prefix;
   cr_buf_init(&prefix);
-  int mode = size > 0 ? data[0] % 3 : 0;
   if (size > 0) {
     data++;
     size--;
   }
   if (mode >= 1)
-    append_hello(&prefix, t.sha256);
+    append_hello(&prefix, t.sha256, noisy);
   if (mode >= 2)
     append_set(&prefix);
   if (prefix.len)

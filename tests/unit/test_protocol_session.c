@@ -281,7 +281,7 @@ static void for_each_frame(const cr_buf *wire, frame_fn fn, void *ctx) {
 }
 
 typedef struct frame_stats {
-  int counts[9];
+  int counts[17]; /* by msg_case (NoiseSeed is 16) */
   uint8_t last[32];
   size_t last_len;
   int unsorted;

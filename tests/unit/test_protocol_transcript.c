@@ -6,7 +6,7 @@
  *
  * Vector file format (one file per case; '#' lines are comments; every
  * other line is "key = value", in this order):
- *   case = <name>                  count | group_by | members
+ *   case = <name>                  count | group_by | members | noise | noise_group_by
  *   query = <query name>
  *   protocol_version = <n>         CR_PROTOCOL_VERSION the file was made with
  *   session_id = <hex>
@@ -83,10 +83,11 @@ static cr_template *make_template(void) {
   t->name = dup_str("transcript");
   t->suite = dup_str("ristretto255");
   t->match_key.name = dup_str("email");
-  t->nqueries = 3;
-  t->queries = calloc(3, sizeof *t->queries);
-  const char *names[3] = {"overlap", "by_segment", "my_matches"};
-  for (int i = 0; i < 3; i++) {
+  t->nqueries = 5;
+  t->queries = calloc(5, sizeof *t->queries);
+  const char *names[5] = {"overlap", "by_segment", "my_matches", "noisy_overlap",
+                          "noisy_by_segment"};
+  for (int i = 0; i < 5; i++) {
     t->queries[i].name = dup_str(names[i]);
     t->queries[i].kind = CR_QUERY_COUNT;
     t->queries[i].min_count = 2;
@@ -96,6 +97,17 @@ static cr_template *make_template(void) {
   t->queries[0].results_to |= CR_ROLE_BIT(CR_ROLE_PROVIDER);
   t->queries[1].group_by[CR_ROLE_PROVIDER] = dup_str("segment");
   t->queries[2].kind = CR_QUERY_MEMBERS;
+  /* Since v4: noise (a discrete Laplace with epsilon 1, released to both;
+   * a discrete Gaussian with sigma 2 per cell). */
+  t->queries[3].results_to |= CR_ROLE_BIT(CR_ROLE_PROVIDER);
+  t->queries[3].noise.mechanism = CR_NOISE_DISCRETE_LAPLACE;
+  t->queries[3].noise.epsilon = 1000000;
+  t->queries[4].group_by[CR_ROLE_PROVIDER] = dup_str("segment");
+  t->queries[4].noise.mechanism = CR_NOISE_DISCRETE_GAUSSIAN;
+  t->queries[4].noise.sigma = 2000;
+  t->queries[4].noise.sigma_given = true;
+  t->queries[4].noise.delta = 1000000;
+  t->queries[4].noise.epsilon = 1500000;
   memset(t->sha256, 0xab, sizeof t->sha256);
   /* Size buckets 16, 32, 64...: the sets pad to 16 (per label for
    * by_segment), so the vectors show pads without growing large. */
@@ -321,6 +333,8 @@ static const tcase CASES[] = {
     {"count", "overlap", 0},
     {"group_by", "by_segment", 1},
     {"members", "my_matches", 0},
+    {"noise", "noisy_overlap", 0},
+    {"noise_group_by", "noisy_by_segment", 1},
 };
 
 static void test_transcript_count(void **state) {
@@ -336,6 +350,16 @@ static void test_transcript_group_by(void **state) {
 static void test_transcript_members(void **state) {
   (void)state;
   check_case(&CASES[2]);
+}
+
+static void test_transcript_noise(void **state) {
+  (void)state;
+  check_case(&CASES[3]);
+}
+
+static void test_transcript_noise_group_by(void **state) {
+  (void)state;
+  check_case(&CASES[4]);
 }
 
 /* The randomness matters: another seed gives other frames (nonce, points,
@@ -367,10 +391,9 @@ int main(int argc, char **argv) {
   if (sodium_init() < 0)
     return 1;
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_transcript_count),
-      cmocka_unit_test(test_transcript_group_by),
-      cmocka_unit_test(test_transcript_members),
-      cmocka_unit_test(test_other_seed),
+      cmocka_unit_test(test_transcript_count),          cmocka_unit_test(test_transcript_group_by),
+      cmocka_unit_test(test_transcript_members),        cmocka_unit_test(test_transcript_noise),
+      cmocka_unit_test(test_transcript_noise_group_by), cmocka_unit_test(test_other_seed),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -629,6 +629,253 @@ static const bad_case BAD[] = {
      "\xc3\xa9\xc3\xa9...\", expected \"count\"", 1},
 };
 
+/* ----------------------------------------------------- differential privacy */
+
+/* BASE with noise on every count query and a privacy budget (members
+ * allowed explicitly): docs/privacy.md. */
+static json_t *dp_json(void) {
+  json_t *j = base_json();
+  set_at(j, "queries/overlap/noise", "{'mechanism': 'discrete_laplace', 'epsilon': 0.5}");
+  set_at(j, "queries/overlap_by_segment/noise",
+         "{'mechanism': 'discrete_gaussian', 'sigma': 3.5, 'delta': 1e-9}");
+  set_at(j, "queries/eligible_patients/noise",
+         "{'mechanism': 'discrete_gaussian', 'epsilon': 1, 'delta': 0.000001}");
+  set_at(j, "limits/privacy_budget", "{'epsilon': 10, 'delta': 1e-5, 'allow_members': true}");
+  return j;
+}
+
+static cr_template *parse_json(const json_t *j, int want_rc, char ***list, size_t *n) {
+  char *s = dump(j, JSON_INDENT(2));
+  cr_template *t = NULL;
+  *list = NULL;
+  *n = 0;
+  int rc = cr_template_check_mem(s, strlen(s), "t.json", &t, list, n);
+  if (rc != want_rc)
+    for (size_t k = 0; k < *n; k++)
+      print_error("  %s\n", (*list)[k]);
+  assert_int_equal(rc, want_rc);
+  free(s);
+  return t;
+}
+
+static void test_privacy_parses(void **state) {
+  (void)state;
+  json_t *j = dp_json();
+  char **list;
+  size_t n;
+  cr_template *t = parse_json(j, 0, &list, &n);
+  const cr_query *q = cr_template_query(t, "overlap");
+  assert_int_equal(q->noise.mechanism, CR_NOISE_DISCRETE_LAPLACE);
+  assert_int_equal(q->noise.epsilon, 500000); /* exactly 0.5, in millionths */
+  assert_int_equal(q->noise.delta, 0);
+  assert_string_equal(cr_noise_mechanism_name(q->noise.mechanism), "discrete_laplace");
+  /* sigma given: epsilon derived (zCDP), rounded up to the millionth. */
+  q = cr_template_query(t, "overlap_by_segment");
+  assert_int_equal(q->noise.mechanism, CR_NOISE_DISCRETE_GAUSSIAN);
+  assert_true(q->noise.sigma_given);
+  assert_int_equal(q->noise.sigma, 3500);
+  assert_int_equal(q->noise.delta, 1000000); /* 1e-9 in 10^-15ths */
+  assert_in_range(q->noise.epsilon, 1880215, 1880217);
+  /* epsilon given: the smallest sigma on the 0.001 grid. */
+  q = cr_template_query(t, "eligible_patients");
+  assert_false(q->noise.sigma_given);
+  assert_int_equal(q->noise.epsilon, 1000000);
+  assert_int_equal(q->noise.delta, 1000000000);
+  assert_int_equal(q->noise.sigma, 5350);
+  assert_int_equal(cr_template_query(t, "my_matched_users")->noise.mechanism, CR_NOISE_NONE);
+  assert_int_equal(t->limits.privacy_budget.epsilon, 10000000);
+  assert_int_equal(t->limits.privacy_budget.delta, 10000000000ULL);
+  assert_true(t->limits.privacy_budget.allow_members);
+  cr_template_free(t);
+
+  /* Decimals are read as written, not as their binary expansion; every
+   * spelling of the same number gives the same fixed point. */
+  set_at(j, "limits/privacy_budget/epsilon", "100");
+  static const struct {
+    const char *value;
+    uint64_t want;
+  } eps[] = {{"0.1", 100000},    {"1e-6", 1},         {"0.000001", 1},
+             {"3", 3000000},     {"2.5e1", 25000000}, {"99.999999", 99999999},
+             {"100", 100000000}, {"0.3", 300000}};
+  for (size_t i = 0; i < sizeof eps / sizeof eps[0]; i++) {
+    char v[128];
+    snprintf(v, sizeof v, "{'mechanism': 'discrete_laplace', 'epsilon': %s}", eps[i].value);
+    set_at(j, "queries/overlap/noise", v);
+    t = parse_json(j, 0, &list, &n);
+    assert_int_equal(cr_template_query(t, "overlap")->noise.epsilon, eps[i].want);
+    cr_template_free(t);
+  }
+  json_decref(j);
+}
+
+typedef struct dp_bad {
+  const char *ptr, *value, *want;
+} dp_bad;
+
+static const dp_bad DP_BAD[] = {
+    {"queries/overlap/noise", "'laplace'",
+     "$.queries.overlap.noise: found \"laplace\", expected an object"},
+    {"queries/overlap/noise", "{'mechanism': 'laplace', 'epsilon': 1}",
+     "$.queries.overlap.noise.mechanism: found \"laplace\", expected \"discrete_laplace\" or"},
+    {"queries/overlap/noise", "{'epsilon': 1}", "$.queries.overlap.noise.mechanism: missing"},
+    {"queries/overlap/noise", "{'mechanism': 'discrete_laplace'}",
+     "$.queries.overlap.noise.epsilon: missing, expected a number > 0 and <= 100 with at most 6 "
+     "decimal places"},
+    {"queries/overlap/noise", "{'mechanism': 'discrete_laplace', 'epsilon': 0}",
+     "$.queries.overlap.noise.epsilon: found 0, expected a number > 0"},
+    {"queries/overlap/noise", "{'mechanism': 'discrete_laplace', 'epsilon': -1}",
+     "$.queries.overlap.noise.epsilon: found -1,"},
+    {"queries/overlap/noise", "{'mechanism': 'discrete_laplace', 'epsilon': 0.0000001}",
+     "$.queries.overlap.noise.epsilon: found 1e-07, expected a number > 0 and <= 100 with at most "
+     "6 decimal places"},
+    {"queries/overlap/noise", "{'mechanism': 'discrete_laplace', 'epsilon': 100.5}",
+     "$.queries.overlap.noise.epsilon: found 100.5,"},
+    {"queries/overlap/noise", "{'mechanism': 'discrete_laplace', 'epsilon': '1'}",
+     "$.queries.overlap.noise.epsilon: found \"1\","},
+    {"queries/overlap/noise", "{'mechanism': 'discrete_laplace', 'epsilon': 1, 'delta': 1e-9}",
+     "$.queries.overlap.noise.delta: found 1e-09, expected no delta for discrete_laplace"},
+    {"queries/overlap/noise", "{'mechanism': 'discrete_laplace', 'epsilon': 1, 'sigma': 2}",
+     "$.queries.overlap.noise.sigma: found 2, expected no sigma for discrete_laplace"},
+    {"queries/overlap/noise", "{'mechanism': 'discrete_laplace', 'epsilon': 1, 'scale': 2}",
+     "$.queries.overlap.noise.scale: unknown field, expected one of: mechanism, epsilon, sigma, "
+     "delta"},
+    {"queries/overlap/noise", "{'mechanism': 'discrete_gaussian', 'sigma': 2}",
+     "$.queries.overlap.noise.delta: missing, expected a number > 0 and < 1 with at most 15 "
+     "decimal places (discrete_gaussian spends delta"},
+    {"queries/overlap/noise", "{'mechanism': 'discrete_gaussian', 'delta': 1e-9}",
+     "$.queries.overlap.noise.epsilon: missing, expected epsilon or sigma for discrete_gaussian"},
+    {"queries/overlap/noise",
+     "{'mechanism': 'discrete_gaussian', 'delta': 1e-9, 'sigma': 2, 'epsilon': 1}",
+     "$.queries.overlap.noise.sigma: found 2, expected either epsilon or sigma"},
+    {"queries/overlap/noise", "{'mechanism': 'discrete_gaussian', 'delta': 1, 'sigma': 2}",
+     "$.queries.overlap.noise.delta: found 1, expected a number > 0 and < 1"},
+    {"queries/overlap/noise", "{'mechanism': 'discrete_gaussian', 'delta': 1e-16, 'sigma': 2}",
+     "$.queries.overlap.noise.delta: found 1e-16,"},
+    {"queries/overlap/noise", "{'mechanism': 'discrete_gaussian', 'delta': 1e-9, 'sigma': 2.0005}",
+     "$.queries.overlap.noise.sigma: found 2.0005, expected a number > 0 and <= 100000 with at "
+     "most 3 decimal places"},
+    {"queries/overlap/noise", "{'mechanism': 'discrete_gaussian', 'delta': 1e-9, 'sigma': 0.01}",
+     "$.queries.overlap.noise.sigma: found 0.01, expected a larger sigma"},
+    {"queries/overlap/noise", "{'mechanism': 'discrete_gaussian', 'delta': 1e-9, 'sigma': 0.5}",
+     "$.queries.overlap.noise.sigma: found 0.5, expected a run that costs at most the whole "
+     "budget: it spends epsilon 14.875797, $.limits.privacy_budget.epsilon is 10"},
+    {"queries/overlap/noise", "{'mechanism': 'discrete_laplace', 'epsilon': 11}",
+     "$.queries.overlap.noise.epsilon: found 11, expected a run that costs at most the whole "
+     "budget: it spends epsilon 11, $.limits.privacy_budget.epsilon is 10"},
+    {"queries/overlap/noise", "{'mechanism': 'discrete_gaussian', 'delta': 1e-4, 'sigma': 20}",
+     "$.queries.overlap.noise.delta: found 0.0001, expected at most $.limits.privacy_budget.delta "
+     "(1e-05)"},
+    {"queries/overlap/noise", NULL,
+     "$.queries.overlap.noise: missing, expected a noise object: with $.limits.privacy_budget "
+     "every count query is released with noise"},
+    {"queries/my_matched_users/noise", "{'mechanism': 'discrete_laplace', 'epsilon': 1}",
+     "$.queries.my_matched_users.noise: found an object, expected no noise for kind \"members\""},
+    {"limits/privacy_budget/allow_members", NULL,
+     "$.queries.my_matched_users.kind: found \"members\", expected \"count\": a template with "
+     "$.limits.privacy_budget releases no records unless "
+     "$.limits.privacy_budget.allow_members is true"},
+    {"limits/privacy_budget/allow_members", "'yes'",
+     "$.limits.privacy_budget.allow_members: found \"yes\", expected true or false"},
+    {"limits/privacy_budget", "{'delta': 1e-5}",
+     "$.limits.privacy_budget.epsilon: missing, expected a number > 0 and <= 1000000"},
+    {"limits/privacy_budget", "{'epsilon': 10, 'delta': 1e-5, 'allow_members': true, 'x': 1}",
+     "$.limits.privacy_budget.x: unknown field, expected one of: epsilon, delta, allow_members"},
+    {"limits/privacy_budget", "{'epsilon': 10, 'allow_members': true}",
+     "$.limits.privacy_budget.delta: missing, expected a number > 0 and < 1: a query uses "
+     "discrete_gaussian"},
+    {"limits/privacy_budget", "10", "$.limits.privacy_budget: found 10, expected an object"},
+    {"limits/privacy_budget", NULL,
+     "$.queries.overlap.noise: found an object, expected no noise unless $.limits.privacy_budget "
+     "is set"},
+};
+
+static void test_privacy_rejected(void **state) {
+  (void)state;
+  for (size_t i = 0; i < sizeof DP_BAD / sizeof DP_BAD[0]; i++) {
+    const dp_bad *c = &DP_BAD[i];
+    json_t *j = dp_json();
+    set_at(j, c->ptr, c->value);
+    char **list;
+    size_t n;
+    cr_template *t = parse_json(j, CR_ETEMPLATE, &list, &n);
+    assert_null(t);
+    int found = 0;
+    for (size_t k = 0; k < n; k++)
+      found |= strstr(list[k], c->want) != NULL;
+    if (!found) {
+      print_error("case %zu (%s = %s): wanted %s; got:\n", i, c->ptr, c->value ? c->value : "-",
+                  c->want);
+      for (size_t k = 0; k < n; k++)
+        print_error("  %s\n", list[k]);
+    }
+    assert_true(found);
+    cr_template_errors_free(list, n);
+    json_decref(j);
+  }
+}
+
+/* Fixed point back to the decimal it came from. */
+static void test_dp_decimal(void **state) {
+  (void)state;
+  char b[32];
+  assert_string_equal(cr_dp_decimal(b, sizeof b, 500000, CR_DP_EPSILON_UNIT), "0.5");
+  assert_string_equal(cr_dp_decimal(b, sizeof b, 1, CR_DP_EPSILON_UNIT), "0.000001");
+  assert_string_equal(cr_dp_decimal(b, sizeof b, 10000000, CR_DP_EPSILON_UNIT), "10");
+  assert_string_equal(cr_dp_decimal(b, sizeof b, 0, CR_DP_EPSILON_UNIT), "0");
+  assert_string_equal(cr_dp_decimal(b, sizeof b, 123456789, CR_DP_EPSILON_UNIT), "123.456789");
+  assert_string_equal(cr_dp_decimal(b, sizeof b, 3500, CR_DP_SIGMA_UNIT), "3.5");
+  assert_string_equal(cr_dp_decimal(b, sizeof b, 1000000, CR_DP_DELTA_UNIT), "0.000000001");
+  assert_string_equal(cr_noise_mechanism_name(CR_NOISE_DISCRETE_GAUSSIAN), "discrete_gaussian");
+  assert_string_equal(cr_noise_mechanism_name(CR_NOISE_NONE), "none");
+}
+
+/* Delta only with a Gaussian query; a budget needs a noisy query. */
+static void test_privacy_combinations(void **state) {
+  (void)state;
+  char **list;
+  size_t n;
+  json_t *j = base_json();
+  set_at(j, "queries/overlap/noise", "{'mechanism': 'discrete_laplace', 'epsilon': 1}");
+  set_at(j, "queries/overlap_by_segment/noise", "{'mechanism': 'discrete_laplace', 'epsilon': 1}");
+  set_at(j, "queries/eligible_patients/noise", "{'mechanism': 'discrete_laplace', 'epsilon': 1}");
+  set_at(j, "queries/my_matched_users", NULL);
+  set_at(j, "limits/privacy_budget", "{'epsilon': 3}");
+  cr_template *t = parse_json(j, 0, &list, &n);
+  assert_int_equal(t->limits.privacy_budget.delta, 0);
+  assert_false(t->limits.privacy_budget.allow_members);
+  cr_template_free(t);
+  set_at(j, "limits/privacy_budget", "{'epsilon': 3, 'delta': 1e-6}");
+  t = parse_json(j, CR_ETEMPLATE, &list, &n);
+  assert_int_equal(n, 1);
+  assert_non_null(strstr(list[0], "$.limits.privacy_budget.delta: found 1e-06, expected no "
+                                  "delta: no query uses discrete_gaussian"));
+  cr_template_errors_free(list, n);
+  json_decref(j);
+
+  /* A budget over members queries only spends nothing. */
+  j = base_json();
+  set_at(j, "queries",
+         "{'m': {'kind': 'members', 'run_by': ['consumer'], 'results_to': "
+         "['consumer'], 'min_count': 10}}");
+  set_at(j, "limits/privacy_budget", "{'epsilon': 3, 'allow_members': true}");
+  t = parse_json(j, CR_ETEMPLATE, &list, &n);
+  assert_int_equal(n, 1);
+  assert_non_null(strstr(list[0], "$.limits.privacy_budget: found an object, expected a budget "
+                                  "only in a template with a noisy query"));
+  cr_template_errors_free(list, n);
+  json_decref(j);
+
+  /* Noise is part of the contract: it changes the hash. */
+  json_t *a = dp_json(), *b = dp_json();
+  set_at(b, "queries/overlap/noise/epsilon", "0.6");
+  cr_template *ta = parse_json(a, 0, &list, &n), *tb = parse_json(b, 0, &list, &n);
+  assert_memory_not_equal(ta->sha256, tb->sha256, 32);
+  cr_template_free(ta);
+  cr_template_free(tb);
+  json_decref(a);
+  json_decref(b);
+}
+
 static void test_each_field_rejected(void **state) {
   (void)state;
   for (size_t i = 0; i < sizeof BAD / sizeof BAD[0]; i++) {
@@ -1071,6 +1318,10 @@ int main(void) {
       cmocka_unit_test(test_load_errors),
       cmocka_unit_test(test_roles_and_names),
       cmocka_unit_test(test_role_of),
+      cmocka_unit_test(test_privacy_parses),
+      cmocka_unit_test(test_privacy_rejected),
+      cmocka_unit_test(test_privacy_combinations),
+      cmocka_unit_test(test_dp_decimal),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
