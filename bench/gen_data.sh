@@ -7,11 +7,13 @@
 # round(n * overlap) addresses are in both files. Addresses are already
 # normalized (lowercase, no spaces), so cleanroom and the peer libraries
 # intersect exactly the same strings. Prints the true overlap on stdout.
+# With KEYS 2 each row also has a phone column (E.164, one per person):
+# the same people, two match keys each (bench/run.sh --keys 2).
 #
 # bash + awk only; the randomness is a Park-Miller generator, so every awk
 # (mawk, gawk) writes the same bytes for the same arguments.
 #
-# Usage: bench/gen_data.sh N OVERLAP OUTDIR [SEED]     (SEED default 20240611)
+# Usage: bench/gen_data.sh N OVERLAP OUTDIR [SEED [KEYS]]  (SEED default 20240611, KEYS 1)
 set -euo pipefail
 export LC_ALL=C
 
@@ -19,11 +21,12 @@ if [ $# -lt 3 ] || [ "${1:-}" = "--help" ]; then
   sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
   [ "${1:-}" = "--help" ] && exit 0 || exit 2
 fi
-n=$1 overlap=$2 out=$3 seed=${4:-20240611}
+n=$1 overlap=$2 out=$3 seed=${4:-20240611} keys=${5:-1}
 case $n in '' | *[!0-9]*) echo "gen_data: N must be a positive integer" >&2; exit 2 ;; esac
+case $keys in 1 | 2) ;; *) echo "gen_data: KEYS must be 1 or 2" >&2; exit 2 ;; esac
 mkdir -p "$out"
 
-awk -v n="$n" -v overlap="$overlap" -v seed="$seed" \
+awk -v n="$n" -v overlap="$overlap" -v seed="$seed" -v keys="$keys" \
     -v out_p="$out/provider.csv" -v out_c="$out/consumer.csv" '
 function rnd() { state = (state * 16807) % 2147483647; return state / 2147483647 }
 function pick(k) { return int(rnd() * k) }
@@ -50,10 +53,13 @@ BEGIN {
   if (k > n) k = n
   # Provider: people 1..n; consumer: people n-k+1 .. 2n-k (k in both). Each
   # person gets one address, generated in id order.
-  print "email" > out_p
-  print "email" > out_c
+  hdr = keys == 2 ? "email,phone" : "email"
+  print hdr > out_p
+  print hdr > out_c
   for (id = 1; id <= 2 * n - k; id++) {
     e = email(id)
+    # The phone draws no random number, so the e-mails stay the same.
+    if (keys == 2) e = e sprintf(",+1%03d%07d", 200 + id % 700, id % 10000000)
     if (id <= n) print e > out_p
     if (id > n - k) print e > out_c
   }

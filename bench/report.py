@@ -2,7 +2,7 @@
 """bench/run.sh's bookkeeping: the benchmark template, one JSON result per
 size from the measurement files, the Markdown table and the plot.
 
-  report.py template SRC.json SUITE OUT.json
+  report.py template SRC.json SUITE OUT.json [KEYS]
   report.py row SIZE_DIR --n N --overlap F --expect K --suite S --cores C --crypto CRYPTO.json...
   report.py table RESULTS.jsonl
   report.py plot RESULTS.jsonl OUT.svg
@@ -10,12 +10,13 @@ size from the measurement files, the Markdown table and the plot.
 Standard library only. Every figure is derived here, so docs/benchmarks.md
 describes one place:
 
-  bound_s     = 2 n (hash_blind + reblind + digest) / cores   (core-seconds
+  bound_s     = 2 n k (hash_blind + reblind + digest) / cores   (core-seconds
                 of the suite's crypto for both nodes, spread over the cores
-                the two nodes share)
+                the two nodes share; k match keys per record: each side
+                blinds and re-blinds k points per record)
   efficiency  = bound_s / wall_s
   cpu_util    = (user + sys of serve + user + sys of run) / (wall_s * cores)
-  crypto_share_of_cpu = 2 n (hash_blind + reblind + digest) / (user + sys of
+  crypto_share_of_cpu = 2 n k (hash_blind + reblind + digest) / (user + sys of
                 both nodes): how much of the CPU the nodes used is the
                 unavoidable crypto; unlike efficiency it hardly depends on
                 other load on the machine (efficiency ~= crypto_share_of_cpu
@@ -50,15 +51,23 @@ def load_json(path):
 
 # ---------------------------------------------------------------- template
 
-def cmd_template(src, suite, out):
+def cmd_template(src, suite, out, keys="1"):
     with open(src) as f:
         t = json.load(f)
     t["name"] = "cleanroom benchmark (%s)" % suite
     t["suite"] = suite
-    # Both sides hold one column of already-normalized e-mails.
+    # Both sides hold one column of already-normalized e-mails (and with two
+    # keys one of phones: the consumer's records counted on either).
     t["data"] = {"provider": {"required_columns": ["email"]},
                  "consumer": {"required_columns": ["email"]}}
-    t["match_key"] = {"name": "email", "columns": ["email"], "normalize": ["email"]}
+    email = {"name": "email", "columns": ["email"], "normalize": ["email"]}
+    if keys == "2":
+        t.pop("match_key", None)
+        t["match_keys"] = [email, {"name": "phone", "columns": ["phone"], "normalize": ["phone"]}]
+        t["match"] = "any"
+        t["count_of"] = "consumer"
+    else:
+        t["match_key"] = email
     # The plain overlap count. The harness runs "overlap_to_consumer": the
     # consumer alone learns the count, the same output as psi.js's
     # cardinality protocol, so time and bytes compare like for like.
@@ -170,6 +179,8 @@ def cmd_row(argv):
     ap.add_argument("--loadavg", type=float)
     ap.add_argument("--commit")
     ap.add_argument("--threads", type=int)
+    ap.add_argument("--keys", type=int, default=1,
+                    help="match keys per record (points each side blinds per element)")
     a = ap.parse_args(argv)
 
     measured = [load_json(p_) for p_ in a.crypto]
@@ -185,12 +196,13 @@ def cmd_row(argv):
     m = runs[order[(len(runs) - 1) // 2]]
     n, wall, cores = a.n, m["wall_s"], a.cores
     per_elem_us = crypto["hash_blind_us"] + crypto["reblind_us"] + crypto["digest_us"]
-    bound = 2.0 * n * per_elem_us * 1e-6 / cores
+    bound = 2.0 * n * a.keys * per_elem_us * 1e-6 / cores
     cpu = m["cpu_s"]["provider"] + m["cpu_s"]["consumer"]
     row = {
         "tool": "cleanroom",
         "suite": a.suite,
         "n": n,
+        "keys": a.keys,
         "overlap": a.overlap,
         "intersection": a.expect,
         "cores": cores,
@@ -198,6 +210,9 @@ def cmd_row(argv):
         "wall_s": r(wall),
         "wall_s_runs": [r(x["wall_s"]) for x in runs],
         "us_per_elem": r(wall / n * 1e6, 2),
+        # CPU of both nodes per element (per record with several keys): the
+        # cost that other load on the machine hardly moves.
+        "cpu_us_per_elem": r(cpu / n * 1e6, 2),
         "elems_per_s": round(n / wall),
         "bound_s": r(bound),
         "efficiency": r(bound / wall, 3),
@@ -274,18 +289,18 @@ def cmd_table(path):
         die("%s: no results" % path)
     mib = 1.0 / 1024
     out = []
-    out.append("| n per side | wall s | µs/elem | elem/s | bound s | efficiency | CPU % | crypto ÷ CPU | others' CPU % "
+    out.append("| n per side | keys | wall s | µs/elem | elem/s | bound s | efficiency | CPU % | crypto ÷ CPU | others' CPU % "
                "| B/elem provider→ | B/elem consumer→ | RSS provider MiB | RSS consumer MiB "
                "| psi.js wall s | psi.js µs/elem | psi.js B/elem server→ / client→ "
                "| time psi.js ÷ cleanroom | bytes psi.js ÷ cleanroom | padding provider / consumer |")
-    out.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    out.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for x in rows:
         p = x.get("peer")
         ratio = x.get("ratio") or {}
         oc = x.get("other_cpu_util")
         pad = x.get("padding_share") or {}
-        out.append("| %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
-            x["n"], fmt(x["wall_s"], ".3f"), fmt(x["us_per_elem"], ".1f"),
+        out.append("| %d | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            x["n"], x.get("keys", 1), fmt(x["wall_s"], ".3f"), fmt(x["us_per_elem"], ".1f"),
             fmt(x["elems_per_s"], ",d"), fmt(x["bound_s"], ".3f"), fmt(x["efficiency"], ".2f"),
             fmt(100 * x["cpu_util"], ".0f"), fmt(x.get("crypto_share_of_cpu"), ".2f"),
             fmt(None if oc is None else 100 * oc, ".0f"),
@@ -384,7 +399,7 @@ def main():
         sys.stdout.write(__doc__)
         return
     cmd, args = sys.argv[1], sys.argv[2:]
-    if cmd == "template" and len(args) == 3:
+    if cmd == "template" and len(args) in (3, 4):
         cmd_template(*args)
     elif cmd == "row":
         cmd_row(args)

@@ -7,6 +7,9 @@
 #   --sizes LIST      n per side, comma-separated (default 4096,16384,65536;
 #                     1048576 = 2^20 only when asked)
 #   --overlap F       fraction of each side's set in both (default 0.5)
+#   --keys K          match keys per record: 1 (e-mail, default) or 2 (e-mail
+#                     and phone, "match": "any", the consumer's records counted;
+#                     no psi.js comparison)
 #   --suite NAME      ristretto255 (default) or p256
 #   --reps R          serve + run pairs per size; the median wall counts (default 3)
 #   --threads N       pass --threads N to both nodes (default: their own
@@ -54,6 +57,7 @@ CRYPTO_N=2048
 CRYPTO_REPS=5
 LABEL=""
 THREADS=""
+KEYS=1
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
 die() {
@@ -72,6 +76,7 @@ while [ $# -gt 0 ]; do
     -h | --help) usage; exit 0 ;;
     --sizes) need_arg "$@"; SIZES=$2; shift ;;
     --overlap) need_arg "$@"; OVERLAP=$2; shift ;;
+    --keys) need_arg "$@"; KEYS=$2; shift ;;
     --suite) need_arg "$@"; SUITE=$2; shift ;;
     --reps) need_arg "$@"; REPS=$2; shift ;;
     --threads) need_arg "$@"; THREADS=$2; shift ;;
@@ -101,6 +106,7 @@ done
 awk -v f="$OVERLAP" 'BEGIN { exit !(f ~ /^[0-9.]+$/ && f + 0 >= 0 && f + 0 <= 1) }' ||
   bad_usage "--overlap takes a fraction from 0 to 1"
 case $SUITE in ristretto255 | p256) ;; *) bad_usage "--suite: ristretto255 or p256" ;; esac
+case $KEYS in 1) ;; 2) PEER=0 ;; *) bad_usage "--keys: 1 or 2" ;; esac
 
 log() { echo "bench: $*" >&2; }
 
@@ -229,7 +235,7 @@ fi
 cd "$WORK"
 P_FP=$("$CR" keygen --out provider-id --name "bench provider" 2>/dev/null) || die "keygen failed"
 C_FP=$("$CR" keygen --out consumer-id --name "bench consumer" 2>/dev/null) || die "keygen failed"
-python3 "$HERE/report.py" template "$ROOT/examples/overlap/template.json" "$SUITE" draft.json
+python3 "$HERE/report.py" template "$ROOT/examples/overlap/template.json" "$SUITE" draft.json "$KEYS"
 "$CR" template pin draft.json --provider "$P_FP" --consumer "$C_FP" \
   --address 127.0.0.1:7443 --out template.json >/dev/null 2>&1 || die "template pin failed"
 
@@ -290,7 +296,7 @@ RESULTS="$WORK/results.jsonl"
 for n in "${SIZE_LIST[@]}"; do
   DATA="$WORK/n$n"
   mkdir -p "$DATA"
-  expect=$("$HERE/gen_data.sh" "$n" "$OVERLAP" "$DATA")
+  expect=$("$HERE/gen_data.sh" "$n" "$OVERLAP" "$DATA" 20240611 "$KEYS")
   loadavg=$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo 0)
   log "n=$n per side (overlap $expect), load average $loadavg"
   measure_crypto "$DATA/crypto-before.json"
@@ -319,7 +325,7 @@ for n in "${SIZE_LIST[@]}"; do
   fi
   measure_crypto "$DATA/crypto-after.json"
   python3 "$HERE/report.py" row "$DATA" --n "$n" --overlap "$OVERLAP" --expect "$expect" \
-    --suite "$SUITE" --cores "$CORES" --clk-tck "$(getconf CLK_TCK 2>/dev/null || echo 100)" \
+    --suite "$SUITE" --keys "$KEYS" --cores "$CORES" --clk-tck "$(getconf CLK_TCK 2>/dev/null || echo 100)" \
     --crypto "$DATA/crypto-before.json" "$DATA/crypto-after.json" --loadavg "$loadavg" \
     ${COMMIT:+--commit "$COMMIT"} ${THREADS:+--threads "$THREADS"} >"$DATA/row.json" || die "n=$n: results incomplete (work files: $WORK)"
   cat "$DATA/row.json"
@@ -336,7 +342,7 @@ cp "$RESULTS" "$OUT/latest.jsonl"
 {
   echo "# cleanroom benchmark, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo
-  echo "\`bench/run.sh${ARGS}\` (sizes $SIZES, overlap $OVERLAP, suite $SUITE, $REPS run(s) per size${THREADS:+, --threads $THREADS})"
+  echo "\`bench/run.sh${ARGS}\` (sizes $SIZES, overlap $OVERLAP, suite $SUITE, $KEYS match key(s), $REPS run(s) per size${THREADS:+, --threads $THREADS})"
   echo
   cat "$WORK/table.md"
 } >"$OUT/latest.md"

@@ -310,7 +310,48 @@ typedef struct cr_dataset {
   char *samples[CR_DATASET_MAX_SAMPLES];
   uint64_t sample_pos[CR_DATASET_MAX_SAMPLES];
   size_t nsamples;
+
+  /*
+   * Several match keys (docs/template.md "Several match keys"); all zero
+   * with one key, where the elements above are the distinct key values.
+   * - values: every distinct (match key, normalized value) pair, sorted by
+   *   key, then bytewise: value v is bytes[off[v] .. off[v+1]), of match key
+   *   value_key[v]; nvalues of them.
+   * - the counted side (the template's count_of): the elements are RECORDS.
+   *   Rows that share a value (the same e-mail, or the same phone) are one
+   *   person, transitively, so one record: n records of width slots each,
+   *   slots[i * width + k] the value record i sends for key k (key order),
+   *   CR_DATASET_NO_VALUE when it has none. When a record's rows disagree
+   *   on a key (two e-mails joined by one phone), the first row's value (in
+   *   file order) is sent and the others are not (values_unsent). Every
+   *   value belongs to one record (value_record). labels are per record:
+   *   its first row's.
+   * - the other side: the elements are the values (n == nvalues, width 1),
+   *   labels per value (its first row's).
+   * A row is accepted when at least one of its keys normalizes; its empty
+   * or invalid keys are skipped and counted per key (key_missing,
+   * key_invalid). A row with no valid key is rejected as with one key.
+   */
+  size_t nkeys;           /* the template's match keys; 0 or 1: one key */
+  size_t width;           /* points per element: 0 or 1, or nkeys (records) */
+  size_t nvalues;         /* several keys: distinct (key, value) pairs */
+  uint8_t *value_key;     /* several keys: match key of each value */
+  uint32_t *slots;        /* records: n * width value indices */
+  uint32_t *value_record; /* records: the record of each value */
+  uint64_t rows_merged;   /* records: rows that joined another row's record */
+  uint64_t values_unsent; /* records: values another of the record's rows superseded */
+  uint64_t key_missing[CR_TEMPLATE_MAX_KEYS]; /* accepted rows whose key k is empty */
+  uint64_t key_invalid[CR_TEMPLATE_MAX_KEYS]; /* accepted rows whose key k did not normalize */
 } cr_dataset;
+
+#define CR_DATASET_NO_VALUE UINT32_MAX
+
+/* Points per element of d: 1, or its number of keys for records. */
+size_t cr_dataset_width(const cr_dataset *d);
+
+/* Index of a normalized value of match key `key` among d's values (for one
+ * key, the same as cr_dataset_find), or -1. */
+long cr_dataset_find_value(const cr_dataset *d, size_t key, const uint8_t *v, size_t len);
 
 /*
  * A key as people may see it: its first and last character, nothing
@@ -346,15 +387,18 @@ long cr_dataset_find(const cr_dataset *d, const uint8_t *key, size_t len);
  * with a header: all columns, or only `columns` (ncolumns > 0). If the
  * source's hash differs from the load's (the file or the query's rows
  * changed), nothing is kept: CR_EDATA. Every row sharing a matched key is
- * written. out is an open cr_atomic_file: the caller commits it (after
+ * written. Records (several keys): bit i is record i, every row of a
+ * matched record is written, and matched_on[i] (a bit per match key, may be
+ * NULL) adds a last column "matched_on" naming the keys it matched on,
+ * joined with '+' ("email+phone"). out is an open cr_atomic_file: the caller commits it (after
  * recording the release) or aborts it, so a reader never sees half a file
  * and no file appears unrecorded. *rows and file_sha256 (either may be
  * NULL) report what was written. keep(ctx, fields, lens, n) may drop rows
  * (the query's filter); NULL keeps all.
  */
 CR_NODISCARD int cr_dataset_write_matches(
-    const cr_dataset *d, const cr_template *t, const uint8_t *matched, const char *const *columns,
-    size_t ncolumns,
+    const cr_dataset *d, const cr_template *t, const uint8_t *matched, const uint8_t *matched_on,
+    const char *const *columns, size_t ncolumns,
     int (*keep)(void *ctx, const char *const *fields, const size_t *lens, size_t n), void *keep_ctx,
     cr_atomic_file *out, uint64_t *rows, uint8_t file_sha256[CR_SHA256_BYTES], cr_error *err);
 

@@ -14,6 +14,15 @@
  * The session drives it: cr_engine_new (draws the scalar), cr_engine_set_own
  * (shuffles), cr_engine_prepare once both Hellos are known, then blind /
  * reblind / peer_done / own_add and finally cr_engine_match.
+ *
+ * Elements and points. With one match key every element of a set is one
+ * key value, one point. With several (docs/template.md "Several match
+ * keys") the counted side's elements are RECORDS of `width` points, one per
+ * match key in key order (a key the record lacks is a pad point), and the
+ * other side's elements are single values of any key. The element counts
+ * (own_n, peer_n, label sizes) are elements; points, digests and their
+ * positions are points (element i's are [i * width, (i + 1) * width)).
+ * A record counts once when any of its points matches.
  */
 #ifndef CLEANROOM_ENGINE_H
 #define CLEANROOM_ENGINE_H
@@ -53,7 +62,7 @@ typedef struct cr_engine_cell {
 } cr_engine_cell;
 
 typedef struct cr_engine_config {
-  const cr_template *tmpl; /* suite, template hash and match key name */
+  const cr_template *tmpl; /* suite, template hash and match key names */
   cr_pool *pool;           /* NULL: this thread only */
   cr_rand_fn rand;         /* NULL: cr_engine_rand_default */
   void *rand_ctx;
@@ -63,20 +72,32 @@ typedef struct cr_engine_config {
 typedef struct cr_engine_plan {
   uint8_t session_id[CR_SESSION_ID_BYTES];
   size_t digest_bytes;
-  uint64_t peer_n;
-  int peer_grouped;  /* the peer's points carry labels */
+  uint64_t peer_n;   /* the peer's elements */
+  int peer_grouped;  /* the peer's elements carry labels */
   int members;       /* kind members: digests go back in arrival order */
   int self_receives; /* match: keep the peer's digests, take ours back */
   int peer_receives; /* return the peer's digests */
+  size_t peer_width; /* points per peer element: 0 or 1, or its records' width */
 } cr_engine_plan;
 
 /* The outcome of cr_engine_match. Heap outputs belong to the caller. */
 typedef struct cr_engine_result {
-  uint64_t count; /* 0 when suppressed */
+  uint64_t count; /* 0 when suppressed; several keys: records with any match */
   int suppressed;
   cr_engine_cell *cells; /* grouped: row-major by provider label */
   size_t ncells;
-  uint8_t *matched; /* members, not suppressed: bit per own key (dataset order, no pads) */
+  uint8_t *matched; /* members, not suppressed: bit per own element (dataset order, no pads) */
+  /* Several keys, not grouped: per match key, the records with a match on
+   * that key (a record matched on two keys is in both). Released only when
+   * every combination they and the count let one derive (the records
+   * matched on exactly a given set of keys) is 0 or at least min_count;
+   * otherwise, or below min_count, key_suppressed[k] = 1 and the count 0. */
+  size_t nkeys; /* 0: no breakdown */
+  uint64_t key_count[CR_TEMPLATE_MAX_KEYS];
+  uint8_t key_suppressed[CR_TEMPLATE_MAX_KEYS];
+  /* Members with several keys: per own record (like matched), a bit per
+   * match key it matched on; NULL otherwise. */
+  uint8_t *matched_on;
 } cr_engine_result;
 
 typedef struct cr_engine cr_engine;
@@ -110,6 +131,8 @@ CR_NODISCARD int cr_engine_set_own(cr_engine *e, const cr_dataset *d, size_t nla
                                    const uint32_t *label_map, const uint64_t *pad);
 /* Elements sent: the dataset's plus the pads. */
 uint64_t cr_engine_own_n(const cr_engine *e);
+/* Points per own element (cr_dataset_width of the set). */
+size_t cr_engine_own_width(const cr_engine *e);
 
 /*
  * Which rule a peer broke when a call returned CR_EPROTO (the session words
@@ -120,7 +143,7 @@ typedef enum cr_engine_rule {
   CR_RULE_POINT_INVALID,   /* not a canonical encoding of a non-identity element */
   CR_RULE_POINT_REFLECTED, /* equal to one of our own blinded points */
   CR_RULE_POINT_REPEATED,  /* the same point twice in the peer's set */
-  CR_RULE_DIGEST_ORDER,    /* returned digests not strictly increasing */
+  CR_RULE_DIGEST_ORDER,    /* returned digests (records) not strictly increasing */
   CR_RULE_DIGEST_REPEATED, /* the same digest returned twice */
   CR_RULE_DIGEST_ECHO,     /* the returned digests are the ones we sent */
   CR_RULE_COUNT_BOUND      /* a count above a side's (padded) size */
@@ -131,14 +154,15 @@ cr_engine_rule cr_engine_violation(const cr_engine *e);
 CR_NODISCARD int cr_engine_prepare(cr_engine *e, const cr_engine_plan *plan);
 
 /* Blinds own elements [first, first + n) of the send order into points
- * (n * point_bytes) and, unless labels is NULL, their dataset labels (n u32
- * big-endian; CR_EINVAL when the dataset has none). */
+ * (n * width * point_bytes) and, unless labels is NULL, their labels (one
+ * u32 big-endian per element; CR_EINVAL when the dataset has none). */
 CR_NODISCARD int cr_engine_blind(cr_engine *e, uint64_t first, size_t n, uint8_t *points,
                                  uint8_t *labels);
 
-/* Re-blinds the next n peer points into digests (labels: n u32 big-endian
- * when the peer is grouped, else NULL). CR_EPROTO with *bad set to the
- * lowest invalid point's index. */
+/* Re-blinds the next n peer elements (n * peer_width points) into digests
+ * (labels: n u32 big-endian, one per element, when the peer is grouped,
+ * else NULL). CR_EPROTO with *bad set to the lowest invalid point's index
+ * in this call. */
 CR_NODISCARD int cr_engine_reblind(cr_engine *e, const uint8_t *points, const uint8_t *labels,
                                    size_t n, uint64_t *bad);
 
@@ -146,13 +170,18 @@ CR_NODISCARD int cr_engine_reblind(cr_engine *e, const uint8_t *points, const ui
 CR_NODISCARD int cr_engine_peer_done(cr_engine *e);
 
 /* The peer's digests in the order they go back (after peer_done, when the
- * peer receives), peer_n of them. */
+ * peer receives), peer_n * peer_width of them: for count, sorted by label,
+ * then element (a record's digests together, in key order, records ordered
+ * by their digests), which hides the order they were sent in; for members,
+ * in arrival order. */
 const cr_engine_digest *cr_engine_returned(const cr_engine *e);
 
-/* Takes back n own digests (digest_bytes each, packed) of one label.
- * continues: the previous digest is of the same label run, so count order
- * holds across the call. CR_EPROTO (CR_RULE_DIGEST_ORDER) when count
- * digests are not strictly increasing: equal neighbours are refused too. */
+/* Takes back n own digests (digest_bytes each, packed; n a multiple of the
+ * own width) of one label. continues: the previous element is of the same
+ * label run, so count order holds across the call. CR_EPROTO
+ * (CR_RULE_DIGEST_ORDER) when, for count, the elements (a record's digests
+ * compared in key order) are not strictly increasing: equal neighbours are
+ * refused too. */
 CR_NODISCARD int cr_engine_own_add(cr_engine *e, const uint8_t *plain, uint64_t n, uint32_t label,
                                    int continues);
 /* The last own digest taken back (NULL before the first). */
@@ -161,6 +190,9 @@ const uint8_t *cr_engine_own_last(const cr_engine *e);
 /* Matches own digests against the peer's. nlabels: per role (1 when not
  * grouped); own_role picks which side's label a digest carries; sizes:
  * per role, the (padded) size of each label, the bound of its cells.
+ * Several keys: each record of the counted side (ours, or the peer's when
+ * ours is the side of values) counts once, in every cell of a label of the
+ * other side one of its keys matched.
  * Before counting, checks what the peer sent (CR_EPROTO, the rule in
  * cr_engine_violation): no peer point equals one of ours (reflection), no
  * point or returned digest repeats, the returned digests are not the ones

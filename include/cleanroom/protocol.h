@@ -38,7 +38,10 @@ extern "C" {
  *    certificates, template and both releases (docs/protocol.md).
  * 4: differential privacy (issue 18): Hello.noise_commitment and the
  *    NoiseSeed frame for queries with noise; when both sides receive a
- *    result, each checks the partner committed to the same release. */
+ *    result, each checks the partner committed to the same release.
+ *    Several match keys (issue 19): the counted side sends records (Hello
+ *    record_keys), digests go back grouped per record, the release covers
+ *    the per-key breakdown. */
 #define CR_PROTOCOL_VERSION 4
 #define CR_DEFAULT_MAX_FRAME (16u << 20)
 #define CR_DEFAULT_BATCH 4096
@@ -252,8 +255,25 @@ struct cr_session_result {
   cr_session_cell *cells;
   size_t ncells;
   /* Members, DONE, receives and not suppressed: bit i (matched[i / 8] >>
-   * (i % 8) & 1) is set when own key i (cr_dataset order) matched. */
+   * (i % 8) & 1) is set when own key i (cr_dataset order) matched; with
+   * several match keys, own record i. */
   uint8_t *matched;
+  /* Members with several match keys: per own record, a bit per match key
+   * (template order) it matched on; NULL otherwise. */
+  uint8_t *matched_on;
+  /* Several match keys, DONE, receives, not grouped: per key, the counted
+   * side's records with a match on that key; each thresholded (engine.h,
+   * cr_engine_result). nkeys 0: no breakdown. */
+  size_t nkeys;
+  uint64_t key_count[CR_TEMPLATE_MAX_KEYS];
+  uint8_t key_suppressed[CR_TEMPLATE_MAX_KEYS];
+  /* Several match keys, known once the Hellos are exchanged: the key names
+   * (template order), whose records are counted, and whether each side's
+   * set (own_set_size, peer_set_size) is of records or of key values. */
+  size_t nmatch_keys; /* 1 for one key */
+  char key_names[CR_TEMPLATE_MAX_KEYS][CR_TEMPLATE_MAX_NAME + 1];
+  cr_role count_of;
+  int own_records, peer_records;
 };
 
 void cr_session_result_free_outputs(cr_session_result *res);

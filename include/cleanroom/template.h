@@ -182,11 +182,27 @@ typedef struct cr_limits {
   cr_privacy_budget privacy_budget; /* epsilon 0: none */
 } cr_limits;
 
+/* "match_keys": at most this many keys (a record's matched keys fit a byte). */
+#define CR_TEMPLATE_MAX_KEYS 8
+
 typedef struct cr_template {
   char *name;
   cr_template_party parties[CR_ROLE_COUNT];
   char *suite;
-  cr_match_key match_key;
+  /*
+   * The match keys in template order: one from "match_key", or several from
+   * "match_keys" (docs/template.md "Several match keys"). match_key is
+   * match_keys[0], so code that knows one key, and templates built by hand
+   * with only match_key set (nmatch_keys 0, read as 1), keep working.
+   */
+  union {
+    cr_match_key match_key;
+    cr_match_key match_keys[CR_TEMPLATE_MAX_KEYS];
+  };
+  size_t nmatch_keys; /* 0 (hand-built) or 1: one key */
+  /* Several keys ("match": "any"): the side whose records are counted
+   * ("count_of", default consumer). Meaningless with one key. */
+  cr_role count_of;
   /* As declared in data.<role>.required_columns, followed by any match key
    * column not listed there: the match key columns are always required. */
   char **required_columns[CR_ROLE_COUNT];
@@ -250,6 +266,15 @@ const char *const *cr_match_key_columns(const cr_match_key *mk, cr_role r);
  * written in), for every message that shows a time. */
 #define CR_TEMPLATE_TIME_BYTES 21
 void cr_template_time_iso(int64_t unix_seconds, char out[CR_TEMPLATE_TIME_BYTES]);
+
+/* The number of match keys (1 for a "match_key" template). */
+size_t cr_template_nkeys(const cr_template *t);
+/*
+ * Points per element of a role's set on the wire: the number of match keys
+ * for the counted side (count_of) of a template with several keys, whose
+ * elements are records; 1 otherwise (a set of distinct key values).
+ */
+size_t cr_template_record_width(const cr_template *t, cr_role role);
 
 /* NULL if the template has no such query. */
 const cr_query *cr_template_query(const cr_template *t, const char *name);

@@ -61,6 +61,9 @@ int cr_cli_exit_code(int rc, int wire);
 void cr_cli_print_result_json(const cr_party_session *s, const cr_template *t,
                               const char *peer_addr);
 void cr_cli_print_result_human(const cr_party_session *s, const char *peer_addr);
+/* Several match keys: the records (or values) a data file gave and each
+ * key's skipped cells, on stderr after the load line. */
+void cr_cli_print_data_keys(const cr_dataset *d, const cr_template *t);
 
 int cr_cli_audit_cmd(int argc, char **argv);
 int cr_cli_keygen(int argc, char **argv);

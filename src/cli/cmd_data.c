@@ -106,6 +106,19 @@ static void print_human(const cr_party *party, const cr_party_check *c) {
   }
   printf("  distinct keys:   %zu (%llu duplicate row%s)\n", d->n, (unsigned long long)d->duplicates,
          d->duplicates == 1 ? "" : "s");
+  if (d->nkeys > 1) {
+    /* Several match keys: what the set is made of, and each key's skips. */
+    if (cr_dataset_width(d) > 1)
+      printf("  records:         %zu (%llu row%s merged into another row's record by a shared "
+             "key value; %llu value%s superseded)\n",
+             d->n, (unsigned long long)d->rows_merged, d->rows_merged == 1 ? "" : "s",
+             (unsigned long long)d->values_unsent, d->values_unsent == 1 ? "" : "s");
+    printf("  by match key:    (a row is accepted when one of its keys is valid)\n");
+    for (size_t k = 0; k < d->nkeys && k < cr_template_nkeys(t); k++)
+      printf("    %-20s %llu empty, %llu invalid (skipped on accepted rows)\n",
+             cr_cli_safe(t->match_keys[k].name), (unsigned long long)d->key_missing[k],
+             (unsigned long long)d->key_invalid[k]);
+  }
   if (c->announced != UINT64_MAX)
     printf("  announced size:  %llu (the size bucket Hello carries; the partner learns this,\n"
            "                   not the exact count)\n",
@@ -183,6 +196,21 @@ static void print_json(const cr_party *party, const cr_party_check *c) {
   json_object_set_new(o, "rejected", rej);
   json_object_set_new(o, "distinct_keys", json_integer((json_int_t)d->n));
   json_object_set_new(o, "duplicates", json_integer((json_int_t)d->duplicates));
+  if (d->nkeys > 1) {
+    if (cr_dataset_width(d) > 1) {
+      json_object_set_new(o, "records", json_integer((json_int_t)d->n));
+      json_object_set_new(o, "rows_merged", json_integer((json_int_t)d->rows_merged));
+      json_object_set_new(o, "values_unsent", json_integer((json_int_t)d->values_unsent));
+    }
+    json_t *keys = json_object();
+    for (size_t k = 0; k < d->nkeys && k < cr_template_nkeys(t); k++) {
+      json_t *kv = json_object();
+      json_object_set_new(kv, "missing", json_integer((json_int_t)d->key_missing[k]));
+      json_object_set_new(kv, "invalid", json_integer((json_int_t)d->key_invalid[k]));
+      json_object_set_new(keys, t->match_keys[k].name, kv);
+    }
+    json_object_set_new(o, "keys", keys);
+  }
   json_object_set_new(o, "announced_size",
                       c->announced == UINT64_MAX ? json_null()
                                                  : json_integer((json_int_t)c->announced));

@@ -294,6 +294,7 @@ static void on_data(void *ctx, const cr_dataset *d) {
     fprintf(stderr, ")");
   }
   fprintf(stderr, "\n");
+  cr_cli_print_data_keys(d, n->t);
 }
 
 /* SIGINT / SIGTERM: the program's decision, not the library's. */

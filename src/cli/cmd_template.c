@@ -26,23 +26,33 @@ static void print_template_summary(const cr_template *t) {
            hex, t->parties[r].address ? ", address " : "",
            t->parties[r].address ? t->parties[r].address : "");
   }
-  printf("  match key: %s (columns:", t->match_key.name);
-  if (t->match_key.columns != NULL) {
-    for (size_t i = 0; i < t->match_key.ncolumns; i++)
-      printf(" %s", t->match_key.columns[i]);
-  } else {
-    /* Per party: each side's own names for the same key. */
-    for (int r = 0; r < CR_ROLE_COUNT; r++) {
-      const char *const *cols = cr_match_key_columns(&t->match_key, (cr_role)r);
-      printf("%s %s", r ? ";" : "", cr_role_name((cr_role)r));
-      for (size_t i = 0; i < t->match_key.ncolumns; i++)
-        printf("%s%s", i ? ", " : " ", cols[i]);
+  for (size_t k = 0; k < cr_template_nkeys(t); k++) {
+    const cr_match_key *mk = &t->match_keys[k];
+    printf("  match key: %s (columns:", mk->name);
+    if (mk->columns != NULL) {
+      for (size_t i = 0; i < mk->ncolumns; i++)
+        printf(" %s", mk->columns[i]);
+    } else {
+      /* Per party: each side's own names for the same key. */
+      for (int r = 0; r < CR_ROLE_COUNT; r++) {
+        const char *const *cols = cr_match_key_columns(mk, (cr_role)r);
+        printf("%s %s", r ? ";" : "", cr_role_name((cr_role)r));
+        for (size_t i = 0; i < mk->ncolumns; i++)
+          printf("%s%s", i ? ", " : " ", cols[i]);
+      }
     }
+    printf("; normalize:");
+    for (size_t i = 0; i < mk->nnormalize; i++)
+      printf(" %s", cr_normalizer_name(mk->normalize[i]));
+    if (mk->default_country_code)
+      printf("; default country code %s", mk->default_country_code);
+    printf(")\n");
   }
-  printf("; normalize:");
-  for (size_t i = 0; i < t->match_key.nnormalize; i++)
-    printf(" %s", cr_normalizer_name(t->match_key.normalize[i]));
-  printf(")\n  queries:\n");
+  if (cr_template_nkeys(t) > 1)
+    printf("  match:     any key; counts the %s's records (rows sharing a key value are one "
+           "record)\n",
+           cr_role_name(t->count_of));
+  printf("  queries:\n");
   for (size_t i = 0; i < t->nqueries; i++) {
     const cr_query *q = &t->queries[i];
     printf("    %s: %s, run by", q->name, q->kind == CR_QUERY_COUNT ? "count" : "members");

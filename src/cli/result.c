@@ -133,6 +133,59 @@ void cr_cli_print_result_json(const cr_party_session *s, const cr_template *t,
   fflush(stdout);
 }
 
+/* What a side's set is made of (docs/queries.md "Several match keys"). */
+static const char *set_unit(const cr_session_result *r, int records) {
+  if (r->nmatch_keys <= 1)
+    return "distinct keys";
+  return records ? "records" : "distinct key values";
+}
+
+/* Several keys: what the count counts, and the records matched per key. */
+static void print_by_key(const cr_session_result *r) {
+  printf("  counted:       %s records with a match on any key, each once\n",
+         r->count_of == r->role ? "our" : "the partner's");
+  if (r->nkeys < 2) {
+    if (r->noisy)
+      printf("  by key:        not released (a noisy query releases its count only)\n");
+    return;
+  }
+  int withheld = 1;
+  for (size_t k = 0; k < r->nkeys; k++)
+    withheld = withheld && r->key_suppressed[k];
+  if (withheld) {
+    printf("  by key:        withheld (a combination of keys is below %llu)\n",
+           (unsigned long long)r->min_count);
+    return;
+  }
+  printf("  by key:       ");
+  for (size_t k = 0; k < r->nkeys; k++) {
+    if (r->key_suppressed[k])
+      printf("%s %s suppressed", k ? "," : "", cr_cli_safe(r->key_names[k]));
+    else
+      printf("%s %s %llu", k ? "," : "", cr_cli_safe(r->key_names[k]),
+             (unsigned long long)r->key_count[k]);
+  }
+  printf(" (a record matched on several keys is in each)\n");
+}
+
+void cr_cli_print_data_keys(const cr_dataset *d, const cr_template *t) {
+  if (d->nkeys <= 1 || t == NULL)
+    return;
+  if (cr_dataset_width(d) > 1)
+    fprintf(stderr, "  %zu records (%llu rows merged by a shared key value)", d->n,
+            (unsigned long long)d->rows_merged);
+  else
+    fprintf(stderr, "  %zu distinct key values", d->n);
+  for (size_t k = 0; k < d->nkeys && k < cr_template_nkeys(t); k++)
+    if (d->key_missing[k] || d->key_invalid[k])
+      fprintf(stderr, "; %s skipped: %llu empty, %llu invalid", cr_cli_safe(t->match_keys[k].name),
+              (unsigned long long)d->key_missing[k], (unsigned long long)d->key_invalid[k]);
+  if (d->values_unsent)
+    fprintf(stderr, "; %llu values superseded in merged records",
+            (unsigned long long)d->values_unsent);
+  fprintf(stderr, "\n");
+}
+
 /* "discrete Laplace, epsilon 0.5" / "discrete Gaussian, sigma 2, epsilon
  * 1.5, delta 1e-09" */
 static void noise_words(char *out, size_t cap, const cr_noise *n) {
@@ -171,12 +224,15 @@ void cr_cli_print_result_human(const cr_party_session *s, const char *peer_addr)
   for (size_t i = 0; i < r->nparams; i++)
     printf("  parameter:     %s = %s\n", cr_cli_safe(r->param_names[i]),
            cr_cli_safe(r->param_values[i]));
-  printf("  our set:       %llu distinct keys\n", (unsigned long long)r->own_set_size);
+  printf("  our set:       %llu %s%s\n", (unsigned long long)r->own_set_size,
+         set_unit(r, r->own_records),
+         r->own_records ? " (rows that share a key value are one record)" : "");
   if (r->peer_set_size_is_bucket)
-    printf("  partner's set: at most %llu distinct keys (a size bucket, not the exact size)\n",
-           (unsigned long long)r->peer_set_size);
+    printf("  partner's set: at most %llu %s (a size bucket, not the exact size)\n",
+           (unsigned long long)r->peer_set_size, set_unit(r, r->peer_records));
   else
-    printf("  partner's set: %llu distinct keys\n", (unsigned long long)r->peer_set_size);
+    printf("  partner's set: %llu %s\n", (unsigned long long)r->peer_set_size,
+           set_unit(r, r->peer_records));
   if (!r->receives) {
     printf("  released:      nothing to this side (the template sends this query's result "
            "to the partner only)\n");
@@ -215,6 +271,8 @@ void cr_cli_print_result_human(const cr_party_session *s, const char *peer_addr)
            (unsigned long long)r->count, 100.0 * share(r->count, r->own_set_size),
            r->peer_set_size_is_bucket ? "at least " : "",
            100.0 * share(r->count, r->peer_set_size));
+    if (r->nmatch_keys > 1)
+      print_by_key(r);
     if (s->rows_written && s->rows_path != NULL)
       printf("  matched rows:  %llu written to %s\n", (unsigned long long)s->rows, s->rows_path);
     if (r->noisy) {

@@ -22,6 +22,8 @@
 
 #include <sodium.h>
 
+#include "dataset/dataset_internal.h"
+
 struct key_ref {
   const uint8_t *p;
   size_t len;
@@ -307,12 +309,64 @@ static int cmp_name(const void *a, const void *b) {
   return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* The labels of d's n elements (raw[i]: an index into lt, as met in the
+ * file): names sorted, so both nodes and every run number them alike, and
+ * labels that hold no element dropped. */
+static int finish_labels(cr_dataset *d, struct label_table *lt, const uint32_t *raw, size_t n) {
+  int rc = 0;
+  size_t nl = lt->n;
+  char **sorted = malloc((nl ? nl : 1) * sizeof *sorted);
+  uint32_t *remap = malloc((nl ? nl : 1) * sizeof *remap);
+  d->label_sizes = calloc(nl ? nl : 1, sizeof *d->label_sizes);
+  d->labels = malloc((n ? n : 1) * sizeof *d->labels);
+  if (sorted == NULL || remap == NULL || d->label_sizes == NULL || d->labels == NULL) {
+    free(sorted);
+    rc = CR_ENOMEM;
+    goto out;
+  }
+  memcpy(sorted, lt->names, nl * sizeof *sorted);
+  qsort(sorted, nl, sizeof *sorted, cmp_name);
+  for (size_t j = 0; j < nl; j++)
+    for (size_t k = 0; k < nl; k++)
+      if (lt->names[k] == sorted[j])
+        remap[k] = (uint32_t)j;
+  d->label_names = sorted;
+  d->nlabels = nl;
+  free(lt->names); /* the strings now belong to d->label_names */
+  lt->names = NULL;
+  lt->n = lt->cap = 0;
+  for (size_t i = 0; i < n; i++) {
+    d->labels[i] = remap[raw[i]];
+    d->label_sizes[d->labels[i]]++;
+  }
+  /* A label seen only on duplicate rows holds no key: drop it, or the
+   * peer would learn of a group that is not in the set. */
+  size_t kept = 0;
+  for (size_t j = 0; j < nl; j++) {
+    if (d->label_sizes[j] == 0) {
+      free(d->label_names[j]);
+      continue;
+    }
+    remap[j] = (uint32_t)kept;
+    d->label_names[kept] = d->label_names[j];
+    d->label_sizes[kept] = d->label_sizes[j];
+    kept++;
+  }
+  if (kept != nl)
+    for (size_t i = 0; i < n; i++)
+      d->labels[i] = remap[d->labels[i]];
+  d->nlabels = kept;
+out:
+  free(remap);
+  return rc;
+}
+
 /* Sorts and de-duplicates the accepted keys (arena[offs[i]..offs[i+1]))
  * into d->bytes / d->off. */
 static int dedup(cr_dataset *d, const cr_buf *arena, const size_t *offs, size_t nkeys,
                  const uint32_t *row_labels, struct label_table *lt) {
   int rc = 0;
-  uint32_t *remap = NULL;
+  uint32_t *raw = NULL;
   struct key_ref *refs = malloc((nkeys ? nkeys : 1) * sizeof *refs);
   if (refs == NULL)
     return CR_ENOMEM;
@@ -338,49 +392,15 @@ static int dedup(cr_dataset *d, const cr_buf *arena, const size_t *offs, size_t 
     total += refs[i].len;
   }
   if (row_labels != NULL) {
-    /* Label names sorted, so both nodes and every run number them alike. */
-    size_t nl = lt->n;
-    char **sorted = malloc((nl ? nl : 1) * sizeof *sorted);
-    remap = malloc((nl ? nl : 1) * sizeof *remap);
-    d->label_sizes = calloc(nl ? nl : 1, sizeof *d->label_sizes);
-    d->labels = malloc((n ? n : 1) * sizeof *d->labels);
-    if (sorted == NULL || remap == NULL || d->label_sizes == NULL || d->labels == NULL) {
-      free(sorted);
+    raw = malloc((n ? n : 1) * sizeof *raw);
+    if (raw == NULL) {
       rc = CR_ENOMEM;
       goto out;
     }
-    memcpy(sorted, lt->names, nl * sizeof *sorted);
-    qsort(sorted, nl, sizeof *sorted, cmp_name);
-    for (size_t j = 0; j < nl; j++)
-      for (size_t k = 0; k < nl; k++)
-        if (lt->names[k] == sorted[j])
-          remap[k] = (uint32_t)j;
-    d->label_names = sorted;
-    d->nlabels = nl;
-    free(lt->names); /* the strings now belong to d->label_names */
-    lt->names = NULL;
-    lt->n = lt->cap = 0;
-    for (size_t i = 0; i < n; i++) {
-      d->labels[i] = remap[refs[i].label];
-      d->label_sizes[d->labels[i]]++;
-    }
-    /* A label seen only on duplicate rows holds no key: drop it, or the
-     * peer would learn of a group that is not in the set. */
-    size_t kept = 0;
-    for (size_t j = 0; j < nl; j++) {
-      if (d->label_sizes[j] == 0) {
-        free(d->label_names[j]);
-        continue;
-      }
-      remap[j] = (uint32_t)kept;
-      d->label_names[kept] = d->label_names[j];
-      d->label_sizes[kept] = d->label_sizes[j];
-      kept++;
-    }
-    if (kept != nl)
-      for (size_t i = 0; i < n; i++)
-        d->labels[i] = remap[d->labels[i]];
-    d->nlabels = kept;
+    for (size_t i = 0; i < n; i++)
+      raw[i] = refs[i].label;
+    if ((rc = finish_labels(d, lt, raw, n)) != 0)
+      goto out;
   }
   d->off = malloc((n + 1) * sizeof *d->off);
   d->bytes = malloc(total ? total : 1);
@@ -398,7 +418,7 @@ static int dedup(cr_dataset *d, const cr_buf *arena, const size_t *offs, size_t 
   d->n = n;
   d->duplicates = nkeys - n;
 out:
-  free(remap);
+  free(raw);
   free(refs);
   return rc;
 }
@@ -418,6 +438,8 @@ int cr_dataset_load(cr_dataset **out, const char *path, const cr_template *t, cr
   int grouped = 0;
   uint32_t *row_labels = NULL;
   struct label_table lt = {NULL, 0, 0};
+  cr__records *multi = NULL; /* several match keys */
+  uint32_t *elem_labels = NULL;
   cr_buf key, arena;
   cr_buf_init(&key);
   cr_buf_init(&arena);
@@ -473,6 +495,14 @@ int cr_dataset_load(cr_dataset **out, const char *path, const cr_template *t, cr
       char why[64];
       snprintf(why, sizeof why, "the template requires it for the %s", cr_role_name(role));
       rc = missing_column(err, path, col, why, hdr, nhdr, d->source_kind);
+      goto out;
+    }
+  }
+  if (cr_template_nkeys(t) > 1) {
+    /* Every key column is a required column, found above. */
+    if ((rc = cr__records_new(&multi, t, role, hdr, nhdr)) != 0) {
+      cr_error_set(err, rc, "%s: %s", path,
+                   rc == CR_ENOMEM ? "out of memory" : "a match key column is missing");
       goto out;
     }
   }
@@ -542,6 +572,18 @@ int cr_dataset_load(cr_dataset **out, const char *path, const cr_template *t, cr
                !cr_filter_eval(opt->filter, row.fields, row.lens, row.n)) {
       d->rows_filtered++;
       continue;
+    } else if (multi != NULL) {
+      rc = cr__records_row(multi, row.fields, row.lens, &why);
+      if (rc < 0) {
+        if (rc == CR_EINVAL)
+          cr_error_set(err, rc,
+                       "the template's match keys cannot be applied (unknown "
+                       "normalizer or a default_country_code that is not 1-3 digits)");
+        else
+          cr_error_set(err, rc, "%s: %s %llu: %s", path, d->pos_unit, (unsigned long long)row.pos,
+                       cr_strerror(rc));
+        goto out;
+      }
     } else {
       for (size_t i = 0; i < mk->ncolumns; i++) {
         vals[i] = row.fields[keycol[i]];
@@ -571,12 +613,34 @@ int cr_dataset_load(cr_dataset **out, const char *path, const cr_template *t, cr
     d->rows_accepted++;
     if (d->nsamples < want_samples) {
       char masked[160];
-      cr_dataset_mask_key(key.data, key.len, masked, sizeof masked);
+      const uint8_t *sv = key.data;
+      size_t slen = key.len;
+      if (multi != NULL)
+        cr__records_staged(multi, &sv, &slen);
+      cr_dataset_mask_key(sv, slen, masked, sizeof masked);
       if ((d->samples[d->nsamples] = strdup(masked)) == NULL) {
         rc = cr_error_set(err, CR_ENOMEM, "%s: out of memory", path);
         goto out;
       }
       d->sample_pos[d->nsamples++] = row.pos;
+    }
+    if (multi != NULL) {
+      /* Several keys: the row's values are staged in the builder. */
+      long id = 0;
+      if (grouped && (id = label_id(&lt, row.fields[groupcol], row.lens[groupcol])) < 0) {
+        rc = id == -2 ? cr_error_set(err, CR_EDATA,
+                                     "%s: %s %llu: column \"%s\" has more than %d distinct "
+                                     "values; group_by needs a column with fewer groups",
+                                     path, d->pos_unit, (unsigned long long)row.pos,
+                                     opt->group_column, CR_DATASET_MAX_LABELS)
+                      : cr_error_set(err, CR_ENOMEM, "%s: out of memory", path);
+        goto out;
+      }
+      if ((rc = cr__records_commit(multi, (uint32_t)id)) != 0) {
+        cr_error_set(err, rc, "%s: out of memory", path);
+        goto out;
+      }
+      continue;
     }
     if (noffs + 2 > offs_cap) {
       size_t cap = offs_cap ? offs_cap * 2 : 1024;
@@ -681,7 +745,14 @@ int cr_dataset_load(cr_dataset **out, const char *path, const cr_template *t, cr
     cr_error_set(err, rc, "%s: out of memory", path);
     goto out;
   }
-  if (noffs == 0 && (d->off = calloc(1, sizeof *d->off)) == NULL) {
+  if (multi != NULL) {
+    if ((rc = cr__records_finish(multi, d, grouped, &elem_labels)) != 0 ||
+        (grouped && (rc = finish_labels(d, &lt, elem_labels, d->n)) != 0)) {
+      cr_error_set(err, rc, "%s: %s", path,
+                   rc == CR_ENOMEM ? "out of memory" : "more distinct key values than supported");
+      goto out;
+    }
+  } else if (noffs == 0 && (d->off = calloc(1, sizeof *d->off)) == NULL) {
     rc = cr_error_set(err, CR_ENOMEM, "%s: out of memory", path);
     goto out;
   }
@@ -700,20 +771,29 @@ out:
   free(vlens);
   free(offs);
   free(row_labels);
+  free(elem_labels);
+  cr__records_free(multi);
   labels_free(&lt);
   cr_buf_free(&key);
   cr_buf_free(&arena);
   return rc;
 }
 
+size_t cr_dataset_width(const cr_dataset *d) { return d->width > 1 ? d->width : 1; }
+
 void cr_dataset_free(cr_dataset *d) {
   if (d == NULL)
     return;
   if (d->bytes != NULL) {
     if (d->off != NULL)
-      sodium_memzero(d->bytes, d->off[d->n]);
+      sodium_memzero(d->bytes, d->off[d->nkeys > 1 ? d->nvalues : d->n]);
     free(d->bytes);
   }
+  free(d->value_key);
+  if (d->slots != NULL) /* links records to values */
+    sodium_memzero(d->slots, d->n * d->width * sizeof *d->slots);
+  free(d->slots);
+  free(d->value_record);
   free(d->off);
   free(d->path);
   free(d->data_query);

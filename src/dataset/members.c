@@ -37,6 +37,31 @@ long cr_dataset_find(const cr_dataset *d, const uint8_t *key, size_t len) {
   return -1;
 }
 
+long cr_dataset_find_value(const cr_dataset *d, size_t key, const uint8_t *v, size_t len) {
+  if (d->nkeys <= 1 || d->value_key == NULL)
+    return key == 0 ? cr_dataset_find(d, v, len) : -1;
+  /* Values sorted by key, then bytewise. */
+  size_t lo = 0, hi = d->nvalues;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    int c = (d->value_key[mid] > key) - (d->value_key[mid] < key);
+    if (c == 0) {
+      size_t mlen = d->off[mid + 1] - d->off[mid];
+      size_t n = mlen < len ? mlen : len;
+      c = n ? memcmp(d->bytes + d->off[mid], v, n) : 0;
+      if (c == 0)
+        c = (mlen > len) - (mlen < len);
+    }
+    if (c == 0)
+      return (long)mid;
+    if (c < 0)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return -1;
+}
+
 /* RFC 4180: quote a field holding a comma, a quote or a line break. */
 static int put_field(cr_buf *b, const char *v, size_t len) {
   int quote = 0;
@@ -62,8 +87,57 @@ static int find_name(const char *const *hdr, size_t n, const char *name, size_t 
   return 0;
 }
 
+/* Appends key names of mask, joined with '+', to b. */
+static int put_keys(cr_buf *b, const cr_template *t, unsigned mask) {
+  int rc = 0, first = 1;
+  for (size_t k = 0; k < cr_template_nkeys(t) && rc == 0; k++) {
+    if (!(mask & (1u << k)))
+      continue;
+    rc = first ? 0 : cr_buf_append(b, "+", 1);
+    rc = rc ? rc : cr_buf_append(b, t->match_keys[k].name, strlen(t->match_keys[k].name));
+    first = 0;
+  }
+  return rc;
+}
+
+/*
+ * The element a row stands for, and whether it matched: with one key the
+ * row's key value; with several, the record (or, on a flat side, any value)
+ * one of its keys belongs to. *on gets the keys it matched on.
+ */
+static int row_matched(const cr_dataset *d, const cr_template *t, const uint8_t *matched,
+                       const uint8_t *matched_on, size_t *const *keycol, const char *const *f,
+                       const size_t *fl, const char **vals, size_t *vlens, cr_buf *key,
+                       unsigned *on) {
+  int hit = 0;
+  *on = 0;
+  for (size_t k = 0; k < cr_template_nkeys(t); k++) {
+    const cr_match_key *mk = &t->match_keys[k];
+    cr_reject_reason why;
+    if (keycol[k] == NULL)
+      continue;
+    for (size_t i = 0; i < mk->ncolumns; i++) {
+      vals[i] = f[keycol[k][i]];
+      vlens[i] = fl[keycol[k][i]];
+    }
+    if (cr_normalize_key(mk, vals, vlens, key, &why) != 0)
+      continue;
+    long v = cr_dataset_find_value(d, k, key->data, key->len);
+    if (v < 0)
+      continue;
+    size_t el = d->value_record != NULL ? d->value_record[v] : (size_t)v;
+    if (el >= d->n || !((matched[el / 8] >> (el % 8)) & 1))
+      continue;
+    hit = 1;
+    *on |= matched_on != NULL ? matched_on[el] : (1u << k);
+    if (d->value_record != NULL)
+      break; /* every value of a row is in the same record */
+  }
+  return hit;
+}
+
 int cr_dataset_write_matches(const cr_dataset *d, const cr_template *t, const uint8_t *matched,
-                             const char *const *columns, size_t ncolumns,
+                             const uint8_t *matched_on, const char *const *columns, size_t ncolumns,
                              int (*keep)(void *ctx, const char *const *fields, const size_t *lens,
                                          size_t n),
                              void *keep_ctx, cr_atomic_file *out, uint64_t *rows,
@@ -71,7 +145,8 @@ int cr_dataset_write_matches(const cr_dataset *d, const cr_template *t, const ui
   int rc = 0;
   cr_source *src = NULL;
   const char *const *hdr = NULL;
-  size_t nhdr = 0, *keycol = NULL, *outcol = NULL, nout = 0;
+  size_t nhdr = 0, *outcol = NULL, nout = 0, maxcols = 0;
+  size_t *keycol[CR_TEMPLATE_MAX_KEYS] = {NULL};
   const char **vals = NULL;
   size_t *vlens = NULL;
   uint64_t written = 0;
@@ -83,27 +158,39 @@ int cr_dataset_write_matches(const cr_dataset *d, const cr_template *t, const ui
 
   if (d == NULL || d->path == NULL || t == NULL || matched == NULL || out == NULL)
     return cr_error_set(err, CR_EINVAL, "write_matches: invalid argument");
-  const cr_match_key *mk = &t->match_key;
+  size_t nkeys = cr_template_nkeys(t);
+  /* Several keys: the keys each row matched on, as a last column. */
+  int with_on = nkeys > 1;
   cr_source_options so = {d->data_query, d->delimiter};
   if ((rc = cr_source_open(&src, d->path, &so, err)) != 0)
     goto out;
   const char *name = cr_source_name(src);
   nhdr = cr_source_columns(src, &hdr);
-  keycol = calloc(mk->ncolumns ? mk->ncolumns : 1, sizeof *keycol);
-  vals = calloc(mk->ncolumns ? mk->ncolumns : 1, sizeof *vals);
-  vlens = calloc(mk->ncolumns ? mk->ncolumns : 1, sizeof *vlens);
+  for (size_t k = 0; k < nkeys; k++)
+    if (t->match_keys[k].ncolumns > maxcols)
+      maxcols = t->match_keys[k].ncolumns;
+  vals = calloc(maxcols ? maxcols : 1, sizeof *vals);
+  vlens = calloc(maxcols ? maxcols : 1, sizeof *vlens);
   nout = ncolumns ? ncolumns : nhdr;
   outcol = calloc(nout ? nout : 1, sizeof *outcol);
-  if (keycol == NULL || vals == NULL || vlens == NULL || outcol == NULL) {
+  if (vals == NULL || vlens == NULL || outcol == NULL) {
     rc = cr_error_set(err, CR_ENOMEM, "out of memory");
     goto out;
   }
-  const char *const *keynames = cr_match_key_columns(mk, d->role);
-  for (size_t i = 0; i < mk->ncolumns; i++) {
-    if (keynames == NULL || !find_name(hdr, nhdr, keynames[i], &keycol[i])) {
-      rc = cr_error_set(err, CR_EDATA, "%s: the match key's columns disappeared since loading",
-                        name);
+  for (size_t k = 0; k < nkeys; k++) {
+    const cr_match_key *mk = &t->match_keys[k];
+    if ((keycol[k] = calloc(mk->ncolumns ? mk->ncolumns : 1, sizeof(size_t))) == NULL) {
+      rc = cr_error_set(err, CR_ENOMEM, "out of memory");
       goto out;
+    }
+    /* The loading party's names for the key's columns (per party or shared). */
+    const char *const *keynames = cr_match_key_columns(mk, d->role);
+    for (size_t i = 0; i < mk->ncolumns; i++) {
+      if (keynames == NULL || !find_name(hdr, nhdr, keynames[i], &keycol[k][i])) {
+        rc = cr_error_set(err, CR_EDATA, "%s: the match key's columns disappeared since loading",
+                          name);
+        goto out;
+      }
     }
   }
   for (size_t i = 0; i < nout; i++) {
@@ -116,9 +203,16 @@ int cr_dataset_write_matches(const cr_dataset *d, const cr_template *t, const ui
     }
   }
 
+  int on_taken = 0;
   for (size_t i = 0; i < nout && rc == 0; i++) {
     rc = i ? cr_buf_append(&line, ",", 1) : 0;
     rc = rc ? rc : put_field(&line, hdr[outcol[i]], strlen(hdr[outcol[i]]));
+    on_taken |= cr__colname_eq(hdr[outcol[i]], "matched_on");
+  }
+  if (with_on && rc == 0) {
+    /* Never two columns of one name: the data's own matched_on wins. */
+    const char *on_col = on_taken ? ",cleanroom_matched_on" : ",matched_on";
+    rc = cr_buf_append(&line, on_col, strlen(on_col));
   }
   rc = rc ? rc : cr_buf_append(&line, "\r\n", 2);
   if (rc) {
@@ -135,21 +229,19 @@ int cr_dataset_write_matches(const cr_dataset *d, const cr_template *t, const ui
     if (rc == CR_SOURCE_MALFORMED || row.n != nhdr)
       continue; /* rejected when loading too */
     rc = 0;
-    for (size_t i = 0; i < mk->ncolumns; i++) {
-      vals[i] = row.fields[keycol[i]];
-      vlens[i] = row.lens[keycol[i]];
-    }
-    cr_reject_reason why;
-    if (cr_normalize_key(mk, vals, vlens, &key, &why) != 0)
-      continue;
-    long idx = cr_dataset_find(d, key.data, key.len);
-    if (idx < 0 || !((matched[idx / 8] >> (idx % 8)) & 1))
+    unsigned on = 0;
+    if (!row_matched(d, t, matched, matched_on, keycol, row.fields, row.lens, vals, vlens, &key,
+                     &on))
       continue;
     if (keep != NULL && !keep(keep_ctx, row.fields, row.lens, row.n))
       continue;
     for (size_t i = 0; i < nout && rc == 0; i++) {
       rc = i ? cr_buf_append(&line, ",", 1) : 0;
       rc = rc ? rc : put_field(&line, row.fields[outcol[i]], row.lens[outcol[i]]);
+    }
+    if (with_on && rc == 0) {
+      rc = cr_buf_append(&line, ",", 1);
+      rc = rc ? rc : put_keys(&line, t, on);
     }
     rc = rc ? rc : cr_buf_append(&line, "\r\n", 2);
     if (rc) {
@@ -182,7 +274,8 @@ int cr_dataset_write_matches(const cr_dataset *d, const cr_template *t, const ui
   rc = 0;
 out:
   cr_source_close(src);
-  free(keycol);
+  for (size_t k = 0; k < CR_TEMPLATE_MAX_KEYS; k++)
+    free(keycol[k]);
   free(outcol);
   free(vals);
   free(vlens);

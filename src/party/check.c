@@ -30,7 +30,7 @@ static void record(cr_party *p, const cr_party_check *c, const char *query, int 
                    const char *why) {
   json_t *o;
   if (c != NULL && c->data != NULL) {
-    o = cr__trail_data_fields(c->data, query);
+    o = cr__trail_data_fields(c->data, p->t, query);
     json_object_set_new(o, "source", cr__jtext(cr_source_kind_name(c->data->source_kind)));
     if (c->data->data_query != NULL)
       json_object_set_new(o, "data_query", cr__jtext(c->data->data_query));

@@ -239,11 +239,10 @@ void cr__party_load_options(const cr_party *p, cr_dataset_options *opt) {
 /* The data access fields of the audit log: the source, and for a database
  * the query (what was read is as much part of the access as where). */
 static json_t *data_fields(const cr_party *p, const cr_dataset *d, const char *query) {
-  json_t *o = cr__trail_data_fields(d, query);
+  json_t *o = cr__trail_data_fields(d, p->t, query);
   json_object_set_new(o, "source", cr__jtext(cr_source_kind_name(d->source_kind)));
   if (d->data_query != NULL)
     json_object_set_new(o, "data_query", cr__jtext(d->data_query));
-  (void)p;
   return o;
 }
 

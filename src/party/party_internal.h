@@ -48,7 +48,7 @@ void cr__trail_close(cr_trail *a);
 /* Appends one event; takes ownership of fields. */
 int cr__trail_event(cr_trail *a, const char *event, json_t *fields, cr_error *err);
 int cr__trail_checkpoint(cr_trail *a, cr_error *err);
-json_t *cr__trail_data_fields(const cr_dataset *d, const char *query);
+json_t *cr__trail_data_fields(const cr_dataset *d, const cr_template *t, const char *query);
 json_t *cr__trail_session_fields(const cr_trail *a, const cr_session_result *r);
 /* The released object recorded in result_released (json null if none). */
 json_t *cr__trail_released(const cr_session_result *r, const cr_party_session *m);

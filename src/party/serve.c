@@ -65,9 +65,10 @@ static int release_members(cr_party *p, const cr_session_result *r, cr_party_ses
   int rc = cr_atomic_open(&f, p->out_path, 0600, err);
   if (rc)
     return rc;
-  rc = cr_dataset_write_matches(p->data, p->t, r->matched, (const char *const *)p->rq->columns,
-                                p->rq->ncolumns, p->filter ? cr__party_keep_row : NULL, p->filter,
-                                &f, &s->rows, s->rows_sha256, err);
+  rc = cr_dataset_write_matches(p->data, p->t, r->matched, r->matched_on,
+                                (const char *const *)p->rq->columns, p->rq->ncolumns,
+                                p->filter ? cr__party_keep_row : NULL, p->filter, &f, &s->rows,
+                                s->rows_sha256, err);
   s->rows_path = p->out_path;
   s->rows_written = rc == 0;
   if (rc == 0 && (rc = cr__trail_session_end(&p->trail, r, NULL, NULL, s, err)) == 0)

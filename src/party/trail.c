@@ -120,7 +120,7 @@ void cr__trail_withheld(cr_trail *a, const cr_session_result *r, const uint8_t *
     (void)cr__trail_checkpoint(a, NULL);
 }
 
-json_t *cr__trail_data_fields(const cr_dataset *d, const char *query) {
+json_t *cr__trail_data_fields(const cr_dataset *d, const cr_template *t, const char *query) {
   json_t *rej = json_object();
   for (int i = 0; i < CR_REJECT_COUNT; i++)
     if (d->rejected[i])
@@ -134,6 +134,24 @@ json_t *cr__trail_data_fields(const cr_dataset *d, const char *query) {
   json_object_set_new(o, "rows_rejected", json_integer((json_int_t)d->rows_rejected));
   json_object_set_new(o, "rejected", rej);
   json_object_set_new(o, "distinct_keys", json_integer((json_int_t)d->n));
+  if (d->nkeys > 1 && t != NULL) {
+    /* Several match keys: what the set is made of, and each key's skips. */
+    if (cr_dataset_width(d) > 1) {
+      json_object_set_new(o, "records", json_integer((json_int_t)d->n));
+      json_object_set_new(o, "rows_merged", json_integer((json_int_t)d->rows_merged));
+      json_object_set_new(o, "values_unsent", json_integer((json_int_t)d->values_unsent));
+    } else {
+      json_object_set_new(o, "distinct_values", json_integer((json_int_t)d->n));
+    }
+    json_t *keys = json_object();
+    for (size_t k = 0; k < d->nkeys && k < cr_template_nkeys(t); k++) {
+      json_t *kv = json_object();
+      json_object_set_new(kv, "missing", json_integer((json_int_t)d->key_missing[k]));
+      json_object_set_new(kv, "invalid", json_integer((json_int_t)d->key_invalid[k]));
+      cr__jset(keys, t->match_keys[k].name, kv);
+    }
+    json_object_set_new(o, "keys", keys);
+  }
   if (d->nlabels)
     json_object_set_new(o, "groups", json_integer((json_int_t)d->nlabels));
   if (query)
@@ -178,6 +196,22 @@ static json_t *groups_json(const cr_session_result *r, cr_role role) {
   return g;
 }
 
+/* Several match keys: whose records the count counts, and per key the
+ * records with a match on it (each released or suppressed on its own). */
+static void by_key_json(json_t *rel, const cr_session_result *r) {
+  json_t *keys = json_array();
+  for (size_t k = 0; k < r->nkeys && k < CR_TEMPLATE_MAX_KEYS; k++) {
+    json_t *o = json_object();
+    json_object_set_new(o, "key", cr__jtext(r->key_names[k]));
+    if (r->key_suppressed[k])
+      json_object_set_new(o, "suppressed", json_true());
+    else
+      json_object_set_new(o, "count", json_integer((json_int_t)r->key_count[k]));
+    json_array_append_new(keys, o);
+  }
+  json_object_set_new(rel, "by_key", keys);
+}
+
 /* What the noise of a noisy release was (docs/privacy.md): mechanism,
  * epsilon (and delta, sigma), scale, and the +-error_95 within which the
  * true value lies with probability 95%. */
@@ -214,6 +248,10 @@ json_t *cr__trail_released(const cr_session_result *r, const cr_party_session *m
     json_object_set_new(rel, "count", json_integer((json_int_t)r->count));
     json_object_set_new(rel, "share_of_own", json_real(share(r->count, r->own_set_size)));
     json_object_set_new(rel, "share_of_peer", json_real(share(r->count, r->peer_set_size)));
+    if (r->nmatch_keys > 1)
+      json_object_set_new(rel, "count_of", json_string(cr_role_name(r->count_of)));
+    if (r->nkeys > 1) /* not with noise: its count only */
+      by_key_json(rel, r);
     if (m != NULL && m->rows_written && m->rows_path != NULL) {
       json_object_set_new(rel, "rows_file", cr__jtext(m->rows_path));
       json_object_set_new(rel, "rows", json_integer((json_int_t)m->rows));

@@ -85,23 +85,26 @@ struct cr_session {
 
   /* Own set: next element to send (the engine holds the order). own_n
    * counts the pads too; the labels are the ones that travel (rare labels
-   * merged into CR_SESSION_OTHER_LABEL). */
+   * merged into CR_SESSION_OTHER_LABEL). Counts named points_* or *digests*
+   * are points (own_w per own element, peer_w per peer element: the record
+   * widths of docs/protocol.md "Records"), the rest elements. */
   uint64_t own_n;
+  size_t own_w, peer_w;
   int own_grouped;
   size_t own_nlabels;
   char **own_label_names;  /* own_nlabels, sorted */
   uint64_t *own_true;      /* true keys per label */
   uint64_t *own_buckets;   /* padded size per label, as announced */
   uint32_t *own_label_map; /* dataset label -> own label */
-  uint64_t points_sent;
+  uint64_t points_sent;    /* elements blinded and sent so far */
   uint64_t batch_seq;
 
   /* Peer's set (the engine holds its digests). */
   uint64_t peer_n;
   int peer_grouped;
   size_t peer_nlabels;
-  uint64_t *peer_label_seen; /* points received per peer label */
-  uint64_t peer_points;
+  uint64_t *peer_label_seen; /* elements received per peer label */
+  uint64_t peer_points;      /* points received */
   uint64_t peer_batch_seq;
   int peer_receives; /* peer is in results_to: return its digests */
   uint64_t digests_sent;
@@ -111,7 +114,7 @@ struct cr_session {
   int self_receives;
   uint64_t own_digests_n;
   uint64_t own_digests_seq;
-  uint64_t own_label_got; /* digests received for the current own label */
+  uint64_t own_label_got; /* elements received for the current own label */
   uint32_t own_label_cur;
 
   uint8_t transcript[CR_SHA256_BYTES];
@@ -190,7 +193,8 @@ static void wipe_noise(cr_session *s) {
     free(s->exact.cells);
   }
   free(s->exact.matched);
-  sodium_memzero(&s->exact, sizeof s->exact);
+  free(s->exact.matched_on);
+  sodium_memzero(&s->exact, sizeof s->exact); /* the exact per-key counts too */
   s->have_exact = 0;
   sodium_memzero(s->noise_share, sizeof s->noise_share);
   sodium_memzero(s->peer_noise_share, sizeof s->peer_noise_share);
@@ -243,6 +247,8 @@ void cr_session_result_free_outputs(cr_session_result *res) {
   res->ncells = 0;
   free(res->matched);
   res->matched = NULL;
+  free(res->matched_on);
+  res->matched_on = NULL;
 }
 
 void cr_session_result_take(cr_session *s, cr_session_result *out) {
@@ -260,6 +266,7 @@ void cr_session_result_take(cr_session *s, cr_session_result *out) {
   s->res.cells = NULL;
   s->res.ncells = 0;
   s->res.matched = NULL;
+  s->res.matched_on = NULL;
 }
 
 static char *dup_text(const char *src, size_t max) {
@@ -328,6 +335,10 @@ static int fail(cr_session *s, int code, int wire, int from_peer, const char *fm
   s->res.ncells = 0;
   free(s->res.matched);
   s->res.matched = NULL;
+  free(s->res.matched_on);
+  s->res.matched_on = NULL;
+  s->res.nkeys = 0;
+  memset(s->res.key_count, 0, sizeof s->res.key_count);
   if (!from_peer && wire != 0) {
     /* Fixed wording only: res.error_msg may hold our paths, sizes, row
      * counts or parameter values, which stay on this node. */
@@ -504,6 +515,16 @@ static int setup_own_set(cr_session *s, const cr_dataset *d, char *msg, size_t c
   // cppcheck-suppress nullPointerRedundantCheck
   if (check_size(t, d->n, "our", msg, cap) != 0)
     return CR_EREFUSED;
+  s->own_w = cr_template_record_width(t, s->cfg.role);
+  if (cr_dataset_width(d) != s->own_w ||
+      (cr_template_nkeys(t) > 1 && (d->nkeys != cr_template_nkeys(t) || d->value_key == NULL))) {
+    snprintf(msg, cap,
+             "our data was loaded for %zu match key(s) as %s, the template has %zu and counts "
+             "the %s's records",
+             d->nkeys > 1 ? d->nkeys : (size_t)1, cr_dataset_width(d) > 1 ? "records" : "values",
+             cr_template_nkeys(t), cr_role_name(t->count_of));
+    return CR_EINVAL;
+  }
   s->own_grouped = q->group_by[s->cfg.role] != NULL;
   if (s->own_grouped && (d->labels == NULL || d->nlabels == 0)) {
     snprintf(msg, cap, "our data was loaded without the group column \"%s\"",
@@ -640,6 +661,7 @@ int cr_session_new(cr_session **out, const cr_session_config *cfg, cr_error *err
   if (s == NULL)
     return cr_error_set(err, CR_ENOMEM, "out of memory");
   s->cfg = *cfg;
+  s->own_w = s->peer_w = 1;
   if (s->cfg.max_frame == 0)
     s->cfg.max_frame = CR_DEFAULT_MAX_FRAME;
   if (s->cfg.batch_size == 0)
@@ -784,6 +806,8 @@ static int send_hello(cr_session *s) {
   h.query = (char *)(s->query ? s->query->name : "");
   h.suite = s->cfg.tmpl->suite;
   h.set_size = s->res.ping ? 0 : s->own_n; /* the bucket; a ping reveals no size */
+  /* Since v4: records of own_w points (0: single values, as before). */
+  h.record_keys = s->res.ping || s->own_w <= 1 ? 0 : (uint32_t)s->own_w;
   h.digest_bytes = s->cfg.digest_bytes;
   h.nonce.data = s->nonce;
   h.nonce.len = sizeof s->nonce;
@@ -1060,7 +1084,7 @@ static int on_hello(cr_session *s, const Cleanroom__V1__Hello *h, const uint8_t 
   /* A ping: the checks above passed; answer (or accept the answer) and end.
    * Nothing is loaded, no size is sent, no scalar is used. */
   if (qname[0] == '\0' && (s->res.ping || !s->cfg.is_runner)) {
-    if (h->set_size != 0 || h->n_params != 0 || h->n_group_labels != 0)
+    if (h->set_size != 0 || h->n_params != 0 || h->n_group_labels != 0 || h->record_keys != 0)
       return PROTO_FAIL(s, "the partner's ping carries data");
     if (!s->cfg.is_runner) {
       s->res.ping = 1;
@@ -1124,6 +1148,19 @@ static int on_hello(cr_session *s, const Cleanroom__V1__Hello *h, const uint8_t 
     return refuse(s, CR_WIRE_SIZE, "%s", msg);
   if ((rc = take_peer_labels(s, h, peer_role)) != 0)
     return rc;
+  /* Several match keys: the counted side sends records (one point per key),
+   * the other side single values; the template says which is which. */
+  s->peer_w = cr_template_record_width(t, peer_role);
+  if (h->record_keys != (s->peer_w > 1 ? s->peer_w : 0))
+    return RULE_FAIL(s, "records of another width than the template's match keys",
+                     "the partner announced records of %u keys; the template's match keys and "
+                     "count_of say %zu",
+                     h->record_keys, s->peer_w > 1 ? s->peer_w : (size_t)0);
+  if (h->set_size > CR_MAX_SET_SIZE / s->peer_w)
+    return refuse(s, CR_WIRE_SIZE,
+                  "the partner's %llu records of %zu keys are more points than this engine "
+                  "supports",
+                  (unsigned long long)h->set_size, s->peer_w);
 
   s->res.kind = s->query->kind;
   s->members = s->query->kind == CR_QUERY_MEMBERS;
@@ -1132,6 +1169,13 @@ static int on_hello(cr_session *s, const Cleanroom__V1__Hello *h, const uint8_t 
     return refuse(s, CR_WIRE_NOT_ALLOWED,
                   "query \"%s\" combines members with group_by, which "
                   "this node does not run",
+                  s->query->name);
+  /* Several keys: members go to the counted side, whose records they are
+   * (the template refuses anything else; a hand-built one may not). */
+  if (s->members && cr_template_nkeys(t) > 1 && s->query->results_to != CR_ROLE_BIT(t->count_of))
+    return refuse(s, CR_WIRE_NOT_ALLOWED,
+                  "query \"%s\" returns members to a side whose records are not counted "
+                  "(count_of)",
                   s->query->name);
 
   s->peer_n = h->set_size;
@@ -1144,6 +1188,13 @@ static int on_hello(cr_session *s, const Cleanroom__V1__Hello *h, const uint8_t 
     s->res.have_run_id = 1;
   }
 
+  s->res.nmatch_keys = cr_template_nkeys(t);
+  for (size_t k = 0; k < s->res.nmatch_keys; k++)
+    snprintf(s->res.key_names[k], sizeof s->res.key_names[k], "%s",
+             t->match_keys[k].name ? t->match_keys[k].name : "");
+  s->res.count_of = t->count_of;
+  s->res.own_records = cr_template_record_width(t, s->cfg.role) > 1;
+  s->res.peer_records = s->peer_w > 1;
   s->self_receives = (s->query->results_to & CR_ROLE_BIT(s->cfg.role)) != 0;
   s->peer_receives = (s->query->results_to & CR_ROLE_BIT(peer_role)) != 0;
   s->res.receives = s->self_receives;
@@ -1180,8 +1231,9 @@ static int on_hello(cr_session *s, const Cleanroom__V1__Hello *h, const uint8_t 
       return fail(s, rc, CR_WIRE_INTERNAL, 0, "%s", msg);
   }
 
-  uint64_t n_runner = s->cfg.is_runner ? s->own_n : s->peer_n;
-  uint64_t n_responder = s->cfg.is_runner ? s->peer_n : s->own_n;
+  /* Points, not elements: the chance of a false match grows with them. */
+  uint64_t n_runner = s->cfg.is_runner ? s->own_n * s->own_w : s->peer_n * s->peer_w;
+  uint64_t n_responder = s->cfg.is_runner ? s->peer_n * s->peer_w : s->own_n * s->own_w;
   s->digest_bytes =
       cr_session_digest_bytes(n_runner, n_responder, s->cfg.digest_bytes, h->digest_bytes);
   s->res.digest_bytes = (uint32_t)s->digest_bytes;
@@ -1206,6 +1258,7 @@ static int on_hello(cr_session *s, const Cleanroom__V1__Hello *h, const uint8_t 
   memcpy(plan.session_id, s->res.session_id, CR_SESSION_ID_BYTES);
   plan.digest_bytes = s->digest_bytes;
   plan.peer_n = s->peer_n;
+  plan.peer_width = s->peer_w;
   plan.peer_grouped = s->peer_grouped;
   plan.members = s->members;
   plan.self_receives = s->self_receives;
@@ -1224,33 +1277,36 @@ static uint32_t get_u32be(const uint8_t *p) {
 }
 
 static int on_batch(cr_session *s, const Cleanroom__V1__Batch *b) {
-  size_t pb = cr_engine_point_bytes(s->eng);
+  size_t pb = cr_engine_point_bytes(s->eng), eb = pb * s->peer_w;
   if (b->seq != s->peer_batch_seq)
     return PROTO_FAIL(s, "the partner's Batch has sequence number %llu, expected %llu",
                       (unsigned long long)b->seq, (unsigned long long)s->peer_batch_seq);
-  if (b->points.len == 0 || b->points.len % pb != 0)
+  if (b->points.len == 0 || b->points.len % eb != 0)
     return PROTO_FAIL(s,
                       "the partner's Batch %llu holds %zu bytes, not a positive multiple "
-                      "of the %zu-byte point size",
-                      (unsigned long long)b->seq, b->points.len, pb);
-  uint64_t n = b->points.len / pb;
-  if (n > s->peer_n - s->peer_points)
-    return PROTO_FAIL(s, "the partner sent more points than the %llu it announced",
-                      (unsigned long long)s->peer_n);
+                      "of the %zu-byte %s size",
+                      (unsigned long long)b->seq, b->points.len, eb,
+                      s->peer_w > 1 ? "record" : "point");
+  uint64_t n = b->points.len / eb; /* elements */
+  if (n > (s->peer_n * s->peer_w - s->peer_points) / s->peer_w)
+    return PROTO_FAIL(s, "the partner sent more %s than the %llu it announced",
+                      s->peer_w > 1 ? "records" : "points", (unsigned long long)s->peer_n);
   if (!s->peer_grouped && b->labels.len != 0)
     return PROTO_FAIL(s, "the partner sent labels for a side the query does not group");
   if (s->peer_grouped) {
     if (b->labels.len != 4 * n)
-      return PROTO_FAIL(s, "the partner's Batch %llu has %zu label bytes for %llu points",
-                        (unsigned long long)b->seq, b->labels.len, (unsigned long long)n);
+      return PROTO_FAIL(s, "the partner's Batch %llu has %zu label bytes for %llu %s",
+                        (unsigned long long)b->seq, b->labels.len, (unsigned long long)n,
+                        s->peer_w > 1 ? "records" : "points");
     for (uint64_t i = 0; i < n; i++) {
       uint32_t l = get_u32be(b->labels.data + 4 * i);
       if (l >= s->peer_nlabels ||
           s->peer_label_seen[l] >= s->res.label_sizes[cr_role_other(s->cfg.role)][l])
         return PROTO_FAIL(s,
-                          "point %llu of the partner's Batch %llu has label %u, unknown or "
+                          "%s %llu of the partner's Batch %llu has label %u, unknown or "
                           "beyond the size announced for it",
-                          (unsigned long long)i, (unsigned long long)b->seq, l);
+                          s->peer_w > 1 ? "record" : "point", (unsigned long long)i,
+                          (unsigned long long)b->seq, l);
       s->peer_label_seen[l]++;
     }
   }
@@ -1265,18 +1321,18 @@ static int on_batch(cr_session *s, const Cleanroom__V1__Batch *b) {
                      cr_engine_suite_name(s->eng));
   if (rc != 0)
     return fail(s, rc, CR_WIRE_INTERNAL, 0, "cannot re-blind the partner's points");
-  s->peer_points += n;
+  s->peer_points += n * s->peer_w;
   s->peer_batch_seq++;
   return 0;
 }
 
 static int on_end_of_set(cr_session *s, const Cleanroom__V1__EndOfSet *e) {
-  if (e->count != s->peer_points || s->peer_points != s->peer_n)
+  if (e->count != s->peer_points || s->peer_points != s->peer_n * s->peer_w)
     return PROTO_FAIL(s,
                       "the partner announced %llu points, sent %llu and counted %llu in "
                       "EndOfSet",
-                      (unsigned long long)s->peer_n, (unsigned long long)s->peer_points,
-                      (unsigned long long)e->count);
+                      (unsigned long long)(s->peer_n * s->peer_w),
+                      (unsigned long long)s->peer_points, (unsigned long long)e->count);
   s->recv = s->self_receives ? CR_STATE_EXPECT_DIGESTS
             : s->noisy       ? CR_STATE_EXPECT_NOISE_SEED
                              : CR_STATE_EXPECT_RELEASED;
@@ -1293,7 +1349,9 @@ static int on_digests(cr_session *s, const Cleanroom__V1__Digests *d) {
     return PROTO_FAIL(s, "the partner's Digests has sequence number %llu, expected %llu",
                       (unsigned long long)d->seq, (unsigned long long)s->own_digests_seq);
   int coded = d->gcs.len > 0 || d->gcs_count > 0;
-  if (coded && (d->digests.len != 0 || s->members || l > CR_GCS_MAX_BYTES || d->gcs_count == 0))
+  /* Records travel plain: their digests are not one sorted sequence. */
+  if (coded && (d->digests.len != 0 || s->members || l > CR_GCS_MAX_BYTES || d->gcs_count == 0 ||
+                s->own_w > 1))
     return PROTO_FAIL(s,
                       "the partner's Digests %llu mixes coded and plain digests, or codes "
                       "digests that cannot be",
@@ -1304,9 +1362,15 @@ static int on_digests(cr_session *s, const Cleanroom__V1__Digests *d) {
                       "of the %zu-byte digest size",
                       (unsigned long long)d->seq, d->digests.len, l);
   uint64_t n = coded ? d->gcs_count : d->digests.len / l;
-  if (n > s->own_n - s->own_digests_n)
+  if (n > s->own_n * s->own_w - s->own_digests_n)
     return PROTO_FAIL(s, "the partner returned more digests than the %llu points we sent",
-                      (unsigned long long)s->own_n);
+                      (unsigned long long)(s->own_n * s->own_w));
+  if (n % s->own_w != 0)
+    return PROTO_FAIL(s,
+                      "the partner's Digests %llu splits a record: %llu digests for records "
+                      "of %zu",
+                      (unsigned long long)d->seq, (unsigned long long)n, s->own_w);
+  uint64_t ne = n / s->own_w; /* elements */
   /* Labels come in ascending order, each complete before the next. */
   if (d->label >= s->own_nlabels || d->label < s->own_label_cur)
     return PROTO_FAIL(s, "the partner returned digests for label %u out of order", d->label);
@@ -1318,7 +1382,7 @@ static int on_digests(cr_session *s, const Cleanroom__V1__Digests *d) {
     s->own_label_cur = d->label;
     s->own_label_got = 0;
   }
-  if (n > s->own_buckets[d->label] - s->own_label_got)
+  if (ne > s->own_buckets[d->label] - s->own_label_got)
     return PROTO_FAIL(s, "the partner returned more digests for label %u than it holds", d->label);
   const uint8_t *plain = d->digests.data;
   uint8_t *decoded = NULL;
@@ -1348,7 +1412,7 @@ static int on_digests(cr_session *s, const Cleanroom__V1__Digests *d) {
   if (rc != 0)
     return fail(s, rc, CR_WIRE_INTERNAL, 0, "cannot take our digests back");
   s->own_digests_n += n;
-  s->own_label_got += n;
+  s->own_label_got += ne;
   s->own_digests_seq++;
   return 0;
 }
@@ -1371,6 +1435,9 @@ static int compute_result(cr_session *s) {
   if (rc != 0)
     return fail(s, rc, CR_WIRE_INTERNAL, 0, "out of memory");
   if (s->noisy) {
+    /* Only the count (or the cells) is released with noise: a per-key
+     * breakdown would be more numbers for the privacy budget, and exact
+     * ones (docs/privacy.md); it stays here and is wiped with the rest. */
     s->exact = r;
     s->have_exact = 1;
     return 0;
@@ -1380,6 +1447,12 @@ static int compute_result(cr_session *s) {
   s->res.cells = r.cells;
   s->res.ncells = r.ncells;
   s->res.matched = r.matched;
+  s->res.matched_on = r.matched_on;
+  s->res.nkeys = r.nkeys;
+  for (size_t k = 0; k < r.nkeys; k++) {
+    s->res.key_count[k] = r.key_count[k];
+    s->res.key_suppressed[k] = r.key_suppressed[k];
+  }
   return 0;
 }
 
@@ -1452,14 +1525,14 @@ static int apply_noise(cr_session *s) {
 }
 
 static int on_end_of_digests(cr_session *s, const Cleanroom__V1__EndOfDigests *e) {
-  if (e->count != s->own_digests_n || s->own_digests_n != s->own_n ||
+  if (e->count != s->own_digests_n || s->own_digests_n != s->own_n * s->own_w ||
       s->own_label_got != s->own_buckets[s->own_label_cur] ||
       s->own_label_cur + 1 != s->own_nlabels)
     return PROTO_FAIL(s,
                       "the partner returned %llu digests (EndOfDigests says %llu) for our "
                       "%llu points, or not all of a label's",
                       (unsigned long long)s->own_digests_n, (unsigned long long)e->count,
-                      (unsigned long long)s->own_n);
+                      (unsigned long long)(s->own_n * s->own_w));
   s->recv = s->noisy ? CR_STATE_EXPECT_NOISE_SEED : CR_STATE_EXPECT_RELEASED;
   return compute_result(s);
 }
@@ -1532,8 +1605,10 @@ static void put_be(crypto_hash_sha256_state *st, uint64_t v, int bytes) {
 /*
  * What this side was released, canonically (docs/protocol.md "Released"):
  * SHA-256("cleanroom/v3/released" || session_id || u8 role || u8 receives
- * [|| u8 grouped || (not grouped) u8 suppressed || u64 count | (grouped)
- * u32 ncells || per cell row-major u8 suppressed || u64 count]). A members
+ * [|| u8 grouped || (not grouped) u8 suppressed || u64 count [|| (several
+ * keys, since v4) u8 nkeys || per key u8 suppressed || u64 count] |
+ * (grouped) u32 ncells || per cell row-major u8 suppressed || u64 count]).
+ * A members
  * release is hashed as its count: the matched records themselves stay out,
  * or the hash would let the partner test guesses about them.
  */
@@ -1550,6 +1625,14 @@ static void released_hash(const cr_session_result *res, cr_role role, int receiv
     if (!res->grouped) {
       put_be(&st, (uint64_t)(res->suppressed != 0), 1);
       put_be(&st, res->suppressed ? 0 : res->count, 8);
+      /* Since v4, several keys: the per-key breakdown. */
+      if (res->nkeys > 1) {
+        put_be(&st, (uint64_t)res->nkeys, 1);
+        for (size_t k = 0; k < res->nkeys; k++) {
+          put_be(&st, (uint64_t)(res->key_suppressed[k] != 0), 1);
+          put_be(&st, res->key_suppressed[k] ? 0 : res->key_count[k], 8);
+        }
+      }
     } else {
       put_be(&st, (uint64_t)res->ncells, 4);
       for (size_t i = 0; i < res->ncells; i++) {
@@ -1640,6 +1723,7 @@ static void maybe_done(cr_session *s) {
     if (!s->self_receives) {
       s->res.count = 0;
       s->res.suppressed = 0;
+      s->res.nkeys = 0;
     }
     release_engine(s);
   }
@@ -1986,11 +2070,12 @@ int cr_session_start(cr_session *s) {
 }
 
 static int produce_batch(cr_session *s) {
-  size_t pb = cr_engine_point_bytes(s->eng);
-  uint64_t n = s->own_n - s->points_sent;
-  if (n > s->cfg.batch_size)
-    n = s->cfg.batch_size;
-  uint8_t *points = malloc((size_t)n * pb);
+  size_t pb = cr_engine_point_bytes(s->eng), w = s->own_w;
+  /* batch_size points, whole elements (at least one). */
+  uint64_t n = s->own_n - s->points_sent, per = s->cfg.batch_size / w ? s->cfg.batch_size / w : 1;
+  if (n > per)
+    n = per;
+  uint8_t *points = malloc((size_t)n * w * pb);
   uint8_t *labels = s->own_grouped ? malloc((size_t)n * 4) : NULL;
   if (points == NULL || (s->own_grouped && labels == NULL)) {
     free(points);
@@ -2003,7 +2088,7 @@ static int produce_batch(cr_session *s) {
     Cleanroom__V1__Frame f = CLEANROOM__V1__FRAME__INIT;
     b.seq = s->batch_seq;
     b.points.data = points;
-    b.points.len = (size_t)n * pb;
+    b.points.len = (size_t)n * w * pb;
     if (labels) {
       b.labels.data = labels;
       b.labels.len = (size_t)n * 4;
@@ -2026,7 +2111,7 @@ static int produce_batch(cr_session *s) {
 static int produce_end_of_set(cr_session *s) {
   Cleanroom__V1__EndOfSet e = CLEANROOM__V1__END_OF_SET__INIT;
   Cleanroom__V1__Frame f = CLEANROOM__V1__FRAME__INIT;
-  e.count = s->points_sent;
+  e.count = s->points_sent * s->own_w;
   f.msg_case = CLEANROOM__V1__FRAME__MSG_END_OF_SET;
   f.end_of_set = &e;
   int rc = send_frame(s, &f, 1);
@@ -2039,11 +2124,13 @@ static int produce_end_of_set(cr_session *s) {
 /* One Digests frame: the next run of the peer's digests sharing a label. */
 static int produce_digests(cr_session *s) {
   const ldigest *pd = cr_engine_returned(s->eng);
-  size_t l = s->digest_bytes;
-  uint64_t start = s->digests_sent, n = 0, max = s->cfg.batch_size * 4;
+  size_t l = s->digest_bytes, w = s->peer_w;
+  uint64_t start = s->digests_sent, n = 0, total = s->peer_n * w;
+  uint64_t max = s->cfg.batch_size * 4 >= w ? s->cfg.batch_size * 4 : w;
   uint32_t label = pd[start].label;
-  while (start + n < s->peer_n && n < max && (s->members || pd[start + n].label == label))
-    n++;
+  /* Whole elements: a record's digests stay in one frame. */
+  while (start + n < total && n + w <= max && (s->members || pd[start + n].label == label))
+    n += w;
   Cleanroom__V1__Digests d = CLEANROOM__V1__DIGESTS__INIT;
   Cleanroom__V1__Frame f = CLEANROOM__V1__FRAME__INIT;
   d.seq = s->digests_seq;
@@ -2052,7 +2139,7 @@ static int produce_digests(cr_session *s) {
   cr_buf coded;
   cr_buf_init(&coded);
   int rc = 0;
-  if (!s->members && l <= CR_GCS_MAX_BYTES) {
+  if (!s->members && l <= CR_GCS_MAX_BYTES && w == 1) {
     /* Sorted and uniform: Golomb-Rice coded, from the previous frame's
      * last digest of the same label. */
     const uint8_t *base = start > 0 && pd[start - 1].label == label ? pd[start - 1].d : NULL;
@@ -2082,7 +2169,7 @@ static int produce_digests(cr_session *s) {
     return fail(s, rc, CR_WIRE_INTERNAL, 0, "cannot encode Digests");
   s->digests_sent += n;
   s->digests_seq++;
-  if (s->digests_sent == s->peer_n)
+  if (s->digests_sent == total)
     s->send = CR_SEND_END_OF_DIGESTS;
   return 0;
 }
@@ -2186,12 +2273,12 @@ void cr_session_sent(cr_session *s, size_t n) {
 
 void cr_session_progress_get(const cr_session *s, cr_session_progress *p) {
   memset(p, 0, sizeof *p);
-  p->own_sent = s->points_sent;
-  p->own_total = s->own_n;
+  p->own_sent = s->points_sent * s->own_w;
+  p->own_total = s->own_n * s->own_w;
   p->peer_received = s->peer_points;
-  p->peer_total = s->peer_n;
+  p->peer_total = s->peer_n * s->peer_w;
   p->digests_received = s->own_digests_n;
-  p->digests_due = s->self_receives ? s->own_n : 0;
+  p->digests_due = s->self_receives ? s->own_n * s->own_w : 0;
   p->query = s->res.query;
   if (s->res.status != CR_SESSION_RUNNING)
     p->phase = "done";

@@ -552,6 +552,52 @@ static int check_match_key(vctx *v, json_t *j, cr_match_key *mk) {
   return ok;
 }
 
+static int valid_name(const char *s, size_t len);
+
+static int valid_key_name(const char *s) { return valid_name(s, strlen(s)); }
+
+/* "match_keys": a non-empty array of match keys (check_match_key each) with
+ * distinct names; returns 1 if valid. The names enter the hash of each key
+ * value (an e-mail never matches a phone) and the results (per-key counts,
+ * members' matched_on), so they are short names, not free text. */
+static int check_match_keys(vctx *v, json_t *j, cr_template *t) {
+  int ok = 1;
+  if (!json_is_array(j) || json_array_size(j) == 0) {
+    verr(v, j, "a non-empty array of match keys, each an object with name, columns and normalize");
+    return 0;
+  }
+  if (json_array_size(j) > CR_TEMPLATE_MAX_KEYS) {
+    verr(v, j, "at most %d match keys", CR_TEMPLATE_MAX_KEYS);
+    return 0;
+  }
+  for (size_t i = 0; i < json_array_size(j); i++) {
+    json_t *e = json_array_get(j, i);
+    size_t mark = path_index(v, i);
+    t->nmatch_keys = i + 1; /* freed up to here whatever happens */
+    if (!check_match_key(v, e, &t->match_keys[i]))
+      ok = 0;
+    const char *name = t->match_keys[i].name;
+    if (name != NULL) {
+      size_t m2 = path_key(v, "name");
+      json_t *n = json_object_get(e, "name");
+      if (!valid_key_name(name)) {
+        verr(v, n, "1 to %d letters, digits, '_', '-' or '.'", CR_TEMPLATE_MAX_NAME);
+        ok = 0;
+      } else {
+        for (size_t k = 0; k < i; k++)
+          if (t->match_keys[k].name != NULL && strcmp(t->match_keys[k].name, name) == 0) {
+            verr(v, n, "a name not already used by $.match_keys[%zu]", k);
+            ok = 0;
+            break;
+          }
+      }
+      path_pop(v, m2);
+    }
+    path_pop(v, mark);
+  }
+  return ok;
+}
+
 /* data.<role>: returns 1 if valid (absent is valid: no extra columns). */
 static int check_data(vctx *v, json_t *data, cr_template *t) {
   static const char *const roles[] = {"provider", "consumer"};
@@ -582,21 +628,28 @@ static int check_data(vctx *v, json_t *data, cr_template *t) {
   return ok && json_object_size(data) <= 2;
 }
 
-/* Appends the match key columns a role did not list: they are always required. */
+/* Appends the match key columns a role did not list: they are always
+ * required (every key's, in key order). */
 static int add_key_columns(cr_template *t) {
+  size_t all = 0;
+  for (size_t k = 0; k < cr_template_nkeys(t); k++)
+    all += t->match_keys[k].ncolumns;
   for (int r = 0; r < CR_ROLE_COUNT; r++) {
     size_t n = t->nrequired_columns[r];
-    char **s = realloc(t->required_columns[r], (n + t->match_key.ncolumns + 1) * sizeof *s);
+    char **s = realloc(t->required_columns[r], (n + all + 1) * sizeof *s);
     if (s == NULL)
       return CR_ENOMEM;
     t->required_columns[r] = s;
-    const char *const *key = cr_match_key_columns(&t->match_key, (cr_role)r);
-    for (size_t i = 0; i < t->match_key.ncolumns; i++) {
-      if (in_strv(s, n, key[i]))
-        continue;
-      if ((s[n] = strdup(key[i])) == NULL)
-        return CR_ENOMEM;
-      t->nrequired_columns[r] = ++n;
+    for (size_t k = 0; k < cr_template_nkeys(t); k++) {
+      const cr_match_key *mk = &t->match_keys[k];
+      const char *const *key = cr_match_key_columns(mk, (cr_role)r);
+      for (size_t i = 0; i < mk->ncolumns; i++) {
+        if (in_strv(s, n, key[i]))
+          continue;
+        if ((s[n] = strdup(key[i])) == NULL)
+          return CR_ENOMEM;
+        t->nrequired_columns[r] = ++n;
+      }
     }
     s[n] = NULL;
   }
@@ -1041,7 +1094,7 @@ static void check_privacy(vctx *v, json_t *root, cr_template *t) {
 static void check_column_known(vctx *v, json_t *j, const cr_template *t, cr_role r) {
   if (in_strv(t->required_columns[r], t->nrequired_columns[r], json_string_value(j)))
     return;
-  verr(v, j, "a column listed in $.data.%s.required_columns or $.match_key.columns",
+  verr(v, j, "a column listed in $.data.%s.required_columns or a match key's columns",
        cr_role_name(r));
 }
 
@@ -1088,6 +1141,16 @@ static void check_query(vctx *v, const char *name, json_t *j, cr_query *q, const
   /* members hands one party its own matched records: there is one owner. */
   if (results_ok && q->kind == CR_QUERY_MEMBERS && json_array_size(e) != 1) {
     verr(v, e, "exactly one role for kind \"members\" (the owner of the records)");
+    results_ok = 0;
+  }
+  /* Several keys: the records that matched are the counted side's; the
+   * other side's set is only key values, which no row of it stands for. */
+  if (results_ok && q->kind == CR_QUERY_MEMBERS && cr_template_nkeys(t) > 1 &&
+      q->results_to != CR_ROLE_BIT(t->count_of)) {
+    verr(v, e,
+         "[\"%s\"] for kind \"members\" with several match keys (the count_of side: its "
+         "records are the ones matched)",
+         cr_role_name(t->count_of));
     results_ok = 0;
   }
   path_pop(v, mark);
@@ -1379,17 +1442,40 @@ static void check_limits(vctx *v, json_t *j, cr_limits *l) {
 }
 
 /* Fills t from root; every problem goes to v->el. */
+/* "match" and "count_of": only next to match_keys. */
+static void check_match_mode(vctx *v, json_t *root, cr_template *t, int several) {
+  json_t *e;
+  size_t mark;
+  t->count_of = CR_ROLE_CONSUMER;
+  if ((e = json_object_get(root, "match")) != NULL) {
+    mark = path_key(v, "match");
+    if (!several)
+      verr(v, e, "no match unless match_keys is given");
+    else if (!json_is_string(e) || strcmp(json_string_value(e), "any") != 0)
+      verr(v, e, "\"any\" (a record matches when any of its keys matches)");
+    path_pop(v, mark);
+  }
+  if ((e = json_object_get(root, "count_of")) != NULL) {
+    mark = path_key(v, "count_of");
+    if (!several)
+      verr(v, e, "no count_of unless match_keys is given");
+    else if (!json_is_string(e) || cr_role_parse(json_string_value(e), &t->count_of) != 0)
+      verr(v, e, "\"provider\" or \"consumer\" (the side whose records are counted)");
+    path_pop(v, mark);
+  }
+}
+
 static void check_template(vctx *v, json_t *root, cr_template *t) {
-  static const char *const fields[] = {"format",  "name",      "parties",
-                                       "suite",   "match_key", "data",
-                                       "queries", "limits",    "require_signatures"};
+  static const char *const fields[] = {"format",    "name",       "parties", "suite",
+                                       "match_key", "match_keys", "match",   "count_of",
+                                       "data",      "queries",    "limits",  "require_signatures"};
   static const char *const roles[] = {"provider", "consumer"};
   json_t *e;
   size_t mark;
   int key_ok, data_ok;
   if (!want_object(v, root, "a template object"))
     return;
-  check_fields(v, root, fields, 9);
+  check_fields(v, root, fields, sizeof fields / sizeof fields[0]);
 
   mark = path_key(v, "format");
   e = json_object_get(root, "format");
@@ -1422,9 +1508,25 @@ static void check_template(vctx *v, json_t *root, cr_template *t) {
     v->el->oom = 1;
   path_pop(v, mark);
 
-  mark = path_key(v, "match_key");
-  key_ok = check_match_key(v, json_object_get(root, "match_key"), &t->match_key);
-  path_pop(v, mark);
+  json_t *keys = json_object_get(root, "match_keys");
+  if (keys != NULL) {
+    mark = path_key(v, "match_keys");
+    key_ok = check_match_keys(v, keys, t);
+    if (json_object_get(root, "match_key") != NULL) {
+      verr(v, keys, "either match_key (one key) or match_keys (several), not both");
+      key_ok = 0;
+    }
+    path_pop(v, mark);
+  } else {
+    mark = path_key(v, "match_key");
+    t->nmatch_keys = 1;
+    e = json_object_get(root, "match_key");
+    if (e == NULL)
+      verr(v, e, "an object with name, columns and normalize (or match_keys, an array of them)");
+    key_ok = e != NULL && check_match_key(v, e, &t->match_key);
+    path_pop(v, mark);
+  }
+  check_match_mode(v, root, t, keys != NULL);
 
   mark = path_key(v, "data");
   data_ok = check_data(v, json_object_get(root, "data"), t);
@@ -1721,17 +1823,20 @@ void cr_template_free(cr_template *t) {
     cr_strv_free(t->required_columns[r], t->nrequired_columns[r]);
   }
   free(t->suite);
-  free(t->match_key.name);
-  cr_strv_free(t->match_key.columns, t->match_key.ncolumns);
-  for (int r = 0; r < CR_ROLE_COUNT; r++) {
-    /* NULL-terminated (want_strv), whatever ncolumns says after an error. */
-    char **pc = t->match_key.party_columns[r];
-    for (size_t i = 0; pc != NULL && pc[i] != NULL; i++)
-      free(pc[i]);
-    free(pc);
+  for (size_t k = 0; k < cr_template_nkeys(t); k++) {
+    cr_match_key *mk = &t->match_keys[k];
+    free(mk->name);
+    cr_strv_free(mk->columns, mk->ncolumns);
+    for (int r = 0; r < CR_ROLE_COUNT; r++) {
+      /* NULL-terminated (want_strv), whatever ncolumns says after an error. */
+      char **pc = mk->party_columns[r];
+      for (size_t i = 0; pc != NULL && pc[i] != NULL; i++)
+        free(pc[i]);
+      free(pc);
+    }
+    free(mk->normalize);
+    free(mk->default_country_code);
   }
-  free(t->match_key.normalize);
-  free(t->match_key.default_country_code);
   for (size_t i = 0; i < t->nqueries; i++) {
     cr_query *q = &t->queries[i];
     free(q->name);
@@ -1785,6 +1890,17 @@ const char *cr_normalizer_name(cr_normalizer n) {
     return "hashed_sha256";
   }
   return "unknown";
+}
+
+size_t cr_template_nkeys(const cr_template *t) {
+  return t->nmatch_keys > 1
+             ? (t->nmatch_keys <= CR_TEMPLATE_MAX_KEYS ? t->nmatch_keys : CR_TEMPLATE_MAX_KEYS)
+             : 1;
+}
+
+size_t cr_template_record_width(const cr_template *t, cr_role role) {
+  size_t k = cr_template_nkeys(t);
+  return k > 1 && role == t->count_of ? k : 1;
 }
 
 const cr_query *cr_template_query(const cr_template *t, const char *name) {

@@ -75,5 +75,29 @@ for name, mutate in broken:
         failed += 1
         print(f"FAIL: schema accepts {name}")
 
+# Several match keys (examples/multikey): the schema refuses what the loader
+# refuses about them too.
+with open(os.path.join(root, "examples", "multikey", "template.json")) as f:
+    multi = json.load(f)
+single_key = {"name": "email", "columns": ["email"], "normalize": ["email"]}
+broken_multi = [
+    ("match_key next to match_keys", lambda d: d.__setitem__("match_key", single_key)),
+    ("no match key at all", lambda d: d.pop("match_keys")),
+    ("match other than any", lambda d: d.__setitem__("match", "all")),
+    ("count_of not a role", lambda d: d.__setitem__("count_of", "both")),
+    ("more than 8 keys", lambda d: d.__setitem__("match_keys", [dict(single_key, name="k%d" % i) for i in range(9)])),
+    ("a key name with a space", lambda d: d["match_keys"][1].__setitem__("name", "tel no")),
+    ("count_of with one match_key", lambda d: (d.pop("match_keys"), d.pop("match"), d.__setitem__("match_key", single_key))),
+]
+for name, mutate in broken_multi:
+    doc = json.loads(json.dumps(multi))
+    mutate(doc)
+    if list(validator.iter_errors(doc)):
+        passed += 1
+        print(f"ok: schema rejects {name}")
+    else:
+        failed += 1
+        print(f"FAIL: schema accepts {name}")
+
 print(f"{passed} passed, {failed} failed")
 sys.exit(1 if failed else 0)

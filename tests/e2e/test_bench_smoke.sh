@@ -38,6 +38,7 @@ def need(cond, what):
 need(row["tool"] == "cleanroom" and row["suite"] == "ristretto255", "tool/suite")
 need(row["n"] == 256 and row["intersection"] == 128, "n/intersection")
 need(row["wall_s"] > 0 and row["us_per_elem"] > 0 and row["elems_per_s"] > 0, "speed")
+need(abs(row["cpu_us_per_elem"] - (row["cpu_s"]["provider"] + row["cpu_s"]["consumer"]) / 256 * 1e6) < 50, "cpu_us_per_elem")
 need(row["bound_s"] > 0 and 0 < row["efficiency"] < 2, "efficiency")
 need(0 < row["cpu_util"] <= 1.05, "cpu_util")
 need(row["crypto_share_of_cpu"] is not None and row["crypto_share_of_cpu"] > 0, "crypto_share_of_cpu")
@@ -60,6 +61,37 @@ PY
 )
 expect_eq "the JSON line has every field, with sane values" ok "$CHECK"
 expect_grep "results/latest.jsonl written" '"n":256' results/latest.jsonl
-expect_grep "results/latest.md has the table" '^| 256 |' results/latest.md
+expect_grep "results/latest.md has the table" '^| 256 | 1 |' results/latest.md
+
+# Two match keys (e-mail and phone): the same people, so the same count,
+# and twice the points per record in the bound.
+set +e
+bash "$BENCH" --cleanroom "$CR" --sizes 256 --overlap 0.5 --reps 1 --no-plot --keys 2 \
+  --crypto-n 64 --crypto-reps 1 --out results2 --work bench-work2 >bench2.out 2>bench2.err
+RC2=$?
+bash "$BENCH" --cleanroom "$CR" --sizes 256 --keys 3 >bad2.out 2>&1
+BAD2_RC=$?
+set -e
+expect_eq "--keys 2: bench/run.sh exits 0" 0 "$RC2"
+if [ "$RC2" -ne 0 ]; then sed 's/^/    /' bench2.err >&2; fi
+expect_eq "--keys 3 is refused (exit 2)" 2 "$BAD2_RC"
+grep '^{' bench2.out >row2.json || true
+CHECK2=$(python3 - row2.json <<'PY' 2>&1 || true
+import json, sys
+row = json.loads(open(sys.argv[1]).readline())
+bad = []
+if row.get("keys") != 2: bad.append("keys")
+if row["n"] != 256 or row["intersection"] != 128: bad.append("n/intersection")
+c = row["crypto"]
+want = 2 * 256 * 2 * (c["hash_blind_us"] + c["reblind_us"] + c["digest_us"]) * 1e-6 / row["cores"]
+if abs(row["bound_s"] - want) > 1e-3: bad.append("bound_s (2 n keys)")
+if row["peer"] is not None: bad.append("peer (no psi.js with two keys)")
+# The consumer sends two points per record: about twice one key's bytes.
+if row["bytes_per_elem"]["consumer"] < 64: bad.append("bytes_per_elem.consumer")
+print("ok" if not bad else "missing or wrong: " + ", ".join(bad))
+PY
+)
+expect_eq "--keys 2: the JSON line says keys 2, the same count, a bound of 2 n k" ok "$CHECK2"
+expect_grep "--keys 2: the table's keys column" '^| 256 | 2 |' results2/latest.md
 
 finish

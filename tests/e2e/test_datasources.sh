@@ -70,14 +70,16 @@ PGURI="postgresql://cleanroom@/crm?host=$PGDIR&port=$PGPORT"
 # The provider: 3000 customers, some inactive, some without an e-mail or
 # with a broken one, some in mixed case with spaces around.
 psql_ -d crm <<'SQL'
-CREATE TABLE customers (id serial PRIMARY KEY, email_address text, segment text, active boolean);
-INSERT INTO customers (email_address, segment, active)
+CREATE TABLE customers (id serial PRIMARY KEY, email_address text, segment text, active boolean,
+                        phone text);
+INSERT INTO customers (email_address, segment, active, phone)
 SELECT CASE WHEN i % 97 = 0 THEN NULL
             WHEN i % 89 = 0 THEN 'broken-' || i
             WHEN i % 3 = 0 THEN ' User' || i || '@Example.COM '
             ELSE 'user' || i || '@example.com' END,
        (ARRAY['video', 'alarm_only', 'smart_home'])[1 + i % 3],
-       i % 10 <> 0
+       i % 10 <> 0,
+       CASE WHEN i % 4 = 0 THEN '+1555' || lpad(i::text, 7, '0') END
 FROM generate_series(1, 3000) AS i;
 SQL
 PQUERY="SELECT email_address, segment FROM customers WHERE active ORDER BY id"
@@ -86,16 +88,17 @@ PQUERY="SELECT email_address, segment FROM customers WHERE active ORDER BY id"
 python3 - <<'PY'
 import sqlite3
 db = sqlite3.connect("consumer.db")
-db.execute("CREATE TABLE clients (mail TEXT, policy_id TEXT, region TEXT)")
+db.execute("CREATE TABLE clients (mail TEXT, policy_id TEXT, region TEXT, tel TEXT)")
 rows = []
 for i in range(1500, 4500):
     mail = f"USER{i}@example.com" if i % 7 else f" user{i}@EXAMPLE.com"
     if i % 101 == 0:
         mail = None
-    rows.append((mail, f"P{i}", "north" if i % 2 else "south"))
+    tel = f"+1 555 {i:07d}" if i % 4 == 0 else None
+    rows.append((mail, f"P{i}", "north" if i % 2 else "south", tel))
 # A second policy for a few customers: members returns every row of a key.
-rows += [(f"user{i}@example.com", f"Q{i}", "west") for i in range(2000, 2010)]
-db.executemany("INSERT INTO clients VALUES (?, ?, ?)", rows)
+rows += [(f"user{i}@example.com", f"Q{i}", "west", None) for i in range(2000, 2010)]
+db.executemany("INSERT INTO clients VALUES (?, ?, ?, ?)", rows)
 db.commit()
 
 with open("consumer.csv", "w", newline="", encoding="utf-8") as f:
@@ -256,6 +259,117 @@ wait_server
 expect_grep "serve recorded the PostgreSQL source" '"source":"PostgreSQL"' provider-id/audit.jsonl
 expect_grep "serve recorded the data query" '"data_query":"SELECT email_address, segment FROM customers WHERE active ORDER BY id"' provider-id/audit.jsonl
 expect_grep "serve showed per-session progress" "serve: session with 127.0.0.1:[0-9]* (query overlap)" server.err
+
+# ---- several match keys, named per party, PostgreSQL x SQLite ------------------------------
+# The consumer's rows are merged into records by a shared e-mail or phone
+# (union-find, as docs/template.md says); a record matches when one of its
+# values is a provider value of the same key. No record here has two
+# different values of one key, so every value of it is sent.
+psql_ -d crm -At -c "SELECT coalesce(email_address, ''), coalesce(phone, '') FROM customers WHERE active" >provider2.rows
+python3 - <<'PY'
+import sqlite3
+def norm(v):
+    if v is None:
+        return None
+    v = v.strip().lower()
+    parts = v.split("@")
+    if len(parts) != 2 or not parts[0] or not parts[1] or any(c.isspace() for c in v):
+        return None
+    return v
+def phone(v):
+    return "+" + "".join(c for c in v if c.isdigit()) if v else None
+pe, pp = set(), set()
+for line in open("provider2.rows", encoding="utf-8"):
+    e, p = line.rstrip("\n").split("|")
+    if norm(e): pe.add(norm(e))
+    if p: pp.add(phone(p))
+db = sqlite3.connect("consumer.db")
+rows = [(norm(m), phone(t), pid) for (m, t, pid) in db.execute("SELECT mail, tel, policy_id FROM clients ORDER BY rowid")]
+rows = [r for r in rows if r[0] or r[1]]
+parent = list(range(len(rows)))
+def find(x):
+    while parent[x] != x:
+        parent[x] = parent[parent[x]]
+        x = parent[x]
+    return x
+first = {}
+for i, (e, p, _) in enumerate(rows):
+    for k in (("e", e), ("p", p)):
+        if k[1] is None:
+            continue
+        if k in first:
+            parent[find(i)] = find(first[k])
+        else:
+            first[k] = i
+recs = {}
+for i, r in enumerate(rows):
+    recs.setdefault(find(i), []).append(r)
+hit = [m for m in recs.values() if any(e in pe for e, _, _ in m) or any(p in pp for _, p, _ in m)]
+on_phone_only = [m for m in hit if not any(e in pe for e, _, _ in m)]
+with open("expected2", "w") as f:
+    f.write(f"MK_RECORDS={len(recs)}\nMK_COUNT={len(hit)}\nMK_PHONE_ONLY={len(on_phone_only)}\n")
+    f.write(f"MK_MEMBER_ROWS={sum(len(m) for m in hit)}\n")
+    f.write(f"MK_PHONE_ONLY_ROWS={sum(len(m) for m in on_phone_only)}\n")
+    f.write(f"MK_TEL_MISSING={sum(1 for r in rows if r[1] is None)}\n")
+PY
+source ./expected2
+ok "independent join, two keys: $MK_RECORDS consumer records, $MK_COUNT matched ($MK_PHONE_ONLY on the phone only)"
+[ "$MK_PHONE_ONLY" -gt 0 ] || fail "the fixture must have records that only the phone matches"
+
+cat >draft2.json <<'JSON'
+{
+  "format": "cleanroom-template/1",
+  "name": "Acme (PostgreSQL) x HomeSure (SQLite), e-mail or phone",
+  "parties": {
+    "provider": {"org": "Acme", "cert_sha256": "0000000000000000000000000000000000000000000000000000000000000000"},
+    "consumer": {"org": "HomeSure", "cert_sha256": "0000000000000000000000000000000000000000000000000000000000000000"}
+  },
+  "suite": "ristretto255",
+  "match_keys": [
+    {"name": "email", "columns": {"provider": ["email_address"], "consumer": ["Mail"]}, "normalize": ["email"]},
+    {"name": "phone", "columns": {"provider": ["phone"], "consumer": ["tel"]}, "normalize": ["phone"]}
+  ],
+  "match": "any",
+  "count_of": "consumer",
+  "data": {"provider": {"required_columns": ["segment"]}, "consumer": {"required_columns": ["policy_id"]}},
+  "queries": {
+    "overlap": {"kind": "count", "run_by": ["consumer"], "results_to": ["consumer"], "min_count": 10},
+    "my_matches": {"kind": "members", "run_by": ["consumer"], "results_to": ["consumer"],
+                   "min_count": 10, "columns": ["policy_id"]}
+  },
+  "limits": {"max_runs_per_query": 50, "min_set_size": 100, "not_after": "2030-12-31T00:00:00Z"}
+}
+JSON
+pin_template draft2.json t2.json
+"$CR" template check t2.json >check2.out 2>&1 || { cat check2.out >&2; fail "template check (two keys)"; }
+expect_grep "template check: the phone key's columns per party" "match key: phone (columns: provider phone; consumer tel" check2.out
+PQUERY2="SELECT email_address, phone, segment FROM customers WHERE active ORDER BY id"
+SQUERY2="SELECT mail, tel, policy_id FROM clients ORDER BY rowid"
+set +e
+"$CR" data check --template t2.json --identity consumer-id --data "sqlite:$WORK/consumer.db" \
+  --data-query "$SQUERY2" --json >dc2.out 2>dc2.err
+DC_RC=$?
+"$CR" data check --template t2.json --identity provider-id --data "$PGURI" \
+  --data-query "$PQUERY2" >dc2_pg.out 2>dc2_pg.err
+DC2_RC=$?
+set -e
+expect_eq "data check, two keys, SQLite: exit 0" 0 "$DC_RC"
+expect_eq "data check, two keys: records = the join's" "$MK_RECORDS" "$(json_field dc2.out records)"
+expect_grep "data check, two keys: the phone's empty cells per key" "\"phone\":{\"missing\":$MK_TEL_MISSING,\"invalid\":0}" dc2.out
+expect_eq "data check, two keys, PostgreSQL: exit 0" 0 "$DC2_RC"
+expect_grep "data check, two keys, PostgreSQL: per-key lines" "phone .* empty, 0 invalid" dc2_pg.out
+
+start_server t2.json "$PGURI" --data-query "$PQUERY2"
+run_client t2.json "sqlite:$WORK/consumer.db" overlap --data-query "$SQUERY2"
+expect_eq "two keys, SQLite x PostgreSQL: run exits 0" 0 "$RUN_RC"
+expect_eq "two keys, SQLite x PostgreSQL: count = the join's records" "$MK_COUNT" "$(json_field run.out count)"
+run_client t2.json "sqlite:$WORK/consumer.db" my_matches --data-query "$SQUERY2" --out matched2.csv
+expect_eq "two keys, members from SQLite: run exits 0" 0 "$RUN_RC"
+expect_eq "two keys, members from SQLite: every row of each matched record" "$MK_MEMBER_ROWS" "$(json_field run.out rows)"
+expect_eq "two keys, members from SQLite: matched_on last" "policy_id,matched_on" "$(head -1 matched2.csv | tr -d '\r')"
+expect_eq "two keys, members: rows matched on the phone only" "$MK_PHONE_ONLY_ROWS" "$(tr -d '\r' <matched2.csv | grep -c ',phone$' || true)"
+kill "$SERVER_PID" 2>/dev/null || true
+wait_server
 
 # ---- refusals ------------------------------------------------------------------------------
 set +e

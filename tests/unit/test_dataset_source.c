@@ -528,7 +528,7 @@ static void test_sqlite_members(void **state) {
   const char *cols[] = {"ID", "segment"};
   assert_int_equal(cr_atomic_open(&af, out, 0600, &e), 0);
   assert_int_equal(
-      cr_dataset_write_matches(d, &t, matched, cols, 2, NULL, NULL, &af, &rows, NULL, &e), 0);
+      cr_dataset_write_matches(d, &t, matched, NULL, cols, 2, NULL, NULL, &af, &rows, NULL, &e), 0);
   assert_int_equal(cr_atomic_commit(&af, &e), 0);
   assert_int_equal(rows, 2); /* both rows of alice */
   FILE *f = fopen(out, "rb");
@@ -548,7 +548,7 @@ static void test_sqlite_members(void **state) {
   sqlite3_close(db);
   assert_int_equal(cr_atomic_open(&af, out, 0600, &e), 0);
   assert_int_equal(
-      cr_dataset_write_matches(d, &t, matched, cols, 2, NULL, NULL, &af, &rows, NULL, &e),
+      cr_dataset_write_matches(d, &t, matched, NULL, cols, 2, NULL, NULL, &af, &rows, NULL, &e),
       CR_EDATA);
   cr_atomic_abort(&af);
   assert_non_null(strstr(e.msg, "changed since it was loaded"));

@@ -94,8 +94,8 @@ static void exchange(run *r, const cr_template *t, const cr_dataset *da, const c
   assert_int_equal(set_own(r->a, da, g_pad_a), 0);
   assert_int_equal(set_own(r->b, db, g_pad_b), 0);
   uint64_t na = cr_engine_own_n(r->a), nb = cr_engine_own_n(r->b);
-  cr_engine_plan pa = {{0}, 16, nb, 0, members, 0, 1};
-  cr_engine_plan pbp = {{0}, 16, na, grouped_a, members, 1, 0};
+  cr_engine_plan pa = {{0}, 16, nb, 0, members, 0, 1, 0};
+  cr_engine_plan pbp = {{0}, 16, na, grouped_a, members, 1, 0, 0};
   memset(pa.session_id, 7, sizeof pa.session_id);
   memset(pbp.session_id, 7, sizeof pbp.session_id);
   assert_int_equal(cr_engine_prepare(r->a, &pa), 0);
@@ -254,7 +254,7 @@ static void test_bad_point_and_rand(void **state) {
   cr_engine *e;
   assert_int_equal(cr_engine_new(&e, &c), 0);
   assert_int_equal(set_own(e, d, 0), 0);
-  cr_engine_plan p = {{0}, 16, 4, 0, 0, 1, 1};
+  cr_engine_plan p = {{0}, 16, 4, 0, 0, 1, 1, 0};
   assert_int_equal(cr_engine_prepare(e, &p), 0);
   uint8_t pts[4 * 32];
   assert_int_equal(cr_engine_blind(e, 0, 4, pts, NULL), 0);
@@ -356,7 +356,7 @@ static cr_engine *victim(const cr_template *t, const cr_dataset *d, uint64_t pee
   uint8_t *labs;
   assert_int_equal(cr_engine_new(&e, &c), 0);
   assert_int_equal(set_own(e, d, 0), 0);
-  cr_engine_plan p = {{0}, 16, peer_n, 0, 0, 1, 1};
+  cr_engine_plan p = {{0}, 16, peer_n, 0, 0, 1, 1, 0};
   assert_int_equal(cr_engine_prepare(e, &p), 0);
   blind_all(e, d, 0, pts, &labs);
   return e;
@@ -431,7 +431,7 @@ static void test_lying_peer(void **state) {
   cr_engine_config c2 = {t, NULL, NULL, NULL};
   assert_int_equal(cr_engine_new(&e, &c2), 0);
   assert_int_equal(set_own(e, d, 0), 0);
-  cr_engine_plan p = {{0}, 16, o->n, 0, 0, 1, 0};
+  cr_engine_plan p = {{0}, 16, o->n, 0, 0, 1, 0, 0};
   assert_int_equal(cr_engine_prepare(e, &p), 0);
   blind_all(e, d, 0, &pts, &olabs);
   free(opts);
@@ -465,7 +465,7 @@ static void test_own_order(void **state) {
   for (int members = 0; members < 2; members++) {
     assert_int_equal(cr_engine_new(&e, &c), 0);
     assert_int_equal(set_own(e, d, 0), 0);
-    cr_engine_plan p = {{0}, 16, 2, 0, members, 1, 0};
+    cr_engine_plan p = {{0}, 16, 2, 0, members, 1, 0, 0};
     assert_int_equal(cr_engine_prepare(e, &p), 0);
     assert_int_equal(cr_engine_own_add(e, dig, 2, 0, 0), members ? 0 : CR_EPROTO);
     cr_engine_free(e);
@@ -474,7 +474,7 @@ static void test_own_order(void **state) {
   memset(dig + 16, 0x22, 16);
   assert_int_equal(cr_engine_new(&e, &c), 0);
   assert_int_equal(set_own(e, d, 0), 0);
-  cr_engine_plan p = {{0}, 16, 2, 0, 0, 1, 0};
+  cr_engine_plan p = {{0}, 16, 2, 0, 0, 1, 0, 0};
   assert_int_equal(cr_engine_prepare(e, &p), 0);
   assert_int_equal(cr_engine_own_add(e, dig, 2, 0, 0), CR_EPROTO);
   assert_int_equal(cr_engine_violation(e), CR_RULE_DIGEST_ORDER);

@@ -15,6 +15,7 @@
  *   consumer.suppressed = <0|1>
  *   consumer.cells = <p>:<c>=<count>[s] ...   (group_by; s: suppressed)
  *   consumer.matched = <hex>                  (members bitmap)
+ *   consumer.by_key = <key>=<count>[s] ...    (several match keys)
  *   c2p.<i> = <hex>                the i-th frame the consumer (runner) sent,
  *                                  4-byte length prefix included
  *   p2c.<i> = <hex>                the i-th frame the provider sent
@@ -26,6 +27,10 @@
  * 5, Ed25519 keys from crypto_sign_seed_keypair(seed = 32 x 0x01 provider, 32 x 0x02 consumer);
  * randomness: call number i (from 0) of a side's rand returns the first len bytes of ChaCha20(key,
  * nonce = u64le(i)), key = 32 bytes {side, seed, 0...} (side 'P' or 'C', seed 1).
+ *
+ * The multikey case: tests/support/multikey.h's template (two match keys,
+ * count_of consumer, min_count 1) and data, query overlap, with the same
+ * keys, randomness and batch size.
  *
  * Regenerate (after an intended wire change; bump the version and say so in
  * docs/protocol.md): CR_REGENERATE_VECTORS=1 ./test_protocol_transcript, or
@@ -44,6 +49,7 @@
 
 #include "cleanroom/protocol.h"
 #include "support/memdata.h"
+#include "support/multikey.h"
 #include "protocol/frame.h"
 
 static int g_regenerate;
@@ -181,6 +187,14 @@ static void put_result(cr_buf *out, const char *who, const cr_session_result *r,
     snprintf(key, sizeof key, "%s.matched", who);
     put_hex(out, key, r->matched, (own_n + 7) / 8);
   }
+  if (r->nkeys) {
+    put(out, "%s.by_key =", who);
+    static const char *names[2] = {"email", "phone"};
+    for (size_t k = 0; k < r->nkeys && k < 2; k++)
+      put(out, " %s=%llu%s", names[k], (unsigned long long)r->key_count[k],
+          r->key_suppressed[k] ? "s" : "");
+    put(out, "\n");
+  }
 }
 
 /* ---- one run -------------------------------------------------------------- */
@@ -188,15 +202,26 @@ static void put_result(cr_buf *out, const char *who, const cr_session_result *r,
 typedef struct tcase {
   const char *name;
   const char *query;
-  int grouped; /* provider side grouped */
+  int grouped;  /* provider side grouped */
+  int multikey; /* tests/support/multikey.h */
 } tcase;
 
 /* Runs the case with the given seed; renders it into out; returns the
  * consumer's count. */
 static uint64_t run_case(const tcase *tc, uint8_t seed, cr_buf *out) {
-  cr_template *tp = make_template(), *tcn = make_template();
-  cr_dataset *dp = fx_mem_dataset("user", "@example.com", 0, 12, tc->grouped ? 3 : 0),
-             *dc = fx_mem_dataset("user", "@example.com", 6, 20, 0);
+  cr_template *tp, *tcn;
+  cr_dataset *dp, *dc;
+  if (tc->multikey) {
+    tp = mk_template("consumer", 1);
+    tcn = mk_template("consumer", 1);
+    dp = mk_load(tp, CR_ROLE_PROVIDER, MK_PROVIDER_CSV, NULL);
+    dc = mk_load(tcn, CR_ROLE_CONSUMER, MK_CONSUMER_CSV, NULL);
+  } else {
+    tp = make_template();
+    tcn = make_template();
+    dp = fx_mem_dataset("user", "@example.com", 0, 12, tc->grouped ? 3 : 0);
+    dc = fx_mem_dataset("user", "@example.com", 6, 20, 0);
+  }
   party kp, kc;
   uint8_t sp[32], sc[32];
   memset(sp, 0x01, sizeof sp);
@@ -277,10 +302,17 @@ static uint64_t run_case(const tcase *tc, uint8_t seed, cr_buf *out) {
   cr_buf_free(&p2c);
   cr_session_free(p);
   cr_session_free(c);
-  free_template(tp);
-  free_template(tcn);
-  fx_mem_dataset_free(dp);
-  fx_mem_dataset_free(dc);
+  if (tc->multikey) {
+    cr_template_free(tp);
+    cr_template_free(tcn);
+    mk_free(dp);
+    mk_free(dc);
+  } else {
+    free_template(tp);
+    free_template(tcn);
+    fx_mem_dataset_free(dp);
+    fx_mem_dataset_free(dc);
+  }
   return count;
 }
 
@@ -330,11 +362,12 @@ static void check_case(const tcase *tc) {
 }
 
 static const tcase CASES[] = {
-    {"count", "overlap", 0},
-    {"group_by", "by_segment", 1},
-    {"members", "my_matches", 0},
-    {"noise", "noisy_overlap", 0},
-    {"noise_group_by", "noisy_by_segment", 1},
+    {"count", "overlap", 0, 0},
+    {"group_by", "by_segment", 1, 0},
+    {"members", "my_matches", 0, 0},
+    {"noise", "noisy_overlap", 0, 0},
+    {"noise_group_by", "noisy_by_segment", 1, 0},
+    {"multikey", "overlap", 0, 1},
 };
 
 static void test_transcript_count(void **state) {
@@ -360,6 +393,11 @@ static void test_transcript_noise(void **state) {
 static void test_transcript_noise_group_by(void **state) {
   (void)state;
   check_case(&CASES[4]);
+}
+
+static void test_transcript_multikey(void **state) {
+  (void)state;
+  check_case(&CASES[5]);
 }
 
 /* The randomness matters: another seed gives other frames (nonce, points,
@@ -391,9 +429,13 @@ int main(int argc, char **argv) {
   if (sodium_init() < 0)
     return 1;
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_transcript_count),          cmocka_unit_test(test_transcript_group_by),
-      cmocka_unit_test(test_transcript_members),        cmocka_unit_test(test_transcript_noise),
-      cmocka_unit_test(test_transcript_noise_group_by), cmocka_unit_test(test_other_seed),
+      cmocka_unit_test(test_transcript_count),
+      cmocka_unit_test(test_transcript_group_by),
+      cmocka_unit_test(test_transcript_members),
+      cmocka_unit_test(test_transcript_noise),
+      cmocka_unit_test(test_transcript_noise_group_by),
+      cmocka_unit_test(test_transcript_multikey),
+      cmocka_unit_test(test_other_seed),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

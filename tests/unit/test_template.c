@@ -388,6 +388,291 @@ static void test_size_buckets(void **state) {
   free(j);
 }
 
+/* ---------------------------------------------------------- several keys */
+
+/* BASE with match_key replaced by two keys and optional count_of. */
+static json_t *multi_json(void) {
+  json_t *j = base_json();
+  set_at(j, "match_key", NULL);
+  set_at(j, "match_keys",
+         "[{'name': 'email', 'columns': ['email'], 'normalize': ['email']},"
+         " {'name': 'phone', 'columns': ['phone'], 'normalize': ['phone'],"
+         "  'default_country_code': '1'}]");
+  set_at(j, "match", "'any'");
+  return j;
+}
+
+static char *multi_mutated(const char *ptr, const char *value) {
+  json_t *j = multi_json();
+  if (ptr != NULL)
+    set_at(j, ptr, value);
+  char *s = dump(j, JSON_INDENT(2));
+  json_decref(j);
+  return s;
+}
+
+static void test_match_keys(void **state) {
+  (void)state;
+  char *s = multi_mutated(NULL, NULL);
+  cr_template *t = NULL;
+  cr_error err;
+  int rc = cr_template_parse(&t, s, strlen(s), "m.json", &err);
+  if (rc != 0)
+    print_error("%s\n", err.msg);
+  assert_int_equal(rc, 0);
+  assert_int_equal(t->nmatch_keys, 2);
+  assert_int_equal(cr_template_nkeys(t), 2);
+  assert_string_equal(t->match_keys[0].name, "email");
+  assert_string_equal(t->match_key.name, "email"); /* match_key is match_keys[0] */
+  assert_string_equal(t->match_keys[1].name, "phone");
+  assert_string_equal(t->match_keys[1].default_country_code, "1");
+  assert_int_equal(t->match_keys[1].normalize[0], CR_NORM_PHONE);
+  assert_int_equal(t->count_of, CR_ROLE_CONSUMER); /* the default */
+  assert_int_equal(cr_template_record_width(t, CR_ROLE_CONSUMER), 2);
+  assert_int_equal(cr_template_record_width(t, CR_ROLE_PROVIDER), 1);
+  /* Every key's columns are required from both sides, in key order. */
+  assert_int_equal(t->nrequired_columns[CR_ROLE_CONSUMER], 3);
+  assert_string_equal(t->required_columns[CR_ROLE_CONSUMER][1], "email");
+  assert_string_equal(t->required_columns[CR_ROLE_CONSUMER][2], "phone");
+  assert_int_equal(t->nrequired_columns[CR_ROLE_PROVIDER], 5);
+  assert_string_equal(t->required_columns[CR_ROLE_PROVIDER][4], "phone");
+  uint8_t h2[32];
+  memcpy(h2, t->sha256, 32);
+  cr_template_free(t);
+  free(s);
+
+  /* count_of provider: the provider's records; members returns them. */
+  json_t *j = multi_json();
+  set_at(j, "count_of", "'provider'");
+  set_at(j, "queries/my_matched_users/results_to", "['provider']");
+  set_at(j, "queries/my_matched_users/columns", "['segment']");
+  s = dump(j, 0);
+  json_decref(j);
+  rc = cr_template_parse(&t, s, strlen(s), "m.json", &err);
+  if (rc != 0)
+    print_error("%s\n", err.msg);
+  assert_int_equal(rc, 0);
+  assert_int_equal(t->count_of, CR_ROLE_PROVIDER);
+  assert_int_equal(cr_template_record_width(t, CR_ROLE_PROVIDER), 2);
+  assert_int_equal(cr_template_record_width(t, CR_ROLE_CONSUMER), 1);
+  assert_memory_not_equal(t->sha256, h2, 32); /* count_of is part of the contract */
+  cr_template_free(t);
+  free(s);
+
+  /* One entry in match_keys is one key; "match" may be left out. */
+  j = multi_json();
+  set_at(j, "match_keys", "[{'name': 'email', 'columns': ['email'], 'normalize': ['email']}]");
+  set_at(j, "match", NULL);
+  s = dump(j, 0);
+  json_decref(j);
+  assert_int_equal(cr_template_parse(&t, s, strlen(s), "m.json", &err), 0);
+  assert_int_equal(cr_template_nkeys(t), 1);
+  assert_int_equal(cr_template_record_width(t, CR_ROLE_CONSUMER), 1);
+  cr_template_free(t);
+  free(s);
+
+  /* A single match_key: one key, widths 1, hand-built zero means 1 too. */
+  s = dq(BASE);
+  assert_int_equal(cr_template_parse(&t, s, strlen(s), "b.json", &err), 0);
+  assert_int_equal(t->nmatch_keys, 1);
+  assert_int_equal(cr_template_record_width(t, CR_ROLE_CONSUMER), 1);
+  cr_template_free(t);
+  free(s);
+  cr_template hand;
+  memset(&hand, 0, sizeof hand);
+  assert_int_equal(cr_template_nkeys(&hand), 1);
+  assert_int_equal(cr_template_record_width(&hand, CR_ROLE_PROVIDER), 1);
+}
+
+static int in_required(const cr_template *t, cr_role r, const char *name) {
+  for (size_t i = 0; i < t->nrequired_columns[r]; i++)
+    if (strcmp(t->required_columns[r][i], name) == 0)
+      return 1;
+  return 0;
+}
+
+/* Several match keys, each free to name its columns per party: every key's
+ * per-party names are required of that party only, and a per-party list is
+ * checked the same way in every key (errors name the key's index). */
+static void test_match_keys_party_columns(void **state) {
+  (void)state;
+  json_t *j = multi_json();
+  set_at(j, "match_keys",
+         "[{'name': 'email', 'columns': {'provider': ['email'], 'consumer': ['Mail']},"
+         "  'normalize': ['email']},"
+         " {'name': 'phone', 'columns': {'provider': ['mobile'], 'consumer': ['tel']},"
+         "  'normalize': ['phone'], 'default_country_code': '1'},"
+         " {'name': 'name_zip', 'columns': ['last_name', 'zip'], 'normalize': ['text']}]");
+  char *s = dump(j, 0);
+  json_decref(j);
+  cr_template *t = NULL;
+  cr_error err;
+  cr_error_clear(&err);
+  int rc = cr_template_parse(&t, s, strlen(s), "m.json", &err);
+  if (rc != 0)
+    print_error("%s\n", err.msg);
+  assert_int_equal(rc, 0);
+  assert_int_equal(cr_template_nkeys(t), 3);
+  assert_string_equal(cr_match_key_columns(&t->match_keys[0], CR_ROLE_CONSUMER)[0], "Mail");
+  assert_string_equal(cr_match_key_columns(&t->match_keys[0], CR_ROLE_PROVIDER)[0], "email");
+  assert_string_equal(cr_match_key_columns(&t->match_keys[1], CR_ROLE_PROVIDER)[0], "mobile");
+  assert_string_equal(cr_match_key_columns(&t->match_keys[1], CR_ROLE_CONSUMER)[0], "tel");
+  assert_int_equal(t->match_keys[1].ncolumns, 1);
+  assert_null(t->match_keys[1].columns);
+  assert_string_equal(cr_match_key_columns(&t->match_keys[2], CR_ROLE_CONSUMER)[1], "zip");
+  /* Each party is required to have its own names, never the other's. */
+  assert_true(in_required(t, CR_ROLE_CONSUMER, "Mail"));
+  assert_true(in_required(t, CR_ROLE_CONSUMER, "tel"));
+  assert_true(in_required(t, CR_ROLE_CONSUMER, "last_name"));
+  assert_false(in_required(t, CR_ROLE_CONSUMER, "mobile"));
+  assert_false(in_required(t, CR_ROLE_CONSUMER, "email"));
+  assert_true(in_required(t, CR_ROLE_PROVIDER, "mobile"));
+  assert_true(in_required(t, CR_ROLE_PROVIDER, "zip"));
+  assert_false(in_required(t, CR_ROLE_PROVIDER, "tel"));
+  assert_false(in_required(t, CR_ROLE_PROVIDER, "Mail"));
+  cr_template_free(t);
+  free(s);
+
+  /* A bad per-party list in the second key: named by its index. */
+  static const struct {
+    const char *columns, *want;
+  } bad[] = {
+      {"{'provider': ['mobile'], 'consumer': ['tel', 'ext']}",
+       "$.match_keys[1].columns.consumer: found an array, expected 1 column name, as many as the "
+       "provider's"},
+      {"{'provider': ['mobile']}", "$.match_keys[1].columns.consumer: missing"},
+      {"{'provider': ['mobile'], 'consumer': ['tel'], 'auditor': ['x']}",
+       "$.match_keys[1].columns.auditor: unknown field, expected one of: provider, consumer"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    char arr[512];
+    snprintf(arr, sizeof arr,
+             "[{'name': 'email', 'columns': ['email'], 'normalize': ['email']},"
+             " {'name': 'phone', 'columns': %s, 'normalize': ['phone']}]",
+             bad[i].columns);
+    j = multi_json();
+    set_at(j, "match_keys", arr);
+    s = dump(j, 0);
+    json_decref(j);
+    char **list = NULL;
+    size_t n = 0;
+    t = NULL;
+    rc = cr_template_check_mem(s, strlen(s), "m.json", &t, &list, &n);
+    if (rc != CR_ETEMPLATE || n < 1 || strstr(list[0], bad[i].want) == NULL)
+      print_error("case %zu: rc %d, %zu errors, first: %s\n", i, rc, n, n ? list[0] : "(none)");
+    assert_int_equal(rc, CR_ETEMPLATE);
+    assert_true(n >= 1);
+    assert_non_null(strstr(list[0], bad[i].want));
+    assert_null(t);
+    cr_template_errors_free(list, n);
+    free(s);
+  }
+}
+
+static void test_match_keys_rejected(void **state) {
+  (void)state;
+  static const struct {
+    const char *key1; /* the second key, as JSON with ' */
+    const char *want;
+  } second[] = {
+      {"{'name': 'email', 'columns': ['phone'], 'normalize': ['phone']}",
+       "$.match_keys[1].name: found \"email\", expected a name not already used by "
+       "$.match_keys[0]"},
+      {"{'name': 'tel no', 'columns': ['phone'], 'normalize': ['phone']}",
+       "$.match_keys[1].name: found \"tel no\", expected 1 to 64 letters"},
+      {"{'name': 'phone', 'columns': [], 'normalize': ['phone']}",
+       "$.match_keys[1].columns: found an array, expected a non-empty array"},
+      {"{'name': 'phone', 'columns': ['phone'], 'normalize': ['fone']}",
+       "$.match_keys[1].normalize[0]: found \"fone\""},
+      {"{'name': 'phone', 'columns': ['phone'], 'normalize': ['phone'], 'salt': 1}",
+       "$.match_keys[1].salt: unknown field"},
+      {"{'name': 'phone', 'columns': ['phone'], 'normalize': ['email'],"
+       " 'default_country_code': '1'}",
+       "$.match_keys[1].default_country_code: found \"1\", expected no default_country_code"},
+      {"'phone'", "$.match_keys[1]: found \"phone\", expected an object"},
+  };
+  static const struct {
+    const char *ptr, *value, *want;
+  } top[] = {
+      {"match_keys", "[]",
+       "$.match_keys: found an array, expected a non-empty array of match keys"},
+      {"match_keys", "'email'", "$.match_keys: found \"email\", expected a non-empty array"},
+      {"match_keys",
+       "[{'name': 'a', 'columns': ['email'], 'normalize': ['email']},"
+       " {'name': 'b', 'columns': ['email'], 'normalize': ['email']},"
+       " {'name': 'c', 'columns': ['email'], 'normalize': ['email']},"
+       " {'name': 'd', 'columns': ['email'], 'normalize': ['email']},"
+       " {'name': 'e', 'columns': ['email'], 'normalize': ['email']},"
+       " {'name': 'f', 'columns': ['email'], 'normalize': ['email']},"
+       " {'name': 'g', 'columns': ['email'], 'normalize': ['email']},"
+       " {'name': 'h', 'columns': ['email'], 'normalize': ['email']},"
+       " {'name': 'i', 'columns': ['email'], 'normalize': ['email']}]",
+       "$.match_keys: found an array, expected at most 8 match keys"},
+      {"match", "'all'", "$.match: found \"all\", expected \"any\""},
+      {"count_of", "'both'", "$.count_of: found \"both\", expected \"provider\" or \"consumer\""},
+      {"count_of", "1", "$.count_of: found 1,"},
+      {"match_key", "{'name': 'email', 'columns': ['email'], 'normalize': ['email']}",
+       "$.match_keys: found an array, expected either match_key (one key) or match_keys"},
+      /* members with several keys hands the count_of side its records */
+      {"queries/my_matched_users/results_to", "['provider']",
+       "$.queries.my_matched_users.results_to: found an array, expected [\"consumer\"] for kind "
+       "\"members\" with several match keys"},
+  };
+  for (size_t i = 0; i < sizeof top / sizeof top[0] + sizeof second / sizeof second[0] + 3; i++) {
+    json_t *j = multi_json();
+    const char *want;
+    if (i < sizeof top / sizeof top[0]) {
+      if (strcmp(top[i].ptr, "queries/my_matched_users/results_to") == 0)
+        set_at(j, "queries/my_matched_users/columns", "[]");
+      set_at(j, top[i].ptr, top[i].value);
+      want = top[i].want;
+    } else if (i < sizeof top / sizeof top[0] + sizeof second / sizeof second[0]) {
+      size_t k = i - sizeof top / sizeof top[0];
+      char arr[512];
+      snprintf(arr, sizeof arr,
+               "[{'name': 'email', 'columns': ['email'], 'normalize': ['email']}, %s]",
+               second[k].key1);
+      set_at(j, "match_keys", arr);
+      want = second[k].want;
+    } else {
+      /* match / count_of without match_keys, and no key at all. */
+      size_t k = i - sizeof top / sizeof top[0] - sizeof second / sizeof second[0];
+      set_at(j, "match_keys", NULL);
+      set_at(j, "match", NULL);
+      if (k == 0) {
+        set_at(j, "match_key", "{'name': 'email', 'columns': ['email'], 'normalize': ['email']}");
+        set_at(j, "count_of", "'consumer'");
+        want = "$.count_of: found \"consumer\", expected no count_of unless match_keys is given";
+      } else if (k == 1) {
+        set_at(j, "match_key", "{'name': 'email', 'columns': ['email'], 'normalize': ['email']}");
+        set_at(j, "match", "'any'");
+        want = "$.match: found \"any\", expected no match unless match_keys is given";
+      } else {
+        want = "$.match_key: missing, expected an object with name, columns and normalize (or "
+               "match_keys";
+      }
+    }
+    char *s = dump(j, 0);
+    json_decref(j);
+    char **list = NULL;
+    size_t n = 0;
+    cr_template *t = NULL;
+    int rc = cr_template_check_mem(s, strlen(s), "m.json", &t, &list, &n);
+    if (rc != CR_ETEMPLATE || n != 1 || strstr(list[0], want) == NULL) {
+      print_error("case %zu: rc %d, %zu errors:\n", i, rc, n);
+      for (size_t k = 0; k < n; k++)
+        print_error("  %s\n", list[k]);
+      print_error("wanted: %s\n", want);
+    }
+    assert_int_equal(rc, CR_ETEMPLATE);
+    assert_null(t);
+    assert_int_equal(n, 1);
+    assert_non_null(strstr(list[0], want));
+    cr_template_errors_free(list, n);
+    free(s);
+  }
+}
+
 static void test_not_after_values(void **state) {
   (void)state;
   static const struct {
@@ -1308,6 +1593,9 @@ int main(void) {
       cmocka_unit_test(test_size_buckets),
       cmocka_unit_test(test_party_columns),
       cmocka_unit_test(test_time_iso),
+      cmocka_unit_test(test_match_keys),
+      cmocka_unit_test(test_match_keys_rejected),
+      cmocka_unit_test(test_match_keys_party_columns),
       cmocka_unit_test(test_each_field_rejected),
       cmocka_unit_test(test_all_errors_listed),
       cmocka_unit_test(test_many_errors),
