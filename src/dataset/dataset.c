@@ -3,7 +3,8 @@
  * the rows of its source (streamed, never the whole file or result in
  * memory), per-reason rejection counts, then sort + unique of the accepted
  * keys into one arena. The source (CSV, SQLite, PostgreSQL) is only ever
- * seen through cr_source, so every kind is treated the same.
+ * seen through cr_source, so every kind is treated the same, and so with
+ * several match keys, where each accepted row goes to records.c instead.
  *
  * Messages name the file, line numbers, column names and counts. They never
  * quote a cell: the only cells ever shown are header names, and only those
@@ -21,8 +22,6 @@
 #include <string.h>
 
 #include <sodium.h>
-
-#include "dataset/dataset_internal.h"
 
 struct key_ref {
   const uint8_t *p;
