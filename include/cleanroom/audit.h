@@ -42,26 +42,69 @@ extern "C" {
 #define CR_AUDIT_EVENT_MAX 64
 
 /* A handle is used by one thread at a time. Appends block for an fsync
- * (milliseconds on most disks). */
+ * (milliseconds on most disks), and for the file lock while another writer
+ * appends. */
 typedef struct cr_audit cr_audit;
+
+/* How long a writer waits for the file lock (another writer's append takes
+ * milliseconds) before giving up with CR_EIO "in use". */
+#define CR_AUDIT_LOCK_WAIT_MS 30000
+
+/*
+ * Called with each verified entry a handle learns of, in log order: every
+ * line of the log when it is opened, the lines other writers appended
+ * (read before each append, under the lock) and the handle's own appends.
+ * entry is the line's JSON text (len bytes, no newline, not NUL-terminated),
+ * borrowed for the call. A caller keeps what it needs from the log (run
+ * counts, say) exact this way without reading the file again. Non-zero
+ * from the watch stops the open (returned); elsewhere it is ignored.
+ */
+typedef int (*cr_audit_watch_fn)(void *ctx, const char *entry, size_t len);
 
 /*
  * Opens the log for appending, creating it with mode 0600 (the directory must
- * exist; an existing file keeps its mode). Holds an exclusive flock(2) until
- * cr_audit_close: a second writer would fork the chain (CR_EIO "in use").
- * Reads and verifies the whole existing log (chain and checkpoint
- * signatures) to find the head and the next seq.
+ * exist; an existing file keeps its mode). Reads and verifies the whole
+ * existing log (chain and checkpoint signatures) to find the head and the
+ * next seq.
+ *
+ * Many writers: any number of handles, in this process or others (the
+ * sessions of one node, several `run`s of one identity), may append to one
+ * log. Each append takes an exclusive flock(2) on the file, first reads and
+ * verifies the lines other writers appended since this handle last looked
+ * (so the new line chains onto the true last line), then writes, fsyncs and
+ * releases the lock. No lock is held between calls.
+ *
  * A torn last line (one without its trailing newline: the only thing a
  * crash in the middle of a write can leave, since every entry is one write
- * ending in its newline) is cut off with ftruncate(2) and an
- * "audit_repaired" event records how many bytes were dropped and their
- * SHA-256. Any other damage, including a complete last line that is not
- * JSON or does not verify (an edit, not a crash): CR_EDATA naming the line
- * and asking the operator to run `cleanroom audit verify` and keep the file
- * as evidence; nothing is written or cut.
- * CR_EIO: cannot open, create, lock or read it.
+ * ending in its newline, made under the lock) is cut off with ftruncate(2)
+ * and an "audit_repaired" event records how many bytes were dropped and
+ * their SHA-256; at open, or when an append finds one another writer left.
+ * Any other damage, including a complete last line that is not JSON or
+ * does not verify (an edit, not a crash): CR_EDATA naming the line and
+ * asking the operator to run `cleanroom audit verify` and keep the file as
+ * evidence; nothing is written or cut.
+ * CR_EIO: cannot open, create, lock (CR_AUDIT_LOCK_WAIT_MS) or read it.
  */
 CR_NODISCARD int cr_audit_open(cr_audit **out, const char *path, cr_error *err);
+/* The same with a watch (NULL: none), which sees every line of the log
+ * during the open, and every line the handle learns of afterwards. */
+CR_NODISCARD int cr_audit_open_watch(cr_audit **out, const char *path, cr_audit_watch_fn watch,
+                                     void *ctx, cr_error *err);
+
+/*
+ * Holds the file lock across several calls: takes it and catches up with
+ * the other writers' lines (the watch sees them), so that what the caller
+ * decides from them (a run limit) and what it appends next (session_started)
+ * are one atomic step for every writer of the log. Appends and checkpoints
+ * made meanwhile use the held lock. Nests; every successful cr_audit_lock
+ * needs its cr_audit_unlock, and the lock should be held for milliseconds
+ * only (other writers wait). CR_EIO (lock), CR_EDATA (another writer's
+ * lines do not verify).
+ */
+CR_NODISCARD int cr_audit_lock(cr_audit *a, cr_error *err);
+void cr_audit_unlock(cr_audit *a);
+/* Catches up with the other writers' lines (lock, read, unlock). */
+CR_NODISCARD int cr_audit_sync(cr_audit *a, cr_error *err);
 
 /*
  * Appends one event and returns once it is on disk: the whole line goes out
@@ -74,9 +117,11 @@ CR_NODISCARD int cr_audit_open(cr_audit **out, const char *path, cr_error *err);
  * written only by this module. Integers must lie within ±(2^53-1): the hash
  * reads numbers as doubles (RFC 8785), so bigger ones would not be protected.
  * CR_EINVAL: bad name or fields, or the line would exceed CR_AUDIT_LINE_MAX.
- * CR_EIO: the write or the fsync failed. The file is then cut back where
- * possible, but the event may or may not be in the log, and the handle
- * refuses further appends: close it and open again (which repairs).
+ * CR_EIO: the lock could not be taken, or the write or the fsync failed.
+ * After a failed write or fsync the file is cut back where possible, but
+ * the event may or may not be in the log, and the handle refuses further
+ * appends: close it and open again (which repairs). CR_EDATA: lines another
+ * writer appended do not verify (nothing is written).
  */
 CR_NODISCARD int cr_audit_append(cr_audit *a, const char *event, const char *fields_json,
                                  cr_error *err);
@@ -93,11 +138,12 @@ CR_NODISCARD int cr_audit_append(cr_audit *a, const char *event, const char *fie
 CR_NODISCARD int cr_audit_checkpoint(cr_audit *a, cr_sign_fn sign, void *ctx,
                                      const uint8_t pk[CR_AUDIT_PK_BYTES], cr_error *err);
 
-/* Releases the lock and the handle. NULL is accepted. */
+/* Releases the handle (and the lock, if held). NULL is accepted. */
 void cr_audit_close(cr_audit *a);
 const char *cr_audit_path(const cr_audit *a);
 /* Hash of the last line (64 zeros for an empty log) and the seq the next
- * line gets. Either pointer may be NULL. */
+ * line gets, as of the handle's last look at the file (open, append,
+ * lock or sync). Either pointer may be NULL. */
 void cr_audit_head(const cr_audit *a, uint8_t head[CR_AUDIT_HASH_BYTES], uint64_t *next_seq);
 /* Bytes of a torn last line cut off by cr_audit_open, 0 if none, so the
  * node can tell the operator. */

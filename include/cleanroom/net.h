@@ -98,6 +98,12 @@ void cr_tls_ctx_free(cr_tls_ctx *ctx);
  * messages ("provider"). ctx must outlive the connection. */
 CR_NODISCARD int cr_tls_new(cr_tls **out, cr_tls_ctx *ctx, const uint8_t pin[CR_SHA256_BYTES],
                             const char *peer_role, cr_error *err);
+/* Several pins (a node serving several collaborations): the peer is
+ * accepted when accept(accept_ctx, fp) returns 1 for the SHA-256 of its
+ * certificate's DER. Called from cr_tls_handshake, on its thread. */
+typedef int (*cr_tls_pin_fn)(void *ctx, const uint8_t fp[CR_SHA256_BYTES]);
+CR_NODISCARD int cr_tls_new_pinset(cr_tls **out, cr_tls_ctx *ctx, cr_tls_pin_fn accept,
+                                   void *accept_ctx, const char *peer_role, cr_error *err);
 void cr_tls_free(cr_tls *t);
 
 /* Ciphertext received from the peer. */
@@ -145,6 +151,33 @@ int cr_tls_peer(const cr_tls *t, uint8_t fp[CR_SHA256_BYTES], uint8_t pk[CR_SIGN
  */
 typedef struct cr_node cr_node;
 
+/*
+ * Serve, several collaborations on one listener: what the node asks the
+ * router (cr_node_config.route) for each connection, once the partner has
+ * passed TLS and its first frame has arrived.
+ */
+typedef struct cr_node_route {
+  /* In. */
+  const uint8_t *peer_fp; /* the partner's certificate (pinned() accepted it) */
+  /* The template the first frame names when it is a Hello (a run or a
+   * ping; cr_session_hello_template), NULL otherwise. */
+  const uint8_t *template_sha256;
+  const char *peer_addr; /* "ip:port" */
+  /* Out, when route returns 0: the session's configuration, as
+   * cr_node_config.session (tmpl, role, data or load, admit, ...; the node
+   * sets is_runner, sign, peer_sign_pk and now_unix as for any
+   * connection); the router's handle for this connection, given back to
+   * on_routed_session; the idle timeout for it (0: the node's). */
+  cr_session_config session;
+  void *conn;
+  unsigned idle_timeout_ms;
+  /* Out, when route refuses (returns non-zero): the Error frame's code
+   * (CR_WIRE_BUSY, CR_WIRE_TEMPLATE_MISMATCH, ...; sent with the code's
+   * fixed text only) and why, for this node (the result's error_msg). */
+  int wire_error;
+  char msg[400];
+} cr_node_route;
+
 typedef struct cr_node_config {
   /*
    * The session configuration, embedded (tmpl, data, role, query, software,
@@ -174,6 +207,30 @@ typedef struct cr_node_config {
   unsigned accept_timeout_ms;
   unsigned max_pending;
   unsigned max_pending_per_ip;
+
+  /*
+   * Serve, several collaborations (optional; all three or none). With
+   * route set, session.tmpl may be NULL and the node does not check the
+   * identity against it: the router does, per collaboration.
+   *   pinned: the TLS handshake accepts a partner's certificate when this
+   *     returns 1 (any collaboration pins it), instead of the pin
+   *     session.tmpl has for the other role;
+   *   route: once the partner's first frame has arrived, chooses the
+   *     session for the connection (see cr_node_route) or refuses it
+   *     (the partner gets an Error frame with r->wire_error, the
+   *     connection closes and on_session reports it, as a BUSY refusal);
+   *   on_routed_session: instead of on_session for a connection route()
+   *     accepted, exactly once, after the session has been freed (its
+   *     unload hook has run), with the result (valid during the call) and
+   *     route's r->conn.
+   * All on the loop thread. max_sessions still caps the sessions of the
+   * whole node (BUSY before routing); a router may refuse BUSY on its own
+   * (per collaboration) too.
+   */
+  int (*pinned)(void *ctx, const uint8_t fp[CR_SHA256_BYTES]);
+  int (*route)(void *ctx, cr_node_route *r);
+  void (*on_routed_session)(void *ctx, void *conn, const cr_session_result *res,
+                            const char *peer_addr, const uint8_t *peer_fp);
 
   /* Callbacks, all on the loop thread, with ctx. All optional. */
 

@@ -26,6 +26,30 @@
  * A party runs one thing at a time (serve, run or ping) on the caller's
  * loop: start it, run the loop, on_closed tells when it has finished.
  * Callbacks run on the loop thread.
+ *
+ * A serving party may hold many collaborations (one node for all of a
+ * provider's partners): cr_party_config.collaborations_dir names a
+ * directory with one sub-directory per collaboration,
+ *
+ *   DIR/<name>/template.json        the template both partners agreed
+ *   DIR/<name>/template.json.sig    its signatures (where it requires them)
+ *   DIR/<name>/collaboration.conf   `key = value`: data = FILE (required),
+ *                                   audit, max_sessions, timeout,
+ *                                   max_reject_ratio, enabled
+ *
+ * and each connection is routed to its collaboration by the partner's
+ * certificate and the template hash in its Hello. The directory is watched:
+ * a new, changed or removed collaboration takes effect within seconds
+ * (cr_party_reload looks at once), a broken one is reported and leaves the
+ * previous version serving, and sessions in progress keep the version they
+ * started with. A changed data file is read again by the next session.
+ * serve with template_path and data is the same with one collaboration.
+ *
+ * Audit logs: one per identity (IDENTITY_DIR/audit.jsonl) by default,
+ * shared by every collaboration and by every process of the identity
+ * (appends lock the file one at a time); a collaboration may have its own
+ * (audit = FILE). Every line a collaboration writes names it
+ * ("collaboration", "template_sha256", "partner").
  */
 #ifndef CLEANROOM_PARTY_H
 #define CLEANROOM_PARTY_H
@@ -47,6 +71,9 @@ extern "C" {
 #endif
 
 #define CR_PARTY_SOFTWARE "cleanroom/0.1.0"
+/* The files of a collaboration's sub-directory. */
+#define CR_COLLAB_TEMPLATE_FILE "template.json"
+#define CR_COLLAB_CONF_FILE "collaboration.conf"
 
 /* ---- Template signatures ------------------------------------------------- */
 /*
@@ -107,13 +134,18 @@ typedef enum cr_party_mode {
 
 typedef struct cr_party_config {
   cr_party_mode mode;
-  const char *template_path;
+  const char *template_path; /* NULL for serve with collaborations_dir */
   const char *identity_dir;
-  const char *audit_path; /* NULL: IDENTITY_DIR/audit.jsonl */
+  /* The node's audit log (and each collaboration's, unless its conf names
+   * another). NULL: IDENTITY_DIR/audit.jsonl. */
+  const char *audit_path;
   /* serve: HOST:PORT to listen on. run and ping: the partner's HOST:PORT;
    * NULL: the template's address for the partner (parties.<role>.address). */
   const char *address;
   const char *software; /* NULL: CR_PARTY_SOFTWARE */
+  /* serve: one sub-directory per collaboration, instead of template_path
+   * (see the top of this file). */
+  const char *collaborations_dir;
 } cr_party_config;
 
 /*
@@ -132,6 +164,8 @@ CR_NODISCARD int cr_party_open(cr_party **out, const cr_party_config *cfg, cr_er
 /* Closes the audit log; only once nothing is running (after on_closed). */
 void cr_party_close(cr_party *p);
 
+/* The template of run, ping and serve --template; NULL (and role
+ * meaningless) for serve with collaborations_dir. */
 cr_role cr_party_role(const cr_party *p);
 const cr_template *cr_party_template(const cr_party *p);
 const cr_identity *cr_party_identity(const cr_party *p);
@@ -183,10 +217,37 @@ typedef struct cr_party_session {
   const char *rows_path;
   uint64_t rows;
   uint8_t rows_sha256[CR_SHA256_BYTES];
+  /* Which collaboration (NULL for a connection refused before it had one:
+   * a stranger, BUSY, an unknown template), its template and the partner's
+   * organisation, and how long the session took (from the partner's Hello
+   * to its end; run: from the start). */
+  const char *collaboration;
+  const cr_template *tmpl;
+  const char *partner;
+  double duration_ms;
   /* The privacy budget after this session's spend (budget.set 0 when the
    * template has none). */
   cr_party_budget budget;
 } cr_party_session;
+
+/* A change to a serving node's collaborations (cr_party_events.on_collab),
+ * also recorded in the audit log as collaboration_<change>. */
+typedef struct cr_party_collab_info {
+  /* "loaded" (at start), "added", "changed", "removed", or "refused" (a
+   * version that did not load: error says why; serving says whether a
+   * previous version still serves). */
+  const char *change;
+  const char *name;
+  const char *dir;           /* NULL for serve --template */
+  const char *template_path; /* NULL when not known */
+  const cr_template *t;      /* NULL when the template did not load */
+  cr_role role;
+  const char *data;
+  const char *audit;
+  const char *error; /* "" unless refused */
+  int serving;
+  int enabled; /* its conf says enabled (a disabled one is loaded, not served) */
+} cr_party_collab_info;
 
 /*
  * The "released" object of a session (JSON, malloc'ed; "null" when nothing
@@ -203,8 +264,11 @@ typedef struct cr_party_events {
   void (*on_listening)(void *ctx, const char *addr);
   /* Every session or refused connection, once recorded. */
   void (*on_session)(void *ctx, const cr_party_session *s);
-  /* serve: a ping answered (recorded as ping_answered). */
-  void (*on_ping)(void *ctx, const char *peer_addr);
+  /* serve: a ping answered (recorded as ping_answered), with the
+   * collaboration it was for. */
+  void (*on_ping)(void *ctx, const cr_party_session *s);
+  /* serve: a collaboration loaded, added, changed, removed or refused. */
+  void (*on_collab)(void *ctx, const cr_party_collab_info *c);
   /* run: where the session is. */
   void (*on_progress)(void *ctx, const cr_session_progress *p);
   /*
@@ -221,28 +285,32 @@ typedef struct cr_party_events {
 typedef struct cr_party_serve_config {
   /* The data source (cr_source_open): a CSV path, sqlite:PATH or a
    * postgresql:// URI (never with a password); data_query is the SELECT a
-   * database source needs; delimiter a CSV's separator (0: detected). */
+   * database source needs; delimiter a CSV's separator (0: detected).
+   * serve --template only: NULL with collaborations_dir (each
+   * collaboration.conf names its own: data, data_query, delimiter). */
   const char *data;
   const char *data_query;
   char delimiter;
   /* Share of rows that may be rejected before the load fails: 0 the
-   * dataset default (5%), negative none at all. */
+   * dataset default (5%), negative none at all. A collaboration's conf
+   * may say otherwise. */
   double max_reject_ratio;
   int once;              /* stop after the first connection past TLS */
-  unsigned max_sessions; /* 0: 16 */
+  unsigned max_sessions; /* the whole node's; 0: 16 */
   unsigned timeout_ms;   /* handshake and idle; 0: the node's defaults */
   cr_pool *pool;         /* blinding workers; NULL: none */
 } cr_party_serve_config;
 
 /*
- * Loads the data set (recorded as data_loaded), checks it against the
- * template (set size, every `where` filter's columns), and starts serving
- * on loop. Each session is admitted from the runner's query and the run
- * limit, loads its own set for the query (filter, parameters, group_by),
- * and is recorded from session_started to its release and receipt.
- * Returns 0 (serving; on_closed follows) or the setup failure, recorded and
- * with nothing left running: CR_EDATA (data), CR_EREFUSED (the template's
- * limits), CR_EUSAGE / CR_ECONFIG, CR_ENET (cannot listen).
+ * Loads each collaboration's data set (recorded as data_loaded), checks it
+ * against its template (set size, every `where` filter's columns), and
+ * starts serving on loop (and watching the collaborations directory).
+ * With collaborations_dir, a collaboration that does not load is reported
+ * (on_collab, audit log) and left out; the others serve. Each session is admitted from the runner's
+ * query and the run limit, loads its own set for the query (filter, parameters, group_by), and is
+ * recorded from session_started to its release and receipt. Returns 0 (serving; on_closed follows)
+ * or the setup failure, recorded and with nothing left running: CR_EDATA (data), CR_EREFUSED (the
+ * template's limits), CR_EUSAGE / CR_ECONFIG, CR_ENET (cannot listen).
  */
 CR_NODISCARD int cr_party_serve(cr_party *p, uv_loop_t *loop, const cr_party_serve_config *cfg,
                                 const cr_party_events *ev, cr_error *err);
@@ -285,7 +353,7 @@ typedef struct cr_party_check_config {
   size_t samples;          /* masked keys to show; 0: 5 */
 } cr_party_check_config;
 
-typedef struct cr_party_check {
+typedef struct cr_party_data_check {
   /* The set as serve or run would load it for the query, loaded as a dry
    * run (too many rejected rows does not stop it: data->refusal says so). */
   cr_dataset *data;
@@ -297,7 +365,7 @@ typedef struct cr_party_check {
   int verdict;
   char verdict_msg[1024];
   uint64_t announced; /* the size bucket Hello would carry for this set */
-} cr_party_check;
+} cr_party_data_check;
 
 /*
  * `cleanroom data check`: loads the data for the query exactly as serve or
@@ -311,8 +379,8 @@ typedef struct cr_party_check {
  * CR_EDATA when the source cannot be read at all (also recorded).
  */
 CR_NODISCARD int cr_party_check_data(cr_party *p, const cr_party_check_config *cfg,
-                                     cr_party_check *out, cr_error *err);
-void cr_party_check_free(cr_party_check *c);
+                                     cr_party_data_check *out, cr_error *err);
+void cr_party_check_free(cr_party_data_check *c);
 
 /* ---- Ping --------------------------------------------------------------- */
 
@@ -381,6 +449,26 @@ const char *cr_party_ping_advice(const cr_party *p, const cr_party_ping_report *
 /* Loop thread: stops a serve (sessions in progress are aborted) or a run;
  * on_closed follows. */
 void cr_party_stop(cr_party *p);
+
+/* Loop thread, serving: looks for new, changed and removed collaborations
+ * now (the CLI calls it on SIGHUP); what changed is reported through
+ * on_collab within moments (data checks run on the thread pool). 0, or
+ * CR_EINVAL when not serving. */
+int cr_party_reload(cr_party *p);
+
+/*
+ * serve --check: loads every collaboration as serve would (conf,
+ * template, role, signatures, data and its checks against the template)
+ * and reports each through report (change "loaded" or "refused"), without
+ * opening an audit log or serving. cfg as for cr_party_open (mode SERVE;
+ * template_path or collaborations_dir); scfg->data for template_path.
+ * 0 when every collaboration is good; otherwise the CR_E* of the first
+ * broken one (CR_ECONFIG, CR_ETEMPLATE, CR_EREFUSED, CR_EDATA), and err
+ * says how many are broken.
+ */
+CR_NODISCARD int cr_party_check(const cr_party_config *cfg, const cr_party_serve_config *scfg,
+                                void (*report)(void *ctx, const cr_party_collab_info *c), void *ctx,
+                                cr_error *err);
 
 #ifdef __cplusplus
 }

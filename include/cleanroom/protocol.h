@@ -407,6 +407,17 @@ CR_NODISCARD int cr_session_refusal_frame(cr_buf *out, int wire_code, const char
 CR_NODISCARD int cr_session_frame_length(const uint8_t hdr[CR_FRAME_HEADER_BYTES], size_t max_frame,
                                          uint32_t *len);
 
+/*
+ * For a transport serving several collaborations, which must pick the
+ * session's template before creating the session: the template hash a
+ * frame (its payload, after the length prefix) names, when it is a Hello.
+ * 0 with out set; CR_EPROTO when the bytes are not a Frame holding a Hello
+ * with a 32-byte template hash (the session, once created, says what is
+ * wrong with them). Decodes only; checks nothing else.
+ */
+CR_NODISCARD int cr_session_hello_template(const uint8_t *payload, size_t len,
+                                           uint8_t out[CR_SHA256_BYTES]);
+
 /* Where a session is, for progress reports. */
 typedef struct cr_session_progress {
   const char *phase; /* "hello", "exchanging sets", "returning digests", "finishing", "done" */

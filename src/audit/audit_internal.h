@@ -24,6 +24,13 @@ typedef struct cr__audit_scan {
   const uint8_t *expected_pk; /* NULL: any checkpoint key */
   cr__audit_entry_fn fn;      /* NULL: verify only */
   void *ctx;
+  /* Resume: f is positioned at start_offset, just past line start_line,
+   * whose hash is start_head and after which seq start_seq comes (the
+   * writer catching up with lines other writers appended). 0: from the
+   * start of the file. */
+  int resume;
+  uint8_t start_head[CR_AUDIT_HASH_BYTES];
+  uint64_t start_seq, start_offset, start_line;
   /* Out. */
   cr_audit_report rep;
   uint8_t head[CR_AUDIT_HASH_BYTES]; /* hash of the last verified line */
@@ -57,5 +64,9 @@ int cr__audit_ints_safe(const json_t *v);
 #define CR__AUDIT_CKPT_MSG_LEN (CR__AUDIT_CKPT_CTX_LEN + CR_AUDIT_HASH_BYTES)
 void cr__audit_checkpoint_msg(uint8_t msg[CR__AUDIT_CKPT_MSG_LEN],
                               const uint8_t head[CR_AUDIT_HASH_BYTES]);
+
+/* For tests: how long a writer waits for the file lock before giving up
+ * (default CR_AUDIT_LOCK_WAIT_MS). */
+void cr__audit_set_lock_wait_ms(unsigned ms);
 
 #endif

@@ -6,7 +6,13 @@
  *     line, O_APPEND, so without its newline), which the next open cuts off
  *     and records; a complete line that does not verify, even the last,
  *     was not left by a crash and is never cut off;
- *   - one writer at a time (flock), since two would fork the chain;
+ *   - many writers (the sessions of one node, several `run` processes of
+ *     one identity), one append at a time: each append takes an exclusive
+ *     flock(2), reads and verifies whatever other writers appended since
+ *     this handle last looked, chains onto the true last line, writes,
+ *     fsyncs and lets go. A caller that must decide from the log and
+ *     append atomically (the run limit) holds the lock across both with
+ *     cr_audit_lock / cr_audit_unlock;
  *   - a log damaged in any other way is never appended to: the node stops
  *     and the operator investigates.
  */
@@ -31,14 +37,22 @@ struct cr_audit {
   char *path;
   uint8_t head[CR_AUDIT_HASH_BYTES];
   uint64_t next_seq;
-  /* Size of the file up to the last line we know is complete: where a failed
-   * append is cut back to. Valid because we are the only writer (flock). */
+  /* Size of the file up to the last line we know is complete (verified,
+   * ours or another writer's): where the next catch-up starts and where a
+   * failed append is cut back to. Valid while we hold the file lock. */
   uint64_t size;
+  uint64_t lines; /* lines up to size */
   uint64_t repaired_bytes;
   /* A write or fsync failed: what is on disk is unknown, so the chain head
    * in memory may be wrong. Only a fresh open (which rescans) is safe. */
   int broken;
+  unsigned locked; /* depth of cr_audit_lock */
+  cr_audit_watch_fn watch;
+  void *watch_ctx;
 };
+
+static unsigned g_lock_wait_ms = CR_AUDIT_LOCK_WAIT_MS;
+void cr__audit_set_lock_wait_ms(unsigned ms) { g_lock_wait_ms = ms; }
 
 static const char *const reserved_fields[] = {"seq", "time", "event", "prev", "hash", "signature"};
 
@@ -222,9 +236,167 @@ static int append_entry(cr_audit *a, const char *event, json_t *fields, int inte
   memcpy(a->head, h, sizeof h);
   a->next_seq++;
   a->size += len;
+  a->lines++;
+  if (a->watch != NULL)
+    (void)a->watch(a->watch_ctx, line, len - 1); /* the line, without its newline */
 out:
   free(line);
   json_decref(e);
+  return rc;
+}
+
+/* ---- the file lock and catching up with other writers ------------------- */
+
+/*
+ * Takes the exclusive lock, waiting for the writer that holds it (an append
+ * takes milliseconds). Polled rather than blocking so that a process that
+ * holds the lock and never lets go (a cleanroom from before per-append
+ * locking held it for its whole life) gives an error, not a hang.
+ */
+static int lock_file(cr_audit *a, cr_error *err) {
+  uint64_t waited_us = 0, step_us = 200;
+  for (;;) {
+    if (flock(a->fd, LOCK_EX | LOCK_NB) == 0)
+      return 0;
+    if (errno == EINTR)
+      continue;
+    if (errno != EWOULDBLOCK)
+      return cr_error_set(err, CR_EIO, "%s: cannot lock the audit log: %s", a->path,
+                          strerror(errno));
+    if (waited_us >= (uint64_t)g_lock_wait_ms * 1000u)
+      return cr_error_set(err, CR_EIO,
+                          "%s: in use: another process has held the audit log's lock for %u ms "
+                          "(a cleanroom node older than this one holds it for its whole life; "
+                          "stop it, or give this one another log with --audit)",
+                          a->path, g_lock_wait_ms);
+    struct timespec ts = {0, (long)step_us * 1000L};
+    (void)nanosleep(&ts, NULL);
+    waited_us += step_us;
+    if (step_us < 20000)
+      step_us *= 2;
+  }
+}
+
+static void unlock_file(cr_audit *a) { (void)flock(a->fd, LOCK_UN); }
+
+static int repair(cr_audit *a, const cr__audit_scan *s, cr_error *err);
+
+static int scan_entry(void *ctx, json_t *entry, const char *line, size_t len) {
+  cr_audit *a = ctx;
+  (void)entry;
+  if (a->watch != NULL)
+    return a->watch(a->watch_ctx, line, len);
+  return 0;
+}
+
+/*
+ * Reads and verifies what was appended after a->size (everything, from
+ * 0), chaining on from a->head; the watch sees each line. A torn last line
+ * is cut off and recorded (we hold the lock, so its writer is gone: it
+ * died in the middle of its write). Caller holds the lock.
+ */
+static int catch_up(cr_audit *a, cr_error *err) {
+  struct stat st;
+  int rc = 0, dfd = -1;
+  FILE *f = NULL;
+  cr__audit_scan s;
+  if (fstat(a->fd, &st) != 0)
+    return cr_error_set(err, CR_EIO, "%s: cannot read the audit log: %s", a->path, strerror(errno));
+  if ((uint64_t)st.st_size == a->size)
+    return 0;
+  if ((uint64_t)st.st_size < a->size) {
+    a->broken = 1;
+    return cr_error_set(err, CR_EDATA,
+                        "%s: the audit log shrank from %llu to %llu bytes while this node had "
+                        "it open (cut or replaced by someone): nothing was appended; run "
+                        "`cleanroom audit verify %s` and keep the file as evidence",
+                        a->path, (unsigned long long)a->size, (unsigned long long)st.st_size,
+                        a->path);
+  }
+  memset(&s, 0, sizeof s);
+  s.fn = scan_entry;
+  s.ctx = a;
+  s.resume = 1;
+  memcpy(s.start_head, a->head, sizeof a->head);
+  s.start_seq = a->next_seq;
+  s.start_offset = a->size;
+  s.start_line = a->lines;
+  /* Our own descriptor: the file we lock, whatever happens to the path. */
+  if ((dfd = dup(a->fd)) < 0 || lseek(dfd, (off_t)a->size, SEEK_SET) < 0 ||
+      (f = fdopen(dfd, "rb")) == NULL) {
+    rc = cr_error_set(err, CR_EIO, "%s: cannot read the audit log: %s", a->path, strerror(errno));
+    goto out;
+  }
+  dfd = -1; /* owned by f now */
+  rc = cr__audit_scan_stream(f, a->path, &s, err);
+  if (rc == CR_EDATA && !s.rep.torn_tail) {
+    cr_error_set(err, rc,
+                 "%s: the audit log is damaged or was edited: %s. Nothing was appended or "
+                 "cut; run `cleanroom audit verify %s`, keep the file unchanged as evidence, "
+                 "and start a new log only once you know what happened",
+                 a->path, s.rep.reason, a->path);
+    goto out;
+  }
+  if (rc != 0 && rc != CR_EDATA)
+    goto out;
+  memcpy(a->head, s.head, sizeof a->head);
+  a->next_seq = s.next_seq;
+  a->size = s.good_end;
+  a->lines = s.rep.torn_tail ? s.rep.lines - 1 : s.rep.lines;
+  if (rc == CR_EDATA && (rc = repair(a, &s, err)) != 0)
+    goto out;
+  rc = 0;
+  cr_error_clear(err); /* the torn-tail message is no longer true */
+out:
+  if (f != NULL)
+    fclose(f);
+  if (dfd >= 0)
+    close(dfd);
+  return rc;
+}
+
+/* Before an append: the lock, and the log as it is now (unless the caller
+ * already holds both through cr_audit_lock). */
+static int append_begin(cr_audit *a, cr_error *err) {
+  if (a->locked)
+    return 0;
+  int rc = lock_file(a, err);
+  if (rc == 0 && (rc = catch_up(a, err)) != 0)
+    unlock_file(a);
+  return rc;
+}
+
+static void append_end(cr_audit *a) {
+  if (!a->locked)
+    unlock_file(a);
+}
+
+int cr_audit_lock(cr_audit *a, cr_error *err) {
+  if (a == NULL)
+    return cr_error_set(err, CR_EINVAL, "cr_audit_lock: no audit log");
+  if (a->locked) {
+    a->locked++;
+    return 0;
+  }
+  int rc = lock_file(a, err);
+  if (rc == 0 && (rc = catch_up(a, err)) != 0)
+    unlock_file(a);
+  if (rc == 0)
+    a->locked = 1;
+  return rc;
+}
+
+void cr_audit_unlock(cr_audit *a) {
+  if (a == NULL || a->locked == 0)
+    return;
+  if (--a->locked == 0)
+    unlock_file(a);
+}
+
+int cr_audit_sync(cr_audit *a, cr_error *err) {
+  int rc = cr_audit_lock(a, err);
+  if (rc == 0)
+    cr_audit_unlock(a);
   return rc;
 }
 
@@ -247,7 +419,11 @@ int cr_audit_append(cr_audit *a, const char *event, const char *fields_json, cr_
       return cr_error_set(err, CR_EINVAL, "%s: the fields of event \"%s\" are not JSON: %s",
                           a->path, event, jerr.text);
   }
-  int rc = append_entry(a, event, fields, 0, err);
+  int rc = append_begin(a, err);
+  if (rc == 0) {
+    rc = append_entry(a, event, fields, 0, err);
+    append_end(a);
+  }
   json_decref(fields);
   return rc;
 }
@@ -258,10 +434,15 @@ int cr_audit_checkpoint(cr_audit *a, cr_sign_fn sign, void *ctx,
   uint8_t msg[CR__AUDIT_CKPT_MSG_LEN], sig[CR_AUDIT_SIG_BYTES];
   char head_hex[65], pk_hex[65], sig_hex[129];
   json_t *f = NULL;
+  int began = 0;
   if (a == NULL || sign == NULL || pk == NULL) {
     rc = cr_error_set(err, CR_EINVAL, "cr_audit_checkpoint: missing argument");
     goto out;
   }
+  /* The head to sign is the log's true last line, whoever wrote it. */
+  if ((rc = append_begin(a, err)) != 0)
+    goto out;
+  began = 1;
   cr__audit_checkpoint_msg(msg, a->head);
   if (sign(ctx, msg, sizeof msg, sig) != 0) {
     rc = cr_error_set(err, CR_ECRYPTO, "%s: checkpoint: signing failed", a->path);
@@ -286,6 +467,8 @@ int cr_audit_checkpoint(cr_audit *a, cr_sign_fn sign, void *ctx,
   }
   rc = append_entry(a, "checkpoint", f, 1, err);
 out:
+  if (began)
+    append_end(a);
   json_decref(f);
   return rc;
 }
@@ -320,11 +503,13 @@ out:
 }
 
 int cr_audit_open(cr_audit **out, const char *path, cr_error *err) {
-  int rc = 0, created = 0, dfd = -1;
-  FILE *f = NULL;
+  return cr_audit_open_watch(out, path, NULL, NULL, err);
+}
+
+int cr_audit_open_watch(cr_audit **out, const char *path, cr_audit_watch_fn watch, void *ctx,
+                        cr_error *err) {
+  int rc = 0, created = 0, locked = 0;
   cr_audit *a = NULL;
-  cr__audit_scan s;
-  memset(&s, 0, sizeof s);
   if (out == NULL || path == NULL) {
     rc = cr_error_set(err, CR_EINVAL, "cr_audit_open: no path or no output");
     goto out;
@@ -335,6 +520,8 @@ int cr_audit_open(cr_audit **out, const char *path, cr_error *err) {
     goto out;
   }
   a->fd = -1;
+  a->watch = watch;
+  a->watch_ctx = ctx;
   if ((a->path = strdup(path)) == NULL) {
     rc = cr_error_set(err, CR_ENOMEM, "%s: out of memory", path);
     goto out;
@@ -356,49 +543,21 @@ int cr_audit_open(cr_audit **out, const char *path, cr_error *err) {
     rc = cr_error_set(err, CR_EIO, "%s: the audit log is not a regular file", path);
     goto out;
   }
-  if (flock(a->fd, LOCK_EX | LOCK_NB) != 0) {
-    rc = cr_error_set(err, CR_EIO, "%s: %s", path,
-                      errno == EWOULDBLOCK
-                          ? "in use by another process (is another node running with this "
-                            "audit log?)"
-                          : strerror(errno));
+  if ((rc = lock_file(a, err)) != 0)
     goto out;
-  }
+  locked = 1;
   if (created && (rc = fsync_parent(path, err)) != 0)
     goto out;
-
-  /* Read through our own descriptor: it is the file we hold the lock on,
-   * whatever happens to the path meanwhile. */
-  if ((dfd = dup(a->fd)) < 0 || lseek(dfd, 0, SEEK_SET) != 0 || (f = fdopen(dfd, "rb")) == NULL) {
-    rc = cr_error_set(err, CR_EIO, "%s: cannot read the audit log: %s", path, strerror(errno));
+  /* The whole log, verified (chain and checkpoints), to find its head; a
+   * torn last line is cut off and recorded. */
+  if ((rc = catch_up(a, err)) != 0)
     goto out;
-  }
-  dfd = -1; /* owned by f now */
-  rc = cr__audit_scan_stream(f, path, &s, err);
-  if (rc == CR_EDATA && !s.rep.torn_tail) {
-    cr_error_set(err, rc,
-                 "%s: the audit log is damaged or was edited: %s. Nothing was appended or "
-                 "cut; run `cleanroom audit verify %s`, keep the file unchanged as evidence, "
-                 "and start a new log only once you know what happened",
-                 path, s.rep.reason, path);
-    goto out;
-  }
-  if (rc != 0 && rc != CR_EDATA)
-    goto out;
-  memcpy(a->head, s.head, sizeof a->head);
-  a->next_seq = s.next_seq;
-  a->size = s.good_end;
-  if (rc == CR_EDATA && (rc = repair(a, &s, err)) != 0)
-    goto out;
-  cr_error_clear(err); /* the torn-tail message is no longer true */
   *out = a;
   a = NULL;
 out:
-  if (f != NULL)
-    fclose(f);
-  if (dfd >= 0)
-    close(dfd);
-  cr_audit_close(a);
+  if (locked && a == NULL)
+    unlock_file(*out);
+  cr_audit_close(a); /* a failed open: closing releases the lock too */
   return rc;
 }
 

@@ -237,6 +237,15 @@ int cr__audit_scan_stream(FILE *f, const char *origin, cr__audit_scan *s, cr_err
   s->next_seq = 0;
   s->good_end = 0;
   s->torn_bytes = 0;
+  if (s->resume) {
+    /* Lines appended after a point already verified: the chain goes on
+     * from there (line numbers, seq and hash). */
+    memcpy(s->head, s->start_head, sizeof s->head);
+    s->next_seq = s->start_seq;
+    s->good_end = s->start_offset;
+    n = s->start_line;
+    s->rep.lines = n;
+  }
   if (r == NULL) {
     rc = cr_error_set(err, CR_ENOMEM, "%s: out of memory", origin);
     goto out;

@@ -26,7 +26,8 @@ enum {
   EXIT_USAGE = 2,   /* usage or configuration: flags, template, identity */
   EXIT_DATA = 3,    /* the data file: unreadable, missing columns, too many rejects */
   EXIT_REFUSED = 4, /* refused by the template or by the partner */
-  EXIT_NETWORK = 5  /* network, TLS or protocol failure, timeout */
+  EXIT_NETWORK = 5, /* network, TLS or protocol failure, timeout */
+  EXIT_BUSY = 6     /* the partner's node is busy: try again later */
 };
 
 extern const char CR_CLI_EXIT_CODES_HELP[];

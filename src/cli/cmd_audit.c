@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include <jansson.h>
@@ -11,7 +12,7 @@
 
 static void audit_help(void) {
   printf("Usage: cleanroom audit verify FILE [--cert CRT] [--template T] [--json]\n"
-         "       cleanroom audit show FILE [--json]\n\n"
+         "       cleanroom audit show FILE [--collaboration NAME|HASH] [--json]\n\n"
          "verify  checks the log's hash chain line by line, every signed checkpoint and\n"
          "        every partner receipt (the partner's Ed25519 signature over the\n"
          "        session transcript). With --cert, the checkpoints must be signed by\n"
@@ -20,11 +21,18 @@ static void audit_help(void) {
          "        template must name both certificates it pins. Reports the first\n"
          "        broken line and why. A torn last line (a crash mid-write) is reported\n"
          "        as such; the node repairs it on its next start.\n"
-         "show    a table of the sessions in the log: time, partner, query, parameters\n"
-         "        and what was released (--json: one object per session).\n\n"
+         "show    a table of the sessions in the log: time, status, query, role, the\n"
+         "        collaboration, the partner and the template (the first 12 hex digits\n"
+         "        of its hash), parameters and what was released (--json: one object per\n"
+         "        session, with the data the session used and its duration). One log may\n"
+         "        hold many collaborations (a node serving several, `run`s of the same\n"
+         "        identity): --collaboration NAME|HASH keeps those of one, by its name\n"
+         "        (the sub-directory of serve --collaborations, or the template's name)\n"
+         "        or its template hash (at least 8 leading hex digits).\n\n"
          "Example:\n"
          "  cleanroom audit verify ./identity/audit.jsonl --cert ./identity/identity.crt\n"
-         "  cleanroom audit show ./identity/audit.jsonl\n\n%s",
+         "  cleanroom audit show ./identity/audit.jsonl\n"
+         "  cleanroom audit show ./identity/audit.jsonl --collaboration brightguard\n\n%s",
          CR_CLI_EXIT_CODES_HELP);
 }
 
@@ -112,11 +120,18 @@ static int receipt_pins(verify_ctx *v, json_t *e) {
       snprintf(v->why, sizeof v->why, "receipt has no %s", field[r]);
       return -1;
     }
-    if (v->own_cert[0] && strcmp(v->own_role, cr_role_name((cr_role)r)) == 0 &&
-        strcmp(fp, v->own_cert) != 0) {
+    /* This node's role in the session is the other of the signer's (the
+     * partner signed); one log may hold sessions in either role (a node
+     * serving several collaborations, runs of the same identity). */
+    const char *signer = json_string_value(json_object_get(e, "signer_role"));
+    cr_role sr;
+    int own = signer != NULL && cr_role_parse(signer, &sr) == 0
+                  ? cr_role_other(sr) == (cr_role)r
+                  : strcmp(v->own_role, cr_role_name((cr_role)r)) == 0;
+    if (v->own_cert[0] && own && strcmp(fp, v->own_cert) != 0) {
       snprintf(v->why, sizeof v->why,
                "receipt names %s as this node's (%s) certificate, but the node started with %s", fp,
-               v->own_role, v->own_cert);
+               cr_role_name((cr_role)r), v->own_cert);
       return -1;
     }
   }
@@ -340,7 +355,17 @@ static int show_entry_json(void *ctx, json_t *e) {
     json_t *s = session_of(sc, e);
     if (s == NULL)
       return 0;
-    const char *keys[] = {"query", "role", "params", "own_set_size", "peer_set_size"};
+    const char *keys[] = {"query",
+                          "role",
+                          "params",
+                          "own_set_size",
+                          "peer_set_size",
+                          "collaboration",
+                          "template_sha256",
+                          "partner",
+                          "partner_cert_sha256",
+                          "data",
+                          "duration_ms"};
     for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
       json_t *v = json_object_get(e, keys[i]);
       if (v)
@@ -360,8 +385,8 @@ static int show_entry_json(void *ctx, json_t *e) {
     }
   } else if (strcmp(ev, "receipt") == 0) {
     json_t *s = session_of(sc, e);
-    if (s)
-      json_object_set(s, "partner", json_object_get(e, "peer_cert_sha256"));
+    if (s && json_object_get(e, "peer_cert_sha256"))
+      json_object_set(s, "partner_cert_sha256", json_object_get(e, "peer_cert_sha256"));
   }
   return 0;
 }
@@ -390,15 +415,33 @@ static void released_text(json_t *rel, char *buf, size_t cap) {
   }
 }
 
+/* --collaboration X: the session's collaboration is named X, or its
+ * template hash is X or starts with it (8 hex digits at least). */
+static int show_keep(json_t *s, const char *want) {
+  if (want == NULL)
+    return 1;
+  const char *name = json_string_value(json_object_get(s, "collaboration"));
+  const char *th = json_string_value(json_object_get(s, "template_sha256"));
+  size_t n = strlen(want);
+  if (name != NULL && strcmp(name, want) == 0)
+    return 1;
+  return th != NULL && n >= 8 && strncasecmp(th, want, n) == 0;
+}
+
 static int cmd_show(int argc, char **argv) {
-  static const struct option opts[] = {
-      {"json", no_argument, NULL, 'j'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+  static const struct option opts[] = {{"json", no_argument, NULL, 'j'},
+                                       {"collaboration", required_argument, NULL, 'C'},
+                                       {"help", no_argument, NULL, 'h'},
+                                       {NULL, 0, NULL, 0}};
   show_ctx sc = {0};
+  const char *want = NULL;
   int c;
   optind = 1;
   while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
     if (c == 'j')
       sc.json = 1;
+    else if (c == 'C')
+      want = optarg;
     else if (c == 'h') {
       audit_help();
       return EXIT_OK;
@@ -423,9 +466,11 @@ static int cmd_show(int argc, char **argv) {
   size_t i;
   json_t *s;
   if (!sc.json)
-    printf("%-24s %-10s %-22s %-10s %-28s %s\n", "time", "status", "query", "role", "params",
-           "released");
+    printf("%-24s %-10s %-22s %-10s %-20s %-20s %-12s %-28s %s\n", "time", "status", "query",
+           "role", "collaboration", "partner", "template", "params", "released");
   json_array_foreach(sc.order, i, s) {
+    if (!show_keep(s, want))
+      continue;
     if (sc.json) {
       char *t = json_dumps(s, JSON_COMPACT);
       printf("%s\n", t ? t : "{}");
@@ -444,12 +489,16 @@ static int cmd_show(int argc, char **argv) {
     }
     released_text(json_object_get(s, "released"), rel, sizeof rel);
     const char *status = json_string_value(json_object_get(s, "status"));
-    printf("%-24s %-10s %-22s %-10s %-28s %s\n",
+    const char *collab = json_string_value(json_object_get(s, "collaboration"));
+    const char *partner = json_string_value(json_object_get(s, "partner"));
+    const char *th = json_string_value(json_object_get(s, "template_sha256"));
+    printf("%-24s %-10s %-22s %-10s %-20.20s %-20.20s %-12.12s %-28s %s\n",
            json_string_value(json_object_get(s, "time"))
                ? json_string_value(json_object_get(s, "time"))
                : "?",
            status ? status : "started", json_string_value(json_object_get(s, "query")),
-           json_string_value(json_object_get(s, "role")), params[0] ? params : "-",
+           json_string_value(json_object_get(s, "role")), collab ? cr_cli_safe(collab) : "-",
+           partner ? cr_cli_safe(partner) : "-", th ? th : "-", params[0] ? params : "-",
            status && strcmp(status, "aborted") == 0
                ? json_string_value(json_object_get(s, "reason"))
                : rel);

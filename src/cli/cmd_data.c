@@ -60,7 +60,7 @@ static const char *delim_name(char d) {
   }
 }
 
-static void print_human(const cr_party *party, const cr_party_check *c) {
+static void print_human(const cr_party *party, const cr_party_data_check *c) {
   const cr_dataset *d = c->data;
   const cr_template *t = cr_party_template(party);
   cr_role role = cr_party_role(party);
@@ -151,7 +151,7 @@ static json_t *lines_json(const uint64_t *v, size_t n) {
   return a;
 }
 
-static void print_json(const cr_party *party, const cr_party_check *c) {
+static void print_json(const cr_party *party, const cr_party_data_check *c) {
   const cr_dataset *d = c->data;
   const cr_template *t = cr_party_template(party);
   cr_role role = cr_party_role(party);
@@ -373,7 +373,7 @@ static int data_check(int argc, char **argv) {
   /* 0 means no rejected row at all; the party's 0 is its default. */
   cc.max_reject_ratio = ratio > 0 ? ratio : -1.0;
   cc.samples = samples;
-  cr_party_check res;
+  cr_party_data_check res;
   int code;
   if (!json)
     fprintf(stderr, "cleanroom data check: reading %s ...\n", cr_cli_safe(data));

@@ -25,6 +25,9 @@ typedef struct node_opts {
   const char *data_query;             /* --data-query: a database source's SELECT */
   char delimiter;                     /* --delimiter: a CSV's separator; 0 detects */
   int force;                          /* --force: --out may replace a file */
+  const char *collaborations;         /* serve --collaborations DIR */
+  int check;                          /* serve --check */
+  unsigned retry;                     /* run --retry N */
   const char *param_args[MAX_PARAMS]; /* NAME=VALUE as given */
   const char *param_names[MAX_PARAMS];
   const char *param_values[MAX_PARAMS];
@@ -42,7 +45,7 @@ typedef struct node_ctx {
   node_opts *o;
   cr_party *party;
   const cr_template *t;
-  uv_signal_t sig[2];
+  uv_signal_t sig[3];
   int sig_live;
   /* Progress on stderr: run's one session, serve's per session. */
   int progress_tty;
@@ -62,6 +65,7 @@ typedef struct node_ctx {
   int closed;
   int last_rc, last_wire; /* serve: the last session's outcome (--once) */
   int signum;             /* the signal that stopped the node, 0 if none */
+  int collabs_serving;    /* serve: collaborations loaded or added */
 } node_ctx;
 
 static void report_failure(const char *cmd, const cr_session_result *r, const char *peer_addr) {
@@ -71,10 +75,34 @@ static void report_failure(const char *cmd, const cr_session_result *r, const ch
 }
 
 static void print_result(node_ctx *n, const cr_party_session *s) {
+  const cr_template *t = s->tmpl ? s->tmpl : n->t;
   if (n->o->json)
-    cr_cli_print_result_json(s, n->t, s->peer_addr);
+    cr_cli_print_result_json(s, t, s->peer_addr);
   else
     cr_cli_print_result_human(s, s->peer_addr);
+}
+
+/* serve: one line per session on stderr (the node's log): collaboration,
+ * partner, query, outcome and duration. Released numbers stay on stdout. */
+static void log_session(node_ctx *n, const cr_party_session *s) {
+  const cr_session_result *r = s->res;
+  const char *outcome;
+  if (s->release_rc)
+    outcome = "withheld";
+  else if (r->status != CR_SESSION_DONE)
+    outcome = r->wire_error == CR_WIRE_BUSY ? "busy" : "failed";
+  else if (!r->receives)
+    outcome = "released to the partner";
+  else if (r->suppressed)
+    outcome = "suppressed";
+  else
+    outcome = "released";
+  fprintf(stderr,
+          "%s %s: session: collaboration=\"%s\" partner=\"%s\" peer=%s query=\"%s\" "
+          "outcome=\"%s\" duration_ms=%.0f\n",
+          CR_CLI_PROG, n->cmd, cr_cli_safe(s->collaboration), cr_cli_safe(s->partner),
+          s->peer_addr ? cr_cli_safe(s->peer_addr) : "-", r->query[0] ? cr_cli_safe(r->query) : "-",
+          outcome, s->duration_ms);
 }
 
 /* serve: each session as it ends (already recorded in the audit log). */
@@ -88,6 +116,8 @@ static void on_session(void *ctx, const cr_party_session *s) {
     n->failed++;
     report_failure(n->cmd, r, s->peer_addr);
   }
+  if (s->collaboration != NULL && !n->o->quiet)
+    log_session(n, s);
   if (s->release_rc) {
     cr_cli_errorf(n->cmd, "%s", s->release_msg);
     if (r->status == CR_SESSION_DONE) {
@@ -99,11 +129,48 @@ static void on_session(void *ctx, const cr_party_session *s) {
   print_result(n, s);
 }
 
-static void on_ping(void *ctx, const char *peer_addr) {
+static void on_ping(void *ctx, const cr_party_session *s) {
   node_ctx *n = ctx;
   if (!n->o->quiet)
-    fprintf(stderr, "%s %s: answered a ping from %s\n", CR_CLI_PROG, n->cmd,
-            peer_addr ? peer_addr : "the partner");
+    fprintf(stderr, "%s %s: answered a ping from %s (collaboration \"%s\", partner \"%s\")\n",
+            CR_CLI_PROG, n->cmd, s->peer_addr ? cr_cli_safe(s->peer_addr) : "the partner",
+            cr_cli_safe(s->collaboration), cr_cli_safe(s->partner));
+}
+
+/* A collaboration as a line: name, role, partner, template, data. */
+static void collab_line(FILE *f, const char *prefix, const cr_party_collab_info *c) {
+  fprintf(f, "%s\"%s\"", prefix, cr_cli_safe(c->name));
+  if (c->t != NULL) {
+    char th[CR_SHA256_HEX_BYTES];
+    cr_hex_encode(th, c->t->sha256, CR_SHA256_BYTES);
+    cr_role other = cr_role_other(c->role);
+    fprintf(f, ": this node is the %s (%s), the partner the %s (%s); template %.16s...",
+            cr_role_name(c->role), cr_cli_safe(c->t->parties[c->role].org), cr_role_name(other),
+            cr_cli_safe(c->t->parties[other].org), th);
+  }
+  if (c->data != NULL)
+    fprintf(f, "; data %s", cr_cli_safe(c->data));
+  if (c->t != NULL && !c->enabled)
+    fprintf(f, " (enabled = false: not served)");
+  fputc('\n', f);
+}
+
+/* serve: the collaborations as they load, change and go. */
+static void on_collab(void *ctx, const cr_party_collab_info *c) {
+  node_ctx *n = ctx;
+  if (strcmp(c->change, "loaded") == 0 || strcmp(c->change, "added") == 0)
+    n->collabs_serving++;
+  if (strcmp(c->change, "refused") == 0) {
+    cr_cli_errorf(n->cmd, "collaboration \"%s\" cannot serve: %s; %s", cr_cli_safe(c->name),
+                  cr_cli_safe(c->error),
+                  c->serving ? "its previous version keeps serving" : "it is not served");
+    return;
+  }
+  if (n->o->quiet)
+    return;
+  char prefix[64];
+  snprintf(prefix, sizeof prefix, "%s %s: collaboration %s ", CR_CLI_PROG, n->cmd, c->change);
+  collab_line(stderr, prefix, c);
 }
 
 static void close_signals(node_ctx *n) {
@@ -267,8 +334,17 @@ static void on_tick(uv_timer_t *t) {
 
 static void on_listening(void *ctx, const char *addr) {
   node_ctx *n = ctx;
-  fprintf(stderr, "%s serve: listening on %s (template %s)\n", CR_CLI_PROG, addr,
-          n->o->template_path);
+  if (n->o->collaborations) {
+    fprintf(stderr, "%s serve: listening on %s (collaborations in %s)\n", CR_CLI_PROG, addr,
+            n->o->collaborations);
+    if (n->collabs_serving == 0)
+      fprintf(stderr,
+              "%s serve: warning: no collaboration serves yet; one added to %s (a "
+              "sub-directory with %s and %s) is picked up without a restart\n",
+              CR_CLI_PROG, n->o->collaborations, CR_COLLAB_TEMPLATE_FILE, CR_COLLAB_CONF_FILE);
+  } else
+    fprintf(stderr, "%s serve: listening on %s (template %s)\n", CR_CLI_PROG, addr,
+            n->o->template_path);
 }
 
 static void on_data(void *ctx, const cr_dataset *d) {
@@ -297,48 +373,114 @@ static void on_data(void *ctx, const cr_dataset *d) {
   cr_cli_print_data_keys(d, n->t);
 }
 
-/* SIGINT / SIGTERM: the program's decision, not the library's. */
+/* SIGINT / SIGTERM: the program's decision, not the library's. SIGHUP
+ * (serve): look at the collaborations again now. */
 static void on_signal(uv_signal_t *h, int signum) {
   node_ctx *n = h->data;
+  if (signum == SIGHUP) {
+    if (!n->o->quiet)
+      fprintf(stderr, "%s %s: SIGHUP: looking for changed collaborations\n", CR_CLI_PROG, n->cmd);
+    (void)cr_party_reload(n->party);
+    return;
+  }
   if (n->signum == 0)
     n->signum = signum;
   cr_party_stop(n->party);
+}
+
+/* serve --check: each collaboration, ok or why not. */
+typedef struct check_ctx {
+  int json;
+  size_t ok, bad;
+} check_ctx;
+
+static void on_check(void *ctx, const cr_party_collab_info *c) {
+  check_ctx *k = ctx;
+  int good = strcmp(c->change, "refused") != 0;
+  good ? k->ok++ : k->bad++;
+  if (k->json) {
+    json_t *o = json_object();
+    json_object_set_new(o, "collaboration", cr_cli_jtext(c->name));
+    json_object_set_new(o, "ok", json_boolean(good));
+    if (c->t != NULL) {
+      char th[CR_SHA256_HEX_BYTES];
+      cr_hex_encode(th, c->t->sha256, CR_SHA256_BYTES);
+      json_object_set_new(o, "template_sha256", json_string(th));
+      json_object_set_new(o, "role", json_string(cr_role_name(c->role)));
+      json_object_set_new(o, "partner", cr_cli_jtext(c->t->parties[cr_role_other(c->role)].org));
+    }
+    if (c->data)
+      json_object_set_new(o, "data", cr_cli_jtext(c->data));
+    if (!good)
+      json_object_set_new(o, "error", cr_cli_jtext(c->error));
+    char *t = json_dumps(o, JSON_COMPACT);
+    printf("%s\n", t ? t : "{}");
+    free(t);
+    json_decref(o);
+    return;
+  }
+  if (good)
+    collab_line(stdout, "ok    ", c);
+  else
+    printf("FAIL  \"%s\": %s\n", cr_cli_safe(c->name), cr_cli_safe(c->error));
 }
 
 static void node_help(const char *cmd) {
   if (strcmp(cmd, "serve") == 0)
     printf("Usage: cleanroom serve --template T --identity DIR --data SOURCE --listen HOST:PORT\n"
            "                       [--data-query SQL] [--delimiter D]\n"
+           "       cleanroom serve --collaborations DIR --identity DIR --listen HOST:PORT\n"
            "                       [--once] [--json] [--max-reject-ratio R] [--timeout SEC]\n"
            "                       [--max-sessions N] [--threads N] [--audit FILE]\n"
-           "                       [--quiet] [--config FILE]\n\n"
-           "Waits for the partner's node and answers the queries the template lets it run.\n"
-           "The node's role is the template party whose cert_sha256 is this identity's.\n"
+           "                       [--quiet] [--config FILE] [--check]\n\n"
+           "Waits for the partners' nodes and answers the queries their templates let them\n"
+           "run. The node's role in each collaboration is the template party whose\n"
+           "cert_sha256 is this identity's.\n\n"
+           "One collaboration: --template T --data SOURCE. All of them, on one listener:\n"
+           "--collaborations DIR, one sub-directory per collaboration:\n"
+           "  DIR/NAME/template.json       the template (and template.json.sig where it\n"
+           "                               requires signatures)\n"
+           "  DIR/NAME/collaboration.conf  `key = value` lines: data = SOURCE (required),\n"
+           "                               data_query = SQL, delimiter = D,\n"
+           "                               audit = FILE, max_sessions = N, timeout = SEC,\n"
+           "                               max_reject_ratio = R, enabled = true|false\n"
+           "A partner's connection goes to the collaboration whose template pins its\n"
+           "certificate and whose hash its Hello names. The directory is watched: a new,\n"
+           "changed or removed collaboration takes effect within seconds (SIGHUP: at\n"
+           "once); a broken one is reported and its previous version keeps serving;\n"
+           "sessions in progress finish with the version they began with. A changed data\n"
+           "file is read again by the next session. --check loads every collaboration\n"
+           "(template, signatures, conf, data) and exits: 0 if all can serve.\n\n"
            "Each session's result is printed when it ends (one JSON object per line with\n"
-           "--json). A failed session never stops the node; --once exits after the first\n"
-           "session, with its status. --max-sessions N (default 16) caps the sessions in\n"
-           "progress: past it the partner is told \"busy, retry later\" (its run exits 4).\n"
-           "--quiet drops the informational stderr lines (data summary, role); the line\n"
-           "\"listening on HOST:PORT\" is always printed, since scripts read the port from it.\n"
+           "--json), and a line on stderr names its collaboration, partner, query, outcome\n"
+           "and duration. A failed session never stops the node; --once exits after the\n"
+           "first session, with its status. --max-sessions N (default 16) caps the sessions\n"
+           "in progress: past it the partner is told \"busy, retry later\" (its run exits 6).\n"
+           "The audit log is the identity's (DIR/audit.jsonl, or --audit FILE), shared with\n"
+           "every collaboration and with `run`s of the same identity.\n"
+           "--quiet drops the informational stderr lines (data summary, role, sessions);\n"
+           "\"listening on HOST:PORT\" and errors are always printed.\n"
            "--config FILE reads `key = value` lines (keys: the long options, e.g.\n"
-           "template, identity, data, data_query, listen, json = true); command-line flags\n"
-           "override it. The port is bound before the data is loaded, so a port in use\n"
-           "fails at once.\n\n%s\n"
-           "Example:\n"
+           "collaborations, identity, data, data_query, listen, json = true); command-line\n"
+           "flags override it. The port is bound before any data is loaded, so a port in\n"
+           "use fails at once.\n\n%s\n"
+           "Examples:\n"
            "  cleanroom serve --template template.json --identity ./identity \\\n"
            "      --data customers.csv --listen 0.0.0.0:7443\n"
            "  cleanroom serve --template template.json --identity ./identity \\\n"
            "      --data postgresql://cleanroom@db.internal/crm --listen 0.0.0.0:7443 \\\n"
            "      --data-query 'SELECT email, segment FROM customers WHERE active'\n"
+           "  cleanroom serve --collaborations /etc/cleanroom/collaborations \\\n"
+           "      --identity /var/lib/cleanroom/identity --listen 0.0.0.0:7443\n"
            "  cleanroom serve --config /etc/cleanroom/serve.conf\n\n%s",
            CR_CLI_DATA_SOURCES_HELP, CR_CLI_EXIT_CODES_HELP);
   else
-    printf("Usage: cleanroom run --template T --identity DIR --data SOURCE --peer HOST:PORT\n"
+    printf("Usage: cleanroom run --template T --identity DIR --data SOURCE --query NAME\n"
            "                     [--data-query SQL] [--delimiter D]\n"
-           "                     --query NAME [--param NAME=VALUE]... [--out FILE [--force]]\n"
-           "                     [--json]\n"
-           "                     [--max-reject-ratio R] [--timeout SEC] [--threads N]\n"
-           "                     [--audit FILE] [--quiet] [--config FILE]\n\n"
+           "                     [--peer HOST:PORT] [--param NAME=VALUE]...\n"
+           "                     [--out FILE [--force]] [--json] [--max-reject-ratio R]\n"
+           "                     [--timeout SEC] [--retry N] [--threads N] [--audit FILE]\n"
+           "                     [--quiet] [--config FILE]\n\n"
            "Connects to the partner's node and runs a query of the template. Prints what\n"
            "the template releases to this side: the overlap count if it reaches the query's\n"
            "min_count, otherwise that it was suppressed.\n"
@@ -348,10 +490,14 @@ static void node_help(const char *cmd) {
            "\"noise\" (mechanism, epsilon, scale, error_95) and the object\n"
            "\"privacy_budget\" (epsilon, spent, left); a run that would spend more than\n"
            "is left of limits.privacy_budget is refused (exit 4) with what is spent and left.\n\n"
-           "--param NAME=VALUE gives a query's parameter (repeat for each; a string_list\n"
-           "is comma-separated). A members query writes this side's matched rows to\n"
-           "--out FILE (CSV, written atomically), only if the total reaches min_count;\n"
-           "an existing FILE is refused unless --force.\n"
+           "--peer defaults to the partner's address in the template\n"
+           "(parties.<role>.address). --param NAME=VALUE gives a query's parameter (repeat\n"
+           "for each; a string_list is comma-separated). A members query writes this side's\n"
+           "matched rows to --out FILE (CSV, written atomically), only if the total reaches\n"
+           "min_count; an existing FILE is refused unless --force. --retry N: when the\n"
+           "partner's node is busy (exit 6) or not listening, try again up to N times,\n"
+           "waiting 1, 2, 4... seconds (at most 30) in between.\n"
+           "Several runs of one identity may run at once: they share its audit log.\n"
            "--quiet drops the informational stderr lines; --config FILE reads options\n"
            "from `key = value` lines (see `cleanroom serve --help`).\n"
            "Check the way to the partner first with `cleanroom ping`, and the data with\n"
@@ -363,6 +509,41 @@ static void node_help(const char *cmd) {
            "      --data sqlite:/srv/crm.db --data-query 'SELECT mail AS email FROM clients' \\\n"
            "      --peer acme.example:7443 --query overlap\n\n%s",
            CR_CLI_DATA_SOURCES_HELP, CR_CLI_EXIT_CODES_HELP);
+}
+
+/* serve --check: every collaboration, then the exit code. */
+static int check_serve(const char *cmd, const node_opts *o) {
+  cr_party_config pc = {0};
+  pc.mode = CR_PARTY_SERVE;
+  pc.template_path = o->template_path;
+  pc.collaborations_dir = o->collaborations;
+  pc.identity_dir = o->identity;
+  pc.audit_path = o->audit;
+  pc.software = CR_SOFTWARE;
+  cr_party_serve_config sc = {0};
+  sc.data = o->data;
+  sc.max_reject_ratio = o->max_reject_ratio > 0 ? o->max_reject_ratio : -1.0;
+  check_ctx k = {o->json, 0, 0};
+  cr_error err;
+  cr_error_clear(&err);
+  int rc = cr_party_check(&pc, &sc, on_check, &k, &err);
+  if (rc == 0) {
+    if (!o->json)
+      printf("%zu collaboration(s) can serve\n", k.ok);
+    return EXIT_OK;
+  }
+  cr_cli_errorf(cmd, "%s", cr_cli_safe(cr_error_message(&err, rc)));
+  return cr_cli_exit_code(rc, 0);
+}
+
+/* The wait before retry number `attempt` (1, 2, ...): 1, 2, 4... s, at
+ * most 30, with a quarter of jitter so that many runs do not come back at
+ * once. */
+static unsigned retry_wait_ms(unsigned attempt) {
+  unsigned ms = attempt >= 6 ? 30000u : 1000u << (attempt - 1);
+  if (ms > 30000u)
+    ms = 30000u;
+  return ms - ms / 4 + (unsigned)(cr_now_ms() % (ms / 2 + 1));
 }
 
 int cr_cli_node(const char *cmd, int argc, char **argv) {
@@ -386,6 +567,9 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
                                        {"data-query", required_argument, NULL, 'D'},
                                        {"delimiter", required_argument, NULL, 'L'},
                                        {"force", no_argument, NULL, 'F'},
+                                       {"collaborations", required_argument, NULL, 'C'},
+                                       {"check", no_argument, NULL, 'K'},
+                                       {"retry", required_argument, NULL, 'R'},
                                        {"help", no_argument, NULL, 'h'},
                                        {NULL, 0, NULL, 0}};
   node_opts o = {0};
@@ -502,6 +686,32 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
       }
       o.force = 1;
       break;
+    case 'C':
+      if (!serve) {
+        cr_cli_errorf(cmd, "--collaborations is for serve; run takes one --template");
+        return EXIT_USAGE;
+      }
+      o.collaborations = optarg;
+      break;
+    case 'K':
+      if (!serve) {
+        cr_cli_errorf(cmd, "--check is for serve (check a template with `cleanroom template "
+                           "check`)");
+        return EXIT_USAGE;
+      }
+      o.check = 1;
+      break;
+    case 'R': {
+      unsigned long v;
+      if (serve) {
+        cr_cli_errorf(cmd, "--retry is for run");
+        return EXIT_USAGE;
+      }
+      if (cr_cli_parse_uint(cmd, "--retry", "a number from", optarg, 0, 100, &v) != 0)
+        return EXIT_USAGE;
+      o.retry = (unsigned)v;
+      break;
+    }
     case 'h':
       node_help(cmd);
       return EXIT_OK;
@@ -514,12 +724,20 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
     cr_cli_errorf(cmd, "unexpected argument \"%s\"", argv[optind]);
     return EXIT_USAGE;
   }
-  const char *missing = !o.template_path       ? "--template FILE"
-                        : !o.identity          ? "--identity DIR"
-                        : !o.data              ? "--data SOURCE"
-                        : !o.address           ? (serve ? "--listen HOST:PORT" : "--peer HOST:PORT")
-                        : (!serve && !o.query) ? "--query NAME"
-                                               : NULL;
+  if (serve && o.collaborations && (o.template_path || o.data)) {
+    cr_cli_errorf(cmd, "--collaborations DIR serves every collaboration in DIR, each with the "
+                       "data its collaboration.conf names: drop --template and --data");
+    return EXIT_USAGE;
+  }
+  int dir_mode = serve && o.collaborations != NULL;
+  const char *missing = !dir_mode && !o.template_path ? "--template FILE (or --collaborations DIR)"
+                        : !o.identity                 ? "--identity DIR"
+                        : !dir_mode && !o.data        ? "--data SOURCE"
+                        : serve && !o.address && !o.check ? "--listen HOST:PORT"
+                        : (!serve && !o.query)            ? "--query NAME"
+                                                          : NULL;
+  if (!serve && !o.template_path)
+    missing = "--template FILE";
   if (missing) {
     cr_cli_errorf(cmd, "%s is required; see `cleanroom %s --help`", missing, cmd);
     return EXIT_USAGE;
@@ -536,16 +754,18 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
     /* The data source's flags before anything is opened or loaded. */
     cr_source_options so = {o.data_query, o.delimiter};
     cr_error ve;
-    int vrc = cr_source_validate(o.data, &so, &ve);
+    int vrc = o.data ? cr_source_validate(o.data, &so, &ve) : 0;
     if (vrc != 0) {
       cr_cli_errorf(cmd, "%s", cr_error_message(&ve, vrc));
       return cr_cli_exit_code(vrc, 0);
     }
-    if ((vrc = cr_node_check_address(o.address, &ve)) != 0) {
+    if (o.address && (vrc = cr_node_check_address(o.address, &ve)) != 0) {
       cr_cli_errorf(cmd, "--%s %s", serve ? "listen" : "peer", cr_error_message(&ve, vrc));
       return EXIT_USAGE;
     }
   }
+  if (o.check)
+    return check_serve(cmd, &o);
 
   int rc = 0, code = EXIT_OK;
   cr_error err;
@@ -555,13 +775,15 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
   node_ctx nctx;
   uv_loop_t loop;
   int loop_live = 0;
+  unsigned attempt = 0;
   memset(&nctx, 0, sizeof nctx);
   nctx.cmd = cmd;
   nctx.o = &o;
 
   cr_party_config pc = {0};
   pc.mode = serve ? CR_PARTY_SERVE : CR_PARTY_RUN;
-  pc.template_path = o.template_path;
+  pc.template_path = dir_mode ? NULL : o.template_path;
+  pc.collaborations_dir = dir_mode ? o.collaborations : NULL;
   pc.identity_dir = o.identity;
   pc.audit_path = o.audit;
   pc.address = o.address;
@@ -594,6 +816,7 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
   ev.on_listening = on_listening;
   ev.on_session = on_session;
   ev.on_ping = on_ping;
+  ev.on_collab = on_collab;
   ev.on_progress = on_progress;
   ev.on_closed = on_closed;
   ev.ctx = &nctx;
@@ -601,8 +824,9 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
   double ratio = o.max_reject_ratio > 0 ? o.max_reject_ratio : -1.0;
 
   const cr_template *t = nctx.t;
+again:
   if (serve) {
-    if (!o.quiet)
+    if (!o.quiet && t != NULL)
       fprintf(stderr, "%s serve: this node is the %s (%s); loading the data (%s) ...\n",
               CR_CLI_PROG, cr_role_name(role), t->parties[role].org,
               cr_source_kind_name(cr_source_kind_of(o.data)));
@@ -629,7 +853,7 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
     rcfg.out = o.out;
     rcfg.timeout_ms = o.timeout_ms;
     rcfg.pool = pool;
-    if (!o.quiet) {
+    if (!o.quiet && attempt == 0) {
       fprintf(stderr, "%s run: this node is the %s (%s); running \"%s\" with %s\n", CR_CLI_PROG,
               cr_role_name(role), t->parties[role].org, o.query, cr_party_address(party));
       fprintf(stderr, "%s run: loading the data (%s) ...\n", CR_CLI_PROG,
@@ -652,8 +876,9 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
     code = cr_cli_exit_code(rc, 0);
     goto out;
   }
-  static const int signums[2] = {SIGINT, SIGTERM};
-  for (int i = 0; i < 2; i++) {
+  static const int signums[3] = {SIGINT, SIGTERM, SIGHUP};
+  int nsig = serve ? 3 : 2; /* SIGHUP reloads a serving node's collaborations */
+  for (int i = 0; i < nsig; i++) {
     uv_signal_init(&loop, &nctx.sig[i]);
     nctx.sig_live = i + 1;
     nctx.sig[i].data = &nctx;
@@ -675,6 +900,29 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
     code = cr_cli_exit_code(nctx.last_rc, nctx.last_wire);
   } else {
     code = nctx.closed_rc ? cr_cli_exit_code(nctx.closed_rc, 0) : EXIT_OK;
+  }
+  /* run --retry: busy, or nothing listening yet (a node restarting). */
+  if (!serve && nctx.closed && nctx.signum == 0 && attempt < o.retry &&
+      (code == EXIT_BUSY || nctx.closed_rc == CR_ECONNREFUSED)) {
+    attempt++;
+    unsigned ms = retry_wait_ms(attempt);
+    if (!o.quiet)
+      fprintf(stderr, "%s run: %s; retrying in %.1f s (retry %u of %u)\n", CR_CLI_PROG,
+              code == EXIT_BUSY ? "the partner's node is busy" : "nothing listens there yet",
+              ms / 1000.0, attempt, o.retry);
+    close_signals(&nctx);
+    uv_run(&loop, UV_RUN_DEFAULT); /* the signal handles close */
+    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+      ;
+    node_ctx keep = nctx;
+    memset(&nctx, 0, sizeof nctx);
+    nctx.cmd = keep.cmd;
+    nctx.o = keep.o;
+    nctx.party = keep.party;
+    nctx.t = keep.t;
+    nctx.progress_tty = keep.progress_tty;
+    goto again;
   }
 
 out:

@@ -11,7 +11,8 @@
  * Exit codes: 0 the partner answered and everything agrees; 5 not
  * reachable (DNS, refused, unreachable, timeout) or a TLS / protocol
  * failure; 4 a wrong certificate, a different template, or another
- * refusal; 2 a local problem (flags, template, identity).
+ * refusal; 6 the partner's node is busy; 2 a local problem (flags,
+ * template, identity).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -67,8 +68,9 @@ static void ping_help(void) {
          "{ours, theirs, agree}, protocol_version {ours, theirs}, peer_software, rtt_ms,\n"
          "total_ms, and problem and error when something is wrong.\n"
          "The ping is recorded in this node's audit log (DIR/audit.jsonl, or --audit\n"
-         "FILE); if that log is in use by a running node, it is skipped with a note.\n"
-         "The partner's serving node answers without loading its data.\n\n"
+         "FILE), which a running node of this identity may share. The partner's serving\n"
+         "node answers without loading its data; a node serving many collaborations\n"
+         "answers for the one whose template is this one (the ping carries its hash).\n\n"
          "Example:\n"
          "  cleanroom ping --template template.json --identity ./identity \\\n"
          "      --peer acme.example:7443\n\n"
@@ -78,7 +80,8 @@ static void ping_help(void) {
          "  4  a wrong certificate (either side's), a different template, or another\n"
          "     refusal by the partner\n"
          "  5  not reachable (DNS, refused, unreachable, timeout), or a TLS or\n"
-         "     protocol failure\n");
+         "     protocol failure\n"
+         "  6  the partner's node is busy (at its session limit): try again later\n");
 }
 
 int cr_cli_ping(int argc, char **argv) {

@@ -47,6 +47,9 @@ static int is_refusal_wire(int w) {
 }
 
 int cr_cli_exit_code(int rc, int wire) {
+  /* Busy is not a refusal: the same run may succeed later. */
+  if (rc != 0 && wire == CR_WIRE_BUSY)
+    return EXIT_BUSY;
   switch (rc) {
   case 0:
     return EXIT_OK;
@@ -86,6 +89,8 @@ const char CR_CLI_EXIT_CODES_HELP[] =
     "  4  refused by the template or by the partner (wrong template, certificate,\n"
     "     query, role, set size, run limit, privacy budget)\n"
     "  5  network, TLS or protocol failure, or timeout\n"
+    "  6  the partner's node is busy (at its session limit): try again later\n"
+    "     (run --retry N does)\n"
     "  130, 143  run stopped by SIGINT or SIGTERM (128 + the signal): the partner\n"
     "     was told ABORTED and the abort recorded; nothing was released\n";
 

@@ -4,22 +4,23 @@
  * flags, and its data can be checked with the very same file.
  *
  *   # /etc/cleanroom/serve.conf
- *   template = template.json
- *   identity = identity
- *   data     = /srv/exports/customers.csv
- *   listen   = 0.0.0.0:7443
- *   json     = true
+ *   collaborations = /etc/cleanroom/collaborations
+ *   identity       = /var/lib/cleanroom/identity
+ *   listen         = 0.0.0.0:7443
+ *   json           = true
  *
  * One `key = value` per line; the keys are the long option names without
  * the dashes (data_query is data-query). Blank lines and lines starting
  * with # are ignored; a value may be wrapped in double quotes (to keep
  * leading or trailing spaces). Flags (json, once, quiet) take true/false,
- * yes/no, on/off or 1/0. Relative paths (template, identity, data, audit)
- * are relative to the file's directory (for data: a CSV path or the path of
- * sqlite:PATH; a postgresql:// URI is taken as is). Options given on the
- * command line override the file's. An unknown key, a key that does not
- * apply to the command, a key given twice or a line without `=` is an error
- * naming the file and the line.
+ * yes/no, on/off or 1/0. Relative paths (template, collaborations,
+ * identity, data, audit) are relative to the file's directory (for data: a
+ * CSV path or the path of sqlite:PATH; a postgresql:// URI is taken as
+ * is). (A collaboration's own settings are in its collaboration.conf, read
+ * by the party layer: src/party/conf.c.) Options given on the command line
+ * override the file's. An unknown key, a key that does not apply to the
+ * command, a key given twice or a line without `=` is an error naming the
+ * file and the line.
  *
  * How: the file's options are put in front of the command line's, so the
  * usual option parser reads both and the later (command-line) value wins.
@@ -45,6 +46,7 @@ typedef struct cfg_key {
 
 static const cfg_key KEYS[] = {
     {"template", 0, 1, 1, 1, 1},
+    {"collaborations", 0, 1, 1, 0, 0},
     {"identity", 0, 1, 1, 1, 1},
     {"data", 0, 1, 1, 1, 1},
     /* The data source's options (issue 16); "data_query" is the same key. */
@@ -57,6 +59,7 @@ static const cfg_key KEYS[] = {
     {"threads", 0, 0, 1, 1, 0},
     {"max-sessions", 0, 0, 1, 0, 0},
     {"timeout", 0, 0, 1, 1, 0},
+    {"retry", 0, 0, 0, 1, 0},
     {"max-reject-ratio", 0, 0, 1, 1, 1},
     {"json", 1, 0, 1, 1, 1},
     {"once", 1, 0, 1, 0, 0},

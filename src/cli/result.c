@@ -76,18 +76,23 @@ void cr_cli_print_result_json(const cr_party_session *s, const cr_template *t,
   char sid[CR_SHA256_HEX_BYTES] = "", th[CR_SHA256_HEX_BYTES];
   if (r->have_session_id)
     cr_hex_encode(sid, r->session_id, CR_SESSION_ID_BYTES);
-  cr_hex_encode(th, t->sha256, CR_SHA256_BYTES);
+  /* t is NULL for a connection refused before it had a collaboration (a
+   * node serving several: a stranger, BUSY, an unknown template). */
+  if (t != NULL)
+    cr_hex_encode(th, t->sha256, CR_SHA256_BYTES);
   json_t *o = json_object();
   json_object_set_new(o, "status", json_string(r->status == CR_SESSION_DONE ? "ok" : "failed"));
   json_object_set_new(o, "query", cr_cli_jtext(r->query));
-  if (r->query[0]) {
+  if (s->collaboration != NULL)
+    json_object_set_new(o, "collaboration", cr_cli_jtext(s->collaboration));
+  if (r->query[0] && t != NULL) {
     const cr_query *q = cr_template_query(t, r->query);
     if (q)
       json_object_set_new(o, "kind",
                           json_string(q->kind == CR_QUERY_MEMBERS ? "members" : "count"));
   }
   json_object_set_new(o, "role", json_string(cr_role_name(r->role)));
-  json_object_set_new(o, "template_sha256", json_string(th));
+  json_object_set_new(o, "template_sha256", t != NULL ? json_string(th) : json_null());
   json_object_set_new(o, "session_id", r->have_session_id ? json_string(sid) : json_null());
   if (peer_addr)
     json_object_set_new(o, "peer", cr_cli_jtext(peer_addr));

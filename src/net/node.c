@@ -32,6 +32,14 @@
  * open connections have a hard cap (conn_cap) derived from the config and
  * the fd limit, so descriptors and memory stay bounded.
  *
+ * Several collaborations on one listener (cfg->route): TLS accepts any
+ * certificate cfg->pinned() accepts; the session of a connection is created
+ * only once its first frame (the runner's Hello) has arrived, with the
+ * configuration the router picks from the partner's certificate and the
+ * template hash that Hello names (cr_session_hello_template, the protocol
+ * layer's: the node still never reads a frame itself). Until then nothing
+ * is computed for the connection; its idle timer runs.
+ *
  * Lifetime: a connection is freed only once its TCP handle and timer are
  * closed (close callbacks) and no work item or DNS request is in flight;
  * cfg->on_session is called exactly once, just before. The node runs on the
@@ -108,10 +116,14 @@ struct conn {
   int closing; /* graceful close started */
   int closed;  /* handles being closed */
   int handshake_done;
-  int auth_reached; /* passed or failed certificate authentication */
-  int busy;         /* past max_sessions: refused with a BUSY Error frame */
-  int counted;      /* counts in node.nsessions */
-  int rx_any;       /* the peer has sent at least one byte */
+  int auth_reached;  /* passed or failed certificate authentication */
+  int busy;          /* past max_sessions: refused with a BUSY Error frame */
+  int routed;        /* route(): the router chose this connection's session */
+  int route_refused; /* route() refused it: the partner gets the fixed text */
+  void *route_conn;  /* route()'s handle for it */
+  unsigned idle_ms;  /* this connection's idle timeout */
+  int counted;       /* counts in node.nsessions */
+  int rx_any;        /* the peer has sent at least one byte */
 
   /* Frame boundaries in the peer's plaintext (length prefixes only; the
    * session decodes), so that the idle timer measures progress in whole
@@ -197,9 +209,17 @@ static void conn_begin_close(conn *c);
 static void conn_close_handles(conn *c);
 static void conn_maybe_free(conn *c);
 static void conn_fail(conn *c, int code, int wire, const char *fmt, ...) CR_PRINTF(4, 5);
+static void conn_refuse_busy(conn *c);
 static void node_stop(node *n);
 static void node_maybe_closed(node *n);
 static void on_timer(uv_timer_t *t);
+static void conn_route(conn *c);
+static cr_session_config node_session_config(const node *n);
+
+/* Serve with a router: past TLS, waiting for the first frame to route. */
+static int conn_awaits_route(const conn *c) {
+  return c->n->cfg->route != NULL && !c->routed && !c->have_local && c->phase == PH_SESSION;
+}
 
 /* ---- helpers ------------------------------------------------------------- */
 
@@ -300,7 +320,7 @@ static void set_local(conn *c, int code, const char *msg) {
   const cr_node_config *cfg = c->n->cfg;
   memset(&c->local, 0, sizeof c->local);
   c->local.status = CR_SESSION_FAILED;
-  c->local.role = cfg->session.role;
+  c->local.role = c->routed ? c->scfg.role : cfg->session.role;
   c->local.is_runner = !c->n->serving;
   if (!c->n->serving && cfg->session.query != NULL)
     copy_msg(c->local.query, sizeof c->local.query, cfg->session.query);
@@ -392,7 +412,7 @@ static void on_write(uv_write_t *req, int status) {
     return;
   }
   if (c->phase == PH_SESSION && !c->closing)
-    conn_timer(c, c->n->idle_ms); /* the peer is taking our bytes: alive */
+    conn_timer(c, c->idle_ms); /* the peer is taking our bytes: alive */
   conn_pump(c);
 }
 
@@ -509,7 +529,7 @@ static void after_work(uv_work_t *req, int status) {
    * consumed without an answer restarts nothing (whole frames restart the
    * timer as they arrive, and a timer firing while we work re-arms). */
   if (!c->closing && produced)
-    conn_timer(c, c->n->idle_ms);
+    conn_timer(c, c->idle_ms);
   if (c->s != NULL && c->n->cfg->on_progress != NULL) {
     cr_session_progress pr;
     cr_session_progress_get(c->s, &pr); /* no work item is in flight here */
@@ -576,7 +596,9 @@ static void conn_pump(conn *c) {
   if (c->phase != PH_SESSION || c->work_busy || c->closing || c->closed)
     return;
   if (c->s == NULL) {
-    if (!c->have_local)
+    if (conn_awaits_route(c))
+      conn_route(c); /* picks the session once the first frame is in */
+    else if (!c->have_local)
       conn_dispatch(c); /* creates the session */
     return;
   }
@@ -649,7 +671,17 @@ static void conn_fail(conn *c, int code, int wire, const char *fmt, ...) {
   }
   /* work_busy first: while a work item runs, the worker owns c->s. */
   if (c->phase != PH_SESSION || (!c->work_busy && c->s == NULL)) {
+    int tell =
+        wire != 0 && conn_awaits_route(c) && !c->tls_broken && !c->write_failed && !c->peer_eof;
     set_local(c, code, msg);
+    if (tell) {
+      /* No session yet (the router waits for the Hello): the partner is
+       * told all the same, with the code's fixed text. */
+      c->local.wire_error = wire;
+      c->route_refused = 1;
+      conn_refuse_busy(c);
+      return;
+    }
     conn_begin_close(c);
     return;
   }
@@ -728,9 +760,14 @@ static void conn_close_handles(conn *c) {
 
 static void node_conn_ended(node *n, conn *c, const cr_session_result *res) {
   const cr_node_config *cfg = n->cfg;
-  if (cfg->on_session != NULL)
+  if (c->routed) {
+    if (cfg->on_routed_session != NULL)
+      cfg->on_routed_session(cfg->ctx, c->route_conn, res, c->peer_addr[0] ? c->peer_addr : NULL,
+                             c->have_peer_fp ? c->peer_fp : NULL);
+  } else if (cfg->on_session != NULL) {
     cfg->on_session(cfg->ctx, res, c->peer_addr[0] ? c->peer_addr : NULL,
                     c->have_peer_fp ? c->peer_fp : NULL);
+  }
   int rc = res->status == CR_SESSION_DONE ? 0 : (res->error < 0 ? res->error : CR_EINTERNAL);
   if (!n->serving) {
     n->run_done = 1;
@@ -757,10 +794,21 @@ static void conn_maybe_free(conn *c) {
     return;
   node *n = c->n;
   const cr_session_result *res;
+  cr_session_result held;
+  int have_held = 0;
   if (c->s != NULL) {
     if (cr_session_status_get(c->s) == CR_SESSION_RUNNING)
       cr_session_abort(c->s, CR_ENET, 0, "the connection closed before the session completed");
     res = cr_session_result_get(c->s);
+    if (c->routed) {
+      /* The router hears of the session once it is freed (its unload hook
+       * has run), so the result moves out first. */
+      cr_session_result_take(c->s, &held);
+      have_held = 1;
+      cr_session_free(c->s);
+      c->s = NULL;
+      res = &held;
+    }
   } else {
     set_local(c, CR_ENET, "the connection closed before a session started");
     res = &c->local;
@@ -768,6 +816,8 @@ static void conn_maybe_free(conn *c) {
   if (c->busy)
     res = &c->local; /* the refusal, with this node's real set size */
   node_conn_ended(n, c, res);
+  if (have_held)
+    cr_session_result_free_outputs(&held);
 
   if (c->prev != NULL)
     c->prev->next = c->next;
@@ -823,7 +873,12 @@ static void conn_refuse_busy(conn *c) {
   cr_error err;
   cr_buf_init(&b);
   cr_error_clear(&err);
-  if (cr_session_refusal_frame(&b, CR_WIRE_BUSY, c->local.error_msg) != 0 ||
+  /* BUSY says how many sessions run (no data); a router's refusal goes
+   * with the code's fixed text only (its message is for this node). */
+  const char *text = c->local.wire_error == CR_WIRE_BUSY && !c->route_refused
+                         ? c->local.error_msg
+                         : cr_wire_error_text(c->local.wire_error);
+  if (cr_session_refusal_frame(&b, c->local.wire_error, text) != 0 ||
       cr_tls_write(c->tls, b.data, b.len, &err) != 0)
     c->tls_broken = 1;
   cr_buf_free(&b);
@@ -837,14 +892,16 @@ static void conn_handshake_done(conn *c) {
   if (cr_tls_peer(c->tls, c->peer_fp, c->peer_pk) == 0)
     c->have_peer_fp = 1;
   c->phase = PH_SESSION;
-  conn_timer(c, c->n->idle_ms);
+  conn_timer(c, c->idle_ms);
   if (cfg->on_connected != NULL)
     cfg->on_connected(cfg->ctx, c->peer_addr[0] ? c->peer_addr : NULL,
                       c->have_peer_fp ? c->peer_fp : NULL);
 
-  c->scfg = node_session_config(c->n);
-  memcpy(c->scfg.peer_sign_pk, c->peer_pk, sizeof c->peer_pk);
-  c->scfg.now_unix = (int64_t)time(NULL);
+  if (cfg->route == NULL) {
+    c->scfg = node_session_config(c->n);
+    memcpy(c->scfg.peer_sign_pk, c->peer_pk, sizeof c->peer_pk);
+    c->scfg.now_unix = (int64_t)time(NULL);
+  } /* else: chosen by the router once the first frame is in (conn_route) */
 
   /* Past max_sessions the partner is told so (a BUSY Error frame, after
    * TLS so that only the pinned partner learns it) and the connection
@@ -865,6 +922,83 @@ static void conn_handshake_done(conn *c) {
       n->nsessions++;
     }
   }
+}
+
+/*
+ * Serve with a router: once the partner's first frame is whole, asks the
+ * router which session this connection gets (from the certificate and the
+ * template the Hello names), then creates it with that frame as its first
+ * input. A first frame that is not a readable Hello is routed with no
+ * template (the router may still know the partner's only collaboration,
+ * whose session then refuses the frame with its usual message).
+ */
+#define CR_NODE_ROUTE_PEEK_MAX CR_NODE_WORK_INPUT /* a Hello is far smaller */
+static void conn_route(conn *c) {
+  node *n = c->n;
+  const cr_node_config *cfg = n->cfg;
+  uint8_t th[CR_SHA256_BYTES];
+  const uint8_t *thp = NULL;
+  uint32_t flen = 0;
+  if (c->in_plain.len < CR_FRAME_HEADER_BYTES && !c->peer_eof) {
+    conn_read_start(c);
+    return;
+  }
+  if (c->in_plain.len == 0) {
+    conn_fail(c, CR_ECONNRESET, 0, "the partner closed the connection before its Hello");
+    return;
+  }
+  int len_ok = c->in_plain.len >= CR_FRAME_HEADER_BYTES &&
+               cr_session_frame_length(c->in_plain.data, node_max_frame(n), &flen) == 0 &&
+               flen <= CR_NODE_ROUTE_PEEK_MAX;
+  if (len_ok && c->in_plain.len < CR_FRAME_HEADER_BYTES + (size_t)flen && !c->peer_eof) {
+    conn_read_start(c); /* the rest of the Hello */
+    return;
+  }
+  if (len_ok && c->in_plain.len >= CR_FRAME_HEADER_BYTES + (size_t)flen &&
+      cr_session_hello_template(c->in_plain.data + CR_FRAME_HEADER_BYTES, flen, th) == 0)
+    thp = th;
+
+  cr_node_route r;
+  memset(&r, 0, sizeof r);
+  r.peer_fp = c->have_peer_fp ? c->peer_fp : NULL;
+  r.template_sha256 = thp;
+  r.peer_addr = c->peer_addr[0] ? c->peer_addr : NULL;
+  int rc = cfg->route(cfg->ctx, &r);
+  if (rc != 0) {
+    char msg[sizeof r.msg];
+    copy_msg(msg, sizeof msg, r.msg[0] ? r.msg : "refused: no collaboration for this partner");
+    set_local(c, CR_EREFUSED, msg);
+    c->local.wire_error = r.wire_error ? r.wire_error : CR_WIRE_NOT_ALLOWED;
+    c->route_refused = 1;
+    conn_refuse_busy(c);
+    return;
+  }
+  /* The node's part of the session's configuration, as for any connection. */
+  cr_session_config base = node_session_config(n);
+  c->scfg = r.session;
+  c->scfg.is_runner = 0;
+  c->scfg.query = NULL;
+  c->scfg.ping = 0;
+  c->scfg.param_names = NULL;
+  c->scfg.param_values = NULL;
+  c->scfg.nparams = 0;
+  if (c->scfg.software == NULL)
+    c->scfg.software = base.software;
+  if (c->scfg.sign == NULL) {
+    c->scfg.sign = base.sign;
+    c->scfg.sign_ctx = base.sign_ctx;
+  }
+  if (c->scfg.pool == NULL)
+    c->scfg.pool = base.pool;
+  memcpy(c->scfg.peer_sign_pk, c->peer_pk, sizeof c->peer_pk);
+  c->scfg.now_unix = (int64_t)time(NULL);
+  c->routed = 1;
+  c->route_conn = r.conn;
+  if (r.idle_timeout_ms) {
+    c->idle_ms = r.idle_timeout_ms;
+    conn_timer(c, c->idle_ms);
+  }
+  conn_dispatch(c); /* creates the session and feeds it the Hello */
 }
 
 static void conn_tls_failed(conn *c, const cr_error *e) {
@@ -938,7 +1072,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
   /* Only whole frames restart the idle timer: bytes alone prove nothing. */
   if (c->in_plain.len > before &&
       rx_track(c, c->in_plain.data + before, c->in_plain.len - before) > 0 && !c->closing)
-    conn_timer(c, c->n->idle_ms);
+    conn_timer(c, c->idle_ms);
   if (r < 0) {
     conn_tls_failed(c, &e);
     return;
@@ -970,8 +1104,8 @@ static void on_timer(uv_timer_t *t) {
               c->peer_addr, n->serving ? n->accept_ms : n->handshake_ms);
     break;
   case PH_SESSION:
-    if (c->work_busy || c->s == NULL) {
-      conn_timer(c, n->idle_ms); /* we are the busy side */
+    if (c->work_busy || (c->s == NULL && !conn_awaits_route(c))) {
+      conn_timer(c, c->idle_ms); /* we are the busy side */
       break;
     }
     {
@@ -980,11 +1114,11 @@ static void on_timer(uv_timer_t *t) {
         conn_fail(c, CR_ETIMEDOUT, CR_WIRE_TIMEOUT,
                   "the partner at %s sent no complete frame for %u ms (%llu bytes of the "
                   "current one so far): too slow or stalled",
-                  c->peer_addr, n->idle_ms, (unsigned long long)got);
+                  c->peer_addr, c->idle_ms, (unsigned long long)got);
       else
         conn_fail(c, CR_ETIMEDOUT, CR_WIRE_TIMEOUT,
                   "the partner at %s sent nothing for %u ms while this node waited for it",
-                  c->peer_addr, n->idle_ms);
+                  c->peer_addr, c->idle_ms);
     }
     break;
   }
@@ -995,6 +1129,7 @@ static conn *conn_new(node *n) {
   if (c == NULL)
     return NULL;
   c->n = n;
+  c->idle_ms = n->idle_ms;
   cr_buf_init(&c->in_plain);
   cr_buf_init(&c->work_in);
   cr_buf_init(&c->work_out);
@@ -1046,7 +1181,11 @@ static void conn_connected(conn *c) {
   (void)uv_tcp_keepalive(&c->tcp, 1, CR_NODE_KEEPALIVE_S);
   if (!c->n->serving && c->n->cfg->on_tcp_connected != NULL)
     c->n->cfg->on_tcp_connected(c->n->cfg->ctx, c->peer_addr);
-  if (cr_tls_new(&c->tls, c->n->tls, c->n->pin, c->n->peer_role, &e) != 0) {
+  int trc = c->n->serving && c->n->cfg->pinned != NULL
+                ? cr_tls_new_pinset(&c->tls, c->n->tls, c->n->cfg->pinned, c->n->cfg->ctx,
+                                    c->n->peer_role, &e)
+                : cr_tls_new(&c->tls, c->n->tls, c->n->pin, c->n->peer_role, &e);
+  if (trc != 0) {
     conn_fail(c, e.code, 0, "%s", e.msg);
     return;
   }
@@ -1361,13 +1500,18 @@ static int check_local(const node *n, cr_error *err) {
 static int node_new(node **out, uv_loop_t *loop, const cr_node_config *cfg, int serving,
                     cr_error *err) {
   int rc;
-  if (cfg->session.tmpl == NULL || cfg->id == NULL)
+  int routed = serving && cfg->route != NULL;
+  if (!serving && cfg->route != NULL)
+    return cr_error_set(err, CR_EINVAL, "node: routing is for serving");
+  if (routed && (cfg->pinned == NULL || cfg->id == NULL))
+    return cr_error_set(err, CR_EINVAL, "node: a router needs pinned() and an identity");
+  if (!routed && (cfg->session.tmpl == NULL || cfg->id == NULL))
     return cr_error_set(err, CR_EINVAL, "node: a template and an identity are required");
-  if (cfg->session.role != CR_ROLE_PROVIDER && cfg->session.role != CR_ROLE_CONSUMER)
+  if (!routed && cfg->session.role != CR_ROLE_PROVIDER && cfg->session.role != CR_ROLE_CONSUMER)
     return cr_error_set(err, CR_EINVAL, "node: invalid role");
   const cr_template *t = cfg->session.tmpl;
   const uint8_t *own = cr_identity_fingerprint(cfg->id);
-  const uint8_t *want = t->parties[cfg->session.role].cert_sha256;
+  const uint8_t *want = routed ? own : t->parties[cfg->session.role].cert_sha256;
   if (memcmp(own, want, CR_SHA256_BYTES) != 0) {
     char a[CR_SHA256_HEX_BYTES], b[CR_SHA256_HEX_BYTES];
     cr_hex_encode(a, own, CR_SHA256_BYTES);
@@ -1383,13 +1527,18 @@ static int node_new(node **out, uv_loop_t *loop, const cr_node_config *cfg, int 
   n->loop = loop;
   n->cfg = cfg;
   n->serving = serving;
-  if ((rc = check_local(n, err)) != 0) {
+  if (!routed && (rc = check_local(n, err)) != 0) {
     free(n);
     return rc;
   }
-  cr_role other = cr_role_other(cfg->session.role);
-  n->pin = t->parties[other].cert_sha256;
-  n->peer_role = cr_role_name(other);
+  if (routed) {
+    n->pin = NULL; /* cfg->pinned decides */
+    n->peer_role = "partner";
+  } else {
+    cr_role other = cr_role_other(cfg->session.role);
+    n->pin = t->parties[other].cert_sha256;
+    n->peer_role = cr_role_name(other);
+  }
   n->handshake_ms =
       cfg->handshake_timeout_ms ? cfg->handshake_timeout_ms : CR_NODE_DEFAULT_HANDSHAKE_MS;
   n->idle_ms = cfg->idle_timeout_ms ? cfg->idle_timeout_ms : CR_NODE_DEFAULT_IDLE_MS;

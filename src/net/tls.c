@@ -37,6 +37,10 @@ struct cr_tls {
   BIO *rbio; /* owned by ssl */
   BIO *wbio; /* owned by ssl */
   uint8_t pin[CR_SHA256_BYTES];
+  /* A set of pins instead of one (a node serving several collaborations):
+   * a certificate is accepted when accept() says so. */
+  cr_tls_pin_fn accept;
+  void *accept_ctx;
   char peer_role[32];
   uint8_t seen_fp[CR_SHA256_BYTES];
   int seen;         /* the peer presented a certificate */
@@ -62,6 +66,13 @@ static int x509_fp(X509 *x, uint8_t fp[CR_SHA256_BYTES]) {
   return 0;
 }
 
+/* The peer's certificate is the pinned one (or one of the pinned ones). */
+static int pin_ok(const cr_tls *t, const uint8_t fp[CR_SHA256_BYTES]) {
+  if (t->accept != NULL)
+    return t->accept(t->accept_ctx, fp) == 1;
+  return sodium_memcmp(fp, t->pin, CR_SHA256_BYTES) == 0;
+}
+
 static int verify_cb(int ok, X509_STORE_CTX *xs) {
   SSL *ssl = X509_STORE_CTX_get_ex_data(xs, SSL_get_ex_data_X509_STORE_CTX_idx());
   cr_tls *t = ssl != NULL ? SSL_get_app_data(ssl) : NULL;
@@ -80,7 +91,7 @@ static int verify_cb(int ok, X509_STORE_CTX *xs) {
   }
   memcpy(t->seen_fp, fp, sizeof fp);
   t->seen = 1;
-  if (sodium_memcmp(fp, t->pin, sizeof fp) != 0) {
+  if (!pin_ok(t, fp)) {
     t->pin_mismatch = 1;
     /* Maps to a bad_certificate alert for the peer. */
     X509_STORE_CTX_set_error(xs, X509_V_ERR_CERT_REJECTED);
@@ -171,6 +182,19 @@ int cr_tls_new(cr_tls **out, cr_tls_ctx *ctx, const uint8_t pin[CR_SHA256_BYTES]
   return 0;
 }
 
+int cr_tls_new_pinset(cr_tls **out, cr_tls_ctx *ctx, cr_tls_pin_fn accept, void *accept_ctx,
+                      const char *peer_role, cr_error *err) {
+  static const uint8_t none[CR_SHA256_BYTES];
+  if (accept == NULL)
+    return cr_error_set(err, CR_EINVAL, "TLS: missing argument");
+  int rc = cr_tls_new(out, ctx, none, peer_role, err);
+  if (rc == 0) {
+    (*out)->accept = accept;
+    (*out)->accept_ctx = accept_ctx;
+  }
+  return rc;
+}
+
 void cr_tls_free(cr_tls *t) {
   if (t == NULL)
     return;
@@ -240,7 +264,12 @@ static int tls_failure(cr_tls *t, int ssl_err, const char *when, cr_error *err) 
   else
     snprintf(seen, sizeof seen, "(none)");
 
-  if (t->pin_mismatch) {
+  if (t->pin_mismatch && t->accept != NULL) {
+    rc = cr_error_set(err, CR_EAUTH,
+                      "the peer's certificate %s is not pinned by any collaboration this node "
+                      "serves (as the %s)",
+                      seen, t->peer_role);
+  } else if (t->pin_mismatch) {
     rc = cr_error_set(err, CR_EAUTH,
                       "the partner's certificate is not the one the template pins for "
                       "the %s: expected %s but the peer presented %s",
@@ -300,7 +329,7 @@ int cr_tls_handshake(cr_tls *t, cr_error *err) {
     return cr_error_set(err, CR_ETLS, "cannot encode the partner's certificate");
   memcpy(t->seen_fp, fp, sizeof fp);
   t->seen = 1;
-  if (sodium_memcmp(fp, t->pin, sizeof fp) != 0) {
+  if (!pin_ok(t, fp)) {
     t->pin_mismatch = 1;
     return tls_failure(t, SSL_ERROR_SSL, "handshake", err);
   }

@@ -19,14 +19,14 @@
 
 #define CHECK_DEFAULT_SAMPLES 5
 
-void cr_party_check_free(cr_party_check *c) {
+void cr_party_check_free(cr_party_data_check *c) {
   if (c == NULL)
     return;
   cr_dataset_free(c->data);
   memset(c, 0, sizeof *c);
 }
 
-static void record(cr_party *p, const cr_party_check *c, const char *query, int rc,
+static void record(cr_party *p, const cr_party_data_check *c, const char *query, int rc,
                    const char *why) {
   json_t *o;
   if (c != NULL && c->data != NULL) {
@@ -51,7 +51,7 @@ static void record(cr_party *p, const cr_party_check *c, const char *query, int 
     (void)cr__trail_checkpoint(&p->trail, &e);
 }
 
-int cr_party_check_data(cr_party *p, const cr_party_check_config *cfg, cr_party_check *out,
+int cr_party_check_data(cr_party *p, const cr_party_check_config *cfg, cr_party_data_check *out,
                         cr_error *err) {
   int rc;
   cr_filter *filter = NULL;

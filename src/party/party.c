@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "party/party_internal.h"
@@ -39,8 +40,14 @@ static int record_start(cr_party *p, cr_error *err) {
   json_object_set_new(ev, "role", cr__jtext(cr_role_name(p->role)));
   json_object_set_new(ev, "cert_sha256", cr__jtext(fp));
   json_object_set_new(ev, "public_key", cr__jtext(pkh));
-  json_object_set_new(ev, "template_sha256", cr__jtext(p->trail.th));
-  json_object_set_new(ev, "template_file", cr__jtext(p->template_path));
+  if (p->t != NULL) {
+    json_object_set_new(ev, "role", cr__jtext(cr_role_name(p->role)));
+    json_object_set_new(ev, "template_sha256", cr__jtext(p->trail.th));
+    json_object_set_new(ev, "template_file", cr__jtext(p->template_path));
+  } else {
+    json_object_del(ev, "role"); /* one per collaboration */
+    json_object_set_new(ev, "collaborations", cr__jtext(p->collab_dir));
+  }
   json_object_set_new(ev, p->mode == CR_PARTY_SERVE ? "listen" : "peer",
                       cr__jtext(p->address ? p->address : ""));
   int rc = cr__trail_event(&p->trail, "node_started", ev, err);
@@ -50,12 +57,50 @@ static int record_start(cr_party *p, cr_error *err) {
   return 0;
 }
 
+int cr__party_log(cr_party *p, const char *path, cr_log **out, cr_error *err) {
+  struct stat st;
+  int have = stat(path, &st) == 0;
+  cr_log *cands[1];
+  size_t nc = 0;
+  if (p->trail.log != NULL)
+    cands[nc++] = p->trail.log;
+  /* One handle per file: the node's own, or a collaboration's. */
+  for (size_t i = 0; i <= p->ncollabs; i++) {
+    cr_log *l = i < nc ? cands[i] : (i - nc < p->ncollabs ? p->collabs[i - nc]->trail.log : NULL);
+    if (l == NULL)
+      continue;
+    if (strcmp(l->path, path) == 0 || (have && l->dev == st.st_dev && l->ino == st.st_ino)) {
+      l->refs++;
+      *out = l;
+      return 0;
+    }
+  }
+  return cr__log_open(out, path, p->id, err);
+}
+
+static int open_log(cr_party *p, cr_error *err) {
+  cr_log *log = NULL;
+  int rc = cr__party_log(p, p->audit_path, &log, err);
+  if (rc)
+    return rc;
+  cr__trail_init(&p->trail, log, p->id, p->t, p->role, p->t ? p->t->name : NULL);
+  cr__log_release(log); /* the trail holds it */
+  return 0;
+}
+
 int cr_party_open(cr_party **out, const cr_party_config *cfg, cr_error *err) {
   int rc;
   *out = NULL;
-  if (cfg == NULL || cfg->template_path == NULL || cfg->identity_dir == NULL ||
+  int dir_mode = cfg != NULL && cfg->mode == CR_PARTY_SERVE && cfg->collaborations_dir != NULL;
+  if (cfg == NULL || cfg->identity_dir == NULL ||
       (cfg->mode != CR_PARTY_SERVE && cfg->mode != CR_PARTY_RUN && cfg->mode != CR_PARTY_PING &&
        cfg->mode != CR_PARTY_CHECK))
+    return cr_error_set(err, CR_EINVAL, "party: a mode, a template and an identity are required");
+  if (dir_mode && cfg->template_path != NULL)
+    return cr_error_set(err, CR_EUSAGE,
+                        "a template or a collaborations directory, not both: serve --template "
+                        "T --data D serves one collaboration, --collaborations DIR many");
+  if (!dir_mode && cfg->template_path == NULL)
     return cr_error_set(err, CR_EINVAL, "party: a mode, a template and an identity are required");
   if (cr_crypto_init() != 0)
     return cr_error_set(err, CR_EINTERNAL, "libsodium failed to initialise");
@@ -63,16 +108,29 @@ int cr_party_open(cr_party **out, const cr_party_config *cfg, cr_error *err) {
   if (p == NULL)
     return cr_error_set(err, CR_ENOMEM, "out of memory");
   p->mode = cfg->mode;
+  p->run_lock_fd = -1;
   p->software = cfg->software ? cfg->software : CR_PARTY_SOFTWARE;
-  p->template_path = strdup(cfg->template_path);
+  p->template_path = dup_or_null(cfg->template_path);
+  p->collab_dir = dup_or_null(cfg->collaborations_dir);
   p->identity_dir = strdup(cfg->identity_dir);
   p->audit_path =
       cfg->audit_path ? strdup(cfg->audit_path) : cr__trail_default_path(cfg->identity_dir);
-  if (p->template_path == NULL || p->identity_dir == NULL || p->audit_path == NULL) {
+  if ((!dir_mode && p->template_path == NULL) || (dir_mode && p->collab_dir == NULL) ||
+      p->identity_dir == NULL || p->audit_path == NULL) {
     rc = cr_error_set(err, CR_ENOMEM, "out of memory");
     goto fail;
   }
-  if ((rc = cr_template_load(&p->t, cfg->template_path, err)) != 0) {
+  if (dir_mode) {
+    struct stat st;
+    if (stat(p->collab_dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+      rc = cr_error_set(err, CR_ECONFIG,
+                        "%s: not a directory; --collaborations takes a directory with one "
+                        "sub-directory per collaboration (%s and %s in each)",
+                        p->collab_dir, CR_COLLAB_TEMPLATE_FILE, CR_COLLAB_CONF_FILE);
+      goto fail;
+    }
+  }
+  if (!dir_mode && (rc = cr_template_load(&p->t, cfg->template_path, err)) != 0) {
     if (rc != CR_ENOMEM)
       rc = CR_ETEMPLATE; /* unreadable or invalid: a configuration problem */
     goto fail;
@@ -82,7 +140,7 @@ int cr_party_open(cr_party **out, const cr_party_config *cfg, cr_error *err) {
       rc = CR_ECONFIG;
     goto fail;
   }
-  if (cr_template_role_of(p->t, cr_identity_fingerprint(p->id), &p->role) != 0) {
+  if (!dir_mode && cr_template_role_of(p->t, cr_identity_fingerprint(p->id), &p->role) != 0) {
     char own[CR_SHA256_HEX_BYTES], pp[CR_SHA256_HEX_BYTES], cc[CR_SHA256_HEX_BYTES];
     cr_hex_encode(own, cr_identity_fingerprint(p->id), CR_SHA256_BYTES);
     cr_hex_encode(pp, p->t->parties[CR_ROLE_PROVIDER].cert_sha256, CR_SHA256_BYTES);
@@ -104,26 +162,28 @@ int cr_party_open(cr_party **out, const cr_party_config *cfg, cr_error *err) {
              ? cr_error_set(err, CR_EUSAGE, "an address to listen on (HOST:PORT) is required")
              : cr_error_set(err, CR_EUSAGE,
                             "the partner's address (HOST:PORT) is required: the template gives "
-                            "none for the %s (parties.%s.address)",
+                            "none for the %s (parties.%s.address); give it with --peer",
                             cr_role_name(other), cr_role_name(other));
     goto fail;
   }
 
   /* A ping needs neither the signatures nor the log: it says what serve
-   * and run would refuse, and pings anyway (a serving node may hold the
-   * log). */
-  char *sp = cr_template_sig_path(p->t);
+   * and run would refuse, and pings anyway. */
+  int src = 0;
   cr_error se;
   cr_error_clear(&se);
-  int src = sp ? cr_template_require_sigs(p->t, sp, &se) : CR_ENOMEM;
-  free(sp);
+  if (!dir_mode) {
+    char *sp = cr_template_sig_path(p->t);
+    src = sp ? cr_template_require_sigs(p->t, sp, &se) : CR_ENOMEM;
+    free(sp);
+  }
   if (src && (p->mode == CR_PARTY_PING || p->mode == CR_PARTY_CHECK))
     snprintf(p->notes[CR_PARTY_NOTE_SIGNATURES], sizeof p->notes[0], "%s",
              cr_error_message(&se, src));
 
   cr_error ae;
   cr_error_clear(&ae);
-  if ((rc = cr__trail_open(&p->trail, p->audit_path, p->id, p->t, &ae)) != 0) {
+  if ((rc = open_log(p, &ae)) != 0) {
     if (p->mode == CR_PARTY_PING) {
       snprintf(p->notes[CR_PARTY_NOTE_AUDIT], sizeof p->notes[0],
                "not recorded in the audit log %s: %s", p->audit_path, cr_error_message(&ae, rc));
@@ -166,6 +226,9 @@ void cr_party_close(cr_party *p) {
     return;
   if (p->node != NULL)
     cr_node_free(p->node);
+  cr__party_collabs_free(p);
+  if (p->run_lock_fd >= 0)
+    cr__trail_run_unlock(&p->run_lock_fd);
   cr__trail_close(&p->trail);
   cr_dataset_free(p->data);
   cr_filter_free(p->filter);
@@ -178,10 +241,110 @@ void cr_party_close(cr_party *p) {
   cr_identity_free(p->id);
   cr_template_free(p->t);
   free(p->template_path);
+  free(p->collab_dir);
   free(p->identity_dir);
   free(p->audit_path);
   free(p->address);
   free(p);
+}
+
+/* ---- serve --check ------------------------------------------------------- */
+
+static void check_report(cr_party *p, void (*report)(void *, const cr_party_collab_info *),
+                         void *ctx, const char *name, const cr_collab *c, const char *error) {
+  cr_party_collab_info info;
+  memset(&info, 0, sizeof info);
+  info.change = error ? "refused" : "loaded";
+  info.name = name;
+  info.error = error ? error : "";
+  if (c != NULL) {
+    info.dir = c->dir;
+    info.template_path = c->template_path;
+    info.t = c->t;
+    info.role = c->role;
+    info.data = c->conf.data;
+    info.audit = c->conf.audit ? c->conf.audit : p->audit_path;
+    info.enabled = c->conf.enabled;
+    info.serving = error == NULL && c->conf.enabled;
+  }
+  if (report)
+    report(ctx, &info);
+}
+
+int cr_party_check(const cr_party_config *cfg, const cr_party_serve_config *scfg,
+                   void (*report)(void *ctx, const cr_party_collab_info *c), void *ctx,
+                   cr_error *err) {
+  if (cfg == NULL || cfg->identity_dir == NULL ||
+      (cfg->template_path == NULL) == (cfg->collaborations_dir == NULL))
+    return cr_error_set(err, CR_EUSAGE,
+                        "serve --check needs an identity and either a template (with data) or "
+                        "a collaborations directory");
+  if (cfg->template_path != NULL && (scfg == NULL || scfg->data == NULL))
+    return cr_error_set(err, CR_EUSAGE, "serve --check --template needs --data");
+  if (cr_crypto_init() != 0)
+    return cr_error_set(err, CR_EINTERNAL, "libsodium failed to initialise");
+  cr_party *p = calloc(1, sizeof *p);
+  if (p == NULL)
+    return cr_error_set(err, CR_ENOMEM, "out of memory");
+  int rc = 0, first = 0;
+  size_t bad = 0, total = 0;
+  p->mode = CR_PARTY_SERVE;
+  p->template_path = dup_or_null(cfg->template_path);
+  p->collab_dir = dup_or_null(cfg->collaborations_dir);
+  p->identity_dir = strdup(cfg->identity_dir);
+  p->audit_path =
+      cfg->audit_path ? strdup(cfg->audit_path) : cr__trail_default_path(cfg->identity_dir);
+  p->data_path = scfg && scfg->data ? strdup(scfg->data) : NULL;
+  p->data_query = scfg && scfg->data_query ? strdup(scfg->data_query) : NULL;
+  p->delimiter = scfg ? scfg->delimiter : 0;
+  p->max_reject_ratio = scfg ? scfg->max_reject_ratio : 0;
+  if ((rc = cr_identity_load(&p->id, cfg->identity_dir, err)) != 0) {
+    rc = rc == CR_ENOMEM ? rc : CR_ECONFIG;
+    goto out;
+  }
+  if (p->collab_dir != NULL) {
+    struct stat st;
+    if (stat(p->collab_dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+      rc = cr_error_set(err, CR_ECONFIG, "%s: not a directory", p->collab_dir);
+      goto out;
+    }
+  }
+  cr_srcs srcs;
+  if ((rc = cr__srcs_list(p, &srcs, err)) != 0)
+    goto out;
+  for (size_t i = 0; i < srcs.n; i++) {
+    cr_collab *c = NULL;
+    cr_error e;
+    cr_error_clear(&e);
+    int crc = cr__collab_prepare(p, &srcs.v[i], 1, &c, &e);
+    if (crc == 0)
+      crc = cr__collab_check_data(c, 1, &e);
+    total++;
+    if (crc != 0) {
+      bad++;
+      if (first == 0)
+        first = crc;
+      check_report(p, report, ctx, srcs.v[i].name, c, cr_error_message(&e, crc));
+    } else {
+      check_report(p, report, ctx, srcs.v[i].name, c, NULL);
+    }
+    cr__collab_unref(c);
+  }
+  cr__srcs_free(&srcs);
+  if (bad)
+    rc = cr_error_set(err, first, "%zu of %zu collaboration(s) cannot serve", bad, total);
+  else if (total == 0)
+    rc = cr_error_set(err, CR_ECONFIG, "%s holds no collaboration (one sub-directory each)",
+                      p->collab_dir);
+out:
+  cr_identity_free(p->id);
+  free(p->template_path);
+  free(p->collab_dir);
+  free(p->identity_dir);
+  free(p->audit_path);
+  free(p->data_path);
+  free(p);
+  return rc;
 }
 
 cr_role cr_party_role(const cr_party *p) { return p->role; }
@@ -203,11 +366,6 @@ void cr__party_node_base(cr_party *p, unsigned timeout_ms) {
   p->nc.handshake_timeout_ms = timeout_ms;
   p->nc.idle_timeout_ms = timeout_ms;
   p->nc.ctx = p;
-}
-
-void cr_party_stop(cr_party *p) {
-  if (p != NULL && p->node != NULL)
-    cr_node_stop(p->node);
 }
 
 /* ---- data ----------------------------------------------------------------- */
@@ -250,9 +408,7 @@ static int keep_row(void *ctx, const char *const *fields, const size_t *lens, si
   return cr_filter_eval(ctx, fields, lens, n);
 }
 
-/* The own set at start: run loads it for its query (filter, group_by and
- * parameters); serve loads it whole, for the checks made before listening
- * and for queries that neither filter nor group this side. */
+/* run: the own set for its query (filter, group_by and parameters). */
 int cr__party_load_start(cr_party *p, const cr_query *q, cr_error *err) {
   int rc;
   if (q != NULL && q->where[p->role] != NULL &&
@@ -278,75 +434,6 @@ int cr__party_load_start(cr_party *p, const cr_query *q, cr_error *err) {
   if (p->ev.on_data)
     p->ev.on_data(p->ev.ctx, p->data);
   return 0;
-}
-
-/* serve: the own set for a query. Queries that neither group nor filter
- * this side use the set loaded at start; the others load the file again
- * with their group column (every such load is a data access of its own). */
-int cr__party_load(void *ctx, const cr_query *q, const cr_session_result *res,
-                   const cr_dataset **out, char *msg, size_t cap) {
-  cr_party *p = ctx;
-  if (q->kind == CR_QUERY_MEMBERS && (q->results_to & CR_ROLE_BIT(p->role))) {
-    snprintf(msg, cap,
-             "query \"%s\" returns the %s's matched rows; the %s must run it "
-             "(`cleanroom run --out FILE`), not serve it",
-             q->name, cr_role_name(p->role), cr_role_name(p->role));
-    return CR_EREFUSED;
-  }
-  cr_error err;
-  cr_error_clear(&err);
-  cr_params params = {0};
-  cr_filter *filter = NULL;
-  /* Both nodes check the parameters against their declared types. */
-  int rc = cr_params_from_pairs(&params, (const char *const *)res->param_names,
-                                (const char *const *)res->param_values, res->nparams, q->params,
-                                q->nparams, &err);
-  if (rc) {
-    snprintf(msg, cap, "%s", cr_error_message(&err, rc));
-    return CR_EREFUSED;
-  }
-  if (q->group_by[p->role] == NULL && q->where[p->role] == NULL) {
-    cr_params_free(&params);
-    *out = p->data;
-    return 0;
-  }
-  if (q->where[p->role] != NULL && (rc = cr_filter_parse(&filter, q->where[p->role], q->params,
-                                                         q->nparams, q->name, &err)) != 0) {
-    snprintf(msg, cap, "%s", cr_error_message(&err, rc));
-    cr_params_free(&params);
-    return rc;
-  }
-  cr_dataset_options opt;
-  cr__party_load_options(p, &opt);
-  opt.group_column = q->group_by[p->role];
-  opt.filter = filter;
-  opt.params = &params;
-  cr_dataset *d = NULL;
-  rc = cr_dataset_load(&d, p->data_path, p->t, p->role, &opt, &err);
-  cr_filter_free(filter);
-  cr_params_free(&params);
-  if (rc) {
-    snprintf(msg, cap, "%s", cr_error_message(&err, rc));
-    json_t *o = json_object();
-    json_object_set_new(o, "file", cr__jtext(p->data_path));
-    json_object_set_new(o, "query", cr__jtext(q->name));
-    json_object_set_new(o, "reason", cr__jtext(msg));
-    (void)cr__trail_event(&p->trail, "data_load_failed", o, &err);
-    return rc;
-  }
-  if ((rc = cr__trail_event(&p->trail, "data_loaded", data_fields(p, d, q->name), &err)) != 0) {
-    snprintf(msg, cap, "cannot record the data access in the audit log: %s", err.msg);
-    cr_dataset_free(d);
-    return rc;
-  }
-  *out = d;
-  return 0;
-}
-
-void cr__party_unload(void *ctx, const cr_dataset *d) {
-  cr_party *p = ctx;
-  if (d != p->data)
-    cr_dataset_free((cr_dataset *)d);
 }
 
 /* Kept for the row filter of a members release. */

@@ -267,8 +267,9 @@ const char *cr_party_ping_advice(const cr_party *p, const cr_party_ping_report *
                : "the partner's template does not pin this node's certificate for the "
                  "provider: send it your fingerprint and agree one template";
   case CR_PING_TEMPLATE_MISMATCH:
-    return "the two nodes loaded different templates: compare `cleanroom template hash` "
-           "on both sides and exchange the same file";
+    return "the two nodes loaded different templates (or the partner's node serves no "
+           "collaboration with this template for this node): compare `cleanroom template "
+           "hash` on both sides and exchange the same file";
   case CR_PING_PROTOCOL_VERSION:
     return "upgrade the older node";
   case CR_PING_ROLE:

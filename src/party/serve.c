@@ -1,30 +1,179 @@
 /*
- * serve and run: a party's sessions on the caller's loop, with the whole
- * contract around them. The node moves bytes; this file decides what is
- * loaded, admitted, recorded and released, and in which order: the audit
- * line is on disk before the caller hears of a result, and a members file
- * takes its final name only after its release is recorded.
+ * serve: one node, one listener, every collaboration of this identity
+ * (serve --collaborations DIR; serve --template T --data D is the case of
+ * one), with the whole contract around each session.
+ *
+ * Routing: TLS accepts a certificate that any serving collaboration pins
+ * for its partner; once the partner's Hello has arrived, the node asks
+ * route() which collaboration it is for (the partner's certificate and the
+ * template hash in the Hello: cr__collab_route). The session then runs
+ * with that collaboration's template, role, data and audit trail; the
+ * collaboration version stays alive (refs) until the session ends, however
+ * the directory changes meanwhile.
+ *
+ * Changes without a restart: the directory (and each sub-directory) is
+ * watched (uv_fs_event), looked at every CR_PARTY_RESCAN_MS as well, and on
+ * cr_party_reload (the CLI's SIGHUP). A new or changed collaboration is
+ * prepared on the loop (conf, template, signatures: quick), its data is
+ * loaded and checked on the thread pool, and only then does it replace the
+ * old version; a broken one is reported (events, audit log) and the old
+ * version keeps serving. A changed data file needs none of this: each
+ * session looks at the file and reads it again when it has changed.
+ *
+ * Order, as for run: a session's audit lines are on disk before the
+ * caller hears of it.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "party/party_internal.h"
 
-int cr__party_keep_row(void *ctx, const char *const *fields, const size_t *lens, size_t n);
+#define CR_PARTY_RESCAN_MS 2000 /* a look at the files, whatever the watch says */
+#define CR_PARTY_SETTLE_MS 300  /* after a change is seen, before reading it */
 
-static int party_admit(void *ctx, const cr_query *q, const cr_session_result *r, char *msg,
-                       size_t cap) {
-  cr_party *p = ctx;
-  (void)q;
-  return cr__trail_admit(&p->trail, r, msg, cap);
+static void serve_maybe_closed(cr_party *p);
+
+/* ---- events -------------------------------------------------------------------- */
+
+void cr__party_collab_event(cr_party *p, const char *change, const char *name, const cr_collab *c,
+                            const char *error) {
+  cr_party_collab_info info;
+  memset(&info, 0, sizeof info);
+  info.change = change;
+  info.name = name;
+  info.error = error ? error : "";
+  if (c != NULL) {
+    info.dir = c->dir;
+    info.template_path = c->template_path;
+    info.t = c->t;
+    info.role = c->role;
+    info.data = c->conf.data;
+    info.audit = c->conf.audit ? c->conf.audit : p->audit_path;
+    info.enabled = c->conf.enabled;
+  }
+  for (size_t i = 0; i < p->ncollabs; i++)
+    if (strcmp(p->collabs[i]->name, name) == 0)
+      info.serving = p->collabs[i]->conf.enabled;
+
+  /* The node's log, and the collaboration's own if it has one; then the
+   * caller hears of it. */
+  json_t *o = json_object();
+  json_object_set_new(o, "collaboration", cr__jtext(name));
+  if (c != NULL) {
+    if (c->dir)
+      json_object_set_new(o, "dir", cr__jtext(c->dir));
+    json_object_set_new(o, "template_file", cr__jtext(c->template_path));
+    json_object_set_new(o, "template_sha256", cr__jtext(c->th));
+    json_object_set_new(o, "role", cr__jtext(cr_role_name(c->role)));
+    json_object_set_new(o, "partner", cr__jtext(c->t->parties[cr_role_other(c->role)].org));
+    char fp[CR_SHA256_HEX_BYTES];
+    cr_hex_encode(fp, c->t->parties[cr_role_other(c->role)].cert_sha256, CR_SHA256_BYTES);
+    json_object_set_new(o, "partner_cert_sha256", cr__jtext(fp));
+    json_object_set_new(o, "data", cr__jtext(c->conf.data));
+    json_object_set_new(o, "audit", cr__jtext(info.audit));
+    if (!c->conf.enabled)
+      json_object_set_new(o, "enabled", json_false());
+  }
+  if (error != NULL && error[0])
+    json_object_set_new(o, "reason", cr__jtext(error));
+  if (strcmp(change, "refused") == 0)
+    json_object_set_new(o, "serving", json_boolean(info.serving));
+  char event[64];
+  snprintf(event, sizeof event, "collaboration_%s", change);
+  if (c != NULL && c->trail.log != NULL && c->trail.log != p->trail.log)
+    (void)cr__trail_event((cr_trail *)&c->trail, event, json_deep_copy(o), NULL);
+  (void)cr__trail_event(&p->trail, event, o, NULL);
+  if (p->ev.on_collab != NULL)
+    p->ev.on_collab(p->ev.ctx, &info);
 }
 
-/* The fields naming the partner of a connection: address and certificate. */
+/* ---- the session hooks ------------------------------------------------------------ */
+
+static int serve_admit(void *ctx, const cr_query *q, const cr_session_result *r, char *msg,
+                       size_t cap) {
+  cr_visit *v = ctx;
+  (void)q;
+  return cr__trail_admit(&v->c->trail, r, msg, cap);
+}
+
+/* The own set for the query the runner names (a worker thread). Queries
+ * that neither filter nor group this side use the whole file, shared by
+ * sessions and read again only when it has changed; the others read it
+ * for themselves. */
+static int serve_load(void *ctx, const cr_query *q, const cr_session_result *res,
+                      const cr_dataset **out, char *msg, size_t cap) {
+  cr_visit *v = ctx;
+  cr_collab *c = v->c;
+  if (q->kind == CR_QUERY_MEMBERS && (q->results_to & CR_ROLE_BIT(c->role))) {
+    snprintf(msg, cap,
+             "query \"%s\" returns the %s's matched rows; the %s must run it "
+             "(`cleanroom run --out FILE`), not serve it",
+             q->name, cr_role_name(c->role), cr_role_name(c->role));
+    return CR_EREFUSED;
+  }
+  cr_error err;
+  cr_error_clear(&err);
+  cr_params params = {0};
+  /* Both nodes check the parameters against their declared types. */
+  int rc = cr_params_from_pairs(&params, (const char *const *)res->param_names,
+                                (const char *const *)res->param_values, res->nparams, q->params,
+                                q->nparams, &err);
+  if (rc) {
+    snprintf(msg, cap, "%s", cr_error_message(&err, rc));
+    return CR_EREFUSED;
+  }
+  if (q->group_by[c->role] == NULL && q->where[c->role] == NULL) {
+    cr_params_free(&params);
+    if ((rc = cr__collab_data(c, &v->ref, msg, cap)) != 0)
+      return rc;
+    v->used = cr__data_used(v->ref->d, &v->ref->sig);
+    *out = v->ref->d;
+    return 0;
+  }
+  cr_file_sig sig;
+  rc = cr__collab_load_for(c, q, &params, &v->own, &sig, msg, cap);
+  cr_params_free(&params);
+  if (rc)
+    return rc;
+  v->used = cr__data_used(v->own, &sig);
+  *out = v->own;
+  return 0;
+}
+
+static void serve_unload(void *ctx, const cr_dataset *d) {
+  cr_visit *v = ctx;
+  (void)d;
+  cr__data_release(v->c, v->ref);
+  v->ref = NULL;
+  cr_dataset_free(v->own);
+  v->own = NULL;
+}
+
+/* ---- the node's hooks ---------------------------------------------------------------- */
+
+static int serve_pinned(void *ctx, const uint8_t fp[CR_SHA256_BYTES]) {
+  cr_party *p = ctx;
+  return cr__collab_pins(p->collabs, p->ncollabs, fp);
+}
+
+static int trail_pinned(void *ctx, const uint8_t *fp) {
+  cr_party *p = ctx;
+  return fp != NULL && cr__collab_pins(p->collabs, p->ncollabs, fp);
+}
+
+static unsigned live_sessions(const cr_party *p, const char *name) {
+  unsigned n = 0;
+  for (const cr_visit *v = p->visits; v != NULL; v = v->next)
+    n += strcmp(v->c->name, name) == 0;
+  return n;
+}
+
 static json_t *peer_fields(const char *peer_addr, const uint8_t *peer_fp) {
   json_t *o = json_object();
   if (peer_addr)
@@ -37,368 +186,804 @@ static json_t *peer_fields(const char *peer_addr, const uint8_t *peer_fp) {
   return o;
 }
 
-static void on_connected(void *ctx, const char *peer_addr, const uint8_t *peer_fp) {
+static int serve_route(void *ctx, cr_node_route *r) {
   cr_party *p = ctx;
-  json_t *o = peer_fields(peer_addr, peer_fp);
-  json_object_set_new(o, "peer_role", cr__jtext(cr_role_name(cr_role_other(p->role))));
-  (void)cr__trail_event(&p->trail, "connection_accepted", o, NULL);
+  int wire = 0;
+  cr_collab *c = cr__collab_route(p->collabs, p->ncollabs, r->peer_fp, r->template_sha256, &wire,
+                                  r->msg, sizeof r->msg);
+  if (c == NULL) {
+    r->wire_error = wire;
+    return CR_EREFUSED;
+  }
+  if (c->conf.max_sessions && live_sessions(p, c->name) >= c->conf.max_sessions) {
+    r->wire_error = CR_WIRE_BUSY;
+    snprintf(r->msg, sizeof r->msg,
+             "busy, retry later: collaboration %s has %u session(s) in progress (max_sessions = "
+             "%u in %s)",
+             c->name, live_sessions(p, c->name), c->conf.max_sessions,
+             c->conf_path ? c->conf_path : "its configuration");
+    return CR_EREFUSED;
+  }
+  cr_visit *v = calloc(1, sizeof *v);
+  if (v == NULL) {
+    r->wire_error = CR_WIRE_INTERNAL;
+    snprintf(r->msg, sizeof r->msg, "out of memory");
+    return CR_ENOMEM;
+  }
+  v->p = p;
+  v->c = c;
+  c->refs++;
+  v->t0_ms = cr_now_ms();
+  v->next = p->visits;
+  if (p->visits)
+    p->visits->prev = v;
+  p->visits = v;
+
+  json_t *o = peer_fields(r->peer_addr, r->peer_fp);
+  json_object_set_new(o, "peer_role", cr__jtext(cr_role_name(cr_role_other(c->role))));
+  (void)cr__trail_event(&c->trail, "connection_accepted", o, NULL);
+
+  cr_session_config *sc = &r->session;
+  sc->tmpl = c->t;
+  sc->role = c->role;
+  sc->software = p->software;
+  sc->pool = p->pool;
+  sc->admit = serve_admit;
+  sc->admit_ctx = v;
+  sc->load = serve_load;
+  sc->unload = serve_unload;
+  sc->load_ctx = v;
+  r->conn = v;
+  r->idle_timeout_ms = c->conf.timeout_ms;
+  return 0;
 }
 
-static void on_listening(void *ctx, const char *addr) {
+/* A routed session has ended and been freed: record it, tell the caller,
+ * let go of the collaboration version. */
+static void serve_routed_end(void *ctx, void *conn, const cr_session_result *r,
+                             const char *peer_addr, const uint8_t *peer_fp) {
   cr_party *p = ctx;
-  if (p->ev.on_listening)
-    p->ev.on_listening(p->ev.ctx, addr);
-}
-
-static void on_progress(void *ctx, const cr_session_progress *pr) {
-  cr_party *p = ctx;
-  if (p->ev.on_progress)
-    p->ev.on_progress(p->ev.ctx, pr);
-}
-
-/* run, members: the owner's rows go to a temporary file, the release is
- * recorded, then the file takes its name, so no matched row is ever on
- * disk under its final name without its audit line. */
-static int release_members(cr_party *p, const cr_session_result *r, cr_party_session *s,
-                           int *recorded, cr_error *err) {
-  cr_atomic_file f;
-  int rc = cr_atomic_open(&f, p->out_path, 0600, err);
-  if (rc)
-    return rc;
-  rc = cr_dataset_write_matches(p->data, p->t, r->matched, r->matched_on,
-                                (const char *const *)p->rq->columns, p->rq->ncolumns,
-                                p->filter ? cr__party_keep_row : NULL, p->filter, &f, &s->rows,
-                                s->rows_sha256, err);
-  s->rows_path = p->out_path;
-  s->rows_written = rc == 0;
-  if (rc == 0 && (rc = cr__trail_session_end(&p->trail, r, NULL, NULL, s, err)) == 0)
-    *recorded = 1;
-  if (rc == 0)
-    rc = cr_atomic_commit(&f, err);
-  else
-    cr_atomic_abort(&f);
-  if (rc)
-    s->rows_written = 0;
-  return rc;
-}
-
-static void on_session(void *ctx, const cr_session_result *r, const char *peer_addr,
-                       const uint8_t *peer_fp) {
-  cr_party *p = ctx;
+  cr_visit *v = conn;
+  cr_collab *c = v->c;
   cr_error err;
   cr_error_clear(&err);
-  p->sessions++;
-  if (r->ping && r->status == CR_SESSION_DONE) {
-    /* A ping answered: recorded, never reported as a result. */
-    json_t *o = peer_fields(peer_addr, peer_fp);
-    json_object_set_new(o, "peer_software", cr__jtext(r->peer_software));
-    json_object_set_new(o, "template_sha256", cr__jtext(p->trail.th));
-    if (cr__trail_event(&p->trail, "ping_answered", o, &err) == 0)
-      (void)cr__trail_checkpoint(&p->trail, &err);
-    if (p->ev.on_ping)
-      p->ev.on_ping(p->ev.ctx, peer_addr);
-    return;
-  }
+  double ms = (double)(cr_now_ms() - v->t0_ms);
   cr_party_session s;
   memset(&s, 0, sizeof s);
   s.res = r;
   s.peer_addr = peer_addr;
   s.peer_fp = peer_fp;
-  /* The audit line goes to disk before the result is shown or written. */
-  int rc, recorded = 0;
-  if (p->mode == CR_PARTY_RUN && r->status == CR_SESSION_DONE && r->matched != NULL &&
-      p->out_path != NULL)
-    rc = release_members(p, r, &s, &recorded, &err);
-  else
-    rc = cr__trail_session_end(&p->trail, r, peer_addr, peer_fp, NULL, &err);
-  /* What is left of the privacy budget after this session's spend. */
-  char bmsg[256];
-  (void)cr__trail_budget(&p->trail, &s.budget, bmsg, sizeof bmsg);
-  if (rc) {
-    snprintf(p->release_msg, sizeof p->release_msg, "the result is withheld: %s",
-             cr_error_message(&err, rc));
-    s.release_rc = rc;
-    s.release_msg = p->release_msg;
-    if (r->status == CR_SESSION_DONE && !recorded)
-      cr__trail_withheld(&p->trail, r, peer_fp, p->release_msg);
+  s.collaboration = c->name;
+  s.tmpl = c->t;
+  s.partner = c->t->parties[cr_role_other(c->role)].org;
+  s.duration_ms = ms;
+  if (r->ping && r->status == CR_SESSION_DONE) {
+    /* A ping answered: recorded, never reported as a result. */
+    json_t *o = peer_fields(peer_addr, peer_fp);
+    json_object_set_new(o, "peer_software", cr__jtext(r->peer_software));
+    if (cr__trail_event(&c->trail, "ping_answered", o, &err) == 0)
+      (void)cr__trail_checkpoint(&c->trail, &err);
+    if (p->ev.on_ping)
+      p->ev.on_ping(p->ev.ctx, &s);
+  } else {
+    json_t *extra = json_object();
+    if (v->used != NULL)
+      json_object_set(extra, "data", v->used);
+    json_object_set_new(extra, "duration_ms", json_integer((json_int_t)ms));
+    int rc =
+        cr__trail_session_end(&c->trail, r, peer_addr, peer_fp, NULL, json_deep_copy(extra), &err);
+    /* What is left of the privacy budget after this session's spend. */
+    char bmsg[256];
+    (void)cr__trail_budget(&c->trail, &s.budget, bmsg, sizeof bmsg);
+    char msg[600];
+    if (rc) {
+      snprintf(msg, sizeof msg, "the result is withheld: %s", cr_error_message(&err, rc));
+      s.release_rc = rc;
+      s.release_msg = msg;
+      if (r->status == CR_SESSION_DONE)
+        cr__trail_withheld(&c->trail, r, peer_fp, msg, json_deep_copy(extra));
+    }
+    json_decref(extra);
+    if (p->ev.on_session)
+      p->ev.on_session(p->ev.ctx, &s);
   }
-  if (p->mode == CR_PARTY_RUN) {
-    /* run reports once the node has closed (on_closed), with this. */
-    p->last = s;
-    p->last.res = NULL;
-    p->last.peer_addr = NULL;
-    p->last.peer_fp = NULL;
-    return;
+  if (v->prev)
+    v->prev->next = v->next;
+  else
+    p->visits = v->next;
+  if (v->next)
+    v->next->prev = v->prev;
+  json_decref(v->used);
+  free(v);
+  cr__collab_unref(c);
+}
+
+/* A connection refused before it had a collaboration: a stranger's TLS,
+ * BUSY, a template no collaboration with this partner has. */
+static void serve_refused(void *ctx, const cr_session_result *r0, const char *peer_addr,
+                          const uint8_t *peer_fp) {
+  cr_party *p = ctx;
+  cr_error err;
+  cr_error_clear(&err);
+  /* A certificate no collaboration pins: say which ones they pin (the
+   * partner never sees this; its TLS alert says only bad_certificate). */
+  cr_session_result copy = *r0;
+  const cr_session_result *r = r0;
+  if (r0->error == CR_EAUTH && peer_fp != NULL && !r0->error_from_peer &&
+      strstr(r0->error_msg, "not pinned by any collaboration") != NULL) {
+    char seen[CR_SHA256_HEX_BYTES], fp[CR_SHA256_HEX_BYTES];
+    cr_hex_encode(seen, peer_fp, CR_SHA256_BYTES);
+    if (p->ncollabs == 1) {
+      /* One collaboration: the words of a node with one template. */
+      const cr_collab *c = p->collabs[0];
+      cr_role other = cr_role_other(c->role);
+      cr_hex_encode(fp, c->t->parties[other].cert_sha256, CR_SHA256_BYTES);
+      snprintf(copy.error_msg, sizeof copy.error_msg,
+               "the partner's certificate is not the one the template pins for the %s: "
+               "expected %s but the peer presented %s",
+               cr_role_name(other), fp, seen);
+    } else {
+      size_t n = (size_t)snprintf(copy.error_msg, sizeof copy.error_msg,
+                                  "the peer's certificate %s is not pinned by any collaboration "
+                                  "this node serves",
+                                  seen);
+      for (size_t i = 0; i < p->ncollabs && n + 1 < sizeof copy.error_msg; i++) {
+        const cr_collab *c = p->collabs[i];
+        cr_role other = cr_role_other(c->role);
+        cr_hex_encode(fp, c->t->parties[other].cert_sha256, CR_SHA256_BYTES);
+        n += (size_t)snprintf(copy.error_msg + n, sizeof copy.error_msg - n,
+                              "%s %s expects the %s %.16s...", i ? "," : ";", c->name,
+                              cr_role_name(other), fp);
+      }
+    }
+    r = &copy;
+  }
+  int rc = cr__trail_session_end(&p->trail, r, peer_addr, peer_fp, NULL, NULL, &err);
+  cr_party_session s;
+  memset(&s, 0, sizeof s);
+  s.res = r;
+  s.peer_addr = peer_addr;
+  s.peer_fp = peer_fp;
+  char msg[600];
+  if (rc) {
+    snprintf(msg, sizeof msg, "cannot record it in the audit log: %s", cr_error_message(&err, rc));
+    s.release_rc = rc;
+    s.release_msg = msg;
   }
   if (p->ev.on_session)
     p->ev.on_session(p->ev.ctx, &s);
 }
 
-static void on_closed(void *ctx, int rc, const cr_error *err, cr_session_result *node_res) {
+/* A session's progress (from the runner's Hello on), to the front end. */
+static void serve_progress(void *ctx, const cr_session_progress *pr) {
   cr_party *p = ctx;
-  cr_session_result held, *res = NULL;
-  if (node_res != NULL) {
-    held = *node_res; /* its heap outputs are ours now */
-    res = &held;
-  }
-  cr_party_session s;
-  cr_party_session *sp = NULL;
-  cr_error e;
-  cr_error_clear(&e);
+  if (p->ev.on_progress)
+    p->ev.on_progress(p->ev.ctx, pr);
+}
+
+static void serve_listening(void *ctx, const char *addr) {
+  cr_party *p = ctx;
+  if (p->ev.on_listening)
+    p->ev.on_listening(p->ev.ctx, addr);
+}
+
+static void serve_node_closed(void *ctx, int rc, const cr_error *err, cr_session_result *res) {
+  cr_party *p = ctx;
+  (void)res; /* serve: NULL */
+  p->serve_rc = rc;
+  cr_error_clear(&p->serve_err);
   if (err != NULL)
-    e = *err;
-  if (p->mode == CR_PARTY_RUN && res != NULL && (res->status != CR_SESSION_RUNNING || rc)) {
-    s = p->last;
-    s.res = res;
-    sp = &s;
-    if (rc == 0 && res->status == CR_SESSION_DONE && s.release_rc != 0) {
-      rc = s.release_rc;
-      cr_error_set(&e, rc, "%s", s.release_msg);
-    }
-  }
-  if (p->mode == CR_PARTY_RUN && p->sessions == 0 && rc != 0) {
-    /* The node did not report a session: the connection failed. */
-    json_t *ev = json_object();
-    json_object_set_new(ev, "peer", cr__jtext(p->address));
-    json_object_set_new(ev, "error", cr__jtext(cr_err_name(rc)));
-    json_object_set_new(ev, "reason", cr__jtext(cr_error_message(&e, rc)));
-    (void)cr__trail_event(&p->trail, "run_failed", ev, NULL);
-  }
-  p->running = 0;
+    p->serve_err = *err;
   cr_node_free(p->node); /* allowed from inside on_closed */
   p->node = NULL;
+  p->node_closed = 1;
+  cr__party_collabs_stop(p); /* --once: the node stopped by itself */
+  serve_maybe_closed(p);
+}
+
+/* on_closed once the node and every handle of ours are gone. */
+static void serve_maybe_closed(cr_party *p) {
+  if (!p->running || !p->node_closed || p->handles_live > 0 || p->reload != NULL)
+    return;
+  p->running = 0;
   if (p->ev.on_closed)
-    p->ev.on_closed(p->ev.ctx, rc, &e, sp);
-  if (res != NULL)
-    cr_session_result_free_outputs(res);
+    p->ev.on_closed(p->ev.ctx, p->serve_rc, p->serve_rc ? &p->serve_err : NULL, NULL);
 }
 
-/* The node's configuration common to serve and run. */
-static void node_setup(cr_party *p, uv_loop_t *loop, const cr_party_events *ev, unsigned timeout_ms,
-                       cr_pool *pool) {
-  p->loop = loop;
-  if (ev)
-    p->ev = *ev;
-  cr__party_node_base(p, timeout_ms);
-  cr_session_config *sc = &p->nc.session;
-  sc->data = p->data;
-  sc->pool = pool;
-  sc->admit = party_admit;
-  sc->admit_ctx = p;
-  p->nc.on_session = on_session;
-  p->nc.on_connected = on_connected;
-  p->nc.on_listening = on_listening;
-  p->nc.on_progress = on_progress;
-  p->nc.on_closed = on_closed;
+/* ---- the collaborations and their changes ------------------------------------------------ */
+
+void cr__srcs_free(cr_srcs *s) {
+  for (size_t i = 0; i < s->n; i++) {
+    if (s->names)
+      free(s->names[i]);
+    if (s->dirs)
+      free(s->dirs[i]);
+    if (s->tpaths)
+      free(s->tpaths[i]);
+  }
+  free(s->v);
+  free(s->names);
+  free(s->dirs);
+  free(s->tpaths);
+  memset(s, 0, sizeof *s);
 }
 
-static int serve_checks(cr_party *p, cr_error *err);
+/* serve --template: the collaboration is named after the template. */
+static const char *single_name(const cr_party *p) {
+  if (p->t != NULL && p->t->name != NULL && p->t->name[0])
+    return p->t->name;
+  const char *slash = strrchr(p->template_path, '/');
+  return slash ? slash + 1 : p->template_path;
+}
 
-static int busy(cr_party *p, cr_error *err) {
-  if (p->running || p->node != NULL)
-    return cr_error_set(err, CR_EINVAL, "party: already serving or running");
+int cr__srcs_list(cr_party *p, cr_srcs *s, cr_error *err) {
+  memset(s, 0, sizeof *s);
+  if (p->collab_dir == NULL) {
+    s->v = calloc(1, sizeof *s->v);
+    s->names = calloc(1, sizeof *s->names);
+    s->dirs = calloc(1, sizeof *s->dirs);
+    s->tpaths = calloc(1, sizeof *s->tpaths);
+    if (!s->v || !s->names || !s->dirs || !s->tpaths ||
+        (s->names[0] = strdup(single_name(p))) == NULL ||
+        (s->tpaths[0] = strdup(p->template_path)) == NULL) {
+      cr__srcs_free(s);
+      return cr_error_set(err, CR_ENOMEM, "out of memory");
+    }
+    s->n = 1;
+    s->v[0].name = s->names[0];
+    s->v[0].template_path = s->tpaths[0];
+    s->v[0].data = p->data_path;
+    s->v[0].data_query = p->data_query;
+    s->v[0].delimiter = p->delimiter;
+    /* The template read at open; a reload reads the file again. */
+    s->v[0].t = p->running ? NULL : p->t;
+    return 0;
+  }
+  DIR *d = opendir(p->collab_dir);
+  if (d == NULL)
+    return cr_error_set(err, CR_ECONFIG, "cannot read the collaborations directory %s: %s",
+                        p->collab_dir, strerror(errno));
+  size_t cap = 0;
+  struct dirent *e;
+  int rc = 0;
+  while ((e = readdir(d)) != NULL) {
+    if (e->d_name[0] == '.')
+      continue; /* hidden: ., .., and directories being prepared (.new) */
+    size_t n = strlen(p->collab_dir) + 1 + strlen(e->d_name) + 1;
+    char *path = malloc(n);
+    struct stat st;
+    if (path == NULL) {
+      rc = cr_error_set(err, CR_ENOMEM, "out of memory");
+      break;
+    }
+    snprintf(path, n, "%s/%s", p->collab_dir, e->d_name);
+    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode) || strlen(e->d_name) >= CR_COLLAB_NAME_MAX) {
+      free(path);
+      continue;
+    }
+    if (s->n == cap) {
+      cap = cap ? 2 * cap : 8;
+      char **nn = realloc(s->names, cap * sizeof *nn);
+      if (nn)
+        s->names = nn;
+      char **nd = realloc(s->dirs, cap * sizeof *nd);
+      if (nd)
+        s->dirs = nd;
+      if (!nn || !nd) {
+        free(path);
+        rc = cr_error_set(err, CR_ENOMEM, "out of memory");
+        break;
+      }
+    }
+    s->names[s->n] = strdup(e->d_name);
+    s->dirs[s->n] = path;
+    if (s->names[s->n] == NULL) {
+      free(path);
+      rc = cr_error_set(err, CR_ENOMEM, "out of memory");
+      break;
+    }
+    s->n++;
+  }
+  closedir(d);
+  if (rc == 0 && s->n > 0) {
+    /* Sorted by name, the directories with them. */
+    for (size_t i = 1; i < s->n; i++)
+      for (size_t j = i; j > 0 && strcmp(s->names[j - 1], s->names[j]) > 0; j--) {
+        char *t = s->names[j];
+        s->names[j] = s->names[j - 1];
+        s->names[j - 1] = t;
+        t = s->dirs[j];
+        s->dirs[j] = s->dirs[j - 1];
+        s->dirs[j - 1] = t;
+      }
+    s->v = calloc(s->n, sizeof *s->v);
+    s->tpaths = calloc(s->n, sizeof *s->tpaths);
+    if (s->v == NULL || s->tpaths == NULL)
+      rc = cr_error_set(err, CR_ENOMEM, "out of memory");
+    for (size_t i = 0; rc == 0 && i < s->n; i++) {
+      size_t n = strlen(s->dirs[i]) + 1 + sizeof CR_COLLAB_TEMPLATE_FILE;
+      if ((s->tpaths[i] = malloc(n)) == NULL) {
+        rc = cr_error_set(err, CR_ENOMEM, "out of memory");
+        break;
+      }
+      snprintf(s->tpaths[i], n, "%s/%s", s->dirs[i], CR_COLLAB_TEMPLATE_FILE);
+      s->v[i].name = s->names[i];
+      s->v[i].dir = s->dirs[i];
+      s->v[i].template_path = s->tpaths[i];
+    }
+  }
+  if (rc)
+    cr__srcs_free(s);
+  return rc;
+}
+
+static ssize_t find_collab(const cr_party *p, const char *name) {
+  for (size_t i = 0; i < p->ncollabs; i++)
+    if (strcmp(p->collabs[i]->name, name) == 0)
+      return (ssize_t)i;
+  return -1;
+}
+
+static ssize_t find_failed(const cr_party *p, const char *name) {
+  for (size_t i = 0; i < p->nfailed; i++)
+    if (strcmp(p->failed[i].name, name) == 0)
+      return (ssize_t)i;
+  return -1;
+}
+
+static void forget_failed(cr_party *p, const char *name) {
+  ssize_t i = find_failed(p, name);
+  if (i < 0)
+    return;
+  free(p->failed[i].name);
+  p->failed[i] = p->failed[--p->nfailed];
+}
+
+/* A version that did not load: reported (the previous one, if any, keeps
+ * serving), and not tried again until one of its files changes. */
+static void refuse_version(cr_party *p, const char *name, const cr_file_sig sigs[3],
+                           const cr_collab *c, int rc, const cr_error *err) {
+  ssize_t i = find_failed(p, name);
+  if (i < 0) {
+    struct cr_failed *nf = realloc(p->failed, (p->nfailed + 1) * sizeof *nf);
+    char *dup = strdup(name);
+    if (nf == NULL || dup == NULL) {
+      if (nf)
+        p->failed = nf;
+      free(dup);
+    } else {
+      p->failed = nf;
+      i = (ssize_t)p->nfailed++;
+      p->failed[i].name = dup;
+    }
+  }
+  if (i >= 0) {
+    memcpy(p->failed[i].sigs, sigs, sizeof p->failed[i].sigs);
+    p->failed[i].rc = rc;
+  }
+  /* The fields of the version refused, when it got as far as its
+   * template; "serving" says whether an earlier version still serves. */
+  cr__party_collab_event(p, "refused", name, c, cr_error_message(err, rc));
+}
+
+/* The version c takes name's place (or joins); the old one lives on in
+ * the sessions that hold it. 0, or CR_ECONFIG when another collaboration
+ * already serves the same template. */
+static int install(cr_party *p, cr_collab *c, int at_start, cr_error *err) {
+  for (size_t i = 0; i < p->ncollabs; i++)
+    if (strcmp(p->collabs[i]->name, c->name) != 0 && strcmp(p->collabs[i]->th, c->th) == 0)
+      return cr_error_set(err, CR_ECONFIG,
+                          "%s: the same template (%s) as collaboration %s, which serves it "
+                          "already; a template is one collaboration",
+                          c->template_path, c->th, p->collabs[i]->name);
+  ssize_t i = find_collab(p, c->name);
+  const char *change = at_start ? "loaded" : i >= 0 ? "changed" : "added";
+  if (i >= 0) {
+    cr_collab *old = p->collabs[i];
+    p->collabs[i] = c;
+    cr__collab_unref(old);
+  } else {
+    // NOLINTNEXTLINE(bugprone-sizeof-expression): an array of pointers
+    cr_collab **nv = realloc(p->collabs, (p->ncollabs + 1) * sizeof *nv);
+    if (nv == NULL)
+      return cr_error_set(err, CR_ENOMEM, "out of memory");
+    p->collabs = nv;
+    p->collabs[p->ncollabs++] = c;
+  }
+  forget_failed(p, c->name);
+  if (p->collab_dir != NULL || !at_start)
+    cr__party_collab_event(p, change, c->name, c, NULL);
   return 0;
 }
+
+static void remove_collab(cr_party *p, size_t i) {
+  cr_collab *c = p->collabs[i];
+  // NOLINTNEXTLINE(bugprone-sizeof-expression): an array of pointers
+  memmove(&p->collabs[i], &p->collabs[i + 1], (p->ncollabs - i - 1) * sizeof *p->collabs);
+  p->ncollabs--;
+  cr__party_collab_event(p, "removed", c->name, c, NULL);
+  cr__collab_unref(c);
+}
+
+/* A reload's data checks, on the thread pool. */
+typedef struct cr_reload {
+  uv_work_t work;
+  cr_party *p;
+  size_t n;
+  struct job {
+    cr_collab *c;
+    int rc;
+    cr_error err;
+  } * jobs;
+} cr_reload;
+
+static void reload_work(uv_work_t *w) {
+  cr_reload *r = w->data;
+  for (size_t i = 0; i < r->n; i++) {
+    cr_error_clear(&r->jobs[i].err);
+    r->jobs[i].rc = cr__collab_check_data(r->jobs[i].c, 0, &r->jobs[i].err);
+  }
+}
+
+static void rescan(cr_party *p);
+static void watch_dirs(cr_party *p);
+
+static void reload_done(uv_work_t *w, int status) {
+  cr_reload *r = w->data;
+  cr_party *p = r->p;
+  (void)status;
+  for (size_t i = 0; i < r->n; i++) {
+    struct job *j = &r->jobs[i];
+    if (j->rc == 0 && !p->stopping)
+      j->rc = install(p, j->c, 0, &j->err);
+    if (j->rc != 0 && !p->stopping)
+      refuse_version(p, j->c->name, j->c->sigs, j->c, j->rc, &j->err);
+    if (j->rc != 0 || p->stopping)
+      cr__collab_unref(j->c);
+  }
+  free(r->jobs);
+  free(r);
+  p->reload = NULL;
+  if (p->stopping) {
+    serve_maybe_closed(p);
+    return;
+  }
+  if (p->reload_again) {
+    p->reload_again = 0;
+    rescan(p);
+  }
+}
+
+/* Looks at the sources: removes what is gone, prepares what is new or
+ * changed (and was not already refused as it is), and checks their data
+ * on the thread pool. Loop thread. */
+static void rescan(cr_party *p) {
+  if (p->stopping)
+    return;
+  if (p->reload != NULL) {
+    p->reload_again = 1; /* after the one in flight */
+    return;
+  }
+  cr_srcs s;
+  cr_error err;
+  cr_error_clear(&err);
+  if (cr__srcs_list(p, &s, &err) != 0) {
+    /* The directory itself is unreadable (or gone): report once, keep
+     * serving what there is. */
+    if (!p->dir_failed)
+      cr__party_collab_event(p, "refused", p->collab_dir ? p->collab_dir : "", NULL, err.msg);
+    p->dir_failed = 1;
+    return;
+  }
+  p->dir_failed = 0;
+  for (size_t i = p->ncollabs; i-- > 0;) {
+    size_t k = 0;
+    while (k < s.n && strcmp(s.names[k], p->collabs[i]->name) != 0)
+      k++;
+    if (k == s.n)
+      remove_collab(p, i);
+  }
+  for (size_t i = p->nfailed; i-- > 0;) {
+    size_t k = 0;
+    while (k < s.n && strcmp(s.names[k], p->failed[i].name) != 0)
+      k++;
+    if (k == s.n)
+      forget_failed(p, p->failed[i].name);
+  }
+  cr_reload *r = calloc(1, sizeof *r);
+  if (r != NULL)
+    r->jobs = calloc(s.n ? s.n : 1, sizeof *r->jobs);
+  if (r == NULL || r->jobs == NULL) {
+    free(r);
+    cr__srcs_free(&s);
+    return; /* the next look tries again */
+  }
+  r->p = p;
+  for (size_t i = 0; i < s.n; i++) {
+    cr_file_sig sigs[3];
+    cr__collab_sigs(&s.v[i], sigs);
+    ssize_t cur = find_collab(p, s.names[i]), bad = find_failed(p, s.names[i]);
+    int same = 1;
+    for (int k = 0; k < 3 && cur >= 0; k++)
+      same = same && cr__file_sig_equal(&sigs[k], &p->collabs[cur]->sigs[k]);
+    if (cur >= 0 && same)
+      continue;
+    same = 1;
+    for (int k = 0; k < 3 && bad >= 0; k++)
+      same = same && cr__file_sig_equal(&sigs[k], &p->failed[bad].sigs[k]);
+    if (bad >= 0 && same)
+      continue;
+    cr_collab *c = NULL;
+    cr_error_clear(&err);
+    int rc = cr__collab_prepare(p, &s.v[i], 0, &c, &err);
+    if (rc != 0) {
+      refuse_version(p, s.names[i], sigs, NULL, rc, &err);
+      continue;
+    }
+    r->jobs[r->n++].c = c;
+  }
+  cr__srcs_free(&s);
+  watch_dirs(p);
+  if (r->n == 0) {
+    free(r->jobs);
+    free(r);
+    return;
+  }
+  r->work.data = r;
+  if (uv_queue_work(p->loop, &r->work, reload_work, reload_done) != 0) {
+    for (size_t i = 0; i < r->n; i++)
+      cr__collab_unref(r->jobs[i].c);
+    free(r->jobs);
+    free(r);
+    return;
+  }
+  p->reload = r;
+}
+
+int cr__party_reload(cr_party *p) {
+  rescan(p);
+  return 0;
+}
+
+int cr_party_reload(cr_party *p) {
+  if (p == NULL || p->mode != CR_PARTY_SERVE || !p->running || p->stopping)
+    return CR_EINVAL;
+  return cr__party_reload(p);
+}
+
+/* ---- watching ---------------------------------------------------------------------- */
+
+static void on_handle_closed(uv_handle_t *h) {
+  cr_party *p = h->data;
+  if (h != (uv_handle_t *)&p->reload_timer)
+    free(h);
+  p->handles_live--;
+  serve_maybe_closed(p);
+}
+
+static void on_rescan_timer(uv_timer_t *t) {
+  cr_party *p = t->data;
+  rescan(p);
+}
+
+static void on_fs_event(uv_fs_event_t *h, const char *filename, int events, int status) {
+  cr_party *p = h->data;
+  (void)filename;
+  (void)events;
+  (void)status;
+  if (p->stopping || !p->reload_timer_live)
+    return;
+  /* Let the writer finish (a copy, a rename), then look once. */
+  uv_timer_start(&p->reload_timer, on_rescan_timer, CR_PARTY_SETTLE_MS, CR_PARTY_RESCAN_MS);
+}
+
+/* Closes the watches (their memory goes in the close callback). */
+static void unwatch(cr_party *p) {
+  uv_fs_event_t **w = p->watch;
+  size_t n = p->nwatch;
+  p->watch = NULL;
+  p->nwatch = 0;
+  for (size_t i = 0; w != NULL && i < n; i++)
+    uv_close((uv_handle_t *)w[i], on_handle_closed);
+  free(w);
+}
+
+/* Watches the directory and each collaboration's sub-directory (again
+ * after each look: sub-directories come and go). */
+static void watch_dirs(cr_party *p) {
+  if (p->collab_dir == NULL || p->stopping)
+    return;
+  cr_srcs s;
+  cr_error err;
+  if (cr__srcs_list(p, &s, &err) != 0)
+    return;
+  /* The same sub-directories as last time: the watches stand. */
+  size_t klen = 1;
+  for (size_t i = 0; i < s.n; i++)
+    klen += strlen(s.names[i]) + 1;
+  char *key = malloc(klen);
+  if (key != NULL) {
+    size_t at = 0;
+    for (size_t i = 0; i < s.n; i++) {
+      size_t n = strlen(s.names[i]);
+      memcpy(key + at, s.names[i], n);
+      key[at + n] = '/';
+      at += n + 1;
+    }
+    key[at] = '\0';
+    if (p->watch_key != NULL && p->watch != NULL && strcmp(key, p->watch_key) == 0) {
+      free(key);
+      cr__srcs_free(&s);
+      return;
+    }
+  }
+  free(p->watch_key);
+  p->watch_key = key;
+  unwatch(p);
+  // NOLINTNEXTLINE(bugprone-sizeof-expression): an array of pointers
+  uv_fs_event_t **w = calloc(s.n + 1, sizeof *w);
+  size_t nw = 0;
+  for (size_t i = 0; w != NULL && i <= s.n; i++) {
+    uv_fs_event_t *h = calloc(1, sizeof *h);
+    if (h == NULL)
+      break;
+    uv_fs_event_init(p->loop, h);
+    h->data = p;
+    p->handles_live++;
+    if (uv_fs_event_start(h, on_fs_event, i == 0 ? p->collab_dir : s.dirs[i - 1], 0) != 0) {
+      uv_close((uv_handle_t *)h, on_handle_closed); /* the periodic look still sees changes */
+      continue;
+    }
+    uv_unref((uv_handle_t *)h); /* the node keeps the loop alive */
+    w[nw++] = h;
+  }
+  p->watch = w;
+  p->nwatch = nw;
+  cr__srcs_free(&s);
+}
+
+void cr__party_collabs_stop(cr_party *p) {
+  if (p->stopping)
+    return;
+  p->stopping = 1;
+  unwatch(p);
+  free(p->watch_key);
+  p->watch_key = NULL;
+  if (p->reload_timer_live) {
+    p->reload_timer_live = 0;
+    uv_close((uv_handle_t *)&p->reload_timer, on_handle_closed);
+  }
+}
+
+void cr__party_collabs_free(cr_party *p) {
+  for (size_t i = 0; i < p->ncollabs; i++)
+    cr__collab_unref(p->collabs[i]);
+  free(p->collabs);
+  p->collabs = NULL;
+  p->ncollabs = 0;
+  for (size_t i = 0; i < p->nfailed; i++)
+    free(p->failed[i].name);
+  free(p->failed);
+  p->failed = NULL;
+  p->nfailed = 0;
+}
+
+/* The collaborations at start, synchronously: the one template (a failure
+ * is serve's), or every sub-directory (a broken one is reported and left
+ * out; the node serves the others). */
+int cr__party_collabs_start(cr_party *p, const cr_party_serve_config *cfg, cr_error *err) {
+  (void)cfg;
+  cr_srcs s;
+  int rc = cr__srcs_list(p, &s, err);
+  if (rc)
+    return rc;
+  for (size_t i = 0; i < s.n; i++) {
+    cr_collab *c = NULL;
+    cr_error e;
+    cr_error_clear(&e);
+    rc = cr__collab_prepare(p, &s.v[i], 0, &c, &e);
+    if (rc == 0 && (rc = cr__collab_check_data(c, 0, &e)) == 0)
+      rc = install(p, c, 1, &e);
+    if (rc == 0 && p->ev.on_data != NULL && c->cur != NULL)
+      p->ev.on_data(p->ev.ctx, c->cur->d);
+    if (rc != 0 && c != NULL)
+      cr__collab_unref(c);
+    if (rc != 0 && p->collab_dir == NULL) {
+      if (err)
+        *err = e;
+      cr__srcs_free(&s);
+      return rc;
+    }
+    if (rc != 0) {
+      cr_file_sig sigs[3];
+      cr__collab_sigs(&s.v[i], sigs);
+      refuse_version(p, s.names[i], sigs, NULL, rc, &e);
+    }
+  }
+  cr__srcs_free(&s);
+  return 0;
+}
+
+/* ---- serve ------------------------------------------------------------------------ */
 
 int cr_party_serve(cr_party *p, uv_loop_t *loop, const cr_party_serve_config *cfg,
                    const cr_party_events *ev, cr_error *err) {
   int rc;
-  if (p->mode != CR_PARTY_SERVE || cfg == NULL || cfg->data == NULL || loop == NULL)
+  if (p->mode != CR_PARTY_SERVE || cfg == NULL || loop == NULL ||
+      (p->collab_dir == NULL && cfg->data == NULL))
     return cr_error_set(err, CR_EINVAL, "party: serve needs a party opened to serve, and data");
-  if ((rc = busy(p, err)) != 0)
-    return rc;
+  if (p->running || p->node != NULL)
+    return cr_error_set(err, CR_EINVAL, "party: already serving or running");
   if (ev)
     p->ev = *ev;
+  p->loop = loop;
   /* What needs no data first, so a flag that is wrong fails at once: the
-   * source's options, then the port, bound now and kept (issue 16: a port
-   * in use was found only after loading the whole data set). */
-  cr_source_options so = {cfg->data_query, cfg->delimiter};
-  if ((rc = cr_source_validate(cfg->data, &so, err)) != 0 ||
-      (rc = cr__party_set_source(p, cfg->data, cfg->data_query, cfg->delimiter, err)) != 0)
-    return rc;
+   * source's options (serve --template), then the port, bound now and
+   * kept (issue 16: a port in use was found only after loading the whole
+   * data set; with many collaborations, after loading all of them). */
+  if (cfg->data != NULL) {
+    cr_source_options so = {cfg->data_query, cfg->delimiter};
+    if ((rc = cr_source_validate(cfg->data, &so, err)) != 0 ||
+        (rc = cr__party_set_source(p, cfg->data, cfg->data_query, cfg->delimiter, err)) != 0)
+      return rc;
+  } else {
+    free(p->data_path);
+    free(p->data_query);
+    p->data_path = p->data_query = NULL;
+    p->delimiter = 0;
+  }
   int fd = -1;
   if ((rc = cr_node_listen(loop, p->address, &fd, err)) != 0) {
     cr__party_refusal(p, "serve_refused", NULL, cr_error_message(err, rc));
     return rc;
   }
   p->max_reject_ratio = cfg->max_reject_ratio;
-  cr_dataset_free(p->data);
-  p->data = NULL;
-  if ((rc = serve_checks(p, err)) != 0) {
+  p->pool = cfg->pool;
+  p->stopping = 0;
+  p->node_closed = 0;
+  if ((rc = cr__party_collabs_start(p, cfg, err)) != 0) {
     close(fd);
-    return rc;
+    goto fail;
   }
 
-  node_setup(p, loop, ev, cfg->timeout_ms, cfg->pool);
-  p->nc.session.load = cr__party_load;
-  p->nc.session.unload = cr__party_unload;
-  p->nc.session.load_ctx = p;
+  cr__party_node_base(p, cfg->timeout_ms);
+  p->nc.session.tmpl = NULL; /* per connection, from the router */
+  p->nc.pinned = serve_pinned;
+  p->nc.route = serve_route;
+  p->nc.on_routed_session = serve_routed_end;
+  p->nc.on_session = serve_refused;
+  p->nc.on_listening = serve_listening;
+  p->nc.on_progress = serve_progress;
+  p->nc.on_closed = serve_node_closed;
   p->nc.once = cfg->once;
   p->nc.max_sessions = cfg->max_sessions;
-  if ((rc = cr_node_serve_start_fd(&p->node, loop, &p->nc, fd, err)) != 0)
-    return rc;
-  p->running = 1;
-  return 0;
-}
-
-/* serve: the own set loaded at start and checked against the template, and
- * every filter this node may have to apply against its columns. */
-static int serve_checks(cr_party *p, cr_error *err) {
-  int rc;
-  if ((rc = cr__party_load_start(p, NULL, err)) != 0)
-    return rc;
-
-  /* The own set against the template's limits, before anyone connects. */
-  cr_session_config sc;
-  memset(&sc, 0, sizeof sc);
-  sc.tmpl = p->t;
-  sc.data = p->data;
-  sc.role = p->role;
-  if ((rc = cr_session_check_local(&sc, (int64_t)time(NULL), err)) != 0) {
+  p->trail.pinned = trail_pinned;
+  p->trail.pinned_ctx = p;
+  if ((rc = cr_node_serve_start_fd(&p->node, loop, &p->nc, fd, err)) != 0) {
     cr__party_refusal(p, "serve_refused", NULL, cr_error_message(err, rc));
-    return rc;
+    goto fail;
   }
-  /* Every filter this node may have to apply must parse and find its
-   * columns in our file. */
-  for (size_t i = 0; i < p->t->nqueries; i++) {
-    const cr_query *q = &p->t->queries[i];
-    cr_filter *f = NULL;
-    const char *const *cols;
-    if (q->where[p->role] == NULL)
-      continue;
-    if ((rc = cr_filter_parse(&f, q->where[p->role], q->params, q->nparams, q->name, err)) != 0)
-      return rc == CR_ENOMEM ? rc : CR_EUSAGE;
-    size_t nc = cr_filter_columns(f, &cols);
-    for (size_t j = 0; j < nc && rc == 0; j++) {
-      size_t k = 0;
-      while (k < p->data->ncolumns && strcasecmp(p->data->columns[k], cols[j]) != 0)
-        k++;
-      if (k == p->data->ncolumns)
-        rc = cr_error_set(err, CR_EDATA,
-                          "query \"%s\" filters on column \"%s\", which %s does not have", q->name,
-                          cols[j], p->data_path);
-    }
-    cr_filter_free(f);
-    if (rc)
-      return rc;
-  }
+  p->running = 1;
+  uv_timer_init(loop, &p->reload_timer);
+  p->reload_timer.data = p;
+  p->reload_timer_live = 1;
+  p->handles_live++;
+  uv_timer_start(&p->reload_timer, on_rescan_timer, CR_PARTY_RESCAN_MS, CR_PARTY_RESCAN_MS);
+  uv_unref((uv_handle_t *)&p->reload_timer); /* the node keeps the loop alive */
+  watch_dirs(p);
   return 0;
+fail:
+  cr__party_collabs_free(p);
+  return rc;
 }
 
-int cr_party_run(cr_party *p, uv_loop_t *loop, const cr_party_run_config *cfg,
-                 const cr_party_events *ev, cr_error *err) {
-  int rc;
-  if (p->mode != CR_PARTY_RUN || cfg == NULL || cfg->data == NULL || cfg->query == NULL ||
-      loop == NULL)
-    return cr_error_set(err, CR_EINVAL, "party: run needs a party opened to run, data and a query");
-  if ((rc = busy(p, err)) != 0)
-    return rc;
-  if (ev)
-    p->ev = *ev;
-  /* Flags first: the source's options and the partner's address are
-   * checked before anything is loaded. */
-  cr_source_options so = {cfg->data_query, cfg->delimiter};
-  if ((rc = cr_source_validate(cfg->data, &so, err)) != 0 ||
-      (rc = cr_node_check_address(p->address, err)) != 0 ||
-      (rc = cr__party_set_source(p, cfg->data, cfg->data_query, cfg->delimiter, err)) != 0)
-    return rc;
-  free(p->out_path);
-  p->out_path = cfg->out ? strdup(cfg->out) : NULL;
-  if (cfg->out && p->out_path == NULL)
-    return cr_error_set(err, CR_ENOMEM, "out of memory");
-  p->max_reject_ratio = cfg->max_reject_ratio;
-  memset(&p->last, 0, sizeof p->last);
-  p->sessions = 0;
-
-  /* Checks that need no data first, so a wrong query fails fast. */
-  const cr_query *q = cr_template_query(p->t, cfg->query);
-  cr_params_free(&p->params);
-  free(p->param_names);
-  free(p->param_values);
-  p->param_names = p->param_values = NULL;
-  if (q != NULL) {
-    /* Parameters typed as the template declares them; their canonical
-     * text is what goes to the partner and into both audit logs. */
-    rc = cr_params_from_args(&p->params, cfg->params, cfg->nparams, q->params, q->nparams, err);
-    if (rc) {
-      cr__party_refusal(p, "run_refused", cfg->query, cr_error_message(err, rc));
-      return rc == CR_ENOMEM ? rc : CR_EREFUSED;
-    }
-  }
-  size_t np = q ? p->params.n : 0;
-  p->param_names = calloc(np + 1, sizeof *p->param_names);
-  p->param_values = calloc(np + 1, sizeof *p->param_values);
-  if (p->param_names == NULL || p->param_values == NULL)
-    return cr_error_set(err, CR_ENOMEM, "out of memory");
-  for (size_t i = 0; i < np; i++) {
-    p->param_names[i] = p->params.v[i].name;
-    p->param_values[i] = p->params.v[i].text;
-  }
-  cr_session_config sc;
-  memset(&sc, 0, sizeof sc);
-  sc.tmpl = p->t;
-  sc.role = p->role;
-  sc.is_runner = 1;
-  sc.query = cfg->query;
-  sc.param_names = p->param_names;
-  sc.param_values = p->param_values;
-  sc.nparams = np;
-  if ((rc = cr_session_check_local(&sc, (int64_t)time(NULL), err)) != 0) {
-    cr__party_refusal(p, "run_refused", cfg->query, cr_error_message(err, rc));
-    return rc;
-  }
-  if (q == NULL) /* not reached: cr_session_check_local refuses a query not in the template */
-    return cr_error_set(err, CR_EINTERNAL, "query not in the template");
-  /* Our own count of the query's runs, and of the privacy budget, before
-   * the partner is bothered (the partner counts its own and refuses as
-   * well). */
-  char lmsg[512];
-  if ((rc = cr__trail_limit(&p->trail, q->name, lmsg, sizeof lmsg)) != 0 ||
-      (rc = cr__trail_budget_check(&p->trail, q, lmsg, sizeof lmsg)) != 0) {
-    cr__party_refusal(p, "run_refused", cfg->query, lmsg);
-    return cr_error_set(err, rc, "%s", lmsg);
-  }
-  if (q->kind == CR_QUERY_MEMBERS && (q->results_to & CR_ROLE_BIT(p->role)) && cfg->out == NULL)
-    return cr_error_set(err, CR_EUSAGE,
-                        "query \"%s\" returns this side's matched rows: name the file to "
-                        "write them to with --out FILE",
-                        q->name);
-  if (cfg->out != NULL && !cfg->overwrite_out && access(cfg->out, F_OK) == 0)
-    return cr_error_set(err, CR_EUSAGE,
-                        "--out %s exists; the matched rows would replace it. Name another file, "
-                        "or pass --force to replace it",
-                        cfg->out);
-  if (cfg->out != NULL) {
-    /* The rows file must be writable before the partner spends a run on it. */
-    cr_atomic_file f;
-    cr_error fe;
-    if (cr_atomic_open(&f, cfg->out, 0600, &fe) != 0)
-      return cr_error_set(err, CR_EUSAGE, "--out %s cannot be written: %s", cfg->out, fe.msg);
-    cr_atomic_abort(&f);
-  }
-  p->rq = q;
-  cr_dataset_free(p->data);
-  p->data = NULL;
-  cr_filter_free(p->filter);
-  p->filter = NULL;
-  if ((rc = cr__party_load_start(p, q, err)) != 0)
-    return rc;
-  sc.data = p->data;
-  if ((rc = cr_session_check_local(&sc, (int64_t)time(NULL), err)) != 0) {
-    cr__party_refusal(p, "run_refused", cfg->query, cr_error_message(err, rc));
-    return rc;
-  }
-
-  node_setup(p, loop, ev, cfg->timeout_ms, cfg->pool);
-  p->nc.session.is_runner = 1;
-  p->nc.session.query = q->name;
-  p->nc.session.param_names = p->param_names;
-  p->nc.session.param_values = p->param_values;
-  p->nc.session.nparams = np;
-  if ((rc = cr_node_run_start(&p->node, loop, &p->nc, err)) != 0)
-    return rc;
-  p->running = 1;
-  return 0;
+void cr_party_stop(cr_party *p) {
+  if (p == NULL)
+    return;
+  if (p->mode == CR_PARTY_SERVE && p->running)
+    cr__party_collabs_stop(p);
+  if (p->node != NULL)
+    cr_node_stop(p->node);
 }
 
 int cr_party_budget_get(cr_party *p, cr_party_budget *out, cr_error *err) {

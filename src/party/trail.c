@@ -6,10 +6,16 @@
  * result_released line is on disk. Nothing here ever records a match key,
  * a point or a secret: only sizes, hashes, names and what was released.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "cleanroom/noise.h"
 #include "party/party_internal.h"
@@ -45,35 +51,214 @@ char *cr__trail_default_path(const char *identity_dir) {
   return p;
 }
 
-int cr__trail_open(cr_trail *a, const char *path, const cr_identity *id, const cr_template *t,
-                   cr_error *err) {
-  memset(a, 0, sizeof *a);
-  a->id = id;
-  a->t = t;
-  cr_hex_encode(a->th, t->sha256, CR_SHA256_BYTES);
-  pthread_mutex_init(&a->lock, NULL);
-  int rc = cr_audit_open(&a->log, path, err);
-  if (rc)
-    return rc;
-  a->open = 1;
+/* ---- the log ------------------------------------------------------------- */
+
+static int contains(const char *s, size_t len, const char *needle) {
+  size_t n = strlen(needle);
+  for (const char *p = s; n <= len - (size_t)(p - s);) {
+    const char *q = memchr(p, needle[0], len - (size_t)(p - s) - n + 1);
+    if (q == NULL)
+      return 0;
+    if (memcmp(q, needle, n) == 0)
+      return 1;
+    p = q + 1;
+  }
   return 0;
 }
 
-static void refusals_flush(cr_trail *a, uint64_t now);
+static uint64_t sat_add(uint64_t a, uint64_t b) { return a > UINT64_MAX - b ? UINT64_MAX : a + b; }
 
-void cr__trail_close(cr_trail *a) {
+/* A session_started line's privacy_spend, added to its template's sum. */
+static void add_spend(cr_log *l, const char *th, json_t *sp) {
+  json_t *e = json_object_get(sp, "epsilon_micro"), *d = json_object_get(sp, "delta_femto");
+  size_t i = 0;
+  while (i < l->nspends && strcmp(l->spends[i].th, th) != 0)
+    i++;
+  if (i == l->nspends) {
+    struct cr_spend *ns = realloc(l->spends, (l->nspends + 1) * sizeof *ns);
+    if (ns == NULL) {
+      l->counts_lost = 1; /* a lower sum would let a run overspend: refuse instead */
+      return;
+    }
+    l->spends = ns;
+    memset(&ns[i], 0, sizeof ns[i]);
+    snprintf(ns[i].th, sizeof ns[i].th, "%s", th);
+    l->nspends++;
+  }
+  if (json_is_integer(e) && json_integer_value(e) > 0)
+    l->spends[i].eps = sat_add(l->spends[i].eps, (uint64_t)json_integer_value(e));
+  if (json_is_integer(d) && json_integer_value(d) > 0)
+    l->spends[i].delta = sat_add(l->spends[i].delta, (uint64_t)json_integer_value(d));
+}
+
+/* The audit module's watch: every line of the log, ours or not. Keeps the
+ * session_started counts per (template, query) and the privacy spends per
+ * template. Caller of the audit call holds l->lock (or the log is being
+ * opened). */
+static int log_watch(void *ctx, const char *entry, size_t len) {
+  cr_log *l = ctx;
+  /* Cheap filter first: most lines are not session_started. */
+  if (!contains(entry, len, "\"session_started\""))
+    return 0;
+  json_t *e = json_loadb(entry, len, 0, NULL);
+  if (e == NULL)
+    return 0;
+  const char *ev = json_string_value(json_object_get(e, "event"));
+  const char *th = json_string_value(json_object_get(e, "template_sha256"));
+  const char *q = json_string_value(json_object_get(e, "query"));
+  if (ev != NULL && strcmp(ev, "session_started") == 0 && th != NULL && q != NULL &&
+      strlen(th) < CR_SHA256_HEX_BYTES && strlen(q) < sizeof l->counts->query) {
+    size_t i = 0;
+    while (i < l->ncounts &&
+           !(strcmp(l->counts[i].th, th) == 0 && strcmp(l->counts[i].query, q) == 0))
+      i++;
+    if (i == l->ncounts) {
+      struct cr_run_count *nc = realloc(l->counts, (l->ncounts + 1) * sizeof *nc);
+      if (nc != NULL) {
+        l->counts = nc;
+        memset(&nc[i], 0, sizeof nc[i]);
+        snprintf(nc[i].th, sizeof nc[i].th, "%s", th);
+        snprintf(nc[i].query, sizeof nc[i].query, "%s", q);
+        l->ncounts++;
+      }
+    }
+    /* Out of memory drops the count to a lower one: refuse it instead. */
+    if (i < l->ncounts)
+      l->counts[i].runs++;
+    else
+      l->counts_lost = 1;
+    json_t *sp = json_object_get(e, "privacy_spend");
+    if (json_is_object(sp))
+      add_spend(l, th, sp);
+  }
+  json_decref(e);
+  return 0;
+}
+
+int cr__log_open(cr_log **out, const char *path, const cr_identity *id, cr_error *err) {
+  *out = NULL;
+  cr_log *l = calloc(1, sizeof *l);
+  if (l == NULL || (l->path = strdup(path)) == NULL) {
+    free(l);
+    return cr_error_set(err, CR_ENOMEM, "out of memory");
+  }
+  l->id = id;
+  l->refs = 1;
+  pthread_mutex_init(&l->lock, NULL);
+  int rc = cr_audit_open_watch(&l->audit, path, log_watch, l, err);
+  if (rc) {
+    pthread_mutex_destroy(&l->lock);
+    free(l->counts);
+    free(l->spends);
+    free(l->path);
+    free(l);
+    return rc;
+  }
+  struct stat st;
+  if (stat(path, &st) == 0) {
+    l->dev = st.st_dev;
+    l->ino = st.st_ino;
+  }
+  *out = l;
+  return 0;
+}
+
+static void refusals_flush(cr_log *l, uint64_t now);
+static int log_event(cr_log *l, const char *event, json_t *fields, cr_error *err);
+static int log_checkpoint(cr_log *l, cr_error *err);
+
+void cr__log_release(cr_log *l) {
+  if (l == NULL || --l->refs > 0)
+    return;
   /* Whatever was recorded since the last session (a refusal, a failed
    * load) gets a signature too before the node lets go of the log. */
-  if (a->open)
-    refusals_flush(a, cr_now_ms());
-  if (a->open && a->unsigned_tail)
-    (void)cr__trail_checkpoint(a, NULL);
-  if (a->open)
-    cr_audit_close(a->log);
-  if (a->id != NULL)
-    pthread_mutex_destroy(&a->lock);
-  free(a->counts);
+  refusals_flush(l, cr_now_ms());
+  if (l->unsigned_tail)
+    (void)log_checkpoint(l, NULL);
+  cr_audit_close(l->audit);
+  pthread_mutex_destroy(&l->lock);
+  free(l->counts);
+  free(l->spends);
+  free(l->path);
+  free(l);
+}
+
+static int log_event(cr_log *l, const char *event, json_t *fields, cr_error *err) {
+  pthread_mutex_lock(&l->lock);
+  char *text = fields ? json_dumps(fields, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+  int rc = fields && text == NULL ? cr_error_set(err, CR_ENOMEM, "out of memory")
+                                  : cr_audit_append(l->audit, event, text, err);
+  free(text);
+  if (rc == 0)
+    l->unsigned_tail = 1;
+  pthread_mutex_unlock(&l->lock);
+  return rc;
+}
+
+static int log_checkpoint(cr_log *l, cr_error *err) {
+  uint8_t pk[CR_SIGN_PK_BYTES];
+  cr_identity_public_key(l->id, pk);
+  pthread_mutex_lock(&l->lock);
+  int rc = cr_audit_checkpoint(l->audit, cr_identity_sign, (void *)l->id, pk, err);
+  if (rc == 0)
+    l->unsigned_tail = 0;
+  pthread_mutex_unlock(&l->lock);
+  return rc;
+}
+
+/* ---- a trail on a log ------------------------------------------------------ */
+
+void cr__trail_init(cr_trail *a, cr_log *log, const cr_identity *id, const cr_template *t,
+                    cr_role role, const char *collab) {
   memset(a, 0, sizeof *a);
+  a->log = log;
+  a->open = log != NULL;
+  if (log != NULL)
+    log->refs++;
+  a->id = id;
+  a->t = t;
+  a->role = role;
+  if (t != NULL)
+    cr_hex_encode(a->th, t->sha256, CR_SHA256_BYTES);
+  snprintf(a->collab, sizeof a->collab, "%s", collab ? collab : "");
+}
+
+int cr__trail_open(cr_trail *a, const char *path, const cr_identity *id, const cr_template *t,
+                   cr_error *err) {
+  cr_log *l = NULL;
+  cr_role role = CR_ROLE_PROVIDER;
+  memset(a, 0, sizeof *a);
+  if (t != NULL)
+    cr_hex_encode(a->th, t->sha256, CR_SHA256_BYTES);
+  int rc = cr__log_open(&l, path, id, err);
+  if (rc)
+    return rc;
+  if (t != NULL)
+    (void)cr_template_role_of(t, cr_identity_fingerprint(id), &role);
+  cr__trail_init(a, l, id, t, role, t ? t->name : NULL);
+  cr__log_release(l); /* the trail holds it now */
+  return 0;
+}
+
+void cr__trail_close(cr_trail *a) {
+  cr__log_release(a->log);
+  memset(a, 0, sizeof *a);
+}
+
+/* The names a collaboration's events carry, unless already set. */
+static void trail_names(const cr_trail *a, json_t *o) {
+  if (a->collab[0] && json_object_get(o, "collaboration") == NULL)
+    json_object_set_new(o, "collaboration", cr__jtext(a->collab));
+  if (a->t == NULL)
+    return;
+  if (json_object_get(o, "template_sha256") == NULL)
+    json_object_set_new(o, "template_sha256", cr__jtext(a->th));
+  cr_role other = cr_role_other(a->role);
+  if (json_object_get(o, "partner") == NULL)
+    json_object_set_new(o, "partner", cr__jtext(a->t->parties[other].org));
+  if (json_object_get(o, "partner_cert_sha256") == NULL)
+    json_object_set_new(o, "partner_cert_sha256",
+                        hexj(a->t->parties[other].cert_sha256, CR_SHA256_BYTES));
 }
 
 int cr__trail_event(cr_trail *a, const char *event, json_t *fields, cr_error *err) {
@@ -81,14 +266,11 @@ int cr__trail_event(cr_trail *a, const char *event, json_t *fields, cr_error *er
     json_decref(fields);
     return 0;
   }
-  pthread_mutex_lock(&a->lock);
-  char *text = fields ? json_dumps(fields, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
-  int rc = fields && text == NULL ? cr_error_set(err, CR_ENOMEM, "out of memory")
-                                  : cr_audit_append(a->log, event, text, err);
-  free(text);
-  if (rc == 0)
-    a->unsigned_tail = 1;
-  pthread_mutex_unlock(&a->lock);
+  if (fields == NULL && (a->collab[0] || a->t != NULL))
+    fields = json_object();
+  if (fields != NULL && json_is_object(fields))
+    trail_names(a, fields);
+  int rc = log_event(a->log, event, fields, err);
   json_decref(fields);
   return rc;
 }
@@ -96,23 +278,19 @@ int cr__trail_event(cr_trail *a, const char *event, json_t *fields, cr_error *er
 int cr__trail_checkpoint(cr_trail *a, cr_error *err) {
   if (!a->open)
     return 0;
-  uint8_t pk[CR_SIGN_PK_BYTES];
-  cr_identity_public_key(a->id, pk);
-  pthread_mutex_lock(&a->lock);
-  int rc = cr_audit_checkpoint(a->log, cr_identity_sign, (void *)a->id, pk, err);
-  if (rc == 0)
-    a->unsigned_tail = 0;
-  pthread_mutex_unlock(&a->lock);
-  return rc;
+  return log_checkpoint(a->log, err);
 }
 
 static int record_receipt(cr_trail *a, const cr_session_result *r, const uint8_t *peer_fp,
                           cr_error *err);
 
 void cr__trail_withheld(cr_trail *a, const cr_session_result *r, const uint8_t *peer_fp,
-                        const char *why) {
+                        const char *why, json_t *extra) {
   json_t *o = cr__trail_session_fields(a, r);
   json_object_set_new(o, "reason", cr__jtext(why));
+  if (extra != NULL)
+    json_object_update(o, extra);
+  json_decref(extra);
   /* The session completed: its receipt is evidence even though nothing
    * was shown. */
   if (cr__trail_event(a, "result_withheld", o, NULL) == 0 &&
@@ -298,118 +476,95 @@ json_t *cr__trail_session_fields(const cr_trail *a, const cr_session_result *r) 
   return o;
 }
 
-/* The query's runs so far, counted from the log once, then kept in memory
- * (this node holds the log's lock, so nobody else appends to it). Runs are
- * counted from the log itself, so a restart does not reset them and
- * deleting lines breaks the chain instead of adding runs. Caller holds
- * a->lock. 0 with *out set, or an error with msg. */
-static int runs_of(cr_trail *a, const char *query, struct run_count **out, char *msg, size_t cap) {
-  cr_error err;
-  cr_error_clear(&err);
-  for (size_t i = 0; i < a->ncounts; i++)
-    if (strcmp(a->counts[i].query, query) == 0) {
-      *out = &a->counts[i];
-      return 0;
-    }
-  uint64_t runs = 0;
-  const char *kv[] = {"template_sha256", a->th, "query", query, NULL};
-  int rc = cr_audit_count(cr_audit_path(a->log), "session_started", kv, &runs, &err);
-  if (rc) {
-    snprintf(msg, cap, "cannot count this query's runs in the audit log: %s",
-             cr_error_message(&err, rc));
-    return rc;
-  }
-  struct run_count *p = realloc(a->counts, (a->ncounts + 1) * sizeof *p);
-  if (p == NULL) {
-    snprintf(msg, cap, "out of memory");
-    return CR_ENOMEM;
-  }
-  a->counts = p;
-  *out = &a->counts[a->ncounts++];
-  snprintf((*out)->query, sizeof(*out)->query, "%s", query);
-  (*out)->runs = runs;
+/* The query's runs so far under this trail's template: the session_started
+ * lines of the log, whoever wrote them (the log's watch counts every line;
+ * cr_audit_lock or _sync has just caught up with the other writers).
+ * Caller holds the log's mutex. Runs are counted from the log itself, so a
+ * restart does not reset them and deleting lines breaks the chain instead
+ * of adding runs. */
+static uint64_t runs_of(const cr_trail *a, const char *query) {
+  const cr_log *l = a->log;
+  for (size_t i = 0; i < l->ncounts; i++)
+    if (strcmp(l->counts[i].th, a->th) == 0 && strcmp(l->counts[i].query, query) == 0)
+      return l->counts[i].runs;
   return 0;
 }
 
 /* CR_EREFUSED with msg when the query's runs have reached the limit. */
-static int limit_reached(cr_trail *a, struct run_count *rcnt, char *msg, size_t cap) {
+static int limit_reached(const cr_trail *a, const char *query, char *msg, size_t cap) {
   uint64_t max = a->t->limits.max_runs_per_query;
-  if (max == 0 || rcnt->runs < max)
+  if (max == 0)
+    return 0;
+  if (a->log->counts_lost) {
+    snprintf(msg, cap, "cannot count this query's runs (out of memory)");
+    return CR_ENOMEM;
+  }
+  uint64_t runs = runs_of(a, query);
+  if (runs < max)
     return 0;
   snprintf(msg, cap,
            "query \"%s\" has run %llu times under this template, its limit "
            "(limits.max_runs_per_query = %llu); agree a new template to run it again",
-           rcnt->query, (unsigned long long)rcnt->runs, (unsigned long long)max);
+           query, (unsigned long long)runs, (unsigned long long)max);
   return CR_EREFUSED;
 }
 
 int cr__trail_limit(cr_trail *a, const char *query, char *msg, size_t cap) {
-  if (!a->open || a->t->limits.max_runs_per_query == 0)
+  if (!a->open || a->t == NULL || a->t->limits.max_runs_per_query == 0)
     return 0;
-  struct run_count *rcnt = NULL;
-  pthread_mutex_lock(&a->lock);
-  int rc = runs_of(a, query, &rcnt, msg, cap);
-  if (rc == 0)
-    rc = limit_reached(a, rcnt, msg, cap);
-  pthread_mutex_unlock(&a->lock);
+  cr_error err;
+  cr_error_clear(&err);
+  pthread_mutex_lock(&a->log->lock);
+  int rc = cr_audit_sync(a->log->audit, &err);
+  if (rc)
+    snprintf(msg, cap, "cannot count this query's runs in the audit log: %s",
+             cr_error_message(&err, rc));
+  else
+    rc = limit_reached(a, query, msg, cap);
+  pthread_mutex_unlock(&a->log->lock);
   return rc;
+}
+
+int64_t cr__trail_runs(cr_trail *a, const char *query) {
+  if (!a->open || a->t == NULL)
+    return -1;
+  pthread_mutex_lock(&a->log->lock);
+  int64_t n = cr_audit_sync(a->log->audit, NULL) == 0 ? (int64_t)runs_of(a, query) : -1;
+  pthread_mutex_unlock(&a->log->lock);
+  return n;
 }
 
 /* ---- privacy budget (docs/privacy.md) ----------------------------------- */
 
-static uint64_t sat_add(uint64_t a, uint64_t b) { return a > UINT64_MAX - b ? UINT64_MAX : a + b; }
-
-typedef struct spend_sum {
-  const char *th;
-  uint64_t eps, delta;
-} spend_sum;
-
-/* One verified line: a session_started of this template with a spend. */
-static int add_spend(void *ctx, const char *entry, size_t len) {
-  spend_sum *sum = ctx;
-  json_t *j = json_loadb(entry, len, 0, NULL);
-  json_t *ev = json_object_get(j, "event"), *th = json_object_get(j, "template_sha256");
-  json_t *sp = json_object_get(j, "privacy_spend");
-  if (json_is_string(ev) && strcmp(json_string_value(ev), "session_started") == 0 &&
-      json_is_string(th) && strcmp(json_string_value(th), sum->th) == 0 && json_is_object(sp)) {
-    json_t *e = json_object_get(sp, "epsilon_micro"), *d = json_object_get(sp, "delta_femto");
-    if (json_is_integer(e) && json_integer_value(e) > 0)
-      sum->eps = sat_add(sum->eps, (uint64_t)json_integer_value(e));
-    if (json_is_integer(d) && json_integer_value(d) > 0)
-      sum->delta = sat_add(sum->delta, (uint64_t)json_integer_value(d));
-  }
-  json_decref(j);
-  return 0;
-}
-
-/* The spends so far, added up from the log once (exact integers: no
- * drift however many runs), then kept: this node holds the log's lock, so
- * nobody else appends. Caller holds a->lock. */
-static int budget_load(cr_trail *a, char *msg, size_t cap) {
-  if (a->budget_loaded)
-    return 0;
-  cr_error err;
-  cr_error_clear(&err);
-  spend_sum sum = {a->th, 0, 0};
-  int rc = cr_audit_foreach(cr_audit_path(a->log), add_spend, &sum, &err);
-  if (rc) {
-    snprintf(msg, cap, "cannot add up the privacy budget spent in the audit log: %s",
-             cr_error_message(&err, rc));
-    return rc;
-  }
-  a->eps_spent = sum.eps;
-  a->delta_spent = sum.delta;
-  a->budget_loaded = 1;
-  return 0;
+/* The spends under this trail's template so far: the privacy_spend of
+ * every session_started line of the log, whoever wrote it (the log's watch
+ * adds them up, exact integers: no drift however many runs). Caller holds
+ * the log's mutex, just after catching up with the other writers. */
+static void spent_of(const cr_trail *a, uint64_t *eps, uint64_t *delta) {
+  const cr_log *l = a->log;
+  *eps = *delta = 0;
+  for (size_t i = 0; i < l->nspends; i++)
+    if (strcmp(l->spends[i].th, a->th) == 0) {
+      *eps = l->spends[i].eps;
+      *delta = l->spends[i].delta;
+      return;
+    }
 }
 
 /* CR_EREFUSED with msg when a run of the query would overspend. */
-static int budget_fits(cr_trail *a, const char *query, const cr_noise *n, char *msg, size_t cap) {
+static int budget_fits(const cr_trail *a, const char *query, const cr_noise *n, char *msg,
+                       size_t cap) {
   const cr_privacy_budget *b = &a->t->limits.privacy_budget;
   char want[32], left[32], spent[32], total[32];
   if (b->epsilon == 0)
     return 0;
-  uint64_t eleft = b->epsilon > a->eps_spent ? b->epsilon - a->eps_spent : 0;
+  if (a->log->counts_lost) {
+    snprintf(msg, cap, "cannot add up the privacy budget spent (out of memory)");
+    return CR_ENOMEM;
+  }
+  uint64_t eps_spent, delta_spent;
+  spent_of(a, &eps_spent, &delta_spent);
+  uint64_t eleft = b->epsilon > eps_spent ? b->epsilon - eps_spent : 0;
   if (n->epsilon > eleft) {
     snprintf(msg, cap,
              "query \"%s\" would spend epsilon %s of the privacy budget, but only %s of %s is "
@@ -418,10 +573,10 @@ static int budget_fits(cr_trail *a, const char *query, const cr_noise *n, char *
              query, cr_dp_decimal(want, sizeof want, n->epsilon, CR_DP_EPSILON_UNIT),
              cr_dp_decimal(left, sizeof left, eleft, CR_DP_EPSILON_UNIT),
              cr_dp_decimal(total, sizeof total, b->epsilon, CR_DP_EPSILON_UNIT),
-             cr_dp_decimal(spent, sizeof spent, a->eps_spent, CR_DP_EPSILON_UNIT));
+             cr_dp_decimal(spent, sizeof spent, eps_spent, CR_DP_EPSILON_UNIT));
     return CR_EREFUSED;
   }
-  uint64_t dleft = b->delta > a->delta_spent ? b->delta - a->delta_spent : 0;
+  uint64_t dleft = b->delta > delta_spent ? b->delta - delta_spent : 0;
   if (n->delta > dleft) {
     snprintf(msg, cap,
              "query \"%s\" would spend delta %g of the privacy budget, but only %g of %g is left "
@@ -429,38 +584,47 @@ static int budget_fits(cr_trail *a, const char *query, const cr_noise *n, char *
              "to run it again",
              query, (double)n->delta / (double)CR_DP_DELTA_UNIT,
              (double)dleft / (double)CR_DP_DELTA_UNIT, (double)b->delta / (double)CR_DP_DELTA_UNIT,
-             (double)a->delta_spent / (double)CR_DP_DELTA_UNIT);
+             (double)delta_spent / (double)CR_DP_DELTA_UNIT);
     return CR_EREFUSED;
   }
   return 0;
 }
 
 int cr__trail_budget_check(cr_trail *a, const cr_query *q, char *msg, size_t cap) {
-  if (!a->open || q->noise.mechanism == CR_NOISE_NONE)
+  if (!a->open || a->t == NULL || q->noise.mechanism == CR_NOISE_NONE)
     return 0;
-  pthread_mutex_lock(&a->lock);
-  int rc = budget_load(a, msg, cap);
-  if (rc == 0)
+  cr_error err;
+  cr_error_clear(&err);
+  pthread_mutex_lock(&a->log->lock);
+  int rc = cr_audit_sync(a->log->audit, &err);
+  if (rc)
+    snprintf(msg, cap, "cannot add up the privacy budget spent in the audit log: %s",
+             cr_error_message(&err, rc));
+  else
     rc = budget_fits(a, q->name, &q->noise, msg, cap);
-  pthread_mutex_unlock(&a->lock);
+  pthread_mutex_unlock(&a->log->lock);
   return rc;
 }
 
 int cr__trail_budget(cr_trail *a, cr_party_budget *out, char *msg, size_t cap) {
-  const cr_privacy_budget *b = &a->t->limits.privacy_budget;
   memset(out, 0, sizeof *out);
-  if (!a->open || b->epsilon == 0)
+  if (!a->open || a->t == NULL || a->t->limits.privacy_budget.epsilon == 0)
     return 0;
-  pthread_mutex_lock(&a->lock);
-  int rc = budget_load(a, msg, cap);
-  if (rc == 0) {
+  const cr_privacy_budget *b = &a->t->limits.privacy_budget;
+  cr_error err;
+  cr_error_clear(&err);
+  pthread_mutex_lock(&a->log->lock);
+  int rc = cr_audit_sync(a->log->audit, &err);
+  if (rc) {
+    snprintf(msg, cap, "cannot add up the privacy budget spent in the audit log: %s",
+             cr_error_message(&err, rc));
+  } else {
     out->set = 1;
     out->epsilon = b->epsilon;
-    out->epsilon_spent = a->eps_spent;
     out->delta = b->delta;
-    out->delta_spent = a->delta_spent;
+    spent_of(a, &out->epsilon_spent, &out->delta_spent);
   }
-  pthread_mutex_unlock(&a->lock);
+  pthread_mutex_unlock(&a->log->lock);
   return rc;
 }
 
@@ -470,20 +634,12 @@ int cr__trail_admit(cr_trail *a, const cr_session_result *r, char *msg, size_t c
   int rc = 0;
   if (!a->open)
     return 0;
-  pthread_mutex_lock(&a->lock);
-  struct run_count *rcnt = NULL;
-  if (a->t->limits.max_runs_per_query) {
-    if ((rc = runs_of(a, r->query, &rcnt, msg, cap)) != 0 ||
-        (rc = limit_reached(a, rcnt, msg, cap)) != 0)
-      goto out;
-  }
-  /* A run of a noisy query spends its epsilon now, before anything of it
-   * can be released: once a seed share is open the partner can compute the
-   * release, so a run that fails later has spent it too. */
-  if (r->noisy && ((rc = budget_load(a, msg, cap)) != 0 ||
-                   (rc = budget_fits(a, r->query, &r->noise, msg, cap)) != 0))
-    goto out;
+  cr_log *l = a->log;
   json_t *f = cr__trail_session_fields(a, r);
+  trail_names(a, f);
+  /* A run of a noisy query spends its epsilon at admission, before
+   * anything of it can be released: once a seed share is open the partner
+   * can compute the release, so a run that fails later has spent it too. */
   if (r->noisy) {
     json_t *sp = json_object();
     json_object_set_new(sp, "mechanism", json_string(cr_noise_mechanism_name(r->noise.mechanism)));
@@ -492,24 +648,33 @@ int cr__trail_admit(cr_trail *a, const cr_session_result *r, char *msg, size_t c
     json_object_set_new(f, "privacy_spend", sp);
   }
   char *text = json_dumps(f, JSON_COMPACT);
-  rc = text == NULL ? cr_error_set(&err, CR_ENOMEM, "out of memory")
-                    : cr_audit_append(a->log, "session_started", text, &err);
-  free(text);
   json_decref(f);
-  if (rc)
+  if (text == NULL) {
+    snprintf(msg, cap, "out of memory");
+    return CR_EIO;
+  }
+  pthread_mutex_lock(&l->lock);
+  /* Count and record under the file lock: two sessions (of this node, or
+   * of any process writing this log) cannot both take the last run, or
+   * the last of the privacy budget. */
+  if ((rc = cr_audit_lock(l->audit, &err)) != 0) {
     snprintf(msg, cap, "cannot record the session in the audit log: %s",
              cr_error_message(&err, rc));
-  else {
-    a->unsigned_tail = 1;
-    if (rcnt != NULL)
-      rcnt->runs++;
-    if (r->noisy) {
-      a->eps_spent = sat_add(a->eps_spent, r->noise.epsilon);
-      a->delta_spent = sat_add(a->delta_spent, r->noise.delta);
-    }
+    goto out;
   }
+  if (a->t != NULL && (rc = limit_reached(a, r->query, msg, cap)) == 0 &&
+      (!r->noisy || (rc = budget_fits(a, r->query, &r->noise, msg, cap)) == 0)) {
+    rc = cr_audit_append(l->audit, "session_started", text, &err);
+    if (rc)
+      snprintf(msg, cap, "cannot record the session in the audit log: %s",
+               cr_error_message(&err, rc));
+    else
+      l->unsigned_tail = 1;
+  }
+  cr_audit_unlock(l->audit);
 out:
-  pthread_mutex_unlock(&a->lock);
+  pthread_mutex_unlock(&l->lock);
+  free(text);
   return rc ? (rc == CR_EREFUSED ? rc : CR_EIO) : 0;
 }
 
@@ -545,9 +710,8 @@ static int record_receipt(cr_trail *a, const cr_session_result *r, const uint8_t
   return cr__trail_event(a, "receipt", rc_o, err);
 }
 
-/* The certificate is one the template pins (the partner's, or ours). */
-static int is_partner(const cr_trail *a, const uint8_t *fp) {
-  if (fp == NULL)
+int cr__trail_pins(const cr_trail *a, const uint8_t *fp) {
+  if (fp == NULL || a->t == NULL)
     return 0;
   for (int r = 0; r < CR_ROLE_COUNT; r++)
     if (memcmp(fp, a->t->parties[r].cert_sha256, CR_SHA256_BYTES) == 0)
@@ -555,49 +719,58 @@ static int is_partner(const cr_trail *a, const uint8_t *fp) {
   return 0;
 }
 
-/* Writes the count of strangers' refusals left out of the log, if any. */
-static void refusals_flush(cr_trail *a, uint64_t now) {
-  if (a->refused_dropped == 0)
+/* Writes the count of strangers' refusals left out of the log, if any.
+ * Loop thread (refusals are recorded there). */
+static void refusals_flush(cr_log *l, uint64_t now) {
+  if (l->refused_dropped == 0)
     return;
   json_t *o = json_object();
-  json_object_set_new(o, "connections", json_integer((json_int_t)a->refused_dropped));
-  json_object_set_new(o, "window_ms", json_integer((json_int_t)(now - a->refused_window_ms)));
+  json_object_set_new(o, "connections", json_integer((json_int_t)l->refused_dropped));
+  json_object_set_new(o, "window_ms", json_integer((json_int_t)(now - l->refused_window_ms)));
   json_object_set_new(o, "reason",
                       cr__jtext("more refused connections from unauthenticated "
                                 "peers than the log records a minute"));
-  a->refused_dropped = 0;
-  (void)cr__trail_event(a, "connections_refused_summary", o, NULL);
+  l->refused_dropped = 0;
+  (void)log_event(l, "connections_refused_summary", o, NULL);
+  json_decref(o);
 }
 
 /* 1 when this stranger's refusal is only counted, not written. */
-static int refusal_throttled(cr_trail *a) {
+static int refusal_throttled(cr_log *l) {
   uint64_t now = cr_now_ms();
-  if (a->refused_window_ms == 0 || now - a->refused_window_ms >= 60000) {
-    refusals_flush(a, now);
-    a->refused_window_ms = now;
-    a->refused_in_window = 0;
+  if (l->refused_window_ms == 0 || now - l->refused_window_ms >= 60000) {
+    refusals_flush(l, now);
+    l->refused_window_ms = now;
+    l->refused_in_window = 0;
   }
-  if (a->refused_in_window < CR_TRAIL_REFUSALS_PER_MINUTE) {
-    a->refused_in_window++;
+  if (l->refused_in_window < CR_TRAIL_REFUSALS_PER_MINUTE) {
+    l->refused_in_window++;
     return 0;
   }
-  a->refused_dropped++;
+  l->refused_dropped++;
   return 1;
 }
 
 int cr__trail_session_end(cr_trail *a, const cr_session_result *r, const char *peer_addr,
-                          const uint8_t *peer_fp, const cr_party_session *m, cr_error *err) {
+                          const uint8_t *peer_fp, const cr_party_session *m, json_t *extra,
+                          cr_error *err) {
   int rc = 0;
-  if (!a->open)
+  if (!a->open) {
+    json_decref(extra);
     return 0;
+  }
   /* A failure before any session frame (TCP, TLS, pinning, timeout) is a
    * refused connection; anything later is an aborted session. */
   int connection_level =
       !r->have_session_id && r->wire_error == 0 &&
       (r->error == CR_ETLS || r->error == CR_EAUTH || r->error == CR_ENET ||
        r->error == CR_ETIMEDOUT || r->error == CR_ECONNRESET || r->error == CR_EREFUSED);
-  if (connection_level && !is_partner(a, peer_fp) && refusal_throttled(a))
+  if (connection_level &&
+      !(a->pinned != NULL ? a->pinned(a->pinned_ctx, peer_fp) : cr__trail_pins(a, peer_fp)) &&
+      refusal_throttled(a->log)) {
+    json_decref(extra);
     return 0;
+  }
   if (connection_level) {
     json_t *o = json_object();
     if (peer_addr)
@@ -622,16 +795,79 @@ int cr__trail_session_end(cr_trail *a, const cr_session_result *r, const char *p
     /* Our digests went to the partner but no receipt came back. */
     if (r->digests_returned)
       json_object_set_new(o, "digests_returned", json_true());
+    if (extra != NULL)
+      json_object_update(o, extra);
     rc = cr__trail_event(a, "session_aborted", o, err);
   } else {
     json_t *o = cr__trail_session_fields(a, r);
     json_object_set_new(o, "receives", json_boolean(r->receives));
     json_object_set_new(o, "released", cr__trail_released(r, m));
+    if (extra != NULL)
+      json_object_update(o, extra);
     rc = cr__trail_event(a, "result_released", o, err);
     if (rc == 0)
       rc = record_receipt(a, r, peer_fp, err);
   }
+  json_decref(extra);
   if (rc == 0)
     rc = cr__trail_checkpoint(a, err);
   return rc;
+}
+
+/* ---- run: one limited run of the identity at a time, count to admission -- */
+
+int cr__trail_run_lock(cr_trail *a, int *fd_out, char *msg, size_t cap) {
+  *fd_out = -1;
+  if (!a->open)
+    return 0;
+  size_t n = strlen(a->log->path) + sizeof CR_TRAIL_RUN_LOCK_SUFFIX;
+  char *path = malloc(n);
+  if (path == NULL) {
+    snprintf(msg, cap, "out of memory");
+    return CR_ENOMEM;
+  }
+  snprintf(path, n, "%s%s", a->log->path, CR_TRAIL_RUN_LOCK_SUFFIX);
+  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    snprintf(msg, cap, "cannot open %s: %s", path, strerror(errno));
+    free(path);
+    return CR_EIO;
+  }
+  /* Held only from a run's count to its admission (a connection and a
+   * Hello exchange), so the wait is short; polled, so that it is bounded. */
+  uint64_t waited_us = 0, step_us = 1000;
+  for (;;) {
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+      break;
+    if (errno != EWOULDBLOCK && errno != EINTR) {
+      snprintf(msg, cap, "cannot lock %s: %s", path, strerror(errno));
+      close(fd);
+      free(path);
+      return CR_EIO;
+    }
+    if (waited_us >= (uint64_t)CR_TRAIL_RUN_LOCK_WAIT_MS * 1000u) {
+      snprintf(msg, cap,
+               "another run of this identity has held %s for %u s, waiting to be admitted by "
+               "its partner; try again",
+               path, CR_TRAIL_RUN_LOCK_WAIT_MS / 1000u);
+      close(fd);
+      free(path);
+      return CR_EIO;
+    }
+    struct timespec ts = {0, (long)step_us * 1000L};
+    (void)nanosleep(&ts, NULL);
+    waited_us += step_us;
+    if (step_us < 50000)
+      step_us *= 2;
+  }
+  free(path);
+  *fd_out = fd;
+  return 0;
+}
+
+void cr__trail_run_unlock(int *fd) {
+  if (*fd >= 0) {
+    close(*fd); /* releases the flock */
+    *fd = -1;
+  }
 }

@@ -2292,3 +2292,19 @@ void cr_session_progress_get(const cr_session *s, cr_session_progress *p) {
   else
     p->phase = "finishing";
 }
+
+/* For a node serving several collaborations (net/node.c routes a
+ * connection before its session exists): only reads which template the
+ * runner's Hello names. No state, no check; the session created next
+ * decodes the same frame again and checks everything. */
+int cr_session_hello_template(const uint8_t *payload, size_t len, uint8_t out[CR_SHA256_BYTES]) {
+  Cleanroom__V1__Frame *f = cr__frame_decode(payload, len);
+  int rc = CR_EPROTO;
+  if (f != NULL && f->msg_case == CLEANROOM__V1__FRAME__MSG_HELLO && f->hello != NULL &&
+      f->hello->template_sha256.len == CR_SHA256_BYTES) {
+    memcpy(out, f->hello->template_sha256.data, CR_SHA256_BYTES);
+    rc = 0;
+  }
+  cr__frame_free(f);
+  return rc;
+}

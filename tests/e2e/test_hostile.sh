@@ -228,7 +228,7 @@ for _ in $(seq 1 200); do
 done
 expect_grep "busy: a session holds the only slot" '^ready:' hold.out
 run_client template.json cons.csv overlap
-expect_eq "busy: run exits 4" 4 "$RUN_RC"
+expect_eq "busy: run exits 6 (busy, retry later; not a refusal)" 6 "$RUN_RC"
 expect_grep "busy: run says busy, retry later" "busy, retry later" run.err
 expect_grep "busy: run names the cap" "max_sessions = 1" run.err
 if grep -q '"count":' run.out; then fail "busy: run printed a count"; else ok "busy: no result"; fi
@@ -304,7 +304,7 @@ responder_case digests_unsorted 5 "returned digests out of order"
 responder_case bad_finish 5 "receipt signature does not verify"
 responder_case no_finish 5 "closed the connection before the session completed"
 responder_case error_frame 5 "aborted the session (PROTOCOL)"
-responder_case busy_error 4 "busy, retry later"
+responder_case busy_error 6 "busy, retry later"
 responder_case silent 5 "sent nothing for 2000 ms"
 responder_case slow 5 "sent no complete frame for 2000 ms" --delay-ms 50
 responder_case close_mid_stream 5 "closed the connection\|was lost"

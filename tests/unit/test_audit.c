@@ -2,8 +2,11 @@
  * The audit log: a known-answer log computed independently (Python's json +
  * hashlib + cryptography, see the comment at kat_log), append and reopen,
  * every kind of tampering named at the right line, torn tails and their
- * repair, counting, the append refusals, the writer lock, and a child
- * process killed at random moments while it appends.
+ * repair, counting, the append refusals, many writers (handles in one
+ * process, forked processes appending at once, a lock held across a
+ * check-and-append, a lock that is never released, a torn line another
+ * writer left, a log cut while open), and a child process killed at random
+ * moments while it appends.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -17,6 +20,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -1006,13 +1011,11 @@ static void test_open_errors(void **state) {
   assert_int_equal(cr_audit_open(&a, f->dir, &err), CR_EIO); /* a directory */
   assert_null(a);
 
-  /* One writer at a time, even within one process. */
+  /* Many writers: a second handle on the same log opens while the first
+   * is open (the lock is held per append, not per handle). */
   a = open_ok(f->path);
-  assert_int_equal(cr_audit_open(&b, f->path, &err), CR_EIO);
-  assert_null(b);
-  assert_non_null(strstr(err.msg, "in use"));
-  cr_audit_close(a);
   b = open_ok(f->path);
+  cr_audit_close(a);
   cr_audit_close(b);
 
   /* An existing file keeps its mode. */
@@ -1104,6 +1107,244 @@ static void test_hostile_lines(void **state) {
   assert_int_equal(rep.lines, 0);
 }
 
+/* ------------------------------------------------------------ many writers */
+
+/* Counts the lines a watch sees, by event. */
+typedef struct seen {
+  unsigned lines, ticks, slots;
+} seen;
+
+static int watch_count(void *ctx, const char *entry, size_t len) {
+  seen *w = ctx;
+  w->lines++;
+  json_t *e = json_loadb(entry, len, 0, NULL);
+  assert_non_null(e);
+  const char *ev = json_string_value(json_object_get(e, "event"));
+  if (ev != NULL && strcmp(ev, "tick") == 0)
+    w->ticks++;
+  if (ev != NULL && strcmp(ev, "slot") == 0)
+    w->slots++;
+  json_decref(e);
+  return 0;
+}
+
+/* Two handles in one process append in turn: each chains onto the other's
+ * lines, and each one's watch sees every line once. */
+static void test_two_handles(void **state) {
+  fx *f = *state;
+  seen wa = {0}, wb = {0};
+  cr_audit *a = NULL, *b = NULL;
+  cr_error err;
+  assert_int_equal(cr_audit_open_watch(&a, f->path, watch_count, &wa, &err), 0);
+  assert_int_equal(cr_audit_open_watch(&b, f->path, watch_count, &wb, &err), 0);
+  for (int i = 0; i < 10; i++) {
+    append_ok(i % 2 ? b : a, "tick", json_pack("{s:i}", "i", i));
+    if (i % 3 == 2)
+      checkpoint_ok(i % 2 ? a : b, f->sk, f->pk);
+  }
+  /* b has not looked since its last append: sync catches up. */
+  assert_int_equal(cr_audit_sync(b, &err), 0);
+  assert_int_equal(cr_audit_sync(a, &err), 0);
+  uint8_t ha[32], hb[32];
+  uint64_t sa = 0, sb = 0;
+  cr_audit_head(a, ha, &sa);
+  cr_audit_head(b, hb, &sb);
+  assert_int_equal(sa, 13);
+  assert_int_equal(sb, 13);
+  assert_memory_equal(ha, hb, 32);
+  assert_int_equal(wa.lines, 13);
+  assert_int_equal(wb.lines, 13);
+  assert_int_equal(wa.ticks, 10);
+  assert_int_equal(wb.ticks, 10);
+  cr_audit_close(a);
+  cr_audit_close(b);
+  cr_audit_report rep;
+  expect_ok(f->path, f->pk, &rep);
+  assert_int_equal(rep.lines, 13);
+  assert_int_equal(rep.checkpoints, 3);
+
+  /* A new handle's watch sees the whole log at open. */
+  seen wc = {0};
+  cr_audit *c = NULL;
+  assert_int_equal(cr_audit_open_watch(&c, f->path, watch_count, &wc, &err), 0);
+  assert_int_equal(wc.lines, 13);
+  cr_audit_close(c);
+}
+
+#define WRITERS 6
+#define WRITER_LINES 40
+
+/* Forked writers append at once (each also signs checkpoints): nothing is
+ * lost, nothing interleaves, and the chain verifies. */
+static void test_concurrent_writers(void **state) {
+  fx *f = *state;
+  pid_t pids[WRITERS];
+  for (int w = 0; w < WRITERS; w++) {
+    pids[w] = fork();
+    assert_true(pids[w] >= 0);
+    if (pids[w] == 0) {
+      cr_audit *a = NULL;
+      if (cr_audit_open(&a, f->path, NULL) != 0)
+        _exit(3);
+      for (int i = 0; i < WRITER_LINES; i++) {
+        char fields[64];
+        snprintf(fields, sizeof fields, "{\"writer\":%d,\"i\":%d}", w, i);
+        if (cr_audit_append(a, "tick", fields, NULL) != 0)
+          _exit(4);
+        if (i % 10 == 9 && cr_audit_checkpoint(a, sign_cb, f->sk, f->pk, NULL) != 0)
+          _exit(5);
+      }
+      cr_audit_close(a);
+      _exit(0);
+    }
+  }
+  for (int w = 0; w < WRITERS; w++) {
+    int status = 0;
+    assert_int_equal(waitpid(pids[w], &status, 0), pids[w]);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+  }
+  cr_audit_report rep;
+  expect_ok(f->path, f->pk, &rep);
+  assert_int_equal(rep.events, WRITERS * WRITER_LINES);
+  assert_int_equal(rep.checkpoints, WRITERS * (WRITER_LINES / 10));
+  /* Each writer's lines are all there, in its own order. */
+  lines l = read_lines(f->path);
+  int next[WRITERS] = {0};
+  for (size_t i = 0; i < l.n; i++) {
+    json_t *e = parse_line(l.v[i]);
+    if (strcmp(json_string_value(json_object_get(e, "event")), "tick") == 0) {
+      int w = (int)json_integer_value(json_object_get(e, "writer"));
+      assert_true(w >= 0 && w < WRITERS);
+      assert_int_equal(json_integer_value(json_object_get(e, "i")), next[w]);
+      next[w]++;
+    }
+    json_decref(e);
+  }
+  for (int w = 0; w < WRITERS; w++)
+    assert_int_equal(next[w], WRITER_LINES);
+  free_lines(&l);
+}
+
+#define SLOT_LIMIT 3
+#define SLOT_TAKERS 8
+
+/* A check and an append under one lock: eight processes each take a
+ * "slot" if fewer than three are taken. Exactly three get one. */
+static void test_lock_check_append(void **state) {
+  fx *f = *state;
+  int go[2];
+  assert_int_equal(pipe(go), 0);
+  pid_t pids[SLOT_TAKERS];
+  for (int w = 0; w < SLOT_TAKERS; w++) {
+    pids[w] = fork();
+    assert_true(pids[w] >= 0);
+    if (pids[w] == 0) {
+      seen sn = {0};
+      cr_audit *a = NULL;
+      char c;
+      close(go[1]);
+      if (cr_audit_open_watch(&a, f->path, watch_count, &sn, NULL) != 0)
+        _exit(3);
+      /* Every taker has counted the slots (none) before any takes one. */
+      if (read(go[0], &c, 1) != 0)
+        _exit(6);
+      if (cr_audit_lock(a, NULL) != 0)
+        _exit(4);
+      int took = sn.slots < SLOT_LIMIT;
+      if (took && cr_audit_append(a, "slot", NULL, NULL) != 0)
+        _exit(5);
+      cr_audit_unlock(a);
+      cr_audit_close(a);
+      _exit(took ? 0 : 1);
+    }
+  }
+  close(go[0]);
+  usleep(100000); /* the takers open the log */
+  close(go[1]);   /* and go */
+  int took = 0;
+  for (int w = 0; w < SLOT_TAKERS; w++) {
+    int status = 0;
+    assert_int_equal(waitpid(pids[w], &status, 0), pids[w]);
+    assert_true(WIFEXITED(status));
+    assert_true(WEXITSTATUS(status) <= 1);
+    took += WEXITSTATUS(status) == 0;
+  }
+  assert_int_equal(took, SLOT_LIMIT);
+  cr_error err;
+  uint64_t n = 0;
+  assert_int_equal(cr_audit_count(f->path, "slot", NULL, &n, &err), 0);
+  assert_int_equal(n, SLOT_LIMIT);
+  expect_ok(f->path, NULL, NULL);
+}
+
+/* A process that holds the lock and never lets go (a node from before
+ * per-append locking): an append waits, then says the log is in use. */
+static void test_lock_held_forever(void **state) {
+  fx *f = *state;
+  cr_audit *a = open_ok(f->path);
+  append_ok(a, "tick", NULL);
+  int fd = open(f->path, O_RDONLY);
+  assert_true(fd >= 0);
+  assert_int_equal(flock(fd, LOCK_EX), 0);
+  cr__audit_set_lock_wait_ms(150);
+  cr_error err;
+  cr_error_clear(&err);
+  off_t before = file_size(f->path);
+  assert_int_equal(cr_audit_append(a, "tick", NULL, &err), CR_EIO);
+  assert_non_null(strstr(err.msg, "in use"));
+  cr_audit *b = NULL;
+  assert_int_equal(cr_audit_open(&b, f->path, &err), CR_EIO);
+  assert_null(b);
+  assert_int_equal(file_size(f->path), before);
+  close(fd); /* lets go */
+  cr__audit_set_lock_wait_ms(CR_AUDIT_LOCK_WAIT_MS);
+  append_ok(a, "tick", NULL);
+  cr_audit_close(a);
+  cr_audit_report rep;
+  expect_ok(f->path, NULL, &rep);
+  assert_int_equal(rep.lines, 2);
+}
+
+/* Another writer died in the middle of its line: the next append (which
+ * holds the lock, so that writer is gone) cuts it off and records it. A
+ * complete line that does not verify is never cut: the append refuses. */
+static void test_catch_up_repairs_and_refuses(void **state) {
+  fx *f = *state;
+  cr_audit *a = open_ok(f->path);
+  append_ok(a, "tick", NULL);
+  append_raw(f->path, "{\"seq\":1,\"ti", 12);
+  append_ok(a, "tock", NULL);
+  cr_audit_close(a);
+  cr_audit_report rep;
+  expect_ok(f->path, NULL, &rep);
+  assert_int_equal(rep.lines, 3);
+  lines l = read_lines(f->path);
+  assert_non_null(strstr(l.v[1], "\"audit_repaired\""));
+  assert_non_null(strstr(l.v[2], "\"tock\""));
+  free_lines(&l);
+
+  a = open_ok(f->path);
+  append_raw(f->path, "{\"not\":\"a log line\"}\n", 21);
+  off_t before = file_size(f->path);
+  cr_error err;
+  cr_error_clear(&err);
+  assert_int_equal(cr_audit_append(a, "tick", NULL, &err), CR_EDATA);
+  assert_non_null(strstr(err.msg, "line 4"));
+  assert_int_equal(file_size(f->path), before);
+  cr_audit_close(a);
+
+  /* Cut while a handle had it open: refused. */
+  write_file(f->path, "", 0);
+  a = open_ok(f->path);
+  append_ok(a, "tick", NULL);
+  append_ok(a, "tick", NULL);
+  assert_int_equal(truncate(f->path, 0), 0);
+  assert_int_equal(cr_audit_append(a, "tick", NULL, &err), CR_EDATA);
+  assert_non_null(strstr(err.msg, "shrank"));
+  cr_audit_close(a);
+}
+
 /* ------------------------------------------------------------ crashes */
 
 /* Appends until killed; lines of about 9 KB so a write spans pages and
@@ -1182,6 +1423,11 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_append_refusals, setup, teardown),
       cmocka_unit_test_setup_teardown(test_open_errors, setup, teardown),
       cmocka_unit_test_setup_teardown(test_hostile_lines, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_two_handles, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_concurrent_writers, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_lock_check_append, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_lock_held_forever, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_catch_up_repairs_and_refuses, setup, teardown),
       cmocka_unit_test_setup_teardown(test_killed_writer, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -2,7 +2,9 @@
  * TLS with certificate pinning, sans I/O: two cr_tls ends wired back to back
  * through memory, no sockets. Checks that the right pins complete a TLS 1.3
  * handshake with mutual authentication, that a wrong pin fails on both
- * sides with messages naming the fingerprints, and that peers without a
+ * sides with messages naming the fingerprints, that a pin set (a node
+ * serving several collaborations) accepts exactly its certificates, and
+ * that peers without a
  * certificate, with an older TLS version or sending garbage are refused.
  */
 #include <setjmp.h>
@@ -119,6 +121,17 @@ static void handshake(ends *e) {
 
 static void hex(char out[65], const uint8_t fp[32]) { cr_hex_encode(out, fp, 32); }
 
+/* A pin set needs its function. */
+static void tls_no_accept_fn_refused(fixture *f) {
+  cr_tls_ctx *ctx = NULL;
+  cr_tls *t = NULL;
+  cr_error err;
+  assert_int_equal(cr_tls_ctx_new(&ctx, f->id[PROV], 1, &err), 0);
+  assert_int_equal(cr_tls_new_pinset(&t, ctx, NULL, NULL, "partner", &err), CR_EINVAL);
+  assert_null(t);
+  cr_tls_ctx_free(ctx);
+}
+
 static void test_pinned_handshake_and_data(void **state) {
   fixture *f = *state;
   ends e;
@@ -233,6 +246,55 @@ static void test_server_pin_mismatch(void **state) {
   assert_int_equal(in.len, 0);
   cr_buf_free(&in);
   ends_free(&e);
+}
+
+/* A node serving several collaborations: the server accepts any
+ * certificate its pin set accepts, and refuses the others in the
+ * handshake, naming the one it saw. */
+typedef struct pinset {
+  const uint8_t *allowed[2];
+  int calls;
+} pinset;
+
+static int pinset_accept(void *ctx, const uint8_t fp[CR_SHA256_BYTES]) {
+  pinset *ps = ctx;
+  ps->calls++;
+  for (int i = 0; i < 2; i++)
+    if (ps->allowed[i] != NULL && memcmp(ps->allowed[i], fp, CR_SHA256_BYTES) == 0)
+      return 1;
+  return 0;
+}
+
+static void test_pin_set(void **state) {
+  fixture *f = *state;
+  cr_error err;
+  char seen[65];
+  for (int round = 0; round < 2; round++) {
+    /* Round 0: the consumer is in the set; round 1: only the stranger. */
+    pinset ps = {{round == 0 ? f->fp[CONS] : f->fp[STRANGER], f->fp[STRANGER]}, 0};
+    ends e;
+    memset(&e, 0, sizeof e);
+    assert_int_equal(cr_tls_ctx_new(&e.sctx, f->id[PROV], 1, &err), 0);
+    assert_int_equal(cr_tls_ctx_new(&e.cctx, f->id[CONS], 0, &err), 0);
+    assert_int_equal(cr_tls_new_pinset(&e.server, e.sctx, pinset_accept, &ps, "partner", &err), 0);
+    assert_int_equal(cr_tls_new(&e.client, e.cctx, f->fp[PROV], "provider", &err), 0);
+    handshake(&e);
+    assert_true(ps.calls >= 1);
+    if (round == 0) {
+      assert_int_equal(e.srv_rc, 1);
+      assert_int_equal(e.cli_rc, 1);
+      uint8_t fp[32], pk[32];
+      assert_int_equal(cr_tls_peer(e.server, fp, pk), 0);
+      assert_memory_equal(fp, f->fp[CONS], 32);
+    } else {
+      assert_int_equal(e.srv_rc, CR_EAUTH);
+      hex(seen, f->fp[CONS]);
+      assert_non_null(strstr(e.srv_err.msg, seen));
+      assert_non_null(strstr(e.srv_err.msg, "not pinned by any collaboration"));
+    }
+    ends_free(&e);
+  }
+  tls_no_accept_fn_refused(f);
 }
 
 static void test_garbage_is_refused(void **state) {
@@ -362,6 +424,7 @@ int main(void) {
       cmocka_unit_test(test_pinned_handshake_and_data),
       cmocka_unit_test(test_client_pin_mismatch),
       cmocka_unit_test(test_server_pin_mismatch),
+      cmocka_unit_test(test_pin_set),
       cmocka_unit_test(test_garbage_is_refused),
       cmocka_unit_test(test_client_without_certificate),
       cmocka_unit_test(test_tls12_refused),

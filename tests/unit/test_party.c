@@ -651,7 +651,7 @@ static void test_data_check(void **state) {
   pc.identity_dir = w->ids.dir[FX_PROVIDER];
   assert_int_equal(cr_party_open(&p, &pc, &err), 0); /* no address needed */
   cr_party_check_config cc = {0};
-  cr_party_check res;
+  cr_party_data_check res;
   cc.data = example(pd, sizeof pd, "insurance/acme.csv");
   cc.query = "overlap_by_segment";
   assert_int_equal(cr_party_check_data(p, &cc, &res, &err), 0);
