@@ -17,8 +17,10 @@ set(CR_PC_MODULE_OpenSSL::Crypto      "libcrypto >= 3.0")
 set(CR_PC_MODULE_PkgConfig::JANSSON   "jansson >= 2.13")
 set(CR_PC_MODULE_PkgConfig::PROTOBUFC "libprotobuf-c >= 1.4")
 set(CR_PC_MODULE_PkgConfig::SODIUM    "libsodium >= 1.0.18")
+set(CR_PC_MODULE_PkgConfig::PQ        "libpq >= 13")
+set(CR_PC_MODULE_PkgConfig::SQLITE3   "sqlite3 >= 3.31")
 set(CR_PC_MODULE_ORDER PkgConfig::UV OpenSSL::SSL OpenSSL::Crypto PkgConfig::JANSSON
-    PkgConfig::PROTOBUFC PkgConfig::SODIUM)
+    PkgConfig::PROTOBUFC PkgConfig::PQ PkgConfig::SQLITE3 PkgConfig::SODIUM)
 
 # _cr_link_items(<out> <target>): a target's LINK_LIBRARIES and
 # INTERFACE_LINK_LIBRARIES, $<LINK_ONLY:x> unwrapped, other generator

@@ -6,6 +6,8 @@ set -euo pipefail
 PKGS=(build-essential cmake pkg-config clang libclang-rt-14-dev
       libssl-dev libsodium-dev libuv1-dev libprotobuf-c-dev protobuf-c-compiler
       libjansson-dev libcmocka-dev openssl ca-certificates procps
+      libpq-dev libsqlite3-dev  # data sources: PostgreSQL (libpq) and SQLite
+      postgresql sqlite3  # tests only: a throwaway PostgreSQL server, fixtures for SQLite
       python3 python3-jsonschema
       clang-format clang-tidy clang-tools cppcheck  # scripts/lint.sh (clang-tools: scan-build)
       valgrind  # tests only: the constant-time check (tests/unit/ct_r255x8.sh)

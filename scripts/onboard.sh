@@ -25,13 +25,15 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 PROG=$(basename "$0")
 
 usage() {
-  cat <<EOF
-Usage: $PROG [--role provider|consumer] [--name ORG] [--dir DIR]
+  # A quoted here-document: nothing in the text is expanded or run (a
+  # `command` in backquotes used to be executed by --help).
+  sed "s|@PROG@|$PROG|g" <<'EOF'
+Usage: @PROG@ [--role provider|consumer] [--name ORG] [--dir DIR]
                  [--preset overlap|segments|members|filtered-count]
                  [--partner-fingerprint HEX|CERT] [--partner-name ORG]
                  [--address HOST:PORT] [--listen HOST:PORT] [--data CSV]
                  [--require-signatures] [--force]
-       $PROG --join TEMPLATE [--dir DIR] [--role ROLE] [--data CSV]
+       @PROG@ --join TEMPLATE [--dir DIR] [--role ROLE] [--data CSV]
                  [--listen HOST:PORT]
 
 Creates this node's identity, drafts and signs the collaboration template
@@ -67,19 +69,19 @@ with the partner, and prints the exact command to run next.
 Without --partner-fingerprint (and not interactive) it stops after the
 identity: send the fingerprint, then run it again with the partner's.
 
-Environment: CLEANROOM (the cleanroom binary; default: the \`cleanroom\`
-installed next to this script, else \`cleanroom\` on PATH, else a build in
+Environment: CLEANROOM (the cleanroom binary; default: the `cleanroom`
+installed next to this script, else `cleanroom` on PATH, else a build in
 this source tree), CR_EXAMPLES (the examples dir).
 
 Example (two partners, two machines):
-  provider\$ $PROG --role provider --name "Acme Security" --dir acme
-  consumer\$ $PROG --role consumer --name "HomeSure Insurance" --dir homesure
+  provider$ @PROG@ --role provider --name "Acme Security" --dir acme
+  consumer$ @PROG@ --role consumer --name "HomeSure Insurance" --dir homesure
   (they exchange the fingerprints printed)
-  provider\$ $PROG --role provider --dir acme --preset overlap \\
-               --partner-fingerprint <consumer's> --partner-name "HomeSure Insurance" \\
+  provider$ @PROG@ --role provider --dir acme --preset overlap \
+               --partner-fingerprint <consumer's> --partner-name "HomeSure Insurance" \
                --address acme.example:7443 --data customers.csv
   (the provider sends acme/template.json and acme/template.json.sig)
-  consumer\$ $PROG --join template.json --dir homesure --data policyholders.csv
+  consumer$ @PROG@ --join template.json --dir homesure --data policyholders.csv
 EOF
 }
 
@@ -162,7 +164,7 @@ else
       break
     fi
   done
-  [ -n "$CR" ] || die "no cleanroom binary: install it (cmake --install), put it on PATH, or set CLEANROOM=/path/to/cleanroom"
+  [ -n "$CR" ] || die "no cleanroom binary found (not next to this script, not on PATH, no build in this source tree). Build it: cmake -S . -B build && cmake --build build (in the source tree; then run this script from there or set CLEANROOM=build/cleanroom); or install it: cmake --install build (puts cleanroom on PATH); or set CLEANROOM=/path/to/cleanroom"
 fi
 [ -x "$CR" ] || die "$CR is not an executable cleanroom binary"
 "$CR" template sign --help >/dev/null 2>&1 && "$CR" ping --help >/dev/null 2>&1 ||
@@ -439,8 +441,14 @@ fi
 if [ -f "$PARTNER_FP" ]; then
   PARTNER_FP=$("$CR" fingerprint "$PARTNER_FP") || die "--partner-fingerprint: cannot read $PARTNER_FP"
 fi
-PARTNER_FP=$(printf '%s' "$PARTNER_FP" | tr -d ' :' | tr 'A-F' 'a-f')
-[[ "$PARTNER_FP" =~ ^[0-9a-f]{64}$ ]] || die "--partner-fingerprint takes the 64 hex digits the partner's keygen printed (or its .crt file)"
+# As pasted: openssl's "SHA256 Fingerprint=A3:09:...", colons, spaces, any case.
+PARTNER_FP=$(printf '%s' "$PARTNER_FP" | sed 's/^[[:space:]]*[Ss][Hh][Aa]256 [Ff]ingerprint=//' | tr -d ' :' | tr 'A-F' 'a-f')
+if ! [[ "$PARTNER_FP" =~ ^[0-9a-f]{64}$ ]]; then
+  if [[ "$PARTNER_FP" =~ ^[0-9a-f]+$ ]]; then
+    die "--partner-fingerprint: expected 64 hex digits (a SHA-256 fingerprint), got ${#PARTNER_FP}"
+  fi
+  die "--partner-fingerprint takes the 64 hex digits the partner's keygen printed (or its .crt file)"
+fi
 [ "$PARTNER_FP" != "$OWN_FP" ] || die "--partner-fingerprint is this node's own fingerprint; use the partner's"
 
 if [ -z "$PRESET" ]; then
@@ -458,7 +466,12 @@ SRC_T="$EXAMPLES/$EXDIR/template.json"
 
 if [ -z "$ADDRESS" ]; then
   if [ "$ROLE" = provider ]; then def="$(hostname -f 2>/dev/null || hostname):7443"; else def=""; fi
-  ask ADDRESS "The provider's address, HOST:PORT, where the consumer connects" "$def" --address
+  # The address goes into the contract and the consumer connects there: a
+  # guess must be seen and confirmed, never written silently.
+  if [ "$INTERACTIVE" != 1 ]; then
+    die "--address HOST:PORT is required: where the consumer's node will reach the provider's (the name or IP the consumer can resolve, and the port serve listens on; this machine calls itself $def). It is written into the template"
+  fi
+  ask ADDRESS "The provider's address, HOST:PORT, where the consumer connects (check it: it goes into the template)" "$def" --address
 fi
 [[ "$ADDRESS" =~ ^.+:[0-9]+$ ]] || die "--address takes HOST:PORT, not \"$ADDRESS\""
 if [ -z "$NAME" ]; then

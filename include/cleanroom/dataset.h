@@ -12,13 +12,15 @@ extern "C" {
 #endif
 
 /*
- * cleanroom — a party's own data: RFC 4180 CSV reading, match-key
- * normalization, de-duplication.
+ * cleanroom — a party's own data: row sources (CSV files in their common
+ * dialects, SQLite, PostgreSQL), match-key normalization, de-duplication.
  *
- * Owns: turning a CSV file into the de-duplicated set of normalized match-key
- * values the session blinds, and the per-reason rejection counts.
+ * Owns: turning a data source into the de-duplicated set of normalized
+ * match-key values the session blinds, and the per-reason rejection counts.
  * Never: prints, logs or puts into an error message a match-key value or any
- * cell of the data (messages name file, line and column only).
+ * cell of the data (messages name the source, line or row, and column only);
+ * writes to a database (SQLite is opened read-only, PostgreSQL queries run in
+ * a read-only transaction).
  */
 
 /* ---- CSV (RFC 4180) ----------------------------------------------------- */
@@ -29,6 +31,9 @@ typedef struct cr_csv cr_csv;
 #define CR_CSV_MAX_FIELD_BYTES (1u << 20)  /* one field, unquoted */
 #define CR_CSV_MAX_RECORD_BYTES (4u << 20) /* all fields of one record */
 #define CR_CSV_MAX_FIELDS 16384u           /* fields in one record */
+
+/* cr_csv_next in recovery mode: a malformed record, skipped. */
+#define CR_CSV_MALFORMED 2
 
 /* Reads from an open stream (not closed by cr_csv_free); `name` is used in
  * messages. */
@@ -44,6 +49,28 @@ CR_NODISCARD int cr_csv_open_mem(cr_csv **out, const char *data, size_t len, con
 int cr_csv_next(cr_csv *r, const char *const **fields, const size_t **lens, size_t *nfields,
                 uint64_t *line, cr_error *err);
 void cr_csv_free(cr_csv *r);
+/* The field separator: ',' (the default), ';', '\t' or '|'; CR_EINVAL for
+ * any other. */
+CR_NODISCARD int cr_csv_set_delimiter(cr_csv *r, char delim);
+char cr_csv_delimiter(const cr_csv *r);
+/*
+ * Before the first cr_csv_next: picks the separator among , ; tab | from
+ * the first lines of input (the one the header has most of, preferring one
+ * the next lines have as often; ',' when the header has none), sets it and
+ * reports it in *out. Fails only on a read error.
+ */
+CR_NODISCARD int cr_csv_detect_delimiter(cr_csv *r, char *out, cr_error *err);
+/*
+ * Recovery mode: a record with a stray quote, text after a closing quote, an
+ * unterminated quoted field, invalid UTF-8 or a NUL byte makes cr_csv_next
+ * return CR_CSV_MALFORMED (err says why, *line is where the record starts,
+ * *nfields 0; cr_csv_last_reject gives CR_REJECT_MALFORMED or
+ * CR_REJECT_ENCODING) and reading resumes on the line after the one the
+ * record started on. A size limit passed by a record that swallowed line
+ * ends (a stray opening quote) is malformed too; on one line it stays an
+ * error. Off by default.
+ */
+void cr_csv_set_recover(cr_csv *r, int on);
 /*
  * Column names for error messages ("field 2 (column \"email\")"), copied;
  * a NULL entry means the column has none to show. Only pass names that are
@@ -66,7 +93,10 @@ CR_NODISCARD int cr_csv_sha256(cr_csv *r, uint8_t out[CR_SHA256_BYTES]);
   XX(PHONE, "invalid_phone", "not a phone number (E.164: + and 8-15 digits)")                      \
   XX(TEXT, "invalid_text", "empty after normalization")                                            \
   XX(HEX, "invalid_sha256_hex", "not 64 hexadecimal digits")                                       \
-  XX(COLUMNS, "wrong_column_count", "the row has a different number of fields than the header")
+  XX(COLUMNS, "wrong_column_count", "the row has a different number of fields than the header")    \
+  XX(MALFORMED, "malformed_row",                                                                   \
+     "the row cannot be read: a stray quote, text after a closing quote or an unterminated quote") \
+  XX(ENCODING, "invalid_encoding", "the row is not valid UTF-8 or holds a NUL byte")
 
 typedef enum cr_reject_reason {
 #define CR__REJ_ENUM(name, key, text) CR_REJECT_##name,
@@ -75,7 +105,8 @@ typedef enum cr_reject_reason {
       CR_REJECT_COUNT
 } cr_reject_reason;
 
-const char *cr_reject_key(cr_reject_reason r);  /* "invalid_email" */
+const char *cr_reject_key(cr_reject_reason r); /* "invalid_email" */
+cr_reject_reason cr_csv_last_reject(const cr_csv *r);
 const char *cr_reject_text(cr_reject_reason r); /* explanation for people */
 
 /*
@@ -90,9 +121,112 @@ const char *cr_reject_text(cr_reject_reason r); /* explanation for people */
 int cr_normalize_key(const cr_match_key *mk, const char *const *values, const size_t *lens,
                      cr_buf *out, cr_reject_reason *reason);
 
+/* ---- Row sources --------------------------------------------------------- */
+/*
+ * One interface over every place a party's rows come from, so normalization,
+ * filters, group_by, members and rejection reporting behave the same for
+ * each. A source is named by one string (the --data option):
+ *
+ *   postgresql://... or postgres://...  PostgreSQL (libpq URI) with a query;
+ *                                       a password in the URI is refused:
+ *                                       use ~/.pgpass, PGPASSFILE,
+ *                                       PGPASSWORD or a service file
+ *   sqlite:PATH                         an SQLite file, opened read-only,
+ *                                       with a query
+ *   anything else                       a CSV/TSV file (delimiter detected
+ *                                       or given, BOM, CRLF or LF)
+ *
+ * A database source's columns are its query's result columns, exactly as a
+ * CSV header's; a NULL reads as an empty field. Rows are streamed: a CSV in
+ * 64 KiB chunks, PostgreSQL through a server-side cursor in a read-only
+ * transaction (CR_SOURCE_PG_BATCH rows a FETCH), SQLite a step at a time.
+ */
+
+typedef enum cr_source_kind {
+  CR_SOURCE_CSV = 1,
+  CR_SOURCE_SQLITE,
+  CR_SOURCE_POSTGRESQL
+} cr_source_kind;
+
+#define CR_SOURCE_PG_BATCH 2000
+/* cr_source_next: a row that cannot be read, to count as rejected. */
+#define CR_SOURCE_MALFORMED 2
+#define CR_SOURCE_MAX_QUERY 65536u /* bytes of a data query */
+
+typedef struct cr_source_options {
+  const char *query; /* database sources: the SELECT (required); CSV: must be NULL */
+  char delimiter;    /* CSV: 0 detects among , ; tab |; database sources: 0 */
+} cr_source_options;
+
+/* Which kind `data` names (never fails: anything unknown is a CSV path). */
+cr_source_kind cr_source_kind_of(const char *data);
+/* "CSV", "SQLite", "PostgreSQL". */
+const char *cr_source_kind_name(cr_source_kind k);
+
+typedef struct cr_source cr_source;
+
+/*
+ * Opens the source and reads its columns. Errors: CR_EUSAGE for a misuse
+ * of the options (a query for a CSV, none for a database, a password in a
+ * PostgreSQL URI, a bad delimiter); CR_EDATA for data that cannot be read
+ * (a missing or unreadable file, a file that is not text, such as an .xlsx
+ * workbook, a gzip archive or UTF-16, whose message says what it looks
+ * like; an empty file; a malformed header; a connection or query failure).
+ * Messages name the source and never hold a cell.
+ */
+CR_NODISCARD int cr_source_open(cr_source **out, const char *data, const cr_source_options *opt,
+                                cr_error *err);
+/*
+ * The checks cr_source_open makes before touching anything (CR_EUSAGE: a
+ * query for a CSV or none for a database, a delimiter for a database or
+ * not one of , ; tab |, a PostgreSQL URI that is malformed or holds a
+ * password), for front ends to check their flags first and for callers
+ * that must not record a URI with a password. The message never holds the
+ * password.
+ */
+CR_NODISCARD int cr_source_validate(const char *data, const cr_source_options *opt, cr_error *err);
+void cr_source_close(cr_source *s);
+
+cr_source_kind cr_source_kind_get(const cr_source *s);
+/* The source as named in messages (the path, "sqlite:PATH" or the URI). */
+const char *cr_source_name(const cr_source *s);
+/* "line" (CSV: the line a record starts on) or "row" (databases: 1-based). */
+const char *cr_source_unit(const cr_source *s);
+/* CSV: the separator in use; 0 for a database. */
+char cr_source_delimiter(const cr_source *s);
+/* The header's (the query's) column names, each trimmed of surrounding
+ * ASCII whitespace; valid until cr_source_close. */
+size_t cr_source_columns(const cr_source *s, const char *const **names);
+/* Names for messages about fields (CSV); NULL entries: none. */
+CR_NODISCARD int cr_source_set_field_names(cr_source *s, const char *const *names, size_t n);
+
+typedef struct cr_source_row {
+  const char *const *fields; /* NUL-terminated too; valid until the next call */
+  const size_t *lens;
+  size_t n;
+  uint64_t pos; /* line (CSV) or row number (database), 1-based */
+  /* CR_SOURCE_MALFORMED only: why (CR_REJECT_MALFORMED, CR_REJECT_ENCODING). */
+  cr_reject_reason malformed;
+} cr_source_row;
+
+/*
+ * Next row: 1 with *row set; 0 at the end; CR_SOURCE_MALFORMED for a row
+ * that cannot be read (row->pos and row->malformed set, no fields; err says
+ * why without quoting it); or a negative CR_E* code (err names the source).
+ */
+int cr_source_next(cr_source *s, cr_source_row *row, cr_error *err);
+/*
+ * SHA-256 of what was read, once cr_source_next has returned 0 (CR_EINVAL
+ * before): of the file's bytes for a CSV; for a database, of the column
+ * names and every row (each field length-prefixed, NULL distinct from
+ * empty), so reading the same rows again gives the same hash.
+ */
+CR_NODISCARD int cr_source_sha256(cr_source *s, uint8_t out[CR_SHA256_BYTES]);
+
 /* ---- Dataset ------------------------------------------------------------ */
 
 #define CR_DATASET_MAX_REJECT_LINES 5
+#define CR_DATASET_MAX_REASON_LINES 3
 
 #define CR_DATASET_DEFAULT_MAX_REJECT_RATIO 0.05
 
@@ -109,7 +243,21 @@ typedef struct cr_dataset_options {
    * params (both may be NULL). */
   struct cr_filter *filter;
   const struct cr_params *params;
+  /* The source (cr_source_open): a database's query, a CSV's delimiter. */
+  const char *data_query;
+  char delimiter;
+  /*
+   * A dry run (`cleanroom data check`): too many rejected rows, or none
+   * accepted, is not a failure; the load completes and sets refusal_rc and
+   * refusal (what a real load would have failed with). samples: how many
+   * accepted keys to keep masked (first and last character) for people to
+   * see that normalization worked; at most CR_DATASET_MAX_SAMPLES.
+   */
+  int dry_run;
+  size_t samples;
 } cr_dataset_options;
+
+#define CR_DATASET_MAX_SAMPLES 10
 
 /* Fills opt with the defaults. */
 void cr_dataset_options_init(cr_dataset_options *opt);
@@ -129,6 +277,8 @@ typedef struct cr_dataset {
   uint64_t rejected[CR_REJECT_COUNT];
   uint64_t reject_lines[CR_DATASET_MAX_REJECT_LINES]; /* first few, 1-based */
   size_t nreject_lines;
+  /* The first few lines (rows) of each reason: min(rejected[r], 3) of them. */
+  uint64_t reason_lines[CR_REJECT_COUNT][CR_DATASET_MAX_REASON_LINES];
   uint64_t duplicates; /* accepted rows whose key was already seen */
 
   /* group_by only (NULL / 0 otherwise): labels[i] is key i's index into
@@ -143,6 +293,23 @@ typedef struct cr_dataset {
   /* The header's column names (trimmed), for checks made before a query. */
   char **columns;
   size_t ncolumns;
+
+  /* The source: kind, query (NULL for a CSV), separator (0 for a database),
+   * and what its positions count ("line" or "row"). `path` names it and
+   * file_sha256 is cr_source_sha256 of what was read. */
+  cr_source_kind source_kind;
+  cr_role role; /* whose data: the key's column names are this role's */
+  char *data_query;
+  char delimiter;
+  const char *pos_unit;
+
+  /* Dry run only: why a real load would fail (0: it would not), and a few
+   * masked keys with the line or row they come from. */
+  int refusal_rc;
+  char *refusal;
+  char *samples[CR_DATASET_MAX_SAMPLES];
+  uint64_t sample_pos[CR_DATASET_MAX_SAMPLES];
+  size_t nsamples;
 
   /*
    * Several match keys (docs/template.md "Several match keys"); all zero
@@ -187,12 +354,25 @@ size_t cr_dataset_width(const cr_dataset *d);
 long cr_dataset_find_value(const cr_dataset *d, size_t key, const uint8_t *v, size_t len);
 
 /*
- * Loads `path` for `role` under template t: checks the header holds the
- * role's required_columns and the match-key columns (CR_EDATA naming the
- * missing column), normalizes each row, de-duplicates. Fails with CR_EDATA
+ * A key as people may see it: its first and last character, nothing
+ * between ("j…m"; a composite key part by part, " | " between). Parts of
+ * fewer than 5 characters show only "…" or their first character, so no
+ * short key is ever shown whole. out gets at most cap bytes, NUL-terminated.
+ */
+void cr_dataset_mask_key(const uint8_t *key, size_t len, char *out, size_t cap);
+
+/*
+ * Loads the source `path` names (a CSV path, sqlite:PATH or a postgresql://
+ * URI: cr_source_open, with opt->data_query and opt->delimiter) for `role`
+ * under template t: checks the columns hold the role's required_columns and
+ * its match-key columns (names compared case-insensitively, trimmed;
+ * CR_EDATA naming the missing column), normalizes each row, de-duplicates.
+ * A malformed row (stray quote, wrong field count, not UTF-8) is rejected
+ * and counted like a row whose key does not normalize. Fails with CR_EDATA
  * when the rejection ratio exceeds opt->max_reject_ratio (message gives the
- * counts per reason and the first rejected line numbers) or when no row is
- * accepted. opt may be NULL for defaults.
+ * counts per reason and the first rejected line or row numbers) or when no
+ * row is accepted (unless opt->dry_run). CR_EUSAGE for a misused source
+ * (cr_source_open). opt may be NULL for defaults.
  */
 CR_NODISCARD int cr_dataset_load(cr_dataset **out, const char *path, const cr_template *t,
                                  cr_role role, const cr_dataset_options *opt, cr_error *err);
@@ -202,9 +382,11 @@ void cr_dataset_free(cr_dataset *d);
 long cr_dataset_find(const cr_dataset *d, const uint8_t *key, size_t len);
 
 /*
- * members: writes the rows of the CSV at d->path whose key matched (bit i
- * of matched for key i) to out, as CSV with a header: all columns, or
- * only `columns` (ncolumns > 0). Every row sharing a matched key is
+ * members: writes the rows of the source d was loaded from (read again, the
+ * same way) whose key matched (bit i of matched for key i) to out, as CSV
+ * with a header: all columns, or only `columns` (ncolumns > 0). If the
+ * source's hash differs from the load's (the file or the query's rows
+ * changed), nothing is kept: CR_EDATA. Every row sharing a matched key is
  * written. Records (several keys): bit i is record i, every row of a
  * matched record is written, and matched_on[i] (a bit per match key, may be
  * NULL) adds a last column "matched_on" naming the keys it matched on,
@@ -323,8 +505,8 @@ size_t cr_filter_columns(const cr_filter *f, const char *const **names);
 /*
  * Binds parameter values (p may be NULL when the filter uses none; values
  * are copied, p may be freed afterwards) and a header (column names in CSV
- * order, matched exactly). CR_EDATA when a filter column is not in the
- * header or appears in it more than once, CR_EINVAL when a parameter the
+ * order, matched case-insensitively, as the loader matches every column). CR_EDATA when a filter
+ * column is not in the header or appears in it more than once, CR_EINVAL when a parameter the
  * filter uses has no value or a value of another type, CR_ENOMEM. May be
  * called again; on error the filter is left unbound.
  */

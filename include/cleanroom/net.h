@@ -49,6 +49,21 @@ CR_NODISCARD int cr_cert_file_public_key(const char *path, uint8_t pk[CR_SIGN_PK
 /* SHA-256 of the DER of a PEM certificate file. */
 CR_NODISCARD int cr_cert_fingerprint_file(const char *path, uint8_t fp[CR_SHA256_BYTES],
                                           cr_error *err);
+/*
+ * A certificate fingerprint as people paste it: 64 hex digits in either
+ * case, with or without colons between pairs (openssl's "A3:09:..."), with
+ * or without openssl's "SHA256 Fingerprint=" in front. Returns 0 with fp
+ * set; CR_EINVAL when the text is hex digits and colons but not 64 digits
+ * (err: "expected 64 hex digits (a SHA-256 fingerprint), got 63", and for
+ * 40 that it looks like SHA-1); 1 when the text is not a fingerprint at all
+ * (a file name, say), err untouched.
+ */
+int cr_fingerprint_parse(const char *s, uint8_t fp[CR_SHA256_BYTES], cr_error *err);
+/* A fingerprint given as text (cr_fingerprint_parse) or as a certificate
+ * file, as the command line takes it: an existing file is read as a
+ * certificate; text shaped like a fingerprint but wrong says what is
+ * wrong with it instead of "cannot open the certificate". */
+CR_NODISCARD int cr_fingerprint_arg(const char *arg, uint8_t fp[CR_SHA256_BYTES], cr_error *err);
 
 /* The identity's certificate (DER) and raw Ed25519 public key, which is the
  * key a partner verifies cr_identity_sign signatures (receipts, audit
@@ -335,6 +350,20 @@ typedef struct cr_node_config {
  */
 CR_NODISCARD int cr_node_serve_start(cr_node **out, uv_loop_t *loop, const cr_node_config *cfg,
                                      cr_error *err);
+/*
+ * The two halves of cr_node_serve_start, for a front end that must know
+ * the port is its own before it does anything slow (loading the data):
+ * cr_node_listen resolves HOST:PORT and binds and listens (CR_EUSAGE for a
+ * malformed address, CR_EDNS, CR_ENET for a port in use), handing back the
+ * socket; cr_node_serve_start_fd serves on it and owns it from then on,
+ * failure included. A socket never started is closed with close(2).
+ */
+CR_NODISCARD int cr_node_listen(uv_loop_t *loop, const char *address, int *fd, cr_error *err);
+CR_NODISCARD int cr_node_serve_start_fd(cr_node **out, uv_loop_t *loop, const cr_node_config *cfg,
+                                        int fd, cr_error *err);
+/* HOST:PORT as the node reads it (CR_EUSAGE naming what is wrong), without
+ * resolving it: for checking a flag before anything else. */
+CR_NODISCARD int cr_node_check_address(const char *address, cr_error *err);
 CR_NODISCARD int cr_node_run_start(cr_node **out, uv_loop_t *loop, const cr_node_config *cfg,
                                    cr_error *err);
 

@@ -125,7 +125,12 @@ CR_NODISCARD int cr_template_require_sigs(const cr_template *t, const char *sig_
 
 typedef struct cr_party cr_party;
 
-typedef enum cr_party_mode { CR_PARTY_SERVE = 1, CR_PARTY_RUN, CR_PARTY_PING } cr_party_mode;
+typedef enum cr_party_mode {
+  CR_PARTY_SERVE = 1,
+  CR_PARTY_RUN,
+  CR_PARTY_PING,
+  CR_PARTY_CHECK /* a dry run of the data (cr_party_check_data): no network */
+} cr_party_mode;
 
 typedef struct cr_party_config {
   cr_party_mode mode;
@@ -278,7 +283,14 @@ typedef struct cr_party_events {
 } cr_party_events;
 
 typedef struct cr_party_serve_config {
-  const char *data; /* CSV path (serve --template); NULL with collaborations_dir */
+  /* The data source (cr_source_open): a CSV path, sqlite:PATH or a
+   * postgresql:// URI (never with a password); data_query is the SELECT a
+   * database source needs; delimiter a CSV's separator (0: detected).
+   * serve --template only: NULL with collaborations_dir (each
+   * collaboration.conf names its own: data, data_query, delimiter). */
+  const char *data;
+  const char *data_query;
+  char delimiter;
   /* Share of rows that may be rejected before the load fails: 0 the
    * dataset default (5%), negative none at all. A collaboration's conf
    * may say otherwise. */
@@ -304,12 +316,15 @@ CR_NODISCARD int cr_party_serve(cr_party *p, uv_loop_t *loop, const cr_party_ser
                                 const cr_party_events *ev, cr_error *err);
 
 typedef struct cr_party_run_config {
-  const char *data;
+  const char *data; /* as for serve, with data_query and delimiter */
+  const char *data_query;
+  char delimiter;
   double max_reject_ratio; /* as for serve */
   const char *query;
   const char *const *params; /* "NAME=VALUE", as typed by a user */
   size_t nparams;
   const char *out;     /* members: where this side's matched rows go */
+  int overwrite_out;   /* out may replace an existing file (--force); else CR_EUSAGE */
   unsigned timeout_ms; /* 0: the node's defaults */
   cr_pool *pool;
 } cr_party_run_config;
@@ -323,6 +338,49 @@ typedef struct cr_party_run_config {
  */
 CR_NODISCARD int cr_party_run(cr_party *p, uv_loop_t *loop, const cr_party_run_config *cfg,
                               const cr_party_events *ev, cr_error *err);
+
+/* ---- Data check (a dry run) ----------------------------------------------- */
+
+typedef struct cr_party_check_config {
+  const char *data, *data_query; /* as for serve and run */
+  char delimiter;
+  /* The query whose filter, parameters and group_by to apply (NULL: the
+   * whole set, as serve loads it at start). */
+  const char *query;
+  const char *const *params; /* "NAME=VALUE" */
+  size_t nparams;
+  double max_reject_ratio; /* as for serve */
+  size_t samples;          /* masked keys to show; 0: 5 */
+} cr_party_check_config;
+
+typedef struct cr_party_data_check {
+  /* The set as serve or run would load it for the query, loaded as a dry
+   * run (too many rejected rows does not stop it: data->refusal says so). */
+  cr_dataset *data;
+  const cr_query *query; /* NULL when none was given */
+  int runs_query;        /* this role may run the query (else the partner runs it) */
+  /* 0 when serve and run would take this data; else what they would say:
+   * CR_EDATA (rejected rows), CR_EREFUSED (the template's limits, a filter
+   * keeping nothing, an expired template). */
+  int verdict;
+  char verdict_msg[1024];
+  uint64_t announced; /* the size bucket Hello would carry for this set */
+} cr_party_data_check;
+
+/*
+ * `cleanroom data check`: loads the data for the query exactly as serve or
+ * run would (source, filter, parameters, group_by, normalization), as a
+ * dry run with masked samples, and checks it against the template's limits.
+ * Nothing goes on the network. The access is recorded in the audit log as
+ * data_checked (the design records every data access; a check is not a
+ * session, so no session line and no node_started). Returns 0 with *out
+ * filled (free with cr_party_check_free) whatever the verdict; CR_EUSAGE or
+ * CR_EREFUSED for a query or parameters that do not fit the template;
+ * CR_EDATA when the source cannot be read at all (also recorded).
+ */
+CR_NODISCARD int cr_party_check_data(cr_party *p, const cr_party_check_config *cfg,
+                                     cr_party_data_check *out, cr_error *err);
+void cr_party_check_free(cr_party_data_check *c);
 
 /* ---- Ping --------------------------------------------------------------- */
 

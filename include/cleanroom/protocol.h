@@ -424,6 +424,8 @@ typedef struct cr_session_progress {
   uint64_t own_sent, own_total;           /* our points sent */
   uint64_t peer_received, peer_total;     /* the partner's points received */
   uint64_t digests_received, digests_due; /* our digests back from the partner */
+  const char *query;     /* the query ("" before the runner's Hello; valid during the call) */
+  const char *peer_addr; /* "ip:port" (set by the node; NULL from the session itself) */
 } cr_session_progress;
 
 /* Not while another thread is inside a call on s. */

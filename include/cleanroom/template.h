@@ -133,10 +133,19 @@ typedef struct cr_template_party {
   char *address; /* "host:port" or NULL */
 } cr_template_party;
 
+/*
+ * match_key.columns is either one list both parties' data must have
+ * (["email"]) or one list per party ({"provider": ["mobil"], "consumer":
+ * ["phone_number"]}), so neither partner has to rename its export. Per
+ * party, both lists have ncolumns names, matched by position: the i-th of
+ * each holds the same part of the key. Only the names differ; the key (its
+ * name, normalizers, hash) is the same.
+ */
 typedef struct cr_match_key {
   char *name;
-  char **columns;
+  char **columns; /* the shared list; NULL when given per party */
   size_t ncolumns;
+  char **party_columns[CR_ROLE_COUNT]; /* per party; NULL when shared */
   cr_normalizer *normalize;
   size_t nnormalize;
   char *default_country_code; /* digits only, for "phone"; NULL if none */
@@ -248,6 +257,15 @@ CR_NODISCARD int cr_template_check(const char *path, cr_template **out, char ***
 CR_NODISCARD int cr_template_check_mem(const char *json, size_t len, const char *origin,
                                        cr_template **out, char ***errors, size_t *n);
 void cr_template_errors_free(char **errors, size_t n);
+
+/* Role r's names of the key columns (ncolumns of them): its own list when
+ * the template gives them per party, else the shared one. */
+const char *const *cr_match_key_columns(const cr_match_key *mk, cr_role r);
+
+/* Unix seconds as "YYYY-MM-DDTHH:MM:SSZ" (UTC; the form limits.not_after is
+ * written in), for every message that shows a time. */
+#define CR_TEMPLATE_TIME_BYTES 21
+void cr_template_time_iso(int64_t unix_seconds, char out[CR_TEMPLATE_TIME_BYTES]);
 
 /* The number of match keys (1 for a "match_key" template). */
 size_t cr_template_nkeys(const cr_template *t);

@@ -31,6 +31,8 @@ enum {
 };
 
 extern const char CR_CLI_EXIT_CODES_HELP[];
+/* The --data forms, for every command that takes --data. */
+extern const char CR_CLI_DATA_SOURCES_HELP[];
 
 /* Text from outside (the partner, a file) made safe to print: control
  * characters escaped, invalid UTF-8 replaced (cr_text_clean). Rotating
@@ -50,6 +52,9 @@ void cr_cli_errorf(const char *cmd, const char *fmt, ...) CR_PRINTF(2, 3);
  * ("--timeout takes seconds from 1 to 86400, got \"x\""). */
 int cr_cli_parse_uint(const char *cmd, const char *opt, const char *what, const char *arg,
                       unsigned long min, unsigned long max, unsigned long *out);
+/* --delimiter's value: "," ";" "|" "tab" (or a tab, or "\t", or the
+ * names comma, semicolon, pipe). 0, or -1 with the error printed. */
+int cr_cli_parse_delimiter(const char *cmd, const char *arg, char *out);
 /* The documented exit code for a CR_E* code (and the wire error, if any). */
 int cr_cli_exit_code(int rc, int wire);
 
@@ -67,6 +72,8 @@ int cr_cli_fingerprint(int argc, char **argv);
 int cr_cli_template(int argc, char **argv);
 int cr_cli_node(const char *cmd, int argc, char **argv);
 int cr_cli_ping(int argc, char **argv);
+/* data check: a dry run of the data against the template (src/cli/cmd_data.c). */
+int cr_cli_data(int argc, char **argv);
 /* report: an HTML page from the audit log (src/cli/cmd_report.c). */
 int cr_cli_report(int argc, char **argv);
 /* serve/run --config FILE (src/cli/config.c): the file's options are put

@@ -22,6 +22,9 @@
 
 typedef struct node_opts {
   const char *template_path, *identity, *data, *address, *query, *out, *audit;
+  const char *data_query;             /* --data-query: a database source's SELECT */
+  char delimiter;                     /* --delimiter: a CSV's separator; 0 detects */
+  int force;                          /* --force: --out may replace a file */
   const char *collaborations;         /* serve --collaborations DIR */
   int check;                          /* serve --check */
   unsigned retry;                     /* run --retry N */
@@ -44,10 +47,19 @@ typedef struct node_ctx {
   const cr_template *t;
   uv_signal_t sig[3];
   int sig_live;
-  /* run: progress reports */
+  /* Progress on stderr: run's one session, serve's per session. */
   int progress_tty;
   const char *progress_phase;
   uint64_t progress_start, progress_last;
+  cr_session_progress last; /* run: the latest report (phase: a static string) */
+  int have_last;
+  uv_timer_t tick; /* run: reprints where it is when nothing new arrives */
+  int tick_live;
+  struct serve_progress {
+    char peer[64];
+    const char *phase;
+    uint64_t last;
+  } sp[32]; /* serve: the sessions reported on, by partner address */
   int sessions, failed;
   int closed_rc, closed_wire;
   int closed;
@@ -165,6 +177,8 @@ static void close_signals(node_ctx *n) {
   for (int i = 0; i < n->sig_live; i++)
     if (!uv_is_closing((uv_handle_t *)&n->sig[i]))
       uv_close((uv_handle_t *)&n->sig[i], NULL);
+  if (n->tick_live && !uv_is_closing((uv_handle_t *)&n->tick))
+    uv_close((uv_handle_t *)&n->tick, NULL);
 }
 
 static void on_closed(void *ctx, int rc, const cr_error *err, const cr_party_session *s) {
@@ -200,40 +214,122 @@ static void on_closed(void *ctx, int rc, const cr_error *err, const cr_party_ses
     n->closed_rc = r->error ? r->error : CR_EINTERNAL;
 }
 
-/* run: progress on stderr. On a terminal, one line rewritten in place
- * (phase, items, rate, time left) at most four times a second; otherwise a
- * line per phase. Never on stdout, so --json stays parseable. */
+/*
+ * Progress on stderr, never stdout (so --json stays parseable), at least
+ * every CR_PROGRESS_TTY_MS on a terminal and every CR_PROGRESS_LOG_MS in a
+ * log, even while nothing arrives from the partner (the tick reprints the
+ * last report with the time spent): a run on 150k keys must not look hung.
+ * run: on a terminal one line rewritten in place (phase, items, rate, time
+ * left); otherwise a line per phase and per interval. serve: a line per
+ * session and phase, then per interval, naming the partner and the query.
+ */
+#define CR_PROGRESS_TTY_MS 2000
+#define CR_PROGRESS_LOG_MS 10000
+
+static void progress_print(node_ctx *n, const cr_session_progress *p, uint64_t now) {
+  uint64_t done = p->own_sent + p->peer_received + p->digests_received;
+  uint64_t total = p->own_total + p->peer_total + p->digests_due;
+  double secs = (double)(now - n->progress_start) / 1000.0;
+  n->progress_last = now;
+  if (!n->progress_tty) {
+    fprintf(stderr,
+            "%s run: %.0fs: %s (our points %llu/%llu, partner's %llu/%llu, our digests back "
+            "%llu/%llu)\n",
+            CR_CLI_PROG, secs, p->phase, (unsigned long long)p->own_sent,
+            (unsigned long long)p->own_total, (unsigned long long)p->peer_received,
+            (unsigned long long)p->peer_total, (unsigned long long)p->digests_received,
+            (unsigned long long)p->digests_due);
+    return;
+  }
+  double rate = secs > 0 ? (double)done / secs : 0;
+  char left[32] = "";
+  if (rate > 0 && total > done)
+    snprintf(left, sizeof left, ", ~%.0fs left", (double)(total - done) / rate);
+  fprintf(stderr, "\r%s run: %-17s %llu/%llu items, %.0f/s, %.0fs%s\033[K", CR_CLI_PROG, p->phase,
+          (unsigned long long)done, (unsigned long long)total, rate, secs, left);
+  if (strcmp(p->phase, "done") == 0)
+    fputc('\n', stderr);
+}
+
+static void serve_progress(node_ctx *n, const cr_session_progress *p, uint64_t now) {
+  const char *peer = p->peer_addr ? p->peer_addr : "the partner";
+  struct serve_progress *e = NULL, *oldest = &n->sp[0];
+  for (size_t i = 0; i < sizeof n->sp / sizeof n->sp[0]; i++) {
+    if (strcmp(n->sp[i].peer, peer) == 0) {
+      e = &n->sp[i];
+      break;
+    }
+    if (n->sp[i].last < oldest->last)
+      oldest = &n->sp[i];
+  }
+  int done = strcmp(p->phase, "done") == 0;
+  if (!done && (p->query == NULL || p->query[0] == '\0'))
+    return; /* the runner's Hello has not come yet (or a ping) */
+  if (e == NULL) {
+    if (done)
+      return; /* the result line says it */
+    e = oldest;
+    snprintf(e->peer, sizeof e->peer, "%s", peer);
+    e->phase = NULL;
+    e->last = 0;
+  }
+  uint64_t every = n->progress_tty ? CR_PROGRESS_TTY_MS : CR_PROGRESS_LOG_MS;
+  int changed = e->phase == NULL || strcmp(e->phase, p->phase) != 0;
+  if (done) {
+    e->peer[0] = '\0';
+    e->last = 0;
+    return;
+  }
+  if (!changed && now - e->last < every)
+    return;
+  e->phase = p->phase;
+  e->last = now;
+  fprintf(stderr,
+          "%s serve: session with %s (query %s): %s (our points %llu/%llu, partner's "
+          "%llu/%llu)\n",
+          CR_CLI_PROG, cr_cli_safe(peer), p->query && p->query[0] ? cr_cli_safe(p->query) : "-",
+          p->phase, (unsigned long long)p->own_sent, (unsigned long long)p->own_total,
+          (unsigned long long)p->peer_received, (unsigned long long)p->peer_total);
+}
+
 static void on_progress(void *ctx, const cr_session_progress *p) {
   node_ctx *n = ctx;
   if (n->o->quiet)
     return;
   uint64_t now = cr_now_ms();
+  if (strcmp(n->cmd, "serve") == 0) {
+    serve_progress(n, p, now);
+    return;
+  }
   if (n->progress_start == 0)
     n->progress_start = now;
   int phase_changed = n->progress_phase == NULL || strcmp(n->progress_phase, p->phase) != 0;
-  if (!n->progress_tty) {
-    if (phase_changed && strcmp(p->phase, "done") != 0)
-      fprintf(stderr, "%s run: %s (our points %llu/%llu, partner's %llu/%llu)\n", CR_CLI_PROG,
-              p->phase, (unsigned long long)p->own_sent, (unsigned long long)p->own_total,
-              (unsigned long long)p->peer_received, (unsigned long long)p->peer_total);
-    n->progress_phase = p->phase;
-    return;
-  }
-  if (!phase_changed && now - n->progress_last < 250)
-    return;
-  n->progress_last = now;
+  n->last = *p;
+  n->last.query = NULL;
+  n->last.peer_addr = NULL;
+  n->have_last = 1;
   n->progress_phase = p->phase;
-  uint64_t done = p->own_sent + p->peer_received + p->digests_received;
-  uint64_t total = p->own_total + p->peer_total + p->digests_due;
-  double secs = (double)(now - n->progress_start) / 1000.0;
-  double rate = secs > 0 ? (double)done / secs : 0;
-  char left[32] = "";
-  if (rate > 0 && total > done)
-    snprintf(left, sizeof left, ", ~%.0fs left", (double)(total - done) / rate);
-  fprintf(stderr, "\r%s run: %-17s %llu/%llu items, %.0f/s%s\033[K", CR_CLI_PROG, p->phase,
-          (unsigned long long)done, (unsigned long long)total, rate, left);
-  if (strcmp(p->phase, "done") == 0)
-    fputc('\n', stderr);
+  uint64_t every = n->progress_tty ? 250 : CR_PROGRESS_LOG_MS;
+  if (phase_changed ? strcmp(p->phase, "done") != 0 || n->progress_tty
+                    : now - n->progress_last >= every)
+    progress_print(n, p, now);
+}
+
+/* run: where it is, again, when nothing has been printed for an interval. */
+static void on_tick(uv_timer_t *t) {
+  node_ctx *n = t->data;
+  uint64_t now = cr_now_ms();
+  uint64_t every = n->progress_tty ? CR_PROGRESS_TTY_MS : CR_PROGRESS_LOG_MS;
+  if (n->o->quiet || now - n->progress_last + 50 < every)
+    return;
+  if (n->have_last) {
+    progress_print(n, &n->last, now);
+  } else {
+    n->progress_last = now;
+    fprintf(stderr, "%s%s run: %.0fs: connecting to %s%s", n->progress_tty ? "\r" : "", CR_CLI_PROG,
+            (double)(now - n->progress_start) / 1000.0, n->o->address,
+            n->progress_tty ? "\033[K" : "\n");
+  }
 }
 
 static void on_listening(void *ctx, const char *addr) {
@@ -268,7 +364,7 @@ static void on_data(void *ctx, const cr_dataset *d) {
               (unsigned long long)d->rejected[i]);
       first = 0;
     }
-    fprintf(stderr, "; first at line");
+    fprintf(stderr, "; first at %s", d->pos_unit ? d->pos_unit : "line");
     for (size_t i = 0; i < d->nreject_lines; i++)
       fprintf(stderr, "%s %llu", i ? "," : "", (unsigned long long)d->reject_lines[i]);
     fprintf(stderr, ")");
@@ -331,7 +427,8 @@ static void on_check(void *ctx, const cr_party_collab_info *c) {
 
 static void node_help(const char *cmd) {
   if (strcmp(cmd, "serve") == 0)
-    printf("Usage: cleanroom serve --template T --identity DIR --data CSV --listen HOST:PORT\n"
+    printf("Usage: cleanroom serve --template T --identity DIR --data SOURCE --listen HOST:PORT\n"
+           "                       [--data-query SQL] [--delimiter D]\n"
            "       cleanroom serve --collaborations DIR --identity DIR --listen HOST:PORT\n"
            "                       [--once] [--json] [--max-reject-ratio R] [--timeout SEC]\n"
            "                       [--max-sessions N] [--threads N] [--audit FILE]\n"
@@ -339,11 +436,12 @@ static void node_help(const char *cmd) {
            "Waits for the partners' nodes and answers the queries their templates let them\n"
            "run. The node's role in each collaboration is the template party whose\n"
            "cert_sha256 is this identity's.\n\n"
-           "One collaboration: --template T --data CSV. All of them, on one listener:\n"
+           "One collaboration: --template T --data SOURCE. All of them, on one listener:\n"
            "--collaborations DIR, one sub-directory per collaboration:\n"
            "  DIR/NAME/template.json       the template (and template.json.sig where it\n"
            "                               requires signatures)\n"
-           "  DIR/NAME/collaboration.conf  `key = value` lines: data = CSV (required),\n"
+           "  DIR/NAME/collaboration.conf  `key = value` lines: data = SOURCE (required),\n"
+           "                               data_query = SQL, delimiter = D,\n"
            "                               audit = FILE, max_sessions = N, timeout = SEC,\n"
            "                               max_reject_ratio = R, enabled = true|false\n"
            "A partner's connection goes to the collaboration whose template pins its\n"
@@ -363,19 +461,26 @@ static void node_help(const char *cmd) {
            "--quiet drops the informational stderr lines (data summary, role, sessions);\n"
            "\"listening on HOST:PORT\" and errors are always printed.\n"
            "--config FILE reads `key = value` lines (keys: the long options, e.g.\n"
-           "collaborations, identity, listen, json = true); command-line flags override it.\n\n"
+           "collaborations, identity, data, data_query, listen, json = true); command-line\n"
+           "flags override it. The port is bound before any data is loaded, so a port in\n"
+           "use fails at once.\n\n%s\n"
            "Examples:\n"
            "  cleanroom serve --template template.json --identity ./identity \\\n"
            "      --data customers.csv --listen 0.0.0.0:7443\n"
+           "  cleanroom serve --template template.json --identity ./identity \\\n"
+           "      --data postgresql://cleanroom@db.internal/crm --listen 0.0.0.0:7443 \\\n"
+           "      --data-query 'SELECT email, segment FROM customers WHERE active'\n"
            "  cleanroom serve --collaborations /etc/cleanroom/collaborations \\\n"
            "      --identity /var/lib/cleanroom/identity --listen 0.0.0.0:7443\n"
            "  cleanroom serve --config /etc/cleanroom/serve.conf\n\n%s",
-           CR_CLI_EXIT_CODES_HELP);
+           CR_CLI_DATA_SOURCES_HELP, CR_CLI_EXIT_CODES_HELP);
   else
-    printf("Usage: cleanroom run --template T --identity DIR --data CSV --query NAME\n"
-           "                     [--peer HOST:PORT] [--param NAME=VALUE]... [--out FILE]\n"
-           "                     [--json] [--max-reject-ratio R] [--timeout SEC] [--retry N]\n"
-           "                     [--threads N] [--audit FILE] [--quiet] [--config FILE]\n\n"
+    printf("Usage: cleanroom run --template T --identity DIR --data SOURCE --query NAME\n"
+           "                     [--data-query SQL] [--delimiter D]\n"
+           "                     [--peer HOST:PORT] [--param NAME=VALUE]...\n"
+           "                     [--out FILE [--force]] [--json] [--max-reject-ratio R]\n"
+           "                     [--timeout SEC] [--retry N] [--threads N] [--audit FILE]\n"
+           "                     [--quiet] [--config FILE]\n\n"
            "Connects to the partner's node and runs a query of the template. Prints what\n"
            "the template releases to this side: the overlap count if it reaches the query's\n"
            "min_count, otherwise that it was suppressed.\n"
@@ -389,16 +494,21 @@ static void node_help(const char *cmd) {
            "(parties.<role>.address). --param NAME=VALUE gives a query's parameter (repeat\n"
            "for each; a string_list is comma-separated). A members query writes this side's\n"
            "matched rows to --out FILE (CSV, written atomically), only if the total reaches\n"
-           "min_count. --retry N: when the partner's node is busy (exit 6) or not listening,\n"
-           "try again up to N times, waiting 1, 2, 4... seconds (at most 30) in between.\n"
+           "min_count; an existing FILE is refused unless --force. --retry N: when the\n"
+           "partner's node is busy (exit 6) or not listening, try again up to N times,\n"
+           "waiting 1, 2, 4... seconds (at most 30) in between.\n"
            "Several runs of one identity may run at once: they share its audit log.\n"
            "--quiet drops the informational stderr lines; --config FILE reads options\n"
            "from `key = value` lines (see `cleanroom serve --help`).\n"
-           "Check the way to the partner first with `cleanroom ping`.\n\n"
+           "Check the way to the partner first with `cleanroom ping`, and the data with\n"
+           "`cleanroom data check`.\n\n%s\n"
            "Example:\n"
            "  cleanroom run --template template.json --identity ./identity \\\n"
-           "      --data policyholders.csv --peer acme.example:7443 --query overlap\n\n%s",
-           CR_CLI_EXIT_CODES_HELP);
+           "      --data policyholders.csv --peer acme.example:7443 --query overlap\n"
+           "  cleanroom run --template template.json --identity ./identity \\\n"
+           "      --data sqlite:/srv/crm.db --data-query 'SELECT mail AS email FROM clients' \\\n"
+           "      --peer acme.example:7443 --query overlap\n\n%s",
+           CR_CLI_DATA_SOURCES_HELP, CR_CLI_EXIT_CODES_HELP);
 }
 
 /* serve --check: every collaboration, then the exit code. */
@@ -454,6 +564,9 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
                                        {"audit", required_argument, NULL, 'A'},
                                        {"threads", required_argument, NULL, 'N'},
                                        {"quiet", no_argument, NULL, 'Q'},
+                                       {"data-query", required_argument, NULL, 'D'},
+                                       {"delimiter", required_argument, NULL, 'L'},
+                                       {"force", no_argument, NULL, 'F'},
                                        {"collaborations", required_argument, NULL, 'C'},
                                        {"check", no_argument, NULL, 'K'},
                                        {"retry", required_argument, NULL, 'R'},
@@ -559,6 +672,20 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
     case 'Q':
       o.quiet = 1;
       break;
+    case 'D':
+      o.data_query = optarg;
+      break;
+    case 'L':
+      if (cr_cli_parse_delimiter(cmd, optarg, &o.delimiter) != 0)
+        return EXIT_USAGE;
+      break;
+    case 'F':
+      if (serve) {
+        cr_cli_errorf(cmd, "--force is for run (it lets --out replace a file)");
+        return EXIT_USAGE;
+      }
+      o.force = 1;
+      break;
     case 'C':
       if (!serve) {
         cr_cli_errorf(cmd, "--collaborations is for serve; run takes one --template");
@@ -605,7 +732,7 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
   int dir_mode = serve && o.collaborations != NULL;
   const char *missing = !dir_mode && !o.template_path ? "--template FILE (or --collaborations DIR)"
                         : !o.identity                 ? "--identity DIR"
-                        : !dir_mode && !o.data        ? "--data CSV"
+                        : !dir_mode && !o.data        ? "--data SOURCE"
                         : serve && !o.address && !o.check ? "--listen HOST:PORT"
                         : (!serve && !o.query)            ? "--query NAME"
                                                           : NULL;
@@ -618,6 +745,24 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
   if (serve && o.query) {
     cr_cli_errorf(cmd, "--query is for run; the serving node answers the query the partner runs");
     return EXIT_USAGE;
+  }
+  if (o.force && o.out == NULL) {
+    cr_cli_errorf(cmd, "--force goes with --out FILE (it lets the matched rows replace FILE)");
+    return EXIT_USAGE;
+  }
+  {
+    /* The data source's flags before anything is opened or loaded. */
+    cr_source_options so = {o.data_query, o.delimiter};
+    cr_error ve;
+    int vrc = o.data ? cr_source_validate(o.data, &so, &ve) : 0;
+    if (vrc != 0) {
+      cr_cli_errorf(cmd, "%s", cr_error_message(&ve, vrc));
+      return cr_cli_exit_code(vrc, 0);
+    }
+    if (o.address && (vrc = cr_node_check_address(o.address, &ve)) != 0) {
+      cr_cli_errorf(cmd, "--%s %s", serve ? "listen" : "peer", cr_error_message(&ve, vrc));
+      return EXIT_USAGE;
+    }
   }
   if (o.check)
     return check_serve(cmd, &o);
@@ -672,7 +817,7 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
   ev.on_session = on_session;
   ev.on_ping = on_ping;
   ev.on_collab = on_collab;
-  ev.on_progress = serve ? NULL : on_progress;
+  ev.on_progress = on_progress;
   ev.on_closed = on_closed;
   ev.ctx = &nctx;
   /* 0 from the user means no rejected row at all; the party's 0 is its default. */
@@ -682,10 +827,13 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
 again:
   if (serve) {
     if (!o.quiet && t != NULL)
-      fprintf(stderr, "%s serve: this node is the %s (%s)\n", CR_CLI_PROG, cr_role_name(role),
-              t->parties[role].org);
+      fprintf(stderr, "%s serve: this node is the %s (%s); loading the data (%s) ...\n",
+              CR_CLI_PROG, cr_role_name(role), t->parties[role].org,
+              cr_source_kind_name(cr_source_kind_of(o.data)));
     cr_party_serve_config sc = {0};
     sc.data = o.data;
+    sc.data_query = o.data_query;
+    sc.delimiter = o.delimiter;
     sc.max_reject_ratio = ratio;
     sc.once = o.once;
     sc.max_sessions = o.max_sessions;
@@ -695,6 +843,9 @@ again:
   } else {
     cr_party_run_config rcfg = {0};
     rcfg.data = o.data;
+    rcfg.data_query = o.data_query;
+    rcfg.delimiter = o.delimiter;
+    rcfg.overwrite_out = o.force;
     rcfg.max_reject_ratio = ratio;
     rcfg.query = o.query;
     rcfg.params = o.param_args;
@@ -702,10 +853,23 @@ again:
     rcfg.out = o.out;
     rcfg.timeout_ms = o.timeout_ms;
     rcfg.pool = pool;
-    if (!o.quiet && attempt == 0)
+    if (!o.quiet && attempt == 0) {
       fprintf(stderr, "%s run: this node is the %s (%s); running \"%s\" with %s\n", CR_CLI_PROG,
               cr_role_name(role), t->parties[role].org, o.query, cr_party_address(party));
+      fprintf(stderr, "%s run: loading the data (%s) ...\n", CR_CLI_PROG,
+              cr_source_kind_name(cr_source_kind_of(o.data)));
+    }
+    nctx.progress_start = cr_now_ms();
+    nctx.progress_last = nctx.progress_start;
     rc = cr_party_run(party, &loop, &rcfg, &ev, &err);
+    if (rc == 0) {
+      uv_timer_init(&loop, &nctx.tick);
+      nctx.tick.data = &nctx;
+      nctx.tick_live = 1;
+      unsigned every = nctx.progress_tty ? CR_PROGRESS_TTY_MS : CR_PROGRESS_LOG_MS;
+      uv_timer_start(&nctx.tick, on_tick, every, every);
+      uv_unref((uv_handle_t *)&nctx.tick); /* the node keeps the loop alive */
+    }
   }
   if (rc) {
     cr_cli_errorf(cmd, "%s", cr_error_message(&err, rc));

@@ -29,8 +29,18 @@ static void print_template_summary(const cr_template *t) {
   for (size_t k = 0; k < cr_template_nkeys(t); k++) {
     const cr_match_key *mk = &t->match_keys[k];
     printf("  match key: %s (columns:", mk->name);
-    for (size_t i = 0; i < mk->ncolumns; i++)
-      printf(" %s", mk->columns[i]);
+    if (mk->columns != NULL) {
+      for (size_t i = 0; i < mk->ncolumns; i++)
+        printf(" %s", mk->columns[i]);
+    } else {
+      /* Per party: each side's own names for the same key. */
+      for (int r = 0; r < CR_ROLE_COUNT; r++) {
+        const char *const *cols = cr_match_key_columns(mk, (cr_role)r);
+        printf("%s %s", r ? ";" : "", cr_role_name((cr_role)r));
+        for (size_t i = 0; i < mk->ncolumns; i++)
+          printf("%s%s", i ? ", " : " ", cols[i]);
+      }
+    }
     printf("; normalize:");
     for (size_t i = 0; i < mk->nnormalize; i++)
       printf(" %s", cr_normalizer_name(mk->normalize[i]));
@@ -92,30 +102,28 @@ static void print_template_summary(const cr_template *t) {
     if (t->limits.max_runs_per_query)
       printf(" max_runs_per_query %llu", (unsigned long long)t->limits.max_runs_per_query);
     if (t->limits.not_after) {
-      char buf[32];
-      time_t na = (time_t)t->limits.not_after;
-      struct tm tm;
-      gmtime_r(&na, &tm);
-      strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+      char buf[CR_TEMPLATE_TIME_BYTES];
+      cr_template_time_iso(t->limits.not_after, buf);
       printf(" not_after %s", buf);
     }
     printf("\n");
   }
 }
 
-/* Accepts a 64-hex fingerprint or a certificate file. */
+/* Accepts a fingerprint (64 hex, with or without colons) or a certificate
+ * file. */
 static int fingerprint_arg(const char *arg, char hex[CR_SHA256_HEX_BYTES], cr_error *err) {
   uint8_t fp[CR_SHA256_BYTES];
-  if (strlen(arg) == 64 && cr_hex_decode(fp, sizeof fp, arg) == 0) {
-    cr_hex_encode(hex, fp, sizeof fp);
-    return 0;
-  }
-  int rc = cr_cert_fingerprint_file(arg, fp, err);
+  int rc = cr_fingerprint_arg(arg, fp, err);
   if (rc)
     return rc;
   cr_hex_encode(hex, fp, sizeof fp);
   return 0;
 }
+
+/* A template file that cannot be read is a usage or configuration problem
+ * (exit 2), not a network one. */
+static int template_exit(int rc) { return rc == CR_EIO ? EXIT_USAGE : cr_cli_exit_code(rc, 0); }
 
 /* template pin: writes a copy of a template with the parties' fingerprints
  * (and optionally the provider's address) filled in. */
@@ -202,7 +210,7 @@ static int cmd_template_pin(int argc, char **argv) {
   if ((rc = cr_template_load(&t, out, &err)) != 0) {
     cr_cli_errorf("template pin", "wrote %s but it does not validate: %s", out,
                   cr_error_message(&err, rc));
-    return cr_cli_exit_code(rc, 0);
+    return template_exit(rc);
   }
   char hex[CR_SHA256_HEX_BYTES];
   cr_hex_encode(hex, t->sha256, CR_SHA256_BYTES);
@@ -275,7 +283,7 @@ static int cmd_template_sigs(const char *sub, int argc, char **argv) {
   int rc, code = EXIT_OK;
   if ((rc = cr_template_load(&t, argv[optind], &err)) != 0) {
     cr_cli_errorf(cmd, "%s", cr_error_message(&err, rc));
-    return cr_cli_exit_code(rc, 0);
+    return template_exit(rc);
   }
   if (sig_path == NULL)
     sig_path = def_path = cr_template_sig_path(t);
@@ -293,7 +301,7 @@ static int cmd_template_sigs(const char *sub, int argc, char **argv) {
   cr_template_sig_status st;
   if ((rc = cr_template_verify_sigs(t, sig_path, &st, &err)) != 0) {
     cr_cli_errorf(cmd, "%s", cr_error_message(&err, rc));
-    code = cr_cli_exit_code(rc, 0);
+    code = template_exit(rc);
     goto out;
   }
   print_sig_status(t, sig_path, &st);
@@ -311,33 +319,75 @@ out:
   return code;
 }
 
+static void template_usage(FILE *f) {
+  fprintf(f,
+          "Usage: cleanroom template hash FILE\n"
+          "       cleanroom template check FILE\n"
+          "       cleanroom template pin FILE --provider CERT --consumer CERT --out FILE\n"
+          "       cleanroom template sign FILE --identity DIR\n"
+          "       cleanroom template verify FILE\n\n"
+          "hash   prints the template's identity: the SHA-256 of its RFC 8785 canonical\n"
+          "       form, so formatting and key order do not change it. Both partners\n"
+          "       must see the same hash.\n"
+          "check  validates the template and prints a summary of the contract; every\n"
+          "       error names the JSON path, the value found and what is expected. An\n"
+          "       expired template (limits.not_after in the past) is valid but warned\n"
+          "       about: serve and run refuse it.\n"
+          "pin    writes a copy with the parties' fingerprints filled in (see\n"
+          "       `cleanroom template pin --help`).\n"
+          "sign   adds this node's signature to FILE.sig; verify checks them (see\n"
+          "       `cleanroom template sign --help`).\n\n"
+          "Example:\n  cleanroom template check examples/overlap/template.json\n\n%s",
+          CR_CLI_EXIT_CODES_HELP);
+}
+
+static int is_help(const char *a) {
+  return a != NULL && (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0);
+}
+
+/* check: the template's expiry, in words (stderr), after the summary. */
+static void warn_expiry(const cr_template *t) {
+  if (t->limits.not_after == 0)
+    return;
+  char na[CR_TEMPLATE_TIME_BYTES];
+  cr_template_time_iso(t->limits.not_after, na);
+  int64_t now = (int64_t)time(NULL);
+  if (now > t->limits.not_after)
+    fprintf(stderr,
+            "cleanroom template check: warning: the template expired on %s "
+            "(limits.not_after): serve and run refuse it; agree a new template with the "
+            "partner\n",
+            na);
+  else if (t->limits.not_after - now < 30 * 86400)
+    fprintf(stderr,
+            "cleanroom template check: warning: the template expires on %s "
+            "(limits.not_after), in %lld day(s)\n",
+            na, (long long)((t->limits.not_after - now) / 86400));
+}
+
 int cr_cli_template(int argc, char **argv) {
   const char *sub = argc >= 2 ? argv[1] : NULL;
   if (sub && (strcmp(sub, "sign") == 0 || strcmp(sub, "verify") == 0))
     return cmd_template_sigs(sub, argc - 1, argv + 1);
   if (sub && strcmp(sub, "pin") == 0)
     return cmd_template_pin(argc - 1, argv + 1);
-  if (sub == NULL || strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0 || argc < 3 ||
-      (strcmp(sub, "hash") != 0 && strcmp(sub, "check") != 0)) {
-    FILE *f = (sub && (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0)) ? stdout : stderr;
-    fprintf(f,
-            "Usage: cleanroom template hash FILE\n"
-            "       cleanroom template check FILE\n"
-            "       cleanroom template pin FILE --provider CERT --consumer CERT --out FILE\n"
-            "       cleanroom template sign FILE --identity DIR\n"
-            "       cleanroom template verify FILE\n\n"
-            "hash   prints the template's identity: the SHA-256 of its RFC 8785 canonical\n"
-            "       form, so formatting and key order do not change it. Both partners\n"
-            "       must see the same hash.\n"
-            "check  validates the template and prints a summary of the contract; every\n"
-            "       error names the JSON path, the value found and what is expected.\n"
-            "pin    writes a copy with the parties' fingerprints filled in (see\n"
-            "       `cleanroom template pin --help`).\n"
-            "sign   adds this node's signature to FILE.sig; verify checks them (see\n"
-            "       `cleanroom template sign --help`).\n\n"
-            "Example:\n  cleanroom template check examples/overlap/template.json\n\n%s",
-            CR_CLI_EXIT_CODES_HELP);
-    return f == stdout ? EXIT_OK : EXIT_USAGE;
+  if (is_help(sub) || (sub && (strcmp(sub, "hash") == 0 || strcmp(sub, "check") == 0) &&
+                       argc >= 3 && is_help(argv[2]))) {
+    template_usage(stdout);
+    return EXIT_OK;
+  }
+  if (sub == NULL || (strcmp(sub, "hash") != 0 && strcmp(sub, "check") != 0)) {
+    if (sub != NULL)
+      fprintf(stderr, "cleanroom template: unknown subcommand \"%s\"\n\n", cr_cli_safe(sub));
+    template_usage(stderr);
+    return EXIT_USAGE;
+  }
+  char cmd[32];
+  snprintf(cmd, sizeof cmd, "template %s", sub);
+  if (argc != 3) {
+    cr_cli_errorf(cmd, argc < 3 ? "needs FILE; see `cleanroom template --help`"
+                                : "takes one FILE; see `cleanroom template --help`");
+    return EXIT_USAGE;
   }
   cr_template *t = NULL;
   cr_error err;
@@ -349,18 +399,20 @@ int cr_cli_template(int argc, char **argv) {
     rc = cr_template_check(argv[2], &t, &errors, &nerr);
     if (rc) {
       if (nerr == 0)
-        cr_cli_errorf("template check", "%s: %s", argv[2], cr_strerror(rc));
+        cr_cli_errorf(cmd, "%s: %s", argv[2], cr_strerror(rc));
+      else if (rc == CR_EIO)
+        cr_cli_errorf(cmd, "%s", errors[0]);
       else
         fprintf(stderr, "%s: %zu error%s:\n", argv[2], nerr, nerr == 1 ? "" : "s");
-      for (size_t i = 0; i < nerr; i++)
+      for (size_t i = 0; rc != CR_EIO && i < nerr; i++)
         fprintf(stderr, "  %s\n", errors[i]);
       cr_template_errors_free(errors, nerr);
       cr_template_free(t);
-      return cr_cli_exit_code(rc, 0);
+      return template_exit(rc);
     }
   } else if ((rc = cr_template_load(&t, argv[2], &err)) != 0) {
-    cr_cli_errorf("template", "%s", cr_error_message(&err, rc));
-    return cr_cli_exit_code(rc, 0);
+    cr_cli_errorf(cmd, "%s", cr_error_message(&err, rc));
+    return template_exit(rc);
   }
   if (strcmp(sub, "hash") == 0) {
     char hex[CR_SHA256_HEX_BYTES];
@@ -375,7 +427,14 @@ int cr_cli_template(int argc, char **argv) {
     else if (sp != NULL)
       printf("  signatures: %s\n", cr_error_message(&err, CR_ETEMPLATE));
     free(sp);
-    printf("template OK\n");
+    if (t->limits.not_after && (int64_t)time(NULL) > t->limits.not_after) {
+      char na[CR_TEMPLATE_TIME_BYTES];
+      cr_template_time_iso(t->limits.not_after, na);
+      printf("template OK, but EXPIRED on %s: serve and run refuse it\n", na);
+    } else {
+      printf("template OK\n");
+    }
+    warn_expiry(t);
   }
   cr_template_free(t);
   return EXIT_OK;

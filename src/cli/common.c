@@ -3,6 +3,8 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <stdio.h>
+#include <string.h>
+#include <strings.h>
 
 #include "cli/cli.h"
 
@@ -91,3 +93,34 @@ const char CR_CLI_EXIT_CODES_HELP[] =
     "     (run --retry N does)\n"
     "  130, 143  run stopped by SIGINT or SIGTERM (128 + the signal): the partner\n"
     "     was told ABORTED and the abort recorded; nothing was released\n";
+
+int cr_cli_parse_delimiter(const char *cmd, const char *arg, char *out) {
+  if (strcmp(arg, ",") == 0 || strcasecmp(arg, "comma") == 0)
+    *out = ',';
+  else if (strcmp(arg, ";") == 0 || strcasecmp(arg, "semicolon") == 0)
+    *out = ';';
+  else if (strcmp(arg, "\t") == 0 || strcmp(arg, "\\t") == 0 || strcasecmp(arg, "tab") == 0)
+    *out = '\t';
+  else if (strcmp(arg, "|") == 0 || strcasecmp(arg, "pipe") == 0)
+    *out = '|';
+  else {
+    cr_cli_errorf(cmd, "--delimiter takes \",\", \";\", \"tab\" or \"|\", got \"%s\"",
+                  cr_cli_safe(arg));
+    return -1;
+  }
+  return 0;
+}
+
+const char CR_CLI_DATA_SOURCES_HELP[] =
+    "Data sources (--data SOURCE):\n"
+    "  FILE.csv             a CSV or TSV file: the delimiter (, ; tab |) is detected\n"
+    "                       (--delimiter D to set it), UTF-8 with or without BOM, CRLF\n"
+    "                       or LF; header names match in any case, spaces trimmed; a\n"
+    "                       malformed row is rejected and counted, like a bad key\n"
+    "  sqlite:PATH          an SQLite file, opened read-only, with --data-query SQL\n"
+    "  postgresql://...     PostgreSQL (a libpq URI) with --data-query SQL, streamed\n"
+    "                       through a cursor in a read-only transaction\n"
+    "  The query's result columns serve as a CSV header would. Never put a password\n"
+    "  in the URI (it is refused): use ~/.pgpass or PGPASSFILE, the PGPASSWORD\n"
+    "  environment variable, or a service file (PGSERVICE=name, ~/.pg_service.conf).\n"
+    "  See docs/data-sources.md.\n";

@@ -1,6 +1,7 @@
 /*
- * --config FILE for serve and run: the node's options in a file, so a
- * long-running node (a systemd unit, say) need not repeat its flags.
+ * --config FILE for serve, run and data check: the node's options in a
+ * file, so a long-running node (a systemd unit, say) need not repeat its
+ * flags, and its data can be checked with the very same file.
  *
  *   # /etc/cleanroom/serve.conf
  *   collaborations = /etc/cleanroom/collaborations
@@ -9,15 +10,17 @@
  *   json           = true
  *
  * One `key = value` per line; the keys are the long option names without
- * the dashes. Blank lines and lines starting with # are ignored; a value may
- * be wrapped in double quotes (to keep leading or trailing spaces). Flags
- * (json, once, quiet) take true/false, yes/no, on/off or 1/0. Relative paths
- * (template, collaborations, identity, data, audit) are relative to the
- * file's directory. (A collaboration's own settings are in its
- * collaboration.conf, read by the party layer: src/party/conf.c.)
- * Options given on the command line override the file's. An unknown key, a
- * key that does not apply to the command, a key given twice or a line
- * without `=` is an error naming the file and the line.
+ * the dashes (data_query is data-query). Blank lines and lines starting
+ * with # are ignored; a value may be wrapped in double quotes (to keep
+ * leading or trailing spaces). Flags (json, once, quiet) take true/false,
+ * yes/no, on/off or 1/0. Relative paths (template, collaborations,
+ * identity, data, audit) are relative to the file's directory (for data: a
+ * CSV path or the path of sqlite:PATH; a postgresql:// URI is taken as
+ * is). (A collaboration's own settings are in its collaboration.conf, read
+ * by the party layer: src/party/conf.c.) Options given on the command line
+ * override the file's. An unknown key, a key that does not apply to the
+ * command, a key given twice or a line without `=` is an error naming the
+ * file and the line.
  *
  * How: the file's options are put in front of the command line's, so the
  * usual option parser reads both and the later (command-line) value wins.
@@ -35,25 +38,32 @@ typedef struct cfg_key {
   int is_flag;    /* no value on the command line */
   int is_path;    /* relative to the config file's directory */
   int serve, run; /* applies to */
+  /* `data check --config`: 1 applies; 0 skipped, so that the node's own
+   * serve or run file can be checked as is (its network keys mean nothing
+   * to a check). */
+  int check;
 } cfg_key;
 
 static const cfg_key KEYS[] = {
-    {"template", 0, 1, 1, 1},
-    {"collaborations", 0, 1, 1, 0},
-    {"identity", 0, 1, 1, 1},
-    {"data", 0, 1, 1, 1},
-    {"listen", 0, 0, 1, 0},
-    {"peer", 0, 0, 0, 1},
-    {"query", 0, 0, 0, 1},
-    {"audit", 0, 1, 1, 1},
-    {"threads", 0, 0, 1, 1},
-    {"max-sessions", 0, 0, 1, 0},
-    {"timeout", 0, 0, 1, 1},
-    {"retry", 0, 0, 0, 1},
-    {"max-reject-ratio", 0, 0, 1, 1},
-    {"json", 1, 0, 1, 1},
-    {"once", 1, 0, 1, 0},
-    {"quiet", 1, 0, 1, 1},
+    {"template", 0, 1, 1, 1, 1},
+    {"collaborations", 0, 1, 1, 0, 0},
+    {"identity", 0, 1, 1, 1, 1},
+    {"data", 0, 1, 1, 1, 1},
+    /* The data source's options (issue 16); "data_query" is the same key. */
+    {"data-query", 0, 0, 1, 1, 1},
+    {"delimiter", 0, 0, 1, 1, 1},
+    {"listen", 0, 0, 1, 0, 0},
+    {"peer", 0, 0, 0, 1, 0},
+    {"query", 0, 0, 0, 1, 1},
+    {"audit", 0, 1, 1, 1, 1},
+    {"threads", 0, 0, 1, 1, 0},
+    {"max-sessions", 0, 0, 1, 0, 0},
+    {"timeout", 0, 0, 1, 1, 0},
+    {"retry", 0, 0, 0, 1, 0},
+    {"max-reject-ratio", 0, 0, 1, 1, 1},
+    {"json", 1, 0, 1, 1, 1},
+    {"once", 1, 0, 1, 0, 0},
+    {"quiet", 1, 0, 1, 1, 0},
 };
 #define NKEYS (sizeof KEYS / sizeof *KEYS)
 
@@ -98,11 +108,20 @@ static int flag_value(const char *v, int *out) {
   return -1;
 }
 
+/* 0 serve, 1 run, 2 data check. */
+static int cmd_mode(const char *cmd) {
+  return strcmp(cmd, "serve") == 0 ? 0 : strcmp(cmd, "run") == 0 ? 1 : 2;
+}
+
+static int applies(const cfg_key *k, int mode) {
+  return mode == 0 ? k->serve : mode == 1 ? k->run : 1; /* check: known keys, some skipped */
+}
+
 static void known_keys(const char *cmd, char *buf, size_t cap) {
-  int serve = strcmp(cmd, "serve") == 0;
+  int mode = cmd_mode(cmd);
   buf[0] = '\0';
   for (size_t i = 0; i < NKEYS; i++) {
-    if (!(serve ? KEYS[i].serve : KEYS[i].run))
+    if (!applies(&KEYS[i], mode) || (mode == 2 && !KEYS[i].check))
       continue;
     size_t len = strlen(buf);
     snprintf(buf + len, cap - len, "%s%s", len ? ", " : "", KEYS[i].name);
@@ -112,7 +131,7 @@ static void known_keys(const char *cmd, char *buf, size_t cap) {
 /* "--key" and, unless a flag, its value, appended to opts. 0 or -1 (error
  * printed). */
 static int parse_file(const char *cmd, const char *path, char **opts, size_t *nopts) {
-  int serve = strcmp(cmd, "serve") == 0;
+  int mode = cmd_mode(cmd);
   FILE *f = fopen(path, "r");
   if (f == NULL) {
     cr_cli_errorf(cmd, "cannot read the config file %s: %s", path, strerror(errno));
@@ -150,6 +169,9 @@ static int parse_file(const char *cmd, const char *path, char **opts, size_t *no
     }
     if (key[0] == '-' && key[1] == '-')
       key += 2; /* "--template = x" is forgiven */
+    for (char *u = key; *u; u++)
+      if (*u == '_')
+        *u = '-'; /* data_query = data-query */
     size_t k = 0;
     while (k < NKEYS && strcmp(KEYS[k].name, key) != 0)
       k++;
@@ -161,9 +183,9 @@ static int parse_file(const char *cmd, const char *path, char **opts, size_t *no
       rc = -1;
       break;
     }
-    if (!(serve ? KEYS[k].serve : KEYS[k].run)) {
+    if (!applies(&KEYS[k], mode)) {
       cr_cli_errorf(cmd, "%s:%lu: \"%s\" does not apply to %s (it is for %s)", path, lineno, key,
-                    cmd, serve ? "run" : "serve");
+                    cmd, mode == 0 ? "run" : "serve");
       rc = -1;
       break;
     }
@@ -179,6 +201,8 @@ static int parse_file(const char *cmd, const char *path, char **opts, size_t *no
       rc = -1;
       break;
     }
+    if (mode == 2 && !KEYS[k].check)
+      continue; /* a node's key a check has no use for */
     if (KEYS[k].is_flag) {
       int on;
       if (flag_value(val, &on) != 0) {
@@ -201,11 +225,21 @@ static int parse_file(const char *cmd, const char *path, char **opts, size_t *no
     if (KEYS[k].is_flag)
       continue;
     char *v;
-    if (KEYS[k].is_path && val[0] != '/' && dirlen > 0) {
-      size_t n = dirlen + strlen(val) + 1;
+    /* data may name a database: a URI is not a path, and sqlite:PATH's
+     * path is relative like any other. */
+    const char *prefix = "", *rel = val;
+    cr_source_kind kind =
+        strcmp(KEYS[k].name, "data") == 0 ? cr_source_kind_of(val) : CR_SOURCE_CSV;
+    if (kind == CR_SOURCE_SQLITE) {
+      prefix = "sqlite:";
+      rel = val + 7;
+    }
+    if (KEYS[k].is_path && kind != CR_SOURCE_POSTGRESQL && rel[0] != '/' && rel[0] != '\0' &&
+        dirlen > 0) {
+      size_t n = strlen(prefix) + dirlen + strlen(rel) + 1;
       v = keep(malloc(n));
       if (v)
-        snprintf(v, n, "%.*s%s", (int)dirlen, path, val);
+        snprintf(v, n, "%s%.*s%s", prefix, (int)dirlen, path, rel);
     } else {
       v = keep(strdup(val));
     }

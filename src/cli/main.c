@@ -25,7 +25,9 @@ static void usage_main(FILE *f) {
           "Commands:\n"
           "  keygen        create this node's identity (key and certificate)\n"
           "  fingerprint   print a certificate's SHA-256 fingerprint\n"
-          "  template      hash or check a collaboration template\n"
+          "  template      hash, check, pin, sign or verify a collaboration template\n"
+          "  data          check this node's data against the template (a dry run: no\n"
+          "                network, nothing sent)\n"
           "  serve         wait for the partner and answer its queries\n"
           "  run           connect to the partner and run a query\n"
           "  ping          check the way to the partner: TLS, certificate, template\n"
@@ -33,7 +35,8 @@ static void usage_main(FILE *f) {
           "  report        an HTML page of the collaboration from the audit log\n"
           "  version       print the version\n"
           "\n"
-          "Run `cleanroom COMMAND --help` for a command's options and an example.\n"
+          "Run `cleanroom COMMAND --help` (or `cleanroom help COMMAND`) for a command's\n"
+          "options and an example.\n"
           "\n%s",
           CR_CLI_EXIT_CODES_HELP);
 }
@@ -45,7 +48,18 @@ int main(int argc, char **argv) {
     return EXIT_USAGE;
   }
   const char *cmd = argv[1];
-  if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+  /* `cleanroom help run` is `cleanroom run --help`. */
+  static char help_flag[] = "--help";
+  char *help_argv[4];
+  if (strcmp(cmd, "help") == 0 && argc >= 3 && strcmp(argv[2], "help") != 0) {
+    help_argv[0] = argv[0];
+    help_argv[1] = argv[2];
+    help_argv[2] = help_flag;
+    help_argv[3] = NULL;
+    argv = help_argv;
+    argc = 3;
+    cmd = argv[1];
+  } else if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
     usage_main(stdout);
     return EXIT_OK;
   }
@@ -74,6 +88,8 @@ int main(int argc, char **argv) {
     return cr_cli_ping(argc, argv);
   if (strcmp(cmd, "serve") == 0 || strcmp(cmd, "run") == 0)
     return cr_cli_node(cmd, argc, argv);
+  if (strcmp(cmd, "data") == 0)
+    return cr_cli_data(argc, argv);
   fprintf(stderr, "%s: unknown command \"%s\"\n\n", CR_CLI_PROG, cmd);
   usage_main(stderr);
   return EXIT_USAGE;

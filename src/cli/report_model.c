@@ -249,10 +249,13 @@ static int entry(cr_report_model *m, json_t *e) {
     for (size_t i = 0; i < sizeof keys / sizeof *keys; i++)
       copy(o, e, keys[i]);
     json_array_append_new(json_object_get(c, "events"), o);
-  } else if (strcmp(ev, "data_loaded") == 0) {
+  } else if (strcmp(ev, "data_loaded") == 0 || strcmp(ev, "data_checked") == 0) {
+    /* A data check (a dry run) is a data access too; "event" tells them apart. */
     json_t *o = json_object();
+    json_object_set_new(o, "event", json_string(ev));
     static const char *keys[] = {"time",          "file",     "rows_read",     "rows_accepted",
-                                 "rows_rejected", "rejected", "distinct_keys", "query"};
+                                 "rows_rejected", "rejected", "distinct_keys", "query",
+                                 "source",        "verdict"};
     for (size_t i = 0; i < sizeof keys / sizeof *keys; i++)
       copy(o, e, keys[i]);
     json_array_append_new(json_object_get(c, "data"), o);

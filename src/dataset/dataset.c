@@ -1,7 +1,10 @@
 /*
- * Loading a party's data file: header checks against the template, one pass
- * over the rows (streamed, never the whole file in memory), per-reason
- * rejection counts, then sort + unique of the accepted keys into one arena.
+ * Loading a party's data: column checks against the template, one pass over
+ * the rows of its source (streamed, never the whole file or result in
+ * memory), per-reason rejection counts, then sort + unique of the accepted
+ * keys into one arena. The source (CSV, SQLite, PostgreSQL) is only ever
+ * seen through cr_source, so every kind is treated the same, and so with
+ * several match keys, where each accepted row goes to records.c instead.
  *
  * Messages name the file, line numbers, column names and counts. They never
  * quote a cell: the only cells ever shown are header names, and only those
@@ -10,6 +13,8 @@
  */
 #include "cleanroom/dataset.h"
 
+#include "dataset/dataset_internal.h"
+
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -17,8 +22,6 @@
 #include <string.h>
 
 #include <sodium.h>
-
-#include "dataset/dataset_internal.h"
 
 struct key_ref {
   const uint8_t *p;
@@ -78,12 +81,6 @@ void cr_dataset_options_init(cr_dataset_options *opt) {
     return;
   memset(opt, 0, sizeof *opt);
   opt->max_reject_ratio = CR_DATASET_DEFAULT_MAX_REJECT_RATIO;
-}
-
-/* Local on purpose: the dataset layer needs only the template's layout. */
-
-static int is_ws(char c) {
-  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
 }
 
 /* A header name that may appear in a message: short, identifier-like, with a
@@ -146,14 +143,18 @@ static void describe_rejects(char *buf, size_t cap, const cr_dataset *d) {
     msg_add(buf, cap, &len, "%s%s %llu", k++ ? ", " : "", cr_reject_key((cr_reject_reason)r),
             (unsigned long long)d->rejected[r]);
   }
-  for (size_t i = 0; i < d->nreject_lines; i++)
-    msg_add(buf, cap, &len, "%s%llu",
-            i ? ", " : "; first rejected lines: ", (unsigned long long)d->reject_lines[i]);
+  for (size_t i = 0; i < d->nreject_lines; i++) {
+    if (i == 0)
+      msg_add(buf, cap, &len, "; first rejected %ss: ", d->pos_unit ? d->pos_unit : "line");
+    msg_add(buf, cap, &len, "%s%llu", i ? ", " : "", (unsigned long long)d->reject_lines[i]);
+  }
 }
 
+/* Column names compare as people read them: case-insensitive, trimmed (the
+ * source trims them). */
 static int find_col(char **hdr, size_t nhdr, const char *name, size_t *idx) {
   for (size_t i = 0; i < nhdr; i++) {
-    if (strcmp(hdr[i], name) == 0) {
+    if (cr__colname_eq(hdr[i], name)) {
       *idx = i;
       return 1;
     }
@@ -169,87 +170,120 @@ static void free_header(char **hdr, size_t nhdr) {
   free(hdr);
 }
 
-/* Copies the header with each name trimmed of ASCII whitespace; refuses two
- * columns of the same (non-empty) name. */
-static int read_header(cr_csv *csv, const char *path, char ***out, size_t *out_n, cr_error *err) {
-  int rc = 0;
-  const char *const *f = NULL;
-  const size_t *fl = NULL;
-  size_t nf = 0, n = 0;
-  uint64_t line = 0;
-  char **hdr = NULL;
-
-  rc = cr_csv_next(csv, &f, &fl, &nf, &line, err);
-  if (rc < 0)
-    goto out;
-  if (rc == 0) {
-    rc = cr_error_set(err, CR_EDATA, "%s: the file is empty (expected a header row)", path);
-    goto out;
-  }
-  rc = 0;
-  hdr = calloc(nf, sizeof *hdr);
-  if (hdr == NULL) {
-    rc = cr_error_set(err, CR_ENOMEM, "%s: out of memory", path);
-    goto out;
-  }
-  for (n = 0; n < nf; n++) {
-    const char *s = f[n];
-    size_t len = fl[n];
-    while (len > 0 && is_ws(*s)) {
-      s++;
-      len--;
-    }
-    while (len > 0 && is_ws(s[len - 1]))
-      len--;
-    hdr[n] = strndup(s, len);
-    if (hdr[n] == NULL) {
-      rc = cr_error_set(err, CR_ENOMEM, "%s: out of memory", path);
-      goto out;
+/* A copy of the source's columns; refuses two of the same (non-empty) name,
+ * in any case. */
+static int read_header(cr_source *src, const char *path, char ***out, size_t *out_n,
+                       cr_error *err) {
+  const char *const *names = NULL;
+  size_t n = cr_source_columns(src, &names);
+  int db = cr_source_kind_get(src) != CR_SOURCE_CSV;
+  char **hdr = calloc(n ? n : 1, sizeof *hdr);
+  if (hdr == NULL)
+    return cr_error_set(err, CR_ENOMEM, "%s: out of memory", path);
+  for (size_t i = 0; i < n; i++) {
+    if ((hdr[i] = strdup(names[i])) == NULL) {
+      free_header(hdr, i);
+      return cr_error_set(err, CR_ENOMEM, "%s: out of memory", path);
     }
   }
   for (size_t i = 0; i < n; i++) {
     for (size_t j = i + 1; j < n; j++) {
-      if (hdr[i][0] == '\0' || strcmp(hdr[i], hdr[j]) != 0)
+      if (hdr[i][0] == '\0' || !cr__colname_eq(hdr[i], hdr[j]))
         continue;
+      int rc;
       if (showable(hdr[i]))
         rc = cr_error_set(err, CR_EDATA,
-                          "%s: line %llu: the header names column \"%s\" twice "
-                          "(columns %zu and %zu); column names must be unique",
-                          path, (unsigned long long)line, hdr[i], i + 1, j + 1);
+                          "%s: the %s names column \"%s\" twice (columns %zu and %zu; names "
+                          "are compared without regard to case); column names must be unique%s",
+                          path, db ? "data query" : "header", hdr[i], i + 1, j + 1,
+                          db ? " (give one an alias: AS name)" : "");
       else
         rc = cr_error_set(err, CR_EDATA,
-                          "%s: line %llu: header columns %zu and %zu have the same "
-                          "name; column names must be unique",
-                          path, (unsigned long long)line, i + 1, j + 1);
-      goto out;
+                          "%s: %s columns %zu and %zu have the same name; column names must "
+                          "be unique",
+                          path, db ? "the data query's" : "header", i + 1, j + 1);
+      free_header(hdr, n);
+      return rc;
     }
   }
   *out = hdr;
   *out_n = n;
-  hdr = NULL;
-out:
-  free_header(hdr, n);
-  return rc;
+  return 0;
 }
 
 static int missing_column(cr_error *err, const char *path, const char *col, const char *why,
-                          char **hdr, size_t nhdr) {
+                          char **hdr, size_t nhdr, cr_source_kind kind) {
   char found[600];
   describe_header(found, sizeof found, hdr, nhdr);
-  return cr_error_set(err, CR_EDATA, "%s: missing column \"%s\" (%s); the header has: %s", path,
-                      col, why, found);
+  return cr_error_set(err, CR_EDATA, "%s: missing column \"%s\" (%s); the %s has: %s", path, col,
+                      why, kind == CR_SOURCE_CSV ? "header" : "data query's result", found);
 }
 
 /* Hands the reader the showable header names for its messages. */
-static int name_fields(cr_csv *csv, char **hdr, size_t nhdr) {
+static int name_fields(cr_source *src, char **hdr, size_t nhdr) {
   const char **names = calloc(nhdr ? nhdr : 1, sizeof *names);
   if (names == NULL)
     return CR_ENOMEM;
   for (size_t i = 0; i < nhdr; i++)
     names[i] = showable(hdr[i]) ? hdr[i] : NULL;
-  int rc = cr_csv_set_field_names(csv, names, nhdr);
+  int rc = cr_source_set_field_names(src, names, nhdr);
   free(names);
   return rc;
+}
+
+/* Length of the UTF-8 character starting at s[0] (1 for a stray byte). */
+static size_t utf8_char_len(const uint8_t *s, size_t n) {
+  size_t k = s[0] < 0x80 ? 1 : s[0] >= 0xf0 ? 4 : s[0] >= 0xe0 ? 3 : s[0] >= 0xc0 ? 2 : 1;
+  return k > n ? n : k;
+}
+
+/* Start of the last UTF-8 character of s[0..n). */
+static size_t utf8_last_start(const uint8_t *s, size_t n) {
+  size_t i = n - 1;
+  while (i > 0 && (s[i] & 0xc0) == 0x80 && n - i < 4)
+    i--;
+  return i;
+}
+
+void cr_dataset_mask_key(const uint8_t *key, size_t len, char *out, size_t cap) {
+  static const char ell[] = "\xe2\x80\xa6"; /* … */
+  size_t o = 0;
+  if (cap == 0)
+    return;
+  out[0] = '\0';
+  size_t start = 0;
+  for (size_t i = 0; i <= len; i++) {
+    if (i < len && key[i] != 0x1f)
+      continue;
+    const uint8_t *part = key + start;
+    size_t plen = i - start, chars = 0;
+    for (size_t k = 0; k < plen; k += utf8_char_len(part + k, plen - k))
+      chars++;
+    /* The part's shown characters (bytes of UTF-8, never a NUL). */
+    uint8_t piece[32];
+    size_t pl = 0;
+    size_t first = plen ? utf8_char_len(part, plen) : 0;
+    size_t last = plen ? utf8_last_start(part, plen) : 0;
+    if (chars >= 3)
+      for (size_t k = 0; k < first; k++)
+        piece[pl++] = part[k];
+    for (size_t k = 0; k < 3; k++)
+      piece[pl++] = (uint8_t)ell[k];
+    if (chars >= 5)
+      for (size_t k = last; k < plen; k++)
+        piece[pl++] = part[k];
+    const char *sep = start > 0 ? " | " : "";
+    size_t sl = strlen(sep);
+    if (o + sl + pl + 1 > cap)
+      break;
+    for (size_t k = 0; k < sl; k++)
+      out[o++] = sep[k];
+    for (size_t k = 0; k < pl; k++)
+      out[o++] = (char)piece[k];
+    out[o] = '\0';
+    sodium_memzero(piece, sizeof piece);
+    start = i + 1;
+  }
 }
 
 static int cmp_key(const void *a, const void *b) {
@@ -391,8 +425,7 @@ out:
 int cr_dataset_load(cr_dataset **out, const char *path, const cr_template *t, cr_role role,
                     const cr_dataset_options *opt, cr_error *err) {
   int rc = 0;
-  FILE *f = NULL;
-  cr_csv *csv = NULL;
+  cr_source *src = NULL;
   cr_dataset *d = NULL;
   char **hdr = NULL;
   size_t nhdr = 0;
@@ -418,7 +451,8 @@ int cr_dataset_load(cr_dataset **out, const char *path, const cr_template *t, cr
     goto out;
   }
   const cr_match_key *mk = &t->match_key;
-  if (mk->ncolumns == 0 || mk->columns == NULL) {
+  const char *const *keynames = cr_match_key_columns(mk, role);
+  if (mk->ncolumns == 0 || keynames == NULL) {
     rc = cr_error_set(err, CR_EINVAL, "the template's match key has no column");
     goto out;
   }
@@ -429,22 +463,27 @@ int cr_dataset_load(cr_dataset **out, const char *path, const cr_template *t, cr
                       "(--max-reject-ratio)");
     goto out;
   }
+  size_t want_samples = opt ? opt->samples : 0;
+  if (want_samples > CR_DATASET_MAX_SAMPLES)
+    want_samples = CR_DATASET_MAX_SAMPLES;
 
   d = calloc(1, sizeof *d);
-  if (d == NULL || (d->path = strdup(path)) == NULL) {
+  if (d == NULL || (d->path = strdup(path)) == NULL ||
+      (opt != NULL && opt->data_query != NULL &&
+       (d->data_query = strdup(opt->data_query)) == NULL)) {
     rc = cr_error_set(err, CR_ENOMEM, "%s: out of memory", path);
     goto out;
   }
-  f = fopen(path, "rb");
-  if (f == NULL) {
-    rc = cr_error_set(err, CR_EIO, "%s: cannot open: %s", path, strerror(errno));
+  cr_source_options so = {opt ? opt->data_query : NULL, opt ? opt->delimiter : 0};
+  if ((rc = cr_source_open(&src, path, &so, err)) != 0)
     goto out;
-  }
-  if ((rc = cr_csv_open_stream(&csv, f, path)) != 0) {
-    cr_error_set(err, rc, "%s: out of memory", path);
-    goto out;
-  }
-  if ((rc = read_header(csv, path, &hdr, &nhdr, err)) != 0)
+  d->source_kind = cr_source_kind_get(src);
+  d->role = role;
+  d->delimiter = cr_source_delimiter(src);
+  d->pos_unit = cr_source_unit(src);
+  /* Messages name the source as it knows itself (never a password). */
+  path = cr_source_name(src);
+  if ((rc = read_header(src, path, &hdr, &nhdr, err)) != 0)
     goto out;
 
   /* Every column the template relies on must be there. */
@@ -454,7 +493,7 @@ int cr_dataset_load(cr_dataset **out, const char *path, const cr_template *t, cr
     if (!find_col(hdr, nhdr, col, &idx)) {
       char why[64];
       snprintf(why, sizeof why, "the template requires it for the %s", cr_role_name(role));
-      rc = missing_column(err, path, col, why, hdr, nhdr);
+      rc = missing_column(err, path, col, why, hdr, nhdr, d->source_kind);
       goto out;
     }
   }
@@ -474,9 +513,9 @@ int cr_dataset_load(cr_dataset **out, const char *path, const cr_template *t, cr
     goto out;
   }
   for (size_t i = 0; i < mk->ncolumns; i++) {
-    if (!find_col(hdr, nhdr, mk->columns[i], &keycol[i])) {
-      rc = missing_column(err, path, mk->columns[i], "a column of the template's match key", hdr,
-                          nhdr);
+    if (!find_col(hdr, nhdr, keynames[i], &keycol[i])) {
+      rc = missing_column(err, path, keynames[i], "a column of the template's match key", hdr, nhdr,
+                          d->source_kind);
       goto out;
     }
   }
@@ -495,55 +534,59 @@ int cr_dataset_load(cr_dataset **out, const char *path, const cr_template *t, cr
   }
   if (opt != NULL && opt->group_column != NULL) {
     if (!find_col(hdr, nhdr, opt->group_column, &groupcol)) {
-      rc = missing_column(err, path, opt->group_column, "the query groups by it", hdr, nhdr);
+      rc = missing_column(err, path, opt->group_column, "the query groups by it", hdr, nhdr,
+                          d->source_kind);
       goto out;
     }
     grouped = 1;
   }
 
   /* From here on the header is known to be one: name columns in messages. */
-  if ((rc = name_fields(csv, hdr, nhdr)) != 0) {
+  if ((rc = name_fields(src, hdr, nhdr)) != 0) {
     cr_error_set(err, rc, "%s: out of memory", path);
     goto out;
   }
 
   /* The rows. */
   for (;;) {
-    const char *const *fields = NULL;
-    const size_t *lens = NULL;
-    size_t nf = 0;
-    uint64_t line = 0;
+    cr_source_row row;
     cr_reject_reason why = CR_REJECT_MISSING;
-    rc = cr_csv_next(csv, &fields, &lens, &nf, &line, err);
-    if (rc < 0)
+    cr_error rerr;
+    rc = cr_source_next(src, &row, &rerr);
+    if (rc < 0) {
+      if (err != NULL)
+        *err = rerr;
       goto out;
+    }
     if (rc == 0)
       break;
     d->rows_read++;
-    if (nf == nhdr && opt != NULL && opt->filter != NULL &&
-        !cr_filter_eval(opt->filter, fields, lens, nf)) {
-      d->rows_filtered++;
-      continue;
-    }
-    if (nf != nhdr) {
+    if (rc == CR_SOURCE_MALFORMED) {
+      why = row.malformed;
+      rc = 1;
+    } else if (row.n != nhdr) {
       why = CR_REJECT_COLUMNS;
       rc = 1;
+    } else if (opt != NULL && opt->filter != NULL &&
+               !cr_filter_eval(opt->filter, row.fields, row.lens, row.n)) {
+      d->rows_filtered++;
+      continue;
     } else if (multi != NULL) {
-      rc = cr__records_row(multi, fields, lens, &why);
+      rc = cr__records_row(multi, row.fields, row.lens, &why);
       if (rc < 0) {
         if (rc == CR_EINVAL)
           cr_error_set(err, rc,
                        "the template's match keys cannot be applied (unknown "
                        "normalizer or a default_country_code that is not 1-3 digits)");
         else
-          cr_error_set(err, rc, "%s: line %llu: %s", path, (unsigned long long)line,
+          cr_error_set(err, rc, "%s: %s %llu: %s", path, d->pos_unit, (unsigned long long)row.pos,
                        cr_strerror(rc));
         goto out;
       }
     } else {
       for (size_t i = 0; i < mk->ncolumns; i++) {
-        vals[i] = fields[keycol[i]];
-        vlens[i] = lens[keycol[i]];
+        vals[i] = row.fields[keycol[i]];
+        vlens[i] = row.lens[keycol[i]];
       }
       rc = cr_normalize_key(mk, vals, vlens, &key, &why);
       if (rc < 0) {
@@ -552,28 +595,43 @@ int cr_dataset_load(cr_dataset **out, const char *path, const cr_template *t, cr
                        "the template's match key cannot be applied (unknown "
                        "normalizer or a default_country_code that is not 1-3 digits)");
         else
-          cr_error_set(err, rc, "%s: line %llu: %s", path, (unsigned long long)line,
+          cr_error_set(err, rc, "%s: %s %llu: %s", path, d->pos_unit, (unsigned long long)row.pos,
                        cr_strerror(rc));
         goto out;
       }
     }
     if (rc == 1) {
       d->rows_rejected++;
+      if (d->rejected[why] < CR_DATASET_MAX_REASON_LINES)
+        d->reason_lines[why][d->rejected[why]] = row.pos;
       d->rejected[why]++;
       if (d->nreject_lines < CR_DATASET_MAX_REJECT_LINES)
-        d->reject_lines[d->nreject_lines++] = line;
+        d->reject_lines[d->nreject_lines++] = row.pos;
       continue;
     }
     d->rows_accepted++;
+    if (d->nsamples < want_samples) {
+      char masked[160];
+      const uint8_t *sv = key.data;
+      size_t slen = key.len;
+      if (multi != NULL)
+        cr__records_staged(multi, &sv, &slen);
+      cr_dataset_mask_key(sv, slen, masked, sizeof masked);
+      if ((d->samples[d->nsamples] = strdup(masked)) == NULL) {
+        rc = cr_error_set(err, CR_ENOMEM, "%s: out of memory", path);
+        goto out;
+      }
+      d->sample_pos[d->nsamples++] = row.pos;
+    }
     if (multi != NULL) {
       /* Several keys: the row's values are staged in the builder. */
       long id = 0;
-      if (grouped && (id = label_id(&lt, fields[groupcol], lens[groupcol])) < 0) {
+      if (grouped && (id = label_id(&lt, row.fields[groupcol], row.lens[groupcol])) < 0) {
         rc = id == -2 ? cr_error_set(err, CR_EDATA,
-                                     "%s: line %llu: column \"%s\" has more than %d distinct "
+                                     "%s: %s %llu: column \"%s\" has more than %d distinct "
                                      "values; group_by needs a column with fewer groups",
-                                     path, (unsigned long long)line, opt->group_column,
-                                     CR_DATASET_MAX_LABELS)
+                                     path, d->pos_unit, (unsigned long long)row.pos,
+                                     opt->group_column, CR_DATASET_MAX_LABELS)
                       : cr_error_set(err, CR_ENOMEM, "%s: out of memory", path);
         goto out;
       }
@@ -602,13 +660,13 @@ int cr_dataset_load(cr_dataset **out, const char *path, const cr_template *t, cr
       }
     }
     if (grouped) {
-      long id = label_id(&lt, fields[groupcol], lens[groupcol]);
+      long id = label_id(&lt, row.fields[groupcol], row.lens[groupcol]);
       if (id < 0) {
         rc = id == -2 ? cr_error_set(err, CR_EDATA,
-                                     "%s: line %llu: column \"%s\" has more than %d distinct "
+                                     "%s: %s %llu: column \"%s\" has more than %d distinct "
                                      "values; group_by needs a column with fewer groups",
-                                     path, (unsigned long long)line, opt->group_column,
-                                     CR_DATASET_MAX_LABELS)
+                                     path, d->pos_unit, (unsigned long long)row.pos,
+                                     opt->group_column, CR_DATASET_MAX_LABELS)
                       : cr_error_set(err, CR_ENOMEM, "%s: out of memory", path);
         goto out;
       }
@@ -622,44 +680,68 @@ int cr_dataset_load(cr_dataset **out, const char *path, const cr_template *t, cr
     }
     offs[noffs++] = arena.len;
   }
-  if (cr_csv_sha256(csv, d->file_sha256) != 0) {
-    cr_error_set(err, CR_EINTERNAL, "%s: file hash unavailable", path);
+  if (cr_source_sha256(src, d->file_sha256) != 0) {
+    cr_error_set(err, CR_EINTERNAL, "%s: hash of the data unavailable", path);
     rc = CR_EINTERNAL;
     goto out;
   }
 
   if (d->rows_read == 0) {
-    rc = cr_error_set(err, CR_EDATA, "%s: the file has a header but no data rows", path);
+    rc = cr_error_set(err, CR_EDATA, "%s: %s but no data rows", path,
+                      d->source_kind == CR_SOURCE_CSV ? "the file has a header"
+                                                      : "the data query returns columns");
     goto out;
   }
   uint64_t considered = d->rows_read - d->rows_filtered;
+  cr_error verdict;
+  cr_error_clear(&verdict);
   if (d->rows_rejected > 0 && (double)d->rows_rejected > ratio * (double)considered) {
     char why[700];
     double actual = (double)d->rows_rejected / (double)considered;
     describe_rejects(why, sizeof why, d);
-    /* Suggest the smallest two-decimal ratio that would let this file in. */
+    /* Suggest the smallest two-decimal ratio that would let this source in. */
     unsigned hundredths = (unsigned)(actual * 100.0);
     if ((double)hundredths / 100.0 < actual)
       hundredths++;
-    rc = cr_error_set(err, CR_EDATA,
-                      "%s: %llu of %llu data rows rejected (%.2f%%), more than the "
-                      "allowed %.2f%%: %s. Fix those rows, or raise the limit with "
-                      "--max-reject-ratio (this file needs at least %u.%02u)",
-                      path, (unsigned long long)d->rows_rejected, (unsigned long long)considered,
-                      100.0 * actual, 100.0 * ratio, why, hundredths / 100, hundredths % 100);
-    goto out;
-  }
-  if (d->rows_accepted == 0 && d->rows_filtered > 0 && d->rows_rejected == 0) {
-    rc = cr_error_set(err, CR_EREFUSED, "%s: the query's filter keeps none of the %llu data rows",
-                      path, (unsigned long long)d->rows_read);
-    goto out;
-  }
-  if (d->rows_accepted == 0) {
+    cr_error_set(&verdict, CR_EDATA,
+                 "%s: %llu of %llu data rows rejected (%.2f%%), more than the "
+                 "allowed %.2f%%: %s. Fix those rows, or raise the limit with "
+                 "--max-reject-ratio (this %s needs at least %u.%02u)%s",
+                 path, (unsigned long long)d->rows_rejected, (unsigned long long)considered,
+                 100.0 * actual, 100.0 * ratio, why,
+                 d->source_kind == CR_SOURCE_CSV ? "file" : "query", hundredths / 100,
+                 hundredths % 100,
+                 d->rejected[CR_REJECT_ENCODING] * 2 > d->rows_rejected
+                     ? ". Most are not UTF-8: is the file saved in another encoding (Windows-1252, "
+                       "Latin-1)? Save it as \"CSV UTF-8\" or convert it (iconv -f WINDOWS-1252 "
+                       "-t UTF-8)"
+                     : "");
+  } else if (d->rows_accepted == 0 && d->rows_filtered > 0 && d->rows_rejected == 0) {
+    cr_error_set(&verdict, CR_EREFUSED, "%s: the query's filter keeps none of the %llu data rows",
+                 path, (unsigned long long)d->rows_read);
+  } else if (d->rows_accepted == 0) {
     char why[700];
     describe_rejects(why, sizeof why, d);
-    rc = cr_error_set(err, CR_EDATA,
-                      "%s: no row has a valid match key (%llu data rows rejected: %s)", path,
-                      (unsigned long long)d->rows_rejected, why);
+    cr_error_set(&verdict, CR_EDATA,
+                 "%s: no row has a valid match key (%llu data rows rejected: %s)", path,
+                 (unsigned long long)d->rows_rejected, why);
+  }
+  if (verdict.code != 0) {
+    if (opt == NULL || !opt->dry_run) {
+      rc = verdict.code;
+      if (err != NULL)
+        *err = verdict;
+      goto out;
+    }
+    d->refusal_rc = verdict.code;
+    if ((d->refusal = strdup(verdict.msg)) == NULL) {
+      rc = cr_error_set(err, CR_ENOMEM, "%s: out of memory", path);
+      goto out;
+    }
+  }
+  if (noffs > 0 &&
+      (rc = dedup(d, &arena, offs, noffs - 1, grouped ? row_labels : NULL, &lt)) != 0) {
+    cr_error_set(err, rc, "%s: out of memory", path);
     goto out;
   }
   if (multi != NULL) {
@@ -669,8 +751,8 @@ int cr_dataset_load(cr_dataset **out, const char *path, const cr_template *t, cr
                    rc == CR_ENOMEM ? "out of memory" : "more distinct key values than supported");
       goto out;
     }
-  } else if ((rc = dedup(d, &arena, offs, noffs - 1, grouped ? row_labels : NULL, &lt)) != 0) {
-    cr_error_set(err, rc, "%s: out of memory", path);
+  } else if (noffs == 0 && (d->off = calloc(1, sizeof *d->off)) == NULL) {
+    rc = cr_error_set(err, CR_ENOMEM, "%s: out of memory", path);
     goto out;
   }
   d->columns = hdr;
@@ -681,9 +763,7 @@ int cr_dataset_load(cr_dataset **out, const char *path, const cr_template *t, cr
   d = NULL;
 out:
   cr_dataset_free(d);
-  cr_csv_free(csv);
-  if (f != NULL)
-    fclose(f);
+  cr_source_close(src);
   free_header(hdr, nhdr);
   free(keycol);
   free(vals);
@@ -715,6 +795,10 @@ void cr_dataset_free(cr_dataset *d) {
   free(d->value_record);
   free(d->off);
   free(d->path);
+  free(d->data_query);
+  free(d->refusal);
+  for (size_t i = 0; i < d->nsamples; i++)
+    free(d->samples[i]);
   free_header(d->columns, d->ncolumns);
   for (size_t i = 0; i < d->nlabels; i++)
     free(d->label_names[i]);

@@ -1,15 +1,69 @@
 /*
- * Internal to the dataset layer: building a data set from rows when the
- * template has several match keys (records.c), called by the loader
- * (dataset.c) for each row it accepts.
+ * Inside the dataset layer: the row-source vtable each kind of source
+ * implements (source_csv.c, source_sqlite.c, source_pg.c; source.c holds
+ * what they share), helpers the files share, and the builder of a data set
+ * from rows when the template has several match keys (records.c), called
+ * by the loader (dataset.c) for each row it accepts, whatever the source.
  */
 #ifndef CR_DATASET_INTERNAL_H
 #define CR_DATASET_INTERNAL_H
 
+#include <sodium.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "cleanroom/dataset.h"
+
+/* Strict UTF-8 (RFC 3629). */
+int cr__utf8_valid(const uint8_t *s, size_t n);
+
+typedef struct cr_source_ops {
+  int (*next)(cr_source *s, cr_source_row *row, cr_error *err);
+  int (*sha256)(cr_source *s, uint8_t out[CR_SHA256_BYTES]);
+  int (*set_field_names)(cr_source *s, const char *const *names, size_t n); /* may be NULL */
+  void (*close)(cr_source *s);                                              /* frees impl */
+} cr_source_ops;
+
+struct cr_source {
+  const cr_source_ops *ops;
+  void *impl;
+  cr_source_kind kind;
+  char *name;
+  char delimiter;
+  char **columns;
+  size_t ncolumns;
+  /* Databases: the hash of the columns and rows read (cr_source_sha256). */
+  crypto_hash_sha256_state sha;
+  int done; /* next has returned 0 */
+  /* Databases: one row's fields as handed out (NUL-terminated copies). */
+  cr_buf rowbuf;
+  const char **fields;
+  size_t *lens;
+  size_t fields_cap;
+};
+
+/* Takes a copy of names[0..n) (lens may be NULL), trimmed, as the columns. */
+int cr__source_set_columns(cr_source *s, const char *const *names, const size_t *lens, size_t n);
+/* Databases: hashes the column names (once, after cr__source_set_columns). */
+void cr__source_hash_columns(cr_source *s);
+/*
+ * Databases: one row into s->fields / s->lens (values[i] NULL for SQL
+ * NULL, read as empty) and into the hash. Returns 1, or CR_SOURCE_MALFORMED
+ * with row->malformed set when a value is not UTF-8 or holds a NUL byte,
+ * or CR_ENOMEM.
+ */
+int cr__source_take_row(cr_source *s, const char *const *values, const size_t *lens, size_t n,
+                        uint64_t pos, cr_source_row *row);
+
+int cr__source_open_csv(cr_source *s, const char *path, const cr_source_options *opt,
+                        cr_error *err);
+int cr__source_open_sqlite(cr_source *s, const char *path, const char *query, cr_error *err);
+int cr__source_open_pg(cr_source *s, const char *uri, const char *query, cr_error *err);
+/* CR_EUSAGE for a URI libpq cannot parse or that holds a password. */
+int cr__pg_uri_check(const char *uri, cr_error *err);
+
+/* ASCII case-insensitive equality of two column names. */
+int cr__colname_eq(const char *a, const char *b);
 
 typedef struct cr__records cr__records;
 
@@ -33,6 +87,9 @@ void cr__records_free(cr__records *b);
  */
 int cr__records_row(cr__records *b, const char *const *fields, const size_t *lens,
                     cr_reject_reason *why);
+/* The staged row's first valid key value (key order), for a masked sample
+ * (dry run); valid until the next call. NULL, 0 when nothing is staged. */
+void cr__records_staged(const cr__records *b, const uint8_t **v, size_t *len);
 /* Commits the staged row with its label (an index into the loader's label
  * table, 0 when not grouped). */
 CR_NODISCARD int cr__records_commit(cr__records *b, uint32_t label);

@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define NONE UINT32_MAX
 /* A field longer than this (trimmed) is not read as a number. */
@@ -1425,7 +1426,8 @@ int cr_filter_bind(cr_filter *f, const cr_params *p, const char *const *header, 
   for (size_t c = 0; c < f->ncols; c++) {
     size_t found = SIZE_MAX;
     for (size_t h = 0; h < ncols; h++) {
-      if (header[h] == NULL || strcmp(header[h], f->cols[c]) != 0)
+      /* As every column name: case-insensitive (header names are trimmed). */
+      if (header[h] == NULL || strcasecmp(header[h], f->cols[c]) != 0)
         continue;
       if (found != SIZE_MAX) {
         show(shown, sizeof shown, f->cols[c], strlen(f->cols[c]), 64);

@@ -1,8 +1,10 @@
 /*
  * Writing a members result: the owner's own rows whose key matched. The
- * CSV is read again (streamed) rather than kept in memory, and each row's
- * key is normalized exactly as when the set was loaded, so every row that
- * shares a matched key is written.
+ * source (a CSV file, or a database query run again) is read again,
+ * streamed, rather than kept in memory, and each row's key is normalized
+ * exactly as when the set was loaded, so every row that shares a matched
+ * key is written. The hash of what is read must equal the load's: a file
+ * edited or a table changed in between withholds the rows.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -14,6 +16,7 @@
 #include <sodium.h>
 
 #include "cleanroom/dataset.h"
+#include "dataset/dataset_internal.h"
 
 long cr_dataset_find(const cr_dataset *d, const uint8_t *key, size_t len) {
   size_t lo = 0, hi = d->n;
@@ -73,9 +76,10 @@ static int put_field(cr_buf *b, const char *v, size_t len) {
   return rc ? rc : cr_buf_append(b, "\"", 1);
 }
 
+/* Column names as the loader compares them: case-insensitive. */
 static int find_name(const char *const *hdr, size_t n, const char *name, size_t *idx) {
   for (size_t i = 0; i < n; i++) {
-    if (strcmp(hdr[i], name) == 0) {
+    if (cr__colname_eq(hdr[i], name)) {
       *idx = i;
       return 1;
     }
@@ -139,9 +143,8 @@ int cr_dataset_write_matches(const cr_dataset *d, const cr_template *t, const ui
                              void *keep_ctx, cr_atomic_file *out, uint64_t *rows,
                              uint8_t file_sha256[CR_SHA256_BYTES], cr_error *err) {
   int rc = 0;
-  FILE *in = NULL;
-  cr_csv *csv = NULL;
-  char **hdr = NULL;
+  cr_source *src = NULL;
+  const char *const *hdr = NULL;
   size_t nhdr = 0, *outcol = NULL, nout = 0, maxcols = 0;
   size_t *keycol[CR_TEMPLATE_MAX_KEYS] = {NULL};
   const char **vals = NULL;
@@ -149,53 +152,20 @@ int cr_dataset_write_matches(const cr_dataset *d, const cr_template *t, const ui
   uint64_t written = 0;
   cr_buf key, line;
   crypto_hash_sha256_state hs;
-  size_t nkeys = cr_template_nkeys(t);
-  /* Several keys: the keys each row matched on, as a last column. */
-  int with_on = nkeys > 1;
   cr_buf_init(&key);
   cr_buf_init(&line);
   crypto_hash_sha256_init(&hs);
 
-  if (d == NULL || d->path == NULL || matched == NULL || out == NULL)
+  if (d == NULL || d->path == NULL || t == NULL || matched == NULL || out == NULL)
     return cr_error_set(err, CR_EINVAL, "write_matches: invalid argument");
-  in = fopen(d->path, "rb");
-  if (in == NULL)
-    return cr_error_set(err, CR_EIO, "%s: cannot open: %s", d->path, strerror(errno));
-  if ((rc = cr_csv_open_stream(&csv, in, d->path)) != 0) {
-    cr_error_set(err, rc, "out of memory");
+  size_t nkeys = cr_template_nkeys(t);
+  /* Several keys: the keys each row matched on, as a last column. */
+  int with_on = nkeys > 1;
+  cr_source_options so = {d->data_query, d->delimiter};
+  if ((rc = cr_source_open(&src, d->path, &so, err)) != 0)
     goto out;
-  }
-  const char *const *f;
-  const size_t *fl;
-  size_t nf;
-  uint64_t lineno;
-  rc = cr_csv_next(csv, &f, &fl, &nf, &lineno, err);
-  if (rc <= 0) {
-    rc = rc ? rc : cr_error_set(err, CR_EDATA, "%s: empty", d->path);
-    goto out;
-  }
-  rc = 0;
-  /* The data file may not change between loading and writing: the hash of
-   * what is read now is compared at the end. */
-  hdr = calloc(nf, sizeof *hdr);
-  if (hdr == NULL) {
-    rc = cr_error_set(err, CR_ENOMEM, "out of memory");
-    goto out;
-  }
-  for (nhdr = 0; nhdr < nf; nhdr++) {
-    const char *s = f[nhdr];
-    size_t n = fl[nhdr];
-    while (n && (*s == ' ' || *s == '\t')) {
-      s++;
-      n--;
-    }
-    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t'))
-      n--;
-    if ((hdr[nhdr] = strndup(s, n)) == NULL) {
-      rc = cr_error_set(err, CR_ENOMEM, "out of memory");
-      goto out;
-    }
-  }
+  const char *name = cr_source_name(src);
+  nhdr = cr_source_columns(src, &hdr);
   for (size_t k = 0; k < nkeys; k++)
     if (t->match_keys[k].ncolumns > maxcols)
       maxcols = t->match_keys[k].ncolumns;
@@ -213,10 +183,12 @@ int cr_dataset_write_matches(const cr_dataset *d, const cr_template *t, const ui
       rc = cr_error_set(err, CR_ENOMEM, "out of memory");
       goto out;
     }
+    /* The loading party's names for the key's columns (per party or shared). */
+    const char *const *keynames = cr_match_key_columns(mk, d->role);
     for (size_t i = 0; i < mk->ncolumns; i++) {
-      if (!find_name((const char *const *)hdr, nhdr, mk->columns[i], &keycol[k][i])) {
-        rc = cr_error_set(err, CR_EDATA, "%s: column \"%s\" disappeared since loading", d->path,
-                          mk->columns[i]);
+      if (keynames == NULL || !find_name(hdr, nhdr, keynames[i], &keycol[k][i])) {
+        rc = cr_error_set(err, CR_EDATA, "%s: the match key's columns disappeared since loading",
+                          name);
         goto out;
       }
     }
@@ -224,8 +196,8 @@ int cr_dataset_write_matches(const cr_dataset *d, const cr_template *t, const ui
   for (size_t i = 0; i < nout; i++) {
     if (ncolumns == 0)
       outcol[i] = i;
-    else if (!find_name((const char *const *)hdr, nhdr, columns[i], &outcol[i])) {
-      rc = cr_error_set(err, CR_EDATA, "%s: has no column \"%s\" (the query's columns)", d->path,
+    else if (!find_name(hdr, nhdr, columns[i], &outcol[i])) {
+      rc = cr_error_set(err, CR_EDATA, "%s: has no column \"%s\" (the query's columns)", name,
                         columns[i]);
       goto out;
     }
@@ -235,12 +207,12 @@ int cr_dataset_write_matches(const cr_dataset *d, const cr_template *t, const ui
   for (size_t i = 0; i < nout && rc == 0; i++) {
     rc = i ? cr_buf_append(&line, ",", 1) : 0;
     rc = rc ? rc : put_field(&line, hdr[outcol[i]], strlen(hdr[outcol[i]]));
-    on_taken |= strcmp(hdr[outcol[i]], "matched_on") == 0;
+    on_taken |= cr__colname_eq(hdr[outcol[i]], "matched_on");
   }
   if (with_on && rc == 0) {
     /* Never two columns of one name: the data's own matched_on wins. */
-    const char *name = on_taken ? ",cleanroom_matched_on" : ",matched_on";
-    rc = cr_buf_append(&line, name, strlen(name));
+    const char *on_col = on_taken ? ",cleanroom_matched_on" : ",matched_on";
+    rc = cr_buf_append(&line, on_col, strlen(on_col));
   }
   rc = rc ? rc : cr_buf_append(&line, "\r\n", 2);
   if (rc) {
@@ -248,22 +220,24 @@ int cr_dataset_write_matches(const cr_dataset *d, const cr_template *t, const ui
     goto out;
   }
   for (;;) {
-    rc = cr_csv_next(csv, &f, &fl, &nf, &lineno, err);
+    cr_source_row row;
+    rc = cr_source_next(src, &row, err);
     if (rc < 0)
       goto out;
     if (rc == 0)
       break;
+    if (rc == CR_SOURCE_MALFORMED || row.n != nhdr)
+      continue; /* rejected when loading too */
     rc = 0;
-    if (nf != nhdr)
-      continue;
     unsigned on = 0;
-    if (!row_matched(d, t, matched, matched_on, keycol, f, fl, vals, vlens, &key, &on))
+    if (!row_matched(d, t, matched, matched_on, keycol, row.fields, row.lens, vals, vlens, &key,
+                     &on))
       continue;
-    if (keep != NULL && !keep(keep_ctx, f, fl, nf))
+    if (keep != NULL && !keep(keep_ctx, row.fields, row.lens, row.n))
       continue;
     for (size_t i = 0; i < nout && rc == 0; i++) {
       rc = i ? cr_buf_append(&line, ",", 1) : 0;
-      rc = rc ? rc : put_field(&line, f[outcol[i]], fl[outcol[i]]);
+      rc = rc ? rc : put_field(&line, row.fields[outcol[i]], row.lens[outcol[i]]);
     }
     if (with_on && rc == 0) {
       rc = cr_buf_append(&line, ",", 1);
@@ -286,11 +260,11 @@ int cr_dataset_write_matches(const cr_dataset *d, const cr_template *t, const ui
   if (line.len && (rc = cr_atomic_write(out, line.data, line.len, err)) != 0)
     goto out;
   uint8_t now[CR_SHA256_BYTES];
-  if (cr_csv_sha256(csv, now) != 0 || memcmp(now, d->file_sha256, sizeof now) != 0) {
+  if (cr_source_sha256(src, now) != 0 || memcmp(now, d->file_sha256, sizeof now) != 0) {
     rc = cr_error_set(err, CR_EDATA,
                       "%s changed since it was loaded for this session; the matched rows were "
                       "not written. Run the query again",
-                      d->path);
+                      name);
     goto out;
   }
   if (rows)
@@ -299,14 +273,7 @@ int cr_dataset_write_matches(const cr_dataset *d, const cr_template *t, const ui
     crypto_hash_sha256_final(&hs, file_sha256);
   rc = 0;
 out:
-  cr_csv_free(csv);
-  if (in)
-    fclose(in);
-  if (hdr) {
-    for (size_t i = 0; i < nhdr; i++)
-      free(hdr[i]);
-    free(hdr);
-  }
+  cr_source_close(src);
   for (size_t k = 0; k < CR_TEMPLATE_MAX_KEYS; k++)
     free(keycol[k]);
   free(outcol);

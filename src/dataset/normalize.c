@@ -86,16 +86,71 @@ static int norm_email(cr_buf *b, size_t start) {
   return 0;
 }
 
-/* E.164: '+' then 8-15 digits, the first not 0. Spaces, dashes, dots and
- * parentheses are dropped; "00" means '+'; without either, the default
- * country code (if any) is put in front after dropping one trunk '0'. */
+/* Bytes of a Unicode space or dash that people (and spreadsheets) put in
+ * phone numbers at s[0..n): no-break, figure, thin and narrow no-break
+ * spaces, the hyphens and dashes U+2010-U+2015, the minus sign; else 0. */
+static size_t phone_unicode_sep(const uint8_t *s, size_t n) {
+  if (n >= 2 && s[0] == 0xc2 && s[1] == 0xa0)
+    return 2;
+  if (n >= 3 && s[0] == 0xe2 && s[1] == 0x80 &&
+      (s[2] == 0x87 || s[2] == 0x89 || s[2] == 0xaf || (s[2] >= 0x90 && s[2] <= 0x95)))
+    return 3;
+  if (n >= 3 && s[0] == 0xe2 && s[1] == 0x88 && s[2] == 0x92)
+    return 3;
+  return 0;
+}
+
+/* At s[0] == '(': the length of a "(0)" group (spaces allowed inside), or
+ * 0 if it is not one. */
+static size_t trunk_group(const uint8_t *s, size_t n) {
+  size_t i = 1;
+  while (i < n && s[i] == ' ')
+    i++;
+  if (i >= n || s[i] != '0')
+    return 0;
+  i++;
+  while (i < n && s[i] == ' ')
+    i++;
+  return i < n && s[i] == ')' ? i + 1 : 0;
+}
+
+/*
+ * E.164: '+' then 8-15 digits, the first not 0. Spaces (Unicode ones too),
+ * dashes, dots, slashes and parentheses are dropped, and a "tel:" prefix
+ * (RFC 3966); "00" means '+'; without either, the default country code (if
+ * any) is put in front after dropping one trunk '0'. In an international
+ * number, a "(0)" after the country code is the national trunk prefix
+ * written for callers at home ("+49 (0)151 ...", "+44 (0)20 ..."): it is
+ * dropped, as a caller from abroad would. Letters (an extension "x12",
+ * "ext. 5") reject the value rather than guess.
+ */
 static int norm_phone(cr_buf *b, size_t start, const char *cc, size_t cclen) {
-  uint8_t d[24];
+  uint8_t d[24] = {0};
   size_t nd = 0;
   int plus = 0, seen = 0;
-  for (size_t i = start; i < b->len; i++) {
+  size_t i = start;
+  while (i < b->len && is_ws(b->data[i]))
+    i++;
+  if (b->len - i >= 4 && lower(b->data[i]) == 't' && lower(b->data[i + 1]) == 'e' &&
+      lower(b->data[i + 2]) == 'l' && b->data[i + 3] == ':')
+    i += 4;
+  for (; i < b->len; i++) {
     uint8_t c = b->data[i];
-    if (is_ws(c) || c == '-' || c == '.' || c == '(' || c == ')')
+    size_t u = phone_unicode_sep(b->data + i, b->len - i);
+    if (u > 0) {
+      i += u - 1;
+      continue;
+    }
+    if (c == '(') {
+      /* "(0)" once the country code is written: the trunk prefix. */
+      int intl = plus || (nd >= 2 && d[0] == '0' && d[1] == '0');
+      size_t cc_digits = plus ? nd : nd - 2;
+      size_t g = intl && nd >= 1 && cc_digits >= 1 ? trunk_group(b->data + i, b->len - i) : 0;
+      if (g > 0)
+        i += g - 1;
+      continue;
+    }
+    if (is_ws(c) || c == '-' || c == '.' || c == ')' || c == '/')
       continue;
     if (c == '+' && !seen) {
       plus = 1;

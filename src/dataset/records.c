@@ -79,9 +79,16 @@ int cr__records_new(cr__records **out, const cr_template *t, cr_role role, char 
     }
     if (mk->ncolumns > b->maxcols)
       b->maxcols = mk->ncolumns;
+    /* The loading party's names for the key's columns (per party or shared),
+     * found as the loader finds every column: case-insensitively. */
+    const char *const *names = cr_match_key_columns(mk, role);
+    if (names == NULL) {
+      cr__records_free(b);
+      return CR_EINVAL;
+    }
     for (size_t c = 0; c < mk->ncolumns; c++) {
       size_t i = 0;
-      while (i < nhdr && strcmp(hdr[i], mk->columns[c]) != 0)
+      while (i < nhdr && !cr__colname_eq(hdr[i], names[c]))
         i++;
       if (i == nhdr) {
         cr__records_free(b);
@@ -169,6 +176,16 @@ int cr__records_row(cr__records *b, const char *const *fields, const size_t *len
     return 1;
   }
   return 0;
+}
+
+void cr__records_staged(const cr__records *b, const uint8_t **v, size_t *len) {
+  *v = NULL;
+  *len = 0;
+  if (b->staged == 0)
+    return;
+  const entry *x = &b->e[b->ne - b->staged];
+  *v = b->arena.data + x->off;
+  *len = x->len;
 }
 
 int cr__records_commit(cr__records *b, uint32_t label) {

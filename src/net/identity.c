@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -494,6 +495,63 @@ int cr_cert_fingerprint_file(const char *path, uint8_t fp[CR_SHA256_BYTES], cr_e
     cr_error_set(err, rc, "cannot encode the certificate %s", path);
   X509_free(x);
   return rc;
+}
+
+int cr_fingerprint_parse(const char *s, uint8_t fp[CR_SHA256_BYTES], cr_error *err) {
+  static const char *const prefixes[] = {"sha256 fingerprint=", "sha256:", "sha256="};
+  char hex[2 * CR_SHA256_BYTES + 1];
+  size_t ndigits = 0;
+  if (s == NULL)
+    return 1;
+  while (*s == ' ' || *s == '\t')
+    s++;
+  for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++) {
+    size_t n = strlen(prefixes[i]);
+    if (strncasecmp(s, prefixes[i], n) == 0) {
+      s += n;
+      break;
+    }
+  }
+  if (*s == '\0')
+    return 1;
+  for (const char *p = s; *p; p++) {
+    char c = *p;
+    int hexd = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+    if (hexd) {
+      if (ndigits < 2 * CR_SHA256_BYTES)
+        hex[ndigits] = c;
+      ndigits++;
+    } else if (c != ':' && c != ' ' && c != '\t' && c != '\n' && c != '\r') {
+      return 1; /* not a fingerprint: a path, a name */
+    }
+  }
+  if (ndigits != 2 * CR_SHA256_BYTES)
+    return cr_error_set(err, CR_EINVAL,
+                        "\"%.100s\" is not a certificate fingerprint: expected 64 hex digits (a "
+                        "SHA-256 fingerprint), got %zu%s",
+                        s, ndigits,
+                        ndigits == 40 ? " (that is a SHA-1 fingerprint: use `cleanroom "
+                                        "fingerprint CERT` or openssl x509 -noout -fingerprint "
+                                        "-sha256)"
+                                      : "");
+  hex[ndigits] = '\0';
+  return cr_hex_decode(fp, CR_SHA256_BYTES, hex) == 0
+             ? 0
+             : cr_error_set(err, CR_EINVAL, "not a certificate fingerprint");
+}
+
+int cr_fingerprint_arg(const char *arg, uint8_t fp[CR_SHA256_BYTES], cr_error *err) {
+  cr_error perr;
+  cr_error_clear(&perr);
+  int rc = cr_fingerprint_parse(arg, fp, &perr);
+  if (rc == 0)
+    return 0;
+  if (rc < 0 && access(arg, F_OK) != 0) {
+    if (err != NULL)
+      *err = perr;
+    return rc;
+  }
+  return cr_cert_fingerprint_file(arg, fp, err);
 }
 
 int cr_cert_file_public_key(const char *path, uint8_t pk[CR_SIGN_PK_BYTES], cr_error *err) {

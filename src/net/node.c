@@ -533,6 +533,7 @@ static void after_work(uv_work_t *req, int status) {
   if (c->s != NULL && c->n->cfg->on_progress != NULL) {
     cr_session_progress pr;
     cr_session_progress_get(c->s, &pr); /* no work item is in flight here */
+    pr.peer_addr = c->peer_addr[0] ? c->peer_addr : NULL;
     c->n->cfg->on_progress(c->n->cfg->ctx, &pr);
   }
   conn_pump(c);
@@ -1657,36 +1658,60 @@ static int listen_socket(const struct sockaddr *sa, socklen_t salen, int *fd_out
   return 0;
 }
 
-int cr_node_serve_start(cr_node **out, uv_loop_t *loop, const cr_node_config *cfg, cr_error *err) {
-  node *n = NULL;
+int cr_node_check_address(const char *address, cr_error *err) {
+  char host[256], port[8];
+  return parse_hostport(address, host, sizeof host, port, sizeof port, err);
+}
+
+int cr_node_listen(uv_loop_t *loop, const char *address, int *fd, cr_error *err) {
   char host[256], port[8];
   struct addrinfo hints;
   uv_getaddrinfo_t gai;
-  int rc, r, fd = -1;
-  if (out == NULL || loop == NULL || cfg == NULL)
-    return cr_error_set(err, CR_EINVAL, "node: no loop or no configuration");
-  *out = NULL;
-  if ((rc = parse_hostport(cfg->address, host, sizeof host, port, sizeof port, err)) != 0)
+  int rc, r;
+  if (loop == NULL || fd == NULL)
+    return cr_error_set(err, CR_EINVAL, "node: no loop");
+  *fd = -1;
+  if ((rc = parse_hostport(address, host, sizeof host, port, sizeof port, err)) != 0)
     return rc;
-  if ((rc = node_new(&n, loop, cfg, 1, err)) != 0)
-    return rc;
-
   memset(&hints, 0, sizeof hints);
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
   hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
   /* Without a callback: resolved now, and no request stays registered. */
   r = uv_getaddrinfo(loop, &gai, NULL, host[0] ? host : NULL, port, &hints);
-  if (r < 0) {
-    cr_node_free(n);
-    return cr_error_set(err, dns_code(r), "cannot listen on %s: %s", cfg->address, uv_strerror(r));
-  }
-  r = listen_socket(gai.addrinfo->ai_addr, gai.addrinfo->ai_addrlen, &fd);
+  if (r < 0)
+    return cr_error_set(err, dns_code(r), "cannot listen on %s: %s", address, uv_strerror(r));
+  r = listen_socket(gai.addrinfo->ai_addr, gai.addrinfo->ai_addrlen, fd);
   uv_freeaddrinfo(gai.addrinfo);
-  if (r < 0) {
-    cr_node_free(n);
+  if (r < 0)
     return cr_error_set(err, net_code(r) == CR_ENOMEM ? CR_ENOMEM : CR_ENET,
-                        "cannot listen on %s: %s", cfg->address, uv_strerror(r));
+                        "cannot listen on %s: %s", address, uv_strerror(r));
+  return 0;
+}
+
+int cr_node_serve_start(cr_node **out, uv_loop_t *loop, const cr_node_config *cfg, cr_error *err) {
+  int fd = -1, rc;
+  if (out == NULL || loop == NULL || cfg == NULL)
+    return cr_error_set(err, CR_EINVAL, "node: no loop or no configuration");
+  *out = NULL;
+  if ((rc = cr_node_listen(loop, cfg->address, &fd, err)) != 0)
+    return rc;
+  return cr_node_serve_start_fd(out, loop, cfg, fd, err);
+}
+
+int cr_node_serve_start_fd(cr_node **out, uv_loop_t *loop, const cr_node_config *cfg, int fd,
+                           cr_error *err) {
+  node *n = NULL;
+  int rc, r;
+  if (out == NULL || loop == NULL || cfg == NULL || fd < 0) {
+    if (fd >= 0)
+      close(fd);
+    return cr_error_set(err, CR_EINVAL, "node: no loop, configuration or socket");
+  }
+  *out = NULL;
+  if ((rc = node_new(&n, loop, cfg, 1, err)) != 0) {
+    close(fd);
+    return rc;
   }
 
   /* From here on nothing fails in practice: uv_tcp_open and uv_listen on a

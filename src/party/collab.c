@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -126,10 +127,12 @@ int cr__collab_prepare(cr_party *p, const cr_collab_src *src, int check_only, cr
       goto fail;
   } else {
     c->conf.enabled = 1;
-    if (src->data == NULL || (c->conf.data = strdup(src->data)) == NULL) {
+    if (src->data == NULL || (c->conf.data = strdup(src->data)) == NULL ||
+        (src->data_query != NULL && (c->conf.data_query = strdup(src->data_query)) == NULL)) {
       rc = cr_error_set(err, src->data ? CR_ENOMEM : CR_EINVAL, "party: serve needs data");
       goto fail;
     }
+    c->conf.delimiter = src->delimiter;
   }
 
   if (src->t != NULL) {
@@ -208,6 +211,17 @@ json_t *cr__data_used(const cr_dataset *d, const cr_file_sig *sig) {
   return o;
 }
 
+/* What the source is now, to tell whether the cached set is still it: a
+ * CSV file's signature. A database (sqlite:PATH, postgresql://) gives no
+ * signature that covers every change (a WAL, another host), so its sessions
+ * read it again each time (each a data access of its own). */
+static void source_sig(const cr_collab *c, cr_file_sig *s) {
+  if (cr_source_kind_of(c->conf.data) == CR_SOURCE_CSV)
+    cr__file_sig(c->conf.data, s);
+  else
+    memset(s, 0, sizeof *s);
+}
+
 /*
  * Loads the collaboration's data file (for q: its filter, parameters and
  * group column; NULL: whole), recorded as data_loaded (with the file's
@@ -221,17 +235,19 @@ static int data_load(cr_collab *c, const cr_query *q, cr_filter *filter, const c
   *out = NULL;
   for (int attempt = 0;; attempt++) {
     cr_file_sig before, after;
-    cr__file_sig(c->conf.data, &before);
+    source_sig(c, &before);
     cr_dataset_options opt;
     cr_dataset_options_init(&opt);
     if (c->max_reject_ratio != 0)
       opt.max_reject_ratio = c->max_reject_ratio > 0 ? c->max_reject_ratio : 0.0;
+    opt.data_query = c->conf.data_query;
+    opt.delimiter = c->conf.delimiter;
     opt.group_column = q ? q->group_by[c->role] : NULL;
     opt.filter = filter;
     opt.params = params;
     cr_dataset *d = NULL;
     rc = cr_dataset_load(&d, c->conf.data, c->t, c->role, &opt, err);
-    cr__file_sig(c->conf.data, &after);
+    source_sig(c, &after);
     if (rc == 0 && !cr__file_sig_equal(&before, &after) && attempt < 3) {
       cr_dataset_free(d);
       struct timespec ts = {0, 50 * 1000000L};
@@ -255,6 +271,11 @@ static int data_load(cr_collab *c, const cr_query *q, cr_filter *filter, const c
       return rc == CR_EIO ? CR_EDATA : rc;
     }
     json_t *f = cr__trail_data_fields(d, c->t, q ? q->name : NULL);
+    /* The source, and for a database the query: what was read is as much
+     * part of the access as where. */
+    json_object_set_new(f, "source", cr__jtext(cr_source_kind_name(d->source_kind)));
+    if (d->data_query != NULL)
+      json_object_set_new(f, "data_query", cr__jtext(d->data_query));
     json_t *used = cr__data_used(d, &before);
     json_object_set(f, "size", json_object_get(used, "size"));
     json_object_set(f, "mtime", json_object_get(used, "mtime"));
@@ -287,7 +308,7 @@ static void cache_put(cr_collab *c, cr_data_ref *r) {
 
 int cr__collab_data(cr_collab *c, cr_data_ref **out, char *msg, size_t cap) {
   cr_file_sig now;
-  cr__file_sig(c->conf.data, &now);
+  source_sig(c, &now);
   pthread_mutex_lock(&c->data_lock);
   if (c->cur != NULL && now.exists && cr__file_sig_equal(&c->cur->sig, &now)) {
     c->cur->refs++;
@@ -384,7 +405,7 @@ int cr__collab_check_data(cr_collab *c, int check_only, cr_error *err) {
     size_t nc = cr_filter_columns(f, &cols);
     for (size_t j = 0; j < nc && rc == 0; j++) {
       size_t k = 0;
-      while (k < r->d->ncolumns && strcmp(r->d->columns[k], cols[j]) != 0)
+      while (k < r->d->ncolumns && strcasecmp(r->d->columns[k], cols[j]) != 0)
         k++;
       if (k == r->d->ncolumns)
         rc = cr_error_set(err, CR_EDATA,

@@ -4,6 +4,9 @@
  *
  *   # DIR/brightguard/collaboration.conf
  *   data  = /srv/exports/customers.csv
+ *   # or a database: data = sqlite:exports.db (or a postgresql:// URI,
+ *   # never with a password) with data_query = SELECT email, region FROM t
+ *   # delimiter = ;   (a CSV's separator: , ; tab |; detected when absent)
  *   audit = /var/lib/cleanroom/brightguard.audit.jsonl
  *   max_sessions = 4
  *
@@ -32,7 +35,11 @@ typedef enum key_kind {
   K_RATIO,   /* a number from 0 to 1 */
   K_COUNT,   /* a whole number within [min, max] */
   K_SECONDS, /* a whole number of seconds within [min, max], kept in ms */
-  K_BOOL     /* true/false, yes/no, on/off, 1/0 */
+  K_BOOL,    /* true/false, yes/no, on/off, 1/0 */
+  K_SOURCE,  /* a data source: a CSV path or sqlite:PATH (relative to the
+              * directory), or a postgresql:// URI (as is) */
+  K_TEXT,    /* text kept as written (a data query) */
+  K_DELIM    /* a CSV's separator: , ; tab | (or comma, semicolon, pipe) */
 } key_kind;
 
 typedef struct conf_key {
@@ -45,7 +52,9 @@ typedef struct conf_key {
 
 #define F(field) offsetof(cr_collab_conf, field)
 static const conf_key KEYS[] = {
-    {"data", K_PATH, F(data), 0, 0, 1},
+    {"data", K_SOURCE, F(data), 0, 0, 1},
+    {"data_query", K_TEXT, F(data_query), 0, 0, 0},
+    {"delimiter", K_DELIM, F(delimiter), 0, 0, 0},
     {"audit", K_PATH, F(audit), 0, 0, 0},
     {"max_sessions", K_COUNT, F(max_sessions), 1, 100000, 0},
     {"timeout", K_SECONDS, F(timeout_ms), 1, 86400, 0},
@@ -67,6 +76,7 @@ const char *cr__collab_conf_keys(void) {
 
 void cr__collab_conf_free(cr_collab_conf *c) {
   free(c->data);
+  free(c->data_query);
   free(c->audit);
   memset(c, 0, sizeof *c);
 }
@@ -101,15 +111,25 @@ static int set_value(const conf_key *k, const char *val, const char *basedir, cr
   char *field = (char *)c + k->offset;
   char *end = NULL;
   switch (k->kind) {
+  case K_SOURCE:
   case K_PATH: {
     char *p;
-    if (val[0] == '/' || basedir == NULL || basedir[0] == '\0') {
+    /* sqlite:PATH keeps its prefix, its PATH taken from basedir as a file's */
+    const char *prefix = "", *path = val;
+    if (k->kind == K_SOURCE && cr_source_kind_of(val) == CR_SOURCE_POSTGRESQL) {
+      path = NULL;
+    } else if (k->kind == K_SOURCE && strncmp(val, "sqlite:", 7) == 0) {
+      prefix = "sqlite:";
+      path = val + 7;
+    }
+    if (path == NULL || path[0] == '/' || path[0] == '\0' || basedir == NULL ||
+        basedir[0] == '\0') {
       p = strdup(val);
     } else {
-      size_t n = strlen(basedir) + 1 + strlen(val) + 1;
+      size_t n = strlen(prefix) + strlen(basedir) + 1 + strlen(path) + 1;
       p = malloc(n);
       if (p != NULL)
-        snprintf(p, n, "%s/%s", basedir, val);
+        snprintf(p, n, "%s%s/%s", prefix, basedir, path);
     }
     if (p == NULL)
       return CR_ENOMEM;
@@ -143,6 +163,30 @@ static int set_value(const conf_key *k, const char *val, const char *basedir, cr
       return CR_ECONFIG;
     }
     *(unsigned *)(void *)field = (unsigned)(k->kind == K_SECONDS ? v * 1000u : v);
+    return 0;
+  }
+  case K_TEXT: {
+    char *p = strdup(val);
+    if (p == NULL)
+      return CR_ENOMEM;
+    *(char **)(void *)field = p;
+    return 0;
+  }
+  case K_DELIM: {
+    char d = 0;
+    if (strcmp(val, ",") == 0 || strcasecmp(val, "comma") == 0)
+      d = ',';
+    else if (strcmp(val, ";") == 0 || strcasecmp(val, "semicolon") == 0)
+      d = ';';
+    else if (strcmp(val, "\\t") == 0 || strcasecmp(val, "tab") == 0)
+      d = '\t';
+    else if (strcmp(val, "|") == 0 || strcasecmp(val, "pipe") == 0)
+      d = '|';
+    if (d == 0) {
+      snprintf(why, cap, "takes \",\", \";\", \"tab\" or \"|\", got \"%.64s\"", val);
+      return CR_ECONFIG;
+    }
+    *field = d;
     return 0;
   }
   case K_BOOL: {
@@ -229,6 +273,19 @@ int cr__collab_conf_parse(const char *text, size_t len, const char *origin, cons
       rc = cr_error_set(err, CR_ECONFIG,
                         "%s: no \"%s = ...\" line; it is required (the keys are: %s)", origin,
                         KEYS[k].name, cr__collab_conf_keys());
+  if (rc == 0) {
+    /* The source's keys together: a data_query for a database, none for a
+     * CSV, a delimiter for a CSV only, no password in a URI. */
+    cr_source_options so = {c->data_query, c->delimiter};
+    cr_error se;
+    cr_error_clear(&se);
+    int src = cr_source_validate(c->data, &so, &se);
+    if (src == CR_ENOMEM)
+      rc = cr_error_set(err, CR_ENOMEM, "out of memory");
+    else if (src != 0)
+      rc = cr_error_set(err, CR_ECONFIG, "%s: data (line %lu): %s", origin, seen[0],
+                        cr_error_message(&se, src));
+  }
   free(copy);
   if (rc)
     cr__collab_conf_free(c);

@@ -22,7 +22,10 @@ void cr__party_refusal(cr_party *p, const char *event, const char *query, const 
 }
 
 static const char *mode_name(cr_party_mode m) {
-  return m == CR_PARTY_SERVE ? "serve" : m == CR_PARTY_RUN ? "run" : "ping";
+  return m == CR_PARTY_SERVE   ? "serve"
+         : m == CR_PARTY_RUN   ? "run"
+         : m == CR_PARTY_CHECK ? "check"
+                               : "ping";
 }
 
 static int record_start(cr_party *p, cr_error *err) {
@@ -90,7 +93,8 @@ int cr_party_open(cr_party **out, const cr_party_config *cfg, cr_error *err) {
   *out = NULL;
   int dir_mode = cfg != NULL && cfg->mode == CR_PARTY_SERVE && cfg->collaborations_dir != NULL;
   if (cfg == NULL || cfg->identity_dir == NULL ||
-      (cfg->mode != CR_PARTY_SERVE && cfg->mode != CR_PARTY_RUN && cfg->mode != CR_PARTY_PING))
+      (cfg->mode != CR_PARTY_SERVE && cfg->mode != CR_PARTY_RUN && cfg->mode != CR_PARTY_PING &&
+       cfg->mode != CR_PARTY_CHECK))
     return cr_error_set(err, CR_EINVAL, "party: a mode, a template and an identity are required");
   if (dir_mode && cfg->template_path != NULL)
     return cr_error_set(err, CR_EUSAGE,
@@ -153,7 +157,7 @@ int cr_party_open(cr_party **out, const cr_party_config *cfg, cr_error *err) {
   p->address = dup_or_null(cfg->address                ? cfg->address
                            : p->mode == CR_PARTY_SERVE ? NULL
                                                        : p->t->parties[other].address);
-  if (p->address == NULL) {
+  if (p->address == NULL && p->mode != CR_PARTY_CHECK) {
     rc = cfg->mode == CR_PARTY_SERVE
              ? cr_error_set(err, CR_EUSAGE, "an address to listen on (HOST:PORT) is required")
              : cr_error_set(err, CR_EUSAGE,
@@ -173,7 +177,7 @@ int cr_party_open(cr_party **out, const cr_party_config *cfg, cr_error *err) {
     src = sp ? cr_template_require_sigs(p->t, sp, &se) : CR_ENOMEM;
     free(sp);
   }
-  if (src && p->mode == CR_PARTY_PING)
+  if (src && (p->mode == CR_PARTY_PING || p->mode == CR_PARTY_CHECK))
     snprintf(p->notes[CR_PARTY_NOTE_SIGNATURES], sizeof p->notes[0], "%s",
              cr_error_message(&se, src));
 
@@ -188,12 +192,17 @@ int cr_party_open(cr_party **out, const cr_party_config *cfg, cr_error *err) {
     } else {
       /* A log that does not verify is evidence, not a setting (exit 3). */
       rc = cr_error_set(err, rc == CR_EDATA ? CR_EDATA : CR_ECONFIG,
-                        "cannot open the audit log %s: %s", p->audit_path,
-                        cr_error_message(&ae, rc));
+                        "cannot open the audit log %s: %s%s", p->audit_path,
+                        cr_error_message(&ae, rc),
+                        p->mode == CR_PARTY_CHECK
+                            ? " (a data check is recorded in the audit log like every data "
+                              "access; while a node holds this log, give the check its own with "
+                              "--audit FILE)"
+                            : "");
       goto fail;
     }
   }
-  if (p->mode != CR_PARTY_PING) {
+  if (p->mode != CR_PARTY_PING && p->mode != CR_PARTY_CHECK) {
     /* From here on every refusal and every data access is in the log. */
     if ((rc = record_start(p, err)) != 0)
       goto fail;
@@ -228,6 +237,7 @@ void cr_party_close(cr_party *p) {
   free(p->param_values);
   free(p->out_path);
   free(p->data_path);
+  free(p->data_query);
   cr_identity_free(p->id);
   cr_template_free(p->t);
   free(p->template_path);
@@ -285,6 +295,8 @@ int cr_party_check(const cr_party_config *cfg, const cr_party_serve_config *scfg
   p->audit_path =
       cfg->audit_path ? strdup(cfg->audit_path) : cr__trail_default_path(cfg->identity_dir);
   p->data_path = scfg && scfg->data ? strdup(scfg->data) : NULL;
+  p->data_query = scfg && scfg->data_query ? strdup(scfg->data_query) : NULL;
+  p->delimiter = scfg ? scfg->delimiter : 0;
   p->max_reject_ratio = scfg ? scfg->max_reject_ratio : 0;
   if ((rc = cr_identity_load(&p->id, cfg->identity_dir, err)) != 0) {
     rc = rc == CR_ENOMEM ? rc : CR_ECONFIG;
@@ -358,6 +370,40 @@ void cr__party_node_base(cr_party *p, unsigned timeout_ms) {
 
 /* ---- data ----------------------------------------------------------------- */
 
+int cr__party_set_source(cr_party *p, const char *data, const char *query, char delimiter,
+                         cr_error *err) {
+  char *d = strdup(data), *q = query ? strdup(query) : NULL;
+  if (d == NULL || (query && q == NULL)) {
+    free(d);
+    free(q);
+    return cr_error_set(err, CR_ENOMEM, "out of memory");
+  }
+  free(p->data_path);
+  free(p->data_query);
+  p->data_path = d;
+  p->data_query = q;
+  p->delimiter = delimiter;
+  return 0;
+}
+
+void cr__party_load_options(const cr_party *p, cr_dataset_options *opt) {
+  cr_dataset_options_init(opt);
+  if (p->max_reject_ratio != 0)
+    opt->max_reject_ratio = p->max_reject_ratio > 0 ? p->max_reject_ratio : 0.0;
+  opt->data_query = p->data_query;
+  opt->delimiter = p->delimiter;
+}
+
+/* The data access fields of the audit log: the source, and for a database
+ * the query (what was read is as much part of the access as where). */
+static json_t *data_fields(const cr_party *p, const cr_dataset *d, const char *query) {
+  json_t *o = cr__trail_data_fields(d, p->t, query);
+  json_object_set_new(o, "source", cr__jtext(cr_source_kind_name(d->source_kind)));
+  if (d->data_query != NULL)
+    json_object_set_new(o, "data_query", cr__jtext(d->data_query));
+  return o;
+}
+
 static int keep_row(void *ctx, const char *const *fields, const size_t *lens, size_t n) {
   return cr_filter_eval(ctx, fields, lens, n);
 }
@@ -370,9 +416,7 @@ int cr__party_load_start(cr_party *p, const cr_query *q, cr_error *err) {
           0)
     return rc == CR_ENOMEM ? rc : CR_EUSAGE;
   cr_dataset_options dopt;
-  cr_dataset_options_init(&dopt);
-  if (p->max_reject_ratio != 0)
-    dopt.max_reject_ratio = p->max_reject_ratio > 0 ? p->max_reject_ratio : 0.0;
+  cr__party_load_options(p, &dopt);
   dopt.group_column = q ? q->group_by[p->role] : NULL;
   dopt.filter = p->filter;
   dopt.params = &p->params;
@@ -384,8 +428,8 @@ int cr__party_load_start(cr_party *p, const cr_query *q, cr_error *err) {
     return rc == CR_EIO ? CR_EDATA : rc;
   }
   cr_error ae;
-  if (cr__trail_event(&p->trail, "data_loaded",
-                      cr__trail_data_fields(p->data, p->t, q ? q->name : NULL), &ae) != 0)
+  if (cr__trail_event(&p->trail, "data_loaded", data_fields(p, p->data, q ? q->name : NULL), &ae) !=
+      0)
     return cr_error_set(err, CR_EINTERNAL, "cannot write the audit log: %s", ae.msg);
   if (p->ev.on_data)
     p->ev.on_data(p->ev.ctx, p->data);

@@ -162,7 +162,9 @@ void cr__jset(json_t *o, const char *key, json_t *value);
  * The keys are a table in conf.c: one line there adds a key.
  */
 typedef struct cr_collab_conf {
-  char *data;              /* data = FILE (required): the CSV this collaboration serves */
+  char *data;              /* data = SOURCE (required): a CSV, sqlite:PATH or postgresql:// URI */
+  char *data_query;        /* data_query = SELECT ...: a database source's rows */
+  char delimiter;          /* delimiter = , ; tab |: a CSV's separator (0: detected) */
   char *audit;             /* audit = FILE: its own audit log (default: the node's) */
   double max_reject_ratio; /* 0: the node's; < 0: no rejected row at all */
   unsigned max_sessions;   /* 0: no cap of its own (the node's applies) */
@@ -176,7 +178,7 @@ int cr__collab_conf_parse(const char *text, size_t len, const char *origin, cons
                           cr_collab_conf *c, cr_error *err);
 int cr__collab_conf_load(const char *path, const char *basedir, cr_collab_conf *c, cr_error *err);
 void cr__collab_conf_free(cr_collab_conf *c);
-/* "data, audit, max_sessions, timeout, max_reject_ratio, enabled" */
+/* "data, data_query, delimiter, audit, max_sessions, timeout, max_reject_ratio, enabled" */
 const char *cr__collab_conf_keys(void);
 
 /* ---- collaborations --------------------------------------------------------- */
@@ -229,6 +231,8 @@ typedef struct cr_collab_src {
   const char *dir;           /* NULL: single template (serve --template) */
   const char *template_path; /* dir/template.json, or the --template file */
   const char *data;          /* single: --data */
+  const char *data_query;    /* single: --data-query */
+  char delimiter;            /* single: --delimiter */
   cr_template *t;            /* single: already loaded (borrowed) */
 } cr_collab_src;
 
@@ -320,6 +324,8 @@ struct cr_party {
   /* serve and run */
   cr_dataset *data;
   char *data_path;
+  char *data_query; /* database sources; NULL for a CSV */
+  char delimiter;   /* CSV; 0: detected */
   double max_reject_ratio;
   /* serve: the collaborations serving now, the sessions in progress */
   cr_collab **collabs;
@@ -372,6 +378,11 @@ void cr__party_node_base(cr_party *p, unsigned timeout_ms);
 void cr__party_refusal(cr_party *p, const char *event, const char *query, const char *why);
 /* run: loads p->data for query q (NULL: no filter, no group). */
 int cr__party_load_start(cr_party *p, const cr_query *q, cr_error *err);
+/* Takes a config's data source (path, query, delimiter) into p. */
+int cr__party_set_source(cr_party *p, const char *data, const char *query, char delimiter,
+                         cr_error *err);
+/* The options every load of p's data starts from (ratio, source). */
+void cr__party_load_options(const cr_party *p, cr_dataset_options *opt);
 /* The log at path, shared with the party's other users of it (one
  * reference for the caller). Loop thread. */
 int cr__party_log(cr_party *p, const char *path, cr_log **out, cr_error *err);

@@ -166,11 +166,16 @@ int cr_party_run(cr_party *p, uv_loop_t *loop, const cr_party_run_config *cfg,
     return cr_error_set(err, CR_EINVAL, "party: already serving or running");
   if (ev)
     p->ev = *ev;
-  free(p->data_path);
+  /* Flags first: the source's options and the partner's address are
+   * checked before anything is loaded. */
+  cr_source_options so = {cfg->data_query, cfg->delimiter};
+  if ((rc = cr_source_validate(cfg->data, &so, err)) != 0 ||
+      (rc = cr_node_check_address(p->address, err)) != 0 ||
+      (rc = cr__party_set_source(p, cfg->data, cfg->data_query, cfg->delimiter, err)) != 0)
+    return rc;
   free(p->out_path);
-  p->data_path = strdup(cfg->data);
   p->out_path = cfg->out ? strdup(cfg->out) : NULL;
-  if (p->data_path == NULL || (cfg->out && p->out_path == NULL))
+  if (cfg->out && p->out_path == NULL)
     return cr_error_set(err, CR_ENOMEM, "out of memory");
   p->max_reject_ratio = cfg->max_reject_ratio;
   memset(&p->last, 0, sizeof p->last);
@@ -231,6 +236,11 @@ int cr_party_run(cr_party *p, uv_loop_t *loop, const cr_party_run_config *cfg,
                         "query \"%s\" returns this side's matched rows: name the file to "
                         "write them to with --out FILE",
                         q->name);
+  if (cfg->out != NULL && !cfg->overwrite_out && access(cfg->out, F_OK) == 0)
+    return cr_error_set(err, CR_EUSAGE,
+                        "--out %s exists; the matched rows would replace it. Name another file, "
+                        "or pass --force to replace it",
+                        cfg->out);
   if (cfg->out != NULL) {
     /* The rows file must be writable before the partner spends a run on it. */
     cr_atomic_file f;

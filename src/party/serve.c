@@ -354,6 +354,13 @@ static void serve_refused(void *ctx, const cr_session_result *r0, const char *pe
     p->ev.on_session(p->ev.ctx, &s);
 }
 
+/* A session's progress (from the runner's Hello on), to the front end. */
+static void serve_progress(void *ctx, const cr_session_progress *pr) {
+  cr_party *p = ctx;
+  if (p->ev.on_progress)
+    p->ev.on_progress(p->ev.ctx, pr);
+}
+
 static void serve_listening(void *ctx, const char *addr) {
   cr_party *p = ctx;
   if (p->ev.on_listening)
@@ -426,6 +433,8 @@ int cr__srcs_list(cr_party *p, cr_srcs *s, cr_error *err) {
     s->v[0].name = s->names[0];
     s->v[0].template_path = s->tpaths[0];
     s->v[0].data = p->data_path;
+    s->v[0].data_query = p->data_query;
+    s->v[0].delimiter = p->delimiter;
     /* The template read at open; a reload reads the file again. */
     s->v[0].t = p->running ? NULL : p->t;
     return 0;
@@ -908,16 +917,34 @@ int cr_party_serve(cr_party *p, uv_loop_t *loop, const cr_party_serve_config *cf
   if (ev)
     p->ev = *ev;
   p->loop = loop;
-  free(p->data_path);
-  p->data_path = cfg->data ? strdup(cfg->data) : NULL;
-  if (cfg->data != NULL && p->data_path == NULL)
-    return cr_error_set(err, CR_ENOMEM, "out of memory");
+  /* What needs no data first, so a flag that is wrong fails at once: the
+   * source's options (serve --template), then the port, bound now and
+   * kept (issue 16: a port in use was found only after loading the whole
+   * data set; with many collaborations, after loading all of them). */
+  if (cfg->data != NULL) {
+    cr_source_options so = {cfg->data_query, cfg->delimiter};
+    if ((rc = cr_source_validate(cfg->data, &so, err)) != 0 ||
+        (rc = cr__party_set_source(p, cfg->data, cfg->data_query, cfg->delimiter, err)) != 0)
+      return rc;
+  } else {
+    free(p->data_path);
+    free(p->data_query);
+    p->data_path = p->data_query = NULL;
+    p->delimiter = 0;
+  }
+  int fd = -1;
+  if ((rc = cr_node_listen(loop, p->address, &fd, err)) != 0) {
+    cr__party_refusal(p, "serve_refused", NULL, cr_error_message(err, rc));
+    return rc;
+  }
   p->max_reject_ratio = cfg->max_reject_ratio;
   p->pool = cfg->pool;
   p->stopping = 0;
   p->node_closed = 0;
-  if ((rc = cr__party_collabs_start(p, cfg, err)) != 0)
+  if ((rc = cr__party_collabs_start(p, cfg, err)) != 0) {
+    close(fd);
     goto fail;
+  }
 
   cr__party_node_base(p, cfg->timeout_ms);
   p->nc.session.tmpl = NULL; /* per connection, from the router */
@@ -926,12 +953,13 @@ int cr_party_serve(cr_party *p, uv_loop_t *loop, const cr_party_serve_config *cf
   p->nc.on_routed_session = serve_routed_end;
   p->nc.on_session = serve_refused;
   p->nc.on_listening = serve_listening;
+  p->nc.on_progress = serve_progress;
   p->nc.on_closed = serve_node_closed;
   p->nc.once = cfg->once;
   p->nc.max_sessions = cfg->max_sessions;
   p->trail.pinned = trail_pinned;
   p->trail.pinned_ctx = p;
-  if ((rc = cr_node_serve_start(&p->node, loop, &p->nc, err)) != 0) {
+  if ((rc = cr_node_serve_start_fd(&p->node, loop, &p->nc, fd, err)) != 0) {
     cr__party_refusal(p, "serve_refused", NULL, cr_error_message(err, rc));
     goto fail;
   }

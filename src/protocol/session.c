@@ -421,11 +421,15 @@ int cr_session_check_local(const cr_session_config *cfg, int64_t now_unix, cr_er
                         "the template's suite \"%s\" is not supported by this node "
                         "(supported: ristretto255, p256)",
                         t->suite);
-  if (t->limits.not_after && now_unix > t->limits.not_after)
+  if (t->limits.not_after && now_unix > t->limits.not_after) {
+    char na[CR_TEMPLATE_TIME_BYTES], now[CR_TEMPLATE_TIME_BYTES];
+    cr_template_time_iso(t->limits.not_after, na);
+    cr_template_time_iso(now_unix, now);
     return cr_error_set(err, CR_EREFUSED,
-                        "the template expired (limits.not_after is %lld, now is %lld "
-                        "Unix seconds); agree a new template with the partner",
-                        (long long)t->limits.not_after, (long long)now_unix);
+                        "the template expired on %s (limits.not_after; it is now %s); agree a "
+                        "new template with the partner",
+                        na, now);
+  }
   if (cfg->is_runner && !cfg->ping) {
     const cr_query *q = cfg->query ? cr_template_query(t, cfg->query) : NULL;
     if (q == NULL) {
@@ -1058,17 +1062,23 @@ static int on_hello(cr_session *s, const Cleanroom__V1__Hello *h, const uint8_t 
       hex32(theirs, h->template_sha256.data);
     else
       snprintf(theirs, sizeof theirs, "(malformed)");
+    /* Labelled by role, not "ours"/"the partner's": this text is read on
+     * both sides (the partner gets it in the Error frame). */
+    cr_role pr = cr_role_other(s->cfg.role);
     return refuse(s, CR_WIRE_TEMPLATE_MISMATCH,
-                  "the templates differ: the partner's hash is %s, ours is %s; both "
+                  "the templates differ: the %s loaded %s, the %s loaded %s; both "
                   "sides must load the same template (compare `cleanroom template hash`)",
-                  theirs, ours);
+                  cr_role_name(s->cfg.role), ours, cr_role_name(pr), theirs);
   }
   if (h->suite == NULL || strcmp(h->suite, t->suite) != 0)
     return refuse(s, CR_WIRE_SUITE, "the partner uses suite \"%.32s\", the template says \"%s\"",
                   h->suite ? h->suite : "", t->suite);
-  if (t->limits.not_after && s->cfg.now_unix > t->limits.not_after)
+  if (t->limits.not_after && s->cfg.now_unix > t->limits.not_after) {
+    char na[CR_TEMPLATE_TIME_BYTES];
+    cr_template_time_iso(t->limits.not_after, na);
     return refuse(s, CR_WIRE_NOT_ALLOWED,
-                  "the template expired (limits.not_after); agree a new template");
+                  "the template expired on %s (limits.not_after); agree a new template", na);
+  }
 
   const char *qname = h->query ? h->query : "";
   /* A ping: the checks above passed; answer (or accept the answer) and end.
@@ -1838,10 +1848,17 @@ static int on_error(cr_session *s, const Cleanroom__V1__Error *e) {
    * differs. */
   char detail[200] = "";
   if (e->code == CR_WIRE_TEMPLATE_MISMATCH && e->template_sha256.len == CR_SHA256_BYTES) {
+    /* Our own words from the structured field: the partner's text says
+     * "ours" meaning its own (older nodes did), which read here is the
+     * wrong way round. */
     char ours[65], theirs[65];
     hex32(ours, s->cfg.tmpl->sha256);
     hex32(theirs, e->template_sha256.data);
-    snprintf(detail, sizeof detail, " (the partner's template is %s, ours is %s)", theirs, ours);
+    return fail(s, CR_EPEER, (int)e->code, 1,
+                "the partner refused the session (%s): the templates differ: this node (the "
+                "%s) loaded %s, the partner loaded %s; both sides must load the same template "
+                "(compare `cleanroom template hash`)",
+                cr_wire_error_name((int)e->code), cr_role_name(s->cfg.role), ours, theirs);
   } else if (e->code == CR_WIRE_VERSION && e->protocol_version != 0) {
     snprintf(detail, sizeof detail, " (the partner speaks version %u, this node %u)",
              e->protocol_version, (unsigned)CR_PROTOCOL_VERSION);
@@ -2262,6 +2279,7 @@ void cr_session_progress_get(const cr_session *s, cr_session_progress *p) {
   p->peer_total = s->peer_n * s->peer_w;
   p->digests_received = s->own_digests_n;
   p->digests_due = s->self_receives ? s->own_n * s->own_w : 0;
+  p->query = s->res.query;
   if (s->res.status != CR_SESSION_RUNNING)
     p->phase = "done";
   else if (s->recv == CR_STATE_EXPECT_HELLO)

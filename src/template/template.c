@@ -433,6 +433,48 @@ static int parse_normalizer(const char *s, cr_normalizer *out) {
   return CR_EINVAL;
 }
 
+/* match_key.columns given per party: {"provider": [...], "consumer": [...]},
+ * both present, the same number of names. */
+static int check_party_columns(vctx *v, json_t *j, cr_match_key *mk) {
+  static const char *const roles[] = {"provider", "consumer"};
+  int ok = 1;
+  size_t n[CR_ROLE_COUNT] = {0, 0};
+  check_fields(v, j, roles, 2);
+  if (json_object_size(j) > 2)
+    ok = 0;
+  for (int r = 0; r < CR_ROLE_COUNT; r++) {
+    size_t mark = path_key(v, roles[r]);
+    json_t *e = json_object_get(j, roles[r]);
+    if (e == NULL) {
+      verr(v, NULL, "the %s's key columns (a non-empty array of column names)", roles[r]);
+      ok = 0;
+    } else if (!want_strv(v, e, 1, CR_TEMPLATE_MAX_COLUMNS, "distinct column names",
+                          &mk->party_columns[r], &n[r])) {
+      ok = 0;
+    }
+    path_pop(v, mark);
+  }
+  if (ok && n[CR_ROLE_PROVIDER] != n[CR_ROLE_CONSUMER]) {
+    size_t mark = path_key(v, "consumer");
+    verr(v, json_object_get(j, "consumer"),
+         "%zu column name%s, as many as the provider's (the i-th column of each party holds "
+         "the same part of the key)",
+         n[CR_ROLE_PROVIDER], n[CR_ROLE_PROVIDER] == 1 ? "" : "s");
+    path_pop(v, mark);
+    ok = 0;
+  }
+  mk->ncolumns = ok ? n[CR_ROLE_PROVIDER] : 0;
+  return ok;
+}
+
+const char *const *cr_match_key_columns(const cr_match_key *mk, cr_role r) {
+  if (mk == NULL || (r != CR_ROLE_PROVIDER && r != CR_ROLE_CONSUMER))
+    return NULL;
+  if (mk->party_columns[r] != NULL)
+    return (const char *const *)mk->party_columns[r];
+  return (const char *const *)mk->columns;
+}
+
 /* Returns 1 if the match key is valid (its columns then feed later checks). */
 static int check_match_key(vctx *v, json_t *j, cr_match_key *mk) {
   static const char *const fields[] = {"name", "columns", "normalize", "default_country_code"};
@@ -449,9 +491,16 @@ static int check_match_key(vctx *v, json_t *j, cr_match_key *mk) {
   path_pop(v, mark);
 
   mark = path_key(v, "columns");
-  if (!want_strv(v, json_object_get(j, "columns"), 1, CR_TEMPLATE_MAX_COLUMNS,
-                 "distinct column names", &mk->columns, &mk->ncolumns))
+  e = json_object_get(j, "columns");
+  if (json_is_object(e)) {
+    if (!check_party_columns(v, e, mk))
+      ok = 0;
+  } else if (!want_strv(v, e, 1, CR_TEMPLATE_MAX_COLUMNS,
+                        "distinct column names (or an object with a list for \"provider\" "
+                        "and one for \"consumer\")",
+                        &mk->columns, &mk->ncolumns)) {
     ok = 0;
+  }
   path_pop(v, mark);
 
   mark = path_key(v, "normalize");
@@ -593,10 +642,11 @@ static int add_key_columns(cr_template *t) {
     t->required_columns[r] = s;
     for (size_t k = 0; k < cr_template_nkeys(t); k++) {
       const cr_match_key *mk = &t->match_keys[k];
+      const char *const *key = cr_match_key_columns(mk, (cr_role)r);
       for (size_t i = 0; i < mk->ncolumns; i++) {
-        if (in_strv(s, n, mk->columns[i]))
+        if (in_strv(s, n, key[i]))
           continue;
-        if ((s[n] = strdup(mk->columns[i])) == NULL)
+        if ((s[n] = strdup(key[i])) == NULL)
           return CR_ENOMEM;
         t->nrequired_columns[r] = ++n;
       }
@@ -1220,6 +1270,32 @@ static int parse_utc(const char *s, int64_t *out) {
   return 0;
 }
 
+void cr_template_time_iso(int64_t unix_seconds, char out[CR_TEMPLATE_TIME_BYTES]) {
+  /* Days to a civil date (H. Hinnant's algorithm): no libc, no timezone. */
+  int64_t days = unix_seconds / 86400, secs = unix_seconds % 86400;
+  if (secs < 0) {
+    secs += 86400;
+    days--;
+  }
+  int64_t z = days + 719468;
+  int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+  int64_t doe = z - era * 146097;
+  int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+  int64_t y = yoe + era * 400;
+  int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+  int64_t mp = (5 * doy + 2) / 153;
+  int64_t d = doy - (153 * mp + 2) / 5 + 1;
+  int64_t m = mp < 10 ? mp + 3 : mp - 9;
+  if (m <= 2)
+    y++;
+  if (y < 0 || y > 9999) {
+    snprintf(out, CR_TEMPLATE_TIME_BYTES, "(out of range)");
+    return;
+  }
+  snprintf(out, CR_TEMPLATE_TIME_BYTES, "%04d-%02d-%02dT%02d:%02d:%02dZ", (int)y, (int)m, (int)d,
+           (int)(secs / 3600), (int)(secs / 60 % 60), (int)(secs % 60));
+}
+
 /* limits.size_buckets (template.h): {"floor": F, "ratio": R} or
  * {"edges": [...], "ratio": R}, each member optional. */
 static void check_buckets(vctx *v, json_t *j, cr_size_buckets *b) {
@@ -1751,6 +1827,13 @@ void cr_template_free(cr_template *t) {
     cr_match_key *mk = &t->match_keys[k];
     free(mk->name);
     cr_strv_free(mk->columns, mk->ncolumns);
+    for (int r = 0; r < CR_ROLE_COUNT; r++) {
+      /* NULL-terminated (want_strv), whatever ncolumns says after an error. */
+      char **pc = mk->party_columns[r];
+      for (size_t i = 0; pc != NULL && pc[i] != NULL; i++)
+        free(pc[i]);
+      free(pc);
+    }
     free(mk->normalize);
     free(mk->default_country_code);
   }

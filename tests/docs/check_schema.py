@@ -39,6 +39,13 @@ broken = [
     ("min_count below 1", lambda d: next(iter(d["queries"].values())).__setitem__("min_count", 0)),
     ("bad suite", lambda d: d.__setitem__("suite", "rot13")),
     ("short fingerprint", lambda d: d["parties"]["provider"].__setitem__("cert_sha256", "abc")),
+    ("per-party key columns for one party only",
+     lambda d: d["match_key"].__setitem__("columns", {"provider": ["mobil"]})),
+    ("per-party key columns for an unknown role",
+     lambda d: d["match_key"].__setitem__(
+         "columns", {"provider": ["a"], "consumer": ["b"], "auditor": ["c"]})),
+    ("an empty per-party key column list",
+     lambda d: d["match_key"].__setitem__("columns", {"provider": [], "consumer": ["b"]})),
     ("unknown noise mechanism", lambda d: next(iter(d["queries"].values())).__setitem__(
         "noise", {"mechanism": "laplace", "epsilon": 1})),
     ("gaussian noise without delta", lambda d: next(iter(d["queries"].values())).__setitem__(
@@ -48,6 +55,16 @@ broken = [
     ("negative budget", lambda d: d.setdefault("limits", {}).__setitem__(
         "privacy_budget", {"epsilon": -1})),
 ]
+# And accepts the per-party form of match_key.columns.
+doc = json.loads(json.dumps(base))
+doc["match_key"]["columns"] = {"provider": ["mobil"], "consumer": ["phone_number"]}
+if list(validator.iter_errors(doc)):
+    failed += 1
+    print("FAIL: schema rejects per-party match_key.columns")
+else:
+    passed += 1
+    print("ok: schema accepts per-party match_key.columns")
+
 for name, mutate in broken:
     doc = json.loads(json.dumps(base))
     mutate(doc)

@@ -178,6 +178,50 @@ onboard s3 --role consumer --dir homesure --preset nosuch --partner-fingerprint 
 expect_eq "unknown preset: exit 2" 2 "$OB_RC"
 onboard s4 --role consumer --dir homesure --preset overlap --partner-fingerprint abc --address a:1
 expect_eq "bad fingerprint: exit 2" 2 "$OB_RC"
+# Issue 16: what a new partner ran into.
+onboard s5 --role consumer --dir homesure --preset overlap --partner-fingerprint "${P_FP:0:63}" --address a:1
+expect_eq "63 hex digits: exit 2" 2 "$OB_RC"
+expect_grep "63 hex digits: says expected 64, got 63" "expected 64 hex digits (a SHA-256 fingerprint), got 63" s5.out
+mkdir -p colon-fp
+onboard s6a --role consumer --name Colon --dir colon-fp
+P_COLON="SHA256 Fingerprint=$(printf '%s' "$P_FP" | tr 'a-f' 'A-F' | sed 's/../&:/g; s/:$//')"
+onboard s6 --role consumer --dir colon-fp --preset overlap --partner-fingerprint "$P_COLON" \
+  --partner-name Seller --address seller.example:7443
+expect_eq "openssl's fingerprint line (colons, prefix): accepted" 0 "$OB_RC"
+expect_grep "openssl's fingerprint line: pinned as hex" "$P_FP" colon-fp/template.json
+mkdir -p noaddr
+onboard s7a --role provider --name NoAddr --dir noaddr
+onboard s7 --role provider --dir noaddr --preset overlap --partner-fingerprint "$C_FP" --partner-name B
+expect_eq "a provider drafting without --address: exit 2, not a guessed hostname" 2 "$OB_RC"
+expect_grep "without --address: says it is required and why" "\-\-address HOST:PORT is required" s7.out
+if [ -f noaddr/template.json ]; then fail "a template was drafted with a guessed address"; else ok "no template drafted with a guessed address"; fi
+# --help runs nothing: a `cleanroom` on PATH that notes being run stays silent.
+mkdir -p fakebin
+printf '#!/bin/sh\ntouch "%s/fakebin/ran"\n' "$WORK" >fakebin/cleanroom
+chmod +x fakebin/cleanroom
+set +e
+PATH="$WORK/fakebin:$PATH" bash "$ONBOARD" --help >help.out 2>&1
+HELP_RC=$?
+set -e
+expect_eq "onboard.sh --help: exit 0" 0 "$HELP_RC"
+if [ -e fakebin/ran ]; then fail "onboard.sh --help executed a command from its help text"; else ok "onboard.sh --help executes nothing"; fi
+expect_grep "onboard.sh --help shows the command in backquotes as text" 'its `cleanroom keygen`' help.out
+# No cleanroom anywhere: says how to build or install it.
+mkdir -p nobin
+cp "$ONBOARD" nobin/onboard.sh
+if PATH=/usr/bin:/bin command -v cleanroom >/dev/null 2>&1; then
+  echo "skip: a cleanroom is installed in /usr/bin"
+else
+  set +e
+  env -u CLEANROOM PATH=/usr/bin:/bin bash nobin/onboard.sh --role consumer --name X --dir nobin/x \
+    </dev/null >nobin.out 2>&1
+  NOBIN_RC=$?
+  set -e
+  expect_eq "no cleanroom binary: exit 2" 2 "$NOBIN_RC"
+  expect_grep "no cleanroom binary: says how to build it" "cmake -S . -B build" nobin.out
+  expect_grep "no cleanroom binary: says how to install it" "cmake --install build" nobin.out
+  if grep -q "command not found" nobin.out; then fail "no cleanroom binary: 'command not found'"; else ok "no cleanroom binary: no 'command not found'"; fi
+fi
 
 # ---- --config: errors name the file and line; the command line wins -------------------------
 printf 'template = template.json\n# a comment\nlisten = 127.0.0.1:0\nlisen = 1\n' >acme/bad.conf

@@ -30,6 +30,11 @@ expect_eq "template mismatch: serve exits 4" 4 "$SERVER_RC"
 expect_grep "run names the provider's hash" "$TH" run.err
 expect_grep "run names its own hash" "$TH2" run.err
 expect_grep "serve says the templates differ" "templates differ" server.err
+# Each hash under the right name, on both sides (issue 16).
+expect_grep "run calls the provider's hash the partner's" "the partner loaded $TH" run.err
+expect_grep "run calls its own hash its own" "this node (the consumer) loaded $TH2" run.err
+expect_grep "serve labels the hashes by role" "the provider loaded $TH, the consumer loaded $TH2" server.err
+if grep -q "the partner loaded $TH2" run.err; then fail "run shows its own hash as the partner's"; else ok "run never shows its own hash as the partner's"; fi
 expect_grep "nothing released to the consumer" '"released":null' run.out
 
 # --- a query the template does not have: refused before connecting --------

@@ -16,6 +16,8 @@
 
 #include <cmocka.h>
 
+#include <sqlite3.h>
+
 #include "cleanroom/dataset.h"
 #include "support/multikey.h"
 
@@ -202,11 +204,198 @@ static void test_members_matched_on(void **state) {
   cr_template_free(t);
 }
 
+/*
+ * Several match keys whose columns are named per party (issue 16 with issue
+ * 19): the consumer calls them Mail and Tel, the provider email and phone.
+ * The consumer's rows, from a ';'-separated CSV (the separator detected)
+ * and from a SQLite data query, give the same records, values and per-key
+ * counts as the fixture's shared-name CSV; members from the SQLite source
+ * writes every row of a matched record with its matched_on.
+ */
+static cr_template *party_columns_template(void) {
+  char json[4096];
+  snprintf(json, sizeof json,
+           "{\"format\": \"cleanroom-template/1\", \"name\": \"multikey per party\","
+           " \"parties\": {\"provider\": {\"org\": \"P\", \"cert_sha256\": \"%064d\"},"
+           "  \"consumer\": {\"org\": \"C\", \"cert_sha256\": \"%064d\"}},"
+           " \"suite\": \"ristretto255\","
+           " \"match_keys\": [{\"name\": \"email\", \"columns\": {\"provider\": [\"email\"],"
+           "   \"consumer\": [\"Mail\"]}, \"normalize\": [\"email\"]},"
+           "  {\"name\": \"phone\", \"columns\": {\"provider\": [\"phone\"],"
+           "   \"consumer\": [\"Tel\"]}, \"normalize\": [\"phone\"]}],"
+           " \"match\": \"any\", \"count_of\": \"consumer\","
+           " \"data\": {\"provider\": {\"required_columns\": [\"tier\"]},"
+           "  \"consumer\": {\"required_columns\": [\"user\", \"seg\"]}},"
+           " \"queries\": {"
+           "  \"overlap\": {\"kind\": \"count\", \"run_by\": [\"consumer\"],"
+           "   \"results_to\": [\"consumer\"], \"min_count\": 1},"
+           "  \"mine\": {\"kind\": \"members\", \"run_by\": [\"consumer\"],"
+           "   \"results_to\": [\"consumer\"], \"min_count\": 1}},"
+           " \"limits\": {\"size_buckets\": {\"edges\": [4, 8, 12, 16, 24, 32]}}}",
+           1, 2);
+  cr_template *t = NULL;
+  cr_error err;
+  if (cr_template_parse(&t, json, strlen(json), "perparty.json", &err) != 0)
+    fail_msg("%s", err.msg);
+  return t;
+}
+
+/* Two loads of the same rows hold the same set, value for value. */
+static void assert_same_set(const cr_dataset *a, const cr_dataset *b) {
+  assert_int_equal(a->nkeys, b->nkeys);
+  assert_int_equal(cr_dataset_width(a), cr_dataset_width(b));
+  assert_int_equal(a->n, b->n);
+  assert_int_equal(a->nvalues, b->nvalues);
+  assert_int_equal(a->rows_read, b->rows_read);
+  assert_int_equal(a->rows_accepted, b->rows_accepted);
+  assert_int_equal(a->rows_rejected, b->rows_rejected);
+  assert_int_equal(a->rows_merged, b->rows_merged);
+  assert_int_equal(a->values_unsent, b->values_unsent);
+  for (int r = 0; r < CR_REJECT_COUNT; r++)
+    assert_int_equal(a->rejected[r], b->rejected[r]);
+  for (size_t k = 0; k < a->nkeys; k++) {
+    assert_int_equal(a->key_missing[k], b->key_missing[k]);
+    assert_int_equal(a->key_invalid[k], b->key_invalid[k]);
+  }
+  assert_memory_equal(a->off, b->off, (a->nvalues + 1) * sizeof *a->off);
+  assert_memory_equal(a->bytes, b->bytes, a->off[a->nvalues]);
+  assert_memory_equal(a->value_key, b->value_key, a->nvalues);
+  if (cr_dataset_width(a) > 1) {
+    assert_memory_equal(a->slots, b->slots, a->n * a->width * sizeof *a->slots);
+    assert_memory_equal(a->value_record, b->value_record, a->nvalues * sizeof *a->value_record);
+  }
+}
+
+static void sql_exec(sqlite3 *db, const char *q) {
+  char *msg = NULL;
+  if (sqlite3_exec(db, q, NULL, NULL, &msg) != SQLITE_OK)
+    fail_msg("sqlite: %s: %s", q, msg ? msg : "?");
+}
+
+static void test_party_columns_any_source(void **state) {
+  (void)state;
+  cr_template *shared = mk_template("consumer", 1);
+  cr_template *t = party_columns_template();
+  cr_dataset *want = mk_load(shared, CR_ROLE_CONSUMER, MK_CONSUMER_CSV, NULL);
+  assert_int_equal(want->n, 9);
+
+  /* The consumer's CSV, ';'-separated, its key columns under its names in
+   * other case and spacing (names match case-insensitively, trimmed). */
+  char csv[sizeof MK_CONSUMER_CSV + 16];
+  const char *body = strchr(MK_CONSUMER_CSV, '\n') + 1;
+  snprintf(csv, sizeof csv, "user; MAIL ;tel;seg\n%s", body);
+  for (char *c = csv; *c; c++)
+    if (*c == ',')
+      *c = ';';
+  cr_dataset *semi = mk_load(t, CR_ROLE_CONSUMER, csv, NULL);
+  assert_int_equal(semi->delimiter, ';');
+  assert_same_set(want, semi);
+  assert_int_equal(semi->rows_merged, 3);
+  assert_int_equal(semi->key_invalid[0], 1); /* c11's e-mail, counted under key "email" */
+
+  /* The consumer's names are its own: its CSV with the provider's names is
+   * refused, naming the column it lacks. */
+  char *path = mk_write_temp(MK_CONSUMER_CSV);
+  cr_dataset *d = NULL;
+  cr_error err;
+  cr_error_clear(&err);
+  assert_int_equal(cr_dataset_load(&d, path, t, CR_ROLE_CONSUMER, NULL, &err), CR_EDATA);
+  assert_non_null(strstr(err.msg, "\"Mail\""));
+  assert_null(d);
+  unlink(path);
+  free(path);
+
+  /* The same rows in SQLite (empty cells as NULL), read by a data query. */
+  char db_path[] = "/tmp/cr-multikey-db-XXXXXX";
+  int fd = mkstemp(db_path);
+  assert_true(fd >= 0);
+  close(fd);
+  unlink(db_path);
+  sqlite3 *db = NULL;
+  assert_int_equal(sqlite3_open(db_path, &db), SQLITE_OK);
+  sql_exec(db, "CREATE TABLE people (id INTEGER PRIMARY KEY, user TEXT, mail TEXT, tel TEXT, "
+               "seg TEXT)");
+  const char *line = body;
+  while (*line) {
+    const char *end = strchr(line, '\n');
+    char row[128], *f[4];
+    snprintf(row, sizeof row, "%.*s", (int)(end - line), line);
+    f[0] = row;
+    for (int i = 1; i < 4; i++) {
+      f[i] = strchr(f[i - 1], ',');
+      *f[i]++ = '\0';
+    }
+    char *q = sqlite3_mprintf("INSERT INTO people (user, mail, tel, seg) VALUES (%Q, %Q, %Q, %Q)",
+                              f[0], *f[1] ? f[1] : NULL, *f[2] ? f[2] : NULL, f[3]);
+    sql_exec(db, q);
+    sqlite3_free(q);
+    line = end + 1;
+  }
+  sqlite3_close(db);
+  char data[128];
+  snprintf(data, sizeof data, "sqlite:%s", db_path);
+  cr_dataset_options opt;
+  cr_dataset_options_init(&opt);
+  opt.max_reject_ratio = 0.5;
+  opt.data_query = "SELECT user, mail AS Mail, tel AS Tel, seg FROM people ORDER BY id";
+  cr_error_clear(&err);
+  if (cr_dataset_load(&d, data, t, CR_ROLE_CONSUMER, &opt, &err) != 0)
+    fail_msg("%s", err.msg);
+  assert_int_equal(d->source_kind, CR_SOURCE_SQLITE);
+  assert_same_set(want, d);
+
+  /* members from the database: every row of R1 (both keys) and c3 (phone),
+   * with the keys they matched on, as from a CSV. */
+  uint8_t matched[2] = {0}, on[9] = {0};
+  matched[0] = 1u << 0 | 1u << 2;
+  on[0] = 3;
+  on[2] = 2;
+  char out[] = "/tmp/cr-members-XXXXXX";
+  fd = mkstemp(out);
+  assert_true(fd >= 0);
+  close(fd);
+  cr_atomic_file f;
+  assert_int_equal(cr_atomic_open(&f, out, 0600, &err), 0);
+  const char *cols[] = {"user"};
+  uint64_t rows = 0;
+  assert_int_equal(
+      cr_dataset_write_matches(d, t, matched, on, cols, 1, NULL, NULL, &f, &rows, NULL, &err), 0);
+  assert_int_equal(cr_atomic_commit(&f, &err), 0);
+  assert_int_equal(rows, 3);
+  assert_string_equal(slurp(out), "user,matched_on\r\n"
+                                  "c1,email+phone\r\n"
+                                  "c3,phone\r\n"
+                                  "c8,email+phone\r\n");
+  /* All columns: the query's own, then matched_on. */
+  assert_int_equal(cr_atomic_open(&f, out, 0600, &err), 0);
+  assert_int_equal(
+      cr_dataset_write_matches(d, t, matched, on, NULL, 0, NULL, NULL, &f, &rows, NULL, &err), 0);
+  assert_int_equal(cr_atomic_commit(&f, &err), 0);
+  assert_string_equal(slurp(out), "user,Mail,Tel,seg,matched_on\r\n"
+                                  "c1,a@x.example,+15550000001,s1,email+phone\r\n"
+                                  "c3,,+1 555 000 0003,s2,phone\r\n"
+                                  "c8,a@x.example,+15550000008,s2,email+phone\r\n");
+  unlink(out);
+  cr_dataset_free(d);
+  unlink(db_path);
+
+  /* The provider names its columns email and phone: its file loads as is. */
+  d = mk_load(t, CR_ROLE_PROVIDER, MK_PROVIDER_CSV, NULL);
+  assert_int_equal(d->n, 12);
+  assert_int_equal(cr_dataset_width(d), 1);
+  mk_free(d);
+
+  mk_free(semi);
+  mk_free(want);
+  cr_template_free(t);
+  cr_template_free(shared);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_counted_side_records), cmocka_unit_test(test_labels_per_record),
       cmocka_unit_test(test_flat_side_duplicates), cmocka_unit_test(test_all_keys_rejected),
-      cmocka_unit_test(test_members_matched_on),
+      cmocka_unit_test(test_members_matched_on),   cmocka_unit_test(test_party_columns_any_source),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

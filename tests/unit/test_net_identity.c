@@ -345,8 +345,46 @@ static void test_two_identities_differ(void **state) {
   rm_identity(dir);
 }
 
+/* Fingerprints as people paste them (issue 16). */
+static void test_fingerprint_parse(void **state) {
+  (void)state;
+  static const char hex[] = "a309bc0123456789abcdef0123456789abcdef0123456789abcdef0123456789";
+  uint8_t want[CR_SHA256_BYTES], fp[CR_SHA256_BYTES];
+  cr_error err;
+  assert_int_equal(cr_hex_decode(want, sizeof want, hex), 0);
+  char colon[3 * CR_SHA256_BYTES];
+  for (size_t i = 0; i < CR_SHA256_BYTES; i++)
+    snprintf(colon + 3 * i, 4, "%02X%s", want[i], i + 1 < CR_SHA256_BYTES ? ":" : "");
+  assert_int_equal(cr_fingerprint_parse(hex, fp, &err), 0);
+  assert_memory_equal(fp, want, sizeof fp);
+  assert_int_equal(cr_fingerprint_parse(colon, fp, &err), 0);
+  assert_memory_equal(fp, want, sizeof fp);
+  char line[200];
+  snprintf(line, sizeof line, "sha256 Fingerprint=%s\n", colon);
+  assert_int_equal(cr_fingerprint_parse(line, fp, &err), 0);
+  assert_memory_equal(fp, want, sizeof fp);
+  /* One digit short: says so, by count. */
+  char short63[64];
+  memcpy(short63, hex, 63);
+  short63[63] = '\0';
+  cr_error_clear(&err);
+  assert_int_equal(cr_fingerprint_parse(short63, fp, &err), CR_EINVAL);
+  assert_non_null(strstr(err.msg, "expected 64 hex digits (a SHA-256 fingerprint), got 63"));
+  assert_int_equal(cr_fingerprint_parse("AB:CD", fp, &err), CR_EINVAL);
+  assert_non_null(strstr(err.msg, "got 4"));
+  /* Not a fingerprint at all: 1, for the caller to try it as a file. */
+  assert_int_equal(cr_fingerprint_parse("acme.crt", fp, &err), 1);
+  assert_int_equal(cr_fingerprint_parse("./id/identity.crt", fp, &err), 1);
+  assert_int_equal(cr_fingerprint_parse("", fp, &err), 1);
+  /* cr_fingerprint_arg: a short one that is not a file is not opened. */
+  assert_int_equal(cr_fingerprint_arg(short63, fp, &err), CR_EINVAL);
+  assert_null(strstr(err.msg, "cannot open"));
+  assert_int_equal(cr_fingerprint_arg("/nonexistent/x.crt", fp, &err), CR_ECONFIG);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_fingerprint_parse),
       cmocka_unit_test(test_generate_files_and_modes),
       cmocka_unit_test(test_certificate_fields),
       cmocka_unit_test(test_fingerprint_matches_openssl),

@@ -610,6 +610,84 @@ static void test_members_unwritable_out(void **state) {
   verify_log(w->audit[FX_CONSUMER], x.pk[FX_CONSUMER], 1);
 }
 
+/* members: an --out file that exists is refused before the partner is
+ * contacted, unless the caller allows replacing it (issue 16). */
+static void test_members_existing_out(void **state) {
+  world *w = *state;
+  char pd[FX_PATH_MAX], cd[FX_PATH_MAX], out[FX_PATH_MAX];
+  pin(w, "rideshare/template.json", NULL);
+  assert_non_null(fx_join(out, sizeof out, w->root, "riders.csv"));
+  FILE *f = fopen(out, "w");
+  assert_non_null(f);
+  fputs("precious\n", f);
+  fclose(f);
+  pair x;
+  pair_init(&x, w, example(pd, sizeof pd, "rideshare/team.csv"),
+            example(cd, sizeof cd, "rideshare/app.csv"), "season_ticket_riders");
+  x.out = out;
+  pair_run(&x);
+  assert_int_equal(x.run_rc, CR_EUSAGE);
+  assert_non_null(strstr(x.cons_err.msg, "--force"));
+  assert_int_equal(fx_audit_count(w->audit[FX_CONSUMER], "session_started"), 0);
+  f = fopen(out, "r");
+  char buf[32] = {0};
+  assert_non_null(fgets(buf, sizeof buf, f));
+  fclose(f);
+  assert_string_equal(buf, "precious\n");
+}
+
+/* data check: the set as a run would load it, a verdict, recorded as
+ * data_checked with a checkpoint; no node_started, no session, nothing
+ * counted against a query; a password in a URI never reaches the log. */
+static void test_data_check(void **state) {
+  world *w = *state;
+  cr_party *p = NULL;
+  cr_error err;
+  char pd[FX_PATH_MAX];
+  pin(w, "insurance/template.json", NULL);
+  cr_party_config pc = {0};
+  pc.mode = CR_PARTY_CHECK;
+  pc.template_path = w->tmpl;
+  pc.identity_dir = w->ids.dir[FX_PROVIDER];
+  assert_int_equal(cr_party_open(&p, &pc, &err), 0); /* no address needed */
+  cr_party_check_config cc = {0};
+  cr_party_data_check res;
+  cc.data = example(pd, sizeof pd, "insurance/acme.csv");
+  cc.query = "overlap_by_segment";
+  assert_int_equal(cr_party_check_data(p, &cc, &res, &err), 0);
+  assert_non_null(res.data);
+  assert_int_equal(res.verdict, 0);
+  assert_ptr_equal(res.query, cr_template_query(cr_party_template(p), "overlap_by_segment"));
+  assert_false(res.runs_query); /* the consumer runs it */
+  assert_int_equal(res.data->nlabels, 4);
+  assert_int_equal(res.data->nsamples, 5);
+  assert_int_equal(res.announced, cr_template_bucket(cr_party_template(p), res.data->n));
+  cr_party_check_free(&res);
+  /* An unknown query and a password: refused, nothing loaded. */
+  cc.query = "nope";
+  assert_int_equal(cr_party_check_data(p, &cc, &res, &err), CR_EUSAGE);
+  cc.query = NULL;
+  cc.data = "postgresql://u:hunter2pw@db/crm";
+  cc.data_query = "SELECT email, segment FROM c";
+  assert_int_equal(cr_party_check_data(p, &cc, &res, &err), CR_EUSAGE);
+  assert_null(strstr(err.msg, "hunter2pw"));
+  /* A file that is not there: recorded, CR_EDATA. */
+  cc.data = "/nonexistent/acme.csv";
+  cc.data_query = NULL;
+  assert_int_equal(cr_party_check_data(p, &cc, &res, &err), CR_EDATA);
+  cr_party_close(p);
+  assert_int_equal(fx_audit_count(w->audit[FX_PROVIDER], "data_checked"), 2);
+  assert_int_equal(fx_audit_count(w->audit[FX_PROVIDER], "node_started"), 0);
+  assert_int_equal(fx_audit_count(w->audit[FX_PROVIDER], "session_started"), 0);
+  assert_int_equal(fx_audit_count(w->audit[FX_PROVIDER], "data_loaded"), 0);
+  verify_log(w->audit[FX_PROVIDER], NULL, 0);
+  char *log = fx_read_file(w->audit[FX_PROVIDER], NULL);
+  assert_non_null(log);
+  assert_null(strstr(log, "hunter2pw"));
+  assert_null(strstr(log, "@")); /* no key, no e-mail address */
+  free(log);
+}
+
 /* pharma: the provider filters its records with the consumer's parameters
  * (README ground truth: 116), and the filtered load is recorded. */
 static void test_filtered_count_with_params(void **state) {
@@ -748,6 +826,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_run_refusals, setup, teardown),
       cmocka_unit_test_setup_teardown(test_members_release, setup, teardown),
       cmocka_unit_test_setup_teardown(test_members_unwritable_out, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_members_existing_out, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_data_check, setup, teardown),
       cmocka_unit_test_setup_teardown(test_filtered_count_with_params, setup, teardown),
       cmocka_unit_test_setup_teardown(test_no_signal_handlers, setup, teardown),
       cmocka_unit_test_setup_teardown(test_stop_idle_serve, setup, teardown),

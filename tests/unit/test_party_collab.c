@@ -62,6 +62,34 @@ static void test_conf_keys(void **state) {
   assert_int_equal(c.enabled, 1);
   cr__collab_conf_free(&c);
 
+  /* Data sources: a CSV's delimiter; sqlite:PATH relative to the directory
+   * (the prefix kept); a PostgreSQL URI as written; the data query as
+   * written, '=' signs and all. */
+  assert_int_equal(parse("data = d.csv\ndelimiter = tab\n", &c, &err), 0);
+  assert_string_equal(c.data, "/srv/collab/d.csv");
+  assert_int_equal(c.delimiter, '\t');
+  assert_null(c.data_query);
+  cr__collab_conf_free(&c);
+  assert_int_equal(parse("data = sqlite:db/crm.db\n"
+                         "data_query = SELECT email FROM clients WHERE active = 1\n",
+                         &c, &err),
+                   0);
+  assert_string_equal(c.data, "sqlite:/srv/collab/db/crm.db");
+  assert_string_equal(c.data_query, "SELECT email FROM clients WHERE active = 1");
+  assert_int_equal(c.delimiter, 0);
+  cr__collab_conf_free(&c);
+  assert_int_equal(parse("data = sqlite:/abs/crm.db\ndata-query = SELECT email FROM t\n", &c, &err),
+                   0);
+  assert_string_equal(c.data, "sqlite:/abs/crm.db");
+  cr__collab_conf_free(&c);
+  assert_int_equal(parse("data = postgresql://cleanroom@db.internal/crm?sslmode=require\n"
+                         "data_query = \"SELECT email FROM customers\"\n",
+                         &c, &err),
+                   0);
+  assert_string_equal(c.data, "postgresql://cleanroom@db.internal/crm?sslmode=require");
+  assert_string_equal(c.data_query, "SELECT email FROM customers");
+  cr__collab_conf_free(&c);
+
   /* A ratio of 0 from a person means no rejected row at all. */
   assert_int_equal(parse("data = d.csv\nmax_reject_ratio = 0\n", &c, &err), 0);
   assert_true(c.max_reject_ratio < 0);
@@ -81,7 +109,26 @@ static void expect_conf_error(const char *text, const char *what) {
 static void test_conf_errors(void **state) {
   (void)state;
   expect_conf_error("data = d.csv\ndta = x\n", "dir/collaboration.conf:2: unknown key \"dta\"");
-  expect_conf_error("data = d.csv\ndta = x\n", "the keys are: data, audit, max_sessions");
+  expect_conf_error("data = d.csv\ndta = x\n",
+                    "the keys are: data, data_query, delimiter, audit, max_sessions");
+  /* The data source's keys, checked together (issue 16). */
+  expect_conf_error("data = d.csv\ndelimiter = :\n", ":2: \"delimiter\" takes \",\", \";\"");
+  expect_conf_error("data = d.csv\ndata_query = SELECT 1\n",
+                    "dir/collaboration.conf: data (line 1): ");
+  expect_conf_error("data = d.csv\ndata_query = SELECT 1\n", "a data query is for a database");
+  expect_conf_error("data = sqlite:crm.db\n", "dir/collaboration.conf: data (line 1): ");
+  expect_conf_error("data = sqlite:crm.db\ndata_query = SELECT email FROM t\ndelimiter = ;\n",
+                    "dir/collaboration.conf: data (line 1): ");
+  expect_conf_error("data = postgresql://u:hunter2@db/crm\ndata_query = SELECT email FROM t\n",
+                    "dir/collaboration.conf: data (line 1): ");
+  {
+    cr_collab_conf pc;
+    cr_error pe;
+    assert_int_equal(
+        parse("data = postgresql://u:hunter2@db/crm\ndata_query = SELECT 1\n", &pc, &pe),
+        CR_ECONFIG);
+    assert_null(strstr(pe.msg, "hunter2")); /* the password is never repeated */
+  }
   expect_conf_error("data = a.csv\ndata = b.csv\n",
                     ":2: \"data\" is given twice (first on line 1)");
   expect_conf_error("data = d.csv\njust words\n", ":2: expected `key = value`");

@@ -425,6 +425,16 @@ static void test_template_mismatch_shows_both_hashes(void **state) {
   assert_non_null(strstr(m, hp));
   assert_non_null(strstr(m, hc));
   assert_non_null(strstr(m, "TEMPLATE_MISMATCH"));
+  /* Each hash labelled from the reader's side (issue 16: the runner was
+   * shown "the partner's hash is <ours>"). */
+  char want[256];
+  snprintf(want, sizeof want, "this node (the consumer) loaded %s, the partner loaded %s", hc, hp);
+  if (strstr(m, want) == NULL)
+    fail_msg("runner's message: %s", m);
+  const char *mp = cr_session_result_get(x.provider)->error_msg;
+  snprintf(want, sizeof want, "the provider loaded %s, the consumer loaded %s", hp, hc);
+  if (strstr(mp, want) == NULL)
+    fail_msg("responder's message: %s", mp);
   pair_free(&x);
 }
 

@@ -289,6 +289,69 @@ static void test_accepted_variants(void **state) {
 }
 
 /* limits.size_buckets: the default ladder, a geometric one, explicit edges. */
+/* match_key.columns per party: each role gets its own names (and they are
+ * required of it), the template hash is that of the file as ever. */
+static void test_party_columns(void **state) {
+  (void)state;
+  char *s = mutated("match_key/columns", "{'provider': ['email_address'], 'consumer': ['Mail']}");
+  cr_template *t = NULL;
+  cr_error err;
+  cr_error_clear(&err);
+  int rc = cr_template_parse(&t, s, strlen(s), "t", &err);
+  if (rc != 0)
+    print_error("%s\n", err.msg);
+  assert_int_equal(rc, 0);
+  assert_null(t->match_key.columns);
+  assert_int_equal(t->match_key.ncolumns, 1);
+  assert_string_equal(cr_match_key_columns(&t->match_key, CR_ROLE_PROVIDER)[0], "email_address");
+  assert_string_equal(cr_match_key_columns(&t->match_key, CR_ROLE_CONSUMER)[0], "Mail");
+  /* Required of each role under its own name, not the other's. */
+  int found = 0;
+  for (size_t i = 0; i < t->nrequired_columns[CR_ROLE_CONSUMER]; i++) {
+    found += strcmp(t->required_columns[CR_ROLE_CONSUMER][i], "Mail") == 0;
+    assert_string_not_equal(t->required_columns[CR_ROLE_CONSUMER][i], "email_address");
+  }
+  assert_int_equal(found, 1);
+  found = 0;
+  for (size_t i = 0; i < t->nrequired_columns[CR_ROLE_PROVIDER]; i++)
+    found += strcmp(t->required_columns[CR_ROLE_PROVIDER][i], "email_address") == 0;
+  assert_int_equal(found, 1);
+  /* The hash is the RFC 8785 hash of the file, per-party lists and all. */
+  char *canon = NULL;
+  size_t clen = 0;
+  assert_int_equal(cr_json_canonicalize(s, strlen(s), &canon, &clen, &err), 0);
+  uint8_t h[CR_SHA256_BYTES];
+  cr_sha256(h, canon, clen);
+  assert_memory_equal(h, t->sha256, sizeof h);
+  free(canon);
+  cr_template_free(t);
+  free(s);
+  /* Shared lists: both roles see the same names. */
+  s = mutated("match_key/columns", "['email']");
+  assert_int_equal(cr_template_parse(&t, s, strlen(s), "t", &err), 0);
+  assert_string_equal(cr_match_key_columns(&t->match_key, CR_ROLE_CONSUMER)[0], "email");
+  assert_ptr_equal(cr_match_key_columns(&t->match_key, CR_ROLE_PROVIDER),
+                   cr_match_key_columns(&t->match_key, CR_ROLE_CONSUMER));
+  cr_template_free(t);
+  free(s);
+}
+
+/* Times in messages: the form not_after is written in. */
+static void test_time_iso(void **state) {
+  (void)state;
+  char b[CR_TEMPLATE_TIME_BYTES];
+  cr_template_time_iso(0, b);
+  assert_string_equal(b, "1970-01-01T00:00:00Z");
+  cr_template_time_iso(1577836800, b);
+  assert_string_equal(b, "2020-01-01T00:00:00Z");
+  cr_template_time_iso(1835395200, b); /* 2028-02-29 */
+  assert_string_equal(b, "2028-02-29T00:00:00Z");
+  cr_template_time_iso(1924991999, b);
+  assert_string_equal(b, "2030-12-31T23:59:59Z");
+  cr_template_time_iso(951782400 + 86399, b); /* 2000-02-29, a leap year by the 400 rule */
+  assert_string_equal(b, "2000-02-29T23:59:59Z");
+}
+
 static void test_size_buckets(void **state) {
   (void)state;
   cr_template *t = NULL;
@@ -419,6 +482,91 @@ static void test_match_keys(void **state) {
   memset(&hand, 0, sizeof hand);
   assert_int_equal(cr_template_nkeys(&hand), 1);
   assert_int_equal(cr_template_record_width(&hand, CR_ROLE_PROVIDER), 1);
+}
+
+static int in_required(const cr_template *t, cr_role r, const char *name) {
+  for (size_t i = 0; i < t->nrequired_columns[r]; i++)
+    if (strcmp(t->required_columns[r][i], name) == 0)
+      return 1;
+  return 0;
+}
+
+/* Several match keys, each free to name its columns per party: every key's
+ * per-party names are required of that party only, and a per-party list is
+ * checked the same way in every key (errors name the key's index). */
+static void test_match_keys_party_columns(void **state) {
+  (void)state;
+  json_t *j = multi_json();
+  set_at(j, "match_keys",
+         "[{'name': 'email', 'columns': {'provider': ['email'], 'consumer': ['Mail']},"
+         "  'normalize': ['email']},"
+         " {'name': 'phone', 'columns': {'provider': ['mobile'], 'consumer': ['tel']},"
+         "  'normalize': ['phone'], 'default_country_code': '1'},"
+         " {'name': 'name_zip', 'columns': ['last_name', 'zip'], 'normalize': ['text']}]");
+  char *s = dump(j, 0);
+  json_decref(j);
+  cr_template *t = NULL;
+  cr_error err;
+  cr_error_clear(&err);
+  int rc = cr_template_parse(&t, s, strlen(s), "m.json", &err);
+  if (rc != 0)
+    print_error("%s\n", err.msg);
+  assert_int_equal(rc, 0);
+  assert_int_equal(cr_template_nkeys(t), 3);
+  assert_string_equal(cr_match_key_columns(&t->match_keys[0], CR_ROLE_CONSUMER)[0], "Mail");
+  assert_string_equal(cr_match_key_columns(&t->match_keys[0], CR_ROLE_PROVIDER)[0], "email");
+  assert_string_equal(cr_match_key_columns(&t->match_keys[1], CR_ROLE_PROVIDER)[0], "mobile");
+  assert_string_equal(cr_match_key_columns(&t->match_keys[1], CR_ROLE_CONSUMER)[0], "tel");
+  assert_int_equal(t->match_keys[1].ncolumns, 1);
+  assert_null(t->match_keys[1].columns);
+  assert_string_equal(cr_match_key_columns(&t->match_keys[2], CR_ROLE_CONSUMER)[1], "zip");
+  /* Each party is required to have its own names, never the other's. */
+  assert_true(in_required(t, CR_ROLE_CONSUMER, "Mail"));
+  assert_true(in_required(t, CR_ROLE_CONSUMER, "tel"));
+  assert_true(in_required(t, CR_ROLE_CONSUMER, "last_name"));
+  assert_false(in_required(t, CR_ROLE_CONSUMER, "mobile"));
+  assert_false(in_required(t, CR_ROLE_CONSUMER, "email"));
+  assert_true(in_required(t, CR_ROLE_PROVIDER, "mobile"));
+  assert_true(in_required(t, CR_ROLE_PROVIDER, "zip"));
+  assert_false(in_required(t, CR_ROLE_PROVIDER, "tel"));
+  assert_false(in_required(t, CR_ROLE_PROVIDER, "Mail"));
+  cr_template_free(t);
+  free(s);
+
+  /* A bad per-party list in the second key: named by its index. */
+  static const struct {
+    const char *columns, *want;
+  } bad[] = {
+      {"{'provider': ['mobile'], 'consumer': ['tel', 'ext']}",
+       "$.match_keys[1].columns.consumer: found an array, expected 1 column name, as many as the "
+       "provider's"},
+      {"{'provider': ['mobile']}", "$.match_keys[1].columns.consumer: missing"},
+      {"{'provider': ['mobile'], 'consumer': ['tel'], 'auditor': ['x']}",
+       "$.match_keys[1].columns.auditor: unknown field, expected one of: provider, consumer"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    char arr[512];
+    snprintf(arr, sizeof arr,
+             "[{'name': 'email', 'columns': ['email'], 'normalize': ['email']},"
+             " {'name': 'phone', 'columns': %s, 'normalize': ['phone']}]",
+             bad[i].columns);
+    j = multi_json();
+    set_at(j, "match_keys", arr);
+    s = dump(j, 0);
+    json_decref(j);
+    char **list = NULL;
+    size_t n = 0;
+    t = NULL;
+    rc = cr_template_check_mem(s, strlen(s), "m.json", &t, &list, &n);
+    if (rc != CR_ETEMPLATE || n < 1 || strstr(list[0], bad[i].want) == NULL)
+      print_error("case %zu: rc %d, %zu errors, first: %s\n", i, rc, n, n ? list[0] : "(none)");
+    assert_int_equal(rc, CR_ETEMPLATE);
+    assert_true(n >= 1);
+    assert_non_null(strstr(list[0], bad[i].want));
+    assert_null(t);
+    cr_template_errors_free(list, n);
+    free(s);
+  }
 }
 
 static void test_match_keys_rejected(void **state) {
@@ -609,6 +757,21 @@ static const bad_case BAD[] = {
     {"match_key/columns", "['']", "$.match_key.columns[0]: found \"\"", 1},
     {"match_key/columns", "[7]", "$.match_key.columns[0]: found 7", 1},
     {"match_key/columns", "'email'", "$.match_key.columns: found \"email\"", 1},
+    /* Per party (issue 16): both lists, the same length, known roles. */
+    {"match_key/columns", "{'provider': ['mobil']}",
+     "$.match_key.columns.consumer: missing, expected the consumer's key columns", 1},
+    {"match_key/columns", "{'provider': ['a', 'b'], 'consumer': ['c']}",
+     "$.match_key.columns.consumer: found an array, expected 2 column names, as many as the "
+     "provider's",
+     1},
+    {"match_key/columns", "{'provider': ['a'], 'consumer': ['c'], 'auditor': ['x']}",
+     "$.match_key.columns.auditor: unknown field, expected one of: provider, consumer", 1},
+    {"match_key/columns", "{'provider': [], 'consumer': ['c']}",
+     "$.match_key.columns.provider: found an array, expected a non-empty array", 1},
+    {"match_key/columns", "{'provider': ['a', 'a'], 'consumer': ['c', 'd']}",
+     "$.match_key.columns.provider[1]: found \"a\", expected a value not already listed", 1},
+    {"match_key/columns", "{'provider': 'mobil', 'consumer': ['c']}",
+     "$.match_key.columns.provider: found \"mobil\"", 1},
     {"match_key/normalize", "[]", "$.match_key.normalize: found an array, expected a non-empty", 1},
     {"match_key/normalize", "['email', 'emale']",
      "$.match_key.normalize[1]: found \"emale\", expected one of \"email\"", 1},
@@ -1428,8 +1591,11 @@ int main(void) {
       cmocka_unit_test(test_accepted_variants),
       cmocka_unit_test(test_not_after_values),
       cmocka_unit_test(test_size_buckets),
+      cmocka_unit_test(test_party_columns),
+      cmocka_unit_test(test_time_iso),
       cmocka_unit_test(test_match_keys),
       cmocka_unit_test(test_match_keys_rejected),
+      cmocka_unit_test(test_match_keys_party_columns),
       cmocka_unit_test(test_each_field_rejected),
       cmocka_unit_test(test_all_errors_listed),
       cmocka_unit_test(test_many_errors),
