@@ -202,6 +202,96 @@ int cr_pool_for(cr_pool *p, size_t n, size_t chunk, int (*fn)(void *ctx, size_t 
 /* The number of cores this process may use (at least 1). */
 unsigned cr_cpu_count(void);
 
+/*
+ * cleanroom — spilling to disk: a memory budget, a private work directory
+ * and external sorting (issue 17, docs/memory.md).
+ *
+ * A node works on sets of any size within a memory budget. Large tables
+ * (a party's elements, blinded points, digests) go into sorters: records of
+ * a fixed-size key (compared with memcmp) and a payload, kept in memory
+ * while the node's budget allows and otherwise written as sorted runs and
+ * merged (k-way) when read. Runs are secrets: each sorter encrypts its runs
+ * with its own random key (libsodium secretstream, key in sodium_malloc'ed
+ * memory), files are 0600 in a 0700 directory private to the process and
+ * are unlinked as soon as they are created, so nothing remains even after
+ * SIGKILL; what a killed process left (its directory and lock) is removed by
+ * the next cr_spill_open on the same work directory.
+ *
+ * Never: writes a record in the clear, keeps a buffer that held records
+ * without wiping it, or prints anything.
+ */
+
+typedef struct cr_spill cr_spill;
+
+typedef struct cr_spill_config {
+  const char *work_dir;    /* created (0700) if missing */
+  uint64_t memory_bytes;   /* budget of every sorter's buffers together */
+  uint64_t disk_max_bytes; /* 0: only the file system's free space bounds the spill */
+} cr_spill_config;
+
+/* What cr_spill_open removed of earlier processes killed without cleaning up. */
+typedef struct cr_spill_recovered {
+  uint64_t dirs;  /* stale process directories removed */
+  uint64_t bytes; /* bytes of files in them */
+} cr_spill_recovered;
+
+/*
+ * Creates work_dir if missing and a private sub-directory for this process
+ * holding a lock file locked for the process's life, after removing every
+ * sibling sub-directory whose lock is free (left by a killed process);
+ * *rec (may be NULL) says what was removed. CR_ECONFIG naming the directory
+ * when it cannot be created or written; CR_EINVAL for a zero budget.
+ */
+CR_NODISCARD int cr_spill_open(cr_spill **out, const cr_spill_config *cfg, cr_spill_recovered *rec,
+                               cr_error *err);
+/* Removes this process's directory. Every sorter must be freed first. */
+void cr_spill_close(cr_spill *sp);
+const char *cr_spill_dir(const cr_spill *sp); /* the private sub-directory */
+
+typedef struct cr_spill_stats {
+  uint64_t memory_bytes;               /* the budget */
+  uint64_t memory_used, memory_peak;   /* sorter buffers now, at most */
+  uint64_t disk_now, disk_peak;        /* bytes of spill files now, at most at once */
+  uint64_t disk_written, runs_written; /* ever written (encrypted bytes), runs */
+} cr_spill_stats;
+/* Thread-safe. */
+void cr_spill_stats_get(const cr_spill *sp, cr_spill_stats *st);
+
+#define CR_SORTER_MAX_KEY 64
+#define CR_SORTER_MAX_PAYLOAD 65536
+
+typedef struct cr_sorter cr_sorter;
+
+/*
+ * A stable external sort of records (key_bytes-byte key compared with
+ * memcmp, then insertion order; key_bytes 0 keeps insertion order: a log).
+ * sp NULL: memory only, never spills. `what` names the table in errors
+ * ("the partner's digests"). One thread at a time per sorter.
+ */
+CR_NODISCARD int cr_sorter_new(cr_sorter **out, cr_spill *sp, size_t key_bytes, const char *what,
+                               cr_error *err);
+/* Adds a record (payload_len <= CR_SORTER_MAX_PAYLOAD). May write a run:
+ * CR_EIO when the work directory is full or the disk cap is reached (the
+ * message names the directory, says how much was spilled and what to do). */
+CR_NODISCARD int cr_sorter_add(cr_sorter *s, const void *key, const void *payload,
+                               size_t payload_len, cr_error *err);
+/* No more records: sorts what is in memory. */
+CR_NODISCARD int cr_sorter_finish(cr_sorter *s, cr_error *err);
+uint64_t cr_sorter_count(const cr_sorter *s);
+int cr_sorter_spilled(const cr_sorter *s); /* 1 once a run was written */
+
+typedef struct cr_sorter_iter cr_sorter_iter;
+/* After finish; any number of iterators, one after another or at once. */
+CR_NODISCARD int cr_sorter_iter_new(cr_sorter *s, cr_sorter_iter **out, cr_error *err);
+/* 1 with the next record (pointers valid until the next call), 0 at the
+ * end, or a negative CR_E* (CR_EIO for a run that fails authentication or
+ * is truncated: the spill was tampered with). */
+int cr_sorter_iter_next(cr_sorter_iter *it, const uint8_t **key, const uint8_t **payload,
+                        size_t *payload_len, cr_error *err);
+void cr_sorter_iter_free(cr_sorter_iter *it);
+/* Wipes the memory, closes and forgets the runs (freeing their budget). */
+void cr_sorter_free(cr_sorter *s);
+
 #ifdef __cplusplus
 }
 #endif

@@ -255,6 +255,12 @@ typedef struct cr_dataset_options {
    */
   int dry_run;
   size_t samples;
+  /* Where elements go when they exceed the memory budget (NULL: memory
+   * only). Must outlive the dataset. */
+  cr_spill *spill;
+  /* 32 bytes keying the order of the elements (cr_dataset_iter); NULL:
+   * random. Tests fix it to make transcripts reproducible. */
+  const uint8_t *order_seed;
 } cr_dataset_options;
 
 #define CR_DATASET_MAX_SAMPLES 10
@@ -377,6 +383,22 @@ void cr_dataset_mask_key(const uint8_t *key, size_t len, char *out, size_t cap);
 CR_NODISCARD int cr_dataset_load(cr_dataset **out, const char *path, const cr_template *t,
                                  cr_role role, const cr_dataset_options *opt, cr_error *err);
 void cr_dataset_free(cr_dataset *d);
+
+/*
+ * The elements (one match key: the distinct values) in the order a session
+ * sends them: a uniformly random permutation keyed at load
+ * (cr_dataset_options.order_seed), so every load has its own. Element j
+ * is the j-th the iterator yields; a members bitmap's bit j
+ * (cr_dataset_write_matches) is that element. Works whether the elements
+ * are in memory or spilled; several iterators may run one after another.
+ */
+typedef struct cr_dataset_iter cr_dataset_iter;
+CR_NODISCARD int cr_dataset_iter_new(const cr_dataset *d, cr_dataset_iter **out, cr_error *err);
+/* 1 with the next element's key (valid until the next call) and label (0
+ * when not grouped), 0 at the end, or a negative CR_E* code. */
+int cr_dataset_iter_next(cr_dataset_iter *it, const uint8_t **key, size_t *len, uint32_t *label,
+                         cr_error *err);
+void cr_dataset_iter_free(cr_dataset_iter *it);
 
 /* Index of a normalized key in d (keys are sorted), or -1. */
 long cr_dataset_find(const cr_dataset *d, const uint8_t *key, size_t len);

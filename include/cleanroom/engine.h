@@ -66,6 +66,7 @@ typedef struct cr_engine_config {
   cr_pool *pool;           /* NULL: this thread only */
   cr_rand_fn rand;         /* NULL: cr_engine_rand_default */
   void *rand_ctx;
+  cr_spill *spill; /* tables beyond the memory budget spill here; NULL: memory only */
 } cr_engine_config;
 
 /* What both Hellos decided. */

@@ -82,6 +82,7 @@ typedef cr_engine_cell cr_session_cell;
 typedef struct cr_session_config {
   const cr_template *tmpl;
   const cr_dataset *data; /* own set; must outlive the session */
+  cr_spill *spill;        /* the engine's tables beyond the memory budget; NULL: memory only */
   cr_role role;           /* own role */
   int is_runner;          /* 1: sends Hello first and names the query */
   const char *query;      /* runner: the query to run; responder: NULL */

@@ -807,3 +807,40 @@ void cr_dataset_free(cr_dataset *d) {
   free(d->labels);
   free(d);
 }
+
+/* ---- iteration (issue 17) ---------------------------------------------------- */
+
+/* Interim: the elements in index order. The spilled, keyed order replaces
+ * this (include/cleanroom/dataset.h). */
+struct cr_dataset_iter {
+  const cr_dataset *d;
+  size_t next;
+};
+
+int cr_dataset_iter_new(const cr_dataset *d, cr_dataset_iter **out, cr_error *err) {
+  (void)err;
+  *out = NULL;
+  if (d == NULL || cr_dataset_width(d) > 1)
+    return CR_EINVAL;
+  cr_dataset_iter *it = calloc(1, sizeof *it);
+  if (it == NULL)
+    return CR_ENOMEM;
+  it->d = d;
+  *out = it;
+  return 0;
+}
+
+int cr_dataset_iter_next(cr_dataset_iter *it, const uint8_t **key, size_t *len, uint32_t *label,
+                         cr_error *err) {
+  (void)err;
+  const cr_dataset *d = it->d;
+  if (it->next >= d->n)
+    return 0;
+  size_t i = it->next++;
+  *key = d->bytes + d->off[i];
+  *len = d->off[i + 1] - d->off[i];
+  *label = d->labels ? d->labels[i] : 0;
+  return 1;
+}
+
+void cr_dataset_iter_free(cr_dataset_iter *it) { free(it); }

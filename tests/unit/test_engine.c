@@ -87,7 +87,7 @@ static int set_own(cr_engine *e, const cr_dataset *d, uint64_t pad_each) {
 static void exchange(run *r, const cr_template *t, const cr_dataset *da, const cr_dataset *db,
                      int members, int grouped_a, uint64_t min_count, cr_rand_fn rnd, void *ra,
                      void *rb) {
-  cr_engine_config ca = {t, NULL, rnd, ra}, cb = {t, NULL, rnd, rb};
+  cr_engine_config ca = {t, NULL, rnd, ra, NULL}, cb = {t, NULL, rnd, rb, NULL};
   memset(r, 0, sizeof *r);
   assert_int_equal(cr_engine_new(&r->a, &ca), 0);
   assert_int_equal(cr_engine_new(&r->b, &cb), 0);
@@ -225,7 +225,7 @@ static void test_deterministic(void **state) {
     stream st;
     memset(&st, 0, sizeof st);
     st.key[0] = (uint8_t)(i == 2 ? 2 : 1);
-    cr_engine_config c = {t, NULL, stream_rand, &st};
+    cr_engine_config c = {t, NULL, stream_rand, &st, NULL};
     cr_engine *e;
     assert_int_equal(cr_engine_new(&e, &c), 0);
     assert_int_equal(set_own(e, d, 0), 0);
@@ -250,7 +250,7 @@ static void test_bad_point_and_rand(void **state) {
   (void)state;
   cr_template *t = make_template("ristretto255");
   cr_dataset *d = fx_mem_dataset("k", "", 0, 4, 0);
-  cr_engine_config c = {t, NULL, NULL, NULL};
+  cr_engine_config c = {t, NULL, NULL, NULL, NULL};
   cr_engine *e;
   assert_int_equal(cr_engine_new(&e, &c), 0);
   assert_int_equal(set_own(e, d, 0), 0);
@@ -271,11 +271,11 @@ static void test_bad_point_and_rand(void **state) {
   cr_engine_free(e);
 
   /* A randomness source that fails: no engine. */
-  cr_engine_config cf = {t, NULL, failing_rand, NULL};
+  cr_engine_config cf = {t, NULL, failing_rand, NULL, NULL};
   assert_int_equal(cr_engine_new(&e, &cf), CR_ECRYPTO);
   assert_null(e);
   cr_template *u = make_template("nope");
-  cr_engine_config cu = {u, NULL, NULL, NULL};
+  cr_engine_config cu = {u, NULL, NULL, NULL, NULL};
   assert_int_equal(cr_engine_new(&e, &cu), CR_EREFUSED);
   assert_false(cr_engine_suite_supported("nope"));
   assert_true(cr_engine_suite_supported("p256"));
@@ -351,7 +351,7 @@ static void test_suppressed_is_zero(void **state) {
  * digests are chosen by the test. */
 static cr_engine *victim(const cr_template *t, const cr_dataset *d, uint64_t peer_n,
                          uint8_t **pts) {
-  cr_engine_config c = {t, NULL, NULL, NULL};
+  cr_engine_config c = {t, NULL, NULL, NULL, NULL};
   cr_engine *e;
   uint8_t *labs;
   assert_int_equal(cr_engine_new(&e, &c), 0);
@@ -401,7 +401,7 @@ static void test_lying_peer(void **state) {
   free(pts);
 
   /* Echo: an honest-looking set, but the digests we returned come back. */
-  cr_engine_config c = {t, NULL, NULL, NULL};
+  cr_engine_config c = {t, NULL, NULL, NULL, NULL};
   cr_engine *peer;
   assert_int_equal(cr_engine_new(&peer, &c), 0);
   assert_int_equal(set_own(peer, o, 0), 0);
@@ -428,7 +428,7 @@ static void test_lying_peer(void **state) {
   free(pts);
 
   /* The same digest under two labels (each run strictly increasing). */
-  cr_engine_config c2 = {t, NULL, NULL, NULL};
+  cr_engine_config c2 = {t, NULL, NULL, NULL, NULL};
   assert_int_equal(cr_engine_new(&e, &c2), 0);
   assert_int_equal(set_own(e, d, 0), 0);
   cr_engine_plan p = {{0}, 16, o->n, 0, 0, 1, 0, 0};
@@ -457,7 +457,7 @@ static void test_own_order(void **state) {
   (void)state;
   cr_template *t = make_template("ristretto255");
   cr_dataset *d = fx_mem_dataset("k", "", 0, 2, 0);
-  cr_engine_config c = {t, NULL, NULL, NULL};
+  cr_engine_config c = {t, NULL, NULL, NULL, NULL};
   cr_engine *e;
   uint8_t dig[32];
   memset(dig, 0x22, 16);
