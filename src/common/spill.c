@@ -561,6 +561,55 @@ static void sort_entries(entry *a, entry *tmp, size_t n, size_t kb) {
   }
   if (src != a)
     memcpy(a, src, n * sizeof *a);
+}
+
+/* LSD radix sort of the index by the key prefix (stable: a counting sort
+ * per byte keeps the order of equal bytes), bytes that are the same in
+ * every entry skipped; then a stable merge sort of each group of equal
+ * prefixes by the rest of the key (keys longer than 8 bytes). */
+static void sort_index(entry *a, entry *tmp, size_t n, size_t kb) {
+  size_t m = kb < 8 ? kb : 8;
+  size_t(*hist)[256] = calloc(8, sizeof *hist);
+  if (hist == NULL) {
+    sort_entries(a, tmp, n, kb); /* no memory for the counts: the slower way */
+    return;
+  }
+  for (size_t i = 0; i < n; i++) {
+    uint64_t p = a[i].prefix;
+    for (size_t d = 0; d < m; d++)
+      hist[d][(p >> (56 - 8 * d)) & 0xff]++;
+  }
+  entry *src = a, *dst = tmp;
+  for (size_t d = m; d-- > 0;) {
+    size_t *h = hist[d];
+    unsigned shift = (unsigned)(56 - 8 * d);
+    if (h[(src[0].prefix >> shift) & 0xff] == n)
+      continue; /* every entry has the same byte here */
+    size_t sum = 0;
+    for (size_t b = 0; b < 256; b++) {
+      size_t c = h[b];
+      h[b] = sum;
+      sum += c;
+    }
+    for (size_t i = 0; i < n; i++)
+      dst[h[(src[i].prefix >> shift) & 0xff]++] = src[i];
+    entry *t = src;
+    src = dst;
+    dst = t;
+  }
+  free(hist);
+  if (src != a)
+    memcpy(a, src, n * sizeof *a);
+  if (kb > 8) {
+    for (size_t lo = 0; lo < n;) {
+      size_t hi = lo + 1;
+      while (hi < n && a[hi].prefix == a[lo].prefix)
+        hi++;
+      if (hi - lo > 1)
+        sort_entries(a + lo, tmp, hi - lo, kb);
+      lo = hi;
+    }
+  }
   sodium_memzero(tmp, n * sizeof *tmp);
 }
 
@@ -571,12 +620,17 @@ static int sort_buffer(cr_sorter *s, cr_error *err) {
   entry *tmp = malloc(s->n * sizeof *tmp);
   if (tmp == NULL)
     return cr_error_set(err, CR_ENOMEM, "out of memory sorting %s", s->what);
-  sort_entries(s->idx, tmp, s->n, s->key_bytes);
+  sort_index(s->idx, tmp, s->n, s->key_bytes);
   free(tmp);
   return 0;
 }
 
 static int write_buffer_run(cr_sorter *s, cr_error *err);
+
+/* The records' memory: blocks and index (with the sort's scratch half). */
+static uint64_t buffer_bytes(const cr_sorter *s) {
+  return s->block_bytes + (uint64_t)s->idx_cap * 2 * sizeof(entry);
+}
 
 static int grow_idx(cr_sorter *s, int force) {
   size_t ncap = s->idx_cap ? s->idx_cap * 2 : IDX_FIRST;
@@ -668,7 +722,7 @@ int cr_sorter_add(cr_sorter *s, const void *key, const void *payload, size_t pay
       continue;
     }
     /* The budget is spent: write a run if we hold our minimum, else take it. */
-    if (s->sp && s->n > 0 && s->reserved >= MIN_BYTES) {
+    if (s->sp && s->n > 0 && buffer_bytes(s) >= MIN_BYTES) {
       int rc = write_buffer_run(s, err);
       if (rc)
         return rc;
@@ -1372,6 +1426,8 @@ int cr_sorter_iter_next(cr_sorter_iter *it, const uint8_t **key, const uint8_t *
   const cr_sorter *s = it->s;
   if (it->i >= s->n)
     return 0;
+  if (it->i + 8 < s->n)
+    __builtin_prefetch(s->idx[it->i + 8].rec);
   const uint8_t *rec = s->idx[it->i++].rec;
   size_t total;
   *key = rec;
