@@ -954,6 +954,8 @@ static int write_buffer_run(cr_sorter *s, cr_error *err) {
   writer w = {0};
   rc = writer_begin(&w, s, s->fd, s->file_end, err);
   for (size_t i = 0; rc == 0 && i < s->n; i++) {
+    if (i + 8 < s->n)
+      __builtin_prefetch(s->idx[i + 8].rec);
     const uint8_t *pl;
     size_t plen, total;
     rec_decode(s->idx[i].rec, s->key_bytes, &pl, &plen, &total);
@@ -1190,28 +1192,39 @@ typedef struct merger {
   const cr_sorter *s;
   reader *r;
   size_t k;
-  size_t *heap;
+  entry *heap; /* prefix of the reader's current key, and the reader (its index) */
   size_t hn;
   int started;
   uint8_t *cipher;   /* CHUNK + ABYTES, shared by the readers */
   uint64_t reserved; /* of the budget */
 } merger;
 
-static inline int heap_less(const merger *m, size_t a, size_t b) {
-  int c = m->s->key_bytes ? memcmp(m->r[a].key, m->r[b].key, m->s->key_bytes) : 0;
-  return c < 0 || (c == 0 && a < b);
+static inline size_t heap_run(const entry *e) { return (size_t)(uintptr_t)e->rec; }
+
+static inline int heap_less(const merger *m, const entry *a, const entry *b) {
+  if (a->prefix != b->prefix)
+    return a->prefix < b->prefix;
+  size_t kb = m->s->key_bytes;
+  size_t ra = heap_run(a), rb = heap_run(b);
+  int c = kb > 8 ? memcmp(m->r[ra].key + 8, m->r[rb].key + 8, kb - 8) : 0;
+  return c < 0 || (c == 0 && ra < rb);
+}
+
+static inline entry heap_entry(const merger *m, size_t i) {
+  entry e = {key_prefix(m->r[i].key, m->s->key_bytes), (const uint8_t *)(uintptr_t)i};
+  return e;
 }
 
 static void heap_down(merger *m, size_t i) {
   for (;;) {
     size_t l = 2 * i + 1, best = i;
-    if (l < m->hn && heap_less(m, m->heap[l], m->heap[best]))
+    if (l < m->hn && heap_less(m, &m->heap[l], &m->heap[best]))
       best = l;
-    if (l + 1 < m->hn && heap_less(m, m->heap[l + 1], m->heap[best]))
+    if (l + 1 < m->hn && heap_less(m, &m->heap[l + 1], &m->heap[best]))
       best = l + 1;
     if (best == i)
       return;
-    size_t t = m->heap[i];
+    entry t = m->heap[i];
     m->heap[i] = m->heap[best];
     m->heap[best] = t;
     i = best;
@@ -1224,6 +1237,8 @@ static void merger_close(merger *m) {
   for (size_t i = 0; i < m->k; i++)
     reader_close(&m->r[i]);
   free(m->r);
+  if (m->heap)
+    sodium_memzero(m->heap, m->k * sizeof *m->heap); /* key prefixes */
   free(m->heap);
   free(m->cipher);
   if (m->s)
@@ -1252,7 +1267,7 @@ static int merger_open(merger *m, const cr_sorter *s, const run *runs, size_t k,
     if (got < 0)
       rc = got;
     else if (got)
-      m->heap[m->hn++] = i;
+      m->heap[m->hn++] = heap_entry(m, i);
   }
   if (rc) {
     merger_close(m);
@@ -1266,18 +1281,20 @@ static int merger_open(merger *m, const cr_sorter *s, const run *runs, size_t k,
 static int merger_next(merger *m, const uint8_t **key, const uint8_t **payload, size_t *plen,
                        cr_error *err) {
   if (m->started && m->hn) {
-    size_t top = m->heap[0];
+    size_t top = heap_run(&m->heap[0]);
     int got = reader_next(&m->r[top], m->cipher, err);
     if (got < 0)
       return got;
-    if (!got)
+    if (got)
+      m->heap[0] = heap_entry(m, top);
+    else
       m->heap[0] = m->heap[--m->hn];
     heap_down(m, 0);
   }
   m->started = 1;
   if (m->hn == 0)
     return 0;
-  const reader *r = &m->r[m->heap[0]];
+  const reader *r = &m->r[heap_run(&m->heap[0])];
   *key = r->key;
   *payload = r->payload;
   *plen = r->payload_len;
