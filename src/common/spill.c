@@ -561,6 +561,55 @@ static void sort_entries(entry *a, entry *tmp, size_t n, size_t kb) {
   }
   if (src != a)
     memcpy(a, src, n * sizeof *a);
+}
+
+/* LSD radix sort of the index by the key prefix (stable: a counting sort
+ * per byte keeps the order of equal bytes), bytes that are the same in
+ * every entry skipped; then a stable merge sort of each group of equal
+ * prefixes by the rest of the key (keys longer than 8 bytes). */
+static void sort_index(entry *a, entry *tmp, size_t n, size_t kb) {
+  size_t m = kb < 8 ? kb : 8;
+  size_t(*hist)[256] = calloc(8, sizeof *hist);
+  if (hist == NULL) {
+    sort_entries(a, tmp, n, kb); /* no memory for the counts: the slower way */
+    return;
+  }
+  for (size_t i = 0; i < n; i++) {
+    uint64_t p = a[i].prefix;
+    for (size_t d = 0; d < m; d++)
+      hist[d][(p >> (56 - 8 * d)) & 0xff]++;
+  }
+  entry *src = a, *dst = tmp;
+  for (size_t d = m; d-- > 0;) {
+    size_t *h = hist[d];
+    unsigned shift = (unsigned)(56 - 8 * d);
+    if (h[(src[0].prefix >> shift) & 0xff] == n)
+      continue; /* every entry has the same byte here */
+    size_t sum = 0;
+    for (size_t b = 0; b < 256; b++) {
+      size_t c = h[b];
+      h[b] = sum;
+      sum += c;
+    }
+    for (size_t i = 0; i < n; i++)
+      dst[h[(src[i].prefix >> shift) & 0xff]++] = src[i];
+    entry *t = src;
+    src = dst;
+    dst = t;
+  }
+  free(hist);
+  if (src != a)
+    memcpy(a, src, n * sizeof *a);
+  if (kb > 8) {
+    for (size_t lo = 0; lo < n;) {
+      size_t hi = lo + 1;
+      while (hi < n && a[hi].prefix == a[lo].prefix)
+        hi++;
+      if (hi - lo > 1)
+        sort_entries(a + lo, tmp, hi - lo, kb);
+      lo = hi;
+    }
+  }
   sodium_memzero(tmp, n * sizeof *tmp);
 }
 
@@ -571,12 +620,17 @@ static int sort_buffer(cr_sorter *s, cr_error *err) {
   entry *tmp = malloc(s->n * sizeof *tmp);
   if (tmp == NULL)
     return cr_error_set(err, CR_ENOMEM, "out of memory sorting %s", s->what);
-  sort_entries(s->idx, tmp, s->n, s->key_bytes);
+  sort_index(s->idx, tmp, s->n, s->key_bytes);
   free(tmp);
   return 0;
 }
 
 static int write_buffer_run(cr_sorter *s, cr_error *err);
+
+/* The records' memory: blocks and index (with the sort's scratch half). */
+static uint64_t buffer_bytes(const cr_sorter *s) {
+  return s->block_bytes + (uint64_t)s->idx_cap * 2 * sizeof(entry);
+}
 
 static int grow_idx(cr_sorter *s, int force) {
   size_t ncap = s->idx_cap ? s->idx_cap * 2 : IDX_FIRST;
@@ -668,7 +722,7 @@ int cr_sorter_add(cr_sorter *s, const void *key, const void *payload, size_t pay
       continue;
     }
     /* The budget is spent: write a run if we hold our minimum, else take it. */
-    if (s->sp && s->n > 0 && s->reserved >= MIN_BYTES) {
+    if (s->sp && s->n > 0 && buffer_bytes(s) >= MIN_BYTES) {
       int rc = write_buffer_run(s, err);
       if (rc)
         return rc;
@@ -900,6 +954,8 @@ static int write_buffer_run(cr_sorter *s, cr_error *err) {
   writer w = {0};
   rc = writer_begin(&w, s, s->fd, s->file_end, err);
   for (size_t i = 0; rc == 0 && i < s->n; i++) {
+    if (i + 8 < s->n)
+      __builtin_prefetch(s->idx[i + 8].rec);
     const uint8_t *pl;
     size_t plen, total;
     rec_decode(s->idx[i].rec, s->key_bytes, &pl, &plen, &total);
@@ -1136,28 +1192,39 @@ typedef struct merger {
   const cr_sorter *s;
   reader *r;
   size_t k;
-  size_t *heap;
+  entry *heap; /* prefix of the reader's current key, and the reader (its index) */
   size_t hn;
   int started;
   uint8_t *cipher;   /* CHUNK + ABYTES, shared by the readers */
   uint64_t reserved; /* of the budget */
 } merger;
 
-static inline int heap_less(const merger *m, size_t a, size_t b) {
-  int c = m->s->key_bytes ? memcmp(m->r[a].key, m->r[b].key, m->s->key_bytes) : 0;
-  return c < 0 || (c == 0 && a < b);
+static inline size_t heap_run(const entry *e) { return (size_t)(uintptr_t)e->rec; }
+
+static inline int heap_less(const merger *m, const entry *a, const entry *b) {
+  if (a->prefix != b->prefix)
+    return a->prefix < b->prefix;
+  size_t kb = m->s->key_bytes;
+  size_t ra = heap_run(a), rb = heap_run(b);
+  int c = kb > 8 ? memcmp(m->r[ra].key + 8, m->r[rb].key + 8, kb - 8) : 0;
+  return c < 0 || (c == 0 && ra < rb);
+}
+
+static inline entry heap_entry(const merger *m, size_t i) {
+  entry e = {key_prefix(m->r[i].key, m->s->key_bytes), (const uint8_t *)(uintptr_t)i};
+  return e;
 }
 
 static void heap_down(merger *m, size_t i) {
   for (;;) {
     size_t l = 2 * i + 1, best = i;
-    if (l < m->hn && heap_less(m, m->heap[l], m->heap[best]))
+    if (l < m->hn && heap_less(m, &m->heap[l], &m->heap[best]))
       best = l;
-    if (l + 1 < m->hn && heap_less(m, m->heap[l + 1], m->heap[best]))
+    if (l + 1 < m->hn && heap_less(m, &m->heap[l + 1], &m->heap[best]))
       best = l + 1;
     if (best == i)
       return;
-    size_t t = m->heap[i];
+    entry t = m->heap[i];
     m->heap[i] = m->heap[best];
     m->heap[best] = t;
     i = best;
@@ -1170,6 +1237,8 @@ static void merger_close(merger *m) {
   for (size_t i = 0; i < m->k; i++)
     reader_close(&m->r[i]);
   free(m->r);
+  if (m->heap)
+    sodium_memzero(m->heap, m->k * sizeof *m->heap); /* key prefixes */
   free(m->heap);
   free(m->cipher);
   if (m->s)
@@ -1198,7 +1267,7 @@ static int merger_open(merger *m, const cr_sorter *s, const run *runs, size_t k,
     if (got < 0)
       rc = got;
     else if (got)
-      m->heap[m->hn++] = i;
+      m->heap[m->hn++] = heap_entry(m, i);
   }
   if (rc) {
     merger_close(m);
@@ -1212,18 +1281,20 @@ static int merger_open(merger *m, const cr_sorter *s, const run *runs, size_t k,
 static int merger_next(merger *m, const uint8_t **key, const uint8_t **payload, size_t *plen,
                        cr_error *err) {
   if (m->started && m->hn) {
-    size_t top = m->heap[0];
+    size_t top = heap_run(&m->heap[0]);
     int got = reader_next(&m->r[top], m->cipher, err);
     if (got < 0)
       return got;
-    if (!got)
+    if (got)
+      m->heap[0] = heap_entry(m, top);
+    else
       m->heap[0] = m->heap[--m->hn];
     heap_down(m, 0);
   }
   m->started = 1;
   if (m->hn == 0)
     return 0;
-  const reader *r = &m->r[m->heap[0]];
+  const reader *r = &m->r[heap_run(&m->heap[0])];
   *key = r->key;
   *payload = r->payload;
   *plen = r->payload_len;
@@ -1372,6 +1443,8 @@ int cr_sorter_iter_next(cr_sorter_iter *it, const uint8_t **key, const uint8_t *
   const cr_sorter *s = it->s;
   if (it->i >= s->n)
     return 0;
+  if (it->i + 8 < s->n)
+    __builtin_prefetch(s->idx[it->i + 8].rec);
   const uint8_t *rec = s->idx[it->i++].rec;
   size_t total;
   *key = rec;
