@@ -970,7 +970,12 @@ static int write_buffer_run(cr_sorter *s, cr_error *err) {
   if (rc == 0 && push_run(&s->runs, &s->nruns, &s->runs_cap, &r) != 0)
     rc = cr_error_set(err, CR_ENOMEM, "out of memory for %s", s->what);
   if (rc) {
+    /* What the failed run wrote is cut off (space back to a full disk). */
     writer_abort(&w);
+    if (w.pos > s->file_end) {
+      (void)ftruncate(s->fd, (off_t)s->file_end);
+      disk_give(s->sp, w.pos - s->file_end);
+    }
     return rc;
   }
   s->spilled = 1;
