@@ -687,6 +687,17 @@ static void test_config_errors(void **state) {
   assert_int_equal(stat(sub, &st), 0);
   assert_int_equal(st.st_mode & 0777, 0700);
   cr_spill_close(sp);
+  /* A read-only file system (root may mount one; skipped otherwise). */
+  snprintf(sub, sizeof sub, "%s/romount", dir);
+  assert_int_equal(mkdir(sub, 0700), 0);
+  if (mount("tmpfs", sub, "tmpfs", MS_RDONLY, "size=64k") == 0) {
+    cfg.work_dir = sub;
+    int rc = cr_spill_open(&sp, &cfg, NULL, &err);
+    assert_int_equal(umount2(sub, MNT_DETACH), 0);
+    assert_int_equal(rc, CR_ECONFIG);
+    assert_non_null(strstr(err.msg, sub));
+    assert_non_null(strstr(err.msg, "not writable"));
+  }
   if (geteuid() != 0) { /* root writes anywhere */
     snprintf(sub, sizeof sub, "%s/ro", dir);
     assert_int_equal(mkdir(sub, 0500), 0);
