@@ -9,6 +9,7 @@
  * records without wiping it, names a file that outlives the process (run
  * files are O_TMPFILE), puts a record's content in a message, or prints.
  */
+// NOLINTNEXTLINE(bugprone-reserved-identifier): a feature-test macro is the program's to define
 #define _GNU_SOURCE /* O_TMPFILE, mkostemp */
 #include "cleanroom/common.h"
 #include "common/spill_internal.h"
@@ -669,7 +670,7 @@ static int add_block(cr_sorter *s, size_t need, int force) {
     return 0;
   if (s->nblocks == s->blocks_cap) {
     size_t nc = s->blocks_cap ? s->blocks_cap * 2 : 16;
-    block **nb = realloc(s->blocks, nc * sizeof *nb);
+    block **nb = realloc(s->blocks, nc * sizeof(block *));
     if (nb == NULL) {
       sorter_give(s, size);
       return -1;
@@ -970,7 +971,12 @@ static int write_buffer_run(cr_sorter *s, cr_error *err) {
   if (rc == 0 && push_run(&s->runs, &s->nruns, &s->runs_cap, &r) != 0)
     rc = cr_error_set(err, CR_ENOMEM, "out of memory for %s", s->what);
   if (rc) {
+    /* What the failed run wrote is cut off (space back to a full disk). */
     writer_abort(&w);
+    if (w.pos > s->file_end) {
+      (void)ftruncate(s->fd, (off_t)s->file_end);
+      disk_give(s->sp, w.pos - s->file_end);
+    }
     return rc;
   }
   s->spilled = 1;
@@ -1188,30 +1194,33 @@ static int reader_next(reader *r, uint8_t *cipher, cr_error *err) {
 }
 
 /* A k-way merge of runs: a heap of readers ordered by (key, run order). */
+typedef struct heap_item {
+  uint64_t prefix; /* of the reader's current key */
+  size_t run;      /* the reader */
+} heap_item;
+
 typedef struct merger {
   const cr_sorter *s;
   reader *r;
   size_t k;
-  entry *heap; /* prefix of the reader's current key, and the reader (its index) */
+  heap_item *heap;
   size_t hn;
   int started;
   uint8_t *cipher;   /* CHUNK + ABYTES, shared by the readers */
   uint64_t reserved; /* of the budget */
 } merger;
 
-static inline size_t heap_run(const entry *e) { return (size_t)(uintptr_t)e->rec; }
-
-static inline int heap_less(const merger *m, const entry *a, const entry *b) {
+static inline int heap_less(const merger *m, const heap_item *a, const heap_item *b) {
   if (a->prefix != b->prefix)
     return a->prefix < b->prefix;
   size_t kb = m->s->key_bytes;
-  size_t ra = heap_run(a), rb = heap_run(b);
+  size_t ra = a->run, rb = b->run;
   int c = kb > 8 ? memcmp(m->r[ra].key + 8, m->r[rb].key + 8, kb - 8) : 0;
   return c < 0 || (c == 0 && ra < rb);
 }
 
-static inline entry heap_entry(const merger *m, size_t i) {
-  entry e = {key_prefix(m->r[i].key, m->s->key_bytes), (const uint8_t *)(uintptr_t)i};
+static inline heap_item heap_entry(const merger *m, size_t i) {
+  heap_item e = {key_prefix(m->r[i].key, m->s->key_bytes), i};
   return e;
 }
 
@@ -1224,7 +1233,7 @@ static void heap_down(merger *m, size_t i) {
       best = l + 1;
     if (best == i)
       return;
-    entry t = m->heap[i];
+    heap_item t = m->heap[i];
     m->heap[i] = m->heap[best];
     m->heap[best] = t;
     i = best;
@@ -1281,7 +1290,7 @@ static int merger_open(merger *m, const cr_sorter *s, const run *runs, size_t k,
 static int merger_next(merger *m, const uint8_t **key, const uint8_t **payload, size_t *plen,
                        cr_error *err) {
   if (m->started && m->hn) {
-    size_t top = heap_run(&m->heap[0]);
+    size_t top = m->heap[0].run;
     int got = reader_next(&m->r[top], m->cipher, err);
     if (got < 0)
       return got;
@@ -1294,7 +1303,7 @@ static int merger_next(merger *m, const uint8_t **key, const uint8_t **payload, 
   m->started = 1;
   if (m->hn == 0)
     return 0;
-  const reader *r = &m->r[heap_run(&m->heap[0])];
+  const reader *r = &m->r[m->heap[0].run];
   *key = r->key;
   *payload = r->payload;
   *plen = r->payload_len;
