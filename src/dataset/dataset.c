@@ -519,9 +519,6 @@ int cr_dataset_load(cr_dataset **out, const char *path, const cr_template *t, cr
                    rc == CR_ENOMEM ? "out of memory" : "a match key column is missing");
       goto out;
     }
-  } else if ((rc = cr__elements_new(&d->elements, opt ? opt->spill : NULL,
-                                    opt ? opt->order_seed : NULL, err)) != 0) {
-    goto out;
   }
   keycol = calloc(mk->ncolumns, sizeof *keycol);
   vals = calloc(mk->ncolumns, sizeof *vals);
@@ -558,6 +555,10 @@ int cr_dataset_load(cr_dataset **out, const char *path, const cr_template *t, cr
     }
     grouped = 1;
   }
+
+  if (multi == NULL && (rc = cr__elements_new(&d->elements, opt ? opt->spill : NULL,
+                                              opt ? opt->order_seed : NULL, grouped, err)) != 0)
+    goto out;
 
   /* From here on the header is known to be one: name columns in messages. */
   if ((rc = name_fields(src, hdr, nhdr)) != 0) {

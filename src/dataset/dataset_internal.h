@@ -108,13 +108,13 @@ CR_NODISCARD int cr__records_finish(cr__records *b, cr_dataset *d, int grouped, 
 
 #define CR_ELEMENT_HASH_BYTES 16
 /* The longest normalized key a data set takes (a sorter's payload, less
- * the row and label). */
-#define CR_ELEMENT_MAX_KEY_BYTES (CR_SORTER_MAX_PAYLOAD - 8)
+ * the row and label, varints). */
+#define CR_ELEMENT_MAX_KEY_BYTES (CR_SORTER_MAX_PAYLOAD - 20)
 
 /* The sorter of accepted rows, keyed by the keyed hash of their key; the
- * hash key is order_seed (32 bytes) or random. */
+ * hash key is order_seed (32 bytes) or random; grouped: rows carry labels. */
 CR_NODISCARD int cr__elements_new(cr_dataset_elements **out, cr_spill *sp,
-                                  const uint8_t *order_seed, cr_error *err);
+                                  const uint8_t *order_seed, int grouped, cr_error *err);
 void cr__elements_free(cr_dataset_elements *e);
 /* One accepted row: its key, data row ordinal (1-based) and label as met.
  * CR_EDATA (no message: the caller names the row) for a key longer than
@@ -145,6 +145,7 @@ typedef struct cr__record {
 /* Every row's record, in the elements' order, duplicates marked. */
 typedef struct cr__cursor {
   cr_sorter_iter *it;
+  int grouped;
   uint8_t hash[CR_ELEMENT_HASH_BYTES];
   int have_hash;
   cr_buf arena; /* the current hash's distinct keys */

@@ -23,11 +23,10 @@
 
 #include "dataset/dataset_internal.h"
 
-/* A record's payload: the data row (1-based ordinal, 6 bytes little
- * endian), the label as met in the source (2 bytes), the key bytes. */
-#define ROW_BYTES 6
-#define LABEL_BYTES 2
-#define HEAD_BYTES (ROW_BYTES + LABEL_BYTES)
+/* A record's payload, lean (it is most of what spills): the data row
+ * (1-based ordinal) as a LEB128 varint, with group_by the label as met in
+ * the source (a varint too), then the key bytes. */
+#define VARINT_MAX 10
 
 struct cr_dataset_elements {
   cr_spill *spill;
@@ -37,17 +36,40 @@ struct cr_dataset_elements {
   size_t nraw;
   uint8_t order_key[crypto_generichash_KEYBYTES];
   cr_buf payload; /* scratch for one record */
+  int grouped;    /* records carry a label */
   int finished;
 };
 
+static size_t varint_put(uint8_t *p, uint64_t v) {
+  size_t n = 0;
+  while (v >= 0x80) {
+    p[n++] = (uint8_t)(v | 0x80);
+    v >>= 7;
+  }
+  p[n++] = (uint8_t)v;
+  return n;
+}
+
+/* Bytes read, 0 when p[0..len) holds no whole varint. */
+static size_t varint_get(const uint8_t *p, size_t len, uint64_t *v) {
+  *v = 0;
+  for (size_t i = 0; i < len && i < VARINT_MAX; i++) {
+    *v |= (uint64_t)(p[i] & 0x7f) << (7 * i);
+    if (!(p[i] & 0x80))
+      return i + 1;
+  }
+  return 0;
+}
+
 int cr__elements_new(cr_dataset_elements **out, cr_spill *sp, const uint8_t *order_seed,
-                     cr_error *err) {
+                     int grouped, cr_error *err) {
   cr_dataset_elements *e = calloc(1, sizeof *e);
   *out = NULL;
   if (e == NULL)
     return cr_error_set(err, CR_ENOMEM, "out of memory");
   cr_buf_init(&e->payload);
   e->spill = sp;
+  e->grouped = grouped;
   int rc = cr_sorter_new(&e->sorter, sp, CR_ELEMENT_HASH_BYTES, "the data set's keys", err);
   if (rc != 0) {
     free(e);
@@ -73,16 +95,15 @@ void cr__elements_free(cr_dataset_elements *e) {
 
 int cr__elements_add(cr_dataset_elements *e, const uint8_t *key, size_t len, uint64_t row,
                      uint32_t label, cr_error *err) {
-  uint8_t h[CR_ELEMENT_HASH_BYTES], head[HEAD_BYTES];
-  if (len > CR_ELEMENT_MAX_KEY_BYTES || row >= (1ull << (8 * ROW_BYTES)) || label > 0xffffu)
+  uint8_t h[CR_ELEMENT_HASH_BYTES], head[2 * VARINT_MAX];
+  if (len > CR_ELEMENT_MAX_KEY_BYTES)
     return CR_EDATA; /* the caller names the row */
   crypto_generichash(h, sizeof h, key, len, e->order_key, sizeof e->order_key);
-  for (int i = 0; i < ROW_BYTES; i++)
-    head[i] = (uint8_t)(row >> (8 * i));
-  head[ROW_BYTES] = (uint8_t)label;
-  head[ROW_BYTES + 1] = (uint8_t)(label >> 8);
+  size_t hl = varint_put(head, row);
+  if (e->grouped)
+    hl += varint_put(head + hl, label);
   cr_buf_reset(&e->payload);
-  int rc = cr_buf_append(&e->payload, head, sizeof head);
+  int rc = cr_buf_append(&e->payload, head, hl);
   rc = rc ? rc : cr_buf_append(&e->payload, key, len);
   if (rc != 0)
     return cr_error_set(err, rc, "out of memory");
@@ -128,6 +149,7 @@ int cr__cursor_open(cr__cursor *c, const cr_dataset_elements *e, cr_error *err) 
   cr_buf_init(&c->arena);
   if (e == NULL || !e->finished)
     return cr_error_set(err, CR_EINVAL, "the data set's elements are not loaded");
+  c->grouped = e->grouped;
   return cr_sorter_iter_new(e->sorter, &c->it, err);
 }
 
@@ -146,14 +168,17 @@ int cr__cursor_next(cr__cursor *c, cr__record *r, cr_error *err) {
   int rc = cr_sorter_iter_next(c->it, &k, &p, &plen, err);
   if (rc <= 0)
     return rc;
-  if (plen < HEAD_BYTES)
-    return cr_error_set(err, CR_EINTERNAL, "the data set's keys: a record is truncated");
   memset(r, 0, sizeof *r);
-  for (int i = ROW_BYTES - 1; i >= 0; i--)
-    r->row = (r->row << 8) | p[i];
-  r->raw_label = (uint32_t)p[ROW_BYTES] | ((uint32_t)p[ROW_BYTES + 1] << 8);
-  r->key = p + HEAD_BYTES;
-  r->len = plen - HEAD_BYTES;
+  uint64_t label = 0;
+  size_t used = varint_get(p, plen, &r->row), ul = 0;
+  if (used > 0 && c->grouped && (ul = varint_get(p + used, plen - used, &label)) == 0)
+    used = 0;
+  if (used == 0 || label > UINT32_MAX)
+    return cr_error_set(err, CR_EINTERNAL, "the data set's keys: a record is damaged");
+  used += ul;
+  r->raw_label = (uint32_t)label;
+  r->key = p + used;
+  r->len = plen - used;
   if (!c->have_hash || memcmp(c->hash, k, sizeof c->hash) != 0) {
     /* A new hash: a new group. */
     memcpy(c->hash, k, sizeof c->hash);
