@@ -1406,7 +1406,7 @@ int cr_sorter_finish(cr_sorter *s, cr_error *err) {
   free_buffer(s);
   /* Merge until the runs fit the budget's readers; the write buffers are
    * given back after, so they count as available to the iterators. */
-  while (s->nruns > fan_in(s, s->wplain ? 2 * CHUNK + ABYTES : 0)) {
+  while (s->key_bytes && s->nruns > fan_in(s, s->wplain ? 2 * CHUNK + ABYTES : 0)) {
     rc = merge_pass(s, fan_in(s, 0), err);
     if (rc)
       return rc;
@@ -1418,10 +1418,13 @@ int cr_sorter_finish(cr_sorter *s, cr_error *err) {
 
 /* -------------------------------------------------------------- iterators */
 
+/* A log (key of 0 bytes) needs no merge: its runs are read one after
+ * another, one reader at a time. */
 struct cr_sorter_iter {
   cr_sorter *s;
-  size_t i; /* in memory: the next index entry */
+  size_t i; /* in memory: the next index entry; a spilled log: the run being read */
   int merging;
+  int failed; /* a spilled log whose next run could not be opened */
   merger m;
 };
 
@@ -1434,7 +1437,7 @@ int cr_sorter_iter_new(cr_sorter *s, cr_sorter_iter **out, cr_error *err) {
     return cr_error_set(err, CR_ENOMEM, "out of memory reading %s", s->what);
   it->s = s;
   if (s->spilled) {
-    int rc = merger_open(&it->m, s, s->runs, s->nruns, err);
+    int rc = merger_open(&it->m, s, s->runs, s->key_bytes ? s->nruns : 1, err);
     if (rc) {
       free(it);
       return rc;
@@ -1447,9 +1450,23 @@ int cr_sorter_iter_new(cr_sorter *s, cr_sorter_iter **out, cr_error *err) {
 
 int cr_sorter_iter_next(cr_sorter_iter *it, const uint8_t **key, const uint8_t **payload,
                         size_t *payload_len, cr_error *err) {
-  if (it->merging)
-    return merger_next(&it->m, key, payload, payload_len, err);
   const cr_sorter *s = it->s;
+  while (it->merging) {
+    int r = merger_next(&it->m, key, payload, payload_len, err);
+    if (r != 0 || s->key_bytes || it->i + 1 >= s->nruns)
+      return r;
+    merger_close(&it->m);
+    it->merging = 0;
+    it->i++;
+    r = merger_open(&it->m, s, s->runs + it->i, 1, err);
+    if (r) {
+      it->failed = r; /* and stays failed */
+      return r;
+    }
+    it->merging = 1;
+  }
+  if (it->failed)
+    return cr_error_set(err, it->failed, "%s could not be read to its end", s->what);
   if (it->i >= s->n)
     return 0;
   if (it->i + 8 < s->n)

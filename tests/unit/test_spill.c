@@ -331,6 +331,8 @@ static void test_log_keeps_insertion_order(void **state) {
     }
     assert_int_equal(cr_sorter_iter_next(it, &k, &p, &pl, &err), 0);
     cr_sorter_iter_free(it);
+    if (pass) /* runs of a log are read one after another, never merged */
+      assert_true(cr__sorter_runs(s) > 2 && cr__sorter_merge_passes(s) == 0);
     cr_sorter_free(s);
   }
   cr_spill_close(sp);
@@ -512,6 +514,43 @@ static void test_tampered_run_is_eio(void **state) {
   (void)state;
   for (int how = 0; how < 5; how++)
     tamper_case(how);
+  /* A log's runs are read one after another: a damaged later run is found
+   * when the reading gets there, and the iterator stays failed. */
+  char dir[300];
+  cr_spill *sp = open_spill("tamperlog", 256u << 10, 0, dir, sizeof dir);
+  cr_error err = {0};
+  cr_sorter *s = NULL;
+  assert_int_equal(cr_sorter_new(&s, sp, 0, "the log", &err), 0);
+  for (uint32_t i = 0; i < 100000; i++)
+    assert_int_equal(cr_sorter_add(s, NULL, &i, sizeof i, &err), 0);
+  assert_int_equal(cr_sorter_finish(s, &err), 0);
+  assert_true(cr__sorter_runs(s) >= 3);
+  uint64_t off, len;
+  assert_int_equal(cr__sorter_run_span(s, 1, &off, &len), 0);
+  uint8_t b = 0;
+  int fd = cr__sorter_run_fd(s);
+  assert_int_equal(pread(fd, &b, 1, (off_t)(off + 30)), 1);
+  b ^= 1;
+  assert_int_equal(pwrite(fd, &b, 1, (off_t)(off + 30)), 1);
+  cr_sorter_iter *it = NULL;
+  assert_int_equal(cr_sorter_iter_new(s, &it, &err), 0);
+  const uint8_t *k, *p;
+  size_t pl;
+  int r;
+  uint32_t n = 0;
+  while ((r = cr_sorter_iter_next(it, &k, &p, &pl, &err)) == 1) {
+    uint32_t v;
+    memcpy(&v, p, 4);
+    assert_int_equal(v, n);
+    n++;
+  }
+  assert_int_equal(r, CR_EIO);
+  assert_string_equal(err.msg, "spill run of the log is damaged or truncated");
+  assert_true(n < 100000);
+  assert_int_equal(cr_sorter_iter_next(it, &k, &p, &pl, &err), CR_EIO);
+  cr_sorter_iter_free(it);
+  cr_sorter_free(s);
+  cr_spill_close(sp);
 }
 
 static void write_file(const char *path, size_t size) {
