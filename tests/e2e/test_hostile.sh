@@ -25,18 +25,26 @@ if [ ! -x "$HP" ]; then
 fi
 T_START=$(date +%s)
 
-# Small sets, and room for many runs of the query.
+# Room for many runs of the query, and small sets: what a hostile peer
+# does wrong does not depend on how many points it sends, so the provider
+# has 60 keys (3 segments), the consumer 40, 24 in both (min_count lowered
+# to 10), and both announce 64 under a small size ladder (16, 32, 64...).
 small_sets_fixture
+sed -i -e 's/"min_count": [0-9]*/"min_count": 10/' \
+  -e 's/"limits": {/"limits": {"size_buckets": {"floor": 16, "ratio": 2},/' template.json
+{ echo "email,segment"; for i in $(seq 0 59); do echo "user$i@example.com,s$((i % 3))"; done; } >prov.csv
+{ echo "email"; for i in $(seq 36 75); do echo "user$i@example.com"; done; } >cons.csv
+EXPECTED=24
 # The forged-result cases' own sets (issue 14): disjoint from the node's
 # (true overlap 0) for reflect and echo_digests, 5 in common (below
-# min_count 100) for repeat_digests, so any release would be visibly wrong.
+# min_count 10) for repeat_digests, so any release would be visibly wrong.
 # reflect sends the node's points under its own Hello, so the disjoint sets
-# have the node's size (300 against serve, 200 against run: the same bucket
+# have the node's size (60 against serve, 40 against run: the same bucket
 # in v3, the same exact size before it).
-{ echo "email"; for i in $(seq 1000 1299); do echo "user$i@example.com"; done; } >cons_disjoint.csv
-{ echo "email"; for i in $(seq 295 299) $(seq 1000 1194); do echo "user$i@example.com"; done; } >cons_5.csv
-{ echo "email,segment"; for i in $(seq 2000 2199); do echo "user$i@example.com,s$((i % 3))"; done; } >prov_disjoint.csv
-{ echo "email,segment"; for i in $(seq 180 184) $(seq 2000 2294); do echo "user$i@example.com,s$((i % 3))"; done; } >prov_5.csv
+{ echo "email"; for i in $(seq 1000 1059); do echo "user$i@example.com"; done; } >cons_disjoint.csv
+{ echo "email"; for i in $(seq 55 59) $(seq 1000 1034); do echo "user$i@example.com"; done; } >cons_5.csv
+{ echo "email,segment"; for i in $(seq 2000 2039); do echo "user$i@example.com,s$((i % 3))"; done; } >prov_disjoint.csv
+{ echo "email,segment"; for i in $(seq 36 40) $(seq 2000 2054); do echo "user$i@example.com,s$((i % 3))"; done; } >prov_5.csv
 
 # --- part 1: one long-running server, hostile runners --------------------------
 start_server template.json prov.csv --timeout 2
@@ -129,8 +137,8 @@ runner_case repeated_seq "sequence number 0, expected 1" PROTOCOL
 normal_run order
 
 echo "--- content"
-runner_case more_points "more points than the 1000 it announced" PROTOCOL # 200 keys, bucket 1000 (v3)
-runner_case fewer_points "announced 1000 points, sent 999 and counted 1000" PROTOCOL
+runner_case more_points "more points than the 64 it announced" PROTOCOL # 40 keys, bucket 64 (v3)
+runner_case fewer_points "announced 64 points, sent 63 and counted 64" PROTOCOL
 runner_case noncanonical_point "point 0 of the partner's Batch 0 is not a valid" PROTOCOL
 runner_case identity_point "point 0 of the partner's Batch 0 is not a valid" PROTOCOL
 runner_case huge_set_size "more than this engine supports" SIZE
@@ -294,8 +302,8 @@ responder_case second_hello 5 "sent a second Hello"
 responder_case digests_before_eos 5 "sent Digests before its EndOfSet"
 responder_case wrong_seq 5 "sequence number 7, expected 0"
 responder_case repeated_seq 5 "sequence number 0, expected 1"
-responder_case more_points 5 "more points than the 1000 it announced" # 300 keys, bucket 1000 (v3)
-responder_case fewer_points 5 "announced 1000 points, sent 999 and counted 1000"
+responder_case more_points 5 "more points than the 64 it announced" # 60 keys, bucket 64 (v3)
+responder_case fewer_points 5 "announced 64 points, sent 63 and counted 64"
 responder_case noncanonical_point 5 "is not a valid ristretto255 element"
 responder_case identity_point 5 "is not a valid ristretto255 element"
 responder_case huge_set_size 4 "more than this engine supports"
