@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by the examples' run.sh scripts (sourced, after they set EX to
 # their own directory): the cleanroom binary, a node serving in the
 # background on a port the kernel picks, and a run against it shown as it

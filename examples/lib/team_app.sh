@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by examples/rideshare and examples/multikey (sourced after
 # lib/run.sh): the same two parties on the example's own data. The Harbor
 # City Hawks (provider) work in WORK/team with team.csv, RideNow (consumer)
