@@ -13,58 +13,23 @@
 # (identities, pinned templates, outputs) go to examples/insurance/work/.
 set -euo pipefail
 EX=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(cd "$EX/../.." && pwd)
-
-if [ -n "${CLEANROOM:-}" ]; then
-  CR=$CLEANROOM
-else
-  BUILD="$ROOT/${BUILD_DIR:-build/release}"
-  if [ ! -x "$BUILD/cleanroom" ]; then
-    "$ROOT/scripts/install-deps.sh"
-    cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCR_BUILD_TESTS=OFF >/dev/null
-  fi
-  cmake --build "$BUILD" -j "$(nproc 2>/dev/null || echo 2)" --target cleanroom_cli >/dev/null
-  CR="$BUILD/cleanroom"
-fi
-
-WORK="$EX/work"
-rm -rf "$WORK"
-mkdir -p "$WORK"
+# shellcheck source=../lib/run.sh
+source "$EX/../lib/run.sh"
 cd "$WORK"
-
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
 
 # serve NAME TEMPLATE DATA: NAME's node serves in the background (identity
 # NAME-id, output NAME.out / NAME.err); sets PORT.
 serve() {
-  local name=$1 tmpl=$2 data=$3
-  "$CR" serve --template "$tmpl" --identity "$name-id" --data "$data" \
-    --listen 127.0.0.1:0 >"$name.out" 2>"$name.err" &
-  local pid=$!
-  PIDS+=("$pid")
-  PORT=""
-  for _ in $(seq 1 100); do
-    PORT=$(sed -n 's/.*listening on [^ ]*:\([0-9][0-9]*\).*/\1/p' "$name.err" | head -1)
-    [ -n "$PORT" ] && return 0
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  echo "$name's node did not start:" >&2
-  cat "$name.err" >&2
-  exit 1
+  start_node "$1's node" "$1.out" "$1.err" --template "$2" --identity "$1-id" --data "$3"
 }
 
 # insurer TAG PORT TEMPLATE QUERY: HomeSure runs QUERY; output in insurer-TAG.out.
 insurer() {
-  local rc=0
-  "$CR" run --template "$3" --identity homesure-id --data "$EX/insurer.csv" \
-    --peer "127.0.0.1:$2" --query "$4" >"insurer-$1.out" 2>"insurer-$1.err" || rc=$?
-  sed 's/^/   /' "insurer-$1.err" "insurer-$1.out"
-  if [ $rc -ne 0 ]; then
-    echo "HomeSure's run of $4 failed (exit $rc)" >&2
-    exit $rc
+  local PORT=$2 # show_run's peer, for this call only
+  show_run . "insurer-$1" --template "$3" --identity homesure-id --data "$EX/insurer.csv" --query "$4"
+  if [ $RC -ne 0 ]; then
+    echo "HomeSure's run of $4 failed (exit $RC)" >&2
+    exit $RC
   fi
 }
 
@@ -114,18 +79,12 @@ echo
 echo "== 3. HomeSure runs \"overlap_by_segment\" with $ORG"
 insurer segments "$CPORT" "$CTMPL" overlap_by_segment
 
-# Let the servers print their last session, then stop them.
-sleep 0.5
-cleanup
-trap - EXIT
-wait 2>/dev/null || true
+stop_nodes
 
 for n in acme brightguard; do
   [ $n = acme ] && label="Acme Security" || label="BrightGuard"
   echo
-  echo "-- what $label's node printed:"
-  grep -v "listening on" "$n.err" | sed 's/^/   /' || true
-  sed 's/^/   /' "$n.out"
+  show_node "$label's node" "$n.err" "$n.out"
 done
 echo
 echo "Acme Security learned only the size of HomeSure's list; $ORG also the"

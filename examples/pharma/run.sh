@@ -21,28 +21,9 @@
 # go to examples/pharma/work/.
 set -euo pipefail
 EX=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(cd "$EX/../.." && pwd)
-
-if [ -n "${CLEANROOM:-}" ]; then
-  CR=$CLEANROOM
-else
-  BUILD="$ROOT/${BUILD_DIR:-build/release}"
-  if [ ! -x "$BUILD/cleanroom" ]; then
-    "$ROOT/scripts/install-deps.sh"
-    cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCR_BUILD_TESTS=OFF >/dev/null
-  fi
-  cmake --build "$BUILD" -j "$(nproc 2>/dev/null || echo 2)" --target cleanroom_cli >/dev/null
-  CR="$BUILD/cleanroom"
-fi
-
-WORK="$EX/work"
-rm -rf "$WORK"
-mkdir -p "$WORK"
+# shellcheck source=../lib/run.sh
+source "$EX/../lib/run.sh"
 cd "$WORK"
-
-SERVER=""
-cleanup() { if [ -n "$SERVER" ]; then kill "$SERVER" 2>/dev/null || true; fi; }
-trap cleanup EXIT
 
 echo "== 1. identities and the template"
 H_FP=$("$CR" keygen --out hospital-id --name "St. Elisabeth Hospital" 2>/dev/null)
@@ -54,34 +35,18 @@ echo "   Novamed Pharma (consumer):         $P_FP"
 echo "   template sha256: $("$CR" template hash template.json)"
 echo "   the hospital's filter: $(sed -n 's/.*"provider": *"\(.*IN.*\)".*/\1/p' template.json)"
 
-"$CR" serve --template template.json --identity hospital-id --data "$EX/hospital.csv" \
-  --listen 127.0.0.1:0 >hospital.out 2>hospital.err &
-SERVER=$!
-PORT=""
-for _ in $(seq 1 100); do
-  PORT=$(sed -n 's/.*listening on [^ ]*:\([0-9][0-9]*\).*/\1/p' hospital.err | head -1)
-  [ -n "$PORT" ] && break
-  kill -0 $SERVER 2>/dev/null || break
-  sleep 0.1
-done
-if [ -z "$PORT" ]; then
-  echo "the hospital's node did not start:" >&2
-  cat hospital.err >&2
-  exit 1
-fi
+start_node "the hospital's node" hospital.out hospital.err \
+  --template template.json --identity hospital-id --data "$EX/hospital.csv"
 
 # pharma TAG PARAMS...: Novamed runs eligible_patients; sets RC.
 pharma() {
   local tag=$1
   shift
-  RC=0
-  "$CR" run --template template.json --identity pharma-id --data "$EX/registry.csv" \
-    --peer "127.0.0.1:$PORT" --query eligible_patients "$@" >"pharma-$tag.out" 2>"pharma-$tag.err" || RC=$?
-  sed 's/^/   /' "pharma-$tag.err" "pharma-$tag.out"
+  show_run . "pharma-$tag" --template template.json --identity pharma-id --data "$EX/registry.csv" \
+    --query eligible_patients "$@"
   echo "   (exit $RC)"
 }
 
-FAILED=0
 echo "== 2. Novamed: type 1 or 2 diabetes (E10, E11), ages 18 to 65"
 pharma diabetes --param codes=E11,E10 --param min_age=18 --param max_age=65
 [ $RC -eq 0 ] || FAILED=1
@@ -96,30 +61,18 @@ echo "      number of matched patients aged 65)"
 pharma diabetes64 --param codes=E11,E10 --param min_age=18 --param max_age=64
 [ $RC -eq 0 ] || FAILED=1
 
-sleep 0.5
-cleanup
-SERVER=""
-wait 2>/dev/null || true
+stop_nodes
 
 echo
-echo "-- what the hospital's node printed:"
-grep -v "listening on" hospital.err | sed 's/^/   /' || true
-sed 's/^/   /' hospital.out
+show_node "the hospital's node" hospital.err hospital.out
 
 echo
 echo "== 6. The pair of 2 and 5 again, under template-dp.json (noise and a budget)"
 "$CR" template pin "$EX/template-dp.json" --provider "$H_FP" --consumer "$P_FP" \
   --out template-dp.json >/dev/null 2>&1
 "$CR" template check template-dp.json | grep -E "noise:|privacy budget:" | sed 's/^/   /'
-"$CR" serve --template template-dp.json --identity hospital-id --data "$EX/hospital.csv" \
-  --listen 127.0.0.1:0 >hospital-dp.out 2>hospital-dp.err &
-SERVER=$!
-PORT=""
-for _ in $(seq 1 100); do
-  PORT=$(sed -n 's/.*listening on [^ ]*:\([0-9][0-9]*\).*/\1/p' hospital-dp.err | head -1)
-  [ -n "$PORT" ] && break
-  sleep 0.1
-done
+start_node "the hospital's node" hospital-dp.out hospital-dp.err \
+  --template template-dp.json --identity hospital-id --data "$EX/hospital.csv"
 for hi in 65 64; do
   RC=0
   "$CR" run --template template-dp.json --identity pharma-id --data "$EX/registry.csv" \
@@ -129,9 +82,7 @@ for hi in 65 64; do
   grep -E "overlap:|noise:|privacy budget:" "pharma-dp-$hi.out" | sed 's/^/   /'
   [ $RC -eq 0 ] || FAILED=1
 done
-cleanup
-SERVER=""
-wait 2>/dev/null || true
+stop_nodes
 echo
 echo "Novamed learned how many eligible patients are in its registry (when at least"
 echo "the template's min_count) and how many of the hospital's patients pass the"

@@ -12,6 +12,7 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/cr-e2e.XXXXXX")
 SERVER_PID=""
 cleanup() {
   if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; fi
+  for p in ${BG_PIDS[@]+"${BG_PIDS[@]}"}; do kill "$p" 2>/dev/null || true; done
   if [ "${KEEP_WORK:-0}" = 1 ]; then echo "work dir kept: $WORK" >&2; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
@@ -30,6 +31,38 @@ ok() {
 finish() {
   echo "$PASSED passed, $FAILED failed"
   [ "$FAILED" -eq 0 ]
+}
+
+# in_background NAME FUNCTION [args...]: runs FUNCTION in a subshell in the
+# background (same work dir), everything it prints to bg_NAME.log. For
+# independent cases that would otherwise wait on one another; they must
+# not share output files or a server. collect_background waits for each,
+# prints its log in the order started and counts its ok and FAIL lines; a
+# subshell that stopped early (exit not 0) is a failure too.
+BG_NAMES=()
+BG_PIDS=()
+in_background() {
+  local name=$1
+  shift
+  ("$@") >"bg_$name.log" 2>&1 &
+  BG_NAMES+=("$name")
+  BG_PIDS+=($!)
+}
+collect_background() {
+  local i rc log
+  for i in "${!BG_PIDS[@]}"; do
+    set +e
+    wait "${BG_PIDS[i]}"
+    rc=$?
+    set -e
+    log="bg_${BG_NAMES[i]}.log"
+    cat "$log"
+    PASSED=$((PASSED + $(grep -c '^ok: ' "$log" || true)))
+    FAILED=$((FAILED + $(grep -c '^FAIL: ' "$log" || true)))
+    if [ "$rc" -ne 0 ]; then fail "${BG_NAMES[i]}: stopped early (exit $rc)"; fi
+  done
+  BG_NAMES=()
+  BG_PIDS=()
 }
 
 # expect_eq WHAT EXPECTED ACTUAL
