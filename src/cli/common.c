@@ -124,3 +124,41 @@ const char CR_CLI_DATA_SOURCES_HELP[] =
     "  in the URI (it is refused): use ~/.pgpass or PGPASSFILE, the PGPASSWORD\n"
     "  environment variable, or a service file (PGSERVICE=name, ~/.pg_service.conf).\n"
     "  See docs/data-sources.md.\n";
+
+const char CR_CLI_MEMORY_HELP[] =
+    "Memory (docs/memory.md):\n"
+    "  --memory MiB         the node's memory budget (default 256, at least 1): a set\n"
+    "                       of any size is processed within it; what does not fit\n"
+    "                       spills to the work directory, encrypted, as sorted runs.\n"
+    "                       24 MiB of it is kept for what is not a table (TLS, frames,\n"
+    "                       threads; half the budget below 48 MiB).\n"
+    "  --work-dir DIR       where runs spill (default IDENTITY_DIR/work; created 0700).\n"
+    "                       Nothing is left there when the node ends; what a killed\n"
+    "                       node left is removed at the next start (and logged).\n"
+    "  --spill-max MiB      at most this much spilled on disk at once (default: the\n"
+    "                       file system's free space); past it the session fails.\n";
+
+int cr_cli_parse_memory_opt(const char *cmd, int c, const char *arg, cr_cli_memory_opts *m) {
+  unsigned long v;
+  switch (c) {
+  case CR_CLI_OPT_MEMORY:
+    if (cr_cli_parse_uint(cmd, "--memory", "MiB from", arg, 1, CR_CLI_MEMORY_MAX_MIB, &v) != 0)
+      return -1;
+    m->memory_bytes = (uint64_t)v << 20;
+    return 0;
+  case CR_CLI_OPT_WORK_DIR:
+    if (arg[0] == '\0') {
+      cr_cli_errorf(cmd, "--work-dir takes a directory");
+      return -1;
+    }
+    m->work_dir = arg;
+    return 0;
+  case CR_CLI_OPT_SPILL_MAX:
+    if (cr_cli_parse_uint(cmd, "--spill-max", "MiB from", arg, 0, CR_CLI_MEMORY_MAX_MIB, &v) != 0)
+      return -1;
+    m->spill_max_bytes = (uint64_t)v << 20;
+    return 0;
+  default:
+    return -1;
+  }
+}
