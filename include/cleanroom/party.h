@@ -164,8 +164,8 @@ typedef struct cr_party_config {
 #define CR_PARTY_MEMORY_DEFAULT_MIB 256u
 /* What a node needs beside its sorters (measured: docs/memory.md). */
 #define CR_PARTY_MEMORY_RESERVE_MIB 24u
-/* The sorters' share of a budget: budget - reserve, but never less than
- * half the budget (so `--memory 1` still works, slowly). */
+/* The sorters' share of a budget: budget - reserve, but never less than a
+ * quarter of the budget (so `--memory 1` still works, slowly: 256 KiB). */
 uint64_t cr_party_sorter_budget(uint64_t memory_bytes);
 /* IDENTITY_DIR/work; malloc'ed. */
 char *cr_party_default_work_dir(const char *identity_dir);

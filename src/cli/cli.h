@@ -65,6 +65,8 @@ typedef struct cr_cli_memory_opts {
   const char *work_dir;  /* NULL: IDENTITY_DIR/work */
   uint64_t spill_max_bytes;
 } cr_cli_memory_opts;
+/* "64K", "512M", "2G" or a number of MiB, into bytes. 0, or -1. */
+int cr_cli_parse_size(const char *arg, uint64_t *out);
 /* One of the options above (c: its getopt value). 0, or -1 (error printed). */
 int cr_cli_parse_memory_opt(const char *cmd, int c, const char *arg, cr_cli_memory_opts *m);
 

@@ -22,7 +22,7 @@ static void data_help(void) {
          "                            [--query NAME [--param NAME=VALUE]...]\n"
          "                            [--max-reject-ratio R] [--samples N] [--audit FILE]\n"
          "                            [--json] [--config FILE]\n"
-         "                            [--memory MiB] [--work-dir DIR] [--spill-max MiB]\n\n"
+         "                            [--memory MiB] [--work-dir DIR] [--spill-max SIZE]\n\n"
          "A dry run of this node's data: loads it exactly as serve and run would for the\n"
          "template (and for --query: its filter, parameters and group_by), then prints\n"
          "rows read, accepted and rejected per reason with the first line (or row)\n"

@@ -131,12 +131,39 @@ const char CR_CLI_MEMORY_HELP[] =
     "                       of any size is processed within it; what does not fit\n"
     "                       spills to the work directory, encrypted, as sorted runs.\n"
     "                       24 MiB of it is kept for what is not a table (TLS, frames,\n"
-    "                       threads; half the budget below 48 MiB).\n"
+    "                       threads; a quarter of it goes to tables below 32 MiB).\n"
     "  --work-dir DIR       where runs spill (default IDENTITY_DIR/work; created 0700).\n"
     "                       Nothing is left there when the node ends; what a killed\n"
     "                       node left is removed at the next start (and logged).\n"
-    "  --spill-max MiB      at most this much spilled on disk at once (default: the\n"
-    "                       file system's free space); past it the session fails.\n";
+    "  --spill-max SIZE     at most this much spilled on disk at once: MiB, or with a\n"
+    "                       unit (64K, 512M, 2G); default: the file system's free\n"
+    "                       space. Past it (or with the disk full) the session fails\n"
+    "                       with an error naming the directory, and nothing is released.\n";
+
+int cr_cli_parse_size(const char *arg, uint64_t *out) {
+  char *end = NULL;
+  if (arg[0] < '0' || arg[0] > '9')
+    return -1;
+  errno = 0;
+  unsigned long long v = strtoull(arg, &end, 10);
+  if (errno || end == arg)
+    return -1;
+  unsigned shift = 20;
+  if (*end == 'K' || *end == 'k')
+    shift = 10, end++;
+  else if (*end == 'M' || *end == 'm')
+    shift = 20, end++;
+  else if (*end == 'G' || *end == 'g')
+    shift = 30, end++;
+  if ((*end == 'i' || *end == 'I') && (end[1] == 'B' || end[1] == 'b'))
+    end += 2;
+  else if (*end == 'B' || *end == 'b')
+    end++;
+  if (*end != '\0' || v > ((unsigned long long)CR_CLI_MEMORY_MAX_MIB << 20) >> shift)
+    return -1;
+  *out = (uint64_t)v << shift;
+  return 0;
+}
 
 int cr_cli_parse_memory_opt(const char *cmd, int c, const char *arg, cr_cli_memory_opts *m) {
   unsigned long v;
@@ -154,9 +181,11 @@ int cr_cli_parse_memory_opt(const char *cmd, int c, const char *arg, cr_cli_memo
     m->work_dir = arg;
     return 0;
   case CR_CLI_OPT_SPILL_MAX:
-    if (cr_cli_parse_uint(cmd, "--spill-max", "MiB from", arg, 0, CR_CLI_MEMORY_MAX_MIB, &v) != 0)
+    if (cr_cli_parse_size(arg, &m->spill_max_bytes) != 0) {
+      cr_cli_errorf(cmd, "--spill-max takes MiB or a size with a unit (64K, 512M, 2G), got \"%s\"",
+                    arg);
       return -1;
-    m->spill_max_bytes = (uint64_t)v << 20;
+    }
     return 0;
   default:
     return -1;

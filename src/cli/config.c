@@ -78,7 +78,6 @@ static const struct {
   unsigned long min, max;
 } NUMBERS[] = {
     {"memory", "MiB", 1, CR_CLI_MEMORY_MAX_MIB},
-    {"spill-max", "MiB", 0, CR_CLI_MEMORY_MAX_MIB},
     {"threads", "a number", 1, 256},
     {"max-sessions", "a number", 1, 100000},
     {"timeout", "seconds", 1, 86400},
@@ -88,6 +87,14 @@ static const struct {
 /* 0, or -1 with the error printed. */
 static int check_number(const char *cmd, const char *path, unsigned long lineno, const char *key,
                         const char *val) {
+  uint64_t size;
+  if (strcmp(key, "spill-max") == 0 && cr_cli_parse_size(val, &size) != 0) {
+    cr_cli_errorf(cmd,
+                  "%s:%lu: \"spill-max\" takes MiB or a size with a unit (64K, 512M, 2G), "
+                  "got \"%.64s\"",
+                  path, lineno, val);
+    return -1;
+  }
   for (size_t i = 0; i < sizeof NUMBERS / sizeof *NUMBERS; i++) {
     if (strcmp(NUMBERS[i].name, key) != 0)
       continue;

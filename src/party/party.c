@@ -35,7 +35,9 @@ uint64_t cr_party_sorter_budget(uint64_t memory_bytes) {
   const uint64_t reserve = (uint64_t)CR_PARTY_MEMORY_RESERVE_MIB << 20;
   if (memory_bytes == 0)
     memory_bytes = (uint64_t)CR_PARTY_MEMORY_DEFAULT_MIB << 20;
-  return memory_bytes >= 2 * reserve ? memory_bytes - reserve : memory_bytes / 2;
+  uint64_t quarter = memory_bytes / 4;
+  return memory_bytes > reserve && memory_bytes - reserve > quarter ? memory_bytes - reserve
+                                                                    : quarter;
 }
 
 char *cr_party_default_work_dir(const char *identity_dir) {
