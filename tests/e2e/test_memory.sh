@@ -19,8 +19,10 @@
 # 4. SIGKILL: a node killed mid-session leaves its `cleanroom-*` directory;
 #    the next start removes it, says so on stderr and in the audit log
 #    (spill_recovered), and after a normal exit nothing remains.
-# 5. A full work directory (a 64 KiB tmpfs when this test may mount one;
-#    the --spill-max 64K cap in any case): a clear error naming the directory, a
+# 5. A full work directory (a 320 KiB tmpfs when this test may mount one;
+#    the --spill-max 320K cap in any case: room for the provider's data load
+#    at start, about 150 KiB spilled, not for a session's tables, about 600
+#    KiB): a clear error naming the directory, a
 #    non-zero exit, no rows file, the failure in the audit log, and the
 #    partner reports the failure too.
 #
@@ -327,6 +329,7 @@ full_case() {
   if [ "$SERVER_RC" -ne 0 ]; then ok "$tag: serve exits non-zero ($SERVER_RC)"; else fail "$tag: serve exited 0"; fi
   if [ "$RUN_RC" -ne 0 ]; then ok "$tag: the partner's run fails too ($RUN_RC)"; else fail "$tag: the run exited 0"; fi
   expect_grep "$tag: the error names the work directory" "$dir" server.err
+  expect_grep "$tag: the session failed in its tables, not at start" "session with .* failed: .*work directory" server.err
   if [ -e "rows-$tag.csv" ]; then fail "$tag: a rows file was written"; else ok "$tag: no rows file"; fi
   if ls "rows-$tag.csv".* >/dev/null 2>&1; then fail "$tag: a temporary rows file remains"; else ok "$tag: no temporary rows file"; fi
   expect_grep "$tag: the provider's audit log records the failure" '"event":"session_aborted".*"error":"EIO"' "p-$tag.jsonl"
@@ -342,7 +345,7 @@ full_case() {
 
 MNT=""
 mkdir -p w-tmpfs
-if [ "$(id -u)" = 0 ] && mount -t tmpfs -o size=64k,mode=0700 tmpfs w-tmpfs 2>/dev/null; then
+if [ "$(id -u)" = 0 ] && mount -t tmpfs -o size=320k,mode=0700 tmpfs w-tmpfs 2>/dev/null; then
   MNT=$PWD/w-tmpfs
   trap 'umount "$MNT" 2>/dev/null || true; cleanup' EXIT
   full_case tmpfs "$MNT"
@@ -351,7 +354,7 @@ else
   echo "note: cannot mount a tmpfs here; the full work directory is tested with --spill-max only"
 fi
 mkdir -p w-cap
-full_case cap "$PWD/w-cap" --spill-max 64K
+full_case cap "$PWD/w-cap" --spill-max 320K
 expect_eq "cap: nothing left in the work directory" 0 "$(count_left w-cap)"
 
 finish
