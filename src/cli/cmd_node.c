@@ -316,12 +316,12 @@ static void progress_text(char *buf, size_t cap, const cr_session_progress *p, d
   uint64_t done = p->own_sent + p->peer_received + p->digests_received;
   uint64_t total = p->own_total + p->peer_total + p->digests_due;
   double rate = secs > 0 ? (double)done / secs : 0;
-  char d[16], t[16], r[16], left[48] = "";
+  char d[32], t[32], r[32], left[64] = "";
   human_count(d, sizeof d, (double)done);
   human_count(t, sizeof t, (double)total);
   human_count(r, sizeof r, rate);
   if (rate > 0 && total > done) {
-    char l[16];
+    char l[32];
     human_secs(l, sizeof l, (double)(total - done) / rate);
     snprintf(left, sizeof left, ", ~%s left", l);
   }
@@ -332,7 +332,7 @@ static void progress_print(node_ctx *n, const cr_session_progress *p, uint64_t n
   double secs = (double)(now - n->progress_start) / 1000.0;
   /* The rate counts from the first report (the session), not the load. */
   double ssecs = n->session_start ? (double)(now - n->session_start) / 1000.0 : secs;
-  char el[16], text[200];
+  char el[32], text[256];
   n->progress_last = now;
   human_secs(el, sizeof el, secs);
   progress_text(text, sizeof text, p, ssecs);
