@@ -337,7 +337,14 @@ static void progress_print(node_ctx *n, const cr_session_progress *p, uint64_t n
   human_secs(el, sizeof el, secs);
   progress_text(text, sizeof text, p, ssecs);
   if (!n->progress_tty) {
-    fprintf(stderr, "%s run: %s: %s\n", CR_CLI_PROG, el, text);
+    /* A log line: the parts too. */
+    fprintf(stderr,
+            "%s run: %s: %s (our points %llu/%llu, partner's %llu/%llu, our digests back "
+            "%llu/%llu)\n",
+            CR_CLI_PROG, el, text, (unsigned long long)p->own_sent,
+            (unsigned long long)p->own_total, (unsigned long long)p->peer_received,
+            (unsigned long long)p->peer_total, (unsigned long long)p->digests_received,
+            (unsigned long long)p->digests_due);
     return;
   }
   fprintf(stderr, "\r%s run: %s: %s\033[K", CR_CLI_PROG, el, text);
