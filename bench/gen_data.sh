@@ -13,20 +13,24 @@
 # bash + awk only; the randomness is a Park-Miller generator, so every awk
 # (mawk, gawk) writes the same bytes for the same arguments.
 #
-# Usage: bench/gen_data.sh N OVERLAP OUTDIR [SEED [KEYS]]  (SEED default 20240611, KEYS 1)
+# With NC (bench/run.sh --unbalanced) the consumer has NC addresses instead
+# of N, and round(min(N, NC) * OVERLAP) are in both.
+#
+# Usage: bench/gen_data.sh N OVERLAP OUTDIR [SEED [KEYS [NC]]]  (SEED default 20240611, KEYS 1, NC N)
 set -euo pipefail
 export LC_ALL=C
 
 if [ $# -lt 3 ] || [ "${1:-}" = "--help" ]; then
-  sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
   [ "${1:-}" = "--help" ] && exit 0 || exit 2
 fi
-n=$1 overlap=$2 out=$3 seed=${4:-20240611} keys=${5:-1}
+n=$1 overlap=$2 out=$3 seed=${4:-20240611} keys=${5:-1} nc=${6:-$1}
 case $n in '' | *[!0-9]*) echo "gen_data: N must be a positive integer" >&2; exit 2 ;; esac
+case $nc in '' | *[!0-9]*) echo "gen_data: NC must be a positive integer" >&2; exit 2 ;; esac
 case $keys in 1 | 2) ;; *) echo "gen_data: KEYS must be 1 or 2" >&2; exit 2 ;; esac
 mkdir -p "$out"
 
-awk -v n="$n" -v overlap="$overlap" -v seed="$seed" -v keys="$keys" \
+awk -v n="$n" -v nc="$nc" -v overlap="$overlap" -v seed="$seed" -v keys="$keys" \
     -v out_p="$out/provider.csv" -v out_c="$out/consumer.csv" '
 function rnd() { state = (state * 16807) % 2147483647; return state / 2147483647 }
 function pick(k) { return int(rnd() * k) }
@@ -49,14 +53,15 @@ BEGIN {
   for (i = 0; i < nlast; i++) last[i] = last[i + 1]
   for (i = 0; i < ndomain; i++) domain[i] = domain[i + 1]
 
-  k = int(n * overlap + 0.5)
-  if (k > n) k = n
-  # Provider: people 1..n; consumer: people n-k+1 .. 2n-k (k in both). Each
-  # person gets one address, generated in id order.
+  small = nc < n ? nc : n
+  k = int(small * overlap + 0.5)
+  if (k > small) k = small
+  # Provider: people 1..n; consumer: people n-k+1 .. n-k+nc (k in both).
+  # Each person gets one address, generated in id order.
   hdr = keys == 2 ? "email,phone" : "email"
   print hdr > out_p
   print hdr > out_c
-  for (id = 1; id <= 2 * n - k; id++) {
+  for (id = 1; id <= n - k + nc; id++) {
     e = email(id)
     # The phone draws no random number, so the e-mails stay the same.
     if (keys == 2) e = e sprintf(",+1%03d%07d", 200 + id % 700, id % 10000000)

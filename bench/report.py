@@ -10,7 +10,8 @@ size from the measurement files, the Markdown table and the plot.
 Standard library only. Every figure is derived here, so docs/benchmarks.md
 describes one place:
 
-  bound_s     = 2 n k (hash_blind + reblind + digest) / cores   (core-seconds
+  bound_s     = (n + n_c) k (hash_blind + reblind + digest) / cores
+                (2 n k ... when both sides hold n; core-seconds
                 of the suite's crypto for both nodes, spread over the cores
                 the two nodes share; k match keys per record: each side
                 blinds and re-blinds k points per record)
@@ -27,6 +28,11 @@ ran on another ristretto255 backend (its "backend", docs/crypto-backends.md),
 the row also has batch_bound_s and batch_efficiency, the same formulas with
 that backend's batch_hash_blind and batch_reblind: the bound of the nodes'
 own backend, next to libsodium's.
+
+Memory (issue 17): rss_kb is each node's peak resident set (bench_exec's
+wait4), peak_rss_bytes the same from the node's --json; spill_bytes_per_elem
+= the node's spill.bytes_written / its own n; leftover_files = entries left
+in the node's work directory after it exited (must be 0).
 """
 import json
 import os
@@ -120,6 +126,14 @@ def busy_seconds(path, clk_tck):
     return (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / float(clk_tck)
 
 
+def leftover(d, side):
+    try:
+        with open(os.path.join(d, side + "-work.left")) as f:
+            return int(f.read().strip() or "0")
+    except (OSError, ValueError):
+        return None
+
+
 def one_run(d, expect, cores, clk_tck):
     """The figures of one serve + run pair in directory d."""
     s_stats = load_json(os.path.join(d, "serve.stats"))
@@ -147,7 +161,13 @@ def one_run(d, expect, cores, clk_tck):
     other = None
     if b0 is not None and b1 is not None and c_stats["wall_s"] > 0:
         other = min(1.0, max(0.0, (b1 - b0 - ours) / (c_stats["wall_s"] * cores)))
+    spill = {"provider": s_out.get("spill"), "consumer": c_out.get("spill")}
     return {
+        "spill": spill,
+        "peak_rss_bytes": {"provider": s_out.get("peak_rss_bytes"),
+                           "consumer": c_out.get("peak_rss_bytes")},
+        "phases": {"provider": s_out.get("phases"), "consumer": c_out.get("phases")},
+        "leftover_files": {"provider": leftover(d, "provider"), "consumer": leftover(d, "consumer")},
         "other_cpu_util": other,
         "wall_s": c_stats["wall_s"],
         "cpu_s": {"provider": s_stats["user_s"] + s_stats["sys_s"],
@@ -175,6 +195,8 @@ def cmd_row(argv):
     ap = argparse.ArgumentParser(prog="report.py row")
     ap.add_argument("dir")
     ap.add_argument("--n", type=int, required=True)
+    ap.add_argument("--n-consumer", type=int, help="the consumer's n when unbalanced (default --n)")
+    ap.add_argument("--memory", type=int, help="--memory MiB given to both nodes")
     ap.add_argument("--overlap", type=float, required=True)
     ap.add_argument("--expect", type=int, required=True)
     ap.add_argument("--suite", required=True)
@@ -205,18 +227,21 @@ def cmd_row(argv):
     order = sorted(range(len(runs)), key=lambda i: runs[i]["wall_s"])
     m = runs[order[(len(runs) - 1) // 2]]
     n, wall, cores = a.n, m["wall_s"], a.cores
+    nc = a.n_consumer or n
     per_elem_us = crypto["hash_blind_us"] + crypto["reblind_us"] + crypto["digest_us"]
-    bound = 2.0 * n * a.keys * per_elem_us * 1e-6 / cores
+    bound = (n + nc) * a.keys * per_elem_us * 1e-6 / cores
     cpu = m["cpu_s"]["provider"] + m["cpu_s"]["consumer"]
     batch_bound = None
     if "batch_hash_blind_us" in crypto:
-        batch_bound = 2.0 * n * a.keys * (crypto["batch_hash_blind_us"] +
+        batch_bound = (n + nc) * a.keys * (crypto["batch_hash_blind_us"] +
                                           crypto["batch_reblind_us"] + crypto["digest_us"]) * 1e-6 / cores
     row = {
         "tool": "cleanroom",
         "crypto_backend": backend,
         "suite": a.suite,
         "n": n,
+        "n_consumer": nc,
+        "memory_mib": a.memory,
         "keys": a.keys,
         "overlap": a.overlap,
         "intersection": a.expect,
@@ -248,6 +273,20 @@ def cmd_row(argv):
         "padded_size": m["padded_size"],
         "padding_share": {k: r((m["padded_size"][k] - m["set_size"][k]) / m["set_size"][k], 4)
                           for k in ("provider", "consumer") if m["set_size"][k]},
+        # Memory and spilling: each node's peak RSS (also from its --json),
+        # what it spilled per element of its own set, the spill's largest
+        # size on disk, the files left in its work directory (must be 0),
+        # and its seconds per phase.
+        "peak_rss_bytes": m["peak_rss_bytes"],
+        "spill_bytes": {k: (v or {}).get("bytes_written") for k, v in m["spill"].items()},
+        "spill_peak_bytes": {k: (v or {}).get("peak_bytes") for k, v in m["spill"].items()},
+        "spill_runs": {k: (v or {}).get("runs") for k, v in m["spill"].items()},
+        "spill_bytes_per_elem": {
+            k: (r(v["bytes_written"] / own, 2) if v and v.get("bytes_written") is not None else None)
+            for k, v, own in (("provider", m["spill"]["provider"], n),
+                              ("consumer", m["spill"]["consumer"], nc))},
+        "leftover_files": m["leftover_files"],
+        "phases": m["phases"],
         "loadavg": a.loadavg,
         "commit": a.commit,
         "threads": a.threads,
@@ -309,15 +348,19 @@ def cmd_table(path):
     out.append("| n per side | keys | wall s | µs/elem | elem/s | bound s | efficiency | CPU % | crypto ÷ CPU | others' CPU % "
                "| B/elem provider→ | B/elem consumer→ | RSS provider MiB | RSS consumer MiB "
                "| psi.js wall s | psi.js µs/elem | psi.js B/elem server→ / client→ "
-               "| time psi.js ÷ cleanroom | bytes psi.js ÷ cleanroom | padding provider / consumer |")
-    out.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+               "| time psi.js ÷ cleanroom | bytes psi.js ÷ cleanroom | padding provider / consumer "
+               "| spill B/elem provider / consumer | files left in work dirs |")
+    out.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for x in rows:
         p = x.get("peer")
         ratio = x.get("ratio") or {}
         oc = x.get("other_cpu_util")
         pad = x.get("padding_share") or {}
-        out.append("| %d | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
-            x["n"], x.get("keys", 1), fmt(x["wall_s"], ".3f"), fmt(x["us_per_elem"], ".1f"),
+        sp = x.get("spill_bytes_per_elem") or {}
+        left = x.get("leftover_files") or {}
+        nc = x.get("n_consumer", x["n"])
+        out.append("| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            ("%d" % x["n"]) if nc == x["n"] else ("%d / %d" % (x["n"], nc)), x.get("keys", 1), fmt(x["wall_s"], ".3f"), fmt(x["us_per_elem"], ".1f"),
             fmt(x["elems_per_s"], ",d"), fmt(x["bound_s"], ".3f"), fmt(x["efficiency"], ".2f"),
             fmt(100 * x["cpu_util"], ".0f"), fmt(x.get("crypto_share_of_cpu"), ".2f"),
             fmt(None if oc is None else 100 * oc, ".0f"),
@@ -328,7 +371,10 @@ def cmd_table(path):
             ("%.1f×" % ratio["time_psijs_over_cleanroom"]) if p else "–",
             ("%.2f×" % ratio["bytes_psijs_over_cleanroom"]) if p else "–",
             ("%s%% / %s%%" % (fmt(100 * pad["provider"], ".1f"), fmt(100 * pad["consumer"], ".1f")))
-            if "provider" in pad and "consumer" in pad else "–"))
+            if "provider" in pad and "consumer" in pad else "–",
+            "%s / %s" % (fmt(sp.get("provider"), ".1f"), fmt(sp.get("consumer"), ".1f")),
+            "–" if left.get("provider") is None or left.get("consumer") is None
+            else "%d" % (left["provider"] + left["consumer"])))
     x = rows[0]
 
     def span(k, spec):
@@ -353,7 +399,14 @@ def cmd_table(path):
             % (x["crypto_backend"], span("batch_hash_blind_us", ".1f"),
                span("batch_reblind_us", ".1f"),
                ", ".join("%s at n=%d" % (fmt(r_["batch_efficiency"], ".2f"), r_["n"]) for r_ in rows)))
-    skipped = [r_.get("peer_skipped") for r_ in rows if r_.get("peer_skipped")]
+    if any(r_.get("n_consumer", r_["n"]) != r_["n"] for r_ in rows):
+        notes.append("An unbalanced row's n is the provider's / the consumer's; its µs/elem and "
+                     "elem/s are per provider element, its bound (n + n_c)(hash_blind + reblind "
+                     "+ digest) / cores.")
+    if any(r_.get("memory_mib") for r_ in rows):
+        notes.append("Both nodes ran with --memory %s MiB." % rows[0].get("memory_mib"))
+    skipped = [r_.get("peer_skipped") for r_ in rows if r_.get("peer_skipped")
+               and r_.get("n_consumer", r_["n"]) == r_["n"]]
     if skipped:
         notes.append("psi.js: " + skipped[0])
     print("\n".join(out + notes))
@@ -362,9 +415,10 @@ def cmd_table(path):
 # ---------------------------------------------------------------- plot
 
 def cmd_plot(path, svg):
-    rows = rows_of(path)
+    # The curves are per size with both sides equal: unbalanced rows stay in the table.
+    rows = [r_ for r_ in rows_of(path) if r_.get("n_consumer", r_["n"]) == r_["n"]]
     if not rows:
-        die("%s: no results" % path)
+        die("%s: no results with both sides equal" % path)
     import tempfile
     tmp = tempfile.mkdtemp(prefix="cr-bench-plot.")
     dat = os.path.join(tmp, "plot.dat")

@@ -6,7 +6,12 @@
 # Usage: bench/run.sh [options]
 #   --sizes LIST      n per side, comma-separated (default 4096,16384,65536;
 #                     1048576 = 2^20 only when asked)
-#   --overlap F       fraction of each side's set in both (default 0.5)
+#   --unbalanced S,L  a small consumer of S against a large provider of L
+#                     (e.g. 10000,4000000), instead of the --sizes (both when
+#                     --sizes is given too); psi.js is skipped for it
+#   --memory MiB      pass --memory MiB to both nodes (default: their own, 256)
+#   --overlap F       fraction of each side's set in both (default 0.5; of the
+#                     smaller set when unbalanced)
 #   --keys K          match keys per record: 1 (e-mail, default) or 2 (e-mail
 #                     and phone, "match": "any", the consumer's records counted;
 #                     no psi.js comparison)
@@ -33,7 +38,10 @@
 # gnuplot-nox, the pinned psi.js from npm) and builds a Release tree in
 # build/bench. Progress goes to stderr; stdout gets one JSON object per size,
 # then the Markdown table. The table, the JSON lines and the plot are also
-# written to --out. Method and formulas: docs/benchmarks.md.
+# written to --out. Each node spills to a work directory of its own in the
+# run's directory; the row reports its peak RSS, spilled bytes per element
+# and the files left there afterwards (must be 0). Method and formulas:
+# docs/benchmarks.md.
 set -euo pipefail
 export LC_ALL=C
 
@@ -43,6 +51,9 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
 
 SIZES=4096,16384,65536
+SIZES_GIVEN=0
+UNBALANCED=""
+MEMORY=""
 OVERLAP=0.5
 SUITE=ristretto255
 REPS=3
@@ -74,7 +85,9 @@ is_uint() { case $1 in '' | *[!0-9]*) return 1 ;; *) [ "$1" -gt 0 ] ;; esac; }
 while [ $# -gt 0 ]; do
   case $1 in
     -h | --help) usage; exit 0 ;;
-    --sizes) need_arg "$@"; SIZES=$2; shift ;;
+    --sizes) need_arg "$@"; SIZES=$2; SIZES_GIVEN=1; shift ;;
+    --unbalanced) need_arg "$@"; UNBALANCED=$2; shift ;;
+    --memory) need_arg "$@"; MEMORY=$2; shift ;;
     --overlap) need_arg "$@"; OVERLAP=$2; shift ;;
     --keys) need_arg "$@"; KEYS=$2; shift ;;
     --suite) need_arg "$@"; SUITE=$2; shift ;;
@@ -99,6 +112,18 @@ IFS=, read -r -a SIZE_LIST <<<"$SIZES"
 for n in "${SIZE_LIST[@]}"; do
   is_uint "$n" || bad_usage "--sizes: '$n' is not a positive integer"
 done
+# The cases: PROVIDER_N:CONSUMER_N.
+CASES=()
+if [ -z "$UNBALANCED" ] || [ "$SIZES_GIVEN" = 1 ]; then
+  for n in "${SIZE_LIST[@]}"; do CASES+=("$n:$n"); done
+fi
+if [ -n "$UNBALANCED" ]; then
+  IFS=, read -r u_small u_large u_more <<<"$UNBALANCED"
+  { is_uint "${u_small:-}" && is_uint "${u_large:-}" && [ -z "${u_more:-}" ]; } ||
+    bad_usage "--unbalanced takes SMALL,LARGE (the consumer's and the provider's n)"
+  CASES+=("$u_large:$u_small")
+fi
+[ -z "$MEMORY" ] || is_uint "$MEMORY" || bad_usage "--memory takes MiB (a positive integer)"
 [ -z "$THREADS" ] || is_uint "$THREADS" || bad_usage "--threads takes a positive integer"
 for v in "$REPS" "$PEER_MAX" "$CRYPTO_N" "$CRYPTO_REPS"; do
   is_uint "$v" || bad_usage "--reps, --peer-max, --crypto-n and --crypto-reps take positive integers"
@@ -253,10 +278,12 @@ run_pair() {
   local d=$1 n=$2 node_to=$(($2 / 2000 + 120)) port="" rc=0
   local extra=()
   [ -z "$THREADS" ] || extra=(--threads "$THREADS")
-  mkdir -p "$d"
+  [ -z "$MEMORY" ] || extra+=(--memory "$MEMORY")
+  mkdir -p "$d" "$d/provider-work" "$d/consumer-work"
   "$EXEC" --stamp-stderr "$d/serve.err" "$d/serve.stats" \
     "$CR" serve --template template.json --identity provider-id --data "$DATA/provider.csv" \
-    --listen 127.0.0.1:0 --once --json --timeout "$node_to" "${extra[@]}" >"$d/serve.out" &
+    --listen 127.0.0.1:0 --once --json --timeout "$node_to" --work-dir "$d/provider-work" \
+    "${extra[@]}" >"$d/serve.out" &
   SERVER_PID=$!
   for _ in $(seq 1 2400); do
     port=$(sed -n 's/.*listening on [^ ]*:\([0-9][0-9]*\).*/\1/p' "$d/serve.err" 2>/dev/null | head -1)
@@ -272,8 +299,8 @@ run_pair() {
   head -1 /proc/stat >"$d/procstat.before" 2>/dev/null || true
   timeout $((node_to * 2)) "$EXEC" --stamp-stderr "$d/run.err" "$d/run.stats" \
     "$CR" run --template template.json --identity consumer-id --data "$DATA/consumer.csv" \
-    --peer "127.0.0.1:$port" --query overlap_to_consumer --json --timeout "$node_to" "${extra[@]}" \
-    >"$d/run.out" || rc=$?
+    --peer "127.0.0.1:$port" --query overlap_to_consumer --json --timeout "$node_to" \
+    --work-dir "$d/consumer-work" "${extra[@]}" >"$d/run.out" || rc=$?
   head -1 /proc/stat >"$d/procstat.after" 2>/dev/null || true
   # serve --once exits right after its session.
   for _ in $(seq 1 600); do
@@ -283,6 +310,10 @@ run_pair() {
   kill "$SERVER_PID" 2>/dev/null || true
   wait "$SERVER_PID" 2>/dev/null || true
   SERVER_PID=""
+  # What the nodes left in their work directories (nothing, if they clean up).
+  for side in provider consumer; do
+    find "$d/$side-work" -mindepth 1 2>/dev/null | wc -l >"$d/$side-work.left"
+  done
   if [ "$rc" -ne 0 ]; then
     log "cleanroom run exited $rc:"
     sed 's/^/    run:   /' "$d/run.err" >&2
@@ -293,19 +324,26 @@ run_pair() {
 
 RESULTS="$WORK/results.jsonl"
 : >"$RESULTS"
-for n in "${SIZE_LIST[@]}"; do
-  DATA="$WORK/n$n"
+for case_ in "${CASES[@]}"; do
+  n=${case_%%:*} nc=${case_##*:}
+  if [ "$n" = "$nc" ]; then DATA="$WORK/n$n"; else DATA="$WORK/n${n}x$nc"; fi
   mkdir -p "$DATA"
-  expect=$("$HERE/gen_data.sh" "$n" "$OVERLAP" "$DATA" 20240611 "$KEYS")
+  expect=$("$HERE/gen_data.sh" "$n" "$OVERLAP" "$DATA" 20240611 "$KEYS" "$nc")
   loadavg=$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo 0)
-  log "n=$n per side (overlap $expect), load average $loadavg"
+  if [ "$n" = "$nc" ]; then
+    log "n=$n per side (overlap $expect), load average $loadavg"
+  else
+    log "unbalanced: provider n=$n, consumer n=$nc (overlap $expect), load average $loadavg"
+  fi
   measure_crypto "$DATA/crypto-before.json"
   for rep in $(seq 1 "$REPS"); do
     run_pair "$DATA/rep$rep" "$n" || die "n=$n: serve + run failed (work files: $WORK)"
     log "  cleanroom run $rep/$REPS: $(sed -n 's/.*"wall_s":\([0-9.]*\).*/\1/p' "$DATA/rep$rep/run.stats") s"
   done
   if [ "$PEER" = 1 ]; then
-    if [ -n "$PEER_SKIP" ]; then
+    if [ "$n" != "$nc" ]; then
+      echo "skipped for the unbalanced case" >"$DATA/psijs.skipped"
+    elif [ -n "$PEER_SKIP" ]; then
       echo "skipped: $PEER_SKIP" >"$DATA/psijs.skipped"
     elif [ "$n" -gt "$PEER_MAX" ]; then
       echo "skipped at n=$n (> --peer-max $PEER_MAX)" >"$DATA/psijs.skipped"
@@ -324,7 +362,7 @@ for n in "${SIZE_LIST[@]}"; do
     fi
   fi
   measure_crypto "$DATA/crypto-after.json"
-  python3 "$HERE/report.py" row "$DATA" --n "$n" --overlap "$OVERLAP" --expect "$expect" \
+  python3 "$HERE/report.py" row "$DATA" --n "$n" --n-consumer "$nc" ${MEMORY:+--memory "$MEMORY"} --overlap "$OVERLAP" --expect "$expect" \
     --suite "$SUITE" --keys "$KEYS" --cores "$CORES" --clk-tck "$(getconf CLK_TCK 2>/dev/null || echo 100)" \
     --crypto "$DATA/crypto-before.json" "$DATA/crypto-after.json" --loadavg "$loadavg" \
     ${COMMIT:+--commit "$COMMIT"} ${THREADS:+--threads "$THREADS"} >"$DATA/row.json" || die "n=$n: results incomplete (work files: $WORK)"
@@ -342,7 +380,9 @@ cp "$RESULTS" "$OUT/latest.jsonl"
 {
   echo "# cleanroom benchmark, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo
-  echo "\`bench/run.sh${ARGS}\` (sizes $SIZES, overlap $OVERLAP, suite $SUITE, $KEYS match key(s), $REPS run(s) per size${THREADS:+, --threads $THREADS})"
+  sizes_text="sizes $SIZES"
+  [ -z "$UNBALANCED" ] || [ "$SIZES_GIVEN" = 1 ] || sizes_text=""
+  echo "\`bench/run.sh${ARGS}\` (${sizes_text}${UNBALANCED:+, unbalanced consumer,provider $UNBALANCED}${MEMORY:+, --memory $MEMORY}, overlap $OVERLAP, suite $SUITE, $KEYS match key(s), $REPS run(s) per size${THREADS:+, --threads $THREADS})"
   echo
   cat "$WORK/table.md"
 } >"$OUT/latest.md"

@@ -146,7 +146,29 @@ typedef struct cr_party_config {
   /* serve: one sub-directory per collaboration, instead of template_path
    * (see the top of this file). */
   const char *collaborations_dir;
+  /*
+   * Memory and spilling (issue 17, docs/memory.md). memory_bytes: the
+   * node's budget (0: CR_PARTY_MEMORY_DEFAULT_MIB MiB). The sorters of
+   * every session and data load of this process share one cr_spill with
+   * cr_party_sorter_budget(memory_bytes); the rest (TLS, frames, the worker
+   * pool, the libraries) is the reserve. work_dir: where runs spill (0700,
+   * created if missing; NULL: IDENTITY_DIR/work). spill_max_bytes: a cap on
+   * the spill files on disk at once (0: the file system's free space).
+   * serve, run and data check open the spill; a ping loads no data.
+   */
+  uint64_t memory_bytes;
+  const char *work_dir;
+  uint64_t spill_max_bytes;
 } cr_party_config;
+
+#define CR_PARTY_MEMORY_DEFAULT_MIB 256u
+/* What a node needs beside its sorters (measured: docs/memory.md). */
+#define CR_PARTY_MEMORY_RESERVE_MIB 24u
+/* The sorters' share of a budget: budget - reserve, but never less than a
+ * quarter of the budget (so `--memory 1` still works, slowly: 256 KiB). */
+uint64_t cr_party_sorter_budget(uint64_t memory_bytes);
+/* IDENTITY_DIR/work; malloc'ed. */
+char *cr_party_default_work_dir(const char *identity_dir);
 
 /*
  * Loads the template and the identity, finds this node's role (the party
@@ -174,7 +196,15 @@ const char *cr_party_address(const cr_party *p);
 const char *cr_party_audit_path(const cr_party *p);
 /* Ping: why serve and run would refuse this template ("" if they would
  * not); CR_PARTY_NOTE_AUDIT: why the ping is not in the audit log. */
-enum { CR_PARTY_NOTE_SIGNATURES = 0, CR_PARTY_NOTE_AUDIT = 1 };
+enum { CR_PARTY_NOTE_SIGNATURES = 0, CR_PARTY_NOTE_AUDIT = 1, CR_PARTY_NOTE_SPILL = 2 };
+/* CR_PARTY_NOTE_SPILL: what opening the work directory removed of nodes
+ * killed before they could clean up ("" when nothing), also recorded in the
+ * audit log as spill_recovered. */
+
+/* The node's spill (NULL for a ping), its work directory and its figures
+ * so far (all zero without a spill). Thread-safe. */
+const char *cr_party_work_dir(const cr_party *p);
+void cr_party_spill_stats(const cr_party *p, cr_spill_stats *st);
 const char *cr_party_note(const cr_party *p, int which);
 
 /* ---- Privacy budget (docs/privacy.md) ------------------------------------ */

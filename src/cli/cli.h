@@ -55,12 +55,28 @@ int cr_cli_parse_uint(const char *cmd, const char *opt, const char *what, const 
 /* --delimiter's value: "," ";" "|" "tab" (or a tab, or "\t", or the
  * names comma, semicolon, pipe). 0, or -1 with the error printed. */
 int cr_cli_parse_delimiter(const char *cmd, const char *arg, char *out);
+/* --memory MiB, --work-dir DIR, --spill-max MiB: the same on serve, run
+ * and data check (and their config files). */
+extern const char CR_CLI_MEMORY_HELP[];
+enum { CR_CLI_OPT_MEMORY = 0x1001, CR_CLI_OPT_WORK_DIR, CR_CLI_OPT_SPILL_MAX };
+#define CR_CLI_MEMORY_MAX_MIB (16ul << 20) /* 16 TiB */
+typedef struct cr_cli_memory_opts {
+  uint64_t memory_bytes; /* 0: the default */
+  const char *work_dir;  /* NULL: IDENTITY_DIR/work */
+  uint64_t spill_max_bytes;
+} cr_cli_memory_opts;
+/* "64K", "512M", "2G" or a number of MiB, into bytes. 0, or -1. */
+int cr_cli_parse_size(const char *arg, uint64_t *out);
+/* One of the options above (c: its getopt value). 0, or -1 (error printed). */
+int cr_cli_parse_memory_opt(const char *cmd, int c, const char *arg, cr_cli_memory_opts *m);
+
 /* The documented exit code for a CR_E* code (and the wire error, if any). */
 int cr_cli_exit_code(int rc, int wire);
 
-/* One JSON object on stdout / a few human lines; only released numbers. */
+/* One JSON object on stdout / a few human lines; only released numbers.
+ * extra (taken, may be NULL): more members (what the session cost). */
 void cr_cli_print_result_json(const cr_party_session *s, const cr_template *t,
-                              const char *peer_addr);
+                              const char *peer_addr, json_t *extra);
 void cr_cli_print_result_human(const cr_party_session *s, const char *peer_addr);
 /* Several match keys: the records (or values) a data file gave and each
  * key's skipped cells, on stderr after the load line. */

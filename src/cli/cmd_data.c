@@ -21,7 +21,8 @@ static void data_help(void) {
          "                            [--data-query SQL] [--delimiter D]\n"
          "                            [--query NAME [--param NAME=VALUE]...]\n"
          "                            [--max-reject-ratio R] [--samples N] [--audit FILE]\n"
-         "                            [--json] [--config FILE]\n\n"
+         "                            [--json] [--config FILE]\n"
+         "                            [--memory MiB] [--work-dir DIR] [--spill-max SIZE]\n\n"
          "A dry run of this node's data: loads it exactly as serve and run would for the\n"
          "template (and for --query: its filter, parameters and group_by), then prints\n"
          "rows read, accepted and rejected per reason with the first line (or row)\n"
@@ -32,7 +33,8 @@ static void data_help(void) {
          "the data, so it is recorded in the audit log as data_checked (not a session;\n"
          "it counts against no query's runs). While a node holds the audit log, give\n"
          "the check its own with --audit FILE. --config reads a serve or run config\n"
-         "file (its network keys are skipped).\n\n%s\n"
+         "file (its network keys are skipped). The data loads within --memory as serve's\n"
+         "and run's would (spilling to --work-dir past it).\n\n%s\n%s\n"
          "Exit: 0 the data would be taken; 3 it would be refused for its rows (too many\n"
          "rejected, none valid) or cannot be read; 4 refused by the template's limits\n"
          "(set size, expiry, a filter that keeps nothing); 2 usage.\n\n"
@@ -42,7 +44,7 @@ static void data_help(void) {
          "  cleanroom data check --template template.json --identity ./identity \\\n"
          "      --data postgresql://cleanroom@db.internal/crm \\\n"
          "      --data-query 'SELECT email, segment FROM customers' --query overlap_by_segment\n",
-         CR_CLI_DATA_SOURCES_HELP);
+         CR_CLI_DATA_SOURCES_HELP, CR_CLI_MEMORY_HELP);
 }
 
 static const char *delim_name(char d) {
@@ -256,6 +258,9 @@ static int data_check(int argc, char **argv) {
                                        {"samples", required_argument, NULL, 'S'},
                                        {"audit", required_argument, NULL, 'A'},
                                        {"json", no_argument, NULL, 'j'},
+                                       {"memory", required_argument, NULL, CR_CLI_OPT_MEMORY},
+                                       {"work-dir", required_argument, NULL, CR_CLI_OPT_WORK_DIR},
+                                       {"spill-max", required_argument, NULL, CR_CLI_OPT_SPILL_MAX},
                                        {"help", no_argument, NULL, 'h'},
                                        {NULL, 0, NULL, 0}};
   const char *tpath = NULL, *identity = NULL, *data = NULL, *data_query = NULL, *query = NULL;
@@ -266,6 +271,7 @@ static int data_check(int argc, char **argv) {
   double ratio = 0.05;
   unsigned long samples = 5;
   int json = 0, c;
+  cr_cli_memory_opts mem = {0};
   if (cr_cli_config_apply(cmd, &argc, &argv) != 0)
     return EXIT_USAGE;
   optind = 1;
@@ -319,6 +325,12 @@ static int data_check(int argc, char **argv) {
     case 'j':
       json = 1;
       break;
+    case CR_CLI_OPT_MEMORY:
+    case CR_CLI_OPT_WORK_DIR:
+    case CR_CLI_OPT_SPILL_MAX:
+      if (cr_cli_parse_memory_opt(cmd, c, optarg, &mem) != 0)
+        return EXIT_USAGE;
+      break;
     case 'h':
       data_help();
       return EXIT_OK;
@@ -359,9 +371,17 @@ static int data_check(int argc, char **argv) {
   pc.identity_dir = identity;
   pc.audit_path = audit;
   pc.software = CR_SOFTWARE;
+  pc.memory_bytes = mem.memory_bytes;
+  pc.work_dir = mem.work_dir;
+  pc.spill_max_bytes = mem.spill_max_bytes;
   if ((rc = cr_party_open(&party, &pc, &err)) != 0) {
     cr_cli_errorf(cmd, "%s", cr_error_message(&err, rc));
     return rc == CR_EIO ? EXIT_USAGE : cr_cli_exit_code(rc, 0);
+  }
+  {
+    const char *note = cr_party_note(party, CR_PARTY_NOTE_SPILL);
+    if (note[0])
+      fprintf(stderr, "cleanroom data check: work directory: %s\n", cr_cli_safe(note));
   }
   cr_party_check_config cc = {0};
   cc.data = data;

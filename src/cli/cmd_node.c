@@ -7,6 +7,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <signal.h>
+#include <sys/resource.h>
 
 #include <uv.h>
 
@@ -38,6 +39,7 @@ typedef struct node_opts {
   unsigned timeout_ms;
   unsigned max_sessions;
   unsigned threads;
+  cr_cli_memory_opts mem; /* --memory, --work-dir, --spill-max */
 } node_opts;
 
 typedef struct node_ctx {
@@ -57,9 +59,16 @@ typedef struct node_ctx {
   int tick_live;
   struct serve_progress {
     char peer[64];
-    const char *phase;
-    uint64_t last;
+    const char *phase; /* last printed */
+    uint64_t last, start;
+    json_t *phases; /* seconds per phase, for its --json line */
+    const char *cur;
+    uint64_t t0;
   } sp[32]; /* serve: the sessions reported on, by partner address */
+  /* run: seconds per phase ("loading", "connecting", then the session's) */
+  json_t *phases;
+  const char *phase_cur;
+  uint64_t phase_t0, session_start;
   int sessions, failed;
   int closed_rc, closed_wire;
   int closed;
@@ -74,12 +83,19 @@ static void report_failure(const char *cmd, const cr_session_result *r, const ch
           r->error_msg[0] ? cr_cli_safe(r->error_msg) : cr_strerror(r->error));
 }
 
+static json_t *resources_json(node_ctx *n, json_t *phases);
+static json_t *session_phases(node_ctx *n, const cr_party_session *s);
+
+/* --json: the result, with what it cost (phases, peak RSS, spill). */
 static void print_result(node_ctx *n, const cr_party_session *s) {
   const cr_template *t = s->tmpl ? s->tmpl : n->t;
+  json_t *phases = session_phases(n, s);
   if (n->o->json)
-    cr_cli_print_result_json(s, t, s->peer_addr);
-  else
+    cr_cli_print_result_json(s, t, s->peer_addr, resources_json(n, phases));
+  else {
+    json_decref(phases);
     cr_cli_print_result_human(s, s->peer_addr);
+  }
 }
 
 /* serve: one line per session on stderr (the node's log): collaboration,
@@ -124,6 +140,7 @@ static void on_session(void *ctx, const cr_party_session *s) {
       n->failed++;
       n->last_rc = s->release_rc;
     }
+    json_decref(session_phases(n, s));
     return;
   }
   print_result(n, s);
@@ -209,7 +226,7 @@ static void on_closed(void *ctx, int rc, const cr_error *err, const cr_party_ses
   else
     cr_cli_errorf(n->cmd, "%s", cr_cli_safe(cr_error_message(err, rc)));
   if (n->o->json && s != NULL)
-    cr_cli_print_result_json(s, n->t, NULL);
+    cr_cli_print_result_json(s, n->t, NULL, resources_json(n, session_phases(n, s)));
   if (rc == 0 && r != NULL)
     n->closed_rc = r->error ? r->error : CR_EINTERNAL;
 }
@@ -226,76 +243,187 @@ static void on_closed(void *ctx, int rc, const cr_error *err, const cr_party_ses
 #define CR_PROGRESS_TTY_MS 2000
 #define CR_PROGRESS_LOG_MS 10000
 
-static void progress_print(node_ctx *n, const cr_session_progress *p, uint64_t now) {
+/* Seconds per phase (--json "phases"): the time since the last change is
+ * added to the phase that was current, and next becomes current. */
+static void phase_switch(json_t **phases, const char **cur, uint64_t *t0, const char *next,
+                         uint64_t now) {
+  if (*phases == NULL)
+    *phases = json_object();
+  if (*cur != NULL && *phases != NULL) {
+    json_t *had = json_object_get(*phases, *cur);
+    double s = (had ? json_real_value(had) : 0.0) + (double)(now - *t0) / 1000.0;
+    json_object_set_new(*phases, *cur, json_real(s));
+  }
+  *cur = next;
+  *t0 = now;
+}
+
+/* What a session cost this process (--json): the phases (taken, may be
+ * NULL), the peak resident set and what the node has spilled so far. */
+static json_t *resources_json(node_ctx *n, json_t *phases) {
+  json_t *o = json_object();
+  if (phases != NULL) {
+    /* Milliseconds are enough. */
+    const char *k;
+    json_t *v;
+    json_object_foreach(phases, k, v) {
+      json_real_set(v, (double)(long long)(json_real_value(v) * 1000.0 + 0.5) / 1000.0);
+    }
+    json_object_set_new(o, "phases", phases);
+  }
+  struct rusage ru;
+  memset(&ru, 0, sizeof ru);
+  (void)getrusage(RUSAGE_SELF, &ru);
+  json_object_set_new(o, "peak_rss_bytes", json_integer((json_int_t)ru.ru_maxrss * 1024));
+  cr_spill_stats st;
+  cr_party_spill_stats(n->party, &st);
+  json_t *sp = json_object();
+  json_object_set_new(sp, "bytes_written", json_integer((json_int_t)st.disk_written));
+  json_object_set_new(sp, "peak_bytes", json_integer((json_int_t)st.disk_peak));
+  json_object_set_new(sp, "runs", json_integer((json_int_t)st.runs_written));
+  json_object_set_new(sp, "memory_budget_bytes", json_integer((json_int_t)st.memory_bytes));
+  json_object_set_new(sp, "memory_peak_bytes", json_integer((json_int_t)st.memory_peak));
+  json_object_set_new(o, "spill", sp);
+  return o;
+}
+
+/* "1.2M" */
+static void human_count(char *buf, size_t cap, double v) {
+  if (v >= 1e9)
+    snprintf(buf, cap, "%.1fG", v / 1e9);
+  else if (v >= 1e6)
+    snprintf(buf, cap, "%.1fM", v / 1e6);
+  else if (v >= 1e4)
+    snprintf(buf, cap, "%.0fk", v / 1e3);
+  else
+    snprintf(buf, cap, "%.0f", v);
+}
+
+/* "12s", "3m05s", "1h02m" */
+static void human_secs(char *buf, size_t cap, double s) {
+  unsigned long t = (unsigned long)(s + 0.5);
+  if (t < 60)
+    snprintf(buf, cap, "%lus", t);
+  else if (t < 3600)
+    snprintf(buf, cap, "%lum%02lus", t / 60, t % 60);
+  else
+    snprintf(buf, cap, "%luh%02lum", t / 3600, (t % 3600) / 60);
+}
+
+/* "exchanging sets 120k/2.0M elements, 48k/s, ~40s left": elements are
+ * our points sent, the partner's points received and our digests back. */
+static void progress_text(char *buf, size_t cap, const cr_session_progress *p, double secs) {
   uint64_t done = p->own_sent + p->peer_received + p->digests_received;
   uint64_t total = p->own_total + p->peer_total + p->digests_due;
+  double rate = secs > 0 ? (double)done / secs : 0;
+  char d[32], t[32], r[32], left[64] = "";
+  human_count(d, sizeof d, (double)done);
+  human_count(t, sizeof t, (double)total);
+  human_count(r, sizeof r, rate);
+  if (rate > 0 && total > done) {
+    char l[32];
+    human_secs(l, sizeof l, (double)(total - done) / rate);
+    snprintf(left, sizeof left, ", ~%s left", l);
+  }
+  snprintf(buf, cap, "%s %s/%s elements, %s/s%s", p->phase, d, t, r, left);
+}
+
+static void progress_print(node_ctx *n, const cr_session_progress *p, uint64_t now) {
   double secs = (double)(now - n->progress_start) / 1000.0;
+  /* The rate counts from the first report (the session), not the load. */
+  double ssecs = n->session_start ? (double)(now - n->session_start) / 1000.0 : secs;
+  char el[32], text[256];
   n->progress_last = now;
+  human_secs(el, sizeof el, secs);
+  progress_text(text, sizeof text, p, ssecs);
   if (!n->progress_tty) {
+    /* A log line: the parts too. */
     fprintf(stderr,
-            "%s run: %.0fs: %s (our points %llu/%llu, partner's %llu/%llu, our digests back "
+            "%s run: %s: %s (our points %llu/%llu, partner's %llu/%llu, our digests back "
             "%llu/%llu)\n",
-            CR_CLI_PROG, secs, p->phase, (unsigned long long)p->own_sent,
+            CR_CLI_PROG, el, text, (unsigned long long)p->own_sent,
             (unsigned long long)p->own_total, (unsigned long long)p->peer_received,
             (unsigned long long)p->peer_total, (unsigned long long)p->digests_received,
             (unsigned long long)p->digests_due);
     return;
   }
-  double rate = secs > 0 ? (double)done / secs : 0;
-  char left[32] = "";
-  if (rate > 0 && total > done)
-    snprintf(left, sizeof left, ", ~%.0fs left", (double)(total - done) / rate);
-  fprintf(stderr, "\r%s run: %-17s %llu/%llu items, %.0f/s, %.0fs%s\033[K", CR_CLI_PROG, p->phase,
-          (unsigned long long)done, (unsigned long long)total, rate, secs, left);
+  fprintf(stderr, "\r%s run: %s: %s\033[K", CR_CLI_PROG, el, text);
   if (strcmp(p->phase, "done") == 0)
     fputc('\n', stderr);
 }
 
+static struct serve_progress *serve_entry(node_ctx *n, const char *peer) {
+  for (size_t i = 0; i < sizeof n->sp / sizeof n->sp[0]; i++)
+    if (n->sp[i].peer[0] && strcmp(n->sp[i].peer, peer) == 0)
+      return &n->sp[i];
+  return NULL;
+}
+
 static void serve_progress(node_ctx *n, const cr_session_progress *p, uint64_t now) {
   const char *peer = p->peer_addr ? p->peer_addr : "the partner";
-  struct serve_progress *e = NULL, *oldest = &n->sp[0];
-  for (size_t i = 0; i < sizeof n->sp / sizeof n->sp[0]; i++) {
-    if (strcmp(n->sp[i].peer, peer) == 0) {
-      e = &n->sp[i];
-      break;
-    }
-    if (n->sp[i].last < oldest->last)
-      oldest = &n->sp[i];
-  }
+  struct serve_progress *e = serve_entry(n, peer);
   int done = strcmp(p->phase, "done") == 0;
-  if (!done && (p->query == NULL || p->query[0] == '\0'))
+  if (e == NULL && !done && (p->query == NULL || p->query[0] == '\0'))
     return; /* the runner's Hello has not come yet (or a ping) */
   if (e == NULL) {
     if (done)
       return; /* the result line says it */
+    struct serve_progress *oldest = &n->sp[0];
+    for (size_t i = 0; i < sizeof n->sp / sizeof n->sp[0]; i++) {
+      if (n->sp[i].peer[0] == '\0') {
+        oldest = &n->sp[i];
+        break;
+      }
+      if (n->sp[i].last < oldest->last)
+        oldest = &n->sp[i];
+    }
     e = oldest;
+    json_decref(e->phases);
+    memset(e, 0, sizeof *e);
     snprintf(e->peer, sizeof e->peer, "%s", peer);
-    e->phase = NULL;
-    e->last = 0;
+    e->start = now;
   }
-  uint64_t every = n->progress_tty ? CR_PROGRESS_TTY_MS : CR_PROGRESS_LOG_MS;
+  if (e->cur == NULL || strcmp(e->cur, p->phase) != 0)
+    phase_switch(&e->phases, &e->cur, &e->t0, p->phase, now);
   int changed = e->phase == NULL || strcmp(e->phase, p->phase) != 0;
-  if (done) {
-    e->peer[0] = '\0';
-    e->last = 0;
-    return;
-  }
-  if (!changed && now - e->last < every)
+  if (done)
+    return; /* kept for the session's --json line (on_session) */
+  uint64_t every = n->progress_tty ? CR_PROGRESS_TTY_MS : CR_PROGRESS_LOG_MS;
+  if (n->o->quiet || (!changed && now - e->last < every))
     return;
   e->phase = p->phase;
   e->last = now;
-  fprintf(stderr,
-          "%s serve: session with %s (query %s): %s (our points %llu/%llu, partner's "
-          "%llu/%llu)\n",
-          CR_CLI_PROG, cr_cli_safe(peer), p->query && p->query[0] ? cr_cli_safe(p->query) : "-",
-          p->phase, (unsigned long long)p->own_sent, (unsigned long long)p->own_total,
-          (unsigned long long)p->peer_received, (unsigned long long)p->peer_total);
+  char text[200];
+  progress_text(text, sizeof text, p, (double)(now - e->start) / 1000.0);
+  fprintf(stderr, "%s serve: session with %s (query %s): %s\n", CR_CLI_PROG, cr_cli_safe(peer),
+          p->query && p->query[0] ? cr_cli_safe(p->query) : "-", text);
+}
+
+/* The phases of the session s ended (taken from where they were kept):
+ * run's, or the serve entry of its partner's address. NULL if none. */
+static json_t *session_phases(node_ctx *n, const cr_party_session *s) {
+  uint64_t now = cr_now_ms();
+  json_t *ph = NULL;
+  if (strcmp(n->cmd, "run") == 0) {
+    if (n->phase_cur != NULL && strcmp(n->phase_cur, "done") != 0)
+      phase_switch(&n->phases, &n->phase_cur, &n->phase_t0, "done", now);
+    ph = n->phases;
+    n->phases = NULL;
+    n->phase_cur = NULL;
+    return ph;
+  }
+  struct serve_progress *e = s->peer_addr ? serve_entry(n, s->peer_addr) : NULL;
+  if (e == NULL)
+    return NULL;
+  if (e->cur != NULL && strcmp(e->cur, "done") != 0)
+    phase_switch(&e->phases, &e->cur, &e->t0, "done", now);
+  ph = e->phases;
+  memset(e, 0, sizeof *e);
+  return ph;
 }
 
 static void on_progress(void *ctx, const cr_session_progress *p) {
   node_ctx *n = ctx;
-  if (n->o->quiet)
-    return;
   uint64_t now = cr_now_ms();
   if (strcmp(n->cmd, "serve") == 0) {
     serve_progress(n, p, now);
@@ -303,13 +431,19 @@ static void on_progress(void *ctx, const cr_session_progress *p) {
   }
   if (n->progress_start == 0)
     n->progress_start = now;
+  if (n->session_start == 0)
+    n->session_start = now;
   int phase_changed = n->progress_phase == NULL || strcmp(n->progress_phase, p->phase) != 0;
+  if (phase_changed)
+    phase_switch(&n->phases, &n->phase_cur, &n->phase_t0, p->phase, now);
   n->last = *p;
   n->last.query = NULL;
   n->last.peer_addr = NULL;
   n->have_last = 1;
   n->progress_phase = p->phase;
-  uint64_t every = n->progress_tty ? 250 : CR_PROGRESS_LOG_MS;
+  if (n->o->quiet)
+    return;
+  uint64_t every = n->progress_tty ? CR_PROGRESS_TTY_MS : CR_PROGRESS_LOG_MS;
   if (phase_changed ? strcmp(p->phase, "done") != 0 || n->progress_tty
                     : now - n->progress_last >= every)
     progress_print(n, p, now);
@@ -432,7 +566,8 @@ static void node_help(const char *cmd) {
            "       cleanroom serve --collaborations DIR --identity DIR --listen HOST:PORT\n"
            "                       [--once] [--json] [--max-reject-ratio R] [--timeout SEC]\n"
            "                       [--max-sessions N] [--threads N] [--audit FILE]\n"
-           "                       [--quiet] [--config FILE] [--check]\n\n"
+           "                       [--quiet] [--config FILE] [--check]\n"
+           "                       [--memory MiB] [--work-dir DIR] [--spill-max SIZE]\n\n"
            "Waits for the partners' nodes and answers the queries their templates let them\n"
            "run. The node's role in each collaboration is the template party whose\n"
            "cert_sha256 is this identity's.\n\n"
@@ -443,7 +578,9 @@ static void node_help(const char *cmd) {
            "  DIR/NAME/collaboration.conf  `key = value` lines: data = SOURCE (required),\n"
            "                               data_query = SQL, delimiter = D,\n"
            "                               audit = FILE, max_sessions = N, timeout = SEC,\n"
-           "                               max_reject_ratio = R, enabled = true|false\n"
+           "                               max_reject_ratio = R, enabled = true|false,\n"
+           "                               memory = MiB, work_dir = DIR (a budget and a\n"
+           "                               work directory of its own: docs/memory.md)\n"
            "A partner's connection goes to the collaboration whose template pins its\n"
            "certificate and whose hash its Hello names. The directory is watched: a new,\n"
            "changed or removed collaboration takes effect within seconds (SIGHUP: at\n"
@@ -463,7 +600,11 @@ static void node_help(const char *cmd) {
            "--config FILE reads `key = value` lines (keys: the long options, e.g.\n"
            "collaborations, identity, data, data_query, listen, json = true); command-line\n"
            "flags override it. The port is bound before any data is loaded, so a port in\n"
-           "use fails at once.\n\n%s\n"
+           "use fails at once.\n"
+           "All sessions of the node share its --memory budget and work directory (a\n"
+           "collaboration may have a lower budget of its own: memory = MiB). With --json each\n"
+           "session's line also has \"phases\" (seconds per phase), \"peak_rss_bytes\" and\n"
+           "\"spill\" (the node's: bytes_written, peak_bytes, runs).\n\n%s\n%s\n"
            "Examples:\n"
            "  cleanroom serve --template template.json --identity ./identity \\\n"
            "      --data customers.csv --listen 0.0.0.0:7443\n"
@@ -473,14 +614,15 @@ static void node_help(const char *cmd) {
            "  cleanroom serve --collaborations /etc/cleanroom/collaborations \\\n"
            "      --identity /var/lib/cleanroom/identity --listen 0.0.0.0:7443\n"
            "  cleanroom serve --config /etc/cleanroom/serve.conf\n\n%s",
-           CR_CLI_DATA_SOURCES_HELP, CR_CLI_EXIT_CODES_HELP);
+           CR_CLI_DATA_SOURCES_HELP, CR_CLI_MEMORY_HELP, CR_CLI_EXIT_CODES_HELP);
   else
     printf("Usage: cleanroom run --template T --identity DIR --data SOURCE --query NAME\n"
            "                     [--data-query SQL] [--delimiter D]\n"
            "                     [--peer HOST:PORT] [--param NAME=VALUE]...\n"
            "                     [--out FILE [--force]] [--json] [--max-reject-ratio R]\n"
            "                     [--timeout SEC] [--retry N] [--threads N] [--audit FILE]\n"
-           "                     [--quiet] [--config FILE]\n\n"
+           "                     [--quiet] [--config FILE]\n"
+           "                     [--memory MiB] [--work-dir DIR] [--spill-max SIZE]\n\n"
            "Connects to the partner's node and runs a query of the template. Prints what\n"
            "the template releases to this side: the overlap count if it reaches the query's\n"
            "min_count, otherwise that it was suppressed.\n"
@@ -489,7 +631,11 @@ static void node_help(const char *cmd) {
            "A query with noise (docs/privacy.md) releases noisy numbers: released gains\n"
            "\"noise\" (mechanism, epsilon, scale, error_95) and the object\n"
            "\"privacy_budget\" (epsilon, spent, left); a run that would spend more than\n"
-           "is left of limits.privacy_budget is refused (exit 4) with what is spent and left.\n\n"
+           "is left of limits.privacy_budget is refused (exit 4) with what is spent and left.\n"
+           "The object also says what the run cost: \"phases\" (seconds per phase: loading,\n"
+           "connecting, then the session's), \"peak_rss_bytes\" and \"spill\" (bytes_written,\n"
+           "peak_bytes, runs). Progress goes to stderr: phase, elements done/total, rate and\n"
+           "time left, every 2 s on a terminal and every 10 s otherwise.\n\n"
            "--peer defaults to the partner's address in the template\n"
            "(parties.<role>.address). --param NAME=VALUE gives a query's parameter (repeat\n"
            "for each; a string_list is comma-separated). A members query writes this side's\n"
@@ -501,14 +647,14 @@ static void node_help(const char *cmd) {
            "--quiet drops the informational stderr lines; --config FILE reads options\n"
            "from `key = value` lines (see `cleanroom serve --help`).\n"
            "Check the way to the partner first with `cleanroom ping`, and the data with\n"
-           "`cleanroom data check`.\n\n%s\n"
+           "`cleanroom data check`.\n\n%s\n%s\n"
            "Example:\n"
            "  cleanroom run --template template.json --identity ./identity \\\n"
            "      --data policyholders.csv --peer acme.example:7443 --query overlap\n"
            "  cleanroom run --template template.json --identity ./identity \\\n"
            "      --data sqlite:/srv/crm.db --data-query 'SELECT mail AS email FROM clients' \\\n"
            "      --peer acme.example:7443 --query overlap\n\n%s",
-           CR_CLI_DATA_SOURCES_HELP, CR_CLI_EXIT_CODES_HELP);
+           CR_CLI_DATA_SOURCES_HELP, CR_CLI_MEMORY_HELP, CR_CLI_EXIT_CODES_HELP);
 }
 
 /* serve --check: every collaboration, then the exit code. */
@@ -520,6 +666,9 @@ static int check_serve(const char *cmd, const node_opts *o) {
   pc.identity_dir = o->identity;
   pc.audit_path = o->audit;
   pc.software = CR_SOFTWARE;
+  pc.memory_bytes = o->mem.memory_bytes;
+  pc.work_dir = o->mem.work_dir;
+  pc.spill_max_bytes = o->mem.spill_max_bytes;
   cr_party_serve_config sc = {0};
   sc.data = o->data;
   sc.max_reject_ratio = o->max_reject_ratio > 0 ? o->max_reject_ratio : -1.0;
@@ -570,6 +719,9 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
                                        {"collaborations", required_argument, NULL, 'C'},
                                        {"check", no_argument, NULL, 'K'},
                                        {"retry", required_argument, NULL, 'R'},
+                                       {"memory", required_argument, NULL, CR_CLI_OPT_MEMORY},
+                                       {"work-dir", required_argument, NULL, CR_CLI_OPT_WORK_DIR},
+                                       {"spill-max", required_argument, NULL, CR_CLI_OPT_SPILL_MAX},
                                        {"help", no_argument, NULL, 'h'},
                                        {NULL, 0, NULL, 0}};
   node_opts o = {0};
@@ -712,6 +864,12 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
       o.retry = (unsigned)v;
       break;
     }
+    case CR_CLI_OPT_MEMORY:
+    case CR_CLI_OPT_WORK_DIR:
+    case CR_CLI_OPT_SPILL_MAX:
+      if (cr_cli_parse_memory_opt(cmd, c, optarg, &o.mem) != 0)
+        return EXIT_USAGE;
+      break;
     case 'h':
       node_help(cmd);
       return EXIT_OK;
@@ -788,10 +946,19 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
   pc.audit_path = o.audit;
   pc.address = o.address;
   pc.software = CR_SOFTWARE;
+  pc.memory_bytes = o.mem.memory_bytes;
+  pc.work_dir = o.mem.work_dir;
+  pc.spill_max_bytes = o.mem.spill_max_bytes;
   if ((rc = cr_party_open(&party, &pc, &err)) != 0) {
     cr_cli_errorf(cmd, "%s", cr_error_message(&err, rc));
     code = cr_cli_exit_code(rc, 0);
     goto out;
+  }
+  {
+    /* What a killed node left in the work directory, removed (and logged). */
+    const char *note = cr_party_note(party, CR_PARTY_NOTE_SPILL);
+    if (note[0])
+      fprintf(stderr, "%s %s: work directory: %s\n", CR_CLI_PROG, cmd, cr_cli_safe(note));
   }
   nctx.party = party;
   nctx.t = cr_party_template(party);
@@ -861,8 +1028,11 @@ again:
     }
     nctx.progress_start = cr_now_ms();
     nctx.progress_last = nctx.progress_start;
+    phase_switch(&nctx.phases, &nctx.phase_cur, &nctx.phase_t0, "loading", nctx.progress_start);
     rc = cr_party_run(party, &loop, &rcfg, &ev, &err);
     if (rc == 0) {
+      /* Loaded; the session's own phases follow its first report. */
+      phase_switch(&nctx.phases, &nctx.phase_cur, &nctx.phase_t0, "connecting", cr_now_ms());
       uv_timer_init(&loop, &nctx.tick);
       nctx.tick.data = &nctx;
       nctx.tick_live = 1;
@@ -916,6 +1086,7 @@ again:
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
       ;
     node_ctx keep = nctx;
+    json_decref(keep.phases); /* each attempt counts its own */
     memset(&nctx, 0, sizeof nctx);
     nctx.cmd = keep.cmd;
     nctx.o = keep.o;
@@ -932,6 +1103,9 @@ out:
     if (uv_loop_close(&loop) != 0)
       cr_cli_errorf(cmd, "the event loop still held handles at exit");
   }
+  json_decref(nctx.phases);
+  for (size_t i = 0; i < sizeof nctx.sp / sizeof nctx.sp[0]; i++)
+    json_decref(nctx.sp[i].phases);
   cr_party_close(party);
   cr_pool_free(pool);
   return code;

@@ -124,3 +124,70 @@ const char CR_CLI_DATA_SOURCES_HELP[] =
     "  in the URI (it is refused): use ~/.pgpass or PGPASSFILE, the PGPASSWORD\n"
     "  environment variable, or a service file (PGSERVICE=name, ~/.pg_service.conf).\n"
     "  See docs/data-sources.md.\n";
+
+const char CR_CLI_MEMORY_HELP[] =
+    "Memory (docs/memory.md):\n"
+    "  --memory MiB         the node's memory budget (default 256, at least 1): a set\n"
+    "                       of any size is processed within it; what does not fit\n"
+    "                       spills to the work directory, encrypted, as sorted runs.\n"
+    "                       24 MiB of it is kept for what is not a table (TLS, frames,\n"
+    "                       threads; a quarter of it goes to tables below 32 MiB).\n"
+    "  --work-dir DIR       where runs spill (default IDENTITY_DIR/work; created 0700).\n"
+    "                       Nothing is left there when the node ends; what a killed\n"
+    "                       node left is removed at the next start (and logged).\n"
+    "  --spill-max SIZE     at most this much spilled on disk at once: MiB, or with a\n"
+    "                       unit (64K, 512M, 2G); default: the file system's free\n"
+    "                       space. Past it (or with the disk full) the session fails\n"
+    "                       with an error naming the directory, and nothing is released.\n";
+
+int cr_cli_parse_size(const char *arg, uint64_t *out) {
+  char *end = NULL;
+  if (arg[0] < '0' || arg[0] > '9')
+    return -1;
+  errno = 0;
+  unsigned long long v = strtoull(arg, &end, 10);
+  if (errno || end == arg)
+    return -1;
+  unsigned shift = 20;
+  if (*end == 'K' || *end == 'k')
+    shift = 10, end++;
+  else if (*end == 'M' || *end == 'm')
+    shift = 20, end++;
+  else if (*end == 'G' || *end == 'g')
+    shift = 30, end++;
+  if ((*end == 'i' || *end == 'I') && (end[1] == 'B' || end[1] == 'b'))
+    end += 2;
+  else if (*end == 'B' || *end == 'b')
+    end++;
+  if (*end != '\0' || v > ((unsigned long long)CR_CLI_MEMORY_MAX_MIB << 20) >> shift)
+    return -1;
+  *out = (uint64_t)v << shift;
+  return 0;
+}
+
+int cr_cli_parse_memory_opt(const char *cmd, int c, const char *arg, cr_cli_memory_opts *m) {
+  unsigned long v;
+  switch (c) {
+  case CR_CLI_OPT_MEMORY:
+    if (cr_cli_parse_uint(cmd, "--memory", "MiB from", arg, 1, CR_CLI_MEMORY_MAX_MIB, &v) != 0)
+      return -1;
+    m->memory_bytes = (uint64_t)v << 20;
+    return 0;
+  case CR_CLI_OPT_WORK_DIR:
+    if (arg[0] == '\0') {
+      cr_cli_errorf(cmd, "--work-dir takes a directory");
+      return -1;
+    }
+    m->work_dir = arg;
+    return 0;
+  case CR_CLI_OPT_SPILL_MAX:
+    if (cr_cli_parse_size(arg, &m->spill_max_bytes) != 0) {
+      cr_cli_errorf(cmd, "--spill-max takes MiB or a size with a unit (64K, 512M, 2G), got \"%s\"",
+                    arg);
+      return -1;
+    }
+    return 0;
+  default:
+    return -1;
+  }
+}

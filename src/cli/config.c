@@ -14,7 +14,7 @@
  * with # are ignored; a value may be wrapped in double quotes (to keep
  * leading or trailing spaces). Flags (json, once, quiet) take true/false,
  * yes/no, on/off or 1/0. Relative paths (template, collaborations,
- * identity, data, audit) are relative to the file's directory (for data: a
+ * identity, data, audit, work-dir) are relative to the file's directory (for data: a
  * CSV path or the path of sqlite:PATH; a postgresql:// URI is taken as
  * is). (A collaboration's own settings are in its collaboration.conf, read
  * by the party layer: src/party/conf.c.) Options given on the command line
@@ -64,8 +64,52 @@ static const cfg_key KEYS[] = {
     {"json", 1, 0, 1, 1, 1},
     {"once", 1, 0, 1, 0, 0},
     {"quiet", 1, 0, 1, 1, 0},
+    /* Issue 17: the memory budget (MiB), the work directory, the disk cap. */
+    {"memory", 0, 0, 1, 1, 1},
+    {"work-dir", 0, 1, 1, 1, 1},
+    {"spill-max", 0, 0, 1, 1, 1},
 };
 #define NKEYS (sizeof KEYS / sizeof *KEYS)
+
+/* Whole-number keys, checked here so that a bad value names the file,
+ * the line and the key (the command line would name only the flag). */
+static const struct {
+  const char *name, *what;
+  unsigned long min, max;
+} NUMBERS[] = {
+    {"memory", "MiB", 1, CR_CLI_MEMORY_MAX_MIB},
+    {"threads", "a number", 1, 256},
+    {"max-sessions", "a number", 1, 100000},
+    {"timeout", "seconds", 1, 86400},
+    {"retry", "a number", 0, 100},
+};
+
+/* 0, or -1 with the error printed. */
+static int check_number(const char *cmd, const char *path, unsigned long lineno, const char *key,
+                        const char *val) {
+  uint64_t size;
+  if (strcmp(key, "spill-max") == 0 && cr_cli_parse_size(val, &size) != 0) {
+    cr_cli_errorf(cmd,
+                  "%s:%lu: \"spill-max\" takes MiB or a size with a unit (64K, 512M, 2G), "
+                  "got \"%.64s\"",
+                  path, lineno, val);
+    return -1;
+  }
+  for (size_t i = 0; i < sizeof NUMBERS / sizeof *NUMBERS; i++) {
+    if (strcmp(NUMBERS[i].name, key) != 0)
+      continue;
+    char *end = NULL;
+    errno = 0;
+    unsigned long v = strtoul(val, &end, 10);
+    if (errno || end == val || *end || val[0] == '-' || val[0] == '+' || v < NUMBERS[i].min ||
+        v > NUMBERS[i].max) {
+      cr_cli_errorf(cmd, "%s:%lu: \"%s\" takes %s from %lu to %lu, got \"%.64s\"", path, lineno,
+                    key, NUMBERS[i].what, NUMBERS[i].min, NUMBERS[i].max, val);
+      return -1;
+    }
+  }
+  return 0;
+}
 
 /* The rewritten argv and its strings live until the process exits: the
  * option parser hands out pointers into them. Kept reachable from here. */
@@ -176,7 +220,7 @@ static int parse_file(const char *cmd, const char *path, char **opts, size_t *no
     while (k < NKEYS && strcmp(KEYS[k].name, key) != 0)
       k++;
     if (k == NKEYS) {
-      char known[300];
+      char known[400];
       known_keys(cmd, known, sizeof known);
       cr_cli_errorf(cmd, "%s:%lu: unknown key \"%.64s\"; %s takes: %s", path, lineno, key, cmd,
                     known);
@@ -203,6 +247,10 @@ static int parse_file(const char *cmd, const char *path, char **opts, size_t *no
     }
     if (mode == 2 && !KEYS[k].check)
       continue; /* a node's key a check has no use for */
+    if (check_number(cmd, path, lineno, key, val) != 0) {
+      rc = -1;
+      break;
+    }
     if (KEYS[k].is_flag) {
       int on;
       if (flag_value(val, &on) != 0) {

@@ -71,7 +71,7 @@ static json_t *budget_json(const cr_party_budget *b) {
 }
 
 void cr_cli_print_result_json(const cr_party_session *s, const cr_template *t,
-                              const char *peer_addr) {
+                              const char *peer_addr, json_t *extra) {
   const cr_session_result *r = s->res;
   char sid[CR_SHA256_HEX_BYTES] = "", th[CR_SHA256_HEX_BYTES];
   if (r->have_session_id)
@@ -129,6 +129,10 @@ void cr_cli_print_result_json(const cr_party_session *s, const cr_template *t,
   }
   if (s->budget.set)
     json_object_set_new(o, "privacy_budget", budget_json(&s->budget));
+  if (extra != NULL) {
+    json_object_update(o, extra);
+    json_decref(extra);
+  }
   char *text = json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII | JSON_REAL_PRECISION(15));
   if (text) {
     printf("%s\n", text);

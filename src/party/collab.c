@@ -71,6 +71,8 @@ void cr__collab_sigs(const cr_collab_src *src, cr_file_sig sigs[3]) {
 void cr__collab_unref(cr_collab *c) {
   if (c == NULL || --c->refs > 0)
     return;
+  if (c->owns_spill)
+    cr_spill_close(c->spill); /* its sessions and data sets are gone */
   cr__trail_close(&c->trail);
   cr__collab_conf_free(&c->conf);
   if (c->owns_t)
@@ -81,6 +83,36 @@ void cr__collab_unref(cr_collab *c) {
   free(c->sig_path);
   free(c->conf_path);
   free(c);
+}
+
+/*
+ * Where a version's loads and sessions spill (docs/memory.md): the node's
+ * spill, or, when its conf sets memory or work_dir, a spill of its own
+ * (budget: memory, at most the node's; default the node's), so that one
+ * partner's large sessions cannot take the others' memory or disk.
+ */
+static int collab_spill(cr_party *p, cr_collab *c, cr_error *err) {
+  c->spill = p->spill;
+  if (c->conf.memory_mib == 0 && c->conf.work_dir == NULL)
+    return 0;
+  uint64_t mem = (uint64_t)c->conf.memory_mib << 20;
+  if (mem > p->memory_bytes)
+    return cr_error_set(err, CR_ECONFIG,
+                        "%s:%lu: \"memory\" is %u MiB, more than the node's budget of %llu MiB "
+                        "(--memory): a collaboration may only set a lower one",
+                        c->conf_path ? c->conf_path : "collaboration.conf", c->conf.memory_line,
+                        c->conf.memory_mib, (unsigned long long)(p->memory_bytes >> 20));
+  if (mem == 0)
+    mem = p->memory_bytes;
+  const char *dir = c->conf.work_dir ? c->conf.work_dir : p->work_dir;
+  int rc = cr__party_spill_open(&c->spill, dir, mem, p->spill_max_bytes,
+                                c->trail.open ? &c->trail : NULL, NULL, 0, err);
+  if (rc) {
+    c->spill = NULL;
+    return rc == CR_ENOMEM ? rc : CR_ECONFIG;
+  }
+  c->owns_spill = 1;
+  return 0;
 }
 
 int cr__collab_prepare(cr_party *p, const cr_collab_src *src, int check_only, cr_collab **out,
@@ -173,6 +205,8 @@ int cr__collab_prepare(cr_party *p, const cr_collab_src *src, int check_only, cr
     cr__trail_init(&c->trail, log, p->id, c->t, c->role, c->name);
     cr__log_release(log); /* the trail holds it */
   }
+  if ((rc = collab_spill(p, c, err)) != 0)
+    goto fail;
   *out = c;
   return 0;
 fail:
@@ -234,6 +268,7 @@ static int data_load(cr_collab *c, const cr_query *q, cr_filter *filter, const c
     opt.group_column = q ? q->group_by[c->role] : NULL;
     opt.filter = filter;
     opt.params = params;
+    opt.spill = c->spill;
     cr_dataset *d = NULL;
     rc = cr_dataset_load(&d, c->conf.data, c->t, c->role, &opt, err);
     source_sig(c, &after);

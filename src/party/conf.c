@@ -9,6 +9,9 @@
  *   # delimiter = ;   (a CSV's separator: , ; tab |; detected when absent)
  *   audit = /var/lib/cleanroom/brightguard.audit.jsonl
  *   max_sessions = 4
+ *   # memory = 64        (MiB: this collaboration's sessions get a budget of
+ *   #                     their own, at most the node's --memory)
+ *   # work_dir = /scratch/brightguard   (where they spill; default the node's)
  *
  * One `key = value` per line, as the node's --config file: blank lines and
  * lines starting with # are ignored, a value may be wrapped in double
@@ -60,6 +63,9 @@ static const conf_key KEYS[] = {
     {"timeout", K_SECONDS, F(timeout_ms), 1, 86400, 0},
     {"max_reject_ratio", K_RATIO, F(max_reject_ratio), 0, 0, 0},
     {"enabled", K_BOOL, F(enabled), 0, 0, 0},
+    /* Issue 17 (docs/memory.md): MiB, and where its sessions spill. */
+    {"memory", K_COUNT, F(memory_mib), 1, 16u << 20, 0},
+    {"work_dir", K_PATH, F(work_dir), 0, 0, 0},
 };
 #undef F
 #define NKEYS (sizeof KEYS / sizeof *KEYS)
@@ -78,6 +84,7 @@ void cr__collab_conf_free(cr_collab_conf *c) {
   free(c->data);
   free(c->data_query);
   free(c->audit);
+  free(c->work_dir);
   memset(c, 0, sizeof *c);
 }
 
@@ -268,6 +275,9 @@ int cr__collab_conf_parse(const char *text, size_t len, const char *origin, cons
     else if (src != 0)
       rc = cr_error_set(err, CR_ECONFIG, "%s:%lu: \"%s\" %s", origin, lineno, key, why);
   }
+  for (size_t k = 0; k < NKEYS; k++)
+    if (strcmp(KEYS[k].name, "memory") == 0)
+      c->memory_line = seen[k];
   for (size_t k = 0; rc == 0 && k < NKEYS; k++)
     if (KEYS[k].required && !seen[k])
       rc = cr_error_set(err, CR_ECONFIG,

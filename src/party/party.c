@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -26,6 +27,101 @@ static const char *mode_name(cr_party_mode m) {
          : m == CR_PARTY_RUN   ? "run"
          : m == CR_PARTY_CHECK ? "check"
                                : "ping";
+}
+
+/* ---- memory and spilling (issue 17, docs/memory.md) ---------------------- */
+
+uint64_t cr_party_sorter_budget(uint64_t memory_bytes) {
+  const uint64_t reserve = (uint64_t)CR_PARTY_MEMORY_RESERVE_MIB << 20;
+  if (memory_bytes == 0)
+    memory_bytes = (uint64_t)CR_PARTY_MEMORY_DEFAULT_MIB << 20;
+  uint64_t quarter = memory_bytes / 4;
+  return memory_bytes > reserve && memory_bytes - reserve > quarter ? memory_bytes - reserve
+                                                                    : quarter;
+}
+
+char *cr_party_default_work_dir(const char *identity_dir) {
+  size_t n = strlen(identity_dir) + sizeof "/work";
+  char *s = malloc(n);
+  if (s != NULL)
+    snprintf(s, n, "%s%swork", identity_dir,
+             identity_dir[0] && identity_dir[strlen(identity_dir) - 1] == '/' ? "" : "/");
+  return s;
+}
+
+int cr__party_spill_open(cr_spill **out, const char *work_dir, uint64_t memory_bytes,
+                         uint64_t disk_max, cr_trail *trail, char *note, size_t cap,
+                         cr_error *err) {
+  cr_spill_config sc;
+  memset(&sc, 0, sizeof sc);
+  sc.work_dir = work_dir;
+  sc.memory_bytes = cr_party_sorter_budget(memory_bytes);
+  sc.disk_max_bytes = disk_max;
+  cr_spill_recovered rec;
+  memset(&rec, 0, sizeof rec);
+  *out = NULL;
+  int rc = cr_spill_open(out, &sc, &rec, err);
+  if (rc) {
+    if (trail != NULL && trail->open) {
+      json_t *ev = json_object();
+      json_object_set_new(ev, "work_dir", cr__jtext(work_dir));
+      json_object_set_new(ev, "reason", cr__jtext(cr_error_message(err, rc)));
+      (void)cr__trail_event(trail, "work_dir_refused", ev, NULL);
+    }
+    return rc;
+  }
+  if (rec.dirs > 0) {
+    if (note != NULL)
+      snprintf(note, cap,
+               "removed %llu work director%s (%llu bytes) left in %s by a node that was "
+               "killed before it could clean up",
+               (unsigned long long)rec.dirs, rec.dirs == 1 ? "y" : "ies",
+               (unsigned long long)rec.bytes, work_dir);
+    if (trail != NULL && trail->open) {
+      json_t *ev = json_object();
+      json_object_set_new(ev, "work_dir", cr__jtext(work_dir));
+      json_object_set_new(ev, "dirs", json_integer((json_int_t)rec.dirs));
+      json_object_set_new(ev, "bytes", json_integer((json_int_t)rec.bytes));
+      (void)cr__trail_event(trail, "spill_recovered", ev, NULL);
+    }
+  }
+  return 0;
+}
+
+const char *cr_party_work_dir(const cr_party *p) { return p->work_dir; }
+
+json_t *cr__party_resources(cr_spill *sp) {
+  json_t *o = json_object();
+  struct rusage ru;
+  memset(&ru, 0, sizeof ru);
+  (void)getrusage(RUSAGE_SELF, &ru);
+  json_object_set_new(o, "peak_rss_bytes", json_integer((json_int_t)ru.ru_maxrss * 1024));
+  if (sp != NULL) {
+    cr_spill_stats st;
+    cr_spill_stats_get(sp, &st);
+    json_t *s = json_object();
+    json_object_set_new(s, "bytes_written", json_integer((json_int_t)st.disk_written));
+    json_object_set_new(s, "peak_bytes", json_integer((json_int_t)st.disk_peak));
+    json_object_set_new(s, "runs", json_integer((json_int_t)st.runs_written));
+    json_object_set_new(o, "spill", s);
+  }
+  return o;
+}
+
+void cr_party_spill_stats(const cr_party *p, cr_spill_stats *st) {
+  memset(st, 0, sizeof *st);
+  if (p != NULL && p->spill != NULL)
+    cr_spill_stats_get(p->spill, st);
+}
+
+/* The node's settings of a config: budget, work directory, disk cap. */
+static int take_memory(cr_party *p, const cr_party_config *cfg, cr_error *err) {
+  p->memory_bytes =
+      cfg->memory_bytes ? cfg->memory_bytes : (uint64_t)CR_PARTY_MEMORY_DEFAULT_MIB << 20;
+  p->spill_max_bytes = cfg->spill_max_bytes;
+  p->work_dir =
+      cfg->work_dir ? strdup(cfg->work_dir) : cr_party_default_work_dir(cfg->identity_dir);
+  return p->work_dir ? 0 : cr_error_set(err, CR_ENOMEM, "out of memory");
 }
 
 static int record_start(cr_party *p, cr_error *err) {
@@ -50,6 +146,8 @@ static int record_start(cr_party *p, cr_error *err) {
   }
   json_object_set_new(ev, p->mode == CR_PARTY_SERVE ? "listen" : "peer",
                       cr__jtext(p->address ? p->address : ""));
+  json_object_set_new(ev, "memory_bytes", json_integer((json_int_t)p->memory_bytes));
+  json_object_set_new(ev, "work_dir", cr__jtext(p->work_dir));
   int rc = cr__trail_event(&p->trail, "node_started", ev, err);
   if (rc)
     return cr_error_set(err, CR_EINTERNAL, "cannot write the audit log %s: %s", p->audit_path,
@@ -120,6 +218,8 @@ int cr_party_open(cr_party **out, const cr_party_config *cfg, cr_error *err) {
     rc = cr_error_set(err, CR_ENOMEM, "out of memory");
     goto fail;
   }
+  if ((rc = take_memory(p, cfg, err)) != 0)
+    goto fail;
   if (dir_mode) {
     struct stat st;
     if (stat(p->collab_dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
@@ -214,6 +314,16 @@ int cr_party_open(cr_party **out, const cr_party_config *cfg, cr_error *err) {
       goto fail;
     }
   }
+  /* One spill for the node: every data load and session of this process
+   * shares its budget. Opening it removes what killed nodes left there;
+   * that goes to the audit log (spill_recovered) and to the caller (note). */
+  if (p->mode != CR_PARTY_PING &&
+      (rc = cr__party_spill_open(&p->spill, p->work_dir, p->memory_bytes, p->spill_max_bytes,
+                                 &p->trail, p->notes[CR_PARTY_NOTE_SPILL], sizeof p->notes[0],
+                                 err)) != 0) {
+    rc = rc == CR_ENOMEM ? rc : CR_ECONFIG;
+    goto fail;
+  }
   *out = p;
   return 0;
 fail:
@@ -229,8 +339,13 @@ void cr_party_close(cr_party *p) {
   cr__party_collabs_free(p);
   if (p->run_lock_fd >= 0)
     cr__trail_run_unlock(&p->run_lock_fd);
-  cr__trail_close(&p->trail);
   cr_dataset_free(p->data);
+  p->data = NULL;
+  /* Every sorter is gone (sessions, data sets, collaborations' caches):
+   * the node's work directory goes too. */
+  cr_spill_close(p->spill);
+  p->spill = NULL;
+  cr__trail_close(&p->trail);
   cr_filter_free(p->filter);
   cr_params_free(&p->params);
   free(p->param_names);
@@ -245,6 +360,7 @@ void cr_party_close(cr_party *p) {
   free(p->identity_dir);
   free(p->audit_path);
   free(p->address);
+  free(p->work_dir);
   free(p);
 }
 
@@ -302,6 +418,13 @@ int cr_party_check(const cr_party_config *cfg, const cr_party_serve_config *scfg
     rc = rc == CR_ENOMEM ? rc : CR_ECONFIG;
     goto out;
   }
+  /* The data loads as serve's would: within the node's budget. */
+  if ((rc = take_memory(p, cfg, err)) != 0 ||
+      (rc = cr__party_spill_open(&p->spill, p->work_dir, p->memory_bytes, p->spill_max_bytes, NULL,
+                                 NULL, 0, err)) != 0) {
+    rc = rc == CR_ENOMEM ? rc : CR_ECONFIG;
+    goto out;
+  }
   if (p->collab_dir != NULL) {
     struct stat st;
     if (stat(p->collab_dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
@@ -337,6 +460,8 @@ int cr_party_check(const cr_party_config *cfg, const cr_party_serve_config *scfg
     rc = cr_error_set(err, CR_ECONFIG, "%s holds no collaboration (one sub-directory each)",
                       p->collab_dir);
 out:
+  cr_spill_close(p->spill);
+  free(p->work_dir);
   cr_identity_free(p->id);
   free(p->template_path);
   free(p->collab_dir);
@@ -353,7 +478,7 @@ const cr_identity *cr_party_identity(const cr_party *p) { return p->id; }
 const char *cr_party_address(const cr_party *p) { return p->address; }
 const char *cr_party_audit_path(const cr_party *p) { return p->audit_path; }
 const char *cr_party_note(const cr_party *p, int which) {
-  return which == CR_PARTY_NOTE_AUDIT ? p->notes[1] : p->notes[0];
+  return which >= 0 && which <= CR_PARTY_NOTE_SPILL ? p->notes[which] : "";
 }
 
 void cr__party_node_base(cr_party *p, unsigned timeout_ms) {
@@ -392,6 +517,7 @@ void cr__party_load_options(const cr_party *p, cr_dataset_options *opt) {
     opt->max_reject_ratio = p->max_reject_ratio > 0 ? p->max_reject_ratio : 0.0;
   opt->data_query = p->data_query;
   opt->delimiter = p->delimiter;
+  opt->spill = p->spill;
 }
 
 /* The data access fields of the audit log: the source, and for a database

@@ -170,6 +170,11 @@ typedef struct cr_collab_conf {
   unsigned max_sessions;   /* 0: no cap of its own (the node's applies) */
   unsigned timeout_ms;     /* idle, for its sessions; 0: the node's */
   int enabled;             /* enabled = false: loaded, checked, not served */
+  /* memory = MiB, work_dir = DIR: a spill of the collaboration's own for its
+   * sessions and loads (docs/memory.md); 0 / NULL: the node's. */
+  unsigned memory_mib;
+  char *work_dir;
+  unsigned long memory_line; /* where memory was set, for errors */
 } cr_collab_conf;
 
 /* Parses a conf file's text; relative paths are taken from basedir. Every
@@ -214,6 +219,10 @@ typedef struct cr_collab {
   cr_collab_conf conf;
   cr_trail trail;
   double max_reject_ratio; /* conf or the node's */
+  /* Where its loads and sessions spill: the node's, or its own (conf
+   * memory / work_dir; owns_spill), closed with the version. */
+  cr_spill *spill;
+  int owns_spill;
 } cr_collab;
 
 /* Where a collaboration comes from. */
@@ -302,7 +311,12 @@ struct cr_party {
   cr_identity *id;
   cr_role role;
   cr_trail trail; /* run, ping: the template's; serve: the node's own */
-  char notes[2][1400];
+  char notes[3][1400];
+  /* Memory and spilling (issue 17): the node's one spill, shared by every
+   * data load and session of this party (NULL for a ping). */
+  cr_spill *spill;
+  char *work_dir;
+  uint64_t memory_bytes, spill_max_bytes;
 
   /* What is running (one thing at a time). */
   uv_loop_t *loop;
@@ -372,6 +386,16 @@ int cr__party_set_source(cr_party *p, const char *data, const char *query, char 
                          cr_error *err);
 /* The options every load of p's data starts from (ratio, source). */
 void cr__party_load_options(const cr_party *p, cr_dataset_options *opt);
+/* Opens a spill with a node budget (bytes; the sorters get
+ * cr_party_sorter_budget of it) in work_dir, disk cap max (0: none); what it
+ * removed of killed processes goes to note (may be NULL) and, when a trail
+ * is given, into its audit log as spill_recovered. */
+int cr__party_spill_open(cr_spill **out, const char *work_dir, uint64_t memory_bytes,
+                         uint64_t disk_max, cr_trail *trail, char *note, size_t cap, cr_error *err);
+/* What a session cost the node, for its audit line: {"peak_rss_bytes",
+ * "spill": {"bytes_written", "peak_bytes", "runs"}} (the process's peak and
+ * what sp has spilled so far; NULL sp: no spill member). */
+json_t *cr__party_resources(cr_spill *sp);
 /* The log at path, shared with the party's other users of it (one
  * reference for the caller). Loop thread. */
 int cr__party_log(cr_party *p, const char *path, cr_log **out, cr_error *err);

@@ -46,6 +46,13 @@ static void run_progress(void *ctx, const cr_session_progress *pr) {
     p->ev.on_progress(p->ev.ctx, pr);
 }
 
+/* The session line's extra members: what it cost the node. */
+static json_t *run_extra(cr_party *p) {
+  json_t *o = json_object();
+  json_object_set_new(o, "resources", cr__party_resources(p->spill));
+  return o;
+}
+
 /* run, members: the owner's rows go to a temporary file, the release is
  * recorded, then the file takes its name, so no matched row is ever on
  * disk under its final name without its audit line. */
@@ -61,7 +68,7 @@ static int release_members(cr_party *p, const cr_session_result *r, cr_party_ses
                                 s->rows_sha256, err);
   s->rows_path = p->out_path;
   s->rows_written = rc == 0;
-  if (rc == 0 && (rc = cr__trail_session_end(&p->trail, r, NULL, NULL, s, NULL, err)) == 0)
+  if (rc == 0 && (rc = cr__trail_session_end(&p->trail, r, NULL, NULL, s, run_extra(p), err)) == 0)
     *recorded = 1;
   if (rc == 0)
     rc = cr_atomic_commit(&f, err);
@@ -97,7 +104,7 @@ static void run_session(void *ctx, const cr_session_result *r, const char *peer_
   if (r->status == CR_SESSION_DONE && r->matched != NULL && p->out_path != NULL)
     rc = release_members(p, r, &s, &recorded, &err);
   else
-    rc = cr__trail_session_end(&p->trail, r, peer_addr, peer_fp, NULL, NULL, &err);
+    rc = cr__trail_session_end(&p->trail, r, peer_addr, peer_fp, NULL, run_extra(p), &err);
   /* What is left of the privacy budget after this session's spend. */
   char bmsg[256];
   (void)cr__trail_budget(&p->trail, &s.budget, bmsg, sizeof bmsg);
@@ -282,6 +289,7 @@ int cr_party_run(cr_party *p, uv_loop_t *loop, const cr_party_run_config *cfg,
   cr__party_node_base(p, cfg->timeout_ms);
   p->nc.session.data = p->data;
   p->nc.session.pool = cfg->pool;
+  p->nc.session.spill = p->spill;
   p->nc.session.admit = run_admit;
   p->nc.session.admit_ctx = p;
   p->nc.session.is_runner = 1;

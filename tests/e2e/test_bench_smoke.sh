@@ -3,7 +3,8 @@
 # tiny size (256 per side, one serve + run pair, no psi.js, no plot) with the
 # binary under test, then checks the JSON line it printed has every field
 # docs/benchmarks.md describes, with sane values, and that the table and the
-# result files were written. Needs neither npm nor gnuplot.
+# result files were written; then --keys 2, and --unbalanced with --memory 1
+# (the spill and work-directory figures). Needs neither npm nor gnuplot.
 source "$CR_E2E_LIB"
 
 BENCH="$CR_SOURCE_DIR/bench/run.sh"
@@ -51,6 +52,17 @@ for side in ("provider", "consumer"):
 for k in ("hash_blind_us", "reblind_us", "digest_us"):
     need(row["crypto"][k] > 0, "crypto." + k)
 need(row["peer"] is None, "peer")
+# Memory (issue 17): peak RSS per node from --json too, spill per element,
+# nothing left in the work directories, the phases.
+need(row["n_consumer"] == 256, "n_consumer")
+for side in ("provider", "consumer"):
+    need(row["peak_rss_bytes"][side] > 0, "peak_rss_bytes." + side)
+    need(row["spill_bytes_per_elem"][side] is not None and row["spill_bytes_per_elem"][side] >= 0,
+         "spill_bytes_per_elem." + side)
+    need(row["spill_runs"][side] is not None, "spill_runs." + side)
+    need(row["leftover_files"][side] == 0, "leftover_files." + side)
+    need(isinstance(row["phases"][side], dict) and row["phases"][side], "phases." + side)
+need("loading" in row["phases"]["consumer"], "phases.consumer.loading")
 # Size buckets: 256 keys per side are padded to the ladder's floor (1000).
 for side in ("provider", "consumer"):
     need(row["padded_size"][side] >= 256, "padded_size." + side)
@@ -93,5 +105,36 @@ PY
 )
 expect_eq "--keys 2: the JSON line says keys 2, the same count, a bound of 2 n k" ok "$CHECK2"
 expect_grep "--keys 2: the table's keys column" '^| 256 | 2 |' results2/latest.md
+
+# The unbalanced case (a small consumer against a large provider) with a
+# tiny budget: the count, the sizes, and nothing left in the work dirs.
+set +e
+bash "$BENCH" --cleanroom "$CR" --unbalanced 64,512 --memory 1 --overlap 0.5 --reps 1 --no-plot \
+  --crypto-n 64 --crypto-reps 1 --out results3 --work bench-work3 >bench3.out 2>bench3.err
+RC3=$?
+bash "$BENCH" --cleanroom "$CR" --unbalanced 64 >bad3.out 2>&1
+BAD3_RC=$?
+set -e
+expect_eq "--unbalanced: bench/run.sh exits 0" 0 "$RC3"
+if [ "$RC3" -ne 0 ]; then sed 's/^/    /' bench3.err >&2; fi
+expect_eq "--unbalanced 64 (one size) is refused (exit 2)" 2 "$BAD3_RC"
+expect_eq "--unbalanced alone: one JSON line" 1 "$(grep -c '^{' bench3.out || true)"
+grep '^{' bench3.out >row3.json || true
+CHECK3=$(python3 - row3.json <<'PY' 2>&1 || true
+import json, sys
+row = json.loads(open(sys.argv[1]).readline())
+bad = []
+if row["n"] != 512 or row["n_consumer"] != 64 or row["intersection"] != 32: bad.append("n/n_consumer/intersection")
+if row["memory_mib"] != 1: bad.append("memory_mib")
+c = row["crypto"]
+want = (512 + 64) * (c["hash_blind_us"] + c["reblind_us"] + c["digest_us"]) * 1e-6 / row["cores"]
+if abs(row["bound_s"] - want) > 1e-3: bad.append("bound_s (n + n_c)")
+if row["leftover_files"] != {"provider": 0, "consumer": 0}: bad.append("leftover_files")
+if row["peer"] is not None: bad.append("peer")
+print("ok" if not bad else "missing or wrong: " + ", ".join(bad))
+PY
+)
+expect_eq "--unbalanced: the sizes, the count, the bound, no files left" ok "$CHECK3"
+expect_grep "--unbalanced: the table shows provider / consumer" '^| 512 / 64 | 1 |' results3/latest.md
 
 finish

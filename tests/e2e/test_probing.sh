@@ -101,9 +101,11 @@ for p in "E11 21" "E11 22" "ZZZ 18" "E10 30"; do
   if grep -q '"count":' "fresh_$1_$2.out"; then fail "fresh log, $1 $2: a count is shown"; else ok "fresh log, $1 $2: no count"; fi
   no_leak "fresh_$1_$2"
 done
-# Identical refusals: the same text once session ids and addresses are masked.
+# Identical refusals: the same text once session ids, addresses and the
+# measurements (times, this process's peak RSS and spill) are masked.
 mask() { sed -E -e 's/[0-9a-f]{64}//g' -e 's/[0-9]+(\.[0-9]+){3}(:[0-9]+)?/ADDR/g' \
-  -e 's/"params":\{[^}]*\}//g' -e 's/codes=[A-Z0-9,]*|min_age=[0-9]*//g' -e 's/"(total|rtt|connect)_ms":[0-9.]*//g' "$@"; }
+  -e 's/"params":\{[^}]*\}//g' -e 's/codes=[A-Z0-9,]*|min_age=[0-9]*//g' -e 's/"(total|rtt|connect)_ms":[0-9.]*//g' \
+  -e 's/"(phases|spill)":\{[^}]*\}|"peak_rss_bytes":[0-9]*//g' "$@"; }
 ref=$(mask fresh_E11_21.err fresh_E11_21.out)
 same=1
 for p in fresh_E11_22 fresh_ZZZ_18 fresh_E10_30; do

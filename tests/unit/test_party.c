@@ -18,6 +18,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <sys/stat.h>
 
 #include <cmocka.h>
 #include <uv.h>
@@ -695,6 +697,85 @@ static void test_data_check(void **state) {
   free(log);
 }
 
+/* Issue 17: the node's one spill. The sorters' share of a budget; the
+ * default work directory (IDENTITY/work); a private directory while the
+ * party is open and nothing after; what a killed node left is removed at
+ * the next open, noted and recorded (spill_recovered); a ping opens none;
+ * a work directory that cannot be one stops the open, naming it. */
+static int count_prefix(const char *dir, const char *prefix) {
+  DIR *d = opendir(dir);
+  int n = 0;
+  if (d == NULL)
+    return 0;
+  for (struct dirent *e; (e = readdir(d)) != NULL;)
+    n += strncmp(e->d_name, prefix, strlen(prefix)) == 0;
+  closedir(d);
+  return n;
+}
+
+static void test_spill(void **state) {
+  world *w = *state;
+  cr_party *p = NULL;
+  cr_error err;
+  const uint64_t mib = 1u << 20;
+  assert_true(cr_party_sorter_budget(0) == 232 * mib); /* 256 - 24 */
+  assert_true(cr_party_sorter_budget(256 * mib) == 232 * mib);
+  assert_true(cr_party_sorter_budget(32 * mib) == 8 * mib);
+  assert_true(cr_party_sorter_budget(1 * mib) == mib / 4);
+  char *def = cr_party_default_work_dir("/var/lib/cr/");
+  assert_string_equal(def, "/var/lib/cr/work");
+  free(def);
+
+  pin(w, "overlap/template.json", NULL);
+  char work[FX_PATH_MAX], stale[FX_PATH_MAX], junk[FX_PATH_MAX];
+  assert_non_null(fx_join(work, sizeof work, w->ids.dir[FX_CONSUMER], "work"));
+  assert_int_equal(open_party(&p, w, CR_PARTY_RUN, w->tmpl, w->ids.dir[FX_CONSUMER], &err), 0);
+  assert_string_equal(cr_party_work_dir(p), work);
+  assert_string_equal(cr_party_note(p, CR_PARTY_NOTE_SPILL), "");
+  cr_spill_stats st;
+  cr_party_spill_stats(p, &st);
+  assert_true(st.memory_bytes == 232 * mib);
+  assert_true(st.disk_written == 0);
+  assert_int_equal(count_prefix(work, "cleanroom-"), 1);
+  cr_party_close(p);
+  assert_int_equal(count_prefix(work, "cleanroom-"), 0);
+
+  /* A killed node's directory (no lock held) with a file in it. */
+  assert_non_null(fx_join(stale, sizeof stale, work, "cleanroom-1-deadbeef"));
+  assert_int_equal(mkdir(stale, 0700), 0);
+  assert_non_null(fx_join(junk, sizeof junk, stale, "lock"));
+  FILE *jf = fopen(junk, "w");
+  assert_non_null(jf);
+  fclose(jf);
+  assert_int_equal(open_party(&p, w, CR_PARTY_RUN, w->tmpl, w->ids.dir[FX_CONSUMER], &err), 0);
+  assert_non_null(strstr(cr_party_note(p, CR_PARTY_NOTE_SPILL), "removed 1 work directory"));
+  assert_non_null(strstr(cr_party_note(p, CR_PARTY_NOTE_SPILL), work));
+  assert_int_equal(count_prefix(work, "cleanroom-"), 1); /* its own */
+  cr_party_close(p);
+  assert_int_equal(fx_audit_count(w->audit[FX_CONSUMER], "spill_recovered"), 1);
+  verify_log(w->audit[FX_CONSUMER], NULL, 0);
+
+  /* A ping loads no data: no spill. */
+  assert_int_equal(open_party(&p, w, CR_PARTY_PING, w->tmpl, w->ids.dir[FX_CONSUMER], &err), 0);
+  cr_party_spill_stats(p, &st);
+  assert_true(st.memory_bytes == 0);
+  assert_int_equal(count_prefix(work, "cleanroom-"), 0);
+  cr_party_close(p);
+
+  /* A work directory that is a file: refused at open, named. */
+  cr_party_config pc = {0};
+  pc.mode = CR_PARTY_RUN;
+  pc.template_path = w->tmpl;
+  pc.identity_dir = w->ids.dir[FX_CONSUMER];
+  pc.address = "127.0.0.1:1";
+  pc.work_dir = w->tmpl;
+  pc.memory_bytes = 8 * mib;
+  assert_int_equal(cr_party_open(&p, &pc, &err), CR_ECONFIG);
+  assert_null(p);
+  assert_non_null(strstr(err.msg, w->tmpl));
+  assert_int_equal(fx_audit_count(w->audit[FX_CONSUMER], "work_dir_refused"), 1);
+}
+
 /* pharma: the provider filters its records with the consumer's parameters
  * (README ground truth: 116), and the filtered load is recorded. */
 static void test_filtered_count_with_params(void **state) {
@@ -835,6 +916,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_members_unwritable_out, setup, teardown),
       cmocka_unit_test_setup_teardown(test_members_existing_out, setup, teardown),
       cmocka_unit_test_setup_teardown(test_data_check, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_spill, setup, teardown),
       cmocka_unit_test_setup_teardown(test_filtered_count_with_params, setup, teardown),
       cmocka_unit_test_setup_teardown(test_no_signal_handlers, setup, teardown),
       cmocka_unit_test_setup_teardown(test_stop_idle_serve, setup, teardown),

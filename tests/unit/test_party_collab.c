@@ -60,6 +60,16 @@ static void test_conf_keys(void **state) {
   assert_int_equal(c.timeout_ms, 0);
   assert_true(c.max_reject_ratio == 0);
   assert_int_equal(c.enabled, 1);
+  assert_int_equal(c.memory_mib, 0); /* the node's budget */
+  assert_null(c.work_dir);
+  cr__collab_conf_free(&c);
+
+  /* Issue 17: a budget of its own (MiB) and a work directory (relative to
+   * the collaboration's directory). */
+  assert_int_equal(parse("data = d.csv\n\nmemory = 64\nwork-dir = scratch\n", &c, &err), 0);
+  assert_int_equal(c.memory_mib, 64);
+  assert_int_equal(c.memory_line, 3);
+  assert_string_equal(c.work_dir, "/srv/collab/scratch");
   cr__collab_conf_free(&c);
 
   /* Data sources: a CSV's delimiter; sqlite:PATH relative to the directory
@@ -143,6 +153,9 @@ static void test_conf_errors(void **state) {
   expect_conf_error("data = d.csv\nmax_reject_ratio = 1.5\n", "takes a number from 0 to 1");
   expect_conf_error("data = d.csv\nmax_reject_ratio = nan\n", "takes a number from 0 to 1");
   expect_conf_error("data = d.csv\nenabled = maybe\n", "\"enabled\" takes true or false");
+  expect_conf_error("data = d.csv\nmemory = 0\n", ":2: \"memory\" takes a whole number from 1");
+  expect_conf_error("data = d.csv\nmemory = 1.5G\n", ":2: \"memory\" takes");
+  expect_conf_error("data = d.csv\nwork_dir =\n", ":2: \"work_dir\" has no value");
   cr_collab_conf c;
   cr_error err;
   cr_error_clear(&err);
