@@ -79,9 +79,9 @@ struct cr_engine {
   size_t data_nlabels, nlabels;
   uint64_t *pads_left; /* per wire label */
   uint64_t pads_total_left;
-  uint64_t pos;     /* send positions blinded so far */
-  uint8_t *is_pad;  /* bit per send position: a pad */
-  rand_block_t *rb; /* the order's randomness, drawn in blocks */
+  uint64_t pos;            /* send positions blinded so far */
+  uint8_t *is_pad;         /* bit per send position: a pad */
+  rand_block_t *rb;        /* the order's randomness, drawn in blocks */
   cr_sorter *own_fp_s;     /* own point fingerprints */
   cr_sorter *peer_fp_s;    /* the peer's point fingerprints */
   cr_sorter *peer_match_s; /* the peer's digests by digest (payload: label when grouped) */
@@ -344,7 +344,6 @@ static int set_own_legacy(cr_engine *e, const cr_dataset *d, size_t nlabels,
  * (cr_engine_blind). */
 static int set_own_stream(cr_engine *e, const cr_dataset *d, size_t nlabels,
                           const uint32_t *label_map, const uint64_t *pad, uint64_t total) {
-  int rc;
   e->stream = 1;
   e->data = d;
   e->real_n = d->n;
@@ -374,9 +373,7 @@ static int set_own_stream(cr_engine *e, const cr_dataset *d, size_t nlabels,
   }
   if (e->pads_total_left > 0 && draw(e, e->pad_seed, sizeof e->pad_seed) != 0)
     return CR_ECRYPTO;
-  if ((rc = cr_sorter_new(&e->own_fp_s, e->cfg.spill, CR_FP_BYTES, "our blinded points",
-                          &e->err)) != 0)
-    return rc;
+  /* The tables are made when first needed (a ping never needs them). */
   return cr_dataset_iter_new(d, &e->it, &e->err);
 }
 
@@ -919,8 +916,8 @@ static void free_result(cr_engine_result *out, uint64_t real_n) {
 
 /* The message of a pad at send position `pos`, or of a key value of the
  * template's match key (own_message's layout), appended to the arena. */
-static int stream_message(cr_engine *e, const uint8_t *key, size_t len, uint64_t pos,
-                          uint8_t **msg, size_t *cap, size_t *used, size_t *mlen) {
+static int stream_message(cr_engine *e, const uint8_t *key, size_t len, uint64_t pos, uint8_t **msg,
+                          size_t *cap, size_t *used, size_t *mlen) {
   const cr_template *t = e->cfg.tmpl;
   int rc;
   if (key == NULL) {
@@ -1021,6 +1018,9 @@ static int blind_stream(cr_engine *e, uint64_t first, size_t n, uint8_t *points,
     rc = CR_ENOMEM;
     goto out;
   }
+  if (e->own_fp_s == NULL && (rc = cr_sorter_new(&e->own_fp_s, e->cfg.spill, CR_FP_BYTES,
+                                                 "our blinded points", &e->err)) != 0)
+    goto out;
   for (size_t i = 0; i < n && rc == 0; i++) {
     uint32_t wl = 0, pad_label;
     const uint8_t *key = NULL;
@@ -1102,9 +1102,8 @@ static int prepare_stream(cr_engine *e, const cr_engine_plan *plan, size_t pw) {
   if ((rc = cr_sorter_new(&e->peer_fp_s, e->cfg.spill, CR_FP_BYTES, "the partner's points",
                           &e->err)) != 0)
     return rc;
-  if (plan->self_receives &&
-      (rc = cr_sorter_new(&e->peer_match_s, e->cfg.spill, dl, "the partner's digests", &e->err)) !=
-          0)
+  if (plan->self_receives && (rc = cr_sorter_new(&e->peer_match_s, e->cfg.spill, dl,
+                                                 "the partner's digests", &e->err)) != 0)
     return rc;
   if (plan->peer_receives) {
     if (plan->members)
@@ -1347,7 +1346,7 @@ static int check_points_stream(cr_engine *e) {
   if (orc < 0)
     rc = orc;
   if (rc == 0)
-    rc = reflected ? violation(e, CR_RULE_POINT_REFLECTED)
+    rc = reflected  ? violation(e, CR_RULE_POINT_REFLECTED)
          : repeated ? violation(e, CR_RULE_POINT_REPEATED)
                     : 0;
 out:

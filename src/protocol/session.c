@@ -109,7 +109,7 @@ struct cr_session {
   int peer_receives; /* peer is in results_to: return its digests */
   uint64_t digests_sent;
   uint64_t digests_seq;
-  uint8_t *ret_buf;                      /* digests of one Digests frame */
+  uint8_t *ret_buf;                        /* digests of one Digests frame */
   uint8_t ret_last[CR_ENGINE_DIGEST_SLOT]; /* the last digest returned: a GCS base */
   uint32_t ret_last_label;
 
