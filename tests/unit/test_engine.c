@@ -675,6 +675,9 @@ static void test_spill_disk_cap(void **state) {
   /* The set is broken: no later call goes on. */
   assert_int_equal(cr_engine_blind(e, d->n, 0, pts, NULL), CR_EINVAL);
   cr_engine_free(e);
+  cr_spill_stats st;
+  cr_spill_stats_get(sp, &st);
+  assert_int_equal(st.disk_now, 0); /* every run gone */
   free(pts);
   spill_close(sp, dir);
   fx_mem_dataset_free(d);

@@ -1,0 +1,297 @@
+/*
+ * Sessions whose engine tables spill (issue 17): two sessions back to back
+ * in memory, once with every table in memory and once with a cr_spill of a
+ * 64 KiB budget (the sorters write encrypted runs and merge them), must give
+ * the same count, group_by cells and members bitmap; a disk cap the tables
+ * exceed fails the session cleanly: CR_EIO naming the work directory,
+ * nothing released, the peer told.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <sodium.h>
+
+#include "cleanroom/protocol.h"
+#include "support/memdata.h"
+
+#define N 1200 /* elements per side: several runs per table at 64 KiB */
+
+typedef struct party {
+  uint8_t pk[crypto_sign_PUBLICKEYBYTES];
+  uint8_t sk[crypto_sign_SECRETKEYBYTES];
+} party;
+
+static int sign_cb(void *ctx, const uint8_t *msg, size_t len, uint8_t sig[64]) {
+  party *p = ctx;
+  return crypto_sign_detached(sig, NULL, msg, len, p->sk);
+}
+
+static char *dup_str(const char *s) {
+  char *d = malloc(strlen(s) + 1);
+  strcpy(d, s);
+  return d;
+}
+
+/* overlap: a count both sides receive; by_segment: grouped by the
+ * provider's segment, to the consumer; my_matches: members, to the
+ * consumer. Sizes pad to 2048: a few hundred pads per side. */
+static cr_template *make_template(void) {
+  cr_template *t = calloc(1, sizeof *t);
+  const char *names[3] = {"overlap", "by_segment", "my_matches"};
+  t->name = dup_str("spill");
+  t->suite = dup_str("ristretto255");
+  t->match_key.name = dup_str("email");
+  t->nqueries = 3;
+  t->queries = calloc(3, sizeof *t->queries);
+  for (int i = 0; i < 3; i++) {
+    t->queries[i].name = dup_str(names[i]);
+    t->queries[i].kind = CR_QUERY_COUNT;
+    t->queries[i].min_count = 1;
+    t->queries[i].run_by = CR_ROLE_BIT(CR_ROLE_CONSUMER);
+    t->queries[i].results_to = CR_ROLE_BIT(CR_ROLE_CONSUMER);
+  }
+  t->queries[0].results_to |= CR_ROLE_BIT(CR_ROLE_PROVIDER);
+  t->queries[1].group_by[CR_ROLE_PROVIDER] = dup_str("segment");
+  t->queries[2].kind = CR_QUERY_MEMBERS;
+  memset(t->sha256, 0xab, sizeof t->sha256);
+  static const uint64_t edges[] = {16, 2048, 4096};
+  memcpy(t->limits.size_buckets.edges, edges, sizeof edges);
+  t->limits.size_buckets.nedges = sizeof edges / sizeof edges[0];
+  return t;
+}
+
+static void free_template(cr_template *t) {
+  for (size_t i = 0; i < t->nqueries; i++) {
+    free(t->queries[i].name);
+    free(t->queries[i].group_by[CR_ROLE_PROVIDER]);
+  }
+  free(t->queries);
+  free(t->name);
+  free(t->suite);
+  free(t->match_key.name);
+  free(t);
+}
+
+/* Labels "seg<i % 3>" by the key's number (keys "user<i>@example.com"). */
+static void label_dataset(cr_dataset *d) {
+  d->nlabels = 3;
+  d->label_names = calloc(3, sizeof *d->label_names);
+  d->label_sizes = calloc(3, sizeof *d->label_sizes);
+  d->labels = calloc(d->n, sizeof *d->labels);
+  for (int j = 0; j < 3; j++) {
+    char buf[16];
+    snprintf(buf, sizeof buf, "seg%d", j);
+    d->label_names[j] = dup_str(buf);
+  }
+  for (size_t i = 0; i < d->n; i++) {
+    char buf[64] = {0};
+    memcpy(buf, d->bytes + d->off[i], d->off[i + 1] - d->off[i]);
+    d->labels[i] = (uint32_t)(atoi(buf + 4) % 3);
+    d->label_sizes[d->labels[i]]++;
+  }
+}
+
+typedef struct fixture {
+  cr_template *tp, *tc;
+  cr_dataset *dp, *dc;
+  party kp, kc;
+} fixture;
+
+/* What one run released to the consumer (and the provider's count). */
+typedef struct outcome {
+  int c_status, p_status, c_error;
+  char c_msg[512];
+  uint64_t count, p_count;
+  cr_session_cell cells[3];
+  size_t ncells;
+  uint8_t matched[(N + 7) / 8];
+  int has_matched;
+} outcome;
+
+static void pump(cr_session *c, cr_session *p) {
+  for (int rounds = 0; rounds < 1000000; rounds++) {
+    int moved = 0;
+    cr_session *from[2] = {c, p}, *to[2] = {p, c};
+    for (int d = 0; d < 2; d++) {
+      const uint8_t *data;
+      size_t len;
+      cr_session_send(from[d], &data, &len);
+      if (len == 0)
+        continue;
+      cr_session_recv(to[d], data, len);
+      cr_session_sent(from[d], len);
+      moved = 1;
+    }
+    if (!moved)
+      return;
+  }
+  fail_msg("sessions did not settle");
+}
+
+static void run(fixture *x, const char *query, cr_spill *sp_c, cr_spill *sp_p, outcome *o) {
+  cr_session_config pc = {0}, cc = {0};
+  cr_session *p, *c;
+  pc.tmpl = x->tp;
+  pc.data = x->dp;
+  pc.spill = sp_p;
+  pc.role = CR_ROLE_PROVIDER;
+  pc.batch_size = 97;
+  pc.sign = sign_cb;
+  pc.sign_ctx = &x->kp;
+  memcpy(pc.peer_sign_pk, x->kc.pk, 32);
+  cc = pc;
+  cc.tmpl = x->tc;
+  cc.data = x->dc;
+  cc.spill = sp_c;
+  cc.role = CR_ROLE_CONSUMER;
+  cc.is_runner = 1;
+  cc.query = query;
+  cc.sign_ctx = &x->kc;
+  memcpy(cc.peer_sign_pk, x->kp.pk, 32);
+  assert_int_equal(cr_session_new(&p, &pc, NULL), 0);
+  assert_int_equal(cr_session_new(&c, &cc, NULL), 0);
+  assert_int_equal(cr_session_start(c), 0);
+  pump(c, p);
+  const cr_session_result *rc = cr_session_result_get(c), *rp = cr_session_result_get(p);
+  memset(o, 0, sizeof *o);
+  o->c_status = rc->status;
+  o->p_status = rp->status;
+  o->c_error = rc->error;
+  snprintf(o->c_msg, sizeof o->c_msg, "%s", rc->error_msg);
+  o->count = rc->count;
+  o->p_count = rp->count;
+  o->ncells = rc->ncells;
+  assert_true(rc->ncells <= 3);
+  if (rc->ncells)
+    memcpy(o->cells, rc->cells, rc->ncells * sizeof *rc->cells);
+  if (rc->matched) {
+    memcpy(o->matched, rc->matched, (x->dc->n + 7) / 8);
+    o->has_matched = 1;
+  }
+  if (rc->status != CR_SESSION_DONE) {
+    /* Failed: nothing released. */
+    assert_int_equal(rc->count, 0);
+    assert_null(rc->cells);
+    assert_null(rc->matched);
+  }
+  cr_session_free(c);
+  cr_session_free(p);
+}
+
+static cr_spill *spill_open(char *dir, size_t cap, uint64_t disk_max) {
+  snprintf(dir, cap, "/tmp/cr-test-proto-XXXXXX");
+  assert_non_null(mkdtemp(dir));
+  cr_spill_config cfg = {dir, 64 * 1024, disk_max};
+  cr_spill *sp = NULL;
+  cr_error err;
+  assert_int_equal(cr_spill_open(&sp, &cfg, NULL, &err), 0);
+  return sp;
+}
+
+static void spill_close(cr_spill *sp, const char *dir, int ok) {
+  cr_spill_stats st;
+  cr_spill_stats_get(sp, &st);
+  assert_int_equal(st.disk_now, 0); /* every table gone with its session */
+  if (ok)
+    assert_int_equal(st.memory_used, 0);
+  cr_spill_close(sp);
+  assert_int_equal(rmdir(dir), 0); /* nothing left */
+}
+
+static int setup(void **state) {
+  fixture *x = calloc(1, sizeof *x);
+  x->tp = make_template();
+  x->tc = make_template();
+  x->dp = fx_mem_dataset("user", "@example.com", 0, N, 0);
+  x->dc = fx_mem_dataset("user", "@example.com", N / 2, N + N / 2, 0);
+  label_dataset(x->dp);
+  crypto_sign_keypair(x->kp.pk, x->kp.sk);
+  crypto_sign_keypair(x->kc.pk, x->kc.sk);
+  *state = x;
+  return 0;
+}
+
+static int teardown(void **state) {
+  fixture *x = *state;
+  free_template(x->tp);
+  free_template(x->tc);
+  fx_mem_dataset_free(x->dp);
+  fx_mem_dataset_free(x->dc);
+  free(x);
+  return 0;
+}
+
+/* Count, cells and members: the same with both sides spilling. */
+static void test_spilled_same_result(void **state) {
+  fixture *x = *state;
+  char dc[64], dp[64];
+  cr_spill *sc = spill_open(dc, sizeof dc, 0), *sp = spill_open(dp, sizeof dp, 0);
+  const char *queries[3] = {"overlap", "by_segment", "my_matches"};
+  for (int q = 0; q < 3; q++) {
+    outcome mem, disk;
+    run(x, queries[q], NULL, NULL, &mem);
+    run(x, queries[q], sc, sp, &disk);
+    assert_int_equal(mem.c_status, CR_SESSION_DONE);
+    assert_int_equal(disk.c_status, CR_SESSION_DONE);
+    assert_int_equal(disk.p_status, CR_SESSION_DONE);
+    assert_int_equal(mem.count, disk.count);
+    assert_int_equal(mem.p_count, disk.p_count);
+    assert_int_equal(mem.ncells, disk.ncells);
+    assert_memory_equal(mem.cells, disk.cells, sizeof mem.cells);
+    assert_int_equal(mem.has_matched, disk.has_matched);
+    assert_memory_equal(mem.matched, disk.matched, sizeof mem.matched);
+    if (q == 0) {
+      assert_int_equal(disk.count, N / 2);
+      assert_int_equal(disk.p_count, N / 2);
+    } else if (q == 1) {
+      assert_int_equal(disk.ncells, 3);
+      assert_int_equal(disk.cells[0].count + disk.cells[1].count + disk.cells[2].count, N / 2);
+    } else {
+      assert_true(disk.has_matched);
+      for (size_t j = 0; j < x->dc->n; j++) { /* the consumer's keys below N matched */
+        char buf[64] = {0};
+        memcpy(buf, x->dc->bytes + x->dc->off[j], x->dc->off[j + 1] - x->dc->off[j]);
+        assert_int_equal((disk.matched[j / 8] >> (j % 8)) & 1, atoi(buf + 4) < N);
+      }
+    }
+  }
+  cr_spill_stats a, b;
+  cr_spill_stats_get(sc, &a);
+  cr_spill_stats_get(sp, &b);
+  assert_true(a.disk_written > 0 && b.disk_written > 0); /* both really spilled */
+  spill_close(sc, dc, 1);
+  spill_close(sp, dp, 1);
+}
+
+/* The consumer's work directory capped below what its tables need: its
+ * session fails with CR_EIO naming the directory, nothing is released, and
+ * the provider is told (its session fails too, with no result). */
+static void test_disk_cap_fails_cleanly(void **state) {
+  fixture *x = *state;
+  char dc[64];
+  cr_spill *sc = spill_open(dc, sizeof dc, 8192);
+  outcome o;
+  run(x, "overlap", sc, NULL, &o);
+  assert_int_equal(o.c_status, CR_SESSION_FAILED);
+  assert_int_equal(o.c_error, CR_EIO);
+  assert_non_null(strstr(o.c_msg, dc));
+  assert_int_equal(o.p_status, CR_SESSION_FAILED);
+  assert_int_equal(o.count, 0);
+  assert_int_equal(o.p_count, 0);
+  spill_close(sc, dc, 0);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(test_spilled_same_result, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_disk_cap_fails_cleanly, setup, teardown),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
