@@ -9,6 +9,7 @@
  * records without wiping it, names a file that outlives the process (run
  * files are O_TMPFILE), puts a record's content in a message, or prints.
  */
+// NOLINTNEXTLINE(bugprone-reserved-identifier): a feature-test macro is the program's to define
 #define _GNU_SOURCE /* O_TMPFILE, mkostemp */
 #include "cleanroom/common.h"
 #include "common/spill_internal.h"
@@ -561,6 +562,55 @@ static void sort_entries(entry *a, entry *tmp, size_t n, size_t kb) {
   }
   if (src != a)
     memcpy(a, src, n * sizeof *a);
+}
+
+/* LSD radix sort of the index by the key prefix (stable: a counting sort
+ * per byte keeps the order of equal bytes), bytes that are the same in
+ * every entry skipped; then a stable merge sort of each group of equal
+ * prefixes by the rest of the key (keys longer than 8 bytes). */
+static void sort_index(entry *a, entry *tmp, size_t n, size_t kb) {
+  size_t m = kb < 8 ? kb : 8;
+  size_t(*hist)[256] = calloc(8, sizeof *hist);
+  if (hist == NULL) {
+    sort_entries(a, tmp, n, kb); /* no memory for the counts: the slower way */
+    return;
+  }
+  for (size_t i = 0; i < n; i++) {
+    uint64_t p = a[i].prefix;
+    for (size_t d = 0; d < m; d++)
+      hist[d][(p >> (56 - 8 * d)) & 0xff]++;
+  }
+  entry *src = a, *dst = tmp;
+  for (size_t d = m; d-- > 0;) {
+    size_t *h = hist[d];
+    unsigned shift = (unsigned)(56 - 8 * d);
+    if (h[(src[0].prefix >> shift) & 0xff] == n)
+      continue; /* every entry has the same byte here */
+    size_t sum = 0;
+    for (size_t b = 0; b < 256; b++) {
+      size_t c = h[b];
+      h[b] = sum;
+      sum += c;
+    }
+    for (size_t i = 0; i < n; i++)
+      dst[h[(src[i].prefix >> shift) & 0xff]++] = src[i];
+    entry *t = src;
+    src = dst;
+    dst = t;
+  }
+  free(hist);
+  if (src != a)
+    memcpy(a, src, n * sizeof *a);
+  if (kb > 8) {
+    for (size_t lo = 0; lo < n;) {
+      size_t hi = lo + 1;
+      while (hi < n && a[hi].prefix == a[lo].prefix)
+        hi++;
+      if (hi - lo > 1)
+        sort_entries(a + lo, tmp, hi - lo, kb);
+      lo = hi;
+    }
+  }
   sodium_memzero(tmp, n * sizeof *tmp);
 }
 
@@ -571,12 +621,17 @@ static int sort_buffer(cr_sorter *s, cr_error *err) {
   entry *tmp = malloc(s->n * sizeof *tmp);
   if (tmp == NULL)
     return cr_error_set(err, CR_ENOMEM, "out of memory sorting %s", s->what);
-  sort_entries(s->idx, tmp, s->n, s->key_bytes);
+  sort_index(s->idx, tmp, s->n, s->key_bytes);
   free(tmp);
   return 0;
 }
 
 static int write_buffer_run(cr_sorter *s, cr_error *err);
+
+/* The records' memory: blocks and index (with the sort's scratch half). */
+static uint64_t buffer_bytes(const cr_sorter *s) {
+  return s->block_bytes + (uint64_t)s->idx_cap * 2 * sizeof(entry);
+}
 
 static int grow_idx(cr_sorter *s, int force) {
   size_t ncap = s->idx_cap ? s->idx_cap * 2 : IDX_FIRST;
@@ -615,7 +670,7 @@ static int add_block(cr_sorter *s, size_t need, int force) {
     return 0;
   if (s->nblocks == s->blocks_cap) {
     size_t nc = s->blocks_cap ? s->blocks_cap * 2 : 16;
-    block **nb = realloc(s->blocks, nc * sizeof *nb);
+    block **nb = realloc(s->blocks, nc * sizeof(block *));
     if (nb == NULL) {
       sorter_give(s, size);
       return -1;
@@ -668,7 +723,7 @@ int cr_sorter_add(cr_sorter *s, const void *key, const void *payload, size_t pay
       continue;
     }
     /* The budget is spent: write a run if we hold our minimum, else take it. */
-    if (s->sp && s->n > 0 && s->reserved >= MIN_BYTES) {
+    if (s->sp && s->n > 0 && buffer_bytes(s) >= MIN_BYTES) {
       int rc = write_buffer_run(s, err);
       if (rc)
         return rc;
@@ -900,6 +955,8 @@ static int write_buffer_run(cr_sorter *s, cr_error *err) {
   writer w = {0};
   rc = writer_begin(&w, s, s->fd, s->file_end, err);
   for (size_t i = 0; rc == 0 && i < s->n; i++) {
+    if (i + 8 < s->n)
+      __builtin_prefetch(s->idx[i + 8].rec);
     const uint8_t *pl;
     size_t plen, total;
     rec_decode(s->idx[i].rec, s->key_bytes, &pl, &plen, &total);
@@ -914,7 +971,12 @@ static int write_buffer_run(cr_sorter *s, cr_error *err) {
   if (rc == 0 && push_run(&s->runs, &s->nruns, &s->runs_cap, &r) != 0)
     rc = cr_error_set(err, CR_ENOMEM, "out of memory for %s", s->what);
   if (rc) {
+    /* What the failed run wrote is cut off (space back to a full disk). */
     writer_abort(&w);
+    if (w.pos > s->file_end) {
+      (void)ftruncate(s->fd, (off_t)s->file_end);
+      disk_give(s->sp, w.pos - s->file_end);
+    }
     return rc;
   }
   s->spilled = 1;
@@ -1132,32 +1194,46 @@ static int reader_next(reader *r, uint8_t *cipher, cr_error *err) {
 }
 
 /* A k-way merge of runs: a heap of readers ordered by (key, run order). */
+typedef struct heap_item {
+  uint64_t prefix; /* of the reader's current key */
+  size_t run;      /* the reader */
+} heap_item;
+
 typedef struct merger {
   const cr_sorter *s;
   reader *r;
   size_t k;
-  size_t *heap;
+  heap_item *heap;
   size_t hn;
   int started;
   uint8_t *cipher;   /* CHUNK + ABYTES, shared by the readers */
   uint64_t reserved; /* of the budget */
 } merger;
 
-static inline int heap_less(const merger *m, size_t a, size_t b) {
-  int c = m->s->key_bytes ? memcmp(m->r[a].key, m->r[b].key, m->s->key_bytes) : 0;
-  return c < 0 || (c == 0 && a < b);
+static inline int heap_less(const merger *m, const heap_item *a, const heap_item *b) {
+  if (a->prefix != b->prefix)
+    return a->prefix < b->prefix;
+  size_t kb = m->s->key_bytes;
+  size_t ra = a->run, rb = b->run;
+  int c = kb > 8 ? memcmp(m->r[ra].key + 8, m->r[rb].key + 8, kb - 8) : 0;
+  return c < 0 || (c == 0 && ra < rb);
+}
+
+static inline heap_item heap_entry(const merger *m, size_t i) {
+  heap_item e = {key_prefix(m->r[i].key, m->s->key_bytes), i};
+  return e;
 }
 
 static void heap_down(merger *m, size_t i) {
   for (;;) {
     size_t l = 2 * i + 1, best = i;
-    if (l < m->hn && heap_less(m, m->heap[l], m->heap[best]))
+    if (l < m->hn && heap_less(m, &m->heap[l], &m->heap[best]))
       best = l;
-    if (l + 1 < m->hn && heap_less(m, m->heap[l + 1], m->heap[best]))
+    if (l + 1 < m->hn && heap_less(m, &m->heap[l + 1], &m->heap[best]))
       best = l + 1;
     if (best == i)
       return;
-    size_t t = m->heap[i];
+    heap_item t = m->heap[i];
     m->heap[i] = m->heap[best];
     m->heap[best] = t;
     i = best;
@@ -1170,6 +1246,8 @@ static void merger_close(merger *m) {
   for (size_t i = 0; i < m->k; i++)
     reader_close(&m->r[i]);
   free(m->r);
+  if (m->heap)
+    sodium_memzero(m->heap, m->k * sizeof *m->heap); /* key prefixes */
   free(m->heap);
   free(m->cipher);
   if (m->s)
@@ -1198,7 +1276,7 @@ static int merger_open(merger *m, const cr_sorter *s, const run *runs, size_t k,
     if (got < 0)
       rc = got;
     else if (got)
-      m->heap[m->hn++] = i;
+      m->heap[m->hn++] = heap_entry(m, i);
   }
   if (rc) {
     merger_close(m);
@@ -1212,18 +1290,20 @@ static int merger_open(merger *m, const cr_sorter *s, const run *runs, size_t k,
 static int merger_next(merger *m, const uint8_t **key, const uint8_t **payload, size_t *plen,
                        cr_error *err) {
   if (m->started && m->hn) {
-    size_t top = m->heap[0];
+    size_t top = m->heap[0].run;
     int got = reader_next(&m->r[top], m->cipher, err);
     if (got < 0)
       return got;
-    if (!got)
+    if (got)
+      m->heap[0] = heap_entry(m, top);
+    else
       m->heap[0] = m->heap[--m->hn];
     heap_down(m, 0);
   }
   m->started = 1;
   if (m->hn == 0)
     return 0;
-  const reader *r = &m->r[m->heap[0]];
+  const reader *r = &m->r[m->heap[0].run];
   *key = r->key;
   *payload = r->payload;
   *plen = r->payload_len;
@@ -1326,7 +1406,7 @@ int cr_sorter_finish(cr_sorter *s, cr_error *err) {
   free_buffer(s);
   /* Merge until the runs fit the budget's readers; the write buffers are
    * given back after, so they count as available to the iterators. */
-  while (s->nruns > fan_in(s, s->wplain ? 2 * CHUNK + ABYTES : 0)) {
+  while (s->key_bytes && s->nruns > fan_in(s, s->wplain ? 2 * CHUNK + ABYTES : 0)) {
     rc = merge_pass(s, fan_in(s, 0), err);
     if (rc)
       return rc;
@@ -1338,10 +1418,13 @@ int cr_sorter_finish(cr_sorter *s, cr_error *err) {
 
 /* -------------------------------------------------------------- iterators */
 
+/* A log (key of 0 bytes) needs no merge: its runs are read one after
+ * another, one reader at a time. */
 struct cr_sorter_iter {
   cr_sorter *s;
-  size_t i; /* in memory: the next index entry */
+  size_t i; /* in memory: the next index entry; a spilled log: the run being read */
   int merging;
+  int failed; /* a spilled log whose next run could not be opened */
   merger m;
 };
 
@@ -1354,7 +1437,7 @@ int cr_sorter_iter_new(cr_sorter *s, cr_sorter_iter **out, cr_error *err) {
     return cr_error_set(err, CR_ENOMEM, "out of memory reading %s", s->what);
   it->s = s;
   if (s->spilled) {
-    int rc = merger_open(&it->m, s, s->runs, s->nruns, err);
+    int rc = merger_open(&it->m, s, s->runs, s->key_bytes ? s->nruns : 1, err);
     if (rc) {
       free(it);
       return rc;
@@ -1367,11 +1450,27 @@ int cr_sorter_iter_new(cr_sorter *s, cr_sorter_iter **out, cr_error *err) {
 
 int cr_sorter_iter_next(cr_sorter_iter *it, const uint8_t **key, const uint8_t **payload,
                         size_t *payload_len, cr_error *err) {
-  if (it->merging)
-    return merger_next(&it->m, key, payload, payload_len, err);
   const cr_sorter *s = it->s;
+  while (it->merging) {
+    int r = merger_next(&it->m, key, payload, payload_len, err);
+    if (r != 0 || s->key_bytes || it->i + 1 >= s->nruns)
+      return r;
+    merger_close(&it->m);
+    it->merging = 0;
+    it->i++;
+    r = merger_open(&it->m, s, s->runs + it->i, 1, err);
+    if (r) {
+      it->failed = r; /* and stays failed */
+      return r;
+    }
+    it->merging = 1;
+  }
+  if (it->failed)
+    return cr_error_set(err, it->failed, "%s could not be read to its end", s->what);
   if (it->i >= s->n)
     return 0;
+  if (it->i + 8 < s->n)
+    __builtin_prefetch(s->idx[it->i + 8].rec);
   const uint8_t *rec = s->idx[it->i++].rec;
   size_t total;
   *key = rec;
