@@ -677,7 +677,8 @@ static void test_spill_disk_cap(void **state) {
   cr_engine_free(e);
   cr_spill_stats st;
   cr_spill_stats_get(sp, &st);
-  assert_int_equal(st.disk_now, 0); /* every run gone */
+  assert_int_equal(st.disk_now, 0);    /* every run gone */
+  assert_int_equal(st.memory_used, 0); /* every table's memory given back */
   free(pts);
   spill_close(sp, dir);
   fx_mem_dataset_free(d);
