@@ -2301,8 +2301,16 @@ void cr_session_progress_get(const cr_session *s, cr_session_progress *p) {
     p->phase = "done";
   else if (s->recv == CR_STATE_EXPECT_HELLO)
     p->phase = "hello";
-  else if (s->send <= CR_SEND_END_OF_SET || s->recv == CR_STATE_EXPECT_SET)
+  else if (s->send <= CR_SEND_END_OF_SET ||
+           (s->recv == CR_STATE_EXPECT_SET && s->peer_points < s->peer_n * s->peer_w))
     p->phase = "exchanging sets";
+  /* The engine's tables (sorters, spilled beyond the memory budget): the
+   * partner's set is in and sorted at its EndOfSet, the first digests back
+   * come from merging the runs; our digests all back, the merge-join. */
+  else if (s->recv == CR_STATE_EXPECT_SET || (s->send == CR_SEND_DIGESTS && s->digests_sent == 0))
+    p->phase = "sorting";
+  else if (s->recv == CR_STATE_EXPECT_DIGESTS && s->own_digests_n == s->own_n * s->own_w)
+    p->phase = "matching";
   else if (s->recv == CR_STATE_EXPECT_DIGESTS || s->send == CR_SEND_DIGESTS ||
            s->send == CR_SEND_END_OF_DIGESTS)
     p->phase = "returning digests";
