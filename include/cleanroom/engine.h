@@ -1,18 +1,23 @@
 /*
  * cleanroom — the matching engine of one session (design §4–5).
  *
- * Owns: the session scalar; the own set's send order (a shuffle) and its
- * blinding (hash-to-group, then k *, batched on the cr_pool); re-blinding of
- * the peer's points into digests; the digest tables (sorted for matching and
- * for return); matching and the result (count, group_by cells, the members
- * bitmap), every released number thresholded here.
+ * Owns: the session scalar; the own set's send order and its blinding
+ * (hash-to-group, then k *, batched on the cr_pool); re-blinding of the
+ * peer's points into digests; the tables of fingerprints and digests
+ * (sorted for the checks, for matching and for return); matching and the
+ * result (count, group_by cells, the members bitmap), every released
+ * number thresholded here. With one match key the tables are cr_sorters on
+ * cfg.spill, bounded by the node's memory budget (docs/memory.md "The
+ * engine's tables"), and the checks and matching are merges of sorted
+ * streams; with several keys (records) they stay in memory.
  * Never: logs anything or puts a key, point, scalar or digest in a message
  * (errors are codes; the session words them); keeps a buffer that held a
- * match key or a digest without wiping it; touches frames, sockets, files or
- * the clock. All randomness comes from the rand callback it is given.
+ * match key or a digest without wiping it; touches frames, sockets or the
+ * clock, or a file but through its sorters (encrypted runs in the node's
+ * work directory). All randomness comes from the rand callback it is given.
  *
- * The session drives it: cr_engine_new (draws the scalar), cr_engine_set_own
- * (shuffles), cr_engine_prepare once both Hellos are known, then blind /
+ * The session drives it: cr_engine_new (draws the scalar), cr_engine_set_own,
+ * cr_engine_prepare once both Hellos are known, then blind /
  * reblind / peer_done / own_add and finally cr_engine_match.
  *
  * Elements and points. With one match key every element of a set is one

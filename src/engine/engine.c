@@ -1236,6 +1236,11 @@ static int ret_fetch(cr_engine *e) {
   if (e->ret_it == NULL)
     return 0;
   int rc = cr_sorter_iter_next(e->ret_it, &key, &pl, &pl_len, &e->err);
+  if (rc == 0) {
+    /* All returned: the reader's buffers go now, before matching. */
+    cr_sorter_iter_free(e->ret_it);
+    e->ret_it = NULL;
+  }
   if (rc <= 0)
     return rc;
   memset(&e->ret_peek, 0, sizeof e->ret_peek);
@@ -1303,6 +1308,8 @@ static int own_add_stream(cr_engine *e, const uint8_t *plain, uint64_t n, uint32
        * dataset iterator's element. */
       uint64_t p = e->own_digests_n + i;
       uint32_t rank = CR_RANK_PAD;
+      if (p >= e->pos) /* a digest for a point we have not sent yet */
+        return violation(e, CR_RULE_DIGEST_ORDER);
       if (!(e->is_pad[p / 8] & (1u << (p % 8))))
         rank = (uint32_t)e->own_real_back++;
       put_u32be(pl + pl_len, rank);
