@@ -268,12 +268,28 @@ typedef struct cr_dataset_options {
 /* Fills opt with the defaults. */
 void cr_dataset_options_init(cr_dataset_options *opt);
 
+/* The elements of a single-key data set (a sorter; internal). */
+typedef struct cr_dataset_elements cr_dataset_elements;
+
 typedef struct cr_dataset {
-  /* De-duplicated, normalized key values, sorted bytewise: value i is
-   * bytes[off[i] .. off[i+1]). Wiped on free. */
+  /*
+   * n: the elements (one key: the distinct normalized key values; several:
+   * see below). With one key, read them with cr_dataset_iter, in the order
+   * a session sends them; they are in `elements`, in memory below the
+   * budget and spilled (encrypted) above it.
+   *
+   * TRANSITIONAL (issue 17, until the engine reads single-key sets with
+   * cr_dataset_iter): when the elements did not spill, a loaded single-key
+   * set also fills bytes/off (value i is bytes[off[i] .. off[i+1])) and
+   * labels in the iterator's order, so element i is the iterator's i-th;
+   * when they spilled, bytes, off and labels are NULL. Nothing but the
+   * engine may read them for one key. With several keys they hold the
+   * values (below) as before. Wiped on free.
+   */
   size_t n;
   uint8_t *bytes;
-  size_t *off; /* n+1 entries */
+  size_t *off;                   /* n+1 entries */
+  cr_dataset_elements *elements; /* one key, loaded: the elements (NULL otherwise) */
 
   char *path;
   uint8_t file_sha256[CR_SHA256_BYTES];
@@ -287,8 +303,10 @@ typedef struct cr_dataset {
   uint64_t reason_lines[CR_REJECT_COUNT][CR_DATASET_MAX_REASON_LINES];
   uint64_t duplicates; /* accepted rows whose key was already seen */
 
-  /* group_by only (NULL / 0 otherwise): labels[i] is key i's index into
-   * label_names (sorted bytewise); label_sizes[j] counts keys of label j. */
+  /* group_by only (NULL / 0 otherwise): labels[i] is element i's index
+   * into label_names (sorted bytewise; one key: transitional, as bytes
+   * above, and cr_dataset_iter gives each element's label);
+   * label_sizes[j] counts elements of label j. */
   uint32_t *labels;
   char **label_names;
   uint64_t *label_sizes;
@@ -355,8 +373,9 @@ typedef struct cr_dataset {
 /* Points per element of d: 1, or its number of keys for records. */
 size_t cr_dataset_width(const cr_dataset *d);
 
-/* Index of a normalized value of match key `key` among d's values (for one
- * key, the same as cr_dataset_find), or -1. */
+/* Several match keys: the index of a normalized value of match key `key`
+ * among d's values, or -1 (always -1 for a single-key set, whose elements
+ * are not in memory: use cr_dataset_iter). */
 long cr_dataset_find_value(const cr_dataset *d, size_t key, const uint8_t *v, size_t len);
 
 /*
@@ -390,7 +409,11 @@ void cr_dataset_free(cr_dataset *d);
  * (cr_dataset_options.order_seed), so every load has its own. Element j
  * is the j-th the iterator yields; a members bitmap's bit j
  * (cr_dataset_write_matches) is that element. Works whether the elements
- * are in memory or spilled; several iterators may run one after another.
+ * are in memory or spilled; several iterators may run one after another
+ * (not at once from several threads: a data set is one session's).
+ * A cr_dataset built in memory by hand (tests: n, bytes, off, labels and
+ * no `elements`) is iterated in index order. CR_EINVAL for records
+ * (width > 1).
  */
 typedef struct cr_dataset_iter cr_dataset_iter;
 CR_NODISCARD int cr_dataset_iter_new(const cr_dataset *d, cr_dataset_iter **out, cr_error *err);
@@ -400,16 +423,16 @@ int cr_dataset_iter_next(cr_dataset_iter *it, const uint8_t **key, size_t *len, 
                          cr_error *err);
 void cr_dataset_iter_free(cr_dataset_iter *it);
 
-/* Index of a normalized key in d (keys are sorted), or -1. */
-long cr_dataset_find(const cr_dataset *d, const uint8_t *key, size_t len);
-
 /*
  * members: writes the rows of the source d was loaded from (read again, the
- * same way) whose key matched (bit i of matched for key i) to out, as CSV
- * with a header: all columns, or only `columns` (ncolumns > 0). If the
- * source's hash differs from the load's (the file or the query's rows
- * changed), nothing is kept: CR_EDATA. Every row sharing a matched key is
- * written. Records (several keys): bit i is record i, every row of a
+ * same way) whose key matched to out, as CSV with a header: all columns, or
+ * only `columns` (ncolumns > 0). One key: bit j of matched is element j of
+ * cr_dataset_iter's order, and every row of a matched element is written
+ * (found by its position: the element's rows are sorted by position in a
+ * sorter on the load's spill, and the source is read once more), in the
+ * source's order. If the source's hash differs from the load's (the file or
+ * the query's rows changed), nothing is kept: CR_EDATA. Records (several
+ * keys): bit i is record i, every row of a
  * matched record is written, and matched_on[i] (a bit per match key, may be
  * NULL) adds a last column "matched_on" naming the keys it matched on,
  * joined with '+' ("email+phone"). out is an open cr_atomic_file: the caller commits it (after

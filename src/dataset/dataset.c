@@ -1,8 +1,10 @@
 /*
  * Loading a party's data: column checks against the template, one pass over
  * the rows of its source (streamed, never the whole file or result in
- * memory), per-reason rejection counts, then sort + unique of the accepted
- * keys into one arena. The source (CSV, SQLite, PostgreSQL) is only ever
+ * memory), per-reason rejection counts; each accepted row goes into the
+ * elements' sorter (elements.c: in memory below the budget, spilled above)
+ * and one merge pass counts the distinct keys, the duplicates and the
+ * labels' sizes. The source (CSV, SQLite, PostgreSQL) is only ever
  * seen through cr_source, so every kind is treated the same, and so with
  * several match keys, where each accepted row goes to records.c instead.
  *
@@ -22,13 +24,6 @@
 #include <string.h>
 
 #include <sodium.h>
-
-struct key_ref {
-  const uint8_t *p;
-  size_t len;
-  size_t row;     /* order of acceptance: the first row of a key wins */
-  uint32_t label; /* index into the unsorted label table */
-};
 
 /* Labels as met in the file; sorted into the dataset at the end. */
 struct label_table {
@@ -286,140 +281,161 @@ void cr_dataset_mask_key(const uint8_t *key, size_t len, char *out, size_t cap) 
   }
 }
 
-static int cmp_key(const void *a, const void *b) {
-  const struct key_ref *x = a, *y = b;
-  size_t n = x->len < y->len ? x->len : y->len;
-  int c = n ? memcmp(x->p, y->p, n) : 0;
-  if (c != 0)
-    return c;
-  return (x->len > y->len) - (x->len < y->len);
-}
-
-/* Key order, then file order, so the first row of a key comes first. */
-static int cmp_key_row(const void *a, const void *b) {
-  int c = cmp_key(a, b);
-  if (c != 0)
-    return c;
-  const struct key_ref *x = a, *y = b;
-  return (x->row > y->row) - (x->row < y->row);
-}
-
 static int cmp_name(const void *a, const void *b) {
   return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* The labels of d's n elements (raw[i]: an index into lt, as met in the
- * file): names sorted, so both nodes and every run number them alike, and
- * labels that hold no element dropped. */
-static int finish_labels(cr_dataset *d, struct label_table *lt, const uint32_t *raw, size_t n) {
-  int rc = 0;
+/*
+ * The labels of d's elements, from sizes[k] (elements whose label is lt's
+ * k-th, as met in the source): names sorted, so both nodes and every run
+ * number them alike, and labels that hold no element dropped (a label seen
+ * only on duplicate rows: the peer would learn of a group that is not in
+ * the set). *map gets, for each label as met, the data set's label
+ * (malloc'ed, lt->n entries; UINT32_MAX for a dropped one).
+ */
+static int finish_labels(cr_dataset *d, struct label_table *lt, const uint64_t *sizes,
+                         uint32_t **map) {
   size_t nl = lt->n;
   char **sorted = malloc((nl ? nl : 1) * sizeof *sorted);
   uint32_t *remap = malloc((nl ? nl : 1) * sizeof *remap);
   d->label_sizes = calloc(nl ? nl : 1, sizeof *d->label_sizes);
-  d->labels = malloc((n ? n : 1) * sizeof *d->labels);
-  if (sorted == NULL || remap == NULL || d->label_sizes == NULL || d->labels == NULL) {
+  *map = NULL;
+  if (sorted == NULL || remap == NULL || d->label_sizes == NULL) {
     free(sorted);
-    rc = CR_ENOMEM;
-    goto out;
+    free(remap);
+    return CR_ENOMEM;
   }
   memcpy(sorted, lt->names, nl * sizeof *sorted);
   qsort(sorted, nl, sizeof *sorted, cmp_name);
+  /* remap: label as met -> its place among the sorted names. */
   for (size_t j = 0; j < nl; j++)
     for (size_t k = 0; k < nl; k++)
       if (lt->names[k] == sorted[j])
         remap[k] = (uint32_t)j;
+  uint64_t *by_sorted = d->label_sizes;
+  for (size_t k = 0; k < nl; k++)
+    by_sorted[remap[k]] = sizes[k];
   d->label_names = sorted;
-  d->nlabels = nl;
   free(lt->names); /* the strings now belong to d->label_names */
   lt->names = NULL;
   lt->n = lt->cap = 0;
-  for (size_t i = 0; i < n; i++) {
-    d->labels[i] = remap[raw[i]];
-    d->label_sizes[d->labels[i]]++;
+  /* Keep the labels that hold an element; kept[j]: sorted j's new index. */
+  uint32_t *kept_at = malloc((nl ? nl : 1) * sizeof *kept_at);
+  if (kept_at == NULL) {
+    d->nlabels = nl;
+    free(remap);
+    return CR_ENOMEM;
   }
-  /* A label seen only on duplicate rows holds no key: drop it, or the
-   * peer would learn of a group that is not in the set. */
   size_t kept = 0;
   for (size_t j = 0; j < nl; j++) {
-    if (d->label_sizes[j] == 0) {
+    if (by_sorted[j] == 0) {
       free(d->label_names[j]);
+      kept_at[j] = UINT32_MAX;
       continue;
     }
-    remap[j] = (uint32_t)kept;
+    kept_at[j] = (uint32_t)kept;
     d->label_names[kept] = d->label_names[j];
-    d->label_sizes[kept] = d->label_sizes[j];
+    d->label_sizes[kept] = by_sorted[j];
     kept++;
   }
-  if (kept != nl)
-    for (size_t i = 0; i < n; i++)
-      d->labels[i] = remap[d->labels[i]];
   d->nlabels = kept;
-out:
-  free(remap);
+  for (size_t k = 0; k < nl; k++)
+    remap[k] = kept_at[remap[k]];
+  free(kept_at);
+  *map = remap;
+  return 0;
+}
+
+/*
+ * The single-key set once every row is in: one merge pass over the sorted
+ * rows counts the distinct keys (n), the duplicates, the keys whose rows
+ * disagree on the label, and each label's elements; then the labels.
+ */
+static int finish_elements(cr_dataset *d, struct label_table *lt, int grouped, cr_error *err) {
+  cr_dataset_elements *e = d->elements;
+  uint64_t *sizes = NULL;
+  cr__cursor c;
+  int rc = cr__elements_finish(e, err);
+  if (rc != 0)
+    return rc;
+  if (grouped && (sizes = calloc(lt->n ? lt->n : 1, sizeof *sizes)) == NULL)
+    return cr_error_set(err, CR_ENOMEM, "out of memory");
+  if ((rc = cr__cursor_open(&c, e, err)) == 0) {
+    uint64_t records = 0;
+    cr__record r;
+    while ((rc = cr__cursor_next(&c, &r, err)) == 1) {
+      records++;
+      if (r.fresh) {
+        d->n++;
+        if (grouped && r.raw_label < lt->n)
+          sizes[r.raw_label]++;
+      } else if (r.new_conflict) {
+        d->label_conflicts++;
+      }
+    }
+    d->duplicates = records - d->n;
+  }
+  cr__cursor_close(&c);
+  if (rc == 0 && grouped) {
+    uint32_t *map = NULL;
+    size_t nraw = lt->n;
+    if ((rc = finish_labels(d, lt, sizes, &map)) != 0)
+      rc = cr_error_set(err, rc, "out of memory");
+    else
+      cr__elements_set_labels(e, map, nraw);
+  }
+  free(sizes);
   return rc;
 }
 
-/* Sorts and de-duplicates the accepted keys (arena[offs[i]..offs[i+1]))
- * into d->bytes / d->off. */
-static int dedup(cr_dataset *d, const cr_buf *arena, const size_t *offs, size_t nkeys,
-                 const uint32_t *row_labels, struct label_table *lt) {
-  int rc = 0;
-  uint32_t *raw = NULL;
-  struct key_ref *refs = malloc((nkeys ? nkeys : 1) * sizeof *refs);
-  if (refs == NULL)
-    return CR_ENOMEM;
-  for (size_t i = 0; i < nkeys; i++) {
-    refs[i].p = arena->data + offs[i];
-    refs[i].len = offs[i + 1] - offs[i];
-    refs[i].row = i;
-    refs[i].label = row_labels ? row_labels[i] : 0;
-  }
-  qsort(refs, nkeys, sizeof *refs, cmp_key_row);
-  size_t n = 0, total = 0;
-  int conflict_counted = 0;
-  for (size_t i = 0; i < nkeys; i++) {
-    if (n > 0 && cmp_key(&refs[n - 1], &refs[i]) == 0) {
-      if (refs[n - 1].label != refs[i].label && !conflict_counted) {
-        d->label_conflicts++;
-        conflict_counted = 1;
-      }
-      continue;
+/*
+ * TRANSITIONAL (issue 17): until the engine reads single-key sets through
+ * cr_dataset_iter, a set whose elements stayed in memory also gets
+ * bytes/off/labels in the iterator's order (dataset.h).
+ */
+static int fill_in_memory(cr_dataset *d, int grouped, cr_error *err) {
+  cr_dataset_iter *it = NULL;
+  cr_buf arena;
+  cr_buf_init(&arena);
+  d->off = malloc((d->n + 1) * sizeof *d->off);
+  if (d->off == NULL ||
+      (grouped && (d->labels = calloc(d->n ? d->n : 1, sizeof *d->labels)) == NULL))
+    return cr_error_set(err, CR_ENOMEM, "out of memory");
+  d->off[0] = 0;
+  int rc = cr_dataset_iter_new(d, &it, err);
+  size_t i = 0;
+  while (rc == 0) {
+    const uint8_t *k;
+    size_t len;
+    uint32_t label;
+    int got = cr_dataset_iter_next(it, &k, &len, &label, err);
+    if (got <= 0) {
+      rc = got;
+      break;
     }
-    conflict_counted = 0;
-    refs[n++] = refs[i];
-    total += refs[i].len;
-  }
-  if (row_labels != NULL) {
-    raw = malloc((n ? n : 1) * sizeof *raw);
-    if (raw == NULL) {
-      rc = CR_ENOMEM;
-      goto out;
+    if (i >= d->n || (rc = cr_buf_append(&arena, k, len)) != 0) {
+      rc = cr_error_set(err, i >= d->n ? CR_EINTERNAL : CR_ENOMEM, "out of memory");
+      break;
     }
-    for (size_t i = 0; i < n; i++)
-      raw[i] = refs[i].label;
-    if ((rc = finish_labels(d, lt, raw, n)) != 0)
-      goto out;
+    if (grouped)
+      d->labels[i] = label;
+    d->off[++i] = arena.len;
   }
-  d->off = malloc((n + 1) * sizeof *d->off);
-  d->bytes = malloc(total ? total : 1);
-  if (d->off == NULL || d->bytes == NULL) {
-    rc = CR_ENOMEM;
-    goto out;
+  cr_dataset_iter_free(it);
+  if (rc == 0 && i != d->n)
+    rc = cr_error_set(err, CR_EINTERNAL, "the data set's elements changed while read");
+  if (rc != 0) {
+    cr_buf_free(&arena);
+    return rc;
   }
-  size_t pos = 0;
-  for (size_t i = 0; i < n; i++) {
-    d->off[i] = pos;
-    memcpy(d->bytes + pos, refs[i].p, refs[i].len);
-    pos += refs[i].len;
+  if (arena.data == NULL) {
+    d->bytes = malloc(1);
+    if (d->bytes == NULL)
+      return cr_error_set(err, CR_ENOMEM, "out of memory");
+  } else {
+    d->bytes = arena.data; /* wiped by cr_dataset_free */
   }
-  d->off[n] = pos;
-  d->n = n;
-  d->duplicates = nkeys - n;
-out:
-  free(raw);
-  free(refs);
-  return rc;
+  return 0;
 }
 
 int cr_dataset_load(cr_dataset **out, const char *path, const cr_template *t, cr_role role,
@@ -432,16 +448,15 @@ int cr_dataset_load(cr_dataset **out, const char *path, const cr_template *t, cr
   size_t *keycol = NULL;
   const char **vals = NULL;
   size_t *vlens = NULL;
-  size_t *offs = NULL, noffs = 0, offs_cap = 0;
   size_t groupcol = 0;
   int grouped = 0;
-  uint32_t *row_labels = NULL;
   struct label_table lt = {NULL, 0, 0};
   cr__records *multi = NULL; /* several match keys */
   uint32_t *elem_labels = NULL;
-  cr_buf key, arena;
+  uint64_t *elem_sizes = NULL;
+  uint32_t *label_map = NULL;
+  cr_buf key;
   cr_buf_init(&key);
-  cr_buf_init(&arena);
 
   if (out != NULL)
     *out = NULL;
@@ -540,6 +555,10 @@ int cr_dataset_load(cr_dataset **out, const char *path, const cr_template *t, cr
     }
     grouped = 1;
   }
+
+  if (multi == NULL && (rc = cr__elements_new(&d->elements, opt ? opt->spill : NULL,
+                                              opt ? opt->order_seed : NULL, grouped, err)) != 0)
+    goto out;
 
   /* From here on the header is known to be one: name columns in messages. */
   if ((rc = name_fields(src, hdr, nhdr)) != 0) {
@@ -641,44 +660,31 @@ int cr_dataset_load(cr_dataset **out, const char *path, const cr_template *t, cr
       }
       continue;
     }
-    if (noffs + 2 > offs_cap) {
-      size_t cap = offs_cap ? offs_cap * 2 : 1024;
-      size_t *p = realloc(offs, cap * sizeof *p);
-      if (p == NULL) {
-        rc = cr_error_set(err, CR_ENOMEM, "%s: out of memory", path);
-        goto out;
-      }
-      offs = p;
-      offs_cap = cap;
-      if (grouped) {
-        uint32_t *q = realloc(row_labels, cap * sizeof *q);
-        if (q == NULL) {
-          rc = cr_error_set(err, CR_ENOMEM, "%s: out of memory", path);
-          goto out;
-        }
-        row_labels = q;
-      }
-    }
+    uint32_t id = 0;
     if (grouped) {
-      long id = label_id(&lt, row.fields[groupcol], row.lens[groupcol]);
-      if (id < 0) {
-        rc = id == -2 ? cr_error_set(err, CR_EDATA,
-                                     "%s: %s %llu: column \"%s\" has more than %d distinct "
-                                     "values; group_by needs a column with fewer groups",
-                                     path, d->pos_unit, (unsigned long long)row.pos,
-                                     opt->group_column, CR_DATASET_MAX_LABELS)
-                      : cr_error_set(err, CR_ENOMEM, "%s: out of memory", path);
+      long lid = label_id(&lt, row.fields[groupcol], row.lens[groupcol]);
+      if (lid < 0) {
+        rc = lid == -2 ? cr_error_set(err, CR_EDATA,
+                                      "%s: %s %llu: column \"%s\" has more than %d distinct "
+                                      "values; group_by needs a column with fewer groups",
+                                      path, d->pos_unit, (unsigned long long)row.pos,
+                                      opt->group_column, CR_DATASET_MAX_LABELS)
+                       : cr_error_set(err, CR_ENOMEM, "%s: out of memory", path);
         goto out;
       }
-      row_labels[noffs ? noffs - 1 : 0] = (uint32_t)id;
+      id = (uint32_t)lid;
     }
-    if (noffs == 0)
-      offs[noffs++] = 0;
-    if ((rc = cr_buf_append(&arena, key.data, key.len)) != 0) {
-      cr_error_set(err, rc, "%s: out of memory", path);
+    rc = cr__elements_add(d->elements, key.data, key.len, d->rows_read, id, err);
+    if (rc == CR_EDATA) {
+      cr_error_set(err, rc,
+                   "%s: %s %llu: the match key is %zu bytes long after normalization, "
+                   "more than the %u a key may have",
+                   path, d->pos_unit, (unsigned long long)row.pos, key.len,
+                   (unsigned)CR_ELEMENT_MAX_KEY_BYTES);
       goto out;
     }
-    offs[noffs++] = arena.len;
+    if (rc != 0)
+      goto out; /* the sorter's message: memory, or the work directory */
   }
   if (cr_source_sha256(src, d->file_sha256) != 0) {
     cr_error_set(err, CR_EINTERNAL, "%s: hash of the data unavailable", path);
@@ -739,21 +745,33 @@ int cr_dataset_load(cr_dataset **out, const char *path, const cr_template *t, cr
       goto out;
     }
   }
-  if (noffs > 0 &&
-      (rc = dedup(d, &arena, offs, noffs - 1, grouped ? row_labels : NULL, &lt)) != 0) {
-    cr_error_set(err, rc, "%s: out of memory", path);
-    goto out;
-  }
   if (multi != NULL) {
-    if ((rc = cr__records_finish(multi, d, grouped, &elem_labels)) != 0 ||
-        (grouped && (rc = finish_labels(d, &lt, elem_labels, d->n)) != 0)) {
+    if ((rc = cr__records_finish(multi, d, grouped, &elem_labels)) != 0) {
       cr_error_set(err, rc, "%s: %s", path,
                    rc == CR_ENOMEM ? "out of memory" : "more distinct key values than supported");
       goto out;
     }
-  } else if (noffs == 0 && (d->off = calloc(1, sizeof *d->off)) == NULL) {
-    rc = cr_error_set(err, CR_ENOMEM, "%s: out of memory", path);
-    goto out;
+    if (grouped) {
+      if ((elem_sizes = calloc(lt.n ? lt.n : 1, sizeof *elem_sizes)) == NULL ||
+          (d->labels = malloc((d->n ? d->n : 1) * sizeof *d->labels)) == NULL) {
+        rc = cr_error_set(err, CR_ENOMEM, "%s: out of memory", path);
+        goto out;
+      }
+      for (size_t i = 0; i < d->n; i++)
+        elem_sizes[elem_labels[i]]++;
+      if ((rc = finish_labels(d, &lt, elem_sizes, &label_map)) != 0) {
+        cr_error_set(err, rc, "%s: out of memory", path);
+        goto out;
+      }
+      for (size_t i = 0; i < d->n; i++)
+        d->labels[i] = label_map[elem_labels[i]];
+    }
+  } else {
+    if ((rc = finish_elements(d, &lt, grouped, err)) != 0)
+      goto out;
+    /* Transitional (dataset.h): in memory, also as arrays for the engine. */
+    if (!cr__elements_spilled(d->elements) && (rc = fill_in_memory(d, grouped, err)) != 0)
+      goto out;
   }
   d->columns = hdr;
   d->ncolumns = nhdr;
@@ -768,13 +786,12 @@ out:
   free(keycol);
   free(vals);
   free(vlens);
-  free(offs);
-  free(row_labels);
   free(elem_labels);
+  free(elem_sizes);
+  free(label_map);
   cr__records_free(multi);
   labels_free(&lt);
   cr_buf_free(&key);
-  cr_buf_free(&arena);
   return rc;
 }
 
@@ -805,42 +822,6 @@ void cr_dataset_free(cr_dataset *d) {
   free(d->label_names);
   free(d->label_sizes);
   free(d->labels);
+  cr__elements_free(d->elements);
   free(d);
 }
-
-/* ---- iteration (issue 17) ---------------------------------------------------- */
-
-/* Interim: the elements in index order. The spilled, keyed order replaces
- * this (include/cleanroom/dataset.h). */
-struct cr_dataset_iter {
-  const cr_dataset *d;
-  size_t next;
-};
-
-int cr_dataset_iter_new(const cr_dataset *d, cr_dataset_iter **out, cr_error *err) {
-  (void)err;
-  *out = NULL;
-  if (d == NULL || cr_dataset_width(d) > 1)
-    return CR_EINVAL;
-  cr_dataset_iter *it = calloc(1, sizeof *it);
-  if (it == NULL)
-    return CR_ENOMEM;
-  it->d = d;
-  *out = it;
-  return 0;
-}
-
-int cr_dataset_iter_next(cr_dataset_iter *it, const uint8_t **key, size_t *len, uint32_t *label,
-                         cr_error *err) {
-  (void)err;
-  const cr_dataset *d = it->d;
-  if (it->next >= d->n)
-    return 0;
-  size_t i = it->next++;
-  *key = d->bytes + d->off[i];
-  *len = d->off[i + 1] - d->off[i];
-  *label = d->labels ? d->labels[i] : 0;
-  return 1;
-}
-
-void cr_dataset_iter_free(cr_dataset_iter *it) { free(it); }

@@ -104,4 +104,59 @@ CR_NODISCARD int cr__records_commit(cr__records *b, uint32_t label);
  */
 CR_NODISCARD int cr__records_finish(cr__records *b, cr_dataset *d, int grouped, uint32_t **labels);
 
+/* ---- single-key elements (elements.c) -------------------------------------- */
+
+#define CR_ELEMENT_HASH_BYTES 16
+/* The longest normalized key a data set takes (a sorter's payload, less
+ * the row and label, varints). */
+#define CR_ELEMENT_MAX_KEY_BYTES (CR_SORTER_MAX_PAYLOAD - 20)
+
+/* The sorter of accepted rows, keyed by the keyed hash of their key; the
+ * hash key is order_seed (32 bytes) or random; grouped: rows carry labels. */
+CR_NODISCARD int cr__elements_new(cr_dataset_elements **out, cr_spill *sp,
+                                  const uint8_t *order_seed, int grouped, cr_error *err);
+void cr__elements_free(cr_dataset_elements *e);
+/* One accepted row: its key, data row ordinal (1-based) and label as met.
+ * CR_EDATA (no message: the caller names the row) for a key longer than
+ * CR_ELEMENT_MAX_KEY_BYTES; the sorter's errors (CR_EIO: disk full). */
+CR_NODISCARD int cr__elements_add(cr_dataset_elements *e, const uint8_t *key, size_t len,
+                                  uint64_t row, uint32_t label, cr_error *err);
+/* No more rows: forgets the hash key, sorts. */
+CR_NODISCARD int cr__elements_finish(cr_dataset_elements *e, cr_error *err);
+/* Takes map (malloc'ed): label as met -> the data set's label. */
+void cr__elements_set_labels(cr_dataset_elements *e, uint32_t *map, size_t nraw);
+uint32_t cr__elements_label(const cr_dataset_elements *e, uint32_t raw);
+int cr__elements_spilled(const cr_dataset_elements *e);
+/* The spill the data set was loaded with (NULL: memory only). */
+cr_spill *cr__elements_spill(const cr_dataset_elements *e);
+
+/* One row's record, read back in the elements' order. */
+typedef struct cr__record {
+  const uint8_t *key; /* valid until the next cr__cursor_next */
+  size_t len;
+  uint64_t row;         /* data row ordinal, 1-based */
+  uint32_t raw_label;   /* as met in the source */
+  uint32_t first_label; /* the element's (its first row's), as met */
+  uint64_t elem;        /* the element's index in the order */
+  int fresh;            /* the element's first row */
+  int new_conflict;     /* the first row of the element with another label */
+} cr__record;
+
+/* Every row's record, in the elements' order, duplicates marked. */
+typedef struct cr__cursor {
+  cr_sorter_iter *it;
+  int grouped;
+  uint8_t hash[CR_ELEMENT_HASH_BYTES];
+  int have_hash;
+  cr_buf arena; /* the current hash's distinct keys */
+  void *group;
+  size_t ngroup, group_cap;
+  uint64_t elems;
+} cr__cursor;
+
+CR_NODISCARD int cr__cursor_open(cr__cursor *c, const cr_dataset_elements *e, cr_error *err);
+/* 1 with *r, 0 at the end, or a negative CR_E*. */
+int cr__cursor_next(cr__cursor *c, cr__record *r, cr_error *err);
+void cr__cursor_close(cr__cursor *c);
+
 #endif

@@ -1,10 +1,14 @@
 /*
  * Writing a members result: the owner's own rows whose key matched. The
  * source (a CSV file, or a database query run again) is read again,
- * streamed, rather than kept in memory, and each row's key is normalized
- * exactly as when the set was loaded, so every row that shares a matched
- * key is written. The hash of what is read must equal the load's: a file
- * edited or a table changed in between withholds the rows.
+ * streamed, rather than kept in memory. With one key, the rows of the
+ * matched elements are known by position: the elements' rows are read in
+ * their order (elements.c), the matched ones' positions sorted (a sorter
+ * on the load's spill), and the source read once more, writing the rows
+ * at those positions; no table of keys is ever built. With several keys
+ * each row's keys are normalized exactly as when the set was loaded and
+ * looked up among the values. The hash of what is read must equal the
+ * load's: a file edited or a table changed in between withholds the rows.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -18,28 +22,9 @@
 #include "cleanroom/dataset.h"
 #include "dataset/dataset_internal.h"
 
-long cr_dataset_find(const cr_dataset *d, const uint8_t *key, size_t len) {
-  size_t lo = 0, hi = d->n;
-  while (lo < hi) {
-    size_t mid = lo + (hi - lo) / 2;
-    size_t mlen = d->off[mid + 1] - d->off[mid];
-    size_t n = mlen < len ? mlen : len;
-    int c = n ? memcmp(d->bytes + d->off[mid], key, n) : 0;
-    if (c == 0)
-      c = (mlen > len) - (mlen < len);
-    if (c == 0)
-      return (long)mid;
-    if (c < 0)
-      lo = mid + 1;
-    else
-      hi = mid;
-  }
-  return -1;
-}
-
 long cr_dataset_find_value(const cr_dataset *d, size_t key, const uint8_t *v, size_t len) {
-  if (d->nkeys <= 1 || d->value_key == NULL)
-    return key == 0 ? cr_dataset_find(d, v, len) : -1;
+  if (d->nkeys <= 1 || d->value_key == NULL || d->bytes == NULL)
+    return -1; /* one key: the elements are read in order, never looked up */
   /* Values sorted by key, then bytewise. */
   size_t lo = 0, hi = d->nvalues;
   while (lo < hi) {
@@ -136,6 +121,61 @@ static int row_matched(const cr_dataset *d, const cr_template *t, const uint8_t 
   return hit;
 }
 
+/*
+ * One key: the positions (data row ordinals) of every row of each matched
+ * element (bit j: the j-th in the elements' order), sorted, in a sorter on
+ * the load's spill.
+ */
+static int matched_positions(const cr_dataset *d, const uint8_t *matched, cr_sorter **out,
+                             cr_error *err) {
+  cr_sorter *s = NULL;
+  cr__cursor c;
+  int rc =
+      cr_sorter_new(&s, cr__elements_spill(d->elements), 8, "the matched rows' positions", err);
+  if (rc != 0)
+    return rc;
+  if ((rc = cr__cursor_open(&c, d->elements, err)) == 0) {
+    cr__record r;
+    while ((rc = cr__cursor_next(&c, &r, err)) == 1) {
+      if (r.elem >= d->n) {
+        rc = cr_error_set(err, CR_EINTERNAL, "the data set's elements changed since loading");
+        break;
+      }
+      if (!((matched[r.elem / 8] >> (r.elem % 8)) & 1))
+        continue;
+      uint8_t k[8];
+      for (int i = 0; i < 8; i++)
+        k[i] = (uint8_t)(r.row >> (56 - 8 * i)); /* big endian: memcmp orders them */
+      if ((rc = cr_sorter_add(s, k, k, 0, err)) != 0)
+        break;
+    }
+  }
+  cr__cursor_close(&c);
+  rc = rc ? rc : cr_sorter_finish(s, err);
+  if (rc != 0) {
+    cr_sorter_free(s);
+    return rc;
+  }
+  *out = s;
+  return 0;
+}
+
+/* The next matched position, UINT64_MAX after the last. */
+static int next_position(cr_sorter_iter *it, uint64_t *pos, cr_error *err) {
+  const uint8_t *k, *p;
+  size_t plen;
+  int rc = cr_sorter_iter_next(it, &k, &p, &plen, err);
+  if (rc < 0)
+    return rc;
+  *pos = UINT64_MAX;
+  if (rc == 1) {
+    *pos = 0;
+    for (int i = 0; i < 8; i++)
+      *pos = (*pos << 8) | k[i];
+  }
+  return 0;
+}
+
 int cr_dataset_write_matches(const cr_dataset *d, const cr_template *t, const uint8_t *matched,
                              const uint8_t *matched_on, const char *const *columns, size_t ncolumns,
                              int (*keep)(void *ctx, const char *const *fields, const size_t *lens,
@@ -150,6 +190,9 @@ int cr_dataset_write_matches(const cr_dataset *d, const cr_template *t, const ui
   const char **vals = NULL;
   size_t *vlens = NULL;
   uint64_t written = 0;
+  cr_sorter *positions = NULL; /* one key */
+  cr_sorter_iter *pit = NULL;
+  uint64_t ordinal = 0, want = UINT64_MAX;
   cr_buf key, line;
   crypto_hash_sha256_state hs;
   cr_buf_init(&key);
@@ -161,6 +204,14 @@ int cr_dataset_write_matches(const cr_dataset *d, const cr_template *t, const ui
   size_t nkeys = cr_template_nkeys(t);
   /* Several keys: the keys each row matched on, as a last column. */
   int with_on = nkeys > 1;
+  /* One key: the matched rows by position. */
+  int by_position = nkeys <= 1;
+  if (by_position && d->elements == NULL)
+    return cr_error_set(err, CR_EINVAL, "write_matches: the data set was not loaded");
+  if (by_position && ((rc = matched_positions(d, matched, &positions, err)) != 0 ||
+                      (rc = cr_sorter_iter_new(positions, &pit, err)) != 0 ||
+                      (rc = next_position(pit, &want, err)) != 0))
+    goto out;
   cr_source_options so = {d->data_query, d->delimiter};
   if ((rc = cr_source_open(&src, d->path, &so, err)) != 0)
     goto out;
@@ -226,12 +277,24 @@ int cr_dataset_write_matches(const cr_dataset *d, const cr_template *t, const ui
       goto out;
     if (rc == 0)
       break;
-    if (rc == CR_SOURCE_MALFORMED || row.n != nhdr)
+    ordinal++; /* as the load counted rows_read */
+    int got = rc, hit = 0;
+    while (by_position && want < ordinal)
+      if ((rc = next_position(pit, &want, err)) != 0)
+        goto out;
+    if (by_position && want == ordinal) {
+      hit = 1;
+      if ((rc = next_position(pit, &want, err)) != 0)
+        goto out;
+    }
+    if (got == CR_SOURCE_MALFORMED || row.n != nhdr)
       continue; /* rejected when loading too */
     rc = 0;
     unsigned on = 0;
-    if (!row_matched(d, t, matched, matched_on, keycol, row.fields, row.lens, vals, vlens, &key,
-                     &on))
+    if (!by_position)
+      hit = row_matched(d, t, matched, matched_on, keycol, row.fields, row.lens, vals, vlens, &key,
+                        &on);
+    if (!hit)
       continue;
     if (keep != NULL && !keep(keep_ctx, row.fields, row.lens, row.n))
       continue;
@@ -273,6 +336,8 @@ int cr_dataset_write_matches(const cr_dataset *d, const cr_template *t, const ui
     crypto_hash_sha256_final(&hs, file_sha256);
   rc = 0;
 out:
+  cr_sorter_iter_free(pit);
+  cr_sorter_free(positions);
   cr_source_close(src);
   for (size_t k = 0; k < CR_TEMPLATE_MAX_KEYS; k++)
     free(keycol[k]);

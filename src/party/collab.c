@@ -1,14 +1,14 @@
 /*
  * A serving node's collaborations: one version of each (its template, the
  * template's signatures, its collaboration.conf and its data, all checked),
- * the data a session uses (the whole file, loaded again only when it has
- * changed, or a load of its own for a query that filters or groups), and
- * which collaboration a connection belongs to.
+ * the data a session uses (a load of its own for every session: the order
+ * a set is sent in is drawn per load, docs/memory.md, so two sessions never
+ * share one), and which collaboration a connection belongs to.
  *
- * A version never changes once loaded (but for its data cache): a changed
- * directory gives a new version, and the old one lives on while a session
- * holds it. The data cache is shared by sessions on worker threads, under
- * data_lock; everything else here runs on the loop thread.
+ * A version never changes once loaded: a changed directory gives a new
+ * version, and the old one lives on while a session holds it. Sessions load
+ * their data on worker threads; everything else here runs on the loop
+ * thread.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -68,19 +68,10 @@ void cr__collab_sigs(const cr_collab_src *src, cr_file_sig sigs[3]) {
 
 /* ---- a version ----------------------------------------------------------------- */
 
-static void data_ref_free(cr_data_ref *r) {
-  if (r == NULL)
-    return;
-  cr_dataset_free(r->d);
-  free(r);
-}
-
 void cr__collab_unref(cr_collab *c) {
   if (c == NULL || --c->refs > 0)
     return;
   cr__trail_close(&c->trail);
-  data_ref_free(c->cur);
-  pthread_mutex_destroy(&c->data_lock);
   cr__collab_conf_free(&c->conf);
   if (c->owns_t)
     cr_template_free(c->t);
@@ -100,7 +91,6 @@ int cr__collab_prepare(cr_party *p, const cr_collab_src *src, int check_only, cr
   if (c == NULL)
     return cr_error_set(err, CR_ENOMEM, "out of memory");
   c->refs = 1;
-  pthread_mutex_init(&c->data_lock, NULL);
   c->name = strdup(src->name);
   c->dir = src->dir ? strdup(src->dir) : NULL;
   c->template_path = strdup(src->template_path);
@@ -211,10 +201,9 @@ json_t *cr__data_used(const cr_dataset *d, const cr_file_sig *sig) {
   return o;
 }
 
-/* What the source is now, to tell whether the cached set is still it: a
- * CSV file's signature. A database (sqlite:PATH, postgresql://) gives no
- * signature that covers every change (a WAL, another host), so its sessions
- * read it again each time (each a data access of its own). */
+/* What the source is now, to tell that a CSV file did not change while it
+ * was read, and for the log (size, time). A database (sqlite:PATH,
+ * postgresql://) gives no file signature: zeros. */
 static void source_sig(const cr_collab *c, cr_file_sig *s) {
   if (cr_source_kind_of(c->conf.data) == CR_SOURCE_CSV)
     cr__file_sig(c->conf.data, s);
@@ -293,60 +282,6 @@ static int data_load(cr_collab *c, const cr_query *q, cr_filter *filter, const c
   }
 }
 
-/* Puts r in the cache (it takes one reference) and drops the old one. */
-static void cache_put(cr_collab *c, cr_data_ref *r) {
-  cr_data_ref *old = NULL;
-  pthread_mutex_lock(&c->data_lock);
-  old = c->cur;
-  c->cur = r;
-  r->refs++;
-  if (old != NULL && --old->refs > 0)
-    old = NULL;
-  pthread_mutex_unlock(&c->data_lock);
-  data_ref_free(old);
-}
-
-int cr__collab_data(cr_collab *c, cr_data_ref **out, char *msg, size_t cap) {
-  cr_file_sig now;
-  source_sig(c, &now);
-  pthread_mutex_lock(&c->data_lock);
-  if (c->cur != NULL && now.exists && cr__file_sig_equal(&c->cur->sig, &now)) {
-    c->cur->refs++;
-    *out = c->cur;
-    pthread_mutex_unlock(&c->data_lock);
-    return 0;
-  }
-  pthread_mutex_unlock(&c->data_lock);
-  /* Changed (or never loaded): this session reads the file as it is now. */
-  cr_data_ref *r = calloc(1, sizeof *r);
-  if (r == NULL) {
-    snprintf(msg, cap, "out of memory");
-    return CR_ENOMEM;
-  }
-  cr_error err;
-  cr_error_clear(&err);
-  int rc = data_load(c, NULL, NULL, NULL, &r->d, &r->sig, &err);
-  if (rc) {
-    snprintf(msg, cap, "%s", cr_error_message(&err, rc));
-    free(r);
-    return rc;
-  }
-  r->refs = 1; /* the caller's */
-  cache_put(c, r);
-  *out = r;
-  return 0;
-}
-
-void cr__data_release(cr_collab *c, cr_data_ref *r) {
-  if (r == NULL)
-    return;
-  pthread_mutex_lock(&c->data_lock);
-  int last = --r->refs == 0;
-  pthread_mutex_unlock(&c->data_lock);
-  if (last)
-    data_ref_free(r);
-}
-
 int cr__collab_load_for(cr_collab *c, const cr_query *q, const cr_params *params, cr_dataset **out,
                         cr_file_sig *sig, char *msg, size_t cap) {
   cr_error err;
@@ -369,27 +304,28 @@ int cr__collab_load_for(cr_collab *c, const cr_query *q, const cr_params *params
  * The data of a new version, checked against its template before it
  * serves: the set loads (within the reject ratio), its size is within the
  * template's limits, the template has not expired, and every filter this
- * side applies finds its columns. The set becomes the version's cache.
+ * side applies finds its columns. The version keeps none of it (each
+ * session loads its own); *loaded (may be NULL) gets the set, the caller's
+ * to free.
  */
-int cr__collab_check_data(cr_collab *c, int check_only, cr_error *err) {
-  cr_data_ref *r = calloc(1, sizeof *r);
-  if (r == NULL)
-    return cr_error_set(err, CR_ENOMEM, "out of memory");
-  int rc = data_load(c, NULL, NULL, NULL, &r->d, &r->sig, err);
-  if (rc) {
-    free(r);
+int cr__collab_check_data(cr_collab *c, int check_only, cr_dataset **loaded, cr_error *err) {
+  cr_dataset *d = NULL;
+  cr_file_sig sig;
+  if (loaded != NULL)
+    *loaded = NULL;
+  int rc = data_load(c, NULL, NULL, NULL, &d, &sig, err);
+  if (rc)
     return rc;
-  }
   cr_session_config sc;
   memset(&sc, 0, sizeof sc);
   sc.tmpl = c->t;
-  sc.data = r->d;
+  sc.data = d;
   sc.role = c->role;
   if ((rc = cr_session_check_local(&sc, (int64_t)time(NULL), err)) != 0) {
     json_t *o = json_object();
     json_object_set_new(o, "reason", cr__jtext(cr_error_message(err, rc)));
     (void)cr__trail_event(&c->trail, "serve_refused", o, NULL);
-    data_ref_free(r);
+    cr_dataset_free(d);
     return rc;
   }
   for (size_t i = 0; i < c->t->nqueries && rc == 0; i++) {
@@ -405,21 +341,20 @@ int cr__collab_check_data(cr_collab *c, int check_only, cr_error *err) {
     size_t nc = cr_filter_columns(f, &cols);
     for (size_t j = 0; j < nc && rc == 0; j++) {
       size_t k = 0;
-      while (k < r->d->ncolumns && strcasecmp(r->d->columns[k], cols[j]) != 0)
+      while (k < d->ncolumns && strcasecmp(d->columns[k], cols[j]) != 0)
         k++;
-      if (k == r->d->ncolumns)
+      if (k == d->ncolumns)
         rc = cr_error_set(err, CR_EDATA,
                           "query \"%s\" filters on column \"%s\", which %s does not have", q->name,
                           cols[j], c->conf.data);
     }
     cr_filter_free(f);
   }
-  if (rc != 0 || check_only) {
-    data_ref_free(r);
+  if (rc != 0 || check_only || loaded == NULL) {
+    cr_dataset_free(d);
     return rc;
   }
-  r->refs = 0;
-  cache_put(c, r);
+  *loaded = d;
   return 0;
 }
 

@@ -318,7 +318,7 @@ int cr_party_check(const cr_party_config *cfg, const cr_party_serve_config *scfg
     cr_error_clear(&e);
     int crc = cr__collab_prepare(p, &srcs.v[i], 1, &c, &e);
     if (crc == 0)
-      crc = cr__collab_check_data(c, 1, &e);
+      crc = cr__collab_check_data(c, 1, NULL, &e);
     total++;
     if (crc != 0) {
       bad++;

@@ -194,18 +194,11 @@ typedef struct cr_file_sig {
 void cr__file_sig(const char *path, cr_file_sig *s);
 int cr__file_sig_equal(const cr_file_sig *a, const cr_file_sig *b);
 
-/* A data set as loaded from the file, shared by the sessions that use it
- * (refs under the collaboration's data_lock). */
-typedef struct cr_data_ref {
-  unsigned refs;
-  cr_dataset *d;
-  cr_file_sig sig;
-} cr_data_ref;
-
 /*
  * One version of a collaboration: a template this identity is a party of,
- * its signatures, its conf and its data checked. Immutable once loaded but
- * for its data cache; a changed directory gives a new version, and the old
+ * its signatures, its conf and its data checked. Immutable once loaded
+ * (sessions load their data themselves); a changed directory gives a new
+ * version, and the old
  * one lives on until the last session holding it ends (refs, loop thread).
  */
 typedef struct cr_collab {
@@ -221,8 +214,6 @@ typedef struct cr_collab {
   cr_collab_conf conf;
   cr_trail trail;
   double max_reject_ratio; /* conf or the node's */
-  pthread_mutex_t data_lock;
-  cr_data_ref *cur; /* the whole file, as last loaded */
 } cr_collab;
 
 /* Where a collaboration comes from. */
@@ -252,13 +243,14 @@ void cr__srcs_free(cr_srcs *s);
  * template, this identity's role, the signatures where the template
  * requires them, and (unless check_only) the trail on its audit log.
  * check_data (any thread: reads the data): the data loads and fits the
- * template (set size, expiry, every filter's columns); it becomes the
- * version's cache. Errors name the file: CR_ECONFIG, CR_ETEMPLATE,
+ * template (set size, expiry, every filter's columns); the version keeps
+ * none of it (*loaded, may be NULL: the set, the caller's to free; NULL
+ * when check_only). Errors name the file: CR_ECONFIG, CR_ETEMPLATE,
  * CR_EREFUSED (signatures, limits), CR_EDATA.
  */
 int cr__collab_prepare(cr_party *p, const cr_collab_src *src, int check_only, cr_collab **out,
                        cr_error *err);
-int cr__collab_check_data(cr_collab *c, int check_only, cr_error *err);
+int cr__collab_check_data(cr_collab *c, int check_only, cr_dataset **loaded, cr_error *err);
 void cr__collab_unref(cr_collab *c);
 /* The 3 files of a version as they are now. */
 void cr__collab_sigs(const cr_collab_src *src, cr_file_sig sigs[3]);
@@ -276,12 +268,10 @@ cr_collab *cr__collab_route(cr_collab *const *c, size_t n, const uint8_t *peer_f
 /* 1 when a serving collaboration pins fp for its partner. */
 int cr__collab_pins(cr_collab *const *c, size_t n, const uint8_t *fp);
 
-/* The data of a session (worker thread): the cached whole file if it has
- * not changed since, else the file again. Releases with cr__data_release. */
-int cr__collab_data(cr_collab *c, cr_data_ref **out, char *msg, size_t cap);
-void cr__data_release(cr_collab *c, cr_data_ref *r);
-/* The file loaded for one query (its filter with params, its group
- * column), recorded as a data access of its own. */
+/* The data of one session (a worker thread), loaded for its query (its
+ * filter with params, its group column, if any), recorded as a data access
+ * of its own. Every session gets its own load: the elements' order (the
+ * order the set is sent in) is drawn per load. */
 int cr__collab_load_for(cr_collab *c, const cr_query *q, const cr_params *params, cr_dataset **out,
                         cr_file_sig *sig, char *msg, size_t cap);
 /* {"file","size","mtime","sha256","rows_accepted","distinct_keys"}: the data a session used. */
@@ -294,8 +284,7 @@ typedef struct cr_visit {
   struct cr_visit *prev, *next;
   uint64_t t0_ms;
   /* Set by the load hook (a worker), read once the session is freed. */
-  cr_data_ref *ref;
-  cr_dataset *own; /* loaded for this query alone (filter, group_by) */
+  cr_dataset *own; /* loaded for this session alone */
   json_t *used;    /* cr__data_used of what the session got */
 } cr_visit;
 

@@ -18,7 +18,7 @@
  * loaded and checked on the thread pool, and only then does it replace the
  * old version; a broken one is reported (events, audit log) and the old
  * version keeps serving. A changed data file needs none of this: each
- * session looks at the file and reads it again when it has changed.
+ * session reads the data for itself (its own send order, docs/memory.md).
  *
  * Order, as for run: a session's audit lines are on disk before the
  * caller hears of it.
@@ -102,10 +102,10 @@ static int serve_admit(void *ctx, const cr_query *q, const cr_session_result *r,
   return cr__trail_admit(&v->c->trail, r, msg, cap);
 }
 
-/* The own set for the query the runner names (a worker thread). Queries
- * that neither filter nor group this side use the whole file, shared by
- * sessions and read again only when it has changed; the others read it
- * for themselves. */
+/* The own set for the query the runner names (a worker thread), loaded
+ * for this session alone (with the query's filter and group column, if
+ * any): its elements' order is the order this session sends them in, drawn
+ * afresh for each load, so no two sessions share a load. */
 static int serve_load(void *ctx, const cr_query *q, const cr_session_result *res,
                       const cr_dataset **out, char *msg, size_t cap) {
   cr_visit *v = ctx;
@@ -128,14 +128,6 @@ static int serve_load(void *ctx, const cr_query *q, const cr_session_result *res
     snprintf(msg, cap, "%s", cr_error_message(&err, rc));
     return CR_EREFUSED;
   }
-  if (q->group_by[c->role] == NULL && q->where[c->role] == NULL) {
-    cr_params_free(&params);
-    if ((rc = cr__collab_data(c, &v->ref, msg, cap)) != 0)
-      return rc;
-    v->used = cr__data_used(v->ref->d, &v->ref->sig);
-    *out = v->ref->d;
-    return 0;
-  }
   cr_file_sig sig;
   rc = cr__collab_load_for(c, q, &params, &v->own, &sig, msg, cap);
   cr_params_free(&params);
@@ -149,8 +141,6 @@ static int serve_load(void *ctx, const cr_query *q, const cr_session_result *res
 static void serve_unload(void *ctx, const cr_dataset *d) {
   cr_visit *v = ctx;
   (void)d;
-  cr__data_release(v->c, v->ref);
-  v->ref = NULL;
   cr_dataset_free(v->own);
   v->own = NULL;
 }
@@ -621,7 +611,7 @@ static void reload_work(uv_work_t *w) {
   cr_reload *r = w->data;
   for (size_t i = 0; i < r->n; i++) {
     cr_error_clear(&r->jobs[i].err);
-    r->jobs[i].rc = cr__collab_check_data(r->jobs[i].c, 0, &r->jobs[i].err);
+    r->jobs[i].rc = cr__collab_check_data(r->jobs[i].c, 0, NULL, &r->jobs[i].err);
   }
 }
 
@@ -882,10 +872,12 @@ int cr__party_collabs_start(cr_party *p, const cr_party_serve_config *cfg, cr_er
     cr_error e;
     cr_error_clear(&e);
     rc = cr__collab_prepare(p, &s.v[i], 0, &c, &e);
-    if (rc == 0 && (rc = cr__collab_check_data(c, 0, &e)) == 0)
+    cr_dataset *d = NULL;
+    if (rc == 0 && (rc = cr__collab_check_data(c, 0, &d, &e)) == 0)
       rc = install(p, c, 1, &e);
-    if (rc == 0 && p->ev.on_data != NULL && c->cur != NULL)
-      p->ev.on_data(p->ev.ctx, c->cur->d);
+    if (rc == 0 && p->ev.on_data != NULL && d != NULL)
+      p->ev.on_data(p->ev.ctx, d);
+    cr_dataset_free(d);
     if (rc != 0 && c != NULL)
       cr__collab_unref(c);
     if (rc != 0 && p->collab_dir == NULL) {

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "cleanroom/dataset.h"
+#include "support/dsiter.h"
 
 static char tmpdir[64];
 static char path[128];
@@ -107,10 +108,13 @@ static int load_(const char *data, size_t len, cr_role role, const cr_template *
 
 #define LOAD(lit, role, t, opt, d, e) load_(lit, sizeof(lit) - 1, role, t, opt, d, e)
 
+/* The i-th of d's elements in bytewise order (whatever the send order). */
 static void assert_key(const cr_dataset *d, size_t i, const char *want) {
   assert_true(i < d->n);
-  assert_int_equal(d->off[i + 1] - d->off[i], strlen(want));
-  assert_memory_equal(d->bytes + d->off[i], want, strlen(want));
+  fx_elems x = fx_elems_sorted(d);
+  assert_int_equal(x.e[i].len, strlen(want));
+  assert_memory_equal(x.e[i].key, want, strlen(want));
+  fx_elems_free(&x);
 }
 
 static void test_load_ok(void **state) {
@@ -257,11 +261,11 @@ static void test_reject_lines_and_dedup(void **state) {
     distinct += (k % 10) != 0;
   assert_int_equal(d->n, distinct);
   assert_int_equal(d->duplicates, 900 - distinct);
-  for (size_t i = 1; i < d->n; i++) {
-    size_t la = d->off[i] - d->off[i - 1], lb = d->off[i + 1] - d->off[i];
-    int c = memcmp(d->bytes + d->off[i - 1], d->bytes + d->off[i], la < lb ? la : lb);
-    assert_true(c < 0 || (c == 0 && la < lb));
-  }
+  /* The iterator gives each distinct key once. */
+  fx_elems x = fx_elems_sorted(d);
+  for (size_t i = 1; i < x.n; i++)
+    assert_true(fx_elem_cmp(&x.e[i - 1], &x.e[i]) < 0);
+  fx_elems_free(&x);
   cr_dataset_free(d);
   free(data);
 }
@@ -518,10 +522,12 @@ static void test_group_labels(void **state) {
   assert_int_equal(d->label_sizes[0], 1);
   assert_int_equal(d->label_sizes[1], 2);
   assert_int_equal(d->label_conflicts, 1);
-  /* keys are sorted: a, b, c */
-  assert_int_equal(d->labels[0], 1);
-  assert_int_equal(d->labels[1], 0);
-  assert_int_equal(d->labels[2], 1);
+  /* Each key's label, its first row's, whatever the order. */
+  fx_elems x = fx_elems_read(d);
+  assert_int_equal(fx_elems_find(&x, "a@x.example")->label, 1);
+  assert_int_equal(fx_elems_find(&x, "b@x.example")->label, 0);
+  assert_int_equal(fx_elems_find(&x, "c@x.example")->label, 1);
+  fx_elems_free(&x);
   cr_dataset_free(d);
   d = NULL;
   opt.group_column = "region";

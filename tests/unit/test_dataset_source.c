@@ -23,6 +23,7 @@
 #include <sqlite3.h>
 
 #include "cleanroom/dataset.h"
+#include "support/dsiter.h"
 
 static char tmpdir[64];
 static char path[160];
@@ -80,10 +81,13 @@ static int load_csv(const char *data, size_t len, const cr_template *t, cr_role 
 }
 #define LOAD(lit, t, role, opt, d, e) load_csv(lit, sizeof(lit) - 1, t, role, opt, d, e)
 
+/* The i-th of d's elements in bytewise order (whatever the send order). */
 static void assert_key(const cr_dataset *d, size_t i, const char *want) {
   assert_true(i < d->n);
-  assert_int_equal(d->off[i + 1] - d->off[i], strlen(want));
-  assert_memory_equal(d->bytes + d->off[i], want, strlen(want));
+  fx_elems x = fx_elems_sorted(d);
+  assert_int_equal(x.e[i].len, strlen(want));
+  assert_memory_equal(x.e[i].key, want, strlen(want));
+  fx_elems_free(&x);
 }
 
 /* ---- CSV dialects ---------------------------------------------------------- */
@@ -518,8 +522,11 @@ static void test_sqlite_members(void **state) {
   opt.max_reject_ratio = 1.0;
   opt.data_query = "SELECT id, mail AS email, seg AS segment FROM customers ORDER BY id";
   assert_int_equal(cr_dataset_load(&d, data, &t, CR_ROLE_CONSUMER, &opt, &e), 0);
-  long alice = cr_dataset_find(d, (const uint8_t *)"alice@example.com", 17);
-  assert_true(alice >= 0);
+  fx_elems x = fx_elems_read(d);
+  const fx_elem *ae = fx_elems_find(&x, "alice@example.com");
+  assert_non_null(ae);
+  size_t alice = ae->at; /* bit j: the iterator's j-th element */
+  fx_elems_free(&x);
   uint8_t matched[8] = {0};
   matched[alice / 8] |= (uint8_t)(1u << (alice % 8));
   snprintf(out, sizeof out, "%s/out.csv", tmpdir);

@@ -274,8 +274,15 @@ static void test_overlap_count(void **state) {
                                       "result_released", "receipt",     "checkpoint",
                                       "session_aborted", "run_refused", NULL};
   static const int once[] = {1, 1, 1, 1, 1, 1, 0, 0};
+  /* The serving provider reads its data at start (the check) and again for
+   * the session: each session gets a load of its own (its send order). */
+  static const int served[] = {1, 2, 1, 1, 1, 1, 0, 0};
   expect_events(w->audit[FX_CONSUMER], names, once);
-  expect_events(w->audit[FX_PROVIDER], names, once);
+  expect_events(w->audit[FX_PROVIDER], names, served);
+  json_t *own = fx_audit_event(w->audit[FX_PROVIDER], "data_loaded", 1);
+  assert_non_null(own);
+  assert_string_equal(json_string_value(json_object_get(own, "query")), "overlap");
+  json_decref(own);
   assert_int_equal(fx_audit_count(w->audit[FX_PROVIDER], "connection_accepted"), 1);
   verify_log(w->audit[FX_PROVIDER], x.pk[FX_PROVIDER], 1);
   verify_log(w->audit[FX_CONSUMER], x.pk[FX_CONSUMER], 1);
