@@ -289,7 +289,7 @@ static void test_disk_cap_fails_cleanly(void **state) {
 
 /* Progress names where the time goes: the consumer of a count both sides
  * receive passes through every phase, in order, "sorting" and "matching"
- * included (bytes delivered in small pieces, progress read between). */
+ * included (frames delivered one at a time, progress read between). */
 static void test_progress_phases(void **state) {
   fixture *x = *state;
   static const char *const want[] = {"exchanging sets", "sorting", "returning digests", "matching",
@@ -325,7 +325,11 @@ static void test_progress_phases(void **state) {
       cr_session_send(from[d], &data, &len);
       if (len == 0)
         continue;
-      len = len < 256 ? len : 256;
+      /* One frame at a time (u32 big-endian length, then the frame). */
+      size_t one = len < 4 ? len
+                           : 4 + (((size_t)data[0] << 24) | ((size_t)data[1] << 16) |
+                                  ((size_t)data[2] << 8) | data[3]);
+      len = one < len ? one : len;
       cr_session_recv(to[d], data, len);
       cr_session_sent(from[d], len);
       moved = 1;
