@@ -1018,8 +1018,11 @@ static int blind_stream(cr_engine *e, uint64_t first, size_t n, uint8_t *points,
     rc = CR_ENOMEM;
     goto out;
   }
-  if (e->own_fp_s == NULL && (rc = cr_sorter_new(&e->own_fp_s, e->cfg.spill, CR_FP_BYTES,
-                                                 "our blinded points", &e->err)) != 0)
+  /* Our points' fingerprints serve the checks made when matching: a side
+   * that receives nothing keeps none. */
+  if (e->own_fp_s == NULL && (!e->prepared || e->plan.self_receives) &&
+      (rc = cr_sorter_new(&e->own_fp_s, e->cfg.spill, CR_FP_BYTES, "our blinded points",
+                          &e->err)) != 0)
     goto out;
   for (size_t i = 0; i < n && rc == 0; i++) {
     uint32_t wl = 0, pad_label;
@@ -1056,7 +1059,7 @@ static int blind_stream(cr_engine *e, uint64_t first, size_t n, uint8_t *points,
     hash_job job = {e, arena, offs, lens, points};
     rc = cr_pool_for(e->cfg.pool, n, CR_POOL_CHUNK, hash_range, &job);
   }
-  for (size_t i = 0; i < n && rc == 0; i++)
+  for (size_t i = 0; i < n && rc == 0 && e->own_fp_s != NULL; i++)
     rc = cr_sorter_add(e->own_fp_s, points + i * pb, NULL, 0, &e->err);
   if (rc == 0 && e->pos == e->own_n) {
     /* Every element sent: the dataset holds no more. */
@@ -1068,7 +1071,7 @@ static int blind_stream(cr_engine *e, uint64_t first, size_t n, uint8_t *points,
       rc = CR_EINVAL;
     cr_dataset_iter_free(e->it);
     e->it = NULL;
-    if (rc == 0)
+    if (rc == 0 && e->own_fp_s != NULL)
       rc = cr_sorter_finish(e->own_fp_s, &e->err);
   }
 out:
@@ -1099,21 +1102,21 @@ static int prepare_stream(cr_engine *e, const cr_engine_plan *plan, size_t pw) {
   e->plan = *plan;
   e->peer_w = 1;
   e->prepared = 1;
-  if ((rc = cr_sorter_new(&e->peer_fp_s, e->cfg.spill, CR_FP_BYTES, "the partner's points",
-                          &e->err)) != 0)
-    return rc;
-  if (plan->self_receives && (rc = cr_sorter_new(&e->peer_match_s, e->cfg.spill, dl,
-                                                 "the partner's digests", &e->err)) != 0)
+  /* Fingerprints and the matching table serve the side that matches. */
+  if (plan->self_receives && ((rc = cr_sorter_new(&e->peer_fp_s, e->cfg.spill, CR_FP_BYTES,
+                                                  "the partner's points", &e->err)) != 0 ||
+                              (rc = cr_sorter_new(&e->peer_match_s, e->cfg.spill, dl,
+                                                  "the partner's digests", &e->err)) != 0))
     return rc;
   if (plan->peer_receives) {
     if (plan->members)
       rc = cr_sorter_new(&e->peer_ret_s, e->cfg.spill, 0, "the partner's digests to return",
                          &e->err);
     else if (!plan->peer_grouped && e->peer_match_s != NULL)
-      e->peer_ret_s = e->peer_match_s;
+      e->peer_ret_s = e->peer_match_s; /* already in digest order */
     else
-      rc = cr_sorter_new(&e->peer_ret_s, e->cfg.spill, 4 + dl, "the partner's digests to return",
-                         &e->err);
+      rc = cr_sorter_new(&e->peer_ret_s, e->cfg.spill, plan->peer_grouped ? 4 + dl : dl,
+                         "the partner's digests to return", &e->err);
     if (rc != 0)
       return rc;
   }
@@ -1160,7 +1163,8 @@ static int reblind_stream(cr_engine *e, const uint8_t *points, const uint8_t *la
   size_t pb = e->suite->point_bytes, dl = e->plan.digest_bytes;
   uint8_t key[4 + CR_MAX_DIGEST_BYTES], lab[4] = {0};
   int rc;
-  if (!e->prepared || e->peer_finished || n > peer_points_total(e) - e->peer_points)
+  if (!e->prepared || e->peer_finished || n > peer_points_total(e) - e->peer_points ||
+      (e->plan.peer_grouped && labels == NULL))
     return CR_EINVAL;
   reblind_stream_job job;
   job.e = e;
@@ -1177,17 +1181,20 @@ static int reblind_stream(cr_engine *e, const uint8_t *points, const uint8_t *la
     if (job.bad != UINT64_MAX)
       rc = violation(e, CR_RULE_POINT_INVALID);
   }
-  int grouped = e->plan.peer_grouped && labels != NULL;
+  int grouped = e->plan.peer_grouped;
   for (size_t i = 0; i < n && rc == 0; i++) {
     const uint8_t *dg = job.digests + i * dl;
     if (grouped)
       memcpy(lab, labels + 4 * i, 4);
-    rc = cr_sorter_add(e->peer_fp_s, points + i * pb, NULL, 0, &e->err);
+    if (e->peer_fp_s != NULL)
+      rc = cr_sorter_add(e->peer_fp_s, points + i * pb, NULL, 0, &e->err);
     if (rc == 0 && e->peer_match_s != NULL)
       rc = cr_sorter_add(e->peer_match_s, dg, grouped ? lab : NULL, grouped ? 4 : 0, &e->err);
     if (rc == 0 && e->peer_ret_s != NULL && e->peer_ret_s != e->peer_match_s) {
       if (e->plan.members) {
         rc = cr_sorter_add(e->peer_ret_s, NULL, dg, dl, &e->err);
+      } else if (!grouped) {
+        rc = cr_sorter_add(e->peer_ret_s, dg, NULL, 0, &e->err);
       } else {
         memcpy(key, lab, 4);
         memcpy(key + 4, dg, dl);
@@ -1208,7 +1215,7 @@ static int peer_done_stream(cr_engine *e) {
   if (!e->prepared || e->peer_finished || e->peer_points != peer_points_total(e))
     return CR_EINVAL;
   e->peer_finished = 1;
-  if ((rc = cr_sorter_finish(e->peer_fp_s, &e->err)) != 0)
+  if (e->peer_fp_s != NULL && (rc = cr_sorter_finish(e->peer_fp_s, &e->err)) != 0)
     return rc;
   if (e->peer_match_s != NULL && (rc = cr_sorter_finish(e->peer_match_s, &e->err)) != 0)
     return rc;
@@ -1248,7 +1255,7 @@ static int ret_fetch(cr_engine *e) {
     if (pl_len != dl)
       return CR_EINVAL;
     memcpy(e->ret_peek.d, pl, dl);
-  } else if (e->peer_ret_s == e->peer_match_s) {
+  } else if (!e->plan.peer_grouped) {
     memcpy(e->ret_peek.d, key, dl);
   } else {
     e->ret_peek.label = get_u32be(key);
@@ -1443,8 +1450,9 @@ int cr_engine_match(cr_engine *e, cr_role own_role, const size_t nlabels[CR_ROLE
   tally *t = NULL;
   memset(out, 0, sizeof *out);
   if (e->stream) {
-    if (e->own_dg_s == NULL || e->peer_match_s == NULL || e->own_digests_n != own_points(e) ||
-        e->pos != e->own_n || !e->peer_finished)
+    if (e->own_dg_s == NULL || e->peer_match_s == NULL || e->own_fp_s == NULL ||
+        e->peer_fp_s == NULL || e->own_digests_n != own_points(e) || e->pos != e->own_n ||
+        !e->peer_finished)
       return CR_EINVAL;
     if ((rc = check_points_stream(e)) != 0)
       return rc;
