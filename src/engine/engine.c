@@ -1035,12 +1035,11 @@ static int blind_stream(cr_engine *e, uint64_t first, size_t n, uint8_t *points,
       e->is_pad[e->pos / 8] |= (uint8_t)(1u << (e->pos % 8));
     } else {
       uint32_t dl = 0;
-      rc = cr_dataset_iter_next(e->it, &key, &len, &dl, &e->err);
-      if (rc == 0)
-        rc = CR_EINVAL; /* fewer elements than d->n */
-      if (rc < 0)
+      int got = cr_dataset_iter_next(e->it, &key, &len, &dl, &e->err);
+      if (got <= 0) {
+        rc = got == 0 ? CR_EINVAL : got; /* 0: fewer elements than d->n */
         break;
-      rc = 0;
+      }
       if (e->label_map != NULL) {
         if (dl >= e->data_nlabels) {
           rc = CR_EINVAL;
@@ -1095,7 +1094,7 @@ out:
  * matching table itself, by digest); members, in arrival order (a log). */
 static int prepare_stream(cr_engine *e, const cr_engine_plan *plan, size_t pw) {
   size_t dl = plan->digest_bytes;
-  int rc;
+  int rc = 0;
   if (e->prepared || plan->digest_bytes == 0 || plan->digest_bytes > CR_MAX_DIGEST_BYTES ||
       plan->peer_n == 0 || plan->peer_n > CR_MAX_SET_SIZE || pw != 1)
     return CR_EINVAL;
@@ -1211,7 +1210,7 @@ static int reblind_stream(cr_engine *e, const uint8_t *points, const uint8_t *la
 }
 
 static int peer_done_stream(cr_engine *e) {
-  int rc;
+  int rc = 0;
   if (!e->prepared || e->peer_finished || e->peer_points != peer_points_total(e))
     return CR_EINVAL;
   e->peer_finished = 1;
@@ -1335,26 +1334,44 @@ static int own_add_stream(cr_engine *e, const uint8_t *plain, uint64_t n, uint32
   return 0;
 }
 
+/* A sorted stream's next record, copied: key (kb bytes) and payload (at
+ * most 8 bytes, *pl_len of them). 1, 0 at the end, or a negative code. */
+static int next_rec(cr_engine *e, cr_sorter_iter *it, size_t kb, uint8_t *key, uint8_t pl[8],
+                    size_t *pl_len) {
+  const uint8_t *k = NULL, *p = NULL;
+  size_t n = 0;
+  int rc = cr_sorter_iter_next(it, &k, &p, &n, &e->err);
+  if (rc != 1)
+    return rc;
+  if ((kb > 0 && k == NULL) || n > 8 || (n > 0 && p == NULL))
+    return CR_EINVAL;
+  if (kb > 0)
+    memcpy(key, k, kb);
+  if (n > 0)
+    memcpy(pl, p, n);
+  *pl_len = n;
+  return 1;
+}
+
 /* Reflection and repeated points, by merging the sorted fingerprints of
  * our points and the peer's. */
 static int check_points_stream(cr_engine *e) {
   cr_sorter_iter *oi = NULL, *pi = NULL;
-  const uint8_t *ok = NULL, *pk, *pl;
-  uint8_t prev[CR_FP_BYTES];
-  size_t pl_len;
-  int rc, orc, reflected = 0, repeated = 0, have_prev = 0;
+  uint8_t own[CR_FP_BYTES], cur[CR_FP_BYTES], prev[CR_FP_BYTES], pl[8];
+  size_t pl_len = 0;
+  int rc, orc = 0, reflected = 0, repeated = 0, have_prev = 0;
   if ((rc = cr_sorter_iter_new(e->own_fp_s, &oi, &e->err)) != 0 ||
       (rc = cr_sorter_iter_new(e->peer_fp_s, &pi, &e->err)) != 0)
     goto out;
-  orc = cr_sorter_iter_next(oi, &ok, &pl, &pl_len, &e->err);
-  while (orc >= 0 && (rc = cr_sorter_iter_next(pi, &pk, &pl, &pl_len, &e->err)) == 1) {
-    if (have_prev && memcmp(prev, pk, CR_FP_BYTES) == 0)
+  orc = next_rec(e, oi, CR_FP_BYTES, own, pl, &pl_len);
+  while (orc >= 0 && (rc = next_rec(e, pi, CR_FP_BYTES, cur, pl, &pl_len)) == 1) {
+    if (have_prev && memcmp(prev, cur, CR_FP_BYTES) == 0)
       repeated = 1;
-    memcpy(prev, pk, CR_FP_BYTES);
+    memcpy(prev, cur, CR_FP_BYTES);
     have_prev = 1;
-    while (orc == 1 && memcmp(ok, prev, CR_FP_BYTES) < 0)
-      orc = cr_sorter_iter_next(oi, &ok, &pl, &pl_len, &e->err);
-    if (orc == 1 && memcmp(ok, prev, CR_FP_BYTES) == 0)
+    while (orc == 1 && memcmp(own, cur, CR_FP_BYTES) < 0)
+      orc = next_rec(e, oi, CR_FP_BYTES, own, pl, &pl_len);
+    if (orc == 1 && memcmp(own, cur, CR_FP_BYTES) == 0)
       reflected = 1;
   }
   if (orc < 0)
@@ -1364,6 +1381,8 @@ static int check_points_stream(cr_engine *e) {
          : repeated ? violation(e, CR_RULE_POINT_REPEATED)
                     : 0;
 out:
+  sodium_memzero(own, sizeof own);
+  sodium_memzero(cur, sizeof cur);
   sodium_memzero(prev, sizeof prev);
   cr_sorter_iter_free(oi);
   cr_sorter_iter_free(pi);
@@ -1376,38 +1395,40 @@ out:
 static int tally_stream(cr_engine *e, cr_role own_role, const size_t *nlabels, tally *t,
                         cr_engine_result *out) {
   cr_sorter_iter *oi = NULL, *pi = NULL;
-  const uint8_t *ok, *opl, *pk = NULL, *ppl = NULL;
-  size_t opl_len, ppl_len = 0, dl = e->plan.digest_bytes;
-  uint8_t prev[CR_ENGINE_DIGEST_SLOT];
+  uint8_t own[CR_ENGINE_DIGEST_SLOT], peer[CR_ENGINE_DIGEST_SLOT], prev[CR_ENGINE_DIGEST_SLOT];
+  uint8_t opl[8], ppl[8];
+  size_t opl_len = 0, ppl_len = 0, dl = e->plan.digest_bytes;
   cr_engine_digest hit;
   const cr_engine_digest *hits[1];
-  int rc, prc, repeated = 0, have_prev = 0, all_equal = 1;
+  int rc, prc = 0, repeated = 0, have_prev = 0, all_equal = 1;
   int own_grouped = e->label_map != NULL, members = e->plan.members;
   memset(&hit, 0, sizeof hit);
+  memset(opl, 0, sizeof opl);
+  memset(ppl, 0, sizeof ppl);
   if ((rc = cr_sorter_finish(e->own_dg_s, &e->err)) != 0 ||
       (rc = cr_sorter_iter_new(e->own_dg_s, &oi, &e->err)) != 0 ||
       (rc = cr_sorter_iter_new(e->peer_match_s, &pi, &e->err)) != 0)
     goto out;
-  prc = cr_sorter_iter_next(pi, &pk, &ppl, &ppl_len, &e->err);
-  while (prc >= 0 && (rc = cr_sorter_iter_next(oi, &ok, &opl, &opl_len, &e->err)) == 1) {
-    if (have_prev && memcmp(prev, ok, dl) == 0)
+  prc = next_rec(e, pi, dl, peer, ppl, &ppl_len);
+  while (prc >= 0 && (rc = next_rec(e, oi, dl, own, opl, &opl_len)) == 1) {
+    if (have_prev && memcmp(prev, own, dl) == 0)
       repeated = 1;
-    memcpy(prev, ok, dl);
+    memcpy(prev, own, dl);
     have_prev = 1;
-    while (prc == 1 && memcmp(pk, prev, dl) < 0) {
+    while (prc == 1 && memcmp(peer, own, dl) < 0) {
       all_equal = 0;
-      prc = cr_sorter_iter_next(pi, &pk, &ppl, &ppl_len, &e->err);
+      prc = next_rec(e, pi, dl, peer, ppl, &ppl_len);
     }
     hits[0] = NULL;
-    if (prc == 1 && memcmp(pk, prev, dl) == 0) {
+    if (prc == 1 && memcmp(peer, own, dl) == 0) {
       hit.label = ppl_len >= 4 ? get_u32be(ppl) : 0;
       hits[0] = &hit;
-      prc = cr_sorter_iter_next(pi, &pk, &ppl, &ppl_len, &e->err);
+      prc = next_rec(e, pi, dl, peer, ppl, &ppl_len);
     } else {
       all_equal = 0;
     }
     uint32_t own_label = own_grouped && opl_len >= 4 ? get_u32be(opl) : 0;
-    uint32_t rank = members ? get_u32be(opl + opl_len - 4) : 0;
+    uint32_t rank = members && opl_len >= 4 ? get_u32be(opl + opl_len - 4) : CR_RANK_PAD;
     if (members && rank == CR_RANK_PAD)
       continue; /* a pad is no element and never counts */
     unsigned mask = count_element(t, hits, 1, own_label, own_role, nlabels);
@@ -1424,6 +1445,8 @@ static int tally_stream(cr_engine *e, cr_role own_role, const size_t *nlabels, t
   if (rc == 0 && all_equal && e->plan.peer_receives && own_points(e) == peer_points_total(e))
     rc = violation(e, CR_RULE_DIGEST_ECHO);
 out:
+  sodium_memzero(own, sizeof own);
+  sodium_memzero(peer, sizeof peer);
   sodium_memzero(prev, sizeof prev);
   sodium_memzero(&hit, sizeof hit);
   cr_sorter_iter_free(oi);

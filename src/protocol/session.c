@@ -2152,7 +2152,7 @@ static int produce_digests(cr_session *s) {
   if (n == 0 || n > total - start)
     return fail(s, CR_EINVAL, CR_WIRE_INTERNAL, 0,
                 "the partner's digests to return number %llu, not the %llu received",
-                (unsigned long long)(start + n), (unsigned long long)total);
+                (unsigned long long)start + n, (unsigned long long)total);
   Cleanroom__V1__Digests d = CLEANROOM__V1__DIGESTS__INIT;
   Cleanroom__V1__Frame f = CLEANROOM__V1__FRAME__INIT;
   d.seq = s->digests_seq;
@@ -2178,6 +2178,8 @@ static int produce_digests(cr_session *s) {
   f.digests = &d;
   if (rc == 0)
     rc = send_frame(s, &f, 1);
+  if (coded.data != NULL)
+    sodium_memzero(coded.data, coded.len); /* the digests, coded */
   cr_buf_free(&coded);
   memcpy(s->ret_last, s->ret_buf + (n - 1) * l, l);
   s->ret_last_label = label;
