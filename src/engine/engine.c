@@ -1295,7 +1295,7 @@ static int own_add_stream(cr_engine *e, const uint8_t *plain, uint64_t n, uint32
   size_t l = e->plan.digest_bytes;
   uint8_t pl[8];
   int rc = 0;
-  if (e->own_dg_s == NULL || n > own_points(e) - e->own_digests_n)
+  if (e->own_dg_s == NULL || n > own_points(e) - e->own_digests_n || (n > 0 && plain == NULL))
     return CR_EINVAL;
   /* Strictly increasing: an equal neighbour would count a match twice. */
   if (!e->plan.members) {
@@ -1467,12 +1467,12 @@ int cr_engine_match(cr_engine *e, cr_role own_role, const size_t nlabels[CR_ROLE
    * side's, the same number), or the peer's records. */
   int peer_records = pw > 1;
   size_t w = peer_records ? pw : ow;
-  int members = e->plan.members, rc;
+  int members = e->plan.members, stream = e->stream, rc;
   cr_engine_digest *mine = NULL;
   const cr_engine_digest *hits[CR_TEMPLATE_MAX_KEYS];
   tally *t = NULL;
   memset(out, 0, sizeof *out);
-  if (e->stream) {
+  if (stream) {
     if (e->own_dg_s == NULL || e->peer_match_s == NULL || e->own_fp_s == NULL ||
         e->peer_fp_s == NULL || e->own_digests_n != own_points(e) || e->pos != e->own_n ||
         !e->peer_finished)
@@ -1498,7 +1498,7 @@ int cr_engine_match(cr_engine *e, cr_role own_role, const size_t nlabels[CR_ROLE
       goto out;
     }
   }
-  if (e->stream) {
+  if (stream) {
     if ((rc = tally_stream(e, own_role, nlabels, t, out)) != 0)
       goto out;
   } else if (!peer_records) {
