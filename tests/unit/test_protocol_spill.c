@@ -61,7 +61,7 @@ static cr_template *make_template(void) {
   t->queries[1].group_by[CR_ROLE_PROVIDER] = dup_str("segment");
   t->queries[2].kind = CR_QUERY_MEMBERS;
   memset(t->sha256, 0xab, sizeof t->sha256);
-  static const uint64_t edges[] = {16, 2048, 4096};
+  static const uint64_t edges[] = {16, 256, 2048, 4096};
   memcpy(t->limits.size_buckets.edges, edges, sizeof edges);
   t->limits.size_buckets.nedges = sizeof edges / sizeof edges[0];
   return t;
@@ -296,16 +296,19 @@ static void test_progress_phases(void **state) {
                                      "done"};
   cr_session_config pc = {0}, cc = {0};
   cr_session *p, *c;
+  /* Small sets: every phase shows whatever the size. */
+  cr_dataset *dp = fx_mem_dataset("user", "@example.com", 0, 200, 0);
+  cr_dataset *dc = fx_mem_dataset("user", "@example.com", 100, 300, 0);
   pc.tmpl = x->tp;
-  pc.data = x->dp;
+  pc.data = dp;
   pc.role = CR_ROLE_PROVIDER;
-  pc.batch_size = 97;
+  pc.batch_size = 31;
   pc.sign = sign_cb;
   pc.sign_ctx = &x->kp;
   memcpy(pc.peer_sign_pk, x->kc.pk, 32);
   cc = pc;
   cc.tmpl = x->tc;
-  cc.data = x->dc;
+  cc.data = dc;
   cc.role = CR_ROLE_CONSUMER;
   cc.is_runner = 1;
   cc.query = "overlap";
@@ -349,8 +352,11 @@ static void test_progress_phases(void **state) {
   assert_int_equal(cr_session_status_get(c), CR_SESSION_DONE);
   for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
     assert_true(seen[i]);
+  assert_int_equal(cr_session_result_get(c)->count, 100);
   cr_session_free(c);
   cr_session_free(p);
+  fx_mem_dataset_free(dp);
+  fx_mem_dataset_free(dc);
 }
 
 int main(void) {
