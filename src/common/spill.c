@@ -301,10 +301,6 @@ int cr_spill_open(cr_spill **out, const cr_spill_config *cfg, cr_spill_recovered
                       cfg->work_dir, name, strerror(errno));
     goto fail_dir;
   }
-  (void)flock(wfd, LOCK_UN);
-  close(wfd);
-  wfd = -1;
-
   /* A file the run files' way, now rather than at the first spill. */
   int probe = open(sp->dir, O_TMPFILE | O_RDWR | O_EXCL | O_CLOEXEC, 0600);
   if (probe < 0) {
@@ -317,11 +313,12 @@ int cr_spill_open(cr_spill **out, const cr_spill_config *cfg, cr_spill_recovered
   if (probe < 0) {
     rc = cr_error_set(err, CR_ECONFIG, "work directory %s: cannot create files in it: %s",
                       cfg->work_dir, strerror(errno));
-    wfd = open(cfg->work_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     goto fail_dir;
   }
   close(probe);
   close(pfd);
+  (void)flock(wfd, LOCK_UN);
+  close(wfd);
   *out = sp;
   return 0;
 

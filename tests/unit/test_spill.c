@@ -293,7 +293,11 @@ static void check_iterators_at_once(cr_sorter *s, size_t n) {
 
 static void test_iterators_at_once(void **state) {
   (void)state;
-  cr_sorter *s = fill(NULL, 5000, 97, 0);
+  cr_sorter *s = fill(NULL, 300000, 97, 0); /* without a spill: never spills */
+  assert_false(cr_sorter_spilled(s));
+  assert_int_equal(cr__sorter_run_fd(s), -1);
+  cr_sorter_free(s);
+  s = fill(NULL, 5000, 97, 0);
   check_iterators_at_once(s, 5000);
   cr_sorter_free(s);
   char dir[300];
@@ -596,6 +600,7 @@ static void test_recovery(void **state) {
   pid_t child = fork();
   assert_true(child >= 0);
   if (child == 0) {
+    alarm(60); /* never outlives a failed test for long */
     snprintf(p, sizeof p, "%s/cleanroom-live/lock", dir);
     int fd = open(p, O_RDONLY);
     if (fd < 0 || flock(fd, LOCK_EX) != 0)
@@ -663,6 +668,7 @@ static void test_recovery_after_sigkill(void **state) {
   pid_t child = fork();
   assert_true(child >= 0);
   if (child == 0) {
+    alarm(60); /* never outlives a failed test for long */
     cr_spill_config cfg = {.work_dir = dir, .memory_bytes = 256u << 10};
     cr_spill *sp = NULL;
     cr_error err = {0};
