@@ -281,8 +281,14 @@ void cr_dataset_mask_key(const uint8_t *key, size_t len, char *out, size_t cap) 
   }
 }
 
-static int cmp_name(const void *a, const void *b) {
-  return strcmp(*(char *const *)a, *(char *const *)b);
+/* A label as met in the source (raw: its index there), for sorting. */
+struct named {
+  char *name;
+  uint32_t raw;
+};
+
+static int cmp_named(const void *a, const void *b) {
+  return strcmp(((const struct named *)a)->name, ((const struct named *)b)->name);
 }
 
 /*
@@ -297,24 +303,29 @@ static int finish_labels(cr_dataset *d, struct label_table *lt, const uint64_t *
                          uint32_t **map) {
   size_t nl = lt->n;
   char **sorted = malloc((nl ? nl : 1) * sizeof *sorted);
-  uint32_t *remap = malloc((nl ? nl : 1) * sizeof *remap);
+  uint32_t *remap = calloc(nl ? nl : 1, sizeof *remap);
+  struct named *byname = malloc((nl ? nl : 1) * sizeof *byname);
   d->label_sizes = calloc(nl ? nl : 1, sizeof *d->label_sizes);
   *map = NULL;
-  if (sorted == NULL || remap == NULL || d->label_sizes == NULL) {
+  if (sorted == NULL || remap == NULL || byname == NULL || d->label_sizes == NULL) {
     free(sorted);
     free(remap);
+    free(byname);
     return CR_ENOMEM;
   }
-  memcpy(sorted, lt->names, nl * sizeof *sorted);
-  qsort(sorted, nl, sizeof *sorted, cmp_name);
+  for (size_t k = 0; k < nl; k++) {
+    byname[k].name = lt->names[k];
+    byname[k].raw = (uint32_t)k;
+  }
+  qsort(byname, nl, sizeof *byname, cmp_named);
   /* remap: label as met -> its place among the sorted names. */
-  for (size_t j = 0; j < nl; j++)
-    for (size_t k = 0; k < nl; k++)
-      if (lt->names[k] == sorted[j])
-        remap[k] = (uint32_t)j;
   uint64_t *by_sorted = d->label_sizes;
-  for (size_t k = 0; k < nl; k++)
-    by_sorted[remap[k]] = sizes[k];
+  for (size_t j = 0; j < nl; j++) {
+    sorted[j] = byname[j].name;
+    remap[byname[j].raw] = (uint32_t)j;
+    by_sorted[j] = sizes[byname[j].raw];
+  }
+  free(byname);
   d->label_names = sorted;
   free(lt->names); /* the strings now belong to d->label_names */
   lt->names = NULL;

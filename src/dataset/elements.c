@@ -156,6 +156,7 @@ int cr__cursor_open(cr__cursor *c, const cr_dataset_elements *e, cr_error *err) 
 void cr__cursor_close(cr__cursor *c) {
   cr_sorter_iter_free(c->it);
   c->it = NULL;
+  sodium_memzero(c->hash, sizeof c->hash);
   cr_buf_free(&c->arena); /* wipes */
   free(c->group);
   c->group = NULL;
