@@ -483,7 +483,8 @@ int cr_session_check_local(const cr_session_config *cfg, int64_t now_unix, cr_er
                             "query \"%s\" declares no parameter \"%s\" (queries.%s.params)",
                             q->name, cfg->param_names[j], q->name);
     }
-    if (q->group_by[cfg->role] && cfg->data != NULL && cfg->data->labels == NULL)
+    /* Grouped data has label names (per-element labels may be spilled). */
+    if (q->group_by[cfg->role] && cfg->data != NULL && cfg->data->label_names == NULL)
       return cr_error_set(err, CR_EINVAL,
                           "query \"%s\" groups our set by \"%s\": load the data with that "
                           "group column",
@@ -542,7 +543,7 @@ static int setup_own_set(cr_session *s, const cr_dataset *d, char *msg, size_t c
     return CR_EINVAL;
   }
   s->own_grouped = q->group_by[s->cfg.role] != NULL;
-  if (s->own_grouped && (d->labels == NULL || d->nlabels == 0)) {
+  if (s->own_grouped && (d->label_names == NULL || d->nlabels == 0)) {
     snprintf(msg, cap, "our data was loaded without the group column \"%s\"",
              q->group_by[s->cfg.role]);
     return CR_EINVAL;
@@ -730,7 +731,7 @@ int cr_session_new(cr_session **out, const cr_session_config *cfg, cr_error *err
       goto fail;
     }
     snprintf(s->res.query, sizeof s->res.query, "%s", s->query->name);
-    if (s->query->group_by[cfg->role] != NULL && cfg->data->labels == NULL) {
+    if (s->query->group_by[cfg->role] != NULL && cfg->data->label_names == NULL) {
       rc = cr_error_set(err, CR_EINVAL,
                         "query \"%s\" groups our set by \"%s\", but the data "
                         "was loaded without that column",

@@ -39,6 +39,9 @@ static char *dup_str(const char *s) {
   return d;
 }
 
+static char *email_cols[] = {"email"};
+static cr_normalizer email_norm[] = {CR_NORM_EMAIL};
+
 /* overlap: a count both sides receive; by_segment: grouped by the
  * provider's segment, to the consumer; my_matches: members, to the
  * consumer. Sizes pad to 2048: a few hundred pads per side. */
@@ -48,6 +51,10 @@ static cr_template *make_template(void) {
   t->name = dup_str("spill");
   t->suite = dup_str("ristretto255");
   t->match_key.name = dup_str("email");
+  t->match_key.columns = email_cols; /* for cr_dataset_load */
+  t->match_key.ncolumns = 1;
+  t->match_key.normalize = email_norm;
+  t->match_key.nnormalize = 1;
   t->nqueries = 3;
   t->queries = calloc(3, sizeof *t->queries);
   for (int i = 0; i < 3; i++) {
@@ -359,11 +366,100 @@ static void test_progress_phases(void **state) {
   fx_mem_dataset_free(dc);
 }
 
+/* Data sets loaded from files into a tiny spill (the dataset's own sorter
+ * spilled: no per-element labels or keys in memory, the keyed order of
+ * one seed) and sessions spilling too: the group_by cells and the members
+ * bitmap (bit j = the j-th element of the consumer's iterator) are right. */
+static void write_csv(const char *path, int from, int to, int grouped) {
+  FILE *f = fopen(path, "w");
+  assert_non_null(f);
+  fprintf(f, grouped ? "email,segment\n" : "email\n");
+  for (int i = from; i < to; i++)
+    if (grouped)
+      fprintf(f, "user%d@example.com,seg%d\n", i, i % 3);
+    else
+      fprintf(f, "user%d@example.com\n", i);
+  assert_int_equal(fclose(f), 0);
+}
+
+static cr_dataset *load(const cr_template *t, const char *path, cr_role role, cr_spill *sp,
+                        const char *group) {
+  static const uint8_t seed[32] = {7};
+  cr_dataset *d = NULL;
+  cr_dataset_options opt;
+  cr_error err;
+  cr_dataset_options_init(&opt);
+  opt.spill = sp;
+  opt.order_seed = seed;
+  opt.group_column = group;
+  int rc = cr_dataset_load(&d, path, t, role, &opt, &err);
+  if (rc != 0)
+    fail_msg("load: %s", cr_error_message(&err, rc));
+  return d;
+}
+
+static void test_loaded_and_spilled(void **state) {
+  fixture *x = *state;
+  char dc[64], dp[64], ccsv[128], pgcsv[128];
+  cr_spill *sc = spill_open(dc, sizeof dc, 0), *sp = spill_open(dp, sizeof dp, 0);
+  snprintf(pgcsv, sizeof pgcsv, "%s/pg.csv", dp);
+  snprintf(ccsv, sizeof ccsv, "%s/c.csv", dc);
+  write_csv(pgcsv, 0, N, 1);
+  write_csv(ccsv, N / 2, N + N / 2, 0);
+  cr_dataset *dpg = load(x->tp, pgcsv, CR_ROLE_PROVIDER, sp, "segment");
+  cr_dataset *dcl = load(x->tc, ccsv, CR_ROLE_CONSUMER, sc, NULL);
+  assert_int_equal(dpg->nlabels, 3);
+  cr_spill_stats ds;
+  cr_spill_stats_get(sp, &ds);
+  assert_true(ds.disk_written > 0); /* the provider's elements are on disk */
+  assert_null(dpg->labels);         /* no per-element labels in memory */
+  cr_dataset *keep_p = x->dp, *keep_c = x->dc;
+  x->dp = dpg;
+  x->dc = dcl;
+  outcome g, m;
+  run(x, "by_segment", sc, sp, &g);
+  run(x, "my_matches", sc, sp, &m);
+  x->dp = keep_p;
+  x->dc = keep_c;
+  assert_int_equal(g.c_status, CR_SESSION_DONE);
+  assert_int_equal(g.ncells, 3);
+  for (size_t i = 0; i < 3; i++) /* keys N/2..N-1 split evenly by i % 3 */
+    assert_int_equal(g.cells[i].count, N / 6);
+  assert_int_equal(m.c_status, CR_SESSION_DONE);
+  assert_int_equal(m.count, N / 2);
+  assert_true(m.has_matched);
+  /* Bit j: the j-th element of the consumer's iterator (its keyed order). */
+  cr_dataset_iter *it;
+  cr_error err;
+  assert_int_equal(cr_dataset_iter_new(dcl, &it, &err), 0);
+  const uint8_t *key;
+  size_t len, j = 0;
+  uint32_t lab;
+  while (cr_dataset_iter_next(it, &key, &len, &lab, &err) == 1) {
+    char buf[64] = {0};
+    memcpy(buf, key, len < sizeof buf - 1 ? len : sizeof buf - 1);
+    assert_int_equal((m.matched[j / 8] >> (j % 8)) & 1, atoi(buf + 4) < N);
+    j++;
+  }
+  cr_dataset_iter_free(it);
+  assert_int_equal(j, N);
+  cr_spill_stats a;
+  cr_spill_stats_get(sc, &a);
+  assert_true(a.disk_written > 0);
+  cr_dataset_free(dpg);
+  cr_dataset_free(dcl);
+  unlink(pgcsv);
+  unlink(ccsv);
+  spill_close(sc, dc);
+  spill_close(sp, dp);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_spilled_same_result, setup, teardown),
       cmocka_unit_test_setup_teardown(test_disk_cap_fails_cleanly, setup, teardown),
       cmocka_unit_test_setup_teardown(test_progress_phases, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_loaded_and_spilled, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
