@@ -1,18 +1,23 @@
 /*
  * cleanroom — the matching engine of one session (design §4–5).
  *
- * Owns: the session scalar; the own set's send order (a shuffle) and its
- * blinding (hash-to-group, then k *, batched on the cr_pool); re-blinding of
- * the peer's points into digests; the digest tables (sorted for matching and
- * for return); matching and the result (count, group_by cells, the members
- * bitmap), every released number thresholded here.
+ * Owns: the session scalar; the own set's send order and its blinding
+ * (hash-to-group, then k *, batched on the cr_pool); re-blinding of the
+ * peer's points into digests; the tables of fingerprints and digests
+ * (sorted for the checks, for matching and for return); matching and the
+ * result (count, group_by cells, the members bitmap), every released
+ * number thresholded here. With one match key the tables are cr_sorters on
+ * cfg.spill, bounded by the node's memory budget (docs/memory.md "The
+ * engine's tables"), and the checks and matching are merges of sorted
+ * streams; with several keys (records) they stay in memory.
  * Never: logs anything or puts a key, point, scalar or digest in a message
  * (errors are codes; the session words them); keeps a buffer that held a
- * match key or a digest without wiping it; touches frames, sockets, files or
- * the clock. All randomness comes from the rand callback it is given.
+ * match key or a digest without wiping it; touches frames, sockets or the
+ * clock, or a file but through its sorters (encrypted runs in the node's
+ * work directory). All randomness comes from the rand callback it is given.
  *
- * The session drives it: cr_engine_new (draws the scalar), cr_engine_set_own
- * (shuffles), cr_engine_prepare once both Hellos are known, then blind /
+ * The session drives it: cr_engine_new (draws the scalar), cr_engine_set_own,
+ * cr_engine_prepare once both Hellos are known, then blind /
  * reblind / peer_done / own_add and finally cr_engine_match.
  *
  * Elements and points. With one match key every element of a set is one
@@ -118,15 +123,23 @@ size_t cr_engine_point_bytes(const cr_engine *e);
 const char *cr_engine_suite_name(const cr_engine *e);
 
 /*
- * Takes the own set (must outlive the engine), pads it and shuffles its send
- * order. nlabels: the labels the set travels with (1 when not grouped);
- * label_map: dataset label -> wire label (NULL: not grouped);
- * pad[l]: random elements added with wire label l. A pad is
- * k * HashToGroup("cleanroom/v1/pad" || seed || u64 index) with a fresh
- * 32-byte seed from the rand callback: a uniform group element that matches
- * no key, indistinguishable from a real point to the peer. Pads are
- * shuffled in with the real elements; a pad never counts and never sets a
- * members bit. CR_EREFUSED for an empty or oversized (padded) set.
+ * Takes the own set (must outlive the engine) and its pads. nlabels: the
+ * labels the set travels with (1 when not grouped); label_map: dataset
+ * label -> wire label (NULL: not grouped); pad[l]: random elements added
+ * with wire label l. A pad is k * HashToGroup("cleanroom/v1/pad" || seed ||
+ * u64 index) with a fresh 32-byte seed from the rand callback: a uniform
+ * group element that matches no key, indistinguishable from a real point
+ * to the peer. A pad never counts and never sets a members bit.
+ * CR_EREFUSED for an empty or oversized (padded) set.
+ *
+ * Send order. One match key: the dataset's iterator order (a keyed random
+ * permutation per load, cr_dataset_iter) with the pads interleaved by
+ * sequential sampling as cr_engine_blind goes (each position a pad with
+ * probability pads left / positions left, its label in proportion to the
+ * pads left per label, all from the rand callback); nothing per element is
+ * kept but a bit per position (pad or not). The pad index is the send
+ * position. Several keys (records): a Fisher-Yates shuffle of the dataset's
+ * records and the pads, in memory.
  */
 CR_NODISCARD int cr_engine_set_own(cr_engine *e, const cr_dataset *d, size_t nlabels,
                                    const uint32_t *label_map, const uint64_t *pad);
@@ -151,12 +164,19 @@ typedef enum cr_engine_rule {
 } cr_engine_rule;
 cr_engine_rule cr_engine_violation(const cr_engine *e);
 
+/* What the last failure of a table (a sorter: CR_EIO for a full work
+ * directory or the disk cap, naming the directory) or of the dataset's
+ * iterator said; "" when none. Never holds a key, point or digest. */
+const char *cr_engine_error_message(const cr_engine *e);
+
 /* Allocates the digest tables for the plan. */
 CR_NODISCARD int cr_engine_prepare(cr_engine *e, const cr_engine_plan *plan);
 
 /* Blinds own elements [first, first + n) of the send order into points
  * (n * width * point_bytes) and, unless labels is NULL, their labels (one
- * u32 big-endian per element; CR_EINVAL when the dataset has none). */
+ * u32 big-endian per element; CR_EINVAL when the dataset has none). One
+ * match key: ranges must be consecutive (first = the elements blinded so
+ * far), as the order is drawn while blinding; a failed call ends the set. */
 CR_NODISCARD int cr_engine_blind(cr_engine *e, uint64_t first, size_t n, uint8_t *points,
                                  uint8_t *labels);
 
@@ -170,12 +190,19 @@ CR_NODISCARD int cr_engine_reblind(cr_engine *e, const uint8_t *points, const ui
 /* The peer's set is complete: sorts the tables. */
 CR_NODISCARD int cr_engine_peer_done(cr_engine *e);
 
-/* The peer's digests in the order they go back (after peer_done, when the
- * peer receives), peer_n * peer_width of them: for count, sorted by label,
- * then element (a record's digests together, in key order, records ordered
- * by their digests), which hides the order they were sent in; for members,
- * in arrival order. */
-const cr_engine_digest *cr_engine_returned(const cr_engine *e);
+/*
+ * Reads the next of the peer's digests in the order they go back (after
+ * peer_done, when the peer receives), peer_n * peer_width in all: at most
+ * max of them (whole elements: a record's digests together), digest_bytes
+ * each packed into out, *n of them (0 at the end), all of one label
+ * (*label) for count. Order: for count, by label, then element (a record's
+ * digests in key order, records ordered by their digests), which hides the
+ * order they were sent in; for members, arrival order. With one match key
+ * they come from a sorter (merged from spilled runs when large): CR_EIO when
+ * a run cannot be read back (cr_engine_error_message).
+ */
+CR_NODISCARD int cr_engine_returned_next(cr_engine *e, size_t max, uint8_t *out, size_t *n,
+                                         uint32_t *label);
 
 /* Takes back n own digests (digest_bytes each, packed; n a multiple of the
  * own width) of one label. continues: the previous element is of the same

@@ -421,7 +421,11 @@ CR_NODISCARD int cr_session_hello_template(const uint8_t *payload, size_t len,
 
 /* Where a session is, for progress reports. */
 typedef struct cr_session_progress {
-  const char *phase; /* "hello", "exchanging sets", "returning digests", "finishing", "done" */
+  /* "hello", "exchanging sets", "sorting" (the partner's set is in: its
+   * tables are sorted and their runs merged for the digests going back),
+   * "returning digests", "matching" (our digests are all back: the
+   * merge-join and the checks), "finishing", "done" */
+  const char *phase;
   uint64_t own_sent, own_total;           /* our points sent */
   uint64_t peer_received, peer_total;     /* the partner's points received */
   uint64_t digests_received, digests_due; /* our digests back from the partner */

@@ -29,6 +29,14 @@
 #define CR_FP_BYTES 16
 #define CR_PAD_SEED_BYTES 32
 static const char PAD_LABEL[] = "cleanroom/v1/pad";
+#define CR_RANK_PAD UINT32_MAX /* members: a pad's rank among real elements */
+
+/* Uniform draws from the injected stream come in blocks, so the callback is
+ * not called per element. */
+typedef struct rand_block {
+  uint8_t b[1024];
+  size_t pos;
+} rand_block_t;
 
 struct cr_engine {
   cr_engine_config cfg;
@@ -57,7 +65,41 @@ struct cr_engine {
   uint64_t peer_points;          /* points received */
   cr_engine_digest *own_digests; /* returned by the peer, points */
   uint64_t own_digests_n;
+  uint8_t own_last[CR_ENGINE_DIGEST_SLOT]; /* the last own digest taken back */
+  uint64_t ret_pos;                        /* returned digests read (cr_engine_returned_next) */
+  int prepared, peer_finished;
+
+  /* One match key (stream): the own set is read from the dataset iterator
+   * as it is sent and every table is a cr_sorter on cfg.spill; several
+   * keys keep the in-memory tables above (order, own_fp, peer_digests...). */
+  int stream;
+  cr_error err; /* what a sorter or the iterator failed with (names no key) */
+  cr_dataset_iter *it;
+  uint32_t *label_map; /* dataset label -> wire label (grouped) */
+  size_t data_nlabels, nlabels;
+  uint64_t *pads_left; /* per wire label */
+  uint64_t pads_total_left;
+  uint64_t pos;            /* send positions blinded so far */
+  uint8_t *is_pad;         /* bit per send position: a pad */
+  rand_block_t *rb;        /* the order's randomness, drawn in blocks */
+  cr_sorter *own_fp_s;     /* own point fingerprints */
+  cr_sorter *peer_fp_s;    /* the peer's point fingerprints */
+  cr_sorter *peer_match_s; /* the peer's digests by digest (payload: label when grouped) */
+  cr_sorter *peer_ret_s;   /* the peer's digests in return order (may be peer_match_s) */
+  cr_sorter *own_dg_s;     /* our digests back, by digest (payload: label, members rank) */
+  uint64_t own_real_back;  /* members: real send positions among the digests back */
+  cr_sorter_iter *ret_it;
+  int ret_peeked; /* ret_peek holds the next returned digest */
+  cr_engine_digest ret_peek;
 };
+
+static int prepare_stream(cr_engine *e, const cr_engine_plan *plan, size_t pw);
+static int blind_stream(cr_engine *e, uint64_t first, size_t n, uint8_t *points, uint8_t *labels);
+static int reblind_stream(cr_engine *e, const uint8_t *points, const uint8_t *labels, size_t n,
+                          uint64_t *bad);
+static int peer_done_stream(cr_engine *e);
+static int own_add_stream(cr_engine *e, const uint8_t *plain, uint64_t n, uint32_t label,
+                          int continues);
 
 int cr_engine_rand_default(void *ctx, uint8_t *buf, size_t len) {
   (void)ctx;
@@ -120,6 +162,43 @@ void cr_engine_wipe(cr_engine *e) {
   }
   free(e->wire_label);
   e->wire_label = NULL;
+  sodium_memzero(e->own_last, sizeof e->own_last);
+  /* Stream tables: sorters wipe their memory and forget their runs. */
+  if (e->ret_it) {
+    cr_sorter_iter_free(e->ret_it);
+    e->ret_it = NULL;
+  }
+  sodium_memzero(&e->ret_peek, sizeof e->ret_peek);
+  if (e->peer_ret_s != e->peer_match_s)
+    cr_sorter_free(e->peer_ret_s);
+  e->peer_ret_s = NULL;
+  cr_sorter_free(e->peer_match_s);
+  e->peer_match_s = NULL;
+  cr_sorter_free(e->peer_fp_s);
+  e->peer_fp_s = NULL;
+  cr_sorter_free(e->own_fp_s);
+  e->own_fp_s = NULL;
+  cr_sorter_free(e->own_dg_s);
+  e->own_dg_s = NULL;
+  if (e->it) {
+    cr_dataset_iter_free(e->it);
+    e->it = NULL;
+  }
+  if (e->rb) {
+    sodium_memzero(e->rb, sizeof *e->rb);
+    free(e->rb);
+    e->rb = NULL;
+  }
+  if (e->is_pad) {
+    /* Which send positions were pads links points to elements (members). */
+    sodium_memzero(e->is_pad, (size_t)(e->own_n + 7) / 8);
+    free(e->is_pad);
+    e->is_pad = NULL;
+  }
+  free(e->label_map);
+  e->label_map = NULL;
+  free(e->pads_left);
+  e->pads_left = NULL;
   if (e->order) {
     /* The send order links points to rows (members). */
     sodium_memzero(e->order, (size_t)e->own_n * sizeof *e->order);
@@ -180,13 +259,8 @@ void cr_engine_free(cr_engine *e) {
 }
 
 /* Uniform in [0, n) from the injected stream, by rejection (no modulo
- * bias). Bytes come in blocks so the callback is not called per element. */
-typedef struct rand_block {
-  uint8_t b[1024];
-  size_t pos;
-} rand_block;
-
-static int uniform_u32(cr_engine *e, rand_block *rb, uint32_t n, uint32_t *out) {
+ * bias). */
+static int uniform_u32(cr_engine *e, rand_block_t *rb, uint32_t n, uint32_t *out) {
   /* Largest multiple of n that fits in 2^32; draws at or above it are redrawn. */
   uint32_t lim = (uint32_t)(((uint64_t)1 << 32) - (((uint64_t)1 << 32) % n));
   for (;;) {
@@ -207,9 +281,9 @@ static int uniform_u32(cr_engine *e, rand_block *rb, uint32_t n, uint32_t *out) 
 
 /* Fisher-Yates with the session's randomness: the order points leave in
  * says nothing of the order of the rows. */
-int cr_engine_set_own(cr_engine *e, const cr_dataset *d, size_t nlabels, const uint32_t *label_map,
-                      const uint64_t *pad) {
-  rand_block rb;
+static int set_own_legacy(cr_engine *e, const cr_dataset *d, size_t nlabels,
+                          const uint32_t *label_map, const uint64_t *pad) {
+  rand_block_t rb;
   int rc = 0;
   uint64_t total = d->n;
   if (d->n == 0 || d->n > CR_MAX_SET_SIZE || nlabels == 0 || pad == NULL)
@@ -265,8 +339,73 @@ int cr_engine_set_own(cr_engine *e, const cr_dataset *d, size_t nlabels, const u
   return rc;
 }
 
+/* One match key: records what sending needs (the pads per label, the
+ * dataset's iterator); the send order is drawn as points are blinded
+ * (cr_engine_blind). */
+static int set_own_stream(cr_engine *e, const cr_dataset *d, size_t nlabels,
+                          const uint32_t *label_map, const uint64_t *pad, uint64_t total) {
+  e->stream = 1;
+  e->data = d;
+  e->real_n = d->n;
+  e->own_n = total;
+  e->own_w = 1;
+  e->nlabels = nlabels;
+  e->pads_left = calloc(nlabels, sizeof *e->pads_left);
+  e->is_pad = calloc((size_t)(total + 7) / 8, 1);
+  e->rb = calloc(1, sizeof *e->rb);
+  if (e->pads_left == NULL || e->is_pad == NULL || e->rb == NULL)
+    return CR_ENOMEM;
+  e->rb->pos = sizeof e->rb->b;
+  for (size_t l = 0; l < nlabels; l++) {
+    e->pads_left[l] = pad[l];
+    e->pads_total_left += pad[l];
+  }
+  if (label_map != NULL) {
+    e->data_nlabels = d->nlabels;
+    e->label_map = malloc((d->nlabels ? d->nlabels : 1) * sizeof *e->label_map);
+    if (e->label_map == NULL)
+      return CR_ENOMEM;
+    for (size_t l = 0; l < d->nlabels; l++) {
+      if (label_map[l] >= nlabels)
+        return CR_EINVAL;
+      e->label_map[l] = label_map[l];
+    }
+  }
+  if (e->pads_total_left > 0 && draw(e, e->pad_seed, sizeof e->pad_seed) != 0)
+    return CR_ECRYPTO;
+  /* The tables are made when first needed (a ping never needs them). */
+  return cr_dataset_iter_new(d, &e->it, &e->err);
+}
+
+int cr_engine_set_own(cr_engine *e, const cr_dataset *d, size_t nlabels, const uint32_t *label_map,
+                      const uint64_t *pad) {
+  uint64_t total = d->n;
+  if (e->own_n != 0)
+    return CR_EINVAL;
+  if (d->nkeys > 1)
+    return set_own_legacy(e, d, nlabels, label_map, pad);
+  if (d->n == 0 || d->n > CR_MAX_SET_SIZE || nlabels == 0 || pad == NULL)
+    return CR_EREFUSED;
+  for (size_t l = 0; l < nlabels; l++) {
+    if (pad[l] > CR_MAX_SET_SIZE - total)
+      return CR_EREFUSED;
+    total += pad[l];
+  }
+  if ((nlabels > 1 && label_map == NULL) || cr_dataset_width(d) > 1 ||
+      (label_map != NULL && d->nlabels == 0))
+    return CR_EINVAL;
+  int rc = set_own_stream(e, d, nlabels, label_map, pad, total);
+  if (rc != 0)
+    e->own_n = 0;
+  return rc;
+}
+
+const char *cr_engine_error_message(const cr_engine *e) { return e->err.msg; }
+
 int cr_engine_prepare(cr_engine *e, const cr_engine_plan *plan) {
   size_t pw = plan->peer_width > 1 ? plan->peer_width : 1;
+  if (e->stream)
+    return prepare_stream(e, plan, pw);
   if (e->order == NULL || plan->digest_bytes == 0 || plan->digest_bytes > CR_MAX_DIGEST_BYTES ||
       plan->peer_n == 0 || plan->peer_n > CR_MAX_SET_SIZE || e->peer_digests != NULL ||
       pw > CR_TEMPLATE_MAX_KEYS || plan->peer_n > CR_MAX_SET_SIZE / pw ||
@@ -419,6 +558,8 @@ static int blind_range(void *ctx, size_t begin, size_t end) {
 
 // NOLINTNEXTLINE(readability-non-const-parameter): the workers write points and labels via job
 int cr_engine_blind(cr_engine *e, uint64_t first, size_t n, uint8_t *points, uint8_t *labels) {
+  if (e->stream)
+    return e->k == NULL ? CR_EINVAL : blind_stream(e, first, n, points, labels);
   if (e->k == NULL || e->order == NULL || first > e->own_n || n > e->own_n - first ||
       (labels != NULL && e->wire_label == NULL))
     return CR_EINVAL;
@@ -473,6 +614,8 @@ static int reblind_range(void *ctx, size_t begin, size_t end) {
 int cr_engine_reblind(cr_engine *e, const uint8_t *points, const uint8_t *labels, size_t n,
                       uint64_t *bad) {
   *bad = UINT64_MAX;
+  if (e->stream)
+    return e->k == NULL ? CR_EINVAL : reblind_stream(e, points, labels, n, bad);
   if (e->k == NULL || e->peer_digests == NULL ||
       n > (peer_points_total(e) - e->peer_points) / e->peer_w)
     return CR_EINVAL;
@@ -550,6 +693,8 @@ static int sort_records(cr_engine *e) {
 
 int cr_engine_peer_done(cr_engine *e) {
   size_t n = (size_t)peer_points_total(e);
+  if (e->stream)
+    return peer_done_stream(e);
   if (e->peer_digests == NULL || e->peer_points != peer_points_total(e))
     return CR_EINVAL;
   if (e->plan.self_receives) {
@@ -573,16 +718,17 @@ int cr_engine_peer_done(cr_engine *e) {
   }
   if (!e->plan.peer_receives)
     free_table(&e->peer_digests, n);
+  e->peer_finished = 1;
   return 0;
 }
-
-const cr_engine_digest *cr_engine_returned(const cr_engine *e) { return e->peer_digests; }
 
 /* ---- own digests back --------------------------------------------------- */
 
 int cr_engine_own_add(cr_engine *e, const uint8_t *plain, uint64_t n, uint32_t label,
                       int continues) {
   size_t l = e->plan.digest_bytes, w = cr_engine_own_width(e);
+  if (e->stream)
+    return own_add_stream(e, plain, n, label, continues);
   if (e->own_digests == NULL || n > own_points(e) - e->own_digests_n || n % w != 0 ||
       e->own_digests_n % w != 0)
     return CR_EINVAL;
@@ -608,12 +754,13 @@ int cr_engine_own_add(cr_engine *e, const uint8_t *plain, uint64_t n, uint32_t l
     }
   }
   e->own_digests_n += n;
+  if (n > 0)
+    memcpy(e->own_last, e->own_digests[e->own_digests_n - 1].d, sizeof e->own_last);
   return 0;
 }
 
 const uint8_t *cr_engine_own_last(const cr_engine *e) {
-  return e->own_digests != NULL && e->own_digests_n > 0 ? e->own_digests[e->own_digests_n - 1].d
-                                                        : NULL;
+  return e->own_digests_n > 0 ? e->own_last : NULL;
 }
 
 /* ---- the result --------------------------------------------------------- */
@@ -765,6 +912,548 @@ static void free_result(cr_engine_result *out, uint64_t real_n) {
   memset(out, 0, sizeof *out);
 }
 
+/* ---- one match key: streaming own set, sorter tables -------------------- */
+
+/* The message of a pad at send position `pos`, or of a key value of the
+ * template's match key (own_message's layout), appended to the arena. */
+static int stream_message(cr_engine *e, const uint8_t *key, size_t len, uint64_t pos, uint8_t **msg,
+                          size_t *cap, size_t *used, size_t *mlen) {
+  const cr_template *t = e->cfg.tmpl;
+  int rc;
+  if (key == NULL) {
+    size_t need = sizeof PAD_LABEL - 1 + CR_PAD_SEED_BYTES + 8;
+    if ((rc = arena_reserve(msg, cap, NULL, *used, need)) != 0)
+      return rc;
+    uint8_t *pm = *msg + *used;
+    memcpy(pm, PAD_LABEL, sizeof PAD_LABEL - 1);
+    memcpy(pm + sizeof PAD_LABEL - 1, e->pad_seed, CR_PAD_SEED_BYTES);
+    for (int b = 0; b < 8; b++)
+      pm[need - 8 + b] = (uint8_t)(pos >> (56 - 8 * b));
+    *mlen = need;
+  } else {
+    const char *name = t->match_keys[0].name;
+    size_t nl = strlen(name);
+    uint8_t ml = (uint8_t)(nl > 255 ? 255 : nl);
+    size_t need = CR_SHA256_BYTES + 1 + ml + len;
+    if ((rc = arena_reserve(msg, cap, NULL, *used, need)) != 0)
+      return rc;
+    uint8_t *mp = *msg + *used;
+    memcpy(mp, t->sha256, CR_SHA256_BYTES);
+    mp[CR_SHA256_BYTES] = ml;
+    memcpy(mp + CR_SHA256_BYTES + 1, name, ml);
+    memcpy(mp + CR_SHA256_BYTES + 1 + ml, key, len);
+    *mlen = need;
+  }
+  *used += *mlen;
+  return 0;
+}
+
+typedef struct hash_job {
+  cr_engine *e;
+  const uint8_t *arena;
+  const size_t *offs, *lens;
+  uint8_t *points;
+} hash_job;
+
+/* k * HashToGroup(message) for messages [begin, end), CR_BLIND_GROUP at a
+ * time through the suite's batch entry point. */
+static int hash_range(void *ctx, size_t begin, size_t end) {
+  hash_job *j = ctx;
+  cr_engine *e = j->e;
+  size_t pb = e->suite->point_bytes;
+  const uint8_t *msgs[CR_BLIND_GROUP];
+  int rc = 0;
+  for (size_t g = begin; g < end && rc == 0; g += CR_BLIND_GROUP) {
+    size_t m = end - g < CR_BLIND_GROUP ? end - g : CR_BLIND_GROUP;
+    for (size_t q = 0; q < m; q++)
+      msgs[q] = j->arena + j->offs[g + q];
+    rc = cr_suite_hash_blind_batch(e->suite, j->points + g * pb, e->k, msgs, j->lens + g, m);
+  }
+  return rc;
+}
+
+/* Draws what send position e->pos holds: a pad with probability
+ * pads_left / positions_left (sequential sampling: every interleaving of
+ * the pads with the dataset's order is equally likely), its label in
+ * proportion to the pads left per label. *pad_label gets the pad's label,
+ * or UINT32_MAX for the dataset's next element. */
+static int draw_position(cr_engine *e, uint32_t *pad_label) {
+  uint64_t left = e->own_n - e->pos;
+  uint32_t r = 0;
+  int rc;
+  *pad_label = UINT32_MAX;
+  if (e->pads_total_left == 0)
+    return 0;
+  if (e->pads_total_left < left) {
+    if ((rc = uniform_u32(e, e->rb, (uint32_t)left, &r)) != 0)
+      return rc;
+    if (r >= e->pads_total_left)
+      return 0;
+  }
+  r = 0;
+  if (e->nlabels > 1 && (rc = uniform_u32(e, e->rb, (uint32_t)e->pads_total_left, &r)) != 0)
+    return rc;
+  size_t l = 0;
+  while (r >= e->pads_left[l]) {
+    r -= (uint32_t)e->pads_left[l];
+    l++;
+  }
+  e->pads_left[l]--;
+  e->pads_total_left--;
+  *pad_label = (uint32_t)l;
+  return 0;
+}
+
+static int blind_stream(cr_engine *e, uint64_t first, size_t n, uint8_t *points, uint8_t *labels) {
+  size_t pb = e->suite->point_bytes, cap = (n ? n : 1) * 96, used = 0;
+  uint8_t *arena = malloc(cap);
+  size_t *offs = malloc((n ? n : 1) * sizeof *offs), *lens = malloc((n ? n : 1) * sizeof *lens);
+  int rc = 0;
+  if (first != e->pos || n > e->own_n - e->pos || e->it == NULL ||
+      (labels != NULL && e->label_map == NULL)) {
+    rc = CR_EINVAL;
+    goto out;
+  }
+  if (offs == NULL || lens == NULL || arena == NULL) {
+    rc = CR_ENOMEM;
+    goto out;
+  }
+  /* Our points' fingerprints serve the checks made when matching: a side
+   * that receives nothing keeps none. */
+  if (e->own_fp_s == NULL && (!e->prepared || e->plan.self_receives) &&
+      (rc = cr_sorter_new(&e->own_fp_s, e->cfg.spill, CR_FP_BYTES, "our blinded points",
+                          &e->err)) != 0)
+    goto out;
+  for (size_t i = 0; i < n && rc == 0; i++) {
+    uint32_t wl = 0, pad_label;
+    const uint8_t *key = NULL;
+    size_t len = 0;
+    if ((rc = draw_position(e, &pad_label)) != 0)
+      break;
+    if (pad_label != UINT32_MAX) {
+      wl = pad_label;
+      e->is_pad[e->pos / 8] |= (uint8_t)(1u << (e->pos % 8));
+    } else {
+      uint32_t dl = 0;
+      int got = cr_dataset_iter_next(e->it, &key, &len, &dl, &e->err);
+      if (got <= 0) {
+        rc = got == 0 ? CR_EINVAL : got; /* 0: fewer elements than d->n */
+        break;
+      }
+      if (e->label_map != NULL) {
+        if (dl >= e->data_nlabels) {
+          rc = CR_EINVAL;
+          break;
+        }
+        wl = e->label_map[dl];
+      }
+    }
+    if (labels)
+      put_u32be(labels + 4 * i, wl);
+    offs[i] = used;
+    rc = stream_message(e, key, len, e->pos, &arena, &cap, &used, &lens[i]);
+    e->pos++;
+  }
+  if (rc == 0) {
+    hash_job job = {e, arena, offs, lens, points};
+    rc = cr_pool_for(e->cfg.pool, n, CR_POOL_CHUNK, hash_range, &job);
+  }
+  for (size_t i = 0; i < n && rc == 0 && e->own_fp_s != NULL; i++)
+    rc = cr_sorter_add(e->own_fp_s, points + i * pb, NULL, 0, &e->err);
+  if (rc == 0 && e->pos == e->own_n) {
+    /* Every element sent: the dataset holds no more. */
+    const uint8_t *key;
+    size_t len;
+    uint32_t dl;
+    rc = cr_dataset_iter_next(e->it, &key, &len, &dl, &e->err);
+    if (rc > 0)
+      rc = CR_EINVAL;
+    cr_dataset_iter_free(e->it);
+    e->it = NULL;
+    if (rc == 0 && e->own_fp_s != NULL)
+      rc = cr_sorter_finish(e->own_fp_s, &e->err);
+  }
+out:
+  /* The arena held match keys. */
+  if (arena) {
+    sodium_memzero(arena, cap);
+    free(arena);
+  }
+  free(offs);
+  free(lens);
+  if (rc != 0 && e->it != NULL) {
+    /* A failed call leaves the order broken: no later call may go on. */
+    cr_dataset_iter_free(e->it);
+    e->it = NULL;
+  }
+  return rc;
+}
+
+/* The peer's digests in the order they go back: count, by label then
+ * digest (key: u32 label || digest; when the peer is not grouped, the
+ * matching table itself, by digest); members, in arrival order (a log). */
+static int prepare_stream(cr_engine *e, const cr_engine_plan *plan, size_t pw) {
+  size_t dl = plan->digest_bytes;
+  int rc = 0;
+  if (e->prepared || plan->digest_bytes == 0 || plan->digest_bytes > CR_MAX_DIGEST_BYTES ||
+      plan->peer_n == 0 || plan->peer_n > CR_MAX_SET_SIZE || pw != 1)
+    return CR_EINVAL;
+  e->plan = *plan;
+  e->peer_w = 1;
+  e->prepared = 1;
+  /* Fingerprints and the matching table serve the side that matches. */
+  if (plan->self_receives && ((rc = cr_sorter_new(&e->peer_fp_s, e->cfg.spill, CR_FP_BYTES,
+                                                  "the partner's points", &e->err)) != 0 ||
+                              (rc = cr_sorter_new(&e->peer_match_s, e->cfg.spill, dl,
+                                                  "the partner's digests", &e->err)) != 0))
+    return rc;
+  if (plan->peer_receives) {
+    if (plan->members)
+      rc = cr_sorter_new(&e->peer_ret_s, e->cfg.spill, 0, "the partner's digests to return",
+                         &e->err);
+    else if (!plan->peer_grouped && e->peer_match_s != NULL)
+      e->peer_ret_s = e->peer_match_s; /* already in digest order */
+    else
+      rc = cr_sorter_new(&e->peer_ret_s, e->cfg.spill, plan->peer_grouped ? 4 + dl : dl,
+                         "the partner's digests to return", &e->err);
+    if (rc != 0)
+      return rc;
+  }
+  if (plan->self_receives)
+    rc = cr_sorter_new(&e->own_dg_s, e->cfg.spill, dl, "our digests", &e->err);
+  return rc;
+}
+
+typedef struct reblind_stream_job {
+  cr_engine *e;
+  const uint8_t *points;
+  uint8_t *digests; /* digest_bytes each */
+  uint64_t bad;
+  pthread_mutex_t mu;
+} reblind_stream_job;
+
+static int reblind_stream_range(void *ctx, size_t begin, size_t end) {
+  reblind_stream_job *j = ctx;
+  cr_engine *e = j->e;
+  size_t pb = e->suite->point_bytes, dl = e->plan.digest_bytes;
+  uint8_t y[CR_BLIND_GROUP * CR_MAX_POINT_BYTES];
+  int rc = 0;
+  for (size_t g = begin; g < end; g += CR_BLIND_GROUP) {
+    size_t m = end - g < CR_BLIND_GROUP ? end - g : CR_BLIND_GROUP;
+    size_t bad = SIZE_MAX;
+    if (cr_suite_reblind_batch(e->suite, y, e->k, j->points + g * pb, m, &bad) != 0) {
+      size_t i = g + (bad < m ? bad : 0);
+      pthread_mutex_lock(&j->mu);
+      if (i < j->bad)
+        j->bad = i;
+      pthread_mutex_unlock(&j->mu);
+      rc = CR_EPROTO;
+      break;
+    }
+    for (size_t q = 0; q < m; q++)
+      cr_digest(j->digests + (g + q) * dl, dl, e->plan.session_id, y + q * pb, pb);
+  }
+  sodium_memzero(y, sizeof y);
+  return rc;
+}
+
+static int reblind_stream(cr_engine *e, const uint8_t *points, const uint8_t *labels, size_t n,
+                          uint64_t *bad) {
+  size_t pb = e->suite->point_bytes, dl = e->plan.digest_bytes;
+  uint8_t key[4 + CR_MAX_DIGEST_BYTES], lab[4] = {0};
+  int rc;
+  if (!e->prepared || e->peer_finished || n > peer_points_total(e) - e->peer_points ||
+      (e->plan.peer_grouped && labels == NULL))
+    return CR_EINVAL;
+  reblind_stream_job job;
+  job.e = e;
+  job.points = points;
+  job.digests = malloc((n ? n : 1) * dl);
+  job.bad = UINT64_MAX;
+  if (job.digests == NULL)
+    return CR_ENOMEM;
+  pthread_mutex_init(&job.mu, NULL);
+  rc = cr_pool_for(e->cfg.pool, n, CR_POOL_CHUNK, reblind_stream_range, &job);
+  pthread_mutex_destroy(&job.mu);
+  if (rc != 0) {
+    *bad = job.bad;
+    if (job.bad != UINT64_MAX)
+      rc = violation(e, CR_RULE_POINT_INVALID);
+  }
+  int grouped = e->plan.peer_grouped;
+  for (size_t i = 0; i < n && rc == 0; i++) {
+    const uint8_t *dg = job.digests + i * dl;
+    if (grouped)
+      memcpy(lab, labels + 4 * i, 4);
+    if (e->peer_fp_s != NULL)
+      rc = cr_sorter_add(e->peer_fp_s, points + i * pb, NULL, 0, &e->err);
+    if (rc == 0 && e->peer_match_s != NULL)
+      rc = cr_sorter_add(e->peer_match_s, dg, grouped ? lab : NULL, grouped ? 4 : 0, &e->err);
+    if (rc == 0 && e->peer_ret_s != NULL && e->peer_ret_s != e->peer_match_s) {
+      if (e->plan.members) {
+        rc = cr_sorter_add(e->peer_ret_s, NULL, dg, dl, &e->err);
+      } else if (!grouped) {
+        rc = cr_sorter_add(e->peer_ret_s, dg, NULL, 0, &e->err);
+      } else {
+        memcpy(key, lab, 4);
+        memcpy(key + 4, dg, dl);
+        rc = cr_sorter_add(e->peer_ret_s, key, NULL, 0, &e->err);
+      }
+    }
+  }
+  sodium_memzero(key, sizeof key);
+  sodium_memzero(job.digests, (n ? n : 1) * dl);
+  free(job.digests);
+  if (rc == 0)
+    e->peer_points += n;
+  return rc;
+}
+
+static int peer_done_stream(cr_engine *e) {
+  int rc = 0;
+  if (!e->prepared || e->peer_finished || e->peer_points != peer_points_total(e))
+    return CR_EINVAL;
+  e->peer_finished = 1;
+  if (e->peer_fp_s != NULL && (rc = cr_sorter_finish(e->peer_fp_s, &e->err)) != 0)
+    return rc;
+  if (e->peer_match_s != NULL && (rc = cr_sorter_finish(e->peer_match_s, &e->err)) != 0)
+    return rc;
+  if (e->peer_ret_s != NULL && e->peer_ret_s != e->peer_match_s &&
+      (rc = cr_sorter_finish(e->peer_ret_s, &e->err)) != 0)
+    return rc;
+  if (e->peer_ret_s != NULL)
+    rc = cr_sorter_iter_new(e->peer_ret_s, &e->ret_it, &e->err);
+  return rc;
+}
+
+/* The next returned digest into e->ret_peek (1), 0 at the end. */
+static int ret_fetch(cr_engine *e) {
+  if (e->ret_peeked)
+    return 1;
+  if (!e->stream) {
+    if (e->peer_digests == NULL || e->ret_pos >= peer_points_total(e))
+      return 0;
+    e->ret_peek = e->peer_digests[e->ret_pos++];
+    e->ret_peeked = 1;
+    return 1;
+  }
+  const uint8_t *key, *pl;
+  size_t pl_len, dl = e->plan.digest_bytes;
+  if (e->ret_it == NULL)
+    return 0;
+  int rc = cr_sorter_iter_next(e->ret_it, &key, &pl, &pl_len, &e->err);
+  if (rc == 0) {
+    /* All returned: the reader's buffers go now, before matching. */
+    cr_sorter_iter_free(e->ret_it);
+    e->ret_it = NULL;
+  }
+  if (rc <= 0)
+    return rc;
+  memset(&e->ret_peek, 0, sizeof e->ret_peek);
+  if (e->plan.members) {
+    if (pl_len != dl)
+      return CR_EINVAL;
+    memcpy(e->ret_peek.d, pl, dl);
+  } else if (!e->plan.peer_grouped) {
+    memcpy(e->ret_peek.d, key, dl);
+  } else {
+    e->ret_peek.label = get_u32be(key);
+    memcpy(e->ret_peek.d, key + 4, dl);
+  }
+  e->ret_peeked = 1;
+  return 1;
+}
+
+int cr_engine_returned_next(cr_engine *e, size_t max, uint8_t *out, size_t *n, uint32_t *label) {
+  size_t dl = e->plan.digest_bytes, w = e->peer_w ? e->peer_w : 1;
+  int rc;
+  *n = 0;
+  *label = 0;
+  if (!e->plan.peer_receives || !e->peer_finished || max < w)
+    return CR_EINVAL;
+  /* Whole elements (a record's digests together), one label for count. */
+  while (*n + w <= max) {
+    for (size_t k = 0; k < w; k++) {
+      if ((rc = ret_fetch(e)) < 0)
+        return rc;
+      if (rc == 0)
+        return k == 0 ? 0 : CR_EINVAL;
+      if (k == 0 && *n > 0 && !e->plan.members && e->ret_peek.label != *label)
+        return 0;
+      if (*n == 0)
+        *label = e->ret_peek.label;
+      memcpy(out + (*n + k) * dl, e->ret_peek.d, dl);
+      e->ret_peeked = 0;
+    }
+    *n += w;
+  }
+  return 0;
+}
+
+static int own_add_stream(cr_engine *e, const uint8_t *plain, uint64_t n, uint32_t label,
+                          int continues) {
+  size_t l = e->plan.digest_bytes;
+  uint8_t pl[8];
+  int rc = 0;
+  if (e->own_dg_s == NULL || n > own_points(e) - e->own_digests_n || (n > 0 && plain == NULL))
+    return CR_EINVAL;
+  /* Strictly increasing: an equal neighbour would count a match twice. */
+  if (!e->plan.members) {
+    for (uint64_t i = 0; i < n; i++) {
+      const uint8_t *prev = i > 0 ? plain + (i - 1) * l : continues ? e->own_last : NULL;
+      if (prev != NULL && memcmp(prev, plain + i * l, l) >= 0)
+        return violation(e, CR_RULE_DIGEST_ORDER);
+    }
+  }
+  int grouped = e->label_map != NULL;
+  put_u32be(pl, label);
+  for (uint64_t i = 0; i < n && rc == 0; i++) {
+    size_t pl_len = grouped ? 4 : 0;
+    if (e->plan.members) {
+      /* Back in our send order: the rank among real positions is the
+       * dataset iterator's element. */
+      uint64_t p = e->own_digests_n + i;
+      uint32_t rank = CR_RANK_PAD;
+      if (p >= e->pos) /* a digest for a point we have not sent yet */
+        return violation(e, CR_RULE_DIGEST_ORDER);
+      if (!(e->is_pad[p / 8] & (1u << (p % 8))))
+        rank = (uint32_t)e->own_real_back++;
+      put_u32be(pl + pl_len, rank);
+      pl_len += 4;
+    }
+    rc = cr_sorter_add(e->own_dg_s, plain + i * l, pl, pl_len, &e->err);
+  }
+  sodium_memzero(pl, sizeof pl);
+  if (rc != 0)
+    return rc;
+  if (n > 0) {
+    memset(e->own_last, 0, sizeof e->own_last);
+    memcpy(e->own_last, plain + (n - 1) * l, l);
+  }
+  e->own_digests_n += n;
+  return 0;
+}
+
+/* A sorted stream's next record, copied: key (kb bytes) and payload (at
+ * most 8 bytes, *pl_len of them). 1, 0 at the end, or a negative code. */
+static int next_rec(cr_engine *e, cr_sorter_iter *it, size_t kb, uint8_t *key, uint8_t pl[8],
+                    size_t *pl_len) {
+  const uint8_t *k = NULL, *p = NULL;
+  size_t n = 0;
+  int rc = cr_sorter_iter_next(it, &k, &p, &n, &e->err);
+  if (rc != 1)
+    return rc;
+  if ((kb > 0 && k == NULL) || n > 8 || (n > 0 && p == NULL))
+    return CR_EINVAL;
+  if (kb > 0)
+    memcpy(key, k, kb);
+  if (n > 0)
+    memcpy(pl, p, n);
+  *pl_len = n;
+  return 1;
+}
+
+/* Reflection and repeated points, by merging the sorted fingerprints of
+ * our points and the peer's. */
+static int check_points_stream(cr_engine *e) {
+  cr_sorter_iter *oi = NULL, *pi = NULL;
+  uint8_t own[CR_FP_BYTES], cur[CR_FP_BYTES], prev[CR_FP_BYTES], pl[8];
+  size_t pl_len = 0;
+  int rc, orc = 0, reflected = 0, repeated = 0, have_prev = 0;
+  if ((rc = cr_sorter_iter_new(e->own_fp_s, &oi, &e->err)) != 0 ||
+      (rc = cr_sorter_iter_new(e->peer_fp_s, &pi, &e->err)) != 0)
+    goto out;
+  orc = next_rec(e, oi, CR_FP_BYTES, own, pl, &pl_len);
+  while (orc >= 0 && (rc = next_rec(e, pi, CR_FP_BYTES, cur, pl, &pl_len)) == 1) {
+    if (have_prev && memcmp(prev, cur, CR_FP_BYTES) == 0)
+      repeated = 1;
+    memcpy(prev, cur, CR_FP_BYTES);
+    have_prev = 1;
+    while (orc == 1 && memcmp(own, cur, CR_FP_BYTES) < 0)
+      orc = next_rec(e, oi, CR_FP_BYTES, own, pl, &pl_len);
+    if (orc == 1 && memcmp(own, cur, CR_FP_BYTES) == 0)
+      reflected = 1;
+  }
+  if (orc < 0)
+    rc = orc;
+  if (rc == 0)
+    rc = reflected  ? violation(e, CR_RULE_POINT_REFLECTED)
+         : repeated ? violation(e, CR_RULE_POINT_REPEATED)
+                    : 0;
+out:
+  sodium_memzero(own, sizeof own);
+  sodium_memzero(cur, sizeof cur);
+  sodium_memzero(prev, sizeof prev);
+  cr_sorter_iter_free(oi);
+  cr_sorter_iter_free(pi);
+  return rc;
+}
+
+/* Merge-joins our digests (sorted) with the peer's: counts, cells and the
+ * members bitmap into t/out; checks no own digest repeats and that ours
+ * are not exactly the peer's (echo). */
+static int tally_stream(cr_engine *e, cr_role own_role, const size_t *nlabels, tally *t,
+                        cr_engine_result *out) {
+  cr_sorter_iter *oi = NULL, *pi = NULL;
+  uint8_t own[CR_ENGINE_DIGEST_SLOT], peer[CR_ENGINE_DIGEST_SLOT], prev[CR_ENGINE_DIGEST_SLOT];
+  uint8_t opl[8], ppl[8];
+  size_t opl_len = 0, ppl_len = 0, dl = e->plan.digest_bytes;
+  cr_engine_digest hit;
+  const cr_engine_digest *hits[1];
+  int rc, prc = 0, repeated = 0, have_prev = 0, all_equal = 1;
+  int own_grouped = e->label_map != NULL, members = e->plan.members;
+  memset(&hit, 0, sizeof hit);
+  memset(opl, 0, sizeof opl);
+  memset(ppl, 0, sizeof ppl);
+  if ((rc = cr_sorter_finish(e->own_dg_s, &e->err)) != 0 ||
+      (rc = cr_sorter_iter_new(e->own_dg_s, &oi, &e->err)) != 0 ||
+      (rc = cr_sorter_iter_new(e->peer_match_s, &pi, &e->err)) != 0)
+    goto out;
+  prc = next_rec(e, pi, dl, peer, ppl, &ppl_len);
+  while (prc >= 0 && (rc = next_rec(e, oi, dl, own, opl, &opl_len)) == 1) {
+    if (have_prev && memcmp(prev, own, dl) == 0)
+      repeated = 1;
+    memcpy(prev, own, dl);
+    have_prev = 1;
+    while (prc == 1 && memcmp(peer, own, dl) < 0) {
+      all_equal = 0;
+      prc = next_rec(e, pi, dl, peer, ppl, &ppl_len);
+    }
+    hits[0] = NULL;
+    if (prc == 1 && memcmp(peer, own, dl) == 0) {
+      hit.label = ppl_len >= 4 ? get_u32be(ppl) : 0;
+      hits[0] = &hit;
+      prc = next_rec(e, pi, dl, peer, ppl, &ppl_len);
+    } else {
+      all_equal = 0;
+    }
+    uint32_t own_label = own_grouped && opl_len >= 4 ? get_u32be(opl) : 0;
+    uint32_t rank = members && opl_len >= 4 ? get_u32be(opl + opl_len - 4) : CR_RANK_PAD;
+    if (members && rank == CR_RANK_PAD)
+      continue; /* a pad is no element and never counts */
+    unsigned mask = count_element(t, hits, 1, own_label, own_role, nlabels);
+    if (mask != 0 && members && rank < e->real_n)
+      out->matched[rank / 8] |= (uint8_t)(1u << (rank % 8));
+  }
+  if (prc < 0)
+    rc = prc;
+  if (rc == 0 && prc == 1)
+    all_equal = 0;
+  if (rc == 0 && repeated)
+    rc = violation(e, CR_RULE_DIGEST_REPEATED);
+  /* Echo: the digests we returned to the peer, handed back as ours. */
+  if (rc == 0 && all_equal && e->plan.peer_receives && own_points(e) == peer_points_total(e))
+    rc = violation(e, CR_RULE_DIGEST_ECHO);
+out:
+  sodium_memzero(own, sizeof own);
+  sodium_memzero(peer, sizeof peer);
+  sodium_memzero(prev, sizeof prev);
+  sodium_memzero(&hit, sizeof hit);
+  cr_sorter_iter_free(oi);
+  cr_sorter_iter_free(pi);
+  return rc;
+}
+
 /* Counts each element of the counted side with a match; per cell when
  * grouped, per own element when members. Every released number is
  * thresholded here, so nothing below min_count leaves the engine. */
@@ -778,16 +1467,25 @@ int cr_engine_match(cr_engine *e, cr_role own_role, const size_t nlabels[CR_ROLE
    * side's, the same number), or the peer's records. */
   int peer_records = pw > 1;
   size_t w = peer_records ? pw : ow;
-  int members = e->plan.members, rc;
+  int members = e->plan.members, stream = e->stream, rc;
   cr_engine_digest *mine = NULL;
   const cr_engine_digest *hits[CR_TEMPLATE_MAX_KEYS];
   tally *t = NULL;
   memset(out, 0, sizeof *out);
-  if (e->own_digests == NULL || e->peer_match == NULL || e->own_digests_n != own_points(e) ||
-      e->own_fp == NULL || e->peer_fp == NULL || (members && peer_records))
-    return CR_EINVAL;
-  if ((rc = check_peer(e, &mine)) != 0)
-    return rc;
+  if (stream) {
+    if (e->own_dg_s == NULL || e->peer_match_s == NULL || e->own_fp_s == NULL ||
+        e->peer_fp_s == NULL || e->own_digests_n != own_points(e) || e->pos != e->own_n ||
+        !e->peer_finished)
+      return CR_EINVAL;
+    if ((rc = check_points_stream(e)) != 0)
+      return rc;
+  } else {
+    if (e->own_digests == NULL || e->peer_match == NULL || e->own_digests_n != own_points(e) ||
+        e->own_fp == NULL || e->peer_fp == NULL || (members && peer_records))
+      return CR_EINVAL;
+    if ((rc = check_peer(e, &mine)) != 0)
+      return rc;
+  }
   t = calloc(1, sizeof *t);
   if (t == NULL || (grouped && (t->cells = calloc(np * nc, sizeof *t->cells)) == NULL)) {
     rc = CR_ENOMEM;
@@ -800,7 +1498,10 @@ int cr_engine_match(cr_engine *e, cr_role own_role, const size_t nlabels[CR_ROLE
       goto out;
     }
   }
-  if (!peer_records) {
+  if (stream) {
+    if ((rc = tally_stream(e, own_role, nlabels, t, out)) != 0)
+      goto out;
+  } else if (!peer_records) {
     size_t npeer = (size_t)peer_points_total(e);
     for (uint64_t i = 0; i < e->own_n; i++) {
       /* members: element i is the one we sent i-th, own element order[i];

@@ -109,6 +109,9 @@ struct cr_session {
   int peer_receives; /* peer is in results_to: return its digests */
   uint64_t digests_sent;
   uint64_t digests_seq;
+  uint8_t *ret_buf;                        /* digests of one Digests frame */
+  uint8_t ret_last[CR_ENGINE_DIGEST_SLOT]; /* the last digest returned: a GCS base */
+  uint32_t ret_last_label;
 
   /* Own digests returned by the peer (only when this side receives). */
   int self_receives;
@@ -206,6 +209,9 @@ static void release_engine(cr_session *s) {
     cr_engine_wipe(s->eng);
   free(s->peer_label_seen);
   s->peer_label_seen = NULL;
+  free(s->ret_buf); /* wiped after each frame */
+  s->ret_buf = NULL;
+  sodium_memzero(s->ret_last, sizeof s->ret_last);
   wipe_noise(s);
 }
 
@@ -358,6 +364,16 @@ static int fail(cr_session *s, int code, int wire, int from_peer, const char *fm
 #define RULE_FAIL(s, rule, ...) ((s)->peer_rule = (rule), PROTO_FAIL((s), __VA_ARGS__))
 
 /* The fixed wording of each engine rule, for the wire and our message. */
+/* A failure of the engine that is not the peer's: its tables (sorters on
+ * the work directory: a full disk or the disk cap, named in the engine's
+ * message) or memory. */
+static int engine_fail(cr_session *s, int rc, const char *what) {
+  const char *why = cr_engine_error_message(s->eng);
+  if (rc == CR_ENOMEM && !why[0])
+    why = "out of memory";
+  return fail(s, rc, CR_WIRE_INTERNAL, 0, "%s: %s", what, why[0] ? why : cr_strerror(rc));
+}
+
 static const char *rule_text(cr_engine_rule r) {
   switch (r) {
   case CR_RULE_POINT_INVALID:
@@ -467,7 +483,8 @@ int cr_session_check_local(const cr_session_config *cfg, int64_t now_unix, cr_er
                             "query \"%s\" declares no parameter \"%s\" (queries.%s.params)",
                             q->name, cfg->param_names[j], q->name);
     }
-    if (q->group_by[cfg->role] && cfg->data != NULL && cfg->data->labels == NULL)
+    /* Grouped data has label names (per-element labels may be spilled). */
+    if (q->group_by[cfg->role] && cfg->data != NULL && cfg->data->label_names == NULL)
       return cr_error_set(err, CR_EINVAL,
                           "query \"%s\" groups our set by \"%s\": load the data with that "
                           "group column",
@@ -526,7 +543,7 @@ static int setup_own_set(cr_session *s, const cr_dataset *d, char *msg, size_t c
     return CR_EINVAL;
   }
   s->own_grouped = q->group_by[s->cfg.role] != NULL;
-  if (s->own_grouped && (d->labels == NULL || d->nlabels == 0)) {
+  if (s->own_grouped && (d->label_names == NULL || d->nlabels == 0)) {
     snprintf(msg, cap, "our data was loaded without the group column \"%s\"",
              q->group_by[s->cfg.role]);
     return CR_EINVAL;
@@ -584,7 +601,8 @@ static int setup_own_set(cr_session *s, const cr_dataset *d, char *msg, size_t c
   }
   rc = cr_engine_set_own(s->eng, d, k, s->own_grouped ? s->own_label_map : NULL, pad);
   if (rc != 0) {
-    snprintf(msg, cap, "cannot take our set (%s)", cr_strerror(rc));
+    const char *why = cr_engine_error_message(s->eng);
+    snprintf(msg, cap, "cannot take our set (%s)", why[0] ? why : cr_strerror(rc));
     goto out;
   }
   s->own_n = cr_engine_own_n(s->eng);
@@ -713,7 +731,7 @@ int cr_session_new(cr_session **out, const cr_session_config *cfg, cr_error *err
       goto fail;
     }
     snprintf(s->res.query, sizeof s->res.query, "%s", s->query->name);
-    if (s->query->group_by[cfg->role] != NULL && cfg->data->labels == NULL) {
+    if (s->query->group_by[cfg->role] != NULL && cfg->data->label_names == NULL) {
       rc = cr_error_set(err, CR_EINVAL,
                         "query \"%s\" groups our set by \"%s\", but the data "
                         "was loaded without that column",
@@ -1264,8 +1282,7 @@ static int on_hello(cr_session *s, const Cleanroom__V1__Hello *h, const uint8_t 
   plan.self_receives = s->self_receives;
   plan.peer_receives = s->peer_receives;
   if ((rc = cr_engine_prepare(s->eng, &plan)) != 0)
-    return fail(s, rc, CR_WIRE_INTERNAL, 0, "out of memory for the partner's %llu digests",
-                (unsigned long long)s->peer_n);
+    return engine_fail(s, rc, "cannot make room for the partner's digests");
   s->recv = CR_STATE_EXPECT_SET;
   return 0;
 }
@@ -1320,7 +1337,7 @@ static int on_batch(cr_session *s, const Cleanroom__V1__Batch *b) {
                      (unsigned long long)bad, (unsigned long long)b->seq,
                      cr_engine_suite_name(s->eng));
   if (rc != 0)
-    return fail(s, rc, CR_WIRE_INTERNAL, 0, "cannot re-blind the partner's points");
+    return engine_fail(s, rc, "cannot re-blind the partner's points");
   s->peer_points += n * s->peer_w;
   s->peer_batch_seq++;
   return 0;
@@ -1339,7 +1356,7 @@ static int on_end_of_set(cr_session *s, const Cleanroom__V1__EndOfSet *e) {
   /* The engine sorts: for matching, and (count) per label for return. */
   int rc = cr_engine_peer_done(s->eng);
   if (rc != 0)
-    return fail(s, rc, CR_WIRE_INTERNAL, 0, "out of memory");
+    return engine_fail(s, rc, "cannot sort the partner's digests");
   return 0;
 }
 
@@ -1410,7 +1427,7 @@ static int on_digests(cr_session *s, const Cleanroom__V1__Digests *d) {
                      "the partner returned digests out of order: %s (Digests %llu)",
                      rule_text(CR_RULE_DIGEST_ORDER), (unsigned long long)d->seq);
   if (rc != 0)
-    return fail(s, rc, CR_WIRE_INTERNAL, 0, "cannot take our digests back");
+    return engine_fail(s, rc, "cannot take our digests back");
   s->own_digests_n += n;
   s->own_label_got += ne;
   s->own_digests_seq++;
@@ -1433,7 +1450,7 @@ static int compute_result(cr_session *s) {
     return RULE_FAIL(s, rule, "the partner broke a rule: %s; nothing is released", rule);
   }
   if (rc != 0)
-    return fail(s, rc, CR_WIRE_INTERNAL, 0, "out of memory");
+    return engine_fail(s, rc, "cannot match");
   if (s->noisy) {
     /* Only the count (or the cells) is released with noise: a per-key
      * breakdown would be more numbers for the privacy budget, and exact
@@ -2100,7 +2117,7 @@ static int produce_batch(cr_session *s) {
   free(points);
   free(labels);
   if (rc)
-    return fail(s, rc, CR_WIRE_INTERNAL, 0, "cannot blind or encode our points");
+    return engine_fail(s, rc, "cannot blind or encode our points");
   s->points_sent += n;
   s->batch_seq++;
   if (s->points_sent == s->own_n)
@@ -2123,48 +2140,51 @@ static int produce_end_of_set(cr_session *s) {
 
 /* One Digests frame: the next run of the peer's digests sharing a label. */
 static int produce_digests(cr_session *s) {
-  const ldigest *pd = cr_engine_returned(s->eng);
   size_t l = s->digest_bytes, w = s->peer_w;
-  uint64_t start = s->digests_sent, n = 0, total = s->peer_n * w;
-  uint64_t max = s->cfg.batch_size * 4 >= w ? s->cfg.batch_size * 4 : w;
-  uint32_t label = pd[start].label;
-  /* Whole elements: a record's digests stay in one frame. */
-  while (start + n < total && n + w <= max && (s->members || pd[start + n].label == label))
-    n += w;
+  uint64_t start = s->digests_sent, total = s->peer_n * w;
+  size_t max = s->cfg.batch_size * 4 >= w ? s->cfg.batch_size * 4 : w, n = 0;
+  uint32_t label = 0;
+  if (s->ret_buf == NULL && (s->ret_buf = malloc(max * l)) == NULL)
+    return fail(s, CR_ENOMEM, CR_WIRE_INTERNAL, 0, "out of memory");
+  /* Whole elements (a record's digests stay in one frame), one label. */
+  int rc = cr_engine_returned_next(s->eng, max, s->ret_buf, &n, &label);
+  if (rc != 0)
+    return engine_fail(s, rc, "cannot read the partner's digests back");
+  if (n == 0 || n > total - start)
+    return fail(s, CR_EINVAL, CR_WIRE_INTERNAL, 0,
+                "the partner's digests to return number %llu, not the %llu received",
+                (unsigned long long)start + n, (unsigned long long)total);
   Cleanroom__V1__Digests d = CLEANROOM__V1__DIGESTS__INIT;
   Cleanroom__V1__Frame f = CLEANROOM__V1__FRAME__INIT;
   d.seq = s->digests_seq;
   d.label = s->members ? 0 : label;
-  uint8_t *buf = NULL;
   cr_buf coded;
   cr_buf_init(&coded);
-  int rc = 0;
   if (!s->members && l <= CR_GCS_MAX_BYTES && w == 1) {
     /* Sorted and uniform: Golomb-Rice coded, from the previous frame's
      * last digest of the same label. */
-    const uint8_t *base = start > 0 && pd[start - 1].label == label ? pd[start - 1].d : NULL;
+    const uint8_t *base = start > 0 && s->ret_last_label == label ? s->ret_last : NULL;
     uint64_t run = s->res.label_sizes[cr_role_other(s->cfg.role)][label];
     unsigned k = cr__gcs_k(l, run);
-    rc = cr__gcs_encode(&coded, pd[start].d, sizeof(ldigest), l, n, k, base);
+    rc = cr__gcs_encode(&coded, s->ret_buf, l, l, n, k, base);
     d.gcs.data = coded.data;
     d.gcs.len = coded.len;
     d.gcs_count = n;
     d.rice_k = k;
   } else {
-    buf = malloc((size_t)n * l);
-    if (buf == NULL)
-      rc = CR_ENOMEM;
-    for (uint64_t i = 0; buf != NULL && i < n; i++)
-      memcpy(buf + i * l, pd[start + i].d, l);
-    d.digests.data = buf;
-    d.digests.len = (size_t)n * l;
+    d.digests.data = s->ret_buf;
+    d.digests.len = n * l;
   }
   f.msg_case = CLEANROOM__V1__FRAME__MSG_DIGESTS;
   f.digests = &d;
   if (rc == 0)
     rc = send_frame(s, &f, 1);
-  free(buf);
+  if (coded.data != NULL)
+    sodium_memzero(coded.data, coded.len); /* the digests, coded */
   cr_buf_free(&coded);
+  memcpy(s->ret_last, s->ret_buf + (n - 1) * l, l);
+  s->ret_last_label = label;
+  sodium_memzero(s->ret_buf, n * l);
   if (rc)
     return fail(s, rc, CR_WIRE_INTERNAL, 0, "cannot encode Digests");
   s->digests_sent += n;
@@ -2284,8 +2304,16 @@ void cr_session_progress_get(const cr_session *s, cr_session_progress *p) {
     p->phase = "done";
   else if (s->recv == CR_STATE_EXPECT_HELLO)
     p->phase = "hello";
-  else if (s->send <= CR_SEND_END_OF_SET || s->recv == CR_STATE_EXPECT_SET)
+  else if (s->send <= CR_SEND_END_OF_SET ||
+           (s->recv == CR_STATE_EXPECT_SET && s->peer_points < s->peer_n * s->peer_w))
     p->phase = "exchanging sets";
+  /* The engine's tables (sorters, spilled beyond the memory budget): the
+   * partner's set is in and sorted at its EndOfSet, the first digests back
+   * come from merging the runs; our digests all back, the merge-join. */
+  else if (s->recv == CR_STATE_EXPECT_SET || (s->send == CR_SEND_DIGESTS && s->digests_sent == 0))
+    p->phase = "sorting";
+  else if (s->recv == CR_STATE_EXPECT_DIGESTS && s->own_digests_n == s->own_n * s->own_w)
+    p->phase = "matching";
   else if (s->recv == CR_STATE_EXPECT_DIGESTS || s->send == CR_SEND_DIGESTS ||
            s->send == CR_SEND_END_OF_DIGESTS)
     p->phase = "returning digests";
