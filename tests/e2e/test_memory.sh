@@ -19,11 +19,11 @@
 # 4. SIGKILL: a node killed mid-session leaves its `cleanroom-*` directory;
 #    the next start removes it, says so on stderr and in the audit log
 #    (spill_recovered), and after a normal exit nothing remains.
-# 5. A full work directory (a 320 KiB tmpfs when this test may mount one;
-#    the --spill-max 320K cap in any case: room for the provider's data load
-#    at start, about 150 KiB spilled, not for a session's tables, about 600
-#    KiB): a clear error naming the directory, a
-#    non-zero exit, no rows file, the failure in the audit log, and the
+# 5. A full work directory (a 400 KiB tmpfs when this test may mount one;
+#    the --spill-max 400K cap in any case: room for the provider's data
+#    load, not for an overlap session's tables as well): a clear error
+#    naming the directory, a non-zero exit, the failure in the audit log,
+#    nothing released, and the
 #    partner reports the failure too.
 #
 # Parts 2 (spilled bytes), 3 and 5 need the sorters to spill, i.e. the
@@ -316,22 +316,22 @@ expect_eq "kill: after a normal exit nothing remains" 0 "$(count_left w-kill)"
 
 # ---- 5. a full work directory -------------------------------------------------
 
-# full_case TAG: the provider's work directory is full (its node fails);
-# serve flags in SERVE_FLAGS.
+# full_case TAG DIR [FLAGS]: the provider's work directory DIR is full. Its
+# data load fits; its session tables for an overlap count (both sides
+# match, so it keeps the fingerprints and digests of both sets) do not.
+# Extra serve flags in FLAGS.
 full_case() {
   local tag=$1 dir=$2
   shift 2
   start_server template.json bprov.csv --once --timeout 60 --memory 1 --work-dir "$dir" \
     --audit "p-$tag.jsonl" "$@"
-  run_client template.json bcons.csv members --timeout 60 --memory 1 --work-dir "w-$tag-c" \
-    --audit "c-$tag.jsonl" --out "rows-$tag.csv"
+  run_client template.json bcons.csv overlap --timeout 60 --memory 1 --work-dir "w-$tag-c" \
+    --audit "c-$tag.jsonl"
   wait_server
   if [ "$SERVER_RC" -ne 0 ]; then ok "$tag: serve exits non-zero ($SERVER_RC)"; else fail "$tag: serve exited 0"; fi
   if [ "$RUN_RC" -ne 0 ]; then ok "$tag: the partner's run fails too ($RUN_RC)"; else fail "$tag: the run exited 0"; fi
   expect_grep "$tag: the error names the work directory" "$dir" server.err
   expect_grep "$tag: the session failed in its tables, not at start" "session with .* failed: .*work directory" server.err
-  if [ -e "rows-$tag.csv" ]; then fail "$tag: a rows file was written"; else ok "$tag: no rows file"; fi
-  if ls "rows-$tag.csv".* >/dev/null 2>&1; then fail "$tag: a temporary rows file remains"; else ok "$tag: no temporary rows file"; fi
   expect_grep "$tag: the provider's audit log records the failure" '"event":"session_aborted".*"error":"EIO"' "p-$tag.jsonl"
   expect_grep "$tag: the consumer's audit log records the failure" '"event":"session_aborted"' "c-$tag.jsonl"
   if grep -q '"event":"result_released"' "p-$tag.jsonl" "c-$tag.jsonl"; then
@@ -339,13 +339,14 @@ full_case() {
   else
     ok "$tag: nothing released"
   fi
+  if grep -q '"released":{' run.out; then fail "$tag: the run printed a result"; else ok "$tag: the run printed no result"; fi
   cp server.err "serve-$tag.err"
   cp run.err "run-$tag.err"
 }
 
 MNT=""
 mkdir -p w-tmpfs
-if [ "$(id -u)" = 0 ] && mount -t tmpfs -o size=320k,mode=0700 tmpfs w-tmpfs 2>/dev/null; then
+if [ "$(id -u)" = 0 ] && mount -t tmpfs -o size=400k,mode=0700 tmpfs w-tmpfs 2>/dev/null; then
   MNT=$PWD/w-tmpfs
   trap 'umount "$MNT" 2>/dev/null || true; cleanup' EXIT
   full_case tmpfs "$MNT"
@@ -354,7 +355,7 @@ else
   echo "note: cannot mount a tmpfs here; the full work directory is tested with --spill-max only"
 fi
 mkdir -p w-cap
-full_case cap "$PWD/w-cap" --spill-max 320K
+full_case cap "$PWD/w-cap" --spill-max 400K
 expect_eq "cap: nothing left in the work directory" 0 "$(count_left w-cap)"
 
 finish
