@@ -278,13 +278,11 @@ typedef struct cr_dataset {
    * a session sends them; they are in `elements`, in memory below the
    * budget and spilled (encrypted) above it.
    *
-   * TRANSITIONAL (issue 17, until the engine reads single-key sets with
-   * cr_dataset_iter): when the elements did not spill, a loaded single-key
-   * set also fills bytes/off (value i is bytes[off[i] .. off[i+1])) and
-   * labels in the iterator's order, so element i is the iterator's i-th;
-   * when they spilled, bytes, off and labels are NULL. Nothing but the
-   * engine may read them for one key. With several keys they hold the
-   * values (below) as before. Wiped on free.
+   * A loaded single-key set has no per-element arrays: bytes, off and
+   * labels are NULL (hand-built sets, as in tests and fuzzers, may fill
+   * bytes/off/labels instead of `elements`; the iterator reads them in
+   * index order). With several keys they hold the values (below). Wiped on
+   * free.
    */
   size_t n;
   uint8_t *bytes;
@@ -304,8 +302,8 @@ typedef struct cr_dataset {
   uint64_t duplicates; /* accepted rows whose key was already seen */
 
   /* group_by only (NULL / 0 otherwise): labels[i] is element i's index
-   * into label_names (sorted bytewise; one key: transitional, as bytes
-   * above, and cr_dataset_iter gives each element's label);
+   * into label_names (sorted bytewise; a loaded single-key set has none:
+   * cr_dataset_iter gives each element's label);
    * label_sizes[j] counts elements of label j. */
   uint32_t *labels;
   char **label_names;

@@ -399,56 +399,6 @@ static int finish_elements(cr_dataset *d, struct label_table *lt, int grouped, c
   return rc;
 }
 
-/*
- * TRANSITIONAL (issue 17): until the engine reads single-key sets through
- * cr_dataset_iter, a set whose elements stayed in memory also gets
- * bytes/off/labels in the iterator's order (dataset.h).
- */
-static int fill_in_memory(cr_dataset *d, int grouped, cr_error *err) {
-  cr_dataset_iter *it = NULL;
-  cr_buf arena;
-  cr_buf_init(&arena);
-  d->off = malloc((d->n + 1) * sizeof *d->off);
-  if (d->off == NULL ||
-      (grouped && (d->labels = calloc(d->n ? d->n : 1, sizeof *d->labels)) == NULL))
-    return cr_error_set(err, CR_ENOMEM, "out of memory");
-  d->off[0] = 0;
-  int rc = cr_dataset_iter_new(d, &it, err);
-  size_t i = 0;
-  while (rc == 0) {
-    const uint8_t *k;
-    size_t len;
-    uint32_t label;
-    int got = cr_dataset_iter_next(it, &k, &len, &label, err);
-    if (got <= 0) {
-      rc = got;
-      break;
-    }
-    if (i >= d->n || (rc = cr_buf_append(&arena, k, len)) != 0) {
-      rc = cr_error_set(err, i >= d->n ? CR_EINTERNAL : CR_ENOMEM, "out of memory");
-      break;
-    }
-    if (grouped)
-      d->labels[i] = label;
-    d->off[++i] = arena.len;
-  }
-  cr_dataset_iter_free(it);
-  if (rc == 0 && i != d->n)
-    rc = cr_error_set(err, CR_EINTERNAL, "the data set's elements changed while read");
-  if (rc != 0) {
-    cr_buf_free(&arena);
-    return rc;
-  }
-  if (arena.data == NULL) {
-    d->bytes = malloc(1);
-    if (d->bytes == NULL)
-      return cr_error_set(err, CR_ENOMEM, "out of memory");
-  } else {
-    d->bytes = arena.data; /* wiped by cr_dataset_free */
-  }
-  return 0;
-}
-
 int cr_dataset_load(cr_dataset **out, const char *path, const cr_template *t, cr_role role,
                     const cr_dataset_options *opt, cr_error *err) {
   int rc = 0;
@@ -779,9 +729,6 @@ int cr_dataset_load(cr_dataset **out, const char *path, const cr_template *t, cr
     }
   } else {
     if ((rc = finish_elements(d, &lt, grouped, err)) != 0)
-      goto out;
-    /* Transitional (dataset.h): in memory, also as arrays for the engine. */
-    if (!cr__elements_spilled(d->elements) && (rc = fill_in_memory(d, grouped, err)) != 0)
       goto out;
   }
   d->columns = hdr;
