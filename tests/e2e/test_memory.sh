@@ -236,7 +236,11 @@ for _ in $(seq 1 3000); do
       kill -STOP "$SERVER_PID" "$RUN_PID" 2>/dev/null || true
       SEEN=$((SEEN + 1))
       cat "$fd" >"copies/$pid-${fd##*/}-$SEEN" 2>/dev/null || true
-      echo "$(stat -L -c %a "$fd" 2>/dev/null) $(stat -c %a "$(dirname "$tgt")" 2>/dev/null) $tgt" >>modes.txt
+      # The file may be closed between the listing and stat: note it only
+      # when both modes were read.
+      fmode=$(stat -L -c %a "$fd" 2>/dev/null || true)
+      dmode=$(stat -c %a "$(dirname "$tgt")" 2>/dev/null || true)
+      [ -n "$fmode" ] && [ -n "$dmode" ] && echo "$fmode $dmode $tgt" >>modes.txt
       kill -CONT "$SERVER_PID" "$RUN_PID" 2>/dev/null || true
     done
   done
