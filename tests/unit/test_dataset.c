@@ -14,29 +14,11 @@
 #include <unistd.h>
 
 #include "cleanroom/dataset.h"
+#include "support/dataset_fixture.h"
 #include "support/dsiter.h"
 
 static char tmpdir[64];
 static char path[128];
-
-static char *prov_req[] = {"email", "segment"};
-static char *cons_req[] = {"email"};
-static char *email_cols[] = {"email"};
-static cr_normalizer email_norm[] = {CR_NORM_EMAIL};
-
-static void make_template(cr_template *t) {
-  memset(t, 0, sizeof *t);
-  t->name = "test";
-  t->match_key.name = "email";
-  t->match_key.columns = email_cols;
-  t->match_key.ncolumns = 1;
-  t->match_key.normalize = email_norm;
-  t->match_key.nnormalize = 1;
-  t->required_columns[CR_ROLE_PROVIDER] = prov_req;
-  t->nrequired_columns[CR_ROLE_PROVIDER] = 2;
-  t->required_columns[CR_ROLE_CONSUMER] = cons_req;
-  t->nrequired_columns[CR_ROLE_CONSUMER] = 1;
-}
 
 static int setup(void **state) {
   (void)state;
@@ -54,12 +36,7 @@ static int teardown(void **state) {
   return 0;
 }
 
-static void write_file(const char *data, size_t len) {
-  FILE *f = fopen(path, "wb");
-  assert_non_null(f);
-  assert_int_equal(fwrite(data, 1, len, f), len);
-  assert_int_equal(fclose(f), 0);
-}
+static void write_file(const char *data, size_t len) { write_file_at(path, data, len); }
 
 /* Asserts that msg quotes no cell (of 4+ bytes, raw or trimmed) of data,
  * from row `first` on (0: the header row too). */

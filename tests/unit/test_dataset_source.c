@@ -23,30 +23,12 @@
 #include <sqlite3.h>
 
 #include "cleanroom/dataset.h"
+#include "support/dataset_fixture.h"
 #include "support/dsiter.h"
 
 static char tmpdir[64];
 static char path[160];
 static char dbpath[160];
-
-static char *email_cols[] = {"email"};
-static char *prov_req[] = {"email", "segment"};
-static char *cons_req[] = {"email"};
-static cr_normalizer email_norm[] = {CR_NORM_EMAIL};
-
-static void make_template(cr_template *t) {
-  memset(t, 0, sizeof *t);
-  t->name = "test";
-  t->match_key.name = "email";
-  t->match_key.columns = email_cols;
-  t->match_key.ncolumns = 1;
-  t->match_key.normalize = email_norm;
-  t->match_key.nnormalize = 1;
-  t->required_columns[CR_ROLE_PROVIDER] = prov_req;
-  t->nrequired_columns[CR_ROLE_PROVIDER] = 2;
-  t->required_columns[CR_ROLE_CONSUMER] = cons_req;
-  t->nrequired_columns[CR_ROLE_CONSUMER] = 1;
-}
 
 static int setup(void **state) {
   (void)state;
@@ -66,12 +48,7 @@ static int teardown(void **state) {
   return 0;
 }
 
-static void write_file(const char *data, size_t len) {
-  FILE *f = fopen(path, "wb");
-  assert_non_null(f);
-  assert_int_equal(fwrite(data, 1, len, f), len);
-  assert_int_equal(fclose(f), 0);
-}
+static void write_file(const char *data, size_t len) { write_file_at(path, data, len); }
 
 static int load_csv(const char *data, size_t len, const cr_template *t, cr_role role,
                     const cr_dataset_options *opt, cr_dataset **d, cr_error *e) {

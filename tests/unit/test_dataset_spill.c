@@ -21,28 +21,13 @@
 #include <unistd.h>
 
 #include "cleanroom/dataset.h"
+#include "support/dataset_fixture.h"
 #include "support/dsiter.h"
 
 static char tmpdir[64];
 static char path[128];
 static char workdir[128];
 static char outpath[128];
-
-static char *prov_req[] = {"email", "segment"};
-static char *email_cols[] = {"email"};
-static cr_normalizer email_norm[] = {CR_NORM_EMAIL};
-
-static void make_template(cr_template *t) {
-  memset(t, 0, sizeof *t);
-  t->name = "test";
-  t->match_key.name = "email";
-  t->match_key.columns = email_cols;
-  t->match_key.ncolumns = 1;
-  t->match_key.normalize = email_norm;
-  t->match_key.nnormalize = 1;
-  t->required_columns[CR_ROLE_PROVIDER] = prov_req;
-  t->nrequired_columns[CR_ROLE_PROVIDER] = 2;
-}
 
 static int setup(void **state) {
   (void)state;
