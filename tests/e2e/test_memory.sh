@@ -322,14 +322,17 @@ expect_eq "kill: after a normal exit nothing remains" 0 "$(count_left w-kill)"
 
 # full_case TAG DIR [FLAGS]: the provider's work directory DIR is full. Its
 # data load fits; its session tables for an overlap count (both sides
-# match, so it keeps the fingerprints and digests of both sets) do not.
-# Extra serve flags in FLAGS.
+# match, so it keeps the fingerprints and digests of both sets) do not:
+# the partner's set (ccons.csv) is four times its own, and the provider's
+# tables of the partner's points and digests grow with it. Extra serve
+# flags in FLAGS.
+gen 5000 20000 2500 c
 full_case() {
   local tag=$1 dir=$2
   shift 2
-  start_server template.json bprov.csv --once --timeout 60 --memory 1 --work-dir "$dir" \
+  start_server template.json cprov.csv --once --timeout 60 --memory 1 --work-dir "$dir" \
     --audit "p-$tag.jsonl" "$@"
-  run_client template.json bcons.csv overlap --timeout 60 --memory 1 --work-dir "w-$tag-c" \
+  run_client template.json ccons.csv overlap --timeout 60 --memory 1 --work-dir "w-$tag-c" \
     --audit "c-$tag.jsonl"
   wait_server
   if [ "$SERVER_RC" -ne 0 ]; then ok "$tag: serve exits non-zero ($SERVER_RC)"; else fail "$tag: serve exited 0"; fi
