@@ -295,6 +295,13 @@ CR_NODISCARD int cr_sorter_iter_new(cr_sorter *s, cr_sorter_iter **out, cr_error
 int cr_sorter_iter_next(cr_sorter_iter *it, const uint8_t **key, const uint8_t **payload,
                         size_t *payload_len, cr_error *err);
 void cr_sorter_iter_free(cr_sorter_iter *it);
+/* This iterator is the sorter's last reader: from now on it gives the disk
+ * of the runs back as it reads them (holes punched in the spill file; the
+ * spill's disk figures fall with them), so a table read once while others
+ * fill does not hold its whole size to the end. No other iterator may be
+ * open on the sorter, and none may be made after. In memory: only the
+ * latter. */
+void cr_sorter_iter_consume(cr_sorter_iter *it);
 /* Wipes the memory, closes and forgets the runs (freeing their budget). */
 void cr_sorter_free(cr_sorter *s);
 

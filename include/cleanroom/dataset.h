@@ -427,6 +427,10 @@ void cr_dataset_iter_free(cr_dataset_iter *it);
  * CR_EINVAL; the data set's counts and cr_dataset_write_matches (which
  * reads the source again) still work. */
 void cr_dataset_iter_release(cr_dataset_iter *it);
+/* The same promise made before reading (no other reader, none after): the
+ * elements' spill is given back as the iterator reads it
+ * (cr_sorter_iter_consume), not only at the end. */
+void cr_dataset_iter_consume(cr_dataset_iter *it);
 
 /*
  * members: writes the rows of the source d was loaded from (read again, the

@@ -391,6 +391,8 @@ struct cr_sorter {
   int finished, spilled;
   uint64_t reserved; /* of the budget: blocks, index, write buffers */
   uint64_t limit;    /* most bytes of blocks and index; 0: the budget alone */
+  uint64_t punched;  /* bytes of the runs a consuming iterator gave back */
+  int consumed;      /* read by a consuming iterator: no other may start */
 
   block **blocks;
   size_t nblocks, blocks_cap, cur;
@@ -1026,6 +1028,8 @@ typedef struct reader {
   int fd;
   stream_state st;
   uint64_t off, end; /* the next chunk's offset, the run's end */
+  uint64_t hole;     /* consuming: the run is given back up to here */
+  int consume;       /* give back each chunk once read (cr_sorter_iter_consume) */
   uint64_t left;     /* records not yet read */
   uint8_t ad[8];
   int final;
@@ -1066,6 +1070,7 @@ static int reader_open(reader *r, const cr_sorter *s, int fd, const run *rn, cr_
   if (r->plain == NULL)
     return cr_error_set(err, CR_ENOMEM, "out of memory reading %s", s->what);
   r->off = rn->off;
+  r->hole = rn->off;
   r->end = rn->off + rn->len;
   r->left = rn->count;
   put_u64le(r->ad, rn->id);
@@ -1092,6 +1097,25 @@ static void reader_close(reader *r) {
     free(r->rec);
   }
   r->plain = r->rec = NULL;
+}
+
+/* A consuming reader gives back the file's blocks it has read: whole
+ * blocks inside this run only (a hole in a shared block would zero the
+ * neighbouring run's bytes). A file system without holes keeps them. */
+static void reader_punch(reader *r) {
+  const uint64_t blk = 4096;
+  uint64_t lo = (r->hole + blk - 1) / blk * blk, hi = r->off / blk * blk;
+  if (hi <= lo)
+    return;
+  if (fallocate(r->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)lo, (off_t)(hi - lo)) !=
+      0) {
+    r->consume = 0;
+    return;
+  }
+  cr_sorter *s = (cr_sorter *)r->s; /* one thread at a time per sorter */
+  s->punched += hi - lo;
+  disk_give(s->sp, hi - lo);
+  r->hole = hi;
 }
 
 /* Decrypts the next chunk (verified) into plain; cipher is scratch. */
@@ -1121,6 +1145,8 @@ static int reader_refill(reader *r, uint8_t *cipher, cr_error *err) {
   }
   r->pos = 0;
   r->len = (size_t)mlen;
+  if (r->consume)
+    reader_punch(r);
   return 0;
 }
 
@@ -1156,6 +1182,8 @@ static int reader_next(reader *r, uint8_t *cipher, cr_error *err) {
       if (r->len)
         return damaged(s, err);
     }
+    if (r->consume)
+      reader_punch(r); /* the last chunk, and a run of one chunk */
     return 0;
   }
   if (r->pos == r->len) {
@@ -1459,7 +1487,8 @@ struct cr_sorter_iter {
   cr_sorter *s;
   size_t i; /* in memory: the next index entry; a spilled log: the run being read */
   int merging;
-  int failed; /* a spilled log whose next run could not be opened */
+  int failed;  /* a spilled log whose next run could not be opened */
+  int consume; /* cr_sorter_iter_consume */
   merger m;
 };
 
@@ -1467,6 +1496,8 @@ int cr_sorter_iter_new(cr_sorter *s, cr_sorter_iter **out, cr_error *err) {
   *out = NULL;
   if (!s->finished)
     return cr_error_set(err, CR_EINVAL, "%s: read before the sort was finished", s->what);
+  if (s->consumed)
+    return cr_error_set(err, CR_EINVAL, "%s: already read once and given back", s->what);
   cr_sorter_iter *it = calloc(1, sizeof *it);
   if (it == NULL)
     return cr_error_set(err, CR_ENOMEM, "out of memory reading %s", s->what);
@@ -1498,6 +1529,7 @@ int cr_sorter_iter_next(cr_sorter_iter *it, const uint8_t **key, const uint8_t *
       it->failed = r; /* and stays failed */
       return r;
     }
+    it->m.r[0].consume = it->consume;
     it->merging = 1;
   }
   if (it->failed)
@@ -1511,6 +1543,13 @@ int cr_sorter_iter_next(cr_sorter_iter *it, const uint8_t **key, const uint8_t *
   *key = rec;
   rec_decode(rec, s->key_bytes, payload, payload_len, &total);
   return 1;
+}
+
+void cr_sorter_iter_consume(cr_sorter_iter *it) {
+  it->s->consumed = 1;
+  it->consume = 1;
+  for (size_t i = 0; it->merging && i < it->m.k; i++)
+    it->m.r[i].consume = 1;
 }
 
 void cr_sorter_iter_free(cr_sorter_iter *it) {
@@ -1528,7 +1567,7 @@ void cr_sorter_free(cr_sorter *s) {
   free_write_buffers(s);
   if (s->fd >= 0) {
     close(s->fd);
-    disk_give(s->sp, s->file_end);
+    disk_give(s->sp, s->file_end - s->punched);
   }
   free(s->runs);
   sodium_free(s->key);

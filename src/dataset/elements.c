@@ -302,6 +302,11 @@ int cr_dataset_iter_next(cr_dataset_iter *it, const uint8_t **key, size_t *len, 
   }
 }
 
+void cr_dataset_iter_consume(cr_dataset_iter *it) {
+  if (it != NULL && it->d->elements != NULL && it->c.it != NULL)
+    cr_sorter_iter_consume(it->c.it);
+}
+
 void cr_dataset_iter_release(cr_dataset_iter *it) {
   if (it == NULL)
     return;

@@ -1203,6 +1203,10 @@ static int prepare_stream(cr_engine *e, const cr_engine_plan *plan, size_t pw) {
     rc = cr_sorter_new(&e->own_dg_s, e->cfg.spill, dl, "our digests", &e->err);
   if (rc == 0)
     plan_memory(e);
+  /* Nothing reads our elements after this session but the send (unless our
+   * matched rows are written from them): their spill goes as they go. */
+  if (rc == 0 && e->cfg.release_data && e->it != NULL && !(plan->members && plan->self_receives))
+    cr_dataset_iter_consume(e->it);
   return rc;
 }
 

@@ -342,6 +342,96 @@ static void test_log_keeps_insertion_order(void **state) {
   cr_spill_close(sp);
 }
 
+/* A consuming iterator (the table's last reader) gives the runs' disk back
+ * as it reads: the spill's disk figure falls while it reads, the records
+ * come back the same and in order, and no reader may start after it. A
+ * log's runs, read one after another, too. */
+static void test_consume_gives_disk_back(void **state) {
+  (void)state;
+  char dir[300];
+  cr_spill *sp = open_spill("consume", 256u << 10, 0, dir, sizeof dir);
+  cr_error err = {0};
+  cr_sorter *s = fill(sp, 200000, 50021, 1);
+  assert_true(cr_sorter_spilled(s));
+  cr_spill_stats st;
+  cr_spill_stats_get(sp, &st);
+  uint64_t full = st.disk_now;
+  assert_true(full > (4u << 20));
+  cr_sorter_iter *it = NULL, *late = NULL;
+  assert_int_equal(cr_sorter_iter_new(s, &it, &err), 0);
+  cr_sorter_iter_consume(it);
+  const uint8_t *k, *p;
+  size_t pl, count = 0;
+  while (count < 150000 && cr_sorter_iter_next(it, &k, &p, &pl, &err) == 1)
+    count++;
+  cr_spill_stats_get(sp, &st);
+  /* Three quarters read: at least half of the disk given back. */
+  assert_true(st.disk_now < full / 2);
+  assert_true(st.disk_peak >= full); /* the peak stays what it was */
+  size_t rest = 0;
+  assert_int_equal(drain(it, &rest, &err), 0);
+  assert_int_equal(count + rest, 200000);
+  cr_sorter_iter_free(it);
+  assert_int_equal(cr_sorter_iter_new(s, &late, &err), CR_EINVAL);
+  assert_null(late);
+  assert_non_null(strstr(err.msg, "the test table"));
+  cr_sorter_free(s);
+  cr_spill_stats_get(sp, &st);
+  assert_int_equal(st.disk_now, 0); /* what was given back is not given twice */
+
+  /* The whole order, checked against a reader that does not consume. */
+  s = fill(sp, 60000, 1013, 0);
+  cr_sorter_iter *ref = NULL;
+  assert_int_equal(cr_sorter_iter_new(s, &ref, &err), 0);
+  uint8_t *want = malloc(60000 * 12);
+  assert_non_null(want);
+  for (size_t i = 0; i < 60000; i++) {
+    assert_int_equal(cr_sorter_iter_next(ref, &k, &p, &pl, &err), 1);
+    memcpy(want + 12 * i, k, 8);
+    memcpy(want + 12 * i + 8, p, 4);
+  }
+  cr_sorter_iter_free(ref);
+  assert_int_equal(cr_sorter_iter_new(s, &it, &err), 0);
+  cr_sorter_iter_consume(it);
+  for (size_t i = 0; i < 60000; i++) {
+    assert_int_equal(cr_sorter_iter_next(it, &k, &p, &pl, &err), 1);
+    assert_memory_equal(want + 12 * i, k, 8);
+    assert_memory_equal(want + 12 * i + 8, p, 4);
+  }
+  assert_int_equal(cr_sorter_iter_next(it, &k, &p, &pl, &err), 0);
+  cr_sorter_iter_free(it);
+  free(want);
+  cr_sorter_free(s);
+
+  /* A log. */
+  assert_int_equal(cr_sorter_new(&s, sp, 0, "the log", &err), 0);
+  for (uint32_t i = 0; i < 300000; i++)
+    assert_int_equal(cr_sorter_add(s, NULL, &i, sizeof i, &err), 0);
+  assert_int_equal(cr_sorter_finish(s, &err), 0);
+  assert_true(cr__sorter_runs(s) > 2);
+  cr_spill_stats_get(sp, &st);
+  full = st.disk_now;
+  assert_int_equal(cr_sorter_iter_new(s, &it, &err), 0);
+  cr_sorter_iter_consume(it);
+  for (uint32_t i = 0; i < 300000; i++) {
+    assert_int_equal(cr_sorter_iter_next(it, &k, &p, &pl, &err), 1);
+    uint32_t v;
+    memcpy(&v, p, 4);
+    assert_int_equal(v, i);
+    if (i == 250000) {
+      cr_spill_stats_get(sp, &st);
+      assert_true(st.disk_now < full / 2);
+    }
+  }
+  assert_int_equal(cr_sorter_iter_next(it, &k, &p, &pl, &err), 0);
+  cr_sorter_iter_free(it);
+  cr_sorter_free(s);
+  cr_spill_stats_get(sp, &st);
+  assert_int_equal(st.disk_now, 0);
+  cr_spill_close(sp);
+  assert_int_equal(count_entries(dir), 0);
+}
+
 /* Payloads of 0 and of the maximum, in memory and spilled (records larger
  * than a chunk span chunks). */
 static void test_payload_sizes(void **state) {
@@ -869,6 +959,7 @@ int main(void) {
       cmocka_unit_test(test_tiny_budget_spills_and_merges),
       cmocka_unit_test(test_iterators_at_once),
       cmocka_unit_test(test_log_keeps_insertion_order),
+      cmocka_unit_test(test_consume_gives_disk_back),
       cmocka_unit_test(test_payload_sizes),
       cmocka_unit_test(test_misuse),
       cmocka_unit_test(test_runs_are_encrypted_and_nameless),
