@@ -376,7 +376,7 @@ static int data_check(int argc, char **argv) {
   pc.spill_max_bytes = mem.spill_max_bytes;
   if ((rc = cr_party_open(&party, &pc, &err)) != 0) {
     cr_cli_errorf(cmd, "%s", cr_error_message(&err, rc));
-    return rc == CR_EIO ? EXIT_USAGE : cr_cli_exit_code(rc, 0);
+    return cr_cli_exit_code(rc, 0);
   }
   {
     const char *note = cr_party_note(party, CR_PARTY_NOTE_SPILL);
