@@ -277,6 +277,12 @@ CR_NODISCARD int cr_sorter_add(cr_sorter *s, const void *key, const void *payloa
                                size_t payload_len, cr_error *err);
 /* No more records: sorts what is in memory. */
 CR_NODISCARD int cr_sorter_finish(cr_sorter *s, cr_error *err);
+/* Caps the sorter's records in memory (blocks and index) at `bytes`, as if
+ * its share of the budget ended there: beyond it, it writes a run. For a
+ * table its owner knows will spill anyway, holding more gains nothing but
+ * fewer runs. 0 (the default) removes the cap; at least the sorter's
+ * 64 KiB minimum. No effect on a sorter without a spill. */
+void cr_sorter_set_limit(cr_sorter *s, uint64_t bytes);
 uint64_t cr_sorter_count(const cr_sorter *s);
 int cr_sorter_spilled(const cr_sorter *s); /* 1 once a run was written */
 

@@ -420,6 +420,13 @@ CR_NODISCARD int cr_dataset_iter_new(const cr_dataset *d, cr_dataset_iter **out,
 int cr_dataset_iter_next(cr_dataset_iter *it, const uint8_t **key, size_t *len, uint32_t *label,
                          cr_error *err);
 void cr_dataset_iter_free(cr_dataset_iter *it);
+/* As cr_dataset_iter_free, for an iterator that gave every element (it
+ * returned 0) when nothing will read this data set's elements again (a
+ * session has sent them): also frees them, so their spill leaves the disk
+ * before the session's own tables fill it. Later iterators fail with
+ * CR_EINVAL; the data set's counts and cr_dataset_write_matches (which
+ * reads the source again) still work. */
+void cr_dataset_iter_release(cr_dataset_iter *it);
 
 /*
  * members: writes the rows of the source d was loaded from (read again, the

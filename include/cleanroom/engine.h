@@ -72,6 +72,10 @@ typedef struct cr_engine_config {
   cr_rand_fn rand;         /* NULL: cr_engine_rand_default */
   void *rand_ctx;
   cr_spill *spill; /* tables beyond the memory budget spill here; NULL: memory only */
+  /* 1: the data set serves this engine alone; once its elements are sent
+   * (and our matched rows will not be written from them) they are freed
+   * with cr_dataset_iter_release, so their spill leaves the disk early. */
+  int release_data;
 } cr_engine_config;
 
 /* What both Hellos decided. */

@@ -83,6 +83,8 @@ typedef struct cr_session_config {
   const cr_template *tmpl;
   const cr_dataset *data; /* own set; must outlive the session */
   cr_spill *spill;        /* the engine's tables beyond the memory budget; NULL: memory only */
+  int release_data;       /* 1: `data` (or what load gives) serves this session alone:
+                             cr_engine_config.release_data */
   cr_role role;           /* own role */
   int is_runner;          /* 1: sends Hello first and names the query */
   const char *query;      /* runner: the query to run; responder: NULL */

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -36,6 +37,11 @@
 #define IDX_FIRST ((size_t)256)
 #define VARINT_MAX 3 /* CR_SORTER_MAX_PAYLOAD < 2^21 */
 #define MIB (1024.0 * 1024.0)
+/* Buffers from this size up are mapped, not malloc'ed: unmapping gives
+ * them back to the system at once, where the allocator would keep freed
+ * blocks (and the node's resident size would be the most it ever held,
+ * not what it holds). */
+#define MAP_FROM ((size_t)65536)
 
 typedef crypto_secretstream_xchacha20poly1305_state stream_state;
 
@@ -384,6 +390,7 @@ struct cr_sorter {
   uint64_t count;
   int finished, spilled;
   uint64_t reserved; /* of the budget: blocks, index, write buffers */
+  uint64_t limit;    /* most bytes of blocks and index; 0: the budget alone */
 
   block **blocks;
   size_t nblocks, blocks_cap, cur;
@@ -400,6 +407,27 @@ struct cr_sorter {
   unsigned passes;
   uint8_t *wplain, *wcipher; /* write buffers, CHUNK and CHUNK + ABYTES */
 };
+
+static void *buf_alloc(size_t n) {
+  if (n < MAP_FROM)
+    return malloc(n);
+  void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED)
+    return NULL;
+#ifdef MADV_DONTDUMP
+  (void)madvise(p, n, MADV_DONTDUMP); /* records derive from match keys: no core dump */
+#endif
+  return p;
+}
+
+static void buf_free(void *p, size_t n) {
+  if (p == NULL)
+    return;
+  if (n < MAP_FROM)
+    free(p);
+  else
+    (void)munmap(p, n);
+}
 
 static size_t varint_len(size_t v) { return v < 0x80 ? 1 : v < 0x4000 ? 2 : 3; }
 
@@ -449,7 +477,11 @@ static void rec_decode(const uint8_t *rec, size_t kb, const uint8_t **payload, s
   *total = kb + vl + v;
 }
 
+static uint64_t buffer_bytes(const cr_sorter *s);
+
 static int sorter_take(cr_sorter *s, uint64_t n, int force) {
+  if (!force && s->limit && buffer_bytes(s) + n > s->limit)
+    return 0;
   if (!mem_take(s->sp, n, force))
     return 0;
   s->reserved += n;
@@ -486,6 +518,12 @@ int cr_sorter_new(cr_sorter **out, cr_spill *sp, size_t key_bytes, const char *w
   return 0;
 }
 
+void cr_sorter_set_limit(cr_sorter *s, uint64_t bytes) {
+  if (s == NULL || s->sp == NULL)
+    return;
+  s->limit = bytes == 0 ? 0 : bytes < MIN_BYTES ? MIN_BYTES : bytes;
+}
+
 uint64_t cr_sorter_count(const cr_sorter *s) { return s ? s->count : 0; }
 int cr_sorter_spilled(const cr_sorter *s) { return s ? s->spilled : 0; }
 
@@ -503,12 +541,12 @@ static void wipe_buffer(cr_sorter *s) {
 static void free_buffer(cr_sorter *s) {
   wipe_buffer(s);
   for (size_t i = 0; i < s->nblocks; i++)
-    free(s->blocks[i]);
+    buf_free(s->blocks[i], sizeof *s->blocks[i] + s->blocks[i]->cap);
   free(s->blocks);
   s->blocks = NULL;
   sorter_give(s, s->block_bytes);
   s->nblocks = s->blocks_cap = s->block_bytes = 0;
-  free(s->idx);
+  buf_free(s->idx, s->idx_cap * sizeof *s->idx);
   s->idx = NULL;
   sorter_give(s, (uint64_t)s->idx_cap * 2 * sizeof(entry));
   s->idx_cap = 0;
@@ -615,11 +653,11 @@ static int sort_buffer(cr_sorter *s, cr_error *err) {
   if (s->key_bytes == 0 || s->n < 2)
     return 0;
   /* The scratch half was reserved with the index (2 entries a record). */
-  entry *tmp = malloc(s->n * sizeof *tmp);
+  entry *tmp = buf_alloc(s->n * sizeof *tmp);
   if (tmp == NULL)
     return cr_error_set(err, CR_ENOMEM, "out of memory sorting %s", s->what);
   sort_index(s->idx, tmp, s->n, s->key_bytes);
-  free(tmp);
+  buf_free(tmp, s->n * sizeof *tmp);
   return 0;
 }
 
@@ -641,7 +679,7 @@ static int grow_idx(cr_sorter *s, int force) {
     if (!sorter_take(s, extra, force))
       return 0;
   }
-  entry *p = malloc(ncap * sizeof *p);
+  entry *p = buf_alloc(ncap * sizeof *p);
   if (p == NULL) {
     sorter_give(s, extra);
     return -1;
@@ -650,7 +688,7 @@ static int grow_idx(cr_sorter *s, int force) {
     memcpy(p, s->idx, s->n * sizeof *p);
   if (s->idx) {
     sodium_memzero(s->idx, s->n * sizeof *s->idx);
-    free(s->idx);
+    buf_free(s->idx, s->idx_cap * sizeof *s->idx);
   }
   s->idx = p;
   s->idx_cap = ncap;
@@ -675,7 +713,7 @@ static int add_block(cr_sorter *s, size_t need, int force) {
     s->blocks = nb;
     s->blocks_cap = nc;
   }
-  block *b = malloc(sizeof *b + size);
+  block *b = buf_alloc(sizeof *b + size);
   if (b == NULL) {
     sorter_give(s, size);
     return -1;

@@ -106,7 +106,10 @@ CR_NODISCARD int cr__records_finish(cr__records *b, cr_dataset *d, int grouped, 
 
 /* ---- single-key elements (elements.c) -------------------------------------- */
 
-#define CR_ELEMENT_HASH_BYTES 16
+/* Bytes of the keyed hash that order the elements: 64 bits, since keys
+ * whose hashes are equal are still told apart by their bytes (the cursor
+ * compares them), and every byte here is spilled once per row. */
+#define CR_ELEMENT_HASH_BYTES 8
 /* The longest normalized key a data set takes (a sorter's payload, less
  * the row and label, varints). */
 #define CR_ELEMENT_MAX_KEY_BYTES (CR_SORTER_MAX_PAYLOAD - 20)

@@ -38,6 +38,7 @@ struct cr_dataset_elements {
   cr_buf payload; /* scratch for one record */
   int grouped;    /* records carry a label */
   int finished;
+  int spilled, released; /* released: read to the end once, then freed */
 };
 
 static size_t varint_put(uint8_t *p, uint64_t v) {
@@ -75,6 +76,14 @@ int cr__elements_new(cr_dataset_elements **out, cr_spill *sp, const uint8_t *ord
     free(e);
     return rc;
   }
+  /* The elements are read once, while the session's tables fill: a set
+   * that would hold more than a quarter of the budget spills instead (in
+   * runs of that size), leaving the rest to the tables (engine.c). */
+  if (sp != NULL) {
+    cr_spill_stats st;
+    cr_spill_stats_get(sp, &st);
+    cr_sorter_set_limit(e->sorter, st.memory_bytes / 4);
+  }
   if (order_seed != NULL)
     memcpy(e->order_key, order_seed, sizeof e->order_key);
   else
@@ -95,9 +104,10 @@ void cr__elements_free(cr_dataset_elements *e) {
 
 int cr__elements_add(cr_dataset_elements *e, const uint8_t *key, size_t len, uint64_t row,
                      uint32_t label, cr_error *err) {
-  uint8_t h[CR_ELEMENT_HASH_BYTES], head[2 * VARINT_MAX];
+  uint8_t h[crypto_generichash_BYTES_MIN], head[2 * VARINT_MAX];
   if (len > CR_ELEMENT_MAX_KEY_BYTES)
     return CR_EDATA; /* the caller names the row */
+  /* The first CR_ELEMENT_HASH_BYTES of the keyed hash are the sort key. */
   crypto_generichash(h, sizeof h, key, len, e->order_key, sizeof e->order_key);
   size_t hl = varint_put(head, row);
   if (e->grouped)
@@ -130,7 +140,9 @@ void cr__elements_set_labels(cr_dataset_elements *e, uint32_t *map, size_t nraw)
   e->nraw = nraw;
 }
 
-int cr__elements_spilled(const cr_dataset_elements *e) { return cr_sorter_spilled(e->sorter); }
+int cr__elements_spilled(const cr_dataset_elements *e) {
+  return e->released ? e->spilled : cr_sorter_spilled(e->sorter);
+}
 
 cr_spill *cr__elements_spill(const cr_dataset_elements *e) { return e->spill; }
 
@@ -147,6 +159,9 @@ typedef struct group_key {
 int cr__cursor_open(cr__cursor *c, const cr_dataset_elements *e, cr_error *err) {
   memset(c, 0, sizeof *c);
   cr_buf_init(&c->arena);
+  if (e != NULL && e->released)
+    return cr_error_set(err, CR_EINVAL,
+                        "the data set's elements were sent and released: load the data again");
   if (e == NULL || !e->finished)
     return cr_error_set(err, CR_EINVAL, "the data set's elements are not loaded");
   c->grouped = e->grouped;
@@ -233,6 +248,7 @@ struct cr_dataset_iter {
   const cr_dataset *d;
   cr__cursor c; /* the elements' order (a data set that was loaded) */
   size_t next;  /* a data set built in memory: index order */
+  int ended;    /* the last element was given */
 };
 
 int cr_dataset_iter_new(const cr_dataset *d, cr_dataset_iter **out, cr_error *err) {
@@ -273,8 +289,10 @@ int cr_dataset_iter_next(cr_dataset_iter *it, const uint8_t **key, size_t *len, 
   for (;;) {
     cr__record r;
     int rc = cr__cursor_next(&it->c, &r, err);
-    if (rc <= 0)
+    if (rc <= 0) {
+      it->ended = rc == 0;
       return rc;
+    }
     if (!r.fresh)
       continue; /* a later row of a key already given */
     *key = r.key;
@@ -282,6 +300,22 @@ int cr_dataset_iter_next(cr_dataset_iter *it, const uint8_t **key, size_t *len, 
     *label = cr__elements_label(d->elements, r.raw_label);
     return 1;
   }
+}
+
+void cr_dataset_iter_release(cr_dataset_iter *it) {
+  if (it == NULL)
+    return;
+  cr_dataset_elements *e = it->d->elements;
+  int at_end = e != NULL && e->finished && it->ended;
+  cr__cursor_close(&it->c);
+  if (at_end) {
+    e->spilled = cr_sorter_spilled(e->sorter);
+    cr_sorter_free(e->sorter); /* wipes its memory, closes its runs */
+    e->sorter = NULL;
+    e->finished = 0;
+    e->released = 1;
+  }
+  free(it);
 }
 
 void cr_dataset_iter_free(cr_dataset_iter *it) {

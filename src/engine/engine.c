@@ -23,10 +23,18 @@
 /* Points per call of the suite's batch entry points: a multiple of the
  * eight lanes of the batched ristretto255 backend, and a small stack. */
 #define CR_BLIND_GROUP 32
-/* Bytes of each point kept to detect reflection: a peer that wants our
- * digests to match must send our points exactly, and 128 bits cannot
- * collide by chance nor be forged. */
-#define CR_FP_BYTES 16
+/* Bytes of each point kept to detect reflection and repeats: a peer that
+ * wants our digests to match must send our points exactly (a changed byte
+ * is another point), so the fingerprint need only not collide by chance:
+ * 96 bits, with 10^9 points on each side, collide with probability below
+ * 2^-36. Every byte here is spilled twice per element. */
+#define CR_FP_BYTES 12
+/* When a session's tables cannot all stay in memory, each spills in runs
+ * of about 1/CR_SPILL_RUNS of its size (at least CR_SPILL_RUN_MIN): one
+ * merge reads them all, and the node's memory stays flat as sets grow
+ * instead of filling the budget. */
+#define CR_SPILL_RUNS 64
+#define CR_SPILL_RUN_MIN ((uint64_t)1 << 20)
 #define CR_PAD_SEED_BYTES 32
 static const char PAD_LABEL[] = "cleanroom/v1/pad";
 #define CR_RANK_PAD UINT32_MAX /* members: a pad's rank among real elements */
@@ -87,6 +95,7 @@ struct cr_engine {
   cr_sorter *peer_match_s; /* the peer's digests by digest (payload: label when grouped) */
   cr_sorter *peer_ret_s;   /* the peer's digests in return order (may be peer_match_s) */
   cr_sorter *own_dg_s;     /* our digests back, by digest (payload: label, members rank) */
+  uint64_t own_fp_limit;   /* cr_sorter_set_limit for own_fp_s (made later); 0 none */
   uint64_t own_real_back;  /* members: real send positions among the digests back */
   cr_sorter_iter *ret_it;
   int ret_peeked; /* ret_peek holds the next returned digest */
@@ -1058,6 +1067,8 @@ static int blind_stream(cr_engine *e, uint64_t first, size_t n, uint8_t *points,
     hash_job job = {e, arena, offs, lens, points};
     rc = cr_pool_for(e->cfg.pool, n, CR_POOL_CHUNK, hash_range, &job);
   }
+  if (e->own_fp_s != NULL && e->own_fp_limit != 0)
+    cr_sorter_set_limit(e->own_fp_s, e->own_fp_limit);
   for (size_t i = 0; i < n && rc == 0 && e->own_fp_s != NULL; i++)
     rc = cr_sorter_add(e->own_fp_s, points + i * pb, NULL, 0, &e->err);
   if (rc == 0 && e->pos == e->own_n) {
@@ -1068,7 +1079,13 @@ static int blind_stream(cr_engine *e, uint64_t first, size_t n, uint8_t *points,
     rc = cr_dataset_iter_next(e->it, &key, &len, &dl, &e->err);
     if (rc > 0)
       rc = CR_EINVAL;
-    cr_dataset_iter_free(e->it);
+    /* Sent: its spill leaves the disk now, unless our matched rows will be
+     * written (they are found through the elements again). */
+    if (rc == 0 && e->cfg.release_data && e->prepared &&
+        !(e->plan.members && e->plan.self_receives))
+      cr_dataset_iter_release(e->it);
+    else
+      cr_dataset_iter_free(e->it);
     e->it = NULL;
     if (rc == 0 && e->own_fp_s != NULL)
       rc = cr_sorter_finish(e->own_fp_s, &e->err);
@@ -1087,6 +1104,69 @@ out:
     e->it = NULL;
   }
   return rc;
+}
+
+/* A sorter's memory per record: key, payload and its length, two index
+ * entries (see docs/memory.md). */
+static uint64_t table_bytes(uint64_t records, size_t key, size_t payload) {
+  return records * (key + payload + 1 + 32);
+}
+
+/* Decides, once both sizes are known, whether the session's tables stay in
+ * memory: when all of them fit in what the budget has left, they do and
+ * nothing touches the disk. Otherwise each one that is written spills in
+ * runs of about 1/CR_SPILL_RUNS of its size, within its share of the
+ * budget: the tables go to disk anyway, and holding more of them only
+ * saves runs. So a small side facing a large one keeps its own (small)
+ * tables in memory and streams the partner's through small runs, and a
+ * node's memory stays flat as the sets grow. */
+static void plan_memory(cr_engine *e) {
+  if (e->cfg.spill == NULL)
+    return;
+  size_t dl = e->plan.digest_bytes;
+  uint64_t own = e->own_n, peer = e->plan.peer_n;
+  int own_grouped = e->label_map != NULL, members = e->plan.members;
+  struct {
+    cr_sorter *s;
+    uint64_t bytes;
+  } t[5];
+  size_t nt = 0;
+  uint64_t sum = 0;
+  if (e->plan.self_receives) {
+    t[nt].s = NULL; /* our fingerprints: made when the first points go out */
+    t[nt++].bytes = table_bytes(own, CR_FP_BYTES, 0);
+    t[nt].s = e->peer_fp_s;
+    t[nt++].bytes = table_bytes(peer, CR_FP_BYTES, 0);
+    t[nt].s = e->peer_match_s;
+    t[nt++].bytes = table_bytes(peer, dl, e->plan.peer_grouped ? 4 : 0);
+    t[nt].s = e->own_dg_s;
+    t[nt++].bytes = table_bytes(own, dl, (own_grouped ? 4 : 0) + (members ? 4 : 0));
+  }
+  if (e->peer_ret_s != NULL && e->peer_ret_s != e->peer_match_s) {
+    t[nt].s = e->peer_ret_s;
+    t[nt++].bytes = table_bytes(peer, dl + (e->plan.peer_grouped ? 4 : 0), 0);
+  }
+  for (size_t i = 0; i < nt; i++)
+    sum += t[i].bytes;
+  cr_spill_stats st;
+  cr_spill_stats_get(e->cfg.spill, &st);
+  uint64_t avail = st.memory_used < st.memory_bytes ? st.memory_bytes - st.memory_used : 0;
+  if (sum == 0 || sum <= avail)
+    return;
+  for (size_t i = 0; i < nt; i++) {
+    uint64_t share = (uint64_t)((double)avail * ((double)t[i].bytes / (double)sum));
+    uint64_t cap = t[i].bytes / CR_SPILL_RUNS;
+    if (cap < CR_SPILL_RUN_MIN)
+      cap = CR_SPILL_RUN_MIN;
+    if (cap > share)
+      cap = share; /* cr_sorter_set_limit keeps its own minimum */
+    if (t[i].s == NULL)
+      e->own_fp_limit = cap;
+    else
+      cr_sorter_set_limit(t[i].s, cap);
+  }
+  if (e->own_fp_s != NULL && e->own_fp_limit != 0)
+    cr_sorter_set_limit(e->own_fp_s, e->own_fp_limit);
 }
 
 /* The peer's digests in the order they go back: count, by label then
@@ -1121,6 +1201,8 @@ static int prepare_stream(cr_engine *e, const cr_engine_plan *plan, size_t pw) {
   }
   if (plan->self_receives)
     rc = cr_sorter_new(&e->own_dg_s, e->cfg.spill, dl, "our digests", &e->err);
+  if (rc == 0)
+    plan_memory(e);
   return rc;
 }
 

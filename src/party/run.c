@@ -290,6 +290,7 @@ int cr_party_run(cr_party *p, uv_loop_t *loop, const cr_party_run_config *cfg,
   p->nc.session.data = p->data;
   p->nc.session.pool = cfg->pool;
   p->nc.session.spill = p->spill;
+  p->nc.session.release_data = 1; /* loaded for this run alone */
   p->nc.session.admit = run_admit;
   p->nc.session.admit_ctx = p;
   p->nc.session.is_runner = 1;

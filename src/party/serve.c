@@ -224,6 +224,7 @@ static int serve_route(void *ctx, cr_node_route *r) {
   sc->unload = serve_unload;
   sc->load_ctx = v;
   sc->spill = c->spill; /* the node's, or the collaboration's own */
+  sc->release_data = 1; /* each session loads the data for itself */
   r->conn = v;
   r->idle_timeout_ms = c->conf.timeout_ms;
   return 0;

@@ -712,7 +712,8 @@ int cr_session_new(cr_session **out, const cr_session_config *cfg, cr_error *err
 
   /* All of the session's randomness (scalar, shuffle, nonce) comes from
    * cfg->rand, so a test can replay a whole transcript. */
-  cr_engine_config ec = {cfg->tmpl, cfg->pool, cfg->rand, cfg->rand_ctx, cfg->spill};
+  cr_engine_config ec = {cfg->tmpl,     cfg->pool,  cfg->rand,
+                         cfg->rand_ctx, cfg->spill, cfg->release_data};
   if ((rc = cr_engine_new(&s->eng, &ec)) != 0) {
     if (rc == CR_EREFUSED)
       cr_error_set(err, rc, "suite \"%s\" is not supported", cfg->tmpl->suite);

@@ -476,11 +476,57 @@ static void test_large_bounded(void **state) {
   cr_spill_close(sp);
 }
 
+/* A set read once to the end and released (what a session does once it
+ * has sent its elements): its spill leaves the disk at once, a later
+ * iterator is refused with a clear message, and the counts remain. */
+static void test_release_after_sending(void **state) {
+  (void)state;
+  cr_template t;
+  make_template(&t);
+  const int n = 20000, distinct = 15000;
+  write_data(n, distinct);
+  cr_spill *sp = open_spill(256u << 10, 0);
+  cr_dataset *d = load(&t, sp, NULL, 1);
+  assert_expected(d, n, distinct, 1);
+  uint64_t keys = d->n;
+  cr_spill_stats st;
+  cr_spill_stats_get(sp, &st);
+  assert_true(st.disk_now > 0); /* spilled */
+  cr_dataset_iter *it;
+  cr_error err;
+  /* Released before the end: nothing is freed. */
+  assert_int_equal(cr_dataset_iter_new(d, &it, &err), 0);
+  const uint8_t *key;
+  size_t len, got = 0;
+  uint32_t lab;
+  assert_int_equal(cr_dataset_iter_next(it, &key, &len, &lab, &err), 1);
+  cr_dataset_iter_release(it);
+  cr_spill_stats_get(sp, &st);
+  assert_true(st.disk_now > 0);
+  /* Read to the end, then released: the runs are gone. */
+  assert_int_equal(cr_dataset_iter_new(d, &it, &err), 0);
+  while (cr_dataset_iter_next(it, &key, &len, &lab, &err) == 1)
+    got++;
+  assert_int_equal(got, keys);
+  cr_dataset_iter_release(it);
+  cr_spill_stats_get(sp, &st);
+  assert_int_equal(st.disk_now, 0);
+  assert_int_equal(st.memory_used, 0);
+  assert_int_equal(cr_dataset_iter_new(d, &it, &err), CR_EINVAL);
+  assert_null(it);
+  assert_non_null(strstr(err.msg, "released"));
+  assert_int_equal(d->n, keys); /* the counts stay */
+  assert_int_equal(d->rows_read, n);
+  cr_dataset_free(d);
+  cr_spill_close(sp);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_spilled_same_set), cmocka_unit_test(test_order_per_load),
-      cmocka_unit_test(test_members_spilled),  cmocka_unit_test(test_disk_cap),
-      cmocka_unit_test(test_key_too_long),     cmocka_unit_test(test_large_bounded),
+      cmocka_unit_test(test_spilled_same_set),      cmocka_unit_test(test_order_per_load),
+      cmocka_unit_test(test_members_spilled),       cmocka_unit_test(test_disk_cap),
+      cmocka_unit_test(test_key_too_long),          cmocka_unit_test(test_large_bounded),
+      cmocka_unit_test(test_release_after_sending),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -114,7 +114,7 @@ static int set_own(cr_engine *e, const cr_dataset *d, uint64_t pad_each) {
 static void exchange(run *r, const cr_template *t, const cr_dataset *da, const cr_dataset *db,
                      int members, int grouped_a, uint64_t min_count, cr_rand_fn rnd, void *ra,
                      void *rb) {
-  cr_engine_config ca = {t, NULL, rnd, ra, g_spill}, cb = {t, NULL, rnd, rb, g_spill};
+  cr_engine_config ca = {t, NULL, rnd, ra, g_spill, 0}, cb = {t, NULL, rnd, rb, g_spill, 0};
   memset(r, 0, sizeof *r);
   assert_int_equal(cr_engine_new(&r->a, &ca), 0);
   assert_int_equal(cr_engine_new(&r->b, &cb), 0);
@@ -258,7 +258,7 @@ static void test_deterministic(void **state) {
     stream st;
     memset(&st, 0, sizeof st);
     st.key[0] = (uint8_t)(i == 2 ? 2 : 1);
-    cr_engine_config c = {t, NULL, stream_rand, &st, NULL};
+    cr_engine_config c = {t, NULL, stream_rand, &st, NULL, 0};
     cr_engine *e;
     assert_int_equal(cr_engine_new(&e, &c), 0);
     assert_int_equal(set_own(e, d, 0), 0);
@@ -283,7 +283,7 @@ static void test_bad_point_and_rand(void **state) {
   (void)state;
   cr_template *t = make_template("ristretto255");
   cr_dataset *d = fx_mem_dataset("k", "", 0, 4, 0);
-  cr_engine_config c = {t, NULL, NULL, NULL, NULL};
+  cr_engine_config c = {t, NULL, NULL, NULL, NULL, 0};
   cr_engine *e;
   assert_int_equal(cr_engine_new(&e, &c), 0);
   assert_int_equal(set_own(e, d, 0), 0);
@@ -304,11 +304,11 @@ static void test_bad_point_and_rand(void **state) {
   cr_engine_free(e);
 
   /* A randomness source that fails: no engine. */
-  cr_engine_config cf = {t, NULL, failing_rand, NULL, NULL};
+  cr_engine_config cf = {t, NULL, failing_rand, NULL, NULL, 0};
   assert_int_equal(cr_engine_new(&e, &cf), CR_ECRYPTO);
   assert_null(e);
   cr_template *u = make_template("nope");
-  cr_engine_config cu = {u, NULL, NULL, NULL, NULL};
+  cr_engine_config cu = {u, NULL, NULL, NULL, NULL, 0};
   assert_int_equal(cr_engine_new(&e, &cu), CR_EREFUSED);
   assert_false(cr_engine_suite_supported("nope"));
   assert_true(cr_engine_suite_supported("p256"));
@@ -384,7 +384,7 @@ static void test_suppressed_is_zero(void **state) {
  * digests are chosen by the test. */
 static cr_engine *victim(const cr_template *t, const cr_dataset *d, uint64_t peer_n,
                          uint8_t **pts) {
-  cr_engine_config c = {t, NULL, NULL, NULL, g_spill};
+  cr_engine_config c = {t, NULL, NULL, NULL, g_spill, 0};
   cr_engine *e;
   uint8_t *labs;
   assert_int_equal(cr_engine_new(&e, &c), 0);
@@ -436,7 +436,7 @@ static void lying_peer(int n) {
   free(pts);
 
   /* Echo: an honest-looking set, but the digests we returned come back. */
-  cr_engine_config c = {t, NULL, NULL, NULL, g_spill};
+  cr_engine_config c = {t, NULL, NULL, NULL, g_spill, 0};
   cr_engine *peer;
   assert_int_equal(cr_engine_new(&peer, &c), 0);
   assert_int_equal(set_own(peer, o, 0), 0);
@@ -468,7 +468,7 @@ static void lying_peer(int n) {
   free(pts);
 
   /* The same digest under two labels (each run strictly increasing). */
-  cr_engine_config c2 = {t, NULL, NULL, NULL, g_spill};
+  cr_engine_config c2 = {t, NULL, NULL, NULL, g_spill, 0};
   assert_int_equal(cr_engine_new(&e, &c2), 0);
   assert_int_equal(set_own(e, d, 0), 0);
   cr_engine_plan p = {{0}, 16, o->n, 0, 0, 1, 0, 0};
@@ -502,7 +502,7 @@ static void test_own_order(void **state) {
   (void)state;
   cr_template *t = make_template("ristretto255");
   cr_dataset *d = fx_mem_dataset("k", "", 0, 2, 0);
-  cr_engine_config c = {t, NULL, NULL, NULL, NULL};
+  cr_engine_config c = {t, NULL, NULL, NULL, NULL, 0};
   cr_engine *e;
   uint8_t dig[32];
   memset(dig, 0x22, 16);
@@ -582,7 +582,7 @@ static void spill_close(cr_spill *sp, const char *dir) {
   assert_int_equal(rmdir(dir), 0); /* nothing left in it */
 }
 
-#define SPILL_N 1200 /* elements per side: several 64 KiB runs per table */
+#define SPILL_N 2000 /* elements per side: several 64 KiB runs per table (12-byte fingerprints) */
 
 /* Count, cells and the members bitmap are the same whether the tables
  * stayed in memory or were spilled to a 64 KiB budget and merged. */
@@ -669,7 +669,7 @@ static void test_spill_disk_cap(void **state) {
   cr_dataset *d = fx_mem_dataset("k", "", 0, SPILL_N, 0);
   char dir[64];
   cr_spill *sp = spill_open(dir, sizeof dir, 64 * 1024, 4096);
-  cr_engine_config c = {t, NULL, NULL, NULL, sp};
+  cr_engine_config c = {t, NULL, NULL, NULL, sp, 0};
   cr_engine *e;
   assert_int_equal(cr_engine_new(&e, &c), 0);
   assert_int_equal(set_own(e, d, 0), 0);
@@ -708,7 +708,8 @@ static void test_pads_interleaved(void **state) {
   memset(&s1, 0, sizeof s1);
   memset(&s2, 0, sizeof s2);
   s1.key[0] = s2.key[0] = 9;
-  cr_engine_config c1 = {t, NULL, stream_rand, &s1, NULL}, c2 = {t, NULL, stream_rand, &s2, NULL};
+  cr_engine_config c1 = {t, NULL, stream_rand, &s1, NULL, 0},
+                   c2 = {t, NULL, stream_rand, &s2, NULL, 0};
   cr_engine *e1, *e2;
   assert_int_equal(cr_engine_new(&e1, &c1), 0);
   assert_int_equal(cr_engine_new(&e2, &c2), 0); /* the same scalar */

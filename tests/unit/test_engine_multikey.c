@@ -117,7 +117,8 @@ static void give_back(cr_engine *from, cr_engine *to, size_t w, size_t n_elems, 
 static void exchange(xrun *x, const cr_template *t, const cr_dataset *dc, const cr_dataset *dn,
                      const xcfg *k) {
   stream sc = {{'c'}, 0}, sn = {{'n'}, 0};
-  cr_engine_config cc = {t, NULL, stream_rand, &sc, NULL}, cn = {t, NULL, stream_rand, &sn, NULL};
+  cr_engine_config cc = {t, NULL, stream_rand, &sc, NULL, 0},
+                   cn = {t, NULL, stream_rand, &sn, NULL, 0};
   memset(x, 0, sizeof *x);
   assert_int_equal(cr_engine_new(&x->c, &cc), 0);
   assert_int_equal(cr_engine_new(&x->n, &cn), 0);
