@@ -21,7 +21,7 @@
 #    (spill_recovered), and after a normal exit nothing remains.
 # 5. A full work directory (a 400 KiB tmpfs when this test may mount one;
 #    the --spill-max 400K cap in any case: room for the provider's data
-#    load, not for an overlap session's tables with a partner ten times
+#    load, not for an overlap session's tables with a partner four times
 #    its size): a clear error
 #    naming the directory, exit 7 (local storage) on the node whose disk
 #    filled, the failure in the audit log, nothing released, and the
@@ -324,18 +324,18 @@ expect_eq "kill: after a normal exit nothing remains" 0 "$(count_left w-kill)"
 # ---- 5. a full work directory -------------------------------------------------
 
 # full_case TAG DIR [FLAGS]: the provider's work directory DIR is full. Its
-# data load fits (2000 keys, under half of 400K); its session tables for an
-# overlap count with a partner ten times larger (the partner's 20000 points
-# re-blinded, and the digests) do not. (With sets of equal size a session
-# now spills about what the load does: the sent elements leave the disk
-# early.) Extra serve flags in FLAGS.
-gen 2000 20000 1000 f
+# data load fits; its session tables for an overlap count (both sides
+# match, so it keeps the fingerprints and digests of both sets) do not:
+# the partner's set (ccons.csv) is four times its own, and the provider's
+# tables of the partner's points and digests grow with it. Extra serve
+# flags in FLAGS.
+gen 5000 20000 2500 c
 full_case() {
   local tag=$1 dir=$2
   shift 2
-  start_server template.json fprov.csv --once --timeout 60 --memory 1 --work-dir "$dir" \
+  start_server template.json cprov.csv --once --timeout 60 --memory 1 --work-dir "$dir" \
     --audit "p-$tag.jsonl" "$@"
-  run_client template.json fcons.csv overlap --timeout 60 --memory 1 --work-dir "w-$tag-c" \
+  run_client template.json ccons.csv overlap --timeout 60 --memory 1 --work-dir "w-$tag-c" \
     --audit "c-$tag.jsonl"
   wait_server
   expect_eq "$tag: serve exits 7 (local storage: its work directory is full)" 7 "$SERVER_RC"
