@@ -47,7 +47,7 @@ extern "C" {
 typedef struct cr_audit cr_audit;
 
 /* How long a writer waits for the file lock (another writer's append takes
- * milliseconds) before giving up with CR_EIO "in use". */
+ * milliseconds) before giving up with CR_ETIMEDOUT "in use". */
 #define CR_AUDIT_LOCK_WAIT_MS 30000
 
 /*
@@ -83,7 +83,8 @@ typedef int (*cr_audit_watch_fn)(void *ctx, const char *entry, size_t len);
  * does not verify (an edit, not a crash): CR_EDATA naming the line and
  * asking the operator to run `cleanroom audit verify` and keep the file as
  * evidence; nothing is written or cut.
- * CR_EIO: cannot open, create, lock (CR_AUDIT_LOCK_WAIT_MS) or read it.
+ * CR_EIO: cannot open, create, lock or read it; CR_ETIMEDOUT: another
+ * process has held its lock for CR_AUDIT_LOCK_WAIT_MS ("in use").
  */
 CR_NODISCARD int cr_audit_open(cr_audit **out, const char *path, cr_error *err);
 /* The same with a watch (NULL: none), which sees every line of the log
@@ -98,8 +99,8 @@ CR_NODISCARD int cr_audit_open_watch(cr_audit **out, const char *path, cr_audit_
  * are one atomic step for every writer of the log. Appends and checkpoints
  * made meanwhile use the held lock. Nests; every successful cr_audit_lock
  * needs its cr_audit_unlock, and the lock should be held for milliseconds
- * only (other writers wait). CR_EIO (lock), CR_EDATA (another writer's
- * lines do not verify).
+ * only (other writers wait). CR_EIO (lock), CR_ETIMEDOUT (in use),
+ * CR_EDATA (another writer's lines do not verify).
  */
 CR_NODISCARD int cr_audit_lock(cr_audit *a, cr_error *err);
 void cr_audit_unlock(cr_audit *a);
@@ -117,7 +118,8 @@ CR_NODISCARD int cr_audit_sync(cr_audit *a, cr_error *err);
  * written only by this module. Integers must lie within ±(2^53-1): the hash
  * reads numbers as doubles (RFC 8785), so bigger ones would not be protected.
  * CR_EINVAL: bad name or fields, or the line would exceed CR_AUDIT_LINE_MAX.
- * CR_EIO: the lock could not be taken, or the write or the fsync failed.
+ * CR_EIO: the lock could not be taken, or the write or the fsync failed;
+ * CR_ETIMEDOUT: another process held the lock too long ("in use").
  * After a failed write or fsync the file is cut back where possible, but
  * the event may or may not be in the log, and the handle refuses further
  * appends: close it and open again (which repairs). CR_EDATA: lines another

@@ -340,7 +340,8 @@ typedef struct cr_party_serve_config {
  * query and the run limit, loads its own set for the query (filter, parameters, group_by), and is
  * recorded from session_started to its release and receipt. Returns 0 (serving; on_closed follows)
  * or the setup failure, recorded and with nothing left running: CR_EDATA (data), CR_EREFUSED (the
- * template's limits), CR_EUSAGE / CR_ECONFIG, CR_ENET (cannot listen).
+ * template's limits), CR_EUSAGE / CR_ECONFIG, CR_ENET (cannot listen), CR_EIO (the work
+ * directory is full or its cap reached while loading).
  */
 CR_NODISCARD int cr_party_serve(cr_party *p, uv_loop_t *loop, const cr_party_serve_config *cfg,
                                 const cr_party_events *ev, cr_error *err);
@@ -362,7 +363,8 @@ typedef struct cr_party_run_config {
 /*
  * Checks the query (it exists, this role may run it, the template has not
  * expired, the parameters fit their declared types: CR_EREFUSED, recorded
- * as run_refused), loads the own set for it (CR_EDATA), then connects to
+ * as run_refused), loads the own set for it (CR_EDATA; CR_EIO when the
+ * work directory is full or its cap reached), then connects to
  * the partner on loop and runs it. 0: running, on_closed follows with the
  * outcome (the release already recorded, and a members file in place).
  */
@@ -406,7 +408,8 @@ typedef struct cr_party_data_check {
  * session, so no session line and no node_started). Returns 0 with *out
  * filled (free with cr_party_check_free) whatever the verdict; CR_EUSAGE or
  * CR_EREFUSED for a query or parameters that do not fit the template;
- * CR_EDATA when the source cannot be read at all (also recorded).
+ * CR_EDATA when the source cannot be read at all, CR_EIO when the work
+ * directory is full or its cap reached (both recorded).
  */
 CR_NODISCARD int cr_party_check_data(cr_party *p, const cr_party_check_config *cfg,
                                      cr_party_data_check *out, cr_error *err);

@@ -264,7 +264,7 @@ static int lock_file(cr_audit *a, cr_error *err) {
       return cr_error_set(err, CR_EIO, "%s: cannot lock the audit log: %s", a->path,
                           strerror(errno));
     if (waited_us >= (uint64_t)g_lock_wait_ms * 1000u)
-      return cr_error_set(err, CR_EIO,
+      return cr_error_set(err, CR_ETIMEDOUT,
                           "%s: in use: another process has held the audit log's lock for %u ms "
                           "(a cleanroom node older than this one holds it for its whole life; "
                           "stop it, or give this one another log with --audit)",

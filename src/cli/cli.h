@@ -27,7 +27,8 @@ enum {
   EXIT_DATA = 3,    /* the data file: unreadable, missing columns, too many rejects */
   EXIT_REFUSED = 4, /* refused by the template or by the partner */
   EXIT_NETWORK = 5, /* network, TLS or protocol failure, timeout */
-  EXIT_BUSY = 6     /* the partner's node is busy: try again later */
+  EXIT_BUSY = 6,    /* the partner's node is busy: try again later */
+  EXIT_STORAGE = 7  /* local storage: work directory full or capped, a file cannot be written */
 };
 
 extern const char CR_CLI_EXIT_CODES_HELP[];

@@ -37,7 +37,9 @@ static void data_help(void) {
          "and run's would (spilling to --work-dir past it).\n\n%s\n%s\n"
          "Exit: 0 the data would be taken; 3 it would be refused for its rows (too many\n"
          "rejected, none valid) or cannot be read; 4 refused by the template's limits\n"
-         "(set size, expiry, a filter that keeps nothing); 2 usage.\n\n"
+         "(set size, expiry, a filter that keeps nothing); 2 usage; 7 local storage: the\n"
+         "work directory is full or --spill-max reached, or the audit log cannot be\n"
+         "written.\n\n"
          "Example:\n"
          "  cleanroom data check --template template.json --identity ./identity \\\n"
          "      --data customers.csv\n"
@@ -376,7 +378,7 @@ static int data_check(int argc, char **argv) {
   pc.spill_max_bytes = mem.spill_max_bytes;
   if ((rc = cr_party_open(&party, &pc, &err)) != 0) {
     cr_cli_errorf(cmd, "%s", cr_error_message(&err, rc));
-    return rc == CR_EIO ? EXIT_USAGE : cr_cli_exit_code(rc, 0);
+    return cr_cli_exit_code(rc, 0);
   }
   {
     const char *note = cr_party_note(party, CR_PARTY_NOTE_SPILL);

@@ -218,7 +218,7 @@ static void on_closed(void *ctx, int rc, const cr_error *err, const cr_party_ses
   if (s != NULL && s->release_rc) {
     cr_cli_errorf(n->cmd, "%s", s->release_msg);
     n->closed_rc = s->release_rc;
-    n->closed_wire = -1; /* withheld: an internal failure */
+    n->closed_wire = -1; /* withheld: storage (CR_EIO) or an internal failure */
     return;
   }
   if (r != NULL && r->status == CR_SESSION_FAILED)
@@ -1064,8 +1064,12 @@ again:
      * the shell's convention for a death by signal, 128 + its number. */
     code = 128 + nctx.signum;
   } else if (!serve) {
-    code =
-        nctx.closed_wire < 0 ? EXIT_INTERNAL : cr_cli_exit_code(nctx.closed_rc, nctx.closed_wire);
+    /* Withheld (closed_wire -1): the rows file or the audit line could not
+     * be written (CR_EIO: local storage, as serve --once says too), or an
+     * internal failure. */
+    code = nctx.closed_wire >= 0      ? cr_cli_exit_code(nctx.closed_rc, nctx.closed_wire)
+           : nctx.closed_rc == CR_EIO ? EXIT_STORAGE
+                                      : EXIT_INTERNAL;
   } else if (o.once && nctx.sessions > 0) {
     code = cr_cli_exit_code(nctx.last_rc, nctx.last_wire);
   } else {

@@ -245,6 +245,7 @@ int cr_cli_report(int argc, char **argv) {
   /* 0600 like the log itself: it names partners, files and counts. */
   if ((rc = cr_file_write_atomic(out, page, page_len, 0600, &err)) != 0) {
     cr_cli_errorf("report", "%s: %s", out, cr_error_message(&err, rc));
+    ret = cr_cli_exit_code(rc, 0);
     goto out;
   }
   if (in.bad_line) {

@@ -122,7 +122,8 @@ static int fingerprint_arg(const char *arg, char hex[CR_SHA256_HEX_BYTES], cr_er
 }
 
 /* A template file that cannot be read is a usage or configuration problem
- * (exit 2), not a network one. */
+ * (exit 2: a wrong path), not a storage one (7 is for files the node must
+ * write). */
 static int template_exit(int rc) { return rc == CR_EIO ? EXIT_USAGE : cr_cli_exit_code(rc, 0); }
 
 /* template pin: writes a copy of a template with the parties' fingerprints
@@ -204,7 +205,7 @@ static int cmd_template_pin(int argc, char **argv) {
   json_decref(root);
   if (rc) {
     cr_cli_errorf("template pin", "cannot write %s: %s", out, strerror(errno));
-    return EXIT_USAGE;
+    return EXIT_STORAGE;
   }
   cr_template *t = NULL;
   if ((rc = cr_template_load(&t, out, &err)) != 0) {
@@ -292,7 +293,9 @@ static int cmd_template_sigs(const char *sub, int argc, char **argv) {
     if ((rc = cr_identity_load(&id, identity, &err)) != 0 ||
         (rc = cr_template_sign(t, sig_path, id, &role, &err)) != 0) {
       cr_cli_errorf(cmd, "%s", cr_error_message(&err, rc));
-      code = EXIT_USAGE;
+      /* The identity is configuration; a signatures file that cannot be
+       * written (the only CR_EIO of signing) is local storage. */
+      code = id != NULL && rc == CR_EIO ? EXIT_STORAGE : EXIT_USAGE;
       goto out;
     }
     fprintf(stderr, "signed as the %s (%s); signatures are in %s\n", cr_role_name(role),

@@ -72,8 +72,11 @@ int cr_cli_exit_code(int rc, int wire) {
   case CR_ETLS:
   case CR_ETIMEDOUT:
   case CR_EPROTO:
-  case CR_EIO:
     return EXIT_NETWORK;
+  case CR_EIO:
+    /* Only local files give CR_EIO (the work directory, the audit log,
+     * identity and output files): never the network. */
+    return EXIT_STORAGE;
   default:
     return EXIT_INTERNAL;
   }
@@ -91,6 +94,9 @@ const char CR_CLI_EXIT_CODES_HELP[] =
     "  5  network, TLS or protocol failure, or timeout\n"
     "  6  the partner's node is busy (at its session limit): try again later\n"
     "     (run --retry N does)\n"
+    "  7  local storage error: the work directory is full or the --spill-max cap\n"
+    "     was reached, or a file the node must write (audit log, identity, output)\n"
+    "     cannot be written; free space, move --work-dir, or raise --memory\n"
     "  130, 143  run stopped by SIGINT or SIGTERM (128 + the signal): the partner\n"
     "     was told ABORTED and the abort recorded; nothing was released\n";
 

@@ -103,6 +103,13 @@ static int csv_next(cr_source *s, cr_source_row *row, cr_error *err) {
   uint64_t line = 0;
   memset(row, 0, sizeof *row);
   int rc = cr_csv_next(c->csv, &f, &l, &nf, &line, err);
+  /* The data file's read error is the data's (exit 3); CR_EIO from a load
+   * is left to the work directory (full, or its cap reached). */
+  if (rc == CR_EIO) {
+    if (err != NULL)
+      err->code = CR_EDATA;
+    return CR_EDATA;
+  }
   if (rc == CR_CSV_MALFORMED) {
     row->pos = line;
     row->malformed = cr_csv_last_reject(c->csv);

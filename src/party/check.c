@@ -107,7 +107,7 @@ int cr_party_check_data(cr_party *p, const cr_party_check_config *cfg, cr_party_
   cr_params_free(&params);
   if (rc) {
     record(p, NULL, cfg->query, rc, cr_error_message(err, rc));
-    return rc == CR_EIO ? CR_EDATA : rc;
+    return rc; /* CR_EIO: the work directory is full (exit 7), not the data */
   }
 
   /* What serve and run would say: the rows first, then the template. */

@@ -292,7 +292,7 @@ static int data_load(cr_collab *c, const cr_query *q, cr_filter *filter, const c
         json_object_set_new(o, "query", cr__jtext(q->name));
       json_object_set_new(o, "reason", cr__jtext(cr_error_message(err, rc)));
       (void)cr__trail_event(&c->trail, "data_load_failed", o, NULL);
-      return rc == CR_EIO ? CR_EDATA : rc;
+      return rc; /* CR_EIO: the work directory is full (exit 7), not the data */
     }
     json_t *f = cr__trail_data_fields(d, c->t, q ? q->name : NULL);
     /* The source, and for a database the query: what was read is as much
@@ -306,10 +306,10 @@ static int data_load(cr_collab *c, const cr_query *q, cr_filter *filter, const c
     json_decref(used);
     cr_error ae;
     cr_error_clear(&ae);
-    if (cr__trail_event(&c->trail, "data_loaded", f, &ae) != 0) {
+    if ((rc = cr__trail_event(&c->trail, "data_loaded", f, &ae)) != 0) {
       cr_dataset_free(d);
-      return cr_error_set(err, CR_EINTERNAL, "cannot record the data access in the audit log: %s",
-                          ae.msg);
+      return cr_error_set(err, cr__trail_write_error(rc),
+                          "cannot record the data access in the audit log: %s", ae.msg);
     }
     *out = d;
     *sig = before;

@@ -150,8 +150,8 @@ static int record_start(cr_party *p, cr_error *err) {
   json_object_set_new(ev, "work_dir", cr__jtext(p->work_dir));
   int rc = cr__trail_event(&p->trail, "node_started", ev, err);
   if (rc)
-    return cr_error_set(err, CR_EINTERNAL, "cannot write the audit log %s: %s", p->audit_path,
-                        err ? err->msg : cr_strerror(rc));
+    return cr_error_set(err, cr__trail_write_error(rc), "cannot write the audit log %s: %s",
+                        p->audit_path, err ? err->msg : cr_strerror(rc));
   return 0;
 }
 
@@ -290,8 +290,11 @@ int cr_party_open(cr_party **out, const cr_party_config *cfg, cr_error *err) {
       memset(&p->trail, 0, sizeof p->trail);
       cr_hex_encode(p->trail.th, p->t->sha256, CR_SHA256_BYTES);
     } else {
-      /* A log that does not verify is evidence, not a setting (exit 3). */
-      rc = cr_error_set(err, rc == CR_EDATA ? CR_EDATA : CR_ECONFIG,
+      /* A log that does not verify is evidence, not a setting (exit 3); one
+       * that cannot be created, opened or written is local storage (exit
+       * 7); one another process holds too long (CR_ETIMEDOUT), like the
+       * rest, is a setting: give this node its own with --audit (exit 2). */
+      rc = cr_error_set(err, rc == CR_EDATA || rc == CR_EIO ? rc : CR_ECONFIG,
                         "cannot open the audit log %s: %s%s", p->audit_path,
                         cr_error_message(&ae, rc),
                         p->mode == CR_PARTY_CHECK
@@ -551,12 +554,12 @@ int cr__party_load_start(cr_party *p, const cr_query *q, cr_error *err) {
     json_object_set_new(ev, "file", cr__jtext(p->data_path));
     json_object_set_new(ev, "reason", cr__jtext(cr_error_message(err, rc)));
     (void)cr__trail_event(&p->trail, "data_load_failed", ev, NULL);
-    return rc == CR_EIO ? CR_EDATA : rc;
+    return rc; /* CR_EIO: the work directory is full (exit 7), not the data */
   }
   cr_error ae;
-  if (cr__trail_event(&p->trail, "data_loaded", data_fields(p, p->data, q ? q->name : NULL), &ae) !=
-      0)
-    return cr_error_set(err, CR_EINTERNAL, "cannot write the audit log: %s", ae.msg);
+  if ((rc = cr__trail_event(&p->trail, "data_loaded", data_fields(p, p->data, q ? q->name : NULL),
+                            &ae)) != 0)
+    return cr_error_set(err, cr__trail_write_error(rc), "cannot write the audit log: %s", ae.msg);
   if (p->ev.on_data)
     p->ev.on_data(p->ev.ctx, p->data);
   return 0;

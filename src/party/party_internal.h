@@ -100,6 +100,11 @@ void cr__trail_close(cr_trail *a);
  * adds "collaboration", "template_sha256" and "partner" (the other
  * party's organisation) and "partner_cert_sha256" unless set. */
 int cr__trail_event(cr_trail *a, const char *event, json_t *fields, cr_error *err);
+/* The code for a node whose audit log could not take an event (rc from
+ * cr__trail_event): CR_EIO (the file cannot be written: local storage) and
+ * CR_ENOMEM as they are, CR_ETIMEDOUT (another process holds the log)
+ * CR_ECONFIG (give this node its own log), anything else CR_EINTERNAL. */
+int cr__trail_write_error(int rc);
 int cr__trail_checkpoint(cr_trail *a, cr_error *err);
 json_t *cr__trail_data_fields(const cr_dataset *d, const cr_template *t, const char *query);
 json_t *cr__trail_session_fields(const cr_trail *a, const cr_session_result *r);
@@ -112,7 +117,8 @@ int cr__trail_limit(cr_trail *a, const char *query, char *msg, size_t cap);
  * max_runs_per_query and limits.privacy_budget from the log (every
  * writer's lines) and records session_started (with the run's
  * privacy_spend for a query with noise), as one step. 0, CR_EREFUSED
- * (limit, budget) or CR_EIO, msg set. */
+ * (limit, budget) or the log's failure as cr__trail_write_error gives it,
+ * msg set. */
 int cr__trail_admit(cr_trail *a, const cr_session_result *r, char *msg, size_t cap);
 /* The runs of a query so far (-1 when the log cannot be read). */
 int64_t cr__trail_runs(cr_trail *a, const char *query);
@@ -129,7 +135,8 @@ int cr__trail_budget(cr_trail *a, cr_party_budget *out, char *msg, size_t cap);
  * admission, so that two cannot both count the last run (or the last of
  * the budget) as free: an exclusive flock on LOG_PATH.runs.lock, waited
  * for (polled) up to CR_TRAIL_RUN_LOCK_WAIT_MS. 0 with *fd set (-1 when
- * nothing is recorded), or an error with msg.
+ * nothing is recorded), or an error with msg: CR_EIO (the lock file cannot
+ * be opened or locked), CR_ETIMEDOUT (held longer than the wait), CR_ENOMEM.
  */
 #define CR_TRAIL_RUN_LOCK_SUFFIX ".runs.lock"
 #define CR_TRAIL_RUN_LOCK_WAIT_MS 120000u

@@ -276,7 +276,7 @@ int cr_party_run(cr_party *p, uv_loop_t *loop, const cr_party_run_config *cfg,
   if (p->t->limits.max_runs_per_query != 0 ||
       (q->noise.mechanism != CR_NOISE_NONE && p->t->limits.privacy_budget.epsilon != 0)) {
     if ((rc = cr__trail_run_lock(&p->trail, &p->run_lock_fd, lmsg, sizeof lmsg)) != 0)
-      return cr_error_set(err, rc == CR_ENOMEM ? rc : CR_EIO, "%s", lmsg);
+      return cr_error_set(err, rc, "%s", lmsg); /* CR_EIO, CR_ETIMEDOUT or CR_ENOMEM */
     if ((rc = cr__trail_limit(&p->trail, q->name, lmsg, sizeof lmsg)) != 0 ||
         (rc = cr__trail_budget_check(&p->trail, q, lmsg, sizeof lmsg)) != 0) {
       cr__trail_run_unlock(&p->run_lock_fd);

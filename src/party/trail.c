@@ -261,6 +261,18 @@ static void trail_names(const cr_trail *a, json_t *o) {
                         hexj(a->t->parties[other].cert_sha256, CR_SHA256_BYTES));
 }
 
+int cr__trail_write_error(int rc) {
+  switch (rc) {
+  case CR_EIO:
+  case CR_ENOMEM:
+    return rc;
+  case CR_ETIMEDOUT:
+    return CR_ECONFIG;
+  default:
+    return CR_EINTERNAL;
+  }
+}
+
 int cr__trail_event(cr_trail *a, const char *event, json_t *fields, cr_error *err) {
   if (!a->open) {
     json_decref(fields);
@@ -651,7 +663,7 @@ int cr__trail_admit(cr_trail *a, const cr_session_result *r, char *msg, size_t c
   json_decref(f);
   if (text == NULL) {
     snprintf(msg, cap, "out of memory");
-    return CR_EIO;
+    return CR_ENOMEM;
   }
   pthread_mutex_lock(&l->lock);
   /* Count and record under the file lock: two sessions (of this node, or
@@ -675,7 +687,8 @@ int cr__trail_admit(cr_trail *a, const cr_session_result *r, char *msg, size_t c
 out:
   pthread_mutex_unlock(&l->lock);
   free(text);
-  return rc ? (rc == CR_EREFUSED ? rc : CR_EIO) : 0;
+  /* A refusal, or the log's own failure as cr__trail_write_error says. */
+  return rc ? (rc == CR_EREFUSED ? rc : cr__trail_write_error(rc)) : 0;
 }
 
 /* The partner's signed receipt: everything needed to check it again
@@ -852,7 +865,7 @@ int cr__trail_run_lock(cr_trail *a, int *fd_out, char *msg, size_t cap) {
                path, CR_TRAIL_RUN_LOCK_WAIT_MS / 1000u);
       close(fd);
       free(path);
-      return CR_EIO;
+      return CR_ETIMEDOUT; /* a wait, not a storage failure */
     }
     struct timespec ts = {0, (long)step_us * 1000L};
     (void)nanosleep(&ts, NULL);

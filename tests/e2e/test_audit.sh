@@ -156,13 +156,44 @@ if grep -q "incomplete\|torn\|next start" garbled.err; then
 else
   ok "verify does not call a complete garbled line torn"
 fi
-# (the party reports any audit log it cannot open as a configuration error:
-# exit 2, the usage/configuration code; 124 would mean it started and waited)
+# (a log that does not verify is evidence: exit 3, the data code; one that
+# cannot be written is local storage, exit 7, below; 124 would mean it
+# started and waited)
 expect_eq "the node refuses to start on it (exit 3, data)" 3 "$GS"
 expect_grep "the refusal names the line" "line $LAST" garbled-serve.err
 expect_grep "the refusal says to run audit verify" "cleanroom audit verify" garbled-serve.err
 if cmp -s "$PLOG" garbled.jsonl; then ok "the edited log is left as it was"; else fail "the edited log was changed"; fi
 cp good.jsonl "$PLOG"
+
+# An audit log that cannot be written (its "directory" is a file, which
+# stops root too; and, when not root, a directory without write
+# permission): the node refuses to start with exit 7, local storage (not 2,
+# a setting, nor 5, the network), naming the log; data check the same.
+echo "not a directory" >notadir
+unwritable_log() {
+  local tag=$1 log=$2
+  set +e
+  timeout 20 "$CR" serve --template template.json --identity provider-id --data "$EX/provider.csv" \
+    --listen 127.0.0.1:0 --once --audit "$log" >/dev/null 2>"uw-$tag-serve.err"
+  local s=$?
+  "$CR" data check --template template.json --identity provider-id --data "$EX/provider.csv" \
+    --audit "$log" >/dev/null 2>"uw-$tag-check.err"
+  local c=$?
+  set -e
+  expect_eq "$tag: serve refuses to start (exit 7, local storage)" 7 "$s"
+  expect_grep "$tag: serve names the audit log" "cannot open the audit log $log" "uw-$tag-serve.err"
+  expect_eq "$tag: data check fails (exit 7, local storage)" 7 "$c"
+  expect_grep "$tag: data check names the audit log" "cannot open the audit log $log" "uw-$tag-check.err"
+}
+unwritable_log "log under a file" "$PWD/notadir/audit.jsonl"
+if [ "$(id -u)" != 0 ]; then
+  mkdir -p rodir
+  chmod 0500 rodir
+  unwritable_log "read-only directory" "$PWD/rodir/audit.jsonl"
+  chmod 0700 rodir
+else
+  echo "note: root writes to a read-only directory; that case is tested as non-root only"
+fi
 
 # The run limit survives restarts: it is counted from the log.
 sed 's/"max_runs_per_query": 20/"max_runs_per_query": 2/' template.json >limit.json

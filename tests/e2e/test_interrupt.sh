@@ -9,7 +9,8 @@
 #    verifies.
 # 2. A members query whose rows file cannot be written whole (the file size
 #    limit, RLIMIT_FSIZE, makes write(2) fail with EFBIG mid-file): run
-#    fails with the real error, no rows file and no temporary file remain,
+#    fails with the real error and exit 7 (local storage), no rows file and
+#    no temporary file remain,
 #    and the audit log records result_withheld and the receipt under a
 #    checkpoint instead of a release.
 set -euo pipefail
@@ -99,7 +100,7 @@ set +e
 RS_RC=$?
 set -e
 wait "$RS_PID" || true
-expect_eq "members: run fails with an internal error (1)" 1 "$RS_RC"
+expect_eq "members: run fails with a local storage error (7)" 7 "$RS_RC"
 expect_grep "members: the real error is named" "File too large" rs-run.err
 if grep -q "Success" rs-run.err; then fail "members: the error says Success"; else ok "members: no \"Success\" in the error"; fi
 [ ! -e riders.csv ] && ok "members: no rows file" || fail "members: a rows file was left"

@@ -21,10 +21,13 @@
 #    (spill_recovered), and after a normal exit nothing remains.
 # 5. A full work directory (a 400 KiB tmpfs when this test may mount one;
 #    the --spill-max 400K cap in any case: room for the provider's data
-#    load, not for an overlap session's tables as well): a clear error
-#    naming the directory, a non-zero exit, the failure in the audit log,
-#    nothing released, and the
-#    partner reports the failure too.
+#    load, not for an overlap session's tables with a partner four times
+#    its size): a clear error
+#    naming the directory, exit 7 (local storage) on the node whose disk
+#    filled, the failure in the audit log, nothing released, and the
+#    partner reports the failure too (exit 5: the partner aborted the
+#    session). A cap the data load itself exceeds: data check and serve
+#    exit 7 naming the directory (not 3: the data is fine), recorded.
 #
 # Parts 2 (spilled bytes), 3 and 5 need the sorters to spill, i.e. the
 # out-of-core dataset and engine.
@@ -335,8 +338,11 @@ full_case() {
   run_client template.json ccons.csv overlap --timeout 60 --memory 1 --work-dir "w-$tag-c" \
     --audit "c-$tag.jsonl"
   wait_server
-  if [ "$SERVER_RC" -ne 0 ]; then ok "$tag: serve exits non-zero ($SERVER_RC)"; else fail "$tag: serve exited 0"; fi
-  if [ "$RUN_RC" -ne 0 ]; then ok "$tag: the partner's run fails too ($RUN_RC)"; else fail "$tag: the run exited 0"; fi
+  expect_eq "$tag: serve exits 7 (local storage: its work directory is full)" 7 "$SERVER_RC"
+  # The partner's disk is fine: it sees the session aborted (INTERNAL on
+  # the wire), a protocol failure, exit 5.
+  expect_eq "$tag: the partner's run fails too (exit 5)" 5 "$RUN_RC"
+  expect_grep "$tag: the run says the partner aborted" "the partner aborted the session" run.err
   expect_grep "$tag: the error names the work directory" "$dir" server.err
   expect_grep "$tag: the session failed in its tables, not at start" "session with .* failed: .*work directory" server.err
   expect_grep "$tag: the provider's audit log records the failure" '"event":"session_aborted".*"error":"EIO"' "p-$tag.jsonl"
@@ -364,5 +370,27 @@ fi
 mkdir -p w-cap
 full_case cap "$PWD/w-cap" --spill-max 400K
 expect_eq "cap: nothing left in the work directory" 0 "$(count_left w-cap)"
+
+# A cap the data load itself exceeds (16K, with --memory 1): exit 7 naming
+# the directory, from data check and from serve before it listens; both
+# record it; the data is not blamed (exit 3 would send the operator to it).
+mkdir -p w-load
+set +e
+"$CR" data check --template template.json --identity provider-id --data bprov.csv \
+  --memory 1 --work-dir "$PWD/w-load" --spill-max 16K --audit dc-load.jsonl >dc-load.out 2>dc-load.err
+DCL_RC=$?
+timeout 30 "$CR" serve --template template.json --identity provider-id --data bprov.csv \
+  --listen 127.0.0.1:0 --memory 1 --work-dir "$PWD/w-load" --spill-max 16K \
+  --audit p-load.jsonl >serve-load.out 2>serve-load.err
+SL_RC=$?
+set -e
+expect_eq "load cap: data check exits 7 (local storage)" 7 "$DCL_RC"
+expect_grep "load cap: data check names the work directory" "work directory $PWD/w-load" dc-load.err
+expect_grep "load cap: data check records it" '"event":"data_checked".*"verdict":"EIO"' dc-load.jsonl
+expect_eq "load cap: serve exits 7 (local storage)" 7 "$SL_RC"
+expect_grep "load cap: serve names the work directory" "work directory $PWD/w-load" serve-load.err
+expect_grep "load cap: serve records the failed load" '"event":"data_load_failed"' p-load.jsonl
+if grep -q "listening on" serve-load.err; then fail "load cap: serve listened"; else ok "load cap: serve did not listen"; fi
+expect_eq "load cap: nothing left in the work directory" 0 "$(count_left w-load)"
 
 finish
