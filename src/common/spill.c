@@ -788,13 +788,25 @@ int cr_sorter_add(cr_sorter *s, const void *key, const void *payload, size_t pay
 
 /* ------------------------------------------------------------ runs: write */
 
+/* A size as people read it: KiB below 1 MiB, then MiB. */
+static void size_text(char *out, size_t cap, uint64_t n) {
+  if (n < (1u << 20))
+    snprintf(out, cap, "%.0f KiB", (double)n / 1024.0);
+  else if (n % (1u << 20) == 0)
+    snprintf(out, cap, "%llu MiB", (unsigned long long)(n >> 20));
+  else
+    snprintf(out, cap, "%.1f MiB", (double)n / MIB);
+}
+
 static int full_error(cr_sorter *s, cr_error *err) {
   cr_spill_stats st;
   cr_spill_stats_get(s->sp, &st);
+  char got[32];
+  size_text(got, sizeof got, st.disk_now);
   return cr_error_set(err, CR_EIO,
-                      "work directory %s is full: %.1f MiB spilled by this node; free space "
-                      "there, give --work-dir a larger disk, or raise --memory",
-                      s->sp->work_dir, (double)st.disk_now / MIB);
+                      "work directory %s is full: %s spilled by this node; free space there, "
+                      "give --work-dir a larger disk, or raise --memory",
+                      s->sp->work_dir, got);
 }
 
 /* Writes n bytes at off, counting them against the disk cap first. */
@@ -805,11 +817,15 @@ static int disk_write(cr_sorter *s, int fd, const uint8_t *buf, size_t n, uint64
   int over = sp->disk_max && (sp->disk_now > sp->disk_max || n > sp->disk_max - sp->disk_now);
   uint64_t now = sp->disk_now;
   pthread_mutex_unlock(&sp->mu);
-  if (over)
+  if (over) {
+    char lim[32], got[32];
+    size_text(lim, sizeof lim, sp->disk_max);
+    size_text(got, sizeof got, now);
     return cr_error_set(err, CR_EIO,
-                        "work directory %s: reached the spill limit of %.0f MiB (%.1f MiB "
-                        "spilled by this node); raise the limit or --memory",
-                        sp->work_dir, (double)sp->disk_max / MIB, (double)now / MIB);
+                        "work directory %s: reached the spill limit of %s (%s spilled by this "
+                        "node); raise the limit or --memory",
+                        sp->work_dir, lim, got);
+  }
   size_t done = 0;
   while (done < n) {
     ssize_t w = pwrite(fd, buf + done, n - done, (off_t)(off + done));
