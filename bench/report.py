@@ -31,8 +31,11 @@ own backend, next to libsodium's.
 
 Memory (issue 17): rss_kb is each node's peak resident set (bench_exec's
 wait4), peak_rss_bytes the same from the node's --json; spill_bytes_per_elem
-= the node's spill.bytes_written / its own n; leftover_files = entries left
-in the node's work directory after it exited (must be 0).
+= the node's spill.bytes_written / its own n (what it wrote);
+spill_peak_bytes_per_elem = its spill.peak_bytes (the most on disk at once)
+/ the larger of the two sets (a small side's spill holds the large side's
+tables); leftover_files = entries left in the node's work directory after
+it exited (must be 0).
 """
 import json
 import os
@@ -285,6 +288,9 @@ def cmd_row(argv):
             k: (r(v["bytes_written"] / own, 2) if v and v.get("bytes_written") is not None else None)
             for k, v, own in (("provider", m["spill"]["provider"], n),
                               ("consumer", m["spill"]["consumer"], nc))},
+        "spill_peak_bytes_per_elem": {
+            k: (r(v["peak_bytes"] / max(n, nc), 2) if v and v.get("peak_bytes") is not None else None)
+            for k, v in m["spill"].items()},
         "leftover_files": m["leftover_files"],
         "phases": m["phases"],
         "loadavg": a.loadavg,
@@ -349,14 +355,14 @@ def cmd_table(path):
                "| B/elem provider→ | B/elem consumer→ | RSS provider MiB | RSS consumer MiB "
                "| psi.js wall s | psi.js µs/elem | psi.js B/elem server→ / client→ "
                "| time psi.js ÷ cleanroom | bytes psi.js ÷ cleanroom | padding provider / consumer "
-               "| spill B/elem provider / consumer | files left in work dirs |")
+               "| spill peak B/elem provider / consumer | files left in work dirs |")
     out.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for x in rows:
         p = x.get("peer")
         ratio = x.get("ratio") or {}
         oc = x.get("other_cpu_util")
         pad = x.get("padding_share") or {}
-        sp = x.get("spill_bytes_per_elem") or {}
+        sp = x.get("spill_peak_bytes_per_elem") or {}
         left = x.get("leftover_files") or {}
         nc = x.get("n_consumer", x["n"])
         out.append("| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
