@@ -95,7 +95,7 @@ struct cr_engine {
   cr_sorter *peer_match_s; /* the peer's digests by digest (payload: label when grouped) */
   cr_sorter *peer_ret_s;   /* the peer's digests in return order (may be peer_match_s) */
   cr_sorter *own_dg_s;     /* our digests back, by digest (payload: label, members rank) */
-  uint64_t own_fp_limit;   /* cr_sorter_set_limit for own_fp_s (made later); 0 none */
+  int consume_data;        /* our elements are read once and given back (release_data) */
   uint64_t own_real_back;  /* members: real send positions among the digests back */
   cr_sorter_iter *ret_it;
   int ret_peeked; /* ret_peek holds the next returned digest */
@@ -1067,8 +1067,6 @@ static int blind_stream(cr_engine *e, uint64_t first, size_t n, uint8_t *points,
     hash_job job = {e, arena, offs, lens, points};
     rc = cr_pool_for(e->cfg.pool, n, CR_POOL_CHUNK, hash_range, &job);
   }
-  if (e->own_fp_s != NULL && e->own_fp_limit != 0)
-    cr_sorter_set_limit(e->own_fp_s, e->own_fp_limit);
   for (size_t i = 0; i < n && rc == 0 && e->own_fp_s != NULL; i++)
     rc = cr_sorter_add(e->own_fp_s, points + i * pb, NULL, 0, &e->err);
   if (rc == 0 && e->pos == e->own_n) {
@@ -1079,11 +1077,8 @@ static int blind_stream(cr_engine *e, uint64_t first, size_t n, uint8_t *points,
     rc = cr_dataset_iter_next(e->it, &key, &len, &dl, &e->err);
     if (rc > 0)
       rc = CR_EINVAL;
-    /* Sent: its spill leaves the disk now, unless our matched rows will be
-     * written (they are found through the elements again). */
-    if (rc == 0 && e->cfg.release_data && e->prepared &&
-        !(e->plan.members && e->plan.self_receives))
-      cr_dataset_iter_release(e->it);
+    if (rc == 0 && e->consume_data)
+      cr_dataset_iter_release(e->it); /* sent: what is left of it goes too */
     else
       cr_dataset_iter_free(e->it);
     e->it = NULL;
@@ -1133,7 +1128,7 @@ static void plan_memory(cr_engine *e) {
   size_t nt = 0;
   uint64_t sum = 0;
   if (e->plan.self_receives) {
-    t[nt].s = NULL; /* our fingerprints: made when the first points go out */
+    t[nt].s = e->own_fp_s;
     t[nt++].bytes = table_bytes(own, CR_FP_BYTES, 0);
     t[nt].s = e->peer_fp_s;
     t[nt++].bytes = table_bytes(peer, CR_FP_BYTES, 0);
@@ -1160,13 +1155,8 @@ static void plan_memory(cr_engine *e) {
       cap = CR_SPILL_RUN_MIN;
     if (cap > share)
       cap = share; /* cr_sorter_set_limit keeps its own minimum */
-    if (t[i].s == NULL)
-      e->own_fp_limit = cap;
-    else
-      cr_sorter_set_limit(t[i].s, cap);
+    cr_sorter_set_limit(t[i].s, cap);
   }
-  if (e->own_fp_s != NULL && e->own_fp_limit != 0)
-    cr_sorter_set_limit(e->own_fp_s, e->own_fp_limit);
 }
 
 /* The peer's digests in the order they go back: count, by label then
@@ -1199,14 +1189,21 @@ static int prepare_stream(cr_engine *e, const cr_engine_plan *plan, size_t pw) {
     if (rc != 0)
       return rc;
   }
-  if (plan->self_receives)
+  /* Our fingerprints (made here, not at the first send, so the plan below
+   * sees every table). */
+  if (rc == 0 && plan->self_receives && e->own_fp_s == NULL)
+    rc = cr_sorter_new(&e->own_fp_s, e->cfg.spill, CR_FP_BYTES, "our blinded points", &e->err);
+  if (rc == 0 && plan->self_receives)
     rc = cr_sorter_new(&e->own_dg_s, e->cfg.spill, dl, "our digests", &e->err);
   if (rc == 0)
     plan_memory(e);
   /* Nothing reads our elements after this session but the send (unless our
-   * matched rows are written from them): their spill goes as they go. */
-  if (rc == 0 && e->cfg.release_data && e->it != NULL && !(plan->members && plan->self_receives))
+   * matched rows are written from them): their spill goes as they go, and
+   * what is left once all are sent. */
+  if (rc == 0 && e->cfg.release_data && e->it != NULL && !(plan->members && plan->self_receives)) {
     cr_dataset_iter_consume(e->it);
+    e->consume_data = 1;
+  }
   return rc;
 }
 
