@@ -110,6 +110,48 @@ typedef struct cr_engine_result {
   uint8_t *matched_on;
 } cr_engine_result;
 
+/*
+ * The two heavy steps, on a batch: what every engine calls, and what the
+ * processes of a party spread over a cluster compute for each other
+ * (cleanroom-mpi, docs/scale-out.md). Both spread the batch over the pool
+ * (NULL: this thread only) and wipe what they held.
+ *
+ * cr_engine_hash_blind_batch: points[i] = k * HashToGroup(message i), for n
+ * messages laid end to end in msgs (lens[i] bytes each).
+ * cr_engine_reblind_digest_batch: digests[i] (digest_bytes each) = the
+ * session's digest of k * points[i]; CR_EPROTO, *bad the lowest index of a
+ * point that is not a valid encoding, when one is not.
+ */
+CR_NODISCARD int cr_engine_hash_blind_batch(cr_pool *pool, const cr_suite *suite, const uint8_t *k,
+                                            const uint8_t *msgs, const size_t *lens, size_t n,
+                                            uint8_t *points);
+CR_NODISCARD int cr_engine_reblind_digest_batch(cr_pool *pool, const cr_suite *suite,
+                                                const uint8_t *k, const uint8_t *session_id,
+                                                size_t digest_bytes, const uint8_t *points,
+                                                size_t n, uint8_t *digests, uint64_t *bad);
+
+/*
+ * Where those batches are computed. A process that is one of several of its
+ * party (rank 0 of cleanroom-mpi) sets an offload once, before any session,
+ * and every engine of the process then hands its batches to it; the
+ * offload computes the same function (bit-identical results, the same
+ * *bad) on this process's pool and the party's other processes, or fails
+ * with a negative CR_E* code and a message in err (CR_ECLUSTER: a process
+ * of the party failed; the message names it).
+ * A property of the process, like the crypto backend, hence global. NULL:
+ * the pool only (the default).
+ */
+typedef struct cr_engine_offload {
+  void *ctx;
+  int (*hash_blind)(void *ctx, cr_pool *pool, const cr_suite *suite, const uint8_t *k,
+                    const uint8_t *msgs, const size_t *lens, size_t n, uint8_t *points,
+                    cr_error *err);
+  int (*reblind_digest)(void *ctx, cr_pool *pool, const cr_suite *suite, const uint8_t *k,
+                        const uint8_t *session_id, size_t digest_bytes, const uint8_t *points,
+                        size_t n, uint8_t *digests, uint64_t *bad, cr_error *err);
+} cr_engine_offload;
+void cr_engine_set_offload(const cr_engine_offload *o);
+
 typedef struct cr_engine cr_engine;
 
 /* CR_EREFUSED for an unknown suite, CR_ECRYPTO when the randomness fails. */

@@ -447,13 +447,6 @@ static void put_u32be(uint8_t *p, uint32_t v) {
 
 /* ---- own set ------------------------------------------------------------ */
 
-typedef struct blind_job {
-  cr_engine *e;
-  uint64_t first;
-  uint8_t *points;
-  uint8_t *labels;
-} blind_job;
-
 /* Grows the message arena to hold `need` more bytes after `used`, keeping
  * what is there; the old block held match keys, so it is wiped. */
 static int arena_reserve(uint8_t **buf, size_t *cap, const uint8_t *stackbuf, size_t used,
@@ -481,7 +474,7 @@ static int arena_reserve(uint8_t **buf, size_t *cap, const uint8_t *stackbuf, si
  * a padding element's or a record's missing key, is distinct; with one key
  * it is the element's index). */
 static int own_message(cr_engine *e, uint32_t idx, size_t slot, uint8_t **msg, size_t *cap,
-                       const uint8_t *stackbuf, size_t *used, size_t *len) {
+                       size_t *used, size_t *len) {
   const cr_dataset *d = e->data;
   const cr_template *t = e->cfg.tmpl;
   size_t w = cr_engine_own_width(e);
@@ -492,7 +485,7 @@ static int own_message(cr_engine *e, uint32_t idx, size_t slot, uint8_t **msg, s
   if (v == CR_DATASET_NO_VALUE) {
     size_t need = sizeof PAD_LABEL - 1 + CR_PAD_SEED_BYTES + 8;
     uint64_t index = (uint64_t)idx * w + slot;
-    if ((rc = arena_reserve(msg, cap, stackbuf, *used, need)) != 0)
+    if ((rc = arena_reserve(msg, cap, NULL, *used, need)) != 0)
       return rc;
     uint8_t *pm = *msg + *used;
     memcpy(pm, PAD_LABEL, sizeof PAD_LABEL - 1);
@@ -506,7 +499,7 @@ static int own_message(cr_engine *e, uint32_t idx, size_t slot, uint8_t **msg, s
     uint8_t ml = (uint8_t)(mlen > 255 ? 255 : mlen);
     size_t vlen = d->off[v + 1] - d->off[v];
     size_t need = CR_SHA256_BYTES + 1 + ml + vlen;
-    if ((rc = arena_reserve(msg, cap, stackbuf, *used, need)) != 0)
+    if ((rc = arena_reserve(msg, cap, NULL, *used, need)) != 0)
       return rc;
     uint8_t *mp = *msg + *used;
     memcpy(mp, t->sha256, CR_SHA256_BYTES);
@@ -519,87 +512,74 @@ static int own_message(cr_engine *e, uint32_t idx, size_t slot, uint8_t **msg, s
   return 0;
 }
 
-/* k * HashToGroup(message) for own elements [first + begin, first + end) of
- * the send order, each element's points in key order (points p = element *
- * width + slot, contiguous), CR_BLIND_GROUP points at a time through the
- * suite's batch entry point (the batched backends blind eight lanes per
- * call). */
-static int blind_range(void *ctx, size_t begin, size_t end) {
-  blind_job *j = ctx;
-  cr_engine *e = j->e;
-  const cr_dataset *d = e->data;
-  size_t pb = e->suite->point_bytes, w = cr_engine_own_width(e);
-  uint8_t stackbuf[2048], *msg = stackbuf;
-  size_t cap = sizeof stackbuf;
+/* ---- the batched crypto: this process's pool, or the party's processes -- */
+
+static _Atomic(const cr_engine_offload *) g_offload;
+
+void cr_engine_set_offload(const cr_engine_offload *o) { g_offload = o; }
+
+typedef struct hb_job {
+  const cr_suite *suite;
+  const uint8_t *k, *msgs;
+  const size_t *offs, *lens;
+  uint8_t *points;
+} hb_job;
+
+/* k * HashToGroup(message) for messages [begin, end), CR_BLIND_GROUP at a
+ * time through the suite's batch entry point. */
+static int hb_range(void *ctx, size_t begin, size_t end) {
+  hb_job *j = ctx;
+  size_t pb = j->suite->point_bytes;
   const uint8_t *msgs[CR_BLIND_GROUP];
-  size_t lens[CR_BLIND_GROUP], offs[CR_BLIND_GROUP];
   int rc = 0;
-  for (size_t i = begin; i < end; i++) {
-    uint32_t idx = e->order[j->first + i];
-    if (j->labels)
-      put_u32be(j->labels + 4 * i, e->wire_label     ? e->wire_label[idx]
-                                   : idx < e->real_n ? d->labels[idx]
-                                                     : 0);
-  }
-  for (size_t g = begin * w; g < end * w && rc == 0; g += CR_BLIND_GROUP) {
-    size_t m = end * w - g < CR_BLIND_GROUP ? end * w - g : CR_BLIND_GROUP;
-    size_t used = 0;
-    for (size_t q = 0; q < m && rc == 0; q++) {
-      offs[q] = used;
-      rc = own_message(e, e->order[j->first + (g + q) / w], (g + q) % w, &msg, &cap, stackbuf,
-                       &used, &lens[q]);
-    }
-    if (rc != 0)
-      break;
+  for (size_t g = begin; g < end && rc == 0; g += CR_BLIND_GROUP) {
+    size_t m = end - g < CR_BLIND_GROUP ? end - g : CR_BLIND_GROUP;
     for (size_t q = 0; q < m; q++)
-      msgs[q] = msg + offs[q];
-    rc = cr_suite_hash_blind_batch(e->suite, j->points + g * pb, e->k, msgs, lens, m);
-    for (size_t q = 0; q < m; q++)
-      memcpy(e->own_fp + (j->first * w + g + q) * CR_FP_BYTES, j->points + (g + q) * pb,
-             CR_FP_BYTES);
+      msgs[q] = j->msgs + j->offs[g + q];
+    rc = cr_suite_hash_blind_batch(j->suite, j->points + g * pb, j->k, msgs, j->lens + g, m);
   }
-  /* The buffer held match keys: wipe it. */
-  sodium_memzero(msg, cap);
-  if (msg != stackbuf)
-    free(msg);
   return rc;
 }
 
-// NOLINTNEXTLINE(readability-non-const-parameter): the workers write points and labels via job
-int cr_engine_blind(cr_engine *e, uint64_t first, size_t n, uint8_t *points, uint8_t *labels) {
-  if (e->stream)
-    return e->k == NULL ? CR_EINVAL : blind_stream(e, first, n, points, labels);
-  if (e->k == NULL || e->order == NULL || first > e->own_n || n > e->own_n - first ||
-      (labels != NULL && e->wire_label == NULL))
-    return CR_EINVAL;
-  blind_job job = {e, first, points, labels};
-  return cr_pool_for(e->cfg.pool, n, CR_POOL_CHUNK, blind_range, &job);
+int cr_engine_hash_blind_batch(cr_pool *pool, const cr_suite *suite, const uint8_t *k,
+                               const uint8_t *msgs, const size_t *lens, size_t n,
+                               uint8_t *points) {
+  if (n == 0)
+    return 0;
+  size_t *offs = malloc(n * sizeof *offs);
+  if (offs == NULL)
+    return CR_ENOMEM;
+  size_t at = 0;
+  for (size_t i = 0; i < n; i++) {
+    offs[i] = at;
+    at += lens[i];
+  }
+  hb_job job = {suite, k, msgs, offs, lens, points};
+  int rc = cr_pool_for(pool, n, CR_POOL_CHUNK, hb_range, &job);
+  free(offs);
+  return rc;
 }
 
-/* ---- the peer's set ----------------------------------------------------- */
-
-typedef struct reblind_job {
-  cr_engine *e;
-  const uint8_t *points;
-  const uint8_t *labels;
+typedef struct rd_job {
+  const cr_suite *suite;
+  const uint8_t *k, *session_id, *points;
+  size_t digest_bytes;
+  uint8_t *digests;
   uint64_t bad; /* lowest index of an invalid point */
   pthread_mutex_t mu;
-} reblind_job;
+} rd_job;
 
-/* k * P and its digest for points [begin, end) of a batch, CR_BLIND_GROUP
- * at a time through the suite's batch entry point; an element's label goes
- * with each of its points. */
-static int reblind_range(void *ctx, size_t begin, size_t end) {
-  reblind_job *j = ctx;
-  cr_engine *e = j->e;
-  size_t pb = e->suite->point_bytes, w = e->peer_w;
+/* k * P and its digest for points [begin, end), CR_BLIND_GROUP at a time. */
+static int rd_range(void *ctx, size_t begin, size_t end) {
+  rd_job *j = ctx;
+  size_t pb = j->suite->point_bytes, dl = j->digest_bytes;
   uint8_t y[CR_BLIND_GROUP * CR_MAX_POINT_BYTES];
   int rc = 0;
   for (size_t g = begin; g < end; g += CR_BLIND_GROUP) {
     size_t m = end - g < CR_BLIND_GROUP ? end - g : CR_BLIND_GROUP;
     size_t bad = SIZE_MAX;
-    if (cr_suite_reblind_batch(e->suite, y, e->k, j->points + g * pb, m, &bad) != 0) {
-      size_t i = g + (bad < m ? bad : 0);
+    if (cr_suite_reblind_batch(j->suite, y, j->k, j->points + g * pb, m, &bad) != 0) {
+      uint64_t i = g + (bad < m ? bad : 0);
       pthread_mutex_lock(&j->mu);
       if (i < j->bad)
         j->bad = i;
@@ -607,19 +587,104 @@ static int reblind_range(void *ctx, size_t begin, size_t end) {
       rc = CR_EPROTO;
       break;
     }
-    for (size_t q = 0; q < m; q++) {
-      size_t i = g + q;
-      memcpy(e->peer_fp + (e->peer_points + i) * CR_FP_BYTES, j->points + i * pb, CR_FP_BYTES);
-      cr_engine_digest *dg = &e->peer_digests[e->peer_points + i];
-      cr_digest(dg->d, e->plan.digest_bytes, e->plan.session_id, y + q * pb, pb);
-      dg->label = j->labels ? get_u32be(j->labels + 4 * (i / w)) : 0;
-      dg->index = (uint32_t)(e->peer_points + i);
-    }
+    for (size_t q = 0; q < m; q++)
+      cr_digest(j->digests + (g + q) * dl, dl, j->session_id, y + q * pb, pb);
   }
   sodium_memzero(y, sizeof y);
   return rc;
 }
 
+int cr_engine_reblind_digest_batch(cr_pool *pool, const cr_suite *suite, const uint8_t *k,
+                                   const uint8_t *session_id, size_t digest_bytes,
+                                   const uint8_t *points, size_t n, uint8_t *digests,
+                                   uint64_t *bad) {
+  *bad = UINT64_MAX;
+  if (digest_bytes == 0 || digest_bytes > CR_MAX_DIGEST_BYTES)
+    return CR_EINVAL;
+  rd_job job;
+  job.suite = suite;
+  job.k = k;
+  job.session_id = session_id;
+  job.points = points;
+  job.digest_bytes = digest_bytes;
+  job.digests = digests;
+  job.bad = UINT64_MAX;
+  pthread_mutex_init(&job.mu, NULL);
+  int rc = cr_pool_for(pool, n, CR_POOL_CHUNK, rd_range, &job);
+  pthread_mutex_destroy(&job.mu);
+  if (rc != 0 && job.bad != UINT64_MAX) {
+    *bad = job.bad;
+    rc = CR_EPROTO;
+  }
+  return rc;
+}
+
+/* The engine's two heavy steps, through the offload when one is set. */
+static int do_hash_blind(cr_engine *e, const uint8_t *msgs, const size_t *lens, size_t n,
+                         uint8_t *points) {
+  const cr_engine_offload *o = g_offload;
+  if (o != NULL)
+    return o->hash_blind(o->ctx, e->cfg.pool, e->suite, e->k, msgs, lens, n, points, &e->err);
+  return cr_engine_hash_blind_batch(e->cfg.pool, e->suite, e->k, msgs, lens, n, points);
+}
+
+static int do_reblind_digest(cr_engine *e, const uint8_t *points, size_t n, uint8_t *digests,
+                             uint64_t *bad) {
+  const cr_engine_offload *o = g_offload;
+  *bad = UINT64_MAX;
+  if (o != NULL)
+    return o->reblind_digest(o->ctx, e->cfg.pool, e->suite, e->k, e->plan.session_id,
+                             e->plan.digest_bytes, points, n, digests, bad, &e->err);
+  return cr_engine_reblind_digest_batch(e->cfg.pool, e->suite, e->k, e->plan.session_id,
+                                        e->plan.digest_bytes, points, n, digests, bad);
+}
+
+/* k * HashToGroup(message) for own elements [first, first + n) of the send
+ * order, each element's points in key order (points p = element * width +
+ * slot, contiguous): the messages first, then the batch (on the pool or the
+ * party's processes), then the labels and our fingerprints. */
+static int blind_elements(cr_engine *e, uint64_t first, size_t n, uint8_t *points,
+                          uint8_t *labels) {
+  const cr_dataset *d = e->data;
+  size_t pb = e->suite->point_bytes, w = cr_engine_own_width(e), np = n * w;
+  uint8_t *msg = NULL;
+  size_t cap = 0, used = 0;
+  size_t *lens = malloc((np ? np : 1) * sizeof *lens);
+  int rc = lens == NULL ? CR_ENOMEM : 0;
+  for (size_t p = 0; p < np && rc == 0; p++)
+    rc = own_message(e, e->order[first + p / w], p % w, &msg, &cap, &used, &lens[p]);
+  if (rc == 0)
+    rc = do_hash_blind(e, msg, lens, np, points);
+  for (size_t i = 0; i < n && rc == 0 && labels != NULL; i++) {
+    uint32_t idx = e->order[first + i];
+    put_u32be(labels + 4 * i, e->wire_label     ? e->wire_label[idx]
+                              : idx < e->real_n ? d->labels[idx]
+                                                : 0);
+  }
+  for (size_t p = 0; p < np && rc == 0; p++)
+    memcpy(e->own_fp + (first * w + p) * CR_FP_BYTES, points + p * pb, CR_FP_BYTES);
+  /* The arena held match keys: wipe it. */
+  if (msg != NULL) {
+    sodium_memzero(msg, cap);
+    free(msg);
+  }
+  free(lens);
+  return rc;
+}
+
+int cr_engine_blind(cr_engine *e, uint64_t first, size_t n, uint8_t *points, uint8_t *labels) {
+  if (e->stream)
+    return e->k == NULL ? CR_EINVAL : blind_stream(e, first, n, points, labels);
+  if (e->k == NULL || e->order == NULL || first > e->own_n || n > e->own_n - first ||
+      (labels != NULL && e->wire_label == NULL))
+    return CR_EINVAL;
+  return blind_elements(e, first, n, points, labels);
+}
+
+/* ---- the peer's set ----------------------------------------------------- */
+
+/* k * P and its digest for each point of a batch, into the tables by
+ * arrival; an element's label goes with each of its points. */
 int cr_engine_reblind(cr_engine *e, const uint8_t *points, const uint8_t *labels, size_t n,
                       uint64_t *bad) {
   *bad = UINT64_MAX;
@@ -628,19 +693,27 @@ int cr_engine_reblind(cr_engine *e, const uint8_t *points, const uint8_t *labels
   if (e->k == NULL || e->peer_digests == NULL ||
       n > (peer_points_total(e) - e->peer_points) / e->peer_w)
     return CR_EINVAL;
-  n *= e->peer_w; /* points from here */
-  reblind_job job;
-  job.e = e;
-  job.points = points;
-  job.labels = e->plan.peer_grouped ? labels : NULL;
-  job.bad = UINT64_MAX;
-  pthread_mutex_init(&job.mu, NULL);
-  int rc = cr_pool_for(e->cfg.pool, n, CR_POOL_CHUNK, reblind_range, &job);
-  pthread_mutex_destroy(&job.mu);
+  size_t w = e->peer_w, pb = e->suite->point_bytes, dl = e->plan.digest_bytes;
+  n *= w; /* points from here */
+  const uint8_t *lab = e->plan.peer_grouped ? labels : NULL;
+  uint8_t *dgs = malloc((n ? n : 1) * dl);
+  if (dgs == NULL)
+    return CR_ENOMEM;
+  int rc = do_reblind_digest(e, points, n, dgs, bad);
   if (rc != 0) {
-    *bad = job.bad;
-    return job.bad != UINT64_MAX ? violation(e, CR_RULE_POINT_INVALID) : rc;
+    sodium_memzero(dgs, (n ? n : 1) * dl);
+    free(dgs);
+    return *bad != UINT64_MAX ? violation(e, CR_RULE_POINT_INVALID) : rc;
   }
+  for (size_t i = 0; i < n; i++) {
+    memcpy(e->peer_fp + (e->peer_points + i) * CR_FP_BYTES, points + i * pb, CR_FP_BYTES);
+    cr_engine_digest *dg = &e->peer_digests[e->peer_points + i];
+    memcpy(dg->d, dgs + i * dl, dl);
+    dg->label = lab ? get_u32be(lab + 4 * (i / w)) : 0;
+    dg->index = (uint32_t)(e->peer_points + i);
+  }
+  sodium_memzero(dgs, n * dl);
+  free(dgs);
   e->peer_points += n;
   return 0;
 }
@@ -957,30 +1030,6 @@ static int stream_message(cr_engine *e, const uint8_t *key, size_t len, uint64_t
   return 0;
 }
 
-typedef struct hash_job {
-  cr_engine *e;
-  const uint8_t *arena;
-  const size_t *offs, *lens;
-  uint8_t *points;
-} hash_job;
-
-/* k * HashToGroup(message) for messages [begin, end), CR_BLIND_GROUP at a
- * time through the suite's batch entry point. */
-static int hash_range(void *ctx, size_t begin, size_t end) {
-  hash_job *j = ctx;
-  cr_engine *e = j->e;
-  size_t pb = e->suite->point_bytes;
-  const uint8_t *msgs[CR_BLIND_GROUP];
-  int rc = 0;
-  for (size_t g = begin; g < end && rc == 0; g += CR_BLIND_GROUP) {
-    size_t m = end - g < CR_BLIND_GROUP ? end - g : CR_BLIND_GROUP;
-    for (size_t q = 0; q < m; q++)
-      msgs[q] = j->arena + j->offs[g + q];
-    rc = cr_suite_hash_blind_batch(e->suite, j->points + g * pb, e->k, msgs, j->lens + g, m);
-  }
-  return rc;
-}
-
 /* Draws what send position e->pos holds: a pad with probability
  * pads_left / positions_left (sequential sampling: every interleaving of
  * the pads with the dataset's order is equally likely), its label in
@@ -1064,8 +1113,7 @@ static int blind_stream(cr_engine *e, uint64_t first, size_t n, uint8_t *points,
     e->pos++;
   }
   if (rc == 0) {
-    hash_job job = {e, arena, offs, lens, points};
-    rc = cr_pool_for(e->cfg.pool, n, CR_POOL_CHUNK, hash_range, &job);
+    rc = do_hash_blind(e, arena, lens, n, points);
   }
   for (size_t i = 0; i < n && rc == 0 && e->own_fp_s != NULL; i++)
     rc = cr_sorter_add(e->own_fp_s, points + i * pb, NULL, 0, &e->err);
@@ -1207,39 +1255,6 @@ static int prepare_stream(cr_engine *e, const cr_engine_plan *plan, size_t pw) {
   return rc;
 }
 
-typedef struct reblind_stream_job {
-  cr_engine *e;
-  const uint8_t *points;
-  uint8_t *digests; /* digest_bytes each */
-  uint64_t bad;
-  pthread_mutex_t mu;
-} reblind_stream_job;
-
-static int reblind_stream_range(void *ctx, size_t begin, size_t end) {
-  reblind_stream_job *j = ctx;
-  cr_engine *e = j->e;
-  size_t pb = e->suite->point_bytes, dl = e->plan.digest_bytes;
-  uint8_t y[CR_BLIND_GROUP * CR_MAX_POINT_BYTES];
-  int rc = 0;
-  for (size_t g = begin; g < end; g += CR_BLIND_GROUP) {
-    size_t m = end - g < CR_BLIND_GROUP ? end - g : CR_BLIND_GROUP;
-    size_t bad = SIZE_MAX;
-    if (cr_suite_reblind_batch(e->suite, y, e->k, j->points + g * pb, m, &bad) != 0) {
-      size_t i = g + (bad < m ? bad : 0);
-      pthread_mutex_lock(&j->mu);
-      if (i < j->bad)
-        j->bad = i;
-      pthread_mutex_unlock(&j->mu);
-      rc = CR_EPROTO;
-      break;
-    }
-    for (size_t q = 0; q < m; q++)
-      cr_digest(j->digests + (g + q) * dl, dl, e->plan.session_id, y + q * pb, pb);
-  }
-  sodium_memzero(y, sizeof y);
-  return rc;
-}
-
 static int reblind_stream(cr_engine *e, const uint8_t *points, const uint8_t *labels, size_t n,
                           uint64_t *bad) {
   size_t pb = e->suite->point_bytes, dl = e->plan.digest_bytes;
@@ -1248,24 +1263,15 @@ static int reblind_stream(cr_engine *e, const uint8_t *points, const uint8_t *la
   if (!e->prepared || e->peer_finished || n > peer_points_total(e) - e->peer_points ||
       (e->plan.peer_grouped && labels == NULL))
     return CR_EINVAL;
-  reblind_stream_job job;
-  job.e = e;
-  job.points = points;
-  job.digests = malloc((n ? n : 1) * dl);
-  job.bad = UINT64_MAX;
-  if (job.digests == NULL)
+  uint8_t *digests = malloc((n ? n : 1) * dl);
+  if (digests == NULL)
     return CR_ENOMEM;
-  pthread_mutex_init(&job.mu, NULL);
-  rc = cr_pool_for(e->cfg.pool, n, CR_POOL_CHUNK, reblind_stream_range, &job);
-  pthread_mutex_destroy(&job.mu);
-  if (rc != 0) {
-    *bad = job.bad;
-    if (job.bad != UINT64_MAX)
-      rc = violation(e, CR_RULE_POINT_INVALID);
-  }
+  rc = do_reblind_digest(e, points, n, digests, bad);
+  if (rc != 0 && *bad != UINT64_MAX)
+    rc = violation(e, CR_RULE_POINT_INVALID);
   int grouped = e->plan.peer_grouped;
   for (size_t i = 0; i < n && rc == 0; i++) {
-    const uint8_t *dg = job.digests + i * dl;
+    const uint8_t *dg = digests + i * dl;
     if (grouped)
       memcpy(lab, labels + 4 * i, 4);
     if (e->peer_fp_s != NULL)
@@ -1285,8 +1291,8 @@ static int reblind_stream(cr_engine *e, const uint8_t *points, const uint8_t *la
     }
   }
   sodium_memzero(key, sizeof key);
-  sodium_memzero(job.digests, (n ? n : 1) * dl);
-  free(job.digests);
+  sodium_memzero(digests, (n ? n : 1) * dl);
+  free(digests);
   if (rc == 0)
     e->peer_points += n;
   return rc;
