@@ -1,5 +1,5 @@
 # The layering as the CMake targets say it: for every src/<layer> folder
-# with a target (cr_<layer>; cleanroom_cli for src/cli), the cr_* targets it
+# with a target (cr_<layer>), the cr_* targets it
 # links directly and transitively, written at configure time to
 # ${CMAKE_BINARY_DIR}/layering/links.tsv for tests/layering/check_includes.py.
 #
@@ -34,11 +34,7 @@ function(cr_write_layering)
       continue()
     endif()
     get_filename_component(layer ${d} NAME)
-    if(layer STREQUAL "cli")
-      set(tgt cleanroom_cli)
-    else()
-      set(tgt cr_${layer})
-    endif()
+    set(tgt cr_${layer})
     if(NOT TARGET ${tgt})
       continue()  # a layer still being written (no sources, no target yet)
     endif()

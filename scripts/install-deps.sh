@@ -11,6 +11,8 @@ PKGS=(build-essential cmake pkg-config clang libclang-rt-14-dev
       python3 python3-jsonschema
       clang-format clang-tidy clang-tools cppcheck  # scripts/lint.sh (clang-tools: scan-build)
       valgrind  # tests only: the constant-time check (tests/unit/ct_r255x8.sh)
+      openmpi-bin libopenmpi-dev  # cleanroom-mpi (docs/scale-out.md)
+      iproute2  # tests only: network namespaces as the hosts of an MPI job
       chromium)  # tests only: renders `cleanroom report` pages (tests/report/render.py)
 
 missing=()

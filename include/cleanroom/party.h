@@ -159,6 +159,13 @@ typedef struct cr_party_config {
   uint64_t memory_bytes;
   const char *work_dir;
   uint64_t spill_max_bytes;
+  /*
+   * A node spread over an MPI job (cleanroom-mpi, docs/scale-out.md):
+   * cluster_processes K (0: a single process, the default) and the hosts
+   * they run on ("a,b"), recorded with every session in the audit log.
+   */
+  unsigned cluster_processes;
+  const char *cluster_hosts;
 } cr_party_config;
 
 #define CR_PARTY_MEMORY_DEFAULT_MIB 256u

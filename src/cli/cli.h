@@ -88,6 +88,22 @@ int cr_cli_keygen(int argc, char **argv);
 int cr_cli_fingerprint(int argc, char **argv);
 int cr_cli_template(int argc, char **argv);
 int cr_cli_node(const char *cmd, int argc, char **argv);
+
+/* The whole command line (`cleanroom COMMAND ...`): main() of cleanroom,
+ * and of rank 0 of cleanroom-mpi. */
+int cr_cli_main(int argc, char **argv);
+
+/* cleanroom-mpi (src/mpi, docs/scale-out.md): serve and run are one of K
+ * processes on these hosts (recorded with each session in the audit log),
+ * and --threads defaults to `threads` (the host's cores shared among its
+ * processes). Set before cr_cli_main; NULL: one process. */
+typedef struct cr_cli_cluster {
+  unsigned processes;
+  const char *hosts; /* "a,b" */
+  unsigned nhosts;
+  unsigned threads;
+} cr_cli_cluster;
+void cr_cli_set_cluster(const cr_cli_cluster *c);
 int cr_cli_ping(int argc, char **argv);
 /* data check: a dry run of the data against the template (src/cli/cmd_data.c). */
 int cr_cli_data(int argc, char **argv);

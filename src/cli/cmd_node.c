@@ -77,6 +77,11 @@ typedef struct node_ctx {
   int collabs_serving;    /* serve: collaborations loaded or added */
 } node_ctx;
 
+/* Set by cleanroom-mpi's rank 0 (cr_cli_set_cluster); NULL: one process. */
+static const cr_cli_cluster *g_cluster;
+
+void cr_cli_set_cluster(const cr_cli_cluster *c) { g_cluster = c; }
+
 static void report_failure(const char *cmd, const cr_session_result *r, const char *peer_addr) {
   fprintf(stderr, "%s %s: session%s%s failed: %s\n", CR_CLI_PROG, cmd, peer_addr ? " with " : "",
           peer_addr ? peer_addr : "",
@@ -949,6 +954,10 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
   pc.memory_bytes = o.mem.memory_bytes;
   pc.work_dir = o.mem.work_dir;
   pc.spill_max_bytes = o.mem.spill_max_bytes;
+  if (g_cluster != NULL) {
+    pc.cluster_processes = g_cluster->processes;
+    pc.cluster_hosts = g_cluster->hosts;
+  }
   if ((rc = cr_party_open(&party, &pc, &err)) != 0) {
     cr_cli_errorf(cmd, "%s", cr_error_message(&err, rc));
     code = cr_cli_exit_code(rc, 0);
@@ -965,7 +974,12 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
   cr_role role = cr_party_role(party);
 
   /* The calling thread works too: threads - 1 helpers. */
-  unsigned threads = o.threads ? o.threads : cr_cpu_count();
+  unsigned threads = o.threads                                  ? o.threads
+                     : g_cluster != NULL && g_cluster->threads ? g_cluster->threads
+                                                               : cr_cpu_count();
+  if (g_cluster != NULL && g_cluster->processes > 1 && !o.quiet)
+    fprintf(stderr, "%s %s: %u processes on %u host(s) (%s), %u threads each\n", CR_CLI_PROG, cmd,
+            g_cluster->processes, g_cluster->nhosts, cr_cli_safe(g_cluster->hosts), threads);
   if (threads > 1 && (rc = cr_pool_new(&pool, threads - 1)) != 0) {
     cr_cli_errorf(cmd, "cannot start %u worker threads: %s", threads - 1, cr_strerror(rc));
     code = EXIT_INTERNAL;

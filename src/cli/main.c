@@ -41,7 +41,7 @@ static void usage_main(FILE *f) {
           CR_CLI_EXIT_CODES_HELP);
 }
 
-int main(int argc, char **argv) {
+int cr_cli_main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
   if (argc < 2) {
     usage_main(stderr);

@@ -90,8 +90,21 @@ int cr__party_spill_open(cr_spill **out, const char *work_dir, uint64_t memory_b
 
 const char *cr_party_work_dir(const cr_party *p) { return p->work_dir; }
 
-json_t *cr__party_resources(cr_spill *sp) {
+json_t *cr__party_resources(const cr_party *p, cr_spill *sp) {
   json_t *o = json_object();
+  if (p->cluster_processes > 0) {
+    /* Which processes did the work (cleanroom-mpi). */
+    json_t *cl = json_object(), *hosts = json_array();
+    const char *h = p->cluster_hosts ? p->cluster_hosts : "";
+    while (*h) {
+      size_t len = strcspn(h, ",");
+      json_array_append_new(hosts, json_stringn(h, len));
+      h += len + (h[len] == ',');
+    }
+    json_object_set_new(cl, "processes", json_integer((json_int_t)p->cluster_processes));
+    json_object_set_new(cl, "hosts", hosts);
+    json_object_set_new(o, "cluster", cl);
+  }
   struct rusage ru;
   memset(&ru, 0, sizeof ru);
   (void)getrusage(RUSAGE_SELF, &ru);
@@ -119,6 +132,9 @@ static int take_memory(cr_party *p, const cr_party_config *cfg, cr_error *err) {
   p->memory_bytes =
       cfg->memory_bytes ? cfg->memory_bytes : (uint64_t)CR_PARTY_MEMORY_DEFAULT_MIB << 20;
   p->spill_max_bytes = cfg->spill_max_bytes;
+  p->cluster_processes = cfg->cluster_processes;
+  if (cfg->cluster_hosts != NULL && (p->cluster_hosts = strdup(cfg->cluster_hosts)) == NULL)
+    return cr_error_set(err, CR_ENOMEM, "out of memory");
   p->work_dir =
       cfg->work_dir ? strdup(cfg->work_dir) : cr_party_default_work_dir(cfg->identity_dir);
   return p->work_dir ? 0 : cr_error_set(err, CR_ENOMEM, "out of memory");
@@ -364,6 +380,7 @@ void cr_party_close(cr_party *p) {
   free(p->audit_path);
   free(p->address);
   free(p->work_dir);
+  free(p->cluster_hosts);
   free(p);
 }
 
@@ -465,6 +482,7 @@ int cr_party_check(const cr_party_config *cfg, const cr_party_serve_config *scfg
 out:
   cr_spill_close(p->spill);
   free(p->work_dir);
+  free(p->cluster_hosts);
   cr_identity_free(p->id);
   free(p->template_path);
   free(p->collab_dir);

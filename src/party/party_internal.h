@@ -324,6 +324,8 @@ struct cr_party {
   cr_spill *spill;
   char *work_dir;
   uint64_t memory_bytes, spill_max_bytes;
+  unsigned cluster_processes; /* 0: one process */
+  char *cluster_hosts;
 
   /* What is running (one thing at a time). */
   uv_loop_t *loop;
@@ -402,7 +404,7 @@ int cr__party_spill_open(cr_spill **out, const char *work_dir, uint64_t memory_b
 /* What a session cost the node, for its audit line: {"peak_rss_bytes",
  * "spill": {"bytes_written", "peak_bytes", "runs"}} (the process's peak and
  * what sp has spilled so far; NULL sp: no spill member). */
-json_t *cr__party_resources(cr_spill *sp);
+json_t *cr__party_resources(const cr_party *p, cr_spill *sp);
 /* The log at path, shared with the party's other users of it (one
  * reference for the caller). Loop thread. */
 int cr__party_log(cr_party *p, const char *path, cr_log **out, cr_error *err);

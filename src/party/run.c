@@ -49,7 +49,7 @@ static void run_progress(void *ctx, const cr_session_progress *pr) {
 /* The session line's extra members: what it cost the node. */
 static json_t *run_extra(cr_party *p) {
   json_t *o = json_object();
-  json_object_set_new(o, "resources", cr__party_resources(p->spill));
+  json_object_set_new(o, "resources", cr__party_resources(p, p->spill));
   return o;
 }
 

@@ -262,7 +262,7 @@ static void serve_routed_end(void *ctx, void *conn, const cr_session_result *r,
     if (v->used != NULL)
       json_object_set(extra, "data", v->used);
     json_object_set_new(extra, "duration_ms", json_integer((json_int_t)ms));
-    json_object_set_new(extra, "resources", cr__party_resources(c->spill));
+    json_object_set_new(extra, "resources", cr__party_resources(p, c->spill));
     int rc =
         cr__trail_session_end(&c->trail, r, peer_addr, peer_fp, NULL, json_deep_copy(extra), &err);
     /* What is left of the privacy budget after this session's spend. */

@@ -4,8 +4,9 @@
     check_includes.py SOURCE_DIR LINKS_TSV
 
 LINKS_TSV is written at configure time by cmake/CleanroomLayering.cmake:
-for every src/<layer> folder with a target (cr_<layer>, cleanroom_cli for
-src/cli), the cr_* targets it links directly and transitively. The link
+for every src/<layer> folder with a target (cr_<layer>: src/cli is cr_cli,
+src/mpi the cleanroom-mpi command), the cr_* targets it links directly and
+transitively. The link
 lists are the source of truth; this checks the sources agree with them.
 
 Every src/<layer>/**/*.c|*.h (and every public header
@@ -47,7 +48,7 @@ def read_links(path):
 def target_of(layer, layers):
     if layer in layers:
         return layers[layer]["target"]
-    return "cleanroom_cli" if layer == "cli" else f"cr_{layer}"
+    return f"cr_{layer}"
 
 
 def main():
