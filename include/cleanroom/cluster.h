@@ -51,9 +51,15 @@ int cr_cluster_work(cr_cluster *c, unsigned threads, cr_error *err);
  * nothing to spread). Valid until cr_cluster_finish. */
 const cr_engine_offload *cr_cluster_offload(cr_cluster *c);
 
-/* Rank 0 stops the workers; every rank leaves the job and frees c. A
- * non-zero code on rank 0 ends the job with MPI_Abort (a failed node must
- * not leave its workers waiting). */
+/* Rank 0, from any thread: a batch being waited for fails now
+ * (CR_ECLUSTER), and so does every later one; for a node that is stopping
+ * (SIGTERM: mpirun ends the job this way when a process of it died). */
+void cr_cluster_interrupt(cr_cluster *c);
+
+/* Rank 0 stops the workers; every rank leaves the job and frees c. When a
+ * process failed, or answers were left unread, rank 0 ends the job with
+ * MPI_Abort(code) instead: the others must not wait for a stop that cannot
+ * reach them all. */
 void cr_cluster_finish(cr_cluster *c, int code);
 
 #ifdef __cplusplus

@@ -102,6 +102,10 @@ typedef struct cr_cli_cluster {
   const char *hosts; /* "a,b" */
   unsigned nhosts;
   unsigned threads;
+  /* Called on SIGINT / SIGTERM, before the node stops: a batch the other
+   * processes are computing must not hold the session up. */
+  void (*on_stop)(void *ctx);
+  void *ctx;
 } cr_cli_cluster;
 void cr_cli_set_cluster(const cr_cli_cluster *c);
 int cr_cli_ping(int argc, char **argv);

@@ -524,6 +524,8 @@ static void on_signal(uv_signal_t *h, int signum) {
   }
   if (n->signum == 0)
     n->signum = signum;
+  if (g_cluster != NULL && g_cluster->on_stop != NULL)
+    g_cluster->on_stop(g_cluster->ctx);
   cr_party_stop(n->party);
 }
 

@@ -32,6 +32,8 @@
 #define MIN_SHARE 16
 /* Sleep between polls while waiting (ns): well below a share's compute. */
 #define POLL_NS 100000L
+/* A share takes well under a second; a process silent this long is lost. */
+#define ANSWER_TIMEOUT_S 120
 
 typedef struct req_hdr {
   uint32_t op;
@@ -56,13 +58,47 @@ struct cr_cluster {
   char *hosts;      /* distinct, in rank order, comma-separated */
   char (*host)[MPI_MAX_PROCESSOR_NAME + 1]; /* per rank */
   pthread_mutex_t mu; /* one batch out at a time (MPI_THREAD_SERIALIZED) */
-  int failed;
+  int failed;       /* a process did not answer: the job must end */
+  _Atomic int stop; /* cr_cluster_interrupt: stop waiting */
+  int abandoned;    /* requests left unanswered: the job cannot end cleanly */
   cr_engine_offload offload;
 };
 
 static void sleep_poll(void) {
   struct timespec ts = {0, POLL_NS};
   nanosleep(&ts, NULL);
+}
+
+void cr_cluster_interrupt(cr_cluster *c) {
+  if (c != NULL)
+    c->stop = 1;
+}
+
+/* Waits for requests [from, to) of rq, polling: 0; or which one failed
+ * (*failed_at, MPI's code in *mrc), took too long, or was interrupted. */
+enum { WAIT_OK, WAIT_MPI, WAIT_TIMEOUT, WAIT_STOPPED };
+static int wait_all(cr_cluster *c, MPI_Request *rq, size_t from, size_t to, int *failed_at,
+                    int *mrc) {
+  struct timespec t0, now;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  for (size_t r = from; r < to; r++) {
+    int flag = 0;
+    while (rq[r] != MPI_REQUEST_NULL &&
+           (*mrc = MPI_Test(&rq[r], &flag, MPI_STATUS_IGNORE)) == MPI_SUCCESS && !flag) {
+      *failed_at = (int)r;
+      if (c->stop)
+        return WAIT_STOPPED;
+      clock_gettime(CLOCK_MONOTONIC, &now);
+      if (now.tv_sec - t0.tv_sec > ANSWER_TIMEOUT_S)
+        return WAIT_TIMEOUT;
+      sleep_poll();
+    }
+    if (*mrc != MPI_SUCCESS) {
+      *failed_at = (int)r;
+      return WAIT_MPI;
+    }
+  }
+  return WAIT_OK;
 }
 
 static const char *mpi_text(int mrc, char *buf) {
@@ -284,31 +320,29 @@ static int spread(cr_cluster *c, uint32_t op, cr_pool *pool, const cr_suite *sui
   if (n < MIN_SHARE * K) /* too small to spread */
     K = 1;
   share *sh = calloc(K, sizeof *sh);
-  MPI_Request *rq = calloc(K, sizeof *rq);
+  /* rq[r]: worker r's answer; rq[K + r]: its request. */
+  MPI_Request *rq = calloc(2 * K, sizeof *rq);
   if (sh == NULL || rq == NULL) {
     free(sh);
     free(rq);
     return CR_ENOMEM;
   }
-  size_t in_at = 0; /* hash_blind: the messages' byte offset */
   for (size_t r = 0; r < K; r++) {
     sh[r].first = n * r / K;
     sh[r].n = n * (r + 1) / K - sh[r].first;
-    rq[r] = MPI_REQUEST_NULL;
+    rq[r] = rq[K + r] = MPI_REQUEST_NULL;
   }
-  int rc = 0, mrc = MPI_SUCCESS, bad_rank = -1;
+  int rc = 0, mrc = MPI_SUCCESS, at = -1, w = WAIT_OK;
   pthread_mutex_lock(&c->mu);
-  if (c->failed)
-    rc = cr_error_set(err, CR_ECLUSTER,
-                      "a process of this node's cluster failed earlier; restart the job");
-  /* Build and send each worker's request, then post the receive of its
-   * answer; the sends complete before our own share starts, so the workers
-   * compute while we do. */
-  size_t msg0 = 0;
+  if (c->failed || c->stop)
+    rc = cr_error_set(err, CR_ECLUSTER, "%s",
+                      c->failed ? "a process of this node's cluster failed earlier; restart the job"
+                                : "the node is stopping");
+  /* Each worker's request out and its answer's receive posted. */
+  size_t in_at = 0; /* hash_blind: the messages' byte offset */
   if (op == OP_HASH_BLIND)
     for (size_t i = 0; i < sh[0].n; i++)
-      msg0 += lens[i];
-  in_at = msg0;
+      in_at += lens[i];
   for (size_t r = 1; r < K && rc == 0; r++) {
     size_t m = sh[r].n, body;
     if (op == OP_HASH_BLIND) {
@@ -352,37 +386,51 @@ static int spread(cr_cluster *c, uint32_t op, cr_pool *pool, const cr_suite *sui
     } else {
       memcpy(p, in + sh[r].first * pb, m * pb);
     }
-    mrc = MPI_Send(sh[r].req, (int)sh[r].req_len, MPI_BYTE, (int)r, TAG_REQ, c->comm);
+    mrc = MPI_Irecv(sh[r].rep, (int)sh[r].rep_len, MPI_BYTE, (int)r, TAG_REP, c->comm, &rq[r]);
     if (mrc == MPI_SUCCESS)
-      mrc = MPI_Irecv(sh[r].rep, (int)sh[r].rep_len, MPI_BYTE, (int)r, TAG_REP, c->comm, &rq[r]);
+      mrc = MPI_Isend(sh[r].req, (int)sh[r].req_len, MPI_BYTE, (int)r, TAG_REQ, c->comm,
+                      &rq[K + r]);
     if (mrc != MPI_SUCCESS) {
-      bad_rank = (int)r;
+      at = (int)(K + r);
+      w = WAIT_MPI;
       break;
     }
   }
-  /* Our own share. */
+  /* The requests delivered before our own share starts, so the workers
+   * compute while we do; then their answers. */
+  if (w == WAIT_OK && K > 1)
+    w = wait_all(c, rq, K + 1, 2 * K, &at, &mrc);
   uint64_t bad0 = UINT64_MAX;
   int rc0 = 0;
-  if (rc == 0 && mrc == MPI_SUCCESS) {
+  if (rc == 0 && w == WAIT_OK) {
     if (op == OP_HASH_BLIND)
       rc0 = cr_engine_hash_blind_batch(pool, suite, k, in, lens, sh[0].n, out);
     else
       rc0 = cr_engine_reblind_digest_batch(pool, suite, k, session_id, dl, in, sh[0].n, out,
                                            &bad0);
   }
-  /* The others' answers. */
-  for (size_t r = 1; r < K && mrc == MPI_SUCCESS && rq[r] != MPI_REQUEST_NULL; r++) {
-    int flag = 0;
-    MPI_Status st;
-    while ((mrc = MPI_Test(&rq[r], &flag, &st)) == MPI_SUCCESS && !flag)
-      sleep_poll();
-    if (mrc != MPI_SUCCESS)
-      bad_rank = (int)r;
-  }
-  if (mrc != MPI_SUCCESS) {
-    c->failed = 1;
-    rc = cr_error_set(err, CR_ECLUSTER, "process %d of %d (on %s) failed: %s", bad_rank,
-                      c->size, bad_rank >= 0 ? c->host[bad_rank] : "?", mpi_text(mrc, text));
+  if (w == WAIT_OK && K > 1)
+    w = wait_all(c, rq, 1, K, &at, &mrc);
+  if (w != WAIT_OK) {
+    int rank = at >= (int)K ? at - (int)K : at;
+    const char *host = rank >= 0 && rank < c->size ? c->host[rank] : "?";
+    for (size_t r = 0; r < 2 * K; r++)
+      if (rq[r] != MPI_REQUEST_NULL)
+        c->abandoned = 1;
+    if (w == WAIT_STOPPED) {
+      rc = cr_error_set(err, CR_ECLUSTER,
+                        "the node was stopped while process %d of %d (on %s) was computing "
+                        "(mpirun stops the job this way when one of its processes died)",
+                        rank, c->size, host);
+    } else if (w == WAIT_TIMEOUT) {
+      c->failed = 1;
+      rc = cr_error_set(err, CR_ECLUSTER, "process %d of %d (on %s) did not answer within %d s",
+                        rank, c->size, host, ANSWER_TIMEOUT_S);
+    } else {
+      c->failed = 1;
+      rc = cr_error_set(err, CR_ECLUSTER, "process %d of %d (on %s) failed: %s", rank, c->size,
+                        host, mpi_text(mrc, text));
+    }
   } else if (rc == 0) {
     uint64_t low = bad0;
     rc = rc0;
@@ -402,6 +450,10 @@ static int spread(cr_cluster *c, uint32_t op, cr_pool *pool, const cr_suite *sui
       rc = CR_EPROTO;
     if (rc == CR_EPROTO)
       *bad = low;
+  } else {
+    /* Built only some requests (out of memory): drain what went out. */
+    if (wait_all(c, rq, 1, 2 * K, &at, &mrc) != WAIT_OK)
+      c->abandoned = 1;
   }
   pthread_mutex_unlock(&c->mu);
   for (size_t r = 0; r < K; r++) {
@@ -447,9 +499,10 @@ const cr_engine_offload *cr_cluster_offload(cr_cluster *c) {
 void cr_cluster_finish(cr_cluster *c, int code) {
   if (c == NULL)
     return;
-  if (c->rank == 0 && c->failed) {
-    /* A worker is gone: the job cannot end cleanly, and the others must
-     * not wait for a stop that cannot reach them all. */
+  if (c->rank == 0 && (c->failed || c->abandoned)) {
+    /* A worker is gone, or answers were left unread: the job cannot end
+     * cleanly, and the others must not wait for a stop that cannot reach
+     * them all. */
     MPI_Abort(c->comm, code ? code : 1);
   } else if (c->rank == 0) {
     req_hdr h;

@@ -57,6 +57,8 @@ static unsigned threads_arg(int argc, char **argv) {
   return 0;
 }
 
+static void on_stop(void *ctx) { cr_cluster_interrupt(ctx); }
+
 int main(int argc, char **argv) {
   if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
       strcmp(argv[1], "help") == 0) {
@@ -91,8 +93,12 @@ int main(int argc, char **argv) {
     cr_cluster_finish(c, rc != 0 ? EXIT_INTERNAL : 0);
     return rc != 0 ? EXIT_INTERNAL : EXIT_OK;
   }
-  cr_cli_cluster cc = {(unsigned)cr_cluster_size(c), cr_cluster_hosts(c),
-                       (unsigned)cr_cluster_nhosts(c), threads};
+  cr_cli_cluster cc = {(unsigned)cr_cluster_size(c),
+                       cr_cluster_hosts(c),
+                       (unsigned)cr_cluster_nhosts(c),
+                       threads,
+                       on_stop,
+                       c};
   cr_cli_set_cluster(&cc);
   cr_engine_set_offload(cr_cluster_offload(c));
   int code = cr_cli_main(argc, argv);
