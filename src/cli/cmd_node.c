@@ -976,7 +976,7 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
   cr_role role = cr_party_role(party);
 
   /* The calling thread works too: threads - 1 helpers. */
-  unsigned threads = o.threads                                  ? o.threads
+  unsigned threads = o.threads                                 ? o.threads
                      : g_cluster != NULL && g_cluster->threads ? g_cluster->threads
                                                                : cr_cpu_count();
   if (g_cluster != NULL && g_cluster->processes > 1 && !o.quiet)

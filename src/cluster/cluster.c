@@ -55,12 +55,12 @@ struct cr_cluster {
   MPI_Comm comm;
   int rank, size, local_size;
   int nhosts;
-  char *hosts;      /* distinct, in rank order, comma-separated */
+  char *hosts;                              /* distinct, in rank order, comma-separated */
   char (*host)[MPI_MAX_PROCESSOR_NAME + 1]; /* per rank */
-  pthread_mutex_t mu; /* one batch out at a time (MPI_THREAD_SERIALIZED) */
-  int failed;       /* a process did not answer: the job must end */
-  _Atomic int stop; /* cr_cluster_interrupt: stop waiting */
-  int abandoned;    /* requests left unanswered: the job cannot end cleanly */
+  pthread_mutex_t mu;                       /* one batch out at a time (MPI_THREAD_SERIALIZED) */
+  int failed;                               /* a process did not answer: the job must end */
+  _Atomic int stop;                         /* cr_cluster_interrupt: stop waiting */
+  int abandoned; /* requests left unanswered: the job cannot end cleanly */
   cr_engine_offload offload;
 };
 
@@ -112,7 +112,8 @@ int cr_cluster_init(cr_cluster **out, int *argc, char ***argv, cr_error *err) {
   *out = NULL;
   int provided = 0;
   if (MPI_Init_thread(argc, argv, MPI_THREAD_SERIALIZED, &provided) != MPI_SUCCESS)
-    return cr_error_set(err, CR_ECLUSTER, "MPI could not start (was this process launched by mpirun?)");
+    return cr_error_set(err, CR_ECLUSTER,
+                        "MPI could not start (was this process launched by mpirun?)");
   if (provided < MPI_THREAD_SERIALIZED) {
     MPI_Finalize();
     return cr_error_set(err, CR_ECLUSTER,
@@ -174,8 +175,7 @@ int cr_cluster_local_size(const cr_cluster *c) { return c->local_size; }
 /* ---- a worker ----------------------------------------------------------- */
 
 /* Computes one request into a new answer (*rep, *rep_len). */
-static int compute(cr_pool *pool, const uint8_t *buf, size_t len, uint8_t **rep,
-                   size_t *rep_len) {
+static int compute(cr_pool *pool, const uint8_t *buf, size_t len, uint8_t **rep, size_t *rep_len) {
   req_hdr h;
   rep_hdr a = {0, 0, UINT64_MAX};
   size_t out_len = 0;
@@ -220,8 +220,8 @@ static int compute(cr_pool *pool, const uint8_t *buf, size_t len, uint8_t **rep,
     else if ((out = malloc(sizeof a + (out_len ? out_len : 1))) == NULL)
       a.rc = CR_ENOMEM;
     else
-      a.rc = cr_engine_reblind_digest_batch(pool, suite, h.k, h.session_id, h.digest_bytes, in,
-                                            n, out + sizeof a, &a.bad);
+      a.rc = cr_engine_reblind_digest_batch(pool, suite, h.k, h.session_id, h.digest_bytes, in, n,
+                                            out + sizeof a, &a.bad);
   } else {
     a.rc = CR_EINVAL;
   }
@@ -388,8 +388,8 @@ static int spread(cr_cluster *c, uint32_t op, cr_pool *pool, const cr_suite *sui
     }
     mrc = MPI_Irecv(sh[r].rep, (int)sh[r].rep_len, MPI_BYTE, (int)r, TAG_REP, c->comm, &rq[r]);
     if (mrc == MPI_SUCCESS)
-      mrc = MPI_Isend(sh[r].req, (int)sh[r].req_len, MPI_BYTE, (int)r, TAG_REQ, c->comm,
-                      &rq[K + r]);
+      mrc =
+          MPI_Isend(sh[r].req, (int)sh[r].req_len, MPI_BYTE, (int)r, TAG_REQ, c->comm, &rq[K + r]);
     if (mrc != MPI_SUCCESS) {
       at = (int)(K + r);
       w = WAIT_MPI;
@@ -406,8 +406,7 @@ static int spread(cr_cluster *c, uint32_t op, cr_pool *pool, const cr_suite *sui
     if (op == OP_HASH_BLIND)
       rc0 = cr_engine_hash_blind_batch(pool, suite, k, in, lens, sh[0].n, out);
     else
-      rc0 = cr_engine_reblind_digest_batch(pool, suite, k, session_id, dl, in, sh[0].n, out,
-                                           &bad0);
+      rc0 = cr_engine_reblind_digest_batch(pool, suite, k, session_id, dl, in, sh[0].n, out, &bad0);
   }
   if (w == WAIT_OK && K > 1)
     w = wait_all(c, rq, 1, K, &at, &mrc);
@@ -477,14 +476,13 @@ static int off_hash_blind(void *ctx, cr_pool *pool, const cr_suite *suite, const
 }
 
 static int off_reblind_digest(void *ctx, cr_pool *pool, const cr_suite *suite, const uint8_t *k,
-                              const uint8_t *session_id, size_t digest_bytes,
-                              const uint8_t *points, size_t n, uint8_t *digests, uint64_t *bad,
-                              cr_error *err) {
+                              const uint8_t *session_id, size_t digest_bytes, const uint8_t *points,
+                              size_t n, uint8_t *digests, uint64_t *bad, cr_error *err) {
   *bad = UINT64_MAX;
   if (digest_bytes == 0 || digest_bytes > CR_MAX_DIGEST_BYTES)
     return CR_EINVAL;
-  return spread(ctx, OP_REBLIND_DIGEST, pool, suite, k, session_id, digest_bytes, points, NULL,
-                n, digests, bad, err);
+  return spread(ctx, OP_REBLIND_DIGEST, pool, suite, k, session_id, digest_bytes, points, NULL, n,
+                digests, bad, err);
 }
 
 const cr_engine_offload *cr_cluster_offload(cr_cluster *c) {

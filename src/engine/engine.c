@@ -542,8 +542,7 @@ static int hb_range(void *ctx, size_t begin, size_t end) {
 }
 
 int cr_engine_hash_blind_batch(cr_pool *pool, const cr_suite *suite, const uint8_t *k,
-                               const uint8_t *msgs, const size_t *lens, size_t n,
-                               uint8_t *points) {
+                               const uint8_t *msgs, const size_t *lens, size_t n, uint8_t *points) {
   if (n == 0)
     return 0;
   size_t *offs = malloc(n * sizeof *offs);

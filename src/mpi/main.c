@@ -19,25 +19,24 @@
 #define PROG "cleanroom-mpi"
 
 static void usage(FILE *f) {
-  fprintf(f,
-          "Usage: mpirun -np K " PROG " serve|run [OPTIONS]\n"
-          "\n"
-          "A cleanroom node spread over the K processes of an MPI job, on one host or\n"
-          "several: rank 0 holds the connection to the partner, the template's rules,\n"
-          "the audit log and the data; every process (rank 0 too) blinds and re-blinds\n"
-          "its share of each batch. The options are those of `cleanroom serve` and\n"
-          "`cleanroom run` (`" PROG " serve --help`); results, exit codes and the\n"
-          "audit log are the same, and the log records K and the hosts.\n"
-          "\n"
-          "--threads N sets each process's threads (default: the host's cores shared\n"
-          "among the job's processes on that host).\n"
-          "\n"
-          "Example (two hosts, 32 processes each):\n"
-          "  mpirun -np 64 --host a:32,b:32 " PROG " serve --template t.json \\\n"
-          "         --identity id/ --data users.csv --listen 0.0.0.0:7400\n"
-          "\n"
-          "See docs/scale-out.md for Slurm and Kubernetes (MPI Operator), and which\n"
-          "network the job's processes must keep private.\n");
+  fprintf(f, "Usage: mpirun -np K " PROG " serve|run [OPTIONS]\n"
+             "\n"
+             "A cleanroom node spread over the K processes of an MPI job, on one host or\n"
+             "several: rank 0 holds the connection to the partner, the template's rules,\n"
+             "the audit log and the data; every process (rank 0 too) blinds and re-blinds\n"
+             "its share of each batch. The options are those of `cleanroom serve` and\n"
+             "`cleanroom run` (`" PROG " serve --help`); results, exit codes and the\n"
+             "audit log are the same, and the log records K and the hosts.\n"
+             "\n"
+             "--threads N sets each process's threads (default: the host's cores shared\n"
+             "among the job's processes on that host).\n"
+             "\n"
+             "Example (two hosts, 32 processes each):\n"
+             "  mpirun -np 64 --host a:32,b:32 " PROG " serve --template t.json \\\n"
+             "         --identity id/ --data users.csv --listen 0.0.0.0:7400\n"
+             "\n"
+             "See docs/scale-out.md for Slurm and Kubernetes (MPI Operator), and which\n"
+             "network the job's processes must keep private.\n");
 }
 
 /* --threads N or --threads=N, as the command will read it (0: not given). */
