@@ -120,8 +120,7 @@ static void test_reblind_digest_matches_one_process(void **state) {
         uint8_t *pts = valid_points(s, n);
         uint8_t *want = calloc(n + 1, dl), *got = calloc(n + 1, dl);
         uint64_t bw = 0, bg = 0;
-        assert_int_equal(cr_engine_reblind_digest_batch(NULL, s, k, sid, dl, pts, n, want, &bw),
-                         0);
+        assert_int_equal(cr_engine_reblind_digest_batch(NULL, s, k, sid, dl, pts, n, want, &bw), 0);
         assert_int_equal(reblind(s, k, sid, dl, pts, n, got, &bg), 0);
         assert_true(bw == UINT64_MAX && bg == UINT64_MAX);
         if (n > 0 && memcmp(want, got, n * dl) != 0)
