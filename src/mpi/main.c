@@ -38,6 +38,7 @@ static void usage(FILE *f) {
              "  mpirun -np 64 --host a:32,b:32 " PROG " serve --template t.json \\\n"
              "         --identity id/ --data users.csv --listen 0.0.0.0:7400\n"
              "\n"
+             "`" PROG " version` prints the version and the MPI library.\n"
              "See docs/scale-out.md for Slurm and Kubernetes (MPI Operator), and which\n"
              "network the job's processes must keep private.\n");
 }
