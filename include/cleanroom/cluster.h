@@ -56,6 +56,12 @@ const cr_engine_offload *cr_cluster_offload(cr_cluster *c);
  * (SIGTERM: mpirun ends the job this way when a process of it died). */
 void cr_cluster_interrupt(cr_cluster *c);
 
+/* Rank 0: fn(ctx) is called (from the thread that found it) when a process
+ * of the job fails or does not answer: the node cannot go on, and should
+ * stop (cleanroom-mpi raises SIGTERM, so the session is recorded and the
+ * partner told, and the job ends). */
+void cr_cluster_set_on_failure(cr_cluster *c, void (*fn)(void *ctx), void *ctx);
+
 /* Rank 0 stops the workers; every rank leaves the job and frees c. When a
  * process failed, or answers were left unread, rank 0 ends the job with
  * MPI_Abort(code) instead: the others must not wait for a stop that cannot

@@ -289,6 +289,21 @@ static json_t *resources_json(node_ctx *n, json_t *phases) {
   json_object_set_new(sp, "memory_budget_bytes", json_integer((json_int_t)st.memory_bytes));
   json_object_set_new(sp, "memory_peak_bytes", json_integer((json_int_t)st.memory_peak));
   json_object_set_new(o, "spill", sp);
+  if (g_cluster != NULL) {
+    /* cleanroom-mpi: the job's processes and hosts (peak_rss_bytes is
+     * rank 0's; the other ranks hold one batch share at a time). */
+    json_t *cl = json_object(), *hosts = json_array();
+    const char *h = g_cluster->hosts ? g_cluster->hosts : "";
+    while (*h) {
+      size_t len = strcspn(h, ",");
+      json_array_append_new(hosts, json_stringn(h, len));
+      h += len + (h[len] == ',');
+    }
+    json_object_set_new(cl, "processes", json_integer((json_int_t)g_cluster->processes));
+    json_object_set_new(cl, "hosts", hosts);
+    json_object_set_new(cl, "threads_per_process", json_integer((json_int_t)g_cluster->threads));
+    json_object_set_new(o, "cluster", cl);
+  }
   return o;
 }
 

@@ -34,6 +34,8 @@
 #define POLL_NS 100000L
 /* A share takes well under a second; a process silent this long is lost. */
 #define ANSWER_TIMEOUT_S 120
+/* Stopping: a worker that has not taken its stop by then is gone. */
+#define STOP_TIMEOUT_S 5
 
 typedef struct req_hdr {
   uint32_t op;
@@ -59,14 +61,21 @@ struct cr_cluster {
   char (*host)[MPI_MAX_PROCESSOR_NAME + 1]; /* per rank */
   pthread_mutex_t mu;                       /* one batch out at a time (MPI_THREAD_SERIALIZED) */
   int failed;                               /* a process did not answer: the job must end */
-  _Atomic int stop;                         /* cr_cluster_interrupt: stop waiting */
-  int abandoned; /* requests left unanswered: the job cannot end cleanly */
+  void (*on_failure)(void *ctx);
+  void *failure_ctx;
+  _Atomic int stop; /* cr_cluster_interrupt: stop waiting */
+  int abandoned;    /* requests left unanswered: the job cannot end cleanly */
   cr_engine_offload offload;
 };
 
 static void sleep_poll(void) {
   struct timespec ts = {0, POLL_NS};
   nanosleep(&ts, NULL);
+}
+
+void cr_cluster_set_on_failure(cr_cluster *c, void (*fn)(void *ctx), void *ctx) {
+  c->on_failure = fn;
+  c->failure_ctx = ctx;
 }
 
 void cr_cluster_interrupt(cr_cluster *c) {
@@ -78,7 +87,7 @@ void cr_cluster_interrupt(cr_cluster *c) {
  * (*failed_at, MPI's code in *mrc), took too long, or was interrupted. */
 enum { WAIT_OK, WAIT_MPI, WAIT_TIMEOUT, WAIT_STOPPED };
 static int wait_all(cr_cluster *c, MPI_Request *rq, size_t from, size_t to, int *failed_at,
-                    int *mrc) {
+                    int *mrc, long timeout_s) {
   struct timespec t0, now;
   clock_gettime(CLOCK_MONOTONIC, &t0);
   for (size_t r = from; r < to; r++) {
@@ -89,7 +98,7 @@ static int wait_all(cr_cluster *c, MPI_Request *rq, size_t from, size_t to, int 
       if (c->stop)
         return WAIT_STOPPED;
       clock_gettime(CLOCK_MONOTONIC, &now);
-      if (now.tv_sec - t0.tv_sec > ANSWER_TIMEOUT_S)
+      if (now.tv_sec - t0.tv_sec > timeout_s)
         return WAIT_TIMEOUT;
       sleep_poll();
     }
@@ -182,8 +191,15 @@ static int compute(cr_pool *pool, const uint8_t *buf, size_t len, uint8_t **rep,
   const cr_suite *suite = NULL;
   uint8_t *out = NULL;
   *rep = NULL;
-  if (len < sizeof h)
-    return CR_EINVAL;
+  if (len < sizeof h) { /* not from our rank 0: answered as invalid */
+    if ((out = malloc(sizeof a)) == NULL)
+      return CR_ENOMEM;
+    a.rc = CR_EINVAL;
+    memcpy(out, &a, sizeof a);
+    *rep = out;
+    *rep_len = sizeof a;
+    return 0;
+  }
   memcpy(&h, buf, sizeof h);
   h.suite[sizeof h.suite - 1] = '\0';
   suite = cr_suite_find(h.suite);
@@ -263,7 +279,7 @@ int cr_cluster_work(cr_cluster *c, unsigned threads, cr_error *err) {
       break;
     }
     mrc = MPI_Recv(buf, count, MPI_BYTE, 0, TAG_REQ, c->comm, MPI_STATUS_IGNORE);
-    uint32_t op = OP_STOP;
+    uint32_t op = UINT32_MAX; /* a message too short for a header: invalid */
     if (mrc == MPI_SUCCESS && (size_t)count >= sizeof(req_hdr))
       memcpy(&op, buf, sizeof op);
     uint8_t *rep = NULL;
@@ -316,8 +332,8 @@ static int spread(cr_cluster *c, uint32_t op, cr_pool *pool, const cr_suite *sui
   if (suite->scalar_bytes > MAX_SCALAR || strlen(suite->name) >= sizeof(((req_hdr *)0)->suite) ||
       n > UINT32_MAX)
     return CR_EINVAL;
-  if (n < MIN_SHARE * K) /* too small to spread */
-    K = 1;
+  if (n < MIN_SHARE * K) /* no share smaller than MIN_SHARE: fewer processes */
+    K = n / MIN_SHARE > 0 ? n / MIN_SHARE : 1;
   share *sh = calloc(K, sizeof *sh);
   /* rq[r]: worker r's answer; rq[K + r]: its request. */
   MPI_Request *rq = calloc(2 * K, sizeof(MPI_Request));
@@ -331,7 +347,7 @@ static int spread(cr_cluster *c, uint32_t op, cr_pool *pool, const cr_suite *sui
     sh[r].n = n * (r + 1) / K - sh[r].first;
     rq[r] = rq[K + r] = MPI_REQUEST_NULL;
   }
-  int rc = 0, mrc = MPI_SUCCESS, at = -1, w = WAIT_OK;
+  int rc = 0, mrc = MPI_SUCCESS, at = -1, w = WAIT_OK, fire = 0;
   pthread_mutex_lock(&c->mu);
   if (c->failed || c->stop)
     rc = cr_error_set(err, CR_ECLUSTER, "%s",
@@ -398,7 +414,7 @@ static int spread(cr_cluster *c, uint32_t op, cr_pool *pool, const cr_suite *sui
   /* The requests delivered before our own share starts, so the workers
    * compute while we do; then their answers. */
   if (w == WAIT_OK && K > 1)
-    w = wait_all(c, rq, K + 1, 2 * K, &at, &mrc);
+    w = wait_all(c, rq, K + 1, 2 * K, &at, &mrc, ANSWER_TIMEOUT_S);
   uint64_t bad0 = UINT64_MAX;
   int rc0 = 0;
   if (rc == 0 && w == WAIT_OK) {
@@ -408,7 +424,7 @@ static int spread(cr_cluster *c, uint32_t op, cr_pool *pool, const cr_suite *sui
       rc0 = cr_engine_reblind_digest_batch(pool, suite, k, session_id, dl, in, sh[0].n, out, &bad0);
   }
   if (w == WAIT_OK && K > 1)
-    w = wait_all(c, rq, 1, K, &at, &mrc);
+    w = wait_all(c, rq, 1, K, &at, &mrc, ANSWER_TIMEOUT_S);
   if (w != WAIT_OK) {
     int rank = at >= (int)K ? at - (int)K : at;
     const char *host = rank >= 0 && rank < c->size ? c->host[rank] : "?";
@@ -417,15 +433,18 @@ static int spread(cr_cluster *c, uint32_t op, cr_pool *pool, const cr_suite *sui
         c->abandoned = 1;
     if (w == WAIT_STOPPED) {
       rc = cr_error_set(err, CR_ECLUSTER,
-                        "the node was stopped while process %d of %d (on %s) was computing "
-                        "(mpirun stops the job this way when one of its processes died)",
+                        "the node was stopped (a signal) while process %d of %d (on %s) was "
+                        "computing; unless someone stopped it, mpirun did because a process of "
+                        "the job died (mpirun's message names it)",
                         rank, c->size, host);
     } else if (w == WAIT_TIMEOUT) {
       c->failed = 1;
+      fire = 1;
       rc = cr_error_set(err, CR_ECLUSTER, "process %d of %d (on %s) did not answer within %d s",
                         rank, c->size, host, ANSWER_TIMEOUT_S);
     } else {
       c->failed = 1;
+      fire = 1;
       rc = cr_error_set(err, CR_ECLUSTER, "process %d of %d (on %s) failed: %s", rank, c->size,
                         host, mpi_text(mrc, text));
     }
@@ -450,10 +469,14 @@ static int spread(cr_cluster *c, uint32_t op, cr_pool *pool, const cr_suite *sui
       *bad = low;
   } else {
     /* Built only some requests (out of memory): drain what went out. */
-    if (wait_all(c, rq, 1, 2 * K, &at, &mrc) != WAIT_OK)
+    if (wait_all(c, rq, 1, 2 * K, &at, &mrc, ANSWER_TIMEOUT_S) != WAIT_OK)
       c->abandoned = 1;
   }
   pthread_mutex_unlock(&c->mu);
+  /* The node cannot go on without that process: it must stop (and a
+   * supervisor start the job again), not serve sessions that fail. */
+  if (fire && c->on_failure != NULL)
+    c->on_failure(c->failure_ctx);
   for (size_t r = 0; r < K; r++) {
     if (sh[r].req != NULL)
       sodium_memzero(sh[r].req, sh[r].req_len);
@@ -501,12 +524,25 @@ void cr_cluster_finish(cr_cluster *c, int code) {
      * cleanly, and the others must not wait for a stop that cannot reach
      * them all. */
     MPI_Abort(c->comm, code ? code : 1);
-  } else if (c->rank == 0) {
+  } else if (c->rank == 0 && c->size > 1) {
+    /* Each worker told to stop; one that cannot take it (it died while
+     * the node was idle) must not hold the job: abort after a while. */
     req_hdr h;
     memset(&h, 0, sizeof h);
     h.op = OP_STOP;
-    for (int r = 1; r < c->size; r++)
-      (void)MPI_Send(&h, (int)sizeof h, MPI_BYTE, r, TAG_REQ, c->comm);
+    MPI_Request *rq = calloc((size_t)c->size, sizeof(MPI_Request));
+    int ok = rq != NULL, at = 0, mrc = MPI_SUCCESS;
+    for (int r = 0; r < c->size && ok; r++)
+      rq[r] = MPI_REQUEST_NULL;
+    for (int r = 1; r < c->size && ok; r++)
+      ok = MPI_Isend(&h, (int)sizeof h, MPI_BYTE, r, TAG_REQ, c->comm, &rq[r]) == MPI_SUCCESS;
+    if (ok) {
+      c->stop = 0; /* the wait below must not stop at once */
+      ok = wait_all(c, rq, 1, (size_t)c->size, &at, &mrc, STOP_TIMEOUT_S) == WAIT_OK;
+    }
+    free(rq);
+    if (!ok)
+      MPI_Abort(c->comm, code ? code : 1);
   }
   MPI_Comm_free(&c->comm);
   MPI_Finalize();

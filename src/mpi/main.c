@@ -8,6 +8,7 @@
  * audit log, the release); the other ranks compute its batches
  * (include/cleanroom/cluster.h). Other commands belong to `cleanroom`.
  */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,6 +63,13 @@ static unsigned threads_arg(int argc, char **argv) {
 
 static void on_stop(void *ctx) { cr_cluster_interrupt(ctx); }
 
+/* A process of the job failed: the node stops as on SIGTERM (the session
+ * recorded, the partner told), and cr_cluster_finish ends the job. */
+static void on_failure(void *ctx) {
+  (void)ctx;
+  (void)raise(SIGTERM);
+}
+
 int main(int argc, char **argv) {
   if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
       strcmp(argv[1], "help") == 0) {
@@ -100,6 +108,13 @@ int main(int argc, char **argv) {
     threads = per ? per : 1;
   }
   if (cr_cluster_rank(c) != 0) {
+    /* A stop is rank 0's to handle (it records the session and tells the
+     * partner); mpirun ends a job by SIGTERM to every process, then SIGKILL
+     * a second later unless they have all exited, so a worker that died at
+     * once would cut rank 0's second short. Rank 0 ends the workers itself
+     * (a stop message, or MPI_Abort). */
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGINT, SIG_IGN);
     rc = cr_cluster_work(c, threads, &err);
     if (rc != 0)
       fprintf(stderr, PROG ": process %d of %d: %s\n", cr_cluster_rank(c), cr_cluster_size(c),
@@ -114,6 +129,7 @@ int main(int argc, char **argv) {
                        on_stop,
                        c};
   cr_cli_set_cluster(&cc);
+  cr_cluster_set_on_failure(c, on_failure, NULL);
   cr_engine_set_offload(cr_cluster_offload(c));
   int code = cr_cli_main(argc, argv);
   cr_engine_set_offload(NULL);

@@ -74,6 +74,11 @@
 #define CR_NODE_DRAIN_CAP (64u << 20) /* final output of an ended session */
 #define CR_NODE_LINGER_MS 5000        /* graceful close, at most */
 #define CR_NODE_UNAUTH_LINGER_MS 1000 /* after a failed handshake: the alert */
+/* A node that is stopping (a signal) waits this long at most for the
+ * partner to close after our last frame: the session must reach the audit
+ * log before whatever sent the signal follows it with SIGKILL (mpirun does,
+ * 1 s after SIGTERM). */
+#define CR_NODE_STOP_LINGER_MS 300
 #define CR_NODE_DEFAULT_HANDSHAKE_MS 10000
 #define CR_NODE_DEFAULT_ACCEPT_MS 5000 /* serve: accepted connection to TLS */
 #define CR_NODE_DEFAULT_MAX_PENDING 64
@@ -727,7 +732,9 @@ static void conn_begin_close(conn *c) {
   conn_read_start(c); /* to see the peer's end of stream */
   /* A connection that never authenticated gets only the time for its alert
    * to leave: a stranger cannot hold our descriptor by not closing. */
-  conn_timer(c, c->phase == PH_HANDSHAKE ? CR_NODE_UNAUTH_LINGER_MS : CR_NODE_LINGER_MS);
+  conn_timer(c, c->phase == PH_HANDSHAKE ? CR_NODE_UNAUTH_LINGER_MS
+                : c->n->stopping         ? CR_NODE_STOP_LINGER_MS
+                                         : CR_NODE_LINGER_MS);
 }
 
 static void on_tcp_close(uv_handle_t *h) {

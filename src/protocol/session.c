@@ -371,7 +371,10 @@ static int engine_fail(cr_session *s, int rc, const char *what) {
   const char *why = cr_engine_error_message(s->eng);
   if (rc == CR_ENOMEM && !why[0])
     why = "out of memory";
-  return fail(s, rc, CR_WIRE_INTERNAL, 0, "%s: %s", what, why[0] ? why : cr_strerror(rc));
+  /* A process of our cluster failed (cleanroom-mpi): the node is being
+   * stopped, by mpirun or by us, so the partner hears ABORTED. */
+  return fail(s, rc, rc == CR_ECLUSTER ? CR_WIRE_ABORTED : CR_WIRE_INTERNAL, 0, "%s: %s", what,
+              why[0] ? why : cr_strerror(rc));
 }
 
 static const char *rule_text(cr_engine_rule r) {
