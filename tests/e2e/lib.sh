@@ -221,15 +221,45 @@ mpi_init() {
   export OMPI_MCA_btl_vader_single_copy_mechanism=${OMPI_MCA_btl_vader_single_copy_mechanism:-none}
   MPI_ENV=("ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0")
   HOST_NAME=$(uname -n)
+  trap mpi_cleanup EXIT
 }
 
-# mpi_job K ARGS...: mpirun of K processes of cleanroom-mpi on this host
-# (oversubscribed: more processes than cores; not bound to a core, so a
-# process's threads may use both), stdin closed.
+# mpi_argv K: MPI_ARGV, the command that starts K processes of
+# cleanroom-mpi on this host through mpirun (oversubscribed: more processes
+# than cores; not bound to a core, so a process's threads may use both).
+# With MPI_TIMEOUT=S, mpirun is stopped after S seconds (exit 124): for
+# tests where a hang is a failure. `"${MPI_ARGV[@]}" ARGS &` makes $! the
+# process that execs mpirun (or timeout), so a signal to it reaches mpirun,
+# which passes it on to the job.
+mpi_argv() {
+  MPI_ARGV=(env "${MPI_ENV[@]}")
+  if [ -n "${MPI_TIMEOUT:-}" ]; then MPI_ARGV+=(timeout -k 5 "$MPI_TIMEOUT"); fi
+  MPI_ARGV+=(mpirun --oversubscribe --bind-to none -np "$1" "$CRM")
+}
+
+# mpi_job K ARGS...: K processes of cleanroom-mpi ARGS, in the foreground,
+# stdin closed.
 mpi_job() {
-  local k=$1
+  mpi_argv "$1"
   shift
-  env "${MPI_ENV[@]}" mpirun --oversubscribe --bind-to none -np "$k" "$CRM" "$@" </dev/null
+  "${MPI_ARGV[@]}" "$@" </dev/null
+}
+
+# mpi_cleanup: the exit trap mpi_init sets: the MPI jobs still running
+# (SERVER_PID, MPI_PIDS: each the process that became mpirun) are sent
+# SIGTERM and given 10 s to end (mpirun ends its processes), then cleanup.
+mpi_cleanup() {
+  local p live
+  for p in ${SERVER_PID:+"$SERVER_PID"} ${MPI_PIDS[@]+"${MPI_PIDS[@]}"}; do kill -TERM "$p" 2>/dev/null || true; done
+  for _ in $(seq 1 100); do
+    live=""
+    for p in ${SERVER_PID:+"$SERVER_PID"} ${MPI_PIDS[@]+"${MPI_PIDS[@]}"}; do
+      if kill -0 "$p" 2>/dev/null; then live=1; fi
+    done
+    [ -z "$live" ] && break
+    sleep 0.1
+  done
+  cleanup
 }
 
 # wait_listening PID ERRFILE: the port the node (started as PID, stderr in
@@ -257,18 +287,28 @@ start_mpi_server() {
   shift 4
   : >"$base.out"
   : >"$base.err"
-  mpi_job "$k" serve --template "$tmpl" --identity provider-id --data "$data" \
-    --listen 127.0.0.1:0 --json "$@" >"$base.out" 2>"$base.err" &
+  mpi_argv "$k"
+  "${MPI_ARGV[@]}" serve --template "$tmpl" --identity provider-id --data "$data" \
+    --listen 127.0.0.1:0 --json "$@" </dev/null >"$base.out" 2>"$base.err" &
   SERVER_PID=$!
   wait_listening "$SERVER_PID" "$base.err"
 }
 
-# mpi_rank_pid MPIRUN_PID RANK: the PID of that rank among the processes
-# mpirun started on this host (OMPI_COMM_WORLD_RANK in their environment);
-# empty if none (yet).
+# descendants PID: every process under PID (children first), one a line.
+descendants() {
+  local c
+  for c in $(pgrep -P "$1" 2>/dev/null || true); do
+    echo "$c"
+    descendants "$c"
+  done
+}
+
+# mpi_rank_pid PID RANK: the PID of that rank among the processes under PID
+# (mpirun, or the shell that started it) on this host, by
+# OMPI_COMM_WORLD_RANK in their environment; empty if none (yet).
 mpi_rank_pid() {
   local p
-  for p in $(pgrep -P "$1" 2>/dev/null || true); do
+  for p in $(descendants "$1"); do
     if tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$2"; then
       echo "$p"
       return 0
@@ -344,10 +384,18 @@ PY
 # no_key_in WHAT FILE...: none of the files holds a match key (keys.txt), in
 # any case.
 no_key_in() {
-  local what=$1 f bad=""
+  local what=$1 f i=0 bad
   shift
+  # Lowercased copies searched in one pass (grep -i with many patterns is slow).
+  rm -rf nokey.d
+  mkdir nokey.d
   for f in "$@"; do
-    if grep -qiF -f keys.txt "$f"; then bad="$bad $f"; fi
+    i=$((i + 1))
+    tr 'A-Z' 'a-z' <"$f" >"nokey.d/$i"
+    echo "$i $f" >>nokey.d/names
   done
-  if [ -z "$bad" ]; then ok "$what: no match key in $# files"; else fail "$what: match keys in$bad"; fi
+  bad=$(cd nokey.d && LC_ALL=C grep -lF -f ../keys.txt $(seq 1 $i) 2>/dev/null |
+    while read -r n; do sed -n "s/^$n //p" names; done | tr '\n' ' ' || true)
+  rm -rf nokey.d
+  if [ -z "$bad" ]; then ok "$what: no match key in $# files"; else fail "$what: match keys in $bad"; fi
 }
