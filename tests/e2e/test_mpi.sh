@@ -183,6 +183,11 @@ for k in 1 2 3; do
     "$(grep -c '"resources":' "p$k.jsonl") $(grep -cF "$want" "p$k.jsonl")"
   expect_eq "K_c=$k: every session line records $want" "9 9" \
     "$(grep -c '"resources":' "c$k.jsonl") $(grep -cF "$want" "c$k.jsonl")"
+  cl="\"cluster\":{\"processes\":$k,\"hosts\":[\"$HOST_NAME\"]}"
+  expect_eq "K_p=$k: the node's start records $cl" 1 \
+    "$(grep '"event":"node_started"' "p$k.jsonl" | grep -cF "$cl")"
+  expect_eq "K_c=$k: each run's start records $cl" 9 \
+    "$(grep '"event":"node_started"' "c$k.jsonl" | grep -cF "$cl")"
   expect_eq "K_p=$k: 9 releases" 9 "$(grep -c '"event":"result_released"' "p$k.jsonl")"
   expect_eq "K_c=$k: 9 releases" 9 "$(grep -c '"event":"result_released"' "c$k.jsonl")"
   if "$CR" audit verify "p$k.jsonl" --cert provider-id/identity.crt >"pv$k.out" 2>&1; then
