@@ -197,3 +197,205 @@ small_sets_fixture() {
   EXPECTED=120
 }
 
+
+# ---- cleanroom-mpi (issue 21): a party's node as the processes of an MPI job
+
+# mpi_init: MPI (the cleanroom-mpi binary in CLEANROOM_MPI, mpirun on PATH)
+# or exit 77 (skipped) saying what is missing. Exports what Open MPI needs
+# here unless already set: running as root (a container), no CMA single
+# copy (containers forbid it). MPI_ENV: the environment the MPI processes
+# get on top (LeakSanitizer off for them: Open MPI's own allocations would
+# fail it in the ASan build; leak checks stay on for plain cleanroom).
+mpi_init() {
+  if [ -z "${CLEANROOM_MPI:-}" ] || [ ! -x "$CLEANROOM_MPI" ]; then
+    echo "SKIP: CLEANROOM_MPI does not name the cleanroom-mpi binary (built when CMake finds MPI)" >&2
+    exit 77
+  fi
+  if ! command -v mpirun >/dev/null 2>&1; then
+    echo "SKIP: mpirun not found (scripts/install-deps.sh installs openmpi-bin)" >&2
+    exit 77
+  fi
+  CRM="$CLEANROOM_MPI"
+  export OMPI_ALLOW_RUN_AS_ROOT=${OMPI_ALLOW_RUN_AS_ROOT:-1}
+  export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=${OMPI_ALLOW_RUN_AS_ROOT_CONFIRM:-1}
+  export OMPI_MCA_btl_vader_single_copy_mechanism=${OMPI_MCA_btl_vader_single_copy_mechanism:-none}
+  MPI_ENV=("ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0")
+  HOST_NAME=$(uname -n)
+  trap mpi_cleanup EXIT
+}
+
+# mpi_argv K: MPI_ARGV, the command that starts K processes of
+# cleanroom-mpi on this host through mpirun (oversubscribed: more processes
+# than cores; not bound to a core, so a process's threads may use both).
+# With MPI_TIMEOUT=S, mpirun is stopped after S seconds (exit 124): for
+# tests where a hang is a failure. `"${MPI_ARGV[@]}" ARGS &` makes $! the
+# process that execs mpirun (or timeout), so a signal to it reaches mpirun,
+# which passes it on to the job.
+mpi_argv() {
+  MPI_ARGV=(env "${MPI_ENV[@]}")
+  if [ -n "${MPI_TIMEOUT:-}" ]; then MPI_ARGV+=(timeout -k 5 "$MPI_TIMEOUT"); fi
+  MPI_ARGV+=(mpirun --oversubscribe --bind-to none -np "$1" "$CRM")
+}
+
+# mpi_job K ARGS...: K processes of cleanroom-mpi ARGS, in the foreground,
+# stdin closed.
+mpi_job() {
+  mpi_argv "$1"
+  shift
+  "${MPI_ARGV[@]}" "$@" </dev/null
+}
+
+# mpi_cleanup: the exit trap mpi_init sets: the MPI jobs still running
+# (SERVER_PID, MPI_PIDS: each the process that became mpirun) are sent
+# SIGTERM and given 10 s to end (mpirun ends its processes), then cleanup.
+mpi_cleanup() {
+  local p live
+  for p in ${SERVER_PID:+"$SERVER_PID"} ${MPI_PIDS[@]+"${MPI_PIDS[@]}"}; do kill -TERM "$p" 2>/dev/null || true; done
+  for _ in $(seq 1 100); do
+    live=""
+    for p in ${SERVER_PID:+"$SERVER_PID"} ${MPI_PIDS[@]+"${MPI_PIDS[@]}"}; do
+      if kill -0 "$p" 2>/dev/null; then live=1; fi
+    done
+    [ -z "$live" ] && break
+    sleep 0.1
+  done
+  cleanup
+}
+
+# wait_listening PID ERRFILE: the port the node (started as PID, stderr in
+# ERRFILE) listens on, into PORT; 1 if it ended or took over 30 s.
+wait_listening() {
+  local pid=$1 errf=$2
+  PORT=""
+  for _ in $(seq 1 600); do
+    PORT=$(sed -n 's/.*listening on [^ ]*:\([0-9][0-9]*\).*/\1/p' "$errf" | head -1)
+    [ -n "$PORT" ] && return 0
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  echo "the node did not start listening:" >&2
+  cat "$errf" >&2
+  return 1
+}
+
+# start_mpi_server K TEMPLATE DATA OUTBASE [extra flags...]: the provider
+# as K processes serving in the background on 127.0.0.1 (port chosen by the
+# kernel), --json; mpirun's PID in SERVER_PID (the cleanup kills it), its
+# port in PORT, stdout and stderr in OUTBASE.out and OUTBASE.err.
+start_mpi_server() {
+  local k=$1 tmpl=$2 data=$3 base=$4
+  shift 4
+  : >"$base.out"
+  : >"$base.err"
+  mpi_argv "$k"
+  "${MPI_ARGV[@]}" serve --template "$tmpl" --identity provider-id --data "$data" \
+    --listen 127.0.0.1:0 --json "$@" </dev/null >"$base.out" 2>"$base.err" &
+  SERVER_PID=$!
+  wait_listening "$SERVER_PID" "$base.err"
+}
+
+# descendants PID: every process under PID (children first), one a line.
+descendants() {
+  local c
+  for c in $(pgrep -P "$1" 2>/dev/null || true); do
+    echo "$c"
+    descendants "$c"
+  done
+}
+
+# mpi_rank_pid PID RANK: the PID of that rank among the processes under PID
+# (mpirun, or the shell that started it) on this host, by
+# OMPI_COMM_WORLD_RANK in their environment; empty if none (yet).
+mpi_rank_pid() {
+  local p
+  for p in $(descendants "$1"); do
+    if tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$2"; then
+      echo "$p"
+      return 0
+    fi
+  done
+}
+
+# released FILE: the "released" member of a node's --json output, as
+# printed (compared byte for byte between runs).
+released() {
+  sed -n 's/.*\("released":.*\),"phases":.*/\1/p' "$1"
+}
+
+# cluster_json K HOST...: what a session line of the audit log records of a
+# cluster of K processes on those hosts.
+cluster_json() {
+  local k=$1 h hosts=""
+  shift
+  for h in "$@"; do hosts="$hosts${hosts:+,}\"$h\""; done
+  printf '"resources":{"cluster":{"processes":%s,"hosts":[%s]}' "$k" "$hosts"
+}
+
+# mpi_fixture NP NC OVERLAP: identities, template.json with three queries
+# (overlap: a count to both; by_segment: a count by provider segment and
+# consumer region, to both; members: the consumer's matched rows), prov.csv
+# (NP keys; segment s0..s4, and "rare" on every 50th key so that its cells
+# fall below min_count) and cons.csv (NC keys, every 9th on two rows with
+# another user_id and region; case and spaces varied), OVERLAP keys in
+# both; keys.txt: every normalized key (for leak checks).
+mpi_fixture() {
+  local np=$1 nc=$2 ov=$3
+  make_identities
+  pin_template "$EX/template.json" base.json
+  python3 - base.json template.json <<'PY'
+import json, sys
+t = json.load(open(sys.argv[1]))
+t["name"] = "cleanroom-mpi e2e"
+t["data"] = {"provider": {"required_columns": ["email", "segment"]},
+             "consumer": {"required_columns": ["user_id", "email", "region"]}}
+t["queries"] = {
+    "overlap": {"kind": "count", "run_by": ["consumer"], "results_to": ["provider", "consumer"],
+                "min_count": 10},
+    "by_segment": {"kind": "count", "group_by": {"provider": "segment", "consumer": "region"},
+                   "run_by": ["consumer"], "results_to": ["provider", "consumer"], "min_count": 10},
+    "members": {"kind": "members", "run_by": ["consumer"], "results_to": ["consumer"],
+                "columns": ["user_id", "email"], "min_count": 10},
+}
+t["limits"]["min_set_size"] = 10
+t["limits"]["max_runs_per_query"] = 1000000
+json.dump(t, open(sys.argv[2], "w"), indent=2)
+PY
+  awk -v np="$np" -v nc="$nc" -v ov="$ov" 'BEGIN {
+    print "email,segment" > "prov.csv"
+    for (i = 1; i <= np; i++) {
+      seg = i % 50 == 0 ? "rare" : "s" (i % 5)
+      e = sprintf("mpk%07dz@mpi-e2e.example", i)
+      if (i % 3 == 0) e = toupper(e)
+      printf "%s,%s\n", e, seg > "prov.csv"
+    }
+    print "user_id,email,region" > "cons.csv"
+    for (j = 1; j <= nc; j++) {
+      id = np - ov + j
+      e = sprintf("mpk%07dz@mpi-e2e.example", id)
+      if (j % 4 == 0) e = " " toupper(e)
+      printf "u%d,%s,r%d\n", j, e, j % 4 > "cons.csv"
+      if (j % 9 == 0) printf "v%d,%s,r%d\n", j, e, (j + 1) % 4 > "cons.csv"
+    }
+  }'
+  { awk -F, 'NR > 1 { print $1 }' prov.csv; awk -F, 'NR > 1 { print $2 }' cons.csv; } |
+    tr -d ' ' | tr 'A-Z' 'a-z' | sort -u >keys.txt
+}
+
+# no_key_in WHAT FILE...: none of the files holds a match key (keys.txt), in
+# any case.
+no_key_in() {
+  local what=$1 f i=0 bad
+  shift
+  # Lowercased copies searched in one pass (grep -i with many patterns is slow).
+  rm -rf nokey.d
+  mkdir nokey.d
+  for f in "$@"; do
+    i=$((i + 1))
+    tr 'A-Z' 'a-z' <"$f" >"nokey.d/$i"
+    echo "$i $f" >>nokey.d/names
+  done
+  bad=$(cd nokey.d && LC_ALL=C grep -lF -f ../keys.txt $(seq 1 $i) 2>/dev/null |
+    while read -r n; do sed -n "s/^$n //p" names; done | tr '\n' ' ' || true)
+  rm -rf nokey.d
+  if [ -z "$bad" ]; then ok "$what: no match key in $# files"; else fail "$what: match keys in $bad"; fi
+}
