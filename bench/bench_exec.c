@@ -11,10 +11,16 @@
  * the seconds since the start ("0.012345 cleanroom run: ..."), written as it
  * arrives, so the harness can tell when a node had loaded its data.
  * SIGINT and SIGTERM are passed on to the child. Exits with the child's code.
+ *
+ * Under mpirun (bench/run.sh --mpi), "%r" in STATS.json is replaced by the
+ * process's rank in the job (OMPI_COMM_WORLD_RANK, else PMIX_RANK or
+ * PMI_RANK from the environment), so `mpirun -np K bench_exec rank%r.json
+ * cleanroom-mpi ...` writes what each process of the job cost.
  */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/time.h>
@@ -34,6 +40,23 @@ static double mono(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* STATS.json with "%r" replaced by the MPI rank (into buf); NULL if the
+ * path has "%r" and no rank is in the environment, or it is too long. */
+static const char *stats_file(const char *path, char *buf, size_t cap) {
+  const char *at = strstr(path, "%r");
+  if (at == NULL)
+    return path;
+  const char *rank = getenv("OMPI_COMM_WORLD_RANK");
+  if (rank == NULL)
+    rank = getenv("PMIX_RANK");
+  if (rank == NULL)
+    rank = getenv("PMI_RANK");
+  if (rank == NULL)
+    return NULL;
+  int len = snprintf(buf, cap, "%.*s%s%s", (int)(at - path), path, rank, at + 2);
+  return len > 0 && (size_t)len < cap ? buf : NULL;
 }
 
 static double tv(struct timeval t) { return (double)t.tv_sec + (double)t.tv_usec * 1e-6; }
@@ -69,7 +92,8 @@ int main(int argc, char **argv) {
   if (argc > 1 && strcmp(argv[1], "--help") == 0) {
     printf("Usage: bench_exec [--stamp-stderr FILE] STATS.json CMD [ARGS...]\n"
            "Runs CMD; writes {wall_s,user_s,sys_s,maxrss_kb,exit} of it to STATS.json.\n"
-           "--stamp-stderr: CMD's stderr to FILE, each line prefixed with seconds since start.\n");
+           "--stamp-stderr: CMD's stderr to FILE, each line prefixed with seconds since start.\n"
+           "\"%%r\" in STATS.json: the MPI rank (OMPI_COMM_WORLD_RANK, PMIX_RANK or PMI_RANK).\n");
     return 0;
   }
   if (argc > 2 && strcmp(argv[1], "--stamp-stderr") == 0) {
@@ -80,7 +104,15 @@ int main(int argc, char **argv) {
     fprintf(stderr, "Usage: bench_exec [--stamp-stderr FILE] STATS.json CMD [ARGS...]\n");
     return 2;
   }
-  const char *stats_path = argv[a];
+  char stats_buf[4096];
+  const char *stats_path = stats_file(argv[a], stats_buf, sizeof stats_buf);
+  if (stats_path == NULL) {
+    fprintf(stderr,
+            "bench_exec: %s: \"%%r\" needs the MPI rank in the environment "
+            "(OMPI_COMM_WORLD_RANK, PMIX_RANK or PMI_RANK: run it under mpirun)\n",
+            argv[a]);
+    return 2;
+  }
   char **cmd = argv + a + 1;
   FILE *stamp = NULL;
   int pfd[2] = {-1, -1};

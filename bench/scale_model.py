@@ -1,0 +1,297 @@
+#!/usr/bin/env python3
+"""Scale-out model (issue 21): the time of one session of N elements per side
+when each party runs `mpirun -np H*C cleanroom-mpi` on H hosts of C cores,
+from what `bench/run.sh --mpi LIST` measured on this machine.
+
+  bench/scale_model.py [RESULTS.jsonl] [--n N] [--hosts H] [--cores C]
+                       [--net-gbps G] [--wan-gbps W] [--disk-mbps D]
+                       [--spill-bytes B] [--json]
+
+RESULTS.jsonl defaults to bench/results/latest-mpi.jsonl. Standard library
+only. The derivation is in docs/benchmarks.md, "Scale-out (issue 21)"; in
+short, for the slower of the two parties (both run the same model, each on
+its own cluster, at the same time):
+
+  points     = N (1 + pad): the set padded to its size bucket (the default
+               ladder: floor 1000, ratio 2^(1/4), as src/template computes it)
+  crypto     = points (hash_blind + reblind + digest) w / (H C)
+               every core computes its share of every batch; w = the
+               workers' CPU over their crypto at the largest K measured (the
+               cost of spreading: receiving, copying, answering, polling)
+  serial     = N s0 + F: rank 0's non-crypto CPU per element s0 (and fixed
+               cost F when several sizes were measured), at the largest K:
+               loading, TLS, framing, sorting, matching and building the MPI
+               messages run on rank 0 whatever H is
+  mpi        = points b (H - 1) / H / net: rank 0 sends every share and
+               receives every answer; b = bytes per point of all shares, the
+               larger direction (a full-duplex link); (H - 1) / H of the shares
+               leave rank 0's host
+  spill      = N spill_bytes 2 / disk: rank 0 writes its runs and reads them
+               back once (issue 17: 53-99 B per element written)
+  partner    = points wire / wan: the TLS link to the partner (bytes per
+               element measured, the larger direction)
+
+  estimate   = max(serial + crypto + mpi + spill, partner)
+               rank 0 hands out each batch and waits for all its shares
+               (src/cluster/cluster.c), so its own work and the cluster's add
+               up; the partner link streams meanwhile
+  lower      = max of all terms (everything overlapped)
+  speed-up   = estimate on 1 host of C cores / estimate on H hosts; with any
+               number of hosts at most estimate on 1 host / max(serial + spill
+               + all of the MPI traffic, partner) (Amdahl)
+"""
+import argparse
+import json
+import math
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+# include/cleanroom/template.h
+BUCKET_FLOOR, BUCKET_RATIO = 1000, 1.189207115002721
+
+
+def die(msg):
+    sys.stderr.write("scale_model.py: %s\n" % msg)
+    sys.exit(1)
+
+
+def bucket(n):
+    """cr_template_bucket under the default ladder (src/template/template.c)."""
+    x = BUCKET_FLOOR
+    while x < n:
+        p = x * BUCKET_RATIO
+        u = int(p)
+        if u < p:
+            u += 1
+        x = u if u > x else x + 1
+    return x
+
+
+def fit_line(xs, ys):
+    """Least squares y = a + b x; (a, b)."""
+    m = len(xs)
+    mx, my = sum(xs) / m, sum(ys) / m
+    sxx = sum((x - mx) ** 2 for x in xs)
+    if sxx == 0:
+        return None
+    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
+    return my - b * mx, b
+
+
+def load(path):
+    rows = []
+    try:
+        with open(path) as f:
+            for line in f:
+                line = line.strip()
+                if line.startswith("{"):
+                    rows.append(json.loads(line))
+    except OSError as e:
+        die("%s: %s (run bench/run.sh --mpi 1,2,3 first)" % (path, e.strerror))
+    rows = [r for r in rows if r.get("mpi") and r.get("n_consumer", r["n"]) == r["n"]]
+    if not rows:
+        die("%s: no --mpi rows with both sides equal" % path)
+    return rows
+
+
+def inputs(rows):
+    """The measured inputs of the model, from the rows at the largest K (and
+    for the serial part every size at that K)."""
+    kmax = max(r["mpi"]["processes"] for r in rows)
+    nmax = max(r["n"] for r in rows if r["mpi"]["processes"] == kmax)
+    ref = [r for r in rows if r["mpi"]["processes"] == kmax and r["n"] == nmax][0]
+    sides = ("provider", "consumer")
+    c = ref["crypto"]
+    hb = c.get("batch_hash_blind_us", c["hash_blind_us"])
+    rb = c.get("batch_reblind_us", c["reblind_us"])
+    dg = c["digest_us"]
+    pr = ref["mpi"]["parties"]
+    n = ref["n"]
+    w = None
+    if kmax > 1:
+        w = max(pr[s]["workers_cpu_over_crypto"] for s in sides)
+    # Rank 0's serial part: per element at the largest n, and when several
+    # sizes were measured at kmax, a fit of its seconds against n (slope s0,
+    # intercept the fixed cost of a session).
+    s0_side = {s: pr[s]["rank0_noncrypto_us_per_elem"] for s in sides}
+    s0, fixed, how = max(s0_side.values()), 0.0, "at n=%d" % n
+    at_k = sorted((r for r in rows if r["mpi"]["processes"] == kmax), key=lambda r: r["n"])
+    if len(set(r["n"] for r in at_k)) >= 2:
+        fits = []
+        for s in sides:
+            f = fit_line([r["n"] for r in at_k],
+                         [r["mpi"]["parties"][s]["rank0_noncrypto_us_per_elem"] * r["n"] * 1e-6
+                          for r in at_k])
+            if f is not None:
+                fits.append(f)
+        if fits:
+            fixed, slope = max(fits, key=lambda f: f[1])
+            if slope > 0:
+                s0, how = slope * 1e6, "slope over n = %s" % ", ".join(str(r["n"]) for r in at_k)
+            else:
+                fixed = 0.0
+    # Cross-check: rank 0's CPU per element against 1/K at the largest n
+    # (a + b/K: a its serial part, b the crypto it really spent per element).
+    at_n = [r for r in rows if r["n"] == nmax]
+    kfit = None
+    if len(set(r["mpi"]["processes"] for r in at_n)) >= 2:
+        kfit = {}
+        for s in sides:
+            f = fit_line([1.0 / r["mpi"]["processes"] for r in at_n],
+                         [r["mpi"]["parties"][s]["rank0_cpu_us_per_elem"] for r in at_n])
+            if f is not None:
+                kfit[s] = {"serial_us": round(f[0], 2), "crypto_us": round(f[1], 2)}
+    s0_k1 = None
+    k1 = [r for r in at_n if r["mpi"]["processes"] == 1]
+    if k1:
+        s0_k1 = max(k1[0]["mpi"]["parties"][s]["rank0_noncrypto_us_per_elem"] for s in sides)
+    # Bytes per point over MPI, all K shares (the row's are (K-1)/K of them).
+    mpi_b = None
+    if kmax > 1:
+        full = kmax / (kmax - 1.0)
+        mpi_b = max(max(pr[s]["mpi_bytes_per_elem"]["to_workers"],
+                        pr[s]["mpi_bytes_per_elem"]["from_workers"]) * full for s in sides)
+    wire_b = max(ref["bytes_per_elem"].values())
+    return {
+        "source_row": {"n": n, "K": kmax, "commit": ref.get("commit"),
+                       "other_cpu_util": ref.get("other_cpu_util"), "cores": ref["cores"],
+                       "keys": ref.get("keys", 1)},
+        "measured_padding": bucket(n) / float(n) - 1.0,
+        "crypto_us_per_point": hb + rb + dg,
+        "crypto_us_per_elem": max(pr[s]["crypto_us_per_elem"] for s in sides),
+        "crypto": {"hash_blind_us": hb, "reblind_us": rb, "digest_us": dg},
+        "workers_cpu_over_crypto": w,
+        "cpu_over_crypto": {s: pr[s]["cpu_over_crypto"] for s in sides},
+        "rank0_noncrypto_us_per_elem": s0,
+        "rank0_noncrypto_by_side": s0_side,
+        "rank0_noncrypto_how": how,
+        "rank0_fixed_s": fixed,
+        "rank0_noncrypto_at_k1": s0_k1,
+        "rank0_fit_over_1_over_k": kfit,
+        "mpi_bytes_per_elem": mpi_b,
+        "wire_bytes_per_elem": wire_b,
+    }
+
+
+def model(inp, n, hosts, cores, net_gbps, wan_gbps, disk_mbps, spill_bytes):
+    pad = bucket(n) / float(n) - 1.0
+    # Per element figures were measured at the measured size's padding.
+    scale = (1.0 + pad) / (1.0 + inp["measured_padding"])
+    w = inp["workers_cpu_over_crypto"] or 1.0
+    terms = {
+        "crypto": n * scale * inp["crypto_us_per_elem"] * 1e-6 * w / (hosts * cores),
+        "serial": n * inp["rank0_noncrypto_us_per_elem"] * 1e-6 + inp["rank0_fixed_s"],
+        "mpi": (n * scale * (inp["mpi_bytes_per_elem"] or 0.0) * (hosts - 1) / hosts * 8 /
+                (net_gbps * 1e9)),
+        "spill": n * spill_bytes * 2 / (disk_mbps * 1e6),
+        "partner": n * scale * inp["wire_bytes_per_elem"] * 8 / (wan_gbps * 1e9),
+    }
+    node = terms["serial"] + terms["crypto"] + terms["mpi"] + terms["spill"]
+    est = max(node, terms["partner"])
+    return {"hosts": hosts, "cores_per_host": cores, "padding": pad, "scale": scale,
+            "terms_s": terms, "rank0_path_s": node, "estimate_s": est,
+            "lower_s": max(terms.values()),
+            "dominant": max(terms, key=lambda k: terms[k])}
+
+
+def hms(s):
+    if s >= 3600:
+        return "%.2f h" % (s / 3600)
+    if s >= 60:
+        return "%.1f min" % (s / 60)
+    return "%.1f s" % s
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("results", nargs="?", default=os.path.join(HERE, "results", "latest-mpi.jsonl"))
+    ap.add_argument("--n", type=float, default=1e9, help="elements per side (default 1e9)")
+    ap.add_argument("--hosts", type=int, default=8, help="hosts per party (default 8)")
+    ap.add_argument("--cores", type=int, default=32, help="cores per host (default 32)")
+    ap.add_argument("--net-gbps", type=float, default=10.0,
+                    help="the party's MPI network, Gb/s at rank 0's host (default 10)")
+    ap.add_argument("--wan-gbps", type=float, default=1.0,
+                    help="the TLS link between the parties, Gb/s (default 1)")
+    ap.add_argument("--disk-mbps", type=float, default=500.0,
+                    help="rank 0's spill disk, MB/s each way (default 500)")
+    ap.add_argument("--spill-bytes", type=float, default=99.0,
+                    help="bytes rank 0 spills per element (default 99: issue 17's largest)")
+    ap.add_argument("--json", action="store_true", help="one JSON object instead of the text")
+    a = ap.parse_args()
+    if a.n < 1 or a.hosts < 1 or a.cores < 1 or min(a.net_gbps, a.wan_gbps, a.disk_mbps) <= 0 \
+            or a.spill_bytes < 0:
+        die("--n, --hosts, --cores and the bandwidths must be positive")
+    n = int(a.n)
+    inp = inputs(load(a.results))
+    if inp["mpi_bytes_per_elem"] is None and a.hosts > 1:
+        die("no K > 1 in the results: the MPI terms need bench/run.sh --mpi 1,2,3 (or any K > 1)")
+    params = {"n": n, "hosts": a.hosts, "cores_per_host": a.cores, "net_gbps": a.net_gbps,
+              "wan_gbps": a.wan_gbps, "disk_mbps": a.disk_mbps, "spill_bytes_per_elem": a.spill_bytes}
+    big = model(inp, n, a.hosts, a.cores, a.net_gbps, a.wan_gbps, a.disk_mbps, a.spill_bytes)
+    one = model(inp, n, 1, a.cores, a.net_gbps, a.wan_gbps, a.disk_mbps, a.spill_bytes)
+    t = big["terms_s"]
+    # As hosts grow, the crypto term vanishes and the MPI term tends to all
+    # of the shares over rank 0's link: what stays is the limit.
+    mpi_all = n * big["scale"] * (inp["mpi_bytes_per_elem"] or 0.0) * 8 / (a.net_gbps * 1e9)
+    floor_s = max(t["serial"] + t["spill"] + mpi_all, t["partner"])
+    amdahl = one["estimate_s"] / floor_s
+    out = {"inputs": inp, "parameters": params, "cluster": big, "one_host": one,
+           "speedup_over_one_host": one["estimate_s"] / big["estimate_s"],
+           "speedup_limit_any_hosts": amdahl,
+           "time_limit_any_hosts_s": floor_s,
+           "core_hours_crypto_per_party": n * big["scale"] * inp["crypto_us_per_elem"] * 1e-6 / 3600}
+    if a.json:
+        print(json.dumps(out, indent=2, sort_keys=True))
+        return
+    src = inp["source_row"]
+    p = print
+    p("Measured inputs (bench/run.sh --mpi, n=%d, K=%d, %d cores%s%s):"
+      % (src["n"], src["K"], src["cores"], ", engine %s" % src["commit"] if src["commit"] else "",
+         ", others' CPU %.0f %%" % (100 * src["other_cpu_util"]) if src["other_cpu_util"] is not None else ""))
+    c = inp["crypto"]
+    p("  crypto per point, one core   %.1f us (hash_blind %.1f + reblind %.1f + digest %.2f); "
+      "per element of a party, padded: %.1f us"
+      % (inp["crypto_us_per_point"], c["hash_blind_us"], c["reblind_us"], c["digest_us"],
+         inp["crypto_us_per_elem"]))
+    if inp["workers_cpu_over_crypto"] is not None:
+        p("  workers' CPU / their crypto  %.2f (the cost of spreading, applied to the crypto term)"
+          % inp["workers_cpu_over_crypto"])
+    p("  rank 0 non-crypto per elem   %.1f us (%s; fixed %.2f s)%s"
+      % (inp["rank0_noncrypto_us_per_elem"], inp["rank0_noncrypto_how"], inp["rank0_fixed_s"],
+         "; %.1f us at K=1" % inp["rank0_noncrypto_at_k1"] if inp["rank0_noncrypto_at_k1"] is not None else ""))
+    if inp["rank0_fit_over_1_over_k"]:
+        p("  rank 0 CPU/elem = a + b/K    " + "; ".join(
+            "%s a=%.1f b=%.1f us" % (s, v["serial_us"], v["crypto_us"])
+            for s, v in inp["rank0_fit_over_1_over_k"].items()))
+    if inp["mpi_bytes_per_elem"] is not None:
+        p("  MPI bytes per element        %.1f (all K shares, the larger direction)" % inp["mpi_bytes_per_elem"])
+    p("  partner link bytes per elem  %.1f (the larger direction)" % inp["wire_bytes_per_elem"])
+    p("Parameters: n = %g per side, %d hosts x %d cores per party, MPI network %g Gb/s, "
+      "partner link %g Gb/s, spill %g B/elem on a %g MB/s disk"
+      % (n, a.hosts, a.cores, a.net_gbps, a.wan_gbps, a.spill_bytes, a.disk_mbps))
+    p("Padding: %.1f %% at n = %g (bucket %d), %.1f %% at the measured n (per-element figures "
+      "rescaled by %.3f)" % (100 * big["padding"], n, bucket(n), 100 * inp["measured_padding"],
+                             big["scale"]))
+    p("")
+    p("| term | %d x %d cores | 1 x %d cores |" % (a.hosts, a.cores, a.cores))
+    p("|---|---:|---:|")
+    names = {"crypto": "crypto / cores (x workers' overhead)", "serial": "rank 0 serial",
+             "mpi": "MPI traffic at rank 0", "spill": "spill on rank 0's disk",
+             "partner": "partner link"}
+    for k in ("crypto", "serial", "mpi", "spill", "partner"):
+        p("| %s | %s | %s |" % (names[k], hms(big["terms_s"][k]), hms(one["terms_s"][k])))
+    p("| **estimate** (rank 0's path, or the partner link if longer) | **%s** | **%s** |"
+      % (hms(big["estimate_s"]), hms(one["estimate_s"])))
+    p("| lower bound (all overlapped) | %s | %s |" % (hms(big["lower_s"]), hms(one["lower_s"])))
+    p("")
+    share = t[big["dominant"]] / big["rank0_path_s"] if big["rank0_path_s"] else 0
+    p("Dominant term on %d hosts: %s (%.0f %% of rank 0's path). Speed-up over one %d-core host: "
+      "%.2fx; with any number of hosts at most %.2fx (%s: Amdahl, rank 0's serial part, its "
+      "spill and its MPI traffic do not spread). The crypto alone is %.0f core-hours per party."
+      % (a.hosts, names[big["dominant"]], 100 * share, a.cores, out["speedup_over_one_host"],
+         amdahl, hms(floor_s), out["core_hours_crypto_per_party"]))
+
+
+if __name__ == "__main__":
+    main()
