@@ -5,7 +5,8 @@ from what `bench/run.sh --mpi LIST` measured on this machine.
 
   bench/scale_model.py [RESULTS.jsonl] [--n N] [--hosts H] [--cores C]
                        [--net-gbps G] [--wan-gbps W] [--disk-mbps D]
-                       [--spill-bytes B] [--json]
+                       [--spill-bytes B] [--crypto-us U] [--serial-us U]
+                       [--overhead W] [--json]
 
 RESULTS.jsonl defaults to bench/results/latest-mpi.jsonl. Standard library
 only. The derivation is in docs/benchmarks.md, "Scale-out (issue 21)"; in
@@ -111,39 +112,49 @@ def inputs(rows):
     w = None
     if kmax > 1:
         w = max(pr[s]["workers_cpu_over_crypto"] for s in sides)
-    # Rank 0's serial part: per element at the largest n, and when several
-    # sizes were measured at kmax, a fit of its seconds against n (slope s0,
-    # intercept the fixed cost of a session).
-    s0_side = {s: pr[s]["rank0_noncrypto_us_per_elem"] for s in sides}
-    s0, fixed, how = max(s0_side.values()), 0.0, "at n=%d" % n
-    at_k = sorted((r for r in rows if r["mpi"]["processes"] == kmax), key=lambda r: r["n"])
-    if len(set(r["n"] for r in at_k)) >= 2:
-        fits = []
-        for s in sides:
-            f = fit_line([r["n"] for r in at_k],
-                         [r["mpi"]["parties"][s]["rank0_noncrypto_us_per_elem"] * r["n"] * 1e-6
-                          for r in at_k])
-            if f is not None:
-                fits.append(f)
-        if fits:
-            fixed, slope = max(fits, key=lambda f: f[1])
-            if slope > 0:
-                s0, how = slope * 1e6, "slope over n = %s" % ", ".join(str(r["n"]) for r in at_k)
-            else:
-                fixed = 0.0
-    # Cross-check: rank 0's CPU per element against 1/K at the largest n
-    # (a + b/K: a its serial part, b the crypto it really spent per element).
-    at_n = [r for r in rows if r["n"] == nmax]
-    kfit = None
-    if len(set(r["mpi"]["processes"] for r in at_n)) >= 2:
-        kfit = {}
+    # Rank 0's serial part, two ways. (1) Subtraction: its CPU less its
+    # share (1/K) of the crypto at the reference's cost, at the largest K.
+    # (2) The fit over K: at each size its CPU per element against 1/K is
+    # a + b/K; b is the crypto it really spent (under this machine's load,
+    # not the reference's best), a what stays however many processes share
+    # the crypto (its serial part and its MPI messages). With several sizes,
+    # a line through a(n) n against n separates the per-element cost (the
+    # slope) from a session's fixed cost (start-up, MPI_Init, TLS).
+    def per_elem_and_fixed(points):
+        """points: [(n, seconds)] -> (us per element, fixed s, how)."""
+        ns = sorted(set(x for x, _ in points))
+        if len(ns) >= 2:
+            f = fit_line([x for x, _ in points], [y for _, y in points])
+            if f is not None and f[1] > 0:
+                return f[1] * 1e6, max(0.0, f[0]), "slope over n = %s" % ", ".join(map(str, ns))
+        x, y = max(points)
+        return y / x * 1e6, 0.0, "at n=%d" % x
+    at_k = [r for r in rows if r["mpi"]["processes"] == kmax]
+    sub = {}
+    for s in sides:
+        sub[s] = per_elem_and_fixed([(r["n"], r["mpi"]["parties"][s]["rank0_noncrypto_us_per_elem"]
+                                      * r["n"] * 1e-6) for r in at_k])
+    kfit, fitted = {}, {}
+    for n_ in sorted(set(r["n"] for r in rows)):
+        at_n = [r for r in rows if r["n"] == n_]
+        if len(set(r["mpi"]["processes"] for r in at_n)) < 2:
+            continue
         for s in sides:
             f = fit_line([1.0 / r["mpi"]["processes"] for r in at_n],
                          [r["mpi"]["parties"][s]["rank0_cpu_us_per_elem"] for r in at_n])
             if f is not None:
-                kfit[s] = {"serial_us": round(f[0], 2), "crypto_us": round(f[1], 2)}
+                kfit.setdefault(s, {})[n_] = {"a_us": round(f[0], 2), "b_us": round(f[1], 2)}
+    for s, by_n in kfit.items():
+        fitted[s] = per_elem_and_fixed([(n_, v["a_us"] * n_ * 1e-6) for n_, v in by_n.items()])
+    if fitted and all(v[0] > 0 for v in fitted.values()):
+        side = max(fitted, key=lambda s: fitted[s][0])
+        s0, fixed, how = fitted[side][0], fitted[side][1], "fit over K, " + fitted[side][2]
+    else:
+        side = max(sub, key=lambda s: sub[s][0])
+        s0, fixed, how = sub[side][0], sub[side][1], "CPU less its crypto share at K=%d, %s" % (
+            kmax, sub[side][2])
     s0_k1 = None
-    k1 = [r for r in at_n if r["mpi"]["processes"] == 1]
+    k1 = [r for r in rows if r["n"] == nmax and r["mpi"]["processes"] == 1]
     if k1:
         s0_k1 = max(k1[0]["mpi"]["parties"][s]["rank0_noncrypto_us_per_elem"] for s in sides)
     # Bytes per point over MPI, all K shares (the row's are (K-1)/K of them).
@@ -163,12 +174,15 @@ def inputs(rows):
         "crypto": {"hash_blind_us": hb, "reblind_us": rb, "digest_us": dg},
         "workers_cpu_over_crypto": w,
         "cpu_over_crypto": {s: pr[s]["cpu_over_crypto"] for s in sides},
-        "rank0_noncrypto_us_per_elem": s0,
-        "rank0_noncrypto_by_side": s0_side,
-        "rank0_noncrypto_how": how,
+        "rank0_serial_us_per_elem": s0,
+        "rank0_serial_how": how,
         "rank0_fixed_s": fixed,
+        "rank0_serial_by_subtraction": {s: {"us_per_elem": round(v[0], 2), "fixed_s": round(v[1], 3),
+                                            "how": v[2]} for s, v in sub.items()},
+        "rank0_serial_by_fit": {s: {"us_per_elem": round(v[0], 2), "fixed_s": round(v[1], 3),
+                                    "how": v[2]} for s, v in fitted.items()},
+        "rank0_fit_over_1_over_k": {s: {str(n_): v for n_, v in by_n.items()} for s, by_n in kfit.items()},
         "rank0_noncrypto_at_k1": s0_k1,
-        "rank0_fit_over_1_over_k": kfit,
         "mpi_bytes_per_elem": mpi_b,
         "wire_bytes_per_elem": wire_b,
     }
@@ -181,7 +195,7 @@ def model(inp, n, hosts, cores, net_gbps, wan_gbps, disk_mbps, spill_bytes):
     w = inp["workers_cpu_over_crypto"] or 1.0
     terms = {
         "crypto": n * scale * inp["crypto_us_per_elem"] * 1e-6 * w / (hosts * cores),
-        "serial": n * inp["rank0_noncrypto_us_per_elem"] * 1e-6 + inp["rank0_fixed_s"],
+        "serial": n * inp["rank0_serial_us_per_elem"] * 1e-6 + inp["rank0_fixed_s"],
         "mpi": (n * scale * (inp["mpi_bytes_per_elem"] or 0.0) * (hosts - 1) / hosts * 8 /
                 (net_gbps * 1e9)),
         "spill": n * spill_bytes * 2 / (disk_mbps * 1e6),
@@ -204,7 +218,8 @@ def hms(s):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__, usage=argparse.SUPPRESS,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("results", nargs="?", default=os.path.join(HERE, "results", "latest-mpi.jsonl"))
     ap.add_argument("--n", type=float, default=1e9, help="elements per side (default 1e9)")
     ap.add_argument("--hosts", type=int, default=8, help="hosts per party (default 8)")
@@ -217,6 +232,12 @@ def main():
                     help="rank 0's spill disk, MB/s each way (default 500)")
     ap.add_argument("--spill-bytes", type=float, default=99.0,
                     help="bytes rank 0 spills per element (default 99: issue 17's largest)")
+    ap.add_argument("--crypto-us", type=float,
+                    help="hash_blind + reblind + digest per point on one core instead of the measured one")
+    ap.add_argument("--serial-us", type=float,
+                    help="rank 0's serial µs per element instead of the measured one (no fixed cost)")
+    ap.add_argument("--overhead", type=float,
+                    help="workers' CPU over their crypto instead of the measured one (1: ideal)")
     ap.add_argument("--json", action="store_true", help="one JSON object instead of the text")
     a = ap.parse_args()
     if a.n < 1 or a.hosts < 1 or a.cores < 1 or min(a.net_gbps, a.wan_gbps, a.disk_mbps) <= 0 \
@@ -224,10 +245,25 @@ def main():
         die("--n, --hosts, --cores and the bandwidths must be positive")
     n = int(a.n)
     inp = inputs(load(a.results))
+    if a.serial_us is not None:
+        if a.serial_us < 0:
+            die("--serial-us must be >= 0")
+        inp.update(rank0_serial_us_per_elem=a.serial_us, rank0_fixed_s=0.0,
+                   rank0_serial_how="--serial-us")
+    if a.crypto_us is not None:
+        if a.crypto_us <= 0:
+            die("--crypto-us must be > 0")
+        inp["crypto_us_per_elem"] *= a.crypto_us / inp["crypto_us_per_point"]
+        inp["crypto_us_per_point"] = a.crypto_us
+    if a.overhead is not None:
+        if a.overhead < 1:
+            die("--overhead must be >= 1")
+        inp["workers_cpu_over_crypto"] = a.overhead
     if inp["mpi_bytes_per_elem"] is None and a.hosts > 1:
         die("no K > 1 in the results: the MPI terms need bench/run.sh --mpi 1,2,3 (or any K > 1)")
     params = {"n": n, "hosts": a.hosts, "cores_per_host": a.cores, "net_gbps": a.net_gbps,
-              "wan_gbps": a.wan_gbps, "disk_mbps": a.disk_mbps, "spill_bytes_per_elem": a.spill_bytes}
+              "wan_gbps": a.wan_gbps, "disk_mbps": a.disk_mbps, "spill_bytes_per_elem": a.spill_bytes,
+              "crypto_us": a.crypto_us, "serial_us": a.serial_us, "overhead": a.overhead}
     big = model(inp, n, a.hosts, a.cores, a.net_gbps, a.wan_gbps, a.disk_mbps, a.spill_bytes)
     one = model(inp, n, 1, a.cores, a.net_gbps, a.wan_gbps, a.disk_mbps, a.spill_bytes)
     t = big["terms_s"]
@@ -236,7 +272,12 @@ def main():
     mpi_all = n * big["scale"] * (inp["mpi_bytes_per_elem"] or 0.0) * 8 / (a.net_gbps * 1e9)
     floor_s = max(t["serial"] + t["spill"] + mpi_all, t["partner"])
     amdahl = one["estimate_s"] / floor_s
+    ideal = dict(inp, workers_cpu_over_crypto=1.0)
+    big1 = model(ideal, n, a.hosts, a.cores, a.net_gbps, a.wan_gbps, a.disk_mbps, a.spill_bytes)
+    one1 = model(ideal, n, 1, a.cores, a.net_gbps, a.wan_gbps, a.disk_mbps, a.spill_bytes)
     out = {"inputs": inp, "parameters": params, "cluster": big, "one_host": one,
+           "ideal_spreading": {"cluster_s": big1["estimate_s"], "one_host_s": one1["estimate_s"],
+                               "speedup": one1["estimate_s"] / big1["estimate_s"]},
            "speedup_over_one_host": one["estimate_s"] / big["estimate_s"],
            "speedup_limit_any_hosts": amdahl,
            "time_limit_any_hosts_s": floor_s,
@@ -250,20 +291,25 @@ def main():
       % (src["n"], src["K"], src["cores"], ", engine %s" % src["commit"] if src["commit"] else "",
          ", others' CPU %.0f %%" % (100 * src["other_cpu_util"]) if src["other_cpu_util"] is not None else ""))
     c = inp["crypto"]
-    p("  crypto per point, one core   %.1f us (hash_blind %.1f + reblind %.1f + digest %.2f); "
-      "per element of a party, padded: %.1f us"
-      % (inp["crypto_us_per_point"], c["hash_blind_us"], c["reblind_us"], c["digest_us"],
+    p("  crypto per point, one core   %.1f us (%s); per element of a party, padded: %.1f us"
+      % (inp["crypto_us_per_point"], "--crypto-us" if a.crypto_us is not None else
+         "hash_blind %.1f + reblind %.1f + digest %.2f" % (c["hash_blind_us"], c["reblind_us"],
+                                                           c["digest_us"]),
          inp["crypto_us_per_elem"]))
     if inp["workers_cpu_over_crypto"] is not None:
-        p("  workers' CPU / their crypto  %.2f (the cost of spreading, applied to the crypto term)"
-          % inp["workers_cpu_over_crypto"])
-    p("  rank 0 non-crypto per elem   %.1f us (%s; fixed %.2f s)%s"
-      % (inp["rank0_noncrypto_us_per_elem"], inp["rank0_noncrypto_how"], inp["rank0_fixed_s"],
-         "; %.1f us at K=1" % inp["rank0_noncrypto_at_k1"] if inp["rank0_noncrypto_at_k1"] is not None else ""))
-    if inp["rank0_fit_over_1_over_k"]:
-        p("  rank 0 CPU/elem = a + b/K    " + "; ".join(
-            "%s a=%.1f b=%.1f us" % (s, v["serial_us"], v["crypto_us"])
-            for s, v in inp["rank0_fit_over_1_over_k"].items()))
+        p("  workers' CPU / their crypto  %.2f (the cost of spreading, applied to the crypto term%s)"
+          % (inp["workers_cpu_over_crypto"], "; --overhead" if a.overhead is not None else ""))
+    p("  rank 0 serial per element    %.1f us + %.2f s per session (%s)"
+      % (inp["rank0_serial_us_per_elem"], inp["rank0_fixed_s"], inp["rank0_serial_how"]))
+    for s, by_n in sorted(inp["rank0_fit_over_1_over_k"].items()):
+        p("    %-8s CPU/elem = a + b/K: " % s + "; ".join(
+            "n=%s a=%.1f b=%.1f us" % (n_, v["a_us"], v["b_us"])
+            for n_, v in sorted(by_n.items(), key=lambda x: int(x[0]))))
+    for s, v in sorted(inp["rank0_serial_by_subtraction"].items()):
+        p("    %-8s CPU less its crypto share (reference cost): %.1f us + %.2f s (%s)"
+          % (s, v["us_per_elem"], v["fixed_s"], v["how"]))
+    if inp["rank0_noncrypto_at_k1"] is not None:
+        p("    at K=1 (no MPI), CPU less all the crypto: %.1f us per element" % inp["rank0_noncrypto_at_k1"])
     if inp["mpi_bytes_per_elem"] is not None:
         p("  MPI bytes per element        %.1f (all K shares, the larger direction)" % inp["mpi_bytes_per_elem"])
     p("  partner link bytes per elem  %.1f (the larger direction)" % inp["wire_bytes_per_elem"])
@@ -284,6 +330,8 @@ def main():
     p("| **estimate** (rank 0's path, or the partner link if longer) | **%s** | **%s** |"
       % (hms(big["estimate_s"]), hms(one["estimate_s"])))
     p("| lower bound (all overlapped) | %s | %s |" % (hms(big["lower_s"]), hms(one["lower_s"])))
+    p("| estimate with ideal spreading (workers' overhead 1) | %s | %s |"
+      % (hms(big1["estimate_s"]), hms(one1["estimate_s"])))
     p("")
     share = t[big["dominant"]] / big["rank0_path_s"] if big["rank0_path_s"] else 0
     p("Dominant term on %d hosts: %s (%.0f %% of rank 0's path). Speed-up over one %d-core host: "
@@ -291,6 +339,8 @@ def main():
       "spill and its MPI traffic do not spread). The crypto alone is %.0f core-hours per party."
       % (a.hosts, names[big["dominant"]], 100 * share, a.cores, out["speedup_over_one_host"],
          amdahl, hms(floor_s), out["core_hours_crypto_per_party"]))
+    p("With ideal spreading (workers' overhead 1) the speed-up would be %.2fx."
+      % out["ideal_spreading"]["speedup"])
 
 
 if __name__ == "__main__":
