@@ -6,11 +6,11 @@
  * STATS.json gets one JSON object: wall_s (monotonic, from just before the
  * fork to just after the child was reaped), user_s, sys_s and maxrss_kb (the
  * child's peak resident set, from wait4's rusage), exit (its exit code, or
- * 128 + signal). The command's stdin, stdout and stderr are its own, except
- * with --stamp-stderr: its stderr then goes to FILE, each line prefixed with
- * the seconds since the start ("0.012345 cleanroom run: ..."), written as it
- * arrives, so the harness can tell when a node had loaded its data.
- * SIGINT and SIGTERM are passed on to the child. Exits with the child's code.
+ * 128 + signal), pid (the child's process id, to find it in a profile). The command's stdin, stdout
+ * and stderr are its own, except with --stamp-stderr: its stderr then goes to FILE, each line
+ * prefixed with the seconds since the start ("0.012345 cleanroom run: ..."), written as it arrives,
+ * so the harness can tell when a node had loaded its data. SIGINT and SIGTERM are passed on to the
+ * child. Exits with the child's code.
  *
  * Under mpirun (bench/run.sh --mpi), "%r" in STATS.json is replaced by the
  * process's rank in the job (OMPI_COMM_WORLD_RANK, else PMIX_RANK or
@@ -91,7 +91,7 @@ int main(int argc, char **argv) {
   int a = 1;
   if (argc > 1 && strcmp(argv[1], "--help") == 0) {
     printf("Usage: bench_exec [--stamp-stderr FILE] STATS.json CMD [ARGS...]\n"
-           "Runs CMD; writes {wall_s,user_s,sys_s,maxrss_kb,exit} of it to STATS.json.\n"
+           "Runs CMD; writes {wall_s,user_s,sys_s,maxrss_kb,exit,pid} of it to STATS.json.\n"
            "--stamp-stderr: CMD's stderr to FILE, each line prefixed with seconds since start.\n"
            "\"%%r\" in STATS.json: the MPI rank (OMPI_COMM_WORLD_RANK, PMIX_RANK or PMI_RANK).\n");
     return 0;
@@ -179,8 +179,10 @@ int main(int argc, char **argv) {
     fprintf(stderr, "bench_exec: %s: %s\n", stats_path, strerror(errno));
     return code ? code : 1;
   }
-  fprintf(f, "{\"wall_s\":%.6f,\"user_s\":%.6f,\"sys_s\":%.6f,\"maxrss_kb\":%ld,\"exit\":%d}\n",
-          t1 - t0, tv(ru.ru_utime), tv(ru.ru_stime), ru.ru_maxrss, code);
+  fprintf(f,
+          "{\"wall_s\":%.6f,\"user_s\":%.6f,\"sys_s\":%.6f,\"maxrss_kb\":%ld,\"exit\":%d,"
+          "\"pid\":%ld}\n",
+          t1 - t0, tv(ru.ru_utime), tv(ru.ru_stime), ru.ru_maxrss, code, (long)pid);
   if (fclose(f) != 0) {
     fprintf(stderr, "bench_exec: %s: write failed\n", stats_path);
     return code ? code : 1;

@@ -65,6 +65,18 @@ party (per element of its own set, n):
                     peer point, and comes back as P bytes per own point and
                     digest_bytes per peer point; plus a 128-byte request and a
                     16-byte answer header per batch (<= 4096 points) and worker
+  perf            where `perf record` works, each party's job is sampled
+                  (999 Hz of CPU time, every process of it) and each sample
+                  classed by where it ran: crypto (libsodium, or the
+                  backends' and OpenSSL's EC symbols), mpi (Open MPI's
+                  libraries), kernel, other. rank0_serial_ref_us_per_elem
+                  = (other + kernel samples) / crypto samples * crypto_s / K
+                  / n: rank 0's serial part in units of the crypto it did,
+                  at the reference's cost (load slows both alike, so the
+                  ratio holds where the seconds do not);
+                  workers_cpu_over_own_crypto = workers' samples / their
+                  crypto samples (the cost of spreading against the crypto
+                  they really did)
 """
 import json
 import os
@@ -201,6 +213,46 @@ def rank_stats(d, who, k):
     return out
 
 
+# Where a profile's sample ran: the suite's crypto (libsodium; the batched
+# ristretto255 backends and OpenSSL's P-256 arithmetic by symbol), Open MPI
+# (its libraries and components), or the rest (the node's own work, libc,
+# TLS, the kernel).
+CRYPTO_SYM = re.compile(r"r255|ristretto|fe25519|fe51|ge25519|ge_|sc25519|sc_reduce|sc_mul|"
+                        r"crypto_core|crypto_scalarmult|crypto_hash|sha512|hash_to|"
+                        r"ecp_nistz256|ec_GFp|EC_POINT|ec_point|BN_|bn_mul|bn_sqr|p256", re.I)
+MPI_DSO = re.compile(r"(^|/)(libmpi|libopen-pal|libopen-rte|libpmix|mca_|libevent|libhwloc|libucp|"
+                     r"libucs|libfabric|libpsm)")
+
+
+def perf_class(sym, dso):
+    base = os.path.basename(dso)
+    if base.startswith("libsodium"):
+        return "crypto"
+    if MPI_DSO.search(dso):
+        return "mpi"
+    if CRYPTO_SYM.search(sym) and not base.startswith("[kernel"):
+        return "crypto"
+    if base.startswith("[kernel"):
+        return "kernel"
+    return "other"
+
+
+def perf_profile(path):
+    """{pid: {"crypto": n, "mpi": n, "kernel": n, "other": n}} from the
+    harness's "COUNT PID SYMBOL (DSO)" lines, or None without a profile."""
+    if not os.path.exists(path):
+        return None
+    out = {}
+    with open(path, errors="replace") as f:
+        for line in f:
+            m = re.match(r"^\s*(\d+)\s+(\d+)\s+(.*?)\s*\((.*)\)\s*$", line)
+            if not m:
+                continue
+            c = out.setdefault(int(m.group(2)), {"crypto": 0, "mpi": 0, "kernel": 0, "other": 0})
+            c[perf_class(m.group(3), m.group(4))] += int(m.group(1))
+    return out
+
+
 def mpi_of_run(d, k, s_stats, c_stats, threads):
     """The per-process figures of one --mpi run (threads: what a process of
     one runs when K = 1, where rank 0 prints no cluster line)."""
@@ -220,7 +272,16 @@ def mpi_of_run(d, k, s_stats, c_stats, threads):
         if acl.get("processes") != k:
             die("%s: the %s's audit log records %r processes, expected %d"
                 % (d, side, acl.get("processes"), k))
+        prof = perf_profile(os.path.join(d, who + ".perf.txt"))
+        samples = None
+        if prof is not None:
+            # Each rank's samples by where they ran; the pids are bench_exec's children.
+            samples = [prof.get(x.get("pid"), {"crypto": 0, "mpi": 0, "kernel": 0, "other": 0})
+                       for x in ranks]
+            if sum(samples[0].values()) == 0:
+                samples = None
         res[side] = {
+            "perf_samples": samples,
             "cpu_ranks_s": cpu_ranks,
             "rank0_cpu_s": cpu_ranks[0],
             "workers_cpu_s": sum(cpu_ranks[1:]),
@@ -355,7 +416,34 @@ def mpi_figures(a, m, crypto, data_dir):
         back_b = f * (pb * own_pts + dl * peer_pts) + hdr_back
         cpu = m["cpu_s"][side]
         r0 = x["rank0_cpu_s"]
+        prof = None
+        if x.get("perf_samples"):
+            # Rank 0's CPU split by its profile; its serial part (everything
+            # but the crypto and Open MPI) also scaled to the crypto it did
+            # at the reference's cost, which other load on the machine
+            # moves far less than the CPU seconds themselves.
+            s0 = x["perf_samples"][0]
+            t0 = float(sum(s0.values()))
+            ser = s0["other"] + s0["kernel"]
+            wk = {c_: sum(v[c_] for v in x["perf_samples"][1:]) for c_ in s0}
+            tw = float(sum(wk.values()))
+            prof = {
+                "rank0_samples": s0,
+                "rank0_crypto_share": r(s0["crypto"] / t0, 4),
+                "rank0_mpi_share": r(s0["mpi"] / t0, 4),
+                "rank0_serial_share": r(ser / t0, 4),
+                "rank0_serial_us_per_elem": r(r0 * ser / t0 / n * 1e6, 3),
+                "rank0_mpi_us_per_elem": r(r0 * s0["mpi"] / t0 / n * 1e6, 3),
+                "rank0_serial_ref_us_per_elem": (r(ser / float(s0["crypto"]) * crypto_s / k / n * 1e6, 3)
+                                                 if s0["crypto"] else None),
+                "workers_samples": wk if k > 1 else None,
+                "workers_crypto_share": r(wk["crypto"] / tw, 4) if k > 1 and tw else None,
+                "workers_mpi_share": r(wk["mpi"] / tw, 4) if k > 1 and tw else None,
+                # The workers' CPU over the crypto they really did.
+                "workers_cpu_over_own_crypto": r(tw / wk["crypto"], 3) if k > 1 and wk["crypto"] else None,
+            }
         parties[side] = {
+            "perf": prof,
             "cpu_s": r(cpu),
             "cpu_us_per_elem": r(cpu / n * 1e6, 2),
             "rank0_cpu_us_per_elem": r(r0 / n * 1e6, 2),
@@ -558,14 +646,20 @@ def pair(x, key, spec, scale=1.0):
     return " / ".join(fmt(y if y is None or scale == 1.0 else y * scale, spec) for y in v)
 
 
+def pair_perf(x, key, spec):
+    """ "provider / consumer" of parties[*]["perf"][key] ("–" without a profile)."""
+    p = x["mpi"]["parties"]
+    return " / ".join(fmt((p[s_].get("perf") or {}).get(key), spec) for s_ in ("provider", "consumer"))
+
+
 def mpi_table(rows):
     out = []
     out.append("| n per side | K per party | threads per process | wall s | µs/elem | others' CPU % "
                "| CPU µs/elem provider / consumer | rank 0 | workers | mpirun "
                "| crypto µs/elem | CPU ÷ crypto | workers' CPU ÷ their crypto "
-               "| rank 0 non-crypto µs/elem | MPI B/elem to workers | MPI B/elem back "
-               "| RSS rank 0 MiB |")
-    out.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+               "| rank 0 non-crypto µs/elem | rank 0 serial µs/elem (profile) | rank 0 MPI µs/elem (profile) "
+               "| MPI B/elem to workers | MPI B/elem back | RSS rank 0 MiB |")
+    out.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for x in sorted(rows, key=lambda r_: (r_["n"], r_["mpi"]["processes"])):
         mp = x["mpi"]
         oc = x.get("other_cpu_util")
@@ -573,7 +667,7 @@ def mpi_table(rows):
         mb = {k: {s_: mp["parties"][s_]["mpi_bytes_per_elem"][k] for s_ in ("provider", "consumer")}
               for k in ("to_workers", "from_workers")}
         rss = [mp["parties"][s_]["rss_ranks_kb"][0] / 1024.0 for s_ in ("provider", "consumer")]
-        out.append("| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+        out.append("| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
             ("%d" % x["n"]) if nc == x["n"] else ("%d / %d" % (x["n"], nc)), mp["processes"],
             pair(x, "threads", "d"), fmt(x["wall_s"], ".3f"), fmt(x["us_per_elem"], ".1f"),
             fmt(None if oc is None else 100 * oc, ".0f"),
@@ -581,6 +675,7 @@ def mpi_table(rows):
             pair(x, "workers_cpu_us_per_elem", ".1f"), pair(x, "mpirun_cpu_us_per_elem", ".1f"),
             pair(x, "crypto_us_per_elem", ".1f"), pair(x, "cpu_over_crypto", ".2f"),
             pair(x, "workers_cpu_over_crypto", ".2f"), pair(x, "rank0_noncrypto_us_per_elem", ".1f"),
+            pair_perf(x, "rank0_serial_ref_us_per_elem", ".1f"), pair_perf(x, "rank0_mpi_us_per_elem", ".1f"),
             "%s / %s" % (fmt(mb["to_workers"]["provider"], ".1f"), fmt(mb["to_workers"]["consumer"], ".1f")),
             "%s / %s" % (fmt(mb["from_workers"]["provider"], ".1f"), fmt(mb["from_workers"]["consumer"], ".1f")),
             "%s / %s" % (fmt(rss[0], ".1f"), fmt(rss[1], ".1f"))))
@@ -594,8 +689,11 @@ def mpi_table(rows):
         "*crypto µs/elem* is the party's own points' hash_blind and the partner's points' "
         "reblind + digest, padded sizes, per element of its own set; *CPU ÷ crypto* is the "
         "party's whole CPU (all ranks and mpirun) over it; *rank 0 non-crypto* is rank 0's CPU "
-        "less its share (1/K) of the crypto: the serial part. MPI bytes are estimated from the "
-        "protocol (docs/benchmarks.md, Scale-out)."
+        "less its share (1/K) of the crypto at the reference's cost; *rank 0 serial (profile)* is "
+        "its samples outside the crypto and Open MPI over its crypto samples, times its crypto "
+        "at the reference's cost: the serial part, measured in a way other load hardly moves; "
+        "*rank 0 MPI (profile)* its CPU in Open MPI (building, sending and polling). MPI bytes "
+        "are estimated from the protocol (docs/benchmarks.md, Scale-out)."
         % (x["suite"], x["overlap"], x["reps"], c.get("batch_hash_blind_us", c["hash_blind_us"]),
            c.get("batch_reblind_us", c["reblind_us"]), c["digest_us"],
            (", engine %s" % x["commit"]) if x.get("commit") else ""),

@@ -39,7 +39,11 @@
 #                     one JSON object per size and K with each party's CPU split
 #                     into rank 0, the other ranks and mpirun, the crypto
 #                     reference and the MPI bytes; no psi.js; the results go to
-#                     latest-mpi.* in --out (bench/scale_model.py reads them)
+#                     latest-mpi.* in --out (bench/scale_model.py reads them).
+#                     Where `perf record` works, each party's job is sampled
+#                     too, so each process's CPU splits into the crypto, MPI
+#                     and the rest by where it ran
+#   --no-perf         with --mpi: no profile
 #   -h, --help        this text
 #
 # Without --cleanroom it installs what is missing (scripts/install-deps.sh,
@@ -78,6 +82,7 @@ LABEL=""
 THREADS=""
 KEYS=1
 MPI_KS=""
+PERF=1
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
 die() {
@@ -112,6 +117,7 @@ while [ $# -gt 0 ]; do
     --crypto-n) need_arg "$@"; CRYPTO_N=$2; shift ;;
     --crypto-reps) need_arg "$@"; CRYPTO_REPS=$2; shift ;;
     --mpi) need_arg "$@"; MPI_KS=$2; shift ;;
+    --no-perf) PERF=0 ;;
     *) bad_usage "unknown option '$1'" ;;
   esac
   shift
@@ -246,6 +252,17 @@ fi
 EXEC=$(find_tool bench_exec) || die "cannot build bench_exec"
 CRYPTO=$(find_tool bench_crypto) || die "cannot build bench_crypto"
 log "using $CR, $CRYPTO, $EXEC"
+# --mpi: a CPU profile of each party's job (perf record follows mpirun's
+# children), when the kernel lets us sample.
+if [ -z "$MPI_KS" ]; then
+  PERF=0
+elif [ "$PERF" = 1 ]; then
+  if ! command -v perf >/dev/null || ! perf record -q -o "$TOOLS/perf.check" -- true >/dev/null 2>&1; then
+    log "perf record does not work here (not installed, or perf_event_paranoid): no profile, rank 0's serial part is estimated from CPU time alone"
+    PERF=0
+  fi
+  rm -f "$TOOLS/perf.check"
+fi
 
 # ------------------------------------------------------------ plot and peer
 if [ "$PLOT" = 1 ] && ! command -v gnuplot >/dev/null; then
@@ -314,7 +331,7 @@ measure_crypto() {
 # of it under bench_exec too (DIR/serve.rank<r>.json, DIR/run.rank<r>.json).
 run_pair() {
   local d=$1 n=$2 k=${3:-} node_to=$(($2 / 2000 + 120)) port="" rc=0
-  local extra=() s_cmd=("$CR" serve) c_cmd=("$CR" run)
+  local extra=() s_cmd=("$CR" serve) c_cmd=("$CR" run) s_prof=() c_prof=()
   [ -z "$THREADS" ] || extra=(--threads "$THREADS")
   [ -z "$MEMORY" ] || extra+=(--memory "$MEMORY")
   if [ -n "$k" ]; then
@@ -322,9 +339,14 @@ run_pair() {
     c_cmd=(mpirun --oversubscribe -np "$k" "$EXEC" "$d/run.rank%r.json" "$CR_MPI" run)
     # The slower start of K processes.
     node_to=$((node_to + 60))
+    if [ "$PERF" = 1 ]; then
+      # Outside bench_exec, so perf's own CPU is not the party's.
+      s_prof=(perf record -q -F 999 -o "$d/serve.perf.data" --)
+      c_prof=(perf record -q -F 999 -o "$d/run.perf.data" --)
+    fi
   fi
   mkdir -p "$d" "$d/provider-work" "$d/consumer-work"
-  "$EXEC" --stamp-stderr "$d/serve.err" "$d/serve.stats" \
+  "${s_prof[@]}" "$EXEC" --stamp-stderr "$d/serve.err" "$d/serve.stats" \
     "${s_cmd[@]}" --template template.json --identity provider-id --data "$DATA/provider.csv" \
     --listen 127.0.0.1:0 --once --json --timeout "$node_to" --work-dir "$d/provider-work" \
     "${extra[@]}" >"$d/serve.out" &
@@ -341,7 +363,7 @@ run_pair() {
     return 1
   fi
   head -1 /proc/stat >"$d/procstat.before" 2>/dev/null || true
-  timeout $((node_to * 2)) "$EXEC" --stamp-stderr "$d/run.err" "$d/run.stats" \
+  timeout $((node_to * 2)) "${c_prof[@]}" "$EXEC" --stamp-stderr "$d/run.err" "$d/run.stats" \
     "${c_cmd[@]}" --template template.json --identity consumer-id --data "$DATA/consumer.csv" \
     --peer "127.0.0.1:$port" --query overlap_to_consumer --json --timeout "$node_to" \
     --work-dir "$d/consumer-work" "${extra[@]}" >"$d/run.out" || rc=$?
@@ -360,6 +382,15 @@ run_pair() {
     # The session's resources as the audit log has them (with K: the
     # processes and hosts, rank 0's peak RSS).
     grep '"resources"' "$side-id/audit.jsonl" 2>/dev/null | tail -1 >"$d/$side.audit.json" || true
+  done
+  # The profiles as samples per process, symbol and library ("COUNT PID
+  # SYMBOL (DSO)"), for report.py; the raw data is not kept.
+  for who in serve run; do
+    if [ -f "$d/$who.perf.data" ]; then
+      perf script -i "$d/$who.perf.data" -F pid,ip,sym,dso 2>/dev/null |
+        awk '{ $2 = ""; print }' | sort | uniq -c >"$d/$who.perf.txt" || true
+      rm -f "$d/$who.perf.data"
+    fi
   done
   if [ "$rc" -ne 0 ]; then
     log "cleanroom run exited $rc:"

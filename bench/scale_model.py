@@ -20,9 +20,11 @@ its own cluster, at the same time):
                workers' CPU over their crypto at the largest K measured (the
                cost of spreading: receiving, copying, answering, polling)
   serial     = N s0 + F: rank 0's non-crypto CPU per element s0 (and fixed
-               cost F when several sizes were measured), at the largest K:
-               loading, TLS, framing, sorting, matching and building the MPI
-               messages run on rank 0 whatever H is
+               cost F when several sizes were measured) at the smallest K
+               measured (K = 1: no MPI message): loading, TLS, framing,
+               sorting and matching run on rank 0 whatever H is; the same
+               figure at the largest K (with building the shares and polling
+               while the workers compute) gives the "upper" line
   mpi        = points b (H - 1) / H / net: rank 0 sends every share and
                receives every answer; b = bytes per point of all shares, the
                larger direction (a full-duplex link); (H - 1) / H of the shares
@@ -104,22 +106,42 @@ def inputs(rows):
     ref = [r for r in rows if r["mpi"]["processes"] == kmax and r["n"] == nmax][0]
     sides = ("provider", "consumer")
     c = ref["crypto"]
+    # The crypto's cost: the lowest reference of the run (bench_crypto
+    # before and after each size; other load only ever adds time), every
+    # row's figures in crypto units rescaled to it.
+    def ref_of(r):
+        c_ = r["crypto"]
+        return (c_.get("batch_hash_blind_us", c_["hash_blind_us"]) +
+                c_.get("batch_reblind_us", c_["reblind_us"]) + c_["digest_us"])
+    best = min(rows, key=ref_of)
+    c = best["crypto"]
     hb = c.get("batch_hash_blind_us", c["hash_blind_us"])
     rb = c.get("batch_reblind_us", c["reblind_us"])
     dg = c["digest_us"]
+    unit = {id(r): ref_of(best) / ref_of(r) for r in rows}
     pr = ref["mpi"]["parties"]
     n = ref["n"]
-    w = None
+    # The cost of spreading: the workers' CPU over their crypto, from the
+    # profile (against the crypto they really did) when there is one, else
+    # against the reference's cost.
+    w, w_how = None, None
     if kmax > 1:
-        w = max(pr[s]["workers_cpu_over_crypto"] for s in sides)
-    # Rank 0's serial part, two ways. (1) Subtraction: its CPU less its
-    # share (1/K) of the crypto at the reference's cost, at the largest K.
-    # (2) The fit over K: at each size its CPU per element against 1/K is
-    # a + b/K; b is the crypto it really spent (under this machine's load,
-    # not the reference's best), a what stays however many processes share
-    # the crypto (its serial part and its MPI messages). With several sizes,
-    # a line through a(n) n against n separates the per-element cost (the
-    # slope) from a session's fixed cost (start-up, MPI_Init, TLS).
+        if all((pr[s].get("perf") or {}).get("workers_cpu_over_own_crypto") for s in sides):
+            w = max(pr[s]["perf"]["workers_cpu_over_own_crypto"] for s in sides)
+            w_how = "profile: workers' samples / their crypto samples, K=%d, n=%d" % (kmax, n)
+        else:
+            w = max(pr[s]["workers_cpu_over_crypto"] for s in sides)
+            w_how = "CPU seconds / the crypto at the reference's cost, K=%d, n=%d" % (kmax, n)
+    # Rank 0's serial part: its CPU less its share of the crypto (1/K at
+    # the reference's cost). Its own work (loading, TLS, framing, sorting,
+    # matching) is measured cleanly at K = 1, where no MPI message is sent:
+    # that is the model's serial term. At K > 1 the same figure also holds
+    # building and sending the shares and polling while the workers compute
+    # (MPI_Test every 100 us: CPU in proportion to the time rank 0 waits,
+    # not to the elements, and much of it on an oversubscribed machine): an
+    # upper bound, the model's "upper" line. With several sizes a line
+    # through seconds against n separates the per-element cost (its slope)
+    # from a session's fixed cost (process start, MPI_Init, TLS).
     def per_elem_and_fixed(points):
         """points: [(n, seconds)] -> (us per element, fixed s, how)."""
         ns = sorted(set(x for x, _ in points))
@@ -129,12 +151,43 @@ def inputs(rows):
                 return f[1] * 1e6, max(0.0, f[0]), "slope over n = %s" % ", ".join(map(str, ns))
         x, y = max(points)
         return y / x * 1e6, 0.0, "at n=%d" % x
-    at_k = [r for r in rows if r["mpi"]["processes"] == kmax]
-    sub = {}
-    for s in sides:
-        sub[s] = per_elem_and_fixed([(r["n"], r["mpi"]["parties"][s]["rank0_noncrypto_us_per_elem"]
-                                      * r["n"] * 1e-6) for r in at_k])
-    kfit, fitted = {}, {}
+
+    def profiled(r, s, with_mpi):
+        """Rank 0's non-crypto CPU per element from the profile, in units
+        of its crypto at the reference's cost; None without a profile."""
+        pf = r["mpi"]["parties"][s].get("perf") or {}
+        sm = pf.get("rank0_samples")
+        if not sm or not sm.get("crypto"):
+            return None
+        rest = sm["other"] + sm["kernel"] + (sm["mpi"] if with_mpi else 0)
+        return (rest / float(sm["crypto"]) * r["mpi"]["parties"][s]["crypto_us_per_elem"] * unit[id(r)]
+                / r["mpi"]["processes"])
+
+    def serial_at(k, with_mpi):
+        at = [r for r in rows if r["mpi"]["processes"] == k]
+        if not at:
+            return None
+        use_prof = all(profiled(r, s, with_mpi) is not None for r in at for s in sides)
+        by = {}
+        for s in sides:
+            if use_prof:
+                pts = [(r["n"], profiled(r, s, with_mpi) * r["n"] * 1e-6) for r in at]
+            else:
+                pts = [(r["n"], r["mpi"]["parties"][s]["rank0_noncrypto_us_per_elem"] * r["n"] * 1e-6)
+                       for r in at]
+            by[s] = per_elem_and_fixed(pts)
+        side = max(by, key=lambda s: by[s][0])
+        return {"us_per_elem": round(by[side][0], 3), "fixed_s": round(by[side][1], 4),
+                "how": "%s, K=%d, %s, %s" % ("profile" if use_prof else "CPU less the crypto share",
+                                             k, side, by[side][2]),
+                "by_side": {s: round(v[0], 3) for s, v in by.items()}}
+    kmin = min(r["mpi"]["processes"] for r in rows)
+    serial = serial_at(kmin, False)
+    upper = serial_at(kmax, True) if kmax > kmin else None
+    # Cross-check: at each size rank 0's CPU per element against 1/K,
+    # a + b/K: b the crypto it really spent per element, a what stays
+    # however many processes share the crypto.
+    kfit = {}
     for n_ in sorted(set(r["n"] for r in rows)):
         at_n = [r for r in rows if r["n"] == n_]
         if len(set(r["mpi"]["processes"] for r in at_n)) < 2:
@@ -143,20 +196,7 @@ def inputs(rows):
             f = fit_line([1.0 / r["mpi"]["processes"] for r in at_n],
                          [r["mpi"]["parties"][s]["rank0_cpu_us_per_elem"] for r in at_n])
             if f is not None:
-                kfit.setdefault(s, {})[n_] = {"a_us": round(f[0], 2), "b_us": round(f[1], 2)}
-    for s, by_n in kfit.items():
-        fitted[s] = per_elem_and_fixed([(n_, v["a_us"] * n_ * 1e-6) for n_, v in by_n.items()])
-    if fitted and all(v[0] > 0 for v in fitted.values()):
-        side = max(fitted, key=lambda s: fitted[s][0])
-        s0, fixed, how = fitted[side][0], fitted[side][1], "fit over K, " + fitted[side][2]
-    else:
-        side = max(sub, key=lambda s: sub[s][0])
-        s0, fixed, how = sub[side][0], sub[side][1], "CPU less its crypto share at K=%d, %s" % (
-            kmax, sub[side][2])
-    s0_k1 = None
-    k1 = [r for r in rows if r["n"] == nmax and r["mpi"]["processes"] == 1]
-    if k1:
-        s0_k1 = max(k1[0]["mpi"]["parties"][s]["rank0_noncrypto_us_per_elem"] for s in sides)
+                kfit.setdefault(s, {})[str(n_)] = {"a_us": round(f[0], 2), "b_us": round(f[1], 2)}
     # Bytes per point over MPI, all K shares (the row's are (K-1)/K of them).
     mpi_b = None
     if kmax > 1:
@@ -170,19 +210,16 @@ def inputs(rows):
                        "keys": ref.get("keys", 1)},
         "measured_padding": bucket(n) / float(n) - 1.0,
         "crypto_us_per_point": hb + rb + dg,
-        "crypto_us_per_elem": max(pr[s]["crypto_us_per_elem"] for s in sides),
+        "crypto_us_per_elem": max(pr[s]["crypto_us_per_elem"] for s in sides) * unit[id(ref)],
         "crypto": {"hash_blind_us": hb, "reblind_us": rb, "digest_us": dg},
         "workers_cpu_over_crypto": w,
+        "workers_cpu_over_crypto_how": w_how,
         "cpu_over_crypto": {s: pr[s]["cpu_over_crypto"] for s in sides},
-        "rank0_serial_us_per_elem": s0,
-        "rank0_serial_how": how,
-        "rank0_fixed_s": fixed,
-        "rank0_serial_by_subtraction": {s: {"us_per_elem": round(v[0], 2), "fixed_s": round(v[1], 3),
-                                            "how": v[2]} for s, v in sub.items()},
-        "rank0_serial_by_fit": {s: {"us_per_elem": round(v[0], 2), "fixed_s": round(v[1], 3),
-                                    "how": v[2]} for s, v in fitted.items()},
-        "rank0_fit_over_1_over_k": {s: {str(n_): v for n_, v in by_n.items()} for s, by_n in kfit.items()},
-        "rank0_noncrypto_at_k1": s0_k1,
+        "rank0_serial_us_per_elem": serial["us_per_elem"],
+        "rank0_fixed_s": serial["fixed_s"],
+        "rank0_serial_how": serial["how"],
+        "rank0_serial_upper": upper,
+        "rank0_fit_over_1_over_k": kfit,
         "mpi_bytes_per_elem": mpi_b,
         "wire_bytes_per_elem": wire_b,
     }
@@ -275,9 +312,17 @@ def main():
     ideal = dict(inp, workers_cpu_over_crypto=1.0)
     big1 = model(ideal, n, a.hosts, a.cores, a.net_gbps, a.wan_gbps, a.disk_mbps, a.spill_bytes)
     one1 = model(ideal, n, 1, a.cores, a.net_gbps, a.wan_gbps, a.disk_mbps, a.spill_bytes)
+    up = inp["rank0_serial_upper"] if a.serial_us is None else None
+    bigu = oneu = None
+    if up:
+        upper = dict(inp, rank0_serial_us_per_elem=up["us_per_elem"], rank0_fixed_s=up["fixed_s"])
+        bigu = model(upper, n, a.hosts, a.cores, a.net_gbps, a.wan_gbps, a.disk_mbps, a.spill_bytes)
+        oneu = model(upper, n, 1, a.cores, a.net_gbps, a.wan_gbps, a.disk_mbps, a.spill_bytes)
     out = {"inputs": inp, "parameters": params, "cluster": big, "one_host": one,
            "ideal_spreading": {"cluster_s": big1["estimate_s"], "one_host_s": one1["estimate_s"],
                                "speedup": one1["estimate_s"] / big1["estimate_s"]},
+           "upper_serial": {"cluster_s": bigu["estimate_s"], "one_host_s": oneu["estimate_s"],
+                            "speedup": oneu["estimate_s"] / bigu["estimate_s"]} if bigu else None,
            "speedup_over_one_host": one["estimate_s"] / big["estimate_s"],
            "speedup_limit_any_hosts": amdahl,
            "time_limit_any_hosts_s": floor_s,
@@ -297,19 +342,19 @@ def main():
                                                            c["digest_us"]),
          inp["crypto_us_per_elem"]))
     if inp["workers_cpu_over_crypto"] is not None:
-        p("  workers' CPU / their crypto  %.2f (the cost of spreading, applied to the crypto term%s)"
-          % (inp["workers_cpu_over_crypto"], "; --overhead" if a.overhead is not None else ""))
+        p("  workers' CPU / their crypto  %.2f (the cost of spreading, applied to the crypto term; %s)"
+          % (inp["workers_cpu_over_crypto"],
+             "--overhead" if a.overhead is not None else inp["workers_cpu_over_crypto_how"]))
     p("  rank 0 serial per element    %.1f us + %.2f s per session (%s)"
       % (inp["rank0_serial_us_per_elem"], inp["rank0_fixed_s"], inp["rank0_serial_how"]))
+    u = inp["rank0_serial_upper"]
+    if u:
+        p("  the same at K>1 (upper)      %.1f us + %.2f s per session (%s; with building the "
+          "shares and polling while it waits)" % (u["us_per_elem"], u["fixed_s"], u["how"]))
     for s, by_n in sorted(inp["rank0_fit_over_1_over_k"].items()):
-        p("    %-8s CPU/elem = a + b/K: " % s + "; ".join(
+        p("    %-8s rank 0 CPU/elem = a + b/K: " % s + "; ".join(
             "n=%s a=%.1f b=%.1f us" % (n_, v["a_us"], v["b_us"])
             for n_, v in sorted(by_n.items(), key=lambda x: int(x[0]))))
-    for s, v in sorted(inp["rank0_serial_by_subtraction"].items()):
-        p("    %-8s CPU less its crypto share (reference cost): %.1f us + %.2f s (%s)"
-          % (s, v["us_per_elem"], v["fixed_s"], v["how"]))
-    if inp["rank0_noncrypto_at_k1"] is not None:
-        p("    at K=1 (no MPI), CPU less all the crypto: %.1f us per element" % inp["rank0_noncrypto_at_k1"])
     if inp["mpi_bytes_per_elem"] is not None:
         p("  MPI bytes per element        %.1f (all K shares, the larger direction)" % inp["mpi_bytes_per_elem"])
     p("  partner link bytes per elem  %.1f (the larger direction)" % inp["wire_bytes_per_elem"])
@@ -332,6 +377,9 @@ def main():
     p("| lower bound (all overlapped) | %s | %s |" % (hms(big["lower_s"]), hms(one["lower_s"])))
     p("| estimate with ideal spreading (workers' overhead 1) | %s | %s |"
       % (hms(big1["estimate_s"]), hms(one1["estimate_s"])))
+    if bigu:
+        p("| upper: rank 0's serial part as at K=%d (with its MPI work and polling) | %s | %s |"
+          % (inp["source_row"]["K"], hms(bigu["estimate_s"]), hms(oneu["estimate_s"])))
     p("")
     share = t[big["dominant"]] / big["rank0_path_s"] if big["rank0_path_s"] else 0
     p("Dominant term on %d hosts: %s (%.0f %% of rank 0's path). Speed-up over one %d-core host: "
@@ -339,8 +387,9 @@ def main():
       "spill and its MPI traffic do not spread). The crypto alone is %.0f core-hours per party."
       % (a.hosts, names[big["dominant"]], 100 * share, a.cores, out["speedup_over_one_host"],
          amdahl, hms(floor_s), out["core_hours_crypto_per_party"]))
-    p("With ideal spreading (workers' overhead 1) the speed-up would be %.2fx."
-      % out["ideal_spreading"]["speedup"])
+    p("With ideal spreading (workers' overhead 1) the speed-up would be %.2fx%s."
+      % (out["ideal_spreading"]["speedup"],
+         "; with the upper serial part %.2fx" % out["upper_serial"]["speedup"] if bigu else ""))
 
 
 if __name__ == "__main__":
