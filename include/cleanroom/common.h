@@ -52,7 +52,7 @@ extern "C" {
   XX(EINTERNAL, "internal error")                                                                  \
   XX(EDNS, "host name not found")                                                                  \
   XX(ECONNREFUSED, "connection refused")                                                           \
-  XX(ECONNRESET, "connection reset by the peer")                                                  \
+  XX(ECONNRESET, "connection reset by the peer")                                                   \
   XX(ECLUSTER, "a process of this node's cluster failed")
 
 enum {

@@ -2,7 +2,8 @@
  * cleanroom — the matching engine of one session (design §4–5).
  *
  * Owns: the session scalar; the own set's send order and its blinding
- * (hash-to-group, then k *, batched on the cr_pool); re-blinding of the
+ * (hash-to-group, then k *, batched on the cr_pool, or on the party's
+ * other processes through the offload below); re-blinding of the
  * peer's points into digests; the tables of fingerprints and digests
  * (sorted for the checks, for matching and for return); matching and the
  * result (count, group_by cells, the members bitmap), every released

@@ -189,7 +189,8 @@ static int compute(cr_pool *pool, const uint8_t *buf, size_t len, uint8_t **rep,
   suite = cr_suite_find(h.suite);
   const uint8_t *in = buf + sizeof h;
   size_t in_len = len - sizeof h, n = h.n;
-  if (suite == NULL || suite->scalar_bytes > MAX_SCALAR)
+  if (suite == NULL || suite->scalar_bytes > MAX_SCALAR ||
+      (h.op != OP_HASH_BLIND && h.op != OP_REBLIND_DIGEST))
     a.rc = CR_EINVAL;
   else if (h.op == OP_HASH_BLIND) {
     out_len = n * suite->point_bytes;
@@ -212,7 +213,7 @@ static int compute(cr_pool *pool, const uint8_t *buf, size_t len, uint8_t **rep,
         a.rc = cr_engine_hash_blind_batch(pool, suite, h.k, in + n * 4, lens, n, out + sizeof a);
     }
     free(lens);
-  } else if (h.op == OP_REBLIND_DIGEST) {
+  } else {
     out_len = n * h.digest_bytes;
     if (in_len != n * suite->point_bytes || h.digest_bytes == 0 ||
         h.digest_bytes > CR_MAX_DIGEST_BYTES)
@@ -222,8 +223,6 @@ static int compute(cr_pool *pool, const uint8_t *buf, size_t len, uint8_t **rep,
     else
       a.rc = cr_engine_reblind_digest_batch(pool, suite, h.k, h.session_id, h.digest_bytes, in, n,
                                             out + sizeof a, &a.bad);
-  } else {
-    a.rc = CR_EINVAL;
   }
   sodium_memzero(&h, sizeof h);
   if (a.rc != 0 || out == NULL) {
@@ -321,7 +320,7 @@ static int spread(cr_cluster *c, uint32_t op, cr_pool *pool, const cr_suite *sui
     K = 1;
   share *sh = calloc(K, sizeof *sh);
   /* rq[r]: worker r's answer; rq[K + r]: its request. */
-  MPI_Request *rq = calloc(2 * K, sizeof *rq);
+  MPI_Request *rq = calloc(2 * K, sizeof(MPI_Request));
   if (sh == NULL || rq == NULL) {
     free(sh);
     free(rq);

@@ -449,18 +449,18 @@ static void put_u32be(uint8_t *p, uint32_t v) {
 
 /* Grows the message arena to hold `need` more bytes after `used`, keeping
  * what is there; the old block held match keys, so it is wiped. */
-static int arena_reserve(uint8_t **buf, size_t *cap, const uint8_t *stackbuf, size_t used,
-                         size_t need) {
-  if (used + need <= *cap)
+static int arena_reserve(uint8_t **buf, size_t *cap, size_t used, size_t need) {
+  if (*buf != NULL && used + need <= *cap)
     return 0;
-  size_t ncap = 2 * (used + need);
+  size_t ncap = 2 * (used + need) + 64;
   uint8_t *bigger = malloc(ncap);
   if (bigger == NULL)
     return CR_ENOMEM;
-  memcpy(bigger, *buf, used);
-  sodium_memzero(*buf, *cap);
-  if (*buf != stackbuf)
+  if (*buf != NULL) {
+    memcpy(bigger, *buf, used);
+    sodium_memzero(*buf, *cap);
     free(*buf);
+  }
   *buf = bigger;
   *cap = ncap;
   return 0;
@@ -485,7 +485,7 @@ static int own_message(cr_engine *e, uint32_t idx, size_t slot, uint8_t **msg, s
   if (v == CR_DATASET_NO_VALUE) {
     size_t need = sizeof PAD_LABEL - 1 + CR_PAD_SEED_BYTES + 8;
     uint64_t index = (uint64_t)idx * w + slot;
-    if ((rc = arena_reserve(msg, cap, NULL, *used, need)) != 0)
+    if ((rc = arena_reserve(msg, cap, *used, need)) != 0)
       return rc;
     uint8_t *pm = *msg + *used;
     memcpy(pm, PAD_LABEL, sizeof PAD_LABEL - 1);
@@ -499,7 +499,7 @@ static int own_message(cr_engine *e, uint32_t idx, size_t slot, uint8_t **msg, s
     uint8_t ml = (uint8_t)(mlen > 255 ? 255 : mlen);
     size_t vlen = d->off[v + 1] - d->off[v];
     size_t need = CR_SHA256_BYTES + 1 + ml + vlen;
-    if ((rc = arena_reserve(msg, cap, NULL, *used, need)) != 0)
+    if ((rc = arena_reserve(msg, cap, *used, need)) != 0)
       return rc;
     uint8_t *mp = *msg + *used;
     memcpy(mp, t->sha256, CR_SHA256_BYTES);
@@ -541,6 +541,7 @@ static int hb_range(void *ctx, size_t begin, size_t end) {
   return rc;
 }
 
+// NOLINTNEXTLINE(readability-non-const-parameter): the pool's threads write points via the job
 int cr_engine_hash_blind_batch(cr_pool *pool, const cr_suite *suite, const uint8_t *k,
                                const uint8_t *msgs, const size_t *lens, size_t n, uint8_t *points) {
   if (n == 0)
@@ -1003,7 +1004,7 @@ static int stream_message(cr_engine *e, const uint8_t *key, size_t len, uint64_t
   int rc;
   if (key == NULL) {
     size_t need = sizeof PAD_LABEL - 1 + CR_PAD_SEED_BYTES + 8;
-    if ((rc = arena_reserve(msg, cap, NULL, *used, need)) != 0)
+    if ((rc = arena_reserve(msg, cap, *used, need)) != 0)
       return rc;
     uint8_t *pm = *msg + *used;
     memcpy(pm, PAD_LABEL, sizeof PAD_LABEL - 1);
@@ -1016,7 +1017,7 @@ static int stream_message(cr_engine *e, const uint8_t *key, size_t len, uint64_t
     size_t nl = strlen(name);
     uint8_t ml = (uint8_t)(nl > 255 ? 255 : nl);
     size_t need = CR_SHA256_BYTES + 1 + ml + len;
-    if ((rc = arena_reserve(msg, cap, NULL, *used, need)) != 0)
+    if ((rc = arena_reserve(msg, cap, *used, need)) != 0)
       return rc;
     uint8_t *mp = *msg + *used;
     memcpy(mp, t->sha256, CR_SHA256_BYTES);

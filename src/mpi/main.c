@@ -12,7 +12,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <mpi.h>
+
 #include "cleanroom/cluster.h"
+#include "cleanroom/crypto.h"
 #include "cleanroom/engine.h"
 #include "cli/cli.h"
 
@@ -35,6 +38,7 @@ static void usage(FILE *f) {
              "  mpirun -np 64 --host a:32,b:32 " PROG " serve --template t.json \\\n"
              "         --identity id/ --data users.csv --listen 0.0.0.0:7400\n"
              "\n"
+             "`" PROG " version` prints the version and the MPI library.\n"
              "See docs/scale-out.md for Slurm and Kubernetes (MPI Operator), and which\n"
              "network the job's processes must keep private.\n");
 }
@@ -63,6 +67,17 @@ int main(int argc, char **argv) {
       strcmp(argv[1], "help") == 0) {
     usage(argc < 2 ? stderr : stdout);
     return argc < 2 ? EXIT_USAGE : EXIT_OK;
+  }
+  if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
+    /* MPI_Get_library_version may be called before MPI_Init. */
+    char lib[MPI_MAX_LIBRARY_VERSION_STRING];
+    int len = 0;
+    if (MPI_Get_library_version(lib, &len) != MPI_SUCCESS)
+      len = 0;
+    lib[len > 0 ? strcspn(lib, ",\n") : 0] = '\0';
+    printf("%s\ncrypto backend: %s\nMPI: %s\n", CR_SOFTWARE, cr_crypto_backend_name(),
+           len > 0 ? lib : "unknown");
+    return EXIT_OK;
   }
   if (strcmp(argv[1], "serve") != 0 && strcmp(argv[1], "run") != 0) {
     fprintf(stderr,

@@ -90,21 +90,26 @@ int cr__party_spill_open(cr_spill **out, const char *work_dir, uint64_t memory_b
 
 const char *cr_party_work_dir(const cr_party *p) { return p->work_dir; }
 
+/* Which processes do the node's work (cleanroom-mpi): {processes, hosts}. */
+static json_t *cluster_json(const cr_party *p) {
+  json_t *cl = json_object(), *hosts = json_array();
+  const char *h = p->cluster_hosts ? p->cluster_hosts : "";
+  while (*h) {
+    size_t len = strcspn(h, ",");
+    char name[256];
+    snprintf(name, sizeof name, "%.*s", (int)(len < 255 ? len : 255), h);
+    json_array_append_new(hosts, cr__jtext(name));
+    h += len + (h[len] == ',');
+  }
+  json_object_set_new(cl, "processes", json_integer((json_int_t)p->cluster_processes));
+  json_object_set_new(cl, "hosts", hosts);
+  return cl;
+}
+
 json_t *cr__party_resources(const cr_party *p, cr_spill *sp) {
   json_t *o = json_object();
-  if (p->cluster_processes > 0) {
-    /* Which processes did the work (cleanroom-mpi). */
-    json_t *cl = json_object(), *hosts = json_array();
-    const char *h = p->cluster_hosts ? p->cluster_hosts : "";
-    while (*h) {
-      size_t len = strcspn(h, ",");
-      json_array_append_new(hosts, json_stringn(h, len));
-      h += len + (h[len] == ',');
-    }
-    json_object_set_new(cl, "processes", json_integer((json_int_t)p->cluster_processes));
-    json_object_set_new(cl, "hosts", hosts);
-    json_object_set_new(o, "cluster", cl);
-  }
+  if (p->cluster_processes > 0)
+    json_object_set_new(o, "cluster", cluster_json(p));
   struct rusage ru;
   memset(&ru, 0, sizeof ru);
   (void)getrusage(RUSAGE_SELF, &ru);
@@ -164,6 +169,8 @@ static int record_start(cr_party *p, cr_error *err) {
                       cr__jtext(p->address ? p->address : ""));
   json_object_set_new(ev, "memory_bytes", json_integer((json_int_t)p->memory_bytes));
   json_object_set_new(ev, "work_dir", cr__jtext(p->work_dir));
+  if (p->cluster_processes > 0)
+    json_object_set_new(ev, "cluster", cluster_json(p));
   int rc = cr__trail_event(&p->trail, "node_started", ev, err);
   if (rc)
     return cr_error_set(err, cr__trail_write_error(rc), "cannot write the audit log %s: %s",
