@@ -29,7 +29,10 @@ expect_grep "the table says wall time cannot fall with K on this machine" 'canno
 expect_grep "progress names K" 'cleanroom-mpi with K=2 run 1/1' bench.err
 
 grep '^{' bench.out >row.json || true
-CHECK=$(python3 - row.json <<'PY' 2>&1 || true
+# With perf working, the harness profiles each party's job.
+PERF_OK=0
+if command -v perf >/dev/null && perf record -q -o perf.check -- true >/dev/null 2>&1; then PERF_OK=1; fi
+CHECK=$(python3 - row.json "$PERF_OK" <<'PY' 2>&1 || true
 import json, sys
 row = json.loads(open(sys.argv[1]).readline())
 bad = []
@@ -56,6 +59,14 @@ for side in ("provider", "consumer"):
     need(p["mpi_bytes_per_elem"]["from_workers"] > 0.5 * 32, side + ".mpi_bytes from_workers")
     need(len(p["rss_ranks_kb"]) == 2 and p["rank0_peak_rss_bytes"] > 0, side + ".rss")
     need(p["hosts"] and p["threads"] >= 1, side + ".hosts/threads (audit log, stderr)")
+    pf = p.get("perf")
+    if sys.argv[2] == "1":
+        need(pf and pf["rank0_samples"]["crypto"] > 0 and pf["workers_samples"]["crypto"] > 0,
+             side + ".perf samples")
+        need(pf and 0 < pf["rank0_crypto_share"] < 1 and pf["rank0_serial_ref_us_per_elem"] > 0,
+             side + ".perf rank 0 split")
+    else:
+        need(pf is None, side + ".perf (none without perf)")
 need(m.get("note") and "cannot fall with K" in m["note"], "note (2 cores)")
 print("ok" if not bad else "missing or wrong: " + ", ".join(bad))
 PY
