@@ -802,15 +802,21 @@ def plot_mpi(rows, svg):
 
                 def both(k):
                     return sum(p[s_][k] or 0 for s_ in ("provider", "consumer"))
+
+                def serial():
+                    # The profile's figure where there is one.
+                    v = [(p[s_].get("perf") or {}).get("rank0_serial_ref_us_per_elem")
+                         for s_ in ("provider", "consumer")]
+                    return sum(v) if None not in v else both("rank0_noncrypto_us_per_elem")
                 f.write("%d %.3f %.3f %.3f %.3f %.3f %.3f\n" % (
                     x["mpi"]["processes"], x["us_per_elem"], both("cpu_us_per_elem"),
                     both("rank0_cpu_us_per_elem"), both("workers_cpu_us_per_elem"),
-                    both("crypto_us_per_elem"), both("rank0_noncrypto_us_per_elem")))
-        plots.append("'%s' using 1:2 with linespoints lw 2 pt 7 dt %d title 'wall, n=%d'" % (dat, 1 + i, n))
-        plots.append("'%s' using 1:3 with linespoints lw 2 pt 5 dt %d title 'CPU, both parties, n=%d'" % (dat, 1 + i, n))
-        plots.append("'%s' using 1:4 with linespoints lw 1 pt 9 dt %d title 'CPU of rank 0, n=%d'" % (dat, 1 + i, n))
-        plots.append("'%s' using 1:7 with linespoints lw 1 pt 13 dt %d title 'rank 0 non-crypto (serial), n=%d'" % (dat, 1 + i, n))
-        plots.append("'%s' using 1:6 with lines lw 1 dt 2 lc rgb '#888888' title 'crypto on one core%s'" % (dat, "" if i == 0 else " "))
+                    both("crypto_us_per_elem"), serial()))
+        plots.append("'%s' using 1:2 with linespoints lw 2 pt 7 dt %d lc 1 title 'wall, n=%d'" % (dat, 1 + i, n))
+        plots.append("'%s' using 1:3 with linespoints lw 2 pt 5 dt %d lc 2 title 'CPU of both parties, n=%d'" % (dat, 1 + i, n))
+        plots.append("'%s' using 1:4 with linespoints lw 1 pt 9 dt %d lc 3 title 'CPU of both rank 0s, n=%d'" % (dat, 1 + i, n))
+        plots.append("'%s' using 1:7 with linespoints lw 1 pt 13 dt %d lc 4 title 'both rank 0s serial part, n=%d'" % (dat, 1 + i, n))
+        plots.append("'%s' using 1:6 with lines lw 1 dt %d lc rgb '#888888' title 'crypto of both parties (one core), n=%d'" % (dat, 1 + i, n))
     ks = sorted(set(r_["mpi"]["processes"] for r_ in rows))
     x = rows[0]
     gp = """

@@ -24,7 +24,7 @@ its own cluster, at the same time):
                measured (K = 1: no MPI message): loading, TLS, framing,
                sorting and matching run on rank 0 whatever H is; the same
                figure at the largest K (with building the shares and polling
-               while the workers compute) gives the "upper" line
+               while the workers compute) gives the "as at K" line
   mpi        = points b (H - 1) / H / net: rank 0 sends every share and
                receives every answer; b = bytes per point of all shares, the
                larger direction (a full-duplex link); (H - 1) / H of the shares
@@ -138,8 +138,8 @@ def inputs(rows):
     # that is the model's serial term. At K > 1 the same figure also holds
     # building and sending the shares and polling while the workers compute
     # (MPI_Test every 100 us: CPU in proportion to the time rank 0 waits,
-    # not to the elements, and much of it on an oversubscribed machine): an
-    # upper bound, the model's "upper" line. With several sizes a line
+    # not to the elements, and much of it on an oversubscribed machine): the
+    # model's "as at K" line. With several sizes a line
     # through seconds against n separates the per-element cost (its slope)
     # from a session's fixed cost (process start, MPI_Init, TLS).
     def per_elem_and_fixed(points):
@@ -218,7 +218,7 @@ def inputs(rows):
         "rank0_serial_us_per_elem": serial["us_per_elem"],
         "rank0_fixed_s": serial["fixed_s"],
         "rank0_serial_how": serial["how"],
-        "rank0_serial_upper": upper,
+        "rank0_serial_at_largest_k": upper,
         "rank0_fit_over_1_over_k": kfit,
         "mpi_bytes_per_elem": mpi_b,
         "wire_bytes_per_elem": wire_b,
@@ -290,8 +290,18 @@ def main():
     if a.crypto_us is not None:
         if a.crypto_us <= 0:
             die("--crypto-us must be > 0")
-        inp["crypto_us_per_elem"] *= a.crypto_us / inp["crypto_us_per_point"]
+        f = a.crypto_us / inp["crypto_us_per_point"]
+        inp["crypto_us_per_elem"] *= f
         inp["crypto_us_per_point"] = a.crypto_us
+        # A serial part from the profile is in units of the crypto: it
+        # scales with it (the same host, faster or slower).
+        for key in ("rank0_serial_us_per_elem", "rank0_fixed_s"):
+            if inp["rank0_serial_how"].startswith("profile"):
+                inp[key] *= f
+        u = inp["rank0_serial_at_largest_k"]
+        if u and u["how"].startswith("profile"):
+            inp["rank0_serial_at_largest_k"] = dict(u, us_per_elem=u["us_per_elem"] * f,
+                                                    fixed_s=u["fixed_s"] * f)
     if a.overhead is not None:
         if a.overhead < 1:
             die("--overhead must be >= 1")
@@ -312,7 +322,7 @@ def main():
     ideal = dict(inp, workers_cpu_over_crypto=1.0)
     big1 = model(ideal, n, a.hosts, a.cores, a.net_gbps, a.wan_gbps, a.disk_mbps, a.spill_bytes)
     one1 = model(ideal, n, 1, a.cores, a.net_gbps, a.wan_gbps, a.disk_mbps, a.spill_bytes)
-    up = inp["rank0_serial_upper"] if a.serial_us is None else None
+    up = inp["rank0_serial_at_largest_k"] if a.serial_us is None else None
     bigu = oneu = None
     if up:
         upper = dict(inp, rank0_serial_us_per_elem=up["us_per_elem"], rank0_fixed_s=up["fixed_s"])
@@ -321,7 +331,7 @@ def main():
     out = {"inputs": inp, "parameters": params, "cluster": big, "one_host": one,
            "ideal_spreading": {"cluster_s": big1["estimate_s"], "one_host_s": one1["estimate_s"],
                                "speedup": one1["estimate_s"] / big1["estimate_s"]},
-           "upper_serial": {"cluster_s": bigu["estimate_s"], "one_host_s": oneu["estimate_s"],
+           "serial_at_largest_k": {"cluster_s": bigu["estimate_s"], "one_host_s": oneu["estimate_s"],
                             "speedup": oneu["estimate_s"] / bigu["estimate_s"]} if bigu else None,
            "speedup_over_one_host": one["estimate_s"] / big["estimate_s"],
            "speedup_limit_any_hosts": amdahl,
@@ -347,9 +357,9 @@ def main():
              "--overhead" if a.overhead is not None else inp["workers_cpu_over_crypto_how"]))
     p("  rank 0 serial per element    %.1f us + %.2f s per session (%s)"
       % (inp["rank0_serial_us_per_elem"], inp["rank0_fixed_s"], inp["rank0_serial_how"]))
-    u = inp["rank0_serial_upper"]
+    u = inp["rank0_serial_at_largest_k"]
     if u:
-        p("  the same at K>1 (upper)      %.1f us + %.2f s per session (%s; with building the "
+        p("  the same at the largest K    %.1f us + %.2f s per session (%s; with building the "
           "shares and polling while it waits)" % (u["us_per_elem"], u["fixed_s"], u["how"]))
     for s, by_n in sorted(inp["rank0_fit_over_1_over_k"].items()):
         p("    %-8s rank 0 CPU/elem = a + b/K: " % s + "; ".join(
@@ -378,7 +388,7 @@ def main():
     p("| estimate with ideal spreading (workers' overhead 1) | %s | %s |"
       % (hms(big1["estimate_s"]), hms(one1["estimate_s"])))
     if bigu:
-        p("| upper: rank 0's serial part as at K=%d (with its MPI work and polling) | %s | %s |"
+        p("| rank 0's serial part as at K=%d (with its MPI work and polling) | %s | %s |"
           % (inp["source_row"]["K"], hms(bigu["estimate_s"]), hms(oneu["estimate_s"])))
     p("")
     share = t[big["dominant"]] / big["rank0_path_s"] if big["rank0_path_s"] else 0
@@ -389,7 +399,8 @@ def main():
          amdahl, hms(floor_s), out["core_hours_crypto_per_party"]))
     p("With ideal spreading (workers' overhead 1) the speed-up would be %.2fx%s."
       % (out["ideal_spreading"]["speedup"],
-         "; with the upper serial part %.2fx" % out["upper_serial"]["speedup"] if bigu else ""))
+         "; with rank 0's serial part as at K=%d %.2fx" % (inp["source_row"]["K"], out["serial_at_largest_k"]["speedup"])
+         if bigu else ""))
 
 
 if __name__ == "__main__":

@@ -92,7 +92,7 @@ set -e
 expect_eq "scale_model.py exits 0" 0 "$MRC"
 if [ "$MRC" -ne 0 ]; then sed 's/^/    /' model.err >&2; fi
 expect_grep "the model names the dominant term" '^Dominant term on 8 hosts' model.out
-expect_grep "the model prints its measured inputs" 'rank 0 non-crypto per elem' model.out
+expect_grep "the model prints its measured inputs" 'rank 0 serial per element' model.out
 expect_eq "scale_model.py --json exits 0" 0 "$MJRC"
 expect_eq "scale_model.py without results fails" 1 "$MBAD"
 MCHECK=$(python3 - model.json <<'PY' 2>&1 || true
