@@ -541,9 +541,11 @@ static int hb_range(void *ctx, size_t begin, size_t end) {
   return rc;
 }
 
-// NOLINTNEXTLINE(readability-non-const-parameter): the pool's threads write points via the job
+/* The pool's threads write points through the job. */
+// NOLINTBEGIN(readability-non-const-parameter)
 int cr_engine_hash_blind_batch(cr_pool *pool, const cr_suite *suite, const uint8_t *k,
                                const uint8_t *msgs, const size_t *lens, size_t n, uint8_t *points) {
+  // NOLINTEND(readability-non-const-parameter)
   if (n == 0)
     return 0;
   size_t *offs = malloc(n * sizeof *offs);
