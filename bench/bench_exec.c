@@ -6,15 +6,21 @@
  * STATS.json gets one JSON object: wall_s (monotonic, from just before the
  * fork to just after the child was reaped), user_s, sys_s and maxrss_kb (the
  * child's peak resident set, from wait4's rusage), exit (its exit code, or
- * 128 + signal). The command's stdin, stdout and stderr are its own, except
- * with --stamp-stderr: its stderr then goes to FILE, each line prefixed with
- * the seconds since the start ("0.012345 cleanroom run: ..."), written as it
- * arrives, so the harness can tell when a node had loaded its data.
- * SIGINT and SIGTERM are passed on to the child. Exits with the child's code.
+ * 128 + signal), pid (the child's process id, to find it in a profile). The command's stdin, stdout
+ * and stderr are its own, except with --stamp-stderr: its stderr then goes to FILE, each line
+ * prefixed with the seconds since the start ("0.012345 cleanroom run: ..."), written as it arrives,
+ * so the harness can tell when a node had loaded its data. SIGINT and SIGTERM are passed on to the
+ * child. Exits with the child's code.
+ *
+ * Under mpirun (bench/run.sh --mpi), "%r" in STATS.json is replaced by the
+ * process's rank in the job (OMPI_COMM_WORLD_RANK, else PMIX_RANK or
+ * PMI_RANK from the environment), so `mpirun -np K bench_exec rank%r.json
+ * cleanroom-mpi ...` writes what each process of the job cost.
  */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/time.h>
@@ -34,6 +40,23 @@ static double mono(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* STATS.json with "%r" replaced by the MPI rank (into buf); NULL if the
+ * path has "%r" and no rank is in the environment, or it is too long. */
+static const char *stats_file(const char *path, char *buf, size_t cap) {
+  const char *at = strstr(path, "%r");
+  if (at == NULL)
+    return path;
+  const char *rank = getenv("OMPI_COMM_WORLD_RANK");
+  if (rank == NULL)
+    rank = getenv("PMIX_RANK");
+  if (rank == NULL)
+    rank = getenv("PMI_RANK");
+  if (rank == NULL)
+    return NULL;
+  int len = snprintf(buf, cap, "%.*s%s%s", (int)(at - path), path, rank, at + 2);
+  return len > 0 && (size_t)len < cap ? buf : NULL;
 }
 
 static double tv(struct timeval t) { return (double)t.tv_sec + (double)t.tv_usec * 1e-6; }
@@ -68,8 +91,9 @@ int main(int argc, char **argv) {
   int a = 1;
   if (argc > 1 && strcmp(argv[1], "--help") == 0) {
     printf("Usage: bench_exec [--stamp-stderr FILE] STATS.json CMD [ARGS...]\n"
-           "Runs CMD; writes {wall_s,user_s,sys_s,maxrss_kb,exit} of it to STATS.json.\n"
-           "--stamp-stderr: CMD's stderr to FILE, each line prefixed with seconds since start.\n");
+           "Runs CMD; writes {wall_s,user_s,sys_s,maxrss_kb,exit,pid} of it to STATS.json.\n"
+           "--stamp-stderr: CMD's stderr to FILE, each line prefixed with seconds since start.\n"
+           "\"%%r\" in STATS.json: the MPI rank (OMPI_COMM_WORLD_RANK, PMIX_RANK or PMI_RANK).\n");
     return 0;
   }
   if (argc > 2 && strcmp(argv[1], "--stamp-stderr") == 0) {
@@ -80,7 +104,15 @@ int main(int argc, char **argv) {
     fprintf(stderr, "Usage: bench_exec [--stamp-stderr FILE] STATS.json CMD [ARGS...]\n");
     return 2;
   }
-  const char *stats_path = argv[a];
+  char stats_buf[4096];
+  const char *stats_path = stats_file(argv[a], stats_buf, sizeof stats_buf);
+  if (stats_path == NULL) {
+    fprintf(stderr,
+            "bench_exec: %s: \"%%r\" needs the MPI rank in the environment "
+            "(OMPI_COMM_WORLD_RANK, PMIX_RANK or PMI_RANK: run it under mpirun)\n",
+            argv[a]);
+    return 2;
+  }
   char **cmd = argv + a + 1;
   FILE *stamp = NULL;
   int pfd[2] = {-1, -1};
@@ -147,8 +179,10 @@ int main(int argc, char **argv) {
     fprintf(stderr, "bench_exec: %s: %s\n", stats_path, strerror(errno));
     return code ? code : 1;
   }
-  fprintf(f, "{\"wall_s\":%.6f,\"user_s\":%.6f,\"sys_s\":%.6f,\"maxrss_kb\":%ld,\"exit\":%d}\n",
-          t1 - t0, tv(ru.ru_utime), tv(ru.ru_stime), ru.ru_maxrss, code);
+  fprintf(f,
+          "{\"wall_s\":%.6f,\"user_s\":%.6f,\"sys_s\":%.6f,\"maxrss_kb\":%ld,\"exit\":%d,"
+          "\"pid\":%ld}\n",
+          t1 - t0, tv(ru.ru_utime), tv(ru.ru_stime), ru.ru_maxrss, code, (long)pid);
   if (fclose(f) != 0) {
     fprintf(stderr, "bench_exec: %s: write failed\n", stats_path);
     return code ? code : 1;

@@ -4,6 +4,7 @@ size from the measurement files, the Markdown table and the plot.
 
   report.py template SRC.json SUITE OUT.json [KEYS]
   report.py row SIZE_DIR --n N --overlap F --expect K --suite S --cores C --crypto CRYPTO.json...
+                [--mpi K --data DATA_DIR]
   report.py table RESULTS.jsonl
   report.py plot RESULTS.jsonl OUT.svg
 
@@ -36,6 +37,46 @@ spill_peak_bytes_per_elem = its spill.peak_bytes (the most on disk at once)
 / the larger of the two sets (a small side's spill holds the large side's
 tables); leftover_files = entries left in the node's work directory after
 it exited (must be 0).
+
+Scale-out (issue 21, bench/run.sh --mpi; row --mpi K): each party is
+`mpirun -np K cleanroom-mpi`, the whole job under bench_exec (its CPU: mpirun
+and every rank it reaped) and each rank under bench_exec too, so for each
+party (per element of its own set, n):
+
+  crypto_s        = own_points (hash_blind) + peer_points (reblind + digest),
+                    the padded sizes (pads are blinded like real elements),
+                    times the match keys; one core's cost from bench_crypto
+                    (the batch figures when the nodes' backend is not
+                    libsodium's)
+  cpu_over_crypto = (mpirun + all ranks' CPU) / crypto_s: 1 would be nothing
+                    but the crypto; its growth with K is the cost of spreading
+  rank0_noncrypto_us_per_elem
+                  = (rank 0's CPU - crypto_s / K) / n: rank 0 computes share 0
+                    (1/K) of every batch; the rest of its CPU is the node's
+                    serial part (loading, TLS, framing, sorting, matching, the
+                    MPI messages), which does not spread
+  workers_cpu_over_crypto
+                  = ranks 1..K-1's CPU / (crypto_s (K-1) / K)
+  mpi_bytes       = what crosses the party's MPI network, estimated from the
+                    protocol of src/cluster/cluster.c: (K-1)/K of each batch
+                    goes out as 4 + len(message) bytes per own point
+                    (message = template_sha256 || u8 len || key name ||
+                    value, from the CSV; a pad's is 56 bytes) and P bytes per
+                    peer point, and comes back as P bytes per own point and
+                    digest_bytes per peer point; plus a 128-byte request and a
+                    16-byte answer header per batch (<= 4096 points) and worker
+  perf            where `perf record` works, each party's job is sampled
+                  (999 Hz of CPU time, every process of it) and each sample
+                  classed by where it ran: crypto (libsodium, or the
+                  backends' and OpenSSL's EC symbols), mpi (Open MPI's
+                  libraries), kernel, other. rank0_serial_ref_us_per_elem
+                  = (other + kernel samples) / crypto samples * crypto_s / K
+                  / n: rank 0's serial part in units of the crypto it did,
+                  at the reference's cost (load slows both alike, so the
+                  ratio holds where the seconds do not);
+                  workers_cpu_over_own_crypto = workers' samples / their
+                  crypto samples (the cost of spreading against the crypto
+                  they really did)
 """
 import json
 import os
@@ -137,8 +178,126 @@ def leftover(d, side):
         return None
 
 
-def one_run(d, expect, cores, clk_tck):
-    """The figures of one serve + run pair in directory d."""
+def cluster_line(path):
+    """(processes, hosts, threads) from rank 0's "K processes on H host(s)
+    (names), T threads each" line on stderr, or None."""
+    try:
+        with open(path) as f:
+            for line in f:
+                m = re.search(r"(\d+) processes on (\d+) host\(s\) \(([^)]*)\), (\d+) threads each", line)
+                if m:
+                    ts = line.partition(" ")[0]
+                    try:
+                        at = float(ts)
+                    except ValueError:
+                        at = None
+                    return {"processes": int(m.group(1)), "hosts": int(m.group(2)),
+                            "host_names": m.group(3), "threads": int(m.group(4)), "started_s": at}
+    except OSError:
+        pass
+    return None
+
+
+def rank_stats(d, who, k):
+    """Each rank's bench_exec figures (DIR/who.rank<r>.json), rank order."""
+    out = []
+    for rank in range(k):
+        st = load_json(os.path.join(d, "%s.rank%d.json" % (who, rank)))
+        if st["exit"] != 0:
+            die("%s: %s rank %d exited %s" % (d, who, rank, st["exit"]))
+        out.append(st)
+    extra = [e for e in os.listdir(d) if re.fullmatch(r"%s\.rank(\d+)\.json" % who, e)
+             and int(re.findall(r"\d+", e)[0]) >= k]
+    if extra:
+        die("%s: %s has more ranks than K=%d: %s" % (d, who, k, ", ".join(sorted(extra))))
+    return out
+
+
+# Where a profile's sample ran: the suite's crypto (libsodium; the batched
+# ristretto255 backends and OpenSSL's P-256 arithmetic by symbol), Open MPI
+# (its libraries and components), or the rest (the node's own work, libc,
+# TLS, the kernel).
+CRYPTO_SYM = re.compile(r"r255|ristretto|fe25519|fe51|ge25519|ge_|sc25519|sc_reduce|sc_mul|"
+                        r"crypto_core|crypto_scalarmult|crypto_hash|sha512|hash_to|"
+                        r"ecp_nistz256|ec_GFp|EC_POINT|ec_point|BN_|bn_mul|bn_sqr|p256", re.I)
+MPI_DSO = re.compile(r"(^|/)(libmpi|libopen-pal|libopen-rte|libpmix|mca_|libevent|libhwloc|libucp|"
+                     r"libucs|libfabric|libpsm)")
+
+
+def perf_class(sym, dso):
+    base = os.path.basename(dso)
+    if base.startswith("libsodium"):
+        return "crypto"
+    if MPI_DSO.search(dso):
+        return "mpi"
+    if CRYPTO_SYM.search(sym) and not base.startswith("[kernel"):
+        return "crypto"
+    if base.startswith("[kernel"):
+        return "kernel"
+    return "other"
+
+
+def perf_profile(path):
+    """{pid: {"crypto": n, "mpi": n, "kernel": n, "other": n}} from the
+    harness's "COUNT PID SYMBOL (DSO)" lines, or None without a profile."""
+    if not os.path.exists(path):
+        return None
+    out = {}
+    with open(path, errors="replace") as f:
+        for line in f:
+            m = re.match(r"^\s*(\d+)\s+(\d+)\s+(.*?)\s*\((.*)\)\s*$", line)
+            if not m:
+                continue
+            c = out.setdefault(int(m.group(2)), {"crypto": 0, "mpi": 0, "kernel": 0, "other": 0})
+            c[perf_class(m.group(3), m.group(4))] += int(m.group(1))
+    return out
+
+
+def mpi_of_run(d, k, s_stats, c_stats, threads):
+    """The per-process figures of one --mpi run (threads: what a process of
+    one runs when K = 1, where rank 0 prints no cluster line)."""
+    res = {}
+    for side, who, outer in (("provider", "serve", s_stats), ("consumer", "run", c_stats)):
+        ranks = rank_stats(d, who, k)
+        cpu_ranks = [x["user_s"] + x["sys_s"] for x in ranks]
+        total = outer["user_s"] + outer["sys_s"]
+        cl = cluster_line(os.path.join(d, who + ".err"))
+        if cl is None and k == 1:
+            cl = {"processes": 1, "threads": threads, "started_s": None}
+        if cl is None or cl["processes"] != k:
+            die("%s: %s's rank 0 did not report %d processes on stderr" % (d, who, k))
+        audit = load_json(os.path.join(d, side + ".audit.json"))
+        ares = audit.get("resources") or (audit.get("details") or {}).get("resources") or {}
+        acl = ares.get("cluster") or {}
+        if acl.get("processes") != k:
+            die("%s: the %s's audit log records %r processes, expected %d"
+                % (d, side, acl.get("processes"), k))
+        prof = perf_profile(os.path.join(d, who + ".perf.txt"))
+        samples = None
+        if prof is not None:
+            # Each rank's samples by where they ran; the pids are bench_exec's children.
+            samples = [prof.get(x.get("pid"), {"crypto": 0, "mpi": 0, "kernel": 0, "other": 0})
+                       for x in ranks]
+            if sum(samples[0].values()) == 0:
+                samples = None
+        res[side] = {
+            "perf_samples": samples,
+            "cpu_ranks_s": cpu_ranks,
+            "rank0_cpu_s": cpu_ranks[0],
+            "workers_cpu_s": sum(cpu_ranks[1:]),
+            # What mpirun itself used: the job's CPU less its processes'.
+            "mpirun_cpu_s": max(0.0, total - sum(cpu_ranks)),
+            "rss_ranks_kb": [x["maxrss_kb"] for x in ranks],
+            "audit_peak_rss_bytes": ares.get("peak_rss_bytes"),
+            "audit_hosts": acl.get("hosts"),
+            "threads": cl["threads"],
+            "launch_s": cl["started_s"],
+        }
+    return res
+
+
+def one_run(d, expect, cores, clk_tck, k=None, threads=None):
+    """The figures of one serve + run pair in directory d (k: --mpi K)."""
     s_stats = load_json(os.path.join(d, "serve.stats"))
     c_stats = load_json(os.path.join(d, "run.stats"))
     s_out = load_json(os.path.join(d, "serve.out"))
@@ -186,11 +345,139 @@ def one_run(d, expect, cores, clk_tck):
                         "consumer": s_out.get("peer_set_size", c_out["own_set_size"])},
         "load_s": {"provider": stamp_of(os.path.join(d, "serve.err"), load_pat),
                    "consumer": stamp_of(os.path.join(d, "run.err"), load_pat)},
+        "mpi": mpi_of_run(d, k, s_stats, c_stats, threads or cores) if k else None,
     }
 
 
 def r(x, nd=4):
     return None if x is None else round(x, nd)
+
+
+# src/cluster/cluster.c: a request's header (op, n, digest length, reserved,
+# suite[16], scalar[64], session id[32]) and an answer's (rc, reserved, bad);
+# a batch is at most 4096 points; a pad's message is "cleanroom/v1/pad" ||
+# seed[32] || u64 (src/engine/engine.c).
+MPI_REQ_HDR, MPI_REP_HDR, MPI_BATCH, PAD_MSG = 128, 16, 4096, 16 + 32 + 8
+POINT_BYTES = {"ristretto255": 32, "p256": 33}
+
+
+def message_bytes(csv_path):
+    """(values, bytes of their hash-to-group messages) of a benchmark CSV:
+    each non-empty cell is a value of the match key named like its column
+    (the benchmark template), hashed as template_sha256 || u8 len(name) ||
+    name || value (src/engine/engine.c own_message)."""
+    values = total = 0
+    try:
+        with open(csv_path, "rb") as f:
+            names = f.readline().rstrip(b"\r\n").split(b",")
+            for line in f:
+                for name, v in zip(names, line.rstrip(b"\r\n").split(b",")):
+                    if v:
+                        values += 1
+                        total += 32 + 1 + len(name) + len(v)
+    except OSError as e:
+        die("%s: %s" % (csv_path, e.strerror))
+    return values, total
+
+
+def mpi_figures(a, m, crypto, data_dir):
+    """The scale-out figures of the median run m (see the module's doc)."""
+    k = a.mpi
+    hb = crypto.get("batch_hash_blind_us", crypto["hash_blind_us"])
+    rb = crypto.get("batch_reblind_us", crypto["reblind_us"])
+    dg = crypto["digest_us"]
+    pb = POINT_BYTES.get(a.suite, 32)
+    dl = m["digest_bytes"] or 0
+    f = (k - 1) / float(k)
+    n_of = {"provider": a.n, "consumer": a.n_consumer or a.n}
+    other = {"provider": "consumer", "consumer": "provider"}
+    parties = {}
+    # Points each side blinds: its padded set, times the match keys when its
+    # set counts records (with several keys the consumer's does: it blinds
+    # each record's values; the provider's set is of distinct values).
+    msgs, points = {}, {}
+    for side in ("provider", "consumer"):
+        msgs[side] = message_bytes(os.path.join(data_dir, side + ".csv"))
+        per = max(1, int(round(msgs[side][0] / float(m["set_size"][side])))) if m["set_size"][side] else 1
+        points[side] = m["padded_size"][side] * per
+    for side in ("provider", "consumer"):
+        x = m["mpi"][side]
+        n = n_of[side]
+        own_pts = points[side]
+        peer_pts = points[other[side]]
+        values, msg = msgs[side]
+        pads = max(0, own_pts - values)
+        msg_total = msg + pads * PAD_MSG
+        crypto_s = (own_pts * hb + peer_pts * (rb + dg)) * 1e-6
+        batches = -(-own_pts // MPI_BATCH) + -(-peer_pts // MPI_BATCH)
+        hdr_out = batches * (k - 1) * MPI_REQ_HDR
+        hdr_back = batches * (k - 1) * MPI_REP_HDR
+        out_b = f * (4 * own_pts + msg_total + pb * peer_pts) + hdr_out
+        back_b = f * (pb * own_pts + dl * peer_pts) + hdr_back
+        cpu = m["cpu_s"][side]
+        r0 = x["rank0_cpu_s"]
+        prof = None
+        if x.get("perf_samples"):
+            # Rank 0's CPU split by its profile; its serial part (everything
+            # but the crypto and Open MPI) also scaled to the crypto it did
+            # at the reference's cost, which other load on the machine
+            # moves far less than the CPU seconds themselves.
+            s0 = x["perf_samples"][0]
+            t0 = float(sum(s0.values()))
+            ser = s0["other"] + s0["kernel"]
+            wk = {c_: sum(v[c_] for v in x["perf_samples"][1:]) for c_ in s0}
+            tw = float(sum(wk.values()))
+            prof = {
+                "rank0_samples": s0,
+                "rank0_crypto_share": r(s0["crypto"] / t0, 4),
+                "rank0_mpi_share": r(s0["mpi"] / t0, 4),
+                "rank0_serial_share": r(ser / t0, 4),
+                "rank0_serial_us_per_elem": r(r0 * ser / t0 / n * 1e6, 3),
+                "rank0_mpi_us_per_elem": r(r0 * s0["mpi"] / t0 / n * 1e6, 3),
+                "rank0_serial_ref_us_per_elem": (r(ser / float(s0["crypto"]) * crypto_s / k / n * 1e6, 3)
+                                                 if s0["crypto"] else None),
+                "workers_samples": wk if k > 1 else None,
+                "workers_crypto_share": r(wk["crypto"] / tw, 4) if k > 1 and tw else None,
+                "workers_mpi_share": r(wk["mpi"] / tw, 4) if k > 1 and tw else None,
+                # The workers' CPU over the crypto they really did.
+                "workers_cpu_over_own_crypto": r(tw / wk["crypto"], 3) if k > 1 and wk["crypto"] else None,
+            }
+        parties[side] = {
+            "perf": prof,
+            "cpu_s": r(cpu),
+            "cpu_us_per_elem": r(cpu / n * 1e6, 2),
+            "rank0_cpu_us_per_elem": r(r0 / n * 1e6, 2),
+            "workers_cpu_us_per_elem": r(x["workers_cpu_s"] / n * 1e6, 2),
+            "mpirun_cpu_us_per_elem": r(x["mpirun_cpu_s"] / n * 1e6, 2),
+            "cpu_ranks_s": [r(v) for v in x["cpu_ranks_s"]],
+            "crypto_s": r(crypto_s),
+            "crypto_us_per_elem": r(crypto_s / n * 1e6, 2),
+            "cpu_over_crypto": r(cpu / crypto_s, 3) if crypto_s > 0 else None,
+            "rank0_noncrypto_us_per_elem": r((r0 - crypto_s / k) / n * 1e6, 2),
+            "workers_cpu_over_crypto": r(x["workers_cpu_s"] / (crypto_s * f), 3) if k > 1 else None,
+            "own_points": own_pts,
+            "peer_points": peer_pts,
+            "message_bytes_mean": r(msg_total / own_pts, 2) if own_pts else None,
+            "mpi_bytes": {"to_workers": round(out_b), "from_workers": round(back_b)},
+            "mpi_bytes_per_elem": {"to_workers": r(out_b / n, 2), "from_workers": r(back_b / n, 2)},
+            "rss_ranks_kb": x["rss_ranks_kb"],
+            "rank0_peak_rss_bytes": x["audit_peak_rss_bytes"],
+            "hosts": x["audit_hosts"],
+            "threads": x["threads"],
+            "launch_s": r(x["launch_s"]),
+        }
+    return {
+        "processes": k,
+        "cores": a.cores,
+        "processes_on_machine": 2 * k,
+        "share0": r(1.0 / k, 4),
+        "note": ("%d cores shared by both parties' %d processes (and their two mpirun): "
+                 "wall time cannot fall with K on this machine; the figures that carry to a "
+                 "cluster are CPU per element, cpu_over_crypto (the cost of spreading) and "
+                 "rank 0's non-crypto CPU per element (the serial part)" % (a.cores, 2 * k))
+        if 2 * k > a.cores or a.cores < 4 else None,
+        "parties": parties,
+    }
 
 
 def cmd_row(argv):
@@ -212,7 +499,11 @@ def cmd_row(argv):
     ap.add_argument("--threads", type=int)
     ap.add_argument("--keys", type=int, default=1,
                     help="match keys per record (points each side blinds per element)")
+    ap.add_argument("--mpi", type=int, help="K processes per party (bench/run.sh --mpi)")
+    ap.add_argument("--data", help="with --mpi: the directory of provider.csv and consumer.csv")
     a = ap.parse_args(argv)
+    if a.mpi is not None and (a.mpi < 1 or not a.data):
+        die("--mpi takes K >= 1 and needs --data")
 
     measured = [load_json(p_) for p_ in a.crypto]
     ops = ("hash_blind_us", "reblind_us", "digest_us")
@@ -224,7 +515,7 @@ def cmd_row(argv):
     reps = sorted(e for e in os.listdir(a.dir) if re.fullmatch(r"rep\d+", e))
     if not reps:
         die("%s: no runs" % a.dir)
-    runs = [one_run(os.path.join(a.dir, e), a.expect, a.cores, a.clk_tck) for e in reps]
+    runs = [one_run(os.path.join(a.dir, e), a.expect, a.cores, a.clk_tck, a.mpi, a.threads) for e in reps]
     # The run with the median wall time speaks for the size (lower median
     # for an even count), with every run's wall time listed.
     order = sorted(range(len(runs)), key=lambda i: runs[i]["wall_s"])
@@ -298,6 +589,9 @@ def cmd_row(argv):
         "threads": a.threads,
         "peer": None,
     }
+    if a.mpi:
+        row["tool"] = "cleanroom-mpi"
+        row["mpi"] = mpi_figures(a, m, crypto, a.data)
     peer_json = os.path.join(a.dir, "psijs.out")
     if os.path.exists(peer_json):
         p = load_json(peer_json)
@@ -345,10 +639,81 @@ def fmt(x, spec):
     return "–" if x is None else format(x, spec)
 
 
+def pair(x, key, spec, scale=1.0):
+    """ "provider / consumer" of parties[*][key]."""
+    p = x["mpi"]["parties"]
+    v = [p[s_].get(key) for s_ in ("provider", "consumer")]
+    return " / ".join(fmt(y if y is None or scale == 1.0 else y * scale, spec) for y in v)
+
+
+def pair_perf(x, key, spec):
+    """ "provider / consumer" of parties[*]["perf"][key] ("–" without a profile)."""
+    p = x["mpi"]["parties"]
+    return " / ".join(fmt((p[s_].get("perf") or {}).get(key), spec) for s_ in ("provider", "consumer"))
+
+
+def mpi_table(rows):
+    out = []
+    out.append("| n per side | K per party | threads per process | wall s | µs/elem | others' CPU % "
+               "| CPU µs/elem provider / consumer | rank 0 | workers | mpirun "
+               "| crypto µs/elem | CPU ÷ crypto | workers' CPU ÷ their crypto "
+               "| rank 0 non-crypto µs/elem | rank 0 serial µs/elem (profile) | rank 0 MPI µs/elem (profile) "
+               "| MPI B/elem to workers | MPI B/elem back | RSS rank 0 MiB |")
+    out.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for x in sorted(rows, key=lambda r_: (r_["n"], r_["mpi"]["processes"])):
+        mp = x["mpi"]
+        oc = x.get("other_cpu_util")
+        nc = x.get("n_consumer", x["n"])
+        mb = {k: {s_: mp["parties"][s_]["mpi_bytes_per_elem"][k] for s_ in ("provider", "consumer")}
+              for k in ("to_workers", "from_workers")}
+        rss = [mp["parties"][s_]["rss_ranks_kb"][0] / 1024.0 for s_ in ("provider", "consumer")]
+        out.append("| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            ("%d" % x["n"]) if nc == x["n"] else ("%d / %d" % (x["n"], nc)), mp["processes"],
+            pair(x, "threads", "d"), fmt(x["wall_s"], ".3f"), fmt(x["us_per_elem"], ".1f"),
+            fmt(None if oc is None else 100 * oc, ".0f"),
+            pair(x, "cpu_us_per_elem", ".1f"), pair(x, "rank0_cpu_us_per_elem", ".1f"),
+            pair(x, "workers_cpu_us_per_elem", ".1f"), pair(x, "mpirun_cpu_us_per_elem", ".1f"),
+            pair(x, "crypto_us_per_elem", ".1f"), pair(x, "cpu_over_crypto", ".2f"),
+            pair(x, "workers_cpu_over_crypto", ".2f"), pair(x, "rank0_noncrypto_us_per_elem", ".1f"),
+            pair_perf(x, "rank0_serial_ref_us_per_elem", ".1f"), pair_perf(x, "rank0_mpi_us_per_elem", ".1f"),
+            "%s / %s" % (fmt(mb["to_workers"]["provider"], ".1f"), fmt(mb["to_workers"]["consumer"], ".1f")),
+            "%s / %s" % (fmt(mb["from_workers"]["provider"], ".1f"), fmt(mb["from_workers"]["consumer"], ".1f")),
+            "%s / %s" % (fmt(rss[0], ".1f"), fmt(rss[1], ".1f"))))
+    x = rows[0]
+    c = x["crypto"]
+    notes = [
+        "",
+        "Each party is `mpirun --oversubscribe -np K cleanroom-mpi` (provider / consumer in each "
+        "cell); suite %s, overlap %g, %d run(s) per K (the median run shown, the K interleaved); "
+        "crypto on one core: hash_blind %.1f µs, reblind %.1f µs, digest %.2f µs%s. "
+        "*crypto µs/elem* is the party's own points' hash_blind and the partner's points' "
+        "reblind + digest, padded sizes, per element of its own set; *CPU ÷ crypto* is the "
+        "party's whole CPU (all ranks and mpirun) over it; *rank 0 non-crypto* is rank 0's CPU "
+        "less its share (1/K) of the crypto at the reference's cost; *rank 0 serial (profile)* is "
+        "its samples outside the crypto and Open MPI over its crypto samples, times its crypto "
+        "at the reference's cost: the serial part, measured in a way other load hardly moves; "
+        "*rank 0 MPI (profile)* its CPU in Open MPI (building, sending and polling). MPI bytes "
+        "are estimated from the protocol (docs/benchmarks.md, Scale-out)."
+        % (x["suite"], x["overlap"], x["reps"], c.get("batch_hash_blind_us", c["hash_blind_us"]),
+           c.get("batch_reblind_us", c["reblind_us"]), c["digest_us"],
+           (", engine %s" % x["commit"]) if x.get("commit") else ""),
+    ]
+    if any(r_["mpi"].get("note") for r_ in rows):
+        notes.append("**This machine has %d cores, shared by both parties: with K processes per "
+                     "party 2K processes (and two mpirun) share them, so wall time cannot fall "
+                     "with K here.** What K shows here is the cost of spreading (CPU ÷ crypto) and "
+                     "rank 0's serial part; `bench/scale_model.py` turns them into a prediction "
+                     "for a cluster." % x["cores"])
+    print("\n".join(out + notes))
+
+
 def cmd_table(path):
     rows = rows_of(path)
     if not rows:
         die("%s: no results" % path)
+    if all(r_.get("mpi") for r_ in rows):
+        mpi_table(rows)
+        return
     mib = 1.0 / 1024
     out = []
     out.append("| n per side | keys | wall s | µs/elem | elem/s | bound s | efficiency | CPU % | crypto ÷ CPU | others' CPU % "
@@ -420,7 +785,69 @@ def cmd_table(path):
 
 # ---------------------------------------------------------------- plot
 
+def plot_mpi(rows, svg):
+    """Per size: wall µs per element, and CPU µs per element of rank 0, the
+    workers and in all (both parties), against K."""
+    import tempfile
+    tmp = tempfile.mkdtemp(prefix="cr-bench-plot.")
+    sizes = sorted(set(r_["n"] for r_ in rows))
+    dats, plots = [], []
+    for i, n in enumerate(sizes):
+        dat = os.path.join(tmp, "n%d.dat" % n)
+        dats.append(dat)
+        with open(dat, "w") as f:
+            f.write("# K wall_us cpu_us rank0_us workers_us crypto_us rank0_noncrypto_us\n")
+            for x in sorted((r_ for r_ in rows if r_["n"] == n), key=lambda r_: r_["mpi"]["processes"]):
+                p = x["mpi"]["parties"]
+
+                def both(k):
+                    return sum(p[s_][k] or 0 for s_ in ("provider", "consumer"))
+
+                def serial():
+                    # The profile's figure where there is one.
+                    v = [(p[s_].get("perf") or {}).get("rank0_serial_ref_us_per_elem")
+                         for s_ in ("provider", "consumer")]
+                    return sum(v) if None not in v else both("rank0_noncrypto_us_per_elem")
+                f.write("%d %.3f %.3f %.3f %.3f %.3f %.3f\n" % (
+                    x["mpi"]["processes"], x["us_per_elem"], both("cpu_us_per_elem"),
+                    both("rank0_cpu_us_per_elem"), both("workers_cpu_us_per_elem"),
+                    both("crypto_us_per_elem"), serial()))
+        plots.append("'%s' using 1:2 with linespoints lw 2 pt 7 dt %d lc 1 title 'wall, n=%d'" % (dat, 1 + i, n))
+        plots.append("'%s' using 1:3 with linespoints lw 2 pt 5 dt %d lc 2 title 'CPU of both parties, n=%d'" % (dat, 1 + i, n))
+        plots.append("'%s' using 1:4 with linespoints lw 1 pt 9 dt %d lc 3 title 'CPU of both rank 0s, n=%d'" % (dat, 1 + i, n))
+        plots.append("'%s' using 1:7 with linespoints lw 1 pt 13 dt %d lc 4 title 'both rank 0s serial part, n=%d'" % (dat, 1 + i, n))
+        plots.append("'%s' using 1:6 with lines lw 1 dt %d lc rgb '#888888' title 'crypto of both parties (one core), n=%d'" % (dat, 1 + i, n))
+    ks = sorted(set(r_["mpi"]["processes"] for r_ in rows))
+    x = rows[0]
+    gp = """
+set terminal svg size 900,520 dynamic font 'sans,12' background '#ffffff'
+set output '{svg}'
+set title 'cleanroom-mpi on {cores} cores shared by both parties: µs per element against K'
+set xrange [{x0}:{x1}]
+set xtics 1
+set grid
+set key below
+set xlabel 'K processes per party (mpirun --oversubscribe)'
+set ylabel 'µs per element'
+set yrange [0:*]
+plot {plots}
+""".format(svg=svg, cores=x["cores"], x0=min(ks) - 0.5, x1=max(ks) + 0.5, plots=", \\\n     ".join(plots))
+    gpf = os.path.join(tmp, "plot.gp")
+    with open(gpf, "w") as f:
+        f.write(gp)
+    rc = subprocess.call(["gnuplot", gpf])
+    for p_ in dats + [gpf]:
+        os.unlink(p_)
+    os.rmdir(tmp)
+    if rc != 0:
+        die("gnuplot failed (%d)" % rc)
+
+
 def cmd_plot(path, svg):
+    every = rows_of(path)
+    if every and all(r_.get("mpi") for r_ in every):
+        plot_mpi(every, svg)
+        return
     # The curves are per size with both sides equal: unbalanced rows stay in the table.
     rows = [r_ for r_ in rows_of(path) if r_.get("n_consumer", r_["n"]) == r_["n"]]
     if not rows:

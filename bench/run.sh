@@ -32,6 +32,18 @@
 #                     include/ differ from it)
 #   --crypto-n N      elements per repetition of bench_crypto (default 2048)
 #   --crypto-reps R   repetitions of bench_crypto (default 5)
+#   --mpi LIST        scale-out (issue 21): for each K in LIST (e.g. 1,2,3) both
+#                     parties run as `mpirun --oversubscribe -np K cleanroom-mpi`
+#                     (cleanroom-mpi next to the cleanroom binary, mpirun on the
+#                     PATH), the K values interleaved within each repetition;
+#                     one JSON object per size and K with each party's CPU split
+#                     into rank 0, the other ranks and mpirun, the crypto
+#                     reference and the MPI bytes; no psi.js; the results go to
+#                     latest-mpi.* in --out (bench/scale_model.py reads them).
+#                     Where `perf record` works, each party's job is sampled
+#                     too, so each process's CPU splits into the crypto, MPI
+#                     and the rest by where it ran
+#   --no-perf         with --mpi: no profile
 #   -h, --help        this text
 #
 # Without --cleanroom it installs what is missing (scripts/install-deps.sh,
@@ -41,7 +53,7 @@
 # written to --out. Each node spills to a work directory of its own in the
 # run's directory; the row reports its peak RSS, spilled bytes per element
 # and the files left there afterwards (must be 0). Method and formulas:
-# docs/benchmarks.md.
+# docs/benchmarks.md ("Scale-out (issue 21)" for --mpi).
 set -euo pipefail
 export LC_ALL=C
 
@@ -69,6 +81,8 @@ CRYPTO_REPS=5
 LABEL=""
 THREADS=""
 KEYS=1
+MPI_KS=""
+PERF=1
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
 die() {
@@ -102,6 +116,8 @@ while [ $# -gt 0 ]; do
     --label) need_arg "$@"; LABEL=$2; shift ;;
     --crypto-n) need_arg "$@"; CRYPTO_N=$2; shift ;;
     --crypto-reps) need_arg "$@"; CRYPTO_REPS=$2; shift ;;
+    --mpi) need_arg "$@"; MPI_KS=$2; shift ;;
+    --no-perf) PERF=0 ;;
     *) bad_usage "unknown option '$1'" ;;
   esac
   shift
@@ -132,6 +148,18 @@ awk -v f="$OVERLAP" 'BEGIN { exit !(f ~ /^[0-9.]+$/ && f + 0 >= 0 && f + 0 <= 1)
   bad_usage "--overlap takes a fraction from 0 to 1"
 case $SUITE in ristretto255 | p256) ;; *) bad_usage "--suite: ristretto255 or p256" ;; esac
 case $KEYS in 1) ;; 2) PEER=0 ;; *) bad_usage "--keys: 1 or 2" ;; esac
+# K processes per party ("" runs plain `cleanroom` once per repetition).
+K_LIST=("")
+if [ -n "$MPI_KS" ]; then
+  IFS=, read -r -a K_LIST <<<"$MPI_KS"
+  [ ${#K_LIST[@]} -gt 0 ] || bad_usage "--mpi is empty"
+  for k in "${K_LIST[@]}"; do
+    { is_uint "$k" && [ "$k" -le 256 ]; } || bad_usage "--mpi: '$k' is not a process count from 1 to 256"
+  done
+  PEER=0
+fi
+RESULT_BASE=latest
+[ -z "$MPI_KS" ] || RESULT_BASE=latest-mpi
 
 log() { echo "bench: $*" >&2; }
 
@@ -168,6 +196,20 @@ else
   BUILT_HERE=1
 fi
 CR=$CR_BIN
+CR_MPI=""
+if [ -n "$MPI_KS" ]; then
+  CR_MPI="$BUILD/cleanroom-mpi"
+  [ -x "$CR_MPI" ] || die "--mpi: $CR_MPI is missing (CMake builds it only when it finds MPI: scripts/install-deps.sh installs Open MPI)"
+  command -v mpirun >/dev/null || die "--mpi: mpirun is not on the PATH (Debian: openmpi-bin)"
+  # Open MPI refuses root unless told; containers forbid its single-copy
+  # (CMA) mechanism. Both can be overridden from the environment.
+  if [ "$(id -u)" -eq 0 ]; then
+    export OMPI_ALLOW_RUN_AS_ROOT=${OMPI_ALLOW_RUN_AS_ROOT:-1}
+    export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=${OMPI_ALLOW_RUN_AS_ROOT_CONFIRM:-1}
+  fi
+  export OMPI_MCA_btl_vader_single_copy_mechanism=${OMPI_MCA_btl_vader_single_copy_mechanism:-none}
+  log "scale-out: K = ${MPI_KS} processes per party with $(mpirun --version 2>/dev/null | head -1)"
+fi
 
 if [ -z "$WORK" ]; then
   WORK=$(mktemp -d "${TMPDIR:-/tmp}/cr-bench.XXXXXX")
@@ -210,6 +252,17 @@ fi
 EXEC=$(find_tool bench_exec) || die "cannot build bench_exec"
 CRYPTO=$(find_tool bench_crypto) || die "cannot build bench_crypto"
 log "using $CR, $CRYPTO, $EXEC"
+# --mpi: a CPU profile of each party's job (perf record follows mpirun's
+# children), when the kernel lets us sample.
+if [ -z "$MPI_KS" ]; then
+  PERF=0
+elif [ "$PERF" = 1 ]; then
+  if ! command -v perf >/dev/null || ! perf record -q -o "$TOOLS/perf.check" -- true >/dev/null 2>&1; then
+    log "perf record does not work here (not installed, or perf_event_paranoid): no profile, rank 0's serial part is estimated from CPU time alone"
+    PERF=0
+  fi
+  rm -f "$TOOLS/perf.check"
+fi
 
 # ------------------------------------------------------------ plot and peer
 if [ "$PLOT" = 1 ] && ! command -v gnuplot >/dev/null; then
@@ -273,15 +326,28 @@ measure_crypto() {
 }
 
 # ------------------------------------------------------------ one serve + run
-# run_pair DIR N: a fresh `serve --once` (data loaded, listening), then `run`.
+# run_pair DIR N [K]: a fresh `serve --once` (data loaded, listening), then
+# `run`; with K, each party is `mpirun -np K cleanroom-mpi`, every process
+# of it under bench_exec too (DIR/serve.rank<r>.json, DIR/run.rank<r>.json).
 run_pair() {
-  local d=$1 n=$2 node_to=$(($2 / 2000 + 120)) port="" rc=0
-  local extra=()
+  local d=$1 n=$2 k=${3:-} node_to=$(($2 / 2000 + 120)) port="" rc=0
+  local extra=() s_cmd=("$CR" serve) c_cmd=("$CR" run) s_prof=() c_prof=()
   [ -z "$THREADS" ] || extra=(--threads "$THREADS")
   [ -z "$MEMORY" ] || extra+=(--memory "$MEMORY")
+  if [ -n "$k" ]; then
+    s_cmd=(mpirun --oversubscribe -np "$k" "$EXEC" "$d/serve.rank%r.json" "$CR_MPI" serve)
+    c_cmd=(mpirun --oversubscribe -np "$k" "$EXEC" "$d/run.rank%r.json" "$CR_MPI" run)
+    # The slower start of K processes.
+    node_to=$((node_to + 60))
+    if [ "$PERF" = 1 ]; then
+      # Outside bench_exec, so perf's own CPU is not the party's.
+      s_prof=(perf record -q -F 999 -o "$d/serve.perf.data" --)
+      c_prof=(perf record -q -F 999 -o "$d/run.perf.data" --)
+    fi
+  fi
   mkdir -p "$d" "$d/provider-work" "$d/consumer-work"
-  "$EXEC" --stamp-stderr "$d/serve.err" "$d/serve.stats" \
-    "$CR" serve --template template.json --identity provider-id --data "$DATA/provider.csv" \
+  "${s_prof[@]}" "$EXEC" --stamp-stderr "$d/serve.err" "$d/serve.stats" \
+    "${s_cmd[@]}" --template template.json --identity provider-id --data "$DATA/provider.csv" \
     --listen 127.0.0.1:0 --once --json --timeout "$node_to" --work-dir "$d/provider-work" \
     "${extra[@]}" >"$d/serve.out" &
   SERVER_PID=$!
@@ -297,8 +363,8 @@ run_pair() {
     return 1
   fi
   head -1 /proc/stat >"$d/procstat.before" 2>/dev/null || true
-  timeout $((node_to * 2)) "$EXEC" --stamp-stderr "$d/run.err" "$d/run.stats" \
-    "$CR" run --template template.json --identity consumer-id --data "$DATA/consumer.csv" \
+  timeout $((node_to * 2)) "${c_prof[@]}" "$EXEC" --stamp-stderr "$d/run.err" "$d/run.stats" \
+    "${c_cmd[@]}" --template template.json --identity consumer-id --data "$DATA/consumer.csv" \
     --peer "127.0.0.1:$port" --query overlap_to_consumer --json --timeout "$node_to" \
     --work-dir "$d/consumer-work" "${extra[@]}" >"$d/run.out" || rc=$?
   head -1 /proc/stat >"$d/procstat.after" 2>/dev/null || true
@@ -313,6 +379,18 @@ run_pair() {
   # What the nodes left in their work directories (nothing, if they clean up).
   for side in provider consumer; do
     find "$d/$side-work" -mindepth 1 2>/dev/null | wc -l >"$d/$side-work.left"
+    # The session's resources as the audit log has them (with K: the
+    # processes and hosts, rank 0's peak RSS).
+    grep '"resources"' "$side-id/audit.jsonl" 2>/dev/null | tail -1 >"$d/$side.audit.json" || true
+  done
+  # The profiles as samples per process, symbol and library ("COUNT PID
+  # SYMBOL (DSO)"), for report.py; the raw data is not kept.
+  for who in serve run; do
+    if [ -f "$d/$who.perf.data" ]; then
+      perf script -i "$d/$who.perf.data" -F pid,ip,sym,dso 2>/dev/null |
+        awk '{ $2 = ""; print }' | sort | uniq -c >"$d/$who.perf.txt" || true
+      rm -f "$d/$who.perf.data"
+    fi
   done
   if [ "$rc" -ne 0 ]; then
     log "cleanroom run exited $rc:"
@@ -336,9 +414,14 @@ for case_ in "${CASES[@]}"; do
     log "unbalanced: provider n=$n, consumer n=$nc (overlap $expect), load average $loadavg"
   fi
   measure_crypto "$DATA/crypto-before.json"
+  # With --mpi each repetition runs every K in turn, so that a change in
+  # the machine's load falls on all K alike.
   for rep in $(seq 1 "$REPS"); do
-    run_pair "$DATA/rep$rep" "$n" || die "n=$n: serve + run failed (work files: $WORK)"
-    log "  cleanroom run $rep/$REPS: $(sed -n 's/.*"wall_s":\([0-9.]*\).*/\1/p' "$DATA/rep$rep/run.stats") s"
+    for k in "${K_LIST[@]}"; do
+      rd="$DATA${k:+/k$k}/rep$rep"
+      run_pair "$rd" "$n" "$k" || die "n=$n${k:+, K=$k}: serve + run failed (work files: $WORK)"
+      log "  cleanroom${k:+-mpi with K=$k} run $rep/$REPS: $(sed -n 's/.*"wall_s":\([0-9.]*\).*/\1/p' "$rd/run.stats") s"
+    done
   done
   if [ "$PEER" = 1 ]; then
     if [ "$n" != "$nc" ]; then
@@ -362,12 +445,17 @@ for case_ in "${CASES[@]}"; do
     fi
   fi
   measure_crypto "$DATA/crypto-after.json"
-  python3 "$HERE/report.py" row "$DATA" --n "$n" --n-consumer "$nc" ${MEMORY:+--memory "$MEMORY"} --overlap "$OVERLAP" --expect "$expect" \
-    --suite "$SUITE" --keys "$KEYS" --cores "$CORES" --clk-tck "$(getconf CLK_TCK 2>/dev/null || echo 100)" \
-    --crypto "$DATA/crypto-before.json" "$DATA/crypto-after.json" --loadavg "$loadavg" \
-    ${COMMIT:+--commit "$COMMIT"} ${THREADS:+--threads "$THREADS"} >"$DATA/row.json" || die "n=$n: results incomplete (work files: $WORK)"
-  cat "$DATA/row.json"
-  cat "$DATA/row.json" >>"$RESULTS"
+  for k in "${K_LIST[@]}"; do
+    rowdir="$DATA${k:+/k$k}"
+    python3 "$HERE/report.py" row "$rowdir" --n "$n" --n-consumer "$nc" ${MEMORY:+--memory "$MEMORY"} --overlap "$OVERLAP" --expect "$expect" \
+      --suite "$SUITE" --keys "$KEYS" --cores "$CORES" --clk-tck "$(getconf CLK_TCK 2>/dev/null || echo 100)" \
+      --crypto "$DATA/crypto-before.json" "$DATA/crypto-after.json" --loadavg "$loadavg" \
+      ${k:+--mpi "$k" --data "$DATA"} \
+      ${COMMIT:+--commit "$COMMIT"} ${THREADS:+--threads "$THREADS"} >"$rowdir/row.json" ||
+      die "n=$n${k:+, K=$k}: results incomplete (work files: $WORK)"
+    cat "$rowdir/row.json"
+    cat "$rowdir/row.json" >>"$RESULTS"
+  done
   # Each size's data (up to ~60 MB at 2^20) is not needed any more.
   [ "$KEEP_WORK" = 1 ] || rm -f "$DATA/provider.csv" "$DATA/consumer.csv"
 done
@@ -376,21 +464,21 @@ done
 python3 "$HERE/report.py" table "$RESULTS" >"$WORK/table.md"
 echo
 cat "$WORK/table.md"
-cp "$RESULTS" "$OUT/latest.jsonl"
+cp "$RESULTS" "$OUT/$RESULT_BASE.jsonl"
 {
   echo "# cleanroom benchmark, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo
   sizes_text="sizes $SIZES"
   [ -z "$UNBALANCED" ] || [ "$SIZES_GIVEN" = 1 ] || sizes_text=""
-  echo "\`bench/run.sh${ARGS}\` (${sizes_text}${UNBALANCED:+, unbalanced consumer,provider $UNBALANCED}${MEMORY:+, --memory $MEMORY}, overlap $OVERLAP, suite $SUITE, $KEYS match key(s), $REPS run(s) per size${THREADS:+, --threads $THREADS})"
+  echo "\`bench/run.sh${ARGS}\` (${sizes_text}${UNBALANCED:+, unbalanced consumer,provider $UNBALANCED}${MEMORY:+, --memory $MEMORY}, overlap $OVERLAP, suite $SUITE, $KEYS match key(s), $REPS run(s) per size${MPI_KS:+ and K}${THREADS:+, --threads $THREADS}${MPI_KS:+, K = $MPI_KS processes per party})"
   echo
   cat "$WORK/table.md"
-} >"$OUT/latest.md"
+} >"$OUT/$RESULT_BASE.md"
 if [ "$PLOT" = 1 ]; then
-  if python3 "$HERE/report.py" plot "$OUT/latest.jsonl" "$OUT/latest.svg"; then
-    log "plot: $OUT/latest.svg"
+  if python3 "$HERE/report.py" plot "$OUT/$RESULT_BASE.jsonl" "$OUT/$RESULT_BASE.svg"; then
+    log "plot: $OUT/$RESULT_BASE.svg"
   else
     log "the plot failed; the table and the JSON lines are written"
   fi
 fi
-log "results: $OUT/latest.md, $OUT/latest.jsonl"
+log "results: $OUT/$RESULT_BASE.md, $OUT/$RESULT_BASE.jsonl"
