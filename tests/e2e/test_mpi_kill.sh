@@ -117,8 +117,9 @@ kill_case() {
   expect_grep "$name: the $partner says the session failed" "session.*failed\|failed:" "$pf.err"
   log_records_abort "$name: the $partner" "$partner_log" "$pcert"
   if [ "$rank" -ne 0 ]; then
+    # run says "session failed:", serve "session with ADDR failed:".
     expect_grep "$name: the $side's rank 0 says the session failed, naming the process" \
-      "session failed: .*process [0-9]* of [0-9]*" "$vf.err"
+      "session\( with [^ ]*\)\? failed: .*process [0-9]* of [0-9]*" "$vf.err"
     log_records_abort "$name: the $side" "$vlog" "$vcert"
   fi
   # Neither log records a release.
