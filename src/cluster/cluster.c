@@ -32,6 +32,9 @@
 #define MIN_SHARE 16
 /* Sleep between polls while waiting (ns): well below a share's compute. */
 #define POLL_NS 100000L
+/* A worker waiting for its next request polls less and less often, down
+ * to this (ns). */
+#define IDLE_POLL_MAX_NS 2000000L
 /* A share takes well under a second; a process silent this long is lost. */
 #define ANSWER_TIMEOUT_S 120
 /* Stopping: a worker that has not taken its stop by then is gone. */
@@ -68,10 +71,12 @@ struct cr_cluster {
   cr_engine_offload offload;
 };
 
-static void sleep_poll(void) {
-  struct timespec ts = {0, POLL_NS};
+static void sleep_ns(long ns) {
+  struct timespec ts = {0, ns};
   nanosleep(&ts, NULL);
 }
+
+static void sleep_poll(void) { sleep_ns(POLL_NS); }
 
 void cr_cluster_set_on_failure(cr_cluster *c, void (*fn)(void *ctx), void *ctx) {
   c->on_failure = fn;
@@ -265,8 +270,13 @@ int cr_cluster_work(cr_cluster *c, unsigned threads, cr_error *err) {
   for (;;) {
     int flag = 0, mrc, count = 0;
     MPI_Status st;
-    while ((mrc = MPI_Iprobe(0, TAG_REQ, c->comm, &flag, &st)) == MPI_SUCCESS && !flag)
-      sleep_poll();
+    /* Idle, the polls space out (up to IDLE_POLL_MAX_NS): a waiting worker
+     * costs next to nothing, and a batch at most that much delay. */
+    long ns = POLL_NS;
+    while ((mrc = MPI_Iprobe(0, TAG_REQ, c->comm, &flag, &st)) == MPI_SUCCESS && !flag) {
+      sleep_ns(ns);
+      ns = ns * 2 > IDLE_POLL_MAX_NS ? IDLE_POLL_MAX_NS : ns * 2;
+    }
     if (mrc != MPI_SUCCESS) {
       rc = cr_error_set(err, CR_ECLUSTER, "rank 0 (%s) is gone: %s", c->host[0],
                         mpi_text(mrc, text));
