@@ -373,6 +373,17 @@ CR_NODISCARD int cr_node_run_start(cr_node **out, uv_loop_t *loop, const cr_node
  * Idempotent, and a no-op once on_closed has fired. */
 void cr_node_stop(cr_node *n);
 
+/*
+ * How long a stopping node (cr_node_stop) waits at most, after its last
+ * frame, for the partner to close (default 5000 ms, as for any session's
+ * end): waiting lets the partner read our Error frame before our close
+ * could reset the connection. A process that is killed soon after it is
+ * told to stop sets it shorter, so that the session reaches the audit log
+ * first: cleanroom-mpi sets 300 ms (mpirun sends SIGKILL 1 s after
+ * SIGTERM). Process-wide; set it before starting nodes.
+ */
+void cr_node_set_stop_linger(unsigned ms);
+
 /* After on_closed (or inside it). NULL is a no-op. */
 void cr_node_free(cr_node *n);
 

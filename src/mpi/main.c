@@ -18,6 +18,7 @@
 #include "cleanroom/cluster.h"
 #include "cleanroom/crypto.h"
 #include "cleanroom/engine.h"
+#include "cleanroom/net.h"
 #include "cli/cli.h"
 
 #define PROG "cleanroom-mpi"
@@ -130,6 +131,10 @@ int main(int argc, char **argv) {
                        c};
   cr_cli_set_cluster(&cc);
   cr_cluster_set_on_failure(c, on_failure, NULL);
+  /* mpirun follows its SIGTERM with SIGKILL a second later: the session
+   * must reach the audit log before, so a stopping node does not wait the
+   * usual 5 s for the partner's close (docs/scale-out.md). */
+  cr_node_set_stop_linger(300);
   cr_engine_set_offload(cr_cluster_offload(c));
   int code = cr_cli_main(argc, argv);
   cr_engine_set_offload(NULL);

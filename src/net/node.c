@@ -74,11 +74,11 @@
 #define CR_NODE_DRAIN_CAP (64u << 20) /* final output of an ended session */
 #define CR_NODE_LINGER_MS 5000        /* graceful close, at most */
 #define CR_NODE_UNAUTH_LINGER_MS 1000 /* after a failed handshake: the alert */
-/* A node that is stopping (a signal) waits this long at most for the
- * partner to close after our last frame: the session must reach the audit
- * log before whatever sent the signal follows it with SIGKILL (mpirun does,
- * 1 s after SIGTERM). */
-#define CR_NODE_STOP_LINGER_MS 300
+/* How long a node that is stopping waits at most for the partner to close
+ * after our last frame (cr_node_set_stop_linger). */
+static _Atomic unsigned g_stop_linger_ms = CR_NODE_LINGER_MS;
+
+void cr_node_set_stop_linger(unsigned ms) { g_stop_linger_ms = ms; }
 #define CR_NODE_DEFAULT_HANDSHAKE_MS 10000
 #define CR_NODE_DEFAULT_ACCEPT_MS 5000 /* serve: accepted connection to TLS */
 #define CR_NODE_DEFAULT_MAX_PENDING 64
@@ -733,7 +733,7 @@ static void conn_begin_close(conn *c) {
   /* A connection that never authenticated gets only the time for its alert
    * to leave: a stranger cannot hold our descriptor by not closing. */
   conn_timer(c, c->phase == PH_HANDSHAKE ? CR_NODE_UNAUTH_LINGER_MS
-                : c->n->stopping         ? CR_NODE_STOP_LINGER_MS
+                : c->n->stopping         ? g_stop_linger_ms
                                          : CR_NODE_LINGER_MS);
 }
 
