@@ -189,60 +189,6 @@ in_background parts_2_3 parts_2_3
 start_server template.json prov.csv --timeout 2
 echo "server pid $SERVER_PID on port $PORT"
 
-server_alive() {
-  if kill -0 "$SERVER_PID" 2>/dev/null; then ok "$1: server still alive"; else
-    fail "$1: server died"
-    sed 's/^/    /' server.err >&2
-    exit 1
-  fi
-}
-
-# runner_case CASE NODE_MESSAGE ERROR_NAME|- [hostile_peer args...]
-# NODE_MESSAGE: a grep pattern the server's log line for this connection
-# must match; ERROR_NAME: the wire error the hostile peer must receive.
-runner_case() {
-  local name=$1 want=$2 wire=$3 id=consumer-id
-  shift 3
-  if [ "$name" = unpinned_cert ]; then id=stranger-id; fi
-  set +e
-  "$HP" --case "$name" --template template.json --identity "$id" --data cons.csv \
-    --peer "127.0.0.1:$PORT" --timeout-ms 10000 "$@" >"hp_$name.out" 2>"hp_$name.err"
-  local rc=$?
-  set -e
-  if [ "$rc" -ne 0 ]; then
-    fail "$name: hostile_peer exited $rc"
-    sed 's/^/    /' "hp_$name.out" "hp_$name.err" >&2
-    return
-  fi
-  local addr
-  addr=$(sed -n 's/^local: //p' "hp_$name.out")
-  for _ in $(seq 1 100); do
-    grep -qF "\"peer\":\"$addr\"" server.out && break
-    sleep 0.05
-  done
-  local line
-  line=$(grep -F "\"peer\":\"$addr\"" server.out || true)
-  if [ -z "$line" ]; then
-    fail "$name: the server reported nothing for $addr"
-    return
-  fi
-  case "$line" in
-    *'"status":"failed"'*) ok "$name: the session failed on the server" ;;
-    *) fail "$name: server status not failed: $line" ;;
-  esac
-  case "$line" in
-    *'"count":'*) fail "$name: the server released a count: $line" ;;
-    *'"released":null'*) ok "$name: nothing released" ;;
-    *) fail "$name: unexpected release: $line" ;;
-  esac
-  grep -F "session with $addr failed:" server.err >"srv_$name.err" || true
-  expect_grep "$name: the server says why" "$want" "srv_$name.err"
-  if [ "$wire" != - ]; then
-    expect_grep "$name: the peer was sent Error $wire" "^error_name: $wire\$" "hp_$name.out"
-  fi
-  server_alive "$name"
-}
-
 NORMAL_RUNS=0
 normal_run() {
   run_client template.json cons.csv overlap

@@ -29,52 +29,6 @@ MPI_TIMEOUT=300 start_mpi_server 3 template.json prov.csv server --timeout 2
 echo "cleanroom-mpi server (mpirun pid $SERVER_PID) on port $PORT"
 expect_grep "the node runs on 3 processes" "3 processes on 1 host" server.err
 
-server_alive() {
-  if kill -0 "$SERVER_PID" 2>/dev/null; then ok "$1: the node still serves"; else
-    fail "$1: the node died"
-    sed 's/^/    /' server.err >&2
-    exit 1
-  fi
-}
-
-# runner_case CASE NODE_MESSAGE ERROR_NAME|- [hostile_peer args...]
-runner_case() {
-  local name=$1 want=$2 wire=$3
-  shift 3
-  set +e
-  "$HP" --case "$name" --template template.json --identity consumer-id --data cons.csv \
-    --peer "127.0.0.1:$PORT" --timeout-ms 10000 "$@" >"hp_$name.out" 2>"hp_$name.err"
-  local rc=$?
-  set -e
-  if [ "$rc" -ne 0 ]; then
-    fail "$name: hostile_peer exited $rc"
-    sed 's/^/    /' "hp_$name.out" "hp_$name.err" >&2
-    return
-  fi
-  local addr line
-  addr=$(sed -n 's/^local: //p' "hp_$name.out")
-  for _ in $(seq 1 200); do
-    grep -qF "\"peer\":\"$addr\"" server.out && break
-    sleep 0.05
-  done
-  line=$(grep -F "\"peer\":\"$addr\"" server.out || true)
-  case "$line" in
-    *'"status":"failed"'*) ok "$name: the session failed on the node" ;;
-    *) fail "$name: the node's status is not failed: ${line:-nothing reported}" ;;
-  esac
-  case "$line" in
-    *'"count":'*) fail "$name: the node released a count: $line" ;;
-    *'"released":null'*) ok "$name: nothing released" ;;
-    *) fail "$name: unexpected release: $line" ;;
-  esac
-  grep -F "session with $addr failed:" server.err >"srv_$name.err" || true
-  expect_grep "$name: the node says why" "$want" "srv_$name.err"
-  if [ "$wire" != - ]; then
-    expect_grep "$name: the peer was sent Error $wire" "^error_name: $wire\$" "hp_$name.out"
-  fi
-  server_alive "$name"
-}
-
 normal_run() {
   run_client template.json cons.csv overlap
   expect_eq "an honest run after $1: exit 0" 0 "$RUN_RC"
