@@ -331,21 +331,19 @@ cluster_json() {
   printf '"resources":{"cluster":{"processes":%s,"hosts":[%s]}' "$k" "$hosts"
 }
 
-# mpi_fixture NP NC OVERLAP: identities, template.json with three queries
-# (overlap: a count to both; by_segment: a count by provider segment and
-# consumer region, to both; members: the consumer's matched rows), prov.csv
-# (NP keys; segment s0..s4, and "rare" on every 50th key so that its cells
-# fall below min_count) and cons.csv (NC keys, every 9th on two rows with
-# another user_id and region; case and spaces varied), OVERLAP keys in
-# both; keys.txt: every normalized key (for leak checks).
-mpi_fixture() {
-  local np=$1 nc=$2 ov=$3
+# three_queries_template NAME: provider-id/ and consumer-id/ (make_identities)
+# and template.json: the overlap example pinned to them, named NAME, with
+# three queries run by the consumer, min_count 10: overlap (count, to both),
+# by_segment (provider segment x consumer region, to both) and members
+# (user_id, email, to the consumer); the provider's data needs email and
+# segment, the consumer's user_id, email and region.
+three_queries_template() {
   make_identities
   pin_template "$EX/template.json" base.json
-  python3 - base.json template.json <<'PY'
+  python3 - base.json template.json "$1" <<'PY'
 import json, sys
 t = json.load(open(sys.argv[1]))
-t["name"] = "cleanroom-mpi e2e"
+t["name"] = sys.argv[3]
 t["data"] = {"provider": {"required_columns": ["email", "segment"]},
              "consumer": {"required_columns": ["user_id", "email", "region"]}}
 t["queries"] = {
@@ -360,6 +358,32 @@ t["limits"]["min_set_size"] = 10
 t["limits"]["max_runs_per_query"] = 1000000
 json.dump(t, open(sys.argv[2], "w"), indent=2)
 PY
+}
+
+# hostile_sets_fixture: test_hostile.sh's small sets for hostile runners
+# (what a hostile peer does wrong does not depend on how many points it
+# sends): small_sets_fixture's template with min_count 10 and a small size
+# ladder (16, 32, 64...); prov.csv 60 keys (3 segments), cons.csv 40, 24 in
+# both (EXPECTED); both announce 64.
+hostile_sets_fixture() {
+  small_sets_fixture
+  sed -i -e 's/"min_count": [0-9]*/"min_count": 10/' \
+    -e 's/"limits": {/"limits": {"size_buckets": {"floor": 16, "ratio": 2},/' template.json
+  { echo "email,segment"; for i in $(seq 0 59); do echo "user$i@example.com,s$((i % 3))"; done; } >prov.csv
+  { echo "email"; for i in $(seq 36 75); do echo "user$i@example.com"; done; } >cons.csv
+  EXPECTED=24
+}
+
+# mpi_fixture NP NC OVERLAP: identities, template.json with three queries
+# (overlap: a count to both; by_segment: a count by provider segment and
+# consumer region, to both; members: the consumer's matched rows), prov.csv
+# (NP keys; segment s0..s4, and "rare" on every 50th key so that its cells
+# fall below min_count) and cons.csv (NC keys, every 9th on two rows with
+# another user_id and region; case and spaces varied), OVERLAP keys in
+# both; keys.txt: every normalized key (for leak checks).
+mpi_fixture() {
+  local np=$1 nc=$2 ov=$3
+  three_queries_template "cleanroom-mpi e2e"
   awk -v np="$np" -v nc="$nc" -v ov="$ov" 'BEGIN {
     print "email,segment" > "prov.csv"
     for (i = 1; i <= np; i++) {

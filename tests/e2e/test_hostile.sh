@@ -27,16 +27,10 @@ if [ ! -x "$HP" ]; then
 fi
 T_START=$(date +%s)
 
-# Room for many runs of the query, and small sets: what a hostile peer
-# does wrong does not depend on how many points it sends, so the provider
-# has 60 keys (3 segments), the consumer 40, 24 in both (min_count lowered
-# to 10), and both announce 64 under a small size ladder (16, 32, 64...).
-small_sets_fixture
-sed -i -e 's/"min_count": [0-9]*/"min_count": 10/' \
-  -e 's/"limits": {/"limits": {"size_buckets": {"floor": 16, "ratio": 2},/' template.json
-{ echo "email,segment"; for i in $(seq 0 59); do echo "user$i@example.com,s$((i % 3))"; done; } >prov.csv
-{ echo "email"; for i in $(seq 36 75); do echo "user$i@example.com"; done; } >cons.csv
-EXPECTED=24
+# Room for many runs of the query, and small sets (lib.sh
+# hostile_sets_fixture): 60 provider keys, 40 consumer keys, 24 in both,
+# min_count 10, both announce 64 under a small size ladder.
+hostile_sets_fixture
 # The forged-result cases' own sets (issue 14): disjoint from the node's
 # (true overlap 0) for reflect and echo_digests, 5 in common (below
 # min_count 10) for repeat_digests, so any release would be visibly wrong.

@@ -33,26 +33,7 @@
 # out-of-core dataset and engine.
 source "$CR_E2E_LIB"
 
-make_identities
-pin_template "$EX/template.json" base.json
-python3 - base.json template.json <<'PY'
-import json, sys
-t = json.load(open(sys.argv[1]))
-t["name"] = "memory budget test"
-t["data"] = {"provider": {"required_columns": ["email", "segment"]},
-             "consumer": {"required_columns": ["user_id", "email", "region"]}}
-t["queries"] = {
-    "overlap": {"kind": "count", "run_by": ["consumer"], "results_to": ["provider", "consumer"],
-                "min_count": 10},
-    "by_segment": {"kind": "count", "group_by": {"provider": "segment", "consumer": "region"},
-                   "run_by": ["consumer"], "results_to": ["provider", "consumer"], "min_count": 10},
-    "members": {"kind": "members", "run_by": ["consumer"], "results_to": ["consumer"],
-                "columns": ["user_id", "email"], "min_count": 10},
-}
-t["limits"]["min_set_size"] = 10
-t["limits"]["max_runs_per_query"] = 1000000
-json.dump(t, open(sys.argv[2], "w"), indent=2)
-PY
+three_queries_template "memory budget test"
 
 # gen NP NC OVERLAP PREFIX: prov.csv (NP keys, 6 segments) and cons.csv (NC
 # keys, every 7th on two rows, 4 regions), OVERLAP keys in both. The keys

@@ -16,14 +16,9 @@ if [ ! -x "$HP" ]; then
   exit 1
 fi
 
-# test_hostile.sh's sets: 60 provider keys, 40 consumer keys, 24 in both,
-# a small size ladder (both announce 64), min_count 10.
-small_sets_fixture
-sed -i -e 's/"min_count": [0-9]*/"min_count": 10/' \
-  -e 's/"limits": {/"limits": {"size_buckets": {"floor": 16, "ratio": 2},/' template.json
-{ echo "email,segment"; for i in $(seq 0 59); do echo "user$i@example.com,s$((i % 3))"; done; } >prov.csv
-{ echo "email"; for i in $(seq 36 75); do echo "user$i@example.com"; done; } >cons.csv
-EXPECTED=24
+# test_hostile.sh's small sets: 60 provider keys, 40 consumer keys, 24 in
+# both, both announce 64 (lib.sh hostile_sets_fixture).
+hostile_sets_fixture
 
 MPI_TIMEOUT=300 start_mpi_server 3 template.json prov.csv server --timeout 2
 echo "cleanroom-mpi server (mpirun pid $SERVER_PID) on port $PORT"
