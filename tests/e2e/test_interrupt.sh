@@ -25,6 +25,9 @@ small_sets_fixture
 interrupt_case() {
   local sig=$1 want=$2
   local audit="run-$sig.jsonl"
+  # Made here: the background job opens its own redirection only once it
+  # runs, and the sed below must not find the file missing (set -e).
+  : >"hp_$sig.out"
   "$HP" --case silent --hold-ms 20000 --template template.json --identity provider-id \
     --role provider --data prov.csv --listen 127.0.0.1:0 --timeout-ms 20000 >"hp_$sig.out" 2>"hp_$sig.err" &
   local hpid=$! rport=""
