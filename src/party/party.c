@@ -178,23 +178,23 @@ static int record_start(cr_party *p, cr_error *err) {
   return 0;
 }
 
+static int same_log(const cr_log *l, const char *path, int have, const struct stat *st) {
+  return l != NULL &&
+         (strcmp(l->path, path) == 0 || (have && l->dev == st->st_dev && l->ino == st->st_ino));
+}
+
 int cr__party_log(cr_party *p, const char *path, cr_log **out, cr_error *err) {
   struct stat st;
   int have = stat(path, &st) == 0;
-  cr_log *cands[1];
-  size_t nc = 0;
-  if (p->trail.log != NULL)
-    cands[nc++] = p->trail.log;
   /* One handle per file: the node's own, or a collaboration's. */
-  for (size_t i = 0; i <= p->ncollabs; i++) {
-    cr_log *l = i < nc ? cands[i] : (i - nc < p->ncollabs ? p->collabs[i - nc]->trail.log : NULL);
-    if (l == NULL)
-      continue;
-    if (strcmp(l->path, path) == 0 || (have && l->dev == st.st_dev && l->ino == st.st_ino)) {
-      l->refs++;
-      *out = l;
-      return 0;
-    }
+  cr_log *found = same_log(p->trail.log, path, have, &st) ? p->trail.log : NULL;
+  for (size_t i = 0; found == NULL && i < p->ncollabs; i++)
+    if (same_log(p->collabs[i]->trail.log, path, have, &st))
+      found = p->collabs[i]->trail.log;
+  if (found != NULL) {
+    found->refs++;
+    *out = found;
+    return 0;
   }
   return cr__log_open(out, path, p->id, err);
 }
