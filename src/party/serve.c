@@ -306,7 +306,22 @@ static void serve_refused(void *ctx, const cr_session_result *r0, const char *pe
       strstr(r0->error_msg, "not pinned by any collaboration") != NULL) {
     char seen[CR_SHA256_HEX_BYTES], fp[CR_SHA256_HEX_BYTES];
     cr_hex_encode(seen, peer_fp, CR_SHA256_BYTES);
-    if (p->ncollabs == 1) {
+    /* A collaboration with enabled = false pins it: the partner is right,
+     * the collaboration is not served (say so, not "expected X, got X"). */
+    const cr_collab *off = NULL;
+    for (size_t i = 0; i < p->ncollabs && off == NULL; i++) {
+      const cr_collab *c = p->collabs[i];
+      if (!c->conf.enabled &&
+          memcmp(c->t->parties[cr_role_other(c->role)].cert_sha256, peer_fp, CR_SHA256_BYTES) == 0)
+        off = c;
+    }
+    if (off != NULL) {
+      snprintf(copy.error_msg, sizeof copy.error_msg,
+               "the peer's certificate %s is the %s's of collaboration %s, which is not served "
+               "(enabled = false in %s): set enabled = true to serve it",
+               seen, cr_role_name(cr_role_other(off->role)), off->name,
+               off->conf_path ? off->conf_path : "its collaboration.conf");
+    } else if (p->ncollabs == 1) {
       /* One collaboration: the words of a node with one template. */
       const cr_collab *c = p->collabs[0];
       cr_role other = cr_role_other(c->role);
@@ -327,6 +342,8 @@ static void serve_refused(void *ctx, const cr_session_result *r0, const char *pe
         n += (size_t)snprintf(copy.error_msg + n, sizeof copy.error_msg - n,
                               "%s %s expects the %s %.16s...", i ? "," : ";", c->name,
                               cr_role_name(other), fp);
+        if (!c->conf.enabled && n + 1 < sizeof copy.error_msg)
+          n += (size_t)snprintf(copy.error_msg + n, sizeof copy.error_msg - n, " (not served)");
       }
     }
     r = &copy;

@@ -307,6 +307,19 @@ expect_eq "run --retry: the count" "$EXP_B" "$(json_field busy2.out count)"
 expect_grep "run --retry says it retries" "retrying in" busy2.err
 wait "$HOLD_PID" 2>/dev/null || true
 
+# --- a collaboration switched off: its partner is refused, the node says why ------------------
+echo "enabled = false" >>collabs/d/collaboration.conf
+kill -HUP "$SERVER_PID"
+if wait_log 'collaboration changed "d"' 5; then ok "d's enabled = false is picked up"; else fail "d's conf change was not picked up"; fi
+run_as 4 t4.json cons_4.csv r4_off
+expect_eq "the partner of a disabled collaboration is refused: exit 4" 4 "$(cat r4_off.rc)"
+if wait_log 'is the consumer'"'"'s of collaboration d, which is not served (enabled = false' 5; then
+  ok "the node says the certificate is d's, which is not served"
+else
+  fail "the node's refusal does not say d is disabled"
+  grep 'failed' server.err | tail -3 >&2
+fi
+
 # --- removing a collaboration ----------------------------------------------------------------
 rm -rf collabs/d
 if wait_log 'collaboration removed "d"' 15; then ok "a removed collaboration is reported"; else fail "d's removal was not reported"; fi
