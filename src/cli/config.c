@@ -84,15 +84,58 @@ static const struct {
     {"retry", "a number", 0, 100},
 };
 
+/* A value a note was written after ("30  # seconds", "16   (the node's
+ * cap)"): comments are whole lines, so the note is part of the value and
+ * the error says so. */
+static const char *comment_hint(const char *val) {
+  for (const char *p = val; *p; p++)
+    if ((*p == ' ' || *p == '\t') && (p[1] == '#' || p[1] == '(' || p[1] == ' ' || p[1] == '\t'))
+      return "; a comment goes on a line of its own, starting with #";
+  return "";
+}
+
 /* 0, or -1 with the error printed. */
 static int check_number(const char *cmd, const char *path, unsigned long lineno, const char *key,
                         const char *val) {
   uint64_t size;
+  /* The other keys whose value the command line would refuse naming only
+   * its flag: a ratio, a delimiter, an address. */
+  if (strcmp(key, "max-reject-ratio") == 0) {
+    char *end = NULL;
+    errno = 0;
+    double r = strtod(val, &end);
+    if (errno || end == val || *end || !(r >= 0 && r <= 1)) {
+      cr_cli_errorf(cmd, "%s:%lu: \"%s\" takes a number from 0 to 1, got \"%.64s\"%s", path,
+                    lineno, key, val, comment_hint(val));
+      return -1;
+    }
+  }
+  if (strcmp(key, "delimiter") == 0) {
+    static const char *ok[] = {",", ";", "|", "\\t", "comma", "semicolon", "tab", "pipe"};
+    size_t i = 0;
+    while (i < sizeof ok / sizeof *ok && strcasecmp(val, ok[i]) != 0)
+      i++;
+    if (i == sizeof ok / sizeof *ok) {
+      cr_cli_errorf(cmd, "%s:%lu: \"delimiter\" takes \",\", \";\", \"tab\" or \"|\", got \"%.64s\"%s",
+                    path, lineno, val, comment_hint(val));
+      return -1;
+    }
+  }
+  if (strcmp(key, "listen") == 0 || strcmp(key, "peer") == 0) {
+    cr_error e;
+    cr_error_clear(&e);
+    int arc = cr_node_check_address(val, &e);
+    if (arc != 0) {
+      cr_cli_errorf(cmd, "%s:%lu: \"%s\": %s%s", path, lineno, key, cr_error_message(&e, arc),
+                    comment_hint(val));
+      return -1;
+    }
+  }
   if (strcmp(key, "spill-max") == 0 && cr_cli_parse_size(val, &size) != 0) {
     cr_cli_errorf(cmd,
                   "%s:%lu: \"spill-max\" takes MiB or a size with a unit (64K, 512M, 2G), "
-                  "got \"%.64s\"",
-                  path, lineno, val);
+                  "got \"%.64s\"%s",
+                  path, lineno, val, comment_hint(val));
     return -1;
   }
   for (size_t i = 0; i < sizeof NUMBERS / sizeof *NUMBERS; i++) {
@@ -103,8 +146,9 @@ static int check_number(const char *cmd, const char *path, unsigned long lineno,
     unsigned long v = strtoul(val, &end, 10);
     if (errno || end == val || *end || val[0] == '-' || val[0] == '+' || v < NUMBERS[i].min ||
         v > NUMBERS[i].max) {
-      cr_cli_errorf(cmd, "%s:%lu: \"%s\" takes %s from %lu to %lu, got \"%.64s\"", path, lineno,
-                    key, NUMBERS[i].what, NUMBERS[i].min, NUMBERS[i].max, val);
+      cr_cli_errorf(cmd, "%s:%lu: \"%s\" takes %s from %lu to %lu, got \"%.64s\"%s", path,
+                    lineno, key, NUMBERS[i].what, NUMBERS[i].min, NUMBERS[i].max, val,
+                    comment_hint(val));
       return -1;
     }
   }
@@ -254,8 +298,8 @@ static int parse_file(const char *cmd, const char *path, char **opts, size_t *no
     if (KEYS[k].is_flag) {
       int on;
       if (flag_value(val, &on) != 0) {
-        cr_cli_errorf(cmd, "%s:%lu: \"%s\" takes true or false, got \"%.64s\"", path, lineno, key,
-                      val);
+        cr_cli_errorf(cmd, "%s:%lu: \"%s\" takes true or false, got \"%.64s\"%s", path, lineno,
+                      key, val, comment_hint(val));
         rc = -1;
         break;
       }

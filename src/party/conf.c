@@ -112,6 +112,16 @@ static int bool_value(const char *v, int *out) {
   return -1;
 }
 
+/* A value a note was written after ("30  # seconds", "4   (its cap)"):
+ * comments are whole lines, so the note is part of the value. */
+#define COMMENT_HINT "; a comment goes on a line of its own, starting with #"
+static int trailing_comment(const char *val) {
+  for (const char *p = val; *p; p++)
+    if ((*p == ' ' || *p == '\t') && (p[1] == '#' || p[1] == '(' || p[1] == ' ' || p[1] == '\t'))
+      return 1;
+  return 0;
+}
+
 /* Sets one key from its text. 0, or a message in why. */
 static int set_value(const conf_key *k, const char *val, const char *basedir, cr_collab_conf *c,
                      char *why, size_t cap) {
@@ -273,7 +283,8 @@ int cr__collab_conf_parse(const char *text, size_t len, const char *origin, cons
     if (src == CR_ENOMEM)
       rc = cr_error_set(err, CR_ENOMEM, "out of memory");
     else if (src != 0)
-      rc = cr_error_set(err, CR_ECONFIG, "%s:%lu: \"%s\" %s", origin, lineno, key, why);
+      rc = cr_error_set(err, CR_ECONFIG, "%s:%lu: \"%s\" %s%s", origin, lineno, key, why,
+                        trailing_comment(val) ? COMMENT_HINT : "");
   }
   for (size_t k = 0; k < NKEYS; k++)
     if (strcmp(KEYS[k].name, "memory") == 0)

@@ -166,4 +166,25 @@ rc "$CR" data check --config node.conf --audit check-audit.jsonl
 expect_eq "data_query for a CSV: exit 2" 2 "$RC"
 expect_grep "data_query for a CSV: says it is for a database" "a data query is for a database source" cmd.err
 
+# The example serve.conf (examples/systemd): each optional line, uncommented
+# (paths aside), is a valid line; a note written after a value is refused
+# naming the file and line, with a hint.
+{
+  echo "template = template.json"
+  echo "identity = provider-id"
+  echo "data = $EX/provider.csv"
+  echo "listen = 127.0.0.1:0"
+  sed -n 's/^# \(max-sessions\|timeout\|threads\|max-reject-ratio\|memory\|spill-max\) = /\1 = /p' \
+    "$CR_SOURCE_DIR/examples/systemd/serve.conf.in"
+} >serve.conf
+expect_eq "the example serve.conf has its six optional settings" 6 \
+  "$(grep -cE '^(max-sessions|timeout|threads|max-reject-ratio|memory|spill-max) = ' serve.conf)"
+rc "$CR" serve --config serve.conf --check
+expect_eq "serve --check with the example's optional lines uncommented: exit 0" 0 "$RC"
+{ head -4 serve.conf; printf 'timeout = 30  # seconds\n'; } >note.conf
+rc "$CR" serve --config note.conf --check
+expect_eq "a note after a value: exit 2" 2 "$RC"
+expect_grep "a note after a value: file, line and a hint" \
+  'note.conf:5: "timeout" takes seconds from 1 to 86400, got "30  # seconds"; a comment goes on a line of its own' cmd.err
+
 finish

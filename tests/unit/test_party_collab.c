@@ -167,6 +167,50 @@ static void test_conf_errors(void **state) {
   assert_non_null(strstr(err.msg, "/nonexistent/collaboration.conf"));
 }
 
+/* The example collaboration.conf (examples/systemd): each commented
+ * `key = value` line, uncommented, is a valid line (a note after a value
+ * would be part of it), and a note written after a value is refused with a
+ * hint. */
+static void test_conf_example(void **state) {
+  (void)state;
+  FILE *f = fopen(CR_SOURCE_DIR "/examples/systemd/collaboration.conf", "r");
+  assert_non_null(f);
+  char line[512];
+  int tried = 0;
+  while (fgets(line, sizeof line, f) != NULL) {
+    char key[64];
+    const char *s = line;
+    if (s[0] != '#')
+      continue;
+    s++;
+    while (*s == ' ')
+      s++;
+    size_t kl = strspn(s, "abcdefghijklmnopqrstuvwxyz_");
+    if (kl == 0 || kl >= sizeof key || strncmp(s + kl, " = ", 3) != 0)
+      continue;
+    memcpy(key, s, kl);
+    key[kl] = '\0';
+    if (strcmp(key, "data") == 0)
+      continue;
+    char text[600];
+    snprintf(text, sizeof text, "data = d.csv\n%s", s);
+    if (strcmp(key, "data_query") == 0)
+      continue; /* a database's: needs data = a database */
+    cr_collab_conf c;
+    cr_error err;
+    if (parse(text, &c, &err) != 0)
+      fail_msg("examples/systemd/collaboration.conf: \"%s\" uncommented: %s", s, err.msg);
+    cr__collab_conf_free(&c);
+    tried++;
+  }
+  fclose(f);
+  assert_true(tried >= 8);
+  expect_conf_error("data = d.csv\ntimeout = 30  # seconds\n",
+                    "got \"30  # seconds\"; a comment goes on a line of its own");
+  expect_conf_error("data = d.csv\nmax_sessions = 4   (its cap)\n",
+                    "; a comment goes on a line of its own");
+}
+
 /* ---- routing ---------------------------------------------------------------- */
 
 typedef struct fake {
@@ -479,6 +523,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_conf_keys),
       cmocka_unit_test(test_conf_errors),
+      cmocka_unit_test(test_conf_example),
       cmocka_unit_test(test_route),
       cmocka_unit_test(test_serve_collaborations),
   };
