@@ -114,8 +114,11 @@ typedef struct cr_session_config {
    *   succeeds or not) and applies the run limit.
    * - runner: once the responder's Hello has passed its checks, before any
    *   point is sent; res also holds both buckets and the session id.
-   * Return 0 to go on, or a negative code with a message in msg (kept in
-   * res.error_msg; the peer is told NOT_ALLOWED with the fixed text only).
+   * Return 0 to go on, CR_EREFUSED with a message in msg to refuse (kept
+   * in res.error_msg; the peer is told NOT_ALLOWED with the fixed text
+   * only), or another negative code for a local failure (the audit log
+   * cannot be written: the peer is told INTERNAL, res.error keeps the
+   * code).
    * NULL: admit.
    */
   int (*admit)(void *ctx, const cr_query *q, const struct cr_session_result *res, char *msg,

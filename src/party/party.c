@@ -171,10 +171,14 @@ static int record_start(cr_party *p, cr_error *err) {
   json_object_set_new(ev, "work_dir", cr__jtext(p->work_dir));
   if (p->cluster_processes > 0)
     json_object_set_new(ev, "cluster", cluster_json(p));
-  int rc = cr__trail_event(&p->trail, "node_started", ev, err);
+  /* Its own error: the message below quotes it (err->msg into err->msg
+   * would overlap, and came out garbled). */
+  cr_error ae;
+  cr_error_clear(&ae);
+  int rc = cr__trail_event(&p->trail, "node_started", ev, &ae);
   if (rc)
-    return cr_error_set(err, cr__trail_write_error(rc), "cannot write the audit log %s: %s",
-                        p->audit_path, err ? err->msg : cr_strerror(rc));
+    return cr_error_set(err, cr__trail_write_error(rc), "cannot write the audit log: %s",
+                        ae.msg[0] ? ae.msg : cr_strerror(rc));
   return 0;
 }
 

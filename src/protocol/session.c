@@ -894,6 +894,16 @@ static int refuse(cr_session *s, int wire, const char *fmt, ...) {
   return fail(s, CR_EREFUSED, wire, 0, "%s", msg);
 }
 
+/* The admit hook said no: CR_EREFUSED is the contract's refusal (a run
+ * limit, the privacy budget: the peer is told NOT_ALLOWED); any other code
+ * is this node's own failure (its audit log cannot be written, say), which
+ * retrying may cure: the peer is told INTERNAL, and the code is kept. */
+static int admit_failed(cr_session *s, int rc, const char *why) {
+  if (rc == CR_EREFUSED || rc >= 0)
+    return refuse(s, CR_WIRE_NOT_ALLOWED, "%s", why[0] ? why : "refused by this node");
+  return fail(s, rc, CR_WIRE_INTERNAL, 0, "%s", why[0] ? why : cr_strerror(rc));
+}
+
 static void derive_session(cr_session *s) {
   crypto_hash_sha256_state st;
   uint8_t id[CR_SHA256_BYTES];
@@ -1230,7 +1240,7 @@ static int on_hello(cr_session *s, const Cleanroom__V1__Hello *h, const uint8_t 
       char why[400] = "";
       rc = s->cfg.admit(s->cfg.admit_ctx, s->query, &s->res, why, sizeof why);
       if (rc != 0)
-        return refuse(s, CR_WIRE_NOT_ALLOWED, "%s", why[0] ? why : "refused by this node");
+        return admit_failed(s, rc, why);
     }
     const cr_dataset *d = s->cfg.data;
     if (d == NULL) {
@@ -1272,7 +1282,7 @@ static int on_hello(cr_session *s, const Cleanroom__V1__Hello *h, const uint8_t 
     char why[400] = "";
     rc = s->cfg.admit(s->cfg.admit_ctx, s->query, &s->res, why, sizeof why);
     if (rc != 0)
-      return refuse(s, CR_WIRE_NOT_ALLOWED, "%s", why[0] ? why : "refused by this node");
+      return admit_failed(s, rc, why);
   }
 
   cr_engine_plan plan;

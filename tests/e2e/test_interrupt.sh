@@ -117,4 +117,48 @@ case "$(tail -1 rs-run.jsonl)" in
 esac
 if "$CR" audit verify rs-run.jsonl >/dev/null 2>&1; then ok "members: the log verifies"; else fail "members: the log does not verify"; fi
 
+echo "--- a serving node whose audit log cannot take the session"
+# serve under a file size limit (exact bytes: RLIMIT_FSIZE, SIGXFSZ
+# ignored) that its start fits and a session's first line does not. Its own
+# storage failure is not the contract's refusal: the partner is told
+# INTERNAL (run exits 5, "retry later" may help; not 4, "retrying will not
+# help"), serve --once exits 7 (storage), the node says why, and nothing is
+# released.
+fsize_exec() { # LIMIT CMD...
+  python3 -c 'import os, resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+n = int(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_FSIZE, (n, n))
+os.execvp(sys.argv[2], sys.argv[2:])' "$@"
+}
+# The size of a start, measured on a node of its own.
+start_server template.json prov.csv --once --audit measure.jsonl
+kill "$SERVER_PID"
+wait_server
+START_BYTES=$(wc -c <measure.jsonl)
+: >server.out
+: >server.err
+fsize_exec $((START_BYTES + 200)) "$CR" serve --template template.json --identity provider-id \
+  --data prov.csv --listen 127.0.0.1:0 --json --once --audit full.jsonl >server.out 2>server.err &
+SERVER_PID=$!
+PORT=""
+for _ in $(seq 1 200); do
+  PORT=$(sed -n 's/.*listening on [^ ]*:\([0-9][0-9]*\).*/\1/p' server.err | head -1)
+  [ -n "$PORT" ] && break
+  sleep 0.05
+done
+run_client template.json cons.csv overlap
+wait_server
+expect_eq "log full: run exits 5 (the partner failed), not 4 (refused)" 5 "$RUN_RC"
+expect_grep "log full: run is told INTERNAL" "(INTERNAL)" run.err
+if grep -q '"count":' run.out; then fail "log full: run printed a count"; else ok "log full: no result"; fi
+expect_eq "log full: serve --once exits 7 (storage)" 7 "$SERVER_RC"
+expect_grep "log full: serve says it cannot record the session" "cannot record the session in the audit log" server.err
+if grep -q '"event":"session_started"\|"event":"result_released"' full.jsonl; then
+  fail "log full: a session line got in"
+else
+  ok "log full: no session or release recorded"
+fi
+if "$CR" audit verify full.jsonl >/dev/null 2>&1; then ok "log full: what it holds verifies"; else fail "log full: the log does not verify"; fi
+
 finish

@@ -560,6 +560,52 @@ static void test_admit_refusal(void **state) {
   pair_free(&x);
 }
 
+static int admit_log_full(void *ctx, const cr_query *q, const cr_session_result *res, char *msg,
+                          size_t cap) {
+  (void)ctx;
+  (void)q;
+  (void)res;
+  snprintf(msg, cap, "cannot record the session in the audit log: No space left on device");
+  return CR_EIO;
+}
+
+/* The admit hook's own failure (its audit log cannot be written) is not
+ * the contract's refusal: the peer is told INTERNAL (retrying may help; its
+ * run exits 5, not 4 "refused"), this side keeps the code (CR_EIO: exit 7),
+ * and nothing is sent or released. */
+static void test_admit_failure_is_internal(void **state) {
+  (void)state;
+  pair x;
+  pair_init(&x, 0, 50, 0, 50, 1, "overlap");
+  cr_session_free(x.provider);
+  cr_session_config pc = {0};
+  pc.tmpl = x.tp;
+  pc.data = x.dp;
+  pc.role = CR_ROLE_PROVIDER;
+  pc.sign = sign_cb;
+  pc.sign_ctx = &x.kp;
+  pc.admit = admit_log_full;
+  memcpy(pc.peer_sign_pk, x.kc.pk, 32);
+  assert_int_equal(cr_session_new(&x.provider, &pc, NULL), 0);
+  assert_int_equal(cr_session_start(x.consumer), 0);
+  pump(&x, SIZE_MAX);
+  const cr_session_result *rp = cr_session_result_get(x.provider);
+  const cr_session_result *rc = cr_session_result_get(x.consumer);
+  assert_int_equal(rp->status, CR_SESSION_FAILED);
+  assert_int_equal(rc->status, CR_SESSION_FAILED);
+  assert_int_equal(rp->error, CR_EIO);
+  assert_int_equal(rp->wire_error, CR_WIRE_INTERNAL);
+  assert_int_equal(rc->error, CR_EPEER);
+  assert_int_equal(rc->wire_error, CR_WIRE_INTERNAL);
+  assert_int_equal(rc->count, 0);
+  assert_non_null(strstr(rp->error_msg, "audit log"));
+  assert_null(strstr(rc->error_msg, "audit log")); /* the reason stays local */
+  frame_stats a = {0};
+  for_each_frame(&x.wire_p2c, count_frames, &a);
+  assert_int_equal(a.counts[CLEANROOM__V1__FRAME__MSG_BATCH], 0);
+  pair_free(&x);
+}
+
 /* A long-running node checks the template's expiry on every Hello. */
 static void test_expired_template_refused_on_hello(void **state) {
   (void)state;
@@ -1643,6 +1689,7 @@ int main(void) {
       cmocka_unit_test(test_role_not_in_run_by_refused),
       cmocka_unit_test(test_size_limits_refused),
       cmocka_unit_test(test_admit_refusal),
+      cmocka_unit_test(test_admit_failure_is_internal),
       cmocka_unit_test(test_expired_template_refused_on_hello),
       cmocka_unit_test(test_check_local),
       cmocka_unit_test(test_group_by_cells),
