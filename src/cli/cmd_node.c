@@ -544,6 +544,16 @@ static void on_signal(uv_signal_t *h, int signum) {
   cr_party_stop(n->party);
 }
 
+/* SIGHUP before serve listens (its data loading, which can take minutes):
+ * the default action would end the node, and under systemd a reload then
+ * stops the service for good (a death by SIGHUP is a clean exit to it).
+ * Remembered instead, and acted on once the node listens. */
+static volatile sig_atomic_t g_early_hup;
+static void early_hup(int signum) {
+  (void)signum;
+  g_early_hup = 1;
+}
+
 /* serve --check: each collaboration, ok or why not. */
 typedef struct check_ctx {
   int json;
@@ -946,6 +956,14 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
   }
   if (o.check)
     return check_serve(cmd, &o);
+  if (serve) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = early_hup;
+    sa.sa_flags = SA_RESTART; /* the data's reads go on */
+    sigemptyset(&sa.sa_mask);
+    (void)sigaction(SIGHUP, &sa, NULL);
+  }
 
   int rc = 0, code = EXIT_OK;
   cr_error err;
@@ -1085,6 +1103,14 @@ again:
     nctx.sig[i].data = &nctx;
     uv_signal_start(&nctx.sig[i], on_signal, signums[i]);
     uv_unref((uv_handle_t *)&nctx.sig[i]); /* the node keeps the loop alive */
+  }
+  if (serve && g_early_hup) {
+    /* A SIGHUP while the node was loading: look now. */
+    g_early_hup = 0;
+    if (!o.quiet)
+      fprintf(stderr, "%s %s: SIGHUP (while loading): looking for changed collaborations\n",
+              CR_CLI_PROG, cmd);
+    (void)cr_party_reload(party);
   }
   uv_run(&loop, UV_RUN_DEFAULT);
   if (!nctx.closed) {

@@ -72,6 +72,44 @@ echo "--- signals"
 interrupt_case INT 130
 interrupt_case TERM 143
 
+echo "--- SIGHUP while serve loads its data"
+# A reload (systemctl reload) that comes while the node still loads its data
+# must not end it (the default action of SIGHUP would: exit 129, and systemd
+# would not restart it). It is looked at once the node listens.
+awk 'BEGIN { print "email,segment"; for (i = 0; i < 300000; i++) printf "big%d@example.com,s%d\n", i, i % 3 }' >big.csv
+: >hup.err
+"$CR" serve --template template.json --identity provider-id --data big.csv --listen 127.0.0.1:0 \
+  --audit hup.jsonl >hup.out 2>hup.err &
+HUP_PID=$!
+for _ in $(seq 1 400); do
+  grep -q "loading the data" hup.err && break
+  sleep 0.01
+done
+kill -HUP "$HUP_PID" 2>/dev/null || true
+HUP_PORT=""
+for _ in $(seq 1 600); do
+  HUP_PORT=$(sed -n 's/.*listening on [^ ]*:\([0-9][0-9]*\).*/\1/p' hup.err | head -1)
+  [ -n "$HUP_PORT" ] && break
+  kill -0 "$HUP_PID" 2>/dev/null || break
+  sleep 0.05
+done
+if [ -n "$HUP_PORT" ]; then ok "SIGHUP while loading: the node goes on to listen"; else
+  fail "SIGHUP while loading ended the node"
+  cat hup.err >&2
+fi
+if grep -q "listening on" hup.err && ! grep -q "SIGHUP" hup.err; then
+  echo "note: the SIGHUP came only after the load (a fast machine)"
+fi
+set +e
+"$CR" ping --template template.json --identity consumer-id --peer "127.0.0.1:$HUP_PORT" >hup-ping.out 2>&1
+HUP_PING=$?
+kill -TERM "$HUP_PID" 2>/dev/null
+wait "$HUP_PID"
+HUP_RC=$?
+set -e
+expect_eq "SIGHUP while loading: the node answers a ping" 0 "$HUP_PING"
+expect_eq "SIGHUP while loading: SIGTERM later, exit 0" 0 "$HUP_RC"
+
 echo "--- members write fails half way"
 RS="$CR_SOURCE_DIR/examples/rideshare"
 "$CR" keygen --out rs-prov --name "RS provider" >/dev/null 2>&1
