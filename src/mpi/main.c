@@ -72,6 +72,7 @@ static void on_failure(void *ctx) {
 }
 
 int main(int argc, char **argv) {
+  cr_cli_set_prog(PROG);
   if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
       strcmp(argv[1], "help") == 0) {
     usage(argc < 2 ? stderr : stdout);
