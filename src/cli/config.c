@@ -105,8 +105,8 @@ static int check_number(const char *cmd, const char *path, unsigned long lineno,
     errno = 0;
     double r = strtod(val, &end);
     if (errno || end == val || *end || !(r >= 0 && r <= 1)) {
-      cr_cli_errorf(cmd, "%s:%lu: \"%s\" takes a number from 0 to 1, got \"%.64s\"%s", path,
-                    lineno, key, val, comment_hint(val));
+      cr_cli_errorf(cmd, "%s:%lu: \"%s\" takes a number from 0 to 1, got \"%.64s\"%s", path, lineno,
+                    key, val, comment_hint(val));
       return -1;
     }
   }
@@ -116,7 +116,8 @@ static int check_number(const char *cmd, const char *path, unsigned long lineno,
     while (i < sizeof ok / sizeof *ok && strcasecmp(val, ok[i]) != 0)
       i++;
     if (i == sizeof ok / sizeof *ok) {
-      cr_cli_errorf(cmd, "%s:%lu: \"delimiter\" takes \",\", \";\", \"tab\" or \"|\", got \"%.64s\"%s",
+      cr_cli_errorf(cmd,
+                    "%s:%lu: \"delimiter\" takes \",\", \";\", \"tab\" or \"|\", got \"%.64s\"%s",
                     path, lineno, val, comment_hint(val));
       return -1;
     }
@@ -146,9 +147,8 @@ static int check_number(const char *cmd, const char *path, unsigned long lineno,
     unsigned long v = strtoul(val, &end, 10);
     if (errno || end == val || *end || val[0] == '-' || val[0] == '+' || v < NUMBERS[i].min ||
         v > NUMBERS[i].max) {
-      cr_cli_errorf(cmd, "%s:%lu: \"%s\" takes %s from %lu to %lu, got \"%.64s\"%s", path,
-                    lineno, key, NUMBERS[i].what, NUMBERS[i].min, NUMBERS[i].max, val,
-                    comment_hint(val));
+      cr_cli_errorf(cmd, "%s:%lu: \"%s\" takes %s from %lu to %lu, got \"%.64s\"%s", path, lineno,
+                    key, NUMBERS[i].what, NUMBERS[i].min, NUMBERS[i].max, val, comment_hint(val));
       return -1;
     }
   }
@@ -298,8 +298,8 @@ static int parse_file(const char *cmd, const char *path, char **opts, size_t *no
     if (KEYS[k].is_flag) {
       int on;
       if (flag_value(val, &on) != 0) {
-        cr_cli_errorf(cmd, "%s:%lu: \"%s\" takes true or false, got \"%.64s\"%s", path, lineno,
-                      key, val, comment_hint(val));
+        cr_cli_errorf(cmd, "%s:%lu: \"%s\" takes true or false, got \"%.64s\"%s", path, lineno, key,
+                      val, comment_hint(val));
         rc = -1;
         break;
       }
