@@ -147,14 +147,16 @@ int cr_cli_report(int argc, char **argv) {
     if (path == NULL)
       goto out;
     snprintf(path, n, "%s/identity.crt", identity);
-    struct stat st;
-    if (stat(path, &st) == 0) {
-      if ((rc = cr_cert_file_public_key(path, pk, &err)) != 0) {
-        cr_cli_errorf("report", "%s: %s", path, cr_error_message(&err, rc));
-        goto out;
-      }
-      expect = pk;
+    /* --identity promises checkpoints signed by this certificate: without
+     * it the page could not tell this node's log from another's. */
+    if ((rc = cr_cert_file_public_key(path, pk, &err)) != 0) {
+      cr_cli_errorf("report",
+                    "%s: %s (--identity DIR needs the node's identity.crt; for a log alone use "
+                    "--audit FILE)",
+                    path, cr_error_message(&err, rc));
+      goto out;
     }
+    expect = pk;
     snprintf(path, n, "%s/audit.jsonl", identity);
     audit = path;
   }
@@ -187,6 +189,20 @@ int cr_cli_report(int argc, char **argv) {
     snprintf(in.reason, sizeof in.reason, "%s",
              in.report.reason[0] ? in.report.reason : cr_error_message(&err, rc));
     m.stop_line = in.bad_line;
+  }
+  if (in.bad_line == 0) {
+    /* The receipts as audit verify checks them: a release edited after the
+     * partner signed for it breaks the log there. */
+    uint64_t bad = 0;
+    char why[sizeof in.reason];
+    cr_error_clear(&err);
+    rc = cr_cli_audit_receipts(audit, &bad, why, sizeof why, &err);
+    if (rc == CR_EDATA && bad != 0) {
+      in.bad_line = bad;
+      in.warn = 0;
+      snprintf(in.reason, sizeof in.reason, "%s", why);
+      m.stop_line = bad;
+    }
   }
   cr_error_clear(&err);
   rc = cr_audit_foreach(audit, cr_report_model_entry, &m, &err);
