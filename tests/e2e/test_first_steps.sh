@@ -186,4 +186,14 @@ rc "$CR" keygen --out 'quote"d-id'
 expect_eq "keygen over an existing identity: exit 2" 2 "$RC"
 expect_grep "keygen over an existing identity: refuses" "refusing to overwrite" cmd.err
 
+# ---- help --help, version --json ------------------------------------------------------------
+rc "$CR" help --help
+expect_eq "help --help: exit 0" 0 "$RC"
+expect_grep "help --help: the top-level usage" "Usage: cleanroom COMMAND" cmd.out
+rc "$CR" version --json
+expect_eq "version --json: exit 0" 0 "$RC"
+if python3 -c 'import json; d = json.load(open("cmd.out")); assert d["software"].startswith("cleanroom/")'; then
+  ok "version --json: one JSON object"
+else fail "version --json: $(cat cmd.out)"; fi
+
 finish
