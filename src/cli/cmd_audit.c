@@ -105,6 +105,10 @@ typedef struct verify_ctx {
   char why[300];
   /* The node's own certificate and role, from its latest node_started. */
   char own_cert[CR_SHA256_HEX_BYTES], own_role[16];
+  /* The node's signing key: the first node_started or checkpoint names it;
+   * one log belongs to one identity, so every other must name the same. */
+  char own_pk[CR_SHA256_HEX_BYTES];
+  uint64_t own_pk_line;
   /* --template: its hash and pins; receipts under it must carry them. */
   const cr_template *t;
   char th[CR_SHA256_HEX_BYTES], pin[CR_ROLE_COUNT][CR_SHA256_HEX_BYTES];
@@ -283,6 +287,19 @@ static int verify_receipts_json(void *ctx, json_t *e) {
   verify_ctx *v = ctx;
   v->line++;
   const char *ev = json_string_value(json_object_get(e, "event"));
+  if (ev != NULL && (strcmp(ev, "node_started") == 0 || strcmp(ev, "checkpoint") == 0)) {
+    const char *pk = json_string_value(json_object_get(e, "public_key"));
+    if (pk != NULL && v->own_pk[0] == 0) {
+      snprintf(v->own_pk, sizeof v->own_pk, "%s", pk);
+      v->own_pk_line = v->line;
+    } else if (pk != NULL && strcmp(pk, v->own_pk) != 0 && v->bad_line == 0) {
+      v->bad_line = v->line;
+      snprintf(v->why, sizeof v->why,
+               "%s names key %.16s..., but line %llu names %.16s...: one log belongs to one "
+               "node (another node's lines, or a forged %s)",
+               ev, pk, (unsigned long long)v->own_pk_line, v->own_pk, ev);
+    }
+  }
   if (ev != NULL && strcmp(ev, "node_started") == 0) {
     const char *c = json_string_value(json_object_get(e, "cert_sha256"));
     const char *r = json_string_value(json_object_get(e, "role"));

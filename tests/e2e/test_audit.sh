@@ -123,6 +123,21 @@ expect_grep "a rewritten release: the report marks the line" "does not verify at
 if grep -q "<strong>$((COUNT + 1000))</strong>" rewritten.html; then fail "the report shows the rewritten count"; else
   ok "the report does not show the rewritten count"; fi
 
+# Another node's lines after ours: the stranger's data check appends to a
+# copy of the consumer's log, with a checkpoint its own key signs. Without
+# --cert, verify still sees that the log changed hands.
+cp "$CLOG" foreign.jsonl
+"$CR" data check --template stranger.json --identity stranger-id --data "$EX/consumer.csv" \
+  --audit foreign.jsonl >/dev/null 2>&1
+FOREIGN=$(grep -n '"event":"checkpoint"' foreign.jsonl | tail -1 | cut -d: -f1)
+set +e
+"$CR" audit verify foreign.jsonl >/dev/null 2>foreign.err
+FRC=$?
+set -e
+expect_eq "a checkpoint by another key, without --cert: verify fails" 3 "$FRC"
+expect_grep "a checkpoint by another key: the line and both keys are named" \
+  "line $FOREIGN: checkpoint names key .*, but line 1 names .*: one log belongs to one node" foreign.err
+
 # Paths that are not a log, and --identity without its certificate.
 set +e
 "$CR" audit verify provider-id >/dev/null 2>dir.err
