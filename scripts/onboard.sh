@@ -247,8 +247,12 @@ if [ -f "$ID/identity.key" ]; then
   OWN_FP=$("$CR" fingerprint "$ID/identity.crt")
   say "   keeping the existing identity"
 else
-  OWN_FP=$("$CR" keygen --out "$ID" --name "$NAME" 2>/dev/null) ||
-    die "cannot create the identity in $ID (see \`$CR_SHOWN keygen --help\`)"
+  if ! OWN_FP=$("$CR" keygen --out "$ID" --name "$NAME" 2>"$DIR/.keygen.err"); then
+    sed 's/^/   /' "$DIR/.keygen.err" >&2
+    rm -f "$DIR/.keygen.err"
+    die "cannot create the identity in $ID (above; see \`$CR_SHOWN keygen --help\`)"
+  fi
+  rm -f "$DIR/.keygen.err"
   say "   created $ID/identity.key (keep it secret, mode 0600) and identity.crt"
 fi
 say "   this node's fingerprint (send it to your partner):"

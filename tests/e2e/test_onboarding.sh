@@ -210,6 +210,10 @@ onboard s8c --role provider --dir noaddr --preset overlap --partner-fingerprint 
 expect_eq "a redraft with a new address: exit 0" 0 "$OB_RC"
 expect_grep "a redraft with a new address: serve.conf listens on its port" "^listen = 0.0.0.0:8443" noaddr/serve.conf
 expect_grep "a redraft with a new address: says where it listens now" "now listens on 0.0.0.0:8443" s8c.out
+# A name a certificate cannot carry: keygen's reason is shown.
+onboard s9a --role provider --name "$(printf 'Acme\033[2J')" --dir ctrl-name
+expect_eq "a name with a control character: exit 2" 2 "$OB_RC"
+expect_grep "a name with a control character: keygen's reason is shown" "holds a control character" s9a.out
 # --dir naming a file.
 touch not-a-dir
 onboard s9 --role provider --name X --dir not-a-dir
