@@ -75,6 +75,47 @@ static void list_hashes(const cr_report_model *m, char *buf, size_t cap) {
     snprintf(buf, cap, "none");
 }
 
+/* 1 (with the error printed) when --out names a file that is not an
+ * earlier report: the audit log itself (arguments swapped), the identity,
+ * a template or a data file would be replaced by the page. */
+static int out_refused(const char *out, const char *audit, const char *identity) {
+  struct stat so, sa;
+  if (stat(out, &so) != 0)
+    return 0; /* a new file */
+  if (S_ISDIR(so.st_mode)) {
+    cr_cli_errorf("report",
+                  "--out %s is a directory; give the page's file name, e.g. %s/report.html",
+                  cr_cli_safe(out), cr_cli_safe(out));
+    return 1;
+  }
+  char log[4096] = "";
+  if (audit != NULL)
+    snprintf(log, sizeof log, "%s", audit);
+  else if (identity != NULL)
+    snprintf(log, sizeof log, "%s/audit.jsonl", identity);
+  if (log[0] && stat(log, &sa) == 0 && sa.st_dev == so.st_dev && sa.st_ino == so.st_ino) {
+    cr_cli_errorf("report",
+                  "--out %s is the audit log itself; the page would replace it. Give "
+                  "another file, e.g. --out report.html",
+                  cr_cli_safe(out));
+    return 1;
+  }
+  static const char doctype[] = "<!DOCTYPE html";
+  char head[sizeof doctype - 1];
+  FILE *f = fopen(out, "rb");
+  size_t n = f ? fread(head, 1, sizeof head, f) : 0;
+  if (f)
+    fclose(f);
+  if (so.st_size > 0 && (n != sizeof head || memcmp(head, doctype, sizeof head) != 0)) {
+    cr_cli_errorf("report",
+                  "--out %s exists and is not a report (an HTML page); refusing to "
+                  "replace it: give another file, or remove it first",
+                  cr_cli_safe(out));
+    return 1;
+  }
+  return 0;
+}
+
 int cr_cli_report(int argc, char **argv) {
   static const struct option opts[] = {{"audit", required_argument, NULL, 'a'},
                                        {"identity", required_argument, NULL, 'i'},
@@ -129,6 +170,8 @@ int cr_cli_report(int argc, char **argv) {
   }
 
   int ret = EXIT_USAGE, rc;
+  if (out_refused(out, audit, identity))
+    return EXIT_USAGE;
   cr_error err;
   cr_error_clear(&err);
   char *path = NULL, *page = NULL;

@@ -148,6 +148,27 @@ NOCRT_RC=$?
 set -e
 expect_eq "verify of a directory: exit 2" 2 "$DIR_RC"
 expect_grep "verify of a directory: says so" "provider-id: is a directory, not an audit log" dir.err
+# --out naming the log itself (arguments swapped) or another file that is
+# not a report: refused, the file untouched; an earlier report is replaced.
+cp "$CLOG" swapped.jsonl
+cp template.json template-keep.json
+set +e
+"$CR" report --audit swapped.jsonl --out swapped.jsonl 2>swap.err
+SWAP_RC=$?
+"$CR" report --audit swapped.jsonl --out template-keep.json 2>keep.err
+KEEP_RC=$?
+"$CR" report --audit swapped.jsonl --out again.html 2>/dev/null &&
+  "$CR" report --audit swapped.jsonl --out again.html 2>/dev/null
+AGAIN_RC=$?
+set -e
+expect_eq "report --out the audit log: exit 2" 2 "$SWAP_RC"
+expect_grep "report --out the audit log: says so" "is the audit log itself" swap.err
+if cmp -s "$CLOG" swapped.jsonl; then ok "report --out the audit log: the log is untouched"; else
+  fail "report --out the audit log replaced the log"; fi
+expect_eq "report --out a template: exit 2" 2 "$KEEP_RC"
+if cmp -s template.json template-keep.json; then ok "report --out a template: untouched"; else
+  fail "report --out a template replaced it"; fi
+expect_eq "report --out an earlier report: replaced, exit 0" 0 "$AGAIN_RC"
 expect_eq "report --identity without identity.crt: exit 2" 2 "$NOCRT_RC"
 expect_grep "report --identity without identity.crt: names it" "no-crt/identity.crt" no-crt.err
 
