@@ -363,6 +363,11 @@ static int cmd_verify(int argc, char **argv) {
     cr_cli_errorf("audit verify", "needs FILE; see `cleanroom audit --help`");
     return EXIT_USAGE;
   }
+  if (optind + 1 < argc) {
+    cr_cli_errorf("audit verify", "takes one FILE, got also \"%s\"; see `cleanroom audit --help`",
+                  cr_cli_safe(argv[optind + 1]));
+    return EXIT_USAGE;
+  }
   const char *path = argv[optind];
   cr_error err;
   cr_error_clear(&err);
@@ -611,6 +616,11 @@ static int cmd_show(int argc, char **argv) {
   }
   if (optind >= argc) {
     cr_cli_errorf("audit show", "needs FILE; see `cleanroom audit --help`");
+    return EXIT_USAGE;
+  }
+  if (optind + 1 < argc) {
+    cr_cli_errorf("audit show", "takes one FILE, got also \"%s\"; see `cleanroom audit --help`",
+                  cr_cli_safe(argv[optind + 1]));
     return EXIT_USAGE;
   }
   cr_error err;

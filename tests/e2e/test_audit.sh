@@ -146,6 +146,12 @@ mkdir -p no-crt && cp "$CLOG" no-crt/audit.jsonl
 "$CR" report --identity no-crt --out no-crt.html 2>no-crt.err
 NOCRT_RC=$?
 set -e
+set +e
+"$CR" audit verify "$CLOG" "$PLOG" >/dev/null 2>two.err
+TWO_RC=$?
+set -e
+expect_eq "verify of two files: exit 2, not a silent check of the first" 2 "$TWO_RC"
+expect_grep "verify of two files: names the extra one" "takes one FILE" two.err
 expect_eq "verify of a directory: exit 2" 2 "$DIR_RC"
 expect_grep "verify of a directory: says so" "provider-id: is a directory, not an audit log" dir.err
 # --out naming the log itself (arguments swapped) or another file that is
