@@ -198,5 +198,14 @@ else
   ok "log full: no session or release recorded"
 fi
 if "$CR" audit verify full.jsonl >/dev/null 2>&1; then ok "log full: what it holds verifies"; else fail "log full: the log does not verify"; fi
+# A start on that full log: exit 7, the write error said once, whole.
+set +e
+fsize_exec "$(wc -c <full.jsonl)" "$CR" serve --template template.json --identity provider-id \
+  --data prov.csv --listen 127.0.0.1:0 --audit full.jsonl >restart.out 2>restart.err
+RESTART_RC=$?
+set -e
+expect_eq "log full: a start that cannot record itself exits 7" 7 "$RESTART_RC"
+expect_grep "log full: the start's error names the event and the cause" \
+  'cannot write the audit log: full.jsonl: cannot append event node_started: ' restart.err
 
 finish
