@@ -266,6 +266,20 @@ static size_t utf8_len(const unsigned char *p) {
   return 0;
 }
 
+/* The invisible characters that reorder the text around them (Unicode
+ * bidirectional controls: U+061C, U+200E, U+200F, U+202A..U+202E,
+ * U+2066..U+2069): printed, a name holding one can show another name
+ * ("Trojan Source"), so they are written as \uXXXX. */
+static int is_bidi_control(const unsigned char *p, size_t n) {
+  if (n == 2)
+    return p[0] == 0xd8 && p[1] == 0x9c;
+  if (n != 3 || p[0] != 0xe2)
+    return 0;
+  if (p[1] == 0x80)
+    return p[2] == 0x8e || p[2] == 0x8f || (p[2] >= 0xaa && p[2] <= 0xae);
+  return p[1] == 0x81 && p[2] >= 0xa6 && p[2] <= 0xa9;
+}
+
 char *cr_text_clean(char *dst, size_t cap, const char *src) {
   size_t o = 0;
   const unsigned char *p = (const unsigned char *)(src ? src : "");
@@ -283,6 +297,10 @@ char *cr_text_clean(char *dst, size_t cap, const char *src) {
       tl = (size_t)snprintf(tmp, sizeof tmp, "\\x%02x", *p);
     } else if (n == 2 && p[0] == 0xc2 && p[1] < 0xa0) { /* C1 controls */
       tl = (size_t)snprintf(tmp, sizeof tmp, "\\x%02x", p[1]);
+    } else if (is_bidi_control(p, n)) {
+      unsigned cp = n == 2 ? ((p[0] & 0x1fu) << 6 | (p[1] & 0x3fu))
+                           : ((p[0] & 0x0fu) << 12 | (p[1] & 0x3fu) << 6 | (p[2] & 0x3fu));
+      tl = (size_t)snprintf(tmp, sizeof tmp, "\\u%04x", cp);
     } else {
       memcpy(tmp, p, n);
       tl = n;

@@ -38,6 +38,16 @@ static void test_clean_escapes_controls(void **state) {
                                     "x\xc2\x9b"
                                     "2J"),
                       "x\\x9b2J");
+  /* Bidirectional controls: "Acme\u202e..." must not print reversed. The
+   * first and last of each range, and U+061C, U+200E, U+200F. */
+  assert_string_equal(cr_text_clean(out, sizeof out, "Acme\xe2\x80\xaeliame"), "Acme\\u202eliame");
+  assert_string_equal(cr_text_clean(out, sizeof out, "\xe2\x80\xaa\xe2\x81\xa6\xe2\x81\xa9"),
+                      "\\u202a\\u2066\\u2069");
+  assert_string_equal(cr_text_clean(out, sizeof out, "\xd8\x9c\xe2\x80\x8e\xe2\x80\x8f"),
+                      "\\u061c\\u200e\\u200f");
+  /* Their neighbours are ordinary text (U+202F, U+2065, U+061B). */
+  assert_string_equal(cr_text_clean(out, sizeof out, "\xe2\x80\xaf\xe2\x81\xa5\xd8\x9b"),
+                      "\xe2\x80\xaf\xe2\x81\xa5\xd8\x9b");
 }
 
 static void test_clean_replaces_invalid_utf8(void **state) {
