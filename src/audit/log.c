@@ -213,11 +213,19 @@ static int append_entry(cr_audit *a, const char *event, json_t *fields, int inte
     w = write(a->fd, line, len);
   while (w < 0 && errno == EINTR);
   if (w != (ssize_t)len) {
-    int saved = w < 0 ? errno : ENOSPC;
+    int saved = errno;
     if (w > 0 && ftruncate(a->fd, (off_t)a->size) != 0)
       a->broken = 1;
-    rc = cr_error_set(err, CR_EIO, "%s: cannot append event %s: %s", a->path, event,
-                      strerror(saved));
+    /* A short write does not say why: the disk or a quota is full, or the
+     * file reached a size limit (RLIMIT_FSIZE, EFBIG on the next write). */
+    if (w < 0)
+      rc = cr_error_set(err, CR_EIO, "%s: cannot append event %s: %s", a->path, event,
+                        strerror(saved));
+    else
+      rc = cr_error_set(err, CR_EIO,
+                        "%s: cannot append event %s: only %zd of its %zu bytes were written "
+                        "(the disk or a quota is full, or the file reached a size limit)",
+                        a->path, event, w, len);
     goto out;
   }
   if (fsync(a->fd) != 0) {

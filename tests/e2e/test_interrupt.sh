@@ -207,5 +207,11 @@ set -e
 expect_eq "log full: a start that cannot record itself exits 7" 7 "$RESTART_RC"
 expect_grep "log full: the start's error names the event and the cause" \
   'cannot write the audit log: full.jsonl: cannot append event node_started: ' restart.err
+# The cause is the file size limit, not the disk: no message may claim the disk is full.
+if grep -q 'No space left' server.err restart.err; then
+  fail "log full: an error blames the disk for a file size limit"
+else
+  ok "log full: no error blames the disk"
+fi
 
 finish
