@@ -52,14 +52,18 @@ typedef struct cr_log {
     uint64_t eps, delta;
   } * spends;
   size_t nspends;
-  /* Strangers' refused connections: at most CR_TRAIL_REFUSALS_PER_MINUTE
-   * lines a minute, the rest counted and summed up in one line, so nobody
-   * can grow the log (and fsync it) at the rate of their connections. */
-  uint64_t refused_window_ms;
-  unsigned refused_in_window;
-  uint64_t refused_dropped;
+  /* Strangers' refused connections (at most CR_TRAIL_REFUSALS_PER_MINUTE
+   * lines a minute) and the partner's pings (CR_TRAIL_PINGS_PER_MINUTE):
+   * the rest are counted and summed up in one line, so nobody can grow the
+   * log (and fsync it) at the rate of their connections. */
+  struct cr_log_throttle {
+    uint64_t window_ms;
+    unsigned in_window;
+    uint64_t dropped;
+  } refused, pings;
 } cr_log;
 #define CR_TRAIL_REFUSALS_PER_MINUTE 20
+#define CR_TRAIL_PINGS_PER_MINUTE 20
 
 /* Opens (or creates) the log, reading it whole once (counts). */
 int cr__log_open(cr_log **out, const char *path, const cr_identity *id, cr_error *err);
@@ -106,6 +110,11 @@ int cr__trail_event(cr_trail *a, const char *event, json_t *fields, cr_error *er
  * CR_ECONFIG (give this node its own log), anything else CR_EINTERNAL. */
 int cr__trail_write_error(int rc);
 int cr__trail_checkpoint(cr_trail *a, cr_error *err);
+/* A ping answered: its connection_accepted (accepted, may be NULL),
+ * ping_answered (fields) and a checkpoint, or, past
+ * CR_TRAIL_PINGS_PER_MINUTE in this minute, only counted (summed up in
+ * pings_answered_summary). Takes both. Loop thread. */
+int cr__trail_ping(cr_trail *a, json_t *accepted, json_t *fields, cr_error *err);
 json_t *cr__trail_data_fields(const cr_dataset *d, const cr_template *t, const char *query);
 json_t *cr__trail_session_fields(const cr_trail *a, const cr_session_result *r);
 /* The released object recorded in result_released (json null if none). */
@@ -302,6 +311,9 @@ typedef struct cr_visit {
   /* Set by the load hook (a worker), read once the session is freed. */
   cr_dataset *own; /* loaded for this session alone */
   json_t *used;    /* cr__data_used of what the session got */
+  /* connection_accepted's fields, written when the session is admitted or
+   * ends, whichever is first; a ping's is throttled with its answer. */
+  json_t *accepted;
 } cr_visit;
 
 /* ---- the party -------------------------------------------------------------- */

@@ -95,10 +95,19 @@ void cr__party_collab_event(cr_party *p, const char *change, const char *name, c
 
 /* ---- the session hooks ------------------------------------------------------------ */
 
+/* The connection's connection_accepted line, once. */
+static void visit_accepted(cr_visit *v) {
+  json_t *o = v->accepted;
+  v->accepted = NULL;
+  if (o != NULL)
+    (void)cr__trail_event(&v->c->trail, "connection_accepted", o, NULL);
+}
+
 static int serve_admit(void *ctx, const cr_query *q, const cr_session_result *r, char *msg,
                        size_t cap) {
   cr_visit *v = ctx;
   (void)q;
+  visit_accepted(v);
   return cr__trail_admit(&v->c->trail, r, msg, cap);
 }
 
@@ -211,7 +220,10 @@ static int serve_route(void *ctx, cr_node_route *r) {
 
   json_t *o = peer_fields(r->peer_addr, r->peer_fp);
   json_object_set_new(o, "peer_role", cr__jtext(cr_role_name(cr_role_other(c->role))));
-  (void)cr__trail_event(&c->trail, "connection_accepted", o, NULL);
+  /* Written when the session is admitted or ends: a partner's pings are
+   * throttled with their answers (cr__trail_ping), so a ping loop cannot
+   * grow the log at its own rate. */
+  v->accepted = o;
 
   cr_session_config *sc = &r->session;
   sc->tmpl = c->t;
@@ -253,11 +265,13 @@ static void serve_routed_end(void *ctx, void *conn, const cr_session_result *r,
     /* A ping answered: recorded, never reported as a result. */
     json_t *o = peer_fields(peer_addr, peer_fp);
     json_object_set_new(o, "peer_software", cr__jtext(r->peer_software));
-    if (cr__trail_event(&c->trail, "ping_answered", o, &err) == 0)
-      (void)cr__trail_checkpoint(&c->trail, &err);
+    json_t *accepted = v->accepted;
+    v->accepted = NULL;
+    (void)cr__trail_ping(&c->trail, accepted, o, &err);
     if (p->ev.on_ping)
       p->ev.on_ping(p->ev.ctx, &s);
   } else {
+    visit_accepted(v);
     json_t *extra = json_object();
     if (v->used != NULL)
       json_object_set(extra, "data", v->used);
@@ -287,6 +301,7 @@ static void serve_routed_end(void *ctx, void *conn, const cr_session_result *r,
   if (v->next)
     v->next->prev = v->prev;
   json_decref(v->used);
+  json_decref(v->accepted);
   free(v);
   cr__collab_unref(c);
 }

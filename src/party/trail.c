@@ -163,7 +163,7 @@ int cr__log_open(cr_log **out, const char *path, const cr_identity *id, cr_error
   return 0;
 }
 
-static void refusals_flush(cr_log *l, uint64_t now);
+static void throttles_flush(cr_log *l, uint64_t now);
 static int log_event(cr_log *l, const char *event, json_t *fields, cr_error *err);
 static int log_checkpoint(cr_log *l, cr_error *err);
 
@@ -172,7 +172,7 @@ void cr__log_release(cr_log *l) {
     return;
   /* Whatever was recorded since the last session (a refusal, a failed
    * load) gets a signature too before the node lets go of the log. */
-  refusals_flush(l, cr_now_ms());
+  throttles_flush(l, cr_now_ms());
   if (l->unsigned_tail)
     (void)log_checkpoint(l, NULL);
   cr_audit_close(l->audit);
@@ -732,36 +732,68 @@ int cr__trail_pins(const cr_trail *a, const uint8_t *fp) {
   return 0;
 }
 
-/* Writes the count of strangers' refusals left out of the log, if any.
- * Loop thread (refusals are recorded there). */
-static void refusals_flush(cr_log *l, uint64_t now) {
-  if (l->refused_dropped == 0)
+/* What is counted rather than written, past a number of lines a minute. */
+typedef struct throttle_kind {
+  const char *event, *count, *reason;
+  unsigned per_minute;
+} throttle_kind;
+
+static const throttle_kind refusals = {
+    "connections_refused_summary", "connections",
+    "more refused connections from unauthenticated peers than the log records a minute",
+    CR_TRAIL_REFUSALS_PER_MINUTE};
+static const throttle_kind pings = {"pings_answered_summary", "pings",
+                                    "more pings from partners than the log records a minute",
+                                    CR_TRAIL_PINGS_PER_MINUTE};
+
+/* Writes the count left out of the log, if any. Loop thread (refusals and
+ * pings are recorded there). */
+static void throttle_flush(cr_log *l, struct cr_log_throttle *t, const throttle_kind *k,
+                           uint64_t now) {
+  if (t->dropped == 0)
     return;
   json_t *o = json_object();
-  json_object_set_new(o, "connections", json_integer((json_int_t)l->refused_dropped));
-  json_object_set_new(o, "window_ms", json_integer((json_int_t)(now - l->refused_window_ms)));
-  json_object_set_new(o, "reason",
-                      cr__jtext("more refused connections from unauthenticated "
-                                "peers than the log records a minute"));
-  l->refused_dropped = 0;
-  (void)log_event(l, "connections_refused_summary", o, NULL);
+  json_object_set_new(o, k->count, json_integer((json_int_t)t->dropped));
+  json_object_set_new(o, "window_ms", json_integer((json_int_t)(now - t->window_ms)));
+  json_object_set_new(o, "reason", cr__jtext(k->reason));
+  t->dropped = 0;
+  (void)log_event(l, k->event, o, NULL);
   json_decref(o);
 }
 
-/* 1 when this stranger's refusal is only counted, not written. */
-static int refusal_throttled(cr_log *l) {
+static void throttles_flush(cr_log *l, uint64_t now) {
+  throttle_flush(l, &l->refused, &refusals, now);
+  throttle_flush(l, &l->pings, &pings, now);
+}
+
+/* 1 when this event is only counted, not written. */
+static int throttled(cr_log *l, struct cr_log_throttle *t, const throttle_kind *k) {
   uint64_t now = cr_now_ms();
-  if (l->refused_window_ms == 0 || now - l->refused_window_ms >= 60000) {
-    refusals_flush(l, now);
-    l->refused_window_ms = now;
-    l->refused_in_window = 0;
+  if (t->window_ms == 0 || now - t->window_ms >= 60000) {
+    throttle_flush(l, t, k, now);
+    t->window_ms = now;
+    t->in_window = 0;
   }
-  if (l->refused_in_window < CR_TRAIL_REFUSALS_PER_MINUTE) {
-    l->refused_in_window++;
+  if (t->in_window < k->per_minute) {
+    t->in_window++;
     return 0;
   }
-  l->refused_dropped++;
+  t->dropped++;
   return 1;
+}
+
+int cr__trail_ping(cr_trail *a, json_t *accepted, json_t *fields, cr_error *err) {
+  if (!a->open || throttled(a->log, &a->log->pings, &pings)) {
+    json_decref(accepted);
+    json_decref(fields);
+    return 0;
+  }
+  int rc = accepted != NULL ? cr__trail_event(a, "connection_accepted", accepted, err) : 0;
+  if (rc == 0)
+    rc = cr__trail_event(a, "ping_answered", fields, err);
+  else
+    json_decref(fields);
+  return rc ? rc : cr__trail_checkpoint(a, err);
 }
 
 int cr__trail_session_end(cr_trail *a, const cr_session_result *r, const char *peer_addr,
@@ -780,7 +812,7 @@ int cr__trail_session_end(cr_trail *a, const cr_session_result *r, const char *p
        r->error == CR_ETIMEDOUT || r->error == CR_ECONNRESET || r->error == CR_EREFUSED);
   if (connection_level &&
       !(a->pinned != NULL ? a->pinned(a->pinned_ctx, peer_fp) : cr__trail_pins(a, peer_fp)) &&
-      refusal_throttled(a->log)) {
+      throttled(a->log, &a->log->refused, &refusals)) {
     json_decref(extra);
     return 0;
   }

@@ -97,6 +97,29 @@ if "$CR" audit verify consumer-id/audit.jsonl >cverify.out 2>&1; then ok "the pi
   fail "the pinging node's log: $(cat cverify.out)"
 fi
 
+# ---- a partner pinging in a loop ---------------------------------------------
+# 25 pings within a minute: the serving node answers every one, but writes
+# only the first 20 (connection_accepted, ping_answered, checkpoint); the
+# rest are counted in one pings_answered_summary line when it stops, so a
+# ping loop cannot grow the log at its own rate.
+start_server template.json "$EX/provider.csv" --audit ploop.jsonl
+LOOP_OK=0
+for _ in $(seq 25); do
+  if "$CR" ping --template template.json --identity consumer-id --peer "127.0.0.1:$PORT" \
+    --json >loop.out 2>loop.err; then LOOP_OK=$((LOOP_OK + 1)); fi
+done
+kill "$SERVER_PID" 2>/dev/null || true
+wait_server
+expect_eq "ping loop: every ping is answered" 25 "$LOOP_OK"
+expect_eq "ping loop: 20 pings written" 20 "$(grep -c '"event":"ping_answered"' ploop.jsonl || true)"
+expect_eq "ping loop: 20 connections written" 20 \
+  "$(grep -c '"event":"connection_accepted"' ploop.jsonl || true)"
+expect_grep "ping loop: the other 5 are summed up" \
+  '"event":"pings_answered_summary".*"pings":5\|"pings":5.*"event":"pings_answered_summary"' ploop.jsonl
+if "$CR" audit verify ploop.jsonl >ploop.verify 2>&1; then ok "ping loop: the log verifies"; else
+  fail "ping loop: the log does not verify: $(cat ploop.verify)"
+fi
+
 # ---- nothing listening -------------------------------------------------------
 # $PORT was the server's, which has exited.
 ping_peer
