@@ -880,10 +880,12 @@ static void conn_refuse_busy(conn *c) {
   cr_error err;
   cr_buf_init(&b);
   cr_error_clear(&err);
-  /* BUSY says how many sessions run (no data); a router's refusal goes
-   * with the code's fixed text only (its message is for this node). */
+  /* The partner learns that the node is at its cap, not how many sessions
+   * run (on a node serving several partners, that is the others' activity)
+   * nor the cap; a router's refusal goes with the code's fixed text only.
+   * The numbers are for this node (its result's error_msg). */
   const char *text = c->local.wire_error == CR_WIRE_BUSY && !c->route_refused
-                         ? c->local.error_msg
+                         ? "busy, retry later: the node is serving as many sessions as it takes"
                          : cr_wire_error_text(c->local.wire_error);
   if (cr_session_refusal_frame(&b, c->local.wire_error, text) != 0 ||
       cr_tls_write(c->tls, b.data, b.len, &err) != 0)
