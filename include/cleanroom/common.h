@@ -141,8 +141,9 @@ typedef int (*cr_sign_fn)(void *ctx, const uint8_t *msg, size_t len,
  * put in JSON: valid UTF-8 is kept, each invalid byte becomes U+FFFD, and
  * control characters (C0 but tab, DEL, C1) are written as \xNN, so no escape
  * sequence reaches a terminal, and the bidirectional controls (U+061C,
- * U+200E/F, U+202A..E, U+2066..9) as \uXXXX, so no name can show as another. Always NUL-terminated
- * (cap >= 1), cut on a character boundary. Returns dst.
+ * U+200E/F, U+202A..E, U+2066..9) as \uXXXX, so no name can show as
+ * another. Always NUL-terminated (cap >= 1), cut on a character boundary.
+ * Returns dst.
  */
 char *cr_text_clean(char *dst, size_t cap, const char *src);
 
