@@ -550,6 +550,13 @@ typedef struct cr_filter cr_filter;
  */
 CR_NODISCARD int cr_filter_parse(cr_filter **out, const char *text, const cr_param_decl *decls,
                                  size_t ndecls, const char *origin, cr_error *err);
+/*
+ * Parses query q's where text for role r (q->where[r] must be set) with its
+ * declared params, the errors naming the template location
+ * ("$.queries.<name>.where.<role>: position N: ..."), as cr_filter_parse.
+ */
+CR_NODISCARD int cr_filter_parse_where(cr_filter **out, const cr_query *q, cr_role r,
+                                       cr_error *err);
 void cr_filter_free(cr_filter *f);
 
 /* Distinct column names the filter reads, in order of first use; valid

@@ -8,6 +8,7 @@
 
 #include <jansson.h>
 
+#include "cleanroom/dataset.h"
 #include "cleanroom/noise.h"
 #include "cleanroom/party.h"
 #include "cli/cli.h"
@@ -64,6 +65,28 @@ static void print_template_summary(const cr_template *t) {
       if (q->results_to & CR_ROLE_BIT(r))
         printf(" %s", cr_role_name((cr_role)r));
     printf(", released only if >= %llu\n", (unsigned long long)q->min_count);
+    /* What each side's node does to its own rows: the partner reviews it. */
+    for (int r = 0; r < CR_ROLE_COUNT; r++)
+      if (q->group_by[r] != NULL)
+        printf("      group_by %s: %s\n", cr_role_name((cr_role)r), q->group_by[r]);
+    for (int r = 0; r < CR_ROLE_COUNT; r++)
+      if (q->where[r] != NULL)
+        printf("      where %s: %s\n", cr_role_name((cr_role)r), q->where[r]);
+    if (q->nparams > 0) {
+      printf("      params:");
+      for (size_t k = 0; k < q->nparams; k++)
+        printf("%s %s (%s)", k ? "," : "", q->params[k].name,
+               cr_param_type_name(q->params[k].type));
+      printf(" (given by the runner)\n");
+    }
+    if (q->kind == CR_QUERY_MEMBERS) {
+      printf("      columns written:");
+      if (q->ncolumns == 0)
+        printf(" all of the owner's");
+      for (size_t k = 0; k < q->ncolumns; k++)
+        printf("%s %s", k ? "," : "", q->columns[k]);
+      printf("\n");
+    }
     if (q->noise.mechanism != CR_NOISE_NONE) {
       /* The expected error, from the mechanism's probability mass. */
       const cr_noise *n = &q->noise;
@@ -108,6 +131,48 @@ static void print_template_summary(const cr_template *t) {
     }
     printf("\n");
   }
+}
+
+/*
+ * The filters of every query, both parties' (the loader takes them as text:
+ * each node parses only its own side's, so a filter the partner cannot
+ * parse would otherwise show only when the partner's node starts). Prints
+ * the errors as the loader's are printed, each indented (a message has the
+ * filter and a caret on lines of their own); returns how many.
+ */
+static size_t check_filters(const char *path, const cr_template *t) {
+  size_t nerr = 0;
+  for (int pass = 0; pass < 2; pass++) {
+    size_t n = 0;
+    for (size_t i = 0; i < t->nqueries; i++) {
+      for (int r = 0; r < CR_ROLE_COUNT; r++) {
+        cr_filter *f = NULL;
+        cr_error err;
+        cr_error_clear(&err);
+        if (t->queries[i].where[r] == NULL)
+          continue;
+        int rc = cr_filter_parse_where(&f, &t->queries[i], (cr_role)r, &err);
+        cr_filter_free(f);
+        if (rc == 0)
+          continue;
+        n++;
+        if (pass == 0)
+          continue;
+        if (n == 1)
+          fprintf(stderr, "%s: %zu error%s:\n", path, nerr, nerr == 1 ? "" : "s");
+        fputs("  ", stderr);
+        for (const char *m = cr_error_message(&err, rc); *m != '\0'; m++) {
+          fputc(*m, stderr);
+          if (*m == '\n')
+            fputs("  ", stderr);
+        }
+        fputc('\n', stderr);
+      }
+    }
+    if ((nerr = n) == 0)
+      break;
+  }
+  return nerr;
 }
 
 /* Accepts a fingerprint (64 hex, with or without colons) or a certificate
@@ -412,6 +477,10 @@ int cr_cli_template(int argc, char **argv) {
       cr_template_errors_free(errors, nerr);
       cr_template_free(t);
       return template_exit(rc);
+    }
+    if (check_filters(argv[2], t) > 0) {
+      cr_template_free(t);
+      return EXIT_USAGE;
     }
   } else if ((rc = cr_template_load(&t, argv[2], &err)) != 0) {
     cr_cli_errorf(cmd, "%s", cr_error_message(&err, rc));

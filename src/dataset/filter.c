@@ -1307,6 +1307,14 @@ void cr_filter_free(cr_filter *f) {
   free(f);
 }
 
+int cr_filter_parse_where(cr_filter **out, const cr_query *q, cr_role r, cr_error *err) {
+  char origin[CR_TEMPLATE_MAX_NAME + 64];
+  if (out == NULL || q == NULL || (unsigned)r >= CR_ROLE_COUNT || q->where[r] == NULL)
+    return cr_error_set(err, CR_EINVAL, "cr_filter_parse_where: invalid argument");
+  snprintf(origin, sizeof origin, "$.queries.%s.where.%s", q->name, cr_role_name(r));
+  return cr_filter_parse(out, q->where[r], q->params, q->nparams, origin, err);
+}
+
 int cr_filter_parse(cr_filter **out, const char *text, const cr_param_decl *decls, size_t ndecls,
                     const char *origin, cr_error *err) {
   cr_filter *f = NULL;

@@ -32,6 +32,58 @@ set -e
 expect_eq "an unknown field is an error" 2 "$TYPO_RC"
 expect_grep "the unknown field is named" 'sweet' typo.err
 
+# Every query's filter is parsed, both parties': each node parses only its
+# own, so the partner's broken filter would otherwise show only on its node.
+python3 - template.json >filters.json <<'PY'
+import json, sys
+t = json.load(open(sys.argv[1]))
+q = t["queries"]["overlap"]
+q["where"] = {"provider": "segment IN :segs AND signup_year >= :since", "consumer": "policy_type = "}
+q["params"] = {"segs": "string_list", "since": "integer"}
+t["queries"]["overlap_to_consumer"]["where"] = {"provider": "segment = :since"}
+json.dump(t, sys.stdout, indent=2)
+PY
+set +e
+"$CR" template check filters.json >filters.out 2>filters.err
+FR=$?
+set -e
+expect_eq "a filter that does not parse fails template check (exit 2)" 2 "$FR"
+expect_grep "the consumer's filter error names its template location and position" \
+  '\$.queries.overlap.where.consumer: position 15: expected a string, a number or a :parameter' filters.err
+expect_grep "the provider's filter error too (a parameter of the wrong type)" \
+  '\$.queries.overlap_to_consumer.where.provider: position 11: parameter :since is not declared' filters.err
+expect_grep "both are counted" "filters.json: 2 errors" filters.err
+sed -i 's/"policy_type = "/"policy_type = '"'"'home'"'"'"/; s/"segment = :since"/"segment = '"'"'video'"'"'"/' filters.json
+"$CR" template check filters.json >filters.out 2>filters.err || { cat filters.err >&2; fail "the fixed filters check"; }
+expect_grep "check shows the provider's filter, for the partner to review" \
+  "where provider: segment IN :segs AND signup_year >= :since" filters.out
+expect_grep "check shows the consumer's filter" "where consumer: policy_type = 'home'" filters.out
+expect_grep "check shows the parameters and their types" "params: segs (string_list), since (integer)" filters.out
+
+# A name with an escape sequence (from the partner's draft) is refused, not
+# printed to the operator's terminal; so are two parties with one
+# certificate (neither node could tell its role).
+python3 - template.json >escape.json <<'PY'
+import json, sys
+t = json.load(open(sys.argv[1]))
+t["name"] = "Acme\u001b]0;owned\u0007\u001b[2J"
+t["parties"]["consumer"]["cert_sha256"] = t["parties"]["provider"]["cert_sha256"]
+json.dump(t, sys.stdout, indent=2)
+PY
+set +e
+"$CR" template check escape.json >escape.out 2>escape.err
+ER=$?
+set -e
+expect_eq "a name with control characters fails template check (exit 2)" 2 "$ER"
+expect_grep "the name error says why" '\$.name: found "Acme\\u001b\]0;owned' escape.err
+expect_grep "the same certificate for both parties is an error" \
+  '\$.parties.consumer.cert_sha256: found .*expected a certificate other than the provider' escape.err
+if LC_ALL=C grep -q "$(printf '\033')" escape.out escape.err; then
+  fail "template check printed an escape character"
+else
+  ok "template check printed no escape character"
+fi
+
 # --- signatures ----------------------------------------------------------------
 sed 's/"format": "cleanroom-template\/1",/"format": "cleanroom-template\/1", "require_signatures": true,/' \
   template.json >signed.json

@@ -267,6 +267,9 @@ static void test_accepted_variants(void **state) {
       {"limits", "{}"},
       {"queries/overlap/params", "{}"},
       {"queries/overlap/where", "{'provider': 'a = 1', 'consumer': 'b = 2'}"},
+      /* Whitespace in a filter may be any of the filter grammar's. */
+      {"queries/overlap/where", "{'provider': 'a = 1\\n\\tAND b = 2\\r\\n'}"},
+      {"name", "'Acme \\u00e9 \\u00a0x'"}, /* non-ASCII text that is not a control */
       {"queries/overlap/group_by", "{'provider': 'segment', 'consumer': 'email'}"},
       {"queries/my_matched_users/columns", "[]"},
       {"queries/a-b.c_9", "{'kind': 'count', 'run_by': ['provider'], 'results_to': "
@@ -712,6 +715,31 @@ static const bad_case BAD[] = {
     {"name", "''", "$.name: found \"\", expected a non-empty string", 1},
     {"name", "5", "$.name: found 5, expected a non-empty string", 1},
     {"name", NULL, "$.name: missing", 1},
+    /* Control characters: printed to terminals, an escape sequence from a
+     * partner's draft would rewrite what the operator reads. */
+    {"name", "'Acme\\u001b[2J'",
+     "$.name: found \"Acme\\u001b[2J\", expected a non-empty string without control characters",
+     1},
+    {"name", "'two\\nlines'", "$.name: found \"two\\u000alines\", expected a non-empty string "
+                              "without control characters",
+     1},
+    {"parties/provider/org", "'Acme\\u009b31m'",
+     "$.parties.provider.org: found \"Acme\\u009b31m\", expected a non-empty string without "
+     "control characters",
+     1},
+    {"data/provider/required_columns", "['email', 'seg\\u0007']",
+     "$.data.provider.required_columns[1]: found \"seg\\u0007\", expected a column name without "
+     "control characters",
+     1},
+    {"queries/eligible_patients/where/provider", "'age = 1 AND dx_code = \\u001b'",
+     "$.queries.eligible_patients.where.provider: found \"age = 1 AND dx_code = \\u001b\", "
+     "expected a filter expression without control characters",
+     1},
+    /* Column names match a header without regard to case. */
+    {"match_key/columns", "['email', 'EMAIL']",
+     "$.match_key.columns[1]: found \"EMAIL\", expected a value not already listed at [0] (column "
+     "names are compared without regard to case)",
+     1},
     {"parties", "[]", "$.parties: found an array, expected an object", 1},
     {"parties", NULL, "$.parties: missing", 1},
     {"parties/provider", NULL, "$.parties.provider: missing", 1},
@@ -1574,10 +1602,33 @@ static void test_role_of(void **state) {
   cr_template_free(t);
   free(s);
 
-  /* Both parties with one certificate: ambiguous, so no role. */
+  /* Both parties with one certificate: the loader refuses it, naming the
+   * consumer's pin (a node with it could not tell its role). */
   s = mutated("parties/consumer/cert_sha256",
               "'1111111111111111111111111111111111111111111111111111111111111111'");
+  assert_int_equal(cr_template_parse(&t, s, strlen(s), "t", &err), CR_ETEMPLATE);
+  assert_non_null(strstr(err.msg, "$.parties.consumer.cert_sha256"));
+  assert_non_null(strstr(err.msg, "other than the provider's"));
+  free(s);
+  /* All zeros in both is a draft not pinned yet: valid. */
+  {
+    json_t *j = base_json();
+    set_at(j, "parties/provider/cert_sha256",
+           "'0000000000000000000000000000000000000000000000000000000000000000'");
+    set_at(j, "parties/consumer/cert_sha256",
+           "'0000000000000000000000000000000000000000000000000000000000000000'");
+    s = dump(j, 0);
+    json_decref(j);
+  }
   assert_int_equal(cr_template_parse(&t, s, strlen(s), "t", &err), 0);
+  cr_template_free(t);
+  free(s);
+
+  /* Both parties with one certificate (a template built in memory):
+   * ambiguous, so no role. */
+  s = dq(BASE);
+  assert_int_equal(cr_template_parse(&t, s, strlen(s), "t", &err), 0);
+  memset(t->parties[CR_ROLE_CONSUMER].cert_sha256, 0x11, CR_SHA256_BYTES);
   memset(fp, 0x11, sizeof fp);
   assert_int_equal(cr_template_role_of(t, fp, &r), CR_ECONFIG);
   cr_template_free(t);
