@@ -118,7 +118,8 @@ static size_t trunk_group(const uint8_t *s, size_t n) {
  * E.164: '+' then 8-15 digits, the first not 0. Spaces (Unicode ones too),
  * dashes, dots, slashes and parentheses are dropped, and a "tel:" prefix
  * (RFC 3966); "00" means '+'; without either, the default country code (if
- * any) is put in front after dropping one trunk '0'. In an international
+ * any) is put in front after dropping one trunk '0' (with country code 1,
+ * North America's trunk '1' in front of 10 digits). In an international
  * number, a "(0)" after the country code is the national trunk prefix
  * written for callers at home ("+49 (0)151 ...", "+44 (0)20 ..."): it is
  * dropped, as a caller from abroad would. Letters (an extension "x12",
@@ -177,6 +178,11 @@ static int norm_phone(cr_buf *b, size_t start, const char *cc, size_t cclen) {
     memcpy(e + ne, cc, cclen);
     ne += cclen;
     if (nd > 0 && d[0] == '0')
+      off = 1;
+    /* North America (+1): a national number is 10 digits whose area code
+     * starts with 2-9, and its trunk prefix is 1, so "1 206 555 0100" (or
+     * "12065550100", +1 without the plus) is +12065550100, not +112065550100. */
+    else if (cclen == 1 && cc[0] == '1' && nd == 11 && d[0] == '1' && d[1] >= '2')
       off = 1;
   }
   memcpy(e + ne, d + off, nd - off);

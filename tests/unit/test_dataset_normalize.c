@@ -121,6 +121,18 @@ static void test_phone(void **state) {
      "0100",
      "+14155550100"); /* en dash */
   OK(NORMS(CR_NORM_PHONE), "44", "020 7946 0958", "+442079460958");
+  /* North America: the trunk prefix is 1, written before the 10 digits
+   * ("1-206-555-0100", or +1 without the plus): one number, one key. */
+  OK(NORMS(CR_NORM_PHONE), "1", "12062001234", "+12062001234");
+  OK(NORMS(CR_NORM_PHONE), "1", "1 (206) 200-1234", "+12062001234");
+  OK(NORMS(CR_NORM_PHONE), "1", "1-206-200-1234", "+12062001234");
+  OK(NORMS(CR_NORM_PHONE), "1", "(206) 200-1234", "+12062001234");
+  OK(NORMS(CR_NORM_PHONE), "1", "+1 206 200 1234", "+12062001234");
+  /* Only 10 digits after it, an area code 2-9 and country code 1 alone. */
+  OK(NORMS(CR_NORM_PHONE), "1", "1206200123", "+11206200123");
+  OK(NORMS(CR_NORM_PHONE), "1", "11062001234", "+111062001234");
+  OK(NORMS(CR_NORM_PHONE), "44", "12062001234", "+4412062001234");
+  OK(NORMS(CR_NORM_PHONE), "1", "001 206 200 1234", "+12062001234");
   /* The trunk "(0)" is only dropped after a country code: otherwise it is
    * a digit like any other. */
   BAD(NORMS(CR_NORM_PHONE), NULL, "+(0)49 30 12345678", CR_REJECT_PHONE);
