@@ -247,6 +247,20 @@ static void print_json(const cr_party *party, const cr_party_data_check *c) {
   json_decref(o);
 }
 
+/* --json: a check that could not run still prints one object, so a script
+ * reads the reason from standard output as it reads a verdict. */
+static void print_json_error(int rc, const cr_error *err, int code) {
+  json_t *o = json_object();
+  json_object_set_new(o, "verdict", json_string(cr_err_name(rc)));
+  json_object_set_new(o, "message", cr_cli_jtext(cr_error_message(err, rc)));
+  json_object_set_new(o, "exit", json_integer(code));
+  char *text = json_dumps(o, JSON_COMPACT);
+  if (text != NULL)
+    printf("%s\n", text);
+  free(text);
+  json_decref(o);
+}
+
 static int data_check(int argc, char **argv) {
   static const char *cmd = "data check";
   static const struct option opts[] = {{"template", required_argument, NULL, 't'},
@@ -363,6 +377,8 @@ static int data_check(int argc, char **argv) {
   int rc = cr_source_validate(data, &so, &err);
   if (rc != 0) {
     cr_cli_errorf(cmd, "%s", cr_error_message(&err, rc));
+    if (json)
+      print_json_error(rc, &err, cr_cli_exit_code(rc, 0));
     return cr_cli_exit_code(rc, 0);
   }
 
@@ -378,6 +394,8 @@ static int data_check(int argc, char **argv) {
   pc.spill_max_bytes = mem.spill_max_bytes;
   if ((rc = cr_party_open(&party, &pc, &err)) != 0) {
     cr_cli_errorf(cmd, "%s", cr_error_message(&err, rc));
+    if (json)
+      print_json_error(rc, &err, cr_cli_exit_code(rc, 0));
     return cr_cli_exit_code(rc, 0);
   }
   {
@@ -402,6 +420,8 @@ static int data_check(int argc, char **argv) {
   if ((rc = cr_party_check_data(party, &cc, &res, &err)) != 0) {
     cr_cli_errorf(cmd, "%s", cr_error_message(&err, rc));
     code = cr_cli_exit_code(rc, 0);
+    if (json)
+      print_json_error(rc, &err, code);
   } else {
     if (json)
       print_json(party, &res);

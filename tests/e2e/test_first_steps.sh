@@ -165,5 +165,20 @@ printf 'data_query = SELECT 1\n' >>node.conf
 rc "$CR" data check --config node.conf --audit check-audit.jsonl
 expect_eq "data_query for a CSV: exit 2" 2 "$RC"
 expect_grep "data_query for a CSV: says it is for a database" "a data query is for a database source" cmd.err
+expect_eq "data_query for a CSV, --json: the reason on stdout too" "a data query is for a database source" \
+  "$(python3 -c 'import json, sys; print(json.load(sys.stdin)["message"].split(": ", 1)[1][:37])' <cmd.out)"
+
+# --json: a check that cannot run still prints one object (verdict, message,
+# exit), so a script reads why from stdout as it reads a verdict.
+printf 'Mail;Segment\na@b.example;x\n' >no_email.csv
+rc "$CR" data check --template template.json --identity consumer-id --data no_email.csv --json \
+  --audit check-audit.jsonl
+expect_eq "data check --json, a missing column: exit 3" 3 "$RC"
+expect_eq "data check --json, a missing column: the verdict" EDATA "$(json_field cmd.out verdict)"
+expect_eq "data check --json, a missing column: the exit code" 3 "$(json_field cmd.out exit)"
+expect_grep "data check --json, a missing column: the message names it" 'missing column \\"email\\"' cmd.out
+rc "$CR" data check --template template.json --identity no-such-id --data no_email.csv --json
+expect_eq "data check --json, no identity: exit 2" 2 "$RC"
+expect_eq "data check --json, no identity: the verdict" ECONFIG "$(json_field cmd.out verdict)"
 
 finish
