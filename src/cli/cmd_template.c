@@ -355,6 +355,12 @@ static int cmd_template_sigs(const char *sub, int argc, char **argv) {
     sig_path = def_path = cr_template_sig_path(t);
   if (sign) {
     cr_role role;
+    /* Signing a version the file's signatures are not for drops them: if
+     * the partner signed that other version, the two copies differ. */
+    cr_template_sig_status before;
+    cr_error ignored;
+    if (cr_template_verify_sigs(t, sig_path, &before, &ignored) != 0)
+      memset(&before, 0, sizeof before);
     if ((rc = cr_identity_load(&id, identity, &err)) != 0 ||
         (rc = cr_template_sign(t, sig_path, id, &role, &err)) != 0) {
       cr_cli_errorf(cmd, "%s", cr_error_message(&err, rc));
@@ -365,6 +371,17 @@ static int cmd_template_sigs(const char *sub, int argc, char **argv) {
     }
     fprintf(stderr, "signed as the %s (%s); signatures are in %s\n", cr_role_name(role),
             t->parties[role].org, sig_path);
+    cr_role other = cr_role_other(role);
+    if (before.other_template && before.present[other]) {
+      char hex[CR_SHA256_HEX_BYTES];
+      cr_hex_encode(hex, t->sha256, CR_SHA256_BYTES);
+      fprintf(stderr,
+              "cleanroom template sign: warning: %s held the %s's signature for another "
+              "version of the template (%s), not this one (%s); it was dropped. If the %s "
+              "signed that version, your copies differ: compare `cleanroom template hash` "
+              "with the partner before you send the file back\n",
+              sig_path, cr_role_name(other), before.other_sha256, hex, cr_role_name(other));
+    }
   }
   cr_template_sig_status st;
   if ((rc = cr_template_verify_sigs(t, sig_path, &st, &err)) != 0) {

@@ -139,6 +139,22 @@ expect_eq "a tampered signature fails verify" 4 "$V3"
 expect_grep "the bad signature is reported" "INVALID" verify3.out
 cp good.sig signed.json.sig
 
+# The consumer's copy differs by one byte from the one the provider signed:
+# check says the provider's signature is for another template, and signing
+# that copy (which drops it) warns that the copies differ.
+sed 's/"min_count": 100/"min_count": 101/' signed.json >changed.json
+"$CR" template sign signed.json --identity provider-id >/dev/null 2>&1
+rm -f signed.json.sig
+"$CR" template sign signed.json --identity provider-id >/dev/null 2>&1
+cp signed.json.sig changed.json.sig
+"$CR" template check changed.json >changed.out 2>&1 || true
+expect_grep "check: the provider's signature is for another template" \
+  "provider  INVALID: the signature is for template $("$CR" template hash signed.json), not this one" changed.out
+"$CR" template sign changed.json --identity consumer-id >changed-sign.out 2>changed-sign.err
+expect_grep "signing a copy the partner's signature is not for warns that the copies differ" \
+  "held the provider's signature for another version of the template .*your copies differ" changed-sign.err
+cp good.sig signed.json.sig
+
 # --- expiry and set-size limits, refused before connecting -------------------
 sed 's/"not_after": "2030-12-31T00:00:00Z"/"not_after": "2020-01-01T00:00:00Z"/' template.json >expired.json
 run_client expired.json "$EX/consumer.csv" overlap
