@@ -26,8 +26,9 @@ static void data_help(void) {
          "A dry run of this node's data: loads it exactly as serve and run would for the\n"
          "template (and for --query: its filter, parameters and group_by), then prints\n"
          "rows read, accepted and rejected per reason with the first line (or row)\n"
-         "numbers, distinct keys, what the query's filter drops, the size per group, a\n"
-         "few normalized keys masked to their first and last character (so you can see\n"
+         "numbers, distinct keys, what the query's filter drops, the size per group\n"
+         "(those below min_count merged into (other), as a session does), a few\n"
+         "normalized keys masked to their first and last character (so you can see\n"
          "normalization worked; never a whole key), and whether serve and run would\n"
          "take the data. No network: nothing is sent to the partner. The check reads\n"
          "the data, so it is recorded in the audit log as data_checked (not a session;\n"
@@ -61,6 +62,32 @@ static const char *delim_name(char d) {
     return "'|'";
   default:
     return "none";
+  }
+}
+
+/*
+ * The groups as a session sends them: a label with fewer keys than the
+ * query's min_count is merged into "(other)" (its name never leaves the
+ * node; a label that is itself a key, group_by on a key column, is no
+ * exception), so the check lists what the partner's cells can name and
+ * prints no rare value of the data. *merged_labels counts the labels
+ * merged, *merged_size their keys.
+ */
+static int label_shown(const cr_party_data_check *c, size_t i) {
+  const cr_dataset *d = c->data;
+  return d->label_sizes[i] >= c->query->min_count &&
+         strcmp(d->label_names[i], CR_SESSION_OTHER_LABEL) != 0;
+}
+
+static void merged_labels(const cr_party_data_check *c, size_t *labels, uint64_t *size) {
+  const cr_dataset *d = c->data;
+  *labels = 0;
+  *size = 0;
+  for (size_t i = 0; i < d->nlabels; i++) {
+    if (label_shown(c, i))
+      continue;
+    (*labels)++;
+    *size += d->label_sizes[i];
   }
 }
 
@@ -128,10 +155,19 @@ static void print_human(const cr_party *party, const cr_party_data_check *c) {
            "                   not the exact count)\n",
            (unsigned long long)c->announced);
   if (d->nlabels > 0) {
+    size_t nm;
+    uint64_t msize;
+    merged_labels(c, &nm, &msize);
     printf("  groups (%s):\n", cr_cli_safe(c->query->group_by[role]));
     for (size_t i = 0; i < d->nlabels; i++)
-      printf("    %-24s %llu\n", cr_cli_safe(d->label_names[i]),
-             (unsigned long long)d->label_sizes[i]);
+      if (label_shown(c, i))
+        printf("    %-24s %llu\n", cr_cli_safe(d->label_names[i]),
+               (unsigned long long)d->label_sizes[i]);
+    if (nm > 0)
+      printf("    %-24s %llu (%zu label%s with fewer keys each than min_count %llu, merged; "
+             "their names stay on this node)\n",
+             CR_SESSION_OTHER_LABEL, (unsigned long long)msize, nm, nm == 1 ? "" : "s",
+             (unsigned long long)c->query->min_count);
     if (d->label_conflicts)
       printf("    (%llu key%s met with more than one label: the first row's counts)\n",
              (unsigned long long)d->label_conflicts, d->label_conflicts == 1 ? "" : "s");
@@ -219,11 +255,23 @@ static void print_json(const cr_party *party, const cr_party_data_check *c) {
                       c->announced == UINT64_MAX ? json_null()
                                                  : json_integer((json_int_t)c->announced));
   if (d->nlabels > 0) {
+    size_t nm;
+    uint64_t msize;
+    merged_labels(c, &nm, &msize);
     json_t *g = json_array();
     for (size_t i = 0; i < d->nlabels; i++) {
+      if (!label_shown(c, i))
+        continue;
       json_t *x = json_object();
       json_object_set_new(x, "label", cr_cli_jtext(d->label_names[i]));
       json_object_set_new(x, "size", json_integer((json_int_t)d->label_sizes[i]));
+      json_array_append_new(g, x);
+    }
+    if (nm > 0) {
+      json_t *x = json_object();
+      json_object_set_new(x, "label", json_string(CR_SESSION_OTHER_LABEL));
+      json_object_set_new(x, "size", json_integer((json_int_t)msize));
+      json_object_set_new(x, "labels_merged", json_integer((json_int_t)nm));
       json_array_append_new(g, x);
     }
     json_object_set_new(o, "groups", g);

@@ -168,6 +168,33 @@ expect_grep "data_query for a CSV: says it is for a database" "a data query is f
 expect_eq "data_query for a CSV, --json: the reason on stdout too" "a data query is for a database source" \
   "$(python3 -c 'import json, sys; print(json.load(sys.stdin)["message"].split(": ", 1)[1][:37])' <cmd.out)"
 
+# group_by: the check lists the groups as a session sends them; a label with
+# fewer keys than min_count is merged into (other) and not printed (here
+# every label is an e-mail, a match key: none may show).
+python3 - template.json >grouped.json <<'PY'
+import json, sys
+t = json.load(open(sys.argv[1]))
+t["queries"]["by_mail"] = {"kind": "count", "run_by": ["consumer"], "results_to": ["consumer"],
+                           "min_count": 2, "group_by": {"provider": "email"}}
+t["queries"]["by_segment"] = {"kind": "count", "run_by": ["consumer"], "results_to": ["consumer"],
+                              "min_count": 1000, "group_by": {"provider": "segment"}}
+json.dump(t, sys.stdout)
+PY
+head -400 "$EX/provider.csv" >p400.csv
+rc "$CR" data check --template grouped.json --identity provider-id --data p400.csv --query by_mail \
+  --audit check-audit.jsonl
+expect_eq "data check, group_by a key column: exit 0" 0 "$RC"
+expect_grep "data check, group_by a key column: every label merged into (other)" \
+  "(other) .*labels with fewer keys each than min_count 2, merged" cmd.out
+if grep -qiE "[a-z0-9]@[a-z0-9]" cmd.out; then fail "data check printed a key as a group label: $(grep -iE '[a-z0-9]@[a-z0-9]' cmd.out | head -1)"; else
+  ok "data check printed no key as a group label"
+fi
+rc "$CR" data check --template grouped.json --identity provider-id --data "$EX/provider.csv" \
+  --query by_segment --json --audit check-audit.jsonl
+expect_grep "data check --json: a label above min_count is listed" '{"label":"smart_home","size":' cmd.out
+expect_grep "data check --json: the smaller ones are (other), with how many were merged" \
+  '{"label":"(other)","size":[0-9]*,"labels_merged":2}' cmd.out
+
 # --json: a check that cannot run still prints one object (verdict, message,
 # exit), so a script reads why from stdout as it reads a verdict.
 printf 'Mail;Segment\na@b.example;x\n' >no_email.csv
