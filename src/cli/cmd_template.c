@@ -266,17 +266,38 @@ static int cmd_template_pin(int argc, char **argv) {
     json_object_set_new(cn, "cert_sha256", json_string(hc));
   if (addr)
     json_object_set_new(p, "address", json_string(addr));
-  rc = json_dump_file(root, out, JSON_INDENT(2)) == 0 ? 0 : CR_EIO;
+  char *text = json_dumps(root, JSON_INDENT(2));
   json_decref(root);
-  if (rc) {
-    cr_cli_errorf("template pin", "cannot write %s: %s", out, strerror(errno));
-    return EXIT_STORAGE;
+  if (text == NULL) {
+    cr_cli_errorf("template pin", "out of memory");
+    return EXIT_INTERNAL;
   }
+  size_t len = strlen(text);
+  char *nl = realloc(text, len + 2);
+  if (nl == NULL) {
+    free(text);
+    cr_cli_errorf("template pin", "out of memory");
+    return EXIT_INTERNAL;
+  }
+  text = nl;
+  text[len++] = '\n';
+  text[len] = '\0';
+  /* Validated before it is written: a pin that makes the template invalid
+   * (both parties with one fingerprint, say) leaves an existing --out as
+   * it was. */
   cr_template *t = NULL;
-  if ((rc = cr_template_load(&t, out, &err)) != 0) {
-    cr_cli_errorf("template pin", "wrote %s but it does not validate: %s", out,
+  if ((rc = cr_template_parse(&t, text, len, out, &err)) != 0) {
+    free(text);
+    cr_cli_errorf("template pin", "%s would not validate, so it was not written: %s", out,
                   cr_error_message(&err, rc));
     return template_exit(rc);
+  }
+  rc = cr_file_write_atomic(out, text, len, 0644, &err);
+  free(text);
+  if (rc) {
+    cr_template_free(t);
+    cr_cli_errorf("template pin", "cannot write %s: %s", out, cr_error_message(&err, rc));
+    return EXIT_STORAGE;
   }
   char hex[CR_SHA256_HEX_BYTES];
   cr_hex_encode(hex, t->sha256, CR_SHA256_BYTES);

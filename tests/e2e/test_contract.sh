@@ -84,6 +84,18 @@ else
   ok "template check printed no escape character"
 fi
 
+# A pin that would make the template invalid (the provider's fingerprint
+# for both parties) writes nothing: an existing template stays as it was.
+cp template.json repin.json
+set +e
+"$CR" template pin "$EX/template.json" --provider provider-id/identity.crt \
+  --consumer provider-id/identity.crt --out repin.json >/dev/null 2>repin.err
+RP=$?
+set -e
+expect_eq "a pin that would not validate exits 2" 2 "$RP"
+expect_grep "it says it wrote nothing" "would not validate, so it was not written" repin.err
+if cmp -s template.json repin.json; then ok "the existing --out is untouched"; else fail "a failed pin overwrote --out"; fi
+
 # --- signatures ----------------------------------------------------------------
 sed 's/"format": "cleanroom-template\/1",/"format": "cleanroom-template\/1", "require_signatures": true,/' \
   template.json >signed.json
