@@ -246,7 +246,16 @@ static int cmd_template_pin(int argc, char **argv) {
     return EXIT_USAGE;
   }
   json_error_t jerr;
-  json_t *root = json_load_file(in, JSON_REJECT_DUPLICATES, &jerr);
+  char *raw = NULL;
+  size_t rawlen = 0;
+  if ((rc = cr_read_file(in, CR_TEMPLATE_MAX_BYTES, &raw, &rawlen, &err)) != 0) {
+    cr_cli_errorf("template pin", "%s", cr_error_message(&err, rc));
+    return EXIT_USAGE;
+  }
+  /* A byte order mark (Notepad's) is not JSON; the loader skips it too. */
+  size_t skip = rawlen >= 3 && memcmp(raw, "\xef\xbb\xbf", 3) == 0 ? 3 : 0;
+  json_t *root = json_loadb(raw + skip, rawlen - skip, JSON_REJECT_DUPLICATES, &jerr);
+  free(raw);
   if (root == NULL) {
     cr_cli_errorf("template pin", "%s:%d:%d: %s", in, jerr.line, jerr.column, jerr.text);
     return EXIT_USAGE;

@@ -1654,6 +1654,13 @@ static int parse_core(cr_template **out, const char *json, size_t len, const cha
     rc = CR_ETEMPLATE;
     goto out;
   }
+  /* A UTF-8 byte order mark (Notepad writes one) is not part of the JSON
+   * text (RFC 8259 section 8.1 lets a parser ignore it); the hash is of the
+   * canonical form, so it does not change it either. */
+  if (json != NULL && len >= 3 && memcmp(json, "\xef\xbb\xbf", 3) == 0) {
+    json += 3;
+    len -= 3;
+  }
   /* Duplicate keys: two partners' parsers might keep different copies. */
   root = json_loadb(json != NULL ? json : "", len, JSON_REJECT_DUPLICATES, &jerr);
   if (root == NULL) {

@@ -209,6 +209,20 @@ static void test_base_parses(void **state) {
   hexof(hex, t->sha256);
   assert_string_equal(hex, BASE_SHA256);
   cr_template_free(t);
+
+  /* A UTF-8 byte order mark in front (Notepad writes one) is not part of
+   * the JSON text: the same template, the same hash. */
+  size_t n = strlen(s);
+  char *bom = malloc(n + 4);
+  assert_non_null(bom);
+  memcpy(bom, "\xef\xbb\xbf", 3);
+  memcpy(bom + 3, s, n + 1);
+  t = NULL;
+  assert_int_equal(cr_template_parse(&t, bom, n + 3, "bom.json", &err), 0);
+  hexof(hex, t->sha256);
+  assert_string_equal(hex, BASE_SHA256);
+  cr_template_free(t);
+  free(bom);
   free(s);
 }
 
