@@ -32,6 +32,23 @@ set -e
 expect_eq "an unknown field is an error" 2 "$TYPO_RC"
 expect_grep "the unknown field is named" 'sweet' typo.err
 
+# --json: one object on stdout, valid or not.
+"$CR" template check template.json --json >check.json
+expect_eq "check --json: valid" True "$(python3 -c 'import json, sys; print(json.load(sys.stdin)["valid"])' <check.json)"
+expect_eq "check --json: the hash is template hash's" "$("$CR" template hash template.json)" \
+  "$(python3 -c 'import json, sys; print(json.load(sys.stdin)["sha256"])' <check.json)"
+expect_eq "check --json: the queries" "overlap overlap_to_consumer" \
+  "$(python3 -c 'import json, sys; print(" ".join(q["name"] for q in json.load(sys.stdin)["queries"]))' <check.json)"
+expect_eq "check --json: signatures missing" missing \
+  "$(python3 -c 'import json, sys; print(json.load(sys.stdin)["signatures"]["provider"]["status"])' <check.json)"
+set +e
+"$CR" template check --json broken.json >broken.json.out 2>/dev/null
+BJ=$?
+set -e
+expect_eq "check --json on a broken template: exit 2" 2 "$BJ"
+expect_eq "check --json on a broken template: every error the text lists" "False $(grep -c '^  \$' broken.err)" \
+  "$(python3 -c 'import json, sys; d = json.load(sys.stdin); print(d["valid"], len(d["errors"]))' <broken.json.out)"
+
 # Every query's filter is parsed, both parties': each node parses only its
 # own, so the partner's broken filter would otherwise show only on its node.
 python3 - template.json >filters.json <<'PY'
