@@ -128,8 +128,14 @@ CR_NODISCARD int cr_suite_reblind_batch(const cr_suite *suite, uint8_t *out, con
  * forces libsodium; CLEANROOM_CRYPTO=emulated forces the batched algorithm
  * on portable C lanes ("emulated": a test and diagnostic mode, slower than
  * libsodium). All give bit-identical results. docs/crypto-backends.md.
+ * A batched backend is used only after a known-answer self-test against
+ * libsodium passes on this machine.
  */
 const char *cr_crypto_backend_name(void);
+
+/* NULL, or why the backend the CPU or CLEANROOM_CRYPTO asked for is not used
+ * (it failed its self-test; the process runs on libsodium). */
+const char *cr_crypto_backend_note(void);
 
 /* NULL when the name is unknown. */
 const cr_suite *cr_suite_find(const char *name);

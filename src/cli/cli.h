@@ -18,7 +18,11 @@
 #include "cleanroom/template.h"
 
 #define CR_SOFTWARE CR_PARTY_SOFTWARE
-#define CR_CLI_PROG "cleanroom"
+/* The command's name in messages: "cleanroom", or "cleanroom-mpi" when that
+ * command runs the node (cr_cli_set_prog). */
+extern const char *cr_cli_prog;
+#define CR_CLI_PROG cr_cli_prog
+void cr_cli_set_prog(const char *name);
 
 enum {
   EXIT_OK = 0,

@@ -896,7 +896,7 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
       node_help(cmd);
       return EXIT_OK;
     default:
-      fprintf(stderr, "Run `cleanroom %s --help` for the options.\n", cmd);
+      fprintf(stderr, "Run `%s %s --help` for the options.\n", CR_CLI_PROG, cmd);
       return EXIT_USAGE;
     }
   }
@@ -919,7 +919,7 @@ int cr_cli_node(const char *cmd, int argc, char **argv) {
   if (!serve && !o.template_path)
     missing = "--template FILE";
   if (missing) {
-    cr_cli_errorf(cmd, "%s is required; see `cleanroom %s --help`", missing, cmd);
+    cr_cli_errorf(cmd, "%s is required; see `%s %s --help`", missing, CR_CLI_PROG, cmd);
     return EXIT_USAGE;
   }
   if (serve && o.query) {

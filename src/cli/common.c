@@ -20,6 +20,10 @@ json_t *cr_cli_jtext(const char *s) {
   return j ? j : json_string("");
 }
 
+const char *cr_cli_prog = "cleanroom";
+
+void cr_cli_set_prog(const char *name) { cr_cli_prog = name; }
+
 void cr_cli_errorf(const char *cmd, const char *fmt, ...) {
   va_list ap;
   fprintf(stderr, "%s %s: error: ", CR_CLI_PROG, cmd);

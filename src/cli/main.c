@@ -68,6 +68,8 @@ int cr_cli_main(int argc, char **argv) {
     /* Which ristretto255 backend this machine uses (CLEANROOM_CRYPTO and
      * the CPU decide; docs/crypto-backends.md). Results never depend on it. */
     printf("crypto backend: %s\n", cr_crypto_backend_name());
+    if (cr_crypto_backend_note() != NULL)
+      printf("crypto backend note: %s\n", cr_crypto_backend_note());
     return EXIT_OK;
   }
   /* Each command parses its own options from argv[1..]. */

@@ -57,6 +57,11 @@ extern const cr_r255x8_backend *const cr__r255x8_ifma;
  * saves the state the instructions use. */
 int cr__r255x8_cpu_has_ifma(void);
 
+/* One call of each entry point against libsodium on fixed public inputs:
+ * 0 when every byte and lane mask agrees, -1 otherwise. The dispatcher runs
+ * it before using a backend (backend.c). */
+int cr__r255x8_selftest(const cr_r255x8_backend *be);
+
 /* The backend chosen once for this process (CLEANROOM_CRYPTO, then the CPU;
  * see cr_crypto_backend_name in cleanroom/crypto.h); NULL means libsodium. */
 const cr_r255x8_backend *cr__r255x8_backend(void);

@@ -72,6 +72,7 @@ static void on_failure(void *ctx) {
 }
 
 int main(int argc, char **argv) {
+  cr_cli_set_prog(PROG);
   if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
       strcmp(argv[1], "help") == 0) {
     usage(argc < 2 ? stderr : stdout);
@@ -84,8 +85,10 @@ int main(int argc, char **argv) {
     if (MPI_Get_library_version(lib, &len) != MPI_SUCCESS)
       len = 0;
     lib[len > 0 ? strcspn(lib, ",\n") : 0] = '\0';
-    printf("%s\ncrypto backend: %s\nMPI: %s\n", CR_SOFTWARE, cr_crypto_backend_name(),
-           len > 0 ? lib : "unknown");
+    printf("%s\ncrypto backend: %s\n", CR_SOFTWARE, cr_crypto_backend_name());
+    if (cr_crypto_backend_note() != NULL)
+      printf("crypto backend note: %s\n", cr_crypto_backend_note());
+    printf("MPI: %s\n", len > 0 ? lib : "unknown");
     return EXIT_OK;
   }
   if (strcmp(argv[1], "serve") != 0 && strcmp(argv[1], "run") != 0) {

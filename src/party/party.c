@@ -168,6 +168,9 @@ static int record_start(cr_party *p, cr_error *err) {
   json_object_set_new(ev, p->mode == CR_PARTY_SERVE ? "listen" : "peer",
                       cr__jtext(p->address ? p->address : ""));
   json_object_set_new(ev, "memory_bytes", json_integer((json_int_t)p->memory_bytes));
+  json_object_set_new(ev, "crypto_backend", cr__jtext(cr_crypto_backend_name()));
+  if (cr_crypto_backend_note() != NULL)
+    json_object_set_new(ev, "crypto_backend_note", cr__jtext(cr_crypto_backend_note()));
   json_object_set_new(ev, "work_dir", cr__jtext(p->work_dir));
   if (p->cluster_processes > 0)
     json_object_set_new(ev, "cluster", cluster_json(p));

@@ -102,6 +102,7 @@ check_combo() {
     expect_eq "$tag: run exits 0" 0 "$(cat "m$kp-$kc-$q.rc")"
     if [ "$kc" -gt 1 ]; then
       expect_grep "$tag: rank 0 names the processes" "$kc processes on 1 host(s) ($HOST_NAME)" "m$kp-$kc-$q.err"
+      expect_grep "$tag: rank 0 speaks as cleanroom-mpi" "^cleanroom-mpi run: " "m$kp-$kc-$q.err"
     fi
     local got want
     # (the members file's name is the run's own: compared below)

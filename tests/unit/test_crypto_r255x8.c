@@ -363,6 +363,64 @@ static void test_dispatch(void **state) {
                                                     : "libsodium");
 }
 
+/* ---- the self-test the dispatcher runs before choosing a backend --------- */
+
+/* A backend that is the emulated one but for one wrong output: which entry
+ * point, which lane, and how, are set per case. */
+static int broken_fn, broken_lane;
+
+static void flip(uint8_t out[8][32], int fn) {
+  if (broken_fn == fn)
+    out[broken_lane][broken_lane * 3 % 32] ^= 0x10;
+}
+
+static unsigned broken_roundtrip(uint8_t out[8][32], const uint8_t in[8][32]) {
+  unsigned m = cr__r255x8_emulated.roundtrip(out, in);
+  flip(out, 1);
+  return broken_fn == 5 ? m ^ (1u << broken_lane) : m;
+}
+
+static void broken_from_uniform(uint8_t out[8][32], const uint8_t in[8][64]) {
+  cr__r255x8_emulated.from_uniform(out, in);
+  flip(out, 2);
+}
+
+static unsigned broken_scalarmult(uint8_t out[8][32], const uint8_t k[32],
+                                  const uint8_t in[8][32]) {
+  unsigned m = cr__r255x8_emulated.scalarmult(out, k, in);
+  flip(out, 3);
+  return broken_fn == 6 ? m ^ (1u << broken_lane) : m;
+}
+
+static void broken_hash_blind(uint8_t out[8][32], const uint8_t k[32], const uint8_t u[8][64]) {
+  cr__r255x8_emulated.hash_blind(out, k, u);
+  flip(out, 4);
+}
+
+static const cr_r255x8_backend broken = {"broken", broken_roundtrip, broken_from_uniform,
+                                         broken_scalarmult, broken_hash_blind};
+
+/* Every backend this machine runs passes; one wrong byte or lane mask in
+ * any entry point, in any lane (invalid lanes included), fails it. */
+static void test_selftest(void **state) {
+  (void)state;
+  for (size_t b = 0; b < n_backends; b++)
+    assert_int_equal(cr__r255x8_selftest(backends[b]), 0);
+  broken_fn = 0;
+  assert_int_equal(cr__r255x8_selftest(&broken), 0); /* the control: nothing broken */
+  for (broken_fn = 1; broken_fn <= 6; broken_fn++)
+    for (broken_lane = 0; broken_lane < 8; broken_lane++) {
+      if (cr__r255x8_selftest(&broken) != -1)
+        fail_msg("a broken entry point %d in lane %d passed the self-test", broken_fn,
+                 broken_lane);
+    }
+  /* A backend that passes is chosen with no note. */
+  cr__crypto_backend_force("emulated");
+  assert_string_equal(cr_crypto_backend_name(), "emulated");
+  assert_null(cr_crypto_backend_note());
+  cr__crypto_backend_force(NULL);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_rfc9496_a1_generator_multiples),
@@ -371,6 +429,7 @@ int main(void) {
       cmocka_unit_test(test_rfc9380_k3_hash_to_group),
       cmocka_unit_test(test_suite_batch),
       cmocka_unit_test(test_dispatch),
+      cmocka_unit_test(test_selftest),
   };
   return cmocka_run_group_tests(tests, setup, NULL);
 }
