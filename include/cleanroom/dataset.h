@@ -120,6 +120,11 @@ const char *cr_reject_text(cr_reject_reason r); /* explanation for people */
  */
 int cr_normalize_key(const cr_match_key *mk, const char *const *values, const size_t *lens,
                      cr_buf *out, cr_reject_reason *reason);
+/* The same with role's chain (cr_match_key_normalizers): the one to use
+ * for a party's data, whose normalizers the template may give per party.
+ * cr_normalize_key is CR_EINVAL for such a key. */
+int cr_normalize_key_as(const cr_match_key *mk, cr_role role, const char *const *values,
+                        const size_t *lens, cr_buf *out, cr_reject_reason *reason);
 
 /* ---- Row sources --------------------------------------------------------- */
 /*

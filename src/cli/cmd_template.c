@@ -43,8 +43,19 @@ static void print_template_summary(const cr_template *t) {
       }
     }
     printf("; normalize:");
-    for (size_t i = 0; i < mk->nnormalize; i++)
-      printf(" %s", cr_normalizer_name(mk->normalize[i]));
+    if (mk->normalize != NULL) {
+      for (size_t i = 0; i < mk->nnormalize; i++)
+        printf(" %s", cr_normalizer_name(mk->normalize[i]));
+    } else {
+      /* Per party: each side's chain to the same value. */
+      for (int r = 0; r < CR_ROLE_COUNT; r++) {
+        size_t n = 0;
+        const cr_normalizer *chain = cr_match_key_normalizers(mk, (cr_role)r, &n);
+        printf("%s %s", r ? ";" : "", cr_role_name((cr_role)r));
+        for (size_t i = 0; i < n; i++)
+          printf("%s%s", i ? ", " : " ", cr_normalizer_name(chain[i]));
+      }
+    }
     if (mk->default_country_code)
       printf("; default country code %s", mk->default_country_code);
     printf(")\n");
@@ -246,9 +257,15 @@ static json_t *template_json(const cr_template *t) {
                           strv_json((char *const *)cr_match_key_columns(mk, (cr_role)r),
                                     mk->ncolumns));
     json_object_set_new(x, "columns", cols);
-    json_t *norm = json_array();
-    for (size_t i = 0; i < mk->nnormalize; i++)
-      json_array_append_new(norm, json_string(cr_normalizer_name(mk->normalize[i])));
+    json_t *norm = json_object();
+    for (int r = 0; r < CR_ROLE_COUNT; r++) {
+      size_t n = 0;
+      const cr_normalizer *chain = cr_match_key_normalizers(mk, (cr_role)r, &n);
+      json_t *a = json_array();
+      for (size_t i = 0; i < n; i++)
+        json_array_append_new(a, json_string(cr_normalizer_name(chain[i])));
+      json_object_set_new(norm, cr_role_name((cr_role)r), a);
+    }
     json_object_set_new(x, "normalize", norm);
     if (mk->default_country_code)
       json_object_set_new(x, "default_country_code", cr_cli_jtext(mk->default_country_code));

@@ -260,13 +260,41 @@ static int cc_valid(const char *cc, size_t *len) {
   return 1;
 }
 
+static int normalize_chain(const cr_match_key *mk, const cr_normalizer *chain, size_t nchain,
+                           const char *const *values, const size_t *lens, cr_buf *out,
+                           cr_reject_reason *reason);
+
 int cr_normalize_key(const cr_match_key *mk, const char *const *values, const size_t *lens,
                      cr_buf *out, cr_reject_reason *reason) {
+  /* A key whose chains are per party needs the role (cr_normalize_key_as):
+   * never the raw value. */
+  if (mk == NULL || mk->party_normalize[CR_ROLE_PROVIDER] != NULL ||
+      mk->party_normalize[CR_ROLE_CONSUMER] != NULL ||
+      (mk->nnormalize > 0 && mk->normalize == NULL))
+    return CR_EINVAL;
+  return normalize_chain(mk, mk->normalize, mk->nnormalize, values, lens, out, reason);
+}
+
+int cr_normalize_key_as(const cr_match_key *mk, cr_role role, const char *const *values,
+                        const size_t *lens, cr_buf *out, cr_reject_reason *reason) {
+  if (mk == NULL || (role != CR_ROLE_PROVIDER && role != CR_ROLE_CONSUMER))
+    return CR_EINVAL;
+  if (mk->party_normalize[CR_ROLE_PROVIDER] == NULL && mk->party_normalize[CR_ROLE_CONSUMER] == NULL)
+    return cr_normalize_key(mk, values, lens, out, reason);
+  size_t n = 0;
+  const cr_normalizer *chain = cr_match_key_normalizers(mk, role, &n);
+  if (chain == NULL || n == 0)
+    return CR_EINVAL;
+  return normalize_chain(mk, chain, n, values, lens, out, reason);
+}
+
+static int normalize_chain(const cr_match_key *mk, const cr_normalizer *chain, size_t nchain,
+                           const char *const *values, const size_t *lens, cr_buf *out,
+                           cr_reject_reason *reason) {
   int rc = 0;
   size_t cclen = 0;
   const char *cc = NULL;
-  if (mk == NULL || values == NULL || out == NULL || reason == NULL || mk->ncolumns == 0 ||
-      (mk->nnormalize > 0 && mk->normalize == NULL))
+  if (mk == NULL || values == NULL || out == NULL || reason == NULL || mk->ncolumns == 0)
     return CR_EINVAL;
   if (mk->default_country_code != NULL) {
     if (!cc_valid(mk->default_country_code, &cclen))
@@ -287,8 +315,8 @@ int cr_normalize_key(const cr_match_key *mk, const char *const *values, const si
     }
     if ((rc = cr_buf_append(out, v, n)) != 0)
       goto out;
-    for (size_t k = 0; k < mk->nnormalize; k++) {
-      switch (mk->normalize[k]) {
+    for (size_t k = 0; k < nchain; k++) {
+      switch (chain[k]) {
       case CR_NORM_EMAIL:
         rc = norm_email(out, start);
         *reason = CR_REJECT_EMAIL;

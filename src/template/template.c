@@ -509,6 +509,56 @@ const char *const *cr_match_key_columns(const cr_match_key *mk, cr_role r) {
   return (const char *const *)mk->columns;
 }
 
+const cr_normalizer *cr_match_key_normalizers(const cr_match_key *mk, cr_role r, size_t *n) {
+  if (mk == NULL || (r != CR_ROLE_PROVIDER && r != CR_ROLE_CONSUMER)) {
+    if (n != NULL)
+      *n = 0;
+    return NULL;
+  }
+  if (mk->party_normalize[r] != NULL) {
+    if (n != NULL)
+      *n = mk->nparty_normalize[r];
+    return mk->party_normalize[r];
+  }
+  if (n != NULL)
+    *n = mk->nnormalize;
+  return mk->normalize;
+}
+
+/* One normalizer chain (a non-empty array of names) into *out; 1 if valid,
+ * *phone set when it lists "phone". */
+static int want_normalizers(vctx *v, json_t *e, cr_normalizer **out, size_t *nout, int *phone) {
+  int ok = 1;
+  if (!json_is_array(e) || json_array_size(e) == 0) {
+    verr(v, e,
+         "a non-empty array of \"email\", \"phone\", \"text\", \"sha256\", "
+         "\"hashed_sha256\" (or an object with a list for \"provider\" and one for "
+         "\"consumer\")");
+    return 0;
+  }
+  if (json_array_size(e) > CR_TEMPLATE_MAX_NORMALIZE) {
+    verr(v, e, "at most %d normalizers", CR_TEMPLATE_MAX_NORMALIZE);
+    return 0;
+  }
+  if ((*out = calloc(json_array_size(e), sizeof **out)) == NULL) {
+    v->el->oom = 1;
+    return 0;
+  }
+  for (size_t i = 0; i < json_array_size(e); i++) {
+    json_t *x = json_array_get(e, i);
+    size_t m2 = path_index(v, i);
+    if (!json_is_string(x) || parse_normalizer(json_string_value(x), &(*out)[i]) != 0) {
+      verr(v, x, "one of \"email\", \"phone\", \"text\", \"sha256\", \"hashed_sha256\"");
+      ok = 0;
+    } else if ((*out)[i] == CR_NORM_PHONE) {
+      *phone = 1;
+    }
+    path_pop(v, m2);
+  }
+  *nout = json_array_size(e);
+  return ok;
+}
+
 /* Returns 1 if the match key is valid (its columns then feed later checks). */
 static int check_match_key(vctx *v, json_t *j, cr_match_key *mk) {
   static const char *const fields[] = {"name", "columns", "normalize", "default_country_code"};
@@ -539,31 +589,29 @@ static int check_match_key(vctx *v, json_t *j, cr_match_key *mk) {
 
   mark = path_key(v, "normalize");
   e = json_object_get(j, "normalize");
-  if (!json_is_array(e) || json_array_size(e) == 0) {
-    verr(v, e,
-         "a non-empty array of \"email\", \"phone\", \"text\", \"sha256\", "
-         "\"hashed_sha256\"");
-    ok = 0;
-  } else if (json_array_size(e) > CR_TEMPLATE_MAX_NORMALIZE) {
-    verr(v, e, "at most %d normalizers", CR_TEMPLATE_MAX_NORMALIZE);
-    ok = 0;
-  } else if ((mk->normalize = calloc(json_array_size(e), sizeof *mk->normalize)) == NULL) {
-    v->el->oom = 1;
-    ok = 0;
-  } else {
-    norm_ok = 1;
-    for (size_t i = 0; i < json_array_size(e); i++) {
-      json_t *x = json_array_get(e, i);
-      size_t m2 = path_index(v, i);
-      if (!json_is_string(x) || parse_normalizer(json_string_value(x), &mk->normalize[i]) != 0) {
-        verr(v, x, "one of \"email\", \"phone\", \"text\", \"sha256\", \"hashed_sha256\"");
-        ok = norm_ok = 0;
-      } else if (mk->normalize[i] == CR_NORM_PHONE) {
-        phone = 1;
+  if (json_is_object(e)) {
+    /* Per party: each side's chain to the same value. */
+    static const char *const roles[] = {"provider", "consumer"};
+    check_fields(v, e, roles, 2);
+    norm_ok = json_object_size(e) <= 2;
+    for (int r = 0; r < CR_ROLE_COUNT; r++) {
+      size_t m2 = path_key(v, roles[r]);
+      json_t *x = json_object_get(e, roles[r]);
+      if (x == NULL) {
+        verr(v, NULL, "the %s's normalizers (a non-empty array)", roles[r]);
+        norm_ok = 0;
+      } else if (!want_normalizers(v, x, &mk->party_normalize[r], &mk->nparty_normalize[r],
+                                   &phone)) {
+        norm_ok = 0;
       }
       path_pop(v, m2);
     }
-    mk->nnormalize = json_array_size(e);
+    if (!norm_ok)
+      ok = 0;
+  } else if (!want_normalizers(v, e, &mk->normalize, &mk->nnormalize, &phone)) {
+    ok = 0;
+  } else {
+    norm_ok = 1;
   }
   path_pop(v, mark);
 
@@ -1906,6 +1954,8 @@ void cr_template_free(cr_template *t) {
       free(pc);
     }
     free(mk->normalize);
+    for (int r = 0; r < CR_ROLE_COUNT; r++)
+      free(mk->party_normalize[r]);
     free(mk->default_country_code);
   }
   for (size_t i = 0; i < t->nqueries; i++) {

@@ -184,6 +184,45 @@ expect_grep "signing a copy the partner's signature is not for warns that the co
   "held the provider's signature for another version of the template .*your copies differ" changed-sign.err
 cp good.sig signed.json.sig
 
+# --- normalizers per party: raw e-mails against a partner's hashed ones ------
+# The provider holds e-mails, the consumer only their SHA-256 (hex, upper
+# or lower case): "email", "sha256" on one side and "hashed_sha256" on the
+# other give the same value, so the overlap is counted as on raw e-mails.
+python3 - template.json "$EX/provider.csv" "$EX/consumer.csv" >hashed.truth <<'PY'
+import csv, hashlib, json, sys
+t = json.load(open(sys.argv[1]))
+t["match_key"]["normalize"] = {"provider": ["email", "sha256"], "consumer": ["hashed_sha256"]}
+json.dump(t, open("hashed.json", "w"), indent=2)
+def norm(v):
+    v = v.strip().lower()
+    p = v.split("@")
+    return v if len(p) == 2 and p[0] and p[1] and not any(c.isspace() for c in v) else None
+prov = {norm(r["email"]) for r in csv.DictReader(open(sys.argv[2]))} - {None}
+cons = {norm(r["email"]) for r in csv.DictReader(open(sys.argv[3]))} - {None}
+with open("consumer_hashed.csv", "w") as f:
+    f.write("email,policy_type\n")
+    for i, e in enumerate(sorted(cons)):
+        h = hashlib.sha256(e.encode()).hexdigest()
+        f.write("%s,x\n" % (h.upper() if i % 2 else h))
+print(len(prov & cons))
+PY
+"$CR" template check hashed.json >hashed.check 2>&1 || { cat hashed.check >&2; fail "a template with normalizers per party"; }
+expect_grep "check shows each party's normalizers" \
+  "normalize: provider email, sha256; consumer hashed_sha256" hashed.check
+start_server hashed.json "$EX/provider.csv" --once
+run_client hashed.json consumer_hashed.csv overlap
+wait_server
+expect_eq "raw against hashed e-mails: run exits 0" 0 "$RUN_RC"
+expect_eq "raw against hashed e-mails: the overlap of the raw e-mails" "$(cat hashed.truth)" \
+  "$(json_field run.out count)"
+sed 's/"hashed_sha256"/"hashed_sha256", "fone"/' hashed.json >hashed-bad.json
+set +e
+"$CR" template check hashed-bad.json >/dev/null 2>hashed-bad.err
+HB=$?
+set -e
+expect_eq "a bad normalizer of one party: exit 2" 2 "$HB"
+expect_grep "the error names the party's list" '\$.match_key.normalize.consumer\[1\]: found "fone"' hashed-bad.err
+
 # --- expiry and set-size limits, refused before connecting -------------------
 sed 's/"not_after": "2030-12-31T00:00:00Z"/"not_after": "2020-01-01T00:00:00Z"/' template.json >expired.json
 run_client expired.json "$EX/consumer.csv" overlap

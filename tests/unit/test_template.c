@@ -275,6 +275,8 @@ static void test_accepted_variants(void **state) {
       {"parties/provider/address", "'h:65535'"},
       {"suite", "'p256'"},
       {"match_key/normalize", "['text', 'sha256', 'hashed_sha256']"},
+      /* Per party: raw e-mails on one side, their hashes on the other. */
+      {"match_key/normalize", "{'provider': ['email', 'sha256'], 'consumer': ['hashed_sha256']}"},
       {"limits/min_set_size", "0"},
       {"limits/max_set_size", "1000"}, /* == min_set_size */
       {"limits/not_after", "'2028-02-29T12:34:56Z'"},
@@ -308,6 +310,40 @@ static void test_accepted_variants(void **state) {
 /* limits.size_buckets: the default ladder, a geometric one, explicit edges. */
 /* match_key.columns per party: each role gets its own names (and they are
  * required of it), the template hash is that of the file as ever. */
+/* match_key.normalize per party: each role gets its own chain; the shared
+ * one is then absent (and cr_normalize_key, which has no role, refuses). */
+static void test_party_normalizers(void **state) {
+  (void)state;
+  char *s = mutated("match_key/normalize",
+                    "{'provider': ['email', 'sha256'], 'consumer': ['hashed_sha256']}");
+  cr_template *t = NULL;
+  cr_error err;
+  cr_error_clear(&err);
+  int rc = cr_template_parse(&t, s, strlen(s), "t", &err);
+  if (rc != 0)
+    print_error("%s\n", err.msg);
+  assert_int_equal(rc, 0);
+  assert_null(t->match_key.normalize);
+  size_t n = 0;
+  const cr_normalizer *p = cr_match_key_normalizers(&t->match_key, CR_ROLE_PROVIDER, &n);
+  assert_int_equal(n, 2);
+  assert_int_equal(p[0], CR_NORM_EMAIL);
+  assert_int_equal(p[1], CR_NORM_SHA256);
+  const cr_normalizer *c = cr_match_key_normalizers(&t->match_key, CR_ROLE_CONSUMER, &n);
+  assert_int_equal(n, 1);
+  assert_int_equal(c[0], CR_NORM_HASHED_SHA256);
+  cr_template_free(t);
+  free(s);
+  /* Shared: both roles get the one chain. */
+  s = dq(BASE);
+  assert_int_equal(cr_template_parse(&t, s, strlen(s), "t", &err), 0);
+  p = cr_match_key_normalizers(&t->match_key, CR_ROLE_CONSUMER, &n);
+  assert_int_equal(n, 1);
+  assert_ptr_equal(p, t->match_key.normalize);
+  cr_template_free(t);
+  free(s);
+}
+
 static void test_party_columns(void **state) {
   (void)state;
   char *s = mutated("match_key/columns", "{'provider': ['email_address'], 'consumer': ['Mail']}");
@@ -749,6 +785,15 @@ static const bad_case BAD[] = {
      "$.queries.eligible_patients.where.provider: found \"age = 1 AND dx_code = \\u001b\", "
      "expected a filter expression without control characters",
      1},
+    /* Normalizers per party: both lists, each a valid chain. */
+    {"match_key/normalize", "{'provider': ['email']}",
+     "$.match_key.normalize.consumer: missing, expected the consumer's normalizers", 1},
+    {"match_key/normalize", "{'provider': ['email'], 'consumer': []}",
+     "$.match_key.normalize.consumer: found an array, expected a non-empty array of", 1},
+    {"match_key/normalize", "{'provider': ['email'], 'consumer': ['fone']}",
+     "$.match_key.normalize.consumer[0]: found \"fone\"", 1},
+    {"match_key/normalize", "{'provider': ['email'], 'consumer': ['email'], 'auditor': ['email']}",
+     "$.match_key.normalize.auditor: unknown field", 1},
     /* Column names match a header without regard to case. */
     {"match_key/columns", "['email', 'EMAIL']",
      "$.match_key.columns[1]: found \"EMAIL\", expected a value not already listed at [0] (column "
@@ -1657,6 +1702,7 @@ int main(void) {
       cmocka_unit_test(test_not_after_values),
       cmocka_unit_test(test_size_buckets),
       cmocka_unit_test(test_party_columns),
+      cmocka_unit_test(test_party_normalizers),
       cmocka_unit_test(test_time_iso),
       cmocka_unit_test(test_match_keys),
       cmocka_unit_test(test_match_keys_rejected),
