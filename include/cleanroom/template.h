@@ -146,7 +146,7 @@ typedef struct cr_match_key {
   char **columns; /* the shared list; NULL when given per party */
   size_t ncolumns;
   char **party_columns[CR_ROLE_COUNT]; /* per party; NULL when shared */
-  cr_normalizer *normalize; /* the shared chain; NULL when given per party */
+  cr_normalizer *normalize;            /* the shared chain; NULL when given per party */
   size_t nnormalize;
   /* Per party ({"provider": [...], "consumer": [...]}): each side's own
    * chain to the same normalized value (raw e-mails through "email",

@@ -253,9 +253,9 @@ static json_t *template_json(const cr_template *t) {
     json_object_set_new(x, "name", cr_cli_jtext(mk->name));
     json_t *cols = json_object();
     for (int r = 0; r < CR_ROLE_COUNT; r++)
-      json_object_set_new(cols, cr_role_name((cr_role)r),
-                          strv_json((char *const *)cr_match_key_columns(mk, (cr_role)r),
-                                    mk->ncolumns));
+      json_object_set_new(
+          cols, cr_role_name((cr_role)r),
+          strv_json((char *const *)cr_match_key_columns(mk, (cr_role)r), mk->ncolumns));
     json_object_set_new(x, "columns", cols);
     json_t *norm = json_object();
     for (int r = 0; r < CR_ROLE_COUNT; r++) {
@@ -744,9 +744,10 @@ int cr_cli_template(int argc, char **argv) {
     if (sp != NULL && cr_template_verify_sigs(t, sp, &st, &err) == 0) {
       for (int r = 0; r < CR_ROLE_COUNT; r++) {
         json_t *x = json_object();
-        json_object_set_new(x, "status", json_string(!st.present[r] ? "missing"
-                                                     : st.valid[r]  ? "valid"
-                                                                    : "invalid"));
+        json_object_set_new(x, "status",
+                            json_string(!st.present[r] ? "missing"
+                                        : st.valid[r]  ? "valid"
+                                                       : "invalid"));
         if (st.present[r] && !st.valid[r])
           json_object_set_new(x, "why", cr_cli_jtext(st.why[r]));
         json_object_set_new(sj, cr_role_name((cr_role)r), x);

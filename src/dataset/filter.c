@@ -1170,8 +1170,8 @@ static int parse_predicate(parser *ps, uint32_t *out) {
     else if (ps->cur.type != T_PARAM)
       rc = expected(ps, "'(' or a :parameter after IN");
     else {
-      cr_param_type type;
-      int32_t idx;
+      cr_param_type type = CR_PARAM_STRING; /* set by use_param on success */
+      int32_t idx = -1;
       if ((rc = use_param(ps, &type, &idx)) != 0)
         return rc;
       if (type != CR_PARAM_STRING_LIST)

@@ -177,12 +177,12 @@ static int norm_phone(cr_buf *b, size_t start, const char *cc, size_t cclen) {
       goto reject;
     memcpy(e + ne, cc, cclen);
     ne += cclen;
-    if (nd > 0 && d[0] == '0')
-      off = 1;
-    /* North America (+1): a national number is 10 digits whose area code
-     * starts with 2-9, and its trunk prefix is 1, so "1 206 555 0100" (or
-     * "12065550100", +1 without the plus) is +12065550100, not +112065550100. */
-    else if (cclen == 1 && cc[0] == '1' && nd == 11 && d[0] == '1' && d[1] >= '2')
+    /* One trunk prefix goes: '0', or in North America (+1, whose national
+     * numbers are 10 digits with an area code starting 2-9) '1', so
+     * "1 206 555 0100" (or "12065550100", +1 without the plus) is
+     * +12065550100, not +112065550100. */
+    int nanp_trunk = cclen == 1 && cc[0] == '1' && nd == 11 && d[0] == '1' && d[1] >= '2';
+    if ((nd > 0 && d[0] == '0') || nanp_trunk)
       off = 1;
   }
   memcpy(e + ne, d + off, nd - off);
@@ -279,7 +279,8 @@ int cr_normalize_key_as(const cr_match_key *mk, cr_role role, const char *const 
                         const size_t *lens, cr_buf *out, cr_reject_reason *reason) {
   if (mk == NULL || (role != CR_ROLE_PROVIDER && role != CR_ROLE_CONSUMER))
     return CR_EINVAL;
-  if (mk->party_normalize[CR_ROLE_PROVIDER] == NULL && mk->party_normalize[CR_ROLE_CONSUMER] == NULL)
+  if (mk->party_normalize[CR_ROLE_PROVIDER] == NULL &&
+      mk->party_normalize[CR_ROLE_CONSUMER] == NULL)
     return cr_normalize_key(mk, values, lens, out, reason);
   size_t n = 0;
   const cr_normalizer *chain = cr_match_key_normalizers(mk, role, &n);

@@ -318,8 +318,9 @@ static int want_strv(vctx *v, json_t *j, int nonempty, size_t max, const char *w
       for (size_t k = 0; k < i; k++) {
         json_t *p = json_array_get(j, k);
         if (json_is_string(p) && strcasecmp(json_string_value(p), json_string_value(e)) == 0) {
-          verr(v, e, "a value not already listed at [%zu] (column names are compared without "
-                     "regard to case)",
+          verr(v, e,
+               "a value not already listed at [%zu] (column names are compared without "
+               "regard to case)",
                k);
           ok = 0;
           break;
@@ -1560,8 +1561,7 @@ static void check_distinct_parties(vctx *v, json_t *parties) {
   for (int r = 0; r < CR_ROLE_COUNT; r++) {
     json_t *p = json_object_get(parties, cr_role_name((cr_role)r));
     e[r] = json_is_object(p) ? json_object_get(p, "cert_sha256") : NULL;
-    if (!json_is_string(e[r]) ||
-        cr_hex_decode(fp[r], sizeof fp[r], json_string_value(e[r])) != 0)
+    if (!json_is_string(e[r]) || cr_hex_decode(fp[r], sizeof fp[r], json_string_value(e[r])) != 0)
       return;
   }
   if (memcmp(fp[CR_ROLE_PROVIDER], fp[CR_ROLE_CONSUMER], CR_SHA256_BYTES) != 0 ||

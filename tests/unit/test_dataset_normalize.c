@@ -332,14 +332,10 @@ static void test_party_chains(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_email),
-      cmocka_unit_test(test_phone),
-      cmocka_unit_test(test_party_chains),
-      cmocka_unit_test(test_text),
-      cmocka_unit_test(test_sha256),
-      cmocka_unit_test(test_hashed_sha256),
-      cmocka_unit_test(test_composite),
-      cmocka_unit_test(test_invalid_arguments),
+      cmocka_unit_test(test_email),        cmocka_unit_test(test_phone),
+      cmocka_unit_test(test_party_chains), cmocka_unit_test(test_text),
+      cmocka_unit_test(test_sha256),       cmocka_unit_test(test_hashed_sha256),
+      cmocka_unit_test(test_composite),    cmocka_unit_test(test_invalid_arguments),
       cmocka_unit_test(test_reject_names),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -768,10 +768,10 @@ static const bad_case BAD[] = {
     /* Control characters: printed to terminals, an escape sequence from a
      * partner's draft would rewrite what the operator reads. */
     {"name", "'Acme\\u001b[2J'",
-     "$.name: found \"Acme\\u001b[2J\", expected a non-empty string without control characters",
-     1},
-    {"name", "'two\\nlines'", "$.name: found \"two\\u000alines\", expected a non-empty string "
-                              "without control characters",
+     "$.name: found \"Acme\\u001b[2J\", expected a non-empty string without control characters", 1},
+    {"name", "'two\\nlines'",
+     "$.name: found \"two\\u000alines\", expected a non-empty string "
+     "without control characters",
      1},
     {"parties/provider/org", "'Acme\\u009b31m'",
      "$.parties.provider.org: found \"Acme\\u009b31m\", expected a non-empty string without "
