@@ -411,8 +411,7 @@ static void test_selftest(void **state) {
   for (broken_fn = 1; broken_fn <= 6; broken_fn++)
     for (broken_lane = 0; broken_lane < 8; broken_lane++) {
       if (cr__r255x8_selftest(&broken) != -1)
-        fail_msg("a broken entry point %d in lane %d passed the self-test", broken_fn,
-                 broken_lane);
+        fail_msg("a broken entry point %d in lane %d passed the self-test", broken_fn, broken_lane);
     }
   /* A backend that passes is chosen with no note. */
   cr__crypto_backend_force("emulated");
