@@ -288,6 +288,11 @@ static void print_json(const cr_party *party, const cr_party_data_check *c) {
   json_object_set_new(o, "verdict", json_string(c->verdict ? cr_err_name(c->verdict) : "ok"));
   if (c->verdict)
     json_object_set_new(o, "message", cr_cli_jtext(c->verdict_msg));
+  /* Not about the data, but serve and run would stop on it: the text says
+   * it on stderr, a script reads it here. */
+  const char *note = cr_party_note(party, CR_PARTY_NOTE_SIGNATURES);
+  if (note[0])
+    json_object_set_new(o, "signatures_note", cr_cli_jtext(note));
   char *text = json_dumps(o, JSON_COMPACT);
   if (text != NULL)
     printf("%s\n", text);
@@ -476,7 +481,7 @@ static int data_check(int argc, char **argv) {
     else
       print_human(party, &res);
     const char *note = cr_party_note(party, CR_PARTY_NOTE_SIGNATURES);
-    if (!json && note[0])
+    if (note[0])
       fprintf(stderr, "cleanroom data check: note: serve and run would refuse the template: %s\n",
               cr_cli_safe(note));
     code = res.verdict ? cr_cli_exit_code(res.verdict, 0) : EXIT_OK;

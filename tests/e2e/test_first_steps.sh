@@ -195,6 +195,16 @@ expect_grep "data check --json: a label above min_count is listed" '{"label":"sm
 expect_grep "data check --json: the smaller ones are (other), with how many were merged" \
   '{"label":"(other)","size":[0-9]*,"labels_merged":2}' cmd.out
 
+# A template that requires signatures nobody made: the data is fine (exit 0)
+# but serve and run would refuse the template; --json says so too.
+sed 's/"format": "cleanroom-template\/1",/"format": "cleanroom-template\/1", "require_signatures": true,/' \
+  template.json >needs-sigs.json
+rc "$CR" data check --template needs-sigs.json --identity consumer-id --data "$EX/consumer.csv" --json \
+  --audit check-audit.jsonl
+expect_eq "data check, signatures missing: the data is fine (exit 0)" 0 "$RC"
+expect_grep "data check --json: the missing signatures are noted" '"signatures_note":"the template requires both' cmd.out
+expect_grep "data check --json: and on stderr too" "serve and run would refuse the template" cmd.err
+
 # --json: a check that cannot run still prints one object (verdict, message,
 # exit), so a script reads why from stdout as it reads a verdict.
 printf 'Mail;Segment\na@b.example;x\n' >no_email.csv
