@@ -34,7 +34,7 @@ Usage: @PROG@ [--role provider|consumer] [--name ORG] [--dir DIR]
                  [--address HOST:PORT] [--listen HOST:PORT] [--data CSV]
                  [--require-signatures] [--force]
        @PROG@ --join TEMPLATE [--dir DIR] [--role ROLE] [--data CSV]
-                 [--listen HOST:PORT]
+                 [--listen HOST:PORT] [--force]
 
 Creates this node's identity, drafts and signs the collaboration template
 with the partner, and prints the exact command to run next.
@@ -63,7 +63,10 @@ with the partner, and prints the exact command to run next.
   --require-signatures  the template requires both parties' signatures
                 before serve or run start (then the partner's
                 template.json.sig must come back to the drafter)
-  --force       overwrite an existing DIR/template.json with a new draft
+  --force       overwrite an existing DIR/template.json with a new draft; with
+                --join, accept a partner's template that differs from the
+                one in DIR (without it, such a join shows what differs,
+                signs nothing and exits 4)
   --join TEMPLATE  the partner's draft: check, summarise, sign, print command
 
 Without --partner-fingerprint (and not interactive) it stops after the
@@ -194,6 +197,13 @@ q() {
   echo "${out# }"
 }
 
+is_loopback() {
+  case "$1" in
+  127.* | localhost:* | "[::1]:"*) return 0 ;;
+  *) return 1 ;;
+  esac
+}
+
 abspath() {
   case "$1" in
   /*) echo "$1" ;;
@@ -219,7 +229,10 @@ case "$ROLE" in "" | provider | consumer) ;; *) die "--role is provider or consu
 if [ -z "$DIR" ]; then
   ask DIR "Working directory for this node" "./cleanroom-${ROLE:-node}" --dir
 fi
-mkdir -p "$DIR"
+if [ -e "$DIR" ] && [ ! -d "$DIR" ]; then
+  die "--dir $DIR is a file, not a directory: give the directory that holds (or will hold) this node's identity/ and template.json"
+fi
+mkdir -p "$DIR" 2>/dev/null || die "--dir: cannot create the directory $DIR (check the path and its permissions)"
 DIR=$(cd "$DIR" && pwd)
 ID="$DIR/identity"
 
@@ -234,8 +247,12 @@ if [ -f "$ID/identity.key" ]; then
   OWN_FP=$("$CR" fingerprint "$ID/identity.crt")
   say "   keeping the existing identity"
 else
-  OWN_FP=$("$CR" keygen --out "$ID" --name "$NAME" 2>/dev/null) ||
-    die "cannot create the identity in $ID (see \`$CR_SHOWN keygen --help\`)"
+  if ! OWN_FP=$("$CR" keygen --out "$ID" --name "$NAME" 2>"$DIR/.keygen.err"); then
+    sed 's/^/   /' "$DIR/.keygen.err" >&2
+    rm -f "$DIR/.keygen.err"
+    die "cannot create the identity in $ID (above; see \`$CR_SHOWN keygen --help\`)"
+  fi
+  rm -f "$DIR/.keygen.err"
   say "   created $ID/identity.key (keep it secret, mode 0600) and identity.crt"
 fi
 say "   this node's fingerprint (send it to your partner):"
@@ -261,16 +278,29 @@ next_steps() {
     # Running this again keeps what an earlier serve.conf said.
     if [ -f "$conf" ]; then
       [ -n "$data_shown" ] || data_shown=$(sed -n 's/^data = //p' "$conf" | grep -v CHANGE-ME | head -1 || true)
-      [ -n "$LISTEN" ] || LISTEN=$(sed -n 's/^listen = //p' "$conf" | head -1)
+    fi
+    local kept_listen=""
+    if [ -f "$conf" ] && [ -z "$LISTEN" ]; then
+      kept_listen=$(sed -n 's/^listen = //p' "$conf" | head -1)
     fi
     listen=$LISTEN
     if [ -z "$listen" ]; then
-      case "$addr" in
-      127.* | localhost:* | "[::1]:"*) listen=$addr ;; # one machine: stay on loopback
-      *) listen="0.0.0.0:${addr##*:}" ;;
-      esac
+      # one machine: stay on loopback
+      if is_loopback "$addr"; then listen=$addr; else listen="0.0.0.0:${addr##*:}"; fi
     fi
     [ "$listen" = "0.0.0.0:" ] && listen="0.0.0.0:7443"
+    # An earlier serve.conf's listen is kept while it still fits the
+    # template's address: the same port, and not loopback when the partner
+    # comes from another machine. A redraft with a new address must not
+    # leave the node listening where the partner no longer connects.
+    if [ -n "$kept_listen" ]; then
+      if [ "${kept_listen##*:}" = "${addr##*:}" ] && { ! is_loopback "$kept_listen" || is_loopback "$addr"; }; then
+        listen=$kept_listen
+      elif [ "$kept_listen" != "$listen" ]; then
+        say "   note: $conf listened on $kept_listen, but the template's address is now"
+        say "   ${addr:-unset}: the node now listens on $listen (--listen HOST:PORT to choose)"
+      fi
+    fi
     if [ -z "$data_shown" ]; then
       data_shown="$DIR/CHANGE-ME.csv"
       say "   (no --data given: put your CSV's path in $DIR/serve.conf)"
@@ -366,8 +396,32 @@ if [ -n "$JOIN" ]; then
   SRC=$(abspath "$JOIN")
   step "2. the partner's template ($JOIN)"
   if [ "$SRC" != "$TMPL" ]; then
-    if [ -f "$TMPL" ] && ! cmp -s "$SRC" "$TMPL"; then
-      say "   replacing $TMPL (hash $("$CR" template hash "$TMPL" 2>/dev/null || echo invalid))"
+    # Checked where it is, before it replaces anything: a broken or foreign
+    # file must not overwrite the template this node already has.
+    if ! "$CR" template check "$SRC" >/dev/null 2>"$DIR/.check.err"; then
+      cat "$DIR/.check.err" >&2
+      rm -f "$DIR/.check.err"
+      die "the partner's template does not validate (above); nothing in $DIR was changed; ask the partner for a corrected draft"
+    fi
+    rm -f "$DIR/.check.err"
+    NEW_HASH=$("$CR" template hash "$SRC")
+    OLD_HASH=""
+    [ -f "$TMPL" ] && OLD_HASH=$("$CR" template hash "$TMPL" 2>/dev/null || true)
+    if [ -n "$OLD_HASH" ] && [ "$OLD_HASH" != "$NEW_HASH" ]; then
+      # Another contract than the one this node drafted or joined: the
+      # partner changed it (or sent another one). Never signed silently.
+      summary() { "$CR" template check "$1" 2>/dev/null | sed -e '/^  signatures/,$d' -e '/sha256:/d'; }
+      say "   The partner's template is not the one in $TMPL:"
+      say "       yours      $OLD_HASH"
+      say "       partner's  $NEW_HASH"
+      say "   What differs (- yours, + the partner's):"
+      diff <(summary "$TMPL") <(summary "$SRC") | sed -n -e 's/^< /     - /p' -e 's/^> /     + /p' || true
+      if [ "$FORCE" != 1 ]; then
+        echo "$PROG: error: not signed: the partner's template $JOIN is a different contract from the one in $TMPL (above); nothing was changed. Read the differences and ask the partner; to accept the new one, run this again with --force" >&2
+        exit 4
+      fi
+      say "   --force: replacing it with the partner's"
+      rm -f "$TMPL.sig"
     fi
     cp "$SRC" "$TMPL"
     if [ -f "$SRC.sig" ]; then cp "$SRC.sig" "$TMPL.sig"; fi
@@ -528,8 +582,16 @@ TITLE_J="$CO x $PO" awk '
     print "  \"name\": \"" ENVIRON["TITLE_J"] ":" s; done = 1; next }
   { print }' "$DRAFT.tmp" >"$DRAFT"
 rm -f "$DRAFT.tmp"
-"$CR" template pin "$DRAFT" --provider "$P_FP" --consumer "$C_FP" --address "$ADDRESS" \
-  --out "$TMPL" >/dev/null 2>"$DIR/.pin.err" || { cat "$DIR/.pin.err" >&2; rm -f "$DIR/.pin.err"; die "template pin failed"; }
+# Pinned into a file of its own, moved into place only once it validates: a
+# failed draft (a bad address, say) leaves no template behind that would
+# block the corrected run.
+if ! "$CR" template pin "$DRAFT" --provider "$P_FP" --consumer "$C_FP" --address "$ADDRESS" \
+  --out "$DIR/.draft-pinned.json" >/dev/null 2>"$DIR/.pin.err"; then
+  sed "s|$DIR/.draft-pinned.json|the draft|g" "$DIR/.pin.err" >&2
+  rm -f "$DIR/.pin.err" "$DRAFT" "$DIR/.draft-pinned.json"
+  die "template pin failed (above); the draft was removed and $TMPL left as it was; correct it and run this again"
+fi
+mv -f "$DIR/.draft-pinned.json" "$TMPL"
 rm -f "$DIR/.pin.err" "$DRAFT" "$TMPL.sig"
 say "   wrote $TMPL"
 

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <sodium.h>
 
@@ -321,6 +322,14 @@ static int scan_path(const char *path, cr__audit_scan *s, cr_error *err) {
   FILE *f = fopen(path, "rb");
   if (f == NULL)
     return cr_error_set(err, CR_EIO, "%s: cannot open: %s", path, strerror(errno));
+  struct stat st;
+  if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
+    fclose(f);
+    return cr_error_set(err, CR_EIO,
+                        "%s: is a directory, not an audit log (the log is a file, "
+                        "e.g. identity/audit.jsonl)",
+                        path);
+  }
   int rc = cr__audit_scan_stream(f, path, s, err);
   fclose(f);
   return rc;

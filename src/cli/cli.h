@@ -50,6 +50,12 @@ json_t *cr_cli_jtext(const char *s);
  * (v3, or v2 for older logs) and the partner's signature verified. 0, or
  * -1 with why set. Used by `audit verify` and `report`. */
 int cr_cli_receipt_check(json_t *e, char *why, size_t cap);
+/* The receipt checks of `audit verify` over a whole log (each partner
+ * signature, the certificates, and each release against the receipt that
+ * signs it): 0, or CR_EDATA with *bad_line and why ("line N: ..."); another
+ * CR_E* when the log cannot be read. */
+int cr_cli_audit_receipts(const char *path, uint64_t *bad_line, char *why, size_t cap,
+                          cr_error *err);
 
 /* "cleanroom CMD: error: ..." on stderr. */
 void cr_cli_errorf(const char *cmd, const char *fmt, ...) CR_PRINTF(2, 3);

@@ -98,9 +98,17 @@ int cr_cli_receipt_check(json_t *e, char *why, size_t cap) {
 
 typedef struct verify_ctx {
   uint64_t line, receipts, bad_line;
+  /* session_id -> {"line", "role", "sha256"}: each result_released line's
+   * release hash (docs/protocol.md, "Released"), to hold against the
+   * partner's receipt, which signs it. */
+  json_t *released;
   char why[300];
   /* The node's own certificate and role, from its latest node_started. */
   char own_cert[CR_SHA256_HEX_BYTES], own_role[16];
+  /* The node's signing key: the first node_started or checkpoint names it;
+   * one log belongs to one identity, so every other must name the same. */
+  char own_pk[CR_SHA256_HEX_BYTES];
+  uint64_t own_pk_line;
   /* --template: its hash and pins; receipts under it must carry them. */
   const cr_template *t;
   char th[CR_SHA256_HEX_BYTES], pin[CR_ROLE_COUNT][CR_SHA256_HEX_BYTES];
@@ -151,6 +159,118 @@ static int receipt_pins(verify_ctx *v, json_t *e) {
   return 0;
 }
 
+static int put_be(cr_buf *b, uint64_t v, int bytes) {
+  uint8_t n[8];
+  for (int i = 0; i < bytes; i++)
+    n[i] = (uint8_t)(v >> (8 * (bytes - 1 - i)));
+  return cr_buf_append(b, n, (size_t)bytes);
+}
+
+/* One count of a release as the hash takes it: suppressed (0) or the
+ * count; -1 when the entry holds neither. */
+static int put_count(cr_buf *b, json_t *o) {
+  int sup = json_is_true(json_object_get(o, "suppressed"));
+  json_t *c = json_object_get(o, "count");
+  if (!sup && (!json_is_integer(c) || json_integer_value(c) < 0))
+    return -1;
+  int rc = put_be(b, (uint64_t)sup, 1);
+  return rc ? rc : put_be(b, sup ? 0 : (uint64_t)json_integer_value(c), 8);
+}
+
+/* The release hash of a result_released line (docs/protocol.md,
+ * "Released"), rebuilt from its "released" object: 1 when rebuilt, 0 when
+ * the line does not hold all the hash covers (a suppressed or noisy
+ * release with several match keys keeps no per-key numbers), -1 when it is
+ * malformed. */
+static int release_hash(json_t *e, cr_role role, uint8_t out[CR_SHA256_BYTES]) {
+  static const char label[] = "cleanroom/v3/released";
+  const char *sid = json_string_value(json_object_get(e, "session_id"));
+  json_t *rel = json_object_get(e, "released");
+  uint8_t sid_b[32];
+  if (sid == NULL || cr_hex_decode(sid_b, 32, sid) != 0 || rel == NULL)
+    return -1;
+  cr_buf b;
+  cr_buf_init(&b);
+  int rc = cr_buf_append(&b, label, sizeof label - 1);
+  rc = rc ? rc : cr_buf_append(&b, sid_b, 32);
+  rc = rc ? rc : put_be(&b, (uint64_t)role, 1);
+  rc = rc ? rc : put_be(&b, json_is_object(rel), 1);
+  int known = 1;
+  if (rc == 0 && json_is_object(rel)) {
+    json_t *cells = json_object_get(rel, "cells"), *keys = json_object_get(rel, "by_key"), *x;
+    size_t i;
+    rc = put_be(&b, cells != NULL, 1);
+    if (rc == 0 && json_is_array(cells)) {
+      rc = put_be(&b, json_array_size(cells), 4);
+      json_array_foreach(cells, i, x) if (rc == 0) rc = put_count(&b, x);
+    } else if (rc == 0 && cells == NULL) {
+      rc = put_count(&b, rel);
+      if (json_is_array(keys) && json_array_size(keys) > 1) {
+        rc = rc ? rc : put_be(&b, json_array_size(keys), 1);
+        json_array_foreach(keys, i, x) if (rc == 0) rc = put_count(&b, x);
+      } else if (json_object_get(rel, "count_of") != NULL ||
+                 json_is_true(json_object_get(rel, "suppressed"))) {
+        known = 0; /* perhaps several keys, whose numbers the line does not hold */
+      }
+    } else if (rc == 0) {
+      rc = -1;
+    }
+  }
+  if (rc == 0)
+    cr_sha256(out, b.data, b.len);
+  cr_buf_free(&b);
+  return rc ? -1 : known;
+}
+
+/* A result_released line: its release hash, kept for the receipt. */
+static void note_release(verify_ctx *v, json_t *e) {
+  const char *sid = json_string_value(json_object_get(e, "session_id"));
+  const char *role = json_string_value(json_object_get(e, "role"));
+  cr_role r;
+  uint8_t h[CR_SHA256_BYTES];
+  char hex[CR_SHA256_HEX_BYTES];
+  if (sid == NULL || role == NULL || cr_role_parse(role, &r) != 0 || v->released == NULL)
+    return;
+  int rc = release_hash(e, r, h);
+  json_t *o = json_object();
+  json_object_set_new(o, "line", json_integer((json_int_t)v->line));
+  json_object_set_new(o, "role", json_string(role));
+  if (rc == 1) {
+    cr_hex_encode(hex, h, CR_SHA256_BYTES);
+    json_object_set_new(o, "sha256", json_string(hex));
+  } else if (rc < 0) {
+    json_object_set_new(o, "malformed", json_true());
+  }
+  json_object_set_new(v->released, sid, o);
+}
+
+/* A v3 receipt signs both sides' release hashes: this node's must be the
+ * hash of what its result_released line says it was given, or the line
+ * was edited after the partner signed (a rewrite with the node's own key
+ * re-signs the checkpoints, never the partner's receipt). */
+static int receipt_release(verify_ctx *v, json_t *e) {
+  const char *sid = json_string_value(json_object_get(e, "session_id"));
+  json_t *o = sid && v->released ? json_object_get(v->released, sid) : NULL;
+  if (o == NULL || json_object_get(e, "receipt_version") == NULL)
+    return 0;
+  const char *role = json_string_value(json_object_get(o, "role"));
+  char field[64];
+  snprintf(field, sizeof field, "%s_released_sha256", role);
+  const char *signed_h = json_string_value(json_object_get(e, field));
+  const char *h = json_string_value(json_object_get(o, "sha256"));
+  uint64_t line = (uint64_t)json_integer_value(json_object_get(o, "line"));
+  if (json_is_true(json_object_get(o, "malformed")) ||
+      (h != NULL && signed_h != NULL && strcmp(h, signed_h) != 0)) {
+    v->bad_line = line;
+    snprintf(v->why, sizeof v->why,
+             "the result released (%s) is not the one the partner's receipt on line %llu signed "
+             "(edited?)",
+             role, (unsigned long long)v->line);
+    return -1;
+  }
+  return 0;
+}
+
 static int verify_receipts_json(void *ctx, json_t *e);
 
 /* The log hands over each entry's JSON text; this reads it. */
@@ -167,11 +287,28 @@ static int verify_receipts_json(void *ctx, json_t *e) {
   verify_ctx *v = ctx;
   v->line++;
   const char *ev = json_string_value(json_object_get(e, "event"));
+  if (ev != NULL && (strcmp(ev, "node_started") == 0 || strcmp(ev, "checkpoint") == 0)) {
+    const char *pk = json_string_value(json_object_get(e, "public_key"));
+    if (pk != NULL && v->own_pk[0] == 0) {
+      snprintf(v->own_pk, sizeof v->own_pk, "%s", pk);
+      v->own_pk_line = v->line;
+    } else if (pk != NULL && strcmp(pk, v->own_pk) != 0 && v->bad_line == 0) {
+      v->bad_line = v->line;
+      snprintf(v->why, sizeof v->why,
+               "%s names key %.16s..., but line %llu names %.16s...: one log belongs to one "
+               "node (another node's lines, or a forged %s)",
+               ev, pk, (unsigned long long)v->own_pk_line, v->own_pk, ev);
+    }
+  }
   if (ev != NULL && strcmp(ev, "node_started") == 0) {
     const char *c = json_string_value(json_object_get(e, "cert_sha256"));
     const char *r = json_string_value(json_object_get(e, "role"));
     snprintf(v->own_cert, sizeof v->own_cert, "%s", c ? c : "");
     snprintf(v->own_role, sizeof v->own_role, "%s", r ? r : "");
+    return 0;
+  }
+  if (ev != NULL && strcmp(ev, "result_released") == 0) {
+    note_release(v, e);
     return 0;
   }
   if (ev == NULL || strcmp(ev, "receipt") != 0)
@@ -180,7 +317,24 @@ static int verify_receipts_json(void *ctx, json_t *e) {
   if (v->bad_line == 0 &&
       (cr_cli_receipt_check(e, v->why, sizeof v->why) != 0 || receipt_pins(v, e) != 0))
     v->bad_line = v->line;
+  if (v->bad_line == 0)
+    (void)receipt_release(v, e);
   return 0;
+}
+
+int cr_cli_audit_receipts(const char *path, uint64_t *bad_line, char *why, size_t cap,
+                          cr_error *err) {
+  verify_ctx v = {0};
+  v.released = json_object();
+  int rc = cr_audit_foreach(path, verify_receipts, &v, err);
+  json_decref(v.released);
+  *bad_line = 0;
+  if (rc == 0 && v.bad_line) {
+    *bad_line = v.bad_line;
+    snprintf(why, cap, "line %llu: %s", (unsigned long long)v.bad_line, v.why);
+    return CR_EDATA;
+  }
+  return rc;
 }
 
 static int cmd_verify(int argc, char **argv) {
@@ -207,6 +361,11 @@ static int cmd_verify(int argc, char **argv) {
   }
   if (optind >= argc) {
     cr_cli_errorf("audit verify", "needs FILE; see `cleanroom audit --help`");
+    return EXIT_USAGE;
+  }
+  if (optind + 1 < argc) {
+    cr_cli_errorf("audit verify", "takes one FILE, got also \"%s\"; see `cleanroom audit --help`",
+                  cr_cli_safe(argv[optind + 1]));
     return EXIT_USAGE;
   }
   const char *path = argv[optind];
@@ -236,6 +395,7 @@ static int cmd_verify(int argc, char **argv) {
   }
   cr_audit_report rep;
   memset(&rep, 0, sizeof rep);
+  v.released = json_object();
   int rc = cr_audit_verify(path, expect, &rep, &err);
   if (rc == 0) {
     rc = cr_audit_foreach(path, verify_receipts, &v, &err);
@@ -283,10 +443,14 @@ static int cmd_verify(int argc, char **argv) {
       printf("%s: %llu receipt(s) under template %s carry the certificates it pins\n", path,
              (unsigned long long)v.pinned, v.th);
   } else {
-    cr_cli_errorf("audit verify", "%s: %s", path,
-                  rep.reason[0] ? rep.reason : cr_error_message(&err, rc));
+    /* The module's messages name the file already; the reasons do not. */
+    if (rep.reason[0])
+      cr_cli_errorf("audit verify", "%s: %s", path, rep.reason);
+    else
+      cr_cli_errorf("audit verify", "%s", cr_error_message(&err, rc));
   }
   cr_template_free(t);
+  json_decref(v.released);
   return rc == 0 ? EXIT_OK : (rc == CR_EIO ? EXIT_USAGE : EXIT_DATA);
 }
 
@@ -351,7 +515,7 @@ static int show_entry_json(void *ctx, json_t *e) {
   if (ev == NULL)
     return 0;
   if (strcmp(ev, "session_started") == 0 || strcmp(ev, "result_released") == 0 ||
-      strcmp(ev, "session_aborted") == 0) {
+      strcmp(ev, "session_aborted") == 0 || strcmp(ev, "result_withheld") == 0) {
     json_t *s = session_of(sc, e);
     if (s == NULL)
       return 0;
@@ -377,11 +541,13 @@ static int show_entry_json(void *ctx, json_t *e) {
       json_object_set_new(s, "status", json_string("completed"));
       json_object_set(s, "released", json_object_get(e, "released"));
     }
-    if (strcmp(ev, "session_aborted") == 0) {
+    if (strcmp(ev, "session_aborted") == 0 || strcmp(ev, "result_withheld") == 0) {
       if (json_object_get(s, "time") == NULL)
         json_object_set(s, "time", json_object_get(e, "time"));
-      json_object_set_new(s, "status", json_string("aborted"));
-      json_object_set(s, "reason", json_object_get(e, "reason"));
+      json_object_set_new(s, "status", json_string(ev[7] == 'w' ? "withheld" : "aborted"));
+      json_t *why = json_object_get(e, "reason");
+      if (why != NULL)
+        json_object_set(s, "reason", why);
     }
   } else if (strcmp(ev, "receipt") == 0) {
     json_t *s = session_of(sc, e);
@@ -452,6 +618,11 @@ static int cmd_show(int argc, char **argv) {
     cr_cli_errorf("audit show", "needs FILE; see `cleanroom audit --help`");
     return EXIT_USAGE;
   }
+  if (optind + 1 < argc) {
+    cr_cli_errorf("audit show", "takes one FILE, got also \"%s\"; see `cleanroom audit --help`",
+                  cr_cli_safe(argv[optind + 1]));
+    return EXIT_USAGE;
+  }
   cr_error err;
   cr_error_clear(&err);
   sc.sessions = json_object();
@@ -482,8 +653,10 @@ static int cmd_show(int argc, char **argv) {
     json_t *v;
     size_t len = 0;
     json_object_foreach(json_object_get(s, "params"), k, v) {
-      len += (size_t)snprintf(params + len, len < sizeof params ? sizeof params - len : 0,
-                              "%s%s=%s", len ? " " : "", k, json_string_value(v));
+      const char *pv = json_string_value(v);
+      len +=
+          (size_t)snprintf(params + len, len < sizeof params ? sizeof params - len : 0, "%s%s=%s",
+                           len ? " " : "", cr_cli_safe(k), cr_cli_safe(pv ? pv : "?"));
       if (len >= sizeof params)
         break;
     }
@@ -492,16 +665,19 @@ static int cmd_show(int argc, char **argv) {
     const char *collab = json_string_value(json_object_get(s, "collaboration"));
     const char *partner = json_string_value(json_object_get(s, "partner"));
     const char *th = json_string_value(json_object_get(s, "template_sha256"));
-    printf("%-24s %-10s %-22s %-10s %-20.20s %-20.20s %-12.12s %-28s %s\n",
-           json_string_value(json_object_get(s, "time"))
-               ? json_string_value(json_object_get(s, "time"))
-               : "?",
-           status ? status : "started", json_string_value(json_object_get(s, "query")),
-           json_string_value(json_object_get(s, "role")), collab ? cr_cli_safe(collab) : "-",
-           partner ? cr_cli_safe(partner) : "-", th ? th : "-", params[0] ? params : "-",
-           status && strcmp(status, "aborted") == 0
-               ? json_string_value(json_object_get(s, "reason"))
-               : rel);
+    const char *tm = json_string_value(json_object_get(s, "time"));
+    const char *qn = json_string_value(json_object_get(s, "query"));
+    const char *role = json_string_value(json_object_get(s, "role"));
+    const char *why = json_string_value(json_object_get(s, "reason"));
+    /* Every string is shown as text: the log's strings came from the
+     * partner and the template (cr_cli_safe escapes control characters). */
+    printf(
+        "%-24s %-10s %-22s %-10s %-20.20s %-20.20s %-12.12s %-28s %s\n", tm ? cr_cli_safe(tm) : "?",
+        status ? status : "started", qn ? cr_cli_safe(qn) : "-", role ? cr_cli_safe(role) : "-",
+        collab ? cr_cli_safe(collab) : "-", partner ? cr_cli_safe(partner) : "-",
+        th ? cr_cli_safe(th) : "-", params[0] ? params : "-",
+        status && strcmp(status, "completed") != 0 ? (why ? cr_cli_safe(why) : "no reason recorded")
+                                                   : rel);
   }
   json_decref(sc.sessions);
   json_decref(sc.order);

@@ -12,6 +12,33 @@
 
 /* ---- keygen, fingerprint ------------------------------------------------ */
 
+/* Why name cannot be a certificate's common name, or NULL. The name is the
+ * organisation partners see in the certificate, and it is shown in
+ * terminals and reports: printable UTF-8 only. */
+static const char *name_problem(const char *name) {
+  if (name[0] == '\0')
+    return "the name is empty; give the organisation's name, e.g. --name \"Acme Security\"";
+  if (strlen(name) > 64)
+    return "the name is longer than 64 bytes (the limit of a certificate's common name)";
+  for (const unsigned char *p = (const unsigned char *)name; *p;) {
+    size_t n = *p < 0x80             ? 1
+               : (*p & 0xe0) == 0xc0 ? 2
+               : (*p & 0xf0) == 0xe0 ? 3
+               : (*p & 0xf8) == 0xf0 ? 4
+                                     : 0;
+    if (n == 0)
+      return "the name is not valid UTF-8";
+    for (size_t i = 1; i < n; i++)
+      if ((p[i] & 0xc0) != 0x80)
+        return "the name is not valid UTF-8";
+    if ((n == 1 && (*p < 0x20 || *p == 0x7f)) || (n == 2 && p[0] == 0xc2 && p[1] < 0xa0))
+      return "the name holds a control character (a newline, a tab, an escape); use printable "
+             "text only";
+    p += n;
+  }
+  return NULL;
+}
+
 int cr_cli_keygen(int argc, char **argv) {
   static const struct option opts[] = {{"out", required_argument, NULL, 'o'},
                                        {"name", required_argument, NULL, 'n'},
@@ -20,6 +47,7 @@ int cr_cli_keygen(int argc, char **argv) {
                                        {NULL, 0, NULL, 0}};
   const char *out = NULL, *name = "cleanroom-node";
   int json = 0, c;
+  optind = 1;
   while ((c = getopt_long(argc, argv, "o:n:jh", opts, NULL)) != -1) {
     switch (c) {
     case 'o':
@@ -44,8 +72,19 @@ int cr_cli_keygen(int argc, char **argv) {
       return EXIT_USAGE;
     }
   }
-  if (out == NULL) {
+  if (optind < argc) {
+    cr_cli_errorf("keygen",
+                  "unexpected argument \"%s\" (the directory is --out DIR); see "
+                  "`cleanroom keygen --help`",
+                  cr_cli_safe(argv[optind]));
+    return EXIT_USAGE;
+  }
+  if (out == NULL || out[0] == '\0') {
     cr_cli_errorf("keygen", "--out DIR is required (where to write identity.key and identity.crt)");
+    return EXIT_USAGE;
+  }
+  if (name_problem(name) != NULL) {
+    cr_cli_errorf("keygen", "--name \"%s\": %s", cr_cli_safe(name), name_problem(name));
     return EXIT_USAGE;
   }
   uint8_t fp[CR_SHA256_BYTES];
@@ -58,9 +97,15 @@ int cr_cli_keygen(int argc, char **argv) {
     return cr_cli_exit_code(rc, 0);
   }
   cr_hex_encode(hex, fp, sizeof fp);
-  if (json)
-    printf("{\"identity\":\"%s\",\"cert_sha256\":\"%s\"}\n", out, hex);
-  else
+  if (json) {
+    json_t *o = json_object();
+    json_object_set_new(o, "identity", cr_cli_jtext(out));
+    json_object_set_new(o, "cert_sha256", json_string(hex));
+    char *t = json_dumps(o, JSON_COMPACT);
+    printf("%s\n", t ? t : "{}");
+    free(t);
+    json_decref(o);
+  } else
     printf("%s\n", hex);
   fprintf(stderr, "wrote %s/%s and %s/%s; send the fingerprint above to your partner\n", out,
           CR_IDENTITY_KEY_FILE, out, CR_IDENTITY_CRT_FILE);
@@ -75,6 +120,13 @@ int cr_cli_fingerprint(int argc, char **argv) {
                "pinned in a template's parties.<role>.cert_sha256.\n\n"
                "Example:\n  cleanroom fingerprint ./identity/identity.crt\n");
     return argc < 2 ? EXIT_USAGE : EXIT_OK;
+  }
+  if (argc > 2) {
+    cr_cli_errorf("fingerprint",
+                  "takes one CERT, got also \"%s\"; see `cleanroom fingerprint "
+                  "--help`",
+                  cr_cli_safe(argv[2]));
+    return EXIT_USAGE;
   }
   uint8_t fp[CR_SHA256_BYTES];
   char hex[CR_SHA256_HEX_BYTES];

@@ -75,6 +75,47 @@ static void list_hashes(const cr_report_model *m, char *buf, size_t cap) {
     snprintf(buf, cap, "none");
 }
 
+/* 1 (with the error printed) when --out names a file that is not an
+ * earlier report: the audit log itself (arguments swapped), the identity,
+ * a template or a data file would be replaced by the page. */
+static int out_refused(const char *out, const char *audit, const char *identity) {
+  struct stat so, sa;
+  if (stat(out, &so) != 0)
+    return 0; /* a new file */
+  if (S_ISDIR(so.st_mode)) {
+    cr_cli_errorf("report",
+                  "--out %s is a directory; give the page's file name, e.g. %s/report.html",
+                  cr_cli_safe(out), cr_cli_safe(out));
+    return 1;
+  }
+  char log[4096] = "";
+  if (audit != NULL)
+    snprintf(log, sizeof log, "%s", audit);
+  else if (identity != NULL)
+    snprintf(log, sizeof log, "%s/audit.jsonl", identity);
+  if (log[0] && stat(log, &sa) == 0 && sa.st_dev == so.st_dev && sa.st_ino == so.st_ino) {
+    cr_cli_errorf("report",
+                  "--out %s is the audit log itself; the page would replace it. Give "
+                  "another file, e.g. --out report.html",
+                  cr_cli_safe(out));
+    return 1;
+  }
+  static const char doctype[] = "<!DOCTYPE html";
+  char head[sizeof doctype - 1];
+  FILE *f = fopen(out, "rb");
+  size_t n = f ? fread(head, 1, sizeof head, f) : 0;
+  if (f)
+    fclose(f);
+  if (so.st_size > 0 && (n != sizeof head || memcmp(head, doctype, sizeof head) != 0)) {
+    cr_cli_errorf("report",
+                  "--out %s exists and is not a report (an HTML page); refusing to "
+                  "replace it: give another file, or remove it first",
+                  cr_cli_safe(out));
+    return 1;
+  }
+  return 0;
+}
+
 int cr_cli_report(int argc, char **argv) {
   static const struct option opts[] = {{"audit", required_argument, NULL, 'a'},
                                        {"identity", required_argument, NULL, 'i'},
@@ -129,6 +170,8 @@ int cr_cli_report(int argc, char **argv) {
   }
 
   int ret = EXIT_USAGE, rc;
+  if (out_refused(out, audit, identity))
+    return EXIT_USAGE;
   cr_error err;
   cr_error_clear(&err);
   char *path = NULL, *page = NULL;
@@ -147,14 +190,16 @@ int cr_cli_report(int argc, char **argv) {
     if (path == NULL)
       goto out;
     snprintf(path, n, "%s/identity.crt", identity);
-    struct stat st;
-    if (stat(path, &st) == 0) {
-      if ((rc = cr_cert_file_public_key(path, pk, &err)) != 0) {
-        cr_cli_errorf("report", "%s: %s", path, cr_error_message(&err, rc));
-        goto out;
-      }
-      expect = pk;
+    /* --identity promises checkpoints signed by this certificate: without
+     * it the page could not tell this node's log from another's. */
+    if ((rc = cr_cert_file_public_key(path, pk, &err)) != 0) {
+      cr_cli_errorf("report",
+                    "%s: %s (--identity DIR needs the node's identity.crt; for a log alone use "
+                    "--audit FILE)",
+                    path, cr_error_message(&err, rc));
+      goto out;
     }
+    expect = pk;
     snprintf(path, n, "%s/audit.jsonl", identity);
     audit = path;
   }
@@ -187,6 +232,20 @@ int cr_cli_report(int argc, char **argv) {
     snprintf(in.reason, sizeof in.reason, "%s",
              in.report.reason[0] ? in.report.reason : cr_error_message(&err, rc));
     m.stop_line = in.bad_line;
+  }
+  if (in.bad_line == 0) {
+    /* The receipts as audit verify checks them: a release edited after the
+     * partner signed for it breaks the log there. */
+    uint64_t bad = 0;
+    char why[sizeof in.reason];
+    cr_error_clear(&err);
+    rc = cr_cli_audit_receipts(audit, &bad, why, sizeof why, &err);
+    if (rc == CR_EDATA && bad != 0) {
+      in.bad_line = bad;
+      in.warn = 0;
+      snprintf(in.reason, sizeof in.reason, "%s", why);
+      m.stop_line = bad;
+    }
   }
   cr_error_clear(&err);
   rc = cr_audit_foreach(audit, cr_report_model_entry, &m, &err);

@@ -51,7 +51,7 @@ int cr_cli_main(int argc, char **argv) {
   /* `cleanroom help run` is `cleanroom run --help`. */
   static char help_flag[] = "--help";
   char *help_argv[4];
-  if (strcmp(cmd, "help") == 0 && argc >= 3 && strcmp(argv[2], "help") != 0) {
+  if (strcmp(cmd, "help") == 0 && argc >= 3 && strcmp(argv[2], "help") != 0 && argv[2][0] != '-') {
     help_argv[0] = argv[0];
     help_argv[1] = argv[2];
     help_argv[2] = help_flag;
@@ -64,6 +64,24 @@ int cr_cli_main(int argc, char **argv) {
     return EXIT_OK;
   }
   if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+    if (argc >= 3 && strcmp(argv[2], "--json") == 0) {
+      printf("{\"software\":\"%s\",\"crypto_backend\":\"%s\"}\n", CR_SOFTWARE,
+             cr_crypto_backend_name());
+      return EXIT_OK;
+    }
+    if (argc >= 3 && (strcmp(argv[2], "--help") == 0 || strcmp(argv[2], "-h") == 0)) {
+      printf("Usage: cleanroom version [--json]\n\nPrints the software version and the "
+             "ristretto255 backend this machine uses\n(--json: one object with software and "
+             "crypto_backend).\n");
+      return EXIT_OK;
+    }
+    if (argc >= 3) {
+      fprintf(stderr,
+              "cleanroom version: error: unexpected argument \"%s\"; see `cleanroom "
+              "version --help`\n",
+              cr_cli_safe(argv[2]));
+      return EXIT_USAGE;
+    }
     printf("%s\n", CR_SOFTWARE);
     /* Which ristretto255 backend this machine uses (CLEANROOM_CRYPTO and
      * the CPU decide; docs/crypto-backends.md). Results never depend on it. */

@@ -90,6 +90,94 @@ tamper "inserting a copied line" 3 insert_line
 expect_grep "the consumer log ends with a checkpoint" '"event":"checkpoint"' <(tail -1 "$CLOG")
 tamper "changing a checkpoint signature" "$(wc -l <"$CLOG")" sig_byte
 
+# An insider rewrites the release and recomputes every hash after it,
+# dropping the checkpoints it cannot re-sign (or re-signing them with the
+# node's own key): the chain holds, but the partner's receipt signed the
+# release as it was, so verify (and the report) name the edited line.
+REL=$(grep -n '"event":"result_released"' "$CLOG" | head -1 | cut -d: -f1)
+RCPT=$(grep -n '"event":"receipt"' "$CLOG" | head -1 | cut -d: -f1)
+python3 - "$CLOG" rewritten.jsonl "$REL" "$RCPT" <<'PY'
+import hashlib, json, sys
+lines = [json.loads(l) for l in open(sys.argv[1])][: int(sys.argv[4])]
+lines[int(sys.argv[3]) - 1]["released"]["count"] += 1000
+prev = "0" * 64
+with open(sys.argv[2], "w") as f:
+    for e in lines:
+        e.pop("hash", None)
+        e["prev"] = prev
+        c = json.dumps(e, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        prev = e["hash"] = hashlib.sha256(bytes.fromhex(prev) + c.encode()).hexdigest()
+        f.write(json.dumps(e, separators=(",", ":"), ensure_ascii=False) + "\n")
+PY
+set +e
+"$CR" audit verify rewritten.jsonl >/dev/null 2>rw.err
+RW=$?
+"$CR" report --audit rewritten.jsonl --out rewritten.html 2>rw-report.err
+RWR=$?
+set -e
+expect_eq "a rewritten release: verify fails" 3 "$RW"
+expect_grep "a rewritten release: the line and the receipt are named" \
+  "line $REL: the result released (consumer) is not the one the partner's receipt on line $RCPT signed" rw.err
+expect_eq "a rewritten release: report exits 3" 3 "$RWR"
+expect_grep "a rewritten release: the report marks the line" "does not verify at line $REL" rewritten.html
+if grep -q "<strong>$((COUNT + 1000))</strong>" rewritten.html; then fail "the report shows the rewritten count"; else
+  ok "the report does not show the rewritten count"; fi
+
+# Another node's lines after ours: the stranger's data check appends to a
+# copy of the consumer's log, with a checkpoint its own key signs. Without
+# --cert, verify still sees that the log changed hands.
+cp "$CLOG" foreign.jsonl
+"$CR" data check --template stranger.json --identity stranger-id --data "$EX/consumer.csv" \
+  --audit foreign.jsonl >/dev/null 2>&1
+FOREIGN=$(grep -n '"event":"checkpoint"' foreign.jsonl | tail -1 | cut -d: -f1)
+set +e
+"$CR" audit verify foreign.jsonl >/dev/null 2>foreign.err
+FRC=$?
+set -e
+expect_eq "a checkpoint by another key, without --cert: verify fails" 3 "$FRC"
+expect_grep "a checkpoint by another key: the line and both keys are named" \
+  "line $FOREIGN: checkpoint names key .*, but line 1 names .*: one log belongs to one node" foreign.err
+
+# Paths that are not a log, and --identity without its certificate.
+set +e
+"$CR" audit verify provider-id >/dev/null 2>dir.err
+DIR_RC=$?
+mkdir -p no-crt && cp "$CLOG" no-crt/audit.jsonl
+"$CR" report --identity no-crt --out no-crt.html 2>no-crt.err
+NOCRT_RC=$?
+set -e
+set +e
+"$CR" audit verify "$CLOG" "$PLOG" >/dev/null 2>two.err
+TWO_RC=$?
+set -e
+expect_eq "verify of two files: exit 2, not a silent check of the first" 2 "$TWO_RC"
+expect_grep "verify of two files: names the extra one" "takes one FILE" two.err
+expect_eq "verify of a directory: exit 2" 2 "$DIR_RC"
+expect_grep "verify of a directory: says so" "provider-id: is a directory, not an audit log" dir.err
+# --out naming the log itself (arguments swapped) or another file that is
+# not a report: refused, the file untouched; an earlier report is replaced.
+cp "$CLOG" swapped.jsonl
+cp template.json template-keep.json
+set +e
+"$CR" report --audit swapped.jsonl --out swapped.jsonl 2>swap.err
+SWAP_RC=$?
+"$CR" report --audit swapped.jsonl --out template-keep.json 2>keep.err
+KEEP_RC=$?
+"$CR" report --audit swapped.jsonl --out again.html 2>/dev/null &&
+  "$CR" report --audit swapped.jsonl --out again.html 2>/dev/null
+AGAIN_RC=$?
+set -e
+expect_eq "report --out the audit log: exit 2" 2 "$SWAP_RC"
+expect_grep "report --out the audit log: says so" "is the audit log itself" swap.err
+if cmp -s "$CLOG" swapped.jsonl; then ok "report --out the audit log: the log is untouched"; else
+  fail "report --out the audit log replaced the log"; fi
+expect_eq "report --out a template: exit 2" 2 "$KEEP_RC"
+if cmp -s template.json template-keep.json; then ok "report --out a template: untouched"; else
+  fail "report --out a template replaced it"; fi
+expect_eq "report --out an earlier report: replaced, exit 0" 0 "$AGAIN_RC"
+expect_eq "report --identity without identity.crt: exit 2" 2 "$NOCRT_RC"
+expect_grep "report --identity without identity.crt: names it" "no-crt/identity.crt" no-crt.err
+
 # A crash mid-append leaves a torn line: verify says so, the next start
 # repairs it and records that it did.
 cp "$PLOG" before.jsonl

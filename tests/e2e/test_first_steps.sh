@@ -218,4 +218,34 @@ rc "$CR" data check --template template.json --identity no-such-id --data no_ema
 expect_eq "data check --json, no identity: exit 2" 2 "$RC"
 expect_eq "data check --json, no identity: the verdict" ECONFIG "$(json_field cmd.out verdict)"
 
+# ---- keygen: names a certificate cannot carry, stray arguments, --json -------------------
+for bad in "$(printf 'Acme\033[31m')" "$(printf 'Acme\nSecurity')" "" "$(printf 'Acme \xff')"; do
+  rm -rf badname-id
+  rc "$CR" keygen --out badname-id --name "$bad"
+  expect_eq "keygen --name $(printf '%q' "$bad"): exit 2" 2 "$RC"
+  expect_grep "keygen --name $(printf '%q' "$bad"): says what is wrong" "keygen: error: --name" cmd.err
+  if [ -e badname-id/identity.key ]; then fail "keygen made an identity with a bad name"; else ok "no identity with a bad name"; fi
+done
+rc "$CR" keygen --out stray-id stray-arg
+expect_eq "keygen with a stray argument: exit 2" 2 "$RC"
+expect_grep "keygen with a stray argument: names it" 'unexpected argument "stray-arg"' cmd.err
+rc "$CR" keygen --out 'quote"d-id' --name "Ünïcode & Co" --json
+expect_eq "keygen --json: exit 0" 0 "$RC"
+if python3 -c 'import json, sys; d = json.load(open("cmd.out")); sys.exit(d["identity"] != "quote\"d-id")'; then
+  ok "keygen --json: valid JSON, the directory as given"
+else fail "keygen --json: not valid JSON: $(cat cmd.out)"; fi
+rc "$CR" keygen --out 'quote"d-id'
+expect_eq "keygen over an existing identity: exit 2" 2 "$RC"
+expect_grep "keygen over an existing identity: refuses" "refusing to overwrite" cmd.err
+
+# ---- help --help, version --json ------------------------------------------------------------
+rc "$CR" help --help
+expect_eq "help --help: exit 0" 0 "$RC"
+expect_grep "help --help: the top-level usage" "Usage: cleanroom COMMAND" cmd.out
+rc "$CR" version --json
+expect_eq "version --json: exit 0" 0 "$RC"
+if python3 -c 'import json; d = json.load(open("cmd.out")); assert d["software"].startswith("cleanroom/")'; then
+  ok "version --json: one JSON object"
+else fail "version --json: $(cat cmd.out)"; fi
+
 finish

@@ -195,6 +195,51 @@ onboard s7 --role provider --dir noaddr --preset overlap --partner-fingerprint "
 expect_eq "a provider drafting without --address: exit 2, not a guessed hostname" 2 "$OB_RC"
 expect_grep "without --address: says it is required and why" "\-\-address HOST:PORT is required" s7.out
 if [ -f noaddr/template.json ]; then fail "a template was drafted with a guessed address"; else ok "no template drafted with a guessed address"; fi
+# A draft that fails (a port out of range) leaves no template behind, so the
+# corrected run needs no --force.
+onboard s8 --role provider --dir noaddr --preset overlap --partner-fingerprint "$C_FP" --address a.example:99999
+expect_eq "a draft with a bad address: exit 2" 2 "$OB_RC"
+if [ -e noaddr/template.json ] || [ -e noaddr/draft.json ]; then fail "a failed draft left a file: $(ls noaddr)"; else
+  ok "a failed draft leaves no template"; fi
+onboard s8b --role provider --dir noaddr --preset overlap --partner-fingerprint "$C_FP" --address 127.0.0.1:7443
+expect_eq "the corrected draft runs without --force" 0 "$OB_RC"
+expect_grep "the corrected draft: serve.conf listens on loopback" "^listen = 127.0.0.1:7443" noaddr/serve.conf
+# A redraft with another address: serve.conf follows it (the old loopback
+# listen would leave the partner nowhere to connect).
+onboard s8c --role provider --dir noaddr --preset overlap --partner-fingerprint "$C_FP" --address acme.example:8443 --force
+expect_eq "a redraft with a new address: exit 0" 0 "$OB_RC"
+expect_grep "a redraft with a new address: serve.conf listens on its port" "^listen = 0.0.0.0:8443" noaddr/serve.conf
+expect_grep "a redraft with a new address: says where it listens now" "now listens on 0.0.0.0:8443" s8c.out
+# A name a certificate cannot carry: keygen's reason is shown.
+onboard s9a --role provider --name "$(printf 'Acme\033[2J')" --dir ctrl-name
+expect_eq "a name with a control character: exit 2" 2 "$OB_RC"
+expect_grep "a name with a control character: keygen's reason is shown" "holds a control character" s9a.out
+# --dir naming a file.
+touch not-a-dir
+onboard s9 --role provider --name X --dir not-a-dir
+expect_eq "--dir naming a file: exit 2" 2 "$OB_RC"
+expect_grep "--dir naming a file: says so" "is a file, not a directory" s9.out
+# Joining something that is not a template leaves the agreed one in place.
+cp homesure/template.json homesure-agreed.json
+onboard s10 --join "$EX/consumer.csv" --dir homesure
+expect_eq "join of a file that is not a template: exit 2" 2 "$OB_RC"
+if cmp -s homesure/template.json homesure-agreed.json; then ok "a failed join leaves the agreed template untouched"; else
+  fail "a failed join replaced the agreed template"; fi
+# The partner changed the contract (min_count 100 -> 10) and sent it back
+# with its signature: the join shows the difference and signs nothing.
+mkdir -p changed
+sed 's/"min_count": 100/"min_count": 10/' homesure/template.json >changed/template.json
+"$CR" template sign changed/template.json --identity homesure/identity >/dev/null 2>&1
+cp -r acme acme-copy
+onboard s11 --join changed/template.json --dir acme-copy
+expect_eq "join of a template the partner changed: exit 4" 4 "$OB_RC"
+expect_grep "a changed template: says it is a different contract" "different contract" s11.out
+expect_grep "a changed template: shows the difference" "+ .*released only if >= 10$" s11.out
+expect_eq "a changed template: this node's template is unchanged" "$HASH" "$("$CR" template hash acme-copy/template.json)"
+onboard s11b --join changed/template.json --dir acme-copy --force
+expect_eq "a changed template with --force: exit 0" 0 "$OB_RC"
+expect_eq "a changed template with --force: now the partner's" "$("$CR" template hash changed/template.json)" \
+  "$("$CR" template hash acme-copy/template.json)"
 # --help runs nothing: a `cleanroom` on PATH that notes being run stays silent.
 mkdir -p fakebin
 printf '#!/bin/sh\ntouch "%s/fakebin/ran"\n' "$WORK" >fakebin/cleanroom
