@@ -64,6 +64,8 @@ def norm_phone(v, cc):
             return None
         if d.startswith("0"):
             d = d[1:]
+        elif cc == "1" and len(d) == 11 and d[0] == "1" and d[1] >= "2":
+            d = d[1:]  # North America's trunk prefix 1 before 10 digits
         d = cc + d
     if not (8 <= len(d) <= 15) or d.startswith("0"):
         return None

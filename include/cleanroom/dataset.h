@@ -120,6 +120,11 @@ const char *cr_reject_text(cr_reject_reason r); /* explanation for people */
  */
 int cr_normalize_key(const cr_match_key *mk, const char *const *values, const size_t *lens,
                      cr_buf *out, cr_reject_reason *reason);
+/* The same with role's chain (cr_match_key_normalizers): the one to use
+ * for a party's data, whose normalizers the template may give per party.
+ * cr_normalize_key is CR_EINVAL for such a key. */
+int cr_normalize_key_as(const cr_match_key *mk, cr_role role, const char *const *values,
+                        const size_t *lens, cr_buf *out, cr_reject_reason *reason);
 
 /* ---- Row sources --------------------------------------------------------- */
 /*
@@ -550,6 +555,13 @@ typedef struct cr_filter cr_filter;
  */
 CR_NODISCARD int cr_filter_parse(cr_filter **out, const char *text, const cr_param_decl *decls,
                                  size_t ndecls, const char *origin, cr_error *err);
+/*
+ * Parses query q's where text for role r (q->where[r] must be set) with its
+ * declared params, the errors naming the template location
+ * ("$.queries.<name>.where.<role>: position N: ..."), as cr_filter_parse.
+ */
+CR_NODISCARD int cr_filter_parse_where(cr_filter **out, const cr_query *q, cr_role r,
+                                       cr_error *err);
 void cr_filter_free(cr_filter *f);
 
 /* Distinct column names the filter reads, in order of first use; valid

@@ -93,6 +93,10 @@ typedef struct cr_template_sig_status {
   int present[CR_ROLE_COUNT];
   int valid[CR_ROLE_COUNT];
   char why[CR_ROLE_COUNT][256]; /* why a present signature is invalid */
+  /* The file is for another version of the template: its template_sha256
+   * (hex), which `template sign` replaces, dropping those signatures. */
+  int other_template;
+  char other_sha256[CR_SHA256_HEX_BYTES];
 } cr_template_sig_status;
 
 /* FILE.sig for a template loaded from FILE; malloc'ed. */

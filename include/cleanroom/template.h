@@ -146,8 +146,13 @@ typedef struct cr_match_key {
   char **columns; /* the shared list; NULL when given per party */
   size_t ncolumns;
   char **party_columns[CR_ROLE_COUNT]; /* per party; NULL when shared */
-  cr_normalizer *normalize;
+  cr_normalizer *normalize;            /* the shared chain; NULL when given per party */
   size_t nnormalize;
+  /* Per party ({"provider": [...], "consumer": [...]}): each side's own
+   * chain to the same normalized value (raw e-mails through "email",
+   * "sha256" on one side, "hashed_sha256" on the other); NULL when shared. */
+  cr_normalizer *party_normalize[CR_ROLE_COUNT];
+  size_t nparty_normalize[CR_ROLE_COUNT];
   char *default_country_code; /* digits only, for "phone"; NULL if none */
 } cr_match_key;
 
@@ -261,6 +266,9 @@ void cr_template_errors_free(char **errors, size_t n);
 /* Role r's names of the key columns (ncolumns of them): its own list when
  * the template gives them per party, else the shared one. */
 const char *const *cr_match_key_columns(const cr_match_key *mk, cr_role r);
+/* Role r's normalizer chain (*n of them): its own when the template gives
+ * them per party, else the shared one. */
+const cr_normalizer *cr_match_key_normalizers(const cr_match_key *mk, cr_role r, size_t *n);
 
 /* Unix seconds as "YYYY-MM-DDTHH:MM:SSZ" (UTC; the form limits.not_after is
  * written in), for every message that shows a time. */

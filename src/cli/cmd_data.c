@@ -26,8 +26,9 @@ static void data_help(void) {
          "A dry run of this node's data: loads it exactly as serve and run would for the\n"
          "template (and for --query: its filter, parameters and group_by), then prints\n"
          "rows read, accepted and rejected per reason with the first line (or row)\n"
-         "numbers, distinct keys, what the query's filter drops, the size per group, a\n"
-         "few normalized keys masked to their first and last character (so you can see\n"
+         "numbers, distinct keys, what the query's filter drops, the size per group\n"
+         "(those below min_count merged into (other), as a session does), a few\n"
+         "normalized keys masked to their first and last character (so you can see\n"
          "normalization worked; never a whole key), and whether serve and run would\n"
          "take the data. No network: nothing is sent to the partner. The check reads\n"
          "the data, so it is recorded in the audit log as data_checked (not a session;\n"
@@ -61,6 +62,32 @@ static const char *delim_name(char d) {
     return "'|'";
   default:
     return "none";
+  }
+}
+
+/*
+ * The groups as a session sends them: a label with fewer keys than the
+ * query's min_count is merged into "(other)" (its name never leaves the
+ * node; a label that is itself a key, group_by on a key column, is no
+ * exception), so the check lists what the partner's cells can name and
+ * prints no rare value of the data. *merged_labels counts the labels
+ * merged, *merged_size their keys.
+ */
+static int label_shown(const cr_party_data_check *c, size_t i) {
+  const cr_dataset *d = c->data;
+  return d->label_sizes[i] >= c->query->min_count &&
+         strcmp(d->label_names[i], CR_SESSION_OTHER_LABEL) != 0;
+}
+
+static void merged_labels(const cr_party_data_check *c, size_t *labels, uint64_t *size) {
+  const cr_dataset *d = c->data;
+  *labels = 0;
+  *size = 0;
+  for (size_t i = 0; i < d->nlabels; i++) {
+    if (label_shown(c, i))
+      continue;
+    (*labels)++;
+    *size += d->label_sizes[i];
   }
 }
 
@@ -128,10 +155,19 @@ static void print_human(const cr_party *party, const cr_party_data_check *c) {
            "                   not the exact count)\n",
            (unsigned long long)c->announced);
   if (d->nlabels > 0) {
+    size_t nm;
+    uint64_t msize;
+    merged_labels(c, &nm, &msize);
     printf("  groups (%s):\n", cr_cli_safe(c->query->group_by[role]));
     for (size_t i = 0; i < d->nlabels; i++)
-      printf("    %-24s %llu\n", cr_cli_safe(d->label_names[i]),
-             (unsigned long long)d->label_sizes[i]);
+      if (label_shown(c, i))
+        printf("    %-24s %llu\n", cr_cli_safe(d->label_names[i]),
+               (unsigned long long)d->label_sizes[i]);
+    if (nm > 0)
+      printf("    %-24s %llu (%zu label%s with fewer keys each than min_count %llu, merged; "
+             "their names stay on this node)\n",
+             CR_SESSION_OTHER_LABEL, (unsigned long long)msize, nm, nm == 1 ? "" : "s",
+             (unsigned long long)c->query->min_count);
     if (d->label_conflicts)
       printf("    (%llu key%s met with more than one label: the first row's counts)\n",
              (unsigned long long)d->label_conflicts, d->label_conflicts == 1 ? "" : "s");
@@ -219,11 +255,23 @@ static void print_json(const cr_party *party, const cr_party_data_check *c) {
                       c->announced == UINT64_MAX ? json_null()
                                                  : json_integer((json_int_t)c->announced));
   if (d->nlabels > 0) {
+    size_t nm;
+    uint64_t msize;
+    merged_labels(c, &nm, &msize);
     json_t *g = json_array();
     for (size_t i = 0; i < d->nlabels; i++) {
+      if (!label_shown(c, i))
+        continue;
       json_t *x = json_object();
       json_object_set_new(x, "label", cr_cli_jtext(d->label_names[i]));
       json_object_set_new(x, "size", json_integer((json_int_t)d->label_sizes[i]));
+      json_array_append_new(g, x);
+    }
+    if (nm > 0) {
+      json_t *x = json_object();
+      json_object_set_new(x, "label", json_string(CR_SESSION_OTHER_LABEL));
+      json_object_set_new(x, "size", json_integer((json_int_t)msize));
+      json_object_set_new(x, "labels_merged", json_integer((json_int_t)nm));
       json_array_append_new(g, x);
     }
     json_object_set_new(o, "groups", g);
@@ -240,6 +288,25 @@ static void print_json(const cr_party *party, const cr_party_data_check *c) {
   json_object_set_new(o, "verdict", json_string(c->verdict ? cr_err_name(c->verdict) : "ok"));
   if (c->verdict)
     json_object_set_new(o, "message", cr_cli_jtext(c->verdict_msg));
+  /* Not about the data, but serve and run would stop on it: the text says
+   * it on stderr, a script reads it here. */
+  const char *note = cr_party_note(party, CR_PARTY_NOTE_SIGNATURES);
+  if (note[0])
+    json_object_set_new(o, "signatures_note", cr_cli_jtext(note));
+  char *text = json_dumps(o, JSON_COMPACT);
+  if (text != NULL)
+    printf("%s\n", text);
+  free(text);
+  json_decref(o);
+}
+
+/* --json: a check that could not run still prints one object, so a script
+ * reads the reason from standard output as it reads a verdict. */
+static void print_json_error(int rc, const cr_error *err, int code) {
+  json_t *o = json_object();
+  json_object_set_new(o, "verdict", json_string(cr_err_name(rc)));
+  json_object_set_new(o, "message", cr_cli_jtext(cr_error_message(err, rc)));
+  json_object_set_new(o, "exit", json_integer(code));
   char *text = json_dumps(o, JSON_COMPACT);
   if (text != NULL)
     printf("%s\n", text);
@@ -363,6 +430,8 @@ static int data_check(int argc, char **argv) {
   int rc = cr_source_validate(data, &so, &err);
   if (rc != 0) {
     cr_cli_errorf(cmd, "%s", cr_error_message(&err, rc));
+    if (json)
+      print_json_error(rc, &err, cr_cli_exit_code(rc, 0));
     return cr_cli_exit_code(rc, 0);
   }
 
@@ -378,6 +447,8 @@ static int data_check(int argc, char **argv) {
   pc.spill_max_bytes = mem.spill_max_bytes;
   if ((rc = cr_party_open(&party, &pc, &err)) != 0) {
     cr_cli_errorf(cmd, "%s", cr_error_message(&err, rc));
+    if (json)
+      print_json_error(rc, &err, cr_cli_exit_code(rc, 0));
     return cr_cli_exit_code(rc, 0);
   }
   {
@@ -402,13 +473,15 @@ static int data_check(int argc, char **argv) {
   if ((rc = cr_party_check_data(party, &cc, &res, &err)) != 0) {
     cr_cli_errorf(cmd, "%s", cr_error_message(&err, rc));
     code = cr_cli_exit_code(rc, 0);
+    if (json)
+      print_json_error(rc, &err, code);
   } else {
     if (json)
       print_json(party, &res);
     else
       print_human(party, &res);
     const char *note = cr_party_note(party, CR_PARTY_NOTE_SIGNATURES);
-    if (!json && note[0])
+    if (note[0])
       fprintf(stderr, "cleanroom data check: note: serve and run would refuse the template: %s\n",
               cr_cli_safe(note));
     code = res.verdict ? cr_cli_exit_code(res.verdict, 0) : EXIT_OK;

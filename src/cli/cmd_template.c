@@ -8,6 +8,7 @@
 
 #include <jansson.h>
 
+#include "cleanroom/dataset.h"
 #include "cleanroom/noise.h"
 #include "cleanroom/party.h"
 #include "cli/cli.h"
@@ -42,8 +43,19 @@ static void print_template_summary(const cr_template *t) {
       }
     }
     printf("; normalize:");
-    for (size_t i = 0; i < mk->nnormalize; i++)
-      printf(" %s", cr_normalizer_name(mk->normalize[i]));
+    if (mk->normalize != NULL) {
+      for (size_t i = 0; i < mk->nnormalize; i++)
+        printf(" %s", cr_normalizer_name(mk->normalize[i]));
+    } else {
+      /* Per party: each side's chain to the same value. */
+      for (int r = 0; r < CR_ROLE_COUNT; r++) {
+        size_t n = 0;
+        const cr_normalizer *chain = cr_match_key_normalizers(mk, (cr_role)r, &n);
+        printf("%s %s", r ? ";" : "", cr_role_name((cr_role)r));
+        for (size_t i = 0; i < n; i++)
+          printf("%s%s", i ? ", " : " ", cr_normalizer_name(chain[i]));
+      }
+    }
     if (mk->default_country_code)
       printf("; default country code %s", mk->default_country_code);
     printf(")\n");
@@ -64,6 +76,28 @@ static void print_template_summary(const cr_template *t) {
       if (q->results_to & CR_ROLE_BIT(r))
         printf(" %s", cr_role_name((cr_role)r));
     printf(", released only if >= %llu\n", (unsigned long long)q->min_count);
+    /* What each side's node does to its own rows: the partner reviews it. */
+    for (int r = 0; r < CR_ROLE_COUNT; r++)
+      if (q->group_by[r] != NULL)
+        printf("      group_by %s: %s\n", cr_role_name((cr_role)r), q->group_by[r]);
+    for (int r = 0; r < CR_ROLE_COUNT; r++)
+      if (q->where[r] != NULL)
+        printf("      where %s: %s\n", cr_role_name((cr_role)r), q->where[r]);
+    if (q->nparams > 0) {
+      printf("      params:");
+      for (size_t k = 0; k < q->nparams; k++)
+        printf("%s %s (%s)", k ? "," : "", q->params[k].name,
+               cr_param_type_name(q->params[k].type));
+      printf(" (given by the runner)\n");
+    }
+    if (q->kind == CR_QUERY_MEMBERS) {
+      printf("      columns written:");
+      if (q->ncolumns == 0)
+        printf(" all of the owner's");
+      for (size_t k = 0; k < q->ncolumns; k++)
+        printf("%s %s", k ? "," : "", q->columns[k]);
+      printf("\n");
+    }
     if (q->noise.mechanism != CR_NOISE_NONE) {
       /* The expected error, from the mechanism's probability mass. */
       const cr_noise *n = &q->noise;
@@ -108,6 +142,192 @@ static void print_template_summary(const cr_template *t) {
     }
     printf("\n");
   }
+}
+
+/*
+ * The filters of every query, both parties' (the loader takes them as text:
+ * each node parses only its own side's, so a filter the partner cannot
+ * parse would otherwise show only when the partner's node starts). Prints
+ * the errors as the loader's are printed, each indented (a message has the
+ * filter and a caret on lines of their own); returns how many.
+ */
+/* An error message as a JSON string: its lines kept (a filter's error shows
+ * the filter and a caret), made safe only when it is not UTF-8. */
+static json_t *message_json(const char *m) {
+  json_t *j = json_string(m);
+  return j ? j : cr_cli_jtext(m);
+}
+
+static size_t check_filters(const char *path, const cr_template *t, json_t *jerrors) {
+  size_t nerr = 0;
+  for (int pass = 0; pass < 2; pass++) {
+    size_t n = 0;
+    for (size_t i = 0; i < t->nqueries; i++) {
+      for (int r = 0; r < CR_ROLE_COUNT; r++) {
+        cr_filter *f = NULL;
+        cr_error err;
+        cr_error_clear(&err);
+        if (t->queries[i].where[r] == NULL)
+          continue;
+        int rc = cr_filter_parse_where(&f, &t->queries[i], (cr_role)r, &err);
+        cr_filter_free(f);
+        if (rc == 0)
+          continue;
+        n++;
+        if (pass == 0)
+          continue;
+        if (jerrors != NULL) {
+          json_array_append_new(jerrors, message_json(cr_error_message(&err, rc)));
+          continue;
+        }
+        if (n == 1)
+          fprintf(stderr, "%s: %zu error%s:\n", path, nerr, nerr == 1 ? "" : "s");
+        fputs("  ", stderr);
+        for (const char *m = cr_error_message(&err, rc); *m != '\0'; m++) {
+          fputc(*m, stderr);
+          if (*m == '\n')
+            fputs("  ", stderr);
+        }
+        fputc('\n', stderr);
+      }
+    }
+    if ((nerr = n) == 0)
+      break;
+  }
+  return nerr;
+}
+
+/* ---- template check --json ------------------------------------------------ */
+
+static json_t *roles_json(unsigned mask) {
+  json_t *a = json_array();
+  for (int r = 0; r < CR_ROLE_COUNT; r++)
+    if (mask & CR_ROLE_BIT(r))
+      json_array_append_new(a, json_string(cr_role_name((cr_role)r)));
+  return a;
+}
+
+static json_t *strv_json(char *const *v, size_t n) {
+  json_t *a = json_array();
+  for (size_t i = 0; i < n; i++)
+    json_array_append_new(a, cr_cli_jtext(v[i]));
+  return a;
+}
+
+/* A per-role map of texts (group_by, where), or NULL when neither is set. */
+static json_t *role_texts_json(char *const v[CR_ROLE_COUNT]) {
+  json_t *o = NULL;
+  for (int r = 0; r < CR_ROLE_COUNT; r++) {
+    if (v[r] == NULL)
+      continue;
+    if (o == NULL)
+      o = json_object();
+    json_object_set_new(o, cr_role_name((cr_role)r), cr_cli_jtext(v[r]));
+  }
+  return o;
+}
+
+/* The contract as one object: what the text summary shows. */
+static json_t *template_json(const cr_template *t) {
+  char hex[CR_SHA256_HEX_BYTES];
+  json_t *o = json_object();
+  cr_hex_encode(hex, t->sha256, CR_SHA256_BYTES);
+  json_object_set_new(o, "sha256", json_string(hex));
+  json_object_set_new(o, "name", cr_cli_jtext(t->name));
+  json_object_set_new(o, "suite", cr_cli_jtext(t->suite));
+  json_t *parties = json_object();
+  for (int r = 0; r < CR_ROLE_COUNT; r++) {
+    json_t *p = json_object();
+    json_object_set_new(p, "org", cr_cli_jtext(t->parties[r].org));
+    cr_hex_encode(hex, t->parties[r].cert_sha256, CR_SHA256_BYTES);
+    json_object_set_new(p, "cert_sha256", json_string(hex));
+    json_object_set_new(p, "address",
+                        t->parties[r].address ? cr_cli_jtext(t->parties[r].address) : json_null());
+    json_object_set_new(parties, cr_role_name((cr_role)r), p);
+  }
+  json_object_set_new(o, "parties", parties);
+  json_t *keys = json_array();
+  for (size_t k = 0; k < cr_template_nkeys(t); k++) {
+    const cr_match_key *mk = &t->match_keys[k];
+    json_t *x = json_object();
+    json_object_set_new(x, "name", cr_cli_jtext(mk->name));
+    json_t *cols = json_object();
+    for (int r = 0; r < CR_ROLE_COUNT; r++)
+      json_object_set_new(
+          cols, cr_role_name((cr_role)r),
+          strv_json((char *const *)cr_match_key_columns(mk, (cr_role)r), mk->ncolumns));
+    json_object_set_new(x, "columns", cols);
+    json_t *norm = json_object();
+    for (int r = 0; r < CR_ROLE_COUNT; r++) {
+      size_t n = 0;
+      const cr_normalizer *chain = cr_match_key_normalizers(mk, (cr_role)r, &n);
+      json_t *a = json_array();
+      for (size_t i = 0; i < n; i++)
+        json_array_append_new(a, json_string(cr_normalizer_name(chain[i])));
+      json_object_set_new(norm, cr_role_name((cr_role)r), a);
+    }
+    json_object_set_new(x, "normalize", norm);
+    if (mk->default_country_code)
+      json_object_set_new(x, "default_country_code", cr_cli_jtext(mk->default_country_code));
+    json_array_append_new(keys, x);
+  }
+  json_object_set_new(o, "match_keys", keys);
+  if (cr_template_nkeys(t) > 1)
+    json_object_set_new(o, "count_of", json_string(cr_role_name(t->count_of)));
+  json_t *qs = json_array();
+  for (size_t i = 0; i < t->nqueries; i++) {
+    const cr_query *q = &t->queries[i];
+    json_t *x = json_object();
+    json_object_set_new(x, "name", cr_cli_jtext(q->name));
+    json_object_set_new(x, "kind", json_string(q->kind == CR_QUERY_COUNT ? "count" : "members"));
+    json_object_set_new(x, "run_by", roles_json(q->run_by));
+    json_object_set_new(x, "results_to", roles_json(q->results_to));
+    json_object_set_new(x, "min_count", json_integer((json_int_t)q->min_count));
+    json_t *g = role_texts_json(q->group_by), *w = role_texts_json(q->where);
+    if (g != NULL)
+      json_object_set_new(x, "group_by", g);
+    if (w != NULL)
+      json_object_set_new(x, "where", w);
+    if (q->nparams > 0) {
+      json_t *p = json_object();
+      for (size_t k = 0; k < q->nparams; k++)
+        json_object_set_new(p, q->params[k].name,
+                            json_string(cr_param_type_name(q->params[k].type)));
+      json_object_set_new(x, "params", p);
+    }
+    if (q->kind == CR_QUERY_MEMBERS)
+      json_object_set_new(x, "columns", strv_json(q->columns, q->ncolumns));
+    if (q->noise.mechanism != CR_NOISE_NONE)
+      json_object_set_new(x, "noise", json_string(cr_noise_mechanism_name(q->noise.mechanism)));
+    json_array_append_new(qs, x);
+  }
+  json_object_set_new(o, "queries", qs);
+  json_t *l = json_object();
+  const cr_limits *lim = &t->limits;
+  if (lim->min_set_size)
+    json_object_set_new(l, "min_set_size", json_integer((json_int_t)lim->min_set_size));
+  if (lim->max_set_size)
+    json_object_set_new(l, "max_set_size", json_integer((json_int_t)lim->max_set_size));
+  if (lim->max_runs_per_query)
+    json_object_set_new(l, "max_runs_per_query", json_integer((json_int_t)lim->max_runs_per_query));
+  if (lim->not_after) {
+    char na[CR_TEMPLATE_TIME_BYTES];
+    cr_template_time_iso(lim->not_after, na);
+    json_object_set_new(l, "not_after", json_string(na));
+  }
+  json_object_set_new(o, "limits", l);
+  json_object_set_new(o, "expired",
+                      json_boolean(lim->not_after && (int64_t)time(NULL) > lim->not_after));
+  json_object_set_new(o, "require_signatures", json_boolean(t->require_signatures));
+  return o;
+}
+
+static void print_json_object(json_t *o) {
+  char *text = json_dumps(o, JSON_COMPACT);
+  if (text != NULL)
+    printf("%s\n", text);
+  free(text);
+  json_decref(o);
 }
 
 /* Accepts a fingerprint (64 hex, with or without colons) or a certificate
@@ -181,7 +401,16 @@ static int cmd_template_pin(int argc, char **argv) {
     return EXIT_USAGE;
   }
   json_error_t jerr;
-  json_t *root = json_load_file(in, JSON_REJECT_DUPLICATES, &jerr);
+  char *raw = NULL;
+  size_t rawlen = 0;
+  if ((rc = cr_read_file(in, CR_TEMPLATE_MAX_BYTES, &raw, &rawlen, &err)) != 0) {
+    cr_cli_errorf("template pin", "%s", cr_error_message(&err, rc));
+    return EXIT_USAGE;
+  }
+  /* A byte order mark (Notepad's) is not JSON; the loader skips it too. */
+  size_t skip = rawlen >= 3 && memcmp(raw, "\xef\xbb\xbf", 3) == 0 ? 3 : 0;
+  json_t *root = json_loadb(raw + skip, rawlen - skip, JSON_REJECT_DUPLICATES, &jerr);
+  free(raw);
   if (root == NULL) {
     cr_cli_errorf("template pin", "%s:%d:%d: %s", in, jerr.line, jerr.column, jerr.text);
     return EXIT_USAGE;
@@ -201,17 +430,38 @@ static int cmd_template_pin(int argc, char **argv) {
     json_object_set_new(cn, "cert_sha256", json_string(hc));
   if (addr)
     json_object_set_new(p, "address", json_string(addr));
-  rc = json_dump_file(root, out, JSON_INDENT(2)) == 0 ? 0 : CR_EIO;
+  char *text = json_dumps(root, JSON_INDENT(2));
   json_decref(root);
-  if (rc) {
-    cr_cli_errorf("template pin", "cannot write %s: %s", out, strerror(errno));
-    return EXIT_STORAGE;
+  if (text == NULL) {
+    cr_cli_errorf("template pin", "out of memory");
+    return EXIT_INTERNAL;
   }
+  size_t len = strlen(text);
+  char *nl = realloc(text, len + 2);
+  if (nl == NULL) {
+    free(text);
+    cr_cli_errorf("template pin", "out of memory");
+    return EXIT_INTERNAL;
+  }
+  text = nl;
+  text[len++] = '\n';
+  text[len] = '\0';
+  /* Validated before it is written: a pin that makes the template invalid
+   * (both parties with one fingerprint, say) leaves an existing --out as
+   * it was. */
   cr_template *t = NULL;
-  if ((rc = cr_template_load(&t, out, &err)) != 0) {
-    cr_cli_errorf("template pin", "wrote %s but it does not validate: %s", out,
+  if ((rc = cr_template_parse(&t, text, len, out, &err)) != 0) {
+    free(text);
+    cr_cli_errorf("template pin", "%s would not validate, so it was not written: %s", out,
                   cr_error_message(&err, rc));
     return template_exit(rc);
+  }
+  rc = cr_file_write_atomic(out, text, len, 0644, &err);
+  free(text);
+  if (rc) {
+    cr_template_free(t);
+    cr_cli_errorf("template pin", "cannot write %s: %s", out, cr_error_message(&err, rc));
+    return EXIT_STORAGE;
   }
   char hex[CR_SHA256_HEX_BYTES];
   cr_hex_encode(hex, t->sha256, CR_SHA256_BYTES);
@@ -290,6 +540,12 @@ static int cmd_template_sigs(const char *sub, int argc, char **argv) {
     sig_path = def_path = cr_template_sig_path(t);
   if (sign) {
     cr_role role;
+    /* Signing a version the file's signatures are not for drops them: if
+     * the partner signed that other version, the two copies differ. */
+    cr_template_sig_status before;
+    cr_error ignored;
+    if (cr_template_verify_sigs(t, sig_path, &before, &ignored) != 0)
+      memset(&before, 0, sizeof before);
     if ((rc = cr_identity_load(&id, identity, &err)) != 0 ||
         (rc = cr_template_sign(t, sig_path, id, &role, &err)) != 0) {
       cr_cli_errorf(cmd, "%s", cr_error_message(&err, rc));
@@ -300,6 +556,17 @@ static int cmd_template_sigs(const char *sub, int argc, char **argv) {
     }
     fprintf(stderr, "signed as the %s (%s); signatures are in %s\n", cr_role_name(role),
             t->parties[role].org, sig_path);
+    cr_role other = cr_role_other(role);
+    if (before.other_template && before.present[other]) {
+      char hex[CR_SHA256_HEX_BYTES];
+      cr_hex_encode(hex, t->sha256, CR_SHA256_BYTES);
+      fprintf(stderr,
+              "cleanroom template sign: warning: %s held the %s's signature for another "
+              "version of the template (%s), not this one (%s); it was dropped. If the %s "
+              "signed that version, your copies differ: compare `cleanroom template hash` "
+              "with the partner before you send the file back\n",
+              sig_path, cr_role_name(other), before.other_sha256, hex, cr_role_name(other));
+    }
   }
   cr_template_sig_status st;
   if ((rc = cr_template_verify_sigs(t, sig_path, &st, &err)) != 0) {
@@ -324,8 +591,8 @@ out:
 
 static void template_usage(FILE *f) {
   fprintf(f,
-          "Usage: cleanroom template hash FILE\n"
-          "       cleanroom template check FILE\n"
+          "Usage: cleanroom template hash FILE [--json]\n"
+          "       cleanroom template check FILE [--json]\n"
           "       cleanroom template pin FILE --provider CERT --consumer CERT --out FILE\n"
           "       cleanroom template sign FILE --identity DIR\n"
           "       cleanroom template verify FILE\n\n"
@@ -335,7 +602,9 @@ static void template_usage(FILE *f) {
           "check  validates the template and prints a summary of the contract; every\n"
           "       error names the JSON path, the value found and what is expected. An\n"
           "       expired template (limits.not_after in the past) is valid but warned\n"
-          "       about: serve and run refuse it.\n"
+          "       about: serve and run refuse it. Both parties' where filters are\n"
+          "       parsed too. --json: one object on stdout, valid or not (\"valid\",\n"
+          "       \"errors\", and for a valid one the contract and its signatures).\n"
           "pin    writes a copy with the parties' fingerprints filled in (see\n"
           "       `cleanroom template pin --help`).\n"
           "sign   adds this node's signature to FILE.sig; verify checks them (see\n"
@@ -387,9 +656,24 @@ int cr_cli_template(int argc, char **argv) {
   }
   char cmd[32];
   snprintf(cmd, sizeof cmd, "template %s", sub);
-  if (argc != 3) {
-    cr_cli_errorf(cmd, argc < 3 ? "needs FILE; see `cleanroom template --help`"
-                                : "takes one FILE; see `cleanroom template --help`");
+  /* FILE and an optional --json, in either order. */
+  const char *file = NULL;
+  int json = 0, nfiles = 0;
+  for (int i = 2; i < argc; i++) {
+    if (strcmp(argv[i], "--json") == 0) {
+      json = 1;
+    } else if (argv[i][0] == '-' && argv[i][1] != '\0') {
+      cr_cli_errorf(cmd, "unknown option \"%s\"; see `cleanroom template --help`",
+                    cr_cli_safe(argv[i]));
+      return EXIT_USAGE;
+    } else {
+      file = argv[i];
+      nfiles++;
+    }
+  }
+  if (nfiles != 1) {
+    cr_cli_errorf(cmd, nfiles == 0 ? "needs FILE; see `cleanroom template --help`"
+                                   : "takes one FILE; see `cleanroom template --help`");
     return EXIT_USAGE;
   }
   cr_template *t = NULL;
@@ -399,28 +683,82 @@ int cr_cli_template(int argc, char **argv) {
   if (strcmp(sub, "check") == 0) {
     char **errors = NULL;
     size_t nerr = 0;
-    rc = cr_template_check(argv[2], &t, &errors, &nerr);
+    rc = cr_template_check(file, &t, &errors, &nerr);
+    json_t *jerrors = json ? json_array() : NULL;
+    if (rc == 0 && check_filters(file, t, jerrors) > 0)
+      rc = CR_ETEMPLATE;
     if (rc) {
-      if (nerr == 0)
-        cr_cli_errorf(cmd, "%s: %s", argv[2], cr_strerror(rc));
-      else if (rc == CR_EIO)
+      if (json) {
+        /* One object on stdout, valid or not; the errors as the text lists them. */
+        for (size_t i = 0; i < nerr; i++)
+          json_array_append_new(jerrors, message_json(errors[i]));
+        if (json_array_size(jerrors) == 0)
+          json_array_append_new(jerrors, message_json(cr_strerror(rc)));
+        size_t n = json_array_size(jerrors);
+        json_t *o = json_object();
+        json_object_set_new(o, "file", cr_cli_jtext(file));
+        json_object_set_new(o, "valid", json_false());
+        json_object_set_new(o, "errors", jerrors);
+        print_json_object(o);
+        cr_cli_errorf(cmd, "%s: %zu error%s (listed in \"errors\" on standard output)",
+                      cr_cli_safe(file), n, n == 1 ? "" : "s");
+      } else if (nerr == 0 && t == NULL) {
+        cr_cli_errorf(cmd, "%s: %s", file, cr_strerror(rc));
+      } else if (rc == CR_EIO) {
         cr_cli_errorf(cmd, "%s", errors[0]);
-      else
-        fprintf(stderr, "%s: %zu error%s:\n", argv[2], nerr, nerr == 1 ? "" : "s");
-      for (size_t i = 0; rc != CR_EIO && i < nerr; i++)
+      } else if (nerr > 0) {
+        fprintf(stderr, "%s: %zu error%s:\n", file, nerr, nerr == 1 ? "" : "s");
+      }
+      for (size_t i = 0; !json && rc != CR_EIO && i < nerr; i++)
         fprintf(stderr, "  %s\n", errors[i]);
       cr_template_errors_free(errors, nerr);
       cr_template_free(t);
       return template_exit(rc);
     }
-  } else if ((rc = cr_template_load(&t, argv[2], &err)) != 0) {
+    json_decref(jerrors);
+  } else if ((rc = cr_template_load(&t, file, &err)) != 0) {
     cr_cli_errorf(cmd, "%s", cr_error_message(&err, rc));
     return template_exit(rc);
   }
   if (strcmp(sub, "hash") == 0) {
     char hex[CR_SHA256_HEX_BYTES];
     cr_hex_encode(hex, t->sha256, CR_SHA256_BYTES);
-    printf("%s\n", hex);
+    if (json) {
+      json_t *o = json_object();
+      json_object_set_new(o, "file", cr_cli_jtext(file));
+      json_object_set_new(o, "sha256", json_string(hex));
+      print_json_object(o);
+    } else {
+      printf("%s\n", hex);
+    }
+  } else if (json) {
+    json_t *o = json_object();
+    json_object_set_new(o, "file", cr_cli_jtext(file));
+    json_object_set_new(o, "valid", json_true());
+    json_object_set_new(o, "errors", json_array());
+    json_object_update_new(o, template_json(t));
+    char *sp = cr_template_sig_path(t);
+    cr_template_sig_status st;
+    json_t *sj = json_object();
+    json_object_set_new(sj, "file", sp ? cr_cli_jtext(sp) : json_null());
+    if (sp != NULL && cr_template_verify_sigs(t, sp, &st, &err) == 0) {
+      for (int r = 0; r < CR_ROLE_COUNT; r++) {
+        json_t *x = json_object();
+        json_object_set_new(x, "status",
+                            json_string(!st.present[r] ? "missing"
+                                        : st.valid[r]  ? "valid"
+                                                       : "invalid"));
+        if (st.present[r] && !st.valid[r])
+          json_object_set_new(x, "why", cr_cli_jtext(st.why[r]));
+        json_object_set_new(sj, cr_role_name((cr_role)r), x);
+      }
+    } else if (sp != NULL) {
+      json_object_set_new(sj, "error", cr_cli_jtext(cr_error_message(&err, CR_ETEMPLATE)));
+    }
+    free(sp);
+    json_object_set_new(o, "signatures", sj);
+    print_json_object(o);
+    warn_expiry(t);
   } else {
     print_template_summary(t);
     char *sp = cr_template_sig_path(t);

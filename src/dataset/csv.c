@@ -383,12 +383,15 @@ static int csv_add_byte(cr_csv *r, uint8_t c, uint64_t rec_line, cr_error *err) 
   size_t field_len = r->rec.len - r->starts[r->nfields];
   if (field_len >= CR_CSV_MAX_FIELD_BYTES)
     return csv_bad(r, err, CR_REJECT_MALFORMED, 1,
-                   "line %llu: %s is larger than %u bytes (the limit per field)",
+                   "line %llu: %s is larger than %u bytes (the limit per field); no key or "
+                   "label is that long: is this the export you meant, cut or with a line end "
+                   "missing?",
                    (unsigned long long)rec_line, field_desc(r, r->nfields, fd, sizeof fd),
                    (unsigned)CR_CSV_MAX_FIELD_BYTES);
   if (r->rec.len >= CR_CSV_MAX_RECORD_BYTES)
     return csv_bad(r, err, CR_REJECT_MALFORMED, 1,
-                   "line %llu: record is larger than %u bytes (the limit per record)",
+                   "line %llu: record is larger than %u bytes (the limit per record); is "
+                   "this the export you meant, cut or with line ends missing?",
                    (unsigned long long)rec_line, (unsigned)CR_CSV_MAX_RECORD_BYTES);
   if (c == 0)
     return csv_bad(r, err, CR_REJECT_ENCODING, 0, "line %llu: %s contains a NUL byte",
@@ -406,7 +409,8 @@ static int csv_add_byte(cr_csv *r, uint8_t c, uint64_t rec_line, cr_error *err) 
 static int csv_begin_field(cr_csv *r, uint64_t rec_line, cr_error *err) {
   if (r->nfields >= CR_CSV_MAX_FIELDS)
     return csv_bad(r, err, CR_REJECT_MALFORMED, 1,
-                   "line %llu: record has more than %u fields (the limit per record)",
+                   "line %llu: record has more than %u fields (the limit per record); is "
+                   "the delimiter right (--delimiter D)?",
                    (unsigned long long)rec_line, (unsigned)CR_CSV_MAX_FIELDS);
   if (r->nfields == r->fields_cap) {
     size_t cap = r->fields_cap ? r->fields_cap * 2 : 16;

@@ -568,7 +568,7 @@ int cr_dataset_load(cr_dataset **out, const char *path, const cr_template *t, cr
         vals[i] = row.fields[keycol[i]];
         vlens[i] = row.lens[keycol[i]];
       }
-      rc = cr_normalize_key(mk, vals, vlens, &key, &why);
+      rc = cr_normalize_key_as(mk, role, vals, vlens, &key, &why);
       if (rc < 0) {
         if (rc == CR_EINVAL)
           cr_error_set(err, rc,

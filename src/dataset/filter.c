@@ -1170,8 +1170,8 @@ static int parse_predicate(parser *ps, uint32_t *out) {
     else if (ps->cur.type != T_PARAM)
       rc = expected(ps, "'(' or a :parameter after IN");
     else {
-      cr_param_type type;
-      int32_t idx;
+      cr_param_type type = CR_PARAM_STRING; /* set by use_param on success */
+      int32_t idx = -1;
       if ((rc = use_param(ps, &type, &idx)) != 0)
         return rc;
       if (type != CR_PARAM_STRING_LIST)
@@ -1305,6 +1305,14 @@ void cr_filter_free(cr_filter *f) {
   free(f->strbuf);
   free(f->origin);
   free(f);
+}
+
+int cr_filter_parse_where(cr_filter **out, const cr_query *q, cr_role r, cr_error *err) {
+  char origin[CR_TEMPLATE_MAX_NAME + 64];
+  if (out == NULL || q == NULL || (unsigned)r >= CR_ROLE_COUNT || q->where[r] == NULL)
+    return cr_error_set(err, CR_EINVAL, "cr_filter_parse_where: invalid argument");
+  snprintf(origin, sizeof origin, "$.queries.%s.where.%s", q->name, cr_role_name(r));
+  return cr_filter_parse(out, q->where[r], q->params, q->nparams, origin, err);
 }
 
 int cr_filter_parse(cr_filter **out, const char *text, const cr_param_decl *decls, size_t ndecls,

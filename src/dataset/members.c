@@ -105,7 +105,7 @@ static int row_matched(const cr_dataset *d, const cr_template *t, const uint8_t 
       vals[i] = f[keycol[k][i]];
       vlens[i] = fl[keycol[k][i]];
     }
-    if (cr_normalize_key(mk, vals, vlens, key, &why) != 0)
+    if (cr_normalize_key_as(mk, d->role, vals, vlens, key, &why) != 0)
       continue;
     long v = cr_dataset_find_value(d, k, key->data, key->len);
     if (v < 0)

@@ -118,7 +118,8 @@ static size_t trunk_group(const uint8_t *s, size_t n) {
  * E.164: '+' then 8-15 digits, the first not 0. Spaces (Unicode ones too),
  * dashes, dots, slashes and parentheses are dropped, and a "tel:" prefix
  * (RFC 3966); "00" means '+'; without either, the default country code (if
- * any) is put in front after dropping one trunk '0'. In an international
+ * any) is put in front after dropping one trunk '0' (with country code 1,
+ * North America's trunk '1' in front of 10 digits). In an international
  * number, a "(0)" after the country code is the national trunk prefix
  * written for callers at home ("+49 (0)151 ...", "+44 (0)20 ..."): it is
  * dropped, as a caller from abroad would. Letters (an extension "x12",
@@ -176,7 +177,12 @@ static int norm_phone(cr_buf *b, size_t start, const char *cc, size_t cclen) {
       goto reject;
     memcpy(e + ne, cc, cclen);
     ne += cclen;
-    if (nd > 0 && d[0] == '0')
+    /* One trunk prefix goes: '0', or in North America (+1, whose national
+     * numbers are 10 digits with an area code starting 2-9) '1', so
+     * "1 206 555 0100" (or "12065550100", +1 without the plus) is
+     * +12065550100, not +112065550100. */
+    int nanp_trunk = cclen == 1 && cc[0] == '1' && nd == 11 && d[0] == '1' && d[1] >= '2';
+    if ((nd > 0 && d[0] == '0') || nanp_trunk)
       off = 1;
   }
   memcpy(e + ne, d + off, nd - off);
@@ -254,13 +260,42 @@ static int cc_valid(const char *cc, size_t *len) {
   return 1;
 }
 
+static int normalize_chain(const cr_match_key *mk, const cr_normalizer *chain, size_t nchain,
+                           const char *const *values, const size_t *lens, cr_buf *out,
+                           cr_reject_reason *reason);
+
 int cr_normalize_key(const cr_match_key *mk, const char *const *values, const size_t *lens,
                      cr_buf *out, cr_reject_reason *reason) {
+  /* A key whose chains are per party needs the role (cr_normalize_key_as):
+   * never the raw value. */
+  if (mk == NULL || mk->party_normalize[CR_ROLE_PROVIDER] != NULL ||
+      mk->party_normalize[CR_ROLE_CONSUMER] != NULL ||
+      (mk->nnormalize > 0 && mk->normalize == NULL))
+    return CR_EINVAL;
+  return normalize_chain(mk, mk->normalize, mk->nnormalize, values, lens, out, reason);
+}
+
+int cr_normalize_key_as(const cr_match_key *mk, cr_role role, const char *const *values,
+                        const size_t *lens, cr_buf *out, cr_reject_reason *reason) {
+  if (mk == NULL || (role != CR_ROLE_PROVIDER && role != CR_ROLE_CONSUMER))
+    return CR_EINVAL;
+  if (mk->party_normalize[CR_ROLE_PROVIDER] == NULL &&
+      mk->party_normalize[CR_ROLE_CONSUMER] == NULL)
+    return cr_normalize_key(mk, values, lens, out, reason);
+  size_t n = 0;
+  const cr_normalizer *chain = cr_match_key_normalizers(mk, role, &n);
+  if (chain == NULL || n == 0)
+    return CR_EINVAL;
+  return normalize_chain(mk, chain, n, values, lens, out, reason);
+}
+
+static int normalize_chain(const cr_match_key *mk, const cr_normalizer *chain, size_t nchain,
+                           const char *const *values, const size_t *lens, cr_buf *out,
+                           cr_reject_reason *reason) {
   int rc = 0;
   size_t cclen = 0;
   const char *cc = NULL;
-  if (mk == NULL || values == NULL || out == NULL || reason == NULL || mk->ncolumns == 0 ||
-      (mk->nnormalize > 0 && mk->normalize == NULL))
+  if (mk == NULL || values == NULL || out == NULL || reason == NULL || mk->ncolumns == 0)
     return CR_EINVAL;
   if (mk->default_country_code != NULL) {
     if (!cc_valid(mk->default_country_code, &cclen))
@@ -281,8 +316,8 @@ int cr_normalize_key(const cr_match_key *mk, const char *const *values, const si
     }
     if ((rc = cr_buf_append(out, v, n)) != 0)
       goto out;
-    for (size_t k = 0; k < mk->nnormalize; k++) {
-      switch (mk->normalize[k]) {
+    for (size_t k = 0; k < nchain; k++) {
+      switch (chain[k]) {
       case CR_NORM_EMAIL:
         rc = norm_email(out, start);
         *reason = CR_REJECT_EMAIL;

@@ -29,6 +29,7 @@ typedef struct entry {
 
 struct cr__records {
   const cr_template *t;
+  cr_role role; /* the loading party: its key columns and normalizers */
   size_t nkeys;
   int counted; /* the role whose records are counted */
   size_t *keycol[CR_TEMPLATE_MAX_KEYS];
@@ -67,6 +68,7 @@ int cr__records_new(cr__records **out, const cr_template *t, cr_role role, char 
   if (b == NULL)
     return CR_ENOMEM;
   b->t = t;
+  b->role = role;
   b->nkeys = cr_template_nkeys(t);
   b->counted = cr_template_record_width(t, role) > 1;
   cr_buf_init(&b->key);
@@ -128,7 +130,7 @@ int cr__records_row(cr__records *b, const char *const *fields, const size_t *len
       b->vals[c] = fields[b->keycol[k][c]];
       b->vlens[c] = lens[b->keycol[k][c]];
     }
-    int rc = cr_normalize_key(mk, b->vals, b->vlens, &b->key, &r);
+    int rc = cr_normalize_key_as(mk, b->role, b->vals, b->vlens, &b->key, &r);
     if (rc < 0) {
       unstage(b);
       return rc;

@@ -14,8 +14,9 @@
  * libpq's own ways remain: ~/.pgpass or PGPASSFILE, PGPASSWORD, a service
  * file (PGSERVICE), or no password (peer or certificate authentication).
  *
- * Errors while rows are read are reported by SQLSTATE only: the server's
- * message for a failed cast or check can quote a value of the data.
+ * Errors while rows are read (any FETCH, the first too) are reported by
+ * SQLSTATE only: the server's message for a failed cast or check can quote
+ * a value of the data.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,13 +59,16 @@ static int pg_failed(cr_source *s, const PGresult *res, int during_rows, const c
                         "SQLSTATE %s; the server's message is not shown because it can quote a "
                         "value of the data (run the query in psql to see it)",
                         s->name, (unsigned long long)p->rows, state ? state : "unknown");
+
   one_line(msg, sizeof msg, res ? PQresultErrorMessage(res) : PQerrorMessage(p->conn));
   return cr_error_set(err, CR_EDATA, "%s: %s: %s%s%s%s", s->name, what, msg,
                       state ? " (SQLSTATE " : "", state ? state : "", state ? ")" : "");
 }
 
-/* The next batch of the cursor into p->res. */
-static int pg_fetch(cr_source *s, int first, cr_error *err) {
+/* The next batch of the cursor into p->res. The first FETCH is where the
+ * server computes rows (DECLARE only plans), so a cast or check that fails
+ * on a value fails here, the first batch too: its message is not shown. */
+static int pg_fetch(cr_source *s, cr_error *err) {
   pg_impl *p = s->impl;
   char sql[96];
   PQclear(p->res);
@@ -72,7 +76,7 @@ static int pg_fetch(cr_source *s, int first, cr_error *err) {
   snprintf(sql, sizeof sql, "FETCH FORWARD %d FROM " CURSOR, CR_SOURCE_PG_BATCH);
   p->res = PQexec(p->conn, sql);
   if (PQresultStatus(p->res) != PGRES_TUPLES_OK)
-    return pg_failed(s, p->res, !first, "the data query failed", err);
+    return pg_failed(s, p->res, 1, "the data query failed", err);
   p->ntuples = PQntuples(p->res);
   p->next = 0;
   p->last = p->ntuples < CR_SOURCE_PG_BATCH;
@@ -93,7 +97,7 @@ static int pg_next(cr_source *s, cr_source_row *row, cr_error *err) {
       PQclear(end);
       return 0;
     }
-    if ((rc = pg_fetch(s, 0, err)) != 0)
+    if ((rc = pg_fetch(s, err)) != 0)
       return rc;
     if (p->ntuples == 0)
       return pg_next(s, row, err);
@@ -217,7 +221,7 @@ int cr__source_open_pg(cr_source *s, const char *uri, const char *query, cr_erro
   }
   PQclear(r);
 
-  if ((rc = pg_fetch(s, 1, err)) != 0)
+  if ((rc = pg_fetch(s, err)) != 0)
     return rc;
   p->nfields = PQnfields(p->res);
   if (p->nfields <= 0)

@@ -86,8 +86,7 @@ int cr_party_check_data(cr_party *p, const cr_party_check_config *cfg, cr_party_
       if (rc)
         return rc == CR_ENOMEM ? rc : CR_EUSAGE;
     }
-    if (q->where[p->role] != NULL && (rc = cr_filter_parse(&filter, q->where[p->role], q->params,
-                                                           q->nparams, q->name, err)) != 0) {
+    if (q->where[p->role] != NULL && (rc = cr_filter_parse_where(&filter, q, p->role, err)) != 0) {
       cr_params_free(&params);
       return rc == CR_ENOMEM ? rc : CR_EUSAGE;
     }

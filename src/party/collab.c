@@ -323,8 +323,7 @@ int cr__collab_load_for(cr_collab *c, const cr_query *q, const cr_params *params
   cr_error_clear(&err);
   cr_filter *filter = NULL;
   int rc = 0;
-  if (q->where[c->role] != NULL && (rc = cr_filter_parse(&filter, q->where[c->role], q->params,
-                                                         q->nparams, q->name, &err)) != 0) {
+  if (q->where[c->role] != NULL && (rc = cr_filter_parse_where(&filter, q, c->role, &err)) != 0) {
     snprintf(msg, cap, "%s", cr_error_message(&err, rc));
     return rc;
   }
@@ -369,7 +368,7 @@ int cr__collab_check_data(cr_collab *c, int check_only, cr_dataset **loaded, cr_
     const char *const *cols;
     if (q->where[c->role] == NULL)
       continue;
-    if ((rc = cr_filter_parse(&f, q->where[c->role], q->params, q->nparams, q->name, err)) != 0) {
+    if ((rc = cr_filter_parse_where(&f, q, c->role, err)) != 0) {
       rc = rc == CR_ENOMEM ? rc : CR_EUSAGE;
       break;
     }

@@ -573,8 +573,7 @@ static int keep_row(void *ctx, const char *const *fields, const size_t *lens, si
 int cr__party_load_start(cr_party *p, const cr_query *q, cr_error *err) {
   int rc;
   if (q != NULL && q->where[p->role] != NULL &&
-      (rc = cr_filter_parse(&p->filter, q->where[p->role], q->params, q->nparams, q->name, err)) !=
-          0)
+      (rc = cr_filter_parse_where(&p->filter, q, p->role, err)) != 0)
     return rc == CR_ENOMEM ? rc : CR_EUSAGE;
   cr_dataset_options dopt;
   cr__party_load_options(p, &dopt);

@@ -185,6 +185,10 @@ int cr_template_verify_sigs(const cr_template *t, const char *sig_path, cr_templ
     cr_hex_encode(hex, t->sha256, CR_SHA256_BYTES);
     const char *th = json_string_value(json_object_get(doc, "template_sha256"));
     json_t *sigs = json_object_get(doc, "signatures");
+    if (th != NULL && strcmp(th, hex) != 0) {
+      st->other_template = 1;
+      snprintf(st->other_sha256, sizeof st->other_sha256, "%.64s", th);
+    }
     const char *key;
     json_t *entry;
     json_object_foreach(sigs, key, entry) {
@@ -196,8 +200,12 @@ int cr_template_verify_sigs(const cr_template *t, const char *sig_path, cr_templ
       check_one(t, role, entry, st);
       if (th == NULL || strcmp(th, hex) != 0) {
         st->valid[role] = 0;
-        snprintf(st->why[role], sizeof st->why[role],
-                 "the signature is for template %.64s, not this one (%s)", th ? th : "?", hex);
+        if (th == NULL)
+          snprintf(st->why[role], sizeof st->why[role],
+                   "the signatures file names no template (template_sha256 is missing)");
+        else
+          snprintf(st->why[role], sizeof st->why[role],
+                   "the signature is for template %.64s, not this one (%s)", th, hex);
       }
     }
   }

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <jansson.h>
 
@@ -104,6 +105,10 @@ static void quote(char *out, size_t cap, const char *s, size_t max) {
       out[o++] = (char)c;
     } else if (c < 0x20 || c == 0x7f) {
       o += (size_t)snprintf(out + o, cap - o, "\\u%04x", c);
+    } else if (c == 0xc2 && i + 1 < max && (unsigned char)s[i + 1] >= 0x80 &&
+               (unsigned char)s[i + 1] <= 0x9f) {
+      /* A C1 control (U+0080-U+009F), which some terminals obey. */
+      o += (size_t)snprintf(out + o, cap - o, "\\u%04x", (unsigned char)s[++i]);
     } else {
       out[o++] = (char)c;
     }
@@ -233,11 +238,32 @@ static int want_object(vctx *v, json_t *j, const char *what) {
   return 0;
 }
 
-/* A copy of a non-empty string, or NULL (reported, or el->oom). */
-static char *want_string(vctx *v, json_t *j, const char *what) {
+/*
+ * Whether s holds a control character: C0 (but tab, LF, VT, FF and CR when
+ * `allow_ws`), DEL, or C1 (U+0080-U+009F). Names, organisations and column
+ * names are printed to terminals and logs, where an escape sequence from
+ * the partner's draft would rewrite what the operator sees.
+ */
+static int has_control(const char *s, int allow_ws) {
+  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+    if (allow_ws && (*p == '\t' || *p == '\n' || *p == '\v' || *p == '\f' || *p == '\r'))
+      continue;
+    if (*p < 0x20 || *p == 0x7f || (*p == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f))
+      return 1;
+  }
+  return 0;
+}
+
+/* A copy of a non-empty string without control characters (whitespace ones
+ * allowed with `allow_ws`), or NULL (reported, or el->oom). */
+static char *want_string(vctx *v, json_t *j, int allow_ws, const char *what) {
   char *s;
   if (!json_is_string(j) || json_string_length(j) == 0) {
     verr(v, j, "%s", what);
+    return NULL;
+  }
+  if (has_control(json_string_value(j), allow_ws)) {
+    verr(v, j, "%s without control characters", what);
     return NULL;
   }
   if ((s = strdup(json_string_value(j))) == NULL)
@@ -283,11 +309,19 @@ static int want_strv(vctx *v, json_t *j, int nonempty, size_t max, const char *w
     if (!json_is_string(e) || json_string_length(e) == 0) {
       verr(v, e, "a non-empty string");
       ok = 0;
+    } else if (has_control(json_string_value(e), 0)) {
+      verr(v, e, "a column name without control characters");
+      ok = 0;
     } else {
+      /* Column names match a header without regard to case: two that
+       * differ only in case name one column. */
       for (size_t k = 0; k < i; k++) {
         json_t *p = json_array_get(j, k);
-        if (json_is_string(p) && strcmp(json_string_value(p), json_string_value(e)) == 0) {
-          verr(v, e, "a value not already listed at [%zu]", k);
+        if (json_is_string(p) && strcasecmp(json_string_value(p), json_string_value(e)) == 0) {
+          verr(v, e,
+               "a value not already listed at [%zu] (column names are compared without "
+               "regard to case)",
+               k);
           ok = 0;
           break;
         }
@@ -338,7 +372,8 @@ static int want_roles(vctx *v, json_t *j, unsigned *mask) {
 }
 
 /* {"provider": "...", "consumer": "..."}, at least one role, non-empty text. */
-static int want_role_map(vctx *v, json_t *j, const char *what, char *out[CR_ROLE_COUNT]) {
+static int want_role_map(vctx *v, json_t *j, int allow_ws, const char *what,
+                         char *out[CR_ROLE_COUNT]) {
   static const char *const roles[] = {"provider", "consumer"};
   int ok = 1;
   if (!json_is_object(j) || json_object_size(j) == 0) {
@@ -351,7 +386,7 @@ static int want_role_map(vctx *v, json_t *j, const char *what, char *out[CR_ROLE
     if (e == NULL)
       continue;
     size_t mark = path_key(v, roles[r]);
-    if ((out[r] = want_string(v, e, what)) == NULL)
+    if ((out[r] = want_string(v, e, allow_ws, what)) == NULL)
       ok = 0;
     path_pop(v, mark);
   }
@@ -404,7 +439,7 @@ static void check_party(vctx *v, json_t *j, cr_template_party *p) {
   check_fields(v, j, fields, 3);
 
   mark = path_key(v, "org");
-  p->org = want_string(v, json_object_get(j, "org"), "a non-empty string");
+  p->org = want_string(v, json_object_get(j, "org"), 0, "a non-empty string");
   path_pop(v, mark);
 
   mark = path_key(v, "cert_sha256");
@@ -475,6 +510,56 @@ const char *const *cr_match_key_columns(const cr_match_key *mk, cr_role r) {
   return (const char *const *)mk->columns;
 }
 
+const cr_normalizer *cr_match_key_normalizers(const cr_match_key *mk, cr_role r, size_t *n) {
+  if (mk == NULL || (r != CR_ROLE_PROVIDER && r != CR_ROLE_CONSUMER)) {
+    if (n != NULL)
+      *n = 0;
+    return NULL;
+  }
+  if (mk->party_normalize[r] != NULL) {
+    if (n != NULL)
+      *n = mk->nparty_normalize[r];
+    return mk->party_normalize[r];
+  }
+  if (n != NULL)
+    *n = mk->nnormalize;
+  return mk->normalize;
+}
+
+/* One normalizer chain (a non-empty array of names) into *out; 1 if valid,
+ * *phone set when it lists "phone". */
+static int want_normalizers(vctx *v, json_t *e, cr_normalizer **out, size_t *nout, int *phone) {
+  int ok = 1;
+  if (!json_is_array(e) || json_array_size(e) == 0) {
+    verr(v, e,
+         "a non-empty array of \"email\", \"phone\", \"text\", \"sha256\", "
+         "\"hashed_sha256\" (or an object with a list for \"provider\" and one for "
+         "\"consumer\")");
+    return 0;
+  }
+  if (json_array_size(e) > CR_TEMPLATE_MAX_NORMALIZE) {
+    verr(v, e, "at most %d normalizers", CR_TEMPLATE_MAX_NORMALIZE);
+    return 0;
+  }
+  if ((*out = calloc(json_array_size(e), sizeof **out)) == NULL) {
+    v->el->oom = 1;
+    return 0;
+  }
+  for (size_t i = 0; i < json_array_size(e); i++) {
+    json_t *x = json_array_get(e, i);
+    size_t m2 = path_index(v, i);
+    if (!json_is_string(x) || parse_normalizer(json_string_value(x), &(*out)[i]) != 0) {
+      verr(v, x, "one of \"email\", \"phone\", \"text\", \"sha256\", \"hashed_sha256\"");
+      ok = 0;
+    } else if ((*out)[i] == CR_NORM_PHONE) {
+      *phone = 1;
+    }
+    path_pop(v, m2);
+  }
+  *nout = json_array_size(e);
+  return ok;
+}
+
 /* Returns 1 if the match key is valid (its columns then feed later checks). */
 static int check_match_key(vctx *v, json_t *j, cr_match_key *mk) {
   static const char *const fields[] = {"name", "columns", "normalize", "default_country_code"};
@@ -486,7 +571,7 @@ static int check_match_key(vctx *v, json_t *j, cr_match_key *mk) {
   check_fields(v, j, fields, 4);
 
   mark = path_key(v, "name");
-  if ((mk->name = want_string(v, json_object_get(j, "name"), "a non-empty string")) == NULL)
+  if ((mk->name = want_string(v, json_object_get(j, "name"), 0, "a non-empty string")) == NULL)
     ok = 0;
   path_pop(v, mark);
 
@@ -505,31 +590,29 @@ static int check_match_key(vctx *v, json_t *j, cr_match_key *mk) {
 
   mark = path_key(v, "normalize");
   e = json_object_get(j, "normalize");
-  if (!json_is_array(e) || json_array_size(e) == 0) {
-    verr(v, e,
-         "a non-empty array of \"email\", \"phone\", \"text\", \"sha256\", "
-         "\"hashed_sha256\"");
-    ok = 0;
-  } else if (json_array_size(e) > CR_TEMPLATE_MAX_NORMALIZE) {
-    verr(v, e, "at most %d normalizers", CR_TEMPLATE_MAX_NORMALIZE);
-    ok = 0;
-  } else if ((mk->normalize = calloc(json_array_size(e), sizeof *mk->normalize)) == NULL) {
-    v->el->oom = 1;
-    ok = 0;
-  } else {
-    norm_ok = 1;
-    for (size_t i = 0; i < json_array_size(e); i++) {
-      json_t *x = json_array_get(e, i);
-      size_t m2 = path_index(v, i);
-      if (!json_is_string(x) || parse_normalizer(json_string_value(x), &mk->normalize[i]) != 0) {
-        verr(v, x, "one of \"email\", \"phone\", \"text\", \"sha256\", \"hashed_sha256\"");
-        ok = norm_ok = 0;
-      } else if (mk->normalize[i] == CR_NORM_PHONE) {
-        phone = 1;
+  if (json_is_object(e)) {
+    /* Per party: each side's chain to the same value. */
+    static const char *const roles[] = {"provider", "consumer"};
+    check_fields(v, e, roles, 2);
+    norm_ok = json_object_size(e) <= 2;
+    for (int r = 0; r < CR_ROLE_COUNT; r++) {
+      size_t m2 = path_key(v, roles[r]);
+      json_t *x = json_object_get(e, roles[r]);
+      if (x == NULL) {
+        verr(v, NULL, "the %s's normalizers (a non-empty array)", roles[r]);
+        norm_ok = 0;
+      } else if (!want_normalizers(v, x, &mk->party_normalize[r], &mk->nparty_normalize[r],
+                                   &phone)) {
+        norm_ok = 0;
       }
       path_pop(v, m2);
     }
-    mk->nnormalize = json_array_size(e);
+    if (!norm_ok)
+      ok = 0;
+  } else if (!want_normalizers(v, e, &mk->normalize, &mk->nnormalize, &phone)) {
+    ok = 0;
+  } else {
+    norm_ok = 1;
   }
   path_pop(v, mark);
 
@@ -1164,7 +1247,7 @@ static void check_query(vctx *v, const char *name, json_t *j, cr_query *q, const
     mark = path_key(v, "group_by");
     if (kind_ok && q->kind == CR_QUERY_MEMBERS) {
       verr(v, e, "no group_by for kind \"members\"");
-    } else if (want_role_map(v, e, "a column name", q->group_by) && columns_known) {
+    } else if (want_role_map(v, e, 0, "a column name", q->group_by) && columns_known) {
       for (int r = 0; r < CR_ROLE_COUNT; r++) {
         if (q->group_by[r] == NULL)
           continue;
@@ -1178,7 +1261,7 @@ static void check_query(vctx *v, const char *name, json_t *j, cr_query *q, const
 
   if ((e = json_object_get(j, "where")) != NULL) {
     mark = path_key(v, "where");
-    want_role_map(v, e, "a filter expression", q->where);
+    want_role_map(v, e, 1, "a filter expression", q->where);
     path_pop(v, mark);
   }
 
@@ -1465,6 +1548,34 @@ static void check_match_mode(vctx *v, json_t *root, cr_template *t, int several)
   }
 }
 
+/*
+ * Both parties pinning one certificate: a node with it could not tell its
+ * role, and the other party could never connect. All zeros is the
+ * placeholder of a draft not pinned yet (the examples), left to
+ * `template pin`.
+ */
+static void check_distinct_parties(vctx *v, json_t *parties) {
+  static const uint8_t zero[CR_SHA256_BYTES];
+  uint8_t fp[CR_ROLE_COUNT][CR_SHA256_BYTES];
+  json_t *e[CR_ROLE_COUNT];
+  for (int r = 0; r < CR_ROLE_COUNT; r++) {
+    json_t *p = json_object_get(parties, cr_role_name((cr_role)r));
+    e[r] = json_is_object(p) ? json_object_get(p, "cert_sha256") : NULL;
+    if (!json_is_string(e[r]) || cr_hex_decode(fp[r], sizeof fp[r], json_string_value(e[r])) != 0)
+      return;
+  }
+  if (memcmp(fp[CR_ROLE_PROVIDER], fp[CR_ROLE_CONSUMER], CR_SHA256_BYTES) != 0 ||
+      memcmp(fp[CR_ROLE_PROVIDER], zero, CR_SHA256_BYTES) == 0)
+    return;
+  size_t m1 = path_key(v, "consumer");
+  size_t m2 = path_key(v, "cert_sha256");
+  verr(v, e[CR_ROLE_CONSUMER],
+       "a certificate other than the provider's (each party pins its own identity's "
+       "fingerprint, from `cleanroom keygen`)");
+  path_pop(v, m2);
+  path_pop(v, m1);
+}
+
 static void check_template(vctx *v, json_t *root, cr_template *t) {
   static const char *const fields[] = {"format",    "name",       "parties", "suite",
                                        "match_key", "match_keys", "match",   "count_of",
@@ -1484,7 +1595,7 @@ static void check_template(vctx *v, json_t *root, cr_template *t) {
   path_pop(v, mark);
 
   mark = path_key(v, "name");
-  t->name = want_string(v, json_object_get(root, "name"), "a non-empty string");
+  t->name = want_string(v, json_object_get(root, "name"), 0, "a non-empty string");
   path_pop(v, mark);
 
   mark = path_key(v, "parties");
@@ -1496,6 +1607,7 @@ static void check_template(vctx *v, json_t *root, cr_template *t) {
       check_party(v, json_object_get(e, roles[r]), &t->parties[r]);
       path_pop(v, m2);
     }
+    check_distinct_parties(v, e);
   }
   path_pop(v, mark);
 
@@ -1589,6 +1701,13 @@ static int parse_core(cr_template **out, const char *json, size_t len, const cha
     el_add(el, "$: found %zu bytes, expected at most %u bytes", len, CR_TEMPLATE_MAX_BYTES);
     rc = CR_ETEMPLATE;
     goto out;
+  }
+  /* A UTF-8 byte order mark (Notepad writes one) is not part of the JSON
+   * text (RFC 8259 section 8.1 lets a parser ignore it); the hash is of the
+   * canonical form, so it does not change it either. */
+  if (json != NULL && len >= 3 && memcmp(json, "\xef\xbb\xbf", 3) == 0) {
+    json += 3;
+    len -= 3;
   }
   /* Duplicate keys: two partners' parsers might keep different copies. */
   root = json_loadb(json != NULL ? json : "", len, JSON_REJECT_DUPLICATES, &jerr);
@@ -1835,6 +1954,8 @@ void cr_template_free(cr_template *t) {
       free(pc);
     }
     free(mk->normalize);
+    for (int r = 0; r < CR_ROLE_COUNT; r++)
+      free(mk->party_normalize[r]);
     free(mk->default_country_code);
   }
   for (size_t i = 0; i < t->nqueries; i++) {

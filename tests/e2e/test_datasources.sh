@@ -399,6 +399,21 @@ set -e
 expect_eq "a data query that writes: refused (exit 3)" 3 "$DEL_RC"
 expect_eq "two statements: refused (exit 3)" 3 "$DROP_RC"
 expect_eq "the table is untouched" 3000 "$(psql_ -d crm -At -c 'SELECT count(*) FROM customers')"
+# A cast that fails on a value fails in the first FETCH (DECLARE only
+# plans): the server's message would quote the value, here a match key.
+set +e
+"$CR" data check --template t.json --identity provider-id --data "$PGURI" \
+  --data-query "SELECT email_address::int AS email_address, segment FROM customers ORDER BY id" \
+  >cast.out 2>cast.err
+CAST_RC=$?
+set -e
+expect_eq "a cast that fails on the first rows: exit 3" 3 "$CAST_RC"
+expect_grep "the failure is named by its SQLSTATE" "SQLSTATE 22P02" cast.err
+if grep -qi "example.com" cast.out cast.err; then
+  fail "the failed cast's message quoted a value of the data: $(grep -i example.com cast.err | head -1)"
+else
+  ok "the failed cast's message quotes no value of the data"
+fi
 
 # ---- streaming: memory does not grow with the result --------------------------------------
 # 200k rows read from PostgreSQL against the same rows from a CSV: both

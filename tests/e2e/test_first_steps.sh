@@ -165,6 +165,58 @@ printf 'data_query = SELECT 1\n' >>node.conf
 rc "$CR" data check --config node.conf --audit check-audit.jsonl
 expect_eq "data_query for a CSV: exit 2" 2 "$RC"
 expect_grep "data_query for a CSV: says it is for a database" "a data query is for a database source" cmd.err
+expect_eq "data_query for a CSV, --json: the reason on stdout too" "a data query is for a database source" \
+  "$(python3 -c 'import json, sys; print(json.load(sys.stdin)["message"].split(": ", 1)[1][:37])' <cmd.out)"
+
+# group_by: the check lists the groups as a session sends them; a label with
+# fewer keys than min_count is merged into (other) and not printed (here
+# every label is an e-mail, a match key: none may show).
+python3 - template.json >grouped.json <<'PY'
+import json, sys
+t = json.load(open(sys.argv[1]))
+t["queries"]["by_mail"] = {"kind": "count", "run_by": ["consumer"], "results_to": ["consumer"],
+                           "min_count": 2, "group_by": {"provider": "email"}}
+t["queries"]["by_segment"] = {"kind": "count", "run_by": ["consumer"], "results_to": ["consumer"],
+                              "min_count": 1000, "group_by": {"provider": "segment"}}
+json.dump(t, sys.stdout)
+PY
+head -400 "$EX/provider.csv" >p400.csv
+rc "$CR" data check --template grouped.json --identity provider-id --data p400.csv --query by_mail \
+  --audit check-audit.jsonl
+expect_eq "data check, group_by a key column: exit 0" 0 "$RC"
+expect_grep "data check, group_by a key column: every label merged into (other)" \
+  "(other) .*labels with fewer keys each than min_count 2, merged" cmd.out
+if grep -qiE "[a-z0-9]@[a-z0-9]" cmd.out; then fail "data check printed a key as a group label: $(grep -iE '[a-z0-9]@[a-z0-9]' cmd.out | head -1)"; else
+  ok "data check printed no key as a group label"
+fi
+rc "$CR" data check --template grouped.json --identity provider-id --data "$EX/provider.csv" \
+  --query by_segment --json --audit check-audit.jsonl
+expect_grep "data check --json: a label above min_count is listed" '{"label":"smart_home","size":' cmd.out
+expect_grep "data check --json: the smaller ones are (other), with how many were merged" \
+  '{"label":"(other)","size":[0-9]*,"labels_merged":2}' cmd.out
+
+# A template that requires signatures nobody made: the data is fine (exit 0)
+# but serve and run would refuse the template; --json says so too.
+sed 's/"format": "cleanroom-template\/1",/"format": "cleanroom-template\/1", "require_signatures": true,/' \
+  template.json >needs-sigs.json
+rc "$CR" data check --template needs-sigs.json --identity consumer-id --data "$EX/consumer.csv" --json \
+  --audit check-audit.jsonl
+expect_eq "data check, signatures missing: the data is fine (exit 0)" 0 "$RC"
+expect_grep "data check --json: the missing signatures are noted" '"signatures_note":"the template requires both' cmd.out
+expect_grep "data check --json: and on stderr too" "serve and run would refuse the template" cmd.err
+
+# --json: a check that cannot run still prints one object (verdict, message,
+# exit), so a script reads why from stdout as it reads a verdict.
+printf 'Mail;Segment\na@b.example;x\n' >no_email.csv
+rc "$CR" data check --template template.json --identity consumer-id --data no_email.csv --json \
+  --audit check-audit.jsonl
+expect_eq "data check --json, a missing column: exit 3" 3 "$RC"
+expect_eq "data check --json, a missing column: the verdict" EDATA "$(json_field cmd.out verdict)"
+expect_eq "data check --json, a missing column: the exit code" 3 "$(json_field cmd.out exit)"
+expect_grep "data check --json, a missing column: the message names it" 'missing column \\"email\\"' cmd.out
+rc "$CR" data check --template template.json --identity no-such-id --data no_email.csv --json
+expect_eq "data check --json, no identity: exit 2" 2 "$RC"
+expect_eq "data check --json, no identity: the verdict" ECONFIG "$(json_field cmd.out verdict)"
 
 # The example serve.conf (examples/systemd): each optional line, uncommented
 # (paths aside), is a valid line; a note written after a value is refused

@@ -121,6 +121,18 @@ static void test_phone(void **state) {
      "0100",
      "+14155550100"); /* en dash */
   OK(NORMS(CR_NORM_PHONE), "44", "020 7946 0958", "+442079460958");
+  /* North America: the trunk prefix is 1, written before the 10 digits
+   * ("1-206-555-0100", or +1 without the plus): one number, one key. */
+  OK(NORMS(CR_NORM_PHONE), "1", "12062001234", "+12062001234");
+  OK(NORMS(CR_NORM_PHONE), "1", "1 (206) 200-1234", "+12062001234");
+  OK(NORMS(CR_NORM_PHONE), "1", "1-206-200-1234", "+12062001234");
+  OK(NORMS(CR_NORM_PHONE), "1", "(206) 200-1234", "+12062001234");
+  OK(NORMS(CR_NORM_PHONE), "1", "+1 206 200 1234", "+12062001234");
+  /* Only 10 digits after it, an area code 2-9 and country code 1 alone. */
+  OK(NORMS(CR_NORM_PHONE), "1", "1206200123", "+11206200123");
+  OK(NORMS(CR_NORM_PHONE), "1", "11062001234", "+111062001234");
+  OK(NORMS(CR_NORM_PHONE), "44", "12062001234", "+4412062001234");
+  OK(NORMS(CR_NORM_PHONE), "1", "001 206 200 1234", "+12062001234");
   /* The trunk "(0)" is only dropped after a country code: otherwise it is
    * a digit like any other. */
   BAD(NORMS(CR_NORM_PHONE), NULL, "+(0)49 30 12345678", CR_REJECT_PHONE);
@@ -286,15 +298,44 @@ static void test_reject_names(void **state) {
     assert_true(strlen(cr_reject_text((cr_reject_reason)r)) > 10);
 }
 
+/* Normalizers per party: each role's chain to the same value (raw e-mails
+ * hashed on one side, hex hashes checked on the other); without a role a
+ * per-party key is refused, never left raw. */
+static void test_party_chains(void **state) {
+  (void)state;
+  char *cols[] = {"k"};
+  cr_normalizer prov[] = {CR_NORM_EMAIL, CR_NORM_SHA256};
+  cr_normalizer cons[] = {CR_NORM_HASHED_SHA256};
+  cr_match_key mk = {.name = "k", .columns = cols, .ncolumns = 1};
+  mk.party_normalize[CR_ROLE_PROVIDER] = prov;
+  mk.nparty_normalize[CR_ROLE_PROVIDER] = 2;
+  mk.party_normalize[CR_ROLE_CONSUMER] = cons;
+  mk.nparty_normalize[CR_ROLE_CONSUMER] = 1;
+  cr_buf a, b;
+  cr_reject_reason why;
+  cr_buf_init(&a);
+  cr_buf_init(&b);
+  const char *raw[] = {" Alice@Example.COM "};
+  /* sha256("alice@example.com"), upper case as some exports write it. */
+  const char *hashed[] = {"FF8D9819FC0E12BF0D24892E45987E249A28DCE836A85CAD60E28EAAA8C6D976"};
+  assert_int_equal(cr_normalize_key_as(&mk, CR_ROLE_PROVIDER, raw, NULL, &a, &why), 0);
+  assert_int_equal(cr_normalize_key_as(&mk, CR_ROLE_CONSUMER, hashed, NULL, &b, &why), 0);
+  assert_int_equal(a.len, 64);
+  assert_int_equal(b.len, 64);
+  assert_memory_equal(a.data, b.data, 64);
+  assert_int_equal(cr_normalize_key_as(&mk, CR_ROLE_CONSUMER, raw, NULL, &b, &why), 1);
+  assert_int_equal(why, CR_REJECT_HEX);
+  assert_int_equal(cr_normalize_key(&mk, raw, NULL, &a, &why), CR_EINVAL);
+  cr_buf_free(&a);
+  cr_buf_free(&b);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_email),
-      cmocka_unit_test(test_phone),
-      cmocka_unit_test(test_text),
-      cmocka_unit_test(test_sha256),
-      cmocka_unit_test(test_hashed_sha256),
-      cmocka_unit_test(test_composite),
-      cmocka_unit_test(test_invalid_arguments),
+      cmocka_unit_test(test_email),        cmocka_unit_test(test_phone),
+      cmocka_unit_test(test_party_chains), cmocka_unit_test(test_text),
+      cmocka_unit_test(test_sha256),       cmocka_unit_test(test_hashed_sha256),
+      cmocka_unit_test(test_composite),    cmocka_unit_test(test_invalid_arguments),
       cmocka_unit_test(test_reject_names),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -49,9 +49,11 @@ static int teardown(void **state) {
 }
 
 #define FX_ONES64 "1111111111111111111111111111111111111111111111111111111111111111"
+#define FX_TWOS64 "2222222222222222222222222222222222222222222222222222222222222222"
+/* Two parties, two certificates (one pinned for both is not a template). */
 #define PARTIES                                                                                    \
   "\"parties\": {\"provider\": {\"org\": \"P\", \"cert_sha256\": \"" FX_ONES64 "\"},"              \
-  " \"consumer\": {\"org\": \"C\", \"cert_sha256\": \"" FX_ONES64 "\"}},"
+  " \"consumer\": {\"org\": \"C\", \"cert_sha256\": \"" FX_TWOS64 "\"}},"
 
 static cr_template *make(const char *noise, const char *budget) {
   char json[2048];

@@ -209,6 +209,20 @@ static void test_base_parses(void **state) {
   hexof(hex, t->sha256);
   assert_string_equal(hex, BASE_SHA256);
   cr_template_free(t);
+
+  /* A UTF-8 byte order mark in front (Notepad writes one) is not part of
+   * the JSON text: the same template, the same hash. */
+  size_t n = strlen(s);
+  char *bom = malloc(n + 4);
+  assert_non_null(bom);
+  memcpy(bom, "\xef\xbb\xbf", 3);
+  memcpy(bom + 3, s, n + 1);
+  t = NULL;
+  assert_int_equal(cr_template_parse(&t, bom, n + 3, "bom.json", &err), 0);
+  hexof(hex, t->sha256);
+  assert_string_equal(hex, BASE_SHA256);
+  cr_template_free(t);
+  free(bom);
   free(s);
 }
 
@@ -261,12 +275,17 @@ static void test_accepted_variants(void **state) {
       {"parties/provider/address", "'h:65535'"},
       {"suite", "'p256'"},
       {"match_key/normalize", "['text', 'sha256', 'hashed_sha256']"},
+      /* Per party: raw e-mails on one side, their hashes on the other. */
+      {"match_key/normalize", "{'provider': ['email', 'sha256'], 'consumer': ['hashed_sha256']}"},
       {"limits/min_set_size", "0"},
       {"limits/max_set_size", "1000"}, /* == min_set_size */
       {"limits/not_after", "'2028-02-29T12:34:56Z'"},
       {"limits", "{}"},
       {"queries/overlap/params", "{}"},
       {"queries/overlap/where", "{'provider': 'a = 1', 'consumer': 'b = 2'}"},
+      /* Whitespace in a filter may be any of the filter grammar's. */
+      {"queries/overlap/where", "{'provider': 'a = 1\\n\\tAND b = 2\\r\\n'}"},
+      {"name", "'Acme \\u00e9 \\u00a0x'"}, /* non-ASCII text that is not a control */
       {"queries/overlap/group_by", "{'provider': 'segment', 'consumer': 'email'}"},
       {"queries/my_matched_users/columns", "[]"},
       {"queries/a-b.c_9", "{'kind': 'count', 'run_by': ['provider'], 'results_to': "
@@ -291,6 +310,40 @@ static void test_accepted_variants(void **state) {
 /* limits.size_buckets: the default ladder, a geometric one, explicit edges. */
 /* match_key.columns per party: each role gets its own names (and they are
  * required of it), the template hash is that of the file as ever. */
+/* match_key.normalize per party: each role gets its own chain; the shared
+ * one is then absent (and cr_normalize_key, which has no role, refuses). */
+static void test_party_normalizers(void **state) {
+  (void)state;
+  char *s = mutated("match_key/normalize",
+                    "{'provider': ['email', 'sha256'], 'consumer': ['hashed_sha256']}");
+  cr_template *t = NULL;
+  cr_error err;
+  cr_error_clear(&err);
+  int rc = cr_template_parse(&t, s, strlen(s), "t", &err);
+  if (rc != 0)
+    print_error("%s\n", err.msg);
+  assert_int_equal(rc, 0);
+  assert_null(t->match_key.normalize);
+  size_t n = 0;
+  const cr_normalizer *p = cr_match_key_normalizers(&t->match_key, CR_ROLE_PROVIDER, &n);
+  assert_int_equal(n, 2);
+  assert_int_equal(p[0], CR_NORM_EMAIL);
+  assert_int_equal(p[1], CR_NORM_SHA256);
+  const cr_normalizer *c = cr_match_key_normalizers(&t->match_key, CR_ROLE_CONSUMER, &n);
+  assert_int_equal(n, 1);
+  assert_int_equal(c[0], CR_NORM_HASHED_SHA256);
+  cr_template_free(t);
+  free(s);
+  /* Shared: both roles get the one chain. */
+  s = dq(BASE);
+  assert_int_equal(cr_template_parse(&t, s, strlen(s), "t", &err), 0);
+  p = cr_match_key_normalizers(&t->match_key, CR_ROLE_CONSUMER, &n);
+  assert_int_equal(n, 1);
+  assert_ptr_equal(p, t->match_key.normalize);
+  cr_template_free(t);
+  free(s);
+}
+
 static void test_party_columns(void **state) {
   (void)state;
   char *s = mutated("match_key/columns", "{'provider': ['email_address'], 'consumer': ['Mail']}");
@@ -712,6 +765,40 @@ static const bad_case BAD[] = {
     {"name", "''", "$.name: found \"\", expected a non-empty string", 1},
     {"name", "5", "$.name: found 5, expected a non-empty string", 1},
     {"name", NULL, "$.name: missing", 1},
+    /* Control characters: printed to terminals, an escape sequence from a
+     * partner's draft would rewrite what the operator reads. */
+    {"name", "'Acme\\u001b[2J'",
+     "$.name: found \"Acme\\u001b[2J\", expected a non-empty string without control characters", 1},
+    {"name", "'two\\nlines'",
+     "$.name: found \"two\\u000alines\", expected a non-empty string "
+     "without control characters",
+     1},
+    {"parties/provider/org", "'Acme\\u009b31m'",
+     "$.parties.provider.org: found \"Acme\\u009b31m\", expected a non-empty string without "
+     "control characters",
+     1},
+    {"data/provider/required_columns", "['email', 'seg\\u0007']",
+     "$.data.provider.required_columns[1]: found \"seg\\u0007\", expected a column name without "
+     "control characters",
+     1},
+    {"queries/eligible_patients/where/provider", "'age = 1 AND dx_code = \\u001b'",
+     "$.queries.eligible_patients.where.provider: found \"age = 1 AND dx_code = \\u001b\", "
+     "expected a filter expression without control characters",
+     1},
+    /* Normalizers per party: both lists, each a valid chain. */
+    {"match_key/normalize", "{'provider': ['email']}",
+     "$.match_key.normalize.consumer: missing, expected the consumer's normalizers", 1},
+    {"match_key/normalize", "{'provider': ['email'], 'consumer': []}",
+     "$.match_key.normalize.consumer: found an array, expected a non-empty array of", 1},
+    {"match_key/normalize", "{'provider': ['email'], 'consumer': ['fone']}",
+     "$.match_key.normalize.consumer[0]: found \"fone\"", 1},
+    {"match_key/normalize", "{'provider': ['email'], 'consumer': ['email'], 'auditor': ['email']}",
+     "$.match_key.normalize.auditor: unknown field", 1},
+    /* Column names match a header without regard to case. */
+    {"match_key/columns", "['email', 'EMAIL']",
+     "$.match_key.columns[1]: found \"EMAIL\", expected a value not already listed at [0] (column "
+     "names are compared without regard to case)",
+     1},
     {"parties", "[]", "$.parties: found an array, expected an object", 1},
     {"parties", NULL, "$.parties: missing", 1},
     {"parties/provider", NULL, "$.parties.provider: missing", 1},
@@ -1574,10 +1661,33 @@ static void test_role_of(void **state) {
   cr_template_free(t);
   free(s);
 
-  /* Both parties with one certificate: ambiguous, so no role. */
+  /* Both parties with one certificate: the loader refuses it, naming the
+   * consumer's pin (a node with it could not tell its role). */
   s = mutated("parties/consumer/cert_sha256",
               "'1111111111111111111111111111111111111111111111111111111111111111'");
+  assert_int_equal(cr_template_parse(&t, s, strlen(s), "t", &err), CR_ETEMPLATE);
+  assert_non_null(strstr(err.msg, "$.parties.consumer.cert_sha256"));
+  assert_non_null(strstr(err.msg, "other than the provider's"));
+  free(s);
+  /* All zeros in both is a draft not pinned yet: valid. */
+  {
+    json_t *j = base_json();
+    set_at(j, "parties/provider/cert_sha256",
+           "'0000000000000000000000000000000000000000000000000000000000000000'");
+    set_at(j, "parties/consumer/cert_sha256",
+           "'0000000000000000000000000000000000000000000000000000000000000000'");
+    s = dump(j, 0);
+    json_decref(j);
+  }
   assert_int_equal(cr_template_parse(&t, s, strlen(s), "t", &err), 0);
+  cr_template_free(t);
+  free(s);
+
+  /* Both parties with one certificate (a template built in memory):
+   * ambiguous, so no role. */
+  s = dq(BASE);
+  assert_int_equal(cr_template_parse(&t, s, strlen(s), "t", &err), 0);
+  memset(t->parties[CR_ROLE_CONSUMER].cert_sha256, 0x11, CR_SHA256_BYTES);
   memset(fp, 0x11, sizeof fp);
   assert_int_equal(cr_template_role_of(t, fp, &r), CR_ECONFIG);
   cr_template_free(t);
@@ -1592,6 +1702,7 @@ int main(void) {
       cmocka_unit_test(test_not_after_values),
       cmocka_unit_test(test_size_buckets),
       cmocka_unit_test(test_party_columns),
+      cmocka_unit_test(test_party_normalizers),
       cmocka_unit_test(test_time_iso),
       cmocka_unit_test(test_match_keys),
       cmocka_unit_test(test_match_keys_rejected),
