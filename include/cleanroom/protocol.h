@@ -41,8 +41,13 @@ extern "C" {
  *    result, each checks the partner committed to the same release.
  *    Several match keys (issue 19): the counted side sends records (Hello
  *    record_keys), digests go back grouped per record, the release covers
- *    the per-key breakdown. */
-#define CR_PROTOCOL_VERSION 4
+ *    the per-key breakdown.
+ * 5: the same frames; what a phone key means changed (a North American
+ *    number written with its trunk '1' and no '+', "12065550100" under
+ *    default_country_code 1, is +12065550100, no longer +112065550100), so
+ *    a version 4 node, whose points for such phones differ, is refused
+ *    rather than silently matching fewer people. */
+#define CR_PROTOCOL_VERSION 5
 #define CR_DEFAULT_MAX_FRAME (16u << 20)
 #define CR_DEFAULT_BATCH 4096
 #define CR_SIGN_PK_BYTES 32

@@ -42,7 +42,7 @@ expect_grep "seen certificate is the provider's" "\"seen_cert_sha256\":\"$P_FP\"
 expect_grep "templates agree" '"agree":true' ping.out
 expect_grep "our template hash" "\"ours\":\"$T_HASH\"" ping.out
 expect_grep "their template hash" "\"theirs\":\"$T_HASH\"" ping.out
-expect_grep "protocol versions" '"protocol_version":{"ours":4,"theirs":4}' ping.out
+expect_grep "protocol versions" '"protocol_version":{"ours":5,"theirs":5}' ping.out
 expect_grep "peer software" '"peer_software":"cleanroom/' ping.out
 RTT=$(jget rtt_ms)
 if [[ "$RTT" =~ ^[0-9.]+$ ]]; then ok "rtt_ms is a number ($RTT)"; else fail "rtt_ms: '$RTT'"; fi

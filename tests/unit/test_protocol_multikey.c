@@ -485,8 +485,10 @@ static void test_record_width_checked(void **state) {
   pair_free(&x);
 }
 
-/* A version 3 peer (one key only, before records) is refused by name. */
-static void test_v3_peer_refused(void **state) {
+/* An older peer is refused by name: version 4 (phone keys of another
+ * meaning; its frames are ours) as much as version 3 (one key only,
+ * before records). */
+static void test_older_peer_refused(void **state) {
   (void)state;
   pair x;
   opts o = {"consumer", 1, "overlap", 0, 0, NULL};
@@ -496,7 +498,7 @@ static void test_v3_peer_refused(void **state) {
   Cleanroom__V1__Hello m = CLEANROOM__V1__HELLO__INIT;
   Cleanroom__V1__Frame f = CLEANROOM__V1__FRAME__INIT;
   uint8_t nonce[32] = {1};
-  m.protocol_version = 3;
+  m.protocol_version = 4;
   m.role = "consumer";
   m.template_sha256.data = x.tp->sha256;
   m.template_sha256.len = 32;
@@ -512,7 +514,7 @@ static void test_v3_peer_refused(void **state) {
   const cr_session_result *r = cr_session_result_get(x.provider);
   assert_int_equal(r->status, CR_SESSION_FAILED);
   assert_int_equal(r->wire_error, CR_WIRE_VERSION);
-  assert_non_null(strstr(r->error_msg, "protocol version 3, this node speaks 4"));
+  assert_non_null(strstr(r->error_msg, "protocol version 4, this node speaks 5"));
   /* The refusal tells the peer our version. */
   const uint8_t *out;
   size_t len;
@@ -523,7 +525,7 @@ static void test_v3_peer_refused(void **state) {
   assert_int_equal(cr__frame_peek(out, len, CR_DEFAULT_MAX_FRAME, &p, &plen, &total, &ann), 1);
   Cleanroom__V1__Frame *e = cr__frame_decode(p, plen);
   assert_int_equal(e->msg_case, CLEANROOM__V1__FRAME__MSG_ERROR);
-  assert_int_equal(e->error->protocol_version, 4);
+  assert_int_equal(e->error->protocol_version, 5);
   cr__frame_free(e);
   cr_buf_free(&hello);
   pair_free(&x);
@@ -534,7 +536,7 @@ int main(void) {
       cmocka_unit_test(test_count_any_key),        cmocka_unit_test(test_breakdown_thresholds),
       cmocka_unit_test(test_grouped_cells),        cmocka_unit_test(test_members_which_key),
       cmocka_unit_test(test_structure_hidden),     cmocka_unit_test(test_lying_peer),
-      cmocka_unit_test(test_record_width_checked), cmocka_unit_test(test_v3_peer_refused),
+      cmocka_unit_test(test_record_width_checked), cmocka_unit_test(test_older_peer_refused),
       cmocka_unit_test(test_noisy_count_only),
   };
   if (cr_crypto_init() != 0)

@@ -566,10 +566,10 @@ static void test_v3_peer_refused(void **state) {
   assert_int_equal(rp->status, CR_SESSION_FAILED);
   assert_int_equal(rp->wire_error, CR_WIRE_VERSION);
   assert_non_null(
-      strstr(rp->error_msg, "the partner speaks protocol version 3, this node speaks 4"));
+      strstr(rp->error_msg, "the partner speaks protocol version 3, this node speaks 5"));
   assert_int_equal(rc->status, CR_SESSION_FAILED);
   assert_int_equal(rc->wire_error, CR_WIRE_VERSION);
-  assert_int_equal(rc->peer_protocol_version, 4);
+  assert_int_equal(rc->peer_protocol_version, 5);
   assert_non_null(strstr(rc->error_msg, "protocol versions differ"));
   assert_int_equal(count_kind(&x.wire[1], CLEANROOM__V1__FRAME__MSG_BATCH), 0);
   pair_free(&x);
