@@ -45,6 +45,9 @@ extern const char CR_CLI_DATA_SOURCES_HELP[];
 const char *cr_cli_safe(const char *s);
 /* json_string of the same, never NULL. */
 json_t *cr_cli_jtext(const char *s);
+/* --json: o as one compact line on stdout ("{}" if it cannot be encoded);
+ * takes o. */
+void cr_cli_json_print(json_t *o);
 
 /* A receipt entry of an audit log checked again: its message rebuilt
  * (v3, or v2 for older logs) and the partner's signature verified. 0, or

@@ -429,10 +429,7 @@ static int cmd_verify(int argc, char **argv) {
       json_object_set_new(o, "reason",
                           json_string(rep.reason[0] ? rep.reason : cr_error_message(&err, rc)));
     }
-    char *s = json_dumps(o, JSON_COMPACT);
-    printf("%s\n", s ? s : "{}");
-    free(s);
-    json_decref(o);
+    cr_cli_json_print(o);
   } else if (rc == 0) {
     printf("%s: OK: %llu lines, %llu events, %llu signed checkpoints, %llu partner receipts "
            "verified%s\n",

@@ -293,11 +293,7 @@ static void print_json(const cr_party *party, const cr_party_data_check *c) {
   const char *note = cr_party_note(party, CR_PARTY_NOTE_SIGNATURES);
   if (note[0])
     json_object_set_new(o, "signatures_note", cr_cli_jtext(note));
-  char *text = json_dumps(o, JSON_COMPACT);
-  if (text != NULL)
-    printf("%s\n", text);
-  free(text);
-  json_decref(o);
+  cr_cli_json_print(o);
 }
 
 /* --json: a check that could not run still prints one object, so a script
@@ -307,11 +303,7 @@ static void print_json_error(int rc, const cr_error *err, int code) {
   json_object_set_new(o, "verdict", json_string(cr_err_name(rc)));
   json_object_set_new(o, "message", cr_cli_jtext(cr_error_message(err, rc)));
   json_object_set_new(o, "exit", json_integer(code));
-  char *text = json_dumps(o, JSON_COMPACT);
-  if (text != NULL)
-    printf("%s\n", text);
-  free(text);
-  json_decref(o);
+  cr_cli_json_print(o);
 }
 
 static int data_check(int argc, char **argv) {

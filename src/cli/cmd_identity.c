@@ -101,10 +101,7 @@ int cr_cli_keygen(int argc, char **argv) {
     json_t *o = json_object();
     json_object_set_new(o, "identity", cr_cli_jtext(out));
     json_object_set_new(o, "cert_sha256", json_string(hex));
-    char *t = json_dumps(o, JSON_COMPACT);
-    printf("%s\n", t ? t : "{}");
-    free(t);
-    json_decref(o);
+    cr_cli_json_print(o);
   } else
     printf("%s\n", hex);
   fprintf(stderr, "wrote %s/%s and %s/%s; send the fingerprint above to your partner\n", out,

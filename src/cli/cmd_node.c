@@ -579,10 +579,7 @@ static void on_check(void *ctx, const cr_party_collab_info *c) {
       json_object_set_new(o, "data", cr_cli_jtext(c->data));
     if (!good)
       json_object_set_new(o, "error", cr_cli_jtext(c->error));
-    char *t = json_dumps(o, JSON_COMPACT);
-    printf("%s\n", t ? t : "{}");
-    free(t);
-    json_decref(o);
+    cr_cli_json_print(o);
     return;
   }
   if (good)

@@ -322,14 +322,6 @@ static json_t *template_json(const cr_template *t) {
   return o;
 }
 
-static void print_json_object(json_t *o) {
-  char *text = json_dumps(o, JSON_COMPACT);
-  if (text != NULL)
-    printf("%s\n", text);
-  free(text);
-  json_decref(o);
-}
-
 /* Accepts a fingerprint (64 hex, with or without colons) or a certificate
  * file. */
 static int fingerprint_arg(const char *arg, char hex[CR_SHA256_HEX_BYTES], cr_error *err) {
@@ -699,7 +691,7 @@ int cr_cli_template(int argc, char **argv) {
         json_object_set_new(o, "file", cr_cli_jtext(file));
         json_object_set_new(o, "valid", json_false());
         json_object_set_new(o, "errors", jerrors);
-        print_json_object(o);
+        cr_cli_json_print(o);
         cr_cli_errorf(cmd, "%s: %zu error%s (listed in \"errors\" on standard output)",
                       cr_cli_safe(file), n, n == 1 ? "" : "s");
       } else if (nerr == 0 && t == NULL) {
@@ -727,7 +719,7 @@ int cr_cli_template(int argc, char **argv) {
       json_t *o = json_object();
       json_object_set_new(o, "file", cr_cli_jtext(file));
       json_object_set_new(o, "sha256", json_string(hex));
-      print_json_object(o);
+      cr_cli_json_print(o);
     } else {
       printf("%s\n", hex);
     }
@@ -757,7 +749,7 @@ int cr_cli_template(int argc, char **argv) {
     }
     free(sp);
     json_object_set_new(o, "signatures", sj);
-    print_json_object(o);
+    cr_cli_json_print(o);
     warn_expiry(t);
   } else {
     print_template_summary(t);

@@ -24,6 +24,13 @@ const char *cr_cli_prog = "cleanroom";
 
 void cr_cli_set_prog(const char *name) { cr_cli_prog = name; }
 
+void cr_cli_json_print(json_t *o) {
+  char *text = json_dumps(o, JSON_COMPACT);
+  printf("%s\n", text != NULL ? text : "{}");
+  free(text);
+  json_decref(o);
+}
+
 void cr_cli_errorf(const char *cmd, const char *fmt, ...) {
   va_list ap;
   fprintf(stderr, "%s %s: error: ", CR_CLI_PROG, cmd);

@@ -532,6 +532,18 @@ static int admit_none(void *ctx, const cr_query *q, const cr_session_result *res
   return CR_EREFUSED;
 }
 
+/* The pair's provider made again from pc (its hooks, data or load): the
+ * template, role, signing key and the consumer's key are the pair's. */
+static void provider_again(pair *x, cr_session_config *pc) {
+  cr_session_free(x->provider);
+  pc->tmpl = x->tp;
+  pc->role = CR_ROLE_PROVIDER;
+  pc->sign = sign_cb;
+  pc->sign_ctx = &x->kp;
+  memcpy(pc->peer_sign_pk, x->kc.pk, 32);
+  assert_int_equal(cr_session_new(&x->provider, pc, NULL), 0);
+}
+
 /* A node's admit hook (run limits) refuses after the Hellos: no point is
  * sent by the refusing side and nothing is released on either. */
 static void test_admit_refusal(void **state) {
@@ -539,17 +551,11 @@ static void test_admit_refusal(void **state) {
   pair x;
   int calls = 0;
   pair_init(&x, 0, 50, 0, 50, 1, "overlap");
-  cr_session_free(x.provider);
   cr_session_config pc = {0};
-  pc.tmpl = x.tp;
   pc.data = x.dp;
-  pc.role = CR_ROLE_PROVIDER;
-  pc.sign = sign_cb;
-  pc.sign_ctx = &x.kp;
   pc.admit = admit_none;
   pc.admit_ctx = &calls;
-  memcpy(pc.peer_sign_pk, x.kc.pk, 32);
-  assert_int_equal(cr_session_new(&x.provider, &pc, NULL), 0);
+  provider_again(&x, &pc);
   expect_refusal(&x, CR_WIRE_NOT_ALLOWED);
   assert_int_equal(calls, 1);
   /* The reason stays local (issue 13: fixed wording on the wire). */
@@ -577,16 +583,10 @@ static void test_admit_failure_is_internal(void **state) {
   (void)state;
   pair x;
   pair_init(&x, 0, 50, 0, 50, 1, "overlap");
-  cr_session_free(x.provider);
   cr_session_config pc = {0};
-  pc.tmpl = x.tp;
   pc.data = x.dp;
-  pc.role = CR_ROLE_PROVIDER;
-  pc.sign = sign_cb;
-  pc.sign_ctx = &x.kp;
   pc.admit = admit_log_full;
-  memcpy(pc.peer_sign_pk, x.kc.pk, 32);
-  assert_int_equal(cr_session_new(&x.provider, &pc, NULL), 0);
+  provider_again(&x, &pc);
   assert_int_equal(cr_session_start(x.consumer), 0);
   pump(&x, SIZE_MAX);
   const cr_session_result *rp = cr_session_result_get(x.provider);
@@ -613,16 +613,10 @@ static void test_expired_template_refused_on_hello(void **state) {
   pair_init(&x, 0, 50, 0, 50, 1, "overlap");
   x.tp->limits.not_after = 1000;
   x.tc->limits.not_after = 1000;
-  cr_session_free(x.provider);
   cr_session_config pc = {0};
-  pc.tmpl = x.tp;
   pc.data = x.dp;
-  pc.role = CR_ROLE_PROVIDER;
-  pc.sign = sign_cb;
-  pc.sign_ctx = &x.kp;
   pc.now_unix = 2000;
-  memcpy(pc.peer_sign_pk, x.kc.pk, 32);
-  assert_int_equal(cr_session_new(&x.provider, &pc, NULL), 0);
+  provider_again(&x, &pc);
   expect_refusal(&x, CR_WIRE_NOT_ALLOWED);
   assert_non_null(strstr(cr_session_result_get(x.provider)->error_msg, "expired"));
   pair_free(&x);
@@ -1652,18 +1646,12 @@ static void test_admit_before_load(void **state) {
   int order[3] = {0};
   pair_init(&x, 0, 50, 0, 50, 1, "overlap");
   void *lctx[2] = {order, x.dp};
-  cr_session_free(x.provider);
   cr_session_config pc = {0};
-  pc.tmpl = x.tp;
-  pc.role = CR_ROLE_PROVIDER;
-  pc.sign = sign_cb;
-  pc.sign_ctx = &x.kp;
   pc.admit = admit_count;
   pc.admit_ctx = order;
   pc.load = load_after_admit;
   pc.load_ctx = lctx;
-  memcpy(pc.peer_sign_pk, x.kc.pk, 32);
-  assert_int_equal(cr_session_new(&x.provider, &pc, NULL), 0);
+  provider_again(&x, &pc);
   assert_int_equal(cr_session_start(x.consumer), 0);
   pump(&x, SIZE_MAX);
   assert_int_equal(cr_session_result_get(x.consumer)->status, CR_SESSION_DONE);
