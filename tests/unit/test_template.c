@@ -226,6 +226,19 @@ static void test_base_parses(void **state) {
   free(s);
 }
 
+/* s parsed as a template that must be valid (its path for messages:
+ * name, or NULL); the parser's error is printed when it is not. */
+static cr_template *parse_ok(const char *s, const char *name) {
+  cr_template *t = NULL;
+  cr_error err;
+  cr_error_clear(&err);
+  int rc = cr_template_parse(&t, s, strlen(s), name, &err);
+  if (rc != 0)
+    print_error("%s\n", err.msg);
+  assert_int_equal(rc, 0);
+  return t;
+}
+
 static void test_optional_sections(void **state) {
   (void)state;
   json_t *j = base_json();
@@ -240,12 +253,7 @@ static void test_optional_sections(void **state) {
          "{'name': 'phone', 'columns': ['phone', 'cc'],"
          " 'normalize': ['phone', 'sha256'], 'default_country_code': '44'}");
   char *s = dump(j, 0);
-  cr_template *t = NULL;
-  cr_error err;
-  int rc = cr_template_parse(&t, s, strlen(s), NULL, &err);
-  if (rc != 0)
-    print_error("%s\n", err.msg);
-  assert_int_equal(rc, 0);
+  cr_template *t = parse_ok(s, NULL);
   assert_null(t->path);
   assert_int_equal(t->limits.max_runs_per_query, 0);
   assert_int_equal(t->limits.not_after, 0);
@@ -316,13 +324,7 @@ static void test_party_normalizers(void **state) {
   (void)state;
   char *s = mutated("match_key/normalize",
                     "{'provider': ['email', 'sha256'], 'consumer': ['hashed_sha256']}");
-  cr_template *t = NULL;
-  cr_error err;
-  cr_error_clear(&err);
-  int rc = cr_template_parse(&t, s, strlen(s), "t", &err);
-  if (rc != 0)
-    print_error("%s\n", err.msg);
-  assert_int_equal(rc, 0);
+  cr_template *t = parse_ok(s, "t");
   assert_null(t->match_key.normalize);
   size_t n = 0;
   const cr_normalizer *p = cr_match_key_normalizers(&t->match_key, CR_ROLE_PROVIDER, &n);
@@ -336,7 +338,7 @@ static void test_party_normalizers(void **state) {
   free(s);
   /* Shared: both roles get the one chain. */
   s = dq(BASE);
-  assert_int_equal(cr_template_parse(&t, s, strlen(s), "t", &err), 0);
+  t = parse_ok(s, "t");
   p = cr_match_key_normalizers(&t->match_key, CR_ROLE_CONSUMER, &n);
   assert_int_equal(n, 1);
   assert_ptr_equal(p, t->match_key.normalize);
@@ -347,13 +349,7 @@ static void test_party_normalizers(void **state) {
 static void test_party_columns(void **state) {
   (void)state;
   char *s = mutated("match_key/columns", "{'provider': ['email_address'], 'consumer': ['Mail']}");
-  cr_template *t = NULL;
-  cr_error err;
-  cr_error_clear(&err);
-  int rc = cr_template_parse(&t, s, strlen(s), "t", &err);
-  if (rc != 0)
-    print_error("%s\n", err.msg);
-  assert_int_equal(rc, 0);
+  cr_template *t = parse_ok(s, "t");
   assert_null(t->match_key.columns);
   assert_int_equal(t->match_key.ncolumns, 1);
   assert_string_equal(cr_match_key_columns(&t->match_key, CR_ROLE_PROVIDER)[0], "email_address");
@@ -372,6 +368,8 @@ static void test_party_columns(void **state) {
   /* The hash is the RFC 8785 hash of the file, per-party lists and all. */
   char *canon = NULL;
   size_t clen = 0;
+  cr_error err;
+  cr_error_clear(&err);
   assert_int_equal(cr_json_canonicalize(s, strlen(s), &canon, &clen, &err), 0);
   uint8_t h[CR_SHA256_BYTES];
   cr_sha256(h, canon, clen);
@@ -381,7 +379,7 @@ static void test_party_columns(void **state) {
   free(s);
   /* Shared lists: both roles see the same names. */
   s = mutated("match_key/columns", "['email']");
-  assert_int_equal(cr_template_parse(&t, s, strlen(s), "t", &err), 0);
+  t = parse_ok(s, "t");
   assert_string_equal(cr_match_key_columns(&t->match_key, CR_ROLE_CONSUMER)[0], "email");
   assert_ptr_equal(cr_match_key_columns(&t->match_key, CR_ROLE_PROVIDER),
                    cr_match_key_columns(&t->match_key, CR_ROLE_CONSUMER));
@@ -1418,12 +1416,7 @@ static json_t *reversed(const json_t *j) {
 }
 
 static void sha_of(const char *s, uint8_t out[32]) {
-  cr_template *t = NULL;
-  cr_error err;
-  int rc = cr_template_parse(&t, s, strlen(s), "t", &err);
-  if (rc != 0)
-    print_error("%s\n", err.msg);
-  assert_int_equal(rc, 0);
+  cr_template *t = parse_ok(s, "t");
   memcpy(out, t->sha256, 32);
   cr_template_free(t);
 }
