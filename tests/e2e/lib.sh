@@ -98,16 +98,7 @@ start_server() {
   "$CR" serve --template "$tmpl" --identity provider-id --data "$data" \
     --listen 127.0.0.1:0 --json "$@" >server.out 2>server.err &
   SERVER_PID=$!
-  PORT=""
-  for _ in $(seq 1 200); do
-    PORT=$(sed -n 's/.*listening on [^ ]*:\([0-9][0-9]*\).*/\1/p' server.err | head -1)
-    [ -n "$PORT" ] && return 0
-    kill -0 "$SERVER_PID" 2>/dev/null || break
-    sleep 0.05
-  done
-  echo "server did not start:" >&2
-  cat server.err >&2
-  return 1
+  wait_listening "$SERVER_PID" server.err
 }
 
 # wait_server: waits for the background server; its exit code in SERVER_RC.

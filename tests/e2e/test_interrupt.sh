@@ -87,12 +87,7 @@ for _ in $(seq 1 400); do
 done
 kill -HUP "$HUP_PID" 2>/dev/null || true
 HUP_PORT=""
-for _ in $(seq 1 600); do
-  HUP_PORT=$(sed -n 's/.*listening on [^ ]*:\([0-9][0-9]*\).*/\1/p' hup.err | head -1)
-  [ -n "$HUP_PORT" ] && break
-  kill -0 "$HUP_PID" 2>/dev/null || break
-  sleep 0.05
-done
+if wait_listening "$HUP_PID" hup.err 2>/dev/null; then HUP_PORT=$PORT; fi
 if [ -n "$HUP_PORT" ]; then ok "SIGHUP while loading: the node goes on to listen"; else
   fail "SIGHUP while loading ended the node"
   cat hup.err >&2
@@ -121,12 +116,8 @@ RS_QUERY=$(sed -n 's/.*"\([a-z_]*\)": *{"kind": *"members".*/\1/p' "$RS/template
 "$CR" serve --template rs.json --identity rs-prov --data "$RS/team.csv" --listen 127.0.0.1:0 \
   --once --quiet >rs-serve.out 2>rs-serve.err &
 RS_PID=$!
-RS_PORT=""
-for _ in $(seq 1 200); do
-  RS_PORT=$(sed -n 's/.*listening on [^ ]*:\([0-9][0-9]*\).*/\1/p' rs-serve.err | head -1)
-  [ -n "$RS_PORT" ] && break
-  sleep 0.05
-done
+wait_listening "$RS_PID" rs-serve.err
+RS_PORT=$PORT
 # The audit log lives elsewhere and is written before the limit applies to
 # it only if it stays under it: give the run a fresh log and a limit of
 # 10 KiB, well under the rows file (about 20 KiB) and over the log (about 5 KiB).
@@ -179,12 +170,7 @@ START_BYTES=$(wc -c <measure.jsonl)
 fsize_exec $((START_BYTES + 200)) "$CR" serve --template template.json --identity provider-id \
   --data prov.csv --listen 127.0.0.1:0 --json --once --audit full.jsonl >server.out 2>server.err &
 SERVER_PID=$!
-PORT=""
-for _ in $(seq 1 200); do
-  PORT=$(sed -n 's/.*listening on [^ ]*:\([0-9][0-9]*\).*/\1/p' server.err | head -1)
-  [ -n "$PORT" ] && break
-  sleep 0.05
-done
+wait_listening "$SERVER_PID" server.err
 run_client template.json cons.csv overlap
 wait_server
 expect_eq "log full: run exits 5 (the partner failed), not 4 (refused)" 5 "$RUN_RC"
